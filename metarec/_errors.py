@@ -1,0 +1,39 @@
+"""Error types and message helpers.
+
+Every error raised on user input names the argument, the bad value, the rule and the fix
+(``n_support=0: each task needs at least one support interaction; pass n_support >= 1``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["MetarecError", "DataError", "ConfigError", "CheckpointError", "suggest"]
+
+
+class MetarecError(ValueError):
+    """Base class of metarec's errors on user input (a ``ValueError``)."""
+
+
+class DataError(MetarecError):
+    """Interactions or side features that fail validation."""
+
+
+class ConfigError(MetarecError):
+    """A scenario or argument that fails validation."""
+
+
+class CheckpointError(MetarecError):
+    """A run directory or checkpoint that cannot be loaded safely."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        if str(name).lower() in lowered:
+            close = [lowered[str(name).lower()]]
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,118 @@
+"""Stable id encoding with a reserved "unknown" index.
+
+Index 0 is reserved for values never seen when the encoder was built (cold users, cold items,
+unseen feature values); known values get 1..n in sorted order of their string form, so the
+same set of raw ids always gives the same encoding. Encoders serialise to JSON and are saved
+beside every trained model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["IdEncoder", "UNKNOWN"]
+
+UNKNOWN = 0
+"""The index every encoder reserves for values it has not seen."""
+
+
+class IdEncoder:
+    """Maps raw ids (any hashable scalar) to ``int64`` indices ``1..n``; unknown ids map to 0.
+
+    Example:
+        >>> enc = IdEncoder.fit(["b", "a", "b"])
+        >>> enc.encode(["a", "b", "zzz"]).tolist()
+        [1, 2, 0]
+        >>> len(enc)          # includes the unknown slot
+        3
+    """
+
+    def __init__(self, values: Sequence[Any], name: str = "id") -> None:
+        self.name = name
+        self._values: list[Any] = list(values)
+        # Pandas index does vectorised lookups; keys are the string form so that
+        # ids read back from JSON (always strings or numbers) encode the same way.
+        self._index = pd.Index([_key(v) for v in self._values])
+        if not self._index.is_unique:
+            dup = self._index[self._index.duplicated()][0]
+            raise ValueError(f"{name}: duplicated value {dup!r} in encoder vocabulary")
+        # Fast path for integer vocabularies (the common case: MovieLens, Amazon ids).
+        self._int_index: pd.Index | None = None
+        if self._values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self._values):
+            self._int_index = pd.Index(np.asarray(self._values, dtype=np.int64))
+
+    @classmethod
+    def fit(cls, values: Iterable[Any], name: str = "id") -> IdEncoder:
+        """Build an encoder over the distinct values, sorted for a stable encoding."""
+        uniq = pd.unique(pd.Series(list(values) if not isinstance(values, (pd.Series, np.ndarray)) else values))
+        uniq = [v for v in uniq if not _is_missing(v)]
+        uniq.sort(key=lambda v: (0, v) if isinstance(v, (int, np.integer)) else (1, str(v)))
+        return cls(uniq, name=name)
+
+    def __len__(self) -> int:
+        """Number of indices, the unknown slot included (the size of an embedding table)."""
+        return len(self._values) + 1
+
+    @property
+    def values(self) -> list[Any]:
+        """Known raw values in index order (index ``i`` holds ``values[i - 1]``)."""
+        return list(self._values)
+
+    def encode(self, raw: Iterable[Any]) -> np.ndarray:
+        """Encode raw ids; unknown or missing ids become :data:`UNKNOWN` (0)."""
+        arr = raw if isinstance(raw, (np.ndarray, pd.Series)) else None
+        if self._int_index is not None and arr is not None and np.asarray(arr).dtype.kind in "iu":
+            pos = self._int_index.get_indexer(np.asarray(arr, dtype=np.int64))
+            return (pos + 1).astype(np.int64)
+        keys = pd.Index([_key(v) for v in (raw if not np.isscalar(raw) else [raw])])
+        pos = self._index.get_indexer(keys)
+        return (pos + 1).astype(np.int64)  # -1 (unknown) -> 0
+
+    def decode(self, idx: Iterable[int]) -> list[Any]:
+        """Decode indices back to raw ids; index 0 decodes to ``None``."""
+        out: list[Any] = []
+        for i in np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx).tolist():
+            out.append(self._values[i - 1] if 0 < i <= len(self._values) else None)
+        return out
+
+    def __contains__(self, raw: Any) -> bool:
+        return _key(raw) in self._index
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "values": [_jsonable(v) for v in self._values]}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> IdEncoder:
+        return cls(obj["values"], name=obj.get("name", "id"))
+
+    def __repr__(self) -> str:
+        return f"IdEncoder(name={self.name!r}, known={len(self._values)})"
+
+
+def _is_missing(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _key(v: Any) -> str:
+    if isinstance(v, (np.integer,)):
+        v = int(v)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    return str(v)

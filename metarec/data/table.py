@@ -1,0 +1,393 @@
+"""The validated interaction table every later stage reads.
+
+An :class:`InteractionTable` holds encoded ``users``, ``items``, ``ratings``, ``domains`` and
+optional ``timestamps`` as aligned numpy arrays, the id encoders (index 0 = unknown), and
+optional user and item :class:`~metarec.data.features.FeatureTable`\\ s. It is built once, at the
+boundary, by :meth:`InteractionTable.from_frame`, which rejects bad input with an error naming
+the column, the value, the rule and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from metarec._errors import DataError, suggest
+from metarec.data.encoding import IdEncoder
+from metarec.data.features import FeatureSpec, FeatureTable, encode_features
+
+__all__ = ["Columns", "InteractionTable"]
+
+Feedback = Literal["explicit", "implicit"]
+DuplicatePolicy = Literal["error", "first", "last", "mean"]
+_POLICIES = ("error", "first", "last", "mean")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the interaction columns in a user's frame (a column mapping).
+
+    ``rating=None`` means implicit feedback with every row a positive; ``domain`` and
+    ``timestamp`` are optional.
+    """
+
+    user: str = "user"
+    item: str = "item"
+    rating: str | None = "rating"
+    domain: str | None = None
+    timestamp: str | None = None
+
+
+class InteractionTable:
+    """Validated, encoded interactions with optional side features.
+
+    Attributes:
+        users, items, domains: ``int64`` arrays of encoded indices (0 is reserved for unknown).
+        ratings: ``float32`` array (1.0 for implicit positives).
+        timestamps: ``int64`` seconds since the epoch, or ``None``.
+        user_ids, item_ids, domain_ids: the encoders.
+        user_features, item_features: encoded side features or ``None``.
+        feedback: ``"explicit"`` or ``"implicit"``; rating_scale: ``(lo, hi)`` or ``None``.
+    """
+
+    def __init__(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        domains: np.ndarray,
+        timestamps: np.ndarray | None,
+        user_ids: IdEncoder,
+        item_ids: IdEncoder,
+        domain_ids: IdEncoder,
+        *,
+        feedback: Feedback = "explicit",
+        rating_scale: tuple[float, float] | None = None,
+        user_features: FeatureTable | None = None,
+        item_features: FeatureTable | None = None,
+    ) -> None:
+        self.users = users
+        self.items = items
+        self.ratings = ratings
+        self.domains = domains
+        self.timestamps = timestamps
+        self.user_ids = user_ids
+        self.item_ids = item_ids
+        self.domain_ids = domain_ids
+        self.feedback = feedback
+        self.rating_scale = rating_scale
+        self.user_features = user_features
+        self.item_features = item_features
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        columns: Columns | None = None,
+        *,
+        feedback: Feedback = "explicit",
+        rating_scale: tuple[float, float] | None = (1.0, 5.0),
+        duplicates: DuplicatePolicy = "error",
+        domains: Sequence[Any] | None = None,
+        user_features: pd.DataFrame | None = None,
+        user_feature_specs: Sequence[FeatureSpec] = (),
+        user_feature_id: str | None = None,
+        item_features: pd.DataFrame | None = None,
+        item_feature_specs: Sequence[FeatureSpec] = (),
+        item_feature_id: str | None = None,
+    ) -> InteractionTable:
+        """Validate ``frame`` and encode it.
+
+        Args:
+            frame: one row per interaction.
+            columns: column mapping (default ``user``, ``item``, ``rating``).
+            feedback: ``"explicit"`` (ratings on ``rating_scale``) or ``"implicit"`` (ratings
+                are 1 for positives, or 0/1; ``columns.rating=None`` makes every row a positive).
+            rating_scale: inclusive ``(lo, hi)`` for explicit ratings; ``None`` disables the check.
+            duplicates: policy for repeated (user, item, domain) rows: ``"error"``, keep
+                ``"first"``/``"last"`` (by timestamp when given, else row order) or ``"mean"``.
+            domains: domains that must each have interactions (an empty one is an error).
+            user_features, item_features: side-feature frames, one row per id; ids absent
+                from the interactions are allowed (cold entities are scored by features).
+            user_feature_specs, item_feature_specs: which feature columns, and their kinds.
+            user_feature_id, item_feature_id: id column of the feature frames (default: the
+                interaction column name).
+
+        Raises:
+            DataError: with the column, value, rule and fix.
+        """
+        c = columns or Columns()
+        if feedback not in ("explicit", "implicit"):
+            raise DataError(
+                f"feedback={feedback!r}: must be 'explicit' (ratings) or 'implicit' (clicks, 0/1)"
+                f"{suggest(feedback, ('explicit', 'implicit'))}"
+            )
+        if duplicates not in _POLICIES:
+            raise DataError(
+                f"duplicates={duplicates!r}: policy must be one of {_POLICIES}{suggest(duplicates, _POLICIES)}"
+            )
+        if rating_scale is not None and feedback == "explicit":
+            lo, hi = rating_scale
+            if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+                raise DataError(
+                    f"rating_scale={rating_scale!r}: needs finite lo < hi, e.g. rating_scale=(1, 5); "
+                    "pass rating_scale=None to skip the range check"
+                )
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
+        needed = {"user": c.user, "item": c.item, "rating": c.rating, "domain": c.domain, "timestamp": c.timestamp}
+        for role, col in needed.items():
+            if col is not None and col not in frame.columns:
+                raise DataError(
+                    f"columns.{role}={col!r}: column not found; the frame has {list(frame.columns)}"
+                    f"{suggest(col, frame.columns)}; pass Columns({role}=<the right name>)"
+                )
+        if len(frame) == 0:
+            raise DataError("frame: no interactions (0 rows); load a non-empty table")
+
+        for role in ("user", "item"):
+            col = getattr(c, role)
+            miss = frame[col].isna()
+            if miss.any():
+                raise DataError(
+                    f"{role} column {col!r}: {int(miss.sum())} missing id(s), first at row "
+                    f"{frame.index[miss.to_numpy()][0]!r}; every interaction needs a {role}; drop those rows"
+                )
+
+        ratings = _ratings(frame, c, feedback, rating_scale)
+        ts = _timestamps(frame, c.timestamp) if c.timestamp else None
+        dom_raw = frame[c.domain] if c.domain else pd.Series(np.zeros(len(frame), dtype=np.int64), index=frame.index)
+        if c.domain and dom_raw.isna().any():
+            raise DataError(
+                f"domain column {c.domain!r}: {int(dom_raw.isna().sum())} missing value(s); "
+                "every interaction needs a domain; fill or drop them"
+            )
+
+        work = pd.DataFrame(
+            {"u": frame[c.user].to_numpy(), "i": frame[c.item].to_numpy(), "d": dom_raw.to_numpy(), "r": ratings}
+        )
+        if ts is not None:
+            work["t"] = ts
+        work = _deduplicate(work, duplicates, c)
+
+        if domains is not None:
+            present = set(pd.unique(work["d"]).tolist())
+            empty = [d for d in domains if d not in present]
+            if empty:
+                raise DataError(
+                    f"domains: domain {empty[0]!r} has no interactions ({len(empty)} empty domain(s)); "
+                    "every declared domain needs at least one interaction; remove it from domains= "
+                    "or add its interactions"
+                )
+        elif c.domain and isinstance(frame[c.domain].dtype, pd.CategoricalDtype):
+            cats = list(frame[c.domain].cat.categories)
+            present = set(pd.unique(work["d"]).tolist())
+            empty = [d for d in cats if d not in present]
+            if empty:
+                raise DataError(
+                    f"domain column {c.domain!r}: category {empty[0]!r} has no interactions; "
+                    "drop unused categories first (frame[col].cat.remove_unused_categories())"
+                )
+
+        u_fid = user_feature_id or c.user
+        i_fid = item_feature_id or c.item
+        user_ids = IdEncoder.fit(_union(work["u"], user_features, u_fid, "user"), name="user")
+        item_ids = IdEncoder.fit(_union(work["i"], item_features, i_fid, "item"), name="item")
+        domain_ids = IdEncoder.fit(work["d"].to_numpy(), name="domain")
+        uf = encode_features(user_features, u_fid, user_feature_specs, user_ids, what="user") if user_features is not None else None
+        itf = encode_features(item_features, i_fid, item_feature_specs, item_ids, what="item") if item_features is not None else None
+        return cls(
+            user_ids.encode(work["u"].to_numpy()),
+            item_ids.encode(work["i"].to_numpy()),
+            work["r"].to_numpy(dtype=np.float32),
+            domain_ids.encode(work["d"].to_numpy()),
+            work["t"].to_numpy(dtype=np.int64) if ts is not None else None,
+            user_ids,
+            item_ids,
+            domain_ids,
+            feedback=feedback,
+            rating_scale=tuple(float(x) for x in rating_scale) if (rating_scale and feedback == "explicit") else None,
+            user_features=uf,
+            item_features=itf,
+        )
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    @property
+    def n_users(self) -> int:
+        """Size of the user index space (unknown slot included)."""
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_domains(self) -> int:
+        return len(self.domain_ids)
+
+    def subset(self, mask: np.ndarray) -> InteractionTable:
+        """Rows selected by a boolean mask or an index array; encoders and features are shared."""
+        return InteractionTable(
+            self.users[mask],
+            self.items[mask],
+            self.ratings[mask],
+            self.domains[mask],
+            None if self.timestamps is None else self.timestamps[mask],
+            self.user_ids,
+            self.item_ids,
+            self.domain_ids,
+            feedback=self.feedback,
+            rating_scale=self.rating_scale,
+            user_features=self.user_features,
+            item_features=self.item_features,
+        )
+
+    def to_frame(self, raw_ids: bool = False) -> pd.DataFrame:
+        """The interactions as a DataFrame of encoded indices (or raw ids with ``raw_ids=True``)."""
+        d: dict[str, Any] = {"user": self.users, "item": self.items, "rating": self.ratings, "domain": self.domains}
+        if self.timestamps is not None:
+            d["timestamp"] = self.timestamps
+        df = pd.DataFrame(d)
+        if raw_ids:
+            df["user"] = self.user_ids.decode(self.users)
+            df["item"] = self.item_ids.decode(self.items)
+            df["domain"] = self.domain_ids.decode(self.domains)
+        return df
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "interactions": len(self),
+            "users": self.n_users - 1,
+            "items": self.n_items - 1,
+            "domains": self.n_domains - 1,
+            "feedback": self.feedback,
+            "rating_scale": self.rating_scale,
+            "timestamps": self.timestamps is not None,
+            "user_features": sorted(self.user_features.vocabs) + (self.user_features.numeric_names if self.user_features else []) if self.user_features else [],
+            "item_features": sorted(self.item_features.vocabs) + (self.item_features.numeric_names if self.item_features else []) if self.item_features else [],
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (
+            f"InteractionTable({s['interactions']} interactions, {s['users']} users, {s['items']} items, "
+            f"{s['domains']} domains, {self.feedback})"
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float, float] | None) -> np.ndarray:
+    if c.rating is None:
+        if feedback == "explicit":
+            raise DataError(
+                "columns.rating=None: explicit feedback needs a rating column; name it with "
+                "Columns(rating=...) or pass feedback='implicit' (every row a positive)"
+            )
+        return np.ones(len(frame), dtype=np.float64)
+    raw = frame[c.rating]
+    vals = pd.to_numeric(raw, errors="coerce")
+    bad = raw[vals.isna() & raw.notna()]
+    if len(bad):
+        raise DataError(
+            f"rating column {c.rating!r}: non-numeric value {bad.iloc[0]!r} at row {bad.index[0]!r}; "
+            "ratings must be numbers; clean or drop those rows"
+        )
+    r = vals.to_numpy(dtype=np.float64)
+    nan = np.isnan(r)
+    if nan.any():
+        row = frame.index[nan][0]
+        raise DataError(
+            f"rating column {c.rating!r}: {int(nan.sum())} NaN rating(s), first at row {row!r}; "
+            "every interaction needs a finite rating; drop or impute them (frame.dropna(subset=[...]))"
+        )
+    inf = np.isinf(r)
+    if inf.any():
+        row = frame.index[inf][0]
+        raise DataError(
+            f"rating column {c.rating!r}: infinite rating {r[inf][0]!r} at row {row!r}; "
+            "ratings must be finite; drop or clip those rows"
+        )
+    if feedback == "implicit":
+        off = ~np.isin(r, (0.0, 1.0))
+        if off.any():
+            raise DataError(
+                f"rating column {c.rating!r}: implicit feedback needs 0/1 values, got {r[off][0]!r} at row "
+                f"{frame.index[off][0]!r}; binarise first (e.g. rating >= 4) or pass feedback='explicit'"
+            )
+    elif scale is not None:
+        lo, hi = scale
+        off = (r < lo) | (r > hi)
+        if off.any():
+            raise DataError(
+                f"rating column {c.rating!r}: rating {r[off][0]!r} at row {frame.index[off][0]!r} is outside "
+                f"rating_scale=({lo:g}, {hi:g}); {int(off.sum())} row(s) affected; fix rating_scale= "
+                "or clip the ratings"
+            )
+    return r
+
+
+def _timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
+    raw = frame[col]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw
+    elif pd.api.types.is_numeric_dtype(raw):
+        if raw.isna().any():
+            row = frame.index[raw.isna().to_numpy()][0]
+            raise DataError(
+                f"timestamp column {col!r}: missing timestamp at row {row!r}; fill or drop those rows, "
+                "or leave columns.timestamp=None"
+            )
+        return raw.to_numpy(dtype=np.int64)
+    else:
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+    bad = parsed.isna() & raw.notna() | raw.isna()
+    if bad.any():
+        row = frame.index[bad.to_numpy()][0]
+        raise DataError(
+            f"timestamp column {col!r}: cannot parse {raw.loc[row]!r} at row {row!r} as a time; "
+            "use epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave columns.timestamp=None"
+        )
+    if getattr(parsed.dt, "tz", None) is None:
+        parsed = parsed.dt.tz_localize("UTC")
+    return (parsed.astype("int64") // 10**9).to_numpy() if parsed.dtype.kind == "M" or hasattr(parsed, "dt") else parsed.to_numpy()
+
+
+def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
+    dup = work.duplicated(["u", "i", "d"], keep=False)
+    if not dup.any():
+        return work.reset_index(drop=True)
+    if policy == "error":
+        first = work[dup].iloc[0]
+        where = f", domain {first['d']!r}" if c.domain else ""
+        raise DataError(
+            f"duplicates='error': {int(work.duplicated(['u', 'i', 'd']).sum())} repeated (user, item, domain) "
+            f"row(s), first user {first['u']!r}, item {first['i']!r}{where}; pass duplicates='first', "
+            "'last' or 'mean' to resolve them, or drop them beforehand"
+        )
+    if policy == "mean":
+        agg = {"r": "mean"}
+        if "t" in work:
+            agg["t"] = "max"
+        return work.groupby(["u", "i", "d"], sort=False, as_index=False).agg(agg)
+    if "t" in work:
+        work = work.sort_values("t", kind="stable")
+    return work.drop_duplicates(["u", "i", "d"], keep=policy).sort_index().reset_index(drop=True)
+
+
+def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -> np.ndarray:
+    if feats is None:
+        return ids.to_numpy()
+    if id_col not in feats.columns:
+        raise DataError(
+            f"{what}_features: id column {id_col!r} not found; columns are {list(feats.columns)}"
+            f"{suggest(id_col, feats.columns)}; pass {what}_feature_id=<id column>"
+        )
+    return np.concatenate([ids.to_numpy(dtype=object), feats[id_col].dropna().to_numpy(dtype=object)])

@@ -1,0 +1,84 @@
+"""Padded episode tensors: what the task sampler produces and the algorithms consume.
+
+A meta-batch of ``T`` tasks is two :class:`EpisodeSet`\\ s (support and query), each a set of
+``(T, N)`` tensors padded to the longest task with a boolean ``mask``; padded positions hold
+index 0 (the unknown user/item) and target 0, and every loss masks them out. Models look side
+features up by index, so a batch carries only indices and targets: it is small, lives on one
+device, and maps directly onto ``torch.func.vmap`` over the task axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["EpisodeSet", "EpisodeBatch"]
+
+
+@dataclass(frozen=True)
+class EpisodeSet:
+    """One side (support or query) of a batch of tasks.
+
+    Attributes:
+        users: ``int64 (T, N)`` encoded user indices.
+        items: ``int64 (T, N)`` encoded item indices.
+        targets: ``float (T, N)`` ratings, or 0/1 labels for implicit feedback.
+        mask: ``bool (T, N)``: True for real interactions, False for padding.
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.users.shape[0])
+
+    def sizes(self) -> torch.Tensor:
+        """Real (unpadded) interactions per task, ``int64 (T,)``."""
+        return self.mask.sum(dim=1)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> EpisodeSet:
+        t = self.targets.to(device=device, dtype=dtype) if dtype else self.targets.to(device)
+        return EpisodeSet(self.users.to(device), self.items.to(device), t, self.mask.to(device))
+
+    def select(self, idx: torch.Tensor | slice) -> EpisodeSet:
+        """Tasks ``idx`` (a slice or an index tensor along the task axis)."""
+        return EpisodeSet(self.users[idx], self.items[idx], self.targets[idx], self.mask[idx])
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """A meta-batch of ``T`` few-shot tasks.
+
+    Attributes:
+        support, query: the two :class:`EpisodeSet`\\ s.
+        units: ``int64 (T,)``: the task unit of each task (user index, domain index or cohort id).
+        domains: ``int64 (T,)``: the domain of each task's interactions (0 when single-domain).
+    """
+
+    support: EpisodeSet
+    query: EpisodeSet
+    units: torch.Tensor
+    domains: torch.Tensor
+
+    @property
+    def n_tasks(self) -> int:
+        return self.support.n_tasks
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> EpisodeBatch:
+        return EpisodeBatch(
+            self.support.to(device, dtype), self.query.to(device, dtype), self.units.to(device), self.domains.to(device)
+        )
+
+    def select(self, idx: torch.Tensor | slice) -> EpisodeBatch:
+        return EpisodeBatch(self.support.select(idx), self.query.select(idx), self.units[idx], self.domains[idx])
+
+    def chunks(self, size: int) -> list[EpisodeBatch]:
+        """Split the task axis into chunks of at most ``size`` tasks (bounded peak memory)."""
+        if size <= 0:
+            raise ValueError(f"chunk size={size}: must be >= 1; pass chunk_size >= 1 or None")
+        return [self.select(slice(i, i + size)) for i in range(0, self.n_tasks, size)]
+
