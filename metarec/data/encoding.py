@@ -36,7 +36,7 @@ class IdEncoder:
         self._values: list[Any] = list(values)
         # Pandas index does vectorised lookups; keys are the string form so that
         # ids read back from JSON (always strings or numbers) encode the same way.
-        self._index = pd.Index([_key(v) for v in self._values])
+        self._index = _keys(self._values)
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][0]
             raise ValueError(f"{name}: duplicated value {dup!r} in encoder vocabulary")
@@ -68,8 +68,7 @@ class IdEncoder:
         if self._int_index is not None and arr is not None and np.asarray(arr).dtype.kind in "iu":
             pos = self._int_index.get_indexer(np.asarray(arr, dtype=np.int64))
             return (pos + 1).astype(np.int64)
-        keys = pd.Index([_key(v) for v in (raw if not np.isscalar(raw) else [raw])])
-        pos = self._index.get_indexer(keys)
+        pos = self._index.get_indexer(_keys(raw))
         return (pos + 1).astype(np.int64)  # -1 (unknown) -> 0
 
     def decode(self, idx: Iterable[int]) -> list[Any]:
@@ -106,6 +105,30 @@ def _key(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     return str(v)
+
+
+def _keys(raw: Any) -> pd.Index:
+    """String keys of many raw ids, vectorised for the common homogeneous cases."""
+    if np.isscalar(raw):
+        raw = [raw]
+    if isinstance(raw, pd.Series):
+        arr = raw.to_numpy()
+    elif isinstance(raw, np.ndarray):
+        arr = raw
+    else:
+        arr = np.empty(len(raw), dtype=object)
+        arr[:] = list(raw)
+    if arr.dtype.kind in "US":
+        return pd.Index(arr.astype(str))
+    if arr.dtype.kind in "iu":
+        return pd.Index(arr.astype(np.int64).astype(str))
+    if arr.dtype.kind == "O" and len(arr):
+        kind = pd.api.types.infer_dtype(arr, skipna=False)
+        if kind == "string":
+            return pd.Index(arr.astype(str))
+        if kind == "integer":
+            return pd.Index(arr.astype(np.int64).astype(str))
+    return pd.Index([_key(v) for v in arr.tolist()])
 
 
 def _jsonable(v: Any) -> Any:

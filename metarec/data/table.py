@@ -390,4 +390,5 @@ def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -
             f"{what}_features: id column {id_col!r} not found; columns are {list(feats.columns)}"
             f"{suggest(id_col, feats.columns)}; pass {what}_feature_id=<id column>"
         )
-    return np.concatenate([ids.to_numpy(dtype=object), feats[id_col].dropna().to_numpy(dtype=object)])
+    both = pd.concat([ids, feats[id_col].dropna()], ignore_index=True)
+    return pd.unique(both) if both.dtype != object else pd.unique(both.to_numpy(dtype=object))

@@ -25,12 +25,15 @@ class EpisodeSet:
         items: ``int64 (T, N)`` encoded item indices.
         targets: ``float (T, N)`` ratings, or 0/1 labels for implicit feedback.
         mask: ``bool (T, N)``: True for real interactions, False for padding.
+        rows: ``int64 (T, N)`` or ``None``: the interaction-table row of each entry (-1 for
+            padding and sampled negatives); used by leakage checks, never by models.
     """
 
     users: torch.Tensor
     items: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
+    rows: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -42,11 +45,13 @@ class EpisodeSet:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> EpisodeSet:
         t = self.targets.to(device=device, dtype=dtype) if dtype else self.targets.to(device)
-        return EpisodeSet(self.users.to(device), self.items.to(device), t, self.mask.to(device))
+        r = None if self.rows is None else self.rows.to(device)
+        return EpisodeSet(self.users.to(device), self.items.to(device), t, self.mask.to(device), r)
 
     def select(self, idx: torch.Tensor | slice) -> EpisodeSet:
         """Tasks ``idx`` (a slice or an index tensor along the task axis)."""
-        return EpisodeSet(self.users[idx], self.items[idx], self.targets[idx], self.mask[idx])
+        r = None if self.rows is None else self.rows[idx]
+        return EpisodeSet(self.users[idx], self.items[idx], self.targets[idx], self.mask[idx], r)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,82 @@
+"""Leakage checks: properties every split and every sampled task must have.
+
+Each check returns ``"passed"`` or ``"failed"`` (with the evidence in ``details``):
+
+* ``query_not_in_support``: no interaction (table row) of a task's query is in its support;
+* ``eval_rows_not_in_train``: no interaction of a meta-val/meta-test pool is in meta-train;
+* ``eval_units_not_in_train``: units of user-cold style pools never appear in meta-train;
+* ``support_before_query``: in time-ordered mode no support timestamp is later than (or equal
+  to) a query timestamp of the same task;
+* ``cold_items_not_in_train``: items of item-cold states never appear in meta-train.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metarec.episodes.batch import EpisodeBatch
+from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.episodes.splits import MetaSplits
+
+__all__ = ["run_leakage_checks", "task_overlap"]
+
+
+def task_overlap(batch: EpisodeBatch) -> int:
+    """Number of (task, table row) pairs present in both a task's support and its query."""
+    s, q = batch.support.rows.cpu().numpy(), batch.query.rows.cpu().numpy()
+    T = s.shape[0]
+    base = max(int(s.max(initial=0)), int(q.max(initial=0))) + 2
+    sk = (np.arange(T)[:, None] * base + s)[s >= 0]
+    qk = (np.arange(T)[:, None] * base + q)[q >= 0]
+    return int(np.intersect1d(sk, qk).shape[0])
+
+
+def _time_violations(batch: EpisodeBatch, ts: np.ndarray) -> int:
+    s, q = batch.support.rows.cpu().numpy(), batch.query.rows.cpu().numpy()
+    smax = np.where(s >= 0, ts[np.maximum(s, 0)], np.iinfo(np.int64).min).max(axis=1)
+    qmin = np.where(q >= 0, ts[np.maximum(q, 0)], np.iinfo(np.int64).max).min(axis=1)
+    return int((smax >= qmin).sum())
+
+
+def run_leakage_checks(
+    splits: MetaSplits, sampler_config: SamplerConfig, *, train_batches: int = 4, seed: int = 0
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Run every applicable check; returns ``(results, details)`` keyed by check name."""
+    t = splits.table
+    train = splits.pools[splits.train]
+    train_rows = np.unique(train.rows)
+    results: dict[str, str] = {}
+    details: dict[str, str] = {}
+
+    overlap, order_bad, n_tasks = 0, 0, 0
+    eval_names = [n for n in splits.pools if n != splits.train]
+    for name, pool in splits.pools.items():
+        if len(pool) == 0:
+            continue
+        sampler = TaskSampler(t, pool, sampler_config, seed=seed)
+        batches = [sampler.sample(64) for _ in range(train_batches)] if name == splits.train else sampler.iterate(512)
+        for b in batches:
+            overlap += task_overlap(b)
+            n_tasks += b.n_tasks
+            if splits.order == "time" and t.timestamps is not None:
+                order_bad += _time_violations(b, t.timestamps)
+    results["query_not_in_support"] = "passed" if overlap == 0 else "failed"
+    details["query_not_in_support"] = f"{overlap} shared interactions over {n_tasks} tasks"
+    if splits.order == "time":
+        results["support_before_query"] = "passed" if order_bad == 0 else "failed"
+        details["support_before_query"] = f"{order_bad} tasks with a support timestamp >= a query timestamp"
+
+    leaked = sum(int(np.isin(splits.pools[n].rows, train_rows).sum()) for n in eval_names)
+    results["eval_rows_not_in_train"] = "passed" if leaked == 0 else "failed"
+    details["eval_rows_not_in_train"] = f"{leaked} evaluation interactions found in meta-train"
+
+    if splits.disjoint_units:
+        shared = sum(int(np.isin(splits.pools[n].units, train.units).sum()) for n in splits.disjoint_units if n in splits.pools)
+        results["eval_units_not_in_train"] = "passed" if shared == 0 else "failed"
+        details["eval_units_not_in_train"] = f"{shared} units of {splits.disjoint_units} found in meta-train"
+    if splits.cold_items:
+        train_items = np.unique(t.items[train_rows])
+        bad = sum(int(np.isin(items, train_items).sum()) for items in splits.cold_items.values())
+        results["cold_items_not_in_train"] = "passed" if bad == 0 else "failed"
+        details["cold_items_not_in_train"] = f"{bad} cold items found in meta-train"
+    return results, details

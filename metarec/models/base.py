@@ -1,0 +1,113 @@
+"""The model contract: a forward pass over index tensors, and which parameters adapt.
+
+Every metarec model is a plain :class:`torch.nn.Module` with
+
+* ``forward(users, items)``: ``int64 (..., N)`` user and item indices to ``(..., N)``
+  predictions (a rating for explicit feedback, a logit for implicit feedback). Side features
+  live in the model as buffers looked up by index, so a batch carries indices only;
+* ``adapt``: fnmatch-style patterns over parameter names (``"decision.*"``) naming the
+  parameters the inner loop adapts ("fast" weights); every other parameter is meta-learned
+  only ("slow" weights);
+* ``head_patterns``: the patterns of the output layer (what ANIL adapts).
+
+:func:`split_params` turns a model (or a parameter dict with the model's names) into the
+``(fast, slow)`` dicts the functional algorithms consume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from metarec._errors import ConfigError, suggest
+
+__all__ = ["RecModel", "split_params", "check_patterns", "seeded"]
+
+
+class RecModel(nn.Module):
+    """Base class of metarec's models (see the module docstring for the contract).
+
+    Args:
+        adapt: inner-loop patterns overriding the class default ``adapt``.
+    """
+
+    adapt: tuple[str, ...] = ()
+    head_patterns: tuple[str, ...] = ()
+
+    def __init__(self, adapt: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if adapt is not None:
+            self.adapt = check_patterns(adapt, "adapt")
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def check_patterns(patterns: Sequence[str] | str, arg: str = "adapt") -> tuple[str, ...]:
+    """Validate a tuple of fnmatch patterns (a bare string is the common mistake)."""
+    if isinstance(patterns, str):
+        raise ConfigError(
+            f"{arg}={patterns!r}: expected a tuple of name patterns, got one string; "
+            f"pass {arg}=({patterns!r},)"
+        )
+    out = tuple(patterns)
+    if not out:
+        raise ConfigError(
+            f"{arg}=(): no parameter would adapt in the inner loop; pass at least one pattern, "
+            f"e.g. {arg}=('head.*',)"
+        )
+    bad = [p for p in out if not isinstance(p, str) or not p]
+    if bad:
+        raise ConfigError(f"{arg}: pattern {bad[0]!r} is not a non-empty string; pass names like 'head.*'")
+    return out
+
+
+def split_params(
+    model: nn.Module,
+    patterns: Sequence[str] | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split parameters into inner-loop ("fast") and meta-only ("slow") dicts.
+
+    Args:
+        model: the model; its ``adapt`` patterns are the default.
+        patterns: fnmatch patterns over parameter names (``*`` also matches dots).
+        params: a dict with the model's parameter names (default: ``model.named_parameters()``;
+            the tensors are returned as given, not copied).
+
+    Returns:
+        ``(fast, slow)``: disjoint dicts covering ``params``, in its order.
+
+    Raises:
+        ConfigError: a pattern matches no parameter (the message lists the names and a close
+            match), or the patterns are empty / a bare string.
+
+    Example:
+        >>> fast, slow = split_params(model, ("head.*",))   # doctest: +SKIP
+    """
+    pats = check_patterns(model.adapt if patterns is None else patterns)
+    named = dict(model.named_parameters()) if params is None else dict(params)
+    names = list(named)
+    for p in pats:
+        if not any(fnmatchcase(n, p) for n in names):
+            prefixes = sorted({n.rsplit(".", 1)[0] + ".*" for n in names if "." in n})
+            raise ConfigError(
+                f"adapt pattern {p!r} matches no parameter of {type(model).__name__}; "
+                f"parameters are {names}{suggest(p, names + prefixes)}; fix the pattern "
+                f"(fnmatch syntax, e.g. 'head.*')"
+            )
+    fast = {n: t for n, t in named.items() if any(fnmatchcase(n, p) for p in pats)}
+    slow = {n: t for n, t in named.items() if n not in fast}
+    return fast, slow
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Initialise layers from ``seed`` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

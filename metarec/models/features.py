@@ -1,0 +1,79 @@
+"""Side-feature embeddings looked up by entity index.
+
+A :class:`FeatureEmbedding` holds one entity type's encoded features as buffers (so a batch
+carries indices only) and one embedding table per categorical feature. Multi-valued features
+(``L > 1`` codes per entity) are mean-pooled over their non-zero codes; code 0 is padding or an
+unknown value and contributes nothing (an entity with no known value gets the zero vector).
+Numeric features are appended as they are (already standardised by the data stage).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from metarec.data.features import FeatureTable
+
+__all__ = ["FeatureEmbedding"]
+
+
+class FeatureEmbedding(nn.Module):
+    """Embed entity indices through their side features: ``(...,) -> (..., out_dim)``.
+
+    Args:
+        table: the encoded :class:`~metarec.data.features.FeatureTable`.
+        dim: embedding size of each categorical feature.
+        init_std: standard deviation of the normal initialisation.
+
+    Attributes:
+        features: original feature names, in the order of the output blocks.
+        out_dim: ``dim * n_categorical + n_numeric``.
+
+    Parameters are named ``embeddings.<feature>.weight`` (non-identifier characters of the
+    feature name become ``_``); buffers ``codes_<feature>`` ``int64 (n_entities, L)`` and
+    ``numeric`` ``(n_entities, d)``.
+    """
+
+    def __init__(self, table: FeatureTable, dim: int, init_std: float = 0.1) -> None:
+        super().__init__()
+        self.features: list[str] = sorted(table.categorical)
+        self._keys: list[str] = _safe_keys(self.features)
+        sizes = table.vocab_sizes()
+        self.embeddings = nn.ModuleDict()
+        for name, key in zip(self.features, self._keys):
+            emb = nn.Embedding(sizes[name], dim)
+            nn.init.normal_(emb.weight, std=init_std)
+            self.embeddings[key] = emb
+            codes = torch.as_tensor(table.categorical[name], dtype=torch.int64)
+            self.register_buffer(f"codes_{key}", codes)  # (n_entities, L)
+        numeric = torch.as_tensor(table.numeric, dtype=torch.get_default_dtype())
+        self.register_buffer("numeric", numeric)  # (n_entities, d)
+        self.numeric_names: list[str] = list(table.numeric_names)
+        self.n_entities = table.n_entities
+        self.out_dim = dim * len(self.features) + int(numeric.shape[1])
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """``idx`` ``int64 (...,)`` entity indices -> ``(..., out_dim)``."""
+        blocks = []
+        for key in self._keys:
+            codes = getattr(self, f"codes_{key}")[idx]  # (..., L)
+            vecs = self.embeddings[key](codes)  # (..., L, dim)
+            real = (codes != 0).unsqueeze(-1).to(vecs.dtype)  # (..., L, 1)
+            count = real.sum(dim=-2).clamp_min(1.0)  # (..., 1)
+            blocks.append((vecs * real).sum(dim=-2) / count)  # (..., dim)
+        if self.numeric.shape[1]:
+            blocks.append(self.numeric[idx])  # (..., d)
+        return torch.cat(blocks, dim=-1)  # (..., out_dim)
+
+
+def _safe_keys(names: list[str]) -> list[str]:
+    keys: list[str] = []
+    for name in names:
+        key = re.sub(r"\W", "_", name) or "feature"
+        base, k = key, 1
+        while key in keys:
+            key, k = f"{base}_{k}", k + 1
+        keys.append(key)
+    return keys
