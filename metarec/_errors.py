@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["MetarecError", "DataError", "ConfigError", "CheckpointError", "suggest"]
+__all__ = ["MetarecError", "DataError", "ConfigError", "CheckpointError", "suggest", "py"]
 
 
 class MetarecError(ValueError):
@@ -37,3 +37,11 @@ def suggest(name: str, choices: Iterable[str]) -> str:
         if str(name).lower() in lowered:
             close = [lowered[str(name).lower()]]
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def py(value: object) -> object:
+    """A numpy scalar as the plain Python value (so messages read ``7.0``, not ``np.float64(7.0)``)."""
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "shape", None) == ():
+        return item()
+    return value

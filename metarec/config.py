@@ -562,11 +562,12 @@ class ProtocolConfig:
             (existing/new users x existing/new items) or ``"cold_domain_users"`` (a ``beta``
             fraction of the target domain's users are held out cold).
         fractions: meta-train, validation and test fractions of task units (sum to 1).
-        n_support: support interactions per task (the shots).
+        n_support: support interactions per task (the shots); ``None`` = all non-query
+            interactions (MeLU's protocol).
         n_query: query interactions per task; ``None`` = all remaining.
         order: how a task's interactions are ordered before the support/query cut.
-        min_interactions: task units with fewer interactions are dropped; at least
-            ``n_support + (n_query or 1)``.
+        min_interactions: task units with fewer interactions are dropped; for the
+            ``"random"`` and ``"time"`` splits at least ``n_support + (n_query or 1)``.
         max_interactions: task units with more are dropped (``None`` = no limit).
         negatives: implicit feedback: sampled negatives per positive.
         new_item_year: ``"melu"`` split: items released from this year on are new.
@@ -580,7 +581,7 @@ class ProtocolConfig:
     cohort_by: str | None = None
     split: Literal["random", "time", "melu", "cold_domain_users"] = "random"
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
-    n_support: int = 10
+    n_support: int | None = 10
     n_query: int | None = 10
     order: Literal["random", "time"] = "random"
     min_interactions: int = 20
@@ -607,7 +608,7 @@ class ProtocolConfig:
                 f"fractions={fractions}: the fractions must sum to 1 (they sum to "
                 f"{sum(fractions):g}); {example}"
             )
-        if self.n_support < 1:
+        if self.n_support is not None and self.n_support < 1:
             raise ConfigError(
                 f"n_support={self.n_support}: each task needs at least one support "
                 f"interaction; set n_support >= 1"
@@ -617,8 +618,8 @@ class ProtocolConfig:
                 f"n_query={self.n_query}: each task needs at least one query interaction; "
                 f'set n_query >= 1, or n_query = "none" for all remaining interactions'
             )
-        need = self.n_support + (self.n_query or 1)
-        if self.min_interactions < need:
+        need = (self.n_support or 1) + (self.n_query or 1)
+        if self.split in ("random", "time") and self.min_interactions < need:
             parts = f"n_support + {'n_query' if self.n_query else '1'}"
             raise ConfigError(
                 f"min_interactions={self.min_interactions}: a task unit needs {parts} = {need} "

@@ -94,7 +94,9 @@ def _check_2d(
     """Validate ``(T, N)`` inputs; return detached float copies with padding zeroed."""
     for name, t in ((what, scores), ("targets", targets), ("mask", mask)):
         if not isinstance(t, torch.Tensor):
-            raise ConfigError(f"{name} is a {type(t).__name__}: expected a torch.Tensor; wrap it with torch.as_tensor(...)")
+            raise ConfigError(
+                f"{name} is a {type(t).__name__}: expected a torch.Tensor; wrap it with torch.as_tensor(...)"
+            )
     if scores.dim() != 2:
         raise ConfigError(
             f"{what} has shape {tuple(scores.shape)}: expected (T, N) (tasks x padded items); "
@@ -530,7 +532,9 @@ def mean_over_tasks(values: torch.Tensor | Sequence[float]) -> float:
     return math.fsum(vals) / len(vals) if vals else float("nan")
 
 
-def mean_ci(values: torch.Tensor | Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+def mean_ci(
+    values: torch.Tensor | Sequence[float], confidence: float = 0.95
+) -> tuple[float, float]:
     """Mean and Student-t confidence half-width of the finite per-task values.
 
     ``half_width = t_{(1 + confidence) / 2, n - 1} * s / sqrt(n)`` with ``s`` the sample
@@ -590,7 +594,9 @@ def _betainc(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    log_bt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    log_bt = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
     bt = math.exp(log_bt)
     if x < (a + 1.0) / (a + b + 2.0):
         return bt * _betacf(a, b, x) / a

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from metarec._errors import DataError, suggest
+from metarec._errors import DataError, py, suggest
 from metarec.data.encoding import IdEncoder
 
 __all__ = ["FeatureSpec", "FeatureTable", "encode_features"]
@@ -115,7 +115,7 @@ def encode_features(
     dup = ids[ids.duplicated()]
     if len(dup):
         raise DataError(
-            f"{what}_features: {len(dup)} duplicated id(s) in column {id_col!r}, first {dup.iloc[0]!r}; "
+            f"{what}_features: {len(dup)} duplicated id(s) in column {id_col!r}, first {py(dup.iloc[0])!r}; "
             f"each {what} needs exactly one feature row; drop duplicates first "
             f"(frame.drop_duplicates({id_col!r}))"
         )
@@ -139,7 +139,7 @@ def encode_features(
             bad = col[vals.isna() & col.notna()]
             if len(bad):
                 raise DataError(
-                    f"{what}_features[{spec.name!r}]: numeric feature has non-numeric value {bad.iloc[0]!r}; "
+                    f"{what}_features[{spec.name!r}]: numeric feature has non-numeric value {py(bad.iloc[0])!r}; "
                     f"clean the column or declare it FeatureSpec({spec.name!r}, kind='categorical')"
                 )
             v = vals.to_numpy(dtype=np.float64)

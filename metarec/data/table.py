@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from metarec._errors import DataError, suggest
+from metarec._errors import DataError, py, suggest
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
@@ -156,7 +156,7 @@ class InteractionTable:
             if miss.any():
                 raise DataError(
                     f"{role} column {col!r}: {int(miss.sum())} missing id(s), first at row "
-                    f"{frame.index[miss.to_numpy()][0]!r}; every interaction needs a {role}; drop those rows"
+                    f"{py(frame.index[miss.to_numpy()][0])!r}; every interaction needs a {role}; drop those rows"
                 )
 
         ratings = _ratings(frame, c, feedback, rating_scale)
@@ -180,7 +180,7 @@ class InteractionTable:
             empty = [d for d in domains if d not in present]
             if empty:
                 raise DataError(
-                    f"domains: domain {empty[0]!r} has no interactions ({len(empty)} empty domain(s)); "
+                    f"domains: domain {py(empty[0])!r} has no interactions ({len(empty)} empty domain(s)); "
                     "every declared domain needs at least one interaction; remove it from domains= "
                     "or add its interactions"
                 )
@@ -190,7 +190,7 @@ class InteractionTable:
             empty = [d for d in cats if d not in present]
             if empty:
                 raise DataError(
-                    f"domain column {c.domain!r}: category {empty[0]!r} has no interactions; "
+                    f"domain column {c.domain!r}: category {py(empty[0])!r} has no interactions; "
                     "drop unused categories first (frame[col].cat.remove_unused_categories())"
                 )
 
@@ -297,7 +297,7 @@ def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float,
     bad = raw[vals.isna() & raw.notna()]
     if len(bad):
         raise DataError(
-            f"rating column {c.rating!r}: non-numeric value {bad.iloc[0]!r} at row {bad.index[0]!r}; "
+            f"rating column {c.rating!r}: non-numeric value {py(bad.iloc[0])!r} at row {py(bad.index[0])!r}; "
             "ratings must be numbers; clean or drop those rows"
         )
     r = vals.to_numpy(dtype=np.float64)
@@ -312,22 +312,22 @@ def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float,
     if inf.any():
         row = frame.index[inf][0]
         raise DataError(
-            f"rating column {c.rating!r}: infinite rating {r[inf][0]!r} at row {row!r}; "
+            f"rating column {c.rating!r}: infinite rating {py(r[inf][0])!r} at row {row!r}; "
             "ratings must be finite; drop or clip those rows"
         )
     if feedback == "implicit":
         off = ~np.isin(r, (0.0, 1.0))
         if off.any():
             raise DataError(
-                f"rating column {c.rating!r}: implicit feedback needs 0/1 values, got {r[off][0]!r} at row "
-                f"{frame.index[off][0]!r}; binarise first (e.g. rating >= 4) or pass feedback='explicit'"
+                f"rating column {c.rating!r}: implicit feedback needs 0/1 values, got {py(r[off][0])!r} at row "
+                f"{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4) or pass feedback='explicit'"
             )
     elif scale is not None:
         lo, hi = scale
         off = (r < lo) | (r > hi)
         if off.any():
             raise DataError(
-                f"rating column {c.rating!r}: rating {r[off][0]!r} at row {frame.index[off][0]!r} is outside "
+                f"rating column {c.rating!r}: rating {py(r[off][0])!r} at row {py(frame.index[off][0])!r} is outside "
                 f"rating_scale=({lo:g}, {hi:g}); {int(off.sum())} row(s) affected; fix rating_scale= "
                 "or clip the ratings"
             )
@@ -352,12 +352,13 @@ def _timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
     if bad.any():
         row = frame.index[bad.to_numpy()][0]
         raise DataError(
-            f"timestamp column {col!r}: cannot parse {raw.loc[row]!r} at row {row!r} as a time; "
+            f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {row!r} as a time; "
             "use epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave columns.timestamp=None"
         )
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize("UTC")
-    return (parsed.astype("int64") // 10**9).to_numpy() if parsed.dtype.kind == "M" or hasattr(parsed, "dt") else parsed.to_numpy()
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
 def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
@@ -365,11 +366,11 @@ def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
     if not dup.any():
         return work.reset_index(drop=True)
     if policy == "error":
-        first = work[dup].iloc[0]
-        where = f", domain {first['d']!r}" if c.domain else ""
+        first = {k: work.loc[dup, k].iloc[0] for k in ("u", "i", "d")}
+        where = f", domain {py(first['d'])!r}" if c.domain else ""
         raise DataError(
             f"duplicates='error': {int(work.duplicated(['u', 'i', 'd']).sum())} repeated (user, item, domain) "
-            f"row(s), first user {first['u']!r}, item {first['i']!r}{where}; pass duplicates='first', "
+            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; pass duplicates='first', "
             "'last' or 'mean' to resolve them, or drop them beforehand"
         )
     if policy == "mean":

@@ -60,6 +60,11 @@ class SamplerConfig:
                 f"n_query={self.n_query}: each task needs at least one query interaction; pass n_query >= 1 "
                 "or n_query=None (all remaining)"
             )
+        if self.n_support is None and self.n_query is None:
+            raise ConfigError(
+                "n_support=None and n_query=None: one of them must be a number (the other takes the rest); "
+                "e.g. n_support=None, n_query=10 (MeLU)"
+            )
         if self.order not in ("random", "time"):
             raise ConfigError(f"order={self.order!r}: must be 'random' or 'time'")
         if self.negatives < 0:
@@ -154,13 +159,20 @@ class TaskSampler:
             order = np.lexsort((key, seg))
             rank = np.empty_like(order)
             rank[order] = np.arange(order.shape[0]) - np.repeat(seg_start, lens)
-            ns = cfg.n_support
-            is_s = rank < ns
-            is_q = rank >= ns if cfg.n_query is None else (rank >= ns) & (rank < ns + cfg.n_query)
+            ns, nq = cfg.n_support, cfg.n_query
+            if ns is None:  # query first, all the rest is support
+                is_q = rank < nq
+                is_s = ~is_q
+            else:
+                is_s = rank < ns
+                is_q = rank >= ns if nq is None else (rank >= ns) & (rank < ns + nq)
             s_key = q_key = rank
         else:  # time: rows are time-ordered within each unit already
             pos = np.arange(rows.shape[0]) - np.repeat(seg_start, lens)
-            is_s = pos < cfg.n_support
+            if cfg.n_support is None:  # the latest n_query rows are the query candidates
+                is_s = pos < np.repeat(lens - cfg.n_query, lens)
+            else:
+                is_s = pos < cfg.n_support
             smax = np.full(T, np.iinfo(np.int64).min)
             np.maximum.at(smax, seg[is_s], ts[is_s])
             later = ~is_s & (ts > smax[seg])
@@ -194,14 +206,14 @@ class TaskSampler:
         W = max(int(counts.max()) if counts.size else 0, 1)
         slot = np.arange(seg.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts)
         U = np.zeros((T, W), dtype=np.int64)
-        I = np.zeros((T, W), dtype=np.int64)
+        It = np.zeros((T, W), dtype=np.int64)
         Y = np.zeros((T, W), dtype=np.float64)
         M = np.zeros((T, W), dtype=bool)
         R = np.full((T, W), -1, dtype=np.int64)
-        U[seg, slot], I[seg, slot], Y[seg, slot], M[seg, slot] = users[order], items[order], targets[order], True
+        U[seg, slot], It[seg, slot], Y[seg, slot], M[seg, slot] = users[order], items[order], targets[order], True
         R[seg, slot] = rowid[order]
         return EpisodeSet(
-            torch.from_numpy(U), torch.from_numpy(I), torch.from_numpy(Y).to(self.dtype), torch.from_numpy(M),
+            torch.from_numpy(U), torch.from_numpy(It), torch.from_numpy(Y).to(self.dtype), torch.from_numpy(M),
             torch.from_numpy(R),
         )
 

@@ -1,0 +1,469 @@
+"""Readers of public recommendation datasets and of generic interaction files.
+
+Every reader returns an :class:`~metarec.data.table.InteractionTable` built through
+:meth:`InteractionTable.from_frame`, so files on disk get the same validation as frames a user
+builds by hand. The data themselves are never shipped with metarec: MovieLens comes from
+GroupLens (``metarec data fetch movielens-1m --root DIR``), the Amazon pairs from the DisenCDR
+repository (cjx96/DisenCDR on GitHub), RecBole atomic files from RecBole's dataset collection.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from metarec._errors import DataError, suggest
+from metarec.data.features import FeatureSpec
+from metarec.data.table import Columns, Feedback, InteractionTable
+
+__all__ = [
+    "AmazonPairSplit",
+    "read_amazon_pair",
+    "read_amazon_pair_split",
+    "read_interactions",
+    "read_melu_item_features",
+    "read_movielens_100k",
+    "read_movielens_1m",
+    "read_recbole_atomic",
+]
+
+PathLike = str | Path
+
+_ML_HOWTO = (
+    "download it with `metarec data fetch {name} --root DIR` (the official GroupLens archive, "
+    "https://grouplens.org/datasets/movielens/) and pass root=DIR"
+)
+_AMAZON_HOWTO = (
+    "the Amazon cross-domain pairs are the preprocessed files of the DisenCDR repository "
+    "(github.com/cjx96/DisenCDR, folder dataset/); put its pair folders (e.g. sport_cloth/ and "
+    "cloth_sport/) under root"
+)
+_RECBOLE_HOWTO = (
+    "RecBole atomic files come from RecBole's dataset collection (recbole.io, 'Atomic Files'); "
+    "put <name>.inter (and optionally .user/.item) in root"
+)
+
+# MovieLens-1M age codes (lower bound of each bucket); ML-100K ages are bucketed the same way.
+_AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
+_ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)  # fmt: skip
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+# ---------------------------------------------------------------------- MovieLens
+def read_movielens_100k(
+    root: PathLike,
+    *,
+    age: Literal["bucket", "numeric"] = "bucket",
+    year: Literal["categorical", "numeric"] = "categorical",
+) -> InteractionTable:
+    """Read MovieLens-100K (GroupLens layout) with user and item side features.
+
+    Args:
+        root: the folder holding ``ml-100k/``, or ``ml-100k`` itself.
+        age: ``"bucket"`` (categorical, the MovieLens-1M age codes 1/18/25/35/45/50/56) or
+            ``"numeric"`` (standardised years of age).
+        year: the item release year as a ``"categorical"`` or ``"numeric"`` feature.
+
+    Returns:
+        100,000 explicit ratings on (1, 5) with timestamps; user features ``age``, ``gender``,
+        ``occupation``, ``zip`` and item features ``genre`` (multi-valued) and ``year``.
+
+    Raises:
+        DataError: a missing file, with how to obtain the data.
+    """
+    base = _find_dir(root, "ml-100k", "u.data", "movielens-100k")
+    ratings = pd.read_csv(
+        _need(base / "u.data", "movielens-100k"), sep="\t", header=None,
+        names=["user", "item", "rating", "timestamp"], dtype="int64",
+    )  # fmt: skip
+    users = pd.read_csv(
+        _need(base / "u.user", "movielens-100k"), sep="|", header=None,
+        names=["user", "age", "gender", "occupation", "zip"],
+        dtype={"user": "int64", "age": "int64", "gender": str, "occupation": str, "zip": str},
+    )  # fmt: skip
+    if age == "bucket":
+        users["age"] = _age_bucket(users["age"])
+    items = pd.read_csv(
+        _need(base / "u.item", "movielens-100k"), sep="|", header=None, encoding="latin-1",
+        names=["item", "title", "release", "video", "url", *_ML100K_GENRES], quoting=csv.QUOTE_NONE,
+    )  # fmt: skip
+    flags = items[list(_ML100K_GENRES)].to_numpy(dtype=bool)
+    names = np.array(_ML100K_GENRES, dtype=object)
+    genres = ["|".join(names[row]) for row in flags]
+    years = pd.to_numeric(items["release"].str[-4:], errors="coerce")
+    item_frame = pd.DataFrame({"item": items["item"].astype("int64"), "genre": genres})
+    item_frame["year"] = _year_column(years, year)
+    return InteractionTable.from_frame(
+        ratings,
+        Columns(timestamp="timestamp"),
+        user_features=users,
+        user_feature_specs=[
+            FeatureSpec("age", "numeric" if age == "numeric" else "categorical"),
+            FeatureSpec("gender"), FeatureSpec("occupation"), FeatureSpec("zip"),
+        ],  # fmt: skip
+        item_features=item_frame,
+        item_feature_specs=[FeatureSpec("genre", "multi", sep="|"), FeatureSpec("year", year)],
+    )
+
+
+def read_movielens_1m(
+    root: PathLike,
+    melu_extra: bool | None = None,
+    *,
+    zip_prefix: int | None = None,
+) -> InteractionTable:
+    """Read MovieLens-1M (GroupLens layout), optionally with MeLU's item side information.
+
+    Args:
+        root: the folder holding ``ml-1m/`` (and optionally ``melu-extra/``), or ``ml-1m`` itself.
+        melu_extra: ``True``: item features from ``melu-extra/movies_extrainfos.dat`` (MeLU's
+            set: ``rate``, ``genre``, ``director``, ``actors``, plus ``year``; an error if the
+            file is missing); ``False``: item features from ``movies.dat`` (``genre``, ``year``
+            from the title); ``None``: MeLU's when the folder exists.
+        zip_prefix: keep only the first ``zip_prefix`` characters of the zip code (``None``:
+            the full code, as MeLU does).
+
+    Returns:
+        1,000,209 explicit ratings on (1, 5) with timestamps; user features ``gender``, ``age``,
+        ``occupation``, ``zip`` (all categorical, MeLU's user set). Movies 860 and 1795 have no
+        MeLU feature row: they load, with all-zero features.
+
+    Raises:
+        DataError: a missing file, with how to obtain the data.
+    """
+    base = _find_dir(root, "ml-1m", "ratings.dat", "movielens-1m")
+    ratings = pd.read_csv(  # "a::b" read with sep=":" gives empty columns between the fields.
+        _need(base / "ratings.dat", "movielens-1m"), sep=":", header=None, usecols=[0, 2, 4, 6],
+        names=["user", "_1", "item", "_2", "rating", "_3", "timestamp"], dtype="int64",
+    )  # fmt: skip
+    users = _read_double_colon(base / "users.dat", ["user", "gender", "age", "occupation", "zip"])
+    for col in ("user", "age", "occupation"):
+        users[col] = users[col].astype("int64")
+    if zip_prefix is not None:
+        users["zip"] = users["zip"].str[:zip_prefix]
+    extra = _melu_dir(base)
+    if melu_extra is None:
+        melu_extra = (extra / "movies_extrainfos.dat").is_file()
+    if melu_extra:
+        items = read_melu_item_features(extra / "movies_extrainfos.dat")
+        item_specs = [
+            FeatureSpec("rate"), FeatureSpec("genre", "multi", sep=", "),
+            FeatureSpec("director", "multi", sep=", "), FeatureSpec("actors", "multi", sep=", "),
+            FeatureSpec("year"),
+        ]  # fmt: skip
+    else:
+        items = _read_double_colon(base / "movies.dat", ["item", "title", "genre"])
+        items["item"] = items["item"].astype("int64")
+        items["year"] = _year_column(pd.to_numeric(items["title"].str.extract(_TITLE_YEAR)[0]), "categorical")
+        item_specs = [FeatureSpec("genre", "multi", sep="|"), FeatureSpec("year")]
+    return InteractionTable.from_frame(
+        ratings,
+        Columns(timestamp="timestamp"),
+        user_features=users,
+        user_feature_specs=[FeatureSpec(c) for c in ("gender", "age", "occupation", "zip")],
+        item_features=items,
+        item_feature_specs=item_specs,
+    )
+
+
+_MELU_COLUMNS = [
+    "item", "title", "year", "rate", "released", "genre", "director", "writer", "actors", "plot",
+    "poster",
+]  # fmt: skip
+
+
+def read_melu_item_features(path: PathLike) -> pd.DataFrame:
+    """Read MeLU's ``movies_extrainfos.dat`` (UTF-8, ``::``-separated, 11 columns).
+
+    Returns:
+        One row per movie with columns ``item`` (int MovieLens-1M id), ``title``, ``year`` (int),
+        ``rate`` (MPAA), ``released``, ``genre``, ``director``, ``writer``, ``actors``, ``plot``,
+        ``poster``. List columns stay ``", "``-separated strings; ``N/A`` becomes ``None``
+        (MeLU's own code keeps it as a ``"nan"`` token).
+
+    Raises:
+        DataError: a missing file or a row without 11 fields.
+    """
+    path = Path(path)
+    how = (
+        "it is MeLU's side information (movies_extrainfos.dat of the MeLU repository, "
+        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or pass melu_extra=False"
+    )
+    frame = _read_double_colon(path, _MELU_COLUMNS, encoding="utf-8", how=how)
+    frame = frame.where(frame != "N/A", None)
+    frame["item"] = frame["item"].astype("int64")
+    frame["year"] = _year_column(pd.to_numeric(frame["year"], errors="coerce"), "categorical")
+    return frame
+
+
+# ---------------------------------------------------------------------- RecBole
+_RECBOLE_KINDS = {"token": "categorical", "token_seq": "multi", "float": "numeric"}
+
+
+def read_recbole_atomic(
+    root: PathLike,
+    name: str,
+    *,
+    user_field: str = "user_id",
+    item_field: str = "item_id",
+    rating_field: str | None = "rating",
+    time_field: str | None = "timestamp",
+    feedback: Feedback | None = None,
+    rating_scale: tuple[float, float] | None = None,
+    user_features: Sequence[str] | None = None,
+    item_features: Sequence[str] | None = None,
+) -> InteractionTable:
+    """Read RecBole atomic files ``<name>.inter`` and, when present, ``<name>.user``/``.item``.
+
+    Headers are typed (``user_id:token``, ``rating:float``, ``genre:token_seq``): ``token``
+    becomes a categorical feature, ``token_seq`` a multi-valued one (space-separated), ``float``
+    a numeric one; ``float_seq`` columns are skipped. Ids are read as strings (RecBole tokens).
+
+    Args:
+        root: folder holding the files; name: the dataset name (``"ml-100k"``).
+        user_field, item_field, rating_field, time_field: RecBole's field names (its defaults);
+            ``rating_field`` / ``time_field`` are ignored when the ``.inter`` file lacks them.
+        feedback: ``None``: ``"explicit"`` when there is a rating field, else ``"implicit"``.
+        rating_scale: ``None``: the observed (min, max) rating.
+        user_features, item_features: feature fields to keep (``None``: every typed field).
+
+    Raises:
+        DataError: a missing file, an unknown field, or a header without ``:type``.
+    """
+    base = Path(root)
+    inter, inter_types = _read_atomic(_need(base / f"{name}.inter", how=_RECBOLE_HOWTO))
+    rating = rating_field if rating_field in inter_types else None
+    fb: Feedback = feedback or ("explicit" if rating else "implicit")
+    if rating:
+        inter[rating] = pd.to_numeric(inter[rating], errors="coerce")
+        if rating_scale is None and fb == "explicit":
+            rating_scale = (float(inter[rating].min()), float(inter[rating].max()))
+            if rating_scale[0] == rating_scale[1]:
+                rating_scale = (rating_scale[0] - 1.0, rating_scale[1])
+    ts = time_field if time_field in inter_types else None
+    if ts:
+        inter[ts] = pd.to_numeric(inter[ts], errors="coerce")
+    kwargs: dict[str, Any] = {}
+    for what, field, keep in (("user", user_field, user_features), ("item", item_field, item_features)):
+        path = base / f"{name}.{what}"
+        if not path.is_file():
+            continue
+        frame, types = _read_atomic(path)
+        chosen = [c for c in types if c != field and types[c] in _RECBOLE_KINDS] if keep is None else list(keep)
+        for c in chosen:
+            if c not in types or types[c] not in _RECBOLE_KINDS:
+                raise DataError(
+                    f"{what}_features: field {c!r} is not a token, token_seq or float field of {path}; "
+                    f"fields are {types}{suggest(c, types)}"
+                )
+            if types[c] == "float":
+                frame[c] = pd.to_numeric(frame[c], errors="coerce")
+        kwargs[f"{what}_features"] = frame
+        kwargs[f"{what}_feature_specs"] = [FeatureSpec(c, _RECBOLE_KINDS[types[c]], sep=" ") for c in chosen]  # type: ignore[arg-type]
+        kwargs[f"{what}_feature_id"] = field
+    return InteractionTable.from_frame(
+        inter,
+        Columns(user=user_field, item=item_field, rating=rating, timestamp=ts),
+        feedback=fb,
+        rating_scale=rating_scale,
+        **kwargs,
+    )
+
+
+def _read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
+                        quoting=csv.QUOTE_NONE, encoding="utf-8")  # fmt: skip
+    types: dict[str, str] = {}
+    for col in frame.columns:
+        field, sep, kind = str(col).rpartition(":")
+        if not sep:
+            raise DataError(
+                f"{path}: header {col!r} has no type; RecBole atomic headers are 'name:type' "
+                "with type token, token_seq, float or float_seq"
+            )
+        types[field] = kind
+    frame.columns = list(types)
+    return frame, types
+
+
+# ---------------------------------------------------------------------- Amazon (DisenCDR)
+class AmazonPairSplit(NamedTuple):
+    """Training table of an Amazon pair and its held-out test rows (raw ids)."""
+
+    train: InteractionTable
+    test: pd.DataFrame
+
+
+def read_amazon_pair(
+    root: PathLike, pair: str, *, which: Literal["train", "test", "test_original"] = "train"
+) -> InteractionTable:
+    """Read one DisenCDR Amazon cross-domain pair as an implicit-feedback table.
+
+    Args:
+        root: the folder holding the pair folders (``sport_cloth/``, ``cloth_sport/``, ...).
+        pair: ``"X_Y"`` (or ``"X-Y"``): domain X from folder ``X_Y/``, domain Y from ``Y_X/``.
+        which: which file of each folder: ``"train"``, ``"test"`` or ``"test_original"``.
+
+    Returns:
+        Every row a positive (rating 1), a ``domain`` column (``X``/``Y``); users are shared
+        inside a pair, item ids are per domain and namespaced ``"X:<item>"`` so they never collide.
+
+    Raises:
+        DataError: a missing folder or file, with where the data come from.
+    """
+    frame = _amazon_frame(root, pair, which)
+    return InteractionTable.from_frame(frame, Columns(rating=None, domain="domain"), feedback="implicit")
+
+
+def read_amazon_pair_split(root: PathLike, pair: str) -> AmazonPairSplit:
+    """The training table of a pair and its ``test.txt`` rows for later protocols.
+
+    ``test`` has columns ``user`` (int), ``item`` (namespaced like the table's raw item ids,
+    so ``train.item_ids.encode(test["item"])`` works) and ``domain``.
+    """
+    return AmazonPairSplit(read_amazon_pair(root, pair), _amazon_frame(root, pair, "test"))
+
+
+def _amazon_frame(root: PathLike, pair: str, which: str) -> pd.DataFrame:
+    if which not in ("train", "test", "test_original"):
+        raise DataError(
+            f"which={which!r}: must be 'train', 'test' or 'test_original'"
+            f"{suggest(which, ('train', 'test', 'test_original'))}"
+        )
+    base = Path(root)
+    parts = re.split(r"[_-]", pair)
+    if len(parts) != 2 or not all(parts):
+        raise DataError(f"pair={pair!r}: name two domains, e.g. pair='sport_cloth'")
+    frames = []
+    for x, y in (parts, parts[::-1]):
+        folder = base / f"{x}_{y}"
+        if not folder.is_dir():
+            have = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+            raise DataError(
+                f"pair={pair!r}: folder {folder} not found{suggest(folder.name, have)}; "
+                f"available: {have}; {_AMAZON_HOWTO}"
+            )
+        df = pd.read_csv(_need(folder / f"{which}.txt", how=_AMAZON_HOWTO), sep="\t", header=None,
+                         usecols=[0, 1], names=["user", "item"], dtype="int64")  # fmt: skip
+        df["item"] = f"{x}:" + df["item"].astype(str)
+        df["domain"] = x
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------- generic files
+_TEXT_SEPS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+_PARQUET = (".parquet", ".pq")
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zip", ".zst")
+
+
+def read_interactions(
+    path: PathLike,
+    columns: Columns,
+    *,
+    sep: str | None = None,
+    feedback: Feedback = "explicit",
+    rating_scale: tuple[float, float] | None = (1.0, 5.0),
+    read_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> InteractionTable:
+    """Read a CSV, TSV or Parquet file of interactions through a column mapping.
+
+    Args:
+        path: ``.csv`` (``,``), ``.tsv`` / ``.txt`` (tab), optionally compressed
+            (``.csv.gz`` ...), or ``.parquet`` / ``.pq`` (needs ``pip install metarec[parquet]``).
+        columns: which columns are user, item, rating, domain, timestamp.
+        sep: field separator of a text file (default from the extension).
+        feedback, rating_scale: as in :meth:`InteractionTable.from_frame`.
+        read_options: extra keyword arguments of ``pandas.read_csv`` / ``read_parquet``.
+        **kwargs: passed on to :meth:`InteractionTable.from_frame` (``duplicates``,
+            ``user_features``, ``item_feature_specs`` ...).
+
+    Raises:
+        DataError: a missing file, an unsupported extension, or any validation failure.
+    """
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSED:
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    supported = sorted(_TEXT_SEPS) + list(_PARQUET)
+    if ext not in _TEXT_SEPS and ext not in _PARQUET:
+        raise DataError(
+            f"{path}: unsupported extension {ext or '(none)'!r}; supported are {supported} "
+            f"(text files may end in {list(_COMPRESSED)}); rename the file or read it with pandas "
+            "and call InteractionTable.from_frame"
+        )
+    _need(path, how="check the path")
+    opts = dict(read_options or {})
+    if ext in _PARQUET:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as e:
+            raise DataError(f"{path}: reading Parquet needs pyarrow; pip install metarec[parquet]") from e
+        frame = pd.read_parquet(path, **opts)
+    else:
+        frame = pd.read_csv(path, sep=sep or _TEXT_SEPS[ext], **opts)
+    return InteractionTable.from_frame(frame, columns, feedback=feedback, rating_scale=rating_scale, **kwargs)
+
+
+# ---------------------------------------------------------------------- helpers
+def _need(path: Path, name: str | None = None, *, how: str | None = None) -> Path:
+    """``path`` if it is a file, else a DataError naming it and how to obtain the data."""
+    if not path.is_file():
+        raise DataError(f"file not found: {path}; {how or _ML_HOWTO.format(name=name)}")
+    return path
+
+
+def _find_dir(root: PathLike, folder: str, marker: str, name: str) -> Path:
+    """The dataset folder: ``root`` itself, ``root/folder`` or ``root/name/folder``."""
+    root = Path(root)
+    for cand in (root, root / folder, root / name / folder):
+        if (cand / marker).is_file():
+            return cand
+    raise DataError(
+        f"{name}: {marker} not found in {root} nor in {root / folder}; "
+        + _ML_HOWTO.format(name=name)
+    )
+
+
+def _melu_dir(base: Path) -> Path:
+    inside = base.parent / "melu-extra"
+    return inside if inside.is_dir() else base / "melu-extra"
+
+
+def _read_double_colon(path: Path, names: list[str], *, encoding: str = "latin-1", how: str | None = None) -> pd.DataFrame:
+    """A small ``::``-separated file (any line ending) as a frame of strings."""
+    _need(path, "movielens-1m", how=how)
+    lines = [ln for ln in path.read_text(encoding=encoding).splitlines() if ln.strip()]
+    rows = [ln.split("::") for ln in lines]
+    for i, row in enumerate(rows):
+        if len(row) != len(names):
+            raise DataError(
+                f"{path}, line {i + 1}: {len(row)} '::'-separated fields, expected {len(names)} "
+                f"({', '.join(names)}); the file is corrupt or not the expected version"
+            )
+    return pd.DataFrame(rows, columns=names)
+
+
+def _age_bucket(age: pd.Series) -> pd.Series:
+    """Ages in years to the MovieLens-1M age codes (1: under 18, 18: 18-24, ..., 56: 56+)."""
+    edges = np.array(_AGE_BUCKETS[1:])
+    return pd.Series(np.array(_AGE_BUCKETS)[np.searchsorted(edges, age.to_numpy(), side="right")], index=age.index)
+
+
+def _year_column(years: pd.Series, kind: str) -> pd.Series:
+    """Years as floats with NaN (numeric) or as Python ints with ``None`` (categorical)."""
+    if kind == "numeric":
+        return years.astype("float64")
+    return pd.Series([None if pd.isna(y) else int(y) for y in years], index=years.index, dtype=object)

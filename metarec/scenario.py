@@ -1,0 +1,125 @@
+"""From a scenario's ``[data]`` and ``[protocol]`` sections to an interaction table and splits.
+
+``load_table`` reads the data source, ``build_splits`` applies the protocol and
+``inspect_scenario`` (behind ``metarec tasks inspect``) builds the tasks and reports sizes and
+the leakage checks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarec._errors import ConfigError
+from metarec.config import DataConfig, ProtocolConfig, Scenario
+from metarec.data.table import Columns, InteractionTable
+from metarec.episodes.leakage import run_leakage_checks
+from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.episodes.splits import (
+    MetaSplits,
+    cold_domain_users_split,
+    melu_split,
+    random_split,
+    time_split,
+)
+
+__all__ = ["load_table", "build_splits", "sampler_config", "inspect_scenario"]
+
+
+def load_table(cfg: DataConfig) -> InteractionTable:
+    """Read the interaction table a ``[data]`` section describes."""
+    if cfg.source == "synthetic":
+        from metarec.data.synthetic import make_synthetic
+
+        s = cfg.synthetic
+        return make_synthetic(
+            s.n_domains, s.n_users, s.n_items, n_factors=s.n_factors, shift=s.shift, density=s.density,
+            density_spread=s.density_spread, feedback=s.feedback, noise=s.noise,
+            n_user_features=s.n_user_features, n_item_features=s.n_item_features, seed=s.seed,
+        )  # type: ignore[return-value]
+    if cfg.path is None:
+        raise ConfigError(
+            f"data.path: required for source={cfg.source!r}; set it in the scenario (path = \"${{METAREC_DATA}}/...\") "
+            "and export METAREC_DATA or pass --data-root"
+        )
+    from metarec.data import readers
+
+    path = Path(cfg.path)
+    if cfg.source == "movielens-100k":
+        return readers.read_movielens_100k(path)
+    if cfg.source == "movielens-1m":
+        return readers.read_movielens_1m(path, melu_extra=cfg.melu_extra)
+    if cfg.source == "recbole":
+        if not cfg.name:
+            raise ConfigError("data.name: required for source='recbole' (the atomic files' stem, e.g. 'ml-100k')")
+        return readers.read_recbole_atomic(path, cfg.name)
+    if cfg.source == "amazon":
+        if not cfg.pair:
+            raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
+        return readers.read_amazon_pair(path, cfg.pair)
+    cols = Columns(**cfg.columns) if cfg.columns else Columns()
+    scale = tuple(cfg.rating_scale) if cfg.rating_scale else None
+    return readers.read_interactions(path, cols, feedback=cfg.feedback, rating_scale=scale)
+
+
+def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
+    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools."""
+    nq = p.n_query or 10
+    if p.split == "melu":
+        return melu_split(
+            table, existing_user_fraction=p.existing_user_fraction, new_item_year=p.new_item_year,
+            n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions, seed=p.seed,
+        )
+    if p.split == "cold_domain_users":
+        return cold_domain_users_split(
+            table, p.target_domain, beta=p.beta, n_query=nq, min_interactions=p.min_interactions,
+            max_interactions=p.max_interactions, seed=p.seed,
+        )
+    common: dict[str, Any] = dict(
+        n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions,
+        cohort_by=p.cohort_by, seed=p.seed,
+    )
+    if p.split == "time":
+        return time_split(table, p.unit, p.fractions, **common)
+    return random_split(table, p.unit, p.fractions, order=p.order, **common)
+
+
+def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:
+    """The sampler settings of a protocol (``n_support`` overrides the shots)."""
+    ns = p.n_support if n_support == -1 else n_support
+    return SamplerConfig(n_support=ns, n_query=p.n_query, order=p.order if p.split != "time" else "time", negatives=p.negatives)
+
+
+def _dist(x: np.ndarray) -> dict[str, float]:
+    if x.size == 0:
+        return {"min": 0, "max": 0, "mean": 0.0}
+    return {"min": int(x.min()), "max": int(x.max()), "mean": round(float(x.mean()), 2)}
+
+
+def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
+    """Build the scenario's tasks; report per split the number of task units, the support and
+    query size distributions, the leakage checks and the time taken."""
+    t0 = time.perf_counter()
+    table = load_table(scenario.data)
+    t_load = time.perf_counter() - t0
+    splits = build_splits(table, scenario.protocol)
+    cfg = sampler_config(scenario.protocol)
+    out: dict[str, Any] = {"scenario": scenario.name, "data": table.summary(), "splits": {}}
+    for name, pool in splits.pools.items():
+        if len(pool) == 0:
+            out["splits"][name] = {"tasks": 0, "support": _dist(np.zeros(0)), "query": _dist(np.zeros(0))}
+            continue
+        sampler = TaskSampler(table, pool, cfg, seed=seed)
+        batches = sampler.iterate(1024) if name != splits.train else [sampler.sample(min(1024, len(pool)))]
+        sup = np.concatenate([b.support.sizes().numpy() for b in batches])
+        qry = np.concatenate([b.query.sizes().numpy() for b in batches])
+        out["splits"][name] = {"tasks": len(pool), "support": _dist(sup), "query": _dist(qry)}
+    checks, details = run_leakage_checks(splits, cfg, seed=seed)
+    out["leakage_checks"] = checks
+    out["leakage_details"] = details
+    out["states"] = splits.states
+    out["seconds"] = {"load": round(t_load, 3), "total": round(time.perf_counter() - t0, 3)}
+    return out
