@@ -60,6 +60,23 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
     return 0 if all(v == "passed" for v in report["leakage_checks"].values()) else 1
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from metarec.config import load_scenario
+    from metarec.train import train
+
+    sc = load_scenario(_scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
+    res = train(sc, args.out, resume=args.resume)
+    print(f"trained {res.steps} steps in {res.seconds:.1f} s ({res.tasks_per_s:.0f} tasks/s); best validation at step "
+          f"{res.best_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.best_val.items() if isinstance(v, float)))
+    test = Path(args.out) / "test_metrics.json"
+    if test.exists():
+        for state, ev in json.loads(test.read_text())["states"].items():
+            print(f"  test {state:<16} " + ", ".join(f"{k}={v:.4f}" for k, v in ev.items() if isinstance(v, float) and k != "adapt_ms_per_task")
+                  + f"  ({ev['n_tasks']} tasks)")
+    print(f"run directory: {args.out}")
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from metarec.data.fetch import fetch
 
@@ -80,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller run (for tests)")
     demo.add_argument("--out", default=None, help="keep the run folders here")
     demo.set_defaults(func=_cmd_demo)
+
+    tr = sub.add_parser("train", help="meta-train a scenario into a run directory")
+    tr.add_argument("scenario")
+    tr.add_argument("--out", required=True, help="run directory")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
+    scen(tr)
+    tr.set_defaults(func=_cmd_train)
 
     tasks = sub.add_parser("tasks", help="scenario tasks").add_subparsers(dest="tasks_command", required=True)
     insp = tasks.add_parser("inspect", help="build a scenario's tasks and report sizes and leakage checks")

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from metarec._errors import DataError, suggest
+from metarec._errors import ConfigError, DataError, suggest
 from metarec.data.features import FeatureSpec
 from metarec.data.table import Columns, Feedback, InteractionTable
 
@@ -81,20 +81,19 @@ def read_movielens_100k(
     Raises:
         DataError: a missing file, with how to obtain the data.
     """
+    _choice("age", age, ("bucket", "numeric"))
+    _choice("year", year, ("categorical", "numeric"))
     base = _find_dir(root, "ml-100k", "u.data", "movielens-100k")
-    ratings = pd.read_csv(
-        _need(base / "u.data", "movielens-100k"), sep="\t", header=None,
-        names=["user", "item", "rating", "timestamp"], dtype="int64",
-    )  # fmt: skip
-    users = pd.read_csv(
-        _need(base / "u.user", "movielens-100k"), sep="|", header=None,
-        names=["user", "age", "gender", "occupation", "zip"],
+    how = _ML_HOWTO.format(name="movielens-100k")
+    ratings = _csv(base / "u.data", how, sep="\t", header=None, names=["user", "item", "rating", "timestamp"], dtype="int64")
+    users = _csv(
+        base / "u.user", how, sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"],
         dtype={"user": "int64", "age": "int64", "gender": str, "occupation": str, "zip": str},
     )  # fmt: skip
     if age == "bucket":
         users["age"] = _age_bucket(users["age"])
-    items = pd.read_csv(
-        _need(base / "u.item", "movielens-100k"), sep="|", header=None, encoding="latin-1",
+    items = _csv(
+        base / "u.item", how, sep="|", header=None, encoding="latin-1",
         names=["item", "title", "release", "video", "url", *_ML100K_GENRES], quoting=csv.QUOTE_NONE,
     )  # fmt: skip
     flags = items[list(_ML100K_GENRES)].to_numpy(dtype=bool)
@@ -142,8 +141,8 @@ def read_movielens_1m(
         DataError: a missing file, with how to obtain the data.
     """
     base = _find_dir(root, "ml-1m", "ratings.dat", "movielens-1m")
-    ratings = pd.read_csv(  # "a::b" read with sep=":" gives empty columns between the fields.
-        _need(base / "ratings.dat", "movielens-1m"), sep=":", header=None, usecols=[0, 2, 4, 6],
+    ratings = _csv(  # "a::b" read with sep=":" (the fast C parser) has empty columns between fields.
+        base / "ratings.dat", _ML_HOWTO.format(name="movielens-1m"), sep=":", header=None, usecols=[0, 2, 4, 6],
         names=["user", "_1", "item", "_2", "rating", "_3", "timestamp"], dtype="int64",
     )  # fmt: skip
     users = _read_double_colon(base / "users.dat", ["user", "gender", "age", "occupation", "zip"])
@@ -176,10 +175,7 @@ def read_movielens_1m(
     )
 
 
-_MELU_COLUMNS = [
-    "item", "title", "year", "rate", "released", "genre", "director", "writer", "actors", "plot",
-    "poster",
-]  # fmt: skip
+_MELU_COLUMNS = "item title year rate released genre director writer actors plot poster".split()
 
 
 def read_melu_item_features(path: PathLike) -> pd.DataFrame:
@@ -241,15 +237,12 @@ def read_recbole_atomic(
         DataError: a missing file, an unknown field, or a header without ``:type``.
     """
     base = Path(root)
-    inter, inter_types = _read_atomic(_need(base / f"{name}.inter", how=_RECBOLE_HOWTO))
+    inter, inter_types = _read_atomic(base / f"{name}.inter")
     rating = rating_field if rating_field in inter_types else None
     fb: Feedback = feedback or ("explicit" if rating else "implicit")
-    if rating:
-        inter[rating] = pd.to_numeric(inter[rating], errors="coerce")
-        if rating_scale is None and fb == "explicit":
-            rating_scale = (float(inter[rating].min()), float(inter[rating].max()))
-            if rating_scale[0] == rating_scale[1]:
-                rating_scale = (rating_scale[0] - 1.0, rating_scale[1])
+    if rating and rating_scale is None and fb == "explicit":  # from_frame reports bad ratings
+        r = pd.to_numeric(inter[rating], errors="coerce")
+        rating_scale = (float(min(r.min(), r.max() - 1)), float(r.max()))
     ts = time_field if time_field in inter_types else None
     if ts:
         inter[ts] = pd.to_numeric(inter[ts], errors="coerce")
@@ -281,8 +274,8 @@ def read_recbole_atomic(
 
 
 def _read_atomic(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
-                        quoting=csv.QUOTE_NONE, encoding="utf-8")  # fmt: skip
+    frame = _csv(path, _RECBOLE_HOWTO, sep="\t", dtype=str, keep_default_na=False, na_values=[""],
+                 quoting=csv.QUOTE_NONE, encoding="utf-8")  # fmt: skip
     types: dict[str, str] = {}
     for col in frame.columns:
         field, sep, kind = str(col).rpartition(":")
@@ -335,11 +328,7 @@ def read_amazon_pair_split(root: PathLike, pair: str) -> AmazonPairSplit:
 
 
 def _amazon_frame(root: PathLike, pair: str, which: str) -> pd.DataFrame:
-    if which not in ("train", "test", "test_original"):
-        raise DataError(
-            f"which={which!r}: must be 'train', 'test' or 'test_original'"
-            f"{suggest(which, ('train', 'test', 'test_original'))}"
-        )
+    _choice("which", which, ("train", "test", "test_original"))
     base = Path(root)
     parts = re.split(r"[_-]", pair)
     if len(parts) != 2 or not all(parts):
@@ -353,8 +342,8 @@ def _amazon_frame(root: PathLike, pair: str, which: str) -> pd.DataFrame:
                 f"pair={pair!r}: folder {folder} not found{suggest(folder.name, have)}; "
                 f"available: {have}; {_AMAZON_HOWTO}"
             )
-        df = pd.read_csv(_need(folder / f"{which}.txt", how=_AMAZON_HOWTO), sep="\t", header=None,
-                         usecols=[0, 1], names=["user", "item"], dtype="int64")  # fmt: skip
+        df = _csv(folder / f"{which}.txt", _AMAZON_HOWTO, sep="\t", header=None, usecols=[0, 1],
+                  names=["user", "item"], dtype="int64")  # fmt: skip
         df["item"] = f"{x}:" + df["item"].astype(str)
         df["domain"] = x
         frames.append(df)
@@ -404,24 +393,29 @@ def read_interactions(
             f"(text files may end in {list(_COMPRESSED)}); rename the file or read it with pandas "
             "and call InteractionTable.from_frame"
         )
-    _need(path, how="check the path")
     opts = dict(read_options or {})
     if ext in _PARQUET:
+        _need(path, "check the path")
         try:
             import pyarrow  # noqa: F401
         except ImportError as e:
             raise DataError(f"{path}: reading Parquet needs pyarrow; pip install metarec[parquet]") from e
         frame = pd.read_parquet(path, **opts)
     else:
-        frame = pd.read_csv(path, sep=sep or _TEXT_SEPS[ext], **opts)
+        frame = _csv(path, "check the path", **{"sep": sep or _TEXT_SEPS[ext], **opts})
     return InteractionTable.from_frame(frame, columns, feedback=feedback, rating_scale=rating_scale, **kwargs)
 
 
 # ---------------------------------------------------------------------- helpers
-def _need(path: Path, name: str | None = None, *, how: str | None = None) -> Path:
+def _choice(arg: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{arg}={value!r}: must be one of {choices}{suggest(str(value), choices)}")
+
+
+def _need(path: Path, how: str) -> Path:
     """``path`` if it is a file, else a DataError naming it and how to obtain the data."""
     if not path.is_file():
-        raise DataError(f"file not found: {path}; {how or _ML_HOWTO.format(name=name)}")
+        raise DataError(f"file not found: {path}; {how}")
     return path
 
 
@@ -442,18 +436,28 @@ def _melu_dir(base: Path) -> Path:
     return inside if inside.is_dir() else base / "melu-extra"
 
 
-def _read_double_colon(path: Path, names: list[str], *, encoding: str = "latin-1", how: str | None = None) -> pd.DataFrame:
+def _read_double_colon(path: Path, names: list[str], *, encoding: str = "latin-1", how: str = "") -> pd.DataFrame:
     """A small ``::``-separated file (any line ending) as a frame of strings."""
-    _need(path, "movielens-1m", how=how)
-    lines = [ln for ln in path.read_text(encoding=encoding).splitlines() if ln.strip()]
-    rows = [ln.split("::") for ln in lines]
-    for i, row in enumerate(rows):
-        if len(row) != len(names):
+    _need(path, how or _ML_HOWTO.format(name="movielens-1m"))
+    rows = []
+    for i, line in enumerate(path.read_text(encoding=encoding).splitlines(), start=1):
+        row = line.split("::")
+        if len(row) != len(names) and line.strip():
             raise DataError(
-                f"{path}, line {i + 1}: {len(row)} '::'-separated fields, expected {len(names)} "
+                f"{path}, line {i}: {len(row)} '::'-separated fields, expected {len(names)} "
                 f"({', '.join(names)}); the file is corrupt or not the expected version"
             )
+        rows.extend([row] if line.strip() else [])
     return pd.DataFrame(rows, columns=names)
+
+
+def _csv(path: Path, how: str, **kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_csv`` of a file that must exist, parse errors turned into DataError."""
+    _need(path, how=how)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{path}: cannot parse the file ({e}); it is corrupt or not the expected layout") from e
 
 
 def _age_bucket(age: pd.Series) -> pd.Series:

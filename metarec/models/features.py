@@ -42,7 +42,7 @@ class FeatureEmbedding(nn.Module):
         self._keys: list[str] = _safe_keys(self.features)
         sizes = table.vocab_sizes()
         self.embeddings = nn.ModuleDict()
-        for name, key in zip(self.features, self._keys):
+        for name, key in zip(self.features, self._keys, strict=True):
             emb = nn.Embedding(sizes[name], dim)
             nn.init.normal_(emb.weight, std=init_std)
             self.embeddings[key] = emb

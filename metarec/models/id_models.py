@@ -231,7 +231,7 @@ class TwoTower(IdModel):
 
 
 def _layers(sizes: tuple[int, ...]) -> nn.ModuleList:
-    return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+    return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 def _run(layers: nn.ModuleList, x: torch.Tensor, dropout: float, training: bool, last_act: bool = False) -> torch.Tensor:

@@ -95,7 +95,7 @@ class MeLU(RecModel):
                     "feature specs when building the InteractionTable"
                 )
             sizes = (width, *config.hidden)
-            self.decision = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            self.decision = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
             self.head = nn.Linear(sizes[-1], 1)
 
     @classmethod

@@ -1,0 +1,264 @@
+"""Entry points for the outer loop: the meta-loss and its gradients, adaptation, prediction.
+
+All three are pure functions of a parameter dict (the model only supplies the forward pass and
+its buffers) and run the tasks of a meta-batch together under :func:`torch.func.vmap`.
+
+The meta-loss is a weighted mean over tasks, ``sum_t w_t L_t / sum_t w_t``, of each task's
+masked query loss after adaptation (``global``/``finetune``: the loss on support and query
+with the initial weights), with ``w_t = 1`` for a task that has at least one real query
+interaction and 0 for an all-padding task. Chunking the task axis (``cfg.chunk_size``) sums
+per-chunk gradients of ``sum_{t in chunk} w_t L_t / sum_t w_t``, so it equals the unchunked
+result exactly (up to float summation order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from metarec._errors import ConfigError
+from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
+from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
+from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.models.base import split_params
+
+__all__ = ["adapt_patterns", "meta_loss_and_grads", "adapt_batch", "predict_batch"]
+
+Params = Mapping[str, torch.Tensor]
+Grads = dict[str, torch.Tensor]
+
+
+def adapt_patterns(cfg: AlgorithmConfig, model: nn.Module) -> tuple[str, ...]:
+    """The inner-loop patterns: ``cfg.adapt``, else the head for ANIL, else ``model.adapt``."""
+    if cfg.adapt is not None:
+        return cfg.adapt
+    return tuple(model.head_patterns if cfg.name == "anil" else model.adapt)
+
+
+def meta_loss_and_grads(
+    cfg: AlgorithmConfig,
+    model: nn.Module,
+    params: Params,
+    batch: EpisodeBatch,
+    *,
+    state: Params | None = None,
+    step_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, Grads]:
+    """Meta-loss of a meta-batch and its gradients w.r.t. ``params`` and ``state``.
+
+    Args:
+        cfg: algorithm and hyper-parameters (``cfg.chunk_size`` chunks the task axis).
+        model: supplies the forward pass and buffers.
+        params: ``{name: tensor}`` with all of the model's parameter names (the tensors are
+            detached first; nothing accumulates in ``.grad``).
+        batch: ``T`` tasks, support and query ``(T, N)``.
+        state: learned algorithm state from :func:`init_algorithm_state` (Meta-SGD, MAML++).
+        step_weights: ``(inner_steps,)`` multi-step loss weights (default: uniform;
+            see :func:`msl_weights` for the MAML++ annealing).
+
+    Returns:
+        ``(loss, grads)``: the detached scalar meta-loss and ``{name: gradient}`` for every key
+        of ``params`` and then of ``state``, ready to be set as ``.grad`` of the optimised
+        tensors (for ``reptile`` the fast-weight entries are ``theta - theta_adapted``).
+
+    Example::
+
+        loss, grads = meta_loss_and_grads(cfg, model, params, batch, state=state)
+        for k, p in {**params, **state}.items():
+            p.grad = grads[k]
+        opt.step()
+    """
+    _check_batch(batch)
+    _check_params(model, params)
+    p = {k: v.detach() for k, v in params.items()}
+    st = {k: v.detach() for k, v in (state or {}).items()}
+    fast, slow = split_params(model, adapt_patterns(cfg, model), p)
+    no_inner = cfg.name in ("global", "finetune")
+    real = batch.query.mask.any(dim=1)  # (T,)
+    if no_inner:
+        real = real | batch.support.mask.any(dim=1)
+    w = real.to(next(iter(p.values())).dtype)  # (T,)
+    total = w.sum().clamp_min(1.0)
+    sw = None
+    if cfg.multi_step_loss:
+        sw = msl_weights(cfg.inner_steps, 0.0) if step_weights is None else step_weights
+        if sw.shape != (cfg.inner_steps,):
+            raise ConfigError(
+                f"step_weights: shape {tuple(sw.shape)} does not match inner_steps={cfg.inner_steps}; "
+                f"pass a ({cfg.inner_steps},) tensor, e.g. msl_weights({cfg.inner_steps}, progress)"
+            )
+        sw = sw.to(w)
+
+    size = cfg.chunk_size or batch.n_tasks
+    loss = torch.zeros((), dtype=w.dtype, device=w.device)
+    acc: Grads = {}
+    for start in range(0, batch.n_tasks, size):
+        part, wc = batch.select(slice(start, start + size)), w[start : start + size] / total
+        if cfg.name == "reptile":
+            lc, gc = _reptile(cfg, model, fast, slow, part, wc)
+        else:
+            def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
+                if no_inner:
+                    per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
+                else:
+                    per_task = _maml_losses(cfg, model, f, s, a, part, sw)  # (Tc,)
+                return (wc * per_task).sum()
+
+            (gf, gs, ga), lc = grad_and_value(objective, argnums=(0, 1, 2))(fast, slow, st)
+            gc = {**gf, **gs, **ga}
+        loss = loss + lc.detach()
+        for k, g in gc.items():
+            acc[k] = acc[k] + g if k in acc else g
+    grads = {k: acc[k].detach() for k in p}
+    grads.update({k: acc[k].detach() if k in acc else torch.zeros_like(v) for k, v in st.items()})
+    return loss, grads
+
+
+def adapt_batch(
+    cfg: AlgorithmConfig,
+    model: nn.Module,
+    params: Params,
+    support: EpisodeSet,
+    steps: int | None = None,
+    lr: float | None = None,
+    *,
+    state: Params | None = None,
+) -> dict[str, torch.Tensor]:
+    """Adapt to every task's support set (evaluation; no meta-gradient, outputs detached).
+
+    Args:
+        steps: inner steps (default ``cfg.inner_steps``; ``global``: 0, no adaptation).
+        lr: scalar rate (default ``cfg.inner_lr``); not allowed with learned rates.
+        state: learned rates (Meta-SGD, MAML++), as for :func:`meta_loss_and_grads`.
+
+    Returns:
+        The fast weights per task, ``{name: (T, *shape)}`` (pass to :func:`predict_batch`).
+    """
+    _check_set(support, "support")
+    _check_params(model, params)
+    p = {k: v.detach() for k, v in params.items()}
+    fast, slow = split_params(model, adapt_patterns(cfg, model), p)
+    lrs, step_lrs = state_lrs(cfg, state, fast)
+    lrs = None if lrs is None else {k: v.detach() for k, v in lrs.items()}
+    step_lrs = None if step_lrs is None else {k: v.detach() for k, v in step_lrs.items()}
+    if lr is not None and cfg.meta_learned_lrs:
+        raise ConfigError(f"lr={lr!r}: name={cfg.name!r} adapts with its learned rates (state); leave lr=None")
+    n = (0 if cfg.name == "global" else cfg.inner_steps) if steps is None else steps
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"steps={steps!r}: must be an int >= 0; pass steps=None for cfg.inner_steps")
+    if step_lrs is not None and n > cfg.inner_steps:
+        raise ConfigError(
+            f"steps={n}: per-step rates were learned for inner_steps={cfg.inner_steps}; pass steps <= {cfg.inner_steps}"
+        )
+    T = support.n_tasks
+    if n == 0:
+        return {k: v.expand(T, *v.shape).clone() for k, v in fast.items()}
+
+    def one(u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        return adapt(
+            model, fast, slow, EpisodeSet(u, i, t, m), n, cfg.inner_lr if lr is None else lr,
+            first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+        )
+
+    out = vmap(one, randomness="different")(support.users, support.items, support.targets, support.mask)
+    return {k: v.detach() for k, v in out.items()}
+
+
+def predict_batch(
+    model: nn.Module, params: Params, fast_stacked: Params, users: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """Predictions of each task's adapted model: ``users, items (T, N) -> (T, N)``.
+
+    ``fast_stacked`` (from :func:`adapt_batch`) replaces those entries of ``params``; wrap
+    the call in ``torch.no_grad()`` for evaluation.
+    """
+    _check_params(model, params)
+    extra = [k for k in fast_stacked if k not in params]
+    if extra:
+        raise ConfigError(f"fast_stacked: {extra[0]!r} is not a parameter name; pass the dict adapt_batch returned")
+    slow = {k: v for k, v in params.items() if k not in fast_stacked}
+
+    def one(f: Params, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, (dict(f), slow), (u, i))
+
+    return vmap(one, randomness="different")(dict(fast_stacked), users, items)
+
+
+# ---------------------------------------------------------------------- helpers
+def _maml_losses(
+    cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, state: Params,
+    part: EpisodeBatch, sw: torch.Tensor | None,
+) -> torch.Tensor:
+    """Per-task query loss after adaptation (MAML family): ``(Tc,)``."""
+    lrs, step_lrs = state_lrs(cfg, state, fast)
+
+    def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        support, query = EpisodeSet(*s), EpisodeSet(*q)
+        traj = adapt_trajectory(
+            model, fast, slow, support, cfg.inner_steps, cfg.inner_lr,
+            first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+        )
+        if sw is None:
+            return set_loss(model, traj[-1], slow, query, cfg.loss)
+        per_step = torch.stack([set_loss(model, f, slow, query, cfg.loss) for f in traj])  # (steps,)
+        return (sw * per_step).sum()
+
+    return vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
+
+
+def _reptile(
+    cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, part: EpisodeBatch, wc: torch.Tensor
+) -> tuple[torch.Tensor, Grads]:
+    """Reptile on a chunk: fast grads ``sum_t wc_t (theta - theta_t)``, slow: query gradient."""
+
+    def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, Grads, Grads]:
+        adapted = adapt(model, fast, slow, EpisodeSet(*s), cfg.inner_steps, cfg.inner_lr, first_order=True, loss=cfg.loss)
+        adapted = {k: v.detach() for k, v in adapted.items()}
+        query = EpisodeSet(*q)
+        if not slow:
+            return set_loss(model, adapted, slow, query, cfg.loss), adapted, {}
+        g_slow, ql = grad_and_value(lambda sl: set_loss(model, adapted, sl, query, cfg.loss))(dict(slow))
+        return ql, adapted, g_slow
+
+    ql, adapted, g_slow = vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
+    grads = {k: torch.einsum("t,t...->...", wc, fast[k] - adapted[k]) for k in fast}  # theta - theta_t
+    grads.update({k: torch.einsum("t,t...->...", wc, g) for k, g in g_slow.items()})
+    return (wc * ql).sum(), grads
+
+
+def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:
+    return s.users, s.items, s.targets, s.mask
+
+
+def _concat(a: EpisodeSet, b: EpisodeSet) -> EpisodeSet:
+    return EpisodeSet(*(torch.cat([x, y], dim=-1) for x, y in zip(_tensors(a), _tensors(b), strict=True)))
+
+
+def _check_batch(batch: EpisodeBatch) -> None:
+    if not isinstance(batch, EpisodeBatch):
+        raise ConfigError(f"batch: expected an EpisodeBatch, got {type(batch).__name__}; build one with the task sampler")
+    _check_set(batch.support, "batch.support")
+    _check_set(batch.query, "batch.query")
+
+
+def _check_set(s: EpisodeSet, arg: str) -> None:
+    shapes = {name: tuple(t.shape) for name, t in zip(("users", "items", "targets", "mask"), _tensors(s), strict=True)}
+    if len(set(shapes.values())) != 1 or len(shapes["users"]) != 2:
+        raise ConfigError(f"{arg}: users, items, targets and mask must share one (T, N) shape, got {shapes}")
+    if s.mask.dtype != torch.bool:
+        raise ConfigError(f"{arg}.mask: dtype {s.mask.dtype}, expected torch.bool; pass mask.bool()")
+
+
+def _check_params(model: nn.Module, params: Params) -> None:
+    names = [k for k, _ in model.named_parameters()]
+    missing = [k for k in names if k not in params]
+    extra = [k for k in params if k not in set(names)]
+    if missing or extra:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
+        raise ConfigError(
+            f"params: {what} ({len(missing)} missing, {len(extra)} unexpected); params must hold "
+            f"exactly the model's parameter names; pass params = dict(model.named_parameters())"
+        )

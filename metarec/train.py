@@ -1,0 +1,302 @@
+"""Meta-training: the one outer loop (optimiser, validation, checkpoints, exact resume).
+
+``train(scenario, out)`` is what ``metarec train SCENARIO --out RUN_DIR`` calls. The loop:
+
+1. sample a meta-batch of ``algorithm.meta_batch`` meta-train tasks;
+2. ``meta_loss_and_grads`` (vmapped over tasks, chunked if asked); a non-finite meta-gradient
+   skips the step (counted, reported) and training goes on;
+3. clip, Adam step;
+4. every ``train.val_every`` steps: adapt + score on meta-val tasks; keep the best parameters
+   (model selection on validation only); stop early after ``train.patience`` evaluations
+   without improvement;
+5. every ``train.checkpoint_every`` steps: write ``checkpoints/last.pt`` atomically (weights,
+   optimiser, sampler and torch RNG states), so ``resume=True`` after a kill ends with exactly
+   the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metarec._errors import CheckpointError, ConfigError
+from metarec.algorithms import AlgorithmConfig, adapt_patterns, init_algorithm_state, meta_loss_and_grads
+from metarec.checkpoint import FORMAT, FORMAT_VERSION, atomic_write_json, load_tensors, save_table_meta, save_tensors
+from metarec.config import Scenario, config_hash, to_dict
+from metarec.data.table import InteractionTable
+from metarec.episodes.sampler import TaskSampler
+from metarec.episodes.splits import MetaSplits
+from metarec.evaluate import evaluate_pool
+from metarec.models import build_model
+from metarec.models.base import split_params
+from metarec.scenario import build_splits, load_table, sampler_config
+
+__all__ = ["TrainResult", "train", "algorithm_config", "model_kwargs", "resolve_device"]
+
+SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}  # metric, sign (+1: higher is better)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    steps: int
+    best_step: int
+    best_val: dict[str, Any]
+    skipped_steps: int
+    seconds: float
+    tasks_per_s: float
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine; pass train.device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
+    """The engine's :class:`AlgorithmConfig` from a scenario's ``[algorithm]`` section."""
+    a = sc.algorithm
+    loss = "mse" if feedback == "explicit" else "bce"
+    return AlgorithmConfig(
+        a.name, inner_steps=a.inner_steps, inner_lr=a.inner_lr, first_order=a.first_order,
+        meta_batch=a.meta_batch, chunk_size=a.chunk_size, per_step_lr=a.per_step_lr,
+        multi_step_loss=a.multi_step_loss, adapt=tuple(sc.model.adapt) if sc.model.adapt else None, loss=loss,
+    )
+
+
+def model_kwargs(sc: Scenario) -> dict[str, Any]:
+    m = sc.model
+    kw: dict[str, Any] = {"embedding_dim": m.embedding_dim}
+    if m.name in ("melu", "neumf", "two_tower"):
+        kw["hidden"] = tuple(m.hidden)
+    if m.dropout:
+        kw["dropout"] = m.dropout
+    return kw
+
+
+def _build(sc: Scenario, table: InteractionTable, splits: MetaSplits, seed: int):
+    torch.manual_seed(seed)
+    model = build_model(sc.model.name, table, **model_kwargs(sc))
+    if hasattr(model, "set_known"):
+        rows = splits.pools[splits.train].rows
+        model.set_known(users=np.unique(table.users[rows]), items=np.unique(table.items[rows]))
+    return model
+
+
+def train(
+    scenario: Scenario,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    table: InteractionTable | None = None,
+    splits: MetaSplits | None = None,
+    stop_after: int | None = None,
+    evaluate_test: bool = True,
+) -> TrainResult:
+    """Meta-train ``scenario`` into run directory ``out``.
+
+    Args:
+        scenario: the resolved scenario (see :func:`metarec.config.load_scenario`).
+        out: run directory (created; must be empty or a previous run of the same config
+            when ``resume``).
+        resume: continue from ``out/checkpoints/last.pt``.
+        table, splits: reuse already-built data (the benchmark does); default: built from the scenario.
+        stop_after: stop (as if killed) after this many steps, having checkpointed; for tests.
+        evaluate_test: score the best parameters once on every test state at the end.
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    tr = scenario.train
+    device = resolve_device(tr.device)
+    if table is None:
+        table = load_table(scenario.data)
+    if splits is None:
+        splits = build_splits(table, scenario.protocol)
+    algo = algorithm_config(scenario, table.feedback)
+    scfg = sampler_config(scenario.protocol)
+    last = out / "checkpoints" / "last.pt"
+    if not resume and (out / "manifest.json").exists():
+        raise ConfigError(
+            f"out={str(out)!r}: already holds a run; pass --resume to continue it, or choose an empty folder"
+        )
+    if resume and not last.exists():
+        raise CheckpointError(f"--resume: {str(last)!r} not found; start without --resume")
+
+    model = _build(scenario, table, splits, tr.seed).to(device)
+    params = {k: v for k, v in model.named_parameters()}
+    fast, _ = split_params(model, adapt_patterns(algo, model), params)
+    state = {k: v.to(device).requires_grad_() for k, v in init_algorithm_state(algo, fast).items()}
+    opt = torch.optim.Adam(list(params.values()) + list(state.values()), lr=tr.outer_lr)
+    sampler = TaskSampler(table, splits.pools[splits.train], scfg, seed=tr.seed, device=device, dtype=torch.float32)
+    metric, sign = SELECT_METRIC[table.feedback]
+
+    step, skipped, best_score, best_step, evals_without_gain = 0, 0, -math.inf, 0, 0
+    best_val: dict[str, Any] = {}
+    if resume:
+        ck = load_tensors(last, map_location=device)
+        _check_same_config(ck, scenario)
+        with torch.no_grad():
+            for k, v in ck["params"].items():
+                params[k].copy_(v)
+            for k, v in ck["state"].items():
+                state[k].copy_(v)
+        opt.load_state_dict(ck["optimizer"])
+        sampler.rng.bit_generator.state = json.loads(ck["sampler_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        step, skipped, best_score, best_step = int(ck["step"]), int(ck["skipped"]), float(ck["best_score"]), int(ck["best_step"])
+        evals_without_gain = int(ck["evals_without_gain"])
+        best_val = json.loads(ck["best_val"])
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_files(out, scenario, table, model, algo)
+
+    log = (out / "metrics.jsonl").open("a")
+    bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress, desc=f"{algo.name}", unit="step", leave=False, mininterval=0.5)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if tr.bf16 else contextlib.nullcontext()
+    tasks_done, t_loop = 0, time.perf_counter()
+    stopped_early = False
+    try:
+        while step < tr.steps:
+            batch = sampler.sample(algo.meta_batch)
+            with autocast:
+                loss, grads = meta_loss_and_grads(algo, model, params, batch, state=state)
+            finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+            step += 1
+            row: dict[str, Any] = {"step": step, "loss": float(loss)}
+            if finite:
+                for k, p in {**params, **state}.items():
+                    p.grad = grads[k].to(p.dtype)
+                if tr.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(list(params.values()) + list(state.values()), tr.grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            else:
+                skipped += 1
+                row["skipped"] = True
+            tasks_done += batch.n_tasks
+            tps = tasks_done / max(time.perf_counter() - t_loop, 1e-9)
+            row["tasks_per_s"] = round(tps, 1)
+            if step % tr.val_every == 0 or step == tr.steps:
+                val = _validate(model, params, state, algo, table, splits, scfg, scenario, device)
+                row["val"] = {k: v for k, v in val.items() if k != "flags"}
+                score = sign * float(val[metric])
+                if score > best_score:
+                    best_score, best_step, best_val, evals_without_gain = score, step, row["val"], 0
+                    _save_weights(out / "checkpoints" / "best.pt", params, state, step)
+                else:
+                    evals_without_gain += 1
+                if tr.patience is not None and evals_without_gain >= tr.patience:
+                    stopped_early = True
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.4f}", tasks_s=f"{tps:.0f}", **({metric: f"{best_val.get(metric, float('nan')):.4f}"} if best_val else {}))
+            if step % tr.checkpoint_every == 0 or step == tr.steps or stopped_early:
+                _save_checkpoint(last, params, state, opt, sampler, step, skipped, best_score, best_step, evals_without_gain, best_val, scenario)
+            if stopped_early or (stop_after is not None and step >= stop_after):
+                break
+    finally:
+        bar.close()
+        log.close()
+    if skipped:
+        print(f"metarec: {skipped} step(s) skipped because the meta-gradient was not finite")
+    result = TrainResult(
+        out, step, best_step, best_val, skipped, time.perf_counter() - t_start,
+        tasks_done / max(time.perf_counter() - t_loop, 1e-9), stopped_early,
+    )
+    if evaluate_test and (step >= tr.steps or stopped_early):
+        test = evaluate_run_states(out, model, params, state, algo, table, splits, scenario, device)
+        atomic_write_json(out / "test_metrics.json", test)
+    atomic_write_json(out / "summary.json", {
+        "steps": step, "best_step": best_step, "best_val": best_val, "skipped_steps": skipped,
+        "seconds": round(result.seconds, 2), "tasks_per_s": round(result.tasks_per_s, 1), "stopped_early": stopped_early,
+    })
+    return result
+
+
+def evaluate_run_states(out, model, params, state, algo, table, splits, scenario, device) -> dict[str, Any]:
+    """Load the best parameters and score every test state once."""
+    best = load_tensors(out / "checkpoints" / "best.pt", map_location=device)
+    with torch.no_grad():
+        for k, v in best["params"].items():
+            params[k].copy_(v)
+        for k, v in best["state"].items():
+            state[k].copy_(v)
+    scfg = sampler_config(scenario.protocol)
+    res = {}
+    for name in splits.states:
+        pool = splits.pools[name]
+        if len(pool) == 0:
+            continue
+        ev = evaluate_pool(model, params, algo, table, pool, scfg, state=state, k=scenario.metrics.k,
+                           steps=scenario.algorithm.eval_steps, lr=scenario.algorithm.eval_lr, device=device)
+        res[name] = ev
+    return {"best_step": int(best["step"]), "states": res}
+
+
+def _validate(model, params, state, algo, table, splits, scfg, scenario, device) -> dict[str, Any]:
+    a = scenario.algorithm
+    return evaluate_pool(
+        model, params, algo, table, splits.pools[splits.val], scfg, state=state, max_tasks=scenario.train.val_tasks,
+        k=scenario.metrics.k, steps=a.eval_steps, lr=a.eval_lr, device=device,
+    )
+
+
+def _write_run_files(out: Path, sc: Scenario, table: InteractionTable, model, algo: AlgorithmConfig) -> None:
+    atomic_write_json(out / "config.json", to_dict(sc))
+    atomic_write_json(out / "manifest.json", {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "config_hash": config_hash(sc),
+        "model": {"name": sc.model.name, "kwargs": model_kwargs(sc), "adapt": list(adapt_patterns(algo, model))},
+        "algorithm": {k: (list(v) if isinstance(v, tuple) else v) for k, v in algo.__dict__.items()},
+        "feedback": table.feedback,
+        "parameters": {k: list(v.shape) for k, v in model.named_parameters()},
+    })
+    save_table_meta(table, out)
+
+
+def _save_weights(path: Path, params, state, step: int) -> None:
+    save_tensors(path, {
+        "params": {k: v.detach().cpu() for k, v in params.items()},
+        "state": {k: v.detach().cpu() for k, v in state.items()},
+        "step": step,
+    })
+
+
+def _save_checkpoint(path, params, state, opt, sampler, step, skipped, best_score, best_step, ewg, best_val, sc) -> None:
+    save_tensors(path, {
+        "params": {k: v.detach().cpu() for k, v in params.items()},
+        "state": {k: v.detach().cpu() for k, v in state.items()},
+        "optimizer": opt.state_dict(),
+        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "step": step, "skipped": skipped, "best_score": best_score, "best_step": best_step,
+        "evals_without_gain": ewg, "best_val": json.dumps(best_val), "config_hash": config_hash(_resume_key(sc)),
+    })
+
+
+def _resume_key(sc: Scenario) -> Scenario:
+    """The config that must match to resume (the step budget and progress bar may change)."""
+    return replace(sc, train=replace(sc.train, steps=0, progress=False))
+
+
+def _check_same_config(ck: dict, sc: Scenario) -> None:
+    if ck.get("config_hash") != config_hash(_resume_key(sc)):
+        raise CheckpointError(
+            "--resume: the scenario differs from the one the checkpoint was trained with (config hash "
+            f"{ck.get('config_hash')} vs {config_hash(_resume_key(sc))}); resume with the same scenario and --set values"
+        )
