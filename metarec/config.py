@@ -522,6 +522,8 @@ class DataConfig:
         columns: CSV column mapping from role (user, item, rating, domain, timestamp) to the
             column name in the file; roles not given keep their own name.
         synthetic: the generator's settings (``source = "synthetic"``).
+        domain_by: derive domains from item features: ``"genre_group"`` puts each movie in
+            one of four genre groups by its first genre (MovieLens cross-genre scenarios).
     """
 
     source: Literal["synthetic", "movielens-100k", "movielens-1m", "recbole", "amazon", "csv"] = (
@@ -535,6 +537,7 @@ class DataConfig:
     melu_extra: bool = True
     columns: dict[str, str] = field(default_factory=dict)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    domain_by: Literal["genre_group"] | None = None
 
     def __post_init__(self) -> None:
         scale = self.rating_scale

@@ -15,6 +15,7 @@ import numpy as np
 
 from metarec._errors import ConfigError
 from metarec.config import DataConfig, ProtocolConfig, Scenario
+from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.leakage import run_leakage_checks
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
@@ -26,11 +27,50 @@ from metarec.episodes.splits import (
     time_split,
 )
 
-__all__ = ["load_table", "build_splits", "sampler_config", "inspect_scenario"]
+__all__ = ["load_table", "build_splits", "sampler_config", "inspect_scenario", "genre_group_domains", "GENRE_GROUPS"]
 
 
 def load_table(cfg: DataConfig) -> InteractionTable:
     """Read the interaction table a ``[data]`` section describes."""
+    table = _read(cfg)
+    if cfg.domain_by == "genre_group":
+        table = genre_group_domains(table)
+    return table
+
+
+GENRE_GROUPS = {
+    "action-thriller": ("Action", "Adventure", "Thriller", "War", "Western", "Crime"),
+    "comedy-family": ("Comedy", "Children's", "Animation", "Musical"),
+    "drama-romance": ("Drama", "Romance", "Film-Noir", "Documentary"),
+    "scifi-horror": ("Sci-Fi", "Horror", "Fantasy", "Mystery"),
+}
+"""The four MovieLens genre groups of the cross-genre scenarios (a movie's first genre decides)."""
+
+
+def genre_group_domains(table: InteractionTable, feature: str = "genre") -> InteractionTable:
+    """Re-assign each interaction's domain to the genre group of its item's first genre."""
+    f = table.item_features
+    if f is None or feature not in f.categorical:
+        raise ConfigError(
+            f"data.domain_by='genre_group' needs an item feature {feature!r}; load MovieLens with its movie features"
+        )
+    vocab = ["" ] + [str(v) for v in f.vocabs[feature].values]
+    group_of = {g: name for name, gs in GENRE_GROUPS.items() for g in gs}
+    names = sorted(GENRE_GROUPS)
+    code = np.array([names.index(group_of[v]) + 1 if v in group_of else 0 for v in vocab], dtype=np.int64)
+    first = f.categorical[feature][:, 0]  # (n_items,) first genre code
+    item_group = code[first]
+    dom = item_group[table.items]
+    keep = dom > 0
+    enc = IdEncoder(names, name="domain")
+    t = table.subset(keep)
+    return InteractionTable(
+        t.users, t.items, t.ratings, dom[keep], t.timestamps, t.user_ids, t.item_ids, enc,
+        feedback=t.feedback, rating_scale=t.rating_scale, user_features=t.user_features, item_features=t.item_features,
+    )
+
+
+def _read(cfg: DataConfig) -> InteractionTable:
     if cfg.source == "synthetic":
         from metarec.data.synthetic import make_synthetic
 

@@ -29,8 +29,21 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec._errors import CheckpointError, ConfigError
-from metarec.algorithms import AlgorithmConfig, adapt_patterns, init_algorithm_state, meta_loss_and_grads
-from metarec.checkpoint import FORMAT, FORMAT_VERSION, atomic_write_json, load_tensors, save_table_meta, save_tensors
+from metarec.algorithms import (
+    AlgorithmConfig,
+    adapt_patterns,
+    init_algorithm_state,
+    meta_loss_and_grads,
+    msl_weights,
+)
+from metarec.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    atomic_write_json,
+    load_tensors,
+    save_table_meta,
+    save_tensors,
+)
 from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.sampler import TaskSampler
@@ -80,8 +93,10 @@ def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
 
 
 def model_kwargs(sc: Scenario) -> dict[str, Any]:
+    """Keyword arguments of :func:`metarec.models.build_model` for a scenario's ``[model]``
+    (the initial weights are seeded by ``train.seed``)."""
     m = sc.model
-    kw: dict[str, Any] = {"embedding_dim": m.embedding_dim}
+    kw: dict[str, Any] = {"embedding_dim": m.embedding_dim, "seed": sc.train.seed}
     if m.name in ("melu", "neumf", "two_tower"):
         kw["hidden"] = tuple(m.hidden)
     if m.dropout:
@@ -89,12 +104,15 @@ def model_kwargs(sc: Scenario) -> dict[str, Any]:
     return kw
 
 
-def _build(sc: Scenario, table: InteractionTable, splits: MetaSplits, seed: int):
-    torch.manual_seed(seed)
+def _build(sc: Scenario, table: InteractionTable, splits: MetaSplits):
     model = build_model(sc.model.name, table, **model_kwargs(sc))
     if hasattr(model, "set_known"):
+        # Ids seen in meta-train keep their own embeddings; the rest share the learned
+        # "unknown" one. With user tasks every test user is cold, so meta-training must train
+        # the unknown user embedding too: all users count as unknown.
         rows = splits.pools[splits.train].rows
-        model.set_known(users=np.unique(table.users[rows]), items=np.unique(table.items[rows]))
+        users = [] if sc.protocol.unit == "user" else np.unique(table.users[rows])
+        model.set_known(users=users, items=np.unique(table.items[rows]))
     return model
 
 
@@ -137,10 +155,11 @@ def train(
     if resume and not last.exists():
         raise CheckpointError(f"--resume: {str(last)!r} not found; start without --resume")
 
-    model = _build(scenario, table, splits, tr.seed).to(device)
+    torch.manual_seed(tr.seed)
+    model = _build(scenario, table, splits).to(device)
     params = {k: v for k, v in model.named_parameters()}
     fast, _ = split_params(model, adapt_patterns(algo, model), params)
-    state = {k: v.to(device).requires_grad_() for k, v in init_algorithm_state(algo, fast).items()}
+    state = init_algorithm_state(algo, fast)  # on the parameters' device, leaves
     opt = torch.optim.Adam(list(params.values()) + list(state.values()), lr=tr.outer_lr)
     sampler = TaskSampler(table, splits.pools[splits.train], scfg, seed=tr.seed, device=device, dtype=torch.float32)
     metric, sign = SELECT_METRIC[table.feedback]
@@ -173,8 +192,9 @@ def train(
     try:
         while step < tr.steps:
             batch = sampler.sample(algo.meta_batch)
+            sw = msl_weights(algo.inner_steps, step / max(tr.steps, 1)) if algo.multi_step_loss else None
             with autocast:
-                loss, grads = meta_loss_and_grads(algo, model, params, batch, state=state)
+                loss, grads = meta_loss_and_grads(algo, model, params, batch, state=state, step_weights=sw)
             finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads.values())
             step += 1
             row: dict[str, Any] = {"step": step, "loss": float(loss)}
@@ -244,7 +264,7 @@ def evaluate_run_states(out, model, params, state, algo, table, splits, scenario
         if len(pool) == 0:
             continue
         ev = evaluate_pool(model, params, algo, table, pool, scfg, state=state, k=scenario.metrics.k,
-                           steps=scenario.algorithm.eval_steps, lr=scenario.algorithm.eval_lr, device=device)
+                           steps=scenario.algorithm.eval_steps, lr=_eval_lr(scenario, algo), device=device)
         res[name] = ev
     return {"best_step": int(best["step"]), "states": res}
 
@@ -253,8 +273,13 @@ def _validate(model, params, state, algo, table, splits, scfg, scenario, device)
     a = scenario.algorithm
     return evaluate_pool(
         model, params, algo, table, splits.pools[splits.val], scfg, state=state, max_tasks=scenario.train.val_tasks,
-        k=scenario.metrics.k, steps=a.eval_steps, lr=a.eval_lr, device=device,
+        k=scenario.metrics.k, steps=a.eval_steps, lr=_eval_lr(scenario, algo), device=device,
     )
+
+
+def _eval_lr(sc: Scenario, algo: AlgorithmConfig) -> float | None:
+    """Evaluation inner rate: ``algorithm.eval_lr`` unless the algorithm learned its rates."""
+    return None if algo.meta_learned_lrs else sc.algorithm.eval_lr
 
 
 def _write_run_files(out: Path, sc: Scenario, table: InteractionTable, model, algo: AlgorithmConfig) -> None:
