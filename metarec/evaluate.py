@@ -21,7 +21,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 
-__all__ = ["evaluate_pool", "per_task_metrics"]
+__all__ = ["evaluate_pool", "per_task_metrics", "select_eval_lr"]
 
 
 def per_task_metrics(
@@ -99,3 +99,29 @@ def evaluate_pool(
     if return_per_task:
         out["per_task"] = {name: np.concatenate(v) for name, v in per.items()}
     return out
+
+
+def select_eval_lr(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    algo: AlgorithmConfig,
+    table: InteractionTable,
+    val_pool: TaskPool,
+    sampler_config: SamplerConfig,
+    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1),
+    *,
+    steps: int | None = None,
+    max_tasks: int = 256,
+    k: int = 10,
+) -> tuple[float, dict[float, float]]:
+    """Pick the adaptation learning rate on **validation** tasks (e.g. for plain fine-tuning,
+    whose rate is not meta-learned). Returns ``(best_lr, {lr: primary metric})``; the primary
+    metric is MAE (explicit, lower is better) or AUC (implicit, higher is better)."""
+    metric, sign = ("mae", -1.0) if table.feedback == "explicit" else ("auc", 1.0)
+    scores = {}
+    for lr in lrs:
+        ev = evaluate_pool(model, params, algo, table, val_pool, sampler_config, steps=steps, lr=lr, max_tasks=max_tasks, k=k)
+        scores[lr] = float(ev[metric])
+    finite = {lr: v for lr, v in scores.items() if np.isfinite(v)}
+    best = max(finite, key=lambda lr: sign * finite[lr]) if finite else lrs[0]
+    return best, scores
