@@ -186,3 +186,9 @@ def test_synthetic_implicit_prefers_high_scores():
 def test_synthetic_bad_argument():
     with pytest.raises(DataError, match=r"density=0: must be in \(0, 1\]"):
         make_synthetic(density=0)
+
+
+def test_feature_ids_of_another_type_than_interaction_ids():
+    items = pd.DataFrame({"item": ["10", "11", "12"], "brand": ["a", "b", "c"]})
+    with pytest.raises(DataError, match=r"item_features\['item'\]: ids are strings but the interactions' item ids are numbers"):
+        InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")])

@@ -391,5 +391,14 @@ def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -
             f"{what}_features: id column {id_col!r} not found; columns are {list(feats.columns)}"
             f"{suggest(id_col, feats.columns)}; pass {what}_feature_id=<id column>"
         )
-    both = pd.concat([ids, feats[id_col].dropna()], ignore_index=True)
+    fid = feats[id_col].dropna()
+    num = (pd.api.types.is_numeric_dtype(ids), pd.api.types.is_numeric_dtype(fid))
+    if len(fid) and num[0] != num[1]:
+        kinds = ["numbers" if n else "strings" for n in num]
+        raise DataError(
+            f"{what}_features[{id_col!r}]: ids are {kinds[1]} but the interactions' {what} ids are {kinds[0]}; "
+            f"they would never match; convert one side, e.g. {what}_features[{id_col!r}] = "
+            f"{what}_features[{id_col!r}].astype({'str' if not num[0] else 'int'})"
+        )
+    both = pd.concat([ids, fid], ignore_index=True)
     return pd.unique(both) if both.dtype != object else pd.unique(both.to_numpy(dtype=object))
