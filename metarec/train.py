@@ -39,6 +39,7 @@ from metarec.algorithms import (
 from metarec.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    atomic_write_bytes,
     atomic_write_json,
     load_tensors,
     save_table_meta,
@@ -180,6 +181,7 @@ def train(
         step, skipped, best_score, best_step = int(ck["step"]), int(ck["skipped"]), float(ck["best_score"]), int(ck["best_step"])
         evals_without_gain = int(ck["evals_without_gain"])
         best_val = json.loads(ck["best_val"])
+        _truncate_log(out / "metrics.jsonl", step)  # steps after the checkpoint are re-run
     else:
         out.mkdir(parents=True, exist_ok=True)
         _write_run_files(out, scenario, table, model, algo)
@@ -312,6 +314,14 @@ def _save_checkpoint(path, params, state, opt, sampler, step, skipped, best_scor
         "step": step, "skipped": skipped, "best_score": best_score, "best_step": best_step,
         "evals_without_gain": ewg, "best_val": json.dumps(best_val), "config_hash": config_hash(_resume_key(sc)),
     })
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log rows of steps up to ``step`` (a killed run may have logged a few more)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 
 def _resume_key(sc: Scenario) -> Scenario:

@@ -207,6 +207,7 @@ def _toy_frame() -> pd.DataFrame:
 def test_read_interactions_formats(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     if name.endswith(".parquet"):
+        pytest.importorskip("pyarrow", reason="Parquet needs the 'parquet' extra: pip install -e .[parquet]")
         _toy_frame().to_parquet(path)
     else:
         _toy_frame().to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)

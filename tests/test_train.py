@@ -113,3 +113,38 @@ def test_maml_beats_global_on_cold_users(tmp_path):
             train(sc, tmp_path / f"{algo}{seed}", table=table, splits=splits)
             maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())["states"]["meta-test"]["mae"]
         assert maes["maml"] < maes["global"] - 0.03, (seed, maes)
+
+
+def test_cli_run_killed_midway_then_resumed_matches_uninterrupted(tmp_path, data):
+    """A real kill (SIGKILL) of `metarec train`, then `--resume`: identical final weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [*SMALL, "train.steps=60", "train.checkpoint_every=5"]
+    sets = [x for a in args for x in ("--set", a)]
+    cmd = [sys.executable, "-m", "metarec", "train", "tasks/synthetic-cold-start.toml", "--out", str(tmp_path / "cut"), *sets]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and load_tensors(last)["step"] >= 10:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert subprocess.run([*cmd, "--resume"], env=env, capture_output=True).returncode == 0
+    table, splits = data
+    train(scenario(*args[len(SMALL):]), tmp_path / "full", table=table, splits=splits, evaluate_test=False)
+    a = load_tensors(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_tensors(last)
+    assert a["step"] == b["step"] == 60
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+    steps = [json.loads(r)["step"] for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))
