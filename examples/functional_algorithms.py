@@ -27,7 +27,7 @@ diff = max(float((g2[k] - g1[k]).abs().max()) for k in g2)
 print(f"meta-loss {float(loss2):.4f}; largest second- vs first-order gradient difference {diff:.2e}")
 
 opt = torch.optim.Adam(params.values(), lr=3e-3)
-for step in range(30):
+for _ in range(30):
     loss, grads = meta_loss_and_grads(maml, model, params, sampler.sample(16))
     for name, p in params.items():
         p.grad = grads[name]

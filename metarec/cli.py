@@ -77,6 +77,54 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    import time
+
+    from metarec.adapt import load_run, read_support
+
+    t0 = time.perf_counter()
+    rec = load_run(args.run).adapt_many(read_support(args.support), steps=args.steps, lr=args.lr)
+    out = rec.save(args.out)
+    print(f"adapted {rec.n_tasks} user(s) ({rec.steps} step(s)) in {time.perf_counter() - t0:.2f} s; "
+          f"adapted directory: {out}")
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from metarec.adapt import open_recommender, read_support
+
+    support = read_support(args.support) if args.support else None
+    rec = open_recommender(args.run, support=support, user=args.user, steps=args.steps, lr=args.lr)
+    idx = int(rec.meta.user_ids.encode([args.user])[0])
+    user = rec.meta.user_ids.values[idx - 1] if idx else args.user  # the catalogue's id when it knows the user
+    top = rec.recommend(args.user, k=args.k)
+    if args.json:
+        print(json.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in top]}))
+        return 0
+    how = f"adapted, {rec.steps} step(s)" if rec.is_adapted(args.user) else "meta-learned initialisation"
+    print(f"top {len(top)} for user {user!r} ({'known' if idx else 'cold'} user; {how})")
+    print(f"{'rank':>4}  {'item':<16}{'score':>8}")
+    for r, (i, s) in enumerate(top, 1):
+        print(f"{r:>4}  {str(i):<16}{s:>8.4f}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from metarec.bench import run_bench
+    from metarec.config import load_scenario
+
+    sc = load_scenario(_scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
+    algos = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else None
+    try:
+        shots = [int(x) for x in args.shots.split(",") if x.strip()] if args.shots else None
+    except ValueError:
+        raise MetarecError(f"--shots {args.shots!r}: expected comma-separated integers, e.g. --shots 1,5,10") from None
+    res = run_bench(sc, algorithms=algos, seeds=args.seeds, shots=shots, quick=args.quick, out=args.out, plots=args.plots,
+                    runs_dir=args.runs_dir)
+    print(f"results: {res.results}\nreport: {res.report}")
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from metarec.data.fetch import fetch
 
@@ -104,6 +152,36 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
     scen(tr)
     tr.set_defaults(func=_cmd_train)
+
+    ad = sub.add_parser("adapt", help="fast-adapt a trained run to cold users' support ratings; writes an adapted directory")
+    ad.add_argument("--run", required=True, help="run directory written by 'metarec train'")
+    ad.add_argument("--support", required=True, help="CSV with header user,item,rating (one task per user)")
+    ad.add_argument("--out", required=True, help="adapted directory to write")
+    ad.add_argument("--steps", type=int, help="inner steps (default: the run's evaluation steps)")
+    ad.add_argument("--lr", type=float, help="inner learning rate (default: the run's)")
+    ad.set_defaults(func=_cmd_adapt)
+
+    rc = sub.add_parser("recommend", help="top-k items for a user from a run or an adapted directory")
+    rc.add_argument("--run", required=True, help="run directory or adapted directory")
+    rc.add_argument("--user", required=True, help="user id (cold users welcome)")
+    rc.add_argument("--k", type=int, default=10, help="how many items (default 10)")
+    rc.add_argument("--support", help="CSV user,item,rating: adapt on the fly on this user's rows")
+    rc.add_argument("--steps", type=int, help="inner steps with --support (default: the run's)")
+    rc.add_argument("--lr", type=float, help="inner learning rate with --support (default: the run's)")
+    rc.add_argument("--json", action="store_true", help="print one JSON object {user, items: [{item, score}]}")
+    rc.set_defaults(func=_cmd_recommend)
+
+    be = sub.add_parser("bench", help="benchmark algorithms x seeds x shots on a scenario; writes results.jsonl and report.md")
+    be.add_argument("scenario")
+    be.add_argument("--out", required=True, help="output folder (results.jsonl, report.md, plots/, runs/)")
+    be.add_argument("--algorithms", help="comma-separated, e.g. maml,reptile,global,finetune,popularity,melu-ref")
+    be.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: bench.seeds)")
+    be.add_argument("--shots", help="comma-separated support sizes, e.g. 1,3,5,10,20 (default: bench.shots)")
+    be.add_argument("--quick", action="store_true", help="the reduced suite (bench.quick_steps outer steps, 2 seeds, shots 5,10)")
+    be.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None, help="write plots (default: if matplotlib is installed)")
+    be.add_argument("--runs-dir", help="where the training run directories go (default: OUT/runs)")
+    scen(be)
+    be.set_defaults(func=_cmd_bench)
 
     tasks = sub.add_parser("tasks", help="scenario tasks").add_subparsers(dest="tasks_command", required=True)
     insp = tasks.add_parser("inspect", help="build a scenario's tasks and report sizes and leakage checks")
