@@ -1,0 +1,89 @@
+"""The ``popularity`` baseline: no learning, no adaptation, one score per item from meta-train.
+
+* explicit feedback: each item's mean meta-train rating shrunk towards the global mean,
+  ``score_i = (sum_{r in R_i} r + m * mu) / (|R_i| + m)`` with ``R_i`` the item's meta-train
+  ratings, ``mu`` the mean of all meta-train ratings and ``m =`` :data:`PRIOR_STRENGTH` pseudo
+  ratings; an item never rated in meta-train (a cold item) gets ``mu``;
+* implicit feedback: the item's number of meta-train interactions (ties, e.g. cold items at 0,
+  are broken pessimistically by the ranking metrics and count half in AUC).
+
+Every task's query is scored with the same item scores, whatever its support: the rows of a
+popularity result are identical across shots. The output has the shape of
+:func:`metarec.evaluate.evaluate_pool`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec import metrics as M
+from metarec.data.table import InteractionTable
+from metarec.episodes.pool import TaskPool
+from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.evaluate import per_task_metrics
+
+__all__ = ["PRIOR_STRENGTH", "item_scores", "evaluate_popularity"]
+
+PRIOR_STRENGTH = 5.0
+"""Pseudo ratings at the global mean added to every item's mean rating (explicit feedback)."""
+
+
+def item_scores(table: InteractionTable, rows: np.ndarray, prior: float = PRIOR_STRENGTH) -> np.ndarray:
+    """Popularity score of every item index from the table rows ``rows`` (meta-train):
+    ``float64 (n_items,)``, see the module docstring for the formulas."""
+    items = table.items[rows]
+    count = np.bincount(items, minlength=table.n_items).astype(np.float64)
+    if table.feedback == "implicit":
+        return count
+    r = table.ratings[rows].astype(np.float64)
+    mu = float(r.mean()) if r.size else 0.0
+    total = np.bincount(items, weights=r, minlength=table.n_items)
+    return (total + prior * mu) / (count + prior)
+
+
+def evaluate_popularity(
+    scores: np.ndarray,
+    table: InteractionTable,
+    pool: TaskPool,
+    sampler_config: SamplerConfig,
+    *,
+    k: int = 10,
+    seed: int = 0,
+    batch_size: int = 256,
+    return_per_task: bool = False,
+) -> dict[str, Any]:
+    """Score every task's query of ``pool`` with the fixed ``scores`` (``(n_items,)``).
+
+    Returns ``{metric: mean over tasks, "n_tasks", "flags", "adapt_ms_per_task": 0.0}`` (and
+    ``"per_task"`` with ``return_per_task``), like :func:`metarec.evaluate.evaluate_pool`.
+    """
+    sampler = TaskSampler(table, pool, sampler_config, seed=seed, dtype=torch.float64)
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    n = len(pool)
+    per: dict[str, list[np.ndarray]] = {}
+    preds, tgts, masks = [], [], []
+    for start in range(0, n, batch_size):
+        q = sampler.batch(np.arange(start, min(start + batch_size, n))).query
+        p = s[q.items]  # (T, N)
+        if table.feedback == "explicit" and table.rating_scale is not None:
+            p = p.clamp(table.rating_scale[0], table.rating_scale[1])
+        for name, v in per_task_metrics(p, q.targets, q.mask, table.feedback, k).items():
+            per.setdefault(name, []).append(v.numpy())
+        preds.append(p)
+        tgts.append(q.targets.double())
+        masks.append(q.mask)
+    out: dict[str, Any] = {name: M.mean_over_tasks(np.concatenate(v).tolist()) for name, v in per.items()}
+    out["n_tasks"] = n
+    out["adapt_ms_per_task"] = 0.0
+    width = max(x.shape[1] for x in preds)
+    pad = lambda x, fill: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)  # noqa: E731
+    out["flags"] = M.degenerate_flags(
+        torch.cat([pad(x, 0.0) for x in preds]), torch.cat([pad(x, 0.0) for x in tgts]),
+        torch.cat([pad(x, False) for x in masks]), k=k,
+    )
+    if return_per_task:
+        out["per_task"] = {name: np.concatenate(v) for name, v in per.items()}
+    return out

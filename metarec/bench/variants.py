@@ -1,0 +1,141 @@
+"""What each benchmark algorithm is: a scenario override, so every row is reproducible from its
+resolved config.
+
+A benchmark algorithm is a name (the row label) and a set of ``--set``-style overrides applied to
+the scenario under test (:data:`VARIANTS`); the resolved scenario is what ``metarec train`` would
+run with the same ``--set`` values, and its :func:`~metarec.config.config_hash` is stored in every
+result row. ``popularity`` has no training and no override: it is a tiny evaluator
+(:mod:`metarec.bench.popularity`).
+
+``melu-ref`` is the MeLU reference configuration (Lee et al., KDD 2019; hyper-parameters of the
+authors' code, github.com/hoyeoplee/MeLU ``config``): model ``melu`` on MeLU's side features,
+embeddings of 32, decision layers 64-64 adapted in the inner loop (the model's default adapt
+patterns), inner rate 5e-6, outer rate 5e-5, 32 tasks per meta-batch, **1** local update in
+training (the code's ``inner = 1``) and **5** at evaluation (the paper's reported setting). The
+authors' code copies the fast weights into the module with ``load_state_dict``, which cuts the
+graph through the local update, so its meta-gradient is first-order: ``first_order = true`` here
+(with a 5e-6 inner rate the second-order term is negligible anyway). Differences that remain:
+metarec's MeLU also embeds the release year, clips the meta-gradient norm (``train.grad_clip``)
+and selects the checkpoint on meta-val; the step budget is the scenario's, as for every other
+algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from metarec._errors import ConfigError, suggest
+from metarec.algorithms import ALGORITHMS
+from metarec.config import Scenario, merge, scenario_from_dict, to_dict
+from metarec.crossdomain.methods import METHODS as _CROSSDOMAIN_METHODS
+
+__all__ = [
+    "VARIANTS",
+    "BENCH_ALGORITHMS",
+    "BASELINES",
+    "REFERENCES",
+    "QUICK_ALGORITHMS",
+    "QUICK_SHOTS",
+    "QUICK_SEEDS",
+    "QUICK_STEPS",
+    "QUICK_VAL_TASKS",
+    "variant_scenario",
+    "seeded_scenario",
+    "quick_scenario",
+    "check_algorithms",
+]
+
+_PLAIN = {"first_order": False, "per_step_lr": False, "multi_step_loss": False}
+
+VARIANTS: dict[str, dict[str, Any] | None] = {
+    # the MAML family keeps the scenario's own MAML++ / first-order choices
+    "maml": {"algorithm": {"name": "maml"}},
+    "fomaml": {"algorithm": {"name": "fomaml"}},
+    "reptile": {"algorithm": {"name": "reptile", **_PLAIN}},
+    "metasgd": {"algorithm": {"name": "metasgd", "first_order": False, "per_step_lr": False}},
+    "anil": {"algorithm": {"name": "anil"}, "model": {"adapt": None}},
+    # baselines: the same model trained without an inner loop; ``global`` is scored as it is,
+    # ``finetune`` after fine-tuning on the support (algorithm.eval_steps at algorithm.eval_lr)
+    "global": {"algorithm": {"name": "global", **_PLAIN, "eval_steps": 0}},
+    "finetune": {"algorithm": {"name": "finetune", **_PLAIN}},
+    "popularity": None,
+    "melu-ref": {
+        "model": {"name": "melu", "embedding_dim": 32, "hidden": [64, 64], "adapt": None, "dropout": 0.0},
+        "algorithm": {
+            "name": "maml", "first_order": True, "inner_steps": 1, "inner_lr": 5e-6, "meta_batch": 32,
+            "per_step_lr": False, "multi_step_loss": False, "eval_steps": 5, "eval_lr": None,
+        },
+        "train": {"outer_lr": 5e-5},
+    },
+}
+"""Benchmark algorithm name -> scenario overrides (``None``: an evaluator without training)."""
+
+BENCH_ALGORITHMS = tuple(VARIANTS)
+CROSSDOMAIN = tuple(m + s for m in _CROSSDOMAIN_METHODS for s in ("", "+adapt"))
+"""Cross-domain methods (:mod:`metarec.crossdomain`), run by :mod:`metarec.bench.crossdomain_rows` on
+cold-domain-users scenarios."""
+BASELINES = ("global", "finetune", "popularity", "no-transfer", "no-transfer+adapt")
+"""Non-meta-learning baselines: the significance test compares the best row against the best of these."""
+REFERENCES = ("melu-ref", "emcdr", "ptupcdr")
+"""Re-implementations of published methods (compared with metarec's own algorithms)."""
+
+QUICK_ALGORITHMS = ("global", "finetune", "popularity", "maml", "reptile", "melu-ref")
+QUICK_SHOTS = (5, 10)
+QUICK_SEEDS = 2
+QUICK_STEPS = 300
+"""Outer steps of a quick run when the scenario sets no ``bench.quick_steps``."""
+QUICK_VAL_TASKS = 64
+QUICK_META_BATCH = 16
+"""Tasks per outer step in a quick run (at most; ``melu-ref`` keeps MeLU's 32)."""
+
+assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a != "melu-ref")
+
+
+def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate benchmark algorithm names (unknown names get a close-match suggestion)."""
+    if isinstance(names, str):
+        raise ConfigError(f"algorithms={names!r}: expected a list of names; pass algorithms=[{names!r}]")
+    out = tuple(names)
+    if not out:
+        raise ConfigError(f"algorithms=[]: nothing to benchmark; choose some of {', '.join(BENCH_ALGORITHMS)}")
+    for a in out:
+        if a not in VARIANTS and a not in CROSSDOMAIN:
+            raise ConfigError(
+                f"algorithm {a!r}: unknown benchmark algorithm{suggest(a, BENCH_ALGORITHMS + CROSSDOMAIN)}; "
+                f"choose from {', '.join(BENCH_ALGORITHMS)} or a cross-domain method ({', '.join(CROSSDOMAIN)})"
+            )
+    dup = sorted({a for a in out if out.count(a) > 1})
+    if dup:
+        raise ConfigError(f"algorithms: {dup[0]!r} is listed twice; list each algorithm once")
+    return out
+
+
+def _override(sc: Scenario, overrides: Mapping[str, Any]) -> Scenario:
+    return scenario_from_dict(merge(to_dict(sc), overrides))
+
+
+def variant_scenario(sc: Scenario, algorithm: str) -> Scenario:
+    """The resolved scenario that trains benchmark ``algorithm`` (``popularity``: ``sc``)."""
+    check_algorithms([algorithm])
+    ov = VARIANTS[algorithm]
+    return sc if ov is None else _override(sc, ov)
+
+
+def seeded_scenario(sc: Scenario, seed: int) -> Scenario:
+    """``sc`` with the protocol's split seed and the training seed both set to ``seed``."""
+    return replace(sc, protocol=replace(sc.protocol, seed=seed), train=replace(sc.train, seed=seed))
+
+
+def quick_scenario(sc: Scenario) -> Scenario:
+    """The quick suite's budget: ``bench.quick_steps`` (default :data:`QUICK_STEPS`, never more
+    than ``train.steps``) outer steps, at most :data:`QUICK_VAL_TASKS` validation tasks, about
+    four validations per run, at most :data:`QUICK_META_BATCH` tasks per outer step, one checkpoint
+    at the end."""
+    t = sc.train
+    steps = sc.bench.quick_steps if sc.bench.quick_steps is not None else min(t.steps, QUICK_STEPS)
+    every = max(1, min(t.val_every, steps // 4 or 1))
+    return replace(sc, algorithm=replace(sc.algorithm, meta_batch=min(sc.algorithm.meta_batch, QUICK_META_BATCH)), train=replace(
+        t, steps=steps, val_every=every, val_tasks=min(t.val_tasks, QUICK_VAL_TASKS), checkpoint_every=max(steps, 1),
+    ))
