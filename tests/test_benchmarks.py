@@ -1,0 +1,97 @@
+"""Smoke tests of the benchmark scripts: each runs end to end on its smallest workload.
+
+The scripts run in a subprocess (as a user runs them) on synthetic data (``METAREC_DATA`` is
+removed from the environment), and the tests check the structure of the result files and the
+float64 meta-gradient check. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def _run(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "METAREC_DATA"}
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_engine_throughput_quick(tmp_path: Path) -> None:
+    out = tmp_path / "engine.jsonl"
+    res = _run("engine_throughput.py", "--quick", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = _rows(out)
+    engines = {(r["engine"], r["chunk_size"]) for r in rows}
+    assert {("metarec", 2), ("metarec", 4), ("loop", None)} <= engines
+    for r in rows:
+        assert r["quick"] is True and r["tasks"] == 4 and r["second_order"] is True
+        assert r["gradient_check"]["dtype"] == "float64"
+        assert r["gradient_check"]["allclose"] is True
+        assert r["gradient_check"]["max_abs_diff_vs_loop"] <= 1e-9 * max(1.0, r["gradient_check"]["max_abs_grad"])
+        assert r["tasks_per_s"] > 0 and len(r["seconds_per_meta_batch"]) == 1
+        for key in ("cpu", "cpu_affinity", "torch", "device", "commit", "config_hash", "command", "learn2learn"):
+            assert key in r
+        assert r["data"].startswith("synthetic")
+    if ("learn2learn", None) not in engines:
+        assert "install_learn2learn.sh" in rows[0]["learn2learn"]
+    report = out.with_suffix(".md").read_text()
+    assert "| metarec | 2 |" in report and "gradient check" in report
+
+
+def test_sampler_throughput_quick(tmp_path: Path) -> None:
+    out = tmp_path / "sampler.jsonl"
+    res = _run("sampler_throughput.py", "--quick", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    (row,) = _rows(out)
+    assert row["data"] == "synthetic" and row["batch_size"] == 32 and row["torch_threads"] == 1
+    assert row["tasks_per_s"] > 0 and row["target_tasks_per_s"] == 20_000
+    assert isinstance(row["meets_target"], bool)
+    assert "| synthetic |" in out.with_suffix(".md").read_text()
+
+
+def _load(script: str) -> ModuleType:
+    """A benchmark script as a module (argument parsing is tested in-process)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_bench_{script[:-3]}", BENCH / script)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("engine_throughput.py", ["--chunks", "4,0"], "--chunks: 0 is < 1"),
+        ("engine_throughput.py", ["--tasks", "2", "--check-tasks", "4"], "--check-tasks 4"),
+        ("engine_throughput.py", ["--device", "tpu"], "--device 'tpu'"),
+        ("engine_throughput.py", ["--inner-lr", "-1"], "--inner-lr -1.0: must be a finite number > 0"),
+        ("sampler_throughput.py", ["--min-time", "0"], "--min-time 0.0: must be > 0"),
+        ("sampler_throughput.py", ["--batch-sizes", "32,x"], "--batch-sizes: 'x' is not an integer"),
+    ],
+)
+def test_bad_arguments_are_named(script: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = _load(script)
+    with pytest.raises(SystemExit) as exc:
+        module.parse_args(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
