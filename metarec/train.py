@@ -226,8 +226,10 @@ def train(
                     stopped_early = True
             log.write(json.dumps(row) + "\n")
             log.flush()
+            # postfix first without a redraw: update() then redraws at most every mininterval
+            bar.set_postfix(loss=f"{float(loss):.4f}", tasks_s=f"{tps:.0f}", refresh=False,
+                            **({metric: f"{best_val.get(metric, float('nan')):.4f}"} if best_val else {}))
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}", tasks_s=f"{tps:.0f}", **({metric: f"{best_val.get(metric, float('nan')):.4f}"} if best_val else {}))
             if step % tr.checkpoint_every == 0 or step == tr.steps or stopped_early:
                 _save_checkpoint(last, params, state, opt, sampler, step, skipped, best_score, best_step, evals_without_gain, best_val, scenario)
             if stopped_early or (stop_after is not None and step >= stop_after):
