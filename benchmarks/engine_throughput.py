@@ -18,7 +18,13 @@ input width), 32 tasks per meta-batch (support = all but 10 random interactions,
 Before timing, the meta-gradients of the three are compared in float64 on a small batch.
 Timings: ``--warmup`` untimed calls, then ``--repeat`` rounds; each round times every method
 once (interleaved, in a rotating order), and the median is reported. Peak memory: each
-configuration runs once in a fresh subprocess (see :func:`_child`).
+configuration runs once in a fresh subprocess; the RSS is sampled every ~1 ms during the
+meta-batch and the peak over the RSS right before it is reported (see :func:`_child`).
+
+metarec runs with its defaults: each task's MeLU feature encoding is computed once, outside the
+inner loop (the embeddings do not adapt), and for ``chunk_size`` < ``--tasks`` the tasks are
+ordered by support size before chunking (``sort_tasks=True``) so that each chunk is padded to
+its own longest task only.
 
 Run ``python benchmarks/engine_throughput.py --help``; see benchmarks/README.md.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import importlib.util
 import json
 import os
@@ -34,6 +41,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import warnings
@@ -190,7 +198,7 @@ def engines(args: argparse.Namespace, model: nn.Module, maml_cls: type | None) -
     out: dict[str, Callable[[EpisodeBatch, list[Task]], Grads]] = {}
     for c in args.chunks:
         cfg = AlgorithmConfig("maml", inner_steps=args.inner_steps, inner_lr=args.inner_lr, meta_batch=args.tasks,
-                              chunk_size=None if c >= args.tasks else c)
+                              chunk_size=None if c >= args.tasks else c, sort_tasks=c < args.tasks)
         out[f"metarec/chunk={c}"] = lambda b, t, cfg=cfg: metarec_grads(cfg, model, params, b)
     out["loop"] = lambda b, t: loop_grads(model, params, t, args.inner_steps, args.inner_lr)
     if maml_cls is not None:
@@ -245,11 +253,52 @@ def time_all(args: argparse.Namespace, fns: dict[str, Callable], batches: list[E
 
 
 # ---------------------------------------------------------------------- memory (subprocess)
+def _rss_bytes() -> int:
+    """Current resident set size of this process (``/proc/self/statm``, field 2, in pages)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class _RssSampler:
+    """Samples the current RSS every ``interval`` seconds from a background thread; ``peak``
+    is the largest sample (the call's own samples, plus one taken at start and at stop)."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval, self.peak, self.samples = interval, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, _rss_bytes())
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval)
+
+    def __enter__(self) -> _RssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 def _child(path: str, name: str, device: str, threads: int) -> None:
     """Peak memory of one configuration, in a fresh process: load the saved model and batch,
-    warm up on ONE task (library initialisation, small), read the baseline, run the full
-    meta-batch once, read the peak. CPU: ``ru_maxrss`` (peak resident set size, a high-water mark
-    of the whole process, so the delta is the step's extra peak over the baseline). CUDA:
+    warm up on ONE task (library initialisation, small), then run the full meta-batch once.
+    CPU: the current RSS (``/proc/self/statm``) is read right before the call (baseline) and
+    sampled every ~1 ms by a background thread during it; the result is peak sample minus
+    baseline. The parent starts the child with ``MALLOC_MMAP_THRESHOLD_=65536`` so that large
+    freed blocks go back to the OS and the RSS follows the live memory (``ru_maxrss``, a
+    process-lifetime high-water mark, hides the step behind the loading peak). CUDA:
     ``torch.cuda.max_memory_allocated`` minus the allocated baseline (tensor memory only).
     Prints one JSON line."""
     torch.set_num_threads(threads)
@@ -262,17 +311,22 @@ def _child(path: str, name: str, device: str, threads: int) -> None:
     one = batch.select(slice(0, 1))
     fn(one, unpad(one))
     tasks = unpad(batch)
+    del saved
+    gc.collect()
     sync(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base_cuda = torch.cuda.memory_allocated(dev)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    fn(batch, tasks)
-    sync(dev)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = {"rss_baseline_mib": base / 1024, "rss_peak_mib": peak / 1024, "rss_peak_delta_mib": (peak - base) / 1024}
+    base = _rss_bytes()
+    with _RssSampler() as sampler:
+        fn(batch, tasks)
+        sync(dev)
+    mib = 2**20
+    out = {"rss_baseline_mib": base / mib, "rss_peak_mib": sampler.peak / mib,
+           "rss_peak_delta_mib": (sampler.peak - base) / mib, "rss_samples": sampler.samples,
+           "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if dev.type == "cuda":
-        out["cuda_peak_delta_mib"] = (torch.cuda.max_memory_allocated(dev) - base_cuda) / 2**20
+        out["cuda_peak_delta_mib"] = (torch.cuda.max_memory_allocated(dev) - base_cuda) / mib
     print(json.dumps(out))
 
 
@@ -283,7 +337,8 @@ def measure_memory(args: argparse.Namespace, model: nn.Module, batch: EpisodeBat
         torch.save({"args": args, "model": copy.deepcopy(model).cpu(), "batch": batch.to("cpu")}, path)
         for name in names:
             cmd = [sys.executable, __file__, "--_child", path, name, args.device, str(args.threads)]
-            res = subprocess.run(cmd, capture_output=True, text=True, cwd=C.ROOT)
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # freed blocks return to the OS
+            res = subprocess.run(cmd, capture_output=True, text=True, cwd=C.ROOT, env=env)
             if res.returncode != 0:
                 print(f"memory measurement of {name} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
                 continue
@@ -445,8 +500,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "ratio_vs_loop": rate[name] / rate["loop"],
             "ratio_vs_learn2learn": rate[name] / rate["learn2learn"] if "learn2learn" in rate else None,
             "peak_memory": mem, "memory_method": (
-                "fresh subprocess per configuration: getrusage ru_maxrss after the meta-batch minus before "
-                "(after a 1-task warm-up)" + ("; torch.cuda.max_memory_allocated delta" if device.type == "cuda" else "")
+                "fresh subprocess per configuration (MALLOC_MMAP_THRESHOLD_=65536), after a 1-task warm-up: "
+                "peak of the RSS (/proc/self/statm) sampled every ~1 ms during the meta-batch minus the RSS "
+                "right before it" + ("; torch.cuda.max_memory_allocated delta" if device.type == "cuda" else "")
             ),
             "gradient_check": check.get(name), "learn2learn": l2l_status, "perf_warnings": perf_warnings,
             "command": C.command_line(),

@@ -69,7 +69,7 @@ from metarec.data.encoding import _key as _id_key  # the encoder's own key rule,
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.models import IdEmbedding, build_model
-from metarec.models.base import RecModel, split_params
+from metarec.models.base import RecModel, encoder_is_fixed, split_params
 from metarec.models.melu import MeLU
 
 __all__ = ["MetaModel", "AdaptedRecommender", "load_run", "load_adapted", "read_support", "open_recommender"]
@@ -493,15 +493,12 @@ class MetaModel:
     def _decision_only(self) -> bool:
         """Whether only MeLU's decision layers / head adapt, so the feature inputs can be computed
         once per call (same numbers as the full forward; the tests check it)."""
-        return (isinstance(self.model, MeLU) and not self.model.training
-                and all(k.startswith(("decision.", "head.")) for k in self._fast0))
+        return isinstance(self.model, MeLU) and not self.model.training and encoder_is_fixed(self.model, self._fast0)
 
     def _inputs(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """MeLU's decision-layer inputs (user and item feature blocks): ``(R,), (R,) -> (R, F)``."""
-        m = self.model
         with torch.no_grad():
-            parts = [f(idx) for f, idx in ((m.user_features, users), (m.item_features, items)) if f is not None]
-            return torch.cat(parts, dim=-1)
+            return self.model.encode(users, items)
 
     def _resolve_steps(self, steps: int | None) -> int:
         n = (0 if self.algo.name == "global" else self.algo.inner_steps) if steps is None else steps
@@ -684,19 +681,18 @@ class _DecisionOnly(RecModel):
     """MeLU's decision layers and head over precomputed input rows: ``forward(users, rows) =
     head(relu(... relu(decision_0(x[rows]))))`` (``users`` unused). It shares the MeLU module's
     layers (same parameter names), so the engine's inner loop runs on it unchanged; the feature
-    embeddings are not adapted, so their output ``x`` is computed once instead of once per step."""
+    embeddings are not adapted, so their output ``x`` (``MeLU.encode`` of every support row, all
+    tasks at once) is computed once instead of once per step, and ``MeLU.decide`` runs on it."""
 
     def __init__(self, melu: MeLU, x: torch.Tensor, fast: tuple[str, ...]) -> None:
         super().__init__(fast)
         self.head_patterns = melu.head_patterns
         self.decision, self.head = melu.decision, melu.head
+        self._decide = melu.decide  # runs the shared layers above
         self.x = x  # (R, F)
 
     def forward(self, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        h = self.x[rows]  # (..., N, F)
-        for layer in self.decision:
-            h = F.relu(layer(h))
-        return self.head(h).squeeze(-1)  # (..., N)
+        return self._decide(self.x[rows])  # (..., N)
 
 
 def _encode(enc: IdEncoder, raw: Any) -> np.ndarray:

@@ -379,3 +379,91 @@ def test_every_model_runs_every_algorithm_under_vmap(model_name: str) -> None:
     model.eval()
     fast_t = adapt_batch(AlgorithmConfig("maml", inner_steps=1), model, params, batch.support)
     assert predict_batch(model, params, fast_t, batch.query.users, batch.query.items).shape == (2, 3)
+
+
+# ---------------------------------------------------------------------- encode once, sorted chunks
+HOIST_CONFIGS = {
+    "maml": AlgorithmConfig("maml", inner_steps=3, inner_lr=0.1),
+    "fomaml": AlgorithmConfig("fomaml", inner_steps=3, inner_lr=0.1),
+    "reptile": AlgorithmConfig("reptile", inner_steps=3, inner_lr=0.1),
+    "metasgd": AlgorithmConfig("metasgd", inner_steps=3, inner_lr=0.1),
+    "anil": AlgorithmConfig("anil", inner_steps=3, inner_lr=0.1),
+    "maml++": AlgorithmConfig("maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True),
+    "maml-bce-chunked": AlgorithmConfig("maml", inner_steps=2, inner_lr=0.1, loss="bce", chunk_size=2),
+}
+
+
+def count_encodes(model: RecModel) -> list[int]:
+    calls = [0]
+    encode = model.encode
+
+    def counted(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return encode(users, items)
+
+    model.encode = counted  # the instance attribute shadows the method
+    return calls
+
+
+@pytest.mark.parametrize("name", list(HOIST_CONFIGS))
+def test_encoding_once_per_task_equals_the_full_forward_pass(name: str) -> None:
+    """MeLU's feature encoder holds no inner-loop parameter: it runs once per set, outside the
+    inner loop, with the same loss and meta-gradients (embeddings included) as the full model."""
+    cfg, model = HOIST_CONFIGS[name], tiny_melu()
+    params, batch = params_of(model), make_batch(T=5, seed=11, implicit=cfg.loss == "bce")
+    state = state_for(cfg, model, params)
+    calls = count_encodes(model)
+    loss1, g1 = meta_loss_and_grads(cfg, model, params, batch, state=state)
+    chunks = -(-batch.n_tasks // (cfg.chunk_size or batch.n_tasks))
+    assert calls[0] == 2 * chunks  # support and query, once per (vmapped) chunk
+    calls[0] = 0
+    loss0, g0 = meta_loss_and_grads(dataclasses.replace(cfg, encode_once=False), model, params, batch, state=state)
+    assert calls[0] > 2 * chunks  # the full forward pass at every inner step
+    assert torch.allclose(loss0, loss1, atol=1e-12)
+    assert_grads_close(g0, g1, tol=1e-12)
+    emb = [k for k in params if k.startswith(("user_features.", "item_features."))]
+    assert emb and all(g1[k].abs().sum() > 0 for k in emb)  # meta-gradients reach the encoder
+    if cfg.name != "reptile" and cfg.loss == "mse":  # the loop reference: MAML family, mse
+        ref_loss, ref = loop_reference(dataclasses.replace(cfg, chunk_size=None), model, params, batch, state)
+        assert torch.allclose(loss1, ref_loss, atol=1e-12)
+        assert_grads_close(g1, ref)
+
+
+def test_encoder_in_the_inner_loop_runs_the_full_model() -> None:
+    model = tiny_melu()
+    params, batch = params_of(model), make_batch(T=3, seed=12)
+    cfg = AlgorithmConfig("maml", inner_steps=2, inner_lr=0.1, adapt=("item_features.*", "head.*"))
+    calls = count_encodes(model)
+    loss, grads = meta_loss_and_grads(cfg, model, params, batch)
+    assert calls[0] > 2  # an adapted embedding: the encoder runs at every step
+    ref_loss, ref = loop_reference(cfg, model, params, batch, {})
+    assert torch.allclose(loss, ref_loss, atol=1e-12)
+    assert_grads_close(grads, ref)
+
+
+def test_adapt_batch_encoding_once_equals_the_full_model() -> None:
+    model, batch = tiny_melu(), make_batch(T=4, seed=13)
+    params = params_of(model)
+    cfg = AlgorithmConfig("maml", inner_steps=3, inner_lr=0.1)
+    a = adapt_batch(cfg, model, params, batch.support)
+    b = adapt_batch(dataclasses.replace(cfg, encode_once=False), model, params, batch.support)
+    assert_grads_close(a, b, tol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "metasgd", "finetune"])
+def test_sorted_chunks_equal_unsorted(name: str) -> None:
+    """Tasks ordered by support size before chunking (each chunk cut to its own longest task):
+    the same meta-loss and meta-gradients."""
+    model = tiny_melu()
+    g = torch.Generator().manual_seed(14)
+    s_real, q_real = [1, 8, 2, 7, 3, 8, 1], [3, 1, 2, 3, 2, 1, 3]
+    batch = EpisodeBatch(make_set(g, 7, 8, s_real), make_set(g, 7, 3, q_real), torch.arange(7), torch.zeros(7, dtype=torch.int64))
+    cfg = AlgorithmConfig(name, inner_steps=2, inner_lr=0.1)
+    params = params_of(model)
+    state = state_for(cfg, model, params)
+    loss, grads = meta_loss_and_grads(cfg, model, params, batch, state=state)
+    for chunk in (2, 3, None):
+        c = dataclasses.replace(cfg, chunk_size=chunk, sort_tasks=True)
+        loss_s, grads_s = meta_loss_and_grads(c, model, params, batch, state=state)
+        assert torch.allclose(loss, loss_s, atol=1e-12)
+        assert_grads_close(grads, grads_s, tol=1e-12)

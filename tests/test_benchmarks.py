@@ -12,9 +12,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,30 @@ def test_engine_throughput_quick(tmp_path: Path) -> None:
         assert "install_learn2learn.sh" in rows[0]["learn2learn"]
     report = out.with_suffix(".md").read_text()
     assert "| metarec | 2 |" in report and "gradient check" in report
+
+
+def test_engine_throughput_peak_memory_grows_with_chunk_size(tmp_path: Path) -> None:
+    """The subprocess memory measurement (RSS sampled during the meta-batch, minus the RSS right
+    before it) is non-zero and larger for larger chunks."""
+    out = tmp_path / "engine.jsonl"
+    res = _run("engine_throughput.py", "--data", "synthetic", "--tasks", "16", "--inner-steps", "2", "--chunks", "2,16",
+               "--warmup", "0", "--repeat", "1", "--batches", "1", "--check-tasks", "2", "--no-l2l", "--out", str(out),
+               timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    mem = {r["chunk_size"]: r["peak_memory"] for r in _rows(out) if r["engine"] == "metarec"}
+    assert mem[2]["rss_samples"] >= 2 and mem[16]["rss_samples"] >= 2
+    assert 0 < mem[2]["rss_peak_delta_mib"] < mem[16]["rss_peak_delta_mib"]
+    assert "/proc/self/statm" in _rows(out)[0]["memory_method"]
+
+
+def test_rss_sampler_sees_a_transient_allocation() -> None:
+    module = _load("engine_throughput.py")
+    base = module._rss_bytes()
+    with module._RssSampler() as s:
+        x = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        time.sleep(0.05)  # held for many sampling intervals
+        del x
+    assert s.peak - base >= 48 * 2**20
 
 
 def test_sampler_throughput_quick(tmp_path: Path) -> None:

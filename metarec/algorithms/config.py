@@ -52,6 +52,13 @@ class AlgorithmConfig:
         meta_batch: tasks per outer step (the outer loop samples this many).
         chunk_size: run the task axis in chunks of this many tasks (bounds peak memory; the
             gradients equal the unchunked ones); ``None`` = all at once.
+        sort_tasks: order the tasks by support size before chunking, so that each chunk is
+            padded only to its own longest task (the meta-gradient is a sum over tasks, so only
+            the float summation order changes); useful with ``chunk_size < meta_batch``.
+        encode_once: for a model with an ``encode``/``decide`` split whose encoder holds no
+            inner-loop parameter (MeLU: only the decision layers adapt), compute each task's
+            encoding once, outside the inner loop (same values and meta-gradients);
+            ``False`` runs the full forward pass at every step.
         per_step_lr: MAML++ learned per-step, per-tensor inner rates.
         multi_step_loss: MAML++ weighted query loss after every inner step.
         adapt: inner-loop name patterns overriding the model's ``adapt``.
@@ -70,6 +77,8 @@ class AlgorithmConfig:
     first_order: bool = False
     meta_batch: int = 32
     chunk_size: int | None = None
+    sort_tasks: bool = False
+    encode_once: bool = True
     per_step_lr: bool = False
     multi_step_loss: bool = False
     adapt: tuple[str, ...] | None = None
@@ -89,8 +98,9 @@ class AlgorithmConfig:
             _int(self.chunk_size, "chunk_size", "a chunk holds at least one task (None: no chunking)")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r}: unknown loss; choose one of {tuple(LOSSES)}{suggest(self.loss, LOSSES)}")
-        if not isinstance(self.first_order, bool):
-            raise ConfigError(f"first_order={self.first_order!r}: must be True or False")
+        for flag in ("first_order", "sort_tasks", "encode_once"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
         if self.first_order and n in _NO_INNER:
             raise ConfigError(
                 f"first_order=True with name={n!r}: {n} has no inner loop in training, so the "

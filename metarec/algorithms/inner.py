@@ -7,6 +7,11 @@ a per-entry tensor (Meta-SGD, ``lrs[name]`` shaped like the parameter) or a per-
 result stays differentiable in ``fast``, ``slow`` and the rates (second order, the
 ``create_graph=True`` semantics); ``first_order=True`` detaches each inner gradient
 (FOMAML: the query gradient then flows to the initial weights as through the identity).
+
+``features``: for a model that splits into ``encode``/``decide`` (see
+:mod:`metarec.models.base`) with no inner-loop parameter in its encoder, the caller may pass
+the task's ``encode`` output; the losses then run ``decide`` alone on it, the same numbers as the
+full forward pass without recomputing the encoder at every step.
 """
 
 from __future__ import annotations
@@ -19,15 +24,26 @@ from torch.func import functional_call, grad
 
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeSet
+from metarec.models.base import staged_call
 
 __all__ = ["set_loss", "adapt", "adapt_trajectory"]
 
 Params = Mapping[str, torch.Tensor]
 
 
-def set_loss(model: nn.Module, fast: Params, slow: Params, data: EpisodeSet, loss: str = "mse") -> torch.Tensor:
-    """Masked loss of ``model`` with weights ``fast | slow`` on one set: ``(...,N) -> (...)``."""
-    pred = functional_call(model, (dict(fast), dict(slow)), (data.users, data.items))  # (..., N)
+def set_loss(
+    model: nn.Module, fast: Params, slow: Params, data: EpisodeSet, loss: str = "mse",
+    *, features: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Masked loss of ``model`` with weights ``fast | slow`` on one set: ``(...,N) -> (...)``.
+
+    ``features`` ``(..., N, F)``: ``model.encode(data.users, data.items)`` computed already;
+    only ``model.decide`` runs (``data.users`` / ``data.items`` are then unused).
+    """
+    if features is not None:
+        pred = staged_call(model, {**slow, **fast}, "decide", (features,))  # (..., N)
+    else:
+        pred = functional_call(model, (dict(fast), dict(slow)), (data.users, data.items))  # (..., N)
     return LOSSES[loss](pred, data.targets, data.mask)
 
 
@@ -43,6 +59,7 @@ def adapt_trajectory(
     lrs: Params | None = None,
     per_step_lrs: Params | None = None,
     loss: str = "mse",
+    features: torch.Tensor | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """The fast weights after each of ``steps`` inner steps (``steps`` dicts; ``[]`` if 0).
 
@@ -51,7 +68,7 @@ def adapt_trajectory(
     """
 
     def support_loss(f: dict[str, torch.Tensor]) -> torch.Tensor:
-        return set_loss(model, f, slow, support, loss)
+        return set_loss(model, f, slow, support, loss, features=features)
 
     cur = dict(fast)
     out: list[dict[str, torch.Tensor]] = []
@@ -85,6 +102,7 @@ def adapt(
     lrs: Params | None = None,
     per_step_lrs: Params | None = None,
     loss: str = "mse",
+    features: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Adapt the fast weights to one task's support set.
 
@@ -99,6 +117,8 @@ def adapt(
         lrs: Meta-SGD rates ``{name: tensor shaped like fast[name]}``.
         per_step_lrs: MAML++ rates ``{name: (>= steps,)}``.
         loss: a :data:`~metarec.algorithms.losses.LOSSES` name.
+        features: the support set's ``model.encode`` output ``(N, F)`` when no fast weight is
+            read by the encoder (see :func:`set_loss`); ``None`` runs the full model.
 
     Returns:
         The adapted fast weights (same names and shapes as ``fast``).
@@ -111,6 +131,6 @@ def adapt(
     """
     traj = adapt_trajectory(
         model, fast, slow, support, steps, lr,
-        first_order=first_order, lrs=lrs, per_step_lrs=per_step_lrs, loss=loss,
+        first_order=first_order, lrs=lrs, per_step_lrs=per_step_lrs, loss=loss, features=features,
     )
     return traj[-1] if traj else dict(fast)

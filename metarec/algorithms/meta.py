@@ -8,7 +8,16 @@ masked query loss after adaptation (``global``/``finetune``: the loss on support
 with the initial weights), with ``w_t = 1`` for a task that has at least one real query
 interaction and 0 for an all-padding task. Chunking the task axis (``cfg.chunk_size``) sums
 per-chunk gradients of ``sum_{t in chunk} w_t L_t / sum_t w_t``, so it equals the unchunked
-result exactly (up to float summation order).
+result exactly (up to float summation order). Each chunk is cut to the width of its longest
+support and query set (trailing all-padding columns dropped; the masked losses ignore them), and
+``cfg.sort_tasks`` orders the tasks by support size first so that chunks hold tasks of similar
+length.
+
+When every inner-loop parameter lies outside the model's encoder (``cfg.encode_once`` and
+:func:`~metarec.models.base.encoder_is_fixed`), each task's support and query sets are encoded
+once from the meta-parameters inside the differentiated function, and the inner loop runs the
+model's ``decide`` stage only: the same losses and meta-gradients (the encoder's gradients flow
+through the encodings) without re-running the encoder at every inner step.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from metarec._errors import ConfigError
 from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.models.base import split_params
+from metarec.models.base import encoder_is_fixed, split_params, staged_call
 
 __all__ = ["adapt_patterns", "meta_loss_and_grads", "adapt_batch", "predict_batch"]
 
@@ -92,19 +101,23 @@ def meta_loss_and_grads(
             )
         sw = sw.to(w)
 
+    if cfg.sort_tasks:
+        order = torch.argsort(batch.support.mask.sum(dim=1), stable=True)
+        batch, w = batch.select(order), w[order]
+    enc = cfg.encode_once and encoder_is_fixed(model, fast)
     size = cfg.chunk_size or batch.n_tasks
     loss = torch.zeros((), dtype=w.dtype, device=w.device)
     acc: Grads = {}
     for start in range(0, batch.n_tasks, size):
-        part, wc = batch.select(slice(start, start + size)), w[start : start + size] / total
+        part, wc = _trim(batch.select(slice(start, start + size))), w[start : start + size] / total
         if cfg.name == "reptile":
-            lc, gc = _reptile(cfg, model, fast, slow, part, wc)
+            lc, gc = _reptile(cfg, model, fast, slow, part, wc, enc)
         else:
             def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
                 if no_inner:
                     per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
                 else:
-                    per_task = _maml_losses(cfg, model, f, s, a, part, sw)  # (Tc,)
+                    per_task = _maml_losses(cfg, model, f, s, a, part, sw, enc)  # (Tc,)
                 return (wc * per_task).sum()
 
             (gf, gs, ga), lc = grad_and_value(objective, argnums=(0, 1, 2))(fast, slow, st)
@@ -156,11 +169,13 @@ def adapt_batch(
     T = support.n_tasks
     if n == 0:
         return {k: v.expand(T, *v.shape).clone() for k, v in fast.items()}
+    enc = cfg.encode_once and encoder_is_fixed(model, fast)
 
     def one(u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = EpisodeSet(u, i, t, m)
         return adapt(
-            model, fast, slow, EpisodeSet(u, i, t, m), n, cfg.inner_lr if lr is None else lr,
-            first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            model, fast, slow, s, n, cfg.inner_lr if lr is None else lr,
+            first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss, features=_encode(model, slow, s, enc),
         )
 
     out = vmap(one, randomness="different")(support.users, support.items, support.targets, support.mask)
@@ -188,45 +203,74 @@ def predict_batch(
 
 
 # ---------------------------------------------------------------------- helpers
+def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> torch.Tensor | None:
+    """``model.encode`` of one set from the meta-parameters (``None`` when not ``enabled``)."""
+    return staged_call(model, slow, "encode", (data.users, data.items)) if enabled else None
+
+
 def _maml_losses(
     cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, state: Params,
-    part: EpisodeBatch, sw: torch.Tensor | None,
+    part: EpisodeBatch, sw: torch.Tensor | None, enc: bool = False,
 ) -> torch.Tensor:
     """Per-task query loss after adaptation (MAML family): ``(Tc,)``."""
     lrs, step_lrs = state_lrs(cfg, state, fast)
 
     def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> torch.Tensor:
         support, query = EpisodeSet(*s), EpisodeSet(*q)
+        hs, hq = _encode(model, slow, support, enc), _encode(model, slow, query, enc)
         traj = adapt_trajectory(
             model, fast, slow, support, cfg.inner_steps, cfg.inner_lr,
-            first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss, features=hs,
         )
         if sw is None:
-            return set_loss(model, traj[-1], slow, query, cfg.loss)
-        per_step = torch.stack([set_loss(model, f, slow, query, cfg.loss) for f in traj])  # (steps,)
+            return set_loss(model, traj[-1], slow, query, cfg.loss, features=hq)
+        per_step = torch.stack([set_loss(model, f, slow, query, cfg.loss, features=hq) for f in traj])  # (steps,)
         return (sw * per_step).sum()
 
     return vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
 
 
 def _reptile(
-    cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, part: EpisodeBatch, wc: torch.Tensor
+    cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, part: EpisodeBatch, wc: torch.Tensor,
+    enc: bool = False,
 ) -> tuple[torch.Tensor, Grads]:
     """Reptile on a chunk: fast grads ``sum_t wc_t (theta - theta_t)``, slow: query gradient."""
 
     def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, Grads, Grads]:
-        adapted = adapt(model, fast, slow, EpisodeSet(*s), cfg.inner_steps, cfg.inner_lr, first_order=True, loss=cfg.loss)
+        support, query = EpisodeSet(*s), EpisodeSet(*q)
+        hs = _encode(model, {k: v.detach() for k, v in slow.items()}, support, enc)
+        adapted = adapt(
+            model, fast, slow, support, cfg.inner_steps, cfg.inner_lr, first_order=True, loss=cfg.loss, features=hs,
+        )
         adapted = {k: v.detach() for k, v in adapted.items()}
-        query = EpisodeSet(*q)
         if not slow:
             return set_loss(model, adapted, slow, query, cfg.loss), adapted, {}
-        g_slow, ql = grad_and_value(lambda sl: set_loss(model, adapted, sl, query, cfg.loss))(dict(slow))
+
+        def query_loss(sl: dict[str, torch.Tensor]) -> torch.Tensor:
+            return set_loss(model, adapted, sl, query, cfg.loss, features=_encode(model, sl, query, enc))
+
+        g_slow, ql = grad_and_value(query_loss)(dict(slow))
         return ql, adapted, g_slow
 
     ql, adapted, g_slow = vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
     grads = {k: torch.einsum("t,t...->...", wc, fast[k] - adapted[k]) for k in fast}  # theta - theta_t
     grads.update({k: torch.einsum("t,t...->...", wc, g) for k, g in g_slow.items()})
     return (wc * ql).sum(), grads
+
+
+def _trim(part: EpisodeBatch) -> EpisodeBatch:
+    """``part`` without the trailing columns that are padding in every task (support and query
+    separately; at least one column is kept)."""
+    return EpisodeBatch(_trim_set(part.support), _trim_set(part.query), part.units, part.domains)
+
+
+def _trim_set(s: EpisodeSet) -> EpisodeSet:
+    used = s.mask.any(dim=0).nonzero()
+    width = max(int(used.max()) + 1 if used.numel() else 1, 1)
+    if width == s.mask.shape[1]:
+        return s
+    r = None if s.rows is None else s.rows[:, :width]
+    return EpisodeSet(s.users[:, :width], s.items[:, :width], s.targets[:, :width], s.mask[:, :width], r)
 
 
 def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:

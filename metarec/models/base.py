@@ -10,6 +10,13 @@ Every metarec model is a plain :class:`torch.nn.Module` with
   only ("slow" weights);
 * ``head_patterns``: the patterns of the output layer (what ANIL adapts).
 
+Optionally, a model splits its forward pass into a feature encoder and a decision part,
+``forward(users, items) == decide(encode(users, items))``, and declares in ``encode_patterns``
+the parameters ``encode`` reads (``None``: no split). When no inner-loop parameter matches
+``encode_patterns``, the engine computes ``encode`` once per task (from the meta-parameters,
+inside the differentiated function, so meta-gradients still reach the encoder) and runs the
+inner loop over ``decide`` alone (:func:`encoder_is_fixed`, :func:`staged_call`).
+
 :func:`split_params` turns a model (or a parameter dict with the model's names) into the
 ``(fast, slow)`` dicts the functional algorithms consume.
 """
@@ -17,15 +24,16 @@ Every metarec model is a plain :class:`torch.nn.Module` with
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fnmatch import fnmatchcase
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from metarec._errors import ConfigError, suggest
 
-__all__ = ["RecModel", "split_params", "check_patterns", "seeded"]
+__all__ = ["RecModel", "split_params", "check_patterns", "seeded", "encoder_is_fixed", "staged_call"]
 
 
 class RecModel(nn.Module):
@@ -37,6 +45,7 @@ class RecModel(nn.Module):
 
     adapt: tuple[str, ...] = ()
     head_patterns: tuple[str, ...] = ()
+    encode_patterns: tuple[str, ...] | None = None
 
     def __init__(self, adapt: Sequence[str] | None = None) -> None:
         super().__init__()
@@ -45,6 +54,46 @@ class RecModel(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def encode(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Per-interaction representation ``(..., N) x2 -> (..., N, F)`` (models that set
+        ``encode_patterns``)."""
+        raise NotImplementedError
+
+    def decide(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Predictions from :meth:`encode`'s output: ``(..., N, F) -> (..., N)``."""
+        raise NotImplementedError
+
+
+def encoder_is_fixed(model: nn.Module, fast: Iterable[str]) -> bool:
+    """Whether ``model`` splits into ``encode``/``decide`` and no name in ``fast`` (the
+    inner-loop parameters) is read by ``encode``: then ``encode`` can run once per task."""
+    pats = getattr(model, "encode_patterns", None)
+    if pats is None:
+        return False
+    return not any(fnmatchcase(n, p) for n in fast for p in pats)
+
+
+class _Stage(nn.Module):
+    """``forward(*args) = model.<method>(*args)``, so :func:`functional_call` can run one stage
+    (parameter names gain the prefix ``m.``)."""
+
+    def __init__(self, model: nn.Module, method: str) -> None:
+        super().__init__()
+        self.m = model
+        self.method = method
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return getattr(self.m, self.method)(*args)
+
+
+def staged_call(
+    model: nn.Module, params: Mapping[str, torch.Tensor], method: str, args: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """``model.<method>(*args)`` (``"encode"`` or ``"decide"``) with ``params`` in place of the
+    module's parameters of those names (as :func:`torch.func.functional_call` for ``forward``)."""
+    stage = _Stage(model, method)
+    return functional_call(stage, {f"m.{k}": v for k, v in params.items()}, args)
 
 
 def check_patterns(patterns: Sequence[str] | str, arg: str = "adapt") -> tuple[str, ...]:

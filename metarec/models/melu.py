@@ -67,6 +67,7 @@ class MeLU(RecModel):
 
     adapt = ("decision.*", "head.*")
     head_patterns = ("head.*",)
+    encode_patterns = ("user_features.*", "item_features.*")
 
     def __init__(
         self,
@@ -104,12 +105,19 @@ class MeLU(RecModel):
         return cls(table.user_features, table.item_features, config, adapt=adapt)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.decide(self.encode(users, items))
+
+    def encode(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The decision-layer input, user and item feature blocks: ``(..., N) x2 -> (..., N, F)``."""
         parts = []
         if self.user_features is not None:
             parts.append(self.user_features(users))  # (..., N, Fu)
         if self.item_features is not None:
             parts.append(self.item_features(items))  # (..., N, Fi)
-        x = torch.cat(parts, dim=-1)  # (..., N, F)
+        return torch.cat(parts, dim=-1)  # (..., N, F)
+
+    def decide(self, x: torch.Tensor) -> torch.Tensor:
+        """Decision layers and output: ``(..., N, F) -> (..., N)``."""
         for layer in self.decision:
             x = F.relu(layer(x))
             if self.config.dropout:
