@@ -22,7 +22,7 @@ if [ "$mode" = quick ]; then
     dest=benchmarks/suite
     scenarios=(synthetic-cold-start ml1m-melu ml1m-cross-genre amazon-sport-cloth)
     names=(synthetic-quick ml1m-melu-quick ml1m-cross-genre-quick amazon-sport-cloth-quick)
-    flags=(--quick)
+    flags=(--quick --seeds 3)
 else
     dest=${SUITE_OUT:-benchmarks/suite-full}
     scenarios=(synthetic-cold-start ml1m-melu ml1m-cross-genre amazon-sport-cloth amazon-cloth-electronic
