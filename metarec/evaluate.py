@@ -21,7 +21,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 
-__all__ = ["evaluate_pool", "per_task_metrics", "select_eval_lr"]
+__all__ = ["evaluate_pool", "per_task_metrics", "clip_to_scale", "PoolScores", "select_eval_lr"]
 
 
 def per_task_metrics(
@@ -37,6 +37,57 @@ def per_task_metrics(
         f"hr@{k}": M.hr_at_k(pred, targets, mask, k),
         "mrr": M.mrr(pred, targets, mask),
     }
+
+
+def clip_to_scale(pred: torch.Tensor, table: InteractionTable) -> torch.Tensor:
+    """Explicit-feedback predictions clipped to the table's rating scale (others unchanged)."""
+    scale = table.rating_scale
+    if table.feedback == "explicit" and scale is not None:
+        return pred.clamp(scale[0], scale[1])
+    return pred
+
+
+class PoolScores:
+    """Per-task metric values and query predictions of a pool, gathered batch by batch.
+
+    Every pool evaluator (meta-learners, popularity, the bench's ranking evaluation, the
+    cross-domain methods) adds one batch of tasks at a time and ends with :meth:`result`, so they
+    all return the same keys and flag degenerate results the same way.
+    """
+
+    def __init__(self) -> None:
+        self._per: dict[str, list[np.ndarray]] = {}
+        self._preds: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        self._masks: list[torch.Tensor] = []
+
+    def add(self, values: Mapping[str, torch.Tensor], pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> None:
+        """One batch: per-task ``values`` ``{metric: (T,)}`` and its query ``pred``/``targets``/``mask`` ``(T, N)``."""
+        for name, v in values.items():
+            self._per.setdefault(name, []).append(v.detach().double().cpu().numpy())
+        self._preds.append(pred.detach().double().cpu())
+        self._targets.append(targets.detach().double().cpu())
+        self._masks.append(mask.detach().cpu())
+
+    def per_task(self) -> dict[str, np.ndarray]:
+        """``{metric: float64 (T,)}`` over every batch added, in order."""
+        return {name: np.concatenate(v) for name, v in self._per.items()}
+
+    def result(self, n_tasks: int, k: int, *, adapt_s: float = 0.0, per_task: bool = False) -> dict[str, Any]:
+        """``{metric: mean over tasks, "n_tasks", "adapt_ms_per_task", "flags"}`` (+ ``"per_task"``)."""
+        arrays = self.per_task()
+        out: dict[str, Any] = {name: M.mean_over_tasks(v.tolist()) for name, v in arrays.items()}
+        out["n_tasks"] = n_tasks
+        out["adapt_ms_per_task"] = 1000.0 * adapt_s / max(n_tasks, 1)
+        width = max(x.shape[1] for x in self._preds)
+
+        def cat(xs: list[torch.Tensor], fill: float | bool) -> torch.Tensor:
+            return torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill) for x in xs])
+
+        out["flags"] = M.degenerate_flags(cat(self._preds, 0.0), cat(self._targets, 0.0), cat(self._masks, False), k=k)
+        if per_task:
+            out["per_task"] = arrays
+        return out
 
 
 def evaluate_pool(
@@ -69,9 +120,7 @@ def evaluate_pool(
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
     order = np.arange(n)
-    scale = table.rating_scale
-    per: dict[str, list[np.ndarray]] = {}
-    preds, tgts, masks = [], [], []
+    scores = PoolScores()
     adapt_s = 0.0
     for start in range(0, n, batch_size):
         b = sampler.batch(order[start : start + batch_size])
@@ -79,27 +128,9 @@ def evaluate_pool(
         fast = adapt_batch(algo, model, params, b.support, steps, lr, state=state)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
-            p = predict_batch(model, params, fast, b.query.users, b.query.items)
-        if table.feedback == "explicit" and scale is not None:
-            p = p.clamp(scale[0], scale[1])
-        for name, v in per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k).items():
-            per.setdefault(name, []).append(v.cpu().numpy())
-        preds.append(p.cpu())
-        tgts.append(b.query.targets.cpu())
-        masks.append(b.query.mask.cpu())
-    out: dict[str, Any] = {name: M.mean_over_tasks(np.concatenate(v).tolist()) for name, v in per.items()}
-    out["n_tasks"] = n
-    out["adapt_ms_per_task"] = 1000.0 * adapt_s / max(n, 1)
-    width = max(x.shape[1] for x in preds)
-    pad = lambda x, fill: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)  # noqa: E731
-    out["flags"] = M.degenerate_flags(
-        torch.cat([pad(x, 0.0) for x in preds]).double(), torch.cat([pad(x, 0.0) for x in tgts]).double(),
-        torch.cat([pad(x, False) for x in masks]), k=k,
-    )
-    if return_per_task:
-        out["per_task"] = {name: np.concatenate(v) for name, v in per.items()}
-    return out
-
+            p = clip_to_scale(predict_batch(model, params, fast, b.query.users, b.query.items), table)
+        scores.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
+    return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
 
 def select_eval_lr(
     model: nn.Module,

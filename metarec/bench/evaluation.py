@@ -34,7 +34,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.evaluate import per_task_metrics
+from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
 
 __all__ = ["NEGATIVES", "Catalogue", "Scorer", "score_pool"]
 
@@ -169,9 +169,7 @@ def score_pool(
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)
     rng = np.random.default_rng([seed, 7])
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
-    scale = table.rating_scale
-    per: dict[str, list[np.ndarray]] = {}
-    preds, tgts, masks = [], [], []
+    acc = PoolScores()
     adapt_s = 0.0
     for start in range(0, n, batch_size):
         b = sampler.batch(np.arange(start, min(start + batch_size, n)))
@@ -180,8 +178,8 @@ def score_pool(
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
             p = scorer(b.query.users, b.query.items)
-            if clip and table.feedback == "explicit" and scale is not None:
-                p = p.clamp(scale[0], scale[1])
+            if clip:
+                p = clip_to_scale(p, table)
             vals = per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k)
             users, items, ok = _positives(b, cat)
             okt = torch.from_numpy(ok)
@@ -191,21 +189,7 @@ def score_pool(
                 neg, nmask = _candidates(b, cat, users, items, ok, n_neg, rng)
                 ps, ns = _score_candidates(scorer, users, items, neg, chunk, device)
                 vals.update(_rank_metrics(ps, ns, nmask, okt, k, suffix))
-        for name, v in vals.items():
-            per.setdefault(name, []).append(v.double().cpu().numpy())
-        preds.append(p.detach().double().cpu())
-        tgts.append(b.query.targets.double().cpu())
-        masks.append(b.query.mask.cpu())
-    per_task = {name: np.concatenate(v) for name, v in per.items()}
-    out: dict[str, Any] = {name: M.mean_over_tasks(v.tolist()) for name, v in per_task.items()}
-    out["n_tasks"] = n
-    out["adapt_ms_per_task"] = 1000.0 * adapt_s / max(n, 1)
-    width = max(x.shape[1] for x in preds)
-    pad = lambda x, fill: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)  # noqa: E731
-    out["flags"] = M.degenerate_flags(
-        torch.cat([pad(x, 0.0) for x in preds]), torch.cat([pad(x, 0.0) for x in tgts]),
-        torch.cat([pad(x, False) for x in masks]), k=k,
-    )
-    out["per_task"] = per_task
+        acc.add(vals, p, b.query.targets, b.query.mask)
+    out = acc.result(n, k, adapt_s=adapt_s, per_task=True)
     out["units"] = pool.units[:n].copy()
     return out

@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec import metrics as M
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.evaluate import per_task_metrics
+from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
 
 __all__ = ["PRIOR_STRENGTH", "item_scores", "evaluate_popularity"]
 
@@ -63,27 +62,9 @@ def evaluate_popularity(
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, dtype=torch.float64)
     s = torch.as_tensor(scores, dtype=torch.float64)
     n = len(pool)
-    per: dict[str, list[np.ndarray]] = {}
-    preds, tgts, masks = [], [], []
+    acc = PoolScores()
     for start in range(0, n, batch_size):
         q = sampler.batch(np.arange(start, min(start + batch_size, n))).query
-        p = s[q.items]  # (T, N)
-        if table.feedback == "explicit" and table.rating_scale is not None:
-            p = p.clamp(table.rating_scale[0], table.rating_scale[1])
-        for name, v in per_task_metrics(p, q.targets, q.mask, table.feedback, k).items():
-            per.setdefault(name, []).append(v.numpy())
-        preds.append(p)
-        tgts.append(q.targets.double())
-        masks.append(q.mask)
-    out: dict[str, Any] = {name: M.mean_over_tasks(np.concatenate(v).tolist()) for name, v in per.items()}
-    out["n_tasks"] = n
-    out["adapt_ms_per_task"] = 0.0
-    width = max(x.shape[1] for x in preds)
-    pad = lambda x, fill: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)  # noqa: E731
-    out["flags"] = M.degenerate_flags(
-        torch.cat([pad(x, 0.0) for x in preds]), torch.cat([pad(x, 0.0) for x in tgts]),
-        torch.cat([pad(x, False) for x in masks]), k=k,
-    )
-    if return_per_task:
-        out["per_task"] = {name: np.concatenate(v) for name, v in per.items()}
-    return out
+        p = clip_to_scale(s[q.items], table)  # (T, N)
+        acc.add(per_task_metrics(p, q.targets, q.mask, table.feedback, k), p, q.targets, q.mask)
+    return acc.result(n, k, per_task=return_per_task)

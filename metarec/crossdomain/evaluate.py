@@ -25,14 +25,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from metarec import metrics as M
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.evaluate import per_task_metrics
+from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
 
 __all__ = ["ColdStartScorer", "AdaptConfig", "adapt_user_vectors", "evaluate_cold_pool"]
 
@@ -130,9 +129,7 @@ def evaluate_cold_pool(
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, dtype=torch.float32)
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
     order = np.arange(n)
-    scale = table.rating_scale
-    per: dict[str, list[np.ndarray]] = {}
-    preds, tgts, masks = [], [], []
+    acc = PoolScores()
     adapt_s = 0.0
     with torch.no_grad():
         for start in range(0, n, batch_size):
@@ -143,24 +140,9 @@ def evaluate_cold_pool(
             if adapt is not None and adapt.steps:
                 v = adapt_user_vectors(scorer, v, b.support, adapt)
             adapt_s += time.perf_counter() - t0
-            p = scorer.score(v, b.query.items).float()
-            if table.feedback == "explicit" and scale is not None:
-                p = p.clamp(scale[0], scale[1])
-            for name, val in per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k).items():
-                per.setdefault(name, []).append(val.cpu().numpy())
-            preds.append(p)
-            tgts.append(b.query.targets)
-            masks.append(b.query.mask)
-    out: dict[str, Any] = {name: M.mean_over_tasks(np.concatenate(v).tolist()) for name, v in per.items()}
-    out["n_tasks"] = n
-    out["adapt_ms_per_task"] = 1000.0 * adapt_s / max(n, 1)
-    width = max(x.shape[1] for x in preds)
-    pad = lambda x, fill: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)  # noqa: E731
-    out["flags"] = M.degenerate_flags(
-        torch.cat([pad(x, 0.0) for x in preds]).double(), torch.cat([pad(x, 0.0) for x in tgts]).double(),
-        torch.cat([pad(x, False) for x in masks]), k=k,
-    )
+            p = clip_to_scale(scorer.score(v, b.query.items).float(), table)
+            acc.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
+    out = acc.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
     if return_per_task:
-        out["per_task"] = {name: np.concatenate(v) for name, v in per.items()}
         out["units"] = pool.units[:n].copy()
     return out
