@@ -7,7 +7,7 @@ number in RESULTS.md can be traced to the run that produced it.
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import json
 import os
 import platform
@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from metarec.config import config_hash  # noqa: F401  (re-exported: benchmarks hash their settings like scenarios)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,10 +75,20 @@ def device_info(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """First 12 hex digits of the SHA-256 of the canonical JSON of ``config``."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+def positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1, with a message that says so."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer; pass a whole number >= 1") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is < 1; pass a whole number >= 1")
+    return n
+
+
+def int_list(value: str) -> list[int]:
+    """argparse type: comma-separated whole numbers >= 1 (``"4,8,32"``)."""
+    return [positive_int(v) for v in value.split(",") if v.strip()] or [positive_int(value)]
 
 
 # ---------------------------------------------------------------------- data

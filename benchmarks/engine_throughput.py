@@ -364,20 +364,6 @@ def profile_metarec(args: argparse.Namespace, fns: dict[str, Callable], batch: E
 
 
 # ---------------------------------------------------------------------- main
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer; pass a whole number >= 1") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is < 1; pass a whole number >= 1")
-    return n
-
-
-def _int_list(value: str) -> list[int]:
-    return [_positive_int(v) for v in value.split(",")]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
@@ -386,16 +372,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke run on a tiny workload (4 tasks, 2 inner steps, chunks 2,4, one round, no memory "
                         "runs): checks the script end to end in seconds; its numbers are not measurements")
-    p.add_argument("--tasks", type=_positive_int, default=32, help="tasks per meta-batch (default 32)")
-    p.add_argument("--inner-steps", type=_positive_int, default=5, help="inner steps (default 5)")
+    p.add_argument("--tasks", type=C.positive_int, default=32, help="tasks per meta-batch (default 32)")
+    p.add_argument("--inner-steps", type=C.positive_int, default=5, help="inner steps (default 5)")
     p.add_argument("--inner-lr", type=float, default=0.01, help="inner learning rate (default 0.01)")
-    p.add_argument("--chunks", type=_int_list, default=[4, 8, 32],
+    p.add_argument("--chunks", type=C.int_list, default=[4, 8, 32],
                    help="metarec chunk sizes, comma-separated; a size >= --tasks means no chunking (default 4,8,32)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per configuration (default 2)")
-    p.add_argument("--repeat", type=_positive_int, default=7, help="interleaved timing rounds, median reported (default 7)")
-    p.add_argument("--batches", type=_positive_int, default=4, help="distinct pre-sampled meta-batches, cycled (default 4)")
-    p.add_argument("--check-tasks", type=_positive_int, default=4, help="tasks in the float64 gradient check (default 4)")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--repeat", type=C.positive_int, default=7, help="interleaved timing rounds, median reported (default 7)")
+    p.add_argument("--batches", type=C.positive_int, default=4, help="distinct pre-sampled meta-batches, cycled (default 4)")
+    p.add_argument("--check-tasks", type=C.positive_int, default=4, help="tasks in the float64 gradient check (default 4)")
+    p.add_argument("--threads", type=C.positive_int, default=1,
                    help="torch intra-op threads (default 1: a per-core comparison, and stable on a shared machine)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even when installed")

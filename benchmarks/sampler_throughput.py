@@ -73,27 +73,13 @@ def time_once(sampler: Any, n_tasks: int, min_time: float) -> tuple[float, int]:
             return elapsed, done
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer; pass a whole number >= 1") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is < 1; pass a whole number >= 1")
-    return n
-
-
-def _int_list(value: str) -> list[int]:
-    return [_positive_int(v) for v in value.split(",") if v.strip()] or [_positive_int(value)]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch-sizes", type=_int_list, default=[32, 256, 1024],
+    p.add_argument("--batch-sizes", type=C.int_list, default=[32, 256, 1024],
                    help="tasks per sample() call, comma-separated (default 32,256,1024)")
     p.add_argument("--data", choices=["auto", "synthetic"], default="auto",
                    help="auto: synthetic, plus MovieLens-1M when $METAREC_DATA holds it; synthetic: synthetic only")
-    p.add_argument("--repeat", type=_positive_int, default=7, help="interleaved timing rounds (median reported)")
+    p.add_argument("--repeat", type=C.positive_int, default=7, help="interleaved timing rounds (median reported)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of sampling per configuration and round")
     p.add_argument("--warmup", type=int, default=3, help="untimed sample() calls per configuration")
     p.add_argument("--seed", type=int, default=0)
