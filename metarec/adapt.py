@@ -33,7 +33,6 @@ import json
 import math
 import os
 import warnings
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -65,7 +64,7 @@ from metarec.checkpoint import (
     save_tensors,
 )
 from metarec.data.encoding import IdEncoder
-from metarec.data.encoding import _key as _id_key  # the encoder's own key rule, for dict lookups
+from metarec.data.encoding import _key as _id_key  # the encoder's own key rule
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.models import IdEmbedding, build_model
@@ -82,8 +81,7 @@ _WHICH = ("best", "last")
 _ADAPTED_FILE = "adapted.pt"
 _USERS_FILE = "adapted_users.json"
 _SCORE_CELLS = 4_000_000  # max (tasks x width) cells scored per predict_batch call
-_SMALL = 64  # up to this many ids are encoded by dict lookup (the single-user serving path)
-_LOOKUPS: weakref.WeakKeyDictionary[IdEncoder, dict[str, int]] = weakref.WeakKeyDictionary()
+_SMALL = 64  # a support of at most this many rows may be one user's (the serving path: no encoder fit)
 
 
 # ---------------------------------------------------------------------- loading
@@ -349,7 +347,7 @@ class MetaModel:
             raise ConfigError(f"unknown_items={unknown_items!r}: choose 'error' or 'fallback'"
                               f"{suggest(str(unknown_items), ('error', 'fallback'))}")
         raw = items if isinstance(items, (np.ndarray, pd.Series)) else np.asarray(_as_list(items), dtype=object)
-        idx = _encode(self.item_ids, raw)
+        idx = self.item_ids.encode(raw)
         if unknown_items == "error" and (idx == 0).any():
             bad = pd.unique(np.asarray(raw, dtype=object)[idx == 0])
             shown = ", ".join(repr(py(b)) for b in bad[:5]) + (", ..." if len(bad) > 5 else "")
@@ -370,14 +368,14 @@ class MetaModel:
         item_idx = self.encode_items(rows.items, unknown_items, what="support")
         raw_users = rows.users
         users = _fit_users(list(raw_users) + ([] if extra_user is None else [extra_user]))
-        ucode = _encode(users, raw_users)  # (rows,) in 1..U
+        ucode = users.encode(raw_users)  # (rows,) in 1..U
         if len(raw_users) == 0:
             who = "" if extra_user is None else f" for user {py(extra_user)!r}"
             warnings.warn(
                 f"support is empty{who}: no interaction to adapt on; the meta-learned initialisation is used "
                 "(pass at least one (user, item, rating) row to personalise)", UserWarning, stacklevel=3,
             )
-        uidx = _encode(self.user_ids, raw_users)
+        uidx = self.user_ids.encode(raw_users)
         ratings = rows.ratings
         n_users = len(users) - 1
         if per == "domain":  # one task over every row; every user is served by it
@@ -560,7 +558,7 @@ class AdaptedRecommender:
                             "(or one user to score many items)")
         iidx = self.meta.encode_items(np.asarray(item_list, dtype=object), unknown_items, what="items")
         raw_u = np.asarray(user_list, dtype=object)
-        uidx = _encode(self.meta.user_ids, raw_u)
+        uidx = self.meta.user_ids.encode(raw_u)
         task = self._tasks(raw_u)
         scores = self._score(task, uidx, iidx)
         return (self._clip(scores) if clip else scores).cpu().numpy()
@@ -587,11 +585,11 @@ class AdaptedRecommender:
         one = np.empty(1, dtype=object)
         one[0] = user
         task = int(self._tasks(one)[0])
-        uidx = int(_encode(self.meta.user_ids, one)[0])
+        uidx = int(self.meta.user_ids.encode(one)[0])
         with torch.no_grad():
             scores = self.meta._score_user({n: v[task] for n, v in self.fast.items()}, uidx, cand)
         if exclude_seen:
-            code = int(_encode(self._users, one)[0])
+            code = int(self._users.encode(one)[0])
             seen = self._seen_item[self._seen_user == code] if code else np.zeros(0, np.int64)
             if len(seen):
                 drop = torch.isin(cand, torch.from_numpy(seen).to(cand.device))
@@ -638,7 +636,7 @@ class AdaptedRecommender:
         """Task row of each raw user: its own, the domain's, or the initialisation."""
         if len(raw_users) == 0:
             return np.zeros(0, np.int64)
-        code = _encode(self._users, raw_users) if len(self._users) > 1 else np.zeros(len(raw_users), np.int64)
+        code = self._users.encode(raw_users) if len(self._users) > 1 else np.zeros(len(raw_users), np.int64)
         return np.where(code > 0, self._task_of[code], self._default).astype(np.int64)
 
     def _score(self, task: np.ndarray, uidx: np.ndarray, iidx: np.ndarray) -> torch.Tensor:
@@ -693,20 +691,6 @@ class _DecisionOnly(RecModel):
 
     def forward(self, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return self._decide(self.x[rows])  # (..., N)
-
-
-def _encode(enc: IdEncoder, raw: Any) -> np.ndarray:
-    """``enc.encode(raw)``; a handful of ids (one user's) by dict lookup instead of a pandas index."""
-    n = len(raw)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    if n > _SMALL:
-        return enc.encode(raw)
-    table = _LOOKUPS.get(enc)
-    if table is None:
-        table = {_id_key(v): i for i, v in enumerate(enc.values, 1)}
-        _LOOKUPS[enc] = table
-    return np.fromiter((table.get(_id_key(v), 0) for v in (raw.tolist() if hasattr(raw, "tolist") else raw)), np.int64, n)
 
 
 def _pad_tasks(tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray):

@@ -361,19 +361,6 @@ def test_decision_only_path_equals_the_full_model(trained) -> None:
             [i for i, _ in b.recommend("a-stranger", k=3, candidates=cand)]
 
 
-def test_small_id_lookup_matches_the_encoder(trained) -> None:
-    from metarec.adapt import _encode
-    from metarec.data.encoding import IdEncoder
-
-    meta = trained["meta"]
-    items = meta.item_ids.values
-    raw = np.array([items[0], str(items[1]), float(items[2]), np.int64(items[3]), "nope", None], dtype=object)
-    np.testing.assert_array_equal(_encode(meta.item_ids, raw), meta.item_ids.encode(raw))
-    mixed = IdEncoder(["a", 3, "7"], name="x")
-    probe = np.array(["a", 3, "3", 7, 7.0, "b"], dtype=object)
-    np.testing.assert_array_equal(_encode(mixed, probe), mixed.encode(probe))
-
-
 def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> None:
     import metarec.adapt as A
 

@@ -192,3 +192,21 @@ def test_feature_ids_of_another_type_than_interaction_ids():
     items = pd.DataFrame({"item": ["10", "11", "12"], "brand": ["a", "b", "c"]})
     with pytest.raises(DataError, match=r"item_features\['item'\]: ids are strings but the interactions' item ids are numbers"):
         InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")])
+
+
+def test_small_id_lookup_matches_the_vectorised_encoder():
+    """A handful of ids is encoded by dict lookup; the result equals the pandas-index path."""
+    from metarec.data.encoding import _FEW
+
+    def vectorised(enc: IdEncoder, raw: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([raw, np.array(["pad"] * (_FEW + 1), dtype=object)])  # longer than _FEW
+        return enc.encode(padded)[: len(raw)]
+
+    ints = IdEncoder([10, 20, 30, 40], name="item")
+    raw = np.array([10, "20", 30.0, np.int64(40), "nope", None], dtype=object)
+    np.testing.assert_array_equal(ints.encode(raw), vectorised(ints, raw))
+    np.testing.assert_array_equal(ints.encode(raw), [1, 2, 3, 4, 0, 0])
+    mixed = IdEncoder(["a", 3, "7"], name="x")
+    probe = np.array(["a", 3, "3", 7, 7.0, "b"], dtype=object)
+    np.testing.assert_array_equal(mixed.encode(probe), vectorised(mixed, probe))
+    assert ints.encode([]).shape == (0,)

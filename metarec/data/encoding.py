@@ -40,6 +40,7 @@ class IdEncoder:
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][0]
             raise ValueError(f"{name}: duplicated value {dup!r} in encoder vocabulary")
+        self._lookup: dict[str, int] | None = None  # key -> index, built on the first small encode
         # Fast path for integer vocabularies (the common case: MovieLens, Amazon ids).
         self._int_index: pd.Index | None = None
         if self._values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self._values):
@@ -63,7 +64,16 @@ class IdEncoder:
         return list(self._values)
 
     def encode(self, raw: Iterable[Any]) -> np.ndarray:
-        """Encode raw ids; unknown or missing ids become :data:`UNKNOWN` (0)."""
+        """Encode raw ids; unknown or missing ids become :data:`UNKNOWN` (0).
+
+        Many ids go through a vectorised pandas lookup; a handful (one user's support, the
+        serving path) through a dict, which is much cheaper per call.
+        """
+        if not np.isscalar(raw) and len(raw) <= _FEW:  # type: ignore[arg-type]
+            vals = raw.tolist() if hasattr(raw, "tolist") else list(raw)
+            if self._lookup is None:
+                self._lookup = {k: i for i, k in enumerate(self._index.tolist(), 1)}
+            return np.fromiter((self._lookup.get(_key(v), 0) for v in vals), np.int64, len(vals))
         arr = raw if isinstance(raw, (np.ndarray, pd.Series)) else None
         if self._int_index is not None and arr is not None and np.asarray(arr).dtype.kind in "iu":
             pos = self._int_index.get_indexer(np.asarray(arr, dtype=np.int64))
@@ -99,7 +109,12 @@ def _is_missing(v: Any) -> bool:
         return False
 
 
+_FEW = 64
+"""Up to this many ids are encoded by dict lookup instead of a pandas index."""
+
+
 def _key(v: Any) -> str:
+    """The string form two raw ids share exactly when they encode to the same index."""
     if isinstance(v, (np.integer,)):
         v = int(v)
     if isinstance(v, float) and v.is_integer():
