@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -73,10 +74,13 @@ def test_engine_throughput_peak_memory_grows_with_chunk_size(tmp_path: Path) -> 
 def test_rss_sampler_sees_a_transient_allocation() -> None:
     module = _load("engine_throughput.py")
     base = module._rss_bytes()
-    with module._RssSampler() as s:
-        x = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    # A fresh anonymous mapping: its pages are new to the process whatever the allocator has
+    # cached from earlier tests (a numpy array could reuse already-resident heap memory).
+    with module._RssSampler() as s, mmap.mmap(-1, 64 * 2**20) as mm:
+        view = np.frombuffer(mm, dtype=np.uint8)
+        view[:] = 1  # touch every page
         time.sleep(0.05)  # held for many sampling intervals
-        del x
+        del view
     assert s.peak - base >= 48 * 2**20
 
 
