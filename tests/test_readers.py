@@ -8,7 +8,6 @@ Every file written here is invented (ids and values made up), only the layout is
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -250,10 +249,7 @@ def test_movielens_100k_counts(data_root: Path) -> None:
 @pytest.mark.data
 def test_movielens_1m_counts_and_melu(data_root: Path) -> None:
     root = _sub(data_root, "movielens-1m")
-    start = time.perf_counter()
     t = read_movielens_1m(root, melu_extra=False)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 30, f"reading ML-1M took {elapsed:.1f}s"
     assert (len(t), len(np.unique(t.users)), len(np.unique(t.items))) == (1_000_209, 6_040, 3_706)
     assert np.bincount(t.users)[1:].min() >= 20 and t.timestamps is not None
     assert sorted(_decode_features(t, 1, "genre")) == ["Animation", "Children's", "Comedy"]
