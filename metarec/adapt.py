@@ -64,7 +64,6 @@ from metarec.checkpoint import (
     save_tensors,
 )
 from metarec.data.encoding import IdEncoder
-from metarec.data.encoding import _key as _id_key  # the encoder's own key rule
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.models import IdEmbedding, build_model
@@ -81,7 +80,6 @@ _WHICH = ("best", "last")
 _ADAPTED_FILE = "adapted.pt"
 _USERS_FILE = "adapted_users.json"
 _SCORE_CELLS = 4_000_000  # max (tasks x width) cells scored per predict_batch call
-_SMALL = 64  # a support of at most this many rows may be one user's (the serving path: no encoder fit)
 
 
 # ---------------------------------------------------------------------- loading
@@ -823,10 +821,8 @@ def _from_tuples(rows: list[Any], user: Any):
 
 
 def _fit_users(raw: list[Any]) -> IdEncoder:
-    if 0 < len(raw) <= _SMALL and len({(type(v), _id_key(v)) for v in raw}) == 1 and not pd.isna(raw[0]):
-        return IdEncoder([raw[0]], name="user")  # one user (the serving path)
     try:
-        return IdEncoder.fit(np.asarray(raw, dtype=object), name="user")
+        return IdEncoder.fit(raw, name="user")
     except ValueError as e:
         raise DataError(f"support user ids: {e}; the same user is spelled two ways (e.g. 5 and '5'); use one type") from None
 

@@ -210,3 +210,17 @@ def test_small_id_lookup_matches_the_vectorised_encoder():
     probe = np.array(["a", 3, "3", 7, 7.0, "b"], dtype=object)
     np.testing.assert_array_equal(mixed.encode(probe), vectorised(mixed, probe))
     assert ints.encode([]).shape == (0,)
+
+
+@pytest.mark.parametrize("raw", [["u1"] * 5, [7, 7, 7], [7.0], ["7", "7"], ["u1", "u2", "u1"], [7, "7"], [None, "a"]])
+def test_fit_of_a_handful_of_ids_matches_the_general_path(raw):
+    """One id repeated (one cold user's support) skips the pandas pass; the encoder is the same."""
+    try:
+        general = IdEncoder.fit(np.asarray(raw + ["pad"] * 70, dtype=object)[: len(raw)], name="user")
+    except ValueError as e:
+        with pytest.raises(ValueError, match=str(e).split(":")[0]):
+            IdEncoder.fit(raw, name="user")
+        return
+    fast = IdEncoder.fit(raw, name="user")
+    assert [str(v) for v in fast.values] == [str(v) for v in general.values]
+    np.testing.assert_array_equal(fast.encode(raw), general.encode(raw))

@@ -48,7 +48,15 @@ class IdEncoder:
 
     @classmethod
     def fit(cls, values: Iterable[Any], name: str = "id") -> IdEncoder:
-        """Build an encoder over the distinct values, sorted for a stable encoding."""
+        """Build an encoder over the distinct values, sorted for a stable encoding.
+
+        A handful of values that are all one id (one cold user's support, the serving path)
+        skip the pandas pass.
+        """
+        if isinstance(values, (list, tuple)) and 0 < len(values) <= _FEW and not _is_missing(values[0]):
+            first, key = values[0], _key(values[0])
+            if all(type(v) is type(first) and _key(v) == key for v in values):
+                return cls([first], name=name)
         uniq = pd.unique(pd.Series(list(values) if not isinstance(values, (pd.Series, np.ndarray)) else values))
         uniq = [v for v in uniq if not _is_missing(v)]
         uniq.sort(key=lambda v: (0, v) if isinstance(v, (int, np.integer)) else (1, str(v)))
