@@ -14,7 +14,7 @@ import torch
 from metarec import metrics as M
 from metarec._errors import ConfigError
 from metarec.bench import evaluation_from_arrays, make_rows, paired_t_test, run_bench, write_report
-from metarec.bench.report import load_per_task, task_paired_test
+from metarec.bench.report import load_per_task, protocol_line, task_paired_test
 from metarec.bench.stats import student_t_cdf
 from metarec.cli import main
 from metarec.config import load_scenario
@@ -75,6 +75,33 @@ def test_report_has_ci_tables_significance_and_cost(bench) -> None:
     assert "**Best vs best baseline on mae**" in text and "p, tasks" in text
     assert "meta-val only" in text and "once per seed" in text
     assert "## Cost" in text and "## Training budget" in text
+
+
+def test_report_states_the_resolved_protocol(bench, tmp_path: Path) -> None:
+    """The report names the protocol the rows were produced under (not the scenario's prose), and
+    falls back to configs.json for results whose bench.json predates the record."""
+    meta = json.loads((bench.out / "bench.json").read_text())
+    assert meta["protocol"]["split"] == "random" and meta["protocol"]["n_support"] == 10
+    (line,) = protocol_line(meta["protocol"])
+    assert line.startswith("- protocol: split=random, unit=user, fractions=0.7,0.1,0.2, n_support=10, n_query=")
+    assert line in bench.report.read_text()
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in ("results.jsonl", "per_task.jsonl.gz", "configs.json"):
+        (old / f).write_bytes((bench.out / f).read_bytes())
+    (old / "bench.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "protocol"}))
+    assert line in write_report(old).read_text()
+
+
+def test_protocol_line_shows_the_split_settings() -> None:
+    cold = {"split": "cold_domain_users", "unit": "user", "beta": 0.8, "target_domain": "cloth", "n_support": 3,
+            "n_query": 10, "order": "random", "min_interactions": 5, "max_interactions": None, "negatives": 4,
+            "existing_user_fraction": 0.8, "seed": 7}
+    (line,) = protocol_line(cold)
+    assert "target_domain=cloth, beta=0.8" in line and "max_interactions=none" in line
+    assert "existing_user_fraction" not in line and "seed" not in line  # other splits' settings; per-seed
+    assert "existing_user_fraction=0.8" in protocol_line({**cold, "split": "melu"})[0]
+    assert protocol_line(None) == []
 
 
 def test_plots_written_when_matplotlib_is_present(bench) -> None:

@@ -167,7 +167,7 @@ def write_transfer_summary(out: str | Path) -> Path:
     primary metric (any algorithm that is neither a baseline nor a reference re-implementation:
     the meta-learners and the cross-domain transfer / DA methods) against each EMCDR / PTUPCDR
     row, as mean ± 95% Student-t half-width over seeds and a paired t-test over seeds."""
-    from metarec.bench.report import cell_values, load_rows, summarize
+    from metarec.bench.report import cell_values, load_rows, protocol_line, run_protocol, summarize
     from metarec.bench.stats import lower_is_better, paired_t_test
     from metarec.bench.variants import BASELINES, REFERENCES
 
@@ -182,7 +182,7 @@ def write_transfer_summary(out: str | Path) -> Path:
     lines = [f"# {meta['scenario']}: metarec's best method vs EMCDR / PTUPCDR on cold users", "",
              f"Primary metric **{metric}** ({'lower' if sign < 0 else 'higher'} is better); mean ± 95% half-width over "
              f"{len(meta['seeds'])} seeds; p: paired t-test over seeds. metarec's methods: {', '.join(own)}. The best is picked "
-             "on these same numbers, so treat a borderline p as exploratory.", ""]
+             "on these same numbers, so treat a borderline p as exploratory.", "", *protocol_line(run_protocol(out, meta)), ""]
     for state in meta["states"]:
         lines += [f"## {state}", "", "| shots | metarec best | reference | difference | p (seeds) | verdict |",
                   "|---|---|---|---:|---:|---|"]
@@ -203,3 +203,4 @@ def write_transfer_summary(out: str | Path) -> Path:
     path = out / "transfer-summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+

@@ -98,6 +98,7 @@ def write_report(out: str | Path, *, plots: Sequence[str | Path] = (), plots_not
     rows = load_rows(out)
     meta = json.loads((out / "bench.json").read_text())
     meta["_per_task"] = load_per_task(out)
+    meta["protocol"] = run_protocol(out, meta)
     text = "\n".join(_report(rows, meta, [str(p) for p in plots], plots_note)) + "\n"
     path = out / "report.md"
     path.write_text(text)
@@ -105,6 +106,46 @@ def write_report(out: str | Path, *, plots: Sequence[str | Path] = (), plots_not
 
 
 # ---------------------------------------------------------------------------------- pieces
+
+
+_PROTOCOL_KEYS = {
+    "cold_domain_users": ("target_domain", "beta"),
+    "melu": ("existing_user_fraction", "new_item_year"),
+    "random": ("fractions",),
+    "time": ("fractions",),
+}
+
+
+def run_protocol(out: str | Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The protocol a benchmark's rows were produced under: ``bench.json``'s record, else (results
+    written before it was recorded) the first ``configs.json`` entry's resolved scenario."""
+    if meta.get("protocol"):
+        return meta["protocol"]
+    path = Path(out) / "configs.json"
+    configs = json.loads(path.read_text()) if path.exists() else {}
+    first = next(iter(configs.values()), {})
+    return first.get("scenario", first).get("protocol")  # cross-domain entries nest the scenario
+
+
+def protocol_line(protocol: dict[str, Any] | None) -> list[str]:
+    """The report's protocol bullet: the split and the settings it uses, as resolved for the run
+    (after any ``--set`` override; the per-seed split seed is left out), or ``[]`` if unknown.
+
+    >>> protocol_line({"split": "cold_domain_users", "unit": "user", "beta": 0.5, "target_domain": "cloth",
+    ...                "n_support": 3, "n_query": 10, "order": "random", "min_interactions": 5,
+    ...                "max_interactions": None, "negatives": 4, "seed": 0})
+    ['- protocol: split=cold_domain_users, unit=user, target_domain=cloth, beta=0.5, n_support=3, n_query=10, order=random, min_interactions=5, max_interactions=none, negatives=4']
+    """
+    if not protocol:
+        return []
+    split = protocol.get("split")
+    keys = ["split", "unit", *(["cohort_by"] if protocol.get("unit") == "cohort" else []), *_PROTOCOL_KEYS.get(split, ()),
+            "n_support", "n_query", "order", "min_interactions", "max_interactions", "negatives"]
+
+    def show(v: Any) -> str:
+        return "none" if v is None else ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    return ["- protocol: " + ", ".join(f"{k}={show(protocol[k])}" for k in keys if k in protocol)]
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -156,6 +197,7 @@ def _report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], 
         f"{meta['val_tasks']} meta-val tasks, patience {meta['patience']}); total wall time {meta['seconds']:.0f} s "
         f"(data loading {meta['load_seconds']:.1f} s)" + (f", process CPU time {meta['cpu_seconds']:.0f} s (all threads)"
                                                           if meta.get("cpu_seconds") is not None else ""),
+        *protocol_line(meta.get("protocol")),
         f"- primary metric: **{primary}** ({'lower' if lower_is_better(primary) else 'higher'} is better)",
         "",
     ]

@@ -200,7 +200,8 @@ def run_bench(
     atomic_write_json(out / "configs.json", configs)
     seconds = time.perf_counter() - t_start
     atomic_write_json(out / "bench.json", {
-        "scenario": base.name, "description": base.description, "quick": quick, "algorithms": list(algos),
+        "scenario": base.name, "description": base.description, "protocol": to_dict(base.protocol),
+        "quick": quick, "algorithms": list(algos),
         "seeds": list(range(n_seeds)), "shots": [*shot_list, "default"], "default_support": base.protocol.n_support,
         "n_query": base.protocol.n_query, "feedback": table.feedback, "primary_metric": primary,
         "metrics": _metric_names(rows), "states": list(dict.fromkeys(r["state"] for r in rows)),
