@@ -162,7 +162,10 @@ def train(
     fast, _ = split_params(model, adapt_patterns(algo, model), params)
     state = init_algorithm_state(algo, fast)  # on the parameters' device, leaves
     opt = torch.optim.Adam(list(params.values()) + list(state.values()), lr=tr.outer_lr)
-    sampler = TaskSampler(table, splits.pools[splits.train], scfg, seed=tr.seed, device=device, dtype=torch.float32)
+    # implicit feedback: meta-training negatives come from the meta-train items only, so no
+    # held-out-only item is ever a training example (see SamplerConfig.negatives_from)
+    train_scfg = replace(scfg, negatives_from="pool")
+    sampler = TaskSampler(table, splits.pools[splits.train], train_scfg, seed=tr.seed, device=device, dtype=torch.float32)
     metric, sign = SELECT_METRIC[table.feedback]
 
     step, skipped, best_score, best_step, evals_without_gain = 0, 0, -math.inf, 0, 0

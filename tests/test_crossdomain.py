@@ -19,6 +19,7 @@ from metarec.crossdomain import (
     DomainDiscriminator,
     JointLoss,
     Mapping,
+    RowBatches,
     coral,
     cross_domain_view,
     dann_loss,
@@ -205,6 +206,21 @@ def test_adapt_result_shape_and_no_cold_rows_in_training(two_domain) -> None:
     assert res["adapt"] is not None and res["adapt"]["lr"] in CrossDomainConfig().adapt_lrs
     assert test["per_task"]["mae"].shape == (test["n_tasks"],) == test["units"].shape
     assert res["target_domain"] == "target" and set(res["seconds"]) == {"fit", "select", "test", "total"}
+
+
+def test_training_negatives_are_training_items_only() -> None:
+    """Implicit feedback: sampled negatives come from the items of the training rows, never from
+    items that only the cold users' held-out rows contain."""
+    table = make_two_domain(n_users=200, n_target_items=1500, n_target=10, feedback="implicit", seed=0)  # long tail
+    splits = cold_domain_users_split(table, "target", beta=0.5, n_query=5, min_interactions=8, seed=0)
+    view = cross_domain_view(table, splits)
+    train_items = set(table.items[view.train_rows].tolist())
+    assert set(table.items.tolist()) - train_items  # some items are held-out only
+    batches = RowBatches(view, view.train_rows, batch_size=512, negatives=4, seed=0)
+    negs = set()
+    for _, items, y, _ in batches.epoch():
+        negs |= set(items[y == 0].tolist())
+    assert negs and negs <= train_items
 
 
 def test_finetune_freeze_keeps_the_user_embeddings(two_domain) -> None:

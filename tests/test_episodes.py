@@ -171,6 +171,24 @@ def test_implicit_negatives_exclude_known_positives():
     assert int((b.query.mask & (b.query.targets == 1)).sum()) == 30 * 5
 
 
+def test_negatives_from_pool_never_leave_the_pools_items():
+    """Meta-training draws negatives from its own rows' items; evaluation from the catalogue."""
+    t = make_synthetic(n_domains=2, n_users=60, n_items=80, feedback="implicit", seed=0)
+    train_rows = np.nonzero(t.users <= 30)[0]  # the other users' rows are "held out"
+    pool = build_pool(t, train_rows, t.users, "meta-train", "user", min_interactions=10)
+    allowed = set(t.items[train_rows].tolist())
+    held_out_only = set(t.items.tolist()) - allowed
+    assert held_out_only  # the test needs items that only held-out rows contain
+    seen = {}
+    for src in ("pool", "catalogue"):
+        b = TaskSampler(t, pool, SamplerConfig(5, 5, negatives=4, negatives_from=src), seed=0).sample(64)
+        m = b.support.mask & (b.support.targets == 0)
+        seen[src] = set(b.support.items[m].tolist())
+        assert int(m.sum()) > 0.9 * 64 * 5 * 4
+    assert seen["pool"] <= allowed
+    assert seen["catalogue"] & held_out_only
+
+
 def test_sampler_config_errors():
     with pytest.raises(ConfigError, match=r"n_support=0: each task needs at least one support interaction; pass n_support >= 1"):
         SamplerConfig(n_support=0)
@@ -180,3 +198,5 @@ def test_sampler_config_errors():
     pool = build_pool(t, np.arange(len(t)), t.users, "all", "user")
     with pytest.raises(ConfigError, match=r"negatives=2: sampled negatives are for implicit feedback"):
         TaskSampler(t, pool, SamplerConfig(negatives=2))
+    with pytest.raises(ConfigError, match=r"negatives_from='train': must be 'catalogue' \(every item of the domain\) or 'pool'"):
+        SamplerConfig(negatives_from="train")  # type: ignore[arg-type]

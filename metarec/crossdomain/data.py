@@ -8,8 +8,10 @@ and target-domain rows (warm users only). Cold users' target rows are never in t
 
 :class:`RowBatches` turns a set of rows into shuffled ``(users, items, targets, domains)``
 minibatches; with implicit feedback each positive gets ``negatives`` items of its own domain
-that the user never interacted with in training (label 0), drawn from the domain's catalogue
-(every item of that domain in the table, as the evaluation sampler draws them).
+that the user never interacted with in training (label 0), drawn from the items of that domain's
+training rows. (Evaluation draws its candidates from the whole catalogue; drawing training negatives
+from it too would make every item that only held-out rows contain a training negative that is never
+a positive, and teach the models to rank all such items last.)
 :func:`user_histories` gives each user a padded list of their source items (PTUPCDR's input).
 """
 
@@ -138,7 +140,7 @@ class RowBatches:
         if self.negatives:
             tr = view.train_rows
             self._pos = np.unique(t.users[tr].astype(np.int64) * t.n_items + t.items[tr])
-            pairs = np.unique(np.stack([t.domains, t.items], axis=1), axis=0)  # (pairs, 2) by domain
+            pairs = np.unique(np.stack([t.domains[tr], t.items[tr]], axis=1), axis=0)  # (pairs, 2) by domain
             self._items = pairs[:, 1]
             counts = np.bincount(pairs[:, 0], minlength=t.n_domains)
             self._start, self._len = np.cumsum(counts) - counts, counts

@@ -15,7 +15,12 @@ Support/query rules, per task:
   whose timestamp is strictly later than every support row, the first ``n_query`` of them.
 
 With implicit feedback and ``negatives > 0``, each positive gets ``negatives`` sampled items of
-its domain that the same user never interacted with (label 0), in the same set.
+its domain that the same user never interacted with (label 0), in the same set. The items come
+from the domain's whole catalogue (every item of the domain in the table; evaluation samplers, so
+that every algorithm ranks against the same candidates) or, with ``negatives_from="pool"``, from
+the items of the pool's own rows (meta-training: an item that only held-out rows contain would
+otherwise appear in training as a negative and never as a positive, and an id model would learn
+that "unseen in training" means "not interacted").
 """
 
 from __future__ import annotations
@@ -43,12 +48,15 @@ class SamplerConfig:
         n_query: query interactions per task; ``None`` = all remaining rows.
         order: ``"random"`` or ``"time"`` (support strictly before query).
         negatives: implicit feedback only: sampled negatives per positive.
+        negatives_from: where sampled negatives come from: ``"catalogue"`` (every item of the
+            task's domain in the table) or ``"pool"`` (the items of the pool's rows).
     """
 
     n_support: int | None = 10
     n_query: int | None = 10
     order: Literal["random", "time"] = "random"
     negatives: int = 0
+    negatives_from: Literal["catalogue", "pool"] = "catalogue"
 
     def __post_init__(self) -> None:
         if self.n_support is not None and self.n_support < 1:
@@ -69,6 +77,11 @@ class SamplerConfig:
             raise ConfigError(f"order={self.order!r}: must be 'random' or 'time'")
         if self.negatives < 0:
             raise ConfigError(f"negatives={self.negatives}: must be >= 0; pass negatives=0 to disable")
+        if self.negatives_from not in ("catalogue", "pool"):
+            raise ConfigError(
+                f"negatives_from={self.negatives_from!r}: must be 'catalogue' (every item of the domain) or 'pool' "
+                "(the items of the pool's rows)"
+            )
 
 
 class TaskSampler:
@@ -220,7 +233,8 @@ class TaskSampler:
     def _prepare_negatives(self) -> None:
         t = self.table
         self._pos_keys = np.unique(t.users.astype(np.int64) * t.n_items + t.items)
-        dom_items = np.unique(np.stack([t.domains, t.items], axis=1), axis=0)  # (pairs, 2) sorted by domain
+        src = self.pool.rows if self.config.negatives_from == "pool" else slice(None)
+        dom_items = np.unique(np.stack([t.domains[src], t.items[src]], axis=1), axis=0)  # (pairs, 2) sorted by domain
         self._dom_items = dom_items[:, 1]
         counts = np.bincount(dom_items[:, 0], minlength=t.n_domains)
         self._dom_len = counts
