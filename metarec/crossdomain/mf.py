@@ -3,9 +3,9 @@
 ``r(u, i) = <p_u, q_i> + b_u + b_i + mu`` (a rating for explicit feedback, a logit for
 implicit). The *user vector* is ``v_u = [p_u, b_u]`` (``dim + 1`` values) and
 ``score(v, i) = <v, [q_i, 1]> + b_i + mu``, so a bridge that maps user vectors carries the user's
-bias too. Items without training rows are scored through slot 0 (zero vector and bias at
-initialisation; with implicit feedback slot 0 is trained by the sampled negatives that land on
-unseen catalogue items, as a "rare item").
+bias too. Items without training rows are scored through slot 0: a zero vector and bias, never
+trained (sampled training negatives come from the training rows' items), so an unseen item scores
+``b_u + mu``, between the known items rather than systematically first or last.
 """
 
 from __future__ import annotations
