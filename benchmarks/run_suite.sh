@@ -35,6 +35,7 @@ if [ "$mode" = quick ]; then
         "amazon-phone-electronic-quick amazon-phone-electronic"
         "amazon-sport-phone-quick amazon-sport-phone"
         "ml1m-cross-genre-all-methods-quick ml1m-cross-genre --algorithms $cd_all"
+        "amazon-sport-cloth-2000-steps-quick amazon-sport-cloth --algorithms global,finetune,maml,reptile --set bench.quick_steps=2000"
     )
     flags=(--quick --seeds 3)
 else
