@@ -8,7 +8,10 @@ shared ``unknown`` vector instead of its table row. The default inner loop adapt
 initialisation and is fitted to the task's support set. For user-level tasks (meta-test users
 disjoint from meta-train users) call ``set_known(users=[], items=train.items)``: every task user
 is then cold, during meta-training as at test time, and the unknown embedding is meta-learned.
-Before ``set_known`` every index but 0 counts as known.
+Before ``set_known`` every index but 0 counts as known. Items are never cold during meta-training
+(its sampled negatives come from the meta-train items too), so the item-side ``unknown`` vector
+keeps its small random initialisation: an item unseen in training scores like an item with a
+near-zero id embedding, neither first nor last by construction.
 """
 
 from __future__ import annotations
