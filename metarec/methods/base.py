@@ -1,0 +1,164 @@
+"""One interface for every method: fit on meta-train, adapt to a support set, score, save/load.
+
+A *method* (MAML, Reptile, a cross-domain bridge, fine-tune transfer, an amortised neural
+process, popularity, ...) is three small objects, in the spirit of optax's
+``GradientTransformation`` (a few pure functions with explicit state):
+
+* :class:`Method`: settings only. ``fit(data)`` trains on ``data.splits``' meta-train pool,
+  selects on meta-val (never on a test pool) and returns a :class:`Fitted`.
+* :class:`Fitted`: the trained, not yet adapted method. ``adapt(support)`` fits it to a batch of
+  support sets (one task per row of an :class:`~metarec.episodes.batch.EpisodeSet`: one cold user,
+  a batch of users, or a whole new domain as one task) and returns an :class:`Adapted`. Gradient
+  methods run inner steps; amortised methods run one forward pass; zero-shot methods ignore the
+  support. ``state_dict()`` / ``load_state_dict()`` hold every tensor it needs (weights and
+  buffers; tensors only, no pickled objects) and ``config()`` the JSON settings that rebuild it.
+* :class:`Adapted`: ``score(users, items)`` with ``(T, N)`` index tensors, one row per adapted
+  task, returns ``(T, N)`` scores: predicted ratings (explicit feedback, unclipped) or logits
+  (implicit feedback).
+
+Everything here is in encoded indices (the :class:`~metarec.data.table.InteractionTable`'s);
+raw ids are the serving layer's concern. Evaluation is therefore the same loop for every
+method::
+
+    fitted = method.fit(FitData(table, splits, seed=0))
+    for batch in sampler.iterate():                        # EpisodeBatch: support + query
+        scores = fitted.adapt(batch.support).score(batch.query.users, batch.query.items)
+
+Methods are registered by name (:func:`register_method`) and built from a scenario section by
+:func:`build_method`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+
+from metarec._errors import ConfigError, suggest
+
+if TYPE_CHECKING:  # imported for annotations only: no import cycle at run time
+    from metarec.data.table import InteractionTable
+    from metarec.episodes.batch import EpisodeSet
+    from metarec.episodes.splits import MetaSplits
+
+__all__ = [
+    "FitData",
+    "Method",
+    "Fitted",
+    "Adapted",
+    "MethodFactory",
+    "register_method",
+    "build_method",
+    "method_names",
+]
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What :meth:`Method.fit` may read.
+
+    Attributes:
+        table: the interaction table (encoders, side features, domains).
+        splits: the meta-splits; a method trains on ``splits.pools[splits.train]`` and selects
+            on ``splits.pools[splits.val]`` only.
+        seed: seeds every initialisation, shuffle and sampled negative.
+        device: where training runs.
+        out: a run directory for checkpoints and logs, or ``None`` (in memory only).
+        progress: show progress bars.
+    """
+
+    table: InteractionTable
+    splits: MetaSplits
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    out: Path | None = None
+    progress: bool = False
+
+
+@runtime_checkable
+class Adapted(Protocol):
+    """A method adapted to ``T`` support sets (tasks)."""
+
+    @property
+    def n_tasks(self) -> int:
+        """``T``: the number of adapted tasks (rows of :meth:`score`'s inputs)."""
+        ...
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``(T, N)`` user and item indices -> ``(T, N)`` scores (ratings or logits)."""
+        ...
+
+
+@runtime_checkable
+class Fitted(Protocol):
+    """A trained method, ready to adapt."""
+
+    name: str
+    table: InteractionTable
+
+    def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> Adapted:
+        """Adapt to each task (row) of ``support``; ``steps`` / ``lr`` override the defaults
+        chosen on meta-val (methods without an inner loop ignore them)."""
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready settings that, with :meth:`state_dict`, rebuild this object."""
+        ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor this object needs (weights, buffers, learned rates): tensors only."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s tensors (shapes checked, with a clear error)."""
+        ...
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A method's settings; :meth:`fit` trains it."""
+
+    name: str
+
+    def fit(self, data: FitData) -> Fitted:
+        """Train on meta-train, select on meta-val; return the trained method."""
+        ...
+
+
+MethodFactory = Callable[..., Method]
+"""``factory(scenario, **settings) -> Method``: builds a method from a resolved scenario."""
+
+_REGISTRY: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str, factory: MethodFactory, *, replace: bool = False) -> None:
+    """Make ``name`` buildable by :func:`build_method` (``metarec train``/``bench`` use it).
+
+    Raises:
+        ConfigError: ``name`` is already registered and ``replace`` is False.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name={name!r}: a method name is a non-empty string")
+    if name in _REGISTRY and not replace:
+        raise ConfigError(f"method {name!r} is already registered; pass replace=True to replace it")
+    _REGISTRY[name] = factory
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method name, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
+    """The registered method ``name``, built by its factory.
+
+    Raises:
+        ConfigError: ``name`` is not registered (with the closest name).
+    """
+    if name not in _REGISTRY:
+        names = method_names()
+        raise ConfigError(f"algorithm.name={name!r}: unknown method; choose one of {list(names)}{suggest(name, names)}")
+    return _REGISTRY[name](*args, **kwargs)
