@@ -42,11 +42,14 @@ __all__ = [
     "load_tensors",
     "save_table_meta",
     "load_table_meta",
+    "load_item_domains",
+    "item_domains",
     "read_manifest",
 ]
 
 FORMAT = "metarec-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: checkpoints hold the model's buffers beside its parameters (1: parameters only)."""
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -122,8 +125,17 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return m
 
 
-def save_table_meta(table: InteractionTable, run_dir: str | os.PathLike[str]) -> None:
-    """Save what a model needs of its table: id maps, feature vocabularies and arrays."""
+def item_domains(table: InteractionTable) -> np.ndarray:
+    """``int64 (n_items,)``: the domain index of each item's interactions (0: none; an item
+    seen in several domains gets the domain of its last row)."""
+    out = np.zeros(table.n_items, dtype=np.int64)
+    out[table.items] = table.domains
+    return out
+
+
+def save_table_meta(table: InteractionTable, run_dir: str | os.PathLike[str], *, domains: np.ndarray | None = None) -> None:
+    """Save what a model needs of its table: id maps, feature vocabularies and arrays, and each
+    item's domain (``domains``, default :func:`item_domains` of ``table``)."""
     run_dir = Path(run_dir)
     enc = {
         "user_ids": table.user_ids.to_json(),
@@ -136,6 +148,9 @@ def save_table_meta(table: InteractionTable, run_dir: str | os.PathLike[str]) ->
     }
     atomic_write_json(run_dir / "encoders.json", enc)
     arrays: dict[str, Any] = {}
+    dom = item_domains(table) if domains is None else np.asarray(domains, dtype=np.int64)
+    if len(table) or domains is not None:
+        arrays["item/domain"] = torch.from_numpy(dom)
     for side, ft in (("user", table.user_features), ("item", table.item_features)):
         if ft is None:
             continue
@@ -144,6 +159,13 @@ def save_table_meta(table: InteractionTable, run_dir: str | os.PathLike[str]) ->
         arrays[f"{side}/numeric"] = torch.from_numpy(ft.numeric)
         arrays[f"{side}/present"] = torch.from_numpy(ft.present)
     save_tensors(run_dir / "features.pt", arrays)
+
+
+def load_item_domains(run_dir: str | os.PathLike[str]) -> np.ndarray | None:
+    """The items' domains saved by :func:`save_table_meta` (``None`` for runs saved without them)."""
+    arrays = load_tensors(Path(run_dir) / "features.pt")
+    d = arrays.get("item/domain") if isinstance(arrays, dict) else None
+    return None if d is None else d.numpy()
 
 
 def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:

@@ -62,10 +62,10 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from metarec.config import load_scenario
-    from metarec.train import train
+    from metarec.methods import train_method
 
     sc = load_scenario(_scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
-    res = train(sc, args.out, resume=args.resume)
+    res = train_method(sc, args.out, resume=args.resume)
     print(f"trained {res.steps} steps in {res.seconds:.1f} s ({res.tasks_per_s:.0f} tasks/s); best validation at step "
           f"{res.best_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.best_val.items() if isinstance(v, float)))
     test = Path(args.out) / "test_metrics.json"
@@ -95,9 +95,9 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
     support = read_support(args.support) if args.support else None
     rec = open_recommender(args.run, support=support, user=args.user, steps=args.steps, lr=args.lr)
-    idx = int(rec.meta.user_ids.encode([args.user])[0])
-    user = rec.meta.user_ids.values[idx - 1] if idx else args.user  # the catalogue's id when it knows the user
-    top = rec.recommend(args.user, k=args.k)
+    idx = int(rec.user_ids.encode([args.user])[0])
+    user = rec.user_ids.values[idx - 1] if idx else args.user  # the catalogue's id when it knows the user
+    top = rec.recommend(args.user, k=args.k, domain=args.domain)
     if args.json:
         print(json.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in top]}))
         return 0
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="keep the run folders here")
     demo.set_defaults(func=_cmd_demo)
 
-    tr = sub.add_parser("train", help="meta-train a scenario into a run directory")
+    tr = sub.add_parser("train", help="train a scenario's method (algorithm.name) into a run directory")
     tr.add_argument("scenario")
     tr.add_argument("--out", required=True, help="run directory")
     tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--support", help="CSV user,item,rating: adapt on the fly on this user's rows")
     rc.add_argument("--steps", type=int, help="inner steps with --support (default: the run's)")
     rc.add_argument("--lr", type=float, help="inner learning rate with --support (default: the run's)")
+    rc.add_argument("--domain", help="rank only this domain's items (a domain id of the run)")
     rc.add_argument("--json", action="store_true", help="print one JSON object {user, items: [{item, score}]}")
     rc.set_defaults(func=_cmd_recommend)
 

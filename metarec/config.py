@@ -805,6 +805,9 @@ class Scenario:
         description: free text.
         data, protocol, metrics, model, algorithm, train, bench: the sections, each with
             documented defaults.
+        crossdomain: settings of the cross-domain methods (``algorithm.name = "emcdr"``, ...):
+            the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
+            the method is built (before any data is read); unset keys keep their defaults.
     """
 
     name: str
@@ -816,6 +819,7 @@ class Scenario:
     algorithm: AlgorithmSection = field(default_factory=AlgorithmSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    crossdomain: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 
-__all__ = ["evaluate_pool", "per_task_metrics", "clip_to_scale", "PoolScores", "select_eval_lr"]
+__all__ = ["evaluate_pool", "evaluate_fitted", "per_task_metrics", "clip_to_scale", "PoolScores", "select_eval_lr"]
 
 
 def per_task_metrics(
@@ -131,6 +131,44 @@ def evaluate_pool(
             p = clip_to_scale(predict_batch(model, params, fast, b.query.users, b.query.items), table)
         scores.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
     return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
+
+def evaluate_fitted(
+    fitted: Any,
+    table: InteractionTable,
+    pool: TaskPool,
+    sampler_config: SamplerConfig,
+    *,
+    steps: int | None = None,
+    lr: float | None = None,
+    max_tasks: int | None = None,
+    batch_size: int = 256,
+    k: int = 10,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    return_per_task: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate_pool` for any method of the interface (:class:`metarec.methods.Fitted`):
+    ``fitted.adapt(support, steps=, lr=).score(query.users, query.items)`` per batch of tasks.
+
+    Same sampler, seed and batch size as :func:`evaluate_pool` (so the same query sets), same
+    metrics and return value.
+    """
+    sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)
+    n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
+    order = np.arange(n)
+    scores = PoolScores()
+    adapt_s = 0.0
+    for start in range(0, n, batch_size):
+        b = sampler.batch(order[start : start + batch_size])
+        t0 = time.perf_counter()
+        adapted = fitted.adapt(b.support, steps=steps, lr=lr)
+        adapt_s += time.perf_counter() - t0
+        with torch.no_grad():
+            p = clip_to_scale(adapted.score(b.query.users, b.query.items).to(dtype), table)
+        scores.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
+    return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
+
 
 def select_eval_lr(
     model: nn.Module,

@@ -51,10 +51,10 @@ from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool
 from metarec.models import build_model
-from metarec.models.base import split_params
+from metarec.models.base import RecModel, split_params
 from metarec.scenario import build_splits, load_table, sampler_config
 
-__all__ = ["TrainResult", "train", "algorithm_config", "model_kwargs", "resolve_device"]
+__all__ = ["TrainResult", "train", "algorithm_config", "model_kwargs", "resolve_device", "build_training_model"]
 
 SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}  # metric, sign (+1: higher is better)
 
@@ -105,7 +105,8 @@ def model_kwargs(sc: Scenario) -> dict[str, Any]:
     return kw
 
 
-def _build(sc: Scenario, table: InteractionTable, splits: MetaSplits):
+def build_training_model(sc: Scenario, table: InteractionTable, splits: MetaSplits) -> RecModel:
+    """The scenario's model with the known-id buffers training uses (id models)."""
     model = build_model(sc.model.name, table, **model_kwargs(sc))
     if hasattr(model, "set_known"):
         # Ids seen in meta-train keep their own embeddings; the rest share the learned
@@ -157,7 +158,7 @@ def train(
         raise CheckpointError(f"--resume: {str(last)!r} not found; start without --resume")
 
     torch.manual_seed(tr.seed)
-    model = _build(scenario, table, splits).to(device)
+    model = build_training_model(scenario, table, splits).to(device)
     params = {k: v for k, v in model.named_parameters()}
     fast, _ = split_params(model, adapt_patterns(algo, model), params)
     state = init_algorithm_state(algo, fast)  # on the parameters' device, leaves
@@ -222,7 +223,7 @@ def train(
                 score = sign * float(val[metric])
                 if score > best_score:
                     best_score, best_step, best_val, evals_without_gain = score, step, row["val"], 0
-                    _save_weights(out / "checkpoints" / "best.pt", params, state, step)
+                    _save_weights(out / "checkpoints" / "best.pt", model, params, state, step)
                 else:
                     evals_without_gain += 1
                 if tr.patience is not None and evals_without_gain >= tr.patience:
@@ -234,7 +235,7 @@ def train(
                             **({metric: f"{best_val.get(metric, float('nan')):.4f}"} if best_val else {}))
             bar.update(1)
             if step % tr.checkpoint_every == 0 or step == tr.steps or stopped_early:
-                _save_checkpoint(last, params, state, opt, sampler, step, skipped, best_score, best_step, evals_without_gain, best_val, scenario)
+                _save_checkpoint(last, model, params, state, opt, sampler, step, skipped, best_score, best_step, evals_without_gain, best_val, scenario)
             if stopped_early or (stop_after is not None and step >= stop_after):
                 break
     finally:
@@ -293,6 +294,7 @@ def _write_run_files(out: Path, sc: Scenario, table: InteractionTable, model, al
     atomic_write_json(out / "config.json", to_dict(sc))
     atomic_write_json(out / "manifest.json", {
         "format": FORMAT, "format_version": FORMAT_VERSION, "config_hash": config_hash(sc),
+        "method": {"name": sc.algorithm.name, "engine": True},
         "model": {"name": sc.model.name, "kwargs": model_kwargs(sc), "adapt": list(adapt_patterns(algo, model))},
         "algorithm": {k: (list(v) if isinstance(v, tuple) else v) for k, v in algo.__dict__.items()},
         "feedback": table.feedback,
@@ -301,17 +303,23 @@ def _write_run_files(out: Path, sc: Scenario, table: InteractionTable, model, al
     save_table_meta(table, out)
 
 
-def _save_weights(path: Path, params, state, step: int) -> None:
+def _buffers(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.named_buffers()}
+
+
+def _save_weights(path: Path, model, params, state, step: int) -> None:
     save_tensors(path, {
         "params": {k: v.detach().cpu() for k, v in params.items()},
+        "buffers": _buffers(model),
         "state": {k: v.detach().cpu() for k, v in state.items()},
         "step": step,
     })
 
 
-def _save_checkpoint(path, params, state, opt, sampler, step, skipped, best_score, best_step, ewg, best_val, sc) -> None:
+def _save_checkpoint(path, model, params, state, opt, sampler, step, skipped, best_score, best_step, ewg, best_val, sc) -> None:
     save_tensors(path, {
         "params": {k: v.detach().cpu() for k, v in params.items()},
+        "buffers": _buffers(model),
         "state": {k: v.detach().cpu() for k, v in state.items()},
         "optimizer": opt.state_dict(),
         "sampler_rng": json.dumps(sampler.rng.bit_generator.state),

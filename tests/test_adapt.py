@@ -70,7 +70,9 @@ def test_cold_user_gets_k_sorted_finite_recommendations(trained) -> None:
     items, scores = [i for i, _ in top], np.array([s for _, s in top])
     assert len(set(items)) == 10 and all(i in meta.item_ids for i in items)
     assert np.isfinite(scores).all() and (np.diff(scores) <= 0).all()
-    assert ((scores >= 1.0) & (scores <= 5.0)).all()  # explicit: clipped to the rating scale
+    # ranking scores are the raw predictions (unclipped); predict() clips ratings to the scale
+    np.testing.assert_allclose(scores, rec.predict(user, items, clip=False), rtol=1e-5, atol=1e-5)
+    assert (rec.predict(user, items) >= 1.0).all() and (rec.predict(user, items) <= 5.0).all()
     # adaptation moved the predictions away from the initialisation
     probe = list(support["item"])
     assert not np.allclose(rec.predict(user, probe, clip=False), meta.initial().predict(user, probe, clip=False))
@@ -334,17 +336,22 @@ def test_ml1m_cold_user_recommend_end_to_end(shared_data, tmp_path, capsys) -> N
     assert main(["recommend", "--run", str(run), "--user", "999999", "--support", str(csv), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["user"] == "999999" and len(out["items"]) == 10
-    assert all(isinstance(x["score"], float) and 1.0 <= x["score"] <= 5.0 for x in out["items"])
+    assert all(isinstance(x["score"], float) and np.isfinite(x["score"]) for x in out["items"])  # unclipped
     assert not set(movies) & {x["item"] for x in out["items"]} and all(x["item"] in meta.item_ids for x in out["items"])
 
 
 # ---------------------------------------------------------------------- serving fast paths
-def test_decision_only_path_equals_the_full_model(trained) -> None:
-    """MeLU: features computed once and the decision layers adapted alone give the full model's numbers."""
+def test_encode_once_path_equals_the_full_model(trained) -> None:
+    """MeLU: the engine's encode-once inner loop (features computed once, the decision layers
+    adapted alone) serves the full model's numbers."""
+    from dataclasses import replace
+
+    from metarec.models.base import encoder_is_fixed
+
     meta = trained["meta"]
     generic = load_run(trained["run"])
-    generic._decision_only = lambda: False  # the plain functional_call path over the whole model
-    assert meta._decision_only()
+    generic.algo = replace(generic.algo, encode_once=False)  # the plain forward pass at every inner step
+    assert meta.algo.encode_once and encoder_is_fixed(meta.model, meta._fast0)
     users = trained["cold"][:4]
     f = _support(trained, users, n=6)
     items = list(trained["frame"]["item"].iloc[:40])

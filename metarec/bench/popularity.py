@@ -23,25 +23,9 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
+from metarec.methods.popularity import PRIOR_STRENGTH, item_scores
 
 __all__ = ["PRIOR_STRENGTH", "item_scores", "evaluate_popularity"]
-
-PRIOR_STRENGTH = 5.0
-"""Pseudo ratings at the global mean added to every item's mean rating (explicit feedback)."""
-
-
-def item_scores(table: InteractionTable, rows: np.ndarray, prior: float = PRIOR_STRENGTH) -> np.ndarray:
-    """Popularity score of every item index from the table rows ``rows`` (meta-train):
-    ``float64 (n_items,)``, see the module docstring for the formulas."""
-    items = table.items[rows]
-    count = np.bincount(items, minlength=table.n_items).astype(np.float64)
-    if table.feedback == "implicit":
-        return count
-    r = table.ratings[rows].astype(np.float64)
-    mu = float(r.mean()) if r.size else 0.0
-    total = np.bincount(items, weights=r, minlength=table.n_items)
-    return (total + prior * mu) / (count + prior)
-
 
 def evaluate_popularity(
     scores: np.ndarray,

@@ -56,7 +56,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool, select_eval_lr
 from metarec.scenario import build_splits, load_table, sampler_config
-from metarec.train import _build, algorithm_config, resolve_device, train
+from metarec.train import algorithm_config, build_training_model, resolve_device, train
 
 __all__ = ["BenchResult", "run_bench", "make_rows", "evaluation_from_arrays", "ADAPT_CURVE_STEPS", "CATALOGUE_BUDGET"]
 
@@ -261,7 +261,7 @@ def _trained(ctx: _Context, say) -> tuple[list[dict[str, Any]], dict[str, Any], 
     if cuda:
         torch.cuda.reset_peak_memory_stats(ctx.device)
     res = train(sc, run_dir, table=ctx.table, splits=ctx.splits, evaluate_test=False)
-    model = _build(sc, ctx.table, ctx.splits).to(ctx.device)
+    model = build_training_model(sc, ctx.table, ctx.splits).to(ctx.device)
     params = dict(model.named_parameters())
     best = load_tensors(run_dir / "checkpoints" / "best.pt", map_location=ctx.device)
     with torch.no_grad():

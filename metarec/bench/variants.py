@@ -32,6 +32,7 @@ from metarec._errors import ConfigError, suggest
 from metarec.algorithms import ALGORITHMS
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.crossdomain.methods import METHODS as _CROSSDOMAIN_METHODS
+from metarec.methods.engine import MELU_REF
 
 __all__ = [
     "VARIANTS",
@@ -63,17 +64,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "global": {"algorithm": {"name": "global", **_PLAIN, "eval_steps": 0}},
     "finetune": {"algorithm": {"name": "finetune", **_PLAIN}},
     "popularity": None,
-    "melu-ref": {
-        "model": {"name": "melu", "embedding_dim": 32, "hidden": [64, 64], "adapt": None, "dropout": 0.0},
-        "algorithm": {
-            "name": "maml", "first_order": True, "inner_steps": 1, "inner_lr": 5e-6, "meta_batch": 32,
-            "per_step_lr": False, "multi_step_loss": False, "eval_steps": 5, "eval_lr": None,
-        },
-        # the authors' schedule: 30 epochs of 32-task batches, no early stopping (1,816 ml1m-melu
-        # meta-train users / 32 = 57 batches per epoch, so 1,700 steps); the same in --quick, since
-        # at a 5e-5 outer rate a shorter budget leaves the model at its initial constant prediction
-        "train": {"outer_lr": 5e-5, "steps": 1700, "patience": None},
-    },
+    "melu-ref": MELU_REF,
 }
 """Benchmark algorithm name -> scenario overrides (``None``: an evaluator without training)."""
 

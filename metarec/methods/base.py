@@ -50,8 +50,10 @@ __all__ = [
     "Fitted",
     "Adapted",
     "MethodFactory",
+    "FittedLoader",
     "register_method",
     "build_method",
+    "build_fitted",
     "method_names",
 ]
 
@@ -131,11 +133,24 @@ class Method(Protocol):
 MethodFactory = Callable[..., Method]
 """``factory(scenario, **settings) -> Method``: builds a method from a resolved scenario."""
 
+FittedLoader = Callable[[str, Mapping[str, Any], "InteractionTable"], Fitted]
+"""``loader(name, config, table) -> Fitted``: an untrained shell with the architecture that
+``Fitted.config()`` describes, to be filled by ``load_state_dict`` (how run directories load)."""
+
 _REGISTRY: dict[str, MethodFactory] = {}
+_LOADERS: dict[str, FittedLoader] = {}
 
 
-def register_method(name: str, factory: MethodFactory, *, replace: bool = False) -> None:
+def register_method(name: str, factory: MethodFactory, *, loader: FittedLoader | None = None, replace: bool = False) -> None:
     """Make ``name`` buildable by :func:`build_method` (``metarec train``/``bench`` use it).
+
+    Args:
+        name: the method name (``algorithm.name`` in a scenario, a row label in the benchmark).
+        factory: ``factory(scenario) -> Method``.
+        loader: ``loader(name, config, table) -> Fitted`` rebuilding the trained object from a run
+            directory (:func:`build_fitted`); without one the method trains and benchmarks, but
+            ``metarec train`` cannot save it for ``metarec recommend``.
+        replace: allow replacing an existing registration.
 
     Raises:
         ConfigError: ``name`` is already registered and ``replace`` is False.
@@ -145,6 +160,25 @@ def register_method(name: str, factory: MethodFactory, *, replace: bool = False)
     if name in _REGISTRY and not replace:
         raise ConfigError(f"method {name!r} is already registered; pass replace=True to replace it")
     _REGISTRY[name] = factory
+    if loader is not None:
+        _LOADERS[name] = loader
+    else:
+        _LOADERS.pop(name, None)
+
+
+def build_fitted(name: str, config: Mapping[str, Any], table: InteractionTable) -> Fitted:
+    """The untrained shell of method ``name`` for ``config`` (see :data:`FittedLoader`).
+
+    Raises:
+        ConfigError: ``name`` is unknown or was registered without a loader.
+    """
+    if name not in _LOADERS:
+        why = "is not registered" if name not in _REGISTRY else "was registered without a loader"
+        raise ConfigError(
+            f"method {name!r} {why}; a saved run of it cannot be loaded; register it with "
+            "register_method(name, factory, loader=...) before loading"
+        )
+    return _LOADERS[name](name, config, table)
 
 
 def method_names() -> tuple[str, ...]:
