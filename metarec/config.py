@@ -1,7 +1,7 @@
-"""Scenario configuration: typed, frozen dataclasses loaded from TOML.
+"""Scenario configuration: the schema of ``tasks/*.toml`` (typed, frozen dataclasses).
 
-A scenario (``tasks/*.toml``) is data, not code: one table per section, every key optional
-except ``name`` (which defaults to the file's stem)::
+A scenario is data, not code: one table per section, every key optional except ``name``
+(which defaults to the file's stem)::
 
     name = "movielens-user-cold-start"
     [data]
@@ -12,10 +12,15 @@ except ``name`` (which defaults to the file's stem)::
     inner_steps = 5
 
 :func:`load_scenario` reads the file, applies ``--set a.b=value`` overrides, expands
-``${METAREC_DATA}`` and builds a :class:`Scenario`, checking every key and type on the way: an
-unknown key is an error with a close-match suggestion, a wrong type names the dotted key, the
-value, the expected type and the fix. :func:`save_config` writes the resolved scenario as JSON
-beside a result, and :func:`config_hash` names it.
+``${METAREC_DATA}`` and builds a :class:`Scenario`, checking every key, type and value on the
+way (the engine is :mod:`metarec.schema`): an unknown key is an error with a close-match
+suggestion; a wrong type or a bad value names the dotted key, the value, the rule and the
+``--set`` fix. :func:`save_config` writes the resolved scenario as JSON beside a result, and
+:func:`config_hash` names it.
+
+The ``[algorithm]`` section is the engine's :class:`~metarec.algorithms.AlgorithmConfig` plus the
+evaluation budget: :meth:`AlgorithmSection.engine` produces the engine's config, and every value
+an engine algorithm would reject is rejected at load time.
 
 >>> s = scenario_from_dict({"name": "demo", "algorithm": {"inner_steps": 3}})
 >>> s.algorithm.inner_steps, s.protocol.n_support
@@ -24,39 +29,30 @@ beside a result, and :func:`config_hash` names it.
 Traceback (most recent call last):
 ...
 metarec._errors.ConfigError: unknown key 'inner_stpes' (did you mean 'inner_steps'?); valid keys: ...
-
-The mechanism (:func:`from_dict`, :func:`to_dict`, :func:`parse_overrides`, :func:`merge`,
-:func:`expand_vars`) is generic over any frozen dataclass with annotations among ``int``,
-``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, ``tuple[X, ...]``,
-``dict[str, X]`` and nested dataclasses. In ``X | None`` fields the string ``"none"`` (or
-``"null"``) means ``None``, since TOML has no null: ``--set protocol.n_query=none``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import functools
-import hashlib
 import json
 import os
-import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal
 
 from metarec._errors import ConfigError, suggest
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
+from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
+from metarec.schema import (
+    cli_literal,
+    config_hash,
+    expand_vars,
+    from_dict,
+    merge,
+    parse_overrides,
+    read_config_file,
+    to_dict,
+)
 
 __all__ = [
     "AlgorithmSection",
@@ -78,374 +74,6 @@ __all__ = [
     "scenario_from_dict",
     "to_dict",
 ]
-
-T = TypeVar("T")
-_NONE_WORDS = ("none", "null")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-# --------------------------------------------------------------------------------------------
-# Generic mechanism: dicts <-> frozen dataclasses
-# --------------------------------------------------------------------------------------------
-
-
-class _Mismatch(Exception):
-    """A value that does not fit an annotation (turned into a ConfigError by the caller)."""
-
-
-def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
-    """Build the dataclass ``cls`` from ``data``, recursively, checking keys and types.
-
-    ``where`` is the dotted key of ``data`` inside the whole config (``"algorithm"``), used in
-    error messages. Ints are accepted for floats, lists for tuples, tables for nested
-    dataclasses; nothing else is converted. Missing keys take the field's default.
-
-    Raises:
-        ConfigError: on an unknown key (with a close-match suggestion and the valid keys), a
-            missing required key, a value of the wrong type, or a value its class rejects.
-    """
-    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-        raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
-    if not isinstance(data, Mapping):
-        raise ConfigError(_table_message(where or cls.__name__, data))
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = _hints(cls)
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                f"unknown key {_join(where, key)!r}{suggest(key, fields)}; "
-                f"valid keys: {', '.join(fields)}"
-            )
-    kwargs = {}
-    for name, f in fields.items():
-        key = _join(where, name)
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], key, _default(f))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(
-                f"missing key {key!r}: expected {_describe(hints[name])}; "
-                f"add it to the scenario file or pass --set {key}=..."
-            )
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        # Validation messages start with the field name ("n_support=0: ..."): prefix the section.
-        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
-
-
-def to_dict(obj: Any) -> Any:
-    """The inverse of :func:`from_dict`: dataclasses become dicts, tuples lists (JSON-ready).
-
-    ``None`` stays ``None`` (``null`` in JSON); ``from_dict(type(x), to_dict(x)) == x``.
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def config_hash(obj: Any) -> str:
-    """First 12 hex digits of the sha256 of ``obj``'s canonical JSON (sorted keys, no spaces).
-
-    Equal configs hash equal whatever their key order; any changed value changes the hash.
-    """
-    text = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
-
-
-def _coerce(value: Any, tp: Any, key: str, default: Any = None) -> Any:
-    try:
-        return _convert(value, tp, key)
-    except _Mismatch:
-        raise ConfigError(_type_message(key, value, tp, default)) from None
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` converted to annotation ``tp`` or raise :class:`_Mismatch`."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin is Union or origin is types.UnionType:
-        if type(None) in args and (
-            value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
-        ):
-            return None
-        for option in args:
-            if option is not type(None):
-                try:
-                    return _convert(value, option, key)
-                except _Mismatch:
-                    pass
-        raise _Mismatch
-    if origin is Literal:
-        for choice in args:
-            if type(value) is type(choice) and value == choice:
-                return value
-        raise _Mismatch
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if isinstance(value, Mapping):
-            return from_dict(tp, value, key)
-        raise _Mismatch
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
-            items = [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-        elif len(args) == len(value):
-            items = [
-                _convert(v, a, f"{key}[{i}]")
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            ]
-        else:
-            raise _Mismatch
-        return origin(items)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise _Mismatch
-        key_type, value_type = args
-        return {
-            _convert(k, key_type, key): _convert(v, value_type, f"{key}.{k}")
-            for k, v in value.items()
-        }
-    raise TypeError(f"{key}: unsupported annotation {tp!r} in a config dataclass")
-
-
-def _strip_none(tp: Any) -> Any:
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        options = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(options) == 1:
-            return options[0]
-    return tp
-
-
-_PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
-
-
-def _describe(tp: Any) -> str:
-    """English for an annotation: ``int | None`` -> ``"an integer or none"``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is type(None):
-        return "none"
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in sorted(args, key=lambda a: a is type(None)))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (tuple, list):
-        return f"a list of {_PLURALS.get(args[0], 'values')}" if args else "a list"
-    if origin is dict:
-        return f"a table of {_PLURALS.get(args[1], 'values')}"
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-        tp, repr(tp)
-    )
-
-
-def _example(tp: Any, default: Any) -> Any:
-    """A valid value to show in a fix: the default where there is one."""
-    if default is not None and not dataclasses.is_dataclass(default):
-        return to_dict(default)
-    tp = _strip_none(tp)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return args[0]
-    if origin in (tuple, list):
-        return [_example(args[0], None)] * 2
-    return {bool: True, int: 1, float: 0.1}.get(tp, "name")
-
-
-def _toml_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def _cli_literal(value: Any) -> str:
-    if isinstance(value, str) and re.fullmatch(r"[\w.@/:-]+", value):
-        return value
-    if isinstance(value, list):
-        return "[" + ",".join(_cli_literal(v) for v in value) + "]"
-    return _toml_literal(value)
-
-
-def _table_message(key: str, value: Any) -> str:
-    return (
-        f"{key}={value!r}: expected a table; write it as [{key}] followed by key = value lines, "
-        f"or pass --set {key}.KEY=VALUE"
-    )
-
-
-def _type_message(key: str, value: Any, tp: Any, default: Any) -> str:
-    inner = _strip_none(tp)
-    if isinstance(inner, type) and dataclasses.is_dataclass(inner):
-        return _table_message(key, value)
-    hint = ""
-    if typing.get_origin(inner) is Literal and isinstance(value, str):
-        hint = suggest(value, typing.get_args(inner))
-        match = re.search(r"'(.*)'", hint)
-        default = match.group(1) if match else default
-    if typing.get_origin(inner) is dict:
-        fix = (
-            f'write it as [{key}] followed by name = "value" lines, or pass --set {key}.NAME=VALUE'
-        )
-    else:
-        example = _example(tp, default)
-        leaf = key.rsplit(".", 1)[-1]
-        fix = (
-            f"e.g. --set {key}={_cli_literal(example)}, "
-            f"or {leaf} = {_toml_literal(example)} in the scenario file"
-        )
-    return f"{key}={value!r}: expected {_describe(tp)}{hint}; {fix}"
-
-
-# --------------------------------------------------------------------------------------------
-# Overrides, merging and ${VAR} expansion on plain dicts
-# --------------------------------------------------------------------------------------------
-
-
-def _toml_loads(text: str) -> dict[str, Any]:
-    if tomllib is None:
-        raise ModuleNotFoundError(
-            "reading TOML on Python 3.10 needs the 'tomli' package; pip install tomli"
-        )
-    return tomllib.loads(text)
-
-
-def _parse_value(text: str) -> Any:
-    """A TOML value when ``text`` is one (``5``, ``0.01``, ``true``, ``"x"``, ``[1, 2]``), else
-    the bare string; ``[a, b]`` with bare words becomes a list of strings."""
-    text = text.strip()
-    if not text:
-        return ""
-    try:
-        value = _toml_loads(f"v = {text}")["v"]
-    except ValueError:  # tomllib.TOMLDecodeError: not a TOML value, so a bare string
-        if text.startswith("[") and text.endswith("]"):
-            inner = text[1:-1].strip()
-            return [_parse_value(part) for part in inner.split(",")] if inner else []
-        return text
-    if isinstance(value, (datetime.date, datetime.time)):  # dates and times stay as typed
-        return text
-    return value
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["algorithm.inner_steps=5", "data.path=/x"]`` into a nested dict.
-
-    Values are parsed as TOML values where possible (``5``, ``0.01``, ``true``, ``"x"``,
-    ``[1,2]``) and are bare strings otherwise; later items win over earlier ones.
-
-    >>> parse_overrides(["algorithm.inner_steps=5", "train.bf16=true", "model.name=melu"])
-    {'algorithm': {'inner_steps': 5}, 'train': {'bf16': True}, 'model': {'name': 'melu'}}
-    """
-    if isinstance(items, str):
-        items = [items]
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = str(item).partition("=")
-        parts = [p.strip() for p in key.split(".")]
-        if not sep or not all(parts):
-            raise ConfigError(
-                f"override {item!r}: expected KEY=VALUE with a dotted key; "
-                f"pass it as --set algorithm.inner_steps=5"
-            )
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                prefix = ".".join(parts[: i + 1])
-                raise ConfigError(
-                    f"override {item!r}: {prefix} was already set to a value by an earlier "
-                    f"--set; set either {prefix} or its keys, not both"
-                )
-        value = _parse_value(text)
-        last = parts[-1]
-        both_tables = isinstance(node.get(last), dict) and isinstance(value, dict)
-        node[last] = merge(node[last], value) if both_tables else value
-    return out
-
-
-def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``overrides`` into a copy of ``base``: tables merge key by key, anything else
-    is replaced. Neither argument is modified."""
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def expand_vars(d: Any, variables: Mapping[str, str], where: str = "") -> Any:
-    """Replace ``${NAME}`` in every string value of ``d`` (recursively) by ``variables[NAME]``.
-
-    A variable that is undefined or empty is an error only where a value uses it.
-
-    >>> expand_vars({"data": {"path": "${METAREC_DATA}/ml-100k"}}, {"METAREC_DATA": "/d"})
-    {'data': {'path': '/d/ml-100k'}}
-    """
-    if isinstance(d, Mapping):
-        return {k: expand_vars(v, variables, _join(where, k)) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return type(d)(expand_vars(v, variables, f"{where}[{i}]") for i, v in enumerate(d))
-    if not isinstance(d, str):
-        return d
-
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        if variables.get(name):
-            return variables[name]
-        fix = f"set the {name} environment variable"
-        if name == "METAREC_DATA":
-            fix = "set METAREC_DATA to the datasets folder or pass --data-root DIR"
-        raise ConfigError(f"{where or 'value'}={d!r}: ${{{name}}} is not defined; {fix}")
-
-    return _VAR.sub(replace, d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -698,22 +326,29 @@ class ModelConfig:
             raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1); e.g. dropout = 0.1")
 
 
+_ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(AlgorithmConfig) if f.name not in ("adapt", "loss"))
+
+
 @dataclass(frozen=True)
 class AlgorithmSection:
-    """The meta-learning algorithm (section ``[algorithm]``).
+    """The method and its engine settings (section ``[algorithm]``).
 
     Fields:
-        name: algorithm name (``"maml"``, ``"fomaml"``, ``"reptile"``, ``"metasgd"``,
-            ``"anil"``, ``"global"``, ``"finetune"``), see ``metarec.algorithms``.
-        inner_steps: gradient steps on the support set per task during meta-training.
-        inner_lr: inner-loop learning rate (initial value when ``per_step_lr``).
-        first_order: drop second-order terms of the meta-gradient.
-        meta_batch: tasks per outer step.
-        chunk_size: tasks per ``vmap`` call, to bound memory (``None`` = the whole batch).
-        per_step_lr: learn one inner learning rate per step and parameter (MAML++).
-        multi_step_loss: average the query loss over every inner step (MAML++).
-        eval_steps: inner steps at evaluation (``None`` = ``inner_steps``).
+        name: the method: an engine algorithm (``"maml"``, ``"fomaml"``, ``"reptile"``,
+            ``"metasgd"``, ``"anil"``, ``"global"``, ``"finetune"``; see ``metarec.algorithms``),
+            ``"melu-ref"``, ``"popularity"``, a cross-domain method (``"emcdr"``,
+            ``"ptupcdr+adapt"``, ...; settings in ``[crossdomain]``) or any name registered with
+            ``metarec.register_method``.
+        inner_steps, inner_lr, first_order, meta_batch, chunk_size, sort_tasks, encode_once,
+            per_step_lr, multi_step_loss: the engine's options, exactly
+            :class:`~metarec.algorithms.AlgorithmConfig`'s (same names, defaults and rules).
+        loss: ``"mse"``, ``"bce"`` or ``"bpr"``; ``None`` = ``"mse"`` for explicit feedback,
+            ``"bce"`` for implicit.
+        eval_steps: inner steps at evaluation (``None`` = ``inner_steps``; ``global``: 0).
         eval_lr: inner learning rate at evaluation (``None`` = ``inner_lr``).
+
+    For an engine algorithm every value is checked at load time by building the engine's config,
+    and a rejected value names its ``--set`` key.
     """
 
     name: str = "maml"
@@ -722,14 +357,34 @@ class AlgorithmSection:
     first_order: bool = False
     meta_batch: int = 32
     chunk_size: int | None = None
+    sort_tasks: bool = False
+    encode_once: bool = True
     per_step_lr: bool = False
     multi_step_loss: bool = False
+    loss: Literal["mse", "bce", "bpr"] | None = None
     eval_steps: int | None = None
     eval_lr: float | None = None
 
     def __post_init__(self) -> None:
-        _check_at_least(self, 0, "inner_steps", "eval_steps")
-        _check_at_least(self, 1, "meta_batch", "chunk_size")
+        _check_at_least(self, 0, "eval_steps")
+        if self.eval_lr is not None and not self.eval_lr > 0:
+            raise ConfigError(f"eval_lr={self.eval_lr!r}: must be > 0; e.g. --set algorithm.eval_lr=0.01, or none")
+        if self.name in ALGORITHMS:
+            self.engine("explicit")
+
+    def engine(self, feedback: str, adapt: Sequence[str] | None = None) -> AlgorithmConfig:
+        """The engine's :class:`~metarec.algorithms.AlgorithmConfig` of this section
+        (``loss`` from ``feedback`` when unset; ``adapt``: the model's inner-loop patterns)."""
+        loss = self.loss or ("mse" if feedback == "explicit" else "bce")
+        kw = {k: getattr(self, k) for k in _ENGINE_FIELDS}
+        try:
+            return AlgorithmConfig(**kw, adapt=tuple(adapt) if adapt else None, loss=loss)
+        except ConfigError as e:
+            key = str(e).split("=", 1)[0].split(" ", 1)[0]
+            if key in _ENGINE_FIELDS:
+                good = {f.name: f.default for f in dataclasses.fields(AlgorithmConfig)}[key]
+                raise ConfigError(f"{e}; e.g. --set algorithm.{key}={cli_literal(good)}") from None
+            raise
 
 
 @dataclass(frozen=True)
@@ -851,7 +506,7 @@ def load_scenario(
             unparsable, an override is malformed, or a key, type or value is invalid.
     """
     path = Path(path)
-    raw = _read(path)
+    raw = read_config_file(path)
     data = merge(raw, parse_overrides(overrides))
     data.setdefault("name", path.stem)
     variables = dict(os.environ)
@@ -873,29 +528,3 @@ def save_config(scenario: Any, path: str | os.PathLike[str]) -> Path:
     path.write_text(json.dumps(to_dict(scenario), indent=2) + "\n", encoding="utf-8")
     return path
 
-
-def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        folder = path.parent
-        found = sorted(p.name for p in folder.glob("*.toml")) if folder.is_dir() else []
-        what = "is a folder, not a scenario file" if path.is_dir() else "does not exist"
-        if found:
-            listing = f"scenarios in {folder}: {', '.join(found)}"
-        elif folder.is_dir():
-            listing = f"{folder} holds no .toml files"
-        else:
-            listing = f"folder {folder} does not exist either"
-        raise ConfigError(
-            f"scenario file {str(path)!r} {what}{suggest(path.name, found)}; {listing}"
-        )
-    try:
-        if path.suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            data = _toml_loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:  # TOMLDecodeError, JSONDecodeError
-        kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise ConfigError(f"{path}: invalid {kind}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a table of sections at the top, got {data!r}")
-    return data

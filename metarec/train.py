@@ -83,14 +83,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
-    """The engine's :class:`AlgorithmConfig` from a scenario's ``[algorithm]`` section."""
-    a = sc.algorithm
-    loss = "mse" if feedback == "explicit" else "bce"
-    return AlgorithmConfig(
-        a.name, inner_steps=a.inner_steps, inner_lr=a.inner_lr, first_order=a.first_order,
-        meta_batch=a.meta_batch, chunk_size=a.chunk_size, per_step_lr=a.per_step_lr,
-        multi_step_loss=a.multi_step_loss, adapt=tuple(sc.model.adapt) if sc.model.adapt else None, loss=loss,
-    )
+    """The engine's :class:`AlgorithmConfig` of a scenario: :meth:`AlgorithmSection.engine`
+    with the ``[model]`` section's inner-loop patterns."""
+    return sc.algorithm.engine(feedback, sc.model.adapt)
 
 
 def model_kwargs(sc: Scenario) -> dict[str, Any]:

@@ -184,3 +184,37 @@ def test_checkpoint_without_params(run) -> None:
     save_tensors(run / "checkpoints" / "best.pt", {"weights": torch.zeros(3)})
     with pytest.raises(CheckpointError, match=r"best\.pt'?: holds no 'params' dict; not a metarec checkpoint"):
         load_run(run)
+
+
+def test_format_1_run_is_refused_with_the_conversion_and_converts(tmp_path) -> None:
+    """A version-1 run (parameters only) gets an error that shows convert_run; after it the id
+    model's known-id buffers are exactly the ones training set (no inference from the weights)."""
+    from metarec.runs import convert_run
+
+    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'", "protocol.unit='domain'", "data.synthetic.n_domains=8",
+                                                                       "protocol.min_interactions=20"])
+    run = train(sc, tmp_path / "run", evaluate_test=False).run_dir
+    trained = load_run(run)
+    known = trained.model.known_users.clone(), trained.model.known_items.clone()
+    assert known[0].any()  # domain tasks: the meta-train users are known
+    m = json.loads((run / "manifest.json").read_text())
+    m["format_version"] = 1
+    atomic_write_json(run / "manifest.json", m)
+    for which in ("best", "last"):  # what version 1 wrote: no buffers
+        ck = load_tensors(run / "checkpoints" / f"{which}.pt")
+        del ck["buffers"]
+        save_tensors(run / "checkpoints" / f"{which}.pt", ck)
+    with pytest.raises(CheckpointError, match=r"format_version=1 .* metarec\.convert_run\(.*\) \(needs the run's data"):
+        load_run(run)
+    convert_run(run)
+    back = load_run(run)
+    assert read_manifest(run)["format_version"] == FORMAT_VERSION
+    assert torch.equal(back.model.known_users, known[0]) and torch.equal(back.model.known_items, known[1])
+
+
+def test_checkpoints_hold_every_buffer(tmp_path) -> None:
+    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'"])
+    run = train(sc, tmp_path / "run", evaluate_test=False).run_dir
+    meta = load_run(run)
+    ck = load_tensors(run / "checkpoints" / "best.pt")
+    assert set(ck["buffers"]) == {k for k, _ in meta.model.named_buffers()} >= {"known_users", "known_items"}

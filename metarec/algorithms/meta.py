@@ -32,7 +32,7 @@ from metarec._errors import ConfigError
 from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.models.base import encoder_is_fixed, split_params, staged_call
+from metarec.models.base import encoder_is_fixed, model_adapt_patterns, split_params, staged_call
 
 __all__ = ["adapt_patterns", "meta_loss_and_grads", "adapt_batch", "predict_batch"]
 
@@ -41,10 +41,20 @@ Grads = dict[str, torch.Tensor]
 
 
 def adapt_patterns(cfg: AlgorithmConfig, model: nn.Module) -> tuple[str, ...]:
-    """The inner-loop patterns: ``cfg.adapt``, else the head for ANIL, else ``model.adapt``."""
+    """The inner-loop patterns: ``cfg.adapt``, else the head for ANIL, else the model's
+    (:func:`~metarec.models.base.model_adapt_patterns`: every parameter of a plain ``nn.Module``)."""
     if cfg.adapt is not None:
         return cfg.adapt
-    return tuple(model.head_patterns if cfg.name == "anil" else model.adapt)
+    if cfg.name == "anil":
+        head = getattr(model, "head_patterns", None)
+        if not head:
+            raise ConfigError(
+                f"name='anil': ANIL adapts the model's head, but {type(model).__name__} declares no head_patterns; "
+                "set a class attribute head_patterns = ('fc.*',) naming the output layer, or pass "
+                "AlgorithmConfig('maml', adapt=('fc.*',))"
+            )
+        return tuple(head)
+    return model_adapt_patterns(model)
 
 
 def meta_loss_and_grads(

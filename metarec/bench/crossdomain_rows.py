@@ -6,7 +6,7 @@ with a cold-domain-users protocol (``protocol.split = "cold_domain_users"``): pe
 trained by :func:`metarec.crossdomain.fit_method` on the same splits as the meta-learners
 (meta-train rows only, best epoch on meta-val), then every test state is scored **once** per
 shots value by :func:`metarec.bench.evaluation.score_pool` through
-:func:`metarec.bench.run._evaluate_states`, so the query sets, the sampled negatives, the ranking
+:func:`metarec.bench.context.evaluate_states`, so the query sets, the sampled negatives, the ranking
 candidates and the evaluation seed are the meta-learners'. ``"+adapt"`` methods choose their
 adaptation step size on meta-val for each shots value.
 
@@ -27,14 +27,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from metarec.bench.context import RunContext, evaluate_states, ranking
 from metarec.bench.evaluation import score_pool
-from metarec.bench.run import _Context, _evaluate_states, _ranking, _rows, _rss_mb
+from metarec.bench.report import cell_values, load_rows, protocol_line, run_protocol, summarize
+from metarec.bench.stats import lower_is_better, paired_t_test
+from metarec.bench.variants import BASELINES, REFERENCES
+from metarec.bench.writers import context_rows, rss_mb
 from metarec.config import Scenario, config_hash, to_dict
 from metarec.crossdomain.config import CrossDomainConfig, config_from_scenario
-from metarec.crossdomain.evaluate import AdaptConfig, adapt_user_vectors
+from metarec.crossdomain.evaluate import AdaptConfig
 from metarec.crossdomain.methods import METHODS, FittedMethod, fit_method, parse_method
+from metarec.methods.crossdomain import CrossDomainFitted
 from metarec.scenario import sampler_config
 
 __all__ = [
@@ -95,7 +98,7 @@ def bench_config(scenario: Scenario, seed: int, *, quick: bool = False) -> Cross
 _CACHE: dict[tuple[int, int, str], FittedMethod] = {}
 
 
-def _fit(ctx: _Context, cfg: CrossDomainConfig) -> tuple[FittedMethod, str | None]:
+def _fit(ctx: RunContext, cfg: CrossDomainConfig) -> tuple[FittedMethod, str | None]:
     """The fitted method, reusing a fit of the same base method, seed and splits."""
     base, _ = parse_method(ctx.algo)
     key = (id(ctx.splits), ctx.seed, base)
@@ -111,39 +114,36 @@ def _fit(ctx: _Context, cfg: CrossDomainConfig) -> tuple[FittedMethod, str | Non
     return fitted, None
 
 
-def _scorer_for(fitted: FittedMethod, adapt: AdaptConfig | None, n_domains: int):
-    """The benchmark's per-batch scorer: zero-shot (or adapted) user vectors of the batch's
-    tasks, scored by the method's target-domain model."""
+def _scorer_for(fitted: CrossDomainFitted, adapt: AdaptConfig | None):
+    """The benchmark's per-batch scorer through the method interface: the tasks' zero-shot user
+    vectors, adapted on the support with the step size chosen on meta-val for these shots."""
 
     def scorer_for(batch):
-        users = batch.units // n_domains  # (T,) units are user * n_domains + domain
-        with torch.no_grad():
-            v = fitted.scorer.user_vectors(users)  # (T, du)
-        if adapt is not None and adapt.steps:
-            v = adapt_user_vectors(fitted.scorer, v, batch.support, adapt)
-        return lambda _users, items: fitted.scorer.score(v, items)  # (T, N): rows are the batch's tasks
+        steps, lr = (adapt.steps, adapt.lr) if adapt is not None else (0, None)
+        return fitted.adapt(batch.support, steps=steps, lr=lr).score  # (T, N): rows are the batch's tasks
 
     return scorer_for
 
 
-def crossdomain_run(ctx: _Context, say) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+def crossdomain_run(ctx: RunContext, say) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """Train and score one cross-domain algorithm for one seed: ``(rows, config, curves)``."""
     cfg = bench_config(ctx.scenario, ctx.seed, quick=ctx.quick)
-    fitted, shared = _fit(ctx, cfg)
+    fm, shared = _fit(ctx, cfg)
+    fitted = CrossDomainFitted.from_fitted_method(fm, None)
     t_eval = time.perf_counter()
     chosen_by: dict[Any, AdaptConfig | None] = {}
 
     def score_test(pool, scfg, default=False):
-        chosen, _ = fitted.select_adapt(scfg)  # step size chosen on meta-val for these shots
+        chosen, _ = fm.select_adapt(scfg)  # step size chosen on meta-val for these shots
         chosen_by[scfg.n_support] = chosen
-        return score_pool(ctx.table, pool, scfg, _scorer_for(fitted, chosen, ctx.table.n_domains), k=ctx.scenario.metrics.k,
-                          seed=ctx.seed, cat=ctx.cat, **_ranking(ctx, default))
+        return score_pool(ctx.table, pool, scfg, _scorer_for(fitted, chosen), k=ctx.scenario.metrics.k,
+                          seed=ctx.seed, cat=ctx.cat, **ranking(ctx, default))
 
-    evals = _evaluate_states(ctx, ctx.scenario, score_test, catalogue=True)
+    evals = evaluate_states(ctx, ctx.scenario, score_test, catalogue=True)
     eval_s = time.perf_counter() - t_eval
     resolved = {"benchmark_algorithm": ctx.algo, "crossdomain": to_dict(cfg), "scenario": to_dict(ctx.scenario)}
     h = config_hash(resolved)
-    log = fitted.log
+    log = fm.log
     stage = next((log[k] for k in ("mapping", "bridge", "finetune", "target_mf") if k in log), log)
     rows: list[dict[str, Any]] = []
     for ev in evals:
@@ -152,12 +152,12 @@ def crossdomain_run(ctx: _Context, say) -> tuple[list[dict[str, Any]], dict[str,
             "best_step": stage.get("best_epoch"), "steps": len(stage.get("history", [])), "eval_steps": chosen.steps if chosen else 0,
             "eval_lr": chosen.lr if chosen else None, "family": "crossdomain", "fit_shared_with": shared,
         }
-        rows += _rows(ctx, ctx.scenario, [ev], train_seconds=fitted.fit_seconds, eval_seconds=eval_s, peak_mb=_rss_mb(),
+        rows += context_rows(ctx, ctx.scenario, [ev], train_seconds=fm.fit_seconds, eval_seconds=eval_s, peak_mb=rss_mb(),
                       memory="ru_maxrss (process peak so far)", extra=extra, cfg_hash=h)
     best = stage.get("best_val")
-    say(f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fitted.fit_seconds:.0f} s"
+    say(f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fm.fit_seconds:.0f} s"
         + (" (shared fit)" if shared else "")
-        + (f" (best meta-val {fitted.metric} {abs(best):.4f} at epoch {stage.get('best_epoch')})" if best is not None else "")
+        + (f" (best meta-val {fm.metric} {abs(best):.4f} at epoch {stage.get('best_epoch')})" if best is not None else "")
         + f"; test states scored in {eval_s:.0f} s")
     return rows, resolved, []
 
@@ -167,10 +167,6 @@ def write_transfer_summary(out: str | Path) -> Path:
     primary metric (any algorithm that is neither a baseline nor a reference re-implementation:
     the meta-learners and the cross-domain transfer / DA methods) against each EMCDR / PTUPCDR
     row, as mean ± 95% Student-t half-width over seeds and a paired t-test over seeds."""
-    from metarec.bench.report import cell_values, load_rows, protocol_line, run_protocol, summarize
-    from metarec.bench.stats import lower_is_better, paired_t_test
-    from metarec.bench.variants import BASELINES, REFERENCES
-
     out = Path(out)
     rows = load_rows(out)
     meta = json.loads((out / "bench.json").read_text())

@@ -32,6 +32,7 @@ from metarec._errors import ConfigError, suggest
 from metarec.algorithms import ALGORITHMS
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.crossdomain.methods import METHODS as _CROSSDOMAIN_METHODS
+from metarec.methods import BUILTIN_METHODS, method_names
 from metarec.methods.engine import MELU_REF
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "seeded_scenario",
     "quick_scenario",
     "check_algorithms",
+    "extra_methods",
 ]
 
 _PLAIN = {"first_order": False, "per_step_lr": False, "multi_step_loss": False}
@@ -89,18 +91,25 @@ QUICK_META_BATCH = 16
 assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a != "melu-ref")
 
 
+def extra_methods() -> tuple[str, ...]:
+    """Methods registered with :func:`~metarec.methods.register_method` beyond the built-in ones
+    (new meta-learners, ...): ``metarec bench`` runs them by default beside the scenario's list."""
+    return tuple(n for n in method_names() if n not in BUILTIN_METHODS)
+
+
 def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:
-    """Validate benchmark algorithm names (unknown names get a close-match suggestion)."""
+    """Validate benchmark algorithm names: built-in variants, cross-domain methods and any
+    registered method (unknown names get a close-match suggestion)."""
     if isinstance(names, str):
         raise ConfigError(f"algorithms={names!r}: expected a list of names; pass algorithms=[{names!r}]")
     out = tuple(names)
     if not out:
         raise ConfigError(f"algorithms=[]: nothing to benchmark; choose some of {', '.join(BENCH_ALGORITHMS)}")
     for a in out:
-        if a not in VARIANTS and a not in CROSSDOMAIN:
+        if a not in VARIANTS and a not in CROSSDOMAIN and a not in method_names():
             raise ConfigError(
-                f"algorithm {a!r}: unknown benchmark algorithm{suggest(a, BENCH_ALGORITHMS + CROSSDOMAIN)}; "
-                f"choose from {', '.join(BENCH_ALGORITHMS)} or a cross-domain method ({', '.join(CROSSDOMAIN)})"
+                f"algorithm {a!r}: unknown benchmark algorithm{suggest(a, BENCH_ALGORITHMS + CROSSDOMAIN + extra_methods())}; "
+                f"choose from {', '.join(BENCH_ALGORITHMS + extra_methods())} or a cross-domain method ({', '.join(CROSSDOMAIN)})"
             )
     dup = sorted({a for a in out if out.count(a) > 1})
     if dup:
@@ -115,7 +124,7 @@ def _override(sc: Scenario, overrides: Mapping[str, Any]) -> Scenario:
 def variant_scenario(sc: Scenario, algorithm: str) -> Scenario:
     """The resolved scenario that trains benchmark ``algorithm`` (``popularity``: ``sc``)."""
     check_algorithms([algorithm])
-    ov = VARIANTS[algorithm]
+    ov = VARIANTS.get(algorithm)
     return sc if ov is None else _override(sc, ov)
 
 

@@ -26,11 +26,12 @@ from metarec.crossdomain.bridges import EMCDR, PTUPCDR
 from metarec.crossdomain.bridges import Mapping as BridgeMapping
 from metarec.crossdomain.config import CrossDomainConfig, as_config, config_from_scenario
 from metarec.crossdomain.evaluate import AdaptConfig, adapt_user_vectors
-from metarec.crossdomain.methods import MeanUser, fit_method, parse_method
+from metarec.crossdomain.methods import FittedMethod, MeanUser, fit_method, parse_method
 from metarec.crossdomain.mf import MF
 from metarec.crossdomain.transfer import DomainScorer, SharedUserModel
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.episodes.sampler import SamplerConfig
 from metarec.methods.base import FitData
 from metarec.scenario import sampler_config
 
@@ -116,6 +117,15 @@ class CrossDomainFitted:
         self.scorer.load_state_dict(dict(state))
 
     @classmethod
+    def from_fitted_method(cls, fm: FittedMethod, scfg: SamplerConfig | None) -> CrossDomainFitted:
+        """Wrap a :class:`~metarec.crossdomain.FittedMethod`; with ``scfg`` the ``+adapt`` step size
+        is chosen on meta-val for those sampler settings (``None``: zero-shot unless ``adapt``
+        is given ``steps``)."""
+        chosen, val = fm.select_adapt(scfg) if scfg is not None else (None, {})
+        info = {"fitted_method": fm, "meta_val": {k: v for k, v in val.items() if isinstance(v, float)}, "log": fm.log}
+        return cls(fm.method, fm.table, fm.scorer, fm.config, chosen, _shape(fm.base, fm.scorer, fm.table), info)
+
+    @classmethod
     def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> CrossDomainFitted:
         settings = as_config(_tuples(config["crossdomain"]))
         shape = dict(config["shape"])
@@ -173,10 +183,7 @@ class CrossDomainMethod:
     def fit(self, data: FitData) -> CrossDomainFitted:
         scfg = sampler_config(self.scenario.protocol)
         fm = fit_method(self.name, data.table, data.splits, seed=data.seed, config=self.settings, val_sampler=scfg)
-        chosen, val = fm.select_adapt(scfg)
-        base, _ = parse_method(self.name)
-        info = {"fitted_method": fm, "meta_val": {k: v for k, v in val.items() if isinstance(v, float)}, "log": fm.log}
-        return CrossDomainFitted(self.name, data.table, fm.scorer, fm.config, chosen, _shape(base, fm.scorer, data.table), info)
+        return CrossDomainFitted.from_fitted_method(fm, scfg)
 
     def with_settings(self, **changes: Any) -> CrossDomainMethod:
         return CrossDomainMethod(self.name, replace(self.settings, **changes), self.scenario)

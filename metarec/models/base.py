@@ -33,7 +33,25 @@ from torch.func import functional_call
 
 from metarec._errors import ConfigError, suggest
 
-__all__ = ["RecModel", "split_params", "check_patterns", "seeded", "encoder_is_fixed", "staged_call"]
+__all__ = [
+    "RecModel", "split_params", "check_patterns", "seeded", "encoder_is_fixed", "staged_call", "model_adapt_patterns",
+    "ALL_PARAMETERS",
+]
+
+ALL_PARAMETERS = ("*",)
+"""The inner-loop patterns of a plain ``nn.Module`` that declares none: every parameter adapts."""
+
+
+def model_adapt_patterns(model: nn.Module) -> tuple[str, ...]:
+    """The inner-loop patterns a model declares: ``model.adapt_patterns`` (or its older name
+    ``model.adapt``); a plain ``nn.Module`` with neither adapts every parameter
+    (:data:`ALL_PARAMETERS`), as in MAML's original formulation."""
+    pats = getattr(model, "adapt_patterns", None)
+    if pats is None:
+        pats = getattr(model, "adapt", None)
+    if pats is None or callable(pats):
+        return ALL_PARAMETERS
+    return tuple(pats)
 
 
 class RecModel(nn.Module):
@@ -51,6 +69,11 @@ class RecModel(nn.Module):
         super().__init__()
         if adapt is not None:
             self.adapt = check_patterns(adapt, "adapt")
+
+    @property
+    def adapt_patterns(self) -> tuple[str, ...]:
+        """The inner-loop ("fast") parameter patterns (the class attribute ``adapt``)."""
+        return tuple(self.adapt)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -138,7 +161,7 @@ def split_params(
     Example:
         >>> fast, slow = split_params(model, ("head.*",))   # doctest: +SKIP
     """
-    pats = check_patterns(model.adapt if patterns is None else patterns)
+    pats = check_patterns(model_adapt_patterns(model) if patterns is None else patterns)
     named = dict(model.named_parameters()) if params is None else dict(params)
     names = list(named)
     for p in pats:
