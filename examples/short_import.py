@@ -5,8 +5,11 @@ Run: python examples/short_import.py
 
 import os
 import tempfile
+from pathlib import Path
 
 import metarec as mr
+
+SCENARIO = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 
 quick = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"
 steps = 10 if quick else 200
@@ -14,7 +17,7 @@ small = [f"train.steps={steps}", f"train.val_every={steps}", "train.val_tasks=64
          "data.synthetic.n_domains=6"]
 with tempfile.TemporaryDirectory() as tmp:
     for name in ("maml", "popularity"):
-        sc = mr.load_scenario("tasks/synthetic-cold-start.toml", [*small, f"algorithm.name={name}"])
+        sc = mr.load_scenario(SCENARIO, [*small, f"algorithm.name={name}"])
         res = mr.train_method(sc, f"{tmp}/{name}", evaluate_test=False)
         meta = mr.load_run(f"{tmp}/{name}")
         items = meta.item_ids.values

@@ -32,12 +32,13 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from metarec._errors import CheckpointError, ConfigError
 from metarec.algorithms import AlgorithmConfig, adapt_batch, adapt_patterns, predict_batch
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 Per = Literal["user", "domain"]
-SupportLike = pd.DataFrame | InteractionTable | Sequence[tuple[Any, ...]]
+SupportLike: TypeAlias = "pd.DataFrame | InteractionTable | Sequence[tuple[Any, ...]]"
 
 
 # ---------------------------------------------------------------------- loading
@@ -254,13 +255,15 @@ class MetaModel:
         columns: Columns | Mapping[str, str] | None = None,
         unknown_items: UnknownItems = "error",
         chunk_size: int | None = 4096,
+        progress: bool = False,
     ) -> AdaptedRecommender:
         """Adapt every user of ``frame`` (thousands of cold users) in one vmapped call per
         ``chunk_size`` tasks: the tasks are padded into one ``(users, max_support)``
         :class:`EpisodeSet` with vectorised numpy (no per-user Python loop). Same result as
-        calling :meth:`adapt` once per user. Arguments as for :meth:`adapt`."""
+        calling :meth:`adapt` once per user. Arguments as for :meth:`adapt`; ``progress`` shows a
+        progress bar over the chunks."""
         rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None)
+        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None, progress=progress)
 
     # ------------------------------------------------------------------ internals
     def encode_items(self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items") -> np.ndarray:
@@ -274,18 +277,18 @@ class MetaModel:
             return predict_batch(self.model, self.params, dict(fast), users, items)
 
     def _adapt_rows(self, rows: SupportRows, steps: int | None, lr: float | None, per: str, unknown_items: str,
-                    chunk_size: int | None, extra_user: Any) -> AdaptedRecommender:
+                    chunk_size: int | None, extra_user: Any, progress: bool = False) -> AdaptedRecommender:
         check_lr(lr)
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ConfigError(f"chunk_size={chunk_size!r}: must be an int >= 1, or None for one call")
         steps = self._resolve_steps(self.steps if steps is None else steps)
         lr = self.lr if lr is None else lr
         t = group_tasks(rows, self.user_ids, self.item_ids, per=per, unknown_items=unknown_items, extra_user=extra_user)
-        fast = self._adapt_tasks(t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size)
+        fast = self._adapt_tasks(t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size, progress)
         return AdaptedRecommender(self, fast, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per, steps=steps, lr=lr)
 
     def _adapt_tasks(self, tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray,
-                     steps: int, lr: float | None, chunk_size: int | None) -> dict[str, torch.Tensor]:
+                     steps: int, lr: float | None, chunk_size: int | None, progress: bool = False) -> dict[str, torch.Tensor]:
         """Fast weights ``{name: (n_tasks + 1, *shape)}``; row ``n_tasks`` is the initialisation.
 
         The tasks are padded into ``(T, N)`` :class:`EpisodeSet` chunks and adapted by the
@@ -296,7 +299,7 @@ class MetaModel:
         users, items, targets, mask = pad_tasks(tcode, n_tasks, uidx, iidx, ratings)  # (T, N) each
         size = chunk_size or n_tasks
         parts = []
-        for s in range(0, n_tasks, size):
+        for s in tqdm(range(0, n_tasks, size), desc="adapt", unit="chunk", disable=not progress, leave=False):
             m = mask[s : s + size]
             width = max(int(m.sum(axis=1).max()), 1)
             support = EpisodeSet(
@@ -377,7 +380,7 @@ class MethodModel:
             # every position of a task carries its user (padding too), so zero-shot methods see the user
             owner = users.max(axis=1, keepdims=True) if per == "user" else users
             users = np.where(mask, users, owner)
-            support = EpisodeSet(*(torch.from_numpy(a).to(self.device) for a in (users, items)),
+            support = EpisodeSet(torch.from_numpy(users).to(self.device), torch.from_numpy(items).to(self.device),
                                  torch.from_numpy(targets).to(self.device, self.dtype), torch.from_numpy(mask).to(self.device))
             adapted = self.fitted.adapt(support, steps=steps, lr=lr)
         return MethodRecommender(self, adapted, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per,

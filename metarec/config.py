@@ -403,6 +403,9 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints.
         seed: seed of initialisation and task sampling.
         progress: show a progress bar.
+        loggers: extra logging callbacks beside ``metrics.jsonl``: ``"tensorboard"`` (writes
+            ``RUN_DIR/tensorboard``; extra ``metarec[tensorboard]``), ``"mlflow"`` (extra
+            ``metarec[mlflow]``).
     """
 
     steps: int = 300
@@ -416,6 +419,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     progress: bool = True
+    loggers: tuple[Literal["tensorboard", "mlflow"], ...] = ()
 
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "steps")

@@ -198,7 +198,7 @@ def _section(manifest: dict[str, Any], key: str, run: Path) -> dict[str, Any]:
 def _algorithm(manifest: dict[str, Any], run: Path) -> AlgorithmConfig:
     raw = _section(manifest, "algorithm", run)
     names = {f.name for f in fields(AlgorithmConfig)}
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names}
+    kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names}
     try:
         return AlgorithmConfig(**kw)
     except (ConfigError, TypeError) as e:

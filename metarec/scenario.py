@@ -101,7 +101,7 @@ def _read(cfg: DataConfig) -> InteractionTable:
             raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
         return readers.read_amazon_pair(path, cfg.pair)
     cols = Columns(**cfg.columns) if cfg.columns else Columns()
-    scale = tuple(cfg.rating_scale) if cfg.rating_scale else None
+    scale = (float(cfg.rating_scale[0]), float(cfg.rating_scale[1])) if cfg.rating_scale else None
     return readers.read_interactions(path, cols, feedback=cfg.feedback, rating_scale=scale)
 
 

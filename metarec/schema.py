@@ -26,11 +26,12 @@ from typing import Any, Literal, TypeVar, Union
 
 from metarec._errors import ConfigError, suggest
 
+tomllib: Any
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     try:
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
     except ModuleNotFoundError:
         tomllib = None
 

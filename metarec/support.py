@@ -157,6 +157,7 @@ def _objects(x: Any) -> np.ndarray:
 
 
 def _columns(frame: pd.DataFrame, columns: Any, user_given: bool, feedback: str):
+    c: dict[str, str | None]
     if columns is None:
         c = {"user": "user", "item": "item", "rating": "rating"}
     elif isinstance(columns, Columns):

@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool
+from metarec.loggers import Logger, make_loggers
 from metarec.models import build_model
 from metarec.models.base import RecModel, split_params
 from metarec.scenario import build_splits, load_table, sampler_config
@@ -108,8 +110,8 @@ def build_training_model(sc: Scenario, table: InteractionTable, splits: MetaSpli
         # "unknown" one. With user tasks every test user is cold, so meta-training must train
         # the unknown user embedding too: all users count as unknown.
         rows = splits.pools[splits.train].rows
-        users = [] if sc.protocol.unit == "user" else np.unique(table.users[rows])
-        model.set_known(users=users, items=np.unique(table.items[rows]))
+        users: Any = [] if sc.protocol.unit == "user" else np.unique(table.users[rows])
+        model.set_known(users=users, items=np.unique(table.items[rows]))  # type: ignore[operator]
     return model
 
 
@@ -122,8 +124,9 @@ def train(
     splits: MetaSplits | None = None,
     stop_after: int | None = None,
     evaluate_test: bool = True,
+    loggers: Sequence[Logger] = (),
 ) -> TrainResult:
-    """Meta-train ``scenario`` into run directory ``out``.
+    r"""Meta-train ``scenario`` into run directory ``out``.
 
     Args:
         scenario: the resolved scenario (see :func:`metarec.config.load_scenario`).
@@ -133,6 +136,8 @@ def train(
         table, splits: reuse already-built data (the benchmark does); default: built from the scenario.
         stop_after: stop (as if killed) after this many steps, having checkpointed; for tests.
         evaluate_test: score the best parameters once on every test state at the end.
+        loggers: extra :class:`~metarec.loggers.Logger`\ s that get every ``metrics.jsonl`` row
+            (beside those named by ``train.loggers``).
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -185,6 +190,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         _write_run_files(out, scenario, table, model, algo)
 
+    sinks = [*make_loggers(tr.loggers, out), *loggers]
     log = (out / "metrics.jsonl").open("a")
     bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress, desc=f"{algo.name}", unit="step", leave=False, mininterval=0.5)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if tr.bf16 else contextlib.nullcontext()
@@ -224,6 +230,8 @@ def train(
                 if tr.patience is not None and evals_without_gain >= tr.patience:
                     stopped_early = True
             log.write(json.dumps(row) + "\n")
+            for sink in sinks:
+                sink.log(row)
             log.flush()
             # postfix first without a redraw: update() then redraws at most every mininterval
             bar.set_postfix(loss=f"{float(loss):.4f}", tasks_s=f"{tps:.0f}", refresh=False,
@@ -236,6 +244,8 @@ def train(
     finally:
         bar.close()
         log.close()
+        for sink in sinks:
+            sink.close()
     if skipped:
         print(f"metarec: {skipped} step(s) skipped because the meta-gradient was not finite")
     result = TrainResult(
@@ -334,7 +344,7 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _resume_key(sc: Scenario) -> Scenario:
     """The config that must match to resume (the step budget and progress bar may change)."""
-    return replace(sc, train=replace(sc.train, steps=0, progress=False))
+    return replace(sc, train=replace(sc.train, steps=0, progress=False, loggers=()))
 
 
 def _check_same_config(ck: dict, sc: Scenario) -> None:

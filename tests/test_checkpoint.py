@@ -191,8 +191,8 @@ def test_format_1_run_is_refused_with_the_conversion_and_converts(tmp_path) -> N
     model's known-id buffers are exactly the ones training set (no inference from the weights)."""
     from metarec.runs import convert_run
 
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'", "protocol.unit='domain'", "data.synthetic.n_domains=8",
-                                                                       "protocol.min_interactions=20"])
+    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'", "protocol.unit='domain'", "data.synthetic.n_domains=10", "protocol.fractions=[0.6,0.2,0.2]",
+                                                                       "protocol.min_interactions=20", "protocol.max_interactions=none"])
     run = train(sc, tmp_path / "run", evaluate_test=False).run_dir
     trained = load_run(run)
     known = trained.model.known_users.clone(), trained.model.known_items.clone()
@@ -204,7 +204,7 @@ def test_format_1_run_is_refused_with_the_conversion_and_converts(tmp_path) -> N
         ck = load_tensors(run / "checkpoints" / f"{which}.pt")
         del ck["buffers"]
         save_tensors(run / "checkpoints" / f"{which}.pt", ck)
-    with pytest.raises(CheckpointError, match=r"format_version=1 .* metarec\.convert_run\(.*\) \(needs the run's data"):
+    with pytest.raises(CheckpointError, match=r"format_version=1 .* metarec\.convert_run\(.*\)\"` \(needs the run.s data"):
         load_run(run)
     convert_run(run)
     back = load_run(run)

@@ -148,3 +148,39 @@ def test_cli_run_killed_midway_then_resumed_matches_uninterrupted(tmp_path, data
         assert torch.equal(a["params"][k], b["params"][k]), k
     steps = [json.loads(r)["step"] for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 61))
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.closed = False
+
+    def log(self, row) -> None:
+        self.rows.append(dict(row))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_logging_callbacks_get_every_metrics_row(tmp_path, data) -> None:
+    from metarec.loggers import scalars
+
+    table, splits = data
+    sink = _Collect()
+    train(scenario("train.steps=10"), tmp_path / "run", table=table, splits=splits, evaluate_test=False, loggers=[sink])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sink.rows == rows and sink.closed
+    flat = scalars(rows[-1])
+    assert "loss" in flat and "val/mae" in flat and "step" not in flat
+
+
+def test_named_logger_without_its_package_names_the_extra(tmp_path, data) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    table, splits = data
+    with pytest.raises(ImportError, match=r'pip install "metarec\[tensorboard\]"'):
+        train(scenario("train.steps=2", "train.loggers=[tensorboard]"), tmp_path / "run", table=table, splits=splits)
+    with pytest.raises(ConfigError, match=r"train.loggers"):
+        scenario("train.loggers=[tensorbord]")

@@ -46,19 +46,20 @@ def ranking(ctx: RunContext, default: bool) -> dict[str, Any]:
     return {"negatives": NEGATIVES if (default or not ctx.quick) else None, "catalogue": bool(default and ctx.catalogue)}
 
 
-def evaluate_states(ctx: RunContext, sc: Scenario, evaluate, *, catalogue: bool = False) -> list[tuple[str, int | str, Any, dict[str, Any]]]:
+def evaluate_states(ctx: RunContext, sc: Scenario, evaluate: Any, *, catalogue: bool = False) -> list[tuple[str, int | str, Any, dict[str, Any]]]:
     """``[(state, shots, n_support, evaluation)]``; identical sampler settings are scored once.
 
     ``evaluate(pool, sampler_config)`` scores one pool; with ``catalogue`` the default support is
     scored as ``evaluate(pool, sampler_config, True)`` (the evaluator may add ranking metrics there)."""
-    out = []
+    out: list[tuple[str, int | str, Any, dict[str, Any]]] = []
     for state in ctx.splits.states:
         pool = ctx.splits.pools[state]
         if len(pool) == 0:
             continue
         cache: dict[Any, dict[str, Any]] = {}
-        for shots in ("default", *ctx.shots):
-            scfg = sampler_config(sc.protocol) if shots == "default" else sampler_config(sc.protocol, n_support=shots)
+        every: tuple[int | str, ...] = ("default", *ctx.shots)
+        for shots in every:
+            scfg = sampler_config(sc.protocol) if isinstance(shots, str) else sampler_config(sc.protocol, n_support=shots)
             if scfg not in cache:
                 cache[scfg] = evaluate(pool, scfg, True) if (catalogue and shots == "default") else evaluate(pool, scfg)
             out.append((state, shots, scfg.n_support, cache[scfg]))

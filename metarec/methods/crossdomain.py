@@ -123,7 +123,8 @@ class CrossDomainFitted:
         is given ``steps``)."""
         chosen, val = fm.select_adapt(scfg) if scfg is not None else (None, {})
         info = {"fitted_method": fm, "meta_val": {k: v for k, v in val.items() if isinstance(v, float)}, "log": fm.log}
-        return cls(fm.method, fm.table, fm.scorer, fm.config, chosen, _shape(fm.base, fm.scorer, fm.table), info)
+        scorer: nn.Module = fm.scorer  # type: ignore[assignment]  # every ColdStartScorer is an nn.Module
+        return cls(fm.method, fm.table, scorer, fm.config, chosen, _shape(fm.base, scorer, fm.table), info)
 
     @classmethod
     def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> CrossDomainFitted:
@@ -146,9 +147,9 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
 def _shape(base: str, scorer: nn.Module, table: InteractionTable) -> dict[str, Any]:
     shape: dict[str, Any] = {"n_users": table.n_users, "n_items": table.n_items, "n_domains": table.n_domains}
     if isinstance(scorer, MeanUser):
-        shape["n_warm"] = int(scorer.warm.shape[0])  # type: ignore[union-attr]
+        shape["n_warm"] = int(scorer.get_buffer("warm").shape[0])
     if isinstance(scorer, PTUPCDR):
-        shape["history_len"] = int(scorer.histories.shape[1])  # type: ignore[union-attr]
+        shape["history_len"] = int(scorer.get_buffer("histories").shape[1])
     if isinstance(scorer, EMCDR):
         shape["mapping"] = scorer.mapping.kind
     if isinstance(scorer, DomainScorer):

@@ -158,11 +158,12 @@ class EngineFitted:
             kwargs["hidden"] = tuple(kwargs["hidden"])
         patterns = m.get("adapt")
         model = build_model(m["name"], table, adapt=tuple(patterns) if patterns else None, **kwargs)
-        algo = AlgorithmConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in a.items()})
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in a.items()}
+        algo = AlgorithmConfig(**kw)
         for p in model.parameters():
             p.requires_grad_(False)
         model.eval()
-        params = dict(model.named_parameters())
+        params: dict[str, torch.Tensor] = dict(model.named_parameters())
         fast, _ = split_params(model, adapt_patterns(algo, model), params)
         state = {k: v.detach() for k, v in init_algorithm_state(algo, fast).items()}
         return cls(name, table, model, params, state, algo, m, config.get("steps"), config.get("lr"))
