@@ -22,13 +22,14 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from metarec._errors import CheckpointError
+from metarec._errors import CheckpointError, ConfigError, suggest
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
 from metarec.data.table import InteractionTable
@@ -45,8 +46,12 @@ __all__ = [
     "load_item_domains",
     "item_domains",
     "read_manifest",
+    "load_best",
+    "WHICH",
 ]
 
+WHICH = ("best", "last")
+"""The checkpoints of a run directory: ``checkpoints/best.pt`` (validation-selected), ``last.pt``."""
 FORMAT = "metarec-run"
 FORMAT_VERSION = 2
 """2: checkpoints hold the model's buffers beside its parameters (1: parameters only)."""
@@ -101,6 +106,17 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
             "metarec only loads weights with weights_only=True and never runs code from a file; "
             "re-create the run with 'metarec train'"
         ) from None
+
+
+def load_best(run_dir: str | os.PathLike[str], *, which: str = "best", map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw checkpoint ``checkpoints/<which>.pt`` of a run (tensors only, ``weights_only``)."""
+    if which not in WHICH:
+        raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
+    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
+    ck = load_tensors(path, map_location=map_location)
+    if not isinstance(ck, Mapping):
+        raise CheckpointError(f"{str(path)!r}: not a metarec checkpoint (no dict at the top); re-train")
+    return dict(ck)
 
 
 def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

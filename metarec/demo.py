@@ -72,7 +72,7 @@ def run_demo(*, quick: bool = False, out: str | None = None, scenario: str | Non
 
     import torch
 
-    from metarec.checkpoint import load_tensors
+    from metarec.checkpoint import load_best
     from metarec.models import build_model
     from metarec.train import model_kwargs
 
@@ -87,7 +87,7 @@ def run_demo(*, quick: bool = False, out: str | None = None, scenario: str | Non
     for label, run, algo_name, steps in compare:
         res, s = trained[run]
         model = build_model(s.model.name, table, **model_kwargs(s))
-        best = load_tensors(root / run / "checkpoints" / "best.pt")
+        best = load_best(root / run)
         params = dict(model.named_parameters())
         with torch.no_grad():
             for k, v in best["params"].items():

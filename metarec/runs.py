@@ -26,7 +26,9 @@ from metarec.algorithms import AlgorithmConfig, adapt_patterns, init_algorithm_s
 from metarec.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    WHICH,
     atomic_write_json,
+    load_best,
     load_table_meta,
     load_tensors,
     read_manifest,
@@ -40,8 +42,6 @@ from metarec.scenario import build_splits, load_table
 from metarec.train import build_training_model
 
 __all__ = ["RunParts", "load_run_parts", "load_best", "convert_run", "WHICH"]
-
-WHICH = ("best", "last")
 
 
 @dataclass
@@ -64,17 +64,6 @@ class RunParts:
     steps: int | None
     lr: float | None
     step: int
-
-
-def load_best(run_dir: str | os.PathLike[str], *, which: str = "best", map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint ``checkpoints/<which>.pt`` of a run (tensors only, ``weights_only``)."""
-    if which not in WHICH:
-        raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
-    path = Path(run_dir) / "checkpoints" / f"{which}.pt"
-    ck = load_tensors(path, map_location=map_location)
-    if not isinstance(ck, Mapping):
-        raise CheckpointError(f"{str(path)!r}: not a metarec checkpoint (no dict at the top); re-train")
-    return dict(ck)
 
 
 def _table(run: Path) -> InteractionTable:

@@ -42,6 +42,7 @@ from metarec.checkpoint import (
     FORMAT_VERSION,
     atomic_write_bytes,
     atomic_write_json,
+    load_best,
     load_tensors,
     save_table_meta,
     save_tensors,
@@ -264,7 +265,7 @@ def train(
 
 def evaluate_run_states(out, model, params, state, algo, table, splits, scenario, device) -> dict[str, Any]:
     """Load the best parameters and score every test state once."""
-    best = load_tensors(out / "checkpoints" / "best.pt", map_location=device)
+    best = load_best(out, map_location=device)
     with torch.no_grad():
         for k, v in best["params"].items():
             params[k].copy_(v)

@@ -153,10 +153,15 @@ def test_crossdomain_settings_are_checked_before_data(cd_scenario) -> None:
         build_method("emcdrr", sc)
 
 
-def test_registered_method_without_loader_cannot_be_served(tmp_path) -> None:
+def test_registered_method_without_loader_cannot_be_served(monkeypatch) -> None:
+    import metarec.methods.base as base
+    from metarec.bench.variants import extra_methods
     from metarec.methods import build_fitted
 
-    register_method("test-null", lambda sc: None, replace=True)
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # the registration ends with the test
+    monkeypatch.setattr(base, "_LOADERS", dict(base._LOADERS))
+    register_method("test-null", lambda sc: None)
+    assert extra_methods() == ("test-null",)  # metarec bench would run it by default
     with pytest.raises(ConfigError, match=r"method 'test-null' was registered without a loader"):
         build_fitted("test-null", {}, None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"method 'maml' is already registered; pass replace=True"):
@@ -175,3 +180,59 @@ def test_damaged_method_state_is_a_checkpoint_error(cd_scenario, tmp_path) -> No
     save_tensors(run / "checkpoints" / "best.pt", ck)
     with pytest.raises(CheckpointError, match=rf"tensor {k!r} has shape .* the weights belong to another run"):
         load_run(run)
+
+
+class _MeanAdapted:
+    def __init__(self, means: torch.Tensor) -> None:
+        self.means = means  # (T,)
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.means.shape[0])
+
+    def score(self, users, items):
+        return self.means[:, None].expand(items.shape).clone()
+
+
+class _MeanFitted:
+    """Scores every item with the mean of the task's support ratings (an amortised 'learner')."""
+
+    name = "test-support-mean"
+
+    def __init__(self, table) -> None:
+        self.table = table
+
+    def adapt(self, support, *, steps=None, lr=None):
+        m = support.mask.to(support.targets.dtype)
+        return _MeanAdapted((support.targets * m).sum(1) / m.sum(1).clamp_min(1.0))
+
+    def config(self):
+        return {}
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state) -> None:
+        pass
+
+
+class _MeanMethod:
+    name = "test-support-mean"
+
+    def fit(self, data: FitData) -> _MeanFitted:
+        return _MeanFitted(data.table)
+
+
+def test_bench_runs_a_registered_method_through_the_interface(tmp_path, monkeypatch) -> None:
+    import metarec.methods.base as base
+    from metarec.bench import run_bench
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_LOADERS", dict(base._LOADERS))
+    register_method("test-support-mean", lambda sc: _MeanMethod(), loader=lambda n, c, t: _MeanFitted(t))
+    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*SMALL, "bench.algorithms=[popularity]"])
+    res = run_bench(sc, seeds=1, shots=[3], out=tmp_path / "b", plots=False, verbose=False)
+    algos = {r["algorithm"] for r in res.rows}
+    assert "test-support-mean" in algos and "popularity" in algos  # registered methods run by default
+    mean_rows = [r for r in res.rows if r["algorithm"] == "test-support-mean"]
+    assert all(np.isfinite(r["metrics"]["mae"]) for r in mean_rows) and {r["shots"] for r in mean_rows} == {3, "default"}
