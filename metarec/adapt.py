@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from metarec._errors import CheckpointError, ConfigError
@@ -274,6 +275,10 @@ class MetaModel:
         """Raw scores ``(T, N)`` of ``users``/``items`` ``(T, N)`` with per-task fast weights
         ``{name: (T, *shape)}`` (the engine's :func:`~metarec.algorithms.predict_batch`)."""
         with torch.no_grad():
+            if users.shape[0] == 1:  # one task (serving one user): the same forward pass without vmap's overhead
+                slow = {k: v for k, v in self.params.items() if k not in fast}
+                one = {k: v[0] for k, v in fast.items()}
+                return functional_call(self.model, (one, slow), (users[0], items[0]))[None]
             return predict_batch(self.model, self.params, dict(fast), users, items)
 
     def _adapt_rows(self, rows: SupportRows, steps: int | None, lr: float | None, per: str, unknown_items: str,
