@@ -29,8 +29,10 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from metarec._errors import ConfigError
+from metarec.algorithms.buckets import bucket_tasks
 from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
+from metarec.algorithms.mlp import MLPSpec, mlp_forward, mlp_query_losses, mlp_spec, mlp_trajectory
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.models.base import encoder_is_fixed, split_params, staged_call
 
@@ -101,17 +103,16 @@ def meta_loss_and_grads(
             )
         sw = sw.to(w)
 
-    if cfg.sort_tasks:
-        order = torch.argsort(batch.support.mask.sum(dim=1), stable=True)
-        batch, w = batch.select(order), w[order]
     enc = cfg.encode_once and encoder_is_fixed(model, fast)
-    size = cfg.chunk_size or batch.n_tasks
+    spec = _analytic_spec(cfg, model, fast) if enc and cfg.name in _ANALYTIC else None
     loss = torch.zeros((), dtype=w.dtype, device=w.device)
     acc: Grads = {}
-    for start in range(0, batch.n_tasks, size):
-        part, wc = _trim(batch.select(slice(start, start + size))), w[start : start + size] / total
+    for idx in _groups(cfg, batch):
+        part, wc = _trim(batch.select(idx)), w[idx] / total
         if cfg.name == "reptile":
             lc, gc = _reptile(cfg, model, fast, slow, part, wc, enc)
+        elif spec is not None:
+            lc, gc = _analytic_grads(cfg, model, spec, fast, slow, st, part, wc, sw)
         else:
             def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
                 if no_inner:
@@ -170,6 +171,15 @@ def adapt_batch(
     if n == 0:
         return {k: v.expand(T, *v.shape).clone() for k, v in fast.items()}
     enc = cfg.encode_once and encoder_is_fixed(model, fast)
+    spec = _analytic_spec(cfg, model, fast) if enc else None
+    if spec is not None:
+        with torch.no_grad():
+            x = staged_call(model, slow, "encode", (support.users, support.items))  # (T, N, F)
+            out = mlp_trajectory(
+                spec, fast, _decision(spec, slow), x, support.targets, support.mask, n, cfg.inner_lr if lr is None else lr,
+                first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            )
+        return {k: out[k].detach() for k in fast}
 
     def one(u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         s = EpisodeSet(u, i, t, m)
@@ -195,6 +205,10 @@ def predict_batch(
     if extra:
         raise ConfigError(f"fast_stacked: {extra[0]!r} is not a parameter name; pass the dict adapt_batch returned")
     slow = {k: v for k, v in params.items() if k not in fast_stacked}
+    spec = mlp_spec(model, fast_stacked, "mse") if encoder_is_fixed(model, fast_stacked) else None
+    if spec is not None and all(v.dim() == params[k].dim() + 1 for k, v in fast_stacked.items()):
+        x = staged_call(model, slow, "encode", (users, items))  # (T, N, F)
+        return mlp_forward(spec, {**_decision(spec, slow), **fast_stacked}, x)
 
     def one(f: Params, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (dict(f), slow), (u, i))
@@ -203,6 +217,67 @@ def predict_batch(
 
 
 # ---------------------------------------------------------------------- helpers
+_ANALYTIC = ("maml", "fomaml", "metasgd", "anil")  # the analytic path covers the MAML family
+
+
+def _analytic_spec(cfg: AlgorithmConfig, model: nn.Module, fast: Params) -> MLPSpec | None:
+    """The analytic inner loop's :class:`MLPSpec` when ``cfg.engine`` allows it and the model qualifies."""
+    if cfg.engine == "vmap":
+        return None
+    spec = mlp_spec(model, fast, cfg.loss)
+    if spec is None and cfg.engine == "analytic":
+        raise ConfigError(
+            f"engine='analytic': {type(model).__name__} with loss={cfg.loss!r}, inner-loop parameters "
+            f"{sorted(fast)} has no analytic inner loop (it needs MeLU without dropout, loss 'mse' or 'bce', "
+            "and only decision/head parameters adapting); pass engine='auto' or engine='vmap'"
+        )
+    return spec
+
+
+def _decision(spec: MLPSpec, slow: Params) -> dict[str, torch.Tensor]:
+    """The decision-MLP entries of ``slow`` (weights that do not adapt but are used by the MLP)."""
+    names = {n for pair in (*spec.layers, spec.head) for n in pair}
+    return {k: v for k, v in slow.items() if k in names}
+
+
+def _groups(cfg: AlgorithmConfig, batch: EpisodeBatch) -> list[torch.Tensor]:
+    """Task index groups: by support size (``cfg.buckets``; ``cfg.sort_tasks``), then chunks."""
+    T = batch.n_tasks
+    lengths = batch.support.mask.sum(dim=1)
+    if cfg.buckets > 1:
+        groups = bucket_tasks(lengths, cfg.buckets)
+    elif cfg.sort_tasks:
+        groups = [torch.argsort(lengths, stable=True)]
+    else:
+        groups = [torch.arange(T, device=lengths.device)]
+    size = cfg.chunk_size or T
+    return [g[i : i + size] for g in groups for i in range(0, g.shape[0], size)]
+
+
+def _analytic_grads(
+    cfg: AlgorithmConfig, model: nn.Module, spec: MLPSpec, fast: Params, slow: Params, state: Params,
+    part: EpisodeBatch, wc: torch.Tensor, sw: torch.Tensor | None,
+) -> tuple[torch.Tensor, Grads]:
+    """``(sum_t wc_t L_t, grads)`` of a group by the analytic inner loop and autograd outside it."""
+    leaves = {k: v.detach().requires_grad_() for k, v in {**fast, **slow, **state}.items()}
+    f, s, a = ({k: leaves[k] for k in d} for d in (fast, slow, state))
+    lrs, step_lrs = state_lrs(cfg, a, f)
+    sup, qry = part.support, part.query
+    ns = sup.users.shape[1]
+    h = staged_call(model, s, "encode", (torch.cat([sup.users, qry.users], 1), torch.cat([sup.items, qry.items], 1)))
+    hs, hq = h[:, :ns], h[:, ns:]  # (T, Ns, F), (T, Nq, F): one encoder call for both sets
+    losses = mlp_query_losses(
+        spec, f, _decision(spec, s), (hs, sup.targets, sup.mask), (hq, qry.targets, qry.mask), cfg.inner_steps,
+        cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+        every_step=sw is not None,
+    )
+    per_task = losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))  # (T,)
+    value = (wc * per_task).sum()
+    names = list(leaves)
+    gs = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+    return value.detach(), {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)}
+
+
 def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> torch.Tensor | None:
     """``model.encode`` of one set from the meta-parameters (``None`` when not ``enabled``)."""
     return staged_call(model, slow, "encode", (data.users, data.items)) if enabled else None
