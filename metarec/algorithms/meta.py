@@ -104,7 +104,7 @@ def meta_loss_and_grads(
         sw = sw.to(w)
 
     enc = cfg.encode_once and encoder_is_fixed(model, fast)
-    spec = _analytic_spec(cfg, model, fast) if enc and cfg.name in _ANALYTIC else None
+    spec = _analytic_spec(cfg, model, fast, enc and cfg.name in _ANALYTIC)
     loss = torch.zeros((), dtype=w.dtype, device=w.device)
     acc: Grads = {}
     for idx in _groups(cfg, batch):
@@ -171,7 +171,7 @@ def adapt_batch(
     if n == 0:
         return {k: v.expand(T, *v.shape).clone() for k, v in fast.items()}
     enc = cfg.encode_once and encoder_is_fixed(model, fast)
-    spec = _analytic_spec(cfg, model, fast) if enc else None
+    spec = _analytic_spec(cfg, model, fast, enc)
     if spec is not None:
         with torch.no_grad():
             x = staged_call(model, slow, "encode", (support.users, support.items))  # (T, N, F)
@@ -220,16 +220,18 @@ def predict_batch(
 _ANALYTIC = ("maml", "fomaml", "metasgd", "anil")  # the analytic path covers the MAML family
 
 
-def _analytic_spec(cfg: AlgorithmConfig, model: nn.Module, fast: Params) -> MLPSpec | None:
-    """The analytic inner loop's :class:`MLPSpec` when ``cfg.engine`` allows it and the model qualifies."""
+def _analytic_spec(cfg: AlgorithmConfig, model: nn.Module, fast: Params, eligible: bool) -> MLPSpec | None:
+    """The analytic inner loop's :class:`MLPSpec` when ``cfg.engine`` allows it and the model
+    qualifies (``eligible``: the algorithm and the fixed encoder allow it)."""
     if cfg.engine == "vmap":
         return None
-    spec = mlp_spec(model, fast, cfg.loss)
+    spec = mlp_spec(model, fast, cfg.loss) if eligible else None
     if spec is None and cfg.engine == "analytic":
         raise ConfigError(
-            f"engine='analytic': {type(model).__name__} with loss={cfg.loss!r}, inner-loop parameters "
-            f"{sorted(fast)} has no analytic inner loop (it needs MeLU without dropout, loss 'mse' or 'bce', "
-            "and only decision/head parameters adapting); pass engine='auto' or engine='vmap'"
+            f"engine='analytic': {type(model).__name__} with name={cfg.name!r}, loss={cfg.loss!r}, inner-loop "
+            f"parameters {sorted(fast)} has no analytic inner loop (it needs MeLU without dropout, one of "
+            f"{_ANALYTIC}, loss 'mse' or 'bce', and only decision/head parameters adapting); pass engine='auto' "
+            "or engine='vmap'"
         )
     return spec
 
