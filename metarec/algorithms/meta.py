@@ -36,7 +36,7 @@ from metarec.algorithms.mlp import MLPSpec, mlp_forward, mlp_query_losses, mlp_s
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.models.base import encoder_is_fixed, split_params, staged_call
 
-__all__ = ["adapt_patterns", "meta_loss_and_grads", "adapt_batch", "predict_batch"]
+__all__ = ["adapt_patterns", "meta_loss_and_grads", "task_weights", "adapt_batch", "predict_batch"]
 
 Params = Mapping[str, torch.Tensor]
 Grads = dict[str, torch.Tensor]
@@ -88,10 +88,7 @@ def meta_loss_and_grads(
     st = {k: v.detach() for k, v in (state or {}).items()}
     fast, slow = split_params(model, adapt_patterns(cfg, model), p)
     no_inner = cfg.name in ("global", "finetune")
-    real = batch.query.mask.any(dim=1)  # (T,)
-    if no_inner:
-        real = real | batch.support.mask.any(dim=1)
-    w = real.to(next(iter(p.values())).dtype)  # (T,)
+    w = task_weights(cfg, batch).to(next(iter(p.values())).dtype)  # (T,)
     total = w.sum().clamp_min(1.0)
     sw = None
     if cfg.multi_step_loss:
@@ -129,6 +126,16 @@ def meta_loss_and_grads(
     grads = {k: acc[k].detach() for k in p}
     grads.update({k: acc[k].detach() if k in acc else torch.zeros_like(v) for k, v in st.items()})
     return loss, grads
+
+
+def task_weights(cfg: AlgorithmConfig, batch: EpisodeBatch) -> torch.Tensor:
+    """Each task's weight ``w_t`` in the meta-loss ``sum_t w_t L_t / sum_t w_t``: ``bool (T,)``,
+    True for a task with a real query interaction (``global``/``finetune``: a real interaction
+    in either set). A data-parallel run weights each rank's meta-gradient by ``sum w_t``."""
+    real = batch.query.mask.any(dim=1)  # (T,)
+    if cfg.name in ("global", "finetune"):
+        real = real | batch.support.mask.any(dim=1)
+    return real
 
 
 def adapt_batch(
