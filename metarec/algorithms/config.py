@@ -87,7 +87,7 @@ class AlgorithmConfig:
     chunk_size: int | None = None
     sort_tasks: bool = False
     encode_once: bool = True
-    buckets: int = 4
+    buckets: int = 2
     engine: str = "auto"
     per_step_lr: bool = False
     multi_step_loss: bool = False
