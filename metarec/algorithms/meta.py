@@ -104,25 +104,33 @@ def meta_loss_and_grads(
     spec = _analytic_spec(cfg, model, fast, enc and cfg.name in _ANALYTIC)
     loss = torch.zeros((), dtype=w.dtype, device=w.device)
     acc: Grads = {}
-    for idx in _groups(cfg, batch):
-        part, wc = _trim(batch.select(idx)), w[idx] / total
-        if cfg.name == "reptile":
-            lc, gc = _reptile(cfg, model, fast, slow, part, wc, enc)
-        elif spec is not None:
-            lc, gc = _analytic_grads(cfg, model, spec, fast, slow, st, part, wc, sw)
-        else:
-            def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
-                if no_inner:
-                    per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
-                else:
-                    per_task = _maml_losses(cfg, model, f, s, a, part, sw, enc)  # (Tc,)
-                return (wc * per_task).sum()
 
-            (gf, gs, ga), lc = grad_and_value(objective, argnums=(0, 1, 2))(fast, slow, st)
-            gc = {**gf, **gs, **ga}
+    def add(lc: torch.Tensor, gc: Grads) -> None:
+        nonlocal loss
         loss = loss + lc.detach()
         for k, g in gc.items():
             acc[k] = acc[k] + g if k in acc else g
+
+    groups = _groups(cfg, batch)
+    if spec is not None:  # all groups in one graph (one encoder pass), or one graph per chunk
+        for gs in [groups] if cfg.chunk_size is None else [[g] for g in groups]:
+            add(*_analytic_grads(cfg, model, spec, fast, slow, st, batch, gs, w / total, sw))
+        groups = []
+    for idx in groups:
+        part, wc = _trim(batch.select(idx)), w[idx] / total
+        if cfg.name == "reptile":
+            add(*_reptile(cfg, model, fast, slow, part, wc, enc))
+            continue
+
+        def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
+            if no_inner:
+                per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
+            else:
+                per_task = _maml_losses(cfg, model, f, s, a, part, sw, enc)  # (Tc,)
+            return (wc * per_task).sum()
+
+        (gf, gs_, ga), lc = grad_and_value(objective, argnums=(0, 1, 2))(fast, slow, st)
+        add(lc, {**gf, **gs_, **ga})
     grads = {k: acc[k].detach() for k in p}
     grads.update({k: acc[k].detach() if k in acc else torch.zeros_like(v) for k, v in st.items()})
     return loss, grads
@@ -265,23 +273,34 @@ def _groups(cfg: AlgorithmConfig, batch: EpisodeBatch) -> list[torch.Tensor]:
 
 def _analytic_grads(
     cfg: AlgorithmConfig, model: nn.Module, spec: MLPSpec, fast: Params, slow: Params, state: Params,
-    part: EpisodeBatch, wc: torch.Tensor, sw: torch.Tensor | None,
+    batch: EpisodeBatch, groups: list[torch.Tensor], wn: torch.Tensor, sw: torch.Tensor | None,
 ) -> tuple[torch.Tensor, Grads]:
-    """``(sum_t wc_t L_t, grads)`` of a group by the analytic inner loop and autograd outside it."""
+    """``(sum_t wn_t L_t, grads)`` over the tasks of ``groups`` by the analytic inner loop (each
+    group at its own width) and one autograd pass outside it; the encoder runs once for all."""
     leaves = {k: v.detach().requires_grad_() for k, v in {**fast, **slow, **state}.items()}
     f, s, a = ({k: leaves[k] for k in d} for d in (fast, slow, state))
     lrs, step_lrs = state_lrs(cfg, a, f)
-    sup, qry = part.support, part.query
-    ns = sup.users.shape[1]
-    h = staged_call(model, s, "encode", (torch.cat([sup.users, qry.users], 1), torch.cat([sup.items, qry.items], 1)))
-    hs, hq = h[:, :ns], h[:, ns:]  # (T, Ns, F), (T, Nq, F): one encoder call for both sets
-    losses = mlp_query_losses(
-        spec, f, _decision(spec, s), (hs, sup.targets, sup.mask), (hq, qry.targets, qry.mask), cfg.inner_steps,
-        cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
-        every_step=sw is not None,
-    )
-    per_task = losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))  # (T,)
-    value = (wc * per_task).sum()
+    sub = _trim(batch.select(torch.cat(groups)))
+    ns = sub.support.users.shape[1]
+    h = staged_call(model, s, "encode", (torch.cat([sub.support.users, sub.query.users], 1),
+                                         torch.cat([sub.support.items, sub.query.items], 1)))  # (T, Ns+Nq, F)
+    dec = _decision(spec, s)
+    value = torch.zeros((), dtype=wn.dtype, device=wn.device)
+    start = 0
+    for g in groups:
+        rows = slice(start, start + g.shape[0])
+        start += g.shape[0]
+        part = _trim(sub.select(rows))  # this group's own widths
+        sup, qry = part.support, part.query
+        hs = h[rows, : sup.users.shape[1]]  # (Tg, Ns_g, F)
+        hq = h[rows, ns : ns + qry.users.shape[1]]  # (Tg, Nq_g, F)
+        losses = mlp_query_losses(
+            spec, f, dec, (hs, sup.targets, sup.mask), (hq, qry.targets, qry.mask), cfg.inner_steps,
+            cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            every_step=sw is not None,
+        )
+        per_task = losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))  # (Tg,)
+        value = value + (wn[g] * per_task).sum()
     names = list(leaves)
     gs = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
     return value.detach(), {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)}

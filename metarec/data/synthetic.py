@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import DataError
-from metarec.data.features import FeatureSpec
+from metarec.data.encoding import IdEncoder
+from metarec.data.features import FeatureSpec, encode_features
 from metarec.data.table import Columns, InteractionTable
 
 __all__ = ["SyntheticTruth", "make_synthetic", "make_synthetic_large"]
@@ -206,6 +207,7 @@ def make_synthetic_large(
     noise: float = 0.3,
     n_values: int = 8,
     seed: int = 0,
+    via_frame: bool = False,
 ) -> InteractionTable:
     """About ``n_interactions`` explicit ratings with :func:`make_synthetic`'s generative story,
     drawn sparsely, for scale tests (10M-100M interactions).
@@ -216,7 +218,9 @@ def make_synthetic_large(
     domains of ``n_users`` users and ``n_items`` items are added until ``n_interactions`` is
     reached, so time and memory grow with the interactions only. Three categorical features per
     user and per item (no multi-valued tags, to keep feature tables small). The same arguments
-    give the same data; it is not the same data as :func:`make_synthetic`.
+    give the same data; it is not the same data as :func:`make_synthetic`. The table is encoded
+    directly from the generated arrays (``via_frame=True``: through
+    :meth:`InteractionTable.from_frame`, the same table with several times the peak memory).
 
     Example:
         >>> t = make_synthetic_large(20_000, n_users=100, n_items=200, per_user=40)
@@ -273,13 +277,36 @@ def make_synthetic_large(
         if total >= n_interactions:
             n_domains = d + 1
             break
-    frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
-    del cols
-    frame["domain"] = pd.Categorical.from_codes(frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)])
     uv, iv = np.concatenate(uvals_all), np.concatenate(ivals_all)
+    n_users_total = sum(len(x) for x in uvals_all)
     users = pd.DataFrame({"user": np.concatenate([d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)]),
                           **{f"u_f{j}": uv[:, j] for j in range(nf)}})
     items = pd.DataFrame({"item": np.arange(n_domains * n_items), **{f"i_f{j}": iv[:, j] for j in range(nf)}})
+    if not via_frame:
+        # Encoded directly: raw user k (item k) is index k + 1 of an encoder over 0..n-1, domain
+        # d is index d + 1; the rows are valid by construction (distinct pairs, ratings in
+        # [1, 5]), so the frame validation of InteractionTable.from_frame (which holds several
+        # copies of every column) is skipped. The same table as the from_frame path (tested).
+        raw_users = np.concatenate([d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)])
+        assert raw_users.shape[0] == n_users_total
+        user_ids = IdEncoder(raw_users.tolist(), "user")
+        item_ids = IdEncoder(np.arange(n_domains * n_items).tolist(), "item")
+        domain_ids = IdEncoder([f"d{d}" for d in range(n_domains)], "domain")
+        # user raw id d * n_users + k sits at position (d's offset + k) of raw_users
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in uvals_all])])
+        u_raw = np.concatenate(cols["user"])
+        dom = np.concatenate(cols["domain"]).astype(np.int64)
+        u_idx = offsets[dom] + (u_raw - dom * n_users) + 1
+        return InteractionTable(
+            u_idx.astype(np.int64), np.concatenate(cols["item"]).astype(np.int64) + 1,
+            np.concatenate(cols["rating"]).astype(np.float32), dom + 1, np.concatenate(cols["timestamp"]).astype(np.int64),
+            user_ids, item_ids, domain_ids, feedback="explicit", rating_scale=(1.0, 5.0),
+            user_features=encode_features(users, "user", [FeatureSpec(f"u_f{j}") for j in range(nf)], user_ids, what="user"),
+            item_features=encode_features(items, "item", [FeatureSpec(f"i_f{j}") for j in range(nf)], item_ids, what="item"),
+        )
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    del cols
+    frame["domain"] = pd.Categorical.from_codes(frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)])
     return InteractionTable.from_frame(
         frame,
         Columns(user="user", item="item", rating="rating", domain="domain", timestamp="timestamp"),
