@@ -11,7 +11,6 @@ Run: python examples/engine_options.py
 import time
 
 import numpy as np
-import torch
 
 from metarec.algorithms import AlgorithmConfig, meta_loss_and_grads
 from metarec.data.synthetic import make_synthetic

@@ -1,7 +1,9 @@
 """Entry points for the outer loop: the meta-loss and its gradients, adaptation, prediction.
 
 All three are pure functions of a parameter dict (the model only supplies the forward pass and
-its buffers) and run the tasks of a meta-batch together under :func:`torch.func.vmap`.
+its buffers) and run the tasks of a meta-batch together: under :func:`torch.func.vmap` (any
+model), or, for MeLU-style decision layers and the MAML family, as the batched analytic inner
+loop of :mod:`metarec.algorithms.mlp` (``cfg.engine``; the same meta-gradients).
 
 The meta-loss is a weighted mean over tasks, ``sum_t w_t L_t / sum_t w_t``, of each task's
 masked query loss after adaptation (``global``/``finetune``: the loss on support and query
@@ -9,9 +11,10 @@ with the initial weights), with ``w_t = 1`` for a task that has at least one rea
 interaction and 0 for an all-padding task. Chunking the task axis (``cfg.chunk_size``) sums
 per-chunk gradients of ``sum_{t in chunk} w_t L_t / sum_t w_t``, so it equals the unchunked
 result exactly (up to float summation order). Each chunk is cut to the width of its longest
-support and query set (trailing all-padding columns dropped; the masked losses ignore them), and
-``cfg.sort_tasks`` orders the tasks by support size first so that chunks hold tasks of similar
-length.
+support and query set (trailing all-padding columns dropped; the masked losses ignore them).
+``cfg.buckets`` first groups the tasks by support size (:func:`~metarec.algorithms.buckets.bucket_tasks`)
+so that each group is cut to its own longest task (chunks then split each group);
+``cfg.sort_tasks`` with ``buckets=1`` orders the tasks by support size before chunking.
 
 When every inner-loop parameter lies outside the model's encoder (``cfg.encode_once`` and
 :func:`~metarec.models.base.encoder_is_fixed`), each task's support and query sets are encoded
