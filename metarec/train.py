@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from metarec import distributed  # [distributed]
 from metarec._errors import CheckpointError, ConfigError
 from metarec.algorithms import (
     AlgorithmConfig,
@@ -144,6 +145,9 @@ def train(
     out = Path(out)
     tr = scenario.train
     device = resolve_device(tr.device)
+    dist_ctx = distributed.init(device)  # [distributed] joins torchrun's process group (WORLD_SIZE > 1)
+    device, out = dist_ctx.device, dist_ctx.run_dir(out, resume)  # [distributed] cuda:LOCAL_RANK; rank 0 writes `out`
+    evaluate_test = evaluate_test and dist_ctx.is_main  # [distributed]
     if table is None:
         table = load_table(scenario.data)
     if splits is None:
@@ -200,9 +204,11 @@ def train(
     try:
         while step < tr.steps:
             batch = sampler.sample(algo.meta_batch)
+            batch = dist_ctx.shard(batch)  # [distributed] this rank's disjoint slice of the global meta-batch
             sw = msl_weights(algo.inner_steps, step / max(tr.steps, 1)) if algo.multi_step_loss else None
             with autocast:
                 loss, grads = meta_loss_and_grads(algo, model, params, batch, state=state, step_weights=sw)
+            loss, grads = dist_ctx.all_reduce(algo, loss, grads, batch)  # [distributed] global meta-gradient
             finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads.values())
             step += 1
             row: dict[str, Any] = {"step": step, "loss": float(loss)}
@@ -260,6 +266,7 @@ def train(
         "steps": step, "best_step": best_step, "best_val": best_val, "skipped_steps": skipped,
         "seconds": round(result.seconds, 2), "tasks_per_s": round(result.tasks_per_s, 1), "stopped_early": stopped_early,
     })
+    dist_ctx.close()  # [distributed]
     return result
 
 

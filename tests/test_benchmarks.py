@@ -40,8 +40,8 @@ def test_engine_throughput_quick(tmp_path: Path) -> None:
     res = _run("engine_throughput.py", "--quick", "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(out)
-    engines = {(r["engine"], r["chunk_size"]) for r in rows}
-    assert {("metarec", 2), ("metarec", 4), ("loop", None)} <= engines
+    engines = {(r["engine"], r["buckets"]) for r in rows}
+    assert {("metarec-analytic", 1), ("metarec-analytic", 2), ("metarec-vmap", 1), ("loop", None)} <= engines
     for r in rows:
         assert r["quick"] is True and r["tasks"] == 4 and r["second_order"] is True
         assert r["gradient_check"]["dtype"] == "float64"
@@ -51,23 +51,27 @@ def test_engine_throughput_quick(tmp_path: Path) -> None:
         for key in ("cpu", "cpu_affinity", "torch", "device", "commit", "config_hash", "command", "learn2learn"):
             assert key in r
         assert r["data"].startswith("synthetic")
+        assert r["flops_per_meta_batch"] > 0 and r["matmul_peak_gflops"] > 0
+        assert r["useful_flops_per_meta_batch"] == next(x for x in rows if x["engine"] == "loop")["flops_per_meta_batch"]
+        assert r["fraction_of_limit"] == pytest.approx(
+            r["useful_flops_per_meta_batch"] / r["median_seconds"] / (r["matmul_peak_gflops"] * 1e9))
     if ("learn2learn", None) not in engines:
         assert "install_learn2learn.sh" in rows[0]["learn2learn"]
     report = out.with_suffix(".md").read_text()
-    assert "| metarec | 2 |" in report and "gradient check" in report
+    assert "| metarec-analytic | 2 |" in report and "gradient check" in report and "fraction of limit" in report
 
 
-def test_engine_throughput_peak_memory_grows_with_chunk_size(tmp_path: Path) -> None:
+def test_engine_throughput_peak_memory_grows_with_tasks_held_at_once(tmp_path: Path) -> None:
     """The subprocess memory measurement (RSS sampled during the meta-batch, minus the RSS right
-    before it) is non-zero and larger for larger chunks."""
+    before it) is non-zero, and larger for 16 padded tasks under one vmap than for one task at a time."""
     out = tmp_path / "engine.jsonl"
-    res = _run("engine_throughput.py", "--data", "synthetic", "--tasks", "16", "--inner-steps", "2", "--chunks", "2,16",
+    res = _run("engine_throughput.py", "--data", "synthetic", "--tasks", "16", "--inner-steps", "2", "--buckets", "1",
                "--warmup", "0", "--repeat", "1", "--batches", "1", "--check-tasks", "2", "--no-l2l", "--out", str(out),
                timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    mem = {r["chunk_size"]: r["peak_memory"] for r in _rows(out) if r["engine"] == "metarec"}
-    assert mem[2]["rss_samples"] >= 2 and mem[16]["rss_samples"] >= 2
-    assert 0 < mem[2]["rss_peak_delta_mib"] < mem[16]["rss_peak_delta_mib"]
+    mem = {r["engine"]: r["peak_memory"] for r in _rows(out)}
+    assert mem["loop"]["rss_samples"] >= 2 and mem["metarec-vmap"]["rss_samples"] >= 2
+    assert 0 < mem["loop"]["rss_peak_delta_mib"] < mem["metarec-vmap"]["rss_peak_delta_mib"]
     assert "/proc/self/statm" in _rows(out)[0]["memory_method"]
 
 
@@ -111,7 +115,7 @@ def _load(script: str) -> ModuleType:
 @pytest.mark.parametrize(
     ("script", "args", "message"),
     [
-        ("engine_throughput.py", ["--chunks", "4,0"], "--chunks: 0 is < 1"),
+        ("engine_throughput.py", ["--buckets", "4,0"], "--buckets: 0 is < 1"),
         ("engine_throughput.py", ["--tasks", "2", "--check-tasks", "4"], "--check-tasks 4"),
         ("engine_throughput.py", ["--device", "tpu"], "--device 'tpu'"),
         ("engine_throughput.py", ["--inner-lr", "-1"], "--inner-lr -1.0: must be a finite number > 0"),

@@ -14,7 +14,13 @@ from metarec.algorithms.config import (
 )
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.algorithms.losses import LOSSES, masked_bce, masked_bpr, masked_mse
-from metarec.algorithms.meta import adapt_batch, adapt_patterns, meta_loss_and_grads, predict_batch
+from metarec.algorithms.meta import (
+    adapt_batch,
+    adapt_patterns,
+    meta_loss_and_grads,
+    predict_batch,
+    task_weights,
+)
 
 __all__ = [
     "ALGORITHMS",
@@ -32,4 +38,5 @@ __all__ = [
     "adapt_patterns",
     "meta_loss_and_grads",
     "predict_batch",
+    "task_weights",
 ]

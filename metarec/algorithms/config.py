@@ -31,8 +31,9 @@ import torch
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms.losses import LOSSES
 
-__all__ = ["ALGORITHMS", "AlgorithmConfig", "init_algorithm_state", "msl_weights", "state_lrs"]
+__all__ = ["ALGORITHMS", "ENGINES", "AlgorithmConfig", "init_algorithm_state", "msl_weights", "state_lrs"]
 
+ENGINES = ("auto", "analytic", "vmap")
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "global", "finetune")
 _META = ("maml", "fomaml", "metasgd", "anil")  # differentiate through (or past) the inner loop
 _NO_INNER = ("global", "finetune")  # no inner loop in training
@@ -59,6 +60,13 @@ class AlgorithmConfig:
             inner-loop parameter (MeLU: only the decision layers adapt), compute each task's
             encoding once, outside the inner loop (same values and meta-gradients);
             ``False`` runs the full forward pass at every step.
+        buckets: group the tasks of a meta-batch by support size into at most this many
+            groups (exact minimum padded area, :func:`~metarec.algorithms.buckets.bucket_tasks`),
+            each run at its own width (the meta-gradient is a sum over tasks, so only the float
+            summation order changes); 1 = one group padded to the longest task.
+        engine: ``"auto"`` (the analytic batched inner loop of
+            :mod:`metarec.algorithms.mlp` when the model qualifies, else ``torch.func``),
+            ``"analytic"`` (require it) or ``"vmap"`` (always the general ``torch.func`` path).
         per_step_lr: MAML++ learned per-step, per-tensor inner rates.
         multi_step_loss: MAML++ weighted query loss after every inner step.
         adapt: inner-loop name patterns overriding the model's ``adapt``.
@@ -79,6 +87,8 @@ class AlgorithmConfig:
     chunk_size: int | None = None
     sort_tasks: bool = False
     encode_once: bool = True
+    buckets: int = 2
+    engine: str = "auto"
     per_step_lr: bool = False
     multi_step_loss: bool = False
     adapt: tuple[str, ...] | None = None
@@ -96,6 +106,11 @@ class AlgorithmConfig:
         _int(self.meta_batch, "meta_batch", "each outer step needs at least one task")
         if self.chunk_size is not None:
             _int(self.chunk_size, "chunk_size", "a chunk holds at least one task (None: no chunking)")
+        _int(self.buckets, "buckets", "tasks form at least one group (1: no grouping)")
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"engine={self.engine!r}: unknown engine; choose one of {ENGINES}{suggest(self.engine, ENGINES)}"
+            )
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r}: unknown loss; choose one of {tuple(LOSSES)}{suggest(self.loss, LOSSES)}")
         for flag in ("first_order", "sort_tasks", "encode_once"):

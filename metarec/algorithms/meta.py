@@ -1,7 +1,9 @@
 """Entry points for the outer loop: the meta-loss and its gradients, adaptation, prediction.
 
 All three are pure functions of a parameter dict (the model only supplies the forward pass and
-its buffers) and run the tasks of a meta-batch together under :func:`torch.func.vmap`.
+its buffers) and run the tasks of a meta-batch together: under :func:`torch.func.vmap` (any
+model), or, for MeLU-style decision layers and the MAML family, as the batched analytic inner
+loop of :mod:`metarec.algorithms.mlp` (``cfg.engine``; the same meta-gradients).
 
 The meta-loss is a weighted mean over tasks, ``sum_t w_t L_t / sum_t w_t``, of each task's
 masked query loss after adaptation (``global``/``finetune``: the loss on support and query
@@ -9,9 +11,10 @@ with the initial weights), with ``w_t = 1`` for a task that has at least one rea
 interaction and 0 for an all-padding task. Chunking the task axis (``cfg.chunk_size``) sums
 per-chunk gradients of ``sum_{t in chunk} w_t L_t / sum_t w_t``, so it equals the unchunked
 result exactly (up to float summation order). Each chunk is cut to the width of its longest
-support and query set (trailing all-padding columns dropped; the masked losses ignore them), and
-``cfg.sort_tasks`` orders the tasks by support size first so that chunks hold tasks of similar
-length.
+support and query set (trailing all-padding columns dropped; the masked losses ignore them).
+``cfg.buckets`` first groups the tasks by support size (:func:`~metarec.algorithms.buckets.bucket_tasks`)
+so that each group is cut to its own longest task (chunks then split each group);
+``cfg.sort_tasks`` with ``buckets=1`` orders the tasks by support size before chunking.
 
 When every inner-loop parameter lies outside the model's encoder (``cfg.encode_once`` and
 :func:`~metarec.models.base.encoder_is_fixed`), each task's support and query sets are encoded
@@ -29,12 +32,14 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from metarec._errors import ConfigError
+from metarec.algorithms.buckets import bucket_tasks
 from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
+from metarec.algorithms.mlp import MLPSpec, mlp_forward, mlp_query_losses, mlp_spec, mlp_trajectory
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.models.base import encoder_is_fixed, model_adapt_patterns, split_params, staged_call
 
-__all__ = ["adapt_patterns", "meta_loss_and_grads", "adapt_batch", "predict_batch"]
+__all__ = ["adapt_patterns", "meta_loss_and_grads", "task_weights", "adapt_batch", "predict_batch"]
 
 Params = Mapping[str, torch.Tensor]
 Grads = dict[str, torch.Tensor]
@@ -96,10 +101,7 @@ def meta_loss_and_grads(
     st = {k: v.detach() for k, v in (state or {}).items()}
     fast, slow = split_params(model, adapt_patterns(cfg, model), p)
     no_inner = cfg.name in ("global", "finetune")
-    real = batch.query.mask.any(dim=1)  # (T,)
-    if no_inner:
-        real = real | batch.support.mask.any(dim=1)
-    w = real.to(next(iter(p.values())).dtype)  # (T,)
+    w = task_weights(cfg, batch).to(next(iter(p.values())).dtype)  # (T,)
     total = w.sum().clamp_min(1.0)
     sw = None
     if cfg.multi_step_loss:
@@ -111,33 +113,50 @@ def meta_loss_and_grads(
             )
         sw = sw.to(w)
 
-    if cfg.sort_tasks:
-        order = torch.argsort(batch.support.mask.sum(dim=1), stable=True)
-        batch, w = batch.select(order), w[order]
     enc = cfg.encode_once and encoder_is_fixed(model, fast)
-    size = cfg.chunk_size or batch.n_tasks
+    spec = _analytic_spec(cfg, model, fast, enc and cfg.name in _ANALYTIC)
     loss = torch.zeros((), dtype=w.dtype, device=w.device)
     acc: Grads = {}
-    for start in range(0, batch.n_tasks, size):
-        part, wc = _trim(batch.select(slice(start, start + size))), w[start : start + size] / total
-        if cfg.name == "reptile":
-            lc, gc = _reptile(cfg, model, fast, slow, part, wc, enc)
-        else:
-            def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
-                if no_inner:
-                    per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
-                else:
-                    per_task = _maml_losses(cfg, model, f, s, a, part, sw, enc)  # (Tc,)
-                return (wc * per_task).sum()
 
-            (gf, gs, ga), lc = grad_and_value(objective, argnums=(0, 1, 2))(fast, slow, st)
-            gc = {**gf, **gs, **ga}
+    def add(lc: torch.Tensor, gc: Grads) -> None:
+        nonlocal loss
         loss = loss + lc.detach()
         for k, g in gc.items():
             acc[k] = acc[k] + g if k in acc else g
+
+    groups = _groups(cfg, batch)
+    if spec is not None:  # all groups in one graph (one encoder pass), or one graph per chunk
+        for gs in [groups] if cfg.chunk_size is None else [[g] for g in groups]:
+            add(*_analytic_grads(cfg, model, spec, fast, slow, st, batch, gs, w / total, sw))
+        groups = []
+    for idx in groups:
+        part, wc = _trim(batch.select(idx)), w[idx] / total
+        if cfg.name == "reptile":
+            add(*_reptile(cfg, model, fast, slow, part, wc, enc))
+            continue
+
+        def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
+            if no_inner:
+                per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
+            else:
+                per_task = _maml_losses(cfg, model, f, s, a, part, sw, enc)  # (Tc,)
+            return (wc * per_task).sum()
+
+        (gf, gs_, ga), lc = grad_and_value(objective, argnums=(0, 1, 2))(fast, slow, st)
+        add(lc, {**gf, **gs_, **ga})
     grads = {k: acc[k].detach() for k in p}
     grads.update({k: acc[k].detach() if k in acc else torch.zeros_like(v) for k, v in st.items()})
     return loss, grads
+
+
+def task_weights(cfg: AlgorithmConfig, batch: EpisodeBatch) -> torch.Tensor:
+    """Each task's weight ``w_t`` in the meta-loss ``sum_t w_t L_t / sum_t w_t``: ``bool (T,)``,
+    True for a task with a real query interaction (``global``/``finetune``: a real interaction
+    in either set). A data-parallel run weights each rank's meta-gradient by ``sum w_t``."""
+    real = batch.query.mask.any(dim=1)  # (T,)
+    if cfg.name in ("global", "finetune"):
+        real = real | batch.support.mask.any(dim=1)
+    return real
 
 
 def adapt_batch(
@@ -180,6 +199,15 @@ def adapt_batch(
     if n == 0:
         return {k: v.expand(T, *v.shape).clone() for k, v in fast.items()}
     enc = cfg.encode_once and encoder_is_fixed(model, fast)
+    spec = _analytic_spec(cfg, model, fast, enc)
+    if spec is not None:
+        with torch.no_grad():
+            x = staged_call(model, slow, "encode", (support.users, support.items))  # (T, N, F)
+            out = mlp_trajectory(
+                spec, fast, _decision(spec, slow), x, support.targets, support.mask, n, cfg.inner_lr if lr is None else lr,
+                first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            )
+        return {k: out[k].detach() for k in fast}
 
     def one(u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
         s = EpisodeSet(u, i, t, m)
@@ -205,6 +233,10 @@ def predict_batch(
     if extra:
         raise ConfigError(f"fast_stacked: {extra[0]!r} is not a parameter name; pass the dict adapt_batch returned")
     slow = {k: v for k, v in params.items() if k not in fast_stacked}
+    spec = mlp_spec(model, fast_stacked, "mse") if encoder_is_fixed(model, fast_stacked) else None
+    if spec is not None and all(v.dim() == params[k].dim() + 1 for k, v in fast_stacked.items()):
+        x = staged_call(model, slow, "encode", (users, items))  # (T, N, F)
+        return mlp_forward(spec, {**_decision(spec, slow), **fast_stacked}, x)
 
     def one(f: Params, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return functional_call(model, (dict(f), slow), (u, i))
@@ -213,6 +245,80 @@ def predict_batch(
 
 
 # ---------------------------------------------------------------------- helpers
+_ANALYTIC = ("maml", "fomaml", "metasgd", "anil")  # the analytic path covers the MAML family
+
+
+def _analytic_spec(cfg: AlgorithmConfig, model: nn.Module, fast: Params, eligible: bool) -> MLPSpec | None:
+    """The analytic inner loop's :class:`MLPSpec` when ``cfg.engine`` allows it and the model
+    qualifies (``eligible``: the algorithm and the fixed encoder allow it)."""
+    if cfg.engine == "vmap":
+        return None
+    spec = mlp_spec(model, fast, cfg.loss) if eligible else None
+    if spec is None and cfg.engine == "analytic":
+        raise ConfigError(
+            f"engine='analytic': {type(model).__name__} with name={cfg.name!r}, loss={cfg.loss!r}, inner-loop "
+            f"parameters {sorted(fast)} has no analytic inner loop (it needs MeLU without dropout, one of "
+            f"{_ANALYTIC}, loss 'mse' or 'bce', and only decision/head parameters adapting); pass engine='auto' "
+            "or engine='vmap'"
+        )
+    return spec
+
+
+def _decision(spec: MLPSpec, slow: Params) -> dict[str, torch.Tensor]:
+    """The decision-MLP entries of ``slow`` (weights that do not adapt but are used by the MLP)."""
+    names = {n for pair in (*spec.layers, spec.head) for n in pair}
+    return {k: v for k, v in slow.items() if k in names}
+
+
+def _groups(cfg: AlgorithmConfig, batch: EpisodeBatch) -> list[torch.Tensor]:
+    """Task index groups: by support size (``cfg.buckets``; ``cfg.sort_tasks``), then chunks."""
+    T = batch.n_tasks
+    lengths = batch.support.mask.sum(dim=1)
+    if cfg.buckets > 1:
+        groups = bucket_tasks(lengths, cfg.buckets)
+    elif cfg.sort_tasks:
+        groups = [torch.argsort(lengths, stable=True)]
+    else:
+        groups = [torch.arange(T, device=lengths.device)]
+    size = cfg.chunk_size or T
+    return [g[i : i + size] for g in groups for i in range(0, g.shape[0], size)]
+
+
+def _analytic_grads(
+    cfg: AlgorithmConfig, model: nn.Module, spec: MLPSpec, fast: Params, slow: Params, state: Params,
+    batch: EpisodeBatch, groups: list[torch.Tensor], wn: torch.Tensor, sw: torch.Tensor | None,
+) -> tuple[torch.Tensor, Grads]:
+    """``(sum_t wn_t L_t, grads)`` over the tasks of ``groups`` by the analytic inner loop (each
+    group at its own width) and one autograd pass outside it; the encoder runs once for all."""
+    leaves = {k: v.detach().requires_grad_() for k, v in {**fast, **slow, **state}.items()}
+    f, s, a = ({k: leaves[k] for k in d} for d in (fast, slow, state))
+    lrs, step_lrs = state_lrs(cfg, a, f)
+    sub = _trim(batch.select(torch.cat(groups)))
+    ns = sub.support.users.shape[1]
+    h = staged_call(model, s, "encode", (torch.cat([sub.support.users, sub.query.users], 1),
+                                         torch.cat([sub.support.items, sub.query.items], 1)))  # (T, Ns+Nq, F)
+    dec = _decision(spec, s)
+    value = torch.zeros((), dtype=wn.dtype, device=wn.device)
+    start = 0
+    for g in groups:
+        rows = slice(start, start + g.shape[0])
+        start += g.shape[0]
+        part = _trim(sub.select(rows))  # this group's own widths
+        sup, qry = part.support, part.query
+        hs = h[rows, : sup.users.shape[1]]  # (Tg, Ns_g, F)
+        hq = h[rows, ns : ns + qry.users.shape[1]]  # (Tg, Nq_g, F)
+        losses = mlp_query_losses(
+            spec, f, dec, (hs, sup.targets, sup.mask), (hq, qry.targets, qry.mask), cfg.inner_steps,
+            cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            every_step=sw is not None,
+        )
+        per_task = losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))  # (Tg,)
+        value = value + (wn[g] * per_task).sum()
+    names = list(leaves)
+    gs = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
+    return value.detach(), {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)}
+
+
 def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> torch.Tensor | None:
     """``model.encode`` of one set from the meta-parameters (``None`` when not ``enabled``)."""
     return staged_call(model, slow, "encode", (data.users, data.items)) if enabled else None

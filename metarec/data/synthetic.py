@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import DataError
-from metarec.data.features import FeatureSpec
+from metarec.data.encoding import IdEncoder
+from metarec.data.features import FeatureSpec, encode_features
 from metarec.data.table import Columns, InteractionTable
 
-__all__ = ["SyntheticTruth", "make_synthetic"]
+__all__ = ["SyntheticTruth", "make_synthetic", "make_synthetic_large"]
 
 
 @dataclass(frozen=True)
@@ -193,3 +194,126 @@ def make_synthetic(
     if not return_truth:
         return table
     return table, SyntheticTruth(truth["uv"], truth["iv"], truth["ub"], truth["ib"], truth["dm"], truth["db"], truth["ud"], f)
+
+
+def make_synthetic_large(
+    n_interactions: int,
+    *,
+    n_users: int = 2000,
+    n_items: int = 1000,
+    per_user: int = 50,
+    n_factors: int = 8,
+    shift: float = 0.5,
+    noise: float = 0.3,
+    n_values: int = 8,
+    seed: int = 0,
+    via_frame: bool = False,
+) -> InteractionTable:
+    """About ``n_interactions`` explicit ratings with :func:`make_synthetic`'s generative story,
+    drawn sparsely, for scale tests (10M-100M interactions).
+
+    :func:`make_synthetic` draws a dense ``(users, items)`` score matrix per domain, which costs
+    ``users * items`` per domain whatever the density; here each user's items are drawn directly
+    (``per_user`` on average, Poisson, at least 15, distinct), only the drawn pairs are scored, and
+    domains of ``n_users`` users and ``n_items`` items are added until ``n_interactions`` is
+    reached, so time and memory grow with the interactions only. Three categorical features per
+    user and per item (no multi-valued tags, to keep feature tables small). The same arguments
+    give the same data; it is not the same data as :func:`make_synthetic`. The table is encoded
+    directly from the generated arrays (``via_frame=True``: through
+    :meth:`InteractionTable.from_frame`, the same table with several times the peak memory).
+
+    Example:
+        >>> t = make_synthetic_large(20_000, n_users=100, n_items=200, per_user=40)
+        >>> 19_000 <= len(t) <= 21_000
+        True
+    """
+    for name, v, lo in (("n_interactions", n_interactions, 1), ("n_users", n_users, 1), ("n_items", n_items, 16),
+                        ("per_user", per_user, 15)):
+        if int(v) < lo:
+            raise DataError(f"{name}={v}: must be >= {lo}; pass {name} >= {lo}")
+    if per_user > n_items // 2:
+        raise DataError(f"per_user={per_user}: must be <= n_items // 2 = {n_items // 2}; raise n_items or lower per_user")
+    rng = np.random.default_rng(seed)
+    f, nf = n_factors, 3
+    ufeat = rng.normal(size=(nf, n_values, f))
+    ifeat = rng.normal(size=(nf, n_values, f))
+    n_domains = max(1, -(-int(n_interactions) // (n_users * per_user)))
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("user", "item", "rating", "domain", "timestamp")}
+    uvals_all, ivals_all = [], []
+    total = 0
+    for d in range(n_domains):
+        A = np.eye(f) + shift * rng.normal(size=(f, f)) / np.sqrt(f)
+        bd = shift * rng.normal() * 0.5
+        uvals = rng.integers(0, n_values, size=(n_users, nf))
+        U = ufeat[np.arange(nf)[None, :], uvals].mean(axis=1) + rng.normal(size=(n_users, f))
+        ivals = rng.integers(0, n_values, size=(n_items, nf))
+        V = ifeat[np.arange(nf)[None, :], ivals].mean(axis=1) * 1.5 + 0.3 * rng.normal(size=(n_items, f))
+        bu, bi = rng.normal(size=n_users) * 0.3, rng.normal(size=n_items) * 0.3
+        left = int(n_interactions) - total
+        counts = np.clip(rng.poisson(per_user, size=n_users), 15, n_items // 2)
+        if counts.sum() > left:  # the last domain: fewer users
+            counts = counts[: max(1, int(np.searchsorted(np.cumsum(counts), left)) + 1)]
+        nu = counts.shape[0]
+        # distinct items per user: oversample with replacement, drop repeats, keep a random `count`
+        draw = (counts * 1.3 + 4).astype(np.int64)
+        uu = np.repeat(np.arange(nu), draw)
+        key = np.unique(uu * n_items + rng.integers(0, n_items, size=uu.shape[0]))
+        uu, ii = key // n_items, key % n_items
+        prio = rng.random(uu.shape[0])
+        order = np.lexsort((prio, uu))
+        uu, ii = uu[order], ii[order]
+        start = np.searchsorted(uu, np.arange(nu))
+        keep = (np.arange(uu.shape[0]) - start[uu]) < counts[uu]
+        uu, ii = uu[keep], ii[keep]
+        s = np.einsum("nf,nf->n", U[uu] @ A.T, V[ii]) / np.sqrt(f) + bd + bu[uu] + bi[ii]
+        cols["user"].append(d * n_users + uu)
+        cols["item"].append(d * n_items + ii)
+        cols["rating"].append(np.clip(3.0 + s + noise * rng.normal(size=s.shape[0]), 1.0, 5.0).astype(np.float32))
+        cols["domain"].append(np.full(uu.shape[0], d, dtype=np.int32))
+        cols["timestamp"].append(1_500_000_000 + d * 10_000_000 + uu * 1000 + rng.integers(0, 997, size=uu.shape[0]))
+        uvals_all.append(uvals[:nu])
+        ivals_all.append(ivals)
+        total += uu.shape[0]
+        if total >= n_interactions:
+            n_domains = d + 1
+            break
+    uv, iv = np.concatenate(uvals_all), np.concatenate(ivals_all)
+    n_users_total = sum(len(x) for x in uvals_all)
+    users = pd.DataFrame({"user": np.concatenate([d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)]),
+                          **{f"u_f{j}": uv[:, j] for j in range(nf)}})
+    items = pd.DataFrame({"item": np.arange(n_domains * n_items), **{f"i_f{j}": iv[:, j] for j in range(nf)}})
+    if not via_frame:
+        # Encoded directly: raw user k (item k) is index k + 1 of an encoder over 0..n-1, domain
+        # d is index d + 1; the rows are valid by construction (distinct pairs, ratings in
+        # [1, 5]), so the frame validation of InteractionTable.from_frame (which holds several
+        # copies of every column) is skipped. The same table as the from_frame path (tested).
+        raw_users = np.concatenate([d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)])
+        assert raw_users.shape[0] == n_users_total
+        user_ids = IdEncoder(raw_users.tolist(), "user")
+        item_ids = IdEncoder(np.arange(n_domains * n_items).tolist(), "item")
+        domain_ids = IdEncoder([f"d{d}" for d in range(n_domains)], "domain")
+        # user raw id d * n_users + k sits at position (d's offset + k) of raw_users
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in uvals_all])])
+        u_raw = np.concatenate(cols["user"])
+        dom = np.concatenate(cols["domain"]).astype(np.int64)
+        u_idx = offsets[dom] + (u_raw - dom * n_users) + 1
+        return InteractionTable(
+            u_idx.astype(np.int64), np.concatenate(cols["item"]).astype(np.int64) + 1,
+            np.concatenate(cols["rating"]).astype(np.float32), dom + 1, np.concatenate(cols["timestamp"]).astype(np.int64),
+            user_ids, item_ids, domain_ids, feedback="explicit", rating_scale=(1.0, 5.0),
+            user_features=encode_features(users, "user", [FeatureSpec(f"u_f{j}") for j in range(nf)], user_ids, what="user"),
+            item_features=encode_features(items, "item", [FeatureSpec(f"i_f{j}") for j in range(nf)], item_ids, what="item"),
+        )
+    frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    del cols
+    frame["domain"] = pd.Categorical.from_codes(frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)])
+    return InteractionTable.from_frame(
+        frame,
+        Columns(user="user", item="item", rating="rating", domain="domain", timestamp="timestamp"),
+        feedback="explicit",
+        rating_scale=(1.0, 5.0),
+        user_features=users,
+        user_feature_specs=[FeatureSpec(f"u_f{j}") for j in range(nf)],
+        item_features=items,
+        item_feature_specs=[FeatureSpec(f"i_f{j}") for j in range(nf)],
+    )
