@@ -340,7 +340,7 @@ class AlgorithmSection:
             ``"ptupcdr+adapt"``, ...; settings in ``[crossdomain]``) or any name registered with
             ``metarec.register_method``.
         inner_steps, inner_lr, first_order, meta_batch, chunk_size, sort_tasks, encode_once,
-            per_step_lr, multi_step_loss: the engine's options, exactly
+            buckets, engine, per_step_lr, multi_step_loss: the engine's options, exactly
             :class:`~metarec.algorithms.AlgorithmConfig`'s (same names, defaults and rules).
         loss: ``"mse"``, ``"bce"`` or ``"bpr"``; ``None`` = ``"mse"`` for explicit feedback,
             ``"bce"`` for implicit.
@@ -359,6 +359,8 @@ class AlgorithmSection:
     chunk_size: int | None = None
     sort_tasks: bool = False
     encode_once: bool = True
+    buckets: int = 2
+    engine: Literal["auto", "analytic", "vmap"] = "auto"
     per_step_lr: bool = False
     multi_step_loss: bool = False
     loss: Literal["mse", "bce", "bpr"] | None = None
@@ -370,9 +372,9 @@ class AlgorithmSection:
         if self.eval_lr is not None and not self.eval_lr > 0:
             raise ConfigError(f"eval_lr={self.eval_lr!r}: must be > 0; e.g. --set algorithm.eval_lr=0.01, or none")
         if self.name in ALGORITHMS:
-            self.engine("explicit")
+            self.engine_config("explicit")
 
-    def engine(self, feedback: str, adapt: Sequence[str] | None = None) -> AlgorithmConfig:
+    def engine_config(self, feedback: str, adapt: Sequence[str] | None = None) -> AlgorithmConfig:
         """The engine's :class:`~metarec.algorithms.AlgorithmConfig` of this section
         (``loss`` from ``feedback`` when unset; ``adapt``: the model's inner-loop patterns)."""
         loss = self.loss or ("mse" if feedback == "explicit" else "bce")

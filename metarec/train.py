@@ -89,7 +89,7 @@ def resolve_device(name: str) -> torch.device:
 def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
     """The engine's :class:`AlgorithmConfig` of a scenario: :meth:`AlgorithmSection.engine`
     with the ``[model]`` section's inner-loop patterns."""
-    return sc.algorithm.engine(feedback, sc.model.adapt)
+    return sc.algorithm.engine_config(feedback, sc.model.adapt)
 
 
 def model_kwargs(sc: Scenario) -> dict[str, Any]:

@@ -470,10 +470,10 @@ def test_algorithm_section_is_the_engines_config():
 
     s = scenario_from_dict({"name": "x", "algorithm": {"sort_tasks": True, "encode_once": False, "chunk_size": 4,
                                                        "loss": "bpr"}})
-    cfg = s.algorithm.engine("implicit", ("head.*",))
+    cfg = s.algorithm.engine_config("implicit", ("head.*",))
     assert isinstance(cfg, AlgorithmConfig)
     assert (cfg.sort_tasks, cfg.encode_once, cfg.chunk_size, cfg.loss, cfg.adapt) == (True, False, 4, "bpr", ("head.*",))
-    assert scenario_from_dict({"name": "x"}).algorithm.engine("implicit").loss == "bce"
+    assert scenario_from_dict({"name": "x"}).algorithm.engine_config("implicit").loss == "bce"
     engine = {f.name for f in dataclasses.fields(AlgorithmConfig)} - {"adapt", "loss"}
     assert engine <= {f.name for f in dataclasses.fields(AlgorithmSection)}
 
