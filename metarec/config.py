@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from metarec._errors import ConfigError, suggest
+from metarec.federated.config import FederatedConfig
 
 try:
     import tomllib
@@ -805,6 +806,7 @@ class Scenario:
         description: free text.
         data, protocol, metrics, model, algorithm, train, bench: the sections, each with
             documented defaults.
+        federated: the ``[federated]`` section (``metarec federated``).
     """
 
     name: str
@@ -816,6 +818,7 @@ class Scenario:
     algorithm: AlgorithmSection = field(default_factory=AlgorithmSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
 
 # --------------------------------------------------------------------------------------------
