@@ -16,6 +16,7 @@ place a ``train`` reply is built, and tests/test_federated_privacy.py).
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,15 +33,25 @@ _EXTRA = 'pip install "metarec[federated]"'
 
 
 def require_flwr() -> Any:
-    """Import ``flwr`` or fail with the extra to install."""
+    """Import ``flwr`` (and the parts used here) or fail with the extra to install.
+
+    flwr 1.42's own import of click raises a DeprecationWarning about click itself; it is
+    silenced for this import only (nothing metarec can act on)."""
     try:
-        import flwr
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import flwr
+            import flwr.app
+            import flwr.clientapp
+            import flwr.common.serde
+            import flwr.serverapp  # noqa: F401
     except ModuleNotFoundError:
         raise ModuleNotFoundError(f"metarec.federated with backend 'simulation' or 'loopback' needs flwr: {_EXTRA}") from None
     return flwr
 
 
 def _arrays(params: Mapping[str, np.ndarray]) -> Any:
+    require_flwr()
     from flwr.app import Array, ArrayRecord
 
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in params.items()})
@@ -52,6 +63,7 @@ def arrays_of(record: Any) -> dict[str, np.ndarray]:
 
 
 def _metrics(m: Mapping[str, Any]) -> Any:
+    require_flwr()
     from flwr.app import MetricRecord
 
     return MetricRecord({k: (int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else float(v))
@@ -60,12 +72,14 @@ def _metrics(m: Mapping[str, Any]) -> Any:
 
 def fit_content(params: Mapping[str, np.ndarray], num_examples: int, metrics: Mapping[str, float]) -> Any:
     """The RecordDict a client sends after local training: parameters and scalars only."""
+    require_flwr()
     from flwr.app import RecordDict
 
     return RecordDict({"arrays": _arrays(params), "metrics": _metrics({"num-examples": int(num_examples), **metrics})})
 
 
 def hello_content(info: Mapping[str, Any], init: Mapping[str, np.ndarray] | None) -> Any:
+    require_flwr()
     from flwr.app import ConfigRecord, RecordDict
 
     rec = {"info": ConfigRecord({k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in info.items()})}
@@ -75,6 +89,7 @@ def hello_content(info: Mapping[str, Any], init: Mapping[str, np.ndarray] | None
 
 
 def eval_content(metrics: Mapping[str, float]) -> Any:
+    require_flwr()
     from flwr.app import RecordDict
 
     return RecordDict({"metrics": _metrics(metrics)})
@@ -82,6 +97,7 @@ def eval_content(metrics: Mapping[str, float]) -> Any:
 
 def content_bytes(content: Any) -> int:
     """Size in bytes of a RecordDict as Flower serialises it on the wire (protobuf)."""
+    require_flwr()
     from flwr.common.serde import recorddict_to_proto
 
     return len(recorddict_to_proto(content).SerializeToString())

@@ -237,7 +237,11 @@ def _simulate(config_path: str, out: Path, n: int, resume: bool, stop_after: int
     if importlib.util.find_spec("ray") is None:
         raise ModuleNotFoundError('backend="simulation" runs Flower\'s Ray engine: pip install "metarec[federated]" '
                                   '(or use backend="local" / "loopback")')
-    from flwr.simulation import run_simulation
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from flwr.simulation import run_simulation
 
     cpus = max(1, min(n, os.cpu_count() or 1))
     run_simulation(
