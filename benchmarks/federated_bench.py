@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--backend", default="local", choices=("local", "simulation"))
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--tag", default="", help="suffix of the result files' names (federated_<scenario>[-tag])")
     args = ap.parse_args()
     base = load_scenario(args.scenario, args.set)
     steps = args.rounds * args.local_steps
@@ -81,7 +82,7 @@ def main() -> None:
     rows: list[dict] = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"federated_{base.name}"
+    stem = f"federated_{base.name}" + (f"-{args.tag}" if args.tag else "")
     for seed in range(args.seeds):
         sc = replace(base, train=replace(base.train, seed=seed), federated=replace(base.federated, seed=seed))
         clients = [client_data(table, sc, i) for i in range(len(names))]

@@ -244,6 +244,9 @@ def _simulate(config_path: str, out: Path, n: int, resume: bool, stop_after: int
         from flwr.simulation import run_simulation
 
     cpus = max(1, min(n, os.cpu_count() or 1))
+    # Ray warns on every actor that it will stop overriding CUDA_VISIBLE_DEVICES for CPU-only
+    # actors; opting in to that behaviour now silences it (the clients use no GPU).
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_simulation(
         make_server_app(config_path, str(out), n, resume=resume, stop_after=stop_after), make_client_app(config_path),
         num_supernodes=n,
