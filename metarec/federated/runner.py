@@ -11,7 +11,8 @@ Backends (``federated.backend``, or the ``backend`` argument):
 
 The run directory holds ``config.json`` (the resolved scenario every client reads),
 ``rounds.jsonl`` (one line per round: sampled, answered and failed clients with the reason,
-weights, loss, bytes each way, seconds), ``checkpoints/last.pt`` (parameters after the last
+weights, loss, the bytes the clients sent as Flower serialises them and the parameter
+bytes sent to them, seconds), ``checkpoints/last.pt`` (parameters after the last
 finished round; ``resume=True`` continues from it), ``final.pt`` and ``federated.json`` (per
 client: size and cold-user scores after fast adaptation; the DP settings; the fault report).
 """
@@ -177,10 +178,10 @@ def write_results(out: str | Path, scenario: Scenario, run: ServerRun, *, backen
 
 
 def _prepare(scenario: Scenario, out: Path, resume: bool) -> Path:
-    if not resume and (out / "federated.json").exists() or (not resume and (out / "rounds.jsonl").exists()):
+    if not resume and ((out / "federated.json").exists() or (out / "rounds.jsonl").exists()):
         raise ConfigError(f"out={str(out)!r}: already holds a federated run; pass --resume to continue it, or choose an empty folder")
     out.mkdir(parents=True, exist_ok=True)
-    return save_config(scenario, out / "config.json")
+    return save_config(scenario, out / "config.json").resolve()
 
 
 def run_federated(
@@ -205,7 +206,7 @@ def run_federated(
     Raises:
         ConfigError: an unknown backend, or ``out`` holds a run and ``resume`` is not set.
     """
-    out = Path(out)
+    out = Path(out).resolve()
     backend = backend or scenario.federated.backend
     if backend not in ("simulation", "loopback", "local"):
         raise ConfigError(f"backend={backend!r}: choose 'simulation', 'loopback' or 'local'")

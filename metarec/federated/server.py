@@ -130,14 +130,18 @@ def run_server(
     t0 = time.perf_counter()
     out = Path(out)
     last = out / "checkpoints" / "last.pt"
-    hello = transport.hello(fed.startup_timeout)
+    # the handshake is where each client first loads its data and builds its model
+    hello = transport.hello(fed.startup_timeout + fed.round_timeout)
     names = {r.client: str(r.metrics.get("name", f"#{r.client}")) for r in hello}
     clients = [{"index": r.client, **r.metrics} if r.status == "ok" else {"index": r.client, "name": names[r.client], "status": r.status, "error": r.error[:500]}
                for r in sorted(hello, key=lambda r: r.client)]
     init = next((r.params for r in sorted(hello, key=lambda r: r.client) if r.status == "ok" and r.params), None)
     if init is None:
-        raise RuntimeError("no client answered the handshake with initial weights: " +
-                           "; ".join(f"{names.get(r.client, r.client)}: {r.status} {r.error[:200]}" for r in hello))
+        why = "; ".join(f"{names.get(r.client, r.client)}: {r.status} {r.error[:200]}" for r in hello) or (
+            f"no reply within startup_timeout + round_timeout = {fed.startup_timeout + fed.round_timeout:g} s"
+        )
+        raise RuntimeError(f"no client answered the handshake with initial weights ({why}); raise "
+                           "federated.startup_timeout if the clients are slow to load their data")
     params = {k: torch.as_tensor(np.asarray(v)) for k, v in init.items()}
     start, history = 0, []
     log_path = out / "rounds.jsonl"
