@@ -15,6 +15,7 @@ place a ``train`` reply is built, and tests/test_federated_privacy.py).
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,9 @@ def require_flwr() -> Any:
     """Import ``flwr`` (and the parts used here) or fail with the extra to install.
 
     flwr 1.42's own import of click raises a DeprecationWarning about click itself; it is
-    silenced for this import only (nothing metarec can act on)."""
+    silenced for this import only (nothing metarec can act on). Flower's usage telemetry is off
+    unless ``FLWR_TELEMETRY_ENABLED`` is set."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -233,7 +236,9 @@ class GridTransport:
         out = []
         for c in clients:
             m = got.get(self.node_of.get(c, -1))
-            if m is None:
+            if c not in self.node_of:
+                out.append(ClientReply(c, "error", error="no node answered the handshake for this client"))
+            elif m is None:
                 out.append(ClientReply(c, "timeout", error="no reply within round_timeout"))
             elif m.has_error():
                 out.append(ClientReply(c, "error", error=str(m.error.reason)))

@@ -5,7 +5,8 @@ naming metarec's ServerApp and ClientApp, with the run's config path as its run 
 starts ``flower-superlink`` and ``flower-supernode --node-config partition-id=<i>`` as separate
 processes, each in its own process group, submits the app with ``flwr run --stream`` and always
 tears every one of them (and the processes Flower starts from them) down (also on error or timeout). ``FLWR_HOME`` points into the run
-directory so that nothing is written to the user's Flower home. The processes find metarec
+directory so that nothing is written to the user's Flower home, and Flower's
+telemetry is off unless ``FLWR_TELEMETRY_ENABLED`` is set. The processes find metarec
 through ``PYTHONPATH`` (this package's parent directory is prepended). Logs go to
 ``RUN/flower-logs/``.
 """
@@ -139,7 +140,7 @@ def run_loopback(
     app = write_app(out / "flower-app", config_path, out, n_clients, resume=resume, stop_after=stop_after)
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "FLWR_HOME": str(home), "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {"FLWR_TELEMETRY_ENABLED": "0", **os.environ, "PATH": path, "FLWR_HOME": str(home), "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     procs: list[subprocess.Popen] = []
     files: list[IO[bytes]] = []
 
