@@ -125,6 +125,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_federated(args: argparse.Namespace) -> int:
+    from metarec.config import load_scenario
+    from metarec.federated import run_federated
+
+    sc = load_scenario(_scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
+    res = run_federated(sc, args.out, backend=args.backend, resume=args.resume)
+    s = res.summary
+    print(f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in {s['seconds']:.1f} s, "
+          f"{s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by clients per round, {len(s['failures'])} client failure(s)")
+    for c in s["clients"]:
+        cold = c.get("cold", {})
+        scores = ", ".join(f"{k}={v:.4f}" for k, v in cold.items() if isinstance(v, float) and k not in ("n_tasks", "adapt_ms_per_task"))
+        print(f"  {c.get('name', c['index'])!s:<18} " + (scores or str(c.get("error", cold))))
+    print(f"run directory: {args.out}")
+    return 0
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from metarec.data.fetch import fetch
 
@@ -183,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--runs-dir", help="where the training run directories go (default: OUT/runs)")
     scen(be)
     be.set_defaults(func=_cmd_bench)
+
+    fe = sub.add_parser("federated", help="federated meta-learning: one client per domain (or cohort) on Flower")
+    fe.add_argument("scenario")
+    fe.add_argument("--out", required=True, help="run directory")
+    fe.add_argument("--backend", choices=("simulation", "local", "loopback"), default=None,
+                    help="default: the scenario's federated.backend (simulation)")
+    fe.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    scen(fe)
+    fe.set_defaults(func=_cmd_federated)
 
     tasks = sub.add_parser("tasks", help="scenario tasks").add_subparsers(dest="tasks_command", required=True)
     insp = tasks.add_parser("inspect", help="build a scenario's tasks and report sizes and leakage checks")

@@ -53,6 +53,7 @@ from metarec.schema import (
     read_config_file,
     to_dict,
 )
+from metarec.federated.config import FederatedConfig
 
 __all__ = [
     "AlgorithmSection",
@@ -469,6 +470,7 @@ class Scenario:
         crossdomain: settings of the cross-domain methods (``algorithm.name = "emcdr"``, ...):
             the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
             the method is built (before any data is read); unset keys keep their defaults.
+        federated: the ``[federated]`` section (``metarec federated``).
     """
 
     name: str
@@ -481,6 +483,7 @@ class Scenario:
     train: TrainConfig = field(default_factory=TrainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     crossdomain: dict[str, Any] = field(default_factory=dict)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
 
 
 # --------------------------------------------------------------------------------------------
