@@ -136,6 +136,7 @@ def test_bitgcf_carries_a_cold_users_source_embedding_to_the_target(implicit_spl
     torch.testing.assert_close(users[1, warm], a_t * model.user[1, warm] + (1 - a_t) * model.user[0, warm])
 
 
+@pytest.mark.slow
 def test_graph_methods_are_registered_and_beat_the_average_user() -> None:
     """Target taste is a map of source taste: the shared users' graph carries it to cold users."""
     assert parse_method("bitgcf+adapt") == ("bitgcf", True) and parse_method("lightgcn") == ("lightgcn", False)
@@ -223,6 +224,7 @@ def test_lightgcn_item_with_text_and_no_interactions_is_scored_by_its_text(monke
     torch.testing.assert_close(none, model.head.bias.detach())  # no text signal: the head's bias only
 
 
+@pytest.mark.slow
 def test_maml_over_lightgcn_beats_global_on_cold_users(tmp_path) -> None:
     """The meta-learnable LightGCN (item attribute graph; cold users are the adapted unknown
     vector) trained by MAML beats the same model without adaptation, for two seeds."""
