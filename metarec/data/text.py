@@ -66,10 +66,10 @@ class WordLlamaEncoder:
 
     def __init__(self) -> None:
         try:
-            import wordllama
+            import wordllama  # type: ignore[import-untyped]
             from safetensors import safe_open
             from tokenizers import Tokenizer
-            from wordllama.inference import WordLlamaInference
+            from wordllama.inference import WordLlamaInference  # type: ignore[import-untyped]
         except ImportError as e:
             raise ConfigError(
                 f"text features: the default encoder needs the 'wordllama' package ({e}); install the extra with "
@@ -110,7 +110,7 @@ class SentenceTransformerEncoder:
                 "sentence-transformers model saved with model.save(path), or use encoder='wordllama'"
             )
         try:
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
         except ImportError:
             raise ConfigError(
                 "encoder='sentence-transformers:...': the 'sentence_transformers' package is not installed; install it "

@@ -107,7 +107,7 @@ class LightGCN(IdModel):
         self.set_graph(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     @classmethod
-    def from_table(cls, table: Any, config: GraphConfig | None = None, *, adapt: Sequence[str] | None = None) -> LightGCN:
+    def from_table(cls, table: Any, config: GraphConfig | None = None, *, adapt: Sequence[str] | None = None) -> LightGCN:  # type: ignore[override]
         """Build over an :class:`~metarec.data.table.InteractionTable` (attribute edges only;
         add meta-train interactions with :meth:`set_graph`)."""
         return cls(table.n_users, table.n_items, config, item_features=table.item_features, adapt=adapt)
