@@ -153,6 +153,7 @@ class DataConfig:
         synthetic: the generator's settings (``source = "synthetic"``).
         domain_by: derive domains from item features: ``"genre_group"`` puts each movie in
             one of four genre groups by its first genre (MovieLens cross-genre scenarios).
+        item_text: MovieLens-1M item columns added as text features (e.g. ``["title", "plot"]``).
     """
 
     source: Literal["synthetic", "movielens-100k", "movielens-1m", "recbole", "amazon", "csv"] = (
@@ -167,6 +168,7 @@ class DataConfig:
     columns: dict[str, str] = field(default_factory=dict)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     domain_by: Literal["genre_group"] | None = None
+    item_text: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         scale = self.rating_scale

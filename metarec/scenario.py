@@ -91,7 +91,7 @@ def _read(cfg: DataConfig) -> InteractionTable:
     if cfg.source == "movielens-100k":
         return readers.read_movielens_100k(path)
     if cfg.source == "movielens-1m":
-        return readers.read_movielens_1m(path, melu_extra=cfg.melu_extra)
+        return readers.read_movielens_1m(path, melu_extra=cfg.melu_extra, item_text=cfg.item_text)
     if cfg.source == "recbole":
         if not cfg.name:
             raise ConfigError("data.name: required for source='recbole' (the atomic files' stem, e.g. 'ml-100k')")

@@ -18,6 +18,9 @@ Methods (:data:`METHODS`); every one is zero-shot on the cold user's target data
 * ``da-mmd``, ``da-coral``, ``da-kl``, ``da-swd``: ``joint`` plus ``da_weight`` times MMD,
   CORAL, Gaussian KL or sliced Wasserstein between source- and target-user representations.
 * ``dann``: ``joint`` plus a domain discriminator behind gradient reversal.
+* ``lightgcn``, ``bitgcf``: graph methods over the meta-train user-item graph
+  (:mod:`metarec.graph.crossdomain`): LightGCN over one joint graph, or per-domain graphs
+  bridged by the shared users (BiTGCF-style).
 
 Example:
     >>> from metarec.config import load_scenario                        # doctest: +SKIP
@@ -58,7 +61,8 @@ from metarec.models.base import seeded
 
 __all__ = ["METHODS", "SELECT_METRIC", "FittedMethod", "fit_method", "fit_and_evaluate", "parse_method", "MeanUser"]
 
-METHODS = ("no-transfer", "emcdr", "ptupcdr", "finetune-transfer", "joint", "da-mmd", "da-coral", "da-kl", "da-swd", "dann")
+METHODS = ("no-transfer", "emcdr", "ptupcdr", "finetune-transfer", "joint", "da-mmd", "da-coral", "da-kl", "da-swd", "dann",
+           "lightgcn", "bitgcf")
 """Base method names; each also runs as ``"<name>+adapt"``."""
 
 SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}
@@ -166,6 +170,18 @@ def _joint(reg: str | None = None, dann: bool = False) -> Callable[..., tuple[Co
     return fit
 
 
+def _graph(bidirectional: bool) -> Callable[..., tuple[ColdStartScorer, dict]]:
+    def fit(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+        from metarec.graph.crossdomain import (  # metarec.graph builds on this package
+            fit_bitgcf,
+            fit_lightgcn,
+        )
+
+        return (fit_bitgcf if bidirectional else fit_lightgcn)(view, cfg, seed, make_validate)
+
+    return fit
+
+
 _FIT = {
     "no-transfer": _no_transfer,
     "emcdr": _emcdr,
@@ -174,6 +190,8 @@ _FIT = {
     "joint": _joint(),
     **{name: _joint(reg=reg) for name, reg in _DA.items()},
     "dann": _joint(dann=True),
+    "lightgcn": _graph(bidirectional=False),
+    "bitgcf": _graph(bidirectional=True),
 }
 
 

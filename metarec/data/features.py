@@ -5,7 +5,9 @@ model looks features up by index and items never seen in interactions are still 
 their features. Categorical and multi-valued features share one layout: an ``int64`` array
 ``(n_entities, L)`` of value indices, 0 meaning padding/unknown (``L = 1`` for a plain
 categorical). Numeric features form one ``float32`` array ``(n_entities, d)``, standardised
-with the mean and standard deviation of the rows present.
+with the mean and standard deviation of the rows present. Text features (strings: titles,
+plots) are embedded once by a pretrained encoder (:mod:`metarec.data.text`) into a ``float32``
+array ``(n_entities, D)`` each; an entity without text gets the zero vector.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from metarec.data.encoding import IdEncoder
 
 __all__ = ["FeatureSpec", "FeatureTable", "encode_features"]
 
-FeatureKind = Literal["categorical", "multi", "numeric"]
-_KINDS = ("categorical", "multi", "numeric")
+FeatureKind = Literal["categorical", "multi", "numeric", "text"]
+_KINDS = ("categorical", "multi", "numeric", "text")
 
 
 @dataclass(frozen=True)
@@ -33,21 +35,24 @@ class FeatureSpec:
     Args:
         name: column name in the feature frame.
         kind: ``"categorical"`` (one value), ``"multi"`` (several values in one string split by
-            ``sep``, or a list), or ``"numeric"``.
+            ``sep``, or a list), ``"numeric"``, or ``"text"`` (a string embedded by ``encoder``).
         sep: separator of multi-valued strings (``"Action|Comedy"``).
         max_values: keep at most this many values of a multi-valued feature (``None``: all).
+        encoder: text features: the pretrained encoder (:func:`metarec.data.text.get_encoder`;
+            ``"wordllama"`` or ``"sentence-transformers:/path"``).
     """
 
     name: str
     kind: FeatureKind = "categorical"
     sep: str = "|"
     max_values: int | None = None
+    encoder: str = "wordllama"
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise DataError(
                 f"FeatureSpec(kind={self.kind!r}) for feature {self.name!r}: kind must be one of "
-                f"{_KINDS}{suggest(self.kind, _KINDS)}; pass kind='categorical', 'multi' or 'numeric'"
+                f"{_KINDS}{suggest(self.kind, _KINDS)}; pass kind='categorical', 'multi', 'numeric' or 'text'"
             )
 
 
@@ -61,6 +66,7 @@ class FeatureTable:
         numeric_names: names of the numeric columns, in order.
         vocabs: ``{name: IdEncoder}`` of each categorical feature.
         present: ``bool array (n_entities,)``: the entity has a feature row.
+        text: ``{name: float32 array (n_entities, D)}`` of text embeddings (zero: no text).
     """
 
     categorical: dict[str, np.ndarray]
@@ -69,6 +75,7 @@ class FeatureTable:
     vocabs: dict[str, IdEncoder]
     present: np.ndarray
     numeric_stats: dict[str, tuple[float, float]] = field(default_factory=dict)
+    text: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_entities(self) -> int:
@@ -84,6 +91,7 @@ class FeatureTable:
             "numeric_names": self.numeric_names,
             "numeric_stats": self.numeric_stats,
             "widths": {k: int(v.shape[1]) for k, v in self.categorical.items()},
+            **({"text_dims": {k: int(v.shape[1]) for k, v in self.text.items()}} if self.text else {}),
         }
 
 
@@ -132,8 +140,12 @@ def encode_features(
     num_cols: list[np.ndarray] = []
     num_names: list[str] = []
     stats: dict[str, tuple[float, float]] = {}
+    text: dict[str, np.ndarray] = {}
     for spec in specs:
         col = sub[spec.name]
+        if spec.kind == "text":
+            text[spec.name] = _encode_text(col, spec, idx, n, what)
+            continue
         if spec.kind == "numeric":
             vals = pd.to_numeric(col, errors="coerce")
             bad = col[vals.isna() & col.notna()]
@@ -174,7 +186,22 @@ def encode_features(
         categorical[spec.name] = full
         vocabs[spec.name] = vocab
     numeric = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), dtype=np.float32)
-    return FeatureTable(categorical, numeric, num_names, vocabs, present, stats)
+    return FeatureTable(categorical, numeric, num_names, vocabs, present, stats, text)
+
+
+def _encode_text(col: pd.Series, spec: FeatureSpec, idx: np.ndarray, n: int, what: str) -> np.ndarray:
+    from metarec.data.text import encode_texts
+
+    bad = [v for v in col.tolist() if v is not None and not isinstance(v, str) and not (isinstance(v, float) and np.isnan(v))]
+    if bad:
+        raise DataError(
+            f"{what}_features[{spec.name!r}]: text feature has non-string value {py(bad[0])!r}; convert the column "
+            f"first (frame[{spec.name!r}].astype(str)) or declare another kind"
+        )
+    vecs = encode_texts(col.tolist(), encoder=spec.encoder)  # (rows, D)
+    full = np.zeros((n, vecs.shape[1]), dtype=np.float32)
+    full[idx] = vecs
+    return full
 
 
 def _split(v: Any, sep: str) -> list[str]:

@@ -120,6 +120,7 @@ def read_movielens_1m(
     melu_extra: bool | None = None,
     *,
     zip_prefix: int | None = None,
+    item_text: Sequence[str] = (),
 ) -> InteractionTable:
     """Read MovieLens-1M (GroupLens layout), optionally with MeLU's item side information.
 
@@ -131,6 +132,9 @@ def read_movielens_1m(
             from the title); ``None``: MeLU's when the folder exists.
         zip_prefix: keep only the first ``zip_prefix`` characters of the zip code (``None``:
             the full code, as MeLU does).
+        item_text: item columns added as text features (``FeatureSpec(c, "text")``, embedded by
+            :mod:`metarec.data.text`): ``"title"`` always; with MeLU's file also ``"plot"``,
+            ``"director"``, ``"writer"``, ``"actors"``, ``"genre"`` (default: none).
 
     Returns:
         1,000,209 explicit ratings on (1, 5) with timestamps; user features ``gender``, ``age``,
@@ -165,6 +169,7 @@ def read_movielens_1m(
         items["item"] = items["item"].astype("int64")
         items["year"] = _year_column(pd.to_numeric(items["title"].str.extract(_TITLE_YEAR)[0]), "categorical")
         item_specs = [FeatureSpec("genre", "multi", sep="|"), FeatureSpec("year")]
+    items, item_specs = _with_text(items, item_specs, item_text, "melu-extra" if melu_extra else "movies.dat")
     return InteractionTable.from_frame(
         ratings,
         Columns(timestamp="timestamp"),
@@ -176,6 +181,26 @@ def read_movielens_1m(
 
 
 _MELU_COLUMNS = "item title year rate released genre director writer actors plot poster".split()
+_TEXT_COLUMNS = ("title", "plot", "director", "writer", "actors", "genre")
+
+
+def _with_text(items: pd.DataFrame, specs: list[FeatureSpec], text: Sequence[str], origin: str) -> tuple[pd.DataFrame, list[FeatureSpec]]:
+    """Add ``text`` columns as text features (a column already used as a feature is copied to
+    ``<name>_text``)."""
+    if isinstance(text, str):
+        raise DataError(f"item_text={text!r}: expected a list of column names; pass item_text=[{text!r}]")
+    used = {s.name for s in specs}
+    for col in text:
+        if col not in _TEXT_COLUMNS or col not in items.columns:
+            avail = [c for c in _TEXT_COLUMNS if c in items.columns]
+            raise DataError(
+                f"item_text: column {col!r} is not a text column of {origin}; choose from {avail}{suggest(col, avail)}"
+                + ("" if origin == "melu-extra" else "; plots, directors and actors need melu_extra=True")
+            )
+        name = f"{col}_text" if col in used else col
+        items = items.assign(**{name: items[col]})
+        specs = [*specs, FeatureSpec(name, "text")]
+    return items, specs
 
 
 def read_melu_item_features(path: PathLike) -> pd.DataFrame:

@@ -19,14 +19,25 @@ MODELS: dict[str, tuple[type[Any], type[Any]]] = {
     "neumf": (NeuMF, IdConfig),
     "two_tower": (TwoTower, IdConfig),
 }
-"""Model name -> (model class, config dataclass)."""
+"""Model name -> (model class, config dataclass). ``"lightgcn"``
+(:class:`metarec.graph.models.LightGCN`, :class:`metarec.graph.models.GraphConfig`) joins on the
+first :func:`build_model` call: :mod:`metarec.graph` builds on this package, so importing it here
+at module level would be an import cycle."""
+
+
+def _add_graph_models() -> None:
+    if "lightgcn" not in MODELS:
+        from metarec.graph.models import GraphConfig, LightGCN
+
+        MODELS["lightgcn"] = (LightGCN, GraphConfig)
 
 
 def build_model(name: str, table: Any, *, adapt: Sequence[str] | None = None, **config: Any) -> RecModel:
     """Build model ``name`` over ``table`` (an :class:`~metarec.data.table.InteractionTable`).
 
     Args:
-        name: one of :data:`MODELS` (``"melu"``, ``"gmf"``, ``"neumf"``, ``"two_tower"``).
+        name: one of :data:`MODELS` (``"melu"``, ``"gmf"``, ``"neumf"``, ``"two_tower"``,
+            ``"lightgcn"``).
         table: gives the index spaces (``n_users``, ``n_items``) and side features.
         adapt: inner-loop patterns overriding the model's default.
         **config: fields of the model's config dataclass (:class:`MeLUConfig` or :class:`IdConfig`).
@@ -39,6 +50,7 @@ def build_model(name: str, table: Any, *, adapt: Sequence[str] | None = None, **
         >>> model = build_model("gmf", table, embedding_dim=16)     # doctest: +SKIP
         >>> model.set_known(users=[], items=train.items)              # doctest: +SKIP
     """
+    _add_graph_models()
     if name not in MODELS:
         raise ConfigError(
             f"model name={name!r}: unknown model; choose one of {sorted(MODELS)}"

@@ -4,7 +4,9 @@ After Lee et al., "MeLU: Meta-Learned User Preference Estimator for Cold-Start R
 (KDD 2019): each user and item categorical feature is embedded (multi-valued features
 mean-pooled over their non-padding values), numeric features are appended, the user and item
 vectors are concatenated and fed to an MLP (``fc1 64 -> fc2 64 -> linear out``) that outputs a
-rating (explicit) or a logit (implicit). The inner loop adapts the decision layers
+rating (explicit) or a logit (implicit). Text features (pretrained embeddings of titles or
+plots, :mod:`metarec.data.text`) enter as learned projections beside the categorical blocks. The
+inner loop adapts the decision layers
 (``decision.*`` and ``head.*``); the embeddings are meta-learned only.
 """
 
@@ -92,7 +94,7 @@ class MeLU(RecModel):
             width = sum(f.out_dim for f in (self.user_features, self.item_features) if f is not None)
             if width == 0:
                 raise ConfigError(
-                    "MeLU: the feature tables hold no categorical or numeric feature; pass "
+                    "MeLU: the feature tables hold no categorical, numeric or text feature; pass "
                     "feature specs when building the InteractionTable"
                 )
             sizes = (width, *config.hidden)
