@@ -9,6 +9,7 @@ the column, the value, the rule and the fix.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,19 +21,24 @@ from metarec._errors import DataError, py, suggest
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
-__all__ = ["Columns", "InteractionTable"]
+__all__ = ["Columns", "InteractionTable", "PARTS"]
 
 Feedback = Literal["explicit", "implicit"]
 DuplicatePolicy = Literal["error", "first", "last", "mean"]
 _POLICIES = ("error", "first", "last", "mean")
+PARTS: tuple[str, ...] = ("train", "valid", "test")
+"""Names of a dataset's own split parts (``InteractionTable.parts`` holds indices into this)."""
+_PART_ALIASES = {"train": 0, "valid": 1, "validation": 1, "val": 1, "dev": 1, "test": 2}
+_ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
 
 @dataclass(frozen=True)
 class Columns:
     """Names of the interaction columns in a user's frame (a column mapping).
 
-    ``rating=None`` means implicit feedback with every row a positive; ``domain`` and
-    ``timestamp`` are optional.
+    ``rating=None`` means implicit feedback with every row a positive; ``domain``,
+    ``timestamp`` and ``part`` (the dataset's own split: ``train`` / ``valid`` / ``test``) are
+    optional. Two roles cannot name the same column.
     """
 
     user: str = "user"
@@ -40,6 +46,26 @@ class Columns:
     rating: str | None = "rating"
     domain: str | None = None
     timestamp: str | None = None
+    part: str | None = None
+
+    def __post_init__(self) -> None:
+        seen: dict[Any, str] = {}
+        for role in _ROLES:
+            col = getattr(self, role)
+            if role in ("user", "item") and col is None:
+                raise DataError(f"columns.{role}=None: every interaction needs a {role} column; name it")
+            if col is None:
+                continue
+            try:
+                hash(col)
+            except TypeError:
+                raise DataError(f"columns.{role}={col!r}: a column name must be a string") from None
+            if col in seen:
+                raise DataError(
+                    f"columns.{role}={col!r}: the same column is already columns.{seen[col]}; one column cannot "
+                    f"play two roles; set data.columns.{role} (Columns({role}=...) in Python) to another column"
+                )
+            seen[col] = role
 
 
 class InteractionTable:
@@ -52,6 +78,8 @@ class InteractionTable:
         user_ids, item_ids, domain_ids: the encoders.
         user_features, item_features: encoded side features or ``None``.
         feedback: ``"explicit"`` or ``"implicit"``; rating_scale: ``(lo, hi)`` or ``None``.
+        parts: ``int8`` array, the dataset's own split of each row (an index into
+            :data:`PARTS`: 0 train, 1 valid, 2 test), or ``None`` when it ships none.
     """
 
     def __init__(
@@ -69,6 +97,7 @@ class InteractionTable:
         rating_scale: tuple[float, float] | None = None,
         user_features: FeatureTable | None = None,
         item_features: FeatureTable | None = None,
+        parts: np.ndarray | None = None,
     ) -> None:
         self.users = users
         self.items = items
@@ -82,6 +111,7 @@ class InteractionTable:
         self.rating_scale = rating_scale
         self.user_features = user_features
         self.item_features = item_features
+        self.parts = parts
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -140,12 +170,18 @@ class InteractionTable:
                 )
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
-        needed = {"user": c.user, "item": c.item, "rating": c.rating, "domain": c.domain, "timestamp": c.timestamp}
-        for role, col in needed.items():
+        if not isinstance(c, Columns):
+            raise DataError(f"columns: expected a Columns mapping, got {type(c).__name__}; pass Columns(user=..., item=...)")
+        if frame.columns.has_duplicates:
+            dup = frame.columns[frame.columns.duplicated()][0]
+            raise DataError(f"frame: column {py(dup)!r} appears twice; give every column its own name")
+        for role in _ROLES:
+            col = getattr(c, role)
             if col is not None and col not in frame.columns:
                 raise DataError(
                     f"columns.{role}={col!r}: column not found; the frame has {list(frame.columns)}"
-                    f"{suggest(col, frame.columns)}; pass Columns({role}=<the right name>)"
+                    f"{suggest(str(col), [str(x) for x in frame.columns])}{_one_column_hint(frame)}; "
+                    f'set data.columns.{role} = "<the right name>" in the scenario (Columns({role}=...) in Python)'
                 )
         if len(frame) == 0:
             raise DataError("frame: no interactions (0 rows); load a non-empty table")
@@ -158,6 +194,7 @@ class InteractionTable:
                     f"{role} column {col!r}: {int(miss.sum())} missing id(s), first at row "
                     f"{py(frame.index[miss.to_numpy()][0])!r}; every interaction needs a {role}; drop those rows"
                 )
+            _check_scalars(frame[col], f"{role} column {col!r}")
 
         ratings = _ratings(frame, c, feedback, rating_scale)
         ts = _timestamps(frame, c.timestamp) if c.timestamp else None
@@ -167,12 +204,17 @@ class InteractionTable:
                 f"domain column {c.domain!r}: {int(dom_raw.isna().sum())} missing value(s); "
                 "every interaction needs a domain; fill or drop them"
             )
+        if c.domain:
+            _check_scalars(dom_raw, f"domain column {c.domain!r}")
+        part = _parts(frame, c.part) if c.part else None
 
         work = pd.DataFrame(
             {"u": frame[c.user].to_numpy(), "i": frame[c.item].to_numpy(), "d": dom_raw.to_numpy(), "r": ratings}
         )
         if ts is not None:
             work["t"] = ts
+        if part is not None:
+            work["p"] = part
         work = _deduplicate(work, duplicates, c)
 
         if domains is not None:
@@ -214,6 +256,7 @@ class InteractionTable:
             rating_scale=tuple(float(x) for x in rating_scale) if (rating_scale and feedback == "explicit") else None,
             user_features=uf,
             item_features=itf,
+            parts=work["p"].to_numpy(dtype=np.int8) if part is not None else None,
         )
 
     # ------------------------------------------------------------------ views
@@ -248,6 +291,7 @@ class InteractionTable:
             rating_scale=self.rating_scale,
             user_features=self.user_features,
             item_features=self.item_features,
+            parts=None if self.parts is None else self.parts[mask],
         )
 
     def to_frame(self, raw_ids: bool = False) -> pd.DataFrame:
@@ -255,6 +299,8 @@ class InteractionTable:
         d: dict[str, Any] = {"user": self.users, "item": self.items, "rating": self.ratings, "domain": self.domains}
         if self.timestamps is not None:
             d["timestamp"] = self.timestamps
+        if self.parts is not None:
+            d["part"] = np.asarray(PARTS, dtype=object)[self.parts]
         df = pd.DataFrame(d)
         if raw_ids:
             df["user"] = self.user_ids.decode(self.users)
@@ -271,6 +317,7 @@ class InteractionTable:
             "feedback": self.feedback,
             "rating_scale": self.rating_scale,
             "timestamps": self.timestamps is not None,
+            **({"parts": {p: int((self.parts == i).sum()) for i, p in enumerate(PARTS)}} if self.parts is not None else {}),
             "user_features": sorted(self.user_features.vocabs) + (self.user_features.numeric_names if self.user_features else []) if self.user_features else [],
             "item_features": sorted(self.item_features.vocabs) + (self.item_features.numeric_names if self.item_features else []) if self.item_features else [],
         }
@@ -289,7 +336,8 @@ def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float,
         if feedback == "explicit":
             raise DataError(
                 "columns.rating=None: explicit feedback needs a rating column; name it with "
-                "Columns(rating=...) or pass feedback='implicit' (every row a positive)"
+                'data.columns.rating = "<column>" (Columns(rating=...) in Python), or set data.feedback = "implicit" '
+                "(every row a positive)"
             )
         return np.ones(len(frame), dtype=np.float64)
     raw = frame[c.rating]
@@ -306,7 +354,7 @@ def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float,
         row = frame.index[nan][0]
         raise DataError(
             f"rating column {c.rating!r}: {int(nan.sum())} NaN rating(s), first at row {row!r}; "
-            "every interaction needs a finite rating; drop or impute them (frame.dropna(subset=[...]))"
+            "every interaction needs a finite rating; drop or impute those rows"
         )
     inf = np.isinf(r)
     if inf.any():
@@ -320,7 +368,8 @@ def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float,
         if off.any():
             raise DataError(
                 f"rating column {c.rating!r}: implicit feedback needs 0/1 values, got {py(r[off][0])!r} at row "
-                f"{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4) or pass feedback='explicit'"
+                f"{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4), set data.feedback = \"explicit\", "
+                'or data.columns.rating = "none" to make every row a positive'
             )
     elif scale is not None:
         lo, hi = scale
@@ -328,55 +377,171 @@ def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float,
         if off.any():
             raise DataError(
                 f"rating column {c.rating!r}: rating {py(r[off][0])!r} at row {py(frame.index[off][0])!r} is outside "
-                f"rating_scale=({lo:g}, {hi:g}); {int(off.sum())} row(s) affected; fix rating_scale= "
-                "or clip the ratings"
+                f"rating_scale=({lo:g}, {hi:g}); {int(off.sum())} row(s) affected; set data.rating_scale = [low, high] "
+                '(rating_scale= in Python; "none" skips the check) or clip the ratings'
             )
     return r
 
 
+_INT_TEXT = r"\s*[+-]?\d+\s*"
+_TS_FIX = (
+    "use integer epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave the timestamp column out "
+    "(data.columns.timestamp unset; Columns(timestamp=None) in Python)"
+)
+_TS_MAX = 253402300799  # 9999-12-31T23:59:59Z: beyond it a "time" is not a time
+_TS_MIN = -62135596800  # 0001-01-01T00:00:00Z
+
+
 def _timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """Epoch seconds (``int64``) of a timestamp column: integers (or integer strings) as they
+    are, datetimes and date strings converted; fractional, out-of-range or unparsable values
+    are refused rather than truncated or wrapped."""
     raw = frame[col]
+    if raw.isna().any():
+        row = frame.index[raw.isna().to_numpy()][0]
+        raise DataError(f"timestamp column {col!r}: missing timestamp at row {py(row)!r}; fill or drop those rows, or {_TS_FIX}")
+    if pd.api.types.is_bool_dtype(raw):
+        raise DataError(f"timestamp column {col!r}: holds true/false values, not times; {_TS_FIX}")
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = raw
-    elif pd.api.types.is_numeric_dtype(raw):
-        if raw.isna().any():
-            row = frame.index[raw.isna().to_numpy()][0]
-            raise DataError(
-                f"timestamp column {col!r}: missing timestamp at row {row!r}; fill or drop those rows, "
-                "or leave columns.timestamp=None"
-            )
-        return raw.to_numpy(dtype=np.int64)
+    elif pd.api.types.is_numeric_dtype(raw) or raw.astype(str).str.fullmatch(_INT_TEXT).all():
+        return _epoch_numbers(frame, col, raw)
     else:
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna() & raw.notna() | raw.isna()
+        if pd.api.types.infer_dtype(raw, skipna=True) not in ("string", "datetime", "date"):
+            bad = raw[[not isinstance(v, str) for v in raw.tolist()]]
+            raise DataError(
+                f"timestamp column {col!r}: value {py(bad.iloc[0])!r} at row {py(bad.index[0])!r} mixes with "
+                f"other kinds of values; {_TS_FIX}"
+            )
+        try:
+            parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.Series([pd.to_datetime(v, errors="coerce", utc=True) for v in raw.tolist()], index=raw.index)
+        if parsed.dtype == object:
+            parsed = pd.to_datetime(parsed, errors="coerce", utc=True)
+    bad = parsed.isna()
     if bad.any():
         row = frame.index[bad.to_numpy()][0]
-        raise DataError(
-            f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {row!r} as a time; "
-            "use epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave columns.timestamp=None"
-        )
+        raise DataError(f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {py(row)!r} as a time; {_TS_FIX}")
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize("UTC")
     epoch = pd.Timestamp(0, tz="UTC")
     return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 
+def _epoch_numbers(frame: pd.DataFrame, col: str, raw: pd.Series) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(raw) and raw.dtype.kind == "f":
+        v = raw.to_numpy(dtype=np.float64)
+        frac = ~np.isfinite(v) | (v != np.floor(v))
+        if frac.any():
+            k = int(np.argmax(frac))
+            raise DataError(
+                f"timestamp column {col!r}: {py(v[k])!r} at row {py(frame.index[k])!r} is not a whole number of seconds "
+                f"(it would be truncated); {_TS_FIX}"
+            )
+        vals = [int(x) for x in v.tolist()]
+    elif pd.api.types.is_numeric_dtype(raw) and raw.dtype.kind in "iu":
+        arr = raw.to_numpy()
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            vals = [int(x) for x in arr.tolist()]
+        else:
+            out = arr.astype(np.int64)
+            _check_ts_range(frame, col, out)
+            return out
+    else:
+        vals = [int(str(x)) for x in raw.tolist()]
+    lo, hi = min(vals), max(vals)
+    if lo < _TS_MIN or hi > _TS_MAX:
+        bad = lo if lo < _TS_MIN else hi
+        k = vals.index(bad)
+        raise DataError(
+            f"timestamp column {col!r}: {bad} at row {py(frame.index[k])!r} is not a time in epoch seconds (outside "
+            f"years 1..9999); milliseconds? divide by 1000 first; {_TS_FIX}"
+        )
+    return np.asarray(vals, dtype=np.int64)
+
+
+def _check_ts_range(frame: pd.DataFrame, col: str, ts: np.ndarray) -> None:
+    off = (ts < _TS_MIN) | (ts > _TS_MAX)
+    if off.any():
+        k = int(np.argmax(off))
+        raise DataError(
+            f"timestamp column {col!r}: {int(ts[k])} at row {py(frame.index[k])!r} is not a time in epoch seconds "
+            f"(outside years 1..9999); milliseconds? divide by 1000 first; {_TS_FIX}"
+        )
+
+
+def _parts(frame: pd.DataFrame, col: str) -> np.ndarray:
+    """Part index (0 train, 1 valid, 2 test) of every row of the split column ``col``."""
+    raw = frame[col]
+    keys = raw.astype(str).str.strip().str.lower()
+    codes = keys.map(_PART_ALIASES)
+    bad = codes.isna() | raw.isna()
+    if bad.any():
+        row = frame.index[bad.to_numpy()][0]
+        raise DataError(
+            f"part column {col!r}: {py(raw.loc[row])!r} at row {py(row)!r} is not a split part; parts are "
+            f"{list(PARTS)} ('validation', 'val' and 'dev' mean 'valid'){suggest(str(raw.loc[row]), PARTS)}"
+        )
+    return codes.to_numpy(dtype=np.int8)
+
+
+_SCALARS = (str, int, float, np.integer, np.floating)
+
+
+def _check_scalars(values: pd.Series, what: str) -> None:
+    """Ids must be strings or numbers (not lists, dicts, booleans or bytes)."""
+    if values.dtype == object or pd.api.types.is_bool_dtype(values):
+        for row, v in zip(values.index, values.tolist()):
+            if isinstance(v, bool) or not isinstance(v, _SCALARS):
+                raise DataError(
+                    f"{what}: value {v!r} at row {py(row)!r} is a {type(v).__name__}; ids must be strings or numbers; "
+                    "convert the column (e.g. to str) first"
+                )
+
+
+def _one_column_hint(frame: pd.DataFrame) -> str:
+    """A "wrong separator?" hint when the whole header landed in one column."""
+    if frame.shape[1] != 1:
+        return ""
+    name = str(frame.columns[0])
+    for sep in (";", "\t", "|", ",", "::", " "):
+        if sep in name:
+            return (
+                f"; the frame has one column {name!r}: wrong separator? the header splits on {sep!r}; "
+                f"set data.sep = {json.dumps(sep)} in the scenario (sep= in Python)"
+            )
+    return ""
+
+
 def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
     dup = work.duplicated(["u", "i", "d"], keep=False)
     if not dup.any():
         return work.reset_index(drop=True)
+    if "p" in work:
+        cross = work.loc[dup].groupby(["u", "i", "d"], sort=False)["p"].nunique()
+        if (cross > 1).any():
+            u, i, d = cross.index[np.argmax(cross.to_numpy() > 1)]
+            where = f", domain {py(d)!r}" if c.domain else ""
+            raise DataError(
+                f"part column {c.part!r}: user {py(u)!r}, item {py(i)!r}{where} is in two parts of the dataset's split "
+                f"({int((cross > 1).sum())} such pair(s)); an interaction cannot be both trained on and evaluated; "
+                "remove it from one of the files"
+            )
     if policy == "error":
         first = {k: work.loc[dup, k].iloc[0] for k in ("u", "i", "d")}
         where = f", domain {py(first['d'])!r}" if c.domain else ""
         raise DataError(
             f"duplicates='error': {int(work.duplicated(['u', 'i', 'd']).sum())} repeated (user, item, domain) "
-            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; pass duplicates='first', "
-            "'last' or 'mean' to resolve them, or drop them beforehand"
+            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; set data.duplicates = "
+            '"first", "last" or "mean" in the scenario (duplicates= in Python) to resolve them, or drop them beforehand'
         )
     if policy == "mean":
         agg = {"r": "mean"}
         if "t" in work:
             agg["t"] = "max"
+        if "p" in work:
+            agg["p"] = "first"
         return work.groupby(["u", "i", "d"], sort=False, as_index=False).agg(agg)
     if "t" in work:
         work = work.sort_values("t", kind="stable")
