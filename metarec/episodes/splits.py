@@ -9,17 +9,18 @@ and number of shots is scored on the same query interactions.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from metarec._errors import ConfigError, DataError, suggest
-from metarec.data.table import InteractionTable
+from metarec.data.table import PARTS, InteractionTable
 from metarec.episodes.pool import TaskPool, build_pool, unit_keys
 from metarec.episodes.sampler import pin_queries
 
-__all__ = ["MetaSplits", "random_split", "time_split", "melu_split", "cold_domain_users_split"]
+__all__ = ["MetaSplits", "random_split", "time_split", "melu_split", "cold_domain_users_split", "predefined_split"]
 
 
 @dataclass
@@ -259,6 +260,7 @@ def cold_domain_users_split(
     query interactions (``min_interactions`` must exceed it by at least one shot)."""
     if not 0 < beta < 1:
         raise ConfigError(f"beta={beta}: the cold fraction must be in (0, 1); e.g. beta=0.2, 0.5 or 0.8")
+    _check_val_fraction(val_fraction)
     names = table.domain_ids.values
     if len(names) < 2:
         raise ConfigError("split='cold_domain_users' needs at least two domains; load a cross-domain pair")
@@ -288,3 +290,120 @@ def cold_domain_users_split(
         pool = build_pool(table, rows, keys, name, "user-domain", min_interactions=min_interactions, max_interactions=max_interactions)
         pools[name] = pin_queries(table, pool, n_query, seed=seed + 1) if len(pool) else pool
     return MetaSplits(table, pools, disjoint_units=["meta-val", "meta-test"])
+
+
+def _check_val_fraction(val_fraction: float) -> None:
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(
+            f"val_fraction={val_fraction}: the validation share must lie in [0, 1); "
+            "e.g. protocol.val_fraction = 0.1 (val_fraction= in Python)"
+        )
+
+
+def predefined_split(
+    table: InteractionTable,
+    *,
+    unit: str = "user",
+    target_domain: str | None = None,
+    n_query: int = 10,
+    min_interactions: int = 2,
+    max_interactions: int | None = None,
+    val_fraction: float = 0.1,
+    order: str = "random",
+    seed: int = 0,
+) -> MetaSplits:
+    """The dataset's own split (``table.parts``): its ``train`` rows are meta-train, the units of
+    its ``valid`` and ``test`` rows are meta-val and meta-test.
+
+    With several domains the task units are (user, domain) pairs, as in
+    :func:`cold_domain_users_split`: the dataset's own cold users are those whose rows in a
+    domain are all held out (in ``valid`` / ``test``), while their other domains' rows train.
+    ``target_domain`` keeps only that domain's held-out rows for evaluation (the others are
+    left out of every pool). Each evaluation task is cut from its own held-out rows: ``n_query``
+    pinned query rows, the rest its support candidates.
+
+    Without a ``valid`` part, ``val_fraction`` of the training units (of the evaluated
+    domains, with several) become meta-val, their rows left out of meta-train; the test part is
+    never touched.
+
+    Raises:
+        ConfigError: the table has no parts; ``target_domain`` is unknown.
+        DataError: no training or test rows; a held-out unit that also has training rows (the
+            split is not a cold-start split); no unit with enough held-out rows.
+    """
+    _check_val_fraction(val_fraction)
+    if table.parts is None:
+        raise ConfigError(
+            "split='predefined' needs the dataset's own split: give every [[data.files]] entry a part "
+            '(part = "train", "valid" or "test"), or name a split column with data.columns.part'
+        )
+    parts = table.parts
+    counts = {p: int((parts == i).sum()) for i, p in enumerate(PARTS)}
+    if counts["train"] == 0 or counts["test"] == 0:
+        missing = "train" if counts["train"] == 0 else "test"
+        raise DataError(
+            f"split='predefined': the dataset's split has no {missing!r} rows (parts: {counts}); "
+            f'add a data.files entry with part = "{missing}"'
+        )
+    cross = table.n_domains - 1 >= 2
+    if cross:
+        keys = table.users.astype(np.int64) * table.n_domains + table.domains
+        unit_name = "user-domain"
+    else:
+        keys = unit_keys(table, unit)  # type: ignore[arg-type]
+        unit_name = unit
+    held = parts > 0
+    if target_domain is not None:
+        names = table.domain_ids.values
+        if target_domain not in table.domain_ids:
+            raise ConfigError(
+                f"target_domain={target_domain!r}: not a domain of this table; domains: {names}{suggest(target_domain, names)}"
+            )
+        tdom = int(table.domain_ids.encode([target_domain])[0])
+        held &= table.domains == tdom
+    train_rows = np.nonzero(parts == 0)[0]
+    train_keys = np.unique(keys[train_rows])
+    warm = np.intersect1d(np.unique(keys[held]), train_keys)
+    if warm.shape[0]:
+        row = np.nonzero(held & np.isin(keys, warm[:1]))[0][0]
+        who = f"user {table.user_ids.decode([table.users[row]])[0]!r}"
+        if cross:
+            who += f" in domain {table.domain_ids.decode([table.domains[row]])[0]!r}"
+        raise DataError(
+            f"split='predefined': {warm.shape[0]} held-out task unit(s) also have training rows (e.g. {who}); "
+            "this protocol evaluates units never trained on (cold-start), each adapted from a few of its own held-out "
+            "rows; the dataset's split holds out interactions of trained units instead: use split = \"random\" or "
+            '"cold_domain_users" on it, or keep only the held-out units\' rows out of the train files'
+        )
+    pools: dict[str, TaskPool] = {}
+    valid_rows = np.nonzero(held & (parts == 1))[0]
+    if valid_rows.shape[0] == 0 and val_fraction > 0:
+        eval_doms = np.unique(table.domains[held & (parts == 2)])
+        cand_rows = train_rows[np.isin(table.domains[train_rows], eval_doms)] if cross else train_rows
+        cand = build_pool(table, cand_rows, keys, "candidates", unit_name, min_interactions=min_interactions,
+                          max_interactions=max_interactions).units  # fmt: skip
+        rng = np.random.default_rng(seed)
+        val_units = rng.permutation(cand)[: int(round(val_fraction * cand.shape[0]))]
+        is_val = np.isin(keys, val_units)
+        valid_rows = np.nonzero(is_val)[0]
+        train_rows = train_rows[~is_val[train_rows]]
+    pools["meta-train"] = build_pool(table, train_rows, keys, "meta-train", unit_name, min_interactions=2)
+    for name, rows in (("meta-val", valid_rows), ("meta-test", np.nonzero(held & (parts == 2))[0])):
+        pool = build_pool(table, rows, keys, name, unit_name, min_interactions=min_interactions, max_interactions=max_interactions)
+        n_units = np.unique(keys[rows]).shape[0]
+        if name == "meta-test" and len(pool) < n_units:
+            warnings.warn(
+                f"split='predefined': {n_units - len(pool)} of the dataset's {n_units} test units have fewer than "
+                f"min_interactions={min_interactions} or more than max_interactions={max_interactions} held-out rows "
+                "and are left out of meta-test; set protocol.min_interactions = 2 and protocol.max_interactions = "
+                '"none" to evaluate every test unit',
+                stacklevel=2,
+            )
+        pools[name] = pin_queries(table, pool, n_query, order=order, seed=seed + 1) if len(pool) else pool
+    if len(pools["meta-test"]) == 0:
+        raise DataError(
+            f"split='predefined': no test unit has between min_interactions={min_interactions} and "
+            f"max_interactions={max_interactions} held-out rows; lower protocol.min_interactions (>= 2: one support, "
+            "one query)"
+        )
+    return MetaSplits(table, pools, disjoint_units=["meta-val", "meta-test"], order="time" if order == "time" else "random")
