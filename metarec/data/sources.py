@@ -160,6 +160,8 @@ def read_shared_below_k(
         DataError: ``shared_users`` missing or not a positive integer, fewer than two
             domains, non-integer user ids, or ids that contradict the layout (an id below
             ``K`` in only one domain: ``K`` is too large or the files are in another layout).
+            A ``K`` too large by less than the smallest domain's count of local users cannot
+            be detected from the ids: take ``K`` from the dataset's documentation.
     """
     entries = [_as_source(f, i) for i, f in enumerate(files)]
     doms = list(dict.fromkeys(e.domain for e in entries))
