@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metarec._errors import ConfigError, DataError, suggest
+from metarec._errors import ConfigError, DataError, py, suggest
 from metarec.data.table import PARTS, InteractionTable
 from metarec.episodes.pool import TaskPool, build_pool, unit_keys
 from metarec.episodes.sampler import pin_queries
@@ -366,14 +366,14 @@ def predefined_split(
     warm = np.intersect1d(np.unique(keys[held]), train_keys)
     if warm.shape[0]:
         row = np.nonzero(held & np.isin(keys, warm[:1]))[0][0]
-        who = f"user {table.user_ids.decode([table.users[row]])[0]!r}"
+        who = f"user {py(table.user_ids.decode([table.users[row]])[0])!r}"
         if cross:
-            who += f" in domain {table.domain_ids.decode([table.domains[row]])[0]!r}"
+            who += f" in domain {py(table.domain_ids.decode([table.domains[row]])[0])!r}"
         raise DataError(
             f"split='predefined': {warm.shape[0]} held-out task unit(s) also have training rows (e.g. {who}); "
             "this protocol evaluates units never trained on (cold-start), each adapted from a few of its own held-out "
-            "rows; the dataset's split holds out interactions of trained units instead: use split = \"random\" or "
-            '"cold_domain_users" on it, or keep only the held-out units\' rows out of the train files'
+            "rows, but this dataset's split holds out interactions of trained units; use split = \"random\" or "
+            '"cold_domain_users" on it, or remove those units\' rows from the train files'
         )
     pools: dict[str, TaskPool] = {}
     valid_rows = np.nonzero(held & (parts == 1))[0]
