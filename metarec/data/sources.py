@@ -332,7 +332,7 @@ def _check_columns(
 
 def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
     """Integer ids (``int64``) of a column declared numeric; a non-integer or too large id is an error."""
-    if values.dtype.kind == "i" or values.isna().any():  # missing ids are reported by from_frame
+    if values.dtype.kind == "i" or values.isna().any() or len(values) == 0:  # from_frame reports missing ids
         return values
     if values.dtype.kind == "u":
         if values.size and values.max() > _I64[1]:
