@@ -38,7 +38,7 @@ PathLike = str | Path
 
 _ML_HOWTO = (
     "download it with `metarec data fetch {name} --root DIR` (the official GroupLens archive, "
-    "https://grouplens.org/datasets/movielens/) and pass root=DIR"
+    "https://grouplens.org/datasets/movielens/) and point data.path at DIR (root=DIR in Python)"
 )
 _AMAZON_HOWTO = (
     "the Amazon cross-domain pairs are the preprocessed files of the DisenCDR repository "
@@ -194,7 +194,7 @@ def read_melu_item_features(path: PathLike) -> pd.DataFrame:
     path = Path(path)
     how = (
         "it is MeLU's side information (movies_extrainfos.dat of the MeLU repository, "
-        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or pass melu_extra=False"
+        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or set data.melu_extra = false (melu_extra=False in Python)"
     )
     frame = _read_double_colon(path, _MELU_COLUMNS, encoding="utf-8", how=how)
     frame = frame.where(frame != "N/A", None)

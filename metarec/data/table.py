@@ -162,11 +162,14 @@ class InteractionTable:
                 f"duplicates={duplicates!r}: policy must be one of {_POLICIES}{suggest(duplicates, _POLICIES)}"
             )
         if rating_scale is not None and feedback == "explicit":
-            lo, hi = rating_scale
+            try:
+                lo, hi = (float(x) for x in rating_scale)
+            except (TypeError, ValueError):
+                lo = hi = float("nan")
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise DataError(
                     f"rating_scale={rating_scale!r}: needs finite lo < hi, e.g. rating_scale=(1, 5); "
-                    "pass rating_scale=None to skip the range check"
+                    'set data.rating_scale = "none" (rating_scale=None in Python) to skip the range check'
                 )
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
