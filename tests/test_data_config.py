@@ -72,3 +72,15 @@ def test_shared_below_k_scenario(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="data.shared_users is not set"):
         load_table(_sc(data).data)
     assert load_table(_sc({**data, "shared_users": 2}).data).n_users - 1 == 2 + 3 + 1
+
+
+@pytest.mark.parametrize("override", [r"data.sep=\t", "data.sep=tab", 'data.sep="\\t"'])
+def test_tab_separator_typed_on_the_command_line(tmp_path: Path, override: str) -> None:
+    p = tmp_path / "r.dat"
+    p.write_text("1\t2\t5\n3\t4\t1\n")
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'name = "t"\n[data]\nsource = "csv"\npath = "{p}"\nformat = "csv"\nheader = false\n'
+                    'names = ["user", "item", "rating"]\n')  # fmt: skip
+    with pytest.raises(DataError, match=r"wrong separator\?.*data.sep = \"\\t\""):
+        load_table(load_scenario(toml).data)
+    assert len(load_table(load_scenario(toml, [override]).data)) == 2

@@ -32,7 +32,10 @@ import pandas as pd
 
 from metarec._errors import DataError, MetarecError, suggest
 
-__all__ = ["FORMATS", "SEPARATORS", "check_codes", "file_format", "read_frame", "read_json_object", "sniff_separator"]
+__all__ = [
+    "FORMATS", "SEPARATORS", "check_codes", "file_format", "normalize_sep", "read_frame", "read_json_object",
+    "separator_hint", "sniff_separator",
+]  # fmt: skip
 
 FileFormat = Literal["csv", "tsv", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet")
@@ -45,6 +48,13 @@ SEPARATORS: tuple[str, ...] = (",", "\t", ";", "|", "::", " ")
 _EXT_FORMAT = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zip", ".zst")
 _SEP_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe", "::": "'::'", " ": "space"}
+_SEP_WORDS = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+
+
+def normalize_sep(sep: str | None) -> str | None:
+    """``sep`` with the words a command line can type (``\\t``, ``tab``, ``comma``, ``semicolon``,
+    ``pipe``, ``space``) replaced by the character."""
+    return _SEP_WORDS.get(sep, sep) if sep is not None else None
 
 
 def _sep_toml(sep: str) -> str:
@@ -183,7 +193,7 @@ def read_frame(
         if names is not None:
             frame = _rename(frame, names, path)
         return frame
-    sep_ = sep if sep is not None else ("\t" if fmt == "tsv" else ",")
+    sep_ = normalize_sep(sep) if sep is not None else ("\t" if fmt == "tsv" else ",")
     if sep_ == "":
         raise DataError(f"{path}: sep='': the separator must be at least one character; e.g. data.sep = \",\"")
     psep, extra = _pandas_sep(sep_)
@@ -226,6 +236,10 @@ def read_frame(
         raise DataError(f"{path}: the file does not fit in memory; split it into several data.files entries") from None
     if names is not None and frame.shape[1] != len(names):
         raise DataError(f"{path}: {frame.shape[1]} columns read but names lists {len(names)}: {list(names)}; fix data.names")
+    if len(frame) and frame.shape[1] > 1:
+        empty = [str(c) for c in frame.columns if frame[c].isna().all()]
+        if empty and (hint := _sep_hint(path, sep_, header)):
+            raise DataError(f"{path}: column(s) {empty} are empty on every line; {hint}")
     return frame
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import DataError, py, suggest
-from metarec.data.files import read_frame, separator_hint, sniff_separator
+from metarec.data.files import normalize_sep, read_frame, separator_hint, sniff_separator
 from metarec.data.table import PARTS, Columns, Feedback, InteractionTable
 
 __all__ = ["IdKind", "SourceFile", "read_files", "read_shared_below_k"]
@@ -106,7 +106,8 @@ def read_files(
         format: ``"csv"``, ``"tsv"`` or ``"parquet"`` for every file (``None``: from each
             extension); any extension (``.dat``) reads with an explicit format.
         sep: separator of text files (any string, e.g. ``"::"``); ``"auto"`` sniffs it from the
-            first lines; ``None``: the format's default.
+            first lines; ``None``: the format's default; the words ``\\t``, ``tab``, ``comma``,
+            ``semicolon``, ``pipe`` and ``space`` (easy to type in ``--set``) mean those characters.
         header: text files start with a header line; ``False`` with ``names`` for header-less files.
         names: column names of header-less files (e.g. ``["user", "item", "rating"]``).
         ids: ``"string"`` keeps ids exactly as written; ``"numeric"`` declares user and item ids
@@ -255,7 +256,7 @@ def _frames(
     frames = []
     for e in entries:
         path = Path(e.path)
-        s = sep
+        s = normalize_sep(sep)
         if s == "auto":
             s = sniff_separator(path, header=header) if format != "parquet" else None
             if s is None and format != "parquet" and not str(path).lower().endswith((".parquet", ".pq")):
