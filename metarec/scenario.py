@@ -91,7 +91,7 @@ def _read(cfg: DataConfig) -> InteractionTable:
 
     if cfg.source in ("csv", "shared_below_k"):
         cols = _columns(cfg)
-        scale = tuple(cfg.rating_scale) if cfg.rating_scale else None
+        scale = (cfg.rating_scale[0], cfg.rating_scale[1]) if cfg.rating_scale else None
         files = [sources.SourceFile(f.path, f.domain, f.part) for f in cfg.files] or [sources.SourceFile(cfg.path)]  # type: ignore[arg-type]
         opts = dict(format=cfg.format, sep=cfg.sep, header=cfg.header, names=cfg.names)
         if cfg.source == "shared_below_k":
@@ -120,7 +120,7 @@ def _read(cfg: DataConfig) -> InteractionTable:
 def _columns(cfg: DataConfig) -> Columns:
     """The column mapping of ``data.columns`` (``"none"`` drops a role: ``rating = "none"``)."""
     roles = {k: (None if v.strip().lower() in ("none", "null") else v) for k, v in cfg.columns.items()}
-    return Columns(**roles)
+    return Columns(**roles)  # type: ignore[arg-type]
 
 
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:

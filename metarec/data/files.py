@@ -193,7 +193,7 @@ def read_frame(
         if names is not None:
             frame = _rename(frame, names, path)
         return frame
-    sep_ = normalize_sep(sep) if sep is not None else ("\t" if fmt == "tsv" else ",")
+    sep_: str = _SEP_WORDS.get(sep, sep) if sep is not None else ("\t" if fmt == "tsv" else ",")
     if sep_ == "":
         raise DataError(f"{path}: sep='': the separator must be at least one character; e.g. data.sep = \",\"")
     psep, extra = _pandas_sep(sep_)
