@@ -129,17 +129,13 @@ def test_predefined_single_domain_and_its_refusals() -> None:
     s = predefined_split(t, n_query=3, min_interactions=4)
     assert [len(s.pools[n]) for n in ("meta-train", "meta-val", "meta-test")] == [6, 1, 2]
     assert all(v == "passed" for v in run_leakage_checks(s, SamplerConfig(n_support=2, n_query=3))[0].values())
-    # a held-out unit that also trains: not a cold-start split
-    warm = _single(["train", "train", "test"], [0, 1, 1])
-    with pytest.raises(DataError, match=r"1 held-out task unit\(s\) also have training rows \(e.g. user 1\)"):
-        predefined_split(warm)
     with pytest.raises(ConfigError, match=r"needs the dataset's own split.*part = \"train\""):
         predefined_split(make_synthetic(2, 20, 20, seed=0))
     with pytest.raises(DataError, match=r"no 'test' rows"):
         predefined_split(_single(["train", "valid"], [0, 1]))
     short = _single(["train", "test", "test"], [0, 1, 2])
     short = short.subset(np.arange(len(short) - 1))  # the last test user keeps 7 rows
-    with pytest.warns(UserWarning, match=r"1 of the dataset's 2 test units have fewer than min_interactions=8"):
+    with pytest.warns(UserWarning, match=r"1 of the dataset's 2 cold test units have fewer than min_interactions=8"):
         s = predefined_split(short, n_query=3, min_interactions=8, val_fraction=0)
     assert len(s.pools["meta-test"]) == 1
 
@@ -155,3 +151,51 @@ def test_cold_domain_users_val_fraction_is_configurable() -> None:
     assert len(build_splits(t, sc.protocol).pools["meta-val"]) == len(large.pools["meta-val"])
     with pytest.raises(ConfigError, match=r"protocol.val_fraction=1.0: the validation share must lie in \[0, 1\)"):
         scenario_from_dict({"name": "x", "protocol": {"val_fraction": 1.0}})
+
+
+def test_predefined_warm_units_adapt_from_their_training_rows() -> None:
+    """Leave-one-out style: users 1..4 train and hold out their own later rows; user 5 is cold."""
+    rows = [(u, i, 1 + (u + i) % 5, "train") for u in range(6) for i in range(6)]
+    rows += [(u, 100 + u, 4, "test") for u in (1, 2, 3, 4)]  # one held-out row per warm user
+    rows += [(5, 200 + i, 3, "test") for i in range(6)] + [(0, 300, 2, "valid")]
+    df = pd.DataFrame(rows, columns=["user", "item", "rating", "part"])
+    table = InteractionTable.from_frame(df[~((df.user == 5) & (df.part == "train"))], Columns(part="part"))
+    s = predefined_split(table, n_query=2, min_interactions=4)
+    test = s.pools["meta-test"]
+    assert len(test) == 5 and len(s.pools["meta-val"]) == 1
+    raw = table.user_ids.decode(test.units)
+    warm = {int(u) for u in table.user_ids.decode(s.warm_units["meta-test"])}
+    assert warm == {1, 2, 3, 4} and {int(u) for u in raw} == {1, 2, 3, 4, 5}
+    for j, u in enumerate(raw):
+        r = test.unit_rows(j)
+        q = test.query_flag[test.offsets[j]:test.offsets[j + 1]]
+        if int(u) in warm:  # query: exactly its held-out row; support candidates: its 6 training rows
+            assert np.all(table.parts[r[q]] == 2) and q.sum() == 1
+            assert np.all(table.parts[r[~q]] == 0) and (~q).sum() == 6
+        else:  # the cold user: cut from its own held-out rows
+            assert np.all(table.parts[r] == 2) and q.sum() == 2
+    checks, details = run_leakage_checks(s, SamplerConfig(n_support=3, n_query=None))
+    assert all(v == "passed" for v in checks.values()), details
+    assert "5 warm units" in details["eval_rows_not_in_train"]  # 4 test users and valid user 0
+    assert table.user_ids.decode(s.warm_units["meta-val"]) == [0]
+    # a query row of a warm unit found in meta-train is still caught
+    train = s.pools["meta-train"]
+    j = int(np.nonzero(np.isin(test.units, s.warm_units["meta-test"]))[0][0])
+    q_row = test.unit_rows(j)[test.query_flag[test.offsets[j]:test.offsets[j + 1]]]
+    leaky = type(train)(train.name, train.unit, train.units, train.offsets.copy(), train.rows.copy())
+    leaky.rows[0] = q_row[0]
+    s.pools["meta-train"] = leaky
+    assert run_leakage_checks(s, SamplerConfig(n_support=3, n_query=None))[0]["eval_rows_not_in_train"] == "failed"
+
+
+def test_predefined_warm_split_without_valid_part_validates_on_held_back_training_rows() -> None:
+    rows = [(u, i, 1 + (u + i) % 5, "train") for u in range(20) for i in range(8)]
+    rows += [(u, 100 + u, 3, "test") for u in range(20)]
+    table = InteractionTable.from_frame(pd.DataFrame(rows, columns=["user", "item", "rating", "part"]), Columns(part="part"))
+    s = predefined_split(table, n_query=3, val_fraction=0.25)
+    val, train = s.pools["meta-val"], s.pools["meta-train"]
+    assert len(val) == 5 and np.array_equal(np.sort(s.warm_units["meta-val"]), np.sort(val.units))
+    assert val.query_flag.sum() == 5 * 3 and np.all(table.parts[val.rows] == 0)
+    assert not np.isin(val.rows[val.query_flag], train.rows).any()  # held-back queries left meta-train
+    assert np.isin(val.rows[~val.query_flag], train.rows).all()  # their support still trains
+    assert all(v == "passed" for v in run_leakage_checks(s, SamplerConfig(n_support=2, n_query=None))[0].values())

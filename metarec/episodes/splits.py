@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metarec._errors import ConfigError, DataError, py, suggest
+from metarec._errors import ConfigError, DataError, suggest
 from metarec.data.table import PARTS, InteractionTable
 from metarec.episodes.pool import TaskPool, build_pool, unit_keys
 from metarec.episodes.sampler import pin_queries
@@ -33,6 +33,9 @@ class MetaSplits:
         disjoint_units: pools whose units must never appear in meta-train.
         cold_items: ``{pool name: item indices}`` that must never appear in meta-train.
         order: ``"random"`` or ``"time"`` (time-ordered tasks are checked for order).
+        warm_units: ``{pool name: units}`` whose support comes from meta-train by design (a
+            predefined split that holds out interactions of trained units): only their pinned
+            query rows must stay out of meta-train.
     """
 
     table: InteractionTable
@@ -43,6 +46,7 @@ class MetaSplits:
     disjoint_units: list[str] = field(default_factory=list)
     cold_items: dict[str, np.ndarray] = field(default_factory=dict)
     order: str = "random"
+    warm_units: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> TaskPool:
         if name not in self.pools:
@@ -319,17 +323,27 @@ def predefined_split(
     :func:`cold_domain_users_split`: the dataset's own cold users are those whose rows in a
     domain are all held out (in ``valid`` / ``test``), while their other domains' rows train.
     ``target_domain`` keeps only that domain's held-out rows for evaluation (the others are
-    left out of every pool). Each evaluation task is cut from its own held-out rows: ``n_query``
-    pinned query rows, the rest its support candidates.
+    left out of every pool).
 
-    Without a ``valid`` part, ``val_fraction`` of the training units (of the evaluated
-    domains, with several) become meta-val, their rows left out of meta-train; the test part is
+    Two kinds of evaluation task, decided per unit by the dataset's split:
+
+    * a **cold** unit (no training rows) is cut from its own held-out rows: ``n_query`` pinned
+      query rows, the rest its support candidates; it needs ``min_interactions`` held-out rows
+      (units with fewer are left out, with a warning);
+    * a **warm** unit (the split holds out some interactions of a unit that also trains, as in
+      leave-one-out benchmarks) has all its held-out rows as the query and its training rows as
+      the support candidates; the leakage checks then allow its support, never its query, in
+      meta-train (:attr:`MetaSplits.warm_units`).
+
+    Without a ``valid`` part, ``val_fraction`` of the training units that hold nothing out (of
+    the evaluated domains, with several) become cold meta-val tasks, their rows left out of
+    meta-train; when every training unit holds rows out (a warm split), ``val_fraction`` of them
+    hold back ``n_query`` training rows each as warm meta-val queries instead. The test part is
     never touched.
 
     Raises:
         ConfigError: the table has no parts; ``target_domain`` is unknown.
-        DataError: no training or test rows; a held-out unit that also has training rows (the
-            split is not a cold-start split); no unit with enough held-out rows.
+        DataError: no training or test rows; no test unit left.
     """
     _check_val_fraction(val_fraction)
     if table.parts is None:
@@ -363,47 +377,89 @@ def predefined_split(
         held &= table.domains == tdom
     train_rows = np.nonzero(parts == 0)[0]
     train_keys = np.unique(keys[train_rows])
-    warm = np.intersect1d(np.unique(keys[held]), train_keys)
-    if warm.shape[0]:
-        row = np.nonzero(held & np.isin(keys, warm[:1]))[0][0]
-        who = f"user {py(table.user_ids.decode([table.users[row]])[0])!r}"
-        if cross:
-            who += f" in domain {py(table.domain_ids.decode([table.domains[row]])[0])!r}"
-        raise DataError(
-            f"split='predefined': {warm.shape[0]} held-out task unit(s) also have training rows (e.g. {who}); "
-            "this protocol evaluates units never trained on (cold-start), each adapted from a few of its own held-out "
-            "rows, but this dataset's split holds out interactions of trained units; use split = \"random\" or "
-            '"cold_domain_users" on it, or remove those units\' rows from the train files'
-        )
-    pools: dict[str, TaskPool] = {}
     valid_rows = np.nonzero(held & (parts == 1))[0]
     if valid_rows.shape[0] == 0 and val_fraction > 0:
         eval_doms = np.unique(table.domains[held & (parts == 2)])
         cand_rows = train_rows[np.isin(table.domains[train_rows], eval_doms)] if cross else train_rows
+        cand_rows = cand_rows[~np.isin(keys[cand_rows], keys[parts > 0])]  # units that hold nothing out
         cand = build_pool(table, cand_rows, keys, "candidates", unit_name, min_interactions=min_interactions,
                           max_interactions=max_interactions).units  # fmt: skip
         rng = np.random.default_rng(seed)
-        val_units = rng.permutation(cand)[: int(round(val_fraction * cand.shape[0]))]
-        is_val = np.isin(keys, val_units)
-        valid_rows = np.nonzero(is_val)[0]
-        train_rows = train_rows[~is_val[train_rows]]
-    pools["meta-train"] = build_pool(table, train_rows, keys, "meta-train", unit_name, min_interactions=2)
+        warm_units: dict[str, np.ndarray] = {}
+        if cand.shape[0]:
+            val_units = rng.permutation(cand)[: int(round(val_fraction * cand.shape[0]))]
+            is_val = np.isin(keys, val_units)
+            valid_rows = np.nonzero(is_val)[0]
+            train_rows = train_rows[~is_val[train_rows]]
+        else:  # every training unit holds rows out (a warm split): validate on held-back training rows
+            warm_val, train_rows = _warm_validation(table, train_rows, keys, unit_name, val_fraction, n_query, order, rng, seed)
+            if len(warm_val):
+                warm_units["meta-val"] = warm_val.units
+        train_keys = np.unique(keys[train_rows])
+    else:
+        warm_units = {}
+    pools: dict[str, TaskPool] = {"meta-train": build_pool(table, train_rows, keys, "meta-train", unit_name, min_interactions=2)}
     for name, rows in (("meta-val", valid_rows), ("meta-test", np.nonzero(held & (parts == 2))[0])):
-        pool = build_pool(table, rows, keys, name, unit_name, min_interactions=min_interactions, max_interactions=max_interactions)
-        n_units = np.unique(keys[rows]).shape[0]
-        if name == "meta-test" and len(pool) < n_units:
+        if name in warm_units:
+            pools[name] = warm_val
+            continue
+        units = np.unique(keys[rows])
+        warm = np.intersect1d(units, train_keys)
+        cold_rows = rows[~np.isin(keys[rows], warm)]
+        pool = build_pool(table, cold_rows, keys, name, unit_name, min_interactions=min_interactions, max_interactions=max_interactions)
+        pool = pin_queries(table, pool, n_query, order=order, seed=seed + 1) if len(pool) else pool
+        n_cold = units.shape[0] - warm.shape[0]
+        if name == "meta-test" and len(pool) < n_cold:
             warnings.warn(
-                f"split='predefined': {n_units - len(pool)} of the dataset's {n_units} test units have fewer than "
+                f"split='predefined': {n_cold - len(pool)} of the dataset's {n_cold} cold test units have fewer than "
                 f"min_interactions={min_interactions} or more than max_interactions={max_interactions} held-out rows "
                 "and are left out of meta-test; set protocol.min_interactions = 2 and protocol.max_interactions = "
                 '"none" to evaluate every test unit',
                 stacklevel=2,
             )
-        pools[name] = pin_queries(table, pool, n_query, order=order, seed=seed + 1) if len(pool) else pool
+        if warm.shape[0]:
+            own = np.concatenate([rows[np.isin(keys[rows], warm)], train_rows[np.isin(keys[train_rows], warm)]])
+            wpool = build_pool(table, own, keys, name, unit_name, min_interactions=1)
+            flag = np.isin(wpool.rows, rows)  # (nnz,) the held-out rows are the query
+            pool = _concat_pools(pool, TaskPool(name, unit_name, wpool.units, wpool.offsets, wpool.rows, flag))
+            warm_units[name] = warm
+        pools[name] = pool
     if len(pools["meta-test"]) == 0:
         raise DataError(
             f"split='predefined': no test unit has between min_interactions={min_interactions} and "
             f"max_interactions={max_interactions} held-out rows; lower protocol.min_interactions (>= 2: one support, "
             "one query)"
         )
-    return MetaSplits(table, pools, disjoint_units=["meta-val", "meta-test"], order="time" if order == "time" else "random")
+    return MetaSplits(
+        table, pools, disjoint_units=["meta-val", "meta-test"], order="time" if order == "time" else "random",
+        warm_units=warm_units,
+    )
+
+
+def _warm_validation(
+    table: InteractionTable, train_rows: np.ndarray, keys: np.ndarray, unit_name: str, val_fraction: float,
+    n_query: int, order: str, rng: np.random.Generator, seed: int,
+) -> tuple[TaskPool, np.ndarray]:
+    """Meta-val of a warm split: ``val_fraction`` of the training units each hold back
+    ``n_query`` of their training rows as the query (removed from meta-train); their other
+    training rows are the support. Returns the pool and the remaining training rows."""
+    cand = build_pool(table, train_rows, keys, "meta-val", unit_name, min_interactions=2)
+    pick = np.zeros(len(cand), dtype=bool)
+    pick[rng.permutation(len(cand))[: int(round(val_fraction * len(cand)))]] = True
+    pool = cand.filter(pick)
+    if len(pool) == 0:
+        return pool, train_rows
+    pool = pin_queries(table, pool, n_query, order=order, seed=seed + 2)
+    held_back = pool.rows[pool.query_flag]
+    return pool, train_rows[~np.isin(train_rows, held_back)]
+
+
+def _concat_pools(a: TaskPool, b: TaskPool) -> TaskPool:
+    """Units of ``a`` then of ``b`` (disjoint units), in one pool with pinned queries."""
+    if len(a) == 0:
+        return b
+    qa = a.query_flag if a.query_flag is not None else np.zeros(a.rows.shape[0], dtype=bool)
+    qb = b.query_flag if b.query_flag is not None else np.zeros(b.rows.shape[0], dtype=bool)
+    offsets = np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]).astype(np.int64)
+    return TaskPool(a.name, a.unit, np.concatenate([a.units, b.units]), offsets, np.concatenate([a.rows, b.rows]),
+                    np.concatenate([qa, qb]))  # fmt: skip
