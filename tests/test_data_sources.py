@@ -159,3 +159,13 @@ def test_multi_file_frame_matches_from_frame(tmp_path: Path) -> None:
     assert t.user_ids.values == ref.user_ids.values
     np.testing.assert_array_equal(t.users, ref.users)
     np.testing.assert_array_equal(t.ratings, ref.ratings)
+
+
+def test_names_must_match_the_column_count(tmp_path: Path) -> None:
+    p = _write(tmp_path / "four.tsv", [(1, 2, 5, 99), (3, 4, 1, 98)])
+    with pytest.raises(DataError, match=r"four.tsv: the file has 4 columns but names lists 3.*a name for a timestamp column"):
+        read_interactions(p, Columns(), header=False, names=NAMES)
+    t = read_interactions(p, Columns(timestamp="ts"), header=False, names=[*NAMES, "ts"])
+    assert t.users.shape == (2,) and t.timestamps.tolist() == [99, 98]
+    h = _write(tmp_path / "h.tsv", [(1, 2, 5)], header="a\tb\tc")
+    assert read_interactions(h, Columns(), names=NAMES).user_ids.values == ["1"]  # names replace a header

@@ -200,10 +200,6 @@ def read_frame(
     kw: dict[str, Any] = {"sep": psep, **extra}
     if not header:
         kw["header"] = None
-    if names is not None:
-        kw["names"] = list(names)
-        if header:
-            kw["header"] = 0
     if string_columns == "all":
         kw["dtype"] = str
     elif string_columns:
@@ -234,8 +230,10 @@ def read_frame(
         ) from None
     except MemoryError:
         raise DataError(f"{path}: the file does not fit in memory; split it into several data.files entries") from None
-    if names is not None and frame.shape[1] != len(names):
-        raise DataError(f"{path}: {frame.shape[1]} columns read but names lists {len(names)}: {list(names)}; fix data.names")
+    if names is not None:  # named after reading, so that a count mismatch is an error, not a silent shift
+        if frame.shape[1] != len(names) and (hint := _sep_hint(path, sep_, header)):
+            raise DataError(f"{path}: {frame.shape[1]} column(s) read, {len(names)} named; {hint}")
+        frame = _rename(frame, names, path)
     if len(frame) and frame.shape[1] > 1:
         empty = [str(c) for c in frame.columns if frame[c].isna().all()]
         if empty and (hint := _sep_hint(path, sep_, header)):
@@ -246,8 +244,8 @@ def read_frame(
 def _rename(frame: pd.DataFrame, names: Sequence[str], path: Path) -> pd.DataFrame:
     if frame.shape[1] != len(names):
         raise DataError(
-            f"{path}: {frame.shape[1]} columns {list(frame.columns)} but names lists {len(names)}: {list(names)}; "
-            "give one name per column in data.names"
+            f"{path}: the file has {frame.shape[1]} columns but names lists {len(names)}: {list(names)}; "
+            "give one name per column in data.names (names= in Python), e.g. a name for a timestamp column too"
         )
     return frame.set_axis(list(names), axis=1)
 
