@@ -337,9 +337,9 @@ def predefined_split(
 
     Without a ``valid`` part, ``val_fraction`` of the training units that hold nothing out (of
     the evaluated domains, with several) become cold meta-val tasks, their rows left out of
-    meta-train; when every training unit holds rows out (a warm split), ``val_fraction`` of them
-    hold back ``n_query`` training rows each as warm meta-val queries instead. The test part is
-    never touched.
+    meta-train; in a warm split (every test unit also trains) ``val_fraction`` of the training
+    units hold back ``n_query`` training rows each as warm meta-val queries instead, so validation
+    mirrors the test. The test part is never touched.
 
     Raises:
         ConfigError: the table has no parts; ``target_domain`` is unknown.
@@ -386,12 +386,14 @@ def predefined_split(
                           max_interactions=max_interactions).units  # fmt: skip
         rng = np.random.default_rng(seed)
         warm_units: dict[str, np.ndarray] = {}
-        if cand.shape[0]:
+        test_keys = np.unique(keys[held & (parts == 2)])
+        all_warm_test = bool(np.isin(test_keys, train_keys).all())
+        if cand.shape[0] and not all_warm_test:
             val_units = rng.permutation(cand)[: int(round(val_fraction * cand.shape[0]))]
             is_val = np.isin(keys, val_units)
             valid_rows = np.nonzero(is_val)[0]
             train_rows = train_rows[~is_val[train_rows]]
-        else:  # every training unit holds rows out (a warm split): validate on held-back training rows
+        else:  # a warm split (every test unit trains): validate the same way, on held-back training rows
             warm_val, train_rows = _warm_validation(table, train_rows, keys, unit_name, val_fraction, n_query, order, rng, seed)
             if len(warm_val):
                 warm_units["meta-val"] = warm_val.units
