@@ -337,9 +337,10 @@ def predefined_split(
 
     Without a ``valid`` part, ``val_fraction`` of the training units that hold nothing out (of
     the evaluated domains, with several) become cold meta-val tasks, their rows left out of
-    meta-train; in a warm split (every test unit also trains) ``val_fraction`` of the training
-    units hold back ``n_query`` training rows each as warm meta-val queries instead, so validation
-    mirrors the test. The test part is never touched.
+    meta-train; in a warm split (every test unit also trains) ``val_fraction`` of those units
+    (of any training units of the evaluated domains when none holds nothing out) hold back
+    ``n_query`` training rows each as warm meta-val queries instead, so validation mirrors the
+    test. The test rows are never touched.
 
     Raises:
         ConfigError: the table has no parts; ``target_domain`` is unknown.
@@ -394,7 +395,9 @@ def predefined_split(
             valid_rows = np.nonzero(is_val)[0]
             train_rows = train_rows[~is_val[train_rows]]
         else:  # a warm split (every test unit trains): validate the same way, on held-back training rows
-            warm_val, train_rows = _warm_validation(table, train_rows, keys, unit_name, val_fraction, n_query, order, rng, seed)
+            pool_rows = cand_rows if cand.shape[0] else train_rows[np.isin(table.domains[train_rows], eval_doms)]
+            warm_val, kept = _warm_validation(table, pool_rows, keys, unit_name, val_fraction, n_query, order, rng, seed)
+            train_rows = np.setdiff1d(train_rows, np.setdiff1d(pool_rows, kept))
             if len(warm_val):
                 warm_units["meta-val"] = warm_val.units
         train_keys = np.unique(keys[train_rows])
