@@ -142,8 +142,14 @@ def _epoch_numbers(frame: pd.DataFrame, col: str, raw: pd.Series) -> np.ndarray:
             out = arr.astype(np.int64)
             _check_ts_range(frame, col, out)
             return out
-    else:
-        vals = [int(str(x)) for x in raw.tolist()]
+    else:  # integer strings: vectorised when they fit int64, exact Python ints otherwise
+        try:
+            out = raw.astype(str).str.strip().astype(np.int64).to_numpy()
+        except (OverflowError, ValueError):
+            vals = [int(str(x)) for x in raw.tolist()]
+        else:
+            _check_ts_range(frame, col, out)
+            return out
     lo, hi = min(vals), max(vals)
     if lo < _TS_MIN or hi > _TS_MAX:
         bad = lo if lo < _TS_MIN else hi
