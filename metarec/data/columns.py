@@ -191,6 +191,8 @@ _SCALARS = (str, int, float, np.integer, np.floating)
 
 def check_scalars(values: pd.Series, what: str) -> None:
     """Ids must be strings or numbers (not lists, dicts, booleans or bytes)."""
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "integer", "floating", "mixed-integer-float"):
+        return
     if values.dtype == object or pd.api.types.is_bool_dtype(values):
         for row, v in zip(values.index, values.tolist()):
             if isinstance(v, bool) or not isinstance(v, _SCALARS):

@@ -162,8 +162,8 @@ def read_frame(
         header: the first line of a text file names the columns; ``False``: it is data, and
             ``names`` (or ``0, 1, ...``) name the columns.
         names: column names of a header-less file (a header, if any, is replaced).
-        string_columns: text columns read as exact strings (``"all"``: every column, so that
-            ``01`` stays ``"01"``); the others are inferred by pandas.
+        string_columns: columns read as exact strings, so that ``01`` stays ``"01"``
+            (``"all"``: every column); the others are inferred by pandas (numbers stay numbers).
         read_options: extra keyword arguments of ``pandas.read_csv`` / ``read_parquet``.
         how: the fix for a missing file (how to obtain it).
 
@@ -198,12 +198,15 @@ def read_frame(
         raise DataError(f"{path}: sep='': the separator must be at least one character; e.g. data.sep = \",\"")
     psep, extra = _pandas_sep(sep_)
     kw: dict[str, Any] = {"sep": psep, **extra}
-    if not header:
+    if not header or names is not None:  # named after reading; a header that names replace is skipped
         kw["header"] = None
+        if header:
+            kw["skiprows"] = 1
     if string_columns == "all":
         kw["dtype"] = str
     elif string_columns:
-        kw["dtype"] = {c: str for c in string_columns}
+        wanted = set(string_columns)
+        kw["dtype"] = {k: str for k, n in enumerate(names) if n in wanted} if names is not None else {c: str for c in wanted}
     kw.update(keep_default_na=False, na_values=[""])
     if kw.get("engine") != "python":
         kw["quoting"] = csv.QUOTE_MINIMAL

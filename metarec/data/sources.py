@@ -261,7 +261,8 @@ def _frames(
             s = sniff_separator(path, header=header) if format != "parquet" else None
             if s is None and format != "parquet" and not str(path).lower().endswith((".parquet", ".pq")):
                 raise DataError(f"{path}: sep='auto' found no separator that splits every line alike; set data.sep")
-        f = read_frame(path, format=format, sep=s, header=header, names=names, read_options=read_options)
+        ids_cols = [col for col in (c.user, c.item, c.domain, c.part) if col is not None]
+        f = read_frame(path, format=format, sep=s, header=header, names=names, string_columns=ids_cols, read_options=read_options)
         f = _check_columns(f, c, path, s, header, feedback, entry_domain=e.domain is not None, entry_part=e.part is not None)
         if e.domain is not None:
             if c.domain is not None and c.domain in f.columns:

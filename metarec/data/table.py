@@ -340,37 +340,43 @@ class InteractionTable:
 
 # ---------------------------------------------------------------------- helpers
 def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
-    dup = work.duplicated(["u", "i", "d"], keep=False)
+    # Integer codes of (user, item, domain): hashing string ids once is much cheaper than
+    # comparing them row against row.
+    codes = pd.DataFrame({k: pd.factorize(work[k])[0] for k in ("u", "i", "d")}, index=work.index)
+    dup = codes.duplicated(keep=False)
     if not dup.any():
         return work.reset_index(drop=True)
     if "p" in work:
-        cross = work.loc[dup].groupby(["u", "i", "d"], sort=False)["p"].nunique()
+        cross = codes.loc[dup].assign(p=work.loc[dup, "p"]).groupby(["u", "i", "d"], sort=False)["p"].transform("nunique")
         if (cross > 1).any():
-            u, i, d = cross.index[np.argmax(cross.to_numpy() > 1)]
+            row = cross.index[np.argmax(cross.to_numpy() > 1)]
+            u, i, d = (work.at[row, k] for k in ("u", "i", "d"))
+            n_pairs = int(codes.loc[cross.index[cross.to_numpy() > 1]].drop_duplicates().shape[0])
             where = f", domain {py(d)!r}" if c.domain else ""
             raise DataError(
                 f"part column {c.part!r}: user {py(u)!r}, item {py(i)!r}{where} is in two parts of the dataset's split "
-                f"({int((cross > 1).sum())} such pair(s)); an interaction cannot be both trained on and evaluated; "
+                f"({n_pairs} such pair(s)); an interaction cannot be both trained on and evaluated; "
                 "remove it from one of the files"
             )
     if policy == "error":
         first = {k: work.loc[dup, k].iloc[0] for k in ("u", "i", "d")}
         where = f", domain {py(first['d'])!r}" if c.domain else ""
         raise DataError(
-            f"duplicates='error': {int(work.duplicated(['u', 'i', 'd']).sum())} repeated (user, item, domain) "
+            f"duplicates='error': {int(codes.duplicated().sum())} repeated (user, item, domain) "
             f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; set data.duplicates = "
             '"first", "last" or "mean" in the scenario (duplicates= in Python) to resolve them, or drop them beforehand'
         )
     if policy == "mean":
-        agg = {"r": "mean"}
+        agg = {"u": "first", "i": "first", "d": "first", "r": "mean"}
         if "t" in work:
             agg["t"] = "max"
         if "p" in work:
             agg["p"] = "first"
-        return work.groupby(["u", "i", "d"], sort=False, as_index=False).agg(agg)
-    if "t" in work:
-        work = work.sort_values("t", kind="stable")
-    return work.drop_duplicates(["u", "i", "d"], keep=policy).sort_index().reset_index(drop=True)
+        group = codes.groupby(["u", "i", "d"], sort=False).ngroup()
+        return work.groupby(group.to_numpy(), sort=False).agg(agg).reset_index(drop=True)
+    order = work.sort_values("t", kind="stable").index if "t" in work else work.index
+    keep = ~codes.loc[order].duplicated(keep=policy).to_numpy()
+    return work.loc[np.sort(order[keep])].reset_index(drop=True)
 
 
 def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -> np.ndarray:
