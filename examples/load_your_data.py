@@ -25,7 +25,9 @@ with tempfile.TemporaryDirectory() as tmp:
     }).drop_duplicates(["customer", "sku", "market"]).to_csv(path, index=False)
 
     cols = Columns(user="customer", item="sku", rating="stars", timestamp="when", domain="market")
-    table = read_interactions(path, cols, rating_scale=(1, 5))
+    # Ids keep their exact string form ("01" is not "1") unless declared numeric, as here, so
+    # that they match the integer ids of the item feature frame below.
+    table = read_interactions(path, cols, rating_scale=(1, 5), ids="numeric")
     print(table)
 
 # Side features; items that nobody rated yet still get an index and their features.

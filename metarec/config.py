@@ -59,6 +59,7 @@ __all__ = [
     "AlgorithmSection",
     "BenchConfig",
     "DataConfig",
+    "DataFile",
     "MetricsConfig",
     "ModelConfig",
     "ProtocolConfig",
@@ -81,7 +82,7 @@ __all__ = [
 # The scenario schema
 # --------------------------------------------------------------------------------------------
 
-_COLUMN_ROLES = ("user", "item", "rating", "domain", "timestamp")
+_COLUMN_ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
 
 def _check_at_least(obj: Any, low: float, *names: str, fix: str = "") -> None:
@@ -135,6 +136,30 @@ class SyntheticConfig:
             )
 
 
+_PARTS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One entry of ``[[data.files]]``: an interaction file and what its rows are.
+
+    Fields:
+        path: the file; may use ``${METAREC_DATA}``.
+        domain: the domain of every row of the file (``None``: the file's own domain column,
+            or no domains).
+        part: the part of the dataset's own split: ``"train"``, ``"valid"`` or ``"test"``
+            (``protocol.split = "predefined"`` evaluates on it); ``None``: no predefined split.
+    """
+
+    path: str
+    domain: str | None = None
+    part: Literal["train", "valid", "test"] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path.strip():
+            raise ConfigError('path="": each data.files entry needs the path of a file; e.g. path = "books.dat"')
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where interactions come from.
@@ -154,11 +179,27 @@ class DataConfig:
         domain_by: derive domains from item features: ``"genre_group"`` puts each movie in
             one of four genre groups by its first genre (MovieLens cross-genre scenarios).
         item_text: MovieLens-1M item columns added as text features (e.g. ``["title", "plot"]``).
+        files: several interaction files (``[[data.files]]`` tables with ``path``, ``domain``,
+            ``part``) instead of one ``path`` (``source = "csv"`` or ``"shared_below_k"``).
+        format: ``"csv"``, ``"tsv"`` or ``"parquet"`` for files of any extension (``None``:
+            from the extension).
+        sep: separator of text files, any string (``"\t"``, ``"::"``); ``"auto"`` sniffs it.
+        header: text files start with a header line; ``false`` for header-less files (then
+            ``names`` names the columns).
+        names: column names of header-less files, e.g. ``["user", "item", "rating"]``.
+        ids: ``"string"``: ids kept exactly as written (``1``, ``01``, ``001`` are three
+            users); ``"numeric"``: user and item ids are integers (``01`` is ``1``).
+        namespace: ``["item"]`` and/or ``["user"]``: prefix those ids with their domain
+            (``"books:7"``) when the same number means different things in different domains.
+        duplicates: repeated (user, item, domain) rows: ``"error"``, keep ``"first"`` /
+            ``"last"``, or ``"mean"`` of the ratings.
+        shared_users: ``source = "shared_below_k"``: K, the number of shared users (ids
+            ``0..K-1`` are in every domain, ids from K on are local to their domain).
     """
 
-    source: Literal["synthetic", "movielens-100k", "movielens-1m", "recbole", "amazon", "csv"] = (
-        "synthetic"
-    )
+    source: Literal[
+        "synthetic", "movielens-100k", "movielens-1m", "recbole", "amazon", "csv", "shared_below_k"
+    ] = "synthetic"
     path: str | None = None
     name: str | None = None
     pair: str | None = None
@@ -169,8 +210,18 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     domain_by: Literal["genre_group"] | None = None
     item_text: tuple[str, ...] = ()
+    files: tuple[DataFile, ...] = ()
+    format: Literal["csv", "tsv", "parquet"] | None = None
+    sep: str | None = None
+    header: bool = True
+    names: tuple[str, ...] | None = None
+    ids: Literal["string", "numeric"] = "string"
+    namespace: tuple[str, ...] = ()
+    duplicates: Literal["error", "first", "last", "mean"] = "error"
+    shared_users: int | None = None
 
     def __post_init__(self) -> None:
+        self._check_files()
         scale = self.rating_scale
         if scale is not None and (len(scale) != 2 or not scale[0] < scale[1]):
             raise ConfigError(
@@ -183,6 +234,63 @@ class DataConfig:
                     f"columns={self.columns!r}: unknown column role {role!r}{suggest(role, _COLUMN_ROLES)}; "
                     f"roles are {', '.join(_COLUMN_ROLES)}"
                 )
+        used: dict[str, str] = {}
+        for role, col in self.columns.items():
+            if col.strip().lower() in _NONE_WORDS:
+                continue
+            if col in used:
+                raise ConfigError(
+                    f"columns.{role}={col!r}: column {col!r} is already columns.{used[col]}; one column cannot play "
+                    f"two roles; set data.columns.{role} to another column"
+                )
+            used[col] = role
+        for role in ("user", "item"):
+            if self.columns.get(role, role).strip().lower() in _NONE_WORDS:
+                raise ConfigError(f"columns.{role}={self.columns[role]!r}: every interaction needs a {role} column; name it")
+
+    def _check_files(self) -> None:
+        if self.files and self.path is not None:
+            raise ConfigError(
+                f"files: both data.path={self.path!r} and {len(self.files)} data.files entries are set; "
+                "give one file as path or several as [[data.files]], not both"
+            )
+        if self.files and self.source not in ("csv", "shared_below_k"):
+            raise ConfigError(
+                f"files: data.files is read by source = \"csv\" or \"shared_below_k\", not source={self.source!r}; "
+                'set source = "csv"'
+            )
+        if self.source == "shared_below_k" and not self.files:
+            raise ConfigError(
+                'source="shared_below_k": needs one [[data.files]] entry per domain (path = "...", domain = "...")'
+            )
+        if self.shared_users is not None and self.shared_users < 1:
+            raise ConfigError(f"shared_users={self.shared_users}: must be >= 1 (ids 0..K-1 are shared); e.g. shared_users = 1000")
+        if self.shared_users is not None and self.source != "shared_below_k":
+            raise ConfigError(
+                f"shared_users={self.shared_users}: only read by source = \"shared_below_k\" (source={self.source!r}); "
+                'set source = "shared_below_k" or remove shared_users'
+            )
+        parts = [f.part is not None for f in self.files]
+        if any(parts) and not all(parts):
+            i = parts.index(False)
+            raise ConfigError(
+                f"files[{i}]: no part, while other entries name one; when the dataset ships its own split every "
+                'entry needs part = "train", "valid" or "test"'
+            )
+        for n in self.namespace:
+            if n not in ("user", "item"):
+                raise ConfigError(
+                    f"namespace={list(self.namespace)}: {n!r} cannot be namespaced{suggest(n, ('user', 'item'))}; "
+                    'use namespace = ["item"], ["user"] or ["user", "item"]'
+                )
+        if self.names is not None:
+            if len(set(self.names)) != len(self.names) or not all(n.strip() for n in self.names):
+                raise ConfigError(
+                    f"names={list(self.names)}: column names must be distinct and non-empty; "
+                    'e.g. names = ["user", "item", "rating"]'
+                )
+        if self.sep == "":
+            raise ConfigError('sep="": the separator needs at least one character; e.g. sep = "\\t", or "auto"')
 
 
 @dataclass(frozen=True)
@@ -193,8 +301,9 @@ class ProtocolConfig:
         unit: what one task is: a ``"user"``, a ``"domain"`` or a ``"cohort"`` of users.
         cohort_by: user column that groups users into cohorts (``unit = "cohort"``).
         split: how task units are split into pools: ``"random"``, ``"time"``, ``"melu"``
-            (existing/new users x existing/new items) or ``"cold_domain_users"`` (a ``beta``
-            fraction of the target domain's users are held out cold).
+            (existing/new users x existing/new items), ``"cold_domain_users"`` (a ``beta``
+            fraction of the target domain's users are held out cold) or ``"predefined"`` (the
+            dataset's own ``train`` / ``valid`` / ``test`` parts, see ``data.files``).
         fractions: meta-train, validation and test fractions of task units (sum to 1).
         n_support: support interactions per task (the shots); ``None`` = all non-query
             interactions (MeLU's protocol).
@@ -207,13 +316,17 @@ class ProtocolConfig:
         new_item_year: ``"melu"`` split: items released from this year on are new.
         existing_user_fraction: ``"melu"`` split: fraction of users that are existing.
         beta: ``"cold_domain_users"`` split: cold fraction of the target domain's users.
-        target_domain: the target domain (``None`` = the protocol picks).
+        target_domain: the target domain (``None`` = the protocol picks; ``"predefined"``
+            split: evaluate only that domain's held-out users).
         seed: seed of the split and the task sampler.
+        val_fraction: validation share: of the cold users (``"cold_domain_users"``), of the
+            existing users (``"melu"``), or of the training users when a ``"predefined"`` split
+            ships no ``valid`` part.
     """
 
     unit: Literal["user", "domain", "cohort"] = "user"
     cohort_by: str | None = None
-    split: Literal["random", "time", "melu", "cold_domain_users"] = "random"
+    split: Literal["random", "time", "melu", "cold_domain_users", "predefined"] = "random"
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
     n_support: int | None = 10
     n_query: int | None = 10
@@ -226,8 +339,13 @@ class ProtocolConfig:
     beta: float = 0.2
     target_domain: str | None = None
     seed: int = 0
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(
+                f"val_fraction={self.val_fraction}: the validation share must lie in [0, 1); e.g. val_fraction = 0.1"
+            )
         fractions = list(self.fractions)
         example = "e.g. fractions = [0.7, 0.1, 0.2]"
         if len(fractions) != 3:
@@ -298,6 +416,26 @@ class MetricsConfig:
 
     def __post_init__(self) -> None:
         _check_at_least(self, 1, "k")
+        for name in self.names:
+            _check_metric_name(name)
+
+
+METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "mrr", "ndcg", "hr")
+"""Metric names ``metrics.names`` accepts; ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
+_AT_K = ("ndcg", "hr")
+
+
+def _check_metric_name(name: str) -> None:
+    base, at, k = name.partition("@")
+    choices = [*METRIC_NAMES, *(f"{m}@10" for m in _AT_K)]
+    if base not in METRIC_NAMES:
+        raise ConfigError(
+            f"names: unknown metric {name!r}{suggest(name, choices)}; metrics are {', '.join(METRIC_NAMES)} "
+            '(ndcg and hr with a cut-off, e.g. "ndcg@10")'
+        )
+    if at and (base not in _AT_K or not k.isdigit() or int(k) < 1):
+        what = f"{base} takes no cut-off" if base not in _AT_K else f"cut-off {k!r} is not a positive integer"
+        raise ConfigError(f"names: metric {name!r}: {what}; e.g. names = [\"mae\", \"ndcg@10\", \"hr@5\"]")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from metarec.episodes.splits import (
     MetaSplits,
     cold_domain_users_split,
     melu_split,
+    predefined_split,
     random_split,
     time_split,
 )
@@ -80,14 +81,29 @@ def _read(cfg: DataConfig) -> InteractionTable:
             density_spread=s.density_spread, feedback=s.feedback, noise=s.noise,
             n_user_features=s.n_user_features, n_item_features=s.n_item_features, seed=s.seed,
         )  # type: ignore[return-value]
-    if cfg.path is None:
+    if cfg.path is None and not cfg.files:
+        more = " or [[data.files]] entries" if cfg.source == "csv" else ""
         raise ConfigError(
-            f"data.path: required for source={cfg.source!r}; set it in the scenario (path = \"${{METAREC_DATA}}/...\") "
+            f"data.path: required for source={cfg.source!r}; set it in the scenario (path = \"${{METAREC_DATA}}/...\"){more} "
             "and export METAREC_DATA or pass --data-root"
         )
-    from metarec.data import readers
+    from metarec.data import readers, sources
 
-    path = Path(cfg.path)
+    if cfg.source in ("csv", "shared_below_k"):
+        cols = _columns(cfg)
+        scale = (cfg.rating_scale[0], cfg.rating_scale[1]) if cfg.rating_scale else None
+        files = [sources.SourceFile(f.path, f.domain, f.part) for f in cfg.files] or [sources.SourceFile(cfg.path)]  # type: ignore[arg-type]
+        opts = dict(format=cfg.format, sep=cfg.sep, header=cfg.header, names=cfg.names)
+        if cfg.source == "shared_below_k":
+            return sources.read_shared_below_k(
+                files, cfg.shared_users, cols, namespace_items="item" in cfg.namespace or not cfg.namespace,
+                feedback=cfg.feedback, rating_scale=scale, duplicates=cfg.duplicates, **opts,  # type: ignore[arg-type]
+            )
+        return sources.read_files(
+            files, cols, ids=cfg.ids, namespace=cfg.namespace, feedback=cfg.feedback, rating_scale=scale,
+            duplicates=cfg.duplicates, **opts,  # type: ignore[arg-type]
+        )
+    path = Path(cfg.path)  # type: ignore[arg-type]
     if cfg.source == "movielens-100k":
         return readers.read_movielens_100k(path)
     if cfg.source == "movielens-1m":
@@ -96,13 +112,15 @@ def _read(cfg: DataConfig) -> InteractionTable:
         if not cfg.name:
             raise ConfigError("data.name: required for source='recbole' (the atomic files' stem, e.g. 'ml-100k')")
         return readers.read_recbole_atomic(path, cfg.name)
-    if cfg.source == "amazon":
-        if not cfg.pair:
-            raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
-        return readers.read_amazon_pair(path, cfg.pair)
-    cols = Columns(**cfg.columns) if cfg.columns else Columns()
-    scale = (float(cfg.rating_scale[0]), float(cfg.rating_scale[1])) if cfg.rating_scale else None
-    return readers.read_interactions(path, cols, feedback=cfg.feedback, rating_scale=scale)
+    if not cfg.pair:
+        raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
+    return readers.read_amazon_pair(path, cfg.pair)
+
+
+def _columns(cfg: DataConfig) -> Columns:
+    """The column mapping of ``data.columns`` (``"none"`` drops a role: ``rating = "none"``)."""
+    roles = {k: (None if v.strip().lower() in ("none", "null") else v) for k, v in cfg.columns.items()}
+    return Columns(**roles)  # type: ignore[arg-type]
 
 
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
@@ -111,12 +129,18 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
     if p.split == "melu":
         return melu_split(
             table, existing_user_fraction=p.existing_user_fraction, new_item_year=p.new_item_year,
-            n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions, seed=p.seed,
+            n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions,
+            val_fraction=p.val_fraction, seed=p.seed,
         )
     if p.split == "cold_domain_users":
         return cold_domain_users_split(
-            table, p.target_domain, beta=p.beta, n_query=nq, min_interactions=p.min_interactions,
-            max_interactions=p.max_interactions, seed=p.seed,
+            table, p.target_domain, beta=p.beta, val_fraction=p.val_fraction, n_query=nq,
+            min_interactions=p.min_interactions, max_interactions=p.max_interactions, seed=p.seed,
+        )
+    if p.split == "predefined":
+        return predefined_split(
+            table, unit=p.unit, target_domain=p.target_domain, n_query=nq, min_interactions=p.min_interactions,
+            max_interactions=p.max_interactions, val_fraction=p.val_fraction, order=p.order, seed=p.seed,
         )
     common: dict[str, Any] = dict(
         n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions,

@@ -36,7 +36,7 @@ def test_inf_rating():
 
 
 def test_rating_outside_scale():
-    with pytest.raises(DataError, match=r"rating 7.0 at row 1 is outside rating_scale=\(1, 5\).*fix rating_scale="):
+    with pytest.raises(DataError, match=r"rating 7.0 at row 1 is outside rating_scale=\(1, 5\).*set data.rating_scale"):
         InteractionTable.from_frame(frame(rating=[5.0, 7.0, 4.0, 1.0, 2.0]))
 
 
@@ -47,7 +47,7 @@ def test_non_numeric_rating():
 
 def test_duplicate_rows_error_and_policies():
     f = frame(user=[1, 1, 2, 2, 1], item=[10, 11, 10, 12, 10], rating=[5.0, 3.0, 4.0, 1.0, 1.0])
-    with pytest.raises(DataError, match=r"duplicates='error': 1 repeated \(user, item, domain\) row\(s\), first user 1, item 10.*duplicates='first'"):
+    with pytest.raises(DataError, match=r"duplicates='error': 1 repeated \(user, item, domain\) row\(s\), first user 1, item 10.*data.duplicates = \"first\""):
         InteractionTable.from_frame(f)
     assert InteractionTable.from_frame(f, duplicates="first").ratings.tolist() == [5.0, 3.0, 4.0, 1.0]
     assert InteractionTable.from_frame(f, duplicates="last").ratings.tolist() == [3.0, 4.0, 1.0, 1.0]

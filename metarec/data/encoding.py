@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec._errors import DataError
+
 __all__ = ["IdEncoder", "UNKNOWN"]
 
 UNKNOWN = 0
@@ -39,11 +41,17 @@ class IdEncoder:
         self._index = _keys(self._values)
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][0]
-            raise ValueError(f"{name}: duplicated value {dup!r} in encoder vocabulary")
+            same = [v for v, k in zip(self._values, self._index) if k == dup]
+            raise DataError(
+                f"{name} ids: {' and '.join(repr(v) for v in same[:3])} are one id written as different types "
+                f"(string form {dup!r}); make the {name} column one type (all strings or all integers)"
+            )
         self._lookup: dict[str, int] | None = None  # key -> index, built on the first small encode
         # Fast path for integer vocabularies (the common case: MovieLens, Amazon ids).
         self._int_index: pd.Index | None = None
-        if self._values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in self._values):
+        if self._values and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and _I64_MIN <= v <= _I64_MAX for v in self._values
+        ):
             self._int_index = pd.Index(np.asarray(self._values, dtype=np.int64))
 
     @classmethod
@@ -83,7 +91,7 @@ class IdEncoder:
                 self._lookup = {k: i for i, k in enumerate(self._index.tolist(), 1)}
             return np.fromiter((self._lookup.get(_key(v), 0) for v in vals), np.int64, len(vals))
         arr = raw if isinstance(raw, (np.ndarray, pd.Series)) else None
-        if self._int_index is not None and arr is not None and np.asarray(arr).dtype.kind in "iu":
+        if self._int_index is not None and arr is not None and np.asarray(arr).dtype.kind == "i":
             pos = self._int_index.get_indexer(np.asarray(arr, dtype=np.int64))
             return (pos + 1).astype(np.int64)
         pos = self._index.get_indexer(_keys(raw))
@@ -117,6 +125,8 @@ def _is_missing(v: Any) -> bool:
         return False
 
 
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
 _FEW = 64
 """Up to this many ids are encoded by dict lookup instead of a pandas index."""
 
@@ -143,14 +153,17 @@ def _keys(raw: Any) -> pd.Index:
         arr[:] = list(raw)
     if arr.dtype.kind in "US":
         return pd.Index(arr.astype(str))
-    if arr.dtype.kind in "iu":
-        return pd.Index(arr.astype(np.int64).astype(str))
+    if arr.dtype.kind in "iu":  # uint64 ids above the int64 range keep their own digits
+        return pd.Index(arr.astype(str))
     if arr.dtype.kind == "O" and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
         if kind == "string":
             return pd.Index(arr.astype(str))
         if kind == "integer":
-            return pd.Index(arr.astype(np.int64).astype(str))
+            try:
+                return pd.Index(arr.astype(np.int64).astype(str))
+            except OverflowError:  # Python ints beyond int64: exact digits, one by one
+                pass
     return pd.Index([_key(v) for v in arr.tolist()])
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from metarec._errors import ConfigError, DataError, suggest
 from metarec.data.features import FeatureSpec
+from metarec.data.sources import IdKind, SourceFile, read_files
 from metarec.data.table import Columns, Feedback, InteractionTable
 
 __all__ = [
@@ -37,7 +38,7 @@ PathLike = str | Path
 
 _ML_HOWTO = (
     "download it with `metarec data fetch {name} --root DIR` (the official GroupLens archive, "
-    "https://grouplens.org/datasets/movielens/) and pass root=DIR"
+    "https://grouplens.org/datasets/movielens/) and point data.path at DIR (root=DIR in Python)"
 )
 _AMAZON_HOWTO = (
     "the Amazon cross-domain pairs are the preprocessed files of the DisenCDR repository "
@@ -218,7 +219,7 @@ def read_melu_item_features(path: PathLike) -> pd.DataFrame:
     path = Path(path)
     how = (
         "it is MeLU's side information (movies_extrainfos.dat of the MeLU repository, "
-        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or pass melu_extra=False"
+        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or set data.melu_extra = false (melu_extra=False in Python)"
     )
     frame = _read_double_colon(path, _MELU_COLUMNS, encoding="utf-8", how=how)
     frame = frame.where(frame != "N/A", None)
@@ -372,20 +373,41 @@ def _amazon_frame(root: PathLike, pair: str, which: str) -> pd.DataFrame:
         df["item"] = f"{x}:" + df["item"].astype(str)
         df["domain"] = x
         frames.append(df)
+    if which == "train":
+        _check_every_user_shared(frames, parts, base)
     return pd.concat(frames, ignore_index=True)
 
 
+def _check_every_user_shared(frames: list[pd.DataFrame], parts: list[str], base: Path) -> None:
+    """DisenCDR's pairs share every user: the two training files hold the same user ids.
+
+    Another common layout numbers shared users ``0..K-1`` and each domain's other users from
+    ``K`` on; read as DisenCDR's, it would merge different people who share a number. Refuse it.
+    """
+    a, b = (np.unique(f["user"].to_numpy()) for f in frames)
+    if a.shape == b.shape and np.array_equal(a, b):
+        return
+    only_a, only_b = np.setdiff1d(a, b), np.setdiff1d(b, a)
+    x, y = parts
+    raise DataError(
+        f"pair={x}_{y} under {base}: the two domains' train.txt hold different users ({a.shape[0]} in {x}, "
+        f"{b.shape[0]} in {y}; {only_a.shape[0]} only in {x}, {only_b.shape[0]} only in {y}); DisenCDR's pairs share "
+        "every user, so these files are in another layout; if user ids below some K are shared and ids from K on "
+        'are local to each domain, read them with data.source = "shared_below_k", data.shared_users = K and one '
+        "data.files entry per domain (metarec.data.sources.read_shared_below_k in Python)"
+    )
+
+
 # ---------------------------------------------------------------------- generic files
-_TEXT_SEPS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-_PARQUET = (".parquet", ".pq")
-_COMPRESSED = (".gz", ".bz2", ".xz", ".zip", ".zst")
-
-
 def read_interactions(
     path: PathLike,
     columns: Columns,
     *,
     sep: str | None = None,
+    format: str | None = None,
+    header: bool = True,
+    names: Sequence[str] | None = None,
+    ids: IdKind = "string",
     feedback: Feedback = "explicit",
     rating_scale: tuple[float, float] | None = (1.0, 5.0),
     read_options: Mapping[str, Any] | None = None,
@@ -393,42 +415,33 @@ def read_interactions(
 ) -> InteractionTable:
     """Read a CSV, TSV or Parquet file of interactions through a column mapping.
 
+    One file of :func:`metarec.data.sources.read_files` (which reads several, one per domain
+    or split part).
+
     Args:
         path: ``.csv`` (``,``), ``.tsv`` / ``.txt`` (tab), optionally compressed
-            (``.csv.gz`` ...), or ``.parquet`` / ``.pq`` (needs ``pip install metarec[parquet]``).
-        columns: which columns are user, item, rating, domain, timestamp.
-        sep: field separator of a text file (default from the extension).
-        feedback, rating_scale: as in :meth:`InteractionTable.from_frame`.
+            (``.csv.gz`` ...), or ``.parquet`` / ``.pq`` (needs ``pip install metarec[parquet]``);
+            any other name with an explicit ``format``.
+        columns: which columns are user, item, rating, domain, timestamp (and part).
+        sep: field separator of a text file (default from the format; ``"auto"`` sniffs it).
+        format: ``"csv"``, ``"tsv"`` or ``"parquet"`` (``None``: from the extension).
+        header: the first line names the columns; ``False`` for header-less files (with ``names``).
+        names: column names of a header-less file.
+        ids: ``"string"`` (ids exactly as written: ``01`` is not ``1``) or ``"numeric"``.
+        feedback, rating_scale: as in :meth:`InteractionTable.from_frame`; with implicit
+            feedback and no ``rating`` column every row is a positive.
         read_options: extra keyword arguments of ``pandas.read_csv`` / ``read_parquet``.
         **kwargs: passed on to :meth:`InteractionTable.from_frame` (``duplicates``,
             ``user_features``, ``item_feature_specs`` ...).
 
     Raises:
-        DataError: a missing file, an unsupported extension, or any validation failure.
+        DataError: a missing, corrupt or unsupported file, a missing column (with a "wrong
+            separator?" hint), or any validation failure.
     """
-    path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in _COMPRESSED:
-        suffixes = suffixes[:-1]
-    ext = suffixes[-1] if suffixes else ""
-    supported = sorted(_TEXT_SEPS) + list(_PARQUET)
-    if ext not in _TEXT_SEPS and ext not in _PARQUET:
-        raise DataError(
-            f"{path}: unsupported extension {ext or '(none)'!r}; supported are {supported} "
-            f"(text files may end in {list(_COMPRESSED)}); rename the file or read it with pandas "
-            "and call InteractionTable.from_frame"
-        )
-    opts = dict(read_options or {})
-    if ext in _PARQUET:
-        _need(path, "check the path")
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as e:
-            raise DataError(f"{path}: reading Parquet needs pyarrow; pip install metarec[parquet]") from e
-        frame = pd.read_parquet(path, **opts)
-    else:
-        frame = _csv(path, "check the path", **{"sep": sep or _TEXT_SEPS[ext], **opts})
-    return InteractionTable.from_frame(frame, columns, feedback=feedback, rating_scale=rating_scale, **kwargs)
+    return read_files(
+        [SourceFile(path)], columns, format=format, sep=sep, header=header, names=names, ids=ids,
+        feedback=feedback, rating_scale=rating_scale, read_options=read_options, **kwargs,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------- helpers

@@ -17,22 +17,32 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import DataError, py, suggest
+from metarec.data.columns import (
+    PARTS,
+    check_scalars,
+    one_column_hint,
+    parse_parts,
+    parse_ratings,
+    parse_timestamps,
+)
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
-__all__ = ["Columns", "InteractionTable"]
+__all__ = ["Columns", "InteractionTable", "PARTS"]
 
 Feedback = Literal["explicit", "implicit"]
 DuplicatePolicy = Literal["error", "first", "last", "mean"]
 _POLICIES = ("error", "first", "last", "mean")
+_ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
 
 @dataclass(frozen=True)
 class Columns:
     """Names of the interaction columns in a user's frame (a column mapping).
 
-    ``rating=None`` means implicit feedback with every row a positive; ``domain`` and
-    ``timestamp`` are optional.
+    ``rating=None`` means implicit feedback with every row a positive; ``domain``,
+    ``timestamp`` and ``part`` (the dataset's own split: ``train`` / ``valid`` / ``test``) are
+    optional. Two roles cannot name the same column.
     """
 
     user: str = "user"
@@ -40,6 +50,26 @@ class Columns:
     rating: str | None = "rating"
     domain: str | None = None
     timestamp: str | None = None
+    part: str | None = None
+
+    def __post_init__(self) -> None:
+        seen: dict[Any, str] = {}
+        for role in _ROLES:
+            col = getattr(self, role)
+            if role in ("user", "item") and col is None:
+                raise DataError(f"columns.{role}=None: every interaction needs a {role} column; name it")
+            if col is None:
+                continue
+            try:
+                hash(col)
+            except TypeError:
+                raise DataError(f"columns.{role}={col!r}: a column name must be a string") from None
+            if col in seen:
+                raise DataError(
+                    f"columns.{role}={col!r}: the same column is already columns.{seen[col]}; one column cannot "
+                    f"play two roles; set data.columns.{role} (Columns({role}=...) in Python) to another column"
+                )
+            seen[col] = role
 
 
 class InteractionTable:
@@ -52,6 +82,8 @@ class InteractionTable:
         user_ids, item_ids, domain_ids: the encoders.
         user_features, item_features: encoded side features or ``None``.
         feedback: ``"explicit"`` or ``"implicit"``; rating_scale: ``(lo, hi)`` or ``None``.
+        parts: ``int8`` array, the dataset's own split of each row (an index into
+            :data:`PARTS`: 0 train, 1 valid, 2 test), or ``None`` when it ships none.
     """
 
     def __init__(
@@ -69,6 +101,7 @@ class InteractionTable:
         rating_scale: tuple[float, float] | None = None,
         user_features: FeatureTable | None = None,
         item_features: FeatureTable | None = None,
+        parts: np.ndarray | None = None,
     ) -> None:
         self.users = users
         self.items = items
@@ -82,6 +115,7 @@ class InteractionTable:
         self.rating_scale = rating_scale
         self.user_features = user_features
         self.item_features = item_features
+        self.parts = parts
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -132,20 +166,29 @@ class InteractionTable:
                 f"duplicates={duplicates!r}: policy must be one of {_POLICIES}{suggest(duplicates, _POLICIES)}"
             )
         if rating_scale is not None and feedback == "explicit":
-            lo, hi = rating_scale
+            try:
+                lo, hi = (float(x) for x in rating_scale)
+            except (TypeError, ValueError):
+                lo = hi = float("nan")
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise DataError(
                     f"rating_scale={rating_scale!r}: needs finite lo < hi, e.g. rating_scale=(1, 5); "
-                    "pass rating_scale=None to skip the range check"
+                    'set data.rating_scale = "none" (rating_scale=None in Python) to skip the range check'
                 )
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
-        needed = {"user": c.user, "item": c.item, "rating": c.rating, "domain": c.domain, "timestamp": c.timestamp}
-        for role, col in needed.items():
+        if not isinstance(c, Columns):
+            raise DataError(f"columns: expected a Columns mapping, got {type(c).__name__}; pass Columns(user=..., item=...)")
+        if frame.columns.has_duplicates:
+            dup = frame.columns[frame.columns.duplicated()][0]
+            raise DataError(f"frame: column {py(dup)!r} appears twice; give every column its own name")
+        for role in _ROLES:
+            col = getattr(c, role)
             if col is not None and col not in frame.columns:
                 raise DataError(
                     f"columns.{role}={col!r}: column not found; the frame has {list(frame.columns)}"
-                    f"{suggest(col, frame.columns)}; pass Columns({role}=<the right name>)"
+                    f"{suggest(str(col), [str(x) for x in frame.columns])}{one_column_hint(frame)}; "
+                    f'set data.columns.{role} = "<the right name>" in the scenario (Columns({role}=...) in Python)'
                 )
         if len(frame) == 0:
             raise DataError("frame: no interactions (0 rows); load a non-empty table")
@@ -156,23 +199,30 @@ class InteractionTable:
             if miss.any():
                 raise DataError(
                     f"{role} column {col!r}: {int(miss.sum())} missing id(s), first at row "
-                    f"{py(frame.index[miss.to_numpy()][0])!r}; every interaction needs a {role}; drop those rows"
+                    f"{py(frame.index[miss.to_numpy()][0])!r}; every interaction needs {'an' if role == 'item' else 'a'} {role}; "
+                    "drop those rows"
                 )
+            check_scalars(frame[col], f"{role} column {col!r}")
 
-        ratings = _ratings(frame, c, feedback, rating_scale)
-        ts = _timestamps(frame, c.timestamp) if c.timestamp else None
+        ratings = parse_ratings(frame, c.rating, feedback, rating_scale)
+        ts = parse_timestamps(frame, c.timestamp) if c.timestamp else None
         dom_raw = frame[c.domain] if c.domain else pd.Series(np.zeros(len(frame), dtype=np.int64), index=frame.index)
         if c.domain and dom_raw.isna().any():
             raise DataError(
                 f"domain column {c.domain!r}: {int(dom_raw.isna().sum())} missing value(s); "
                 "every interaction needs a domain; fill or drop them"
             )
+        if c.domain:
+            check_scalars(dom_raw, f"domain column {c.domain!r}")
+        part = parse_parts(frame, c.part) if c.part else None
 
         work = pd.DataFrame(
             {"u": frame[c.user].to_numpy(), "i": frame[c.item].to_numpy(), "d": dom_raw.to_numpy(), "r": ratings}
         )
         if ts is not None:
             work["t"] = ts
+        if part is not None:
+            work["p"] = part
         work = _deduplicate(work, duplicates, c)
 
         if domains is not None:
@@ -214,6 +264,7 @@ class InteractionTable:
             rating_scale=tuple(float(x) for x in rating_scale) if (rating_scale and feedback == "explicit") else None,
             user_features=uf,
             item_features=itf,
+            parts=work["p"].to_numpy(dtype=np.int8) if part is not None else None,
         )
 
     # ------------------------------------------------------------------ views
@@ -248,6 +299,7 @@ class InteractionTable:
             rating_scale=self.rating_scale,
             user_features=self.user_features,
             item_features=self.item_features,
+            parts=None if self.parts is None else self.parts[mask],
         )
 
     def to_frame(self, raw_ids: bool = False) -> pd.DataFrame:
@@ -255,6 +307,8 @@ class InteractionTable:
         d: dict[str, Any] = {"user": self.users, "item": self.items, "rating": self.ratings, "domain": self.domains}
         if self.timestamps is not None:
             d["timestamp"] = self.timestamps
+        if self.parts is not None:
+            d["part"] = np.asarray(PARTS, dtype=object)[self.parts]
         df = pd.DataFrame(d)
         if raw_ids:
             df["user"] = self.user_ids.decode(self.users)
@@ -271,6 +325,7 @@ class InteractionTable:
             "feedback": self.feedback,
             "rating_scale": self.rating_scale,
             "timestamps": self.timestamps is not None,
+            **({"parts": {p: int((self.parts == i).sum()) for i, p in enumerate(PARTS)}} if self.parts is not None else {}),
             "user_features": sorted(self.user_features.vocabs) + (self.user_features.numeric_names if self.user_features else []) if self.user_features else [],
             "item_features": sorted(self.item_features.vocabs) + (self.item_features.numeric_names if self.item_features else []) if self.item_features else [],
         }
@@ -284,103 +339,44 @@ class InteractionTable:
 
 
 # ---------------------------------------------------------------------- helpers
-def _ratings(frame: pd.DataFrame, c: Columns, feedback: str, scale: tuple[float, float] | None) -> np.ndarray:
-    if c.rating is None:
-        if feedback == "explicit":
-            raise DataError(
-                "columns.rating=None: explicit feedback needs a rating column; name it with "
-                "Columns(rating=...) or pass feedback='implicit' (every row a positive)"
-            )
-        return np.ones(len(frame), dtype=np.float64)
-    raw = frame[c.rating]
-    vals = pd.to_numeric(raw, errors="coerce")
-    bad = raw[vals.isna() & raw.notna()]
-    if len(bad):
-        raise DataError(
-            f"rating column {c.rating!r}: non-numeric value {py(bad.iloc[0])!r} at row {py(bad.index[0])!r}; "
-            "ratings must be numbers; clean or drop those rows"
-        )
-    r = vals.to_numpy(dtype=np.float64)
-    nan = np.isnan(r)
-    if nan.any():
-        row = frame.index[nan][0]
-        raise DataError(
-            f"rating column {c.rating!r}: {int(nan.sum())} NaN rating(s), first at row {row!r}; "
-            "every interaction needs a finite rating; drop or impute them (frame.dropna(subset=[...]))"
-        )
-    inf = np.isinf(r)
-    if inf.any():
-        row = frame.index[inf][0]
-        raise DataError(
-            f"rating column {c.rating!r}: infinite rating {py(r[inf][0])!r} at row {row!r}; "
-            "ratings must be finite; drop or clip those rows"
-        )
-    if feedback == "implicit":
-        off = ~np.isin(r, (0.0, 1.0))
-        if off.any():
-            raise DataError(
-                f"rating column {c.rating!r}: implicit feedback needs 0/1 values, got {py(r[off][0])!r} at row "
-                f"{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4) or pass feedback='explicit'"
-            )
-    elif scale is not None:
-        lo, hi = scale
-        off = (r < lo) | (r > hi)
-        if off.any():
-            raise DataError(
-                f"rating column {c.rating!r}: rating {py(r[off][0])!r} at row {py(frame.index[off][0])!r} is outside "
-                f"rating_scale=({lo:g}, {hi:g}); {int(off.sum())} row(s) affected; fix rating_scale= "
-                "or clip the ratings"
-            )
-    return r
-
-
-def _timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
-    raw = frame[col]
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        parsed = raw
-    elif pd.api.types.is_numeric_dtype(raw):
-        if raw.isna().any():
-            row = frame.index[raw.isna().to_numpy()][0]
-            raise DataError(
-                f"timestamp column {col!r}: missing timestamp at row {row!r}; fill or drop those rows, "
-                "or leave columns.timestamp=None"
-            )
-        return raw.to_numpy(dtype=np.int64)
-    else:
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    bad = parsed.isna() & raw.notna() | raw.isna()
-    if bad.any():
-        row = frame.index[bad.to_numpy()][0]
-        raise DataError(
-            f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {row!r} as a time; "
-            "use epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave columns.timestamp=None"
-        )
-    if getattr(parsed.dt, "tz", None) is None:
-        parsed = parsed.dt.tz_localize("UTC")
-    epoch = pd.Timestamp(0, tz="UTC")
-    return ((parsed - epoch) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
-
-
 def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
-    dup = work.duplicated(["u", "i", "d"], keep=False)
+    # Integer codes of (user, item, domain): hashing string ids once is much cheaper than
+    # comparing them row against row.
+    codes = pd.DataFrame({k: pd.factorize(work[k])[0] for k in ("u", "i", "d")}, index=work.index)
+    dup = codes.duplicated(keep=False)
     if not dup.any():
         return work.reset_index(drop=True)
+    if "p" in work:
+        cross = codes.loc[dup].assign(p=work.loc[dup, "p"]).groupby(["u", "i", "d"], sort=False)["p"].transform("nunique")
+        if (cross > 1).any():
+            row = cross.index[np.argmax(cross.to_numpy() > 1)]
+            u, i, d = (work.at[row, k] for k in ("u", "i", "d"))
+            n_pairs = int(codes.loc[cross.index[cross.to_numpy() > 1]].drop_duplicates().shape[0])
+            where = f", domain {py(d)!r}" if c.domain else ""
+            raise DataError(
+                f"part column {c.part!r}: user {py(u)!r}, item {py(i)!r}{where} is in two parts of the dataset's split "
+                f"({n_pairs} such pair(s)); an interaction cannot be both trained on and evaluated; "
+                "remove it from one of the files"
+            )
     if policy == "error":
         first = {k: work.loc[dup, k].iloc[0] for k in ("u", "i", "d")}
         where = f", domain {py(first['d'])!r}" if c.domain else ""
         raise DataError(
-            f"duplicates='error': {int(work.duplicated(['u', 'i', 'd']).sum())} repeated (user, item, domain) "
-            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; pass duplicates='first', "
-            "'last' or 'mean' to resolve them, or drop them beforehand"
+            f"duplicates='error': {int(codes.duplicated().sum())} repeated (user, item, domain) "
+            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; set data.duplicates = "
+            '"first", "last" or "mean" in the scenario (duplicates= in Python) to resolve them, or drop them beforehand'
         )
     if policy == "mean":
-        agg = {"r": "mean"}
+        agg = {"u": "first", "i": "first", "d": "first", "r": "mean"}
         if "t" in work:
             agg["t"] = "max"
-        return work.groupby(["u", "i", "d"], sort=False, as_index=False).agg(agg)
-    if "t" in work:
-        work = work.sort_values("t", kind="stable")
-    return work.drop_duplicates(["u", "i", "d"], keep=policy).sort_index().reset_index(drop=True)
+        if "p" in work:
+            agg["p"] = "first"
+        group = codes.groupby(["u", "i", "d"], sort=False).ngroup()
+        return work.groupby(group.to_numpy(), sort=False).agg(agg).reset_index(drop=True)
+    order = work.sort_values("t", kind="stable").index if "t" in work else work.index
+    keep = ~codes.loc[order].duplicated(keep=policy).to_numpy()
+    return work.loc[np.sort(order[keep])].reset_index(drop=True)
 
 
 def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -> np.ndarray:
