@@ -1,0 +1,197 @@
+"""Running the service: :func:`serve` (blocking, what ``metarec serve`` calls) and
+:class:`ServerThread` (in-process, for tests, examples and notebooks).
+
+Both bind ``127.0.0.1`` unless told otherwise (the service has no authentication: expose it
+through a proxy that has). ``port=0`` picks a free port; the bound address is printed
+(:func:`serve`) or available as :attr:`ServerThread.url`. On SIGINT or SIGTERM the server stops
+accepting connections, answers every request already received (queued ones included), then
+exits; a second SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from metarec._errors import ConfigError
+from metarec.serve.app import ServeConfig, create_app
+
+__all__ = ["serve", "ServerThread", "bind"]
+
+
+def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port=0``: a free port)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError(f"port={port!r}: must be an int in 0..65535 (0: a free port)")
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"host={host!r}: cannot be resolved ({e}); pass an address such as 127.0.0.1") from None
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[4])
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"{host}:{port}: cannot bind ({e.strerror}); choose another --port, or 0 for a free one") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thread: bool) -> Any:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError('metarec serve needs the "serve" extra: pip install "metarec[serve]"') from None
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server with our signal handling: drain and return, never re-raise."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if not in_main_thread or threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=graceful_s, server_header=False)
+    return _Server(config)
+
+
+def serve(
+    run: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServeConfig | None = None,
+    threads: int | None = 1,
+    graceful_s: float = 30.0,
+    log_level: str = "warning",
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve run directory ``run`` over HTTP until SIGINT / SIGTERM (then drain and return).
+
+    Args:
+        run: a run directory written by ``metarec train``.
+        host, port: where to listen (``port=0``: a free port; the URL is printed).
+        config: batching, adaptation budget and size limits (:class:`ServeConfig`).
+        threads: torch intra-op threads (default 1: the event loop keeps the other cores;
+            ``None`` leaves torch's setting).
+        graceful_s: how long shutdown waits for requests in flight.
+        on_ready: called with the URL once the server accepts connections (default: print it).
+    """
+    from metarec.adapt import load_run
+
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads={threads!r}: must be an int >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
+    meta = load_run(run)
+    app = create_app(meta, config)
+    sock = bind(host, port)
+    url = _url(sock)
+    server = _uvicorn_server(app, graceful_s=graceful_s, log_level=log_level, in_main_thread=True)
+    engine = app.state.engine
+    cfg = config or ServeConfig()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            (on_ready or _print_ready)(f"{url} (run {Path(run)}, {engine.path} path, max_batch {cfg.max_batch}, "
+                                       f"{engine.steps} step(s))")
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        sock.close()
+
+
+def _print_ready(line: str) -> None:
+    print(f"metarec serve: listening on {line}; Ctrl+C to stop", flush=True)
+    if not line.startswith(("http://127.", "http://[::1]", "http://localhost")):
+        print("metarec serve: warning: listening beyond this machine; the service has no authentication",
+              file=sys.stderr, flush=True)
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class ServerThread:
+    """A server in a background thread of this process: ``with ServerThread(meta) as srv: srv.url``.
+
+    Args:
+        meta: a :class:`~metarec.adapt.MetaModel` (or a run directory).
+        config: as for :func:`serve`.
+        host, port: where to listen (default: a free port on 127.0.0.1).
+
+    :meth:`stop` (also on leaving the ``with`` block) drains as :func:`serve` does on SIGTERM.
+    """
+
+    def __init__(self, meta: Any, config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 graceful_s: float = 30.0) -> None:
+        if isinstance(meta, (str, os.PathLike)):
+            from metarec.adapt import load_run
+
+            meta = load_run(meta)
+        self.app = create_app(meta, config)
+        self._sock = bind(host, port)
+        self.url = _url(self._sock)
+        self._server = _uvicorn_server(self.app, graceful_s=graceful_s, log_level="warning", in_main_thread=False)
+        self._thread = threading.Thread(target=self._run, name="metarec-serve", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._server.serve(sockets=[self._sock]))
+        except BaseException as e:  # noqa: BLE001 - reported by start()/stop()
+            self._error = e
+
+    def start(self, timeout: float = 30.0) -> ServerThread:
+        """Start serving; returns once connections are accepted."""
+        self._thread.start()
+        deadline = threading.Event()
+        for _ in range(int(timeout * 100)):
+            if self._server.started or not self._thread.is_alive():
+                break
+            deadline.wait(0.01)
+        if not self._server.started:
+            self.stop()
+            raise RuntimeError(f"metarec serve did not start within {timeout} s: {self._error!r}")
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Drain and stop (requests in flight are answered first)."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._sock.close()
+        if self._error is not None:
+            raise RuntimeError(f"metarec serve failed: {self._error!r}") from self._error
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
