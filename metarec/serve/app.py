@@ -74,6 +74,7 @@ def create_app(meta: Any, config: ServeConfig | None = None) -> Any:
     """
     _require_starlette()
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route
@@ -152,7 +153,13 @@ def create_app(meta: Any, config: ServeConfig | None = None) -> Any:
             await batcher.close()  # every request still queued is answered first
             _log.info("metarec serve: drained after %d answers in %d batches", batcher.jobs, batcher.batches)
 
-    app = Starlette(routes=[
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        code = getattr(exc, "status_code", 500)
+        why = {404: "no such route", 405: "method not allowed"}.get(code, getattr(exc, "detail", "error"))
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {why}; the routes are POST /recommend, "
+                                      "POST /predict and GET /health"}, status_code=code)
+
+    app = Starlette(exception_handlers={HTTPException: http_error}, routes=[
         Route("/recommend", recommend, methods=["POST"]),
         Route("/predict", predict, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
