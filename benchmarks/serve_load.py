@@ -116,6 +116,16 @@ class Server:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def health(self) -> dict[str, Any]:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request("GET", "/health")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -240,10 +250,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             met = "" if target is None else ("yes" if r["req_per_s"] >= target and (r["p99_ms"] or 1e9) < TARGET_P99_MS
                                               else "**no**")
             table.append([r["server"], r["clients"], f"{r['req_per_s']:,.1f}", r["p50_ms"], r["p99_ms"], r["requests"],
-                          r["errors"], r.get("server_cpu_ms_per_req", ""), r.get("client_cpu_ms_per_req", ""), "" if target is None else f">= {target:,.0f} req/s, p99 < {TARGET_P99_MS:g} ms",
+                          r["errors"], r.get("mean_batch", ""), r.get("server_cpu_ms_per_req", ""), r.get("client_cpu_ms_per_req", ""), "" if target is None else f">= {target:,.0f} req/s, p99 < {TARGET_P99_MS:g} ms",
                           met])
         lines += [C.markdown_table(["server", "clients", "req/s", "p50 ms", "p99 ms", "requests", "errors",
-                                    "server CPU ms/req", "client CPU ms/req", "target", "met"], table), ""]
+                                    "mean batch", "server CPU ms/req", "client CPU ms/req", "target", "met"], table), ""]
         speed = {(r["server"], r["clients"]): r["req_per_s"] for r in rs}
         if ("batched", 64) in speed and ("unbatched", 64) in speed and speed[("unbatched", 64)]:
             ratio = speed[("batched", 64)] / speed[("unbatched", 64)]
@@ -307,9 +317,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             srv = Server(run, mb, args.max_wait_ms, args.steps, args.threads)
             try:
                 for c in args.clients:
-                    cpu0, own0 = srv.cpu_s(), time.process_time()
+                    cpu0, own0, h0 = srv.cpu_s(), time.process_time(), srv.health()
                     res = load(srv.host, srv.port, reqs, c, args.k, args)
+                    h1 = srv.health()
                     n_all = res.pop("all_requests")
+                    res["mean_batch"] = round((h1["answered"] - h0["answered"]) / max(1, h1["batches"] - h0["batches"]), 2)
                     res["server_cpu_ms_per_req"] = round(1e3 * (srv.cpu_s() - cpu0) / max(1, n_all), 3)
                     res["client_cpu_ms_per_req"] = round(1e3 * (time.process_time() - own0) / max(1, n_all), 3)
                     row = {**base, "server": label, "max_batch": mb, "max_wait_ms": args.max_wait_ms, **res,
@@ -317,7 +329,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     rows.append(row)
                     print(f"{info['model']:<10} {label:<10} {c:>3} clients: {res['req_per_s']:>9,.1f} req/s  "
                           f"p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  ({res['requests']} requests, "
-                          f"{res['errors']} errors)", flush=True)
+                          f"{res['errors']} errors, mean batch {res['mean_batch']}, server CPU "
+                          f"{res['server_cpu_ms_per_req']} ms/req)", flush=True)
             finally:
                 srv.stop()
         if args.process_requests:

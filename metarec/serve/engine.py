@@ -99,10 +99,10 @@ class Engine:
             sel = torch.as_tensor(rec, device=meta.device)
             part = {k: v[sel] for k, v in state.items()}
             scores = kern.score_catalogue(part)  # (R, C)
-            for r, n in enumerate(rec):
-                seen = np.unique(jobs[n].items)
-                if len(seen):
-                    scores[r, torch.from_numpy(seen - 1).to(scores.device)] = -math.inf
+            rows = np.repeat(np.arange(len(rec)), [len(jobs[n].items) for n in rec])
+            if len(rows):  # each user's support items are left out of its ranking
+                cols = np.concatenate([jobs[n].items for n in rec]) - 1
+                scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -math.inf
             kmax = min(max(jobs[n].k or 1 for n in rec), scores.shape[1])
             vals, idx = torch.topk(scores, kmax, dim=1)
             finite = torch.isfinite(scores).sum(dim=1).tolist()
