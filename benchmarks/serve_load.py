@@ -249,7 +249,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             target = TARGETS.get(r["workload"]["model"]) if r["server"] == "batched" and r["clients"] == 64 else None
             met = "" if target is None else ("yes" if r["req_per_s"] >= target and (r["p99_ms"] or 1e9) < TARGET_P99_MS
                                               else "**no**")
-            table.append([r["server"], r["clients"], f"{r['req_per_s']:,.1f}", r["p50_ms"], r["p99_ms"], r["requests"],
+            table.append([r["server"], r["clients"], f"{r['req_per_s']:,.{1 if r['req_per_s'] >= 10 else 3}f}", r["p50_ms"], r["p99_ms"], r["requests"],
                           r["errors"], r.get("mean_batch", ""), r.get("server_cpu_ms_per_req", ""), r.get("client_cpu_ms_per_req", ""), "" if target is None else f">= {target:,.0f} req/s, p99 < {TARGET_P99_MS:g} ms",
                           met])
         lines += [C.markdown_table(["server", "clients", "req/s", "p50 ms", "p99 ms", "requests", "errors",
@@ -290,11 +290,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=JSONL)
     p.add_argument("--report", type=Path, default=None, help="markdown report (default: beside --out, .md)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report from --out's rows")
     return p.parse_args(argv)
+
+
+def write_report(args: argparse.Namespace) -> Path:
+    every = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
+    report = args.report or args.out.with_suffix(".md")
+    report.write_text(markdown(every))
+    return report
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
+    if args.report_only:
+        print(f"report: {write_report(args)}")
+        return []
     with tempfile.TemporaryDirectory(prefix="metarec-serve-load-") as tmp:
         if args.run is not None:
             run, what = args.run, f"given run {args.run}"
@@ -338,10 +349,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append({**base, "server": "process per request", "max_batch": None, "max_wait_ms": None, **res})
             print(f"{info['model']:<10} process per request: {res['req_per_s']:.2f} req/s  p50 {res['p50_ms']} ms", flush=True)
     C.write_jsonl(args.out, rows)
-    every = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
-    report = args.report or args.out.with_suffix(".md")
-    report.write_text(markdown(every))
-    print(f"results: {args.out}\nreport: {report}")
+    print(f"results: {args.out}\nreport: {write_report(args)}")
     return rows
 
 
