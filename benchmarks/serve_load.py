@@ -94,10 +94,10 @@ def bodies(run: Path, n: int, shots: int, k: int, seed: int) -> tuple[list[bytes
 class Server:
     """``python -m metarec serve`` in a subprocess on a free port of 127.0.0.1."""
 
-    def __init__(self, run: Path, max_batch: int, max_wait_ms: float, steps: int, threads: int) -> None:
+    def __init__(self, run: Path, max_batch: int, max_wait_ms: float, steps: int, threads: int, workers: int = 1) -> None:
         env = {**os.environ, "PYTHONPATH": str(C.ROOT), "OMP_NUM_THREADS": str(threads)}
         self.cmd = [sys.executable, "-m", "metarec", "serve", "--run", str(run), "--port", "0", "--max-batch",
-                    str(max_batch), "--max-wait-ms", str(max_wait_ms), "--steps", str(steps), "--threads", str(threads)]
+                    str(max_batch), "--max-wait-ms", str(max_wait_ms), "--steps", str(steps), "--threads", str(threads), "--workers", str(workers)]
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
         if "listening on" not in line:
@@ -109,12 +109,17 @@ class Server:
         self.banner = line.strip()
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) the server process has used so far (Linux; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) the server and its worker processes have used so far
+        (Linux; 0 elsewhere)."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if stat.parent.name == str(self.proc.pid) or fields[1] == str(self.proc.pid):  # itself or a child
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def health(self) -> dict[str, Any]:
         import http.client
@@ -242,7 +247,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         r0 = rs[0]
         m = r0["machine"]
         lines += [f"## {r0['workload']['model']} on {r0['workload']['run']} ({r0['workload']['items']:,} items), {r0['when']}", "",
-                  f"{m['cpu']}, {m['cpu_affinity']} usable core(s); server: {r0['server_threads']} torch thread(s); "
+                  f"{m['cpu']}, {m['cpu_affinity']} usable core(s); server: {r0.get('workers', 1)} process(es), "
+                  f"{r0['server_threads']} torch thread(s) each; "
                   f"load average at the start {r0['loadavg']} ({r0['note']}).", ""]
         table = []
         for r in rs:
@@ -278,7 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=40_000, help="most timed requests per cell")
     p.add_argument("--max-batch", type=int, default=64)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
-    p.add_argument("--threads", type=int, default=1, help="the server's torch threads")
+    p.add_argument("--threads", type=int, default=1, help="the server's torch threads (per worker)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (metarec serve --workers)")
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--k", type=int, default=10)
@@ -319,20 +326,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "command": C.command_line(), "machine": C.device_info("cpu"), "workload": info,
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "config_hash": C.config_hash({k: v for k, v in vars(args).items() if k not in ("out", "report", "note")}),
-            "server_threads": args.threads, "note": args.note,
+            "server_threads": args.threads, "workers": args.workers, "note": args.note,
             "loadavg": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
         }
         rows: list[dict[str, Any]] = []
         servers = [("batched", args.max_batch)] + ([] if args.no_unbatched else [("unbatched", 1)])
         for label, mb in servers:
-            srv = Server(run, mb, args.max_wait_ms, args.steps, args.threads)
+            srv = Server(run, mb, args.max_wait_ms, args.steps, args.threads, args.workers)
             try:
                 for c in args.clients:
                     cpu0, own0, h0 = srv.cpu_s(), time.process_time(), srv.health()
                     res = load(srv.host, srv.port, reqs, c, args.k, args)
                     h1 = srv.health()
                     n_all = res.pop("all_requests")
-                    res["mean_batch"] = round((h1["answered"] - h0["answered"]) / max(1, h1["batches"] - h0["batches"]), 2)
+                    res["mean_batch"] = (round((h1["answered"] - h0["answered"]) / max(1, h1["batches"] - h0["batches"]), 2)
+                                         if args.workers == 1 else None)  # with workers: one worker's counters only
                     res["server_cpu_ms_per_req"] = round(1e3 * (srv.cpu_s() - cpu0) / max(1, n_all), 3)
                     res["client_cpu_ms_per_req"] = round(1e3 * (time.process_time() - own0) / max(1, n_all), 3)
                     row = {**base, "server": label, "max_batch": mb, "max_wait_ms": args.max_wait_ms, **res,

@@ -115,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_body_bytes=args.max_body_bytes, max_support=args.max_support, max_items=args.max_items)
     config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, steps=args.steps, lr=args.lr,
                          batched_kernel=not args.no_kernel, limits=limits)
-    serve(args.run, host=args.host, port=args.port, config=config, threads=args.threads)
+    serve(args.run, host=args.host, port=args.port, config=config, threads=args.threads, workers=args.workers)
     return 0
 
 
@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-wait-ms", type=float, default=2.0, help="longest a request waits for its batch to fill (default 2)")
     sv.add_argument("--steps", type=int, help="inner steps (default: the run's evaluation steps)")
     sv.add_argument("--lr", type=float, help="inner learning rate (default: the run's)")
-    sv.add_argument("--threads", type=int, default=1, help="torch threads for the adaptation (default 1)")
+    sv.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    sv.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB; over: 413)")
     sv.add_argument("--max-support", type=int, default=1000, help="most support rows per request (default 1000; over: 413)")
     sv.add_argument("--max-items", type=int, default=10_000, help="most items per /predict request (default 10000; over: 413)")

@@ -193,15 +193,18 @@ def test_size_limits(server) -> None:
     assert code == 413 and "over the server's limit" in out["error"]
 
 
-def test_sigterm_drains_requests_in_flight(run) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_requests_in_flight(run, workers) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metarec", "serve", "--run", str(run), "--port", "0", "--max-wait-ms", "1500"],
+        [sys.executable, "-m", "metarec", "serve", "--run", str(run), "--port", "0", "--max-wait-ms", "1500",
+         "--workers", str(workers)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert "listening on http://127.0.0.1:" in line, line + proc.stderr.read()  # type: ignore[union-attr]
+        assert (f"{workers} workers" in line) == (workers > 1)
         url = line.split("listening on ")[1].split()[0]
         meta = load_run(run)
         bodies = _bodies(meta, 8, seed=7)

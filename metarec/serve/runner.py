@@ -11,9 +11,12 @@ exits; a second SIGINT exits at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +27,7 @@ from typing import Any
 from metarec._errors import ConfigError
 from metarec.serve.app import ServeConfig, create_app
 
-__all__ = ["serve", "ServerThread", "bind"]
+__all__ = ["serve", "serve_socket", "ServerThread", "bind"]
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -80,6 +83,7 @@ def serve(
     port: int = 8000,
     config: ServeConfig | None = None,
     threads: int | None = 1,
+    workers: int = 1,
     graceful_s: float = 30.0,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
@@ -90,40 +94,95 @@ def serve(
         run: a run directory written by ``metarec train``.
         host, port: where to listen (``port=0``: a free port; the URL is printed).
         config: batching, adaptation budget and size limits (:class:`ServeConfig`).
-        threads: torch intra-op threads (default 1: the event loop keeps the other cores;
-            ``None`` leaves torch's setting).
+        threads: torch intra-op threads per worker (default 1: the event loop keeps the other
+            cores; ``None`` leaves torch's setting).
+        workers: server processes sharing the listening socket (each loads the run and batches
+            the requests it accepts); ``1`` serves from this process.
         graceful_s: how long shutdown waits for requests in flight.
         on_ready: called with the URL once the server accepts connections (default: print it).
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads={threads!r}: must be an int >= 1")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r}: must be an int >= 1")
+    cfg = config or ServeConfig()
+    sock = bind(host, port)
+    url = _url(sock)
+    ready = on_ready or _print_ready
+    try:
+        if workers == 1:
+            serve_socket(run, sock, cfg, threads=threads, graceful_s=graceful_s, log_level=log_level,
+                         on_ready=lambda path, steps: ready(_banner(url, run, path, cfg, steps, 1)))
+        else:
+            _supervise(run, sock, cfg, threads, graceful_s, log_level, workers,
+                       lambda path, steps: ready(_banner(url, run, path, cfg, steps, workers)))
+    finally:
+        sock.close()
+
+
+def _banner(url: str, run: Any, path: str, cfg: ServeConfig, steps: int, workers: int) -> str:
+    many = f", {workers} workers" if workers > 1 else ""
+    return f"{url} (run {Path(run)}, {path} path, max_batch {cfg.max_batch}, {steps} step(s){many})"
+
+
+def serve_socket(run: Any, sock: socket.socket, cfg: ServeConfig, *, threads: int | None, graceful_s: float,
+                 log_level: str, on_ready: Callable[[str, int], None]) -> None:
+    """Serve ``run`` on the listening socket ``sock`` from this process (one worker)."""
     from metarec.adapt import load_run
 
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads={threads!r}: must be an int >= 1")
         import torch
 
         torch.set_num_threads(threads)
-    meta = load_run(run)
-    app = create_app(meta, config)
-    sock = bind(host, port)
-    url = _url(sock)
+    app = create_app(load_run(run), cfg)
     server = _uvicorn_server(app, graceful_s=graceful_s, log_level=log_level, in_main_thread=True)
     engine = app.state.engine
-    cfg = config or ServeConfig()
 
     async def main() -> None:
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
         if server.started:
-            (on_ready or _print_ready)(f"{url} (run {Path(run)}, {engine.path} path, max_batch {cfg.max_batch}, "
-                                       f"{engine.steps} step(s))")
+            on_ready(engine.path, engine.steps)
         await task
 
+    _run_loop(main())
+
+
+def _supervise(run: Any, sock: socket.socket, cfg: ServeConfig, threads: int | None, graceful_s: float,
+               log_level: str, workers: int, on_ready: Callable[[str, int], None]) -> None:
+    """``workers`` processes serving ``sock``; SIGINT / SIGTERM are passed on, and each drains."""
+    spec = json.dumps({"run": str(run), "fd": sock.fileno(), "config": dataclasses.asdict(cfg), "threads": threads,
+                       "graceful_s": graceful_s, "log_level": log_level})
+    procs: list[subprocess.Popen[str]] = []
+
+    def forward(sig: int, frame: Any) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _run_loop(main())
+        for _ in range(workers):
+            procs.append(subprocess.Popen([sys.executable, "-m", "metarec.serve._worker", spec],
+                                          pass_fds=(sock.fileno(),), stdout=subprocess.PIPE, text=True))
+        info = [json.loads(p.stdout.readline() or "{}") for p in procs]  # type: ignore[union-attr]
+        if not all(i.get("ready") for i in info):
+            forward(signal.SIGTERM, None)
+            raise ConfigError("metarec serve: a worker failed to start (its error is printed above)")
+        on_ready(info[0]["path"], info[0]["steps"])
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise ConfigError(f"metarec serve: worker exit statuses {codes}; see the errors above")
     finally:
-        sock.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
 
 
 def _run_loop(coro: Any) -> None:
