@@ -42,8 +42,7 @@ from metarec.models.melu import MeLU
 __all__ = ["Kernel", "MeLUKernel", "TwoTowerKernel", "kernel_for"]
 
 Support = tuple[np.ndarray, np.ndarray, np.ndarray]  # uidx (B,), items (B, S), ratings (B, S) with -1 padding
-_CELLS = 1 << 18
-_GRAM_MAX_ITEMS = 8192  # MeLU: precompute item-item dot products up to this catalogue size (256 MiB)  # (users x items x hidden) cells per scoring chunk: bounds the intermediate memory
+_GRAM_MAX_ITEMS = 8192  # MeLU: precompute item-item dot products up to this catalogue size (256 MiB)
 
 
 class Kernel:
@@ -113,6 +112,12 @@ def _batched(params: dict[str, torch.Tensor], names: Sequence[str], b: int) -> d
     return {k: params[k].detach().unsqueeze(0).expand(b, *params[k].shape).clone() for k in names}
 
 
+def _shared(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x (B, N, in) @ w.T`` for one weight ``w (out, in)`` shared by the tasks, as one product
+    per task (a single folded product would round a task's numbers by the batch's size)."""
+    return torch.bmm(x, w.T.unsqueeze(0).expand(x.shape[0], -1, -1))  # (B, N, out)
+
+
 def _linear(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """Task-batched linear layer: ``x (B, N, in), w (B, out, in), bias (B, out) -> (B, N, out)``."""
     return torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
@@ -150,7 +155,7 @@ class MeLUKernel(Kernel):
             x = self.model.encode(users, items)  # (B, S, F) support inputs (the embeddings do not adapt)
             state = {
                 "x": x,
-                "base": x @ w0.T,  # (B, S, H): W_0 x_r
+                "base": _shared(x, w0),  # (B, S, H): W_0 x_r
                 "gram": x @ x.transpose(1, 2),  # (B, S, S): x_r . x_r'
                 "mask": mask,
                 "items": items,
@@ -184,7 +189,7 @@ class MeLUKernel(Kernel):
         x = state["x"]  # (B, S, F)
         xu = x[:, :1, : self.fu]  # (B, 1, Fu): every row of a task holds its user's block
         u_dot = (x[:, :, : self.fu] * xu).sum(-1).unsqueeze(1)  # (B, 1, S): x_u_r . x_u
-        hu = state["decision.0.bias"].unsqueeze(1) + xu @ self.params["decision.0.weight"][:, : self.fu].T  # (B, 1, H)
+        hu = state["decision.0.bias"].unsqueeze(1) + _shared(xu, self.params["decision.0.weight"][:, : self.fu])  # (B, 1, H)
         return torch.baddbmm(hu, u_dot, state["coef"]), x[:, :, self.fu :]
 
     def _decide_fast(self, z1: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -202,10 +207,9 @@ class MeLUKernel(Kernel):
             if self.gram is not None:
                 dots = self.gram[state["items"]]  # (B, S, C): x_i_r . x_c, looked up
             else:
-                dots = xs @ self.x_items.T  # (B, S, C): x_i_r . x_c, one product for every user
-            per = max(1, _CELLS // max(1, self.n_items * self.base_items.shape[1]))
-            for s in range(0, b, per):
-                e = min(b, s + per)
+                dots = _shared(xs, self.x_items)  # (B, S, C): x_i_r . x_c
+            for s in range(b):  # one user at a time: its numbers do not depend on the batch (and fit in cache)
+                e = s + 1
                 part = {k: v[s:e] for k, v in state.items()}
                 z1 = torch.baddbmm(hu[s:e], dots[s:e].transpose(1, 2), state["coef"][s:e])  # (b', C, H)
                 z1 += self.base_items  # + W_0 x_c
@@ -217,7 +221,7 @@ class MeLUKernel(Kernel):
             hu, xs = self._user_part(state)
             xi = self.model.item_features(items)  # (B, P, Fi)
             z1 = torch.baddbmm(hu, xi @ xs.transpose(1, 2), state["coef"])  # (B, P, H)
-            z1 += xi @ self.params["decision.0.weight"][:, self.fu :].T  # + W_0 x_i
+            z1 += _shared(xi, self.params["decision.0.weight"][:, self.fu :])  # + W_0 x_i
             return self._decide_fast(z1, state)
 
 
@@ -278,8 +282,11 @@ class TwoTowerKernel(Kernel):
 
     def score_catalogue(self, state):
         with torch.no_grad():
-            u = self._user_vec(state, state)  # (B, h)
-            return torch.addmm(state["bias"].unsqueeze(-1), u, self.item_vecs[1:].T)  # (B, C)
+            u = self._user_vec(state, state).unsqueeze(1)  # (B, 1, h)
+            items = self.item_vecs[1:].T.unsqueeze(0).expand(u.shape[0], -1, -1)  # (B, h, C), no copy
+            # one product per user (not one (B, h) x (h, C) product), so that a user's scores do
+            # not depend on which other requests share its batch
+            return torch.baddbmm(state["bias"].view(-1, 1, 1), u, items).squeeze(1)  # (B, C)
 
     def score_items(self, state, items):
         with torch.no_grad():
