@@ -109,6 +109,16 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from metarec.serve import Limits, ServeConfig, serve
+
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_support=args.max_support, max_items=args.max_items)
+    config = ServeConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, steps=args.steps, lr=args.lr,
+                         batched_kernel=not args.no_kernel, limits=limits)
+    serve(args.run, host=args.host, port=args.port, config=config, threads=args.threads, workers=args.workers)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from metarec.bench import run_bench
     from metarec.config import load_scenario
@@ -188,6 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--domain", help="rank only this domain's items (a domain id of the run)")
     rc.add_argument("--json", action="store_true", help="print one JSON object {user, items: [{item, score}]}")
     rc.set_defaults(func=_cmd_recommend)
+
+    sv = sub.add_parser("serve", help="HTTP JSON service: POST /recommend, POST /predict, GET /health (micro-batched)")
+    sv.add_argument("--run", required=True, help="run directory written by 'metarec train'")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free port, printed)")
+    sv.add_argument("--max-batch", type=int, default=64, help="most requests adapted together (default 64; 1: no batching)")
+    sv.add_argument("--max-wait-ms", type=float, default=2.0, help="longest a request waits for its batch to fill (default 2)")
+    sv.add_argument("--steps", type=int, help="inner steps (default: the run's evaluation steps)")
+    sv.add_argument("--lr", type=float, help="inner learning rate (default: the run's)")
+    sv.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    sv.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB; over: 413)")
+    sv.add_argument("--max-support", type=int, default=1000, help="most support rows per request (default 1000; over: 413)")
+    sv.add_argument("--max-items", type=int, default=10_000, help="most items per /predict request (default 10000; over: 413)")
+    sv.add_argument("--no-kernel", action="store_true", help="always use the library's adapt_many/recommend path")
+    sv.set_defaults(func=_cmd_serve)
 
     be = sub.add_parser("bench", help="benchmark algorithms x seeds x shots on a scenario; writes results.jsonl and report.md")
     be.add_argument("scenario")

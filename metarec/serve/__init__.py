@@ -1,0 +1,21 @@
+"""``metarec serve``: an HTTP JSON service that adapts cold users and recommends, in batches.
+
+    from metarec.serve import ServerThread, ServeConfig
+    with ServerThread("runs/cold", ServeConfig(max_batch=64)) as srv:   # a free port on 127.0.0.1
+        ...  # POST srv.url + "/recommend" {"user": "u", "k": 10, "support": [{"item": "1", "rating": 5}]}
+
+Modules: :mod:`~metarec.serve.requests` (validated request bodies, size limits),
+:mod:`~metarec.serve.kernels` (batched adapt-and-score for MeLU and the two-tower model),
+:mod:`~metarec.serve.engine` (a batch of requests -> answers), :mod:`~metarec.serve.batcher`
+(micro-batching of concurrent requests), :mod:`~metarec.serve.app` (the ASGI app) and
+:mod:`~metarec.serve.runner` (running it; graceful shutdown). Needs the ``serve`` extra
+(``pip install "metarec[serve]"``: Starlette and uvicorn).
+"""
+
+from metarec.serve.app import ServeConfig, create_app
+from metarec.serve.batcher import MicroBatcher
+from metarec.serve.engine import Engine
+from metarec.serve.requests import Job, Limits
+from metarec.serve.runner import ServerThread, serve
+
+__all__ = ["ServeConfig", "create_app", "MicroBatcher", "Engine", "Job", "Limits", "ServerThread", "serve"]
