@@ -1,0 +1,40 @@
+"""The field's cold-start meta-learners, each a :class:`~metarec.methods.Method` registered by name.
+
+Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaemb``, ``mwuf``,
+``warmup-base``, ``metabridge``, ``maml-source-init`` and ``reptile-source-init`` with
+:func:`metarec.methods.register_method`; build one with
+``build_method(name, scenario, **settings)`` and train it with ``fit(FitData(table, splits))``.
+
+* :mod:`~metarec.learners.tanp`: TaNP (amortised neural process, FiLM-modulated decoder).
+* :mod:`~metarec.learners.mamo`: MAMO (feature- and task-specific memories around MAML).
+* :mod:`~metarec.learners.lwa`: LWA and NLBA (class-conditioned amortised adaptation, implicit feedback).
+* :mod:`~metarec.learners.metaemb`: MetaEmb and MWUF (cold item embeddings over a base model).
+* :mod:`~metarec.learners.metabridge`: the TMCDR meta-bridge and MAML / Reptile with a
+  source-history initialisation (users cold in a target domain).
+"""
+
+from metarec.learners._loop import (
+    LearnerAdapted,
+    LearnerFitted,
+    LearnerMethod,
+    TrainSettings,
+    evaluate_fitted,
+    fit_learner,
+)
+from metarec.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
+from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
+
+__all__ = [
+    "LearnerAdapted",
+    "LearnerFitted",
+    "LearnerMethod",
+    "TrainSettings",
+    "evaluate_fitted",
+    "fit_learner",
+    "FeatureGlobal",
+    "GlobalSettings",
+    "make_feature_global",
+    "TaNP",
+    "TaNPSettings",
+    "make_tanp",
+]
