@@ -22,6 +22,8 @@ from metarec.learners._loop import (
     fit_learner,
 )
 from metarec.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
+from metarec.learners.lwa import LWA, NLBA, LWASettings, make_lwa, make_nlba
+from metarec.learners.mamo import MAMO, MAMOSettings, make_mamo
 from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
 
 __all__ = [
@@ -34,6 +36,14 @@ __all__ = [
     "FeatureGlobal",
     "GlobalSettings",
     "make_feature_global",
+    "LWA",
+    "NLBA",
+    "LWASettings",
+    "make_lwa",
+    "make_nlba",
+    "MAMO",
+    "MAMOSettings",
+    "make_mamo",
     "TaNP",
     "TaNPSettings",
     "make_tanp",
