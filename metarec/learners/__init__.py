@@ -24,6 +24,7 @@ from metarec.learners._loop import (
 from metarec.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
 from metarec.learners.lwa import LWA, NLBA, LWASettings, make_lwa, make_nlba
 from metarec.learners.mamo import MAMO, MAMOSettings, make_mamo
+from metarec.learners.metaemb import MWUF, ItemWarmup, MetaEmb, WarmupBase, WarmupSettings, make_metaemb, make_mwuf, make_warmup_base
 from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
 
 __all__ = [
@@ -44,6 +45,14 @@ __all__ = [
     "MAMO",
     "MAMOSettings",
     "make_mamo",
+    "MWUF",
+    "ItemWarmup",
+    "MetaEmb",
+    "WarmupBase",
+    "WarmupSettings",
+    "make_metaemb",
+    "make_mwuf",
+    "make_warmup_base",
     "TaNP",
     "TaNPSettings",
     "make_tanp",

@@ -160,6 +160,7 @@ class LearnerFitted:
 
     def __init__(self, name: str, table: InteractionTable, learner: nn.Module, settings: Any, log: dict[str, Any]) -> None:
         self.name, self.table, self.learner, self.settings, self.log = name, table, learner, settings, log
+        self.k: int | None = None  # the scenario's shots (n_support), for protocols that need it
 
     def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> LearnerAdapted:
         if support.users.dim() != 2:
@@ -211,12 +212,15 @@ class LearnerMethod:
         settings: the method's settings dataclass (with a ``train`` :class:`TrainSettings` view).
         sampler: the meta-train / meta-val task settings.
         pretrain: optional ``pretrain(learner, data, settings)`` run before the episodic loop.
+        select: optional ``select(fitted, data) -> log`` run after it (a meta-val choice of an
+            adaptation setting, stored in the learner's buffers).
     """
 
     def __init__(self, name: str, build: Build, settings: Any, sampler: SamplerConfig,
-                 pretrain: Callable[[nn.Module, FitData, Any], dict[str, Any]] | None = None) -> None:
+                 pretrain: Callable[[nn.Module, FitData, Any], dict[str, Any]] | None = None,
+                 select: Callable[[Any, FitData], dict[str, Any]] | None = None) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
-        self._pretrain = pretrain
+        self._pretrain, self._select = pretrain, select
 
     def fit(self, data: FitData) -> LearnerFitted:
         t0 = time.perf_counter()
@@ -226,8 +230,12 @@ class LearnerMethod:
         if self._pretrain is not None:
             log["pretrain"] = self._pretrain(learner, data, self.settings)
         log.update(fit_learner(learner, data, train_settings(self.settings), self.sampler))
+        fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
+        fitted.k = self.sampler.n_support
+        if self._select is not None:
+            log["selected"] = self._select(fitted, data)
         log["fit_seconds"] = round(time.perf_counter() - t0, 2)
-        return LearnerFitted(self.name, data.table, learner, self.settings, log)
+        return fitted
 
 
 def train_settings(settings: Any) -> TrainSettings:
