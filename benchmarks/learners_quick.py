@@ -85,7 +85,7 @@ def run_warmup(methods: list[str], seeds: int, steps: int, pretrain_epochs: int,
     for seed in range(seeds):
         for name in methods:
             t0 = time.perf_counter()
-            settings = {**_budget(steps), "pretrain_epochs": pretrain_epochs}
+            settings = {**_budget(steps), "pretrain_epochs": pretrain_epochs, "batch_size": 4096}
             if name == "warmup-base":
                 settings["steps"] = 0
             fitted = build_method(name, sc, **settings).fit(FitData(table, splits, seed=seed))
