@@ -73,15 +73,16 @@ def test_bad_settings_are_refused() -> None:
         build_method("tanp", None, hiden=3)
 
 
+@pytest.mark.slow
 def test_tanp_beats_feature_global_over_seeds() -> None:
     wins = []
     for seed in range(3):
-        t = make_taste_table(n_users=150, n_items=100, per_user=25, seed=seed)
+        t = make_taste_table(n_users=100, n_items=80, per_user=25, seed=seed)
         sp = random_split(t, "user", (0.6, 0.2, 0.2), n_query=10, min_interactions=15, max_interactions=None, seed=seed)
         scfg = SamplerConfig(n_support=10, n_query=10)
         maes = {}
         for name in ("tanp", "feature-global"):
-            m = build_method(name, None, steps=80, val_every=40, lr=3e-3, dim=8, meta_batch=16)
+            m = build_method(name, None, steps=60, val_every=30, lr=3e-3, dim=4, meta_batch=16)
             m.sampler = scfg
             f = m.fit(FitData(t, sp, seed=seed))
             maes[name] = evaluate_fitted(f, t, sp.pools["meta-test"], scfg)["mae"]
