@@ -35,7 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import metarec.learners  # noqa: E402,F401  (registers the methods)
 from metarec.config import load_scenario  # noqa: E402
-from metarec.episodes.warmup import click_table, evaluate_warmup, item_warmup_split, load_warmup_scenario  # noqa: E402
+from metarec.episodes.warmup import (  # noqa: E402
+    click_table,
+    evaluate_warmup,
+    item_warmup_split,
+    load_warmup_scenario,
+)
 from metarec.learners import evaluate_fitted  # noqa: E402
 from metarec.methods import FitData, build_method  # noqa: E402
 from metarec.metrics import student_t_quantile  # noqa: E402

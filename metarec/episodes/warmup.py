@@ -28,13 +28,13 @@ An empty support set is a task with ``mask`` all False whose first slot holds th
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 import torch
 import torch.nn.functional as F
 

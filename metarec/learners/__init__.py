@@ -24,7 +24,24 @@ from metarec.learners._loop import (
 from metarec.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
 from metarec.learners.lwa import LWA, NLBA, LWASettings, make_lwa, make_nlba
 from metarec.learners.mamo import MAMO, MAMOSettings, make_mamo
-from metarec.learners.metaemb import MWUF, ItemWarmup, MetaEmb, WarmupBase, WarmupSettings, make_metaemb, make_mwuf, make_warmup_base
+from metarec.learners.metabridge import (
+    BridgeSettings,
+    SourceInit,
+    TMCDRBridge,
+    make_maml_source_init,
+    make_metabridge,
+    make_reptile_source_init,
+)
+from metarec.learners.metaemb import (
+    MWUF,
+    ItemWarmup,
+    MetaEmb,
+    WarmupBase,
+    WarmupSettings,
+    make_metaemb,
+    make_mwuf,
+    make_warmup_base,
+)
 from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
 
 __all__ = [
@@ -42,6 +59,12 @@ __all__ = [
     "LWASettings",
     "make_lwa",
     "make_nlba",
+    "BridgeSettings",
+    "SourceInit",
+    "TMCDRBridge",
+    "make_maml_source_init",
+    "make_metabridge",
+    "make_reptile_source_init",
     "MAMO",
     "MAMOSettings",
     "make_mamo",

@@ -218,9 +218,10 @@ class LearnerMethod:
 
     def __init__(self, name: str, build: Build, settings: Any, sampler: SamplerConfig,
                  pretrain: Callable[[nn.Module, FitData, Any], dict[str, Any]] | None = None,
-                 select: Callable[[Any, FitData], dict[str, Any]] | None = None) -> None:
+                 select: Callable[[Any, FitData], dict[str, Any]] | None = None,
+                 episodes: Callable[[FitData], FitData] | None = None) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
-        self._pretrain, self._select = pretrain, select
+        self._pretrain, self._select, self._episodes = pretrain, select, episodes
 
     def fit(self, data: FitData) -> LearnerFitted:
         t0 = time.perf_counter()
@@ -229,7 +230,8 @@ class LearnerMethod:
         log: dict[str, Any] = {}
         if self._pretrain is not None:
             log["pretrain"] = self._pretrain(learner, data, self.settings)
-        log.update(fit_learner(learner, data, train_settings(self.settings), self.sampler))
+        episodes = data if self._episodes is None else self._episodes(data)
+        log.update(fit_learner(learner, episodes, train_settings(self.settings), self.sampler))
         fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
         fitted.k = self.sampler.n_support
         if self._select is not None:

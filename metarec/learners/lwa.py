@@ -31,7 +31,12 @@ from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.learners._encode import SideEncoder, mlp
-from metarec.learners._loop import LearnerMethod, TrainSettings, defaults_and_sampler, parse_settings
+from metarec.learners._loop import (
+    LearnerMethod,
+    TrainSettings,
+    defaults_and_sampler,
+    parse_settings,
+)
 from metarec.methods.base import FitData, register_method
 
 __all__ = ["LWASettings", "LWA", "NLBA", "class_representations", "make_lwa", "make_nlba"]

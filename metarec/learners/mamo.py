@@ -36,7 +36,12 @@ from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.learners._encode import SideEncoder, task_entity
-from metarec.learners._loop import LearnerMethod, TrainSettings, defaults_and_sampler, parse_settings
+from metarec.learners._loop import (
+    LearnerMethod,
+    TrainSettings,
+    defaults_and_sampler,
+    parse_settings,
+)
 from metarec.methods.base import FitData, register_method
 
 __all__ = ["MAMOSettings", "MAMO", "make_mamo", "memory_read", "memory_write"]
