@@ -207,8 +207,7 @@ def evaluate_warmup(
             ys.append(q.targets.double())
             ms.append(q.mask)
         width = max(x.shape[1] for x in scores)
-        pad = lambda xs, v: torch.cat([F.pad(x, (0, width - x.shape[1]), value=v) for x in xs])  # noqa: E731
-        sc, y, m = pad(scores, 0.0), pad(ys, 0.0), pad(ms, False)
+        sc, y, m = _pad(scores, width, 0.0), _pad(ys, width, 0.0), _pad(ms, width, False)
         flat_s, flat_y = sc[m].unsqueeze(0), y[m].unsqueeze(0)
         auc = float(M.auc(flat_s, flat_y, torch.ones_like(flat_y, dtype=torch.bool))[0])
         logloss = float(F.binary_cross_entropy_with_logits(sc[m], y[m]))
@@ -216,6 +215,10 @@ def evaluate_warmup(
         out[name] = {"auc": auc, "logloss": logloss, "item_auc": item_auc, "n_items": int(sup.n_tasks),
                      "n_test": int(m.sum())}
     return out
+
+
+def _pad(xs: list[torch.Tensor], width: int, value: float | bool) -> torch.Tensor:
+    return torch.cat([F.pad(x, (0, width - x.shape[1]), value=value) for x in xs])
 
 
 def load_warmup_scenario(path: str | os.PathLike[str], overrides: Sequence[str] = (),
