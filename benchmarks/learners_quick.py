@@ -8,7 +8,10 @@ test pools; 3 seeds, mean and 95% Student-t interval over seeds. Sections:
   ``tanp`` and the no-adaptation ``feature-global`` (same encoders);
 * ``implicit``: tasks/amazon-sport-cloth.toml (beta 0.2, 3 shots): ``lwa``, ``nlba``, ``feature-global``;
 * ``warmup``: tasks/ml1m-item-warmup.toml: ``warmup-base``, ``metaemb``, ``mwuf``; AUC and
-  logloss per phase.
+  logloss per phase;
+* ``amazon-cd`` / ``genre-cd``: tasks/amazon-sport-cloth.toml / tasks/ml1m-cross-genre.toml:
+  ``metabridge``, ``maml-source-init``, ``reptile-source-init`` against the target-only MF
+  (``no-transfer``, zero-shot average user; ``no-transfer+adapt``, k-shot fine-tuning of it).
 
 Usage (needs the datasets)::
 
@@ -102,6 +105,30 @@ def run_warmup(methods: list[str], seeds: int, steps: int, pretrain_epochs: int,
                      "warm_lr": fitted.log.get("selected", {}).get("warm_lr"), **r})
 
 
+def run_crossdomain(section: str, scenario_path: str, methods: list[str], seeds: int, steps: int, mf_epochs: int, out) -> None:
+    from metarec.crossdomain import config_from_scenario, fit_method
+
+    sc = load_scenario(ROOT / scenario_path)
+    table = load_table(sc.data)
+    splits = build_splits(table, sc.protocol)
+    scfg = sampler_config(sc.protocol)
+    cd_cfg = config_from_scenario(sc)
+    for seed in range(seeds):
+        for name in ["no-transfer", "no-transfer+adapt", *methods]:
+            t0 = time.perf_counter()
+            if name.startswith("no-transfer"):
+                fm = fit_method(name, table, splits, seed=seed, config=cd_cfg)
+                res, settings = fm.evaluate(splits.pools["meta-test"], scfg), {"crossdomain_config": "scenario"}
+            else:
+                settings = {**_budget(steps), "mf_epochs": mf_epochs}
+                fitted = build_method(name, sc, **settings).fit(FitData(table, splits, seed=seed))
+                res = evaluate_fitted(fitted, table, splits.pools["meta-test"], scfg, seed=0)
+            out({"section": section, "scenario": sc.name, "method": name, "state": "meta-test", "seed": seed,
+                 "steps": steps, "fit_s": round(time.perf_counter() - t0, 1), "settings": settings,
+                 "n_tasks": res["n_tasks"],
+                 **{k: res[k] for k in ("mae", "rmse", "auc", "ndcg@10", "hr@10", "mrr") if k in res}})
+
+
 def _ci(values: list[float]) -> tuple[float, float]:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
@@ -124,7 +151,8 @@ def report(rows: list[dict], path: Path, command: str) -> None:
         f"Command: `{command}`",
         "",
     ]
-    metrics = {"melu": ["mae", "rmse", "ndcg@10"], "implicit": ["auc", "ndcg@10", "mrr"], "warmup": ["auc", "logloss"]}
+    metrics = {"melu": ["mae", "rmse", "ndcg@10"], "implicit": ["auc", "ndcg@10", "mrr"], "warmup": ["auc", "logloss"],
+               "amazon-cd": ["auc", "ndcg@10", "mrr"], "genre-cd": ["mae", "rmse", "ndcg@10"]}
     for section in dict.fromkeys(r["section"] for r in rows):
         sel = [r for r in rows if r["section"] == section]
         ms = metrics.get(section, ["auc"])
@@ -151,6 +179,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--pretrain-epochs", type=int, default=2)
+    ap.add_argument("--mf-epochs", type=int, default=5)
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -176,6 +205,10 @@ def main() -> None:
         elif section == "implicit":
             run_episodic("implicit", "tasks/amazon-sport-cloth.toml", ["feature-global", "lwa", "nlba"], a.seeds, a.steps,
                          {"nlba": {"lr": 3e-3}, "lwa": {"lr": 3e-3}}, out)
+        elif section in ("amazon-cd", "genre-cd"):
+            path = "tasks/amazon-sport-cloth.toml" if section == "amazon-cd" else "tasks/ml1m-cross-genre.toml"
+            run_crossdomain(section, path, ["metabridge", "maml-source-init", "reptile-source-init"], a.seeds, a.steps,
+                            a.mf_epochs, out)
         elif section == "warmup":
             run_warmup(["warmup-base", "metaemb", "mwuf"], a.seeds, a.steps, a.pretrain_epochs, out)
         else:
