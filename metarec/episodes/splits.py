@@ -20,7 +20,15 @@ from metarec.data.table import PARTS, InteractionTable
 from metarec.episodes.pool import TaskPool, build_pool, unit_keys
 from metarec.episodes.sampler import pin_queries
 
-__all__ = ["MetaSplits", "random_split", "time_split", "melu_split", "cold_domain_users_split", "predefined_split"]
+__all__ = [
+    "MetaSplits",
+    "random_split",
+    "time_split",
+    "melu_split",
+    "melu_time_split",
+    "cold_domain_users_split",
+    "predefined_split",
+]
 
 
 @dataclass
@@ -468,3 +476,63 @@ def _concat_pools(a: TaskPool, b: TaskPool) -> TaskPool:
     offsets = np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]).astype(np.int64)
     return TaskPool(a.name, a.unit, np.concatenate([a.units, b.units]), offsets, np.concatenate([a.rows, b.rows]),
                     np.concatenate([qa, qb]))  # fmt: skip
+
+
+def melu_time_split(
+    table: InteractionTable,
+    *,
+    existing_user_fraction: float = 0.8,
+    new_item_year: int = 1998,
+    n_query: int = 10,
+    min_interactions: int = 13,
+    max_interactions: int | None = 100,
+    val_fraction: float = 0.1,
+    warm_fraction: float = 0.1,
+    seed: int = 0,
+) -> MetaSplits:
+    """MeLU's four states with MAMO's time-based user split (Dong et al., KDD 2020).
+
+    As :func:`melu_split`, except that users are ordered by their first interaction: the earliest
+    ``existing_user_fraction`` are *existing* (their order cut into meta-val, warm-test and
+    meta-train users as in :func:`melu_split`, after a seeded shuffle inside the existing group),
+    the latest are *new* users, so every new user arrives after every existing one; query sets
+    pin each task's latest ``n_query`` interactions (support strictly earlier with
+    ``order = "time"``).
+    """
+    if not 0 < existing_user_fraction < 1:
+        raise ConfigError(f"existing_user_fraction={existing_user_fraction}: must be in (0, 1); MAMO uses 0.8")
+    if table.timestamps is None:
+        raise ConfigError("melu_time_split: the table has no timestamps; load a timestamp column or use melu_split")
+    years = item_years(table)
+    new_item = years[table.items] >= new_item_year
+    counts = np.bincount(table.users, minlength=table.n_users)
+    eligible = np.nonzero((counts >= min_interactions) & ((counts <= max_interactions) if max_interactions else True))[0]
+    eligible = eligible[eligible > 0]
+    first = np.full(table.n_users, np.iinfo(np.int64).max)
+    np.minimum.at(first, table.users, table.timestamps)
+    ordered = eligible[np.lexsort((eligible, first[eligible]))]
+    n_exist = int(round(existing_user_fraction * ordered.shape[0]))
+    existing, new = np.random.default_rng(seed).permutation(ordered[:n_exist]), ordered[n_exist:]
+    n_val, n_warm = int(round(val_fraction * n_exist)), int(round(warm_fraction * n_exist))
+    val_u, warm_u, train_u = existing[:n_val], existing[n_val : n_val + n_warm], existing[n_val + n_warm :]
+    spec = {
+        "meta-train": np.isin(table.users, train_u) & ~new_item,
+        "meta-val": np.isin(table.users, val_u) & ~new_item,
+        "warm": np.isin(table.users, warm_u) & ~new_item,
+        "user-cold": np.isin(table.users, new) & ~new_item,
+        "item-cold": np.isin(table.users, existing) & new_item,
+        "user-item-cold": np.isin(table.users, new) & new_item,
+    }
+    pools = {}
+    for name, mask in spec.items():
+        pool = build_pool(table, np.nonzero(mask)[0], table.users, name, "user",
+                          min_interactions=min_interactions, max_interactions=max_interactions)
+        if name != "meta-train" and len(pool):
+            pool = pin_queries(table, pool, n_query, order="time", seed=seed + 1)
+        pools[name] = pool
+    new_items = np.unique(table.items[new_item])
+    return MetaSplits(
+        table, pools, states=["warm", "user-cold", "item-cold", "user-item-cold"],
+        disjoint_units=["meta-val", "warm", "user-cold", "user-item-cold"],
+        cold_items={"item-cold": new_items, "user-item-cold": new_items}, order="time",
+    )

@@ -1,0 +1,82 @@
+"""The field's cold-start meta-learners, each a :class:`~metarec.methods.Method` registered by name.
+
+Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaemb``, ``mwuf``,
+``warmup-base``, ``metabridge``, ``maml-source-init`` and ``reptile-source-init`` with
+:func:`metarec.methods.register_method`; build one with
+``build_method(name, scenario, **settings)`` and train it with ``fit(FitData(table, splits))``.
+
+* :mod:`~metarec.learners.tanp`: TaNP (amortised neural process, FiLM-modulated decoder).
+* :mod:`~metarec.learners.mamo`: MAMO (feature- and task-specific memories around MAML).
+* :mod:`~metarec.learners.lwa`: LWA and NLBA (class-conditioned amortised adaptation, implicit feedback).
+* :mod:`~metarec.learners.metaemb`: MetaEmb and MWUF (cold item embeddings over a base model).
+* :mod:`~metarec.learners.metabridge`: the TMCDR meta-bridge and MAML / Reptile with a
+  source-history initialisation (users cold in a target domain).
+"""
+
+from metarec.learners._loop import (
+    LearnerAdapted,
+    LearnerFitted,
+    LearnerMethod,
+    TrainSettings,
+    evaluate_fitted,
+    fit_learner,
+)
+from metarec.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
+from metarec.learners.lwa import LWA, NLBA, LWASettings, make_lwa, make_nlba
+from metarec.learners.mamo import MAMO, MAMOSettings, make_mamo
+from metarec.learners.metabridge import (
+    BridgeSettings,
+    SourceInit,
+    TMCDRBridge,
+    make_maml_source_init,
+    make_metabridge,
+    make_reptile_source_init,
+)
+from metarec.learners.metaemb import (
+    MWUF,
+    ItemWarmup,
+    MetaEmb,
+    WarmupBase,
+    WarmupSettings,
+    make_metaemb,
+    make_mwuf,
+    make_warmup_base,
+)
+from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
+
+__all__ = [
+    "LearnerAdapted",
+    "LearnerFitted",
+    "LearnerMethod",
+    "TrainSettings",
+    "evaluate_fitted",
+    "fit_learner",
+    "FeatureGlobal",
+    "GlobalSettings",
+    "make_feature_global",
+    "LWA",
+    "NLBA",
+    "LWASettings",
+    "make_lwa",
+    "make_nlba",
+    "BridgeSettings",
+    "SourceInit",
+    "TMCDRBridge",
+    "make_maml_source_init",
+    "make_metabridge",
+    "make_reptile_source_init",
+    "MAMO",
+    "MAMOSettings",
+    "make_mamo",
+    "MWUF",
+    "ItemWarmup",
+    "MetaEmb",
+    "WarmupBase",
+    "WarmupSettings",
+    "make_metaemb",
+    "make_mwuf",
+    "make_warmup_base",
+    "TaNP",
+    "TaNPSettings",
+    "make_tanp",
+]
