@@ -44,6 +44,7 @@ from typing import Any, Literal
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
 from metarec.schema import (
+    _NONE_WORDS,
     cli_literal,
     config_hash,
     expand_vars,
