@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
+from metarec.federated.config import FederatedConfig
 from metarec.schema import (
     _NONE_WORDS,
     cli_literal,
@@ -54,7 +55,6 @@ from metarec.schema import (
     read_config_file,
     to_dict,
 )
-from metarec.federated.config import FederatedConfig
 
 __all__ = [
     "AlgorithmSection",
