@@ -421,7 +421,7 @@ class MetricsConfig:
             _check_metric_name(name)
 
 
-METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "mrr", "ndcg", "hr")
+METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "logloss", "mrr", "ndcg", "hr")
 """Metric names ``metrics.names`` accepts; ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
 _AT_K = ("ndcg", "hr")
 

@@ -93,8 +93,11 @@ assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a !=
 
 def extra_methods() -> tuple[str, ...]:
     """Methods registered with :func:`~metarec.methods.register_method` beyond the built-in ones
-    (new meta-learners, ...): ``metarec bench`` runs them by default beside the scenario's list."""
-    return tuple(n for n in method_names() if n not in BUILTIN_METHODS)
+    (a user's own methods): ``metarec bench`` runs them by default beside the scenario's list. The
+    cold-start learners of :mod:`metarec.learners` are opt-in (``--algorithms tanp,...``)."""
+    from metarec.learners import LEARNER_METHODS
+
+    return tuple(n for n in method_names() if n not in BUILTIN_METHODS and n not in LEARNER_METHODS)
 
 
 def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:

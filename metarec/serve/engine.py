@@ -9,7 +9,7 @@ scores of its items. Answers have the shape of ``metarec recommend --json``::
     {"user": "u", "items": [{"item": 1193, "score": 4.61}, ...]}
 
 with ``user`` the catalogue's id when the run knows the user. Explicit-feedback scores are
-clipped to the rating scale as :meth:`~metarec.adapt.AdaptedRecommender.recommend` clips them
+unclipped, as :meth:`~metarec.adapt.AdaptedRecommender.recommend` reports them
 (the ranking uses the raw scores).
 
 Two paths give the same answers: a batched kernel (:mod:`metarec.serve.kernels`, MeLU and the
@@ -104,9 +104,12 @@ class Engine:
                 cols = np.concatenate([jobs[n].items for n in rec]) - 1
                 scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -math.inf
             kmax = min(max(jobs[n].k or 1 for n in rec), scores.shape[1])
-            vals, idx = torch.topk(scores, kmax, dim=1)
+            # ranking scores are unclipped and ties go to the lower item index, as in
+            # Recommender.recommend (a stable descending sort keeps index order among equals)
+            vals, idx = torch.sort(scores, dim=1, descending=True, stable=True)
+            vals, idx = vals[:, :kmax], idx[:, :kmax]
             finite = torch.isfinite(scores).sum(dim=1).tolist()
-            vals, idx = self._clipped(vals).tolist(), (idx + 1).tolist()
+            vals, idx = vals.tolist(), (idx + 1).tolist()
             for r, n in enumerate(rec):
                 m = min(jobs[n].k or 1, kmax, finite[r])
                 ids = meta.item_ids.decode(idx[r][:m])
