@@ -66,9 +66,19 @@ from metarec.checkpoint import (
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.fingerprint import check_run_encoders, copy_fingerprint
+from metarec.guard import (
+    OnDiverge,
+    check_finite_weights,
+    check_run_limits,
+    check_scores,
+    ensure_finite_adaptation,
+)
+from metarec.limits import check_steps
 from metarec.models import IdEmbedding, build_model
 from metarec.models.base import RecModel, encoder_is_fixed, split_params
 from metarec.models.melu import MeLU
+from metarec.runlock import holds_folder
 
 __all__ = ["MetaModel", "AdaptedRecommender", "load_run", "load_adapted", "read_support", "open_recommender"]
 
@@ -107,6 +117,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
         raise ConfigError(f"which={which!r}: choose one of {_WHICH}{suggest(str(which), _WHICH)}")
     run = Path(run_dir)
     manifest = read_manifest(run)
+    check_run_limits(manifest, run)  # hook (metarec.guard): bounded steps and sizes
     try:
         table = load_table_meta(run)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -114,6 +125,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
             f"{str(run / 'encoders.json')!r}: damaged ({type(e).__name__}: {e}); the run directory is incomplete; "
             "re-create it with 'metarec train'"
         ) from None
+    check_run_encoders(run, table)  # hook (metarec.fingerprint): encoders.json is the one trained with
     mcfg = _section(manifest, "model", run)
     name, kwargs, patterns = mcfg.get("name"), dict(mcfg.get("kwargs") or {}), mcfg.get("adapt")
     if "hidden" in kwargs and isinstance(kwargs["hidden"], list):
@@ -134,6 +146,7 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
     params = _match_params(model, ck["params"], run / "manifest.json", name, kwargs)
     fast, _ = split_params(model, adapt_patterns(algo, model), params)
     state = _match_state(init_algorithm_state(algo, fast), ck.get("state") or {}, run)
+    check_finite_weights({**params, **state}, run / "checkpoints" / f"{which}.pt")  # hook (metarec.guard)
     _restore_buffers(model, params, ck.get("buffers"), name, kwargs, patterns, table)
     dev = torch.device(device)
     with torch.no_grad():  # the module holds the loaded weights, so a call swaps only the fast ones
@@ -179,6 +192,7 @@ def load_adapted(path: str | os.PathLike[str], *, device: str | torch.device = "
                 f"{str(path / _ADAPTED_FILE)!r}: fast weight {k!r} has shape {shape}, the model needs (tasks, *{tuple(v.shape)}); "
                 "the adapted weights do not belong to this run; re-run 'metarec adapt'"
             )
+    check_finite_weights(fast, path / _ADAPTED_FILE)  # hook (metarec.guard)
     return AdaptedRecommender(
         meta, fast, users, blob["task"].cpu().numpy(), int(blob["default_task"]),
         blob["seen_user"].cpu().numpy(), blob["seen_item"].cpu().numpy(),
@@ -194,16 +208,18 @@ def open_recommender(
     steps: int | None = None,
     lr: float | None = None,
     device: str | torch.device = "cpu",
+    on_diverge: OnDiverge = "error",
+    unknown_items: UnknownItems = "error",
 ) -> AdaptedRecommender:
     """What ``metarec recommend`` serves from: an adapted directory as saved, or a run's
     meta-learned initialisation; with ``support``, adapted on the fly from the meta-learned
-    initialisation (``user`` as in :meth:`MetaModel.adapt`)."""
+    initialisation (``user``, ``on_diverge`` and ``unknown_items`` as in :meth:`MetaModel.adapt`)."""
     if support is None and read_manifest(path).get("adapted"):
         return load_adapted(path, device=device)
     meta = load_run(path, device=device)
     if support is None:
         return meta.initial()
-    return meta.adapt(support, steps=steps, lr=lr, user=user)
+    return meta.adapt(support, steps=steps, lr=lr, user=user, on_diverge=on_diverge, unknown_items=unknown_items)
 
 
 def read_support(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -292,6 +308,7 @@ class MetaModel:
         columns: Columns | Mapping[str, str] | None = None,
         unknown_items: UnknownItems = "error",
         chunk_size: int | None = 4096,
+        on_diverge: OnDiverge = "error",
     ) -> AdaptedRecommender:
         """Adapt to ``support``: one task per user (``per="user"``) or one over every row (``"domain"``).
 
@@ -308,6 +325,9 @@ class MetaModel:
             unknown_items: ``"error"`` (an item id the run's encoder does not know raises
                 :class:`DataError` naming it) or ``"fallback"`` (such items become the unknown item).
             chunk_size: tasks per vmapped call (bounds memory); ``None`` = all at once.
+            on_diverge: a task whose adapted weights are not finite (too large an ``lr``):
+                ``"error"`` (a :class:`ConfigError` naming its users) or ``"fallback"`` (those
+                users get the meta-learned initialisation, with a ``UserWarning``).
 
         Empty support warns (``UserWarning``) and returns the meta-learned initialisation.
 
@@ -319,7 +339,7 @@ class MetaModel:
             raise ConfigError(f"per={per!r}: choose 'user' (one task per user) or 'domain' (one task over every row)"
                               f"{suggest(str(per), ('user', 'domain'))}")
         rows = _support(support, columns, user, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, per, unknown_items, chunk_size, extra_user=user)
+        return self._adapt_rows(rows, steps, lr, per, unknown_items, chunk_size, extra_user=user, on_diverge=on_diverge)
 
     def adapt_many(
         self,
@@ -330,13 +350,14 @@ class MetaModel:
         columns: Columns | Mapping[str, str] | None = None,
         unknown_items: UnknownItems = "error",
         chunk_size: int | None = 4096,
+        on_diverge: OnDiverge = "error",
     ) -> AdaptedRecommender:
         """Adapt every user of ``frame`` (thousands of cold users) in one vmapped call per
         ``chunk_size`` tasks: the tasks are padded into one ``(users, max_support)``
         :class:`EpisodeSet` with vectorised numpy (no per-user Python loop). Same result as
         calling :meth:`adapt` once per user. Arguments as for :meth:`adapt`."""
         rows = _support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None)
+        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None, on_diverge=on_diverge)
 
     # ------------------------------------------------------------------ internals
     def encode_items(self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items") -> np.ndarray:
@@ -357,7 +378,7 @@ class MetaModel:
         return idx
 
     def _adapt_rows(self, rows: _Support, steps: int | None, lr: float | None, per: str, unknown_items: str,
-                     chunk_size: int | None, extra_user: Any) -> AdaptedRecommender:
+                     chunk_size: int | None, extra_user: Any, on_diverge: OnDiverge = "error") -> AdaptedRecommender:
         _check_lr(lr)
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ConfigError(f"chunk_size={chunk_size!r}: must be an int >= 1, or None for one call")
@@ -388,7 +409,8 @@ class MetaModel:
             task_of = np.where(has, np.cumsum(has) - 1, n_tasks).astype(np.int64)  # (n_users + 1,)
             tcode, default = task_of[ucode], n_tasks
         fast = self._adapt_tasks(tcode, n_tasks, uidx, item_idx, ratings, steps, lr, chunk_size)
-        return self._recommender(fast, users, task_of, default, ucode, item_idx, per=per, steps=steps, lr=lr)
+        rec = self._recommender(fast, users, task_of, default, ucode, item_idx, per=per, steps=steps, lr=lr)
+        return ensure_finite_adaptation(rec, on_diverge)  # hook (metarec.guard): never serve NaN weights
 
     def _adapt_tasks(self, tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray,
                      steps: int | None, lr: float | None, chunk_size: int | None) -> dict[str, torch.Tensor]:
@@ -500,7 +522,7 @@ class MetaModel:
         n = (0 if self.algo.name == "global" else self.algo.inner_steps) if steps is None else steps
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"steps={steps!r}: must be an int >= 0; pass steps=None for the run's default")
-        return n
+        return check_steps(n, "steps")  # hook (metarec.limits): at most MAX_STEPS
 
     def _stack(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {k: torch.cat([p[k] for p in parts] + [v.detach().unsqueeze(0)]) for k, v in self._fast0.items()}
@@ -559,6 +581,7 @@ class AdaptedRecommender:
         uidx = self.meta.user_ids.encode(raw_u)
         task = self._tasks(raw_u)
         scores = self._score(task, uidx, iidx)
+        check_scores(scores, adapted=bool((task < self.n_tasks).any()))  # hook (metarec.guard), before clipping
         return (self._clip(scores) if clip else scores).cpu().numpy()
 
     def recommend(
@@ -586,6 +609,7 @@ class AdaptedRecommender:
         uidx = int(self.meta.user_ids.encode(one)[0])
         with torch.no_grad():
             scores = self.meta._score_user({n: v[task] for n, v in self.fast.items()}, uidx, cand)
+        check_scores(scores, user=user, adapted=task < self.n_tasks)  # hook (metarec.guard): never NaN or []
         if exclude_seen:
             code = int(self._users.encode(one)[0])
             seen = self._seen_item[self._seen_user == code] if code else np.zeros(0, np.int64)
@@ -598,11 +622,12 @@ class AdaptedRecommender:
         items = self.meta.item_ids.decode(cand[top].cpu().numpy())
         return list(zip(items, (float(v) for v in vals), strict=True))
 
+    @holds_folder("path", what="adapted directory", option="--out")  # hook (metarec.runlock)
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a run-like directory readable by :func:`load_adapted` (and by :func:`load_run`)."""
         out = Path(path)
         if (out / "manifest.json").exists() and not overwrite:
-            raise ConfigError(f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True")
+            raise ConfigError(f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)")
         meta = self.meta
         out.mkdir(parents=True, exist_ok=True)
         manifest = {k: v for k, v in meta.manifest.items() if k not in ("adapted", "adaptation")}
@@ -611,6 +636,7 @@ class AdaptedRecommender:
             "source_run": str(meta.run_dir), "source_step": meta.step,
         }})
         save_table_meta(meta.table, out)
+        copy_fingerprint(meta.run_dir, out)  # hook (metarec.fingerprint)
         if (meta.run_dir / "config.json").is_file():
             atomic_write_json(out / "config.json", json.loads((meta.run_dir / "config.json").read_text()))
         buffers = {k: v.detach().cpu() for k, v in meta.model.named_buffers() if k.startswith("known_")}

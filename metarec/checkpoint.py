@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from metarec._errors import CheckpointError
+from metarec.checksums import verify, write_checked
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
 from metarec.data.table import InteractionTable
@@ -76,7 +77,7 @@ def save_tensors(path: str | os.PathLike[str], obj: Any) -> None:
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_checked(path, buf.getvalue())  # hook (metarec.checksums): atomic write + path.sha256
 
 
 def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
@@ -90,7 +91,7 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r}: file not found; pass a run directory written by 'metarec train'")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -98,6 +99,8 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
             "metarec only loads weights with weights_only=True and never runs code from a file; "
             "re-create the run with 'metarec train'"
         ) from None
+    verify(path)  # hook (metarec.checksums): a flipped byte is a CheckpointError naming the file
+    return obj
 
 
 def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

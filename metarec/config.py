@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from metarec._errors import ConfigError, suggest
+from metarec.limits import check_device, check_seed, check_steps
 
 try:
     import tomllib
@@ -730,6 +731,9 @@ class AlgorithmSection:
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "inner_steps", "eval_steps")
         _check_at_least(self, 1, "meta_batch", "chunk_size")
+        for name in ("inner_steps", "eval_steps"):  # bound (metarec.guard.MAX_STEPS)
+            if getattr(self, name) is not None:
+                check_steps(getattr(self, name), f"algorithm.{name}")
 
 
 @dataclass(frozen=True)
@@ -765,6 +769,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "steps")
         _check_at_least(self, 1, "val_every", "val_tasks", "patience", "checkpoint_every")
+        check_seed(self.seed)  # metarec.guard
+        check_device(self.device)
         if self.outer_lr <= 0 or (self.grad_clip is not None and self.grad_clip <= 0):
             name = "outer_lr" if self.outer_lr <= 0 else "grad_clip"
             raise ConfigError(

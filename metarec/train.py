@@ -50,8 +50,10 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool
+from metarec.fingerprint import check_same_data, write_fingerprint
 from metarec.models import build_model
 from metarec.models.base import split_params
+from metarec.rundir import training_session
 from metarec.scenario import build_splits, load_table, sampler_config
 
 __all__ = ["TrainResult", "train", "algorithm_config", "model_kwargs", "resolve_device"]
@@ -117,11 +119,13 @@ def _build(sc: Scenario, table: InteractionTable, splits: MetaSplits):
     return model
 
 
+@training_session  # hook (metarec.rundir): lock, orphan cleanup, resume/overwrite policy, disk errors
 def train(
     scenario: Scenario,
     out: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     table: InteractionTable | None = None,
     splits: MetaSplits | None = None,
     stop_after: int | None = None,
@@ -133,7 +137,8 @@ def train(
         scenario: the resolved scenario (see :func:`metarec.config.load_scenario`).
         out: run directory (created; must be empty or a previous run of the same config
             when ``resume``).
-        resume: continue from ``out/checkpoints/last.pt``.
+        resume: continue from ``out/checkpoints/last.pt`` (none yet: start from step 0).
+        overwrite: delete the run in ``out`` (its own files only) and train afresh.
         table, splits: reuse already-built data (the benchmark does); default: built from the scenario.
         stop_after: stop (as if killed) after this many steps, having checkpointed; for tests.
         evaluate_test: score the best parameters once on every test state at the end.
@@ -146,6 +151,8 @@ def train(
         table = load_table(scenario.data)
     if splits is None:
         splits = build_splits(table, scenario.protocol)
+    if resume:
+        check_same_data(out, table)  # hook (metarec.fingerprint): refuse changed data, saying what changed
     algo = algorithm_config(scenario, table.feedback)
     scfg = sampler_config(scenario.protocol)
     last = out / "checkpoints" / "last.pt"
@@ -188,6 +195,7 @@ def train(
     else:
         out.mkdir(parents=True, exist_ok=True)
         _write_run_files(out, scenario, table, model, algo)
+        write_fingerprint(out, table)  # hook (metarec.fingerprint)
 
     log = (out / "metrics.jsonl").open("a")
     bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress, desc=f"{algo.name}", unit="step", leave=False, mininterval=0.5)

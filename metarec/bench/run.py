@@ -55,6 +55,7 @@ from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool, select_eval_lr
+from metarec.runlock import holds_folder
 from metarec.scenario import build_splits, load_table, sampler_config
 from metarec.train import _build, algorithm_config, resolve_device, train
 
@@ -92,6 +93,7 @@ class BenchResult:
     seconds: float = 0.0
 
 
+@holds_folder("out", what="bench output folder", option="--out")  # hook (metarec.runlock): one writer
 def run_bench(
     scenario: Scenario,
     *,
