@@ -116,6 +116,9 @@ class RunLock:
             raise ConfigError(f"{self.option} {str(self.folder)!r}: this lock is already held by this object")
         check_folder(self.folder, self.option)
         self.folder.mkdir(parents=True, exist_ok=True)
+        if _fcntl is None:  # pragma: no cover - exercised by monkeypatching in the tests
+            self._acquire_exclusive()
+            return
         for _ in range(20):  # retries only when a releasing holder removed the file under us
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -123,7 +126,10 @@ class RunLock:
             except BaseException:
                 os.close(fd)
                 raise
-            if got is None:  # no flock here: fall back to O_EXCL
+            if got is None:  # this file system has no flock: fall back to O_EXCL
+                if os.fstat(fd).st_size == 0:  # the empty file just created here is not a lock
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path)
                 os.close(fd)
                 self._acquire_exclusive()
                 return
@@ -149,8 +155,7 @@ class RunLock:
     @staticmethod
     def _flock(fd: int) -> bool | None:
         """True: locked; False: held by another process; None: this file system has no flock."""
-        if _fcntl is None:  # pragma: no cover - Windows
-            return None
+        assert _fcntl is not None
         try:
             _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
         except OSError as e:
@@ -200,8 +205,9 @@ class RunLock:
             who = "another process (its lock file cannot be read)"
         else:
             cmd = rec.get("command") or "?"
-            who = (f"another metarec process (pid {rec.get('pid')} on host {rec.get('host')!r}, since "
-                   f"{rec.get('started')}: {cmd!r})")
+            mine = rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname()
+            who = (f"{'this same' if mine else 'another metarec'} process (pid {rec.get('pid')} on host "
+                   f"{rec.get('host')!r}, since {rec.get('started')}: {cmd!r})")
         fix = f"wait for it to finish, or choose another {self.option}"
         if fallback and rec is not None and rec.get("host") != socket.gethostname():
             fix += f"; if that run is known to be over, delete {str(self.path)!r}"
