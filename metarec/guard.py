@@ -130,7 +130,7 @@ def ensure_finite_adaptation(rec: Any, on_diverge: OnDiverge = "error") -> Any:
         )
     rows = torch.from_numpy(bad).to(next(iter(rec.fast.values())).device)
     for v in rec.fast.values():
-        v[rows] = v[n]
+        v[rows] = v[n].clone()
     warnings.warn(
         f"adaptation diverged for {len(bad)} of {n} task(s) ({who}; {how}): those users are served the meta-learned "
         "initialisation (on_diverge='fallback'); pass a smaller lr or fewer steps to adapt them",
