@@ -116,3 +116,17 @@ def test_holds_folder_decorator_locks_for_the_call(tmp_path) -> None:
         with pytest.raises(ConfigError, match="bench output folder is in use"):
             job(1, out=tmp_path / "b")
     assert len(seen) == 1  # the refused call never ran
+
+
+def test_bench_output_folder_is_locked(tmp_path) -> None:
+    from metarec.bench import run_bench
+    from metarec.config import load_scenario
+
+    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", ["train.progress=false"])
+    with RunLock(tmp_path / "bench"):
+        with pytest.raises(ConfigError, match=r"--out '.*bench': this bench output folder is in use by this same process"):
+            run_bench(sc, out=tmp_path / "bench", quick=True, verbose=False)
+    assert not (tmp_path / "bench" / "results.jsonl").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"--out '.*file': is a file, not a folder"):
+        run_bench(sc, out=tmp_path / "file", quick=True, verbose=False)
