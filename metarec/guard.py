@@ -59,11 +59,10 @@ def check_run_limits(manifest: Mapping[str, Any], run_dir: str | Path) -> None:
     run = Path(run_dir)
     config = _read_config(run / "config.json")
     man = str(run / "manifest.json")
-    algo = manifest.get("algorithm") if isinstance(manifest.get("algorithm"), Mapping) else {}
+    algo = _section(manifest, "algorithm")
     if algo.get("inner_steps") is not None:
         check_steps(algo.get("inner_steps"), "algorithm.inner_steps", where=man)
-    model = manifest.get("model") if isinstance(manifest.get("model"), Mapping) else {}
-    kw = model.get("kwargs") if isinstance(model.get("kwargs"), Mapping) else {}
+    kw = _section(_section(manifest, "model"), "kwargs")
     dim = kw.get("embedding_dim")
     if dim is not None and not (isinstance(dim, int) and 1 <= dim <= MAX_EMBEDDING_DIM):
         raise CheckpointError(f"{man!r}: model.kwargs.embedding_dim={py(dim)!r}: must be an int in 1..{MAX_EMBEDDING_DIM:,}; "
@@ -73,7 +72,7 @@ def check_run_limits(manifest: Mapping[str, Any], run_dir: str | Path) -> None:
                                    and all(isinstance(h, int) and 1 <= h <= MAX_WIDTH for h in hidden)):
         raise CheckpointError(f"{man!r}: model.kwargs.hidden={hidden!r}: must be at most {MAX_LAYERS} widths, each an int "
                               f"in 1..{MAX_WIDTH:,}; the run folder is damaged or not trustworthy; re-train")
-    a = config.get("algorithm") if isinstance(config, Mapping) and isinstance(config.get("algorithm"), Mapping) else {}
+    a = _section(config or {}, "algorithm")
     if a.get("eval_steps") is not None:
         check_steps(a.get("eval_steps"), "algorithm.eval_steps", where=str(run / "config.json"))
     lr = a.get("eval_lr")
@@ -193,3 +192,8 @@ def check_recommendations(top: list[Any], user: Any) -> None:
     if not top:
         raise DataError(f"user {py(user)!r}: no item left to recommend: every item of the catalogue is in this user's "
                         "support set; recommend from a larger catalogue, or drop some support rows")
+
+
+def _section(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    sec = d.get(key)
+    return sec if isinstance(sec, Mapping) else {}
