@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: keeps the CPU build (a plain `torch` could pull a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.2,<2.14"
-	$(BIN)/python -m pip install -q -e ".[dev,plot]"
+	$(BIN)/python -m pip install -q -e ".[dev,plot,serve,text,federated]"
 	touch $(STAMP)
 
 .PHONY: setup demo test lint

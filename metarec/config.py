@@ -46,6 +46,7 @@ from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
 from metarec.federated.config import FederatedConfig
 from metarec.limits import check_device, check_seed, check_steps
 from metarec.schema import (
+    _NONE_WORDS,
     cli_literal,
     config_hash,
     expand_vars,

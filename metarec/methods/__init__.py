@@ -43,3 +43,6 @@ __all__ = [
     "save_fitted",
     "train_method",
 ]
+
+# The cold-start meta-learners register themselves on import (last: they build on the above).
+import metarec.learners  # noqa: E402,F401
