@@ -25,8 +25,8 @@ from metarec.cli import main
 from metarec.config import load_scenario
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import InteractionTable
-from metarec.rundir import RUN_FILES, disk_error_message, repair_log
-from metarec.runlock import LOCK_FILE
+from metarec.rundir import RUN_FILES, disk_error_message, repair_log, training_session
+from metarec.runlock import LOCK_FILE, RunLock
 from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
@@ -75,6 +75,7 @@ class _Killed(BaseException):
     """Stands for SIGKILL in-process: not an Exception, so nothing on the way handles it."""
 
 
+@pytest.mark.slow  # training runs; the probe keeps a fast default test
 def test_second_train_on_same_out_is_refused_and_first_run_is_intact(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     sets = [x for a in [*SMALL[:-1], "train.steps=100000", "train.checkpoint_every=5"] for x in ("--set", a)]
@@ -127,6 +128,7 @@ def test_kill_before_first_checkpoint_then_resume_starts_at_step_0_bit_exact(tmp
     assert not list(cut.rglob("*.tmp")) and not (cut / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # training runs; the probe keeps a fast default test
 def test_resume_on_an_empty_or_missing_folder_trains_from_scratch(tmp_path, data, full) -> None:
     table, splits = data
     train(scenario(), tmp_path / "new", table=table, splits=splits, resume=True, evaluate_test=False)
@@ -153,6 +155,7 @@ def test_overwrite_replaces_only_the_runs_own_files(tmp_path, data, full) -> Non
     assert set(RUN_FILES) >= {"manifest.json", "metrics.jsonl", "checkpoints/last.pt"}
 
 
+@pytest.mark.slow  # training runs; the probe keeps a fast default test
 def test_partial_last_log_line_is_dropped_on_resume(tmp_path, data, full) -> None:
     table, splits = data
     cut = tmp_path / "cut"
@@ -275,3 +278,24 @@ def test_bad_seed_device_and_folder_are_clear_errors(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"root '.*afile': is a file, not a folder"):
         fetch("movielens-100k", f, quiet=True)
+
+
+def test_only_rank_0_of_a_distributed_run_holds_the_run_directory(tmp_path, monkeypatch) -> None:
+    @training_session
+    def fake_train(scenario, out, *, resume=False, overwrite=False):
+        return resume
+
+    out = tmp_path / "run"
+    with RunLock(out, what="run directory", option="--out"):  # rank 0 holds it
+        with pytest.raises(ConfigError, match="in use by this same process"):
+            fake_train(None, out)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "1")
+        assert fake_train(None, out, resume=True) is False  # no checkpoint yet: rank 0 restarts, so does rank 1
+        (out / "checkpoints").mkdir()
+        (out / "checkpoints" / "last.pt").write_bytes(b"x")
+        assert fake_train(None, out, resume=True) is True
+        assert fake_train(None, out, overwrite=True) is False
+        with pytest.raises(ConfigError, match="--resume and --overwrite: choose one"):
+            fake_train(None, out, resume=True, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]  # rank 1 wrote nothing
