@@ -2,7 +2,7 @@
 
 ``write_fingerprint(run_dir, table)`` stores ``fingerprint.json`` in the run directory: the
 table's size (rows, users, items, domains), its feedback kind and SHA-256 hashes of its
-interaction arrays (encoded users, items, ratings, domains, timestamps, in row order), of each
+interaction arrays (encoded users, items, ratings, domains, timestamps, split parts, in row order), of each
 id encoder's values and of the side features. :func:`check_same_data` (behind ``--resume``)
 compares a freshly loaded table with it and raises :class:`~metarec._errors.DataError` saying
 what changed: the row count, ids added / removed / renamed (read from the run's
@@ -40,7 +40,7 @@ _SIDES = ("user", "item", "domain")
 def fingerprint(table: InteractionTable) -> dict[str, Any]:
     """Sizes and content hashes of ``table`` (JSON-ready)."""
     h = hashlib.sha256()
-    for a in (table.users, table.items, table.ratings, table.domains, table.timestamps):
+    for a in (table.users, table.items, table.ratings, table.domains, table.timestamps, getattr(table, "parts", None)):
         h.update(b"none" if a is None else np.ascontiguousarray(a).tobytes())
         h.update(b"|")
     return {
@@ -152,7 +152,7 @@ def describe_changes(saved: dict[str, Any], now: dict[str, Any], run_dir: str | 
         if saved["sha256"].get(key) != now["sha256"][key]:
             out.append(f"{side} side features changed")
     if not out and saved["sha256"].get("interactions") != now["sha256"]["interactions"]:
-        out.append("same row count and ids, but ratings, domains, timestamps or the row order changed")
+        out.append("same row count and ids, but ratings, domains, timestamps, split parts or the row order changed")
     if saved.get("rating_scale") != now["rating_scale"]:
         out.append(f"rating_scale {saved.get('rating_scale')} -> {now['rating_scale']}")
     return out

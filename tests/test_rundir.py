@@ -258,7 +258,7 @@ def test_resume_on_changed_data_is_refused_saying_what_changed(tmp_path, data) -
                                table.user_ids, table.item_ids, table.domain_ids, feedback=table.feedback,
                                rating_scale=table.rating_scale, user_features=table.user_features,
                                item_features=table.item_features)
-    with pytest.raises(DataError, match=r"same row count and ids, but ratings, domains, timestamps or the row order changed"):
+    with pytest.raises(DataError, match=r"same row count and ids, but ratings, domains, timestamps, split parts or the row order changed"):
         train(scenario(), cut, table=ratings, splits=splits, resume=True)
     assert load_tensors(cut / "checkpoints" / "last.pt")["step"] == 4  # nothing was touched
 
