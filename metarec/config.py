@@ -422,8 +422,8 @@ class MetricsConfig:
             _check_metric_name(name)
 
 
-METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "mrr", "ndcg", "hr")
-"""Metric names ``metrics.names`` accepts; ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
+METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "logloss", "mrr", "ndcg", "hr")
+"""Metric names ``metrics.names`` accepts (``logloss``: the item warm-up protocol); ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
 _AT_K = ("ndcg", "hr")
 
 
