@@ -47,6 +47,8 @@ from metarec.checkpoint import load_item_domains, load_tensors, read_manifest
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.guard import OnDiverge, check_finite_weights, ensure_finite_adaptation
+from metarec.limits import check_steps
 from metarec.methods import Fitted, load_fitted
 from metarec.models.base import split_params
 from metarec.recommender import ADAPTED_FILE, USERS_FILE, AdaptedRecommender, MethodRecommender
@@ -134,6 +136,7 @@ def load_adapted(path: str | os.PathLike[str], *, device: str | torch.device = "
                 f"{str(path / ADAPTED_FILE)!r}: fast weight {k!r} has shape {shape}, the model needs (tasks, *{tuple(v.shape)}); "
                 "the adapted weights do not belong to this run; re-run 'metarec adapt'"
             )
+    check_finite_weights(fast, path / ADAPTED_FILE)  # hook (metarec.guard)
     return AdaptedRecommender(
         meta, fast, users, blob["task"].cpu().numpy(), int(blob["default_task"]),
         blob["seen_user"].cpu().numpy(), blob["seen_item"].cpu().numpy(),
@@ -149,16 +152,18 @@ def open_recommender(
     steps: int | None = None,
     lr: float | None = None,
     device: str | torch.device = "cpu",
+    on_diverge: OnDiverge = "error",
+    unknown_items: UnknownItems = "error",
 ) -> Any:
     """What ``metarec recommend`` serves from: an adapted directory as saved, or a run's
     initialisation (meta-learned, or the method's zero-shot scores); with ``support``, adapted on
-    the fly (``user`` as in :meth:`MetaModel.adapt`)."""
+    the fly (``user``, ``on_diverge`` and ``unknown_items`` as in :meth:`MetaModel.adapt`)."""
     if support is None and read_manifest(path).get("adapted"):
         return load_adapted(path, device=device)
     meta = load_run(path, device=device)
     if support is None:
         return meta.initial()
-    return meta.adapt(support, steps=steps, lr=lr, user=user)
+    return meta.adapt(support, steps=steps, lr=lr, user=user, on_diverge=on_diverge, unknown_items=unknown_items)
 
 
 # ---------------------------------------------------------------------- the meta-model
@@ -221,6 +226,7 @@ class MetaModel:
         columns: Columns | Mapping[str, str] | None = None,
         unknown_items: UnknownItems = "error",
         chunk_size: int | None = 4096,
+        on_diverge: OnDiverge = "error",
     ) -> AdaptedRecommender:
         """Adapt to ``support``: one task per user (``per="user"``) or one over every row (``"domain"``).
 
@@ -237,6 +243,9 @@ class MetaModel:
             unknown_items: ``"error"`` (an item id the run's encoder does not know raises
                 :class:`DataError` naming it) or ``"fallback"`` (such items become the unknown item).
             chunk_size: tasks per vmapped call (bounds memory); ``None`` = all at once.
+            on_diverge: a task whose adapted weights are not finite (too large an ``lr``):
+                ``"error"`` (a :class:`ConfigError` naming its users) or ``"fallback"`` (those
+                users get the meta-learned initialisation, with a ``UserWarning``).
 
         Empty support warns (``UserWarning``) and returns the meta-learned initialisation.
 
@@ -245,7 +254,7 @@ class MetaModel:
             >>> rec.recommend("new-user", k=5)                                        # doctest: +SKIP
         """
         rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, per, unknown_items, chunk_size, extra_user=user)
+        return self._adapt_rows(rows, steps, lr, per, unknown_items, chunk_size, extra_user=user, on_diverge=on_diverge)
 
     def adapt_many(
         self,
@@ -257,6 +266,7 @@ class MetaModel:
         unknown_items: UnknownItems = "error",
         chunk_size: int | None = 4096,
         progress: bool = False,
+        on_diverge: OnDiverge = "error",
     ) -> AdaptedRecommender:
         """Adapt every user of ``frame`` (thousands of cold users) in one vmapped call per
         ``chunk_size`` tasks: the tasks are padded into one ``(users, max_support)``
@@ -264,7 +274,8 @@ class MetaModel:
         calling :meth:`adapt` once per user. Arguments as for :meth:`adapt`; ``progress`` shows a
         progress bar over the chunks."""
         rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None, progress=progress)
+        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None, progress=progress,
+                                on_diverge=on_diverge)
 
     # ------------------------------------------------------------------ internals
     def encode_items(self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items") -> np.ndarray:
@@ -282,7 +293,8 @@ class MetaModel:
             return predict_batch(self.model, self.params, dict(fast), users, items)
 
     def _adapt_rows(self, rows: SupportRows, steps: int | None, lr: float | None, per: str, unknown_items: str,
-                    chunk_size: int | None, extra_user: Any, progress: bool = False) -> AdaptedRecommender:
+                    chunk_size: int | None, extra_user: Any, progress: bool = False,
+                    on_diverge: OnDiverge = "error") -> AdaptedRecommender:
         check_lr(lr)
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
             raise ConfigError(f"chunk_size={chunk_size!r}: must be an int >= 1, or None for one call")
@@ -290,7 +302,8 @@ class MetaModel:
         lr = self.lr if lr is None else lr
         t = group_tasks(rows, self.user_ids, self.item_ids, per=per, unknown_items=unknown_items, extra_user=extra_user)
         fast = self._adapt_tasks(t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size, progress)
-        return AdaptedRecommender(self, fast, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per, steps=steps, lr=lr)
+        rec = AdaptedRecommender(self, fast, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per, steps=steps, lr=lr)
+        return ensure_finite_adaptation(rec, on_diverge)  # hook (metarec.guard): never serve NaN weights
 
     def _adapt_tasks(self, tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray,
                      steps: int, lr: float | None, chunk_size: int | None, progress: bool = False) -> dict[str, torch.Tensor]:
@@ -320,7 +333,7 @@ class MetaModel:
         n = (0 if self.algo.name == "global" else self.algo.inner_steps) if steps is None else steps
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"steps={steps!r}: must be an int >= 0; pass steps=None for the run's default")
-        return n
+        return check_steps(n, "steps")  # hook (metarec.limits): at most MAX_STEPS
 
     def _stack(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {k: torch.cat([p[k] for p in parts] + [v.detach().unsqueeze(0)]) for k, v in self._fast0.items()}
@@ -362,22 +375,27 @@ class MethodModel:
 
     def adapt(self, support: SupportLike, *, steps: int | None = None, lr: float | None = None, user: Any = None,
               per: Per = "user", columns: Columns | Mapping[str, str] | None = None,
-              unknown_items: UnknownItems = "error") -> MethodRecommender:
+              unknown_items: UnknownItems = "error", on_diverge: OnDiverge = "error") -> MethodRecommender:
         """Adapt to ``support`` (arguments as for :meth:`MetaModel.adapt`); ``steps`` / ``lr``
-        override the method's own choice (methods without adaptation ignore them)."""
+        override the method's own choice (methods without adaptation ignore them). ``on_diverge``
+        is checked but has no fallback here: a method's non-finite scores are an error when served."""
+        _check_on_diverge(on_diverge)
         rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
         return self._adapt_rows(rows, steps, lr, per, unknown_items, user)
 
     def adapt_many(self, frame: SupportLike, *, steps: int | None = None, lr: float | None = None,
                    columns: Columns | Mapping[str, str] | None = None, unknown_items: UnknownItems = "error",
-                   chunk_size: int | None = None) -> MethodRecommender:
-        """Adapt every user of ``frame`` at once (one task per user)."""
+                   chunk_size: int | None = None, on_diverge: OnDiverge = "error") -> MethodRecommender:
+        """Adapt every user of ``frame`` at once (one task per user); arguments as for :meth:`adapt`."""
+        _check_on_diverge(on_diverge)
         rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
         return self._adapt_rows(rows, steps, lr, "user", unknown_items, None)
 
     def _adapt_rows(self, rows: SupportRows, steps: int | None, lr: float | None, per: str, unknown_items: str,
                     extra_user: Any) -> MethodRecommender:
         check_lr(lr)
+        if steps is not None:
+            steps = check_steps(steps, "steps")  # hook (metarec.limits): at most MAX_STEPS
         t = group_tasks(rows, self.user_ids, self.item_ids, per=per, unknown_items=unknown_items, extra_user=extra_user)
         adapted = None
         if t.n_tasks:
@@ -390,3 +408,9 @@ class MethodModel:
             adapted = self.fitted.adapt(support, steps=steps, lr=lr)
         return MethodRecommender(self, adapted, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per,
                                  steps=steps if steps is not None else self.steps, lr=lr)
+
+
+
+def _check_on_diverge(on_diverge: Any) -> None:
+    if on_diverge not in ("error", "fallback"):
+        raise ConfigError(f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)")

@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 from metarec._errors import CheckpointError, ConfigError, suggest
+from metarec.checksums import verify, write_checked
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
+from metarec.data.files import check_codes, read_json_object
 from metarec.data.table import InteractionTable
 
 __all__ = [
@@ -55,6 +57,7 @@ WHICH = ("best", "last")
 FORMAT = "metarec-run"
 FORMAT_VERSION = 2
 """2: checkpoints hold the model's buffers beside its parameters (1: parameters only)."""
+_DAMAGED = "the run directory is damaged; restore the file from a copy, or re-create the run with 'metarec train'"
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -84,7 +87,7 @@ def save_tensors(path: str | os.PathLike[str], obj: Any) -> None:
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_checked(path, buf.getvalue())  # hook (metarec.checksums): atomic write + path.sha256
 
 
 def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
@@ -98,7 +101,7 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r}: file not found; pass a run directory written by 'metarec train'")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -106,6 +109,8 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
             "metarec only loads weights with weights_only=True and never runs code from a file; "
             "re-create the run with 'metarec train'"
         ) from None
+    verify(path)  # hook (metarec.checksums): a flipped byte is a CheckpointError naming the file
+    return obj
 
 
 def load_best(run_dir: str | os.PathLike[str], *, which: str = "best", map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -126,10 +131,7 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"run directory {str(run_dir)!r}: no manifest.json; pass a folder written by 'metarec train' or 'metarec adapt'"
         )
-    try:
-        m = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{str(p)!r}: not valid JSON ({e}); the run directory is damaged") from None
+    m = read_json_object(p, "manifest", error=CheckpointError, fix=_DAMAGED)
     if m.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r}: format {m.get('format')!r} is not {FORMAT!r}; not a metarec run directory")
     v = m.get("format_version")
@@ -191,7 +193,7 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
     p = run_dir / "encoders.json"
     if not p.is_file():
         raise CheckpointError(f"run directory {str(run_dir)!r}: encoders.json is missing; the run directory is incomplete")
-    enc = json.loads(p.read_text())
+    enc = read_json_object(p, "encoders", error=CheckpointError, fix=_DAMAGED)
     arrays = load_tensors(run_dir / "features.pt")
     feats: dict[str, FeatureTable | None] = {}
     for side in ("user", "item"):
@@ -199,12 +201,17 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
         if meta is None:
             feats[side] = None
             continue
-        cat = {k: arrays[f"{side}/cat/{k}"].numpy() for k in meta["vocabs"]}
+        vocabs = {k: IdEncoder.from_json(v) for k, v in meta["vocabs"].items()}
+        cat = {  # codes read back from the run must index their vocabularies
+            k: check_codes(arrays[f"{side}/cat/{k}"].numpy(), len(voc), f"{str(run_dir / 'features.pt')!r}: {side} feature {k!r}",
+                           error=CheckpointError, fix=_DAMAGED)
+            for k, voc in vocabs.items()
+        }
         feats[side] = FeatureTable(
             cat,
             arrays[f"{side}/numeric"].numpy(),
             list(meta["numeric_names"]),
-            {k: IdEncoder.from_json(v) for k, v in meta["vocabs"].items()},
+            vocabs,
             arrays[f"{side}/present"].numpy(),
             {k: tuple(v) for k, v in meta.get("numeric_stats", {}).items()},
         )

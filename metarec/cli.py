@@ -65,7 +65,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from metarec.methods import train_method
 
     sc = load_scenario(_scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
-    res = train_method(sc, args.out, resume=args.resume)
+    res = train_method(sc, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {res.steps} steps in {res.seconds:.1f} s ({res.tasks_per_s:.0f} tasks/s); best validation at step "
           f"{res.best_step}: " + ", ".join(f"{k}={v:.4f}" for k, v in res.best_val.items() if isinstance(v, float)))
     test = Path(args.out) / "test_metrics.json"
@@ -83,8 +83,12 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     from metarec.adapt import load_run, read_support
 
     t0 = time.perf_counter()
-    rec = load_run(args.run).adapt_many(read_support(args.support), steps=args.steps, lr=args.lr)
-    out = rec.save(args.out)
+    rec = load_run(args.run).adapt_many(read_support(args.support), steps=args.steps, lr=args.lr,
+                                        on_diverge=args.on_diverge, unknown_items=args.unknown_items)
+    if not hasattr(rec, "save"):
+        raise MetarecError(f"--run {args.run!r}: a run of method {rec.meta.name!r}, which has no adapted weights to save; "
+                           "serve it with 'metarec recommend --run RUN --support CSV' instead")
+    out = rec.save(args.out, overwrite=args.overwrite)
     print(f"adapted {rec.n_tasks} user(s) ({rec.steps} step(s)) in {time.perf_counter() - t0:.2f} s; "
           f"adapted directory: {out}")
     return 0
@@ -92,12 +96,15 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.adapt import open_recommender, read_support
+    from metarec.guard import check_recommendations
 
     support = read_support(args.support) if args.support else None
-    rec = open_recommender(args.run, support=support, user=args.user, steps=args.steps, lr=args.lr)
+    rec = open_recommender(args.run, support=support, user=args.user, steps=args.steps, lr=args.lr,
+                           on_diverge=args.on_diverge, unknown_items=args.unknown_items)
     idx = int(rec.user_ids.encode([args.user])[0])
     user = rec.user_ids.values[idx - 1] if idx else args.user  # the catalogue's id when it knows the user
     top = rec.recommend(args.user, k=args.k, domain=args.domain)
+    check_recommendations(top, args.user)  # hook (metarec.guard): never an empty list with status 0
     if args.json:
         print(json.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in top]}))
         return 0
@@ -168,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario value, e.g. --set protocol.n_support=5")
         sp.add_argument("--data-root", help="folder of the real datasets (default: $METAREC_DATA)")
 
+    def serving(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--on-diverge", choices=("error", "fallback"), default="error",
+                        help="a user whose adaptation diverges: fail (default) or serve the meta-learned initialisation")
+        sp.add_argument("--unknown-items", choices=("error", "fallback"), default="error",
+                        help="support items the run does not know: fail (default) or score them as the unknown item")
+
     demo = sub.add_parser("demo", help="run the main job on the embedded synthetic scenario")
     demo.add_argument("--quick", action="store_true", help="a smaller run (for tests)")
     demo.add_argument("--out", default=None, help="keep the run folders here")
@@ -176,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a scenario's method (algorithm.name) into a run directory")
     tr.add_argument("scenario")
     tr.add_argument("--out", required=True, help="run directory")
-    tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
+    tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt (none yet: from step 0)")
+    tr.add_argument("--overwrite", action="store_true", help="delete the run in RUN_DIR (its own files only) and train afresh")
     scen(tr)
     tr.set_defaults(func=_cmd_train)
 
@@ -186,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--out", required=True, help="adapted directory to write")
     ad.add_argument("--steps", type=int, help="inner steps (default: the run's evaluation steps)")
     ad.add_argument("--lr", type=float, help="inner learning rate (default: the run's)")
+    ad.add_argument("--overwrite", action="store_true", help="replace an adapted directory already in --out")
+    serving(ad)
     ad.set_defaults(func=_cmd_adapt)
 
     rc = sub.add_parser("recommend", help="top-k items for a user from a run or an adapted directory")
@@ -197,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--lr", type=float, help="inner learning rate with --support (default: the run's)")
     rc.add_argument("--domain", help="rank only this domain's items (a domain id of the run)")
     rc.add_argument("--json", action="store_true", help="print one JSON object {user, items: [{item, score}]}")
+    serving(rc)
     rc.set_defaults(func=_cmd_recommend)
 
     sv = sub.add_parser("serve", help="HTTP JSON service: POST /recommend, POST /predict, GET /health (micro-batched)")

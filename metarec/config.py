@@ -44,6 +44,7 @@ from typing import Any, Literal
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
 from metarec.federated.config import FederatedConfig
+from metarec.limits import check_device, check_seed, check_steps
 from metarec.schema import (
     _NONE_WORDS,
     cli_literal,
@@ -422,7 +423,7 @@ class MetricsConfig:
 
 
 METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "logloss", "mrr", "ndcg", "hr")
-"""Metric names ``metrics.names`` accepts; ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
+"""Metric names ``metrics.names`` accepts (``logloss``: the item warm-up protocol); ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
 _AT_K = ("ndcg", "hr")
 
 
@@ -511,6 +512,9 @@ class AlgorithmSection:
 
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "eval_steps")
+        for name in ("inner_steps", "eval_steps"):  # bound (metarec.limits.MAX_STEPS)
+            if isinstance(getattr(self, name, None), int):
+                check_steps(getattr(self, name), f"algorithm.{name}")
         if self.eval_lr is not None and not self.eval_lr > 0:
             raise ConfigError(f"eval_lr={self.eval_lr!r}: must be > 0; e.g. --set algorithm.eval_lr=0.01, or none")
         if self.name in ALGORITHMS:
@@ -568,6 +572,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "steps")
         _check_at_least(self, 1, "val_every", "val_tasks", "patience", "checkpoint_every")
+        check_seed(self.seed)  # bound (metarec.limits)
+        check_device(self.device)
         if self.outer_lr <= 0 or (self.grad_clip is not None and self.grad_clip <= 0):
             name = "outer_lr" if self.outer_lr <= 0 else "grad_clip"
             raise ConfigError(

@@ -29,6 +29,9 @@ from metarec._errors import ConfigError, DataError, suggest
 from metarec.checkpoint import atomic_write_json, save_table_meta, save_tensors
 from metarec.data.encoding import IdEncoder
 from metarec.episodes.batch import EpisodeSet
+from metarec.fingerprint import copy_fingerprint
+from metarec.guard import check_scores
+from metarec.runlock import holds_folder
 from metarec.support import UnknownItems, as_list, is_seq
 
 __all__ = ["Recommender", "AdaptedRecommender", "MethodRecommender", "ADAPTED_FILE", "USERS_FILE"]
@@ -91,7 +94,9 @@ class Recommender:
                             "(or one user to score many items)")
         iidx = self.meta.encode_items(np.asarray(item_list, dtype=object), unknown_items, what="items")
         raw_u = np.asarray(user_list, dtype=object)
-        scores = self._score(self._tasks(raw_u), self.meta.user_ids.encode(raw_u), iidx)
+        task = self._tasks(raw_u)
+        scores = self._score(task, self.meta.user_ids.encode(raw_u), iidx)
+        check_scores(scores, adapted=bool((task < self.n_tasks).any()))  # hook (metarec.guard), before clipping
         return (self._clip(scores) if clip else scores).cpu().numpy()
 
     def recommend(
@@ -126,6 +131,7 @@ class Recommender:
         uidx = int(self.meta.user_ids.encode(one)[0])
         with torch.no_grad():
             scores = self._score_rows(np.array([task]), torch.full((1, len(cand)), uidx, device=dev), cand[None])[0]
+        check_scores(scores, user=user, adapted=task < self.n_tasks)  # hook (metarec.guard): never NaN or []
         if exclude_seen:
             code = int(self._users.encode(one)[0]) if len(self._users) > 1 else 0
             seen = self._seen_item[self._seen_user == code] if code else np.zeros(0, np.int64)
@@ -218,11 +224,12 @@ class AdaptedRecommender(Recommender):
         fast = {k: v[rows] for k, v in self.fast.items()}
         return self.meta.score_tasks(fast, uidx, items)
 
+    @holds_folder("path", what="adapted directory", option="--out")  # hook (metarec.runlock)
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write a run-like directory readable by :func:`load_adapted` (and by :func:`load_run`)."""
         out = Path(path)
         if (out / "manifest.json").exists() and not overwrite:
-            raise ConfigError(f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True")
+            raise ConfigError(f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)")
         meta = self.meta
         out.mkdir(parents=True, exist_ok=True)
         manifest = {k: v for k, v in meta.manifest.items() if k not in ("adapted", "adaptation")}
@@ -231,6 +238,7 @@ class AdaptedRecommender(Recommender):
             "source_run": str(meta.run_dir), "source_step": meta.step,
         }})
         save_table_meta(meta.table, out)
+        copy_fingerprint(meta.run_dir, out)  # hook (metarec.fingerprint)
         if (meta.run_dir / "config.json").is_file():
             atomic_write_json(out / "config.json", json.loads((meta.run_dir / "config.json").read_text()))
         buffers = {k: v.detach().cpu() for k, v in meta.model.named_buffers()}

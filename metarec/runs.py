@@ -35,7 +35,10 @@ from metarec.checkpoint import (
     save_tensors,
 )
 from metarec.config import load_scenario
+from metarec.data.files import read_json_object
 from metarec.data.table import InteractionTable
+from metarec.fingerprint import check_run_encoders
+from metarec.guard import check_finite_weights, check_run_limits
 from metarec.models import build_model
 from metarec.models.base import split_params
 from metarec.scenario import build_splits, load_table
@@ -105,7 +108,9 @@ def load_run_parts(run_dir: str | os.PathLike[str], *, which: str = "best", devi
     if which not in WHICH:
         raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
     manifest = _manifest(run)
+    check_run_limits(manifest, run)  # hook (metarec.guard): bounded steps and sizes
     table = _table(run)
+    check_run_encoders(run, table)  # hook (metarec.fingerprint): encoders.json is the one trained with
     method = manifest.get("method")
     if isinstance(method, dict) and method.get("engine") is False:
         return RunParts(run, manifest, table, str(method.get("name")), None, {}, {}, None, {}, None, None, 0)
@@ -130,6 +135,7 @@ def load_run_parts(run_dir: str | os.PathLike[str], *, which: str = "best", devi
     buffers = _match(dict(model.named_buffers()), ck.get("buffers") or {}, mpath, "buffer", str(name), kwargs)
     fast, _ = split_params(model, adapt_patterns(algo, model), params)
     state = _match_state(init_algorithm_state(algo, fast), ck.get("state") or {}, run)
+    check_finite_weights({**params, **state}, where)  # hook (metarec.guard): never serve NaN weights
     model.load_state_dict({**params, **buffers})
     for p in model.parameters():
         p.requires_grad_(False)
@@ -155,10 +161,7 @@ def convert_run(run_dir: str | os.PathLike[str], *, data_root: str | os.PathLike
     """
     run = Path(run_dir)
     p = run / "manifest.json"
-    try:
-        manifest = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{str(p)!r}: missing or damaged ({e}); not a run directory") from None
+    manifest = read_json_object(p, "manifest", error=CheckpointError, fix="not a run directory; pass a folder written by 'metarec train'")
     if manifest.get("format_version") != 1:
         raise CheckpointError(f"{str(p)!r}: format_version={manifest.get('format_version')!r}; only version 1 runs need converting")
     sc = load_scenario(run / "config.json", data_root=data_root)
@@ -237,10 +240,9 @@ def _eval_defaults(run: Path, algo: AlgorithmConfig) -> tuple[int | None, float 
     p = run / "config.json"
     if not p.is_file():
         return None, None
-    try:
-        a = json.loads(p.read_text()).get("algorithm", {})
-    except (json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{str(p)!r}: not valid JSON ({e}); the run directory is damaged") from None
+    a = read_json_object(p, "scenario", error=CheckpointError,
+                         fix="the run directory is damaged; restore the file from a copy, or re-train").get("algorithm", {})
+    a = a if isinstance(a, dict) else {}
     steps = a.get("eval_steps")
     lr = None if algo.meta_learned_lrs else a.get("eval_lr")
     return (int(steps) if isinstance(steps, int) else None), (float(lr) if isinstance(lr, (int, float)) else None)

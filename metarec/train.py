@@ -53,9 +53,11 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool
+from metarec.fingerprint import check_same_data, write_fingerprint
 from metarec.loggers import Logger, make_loggers
 from metarec.models import build_model
 from metarec.models.base import RecModel, split_params
+from metarec.rundir import training_session
 from metarec.scenario import build_splits, load_table, sampler_config
 
 __all__ = ["TrainResult", "train", "algorithm_config", "model_kwargs", "resolve_device", "build_training_model"]
@@ -117,11 +119,13 @@ def build_training_model(sc: Scenario, table: InteractionTable, splits: MetaSpli
     return model
 
 
+@training_session  # hook (metarec.rundir): lock, orphan cleanup, resume/overwrite policy, disk errors
 def train(
     scenario: Scenario,
     out: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     table: InteractionTable | None = None,
     splits: MetaSplits | None = None,
     stop_after: int | None = None,
@@ -134,7 +138,8 @@ def train(
         scenario: the resolved scenario (see :func:`metarec.config.load_scenario`).
         out: run directory (created; must be empty or a previous run of the same config
             when ``resume``).
-        resume: continue from ``out/checkpoints/last.pt``.
+        resume: continue from ``out/checkpoints/last.pt`` (none yet: start from step 0).
+        overwrite: delete the run in ``out`` (its own files only) and train afresh.
         table, splits: reuse already-built data (the benchmark does); default: built from the scenario.
         stop_after: stop (as if killed) after this many steps, having checkpointed; for tests.
         evaluate_test: score the best parameters once on every test state at the end.
@@ -152,15 +157,15 @@ def train(
         table = load_table(scenario.data)
     if splits is None:
         splits = build_splits(table, scenario.protocol)
+    if resume:
+        check_same_data(out, table)  # hook (metarec.fingerprint): refuse changed data, saying what changed
     algo = algorithm_config(scenario, table.feedback)
     scfg = sampler_config(scenario.protocol)
     last = out / "checkpoints" / "last.pt"
     if not resume and (out / "manifest.json").exists():
         raise ConfigError(
-            f"out={str(out)!r}: already holds a run; pass --resume to continue it, or choose an empty folder"
+            f"out={str(out)!r}: already holds a run; pass --resume to continue it, --overwrite to replace it, or choose an empty folder"
         )
-    if resume and not last.exists():
-        raise CheckpointError(f"--resume: {str(last)!r} not found; start without --resume")
 
     torch.manual_seed(tr.seed)
     model = build_training_model(scenario, table, splits).to(device)
@@ -194,6 +199,7 @@ def train(
     else:
         out.mkdir(parents=True, exist_ok=True)
         _write_run_files(out, scenario, table, model, algo)
+        write_fingerprint(out, table)  # hook (metarec.fingerprint)
 
     sinks = [*make_loggers(tr.loggers, out), *loggers]
     log = (out / "metrics.jsonl").open("a")

@@ -200,6 +200,12 @@ def test_existing_results_are_not_overwritten(bench) -> None:
         run_bench(tiny(), algorithms=["global"], seeds=1, out=bench.out, verbose=False)
 
 
+def test_runs_dir_with_runs_of_an_earlier_bench_says_what_to_do(bench, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"already holds run 'global-s0' of an earlier benchmark; choose another --runs-dir"):
+        run_bench(tiny(), algorithms=["global"], seeds=1, out=tmp_path / "again", runs_dir=bench.out / "runs", verbose=False)
+    assert (bench.out / "runs" / "global-s0" / "manifest.json").is_file()  # the earlier run is left as it was
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_ml1m_melu_bench_rows_per_state(shared_data: Path, tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ from metarec.bench.writers import (
 )
 from metarec.checkpoint import atomic_write_json
 from metarec.config import Scenario, config_hash, to_dict
+from metarec.runlock import holds_folder
 from metarec.scenario import build_splits, load_table
 from metarec.train import resolve_device
 
@@ -91,6 +92,7 @@ class BenchResult:
     seconds: float = 0.0
 
 
+@holds_folder("out", what="bench output folder", option="--out")  # hook (metarec.runlock): one writer
 def run_bench(
     scenario: Scenario,
     *,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metarec._errors import ConfigError
 from metarec.bench.context import RunContext, evaluate_states, ranking
 from metarec.bench.crossdomain_rows import crossdomain_run, is_crossdomain
 from metarec.bench.evaluation import score_pool
@@ -56,6 +57,11 @@ def run_method(ctx: RunContext, say) -> Run:
 def _engine(ctx: RunContext, say) -> Run:
     sc = variant_scenario(ctx.scenario, ctx.algo)
     run_dir = (ctx.runs or ctx.out / "runs") / ctx.run_id
+    if (run_dir / "manifest.json").exists():  # train() would suggest --resume, which metarec bench has not
+        raise ConfigError(
+            f"runs_dir={str(run_dir.parent)!r}: already holds run {ctx.run_id!r} of an earlier benchmark; choose another "
+            "--runs-dir (or --out), or delete that folder"
+        )
     cuda = ctx.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(ctx.device)

@@ -36,9 +36,12 @@ from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_fitted
+from metarec.fingerprint import write_fingerprint
+from metarec.guard import check_finite_weights
 from metarec.methods.base import FitData, Fitted, build_fitted, build_method
 from metarec.methods.builtin import ENGINE_METHODS
 from metarec.methods.engine import EngineFitted, engine_scenario
+from metarec.rundir import run_session
 from metarec.runs import load_best, load_run_parts
 from metarec.scenario import build_splits, load_table, sampler_config
 from metarec.train import SELECT_METRIC, TrainResult, resolve_device, train
@@ -51,11 +54,15 @@ def train_method(
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
+    overwrite: bool = False,
     table: InteractionTable | None = None,
     splits: MetaSplits | None = None,
     evaluate_test: bool = True,
 ) -> TrainResult:
     """Train the method ``scenario.algorithm.name`` into run directory ``out`` (module docstring).
+
+    ``resume`` / ``overwrite`` as for :func:`metarec.train.train`; every method holds the run
+    directory's lock while it writes (:mod:`metarec.rundir`).
 
     Raises:
         ConfigError: unknown method (with the closest name), a bad method setting (naming its
@@ -66,7 +73,7 @@ def train_method(
     out = Path(out)
     if name in ENGINE_METHODS:
         sc = engine_scenario(name, scenario)
-        res = train(sc, out, resume=resume, table=table, splits=splits, evaluate_test=evaluate_test)
+        res = train(sc, out, resume=resume, overwrite=overwrite, table=table, splits=splits, evaluate_test=evaluate_test)
         if name != sc.algorithm.name:  # melu-ref: the manifest names the method
             manifest = read_manifest(out)
             manifest["method"] = {"name": name, "engine": True}
@@ -75,8 +82,14 @@ def train_method(
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
         raise ConfigError(f"--resume with algorithm.name={name!r}: this method has no resumable outer loop; train it again")
-    if (out / "manifest.json").exists():
-        raise ConfigError(f"out={str(out)!r}: already holds a run; choose an empty folder")
+    with run_session(out, overwrite=overwrite):  # hook (metarec.rundir): lock, orphan cleanup, overwrite, disk errors
+        if (out / "manifest.json").exists():
+            raise ConfigError(f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder")
+        return _train_fitted(method, name, scenario, out, table, splits, evaluate_test)
+
+
+def _train_fitted(method: Any, name: str, scenario: Scenario, out: Path, table: InteractionTable | None,
+                  splits: MetaSplits | None, evaluate_test: bool) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(scenario.train.device)
     table = load_table(scenario.data) if table is None else table
@@ -88,6 +101,7 @@ def train_method(
                           max_tasks=scenario.train.val_tasks)
     best_val = {k: v for k, v in val.items() if isinstance(v, float) and k != "adapt_ms_per_task"}
     save_fitted(fitted, out, scenario)
+    write_fingerprint(out, fitted.table)  # hook (metarec.fingerprint): the encoders saved beside it
     if evaluate_test:
         states = {s: evaluate_fitted(fitted, table, splits.pools[s], scfg, k=scenario.metrics.k)
                   for s in splits.states if len(splits.pools[s])}
@@ -141,5 +155,19 @@ def load_fitted(run_dir: str | os.PathLike[str], *, which: str = "best", device:
     ck = load_best(run_dir, which=which)
     if not isinstance(ck.get("state_dict"), dict):
         raise CheckpointError(f"{str(Path(run_dir) / 'checkpoints' / f'{which}.pt')!r}: holds no 'state_dict'; re-train")
+    check_finite_weights(_tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt")  # hook (metarec.guard)
     fitted.load_state_dict(ck["state_dict"])
     return fitted
+
+
+def _tensors(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """The tensors of a nested ``state_dict`` by dotted name."""
+    out: dict[str, Any] = {}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for k, v in items:
+        name = f"{prefix}{k}"
+        if isinstance(v, torch.Tensor):
+            out[name] = v
+        else:
+            out.update(_tensors(v, name + "."))
+    return out
