@@ -23,3 +23,5 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check metarec tests benchmarks examples
+	$(BIN)/ruff format --check metarec tests benchmarks examples
+	$(BIN)/mypy
