@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import re
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -27,9 +28,9 @@ from typing import Any, Literal, TypeVar, Union
 from metarec._errors import ConfigError, suggest
 
 tomllib: Any
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # Python 3.10
     try:
         import tomli as tomllib  # type: ignore[no-redef]
     except ModuleNotFoundError:

@@ -25,7 +25,7 @@ from metarec.metrics import mean_ci, student_t_quantile
 __all__ = ["PUBLISHED", "write_report", "load_rows", "load_per_task", "cell_values", "summarize", "task_paired_test"]
 
 ALPHA = 0.05
-PUBLISHED = {
+PUBLISHED: dict[str, dict[str, Any]] = {
     "ml1m-melu": {
         "source": "MeLU (Lee et al., KDD 2019), Table 3, MAE with 5 local updates",
         "mae": {"user-cold": 0.7854, "item-cold": 0.9275, "user-item-cold": 0.9235},
@@ -123,7 +123,7 @@ def run_protocol(out: str | Path, meta: dict[str, Any]) -> dict[str, Any] | None
         return meta["protocol"]
     path = Path(out) / "configs.json"
     configs = json.loads(path.read_text()) if path.exists() else {}
-    first = next(iter(configs.values()), {})
+    first: dict[str, Any] = next(iter(configs.values()), {})
     return first.get("scenario", first).get("protocol")  # cross-domain entries nest the scenario
 
 
@@ -138,7 +138,7 @@ def protocol_line(protocol: dict[str, Any] | None) -> list[str]:
     """
     if not protocol:
         return []
-    split = protocol.get("split")
+    split: Any = protocol.get("split")
     keys = ["split", "unit", *(["cohort_by"] if protocol.get("unit") == "cohort" else []), *_PROTOCOL_KEYS.get(split, ()),
             "n_support", "n_query", "order", "min_interactions", "max_interactions", "negatives"]
 

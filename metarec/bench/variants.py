@@ -92,15 +92,12 @@ assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a !=
 
 
 def extra_methods() -> tuple[str, ...]:
-    """Methods registered with :func:`~metarec.methods.register_method` beyond the library's own
-    (the built-in ones and :mod:`metarec.learners`, which are run when named): ``metarec bench``
-    runs them by default beside the scenario's list."""
-    from metarec.methods import base
+    """Methods registered with :func:`~metarec.methods.register_method` beyond the built-in ones
+    (a user's own methods): ``metarec bench`` runs them by default beside the scenario's list. The
+    cold-start learners of :mod:`metarec.learners` are opt-in (``--algorithms tanp,...``)."""
+    from metarec.learners import LEARNER_METHODS
 
-    def own(name: str) -> bool:
-        return name in BUILTIN_METHODS or getattr(base._REGISTRY.get(name), "__module__", "").startswith("metarec.")
-
-    return tuple(n for n in method_names() if not own(n))
+    return tuple(n for n in method_names() if n not in BUILTIN_METHODS and n not in LEARNER_METHODS)
 
 
 def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:

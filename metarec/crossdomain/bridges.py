@@ -158,10 +158,11 @@ class MetaBridge(nn.Module):
         super().__init__()
         self.du = du
         self.attention = nn.Sequential(nn.Linear(dq, hidden), nn.ReLU(), nn.Linear(hidden, 1, bias=False))
-        self.meta = nn.Sequential(nn.Linear(dq, hidden), nn.ReLU(), nn.Linear(hidden, du * du))
+        out = nn.Linear(hidden, du * du)
+        self.meta = nn.Sequential(nn.Linear(dq, hidden), nn.ReLU(), out)
         with torch.no_grad():
-            self.meta[-1].weight.mul_(0.1)
-            self.meta[-1].bias.zero_()
+            out.weight.mul_(0.1)
+            out.bias.zero_()
         self.shared = nn.Parameter(torch.zeros(du, du))  # B_0
 
     def characteristic(self, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -186,6 +187,8 @@ class PTUPCDR(nn.Module):
         hidden: the meta-network's width.
         seed: initialisation seed of the meta-network.
     """
+
+    histories: torch.Tensor  # buffer int64 (n_users, H)
 
     def __init__(self, source: MF, target: MF, histories: torch.Tensor, *, hidden: int = 64, seed: int = 0) -> None:
         super().__init__()

@@ -314,6 +314,8 @@ class JointLoss(nn.Module):
         4.0
     """
 
+    fixed: torch.Tensor  # buffer (n,): the fixed weights
+
     def __init__(self, n: int = 2, weights: Sequence[float] | None = None, *, uncertainty: bool = False) -> None:
         super().__init__()
         if n < 1:

@@ -88,6 +88,8 @@ def parse_method(method: str) -> tuple[str, bool]:
 class MeanUser(nn.Module):
     """A target MF whose every user is the mean vector of ``users`` (the warm users)."""
 
+    warm: torch.Tensor  # buffer (n_warm,) int64
+
     def __init__(self, target: MF, users: np.ndarray) -> None:
         super().__init__()
         self.target = target
@@ -158,7 +160,8 @@ def _joint(reg: str | None = None, dann: bool = False) -> Callable[..., tuple[Co
         best: tuple[ColdStartScorer, dict] | None = None
         tried = {}
         for w in cfg.joint_weight_grid:
-            scorer, log = fit_joint(view, replace(cfg, joint_weights=tuple(w)), seed, validate=lambda s: make_validate(s)(),
+            w_s, w_t = w  # validated by CrossDomainConfig: each entry is one (w_s, w_t) pair
+            scorer, log = fit_joint(view, replace(cfg, joint_weights=(w_s, w_t)), seed, validate=lambda s: make_validate(s)(),
                                     reg=reg, dann=dann)
             tried[str(tuple(w))] = log["best_val"]
             if best is None or log["best_val"] > best[1]["best_val"]:

@@ -35,6 +35,8 @@ class MF(nn.Module):
     ``item_bias (n_items,)``, ``mu ()``.
     """
 
+    item_map: torch.Tensor  # buffer (n_items,) int64
+
     def __init__(
         self, n_users: int, n_items: int, dim: int, *, item_map: torch.Tensor | None = None, mu: float = 0.0, seed: int = 0
     ) -> None:

@@ -66,6 +66,8 @@ class SharedUserModel(nn.Module):
     ``item_bias``, ``head_w``, ``head_a (n_domains, d)``, ``head_b (n_domains,)``.
     """
 
+    item_map: torch.Tensor  # buffer (n_items,) int64
+
     def __init__(
         self, n_users: int, n_items: int, n_domains: int, dim: int, hidden: int, *,
         item_map: torch.Tensor, domain_bias: float = 0.0, seed: int = 0,
@@ -214,7 +216,7 @@ def fit_joint(
                     if reg_fn is not None:
                         kw = {"generator": gen} if reg == "sliced_wasserstein" else {}
                         loss = loss + cfg.da_weight * reg_fn(zs, zt, **kw)
-                    else:
+                    elif disc is not None:  # always, given the test above; spelled out for the type checker
                         p = state["step"] / total_steps
                         lam = cfg.dann_weight * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
                         loss = loss + dann_loss(disc, zs, zt, lam)

@@ -23,7 +23,7 @@ expected rating of any (user, item) pair and check that adaptation moves towards
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -161,11 +161,11 @@ def make_synthetic(
         users = d * n_users + ui  # raw ids are integers: user k of domain d is d * n_users + k
         items = d * n_items + ii
         frames.append(pd.DataFrame({"user": users, "item": items, "rating": r, "domain": d, "timestamp": ts}))
-        udf = {"user": d * n_users + np.arange(n_users)}
+        udf: dict[str, Any] = {"user": d * n_users + np.arange(n_users)}
         for j in range(n_user_features):
             udf[f"u_f{j}"] = np.char.add(f"v{j}_", uvals[:, j].astype(str))
         ufr.append(pd.DataFrame(udf))
-        idf = {"item": d * n_items + np.arange(n_items)}
+        idf: dict[str, Any] = {"item": d * n_items + np.arange(n_items)}
         for j in range(n_item_features):
             idf[f"i_f{j}"] = np.char.add(f"v{j}_", ivals[:, j].astype(str))
         idf["tags"] = ["|".join(f"t{x}" for x in row[:k]) for row, k in zip(tags.tolist(), ntags.tolist())]

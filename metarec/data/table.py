@@ -261,7 +261,7 @@ class InteractionTable:
             item_ids,
             domain_ids,
             feedback=feedback,
-            rating_scale=tuple(float(x) for x in rating_scale) if (rating_scale and feedback == "explicit") else None,
+            rating_scale=_float_pair(rating_scale) if (rating_scale and feedback == "explicit") else None,
             user_features=uf,
             item_features=itf,
             parts=work["p"].to_numpy(dtype=np.int8) if part is not None else None,
@@ -398,3 +398,9 @@ def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -
         )
     both = pd.concat([ids, fid], ignore_index=True)
     return pd.unique(both) if both.dtype != object else pd.unique(both.to_numpy(dtype=object))
+
+
+def _float_pair(pair: tuple[float, float]) -> tuple[float, float]:
+    """``(lo, hi)`` as floats (the length was checked with the rating scale above)."""
+    lo, hi = (float(x) for x in pair)
+    return lo, hi

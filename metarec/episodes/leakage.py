@@ -16,16 +16,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from metarec.episodes.batch import EpisodeBatch
+from metarec._errors import DataError
+from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import MetaSplits
 
 __all__ = ["run_leakage_checks", "task_overlap"]
 
 
+def _rows(part: EpisodeSet, name: str) -> np.ndarray:
+    """The table rows ``int64 (T, N)`` of ``batch.<name>``; refuses a set built without them."""
+    if part.rows is None:
+        raise DataError(
+            f"batch.{name}.rows is None: the leakage checks compare interaction-table rows; pass a batch "
+            "from TaskSampler (it records the row of each entry), or build the EpisodeSet with rows=..."
+        )
+    return part.rows.cpu().numpy()
+
+
 def task_overlap(batch: EpisodeBatch) -> int:
     """Number of (task, table row) pairs present in both a task's support and its query."""
-    s, q = batch.support.rows.cpu().numpy(), batch.query.rows.cpu().numpy()
+    s, q = _rows(batch.support, "support"), _rows(batch.query, "query")
     T = s.shape[0]
     base = max(int(s.max(initial=0)), int(q.max(initial=0))) + 2
     sk = (np.arange(T)[:, None] * base + s)[s >= 0]
@@ -34,7 +45,7 @@ def task_overlap(batch: EpisodeBatch) -> int:
 
 
 def _time_violations(batch: EpisodeBatch, ts: np.ndarray) -> int:
-    s, q = batch.support.rows.cpu().numpy(), batch.query.rows.cpu().numpy()
+    s, q = _rows(batch.support, "support"), _rows(batch.query, "query")
     smax = np.where(s >= 0, ts[np.maximum(s, 0)], np.iinfo(np.int64).min).max(axis=1)
     qmin = np.where(q >= 0, ts[np.maximum(q, 0)], np.iinfo(np.int64).max).min(axis=1)
     return int((smax >= qmin).sum())

@@ -174,6 +174,8 @@ class TaskSampler:
             rank[order] = np.arange(order.shape[0]) - np.repeat(seg_start, lens)
             ns, nq = cfg.n_support, cfg.n_query
             if ns is None:  # query first, all the rest is support
+                if nq is None:  # SamplerConfig refuses this; checked again for a config built around it
+                    raise ConfigError("n_support=None and n_query=None: one of them must be a number; e.g. n_query=10")
                 is_q = rank < nq
                 is_s = ~is_q
             else:
@@ -280,7 +282,7 @@ def pin_queries(
         pos = np.arange(pool.rows.shape[0]) - np.repeat(seg_start, lens)
         flag = pos >= np.repeat(lens - n_pin, lens)
     else:
-        key = rng.random(pool.rows.shape[0])
+        key = rng.random(int(pool.rows.shape[0]))
         o = np.lexsort((key, seg))
         rank = np.empty_like(o)
         rank[o] = np.arange(o.shape[0]) - np.repeat(seg_start, lens)

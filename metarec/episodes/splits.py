@@ -148,7 +148,6 @@ def time_split(
     if table.timestamps is None:
         raise ConfigError("split='time': the table has no timestamps; load a timestamp column or use split='random'")
     keys = unit_keys(table, unit, cohort_by)  # type: ignore[arg-type]
-    first = {}
     order_rows = np.lexsort((table.timestamps, keys))
     k_sorted = keys[order_rows]
     units, starts = np.unique(k_sorted, return_index=True)

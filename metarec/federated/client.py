@@ -68,8 +68,9 @@ def round_seed(seed: int, client: int, round_: int) -> int:
 def _model(scenario: Scenario, data: ClientData, dtype: torch.dtype) -> torch.nn.Module:
     torch.manual_seed(scenario.train.seed)
     model = build_model(scenario.model.name, data.table, **model_kwargs(scenario))
-    if hasattr(model, "set_known"):
-        model.set_known(users=[])  # tasks are users: every user id is cold, as in metarec.train
+    set_known = getattr(model, "set_known", None)
+    if set_known is not None:
+        set_known(users=[])  # tasks are users: every user id is cold, as in metarec.train
     return model.to(dtype)
 
 

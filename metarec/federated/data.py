@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from metarec._errors import DataError
+from metarec._errors import ConfigError, DataError
 from metarec.config import ProtocolConfig, Scenario
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool, unit_keys
@@ -63,8 +63,12 @@ def client_masks(table: InteractionTable, fed: FederatedConfig) -> list[tuple[st
     if fed.clients == "domains":
         names = list(table.domain_ids.values)
         return [(str(n), table.domains == d) for d, n in enumerate(names, start=1) if np.any(table.domains == d)]
-    keys = unit_keys(table, "cohort", fed.cohort_by)
-    vocab = table.user_features.vocabs[fed.cohort_by].values if table.user_features is not None else []
+    cohort_by = fed.cohort_by
+    if cohort_by is None:  # FederatedConfig refuses this; checked again for a config built around it
+        raise ConfigError('clients="cohorts" needs cohort_by, the user column that forms the cohorts; '
+                          'set cohort_by = "age" or use clients = "domains"')
+    keys = unit_keys(table, "cohort", cohort_by)
+    vocab = table.user_features.vocabs[cohort_by].values if table.user_features is not None else []
     out = []
     for k in np.unique(keys):
         label = str(vocab[k - 1]) if 0 < k <= len(vocab) else "unknown"
@@ -141,8 +145,8 @@ def _concat(pools: list[TaskPool], maps: list[np.ndarray], name: str) -> TaskPoo
     lens = np.concatenate([p.lengths for p in pools])
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     rows = np.concatenate([m[p.rows] for p, m in zip(pools, maps)])
-    flags = [p.query_flag for p in pools]
-    qf = None if any(f is None for f in flags) else np.concatenate(flags)
+    flags = [p.query_flag for p in pools if p.query_flag is not None]
+    qf = np.concatenate(flags) if len(flags) == len(pools) else None
     return TaskPool(name, "user-domain", units, offsets, rows, qf)
 
 

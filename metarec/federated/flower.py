@@ -83,9 +83,9 @@ def fit_content(params: Mapping[str, np.ndarray], num_examples: int, metrics: Ma
 
 def hello_content(info: Mapping[str, Any], init: Mapping[str, np.ndarray] | None) -> Any:
     require_flwr()
-    from flwr.app import ConfigRecord, RecordDict
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-    rec = {"info": ConfigRecord({k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in info.items()})}
+    rec: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"info": ConfigRecord({k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in info.items()})}
     if init is not None:
         rec["arrays"] = _arrays(init)
     return RecordDict(rec)
@@ -175,7 +175,11 @@ def make_client_app(config_path: str) -> Any:
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
         c = get(index_of(context))
-        res = c.fit(arrays_of(msg.content["arrays"]), int(msg.content["config"]["server-round"]))
+        server_round = msg.content["config"]["server-round"]
+        if not isinstance(server_round, (int, float, str)):
+            raise TypeError(f"train message: config['server-round']={server_round!r} is not a round number; "
+                            "the server app sends it as an int")
+        res = c.fit(arrays_of(msg.content["arrays"]), int(server_round))
         return Message(fit_content(res.params, res.num_examples, res.metrics), reply_to=msg)
 
     @app.evaluate()

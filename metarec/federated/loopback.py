@@ -169,5 +169,5 @@ def run_loopback(
         raise TimeoutError(f"flwr run did not finish within {limit:.0f} s; see {logs}") from None
     finally:
         _stop(procs)
-        for f in files:
-            f.close()
+        for log_file in files:
+            log_file.close()

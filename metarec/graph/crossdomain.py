@@ -58,6 +58,9 @@ class GraphCF(nn.Module):
     d)``, ``user_bias (n_users,)``, ``item_bias (n_items,)``, ``domain_bias (n_domains,)``.
     """
 
+    share: torch.Tensor  # buffer (2, n_users, 1), only when bidirectional
+    item_map: torch.Tensor  # buffer (n_items,) int64
+
     def __init__(self, view: CrossDomainView, dim: int, *, bidirectional: bool, n_layers: int = N_LAYERS, seed: int = 0) -> None:
         super().__init__()
         t = view.table
@@ -122,6 +125,9 @@ class GraphScorer(nn.Module):
     ``user_vectors(users (T,)) -> (T, d + 1)`` (``[h_u, b_u]``); ``score(v (T, d + 1), items
     (T, N)) -> (T, N)``; items without training rows score through slot 0 (zero vector and bias).
     """
+
+    users: torch.Tensor  # buffer (n_users, d)
+    items: torch.Tensor  # buffer (n_items, d)
 
     def __init__(self, model: GraphCF) -> None:
         super().__init__()

@@ -77,6 +77,10 @@ class LightGCN(IdModel):
     Buffers ``edge_src``, ``edge_dst``, ``edge_weight`` hold the graph.
     """
 
+    edge_src: torch.Tensor  # buffer (E,) int64
+    edge_dst: torch.Tensor  # buffer (E,) int64
+    edge_weight: torch.Tensor  # buffer (E,)
+
     adapt = ("user.unknown", "head.*")
     head_patterns = ("head.*",)
 

@@ -44,7 +44,24 @@ from metarec.learners.metaemb import (
 )
 from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
 
+LEARNER_METHODS = (
+    "feature-global",
+    "tanp",
+    "mamo",
+    "lwa",
+    "nlba",
+    "warmup-base",
+    "metaemb",
+    "mwuf",
+    "metabridge",
+    "maml-source-init",
+    "reptile-source-init",
+)
+"""The methods this package registers: opt-in in ``metarec bench`` (``--algorithms tanp,...``),
+since each needs a scenario of its kind (explicit or implicit feedback, cold items, two domains)."""
+
 __all__ = [
+    "LEARNER_METHODS",
     "LearnerAdapted",
     "LearnerFitted",
     "LearnerMethod",

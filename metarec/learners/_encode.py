@@ -31,6 +31,8 @@ class SideEncoder(nn.Module):
             ids) or ``"never"`` (features only; width 0 without features).
     """
 
+    id_map: torch.Tensor  # buffer (n,), only when ids are used
+
     def __init__(self, features: FeatureTable | None, n: int, dim: int, *, known: np.ndarray | None = None,
                  ids: str = "auto") -> None:
         super().__init__()

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 from metarec._errors import CheckpointError, ConfigError
 from metarec.config import from_dict, to_dict
 from metarec.data.table import InteractionTable
-from metarec.episodes.batch import EpisodeSet
+from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
@@ -51,6 +51,21 @@ __all__ = [
 SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}  # metric, sign (+1: higher is better)
 
 S = TypeVar("S")
+
+
+class _LearnerAPI(Protocol):
+    """The three methods of a learner (see the module docstring), for the type checker: the
+    learner itself is held as an ``nn.Module``, whose attribute types do not include them."""
+
+    def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor: ...
+
+    def adapt(self, support: EpisodeSet, steps: int | None, lr: float | None) -> Any: ...
+
+    def score(self, context: Any, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor: ...
+
+
+def _api(learner: nn.Module) -> _LearnerAPI:
+    return cast(_LearnerAPI, learner)
 
 
 @dataclass(frozen=True)
@@ -90,14 +105,14 @@ class TrainSettings:
             raise ConfigError(f"grad_clip={self.grad_clip}: must be > 0 or None (no clipping)")
 
 
-def parse_settings(cls: type[S], method: str, settings: Mapping[str, Any], defaults: Mapping[str, Any] = ()) -> S:
+def parse_settings(cls: type[S], method: str, settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> S:
     """``cls`` (a frozen settings dataclass) from ``defaults`` overridden by ``settings``.
 
     Raises:
         ConfigError: an unknown setting (with the close match and the valid ones), a value of
             the wrong type or one the dataclass rejects; the message is prefixed by ``method``.
     """
-    merged = {**dict(defaults), **dict(settings)}
+    merged = {**dict(defaults or {}), **dict(settings)}
     return from_dict(cls, merged, where=method)
 
 
@@ -147,7 +162,7 @@ class LearnerAdapted:
                 f"T={self._n} (one row per adapted task)"
             )
         with torch.no_grad():
-            return self._learner.score(self._context, users, items)
+            return _api(self._learner).score(self._context, users, items)
 
 
 class LearnerFitted:
@@ -173,7 +188,7 @@ class LearnerFitted:
         dev = next(iter(self.learner.parameters())).device
         dtype = next(iter(self.learner.parameters())).dtype
         self.learner.eval()
-        ctx = self.learner.adapt(support.to(dev, dtype), steps, lr)
+        ctx = _api(self.learner).adapt(support.to(dev, dtype), steps, lr)
         return LearnerAdapted(self.learner, ctx, support.n_tasks)
 
     def config(self) -> dict[str, Any]:
@@ -211,13 +226,14 @@ class LearnerMethod:
         build: ``build(data, settings) -> learner``.
         settings: the method's settings dataclass (with a ``train`` :class:`TrainSettings` view).
         sampler: the meta-train / meta-val task settings.
-        pretrain: optional ``pretrain(learner, data, settings)`` run before the episodic loop.
+        pretrain: optional ``pretrain(learner, data, settings)`` run before the episodic loop
+            (``learner`` is what ``build`` returned).
         select: optional ``select(fitted, data) -> log`` run after it (a meta-val choice of an
             adaptation setting, stored in the learner's buffers).
     """
 
     def __init__(self, name: str, build: Build, settings: Any, sampler: SamplerConfig,
-                 pretrain: Callable[[nn.Module, FitData, Any], dict[str, Any]] | None = None,
+                 pretrain: Callable[[Any, FitData, Any], dict[str, Any]] | None = None,
                  select: Callable[[Any, FitData], dict[str, Any]] | None = None,
                  episodes: Callable[[FitData], FitData] | None = None) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
@@ -268,7 +284,7 @@ def fit_learner(learner: nn.Module, data: FitData, ts: TrainSettings, scfg: Samp
     while step < ts.steps:
         learner.train()
         batch = sampler.sample(ts.meta_batch)
-        loss = learner.meta_loss(batch)
+        loss = _api(learner).meta_loss(batch)
         step += 1
         row: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
         if opt is not None and torch.isfinite(loss):

@@ -52,7 +52,9 @@ class FeatureGlobal(nn.Module):
         self.item_enc = SideEncoder(table.item_features, table.n_items, s.dim, known=known_items)
         self.net = mlp([self.user_enc.out_dim + self.item_enc.out_dim, *s.hidden, 1])
         if table.feedback == "explicit" and table.rating_scale is not None:
-            nn.init.constant_(self.net[-1].bias, sum(table.rating_scale) / 2)
+            out = self.net[-1]
+            assert isinstance(out, nn.Linear)  # mlp() ends in a Linear layer
+            nn.init.constant_(out.bias, sum(table.rating_scale) / 2)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([self.user_enc(users), self.item_enc(items)], dim=-1)).squeeze(-1)

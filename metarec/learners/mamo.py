@@ -109,6 +109,10 @@ def memory_write(memory: torch.Tensor, a: torch.Tensor, x: torch.Tensor, rate: f
 class MAMO(nn.Module):
     """The MAMO learner (see the module docstring)."""
 
+    mem_profile: torch.Tensor  # buffer (memory, d_p)
+    mem_bias: torch.Tensor  # buffer (memory, |theta|)
+    mem_pref: torch.Tensor  # buffer (memory, pref_dim, d_i)
+
     def __init__(self, table: Any, s: MAMOSettings, *, known_items: Any = None) -> None:
         super().__init__()
         if table.user_features is None:
@@ -122,7 +126,7 @@ class MAMO(nn.Module):
         self.item_enc = SideEncoder(table.item_features, table.n_items, s.dim, known=known_items)
         dp, di = self.user_enc.out_dim, self.item_enc.out_dim
         sizes = [dp + s.pref_dim, *s.hidden, 1]
-        theta: dict[str, nn.Parameter] = {}
+        theta: dict[str, torch.Tensor] = {}  # nn.Linear's parameters (its stubs type them as Tensor)
         for j, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             lin = nn.Linear(a, b)
             theta[f"w{j}"], theta[f"b{j}"] = lin.weight, lin.bias

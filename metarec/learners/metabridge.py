@@ -105,6 +105,9 @@ def mapping_inner_step(score, phi: dict[str, torch.Tensor], v: torch.Tensor, s: 
 
 
 class _CrossDomain(nn.Module):
+    hist: torch.Tensor  # buffer int64 (n_users, H): source items per user
+    hist_mask: torch.Tensor  # buffer bool (n_users, H)
+
     def __init__(self, data: FitData, s: BridgeSettings) -> None:
         super().__init__()
         t = data.table
@@ -119,7 +122,7 @@ class _CrossDomain(nn.Module):
 
     def pretrain(self, data: FitData) -> dict[str, Any]:
         s, v = self.s, self.view
-        kw = dict(dim=s.dim, epochs=s.mf_epochs, batch_size=s.batch_size, lr=s.mf_lr, l2=s.mf_l2,
+        kw: dict[str, Any] = dict(dim=s.dim, epochs=s.mf_epochs, batch_size=s.batch_size, lr=s.mf_lr, l2=s.mf_l2,
                   negatives=s.negatives, seed=data.seed)
         _, log_s = fit_mf(v, v.source_rows, **kw, model=self.src)
         _, log_t = fit_mf(v, v.target_rows, **{**kw, "seed": data.seed + 1}, model=self.tgt)
@@ -176,6 +179,8 @@ class TMCDRBridge(_CrossDomain):
 
 class SourceInit(_CrossDomain):
     """``maml-source-init`` (``reptile=False``) and ``reptile-source-init`` (see the module docstring)."""
+
+    mean_user: torch.Tensor  # buffer (dim + 1,)
 
     def __init__(self, data: FitData, s: BridgeSettings, *, reptile: bool) -> None:
         super().__init__(data, s)

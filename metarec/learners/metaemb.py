@@ -93,6 +93,8 @@ class WarmupSettings(TrainSettings):
 class WarmupBase(nn.Module):
     """``logits(users, items, emb) = MLP([u, emb, f_i])``: ``(...,) x2, (..., dim) -> (...)``."""
 
+    old: torch.Tensor  # buffer (n_items,) bool: items seen in meta-training
+
     def __init__(self, table: Any, s: WarmupSettings, *, known_users: Any, old_items: np.ndarray) -> None:
         super().__init__()
         self.user_enc = SideEncoder(table.user_features, table.n_users, s.dim, known=known_users, ids="always")
@@ -140,6 +142,8 @@ def pretrain_base(base: WarmupBase, table: Any, rows: np.ndarray, s: WarmupSetti
 
 class ItemWarmup(nn.Module):
     """The ``warmup-base`` learner (zero start); :class:`MetaEmb` and :class:`MWUF` override the start."""
+
+    warm_lr: torch.Tensor  # buffer (): the warm-up learning rate
 
     def __init__(self, base: WarmupBase, s: WarmupSettings) -> None:
         super().__init__()
@@ -218,13 +222,17 @@ class MetaEmb(ItemWarmup):
 class MWUF(ItemWarmup):
     """MWUF: mean start, meta scaling and shifting after warm-up (see the module docstring)."""
 
+    mean_old: torch.Tensor  # buffer (dim,)
+
     def __init__(self, base: WarmupBase, s: WarmupSettings) -> None:
         super().__init__(base, s)
         self.scaling = mlp([base.item_feat.out_dim, s.meta_hidden, s.dim])
         self.shifting = mlp([base.user_enc.out_dim, s.meta_hidden, s.dim])
         for net in (self.scaling, self.shifting):
-            nn.init.zeros_(net[-1].weight)
-            nn.init.zeros_(net[-1].bias)
+            out = net[-1]
+            assert isinstance(out, nn.Linear)  # mlp() ends in a Linear layer
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
         self.register_buffer("mean_old", torch.zeros(s.dim))
 
     def set_mean(self) -> None:

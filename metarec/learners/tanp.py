@@ -99,6 +99,7 @@ class TaNP(nn.Module):
         self.dec = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.film = nn.ModuleList(nn.Linear(s.task_dim, 2 * h) for h in s.decoder)
         for f in self.film:
+            assert isinstance(f, nn.Linear)  # built just above; narrows ModuleList's item type
             nn.init.zeros_(f.weight)
             nn.init.zeros_(f.bias)
         self.head = nn.Linear(sizes[-1], 1)

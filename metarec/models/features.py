@@ -41,6 +41,8 @@ class FeatureEmbedding(nn.Module):
     categorical-and-numeric one (same parameters, same initial values).
     """
 
+    numeric: torch.Tensor  # buffer (n_entities, d)
+
     def __init__(self, table: FeatureTable, dim: int, init_std: float = 0.1) -> None:
         super().__init__()
         self.features: list[str] = sorted(table.categorical)

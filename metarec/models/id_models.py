@@ -16,7 +16,7 @@ near-zero id embedding, neither first nor last by construction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,9 @@ class IdEmbedding(nn.Module):
 class IdModel(RecModel):
     """Base of the id models: the known-id buffers and the cold-id mapping."""
 
+    known_users: torch.Tensor  # buffer (n_users,) bool
+    known_items: torch.Tensor  # buffer (n_items,) bool
+
     def __init__(self, n_users: int, n_items: int, adapt: Sequence[str] | None) -> None:
         super().__init__(adapt)
         for arg, n in (("n_users", n_users), ("n_items", n_items)):
@@ -119,7 +122,10 @@ class IdModel(RecModel):
     @classmethod
     def from_table(cls, table: Any, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None) -> IdModel:
         """Build over an :class:`~metarec.data.table.InteractionTable`'s index spaces."""
-        return cls(table.n_users, table.n_items, config, adapt=adapt)
+        # IdModel's own constructor takes no config; each concrete subclass's is
+        # ``(n_users, n_items, config, *, adapt)``, which is what this calls.
+        build: Callable[..., IdModel] = cls
+        return build(table.n_users, table.n_items, config, adapt=adapt)
 
 
 class GMF(IdModel):

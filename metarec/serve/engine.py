@@ -9,7 +9,7 @@ scores of its items. Answers have the shape of ``metarec recommend --json``::
     {"user": "u", "items": [{"item": 1193, "score": 4.61}, ...]}
 
 with ``user`` the catalogue's id when the run knows the user. Explicit-feedback scores are
-clipped to the rating scale as :meth:`~metarec.adapt.AdaptedRecommender.recommend` clips them
+unclipped, as :meth:`~metarec.adapt.AdaptedRecommender.recommend` reports them
 (the ranking uses the raw scores).
 
 Two paths give the same answers: a batched kernel (:mod:`metarec.serve.kernels`, MeLU and the
@@ -104,26 +104,29 @@ class Engine:
                 cols = np.concatenate([jobs[n].items for n in rec]) - 1
                 scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -math.inf
             kmax = min(max(jobs[n].k or 1 for n in rec), scores.shape[1])
-            vals, idx = torch.topk(scores, kmax, dim=1)
+            # ranking scores are unclipped and ties go to the lower item index, as in
+            # Recommender.recommend (a stable descending sort keeps index order among equals)
+            top, top_idx = torch.sort(scores, dim=1, descending=True, stable=True)
             finite = torch.isfinite(scores).sum(dim=1).tolist()
-            vals, idx = self._clipped(vals).tolist(), (idx + 1).tolist()
+            vals, idx = top[:, :kmax].tolist(), (top_idx[:, :kmax] + 1).tolist()
             for r, n in enumerate(rec):
                 m = min(jobs[n].k or 1, kmax, finite[r])
                 ids = meta.item_ids.decode(idx[r][:m])
                 answers[n] = self._answer(jobs[n], ids, vals[r][:m])
-        pred = [n for n, j in enumerate(jobs) if j.targets is not None]
+        targets = {n: j.targets for n, j in enumerate(jobs) if j.targets is not None}  # (P,) items of each /predict job
+        pred = list(targets)
         if pred:
-            width = max(len(jobs[n].targets) for n in pred)  # type: ignore[arg-type]
+            width = max(len(targets[n]) for n in pred)
             items = np.zeros((len(pred), width), np.int64)
             for r, n in enumerate(pred):
-                items[r, : len(jobs[n].targets)] = jobs[n].targets  # type: ignore[arg-type]
+                items[r, : len(targets[n])] = targets[n]
             sel = torch.as_tensor(pred, device=meta.device)
             scores = kern.score_items({k: v[sel] for k, v in state.items()}, torch.from_numpy(items).to(meta.device))
             for r, n in enumerate(pred):
                 j = jobs[n]
-                row = scores[r, : len(j.targets)]  # type: ignore[arg-type]
-                vals = (self._clipped(row) if j.clip else row).tolist()
-                answers[n] = self._answer(j, meta.item_ids.decode(j.targets), vals)  # type: ignore[arg-type]
+                row = scores[r, : len(targets[n])]
+                row_vals = (self._clipped(row) if j.clip else row).tolist()
+                answers[n] = self._answer(j, meta.item_ids.decode(targets[n]), row_vals)
         return [a for a in answers if a is not None]
 
     def _clipped(self, scores: torch.Tensor) -> torch.Tensor:
@@ -134,8 +137,9 @@ class Engine:
     def _run_library(self, jobs: list[Job]) -> list[dict[str, Any]]:
         meta = self.meta
         users = np.repeat(np.asarray([j.user for j in jobs], dtype=object), [len(j.items) for j in jobs])
-        items = np.concatenate([np.asarray(meta.item_ids.decode(j.items), dtype=object) for j in jobs]) if len(users) else []
-        ratings = np.concatenate([j.ratings for j in jobs]) if len(users) else []
+        items: np.ndarray | list[Any] = (
+            np.concatenate([np.asarray(meta.item_ids.decode(j.items), dtype=object) for j in jobs]) if len(users) else [])
+        ratings: np.ndarray | list[Any] = np.concatenate([j.ratings for j in jobs]) if len(users) else []
         if len(users):
             frame = pd.DataFrame({"user": users, "item": items, "rating": ratings})
             rec = meta.adapt_many(frame, steps=self.steps, lr=self.lr)
@@ -144,7 +148,7 @@ class Engine:
         out = []
         for j in jobs:
             if j.targets is None:
-                kw = {"domain": j.domain} if j.domain is not None else {}
+                kw: dict[str, Any] = {"domain": j.domain} if j.domain is not None else {}
                 top = rec.recommend(j.user, k=j.k or 10, **kw)
                 out.append(self._answer(j, [i for i, _ in top], [s for _, s in top]))
             else:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metarec._errors import ConfigError
 from metarec.algorithms import LOSSES, adapt_patterns
 from metarec.models.base import split_params
 from metarec.models.id_models import TwoTower
@@ -132,6 +133,11 @@ class MeLUKernel(Kernel):
     def __init__(self, meta: Any) -> None:
         super().__init__(meta)
         m: MeLU = self.model
+        if m.item_features is None:
+            raise ConfigError(
+                "MeLUKernel: the MeLU model has no item features, which this kernel precomputes for the "
+                "catalogue; use kernel_for(meta), which returns None for such a model (the unbatched path)"
+            )
         self.n_layers = len(m.decision)
         self.fu = m.user_features.out_dim if m.user_features is not None else 0
         w0 = self.params["decision.0.weight"]  # (H, F)

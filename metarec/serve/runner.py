@@ -72,7 +72,9 @@ def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thre
                     signal.signal(s, h)
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=graceful_s, server_header=False, ws="none")
+                            # uvicorn annotates this int | None, but passes it to asyncio.wait_for(timeout=), a float
+                            timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]
+                            server_header=False, ws="none")
     return _Server(config)
 
 
