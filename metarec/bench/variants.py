@@ -110,9 +110,10 @@ def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:
         raise ConfigError(f"algorithms=[]: nothing to benchmark; choose some of {', '.join(BENCH_ALGORITHMS)}")
     for a in out:
         if a not in VARIANTS and a not in CROSSDOMAIN and a not in method_names():
+            more = tuple(n for n in method_names() if n not in BUILTIN_METHODS)  # learners and user-registered
             raise ConfigError(
-                f"algorithm {a!r}: unknown benchmark algorithm{suggest(a, BENCH_ALGORITHMS + CROSSDOMAIN + extra_methods())}; "
-                f"choose from {', '.join(BENCH_ALGORITHMS + extra_methods())} or a cross-domain method ({', '.join(CROSSDOMAIN)})"
+                f"algorithm {a!r}: unknown benchmark algorithm{suggest(a, BENCH_ALGORITHMS + CROSSDOMAIN + more)}; "
+                f"choose from {', '.join(BENCH_ALGORITHMS + more)} or a cross-domain method ({', '.join(CROSSDOMAIN)})"
             )
     dup = sorted({a for a in out if out.count(a) > 1})
     if dup:
