@@ -33,7 +33,11 @@ def git_commit() -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "metarec"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--", "metarec"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         return {"commit": head, "dirty": bool(status.strip())}
     except (OSError, subprocess.CalledProcessError):
@@ -80,7 +84,9 @@ def positive_int(value: str) -> int:
     try:
         n = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer; pass a whole number >= 1") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an integer; pass a whole number >= 1"
+        ) from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"{n} is < 1; pass a whole number >= 1")
     return n
@@ -118,10 +124,24 @@ def load_synthetic_melu_like(seed: int = 0, n_users: int = 300, n_items: int = 5
     from metarec.episodes.pool import build_pool
 
     table = make_synthetic(
-        n_domains=8, n_users=n_users, n_items=n_items, density=0.08, n_user_features=4, n_item_features=4,
-        n_values=12, seed=seed,
+        n_domains=8,
+        n_users=n_users,
+        n_items=n_items,
+        density=0.08,
+        n_user_features=4,
+        n_item_features=4,
+        n_values=12,
+        seed=seed,
     )
-    pool = build_pool(table, np.arange(len(table)), table.users, "meta-train", "user", min_interactions=13, max_interactions=100)
+    pool = build_pool(
+        table,
+        np.arange(len(table)),
+        table.users,
+        "meta-train",
+        "user",
+        min_interactions=13,
+        max_interactions=100,
+    )
     return table, pool
 
 
@@ -138,7 +158,10 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]], append: bool = Tr
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 

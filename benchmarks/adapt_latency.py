@@ -57,8 +57,12 @@ SECTION = "## Fast-adapt latency"
 TARGET_SINGLE_MS = 10.0
 TARGET_BATCH_S = 1.0
 MELU_SIZE = [
-    "model.name='melu'", "model.embedding_dim=32", "model.hidden=[64, 64]",
-    "algorithm.name='maml'", "algorithm.inner_steps=5", "algorithm.inner_lr=0.01",
+    "model.name='melu'",
+    "model.embedding_dim=32",
+    "model.hidden=[64, 64]",
+    "algorithm.name='maml'",
+    "algorithm.inner_steps=5",
+    "algorithm.inner_lr=0.01",
 ]
 
 
@@ -68,37 +72,60 @@ def _train_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from metarec.config import load_scenario
     from metarec.train import train
 
-    use_ml1m = args.data == "ml1m" or (args.data == "auto" and C.data_root() is not None
-                                       and (C.data_root() / "movielens-1m").is_dir())
+    use_ml1m = args.data == "ml1m" or (
+        args.data == "auto"
+        and C.data_root() is not None
+        and (C.data_root() / "movielens-1m").is_dir()
+    )
     if args.data == "ml1m" and C.data_root() is None:
         raise SystemExit("--data ml1m: set METAREC_DATA to the folder holding movielens-1m/")
-    budget = [f"train.steps={args.train_steps}", f"train.val_every={args.train_steps}", "train.val_tasks=16",
-              f"train.checkpoint_every={args.train_steps}", "train.progress=false", f"train.device='{args.device}'"]
+    budget = [
+        f"train.steps={args.train_steps}",
+        f"train.val_every={args.train_steps}",
+        "train.val_tasks=16",
+        f"train.checkpoint_every={args.train_steps}",
+        "train.progress=false",
+        f"train.device='{args.device}'",
+    ]
     if use_ml1m:
         name, overrides = "ml1m-melu", budget
     else:
         n_domains = max(1, round(args.items / 370))
-        synth = [f"data.synthetic.n_domains={n_domains}", f"data.synthetic.n_items={args.items // n_domains}",
-                 "data.synthetic.n_users=100", "data.synthetic.density=0.05"]
+        synth = [
+            f"data.synthetic.n_domains={n_domains}",
+            f"data.synthetic.n_items={args.items // n_domains}",
+            "data.synthetic.n_users=100",
+            "data.synthetic.density=0.05",
+        ]
         name, overrides = "synthetic-cold-start", [*synth, *MELU_SIZE, *budget]
-    sc = load_scenario(C.ROOT / "tasks" / f"{name}.toml", overrides, data_root=str(C.data_root()) if use_ml1m else None)
+    sc = load_scenario(
+        C.ROOT / "tasks" / f"{name}.toml",
+        overrides,
+        data_root=str(C.data_root()) if use_ml1m else None,
+    )
     t0 = time.perf_counter()
     train(sc, out, evaluate_test=False)
     return {"scenario": name, "overrides": overrides, "train_s": round(time.perf_counter() - t0, 2)}
 
 
-def _support_frame(meta: MetaModel, n_users: int, shots: int, seed: int, prefix: str) -> pd.DataFrame:
+def _support_frame(
+    meta: MetaModel, n_users: int, shots: int, seed: int, prefix: str
+) -> pd.DataFrame:
     """``shots`` distinct catalogue items per cold user with ratings on the run's scale."""
     rng = np.random.default_rng(seed)
     catalogue = np.asarray(meta.item_ids.values, dtype=object)
-    idx = np.argsort(rng.random((n_users, len(catalogue))), axis=1)[:, :shots]  # (users, shots) distinct items
+    idx = np.argsort(rng.random((n_users, len(catalogue))), axis=1)[
+        :, :shots
+    ]  # (users, shots) distinct items
     if meta.feedback == "implicit":
         ratings = rng.integers(0, 2, size=idx.shape).astype(float)
     else:
         lo, hi = meta.rating_scale or (1.0, 5.0)
         ratings = rng.integers(int(lo), int(hi) + 1, size=idx.shape).astype(float)
     users = np.repeat(np.asarray([f"{prefix}{k}" for k in range(n_users)], dtype=object), shots)
-    return pd.DataFrame({"user": users, "item": catalogue[idx.reshape(-1)], "rating": ratings.reshape(-1)})
+    return pd.DataFrame(
+        {"user": users, "item": catalogue[idx.reshape(-1)], "rating": ratings.reshape(-1)}
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -119,14 +146,20 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 # ---------------------------------------------------------------------- (a) one cold user
 def bench_single(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
-    frame = _support_frame(meta, args.warmup + args.repeat, args.shots, args.seed, prefix="cold-single-")
-    per_user = [list(zip(g["item"], g["rating"], strict=True)) for _, g in frame.groupby("user", sort=False)]
+    frame = _support_frame(
+        meta, args.warmup + args.repeat, args.shots, args.seed, prefix="cold-single-"
+    )
+    per_user = [
+        list(zip(g["item"], g["rating"], strict=True)) for _, g in frame.groupby("user", sort=False)
+    ]
     users = list(frame["user"].unique())
     total, adapt_ms, rec_ms = [], [], []
     dev = meta.device
     threads = torch.get_num_threads()
     if args.single_threads:
-        torch.set_num_threads(args.single_threads)  # one request per core, as a serving process runs it
+        torch.set_num_threads(
+            args.single_threads
+        )  # one request per core, as a serving process runs it
     for r, (user, rows) in enumerate(zip(users, per_user, strict=True)):
         _sync(dev)
         t0 = time.perf_counter()
@@ -142,8 +175,12 @@ def bench_single(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
             adapt_ms.append((t1 - t0) * 1e3)
             rec_ms.append((t2 - t1) * 1e3)
     torch.set_num_threads(threads)
-    out = {"total": _stats(total), "adapt": _stats(adapt_ms), "recommend": _stats(rec_ms),
-           "torch_threads": args.single_threads or threads}
+    out = {
+        "total": _stats(total),
+        "adapt": _stats(adapt_ms),
+        "recommend": _stats(rec_ms),
+        "torch_threads": args.single_threads or threads,
+    }
     out["target_median_ms"] = TARGET_SINGLE_MS
     out["meets_target"] = out["total"]["median_ms"] < TARGET_SINGLE_MS
     return out
@@ -173,8 +210,12 @@ def bench_batched(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
         loop_s.append(time.perf_counter() - t0)
     assert rec is not None and rec.n_tasks == args.users
     probe = list(meta.item_ids.values[:50])
-    diffs = [float(np.abs(rec.predict(u, probe, clip=False) - last[u].predict(u, probe, clip=False)).max())
-             for u in list(last)[:5]]
+    diffs = [
+        float(
+            np.abs(rec.predict(u, probe, clip=False) - last[u].predict(u, probe, clip=False)).max()
+        )
+        for u in list(last)[:5]
+    ]
     b, lp = statistics.median(batched_s), statistics.median(loop_s)
     return {
         "users": args.users,
@@ -194,9 +235,13 @@ def bench_batched(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------- report
 def _markdown(res: dict[str, Any], heading: str = SECTION) -> str:
     s, b, m, w = res["single"], res["batched"], res["machine"], res["workload"]
-    gpu = (f"GPU: {m['gpu']} (CUDA {m['cuda']})" if res["device"].startswith("cuda")
-           else "No GPU available this session: CPU only" if not torch.cuda.is_available()
-           else "CPU run (a GPU is present; rerun with --device cuda)")
+    gpu = (
+        f"GPU: {m['gpu']} (CUDA {m['cuda']})"
+        if res["device"].startswith("cuda")
+        else "No GPU available this session: CPU only"
+        if not torch.cuda.is_available()
+        else "CPU run (a GPU is present; rerun with --device cuda)"
+    )
     lines = [
         heading,
         "",
@@ -211,15 +256,46 @@ def _markdown(res: dict[str, Any], heading: str = SECTION) -> str:
         C.markdown_table(
             ["measurement", "median", "p90", "min", "target", "met"],
             [
-                ["(a) one cold user: adapt + top-10", f"{s['total']['median_ms']:.2f} ms", f"{s['total']['p90_ms']:.2f} ms",
-                 f"{s['total']['min_ms']:.2f} ms", f"< {TARGET_SINGLE_MS:g} ms median", "yes" if s["meets_target"] else "**no**"],
-                ["(a) of which adapt (5 steps)", f"{s['adapt']['median_ms']:.2f} ms", f"{s['adapt']['p90_ms']:.2f} ms",
-                 f"{s['adapt']['min_ms']:.2f} ms", "", ""],
-                ["(a) of which recommend (top-10)", f"{s['recommend']['median_ms']:.2f} ms",
-                 f"{s['recommend']['p90_ms']:.2f} ms", f"{s['recommend']['min_ms']:.2f} ms", "", ""],
-                [f"(b) {b['users']:,} cold users, one batched call", f"{b['batched_s']:.3f} s", "", f"{min(b['batched_rounds_s']):.3f} s",
-                 f"< {TARGET_BATCH_S:g} s", "yes" if b["meets_target"] else "**no**"],
-                ["(b) same users, per-user Python loop", f"{b['loop_s']:.3f} s", "", f"{min(b['loop_rounds_s']):.3f} s", "", ""],
+                [
+                    "(a) one cold user: adapt + top-10",
+                    f"{s['total']['median_ms']:.2f} ms",
+                    f"{s['total']['p90_ms']:.2f} ms",
+                    f"{s['total']['min_ms']:.2f} ms",
+                    f"< {TARGET_SINGLE_MS:g} ms median",
+                    "yes" if s["meets_target"] else "**no**",
+                ],
+                [
+                    "(a) of which adapt (5 steps)",
+                    f"{s['adapt']['median_ms']:.2f} ms",
+                    f"{s['adapt']['p90_ms']:.2f} ms",
+                    f"{s['adapt']['min_ms']:.2f} ms",
+                    "",
+                    "",
+                ],
+                [
+                    "(a) of which recommend (top-10)",
+                    f"{s['recommend']['median_ms']:.2f} ms",
+                    f"{s['recommend']['p90_ms']:.2f} ms",
+                    f"{s['recommend']['min_ms']:.2f} ms",
+                    "",
+                    "",
+                ],
+                [
+                    f"(b) {b['users']:,} cold users, one batched call",
+                    f"{b['batched_s']:.3f} s",
+                    "",
+                    f"{min(b['batched_rounds_s']):.3f} s",
+                    f"< {TARGET_BATCH_S:g} s",
+                    "yes" if b["meets_target"] else "**no**",
+                ],
+                [
+                    "(b) same users, per-user Python loop",
+                    f"{b['loop_s']:.3f} s",
+                    "",
+                    f"{min(b['loop_rounds_s']):.3f} s",
+                    "",
+                    "",
+                ],
             ],
         ),
         "",
@@ -246,9 +322,16 @@ def update_results_md(path: Path, section: str) -> None:
     if start is None:
         new = text + ("" if text.endswith("\n") else "\n") + ("\n" if text.strip() else "") + body
     else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        end = next(
+            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
+        )
         tail = "".join(lines[end:])
-        new = "".join(lines[:start]) + body + ("\n" if tail and not body.endswith("\n\n") else "") + tail
+        new = (
+            "".join(lines[:start])
+            + body
+            + ("\n" if tail and not body.endswith("\n\n") else "")
+            + tail
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(new)
@@ -257,17 +340,39 @@ def update_results_md(path: Path, section: str) -> None:
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, help="a run directory written by 'metarec train' (default: train one here)")
-    p.add_argument("--data", choices=("auto", "ml1m", "synthetic"), default="auto",
-                   help="what to train on without --run (auto: MovieLens-1M when $METAREC_DATA has it)")
-    p.add_argument("--train-steps", type=int, default=5, help="meta-training steps of the run trained here")
-    p.add_argument("--items", type=int, default=3700, help="synthetic catalogue size (without data)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--run",
+        type=Path,
+        help="a run directory written by 'metarec train' (default: train one here)",
+    )
+    p.add_argument(
+        "--data",
+        choices=("auto", "ml1m", "synthetic"),
+        default="auto",
+        help="what to train on without --run (auto: MovieLens-1M when $METAREC_DATA has it)",
+    )
+    p.add_argument(
+        "--train-steps", type=int, default=5, help="meta-training steps of the run trained here"
+    )
+    p.add_argument(
+        "--items", type=int, default=3700, help="synthetic catalogue size (without data)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads for (b) (default 1; 0: torch's default)")
-    p.add_argument("--single-threads", type=int, default=1,
-                   help="torch threads for (a), one request per core (default 1; 0: as --threads)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for (b) (default 1; 0: torch's default)",
+    )
+    p.add_argument(
+        "--single-threads",
+        type=int,
+        default=1,
+        help="torch threads for (a), one request per core (default 1; 0: as --threads)",
+    )
     p.add_argument("--shots", type=int, default=10, help="support ratings per cold user")
     p.add_argument("--steps", type=int, default=5, help="inner steps")
     p.add_argument("--k", type=int, default=10, help="top-k")
@@ -277,10 +382,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-repeat", type=int, default=5)
     p.add_argument("--loop-repeat", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=C.RESULTS / "adapt_latency.json", help="JSON results")
-    p.add_argument("--report", type=Path, default=None, help="markdown report (default: beside --out, .md)")
-    p.add_argument("--results-md", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md",
-                   help="file whose '## Fast-adapt latency' section is replaced")
+    p.add_argument(
+        "--out", type=Path, default=C.RESULTS / "adapt_latency.json", help="JSON results"
+    )
+    p.add_argument(
+        "--report", type=Path, default=None, help="markdown report (default: beside --out, .md)"
+    )
+    p.add_argument(
+        "--results-md",
+        type=Path,
+        default=Path(__file__).resolve().parent / "RESULTS.md",
+        help="file whose '## Fast-adapt latency' section is replaced",
+    )
     p.add_argument("--no-results-md", action="store_true", help="leave RESULTS.md alone")
     return p.parse_args(argv)
 
@@ -290,7 +403,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        raise SystemExit(
+            f"--device {args.device}: CUDA is not available on this machine; use --device cpu"
+        )
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="metarec-adapt-latency-") as tmp:
         if args.run is not None:
@@ -301,7 +416,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             run = Path(tmp) / "run"
             trained = _train_run(args, run)
         meta = load_run(run, device=args.device)
-        load0 = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+        load0 = (
+            " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+        )
         t0 = time.perf_counter()
         single = bench_single(meta, args)
         batched = bench_batched(meta, args)
@@ -315,7 +432,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": args.device,
         "machine": C.device_info(args.device),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "config_hash": C.config_hash({k: v for k, v in vars(args).items() if k not in ("out", "report", "results_md")}),
+        "config_hash": C.config_hash(
+            {k: v for k, v in vars(args).items() if k not in ("out", "report", "results_md")}
+        ),
         "workload": {
             "run": trained.get("scenario"),
             "trained": trained,
@@ -338,10 +457,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_results_md:
         update_results_md(args.results_md, _markdown(res))
     s, b = single["total"], batched
-    print(f"(a) one cold user, adapt {args.steps} steps + top-{args.k} over {res['workload']['items']:,} items: "
-          f"median {s['median_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms (target < {TARGET_SINGLE_MS:g} ms)")
-    print(f"(b) {b['users']:,} cold users: batched {b['batched_s']:.3f} s (target < {TARGET_BATCH_S:g} s), "
-          f"per-user loop {b['loop_s']:.3f} s, {b['speedup_loop_over_batched']:.1f}x")
+    print(
+        f"(a) one cold user, adapt {args.steps} steps + top-{args.k} over {res['workload']['items']:,} items: "
+        f"median {s['median_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms (target < {TARGET_SINGLE_MS:g} ms)"
+    )
+    print(
+        f"(b) {b['users']:,} cold users: batched {b['batched_s']:.3f} s (target < {TARGET_BATCH_S:g} s), "
+        f"per-user loop {b['loop_s']:.3f} s, {b['speedup_loop_over_batched']:.1f}x"
+    )
     print(f"results: {args.out}\nreport: {report}")
     return res
 

@@ -74,7 +74,9 @@ from metarec.episodes.batch import EpisodeBatch  # noqa: E402
 from metarec.episodes.sampler import SamplerConfig, TaskSampler  # noqa: E402
 from metarec.models import build_model, split_params  # noqa: E402
 
-Task = tuple[torch.Tensor, ...]  # (support users, items, targets, query users, items, targets), unpadded
+Task = tuple[
+    torch.Tensor, ...
+]  # (support users, items, targets, query users, items, targets), unpadded
 Grads = dict[str, torch.Tensor]
 
 
@@ -136,7 +138,16 @@ def unpad(batch: EpisodeBatch) -> list[Task]:
     out = []
     for t in range(batch.n_tasks):
         ms, mq = s.mask[t], q.mask[t]
-        out.append((s.users[t][ms], s.items[t][ms], s.targets[t][ms], q.users[t][mq], q.items[t][mq], q.targets[t][mq]))
+        out.append(
+            (
+                s.users[t][ms],
+                s.items[t][ms],
+                s.targets[t][ms],
+                q.users[t][mq],
+                q.items[t][mq],
+                q.targets[t][mq],
+            )
+        )
     return out
 
 
@@ -146,23 +157,32 @@ def load_workload(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     if args.data != "synthetic" and root is not None and (root / "movielens-1m").is_dir():
         table, splits = C.load_melu_movielens(root)
         pool = splits.pools[splits.train]
-        desc = {"data": "movielens-1m (MeLU features, melu_split meta-train pool)", "data_root": str(root)}
+        desc = {
+            "data": "movielens-1m (MeLU features, melu_split meta-train pool)",
+            "data_root": str(root),
+        }
     else:
         n_users, n_items = (60, 150) if args.quick else (300, 500)
         table, pool = C.load_synthetic_melu_like(args.seed, n_users, n_items)
         why = "--data synthetic" if args.data == "synthetic" else "METAREC_DATA not set"
-        desc = {"data": f"synthetic (make_synthetic, 8 domains x {n_users} users x {n_items} items, "
-                        f"4 user + 4 item features + tags; {why})"}
+        desc = {
+            "data": f"synthetic (make_synthetic, 8 domains x {n_users} users x {n_items} items, "
+            f"4 user + 4 item features + tags; {why})"
+        }
     desc["pool_units"] = len(pool)
     return table, pool, desc
 
 
 # ---------------------------------------------------------------------- the three engines
-def metarec_grads(cfg: AlgorithmConfig, model: nn.Module, params: dict[str, torch.Tensor], batch: EpisodeBatch) -> Grads:
+def metarec_grads(
+    cfg: AlgorithmConfig, model: nn.Module, params: dict[str, torch.Tensor], batch: EpisodeBatch
+) -> Grads:
     return meta_loss_and_grads(cfg, model, params, batch)[1]
 
 
-def loop_grads(model: nn.Module, params: dict[str, torch.Tensor], tasks: list[Task], steps: int, lr: float) -> Grads:
+def loop_grads(
+    model: nn.Module, params: dict[str, torch.Tensor], tasks: list[Task], steps: int, lr: float
+) -> Grads:
     """Reference: second-order MAML one task at a time with ``autograd.grad(create_graph=True)``.
 
     Each inner step runs the full model (``functional_call``) on the support set, as metarec's
@@ -201,18 +221,33 @@ def l2l_grads(maml: nn.Module, model: nn.Module, tasks: list[Task], steps: int) 
         for _ in range(steps):
             learner.adapt(F.mse_loss(learner(xs), sy))
         (F.mse_loss(learner(melu_features(model, qu, qi)), qy) / T).backward()
-    return {k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone() for k, p in model.named_parameters()}
+    return {
+        k: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().clone()
+        for k, p in model.named_parameters()
+    }
 
 
-def engines(args: argparse.Namespace, model: nn.Module, maml_cls: type | None) -> dict[str, Callable[[EpisodeBatch, list[Task]], Grads]]:
+def engines(
+    args: argparse.Namespace, model: nn.Module, maml_cls: type | None
+) -> dict[str, Callable[[EpisodeBatch, list[Task]], Grads]]:
     """``{config name: fn(batch, tasks) -> grads}`` for every configuration of this run."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     out: dict[str, Callable[[EpisodeBatch, list[Task]], Grads]] = {}
-    variants = [("analytic", b) for b in args.buckets] + [("vmap", b) for b in sorted({1, max(args.buckets)})]
+    variants = [("analytic", b) for b in args.buckets] + [
+        ("vmap", b) for b in sorted({1, max(args.buckets)})
+    ]
     for engine, b in variants:
-        cfg = AlgorithmConfig("maml", inner_steps=args.inner_steps, inner_lr=args.inner_lr, meta_batch=args.tasks,
-                              buckets=b, engine=engine)
-        out[f"metarec-{engine}/buckets={b}"] = lambda bt, t, cfg=cfg: metarec_grads(cfg, model, params, bt)
+        cfg = AlgorithmConfig(
+            "maml",
+            inner_steps=args.inner_steps,
+            inner_lr=args.inner_lr,
+            meta_batch=args.tasks,
+            buckets=b,
+            engine=engine,
+        )
+        out[f"metarec-{engine}/buckets={b}"] = lambda bt, t, cfg=cfg: metarec_grads(
+            cfg, model, params, bt
+        )
     out["loop"] = lambda b, t: loop_grads(model, params, t, args.inner_steps, args.inner_lr)
     if maml_cls is not None:
         maml = maml_cls(DecisionLayers(model), lr=args.inner_lr, first_order=False)
@@ -220,7 +255,9 @@ def engines(args: argparse.Namespace, model: nn.Module, maml_cls: type | None) -
     return out
 
 
-def count_flops(fns: dict[str, Callable], batches: list[EpisodeBatch], tasks: list[list[Task]]) -> dict[str, float]:
+def count_flops(
+    fns: dict[str, Callable], batches: list[EpisodeBatch], tasks: list[list[Task]]
+) -> dict[str, float]:
     """Mean FLOPs per meta-batch of every engine over ``batches`` (``FlopCounterMode``)."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -247,12 +284,17 @@ def matmul_peak(device: torch.device, n: int = 1024, reps: int = 3) -> tuple[flo
         c0, t0 = time.process_time(), time.perf_counter()
         a @ b
         sync(device)
-        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+        best, best_cpu = (
+            min(best, time.perf_counter() - t0),
+            min(best_cpu, time.process_time() - c0),
+        )
     return 2 * n**3 / best, 2 * n**3 / max(best_cpu, 1e-9)
 
 
 # ---------------------------------------------------------------------- gradient check
-def gradient_check(args: argparse.Namespace, model: nn.Module, batch: EpisodeBatch, maml_cls: type | None) -> dict[str, dict[str, Any]]:
+def gradient_check(
+    args: argparse.Namespace, model: nn.Module, batch: EpisodeBatch, maml_cls: type | None
+) -> dict[str, dict[str, Any]]:
     """Meta-gradients of every engine vs the loop, in float64 on ``--check-tasks`` tasks."""
     m64 = copy.deepcopy(model).to(torch.float64)
     small = batch.select(slice(0, args.check_tasks)).to(batch.support.users.device, torch.float64)
@@ -265,8 +307,13 @@ def gradient_check(args: argparse.Namespace, model: nn.Module, batch: EpisodeBat
         g = fn(small, tasks)
         diff = max(float((g[k] - ref[k]).abs().max()) for k in ref)
         ok = all(torch.allclose(g[k], ref[k], rtol=1e-9, atol=1e-12) for k in ref)
-        out[name] = {"max_abs_diff_vs_loop": diff, "max_abs_grad": scale, "allclose": ok, "dtype": "float64",
-                     "tasks": args.check_tasks}
+        out[name] = {
+            "max_abs_diff_vs_loop": diff,
+            "max_abs_grad": scale,
+            "allclose": ok,
+            "dtype": "float64",
+            "tasks": args.check_tasks,
+        }
     return out
 
 
@@ -276,8 +323,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_all(args: argparse.Namespace, fns: dict[str, Callable], batches: list[EpisodeBatch],
-             tasks: list[list[Task]], device: torch.device) -> tuple[dict[str, list[float]], dict[str, list[float]], list[tuple[float, float]]]:
+def time_all(
+    args: argparse.Namespace,
+    fns: dict[str, Callable],
+    batches: list[EpisodeBatch],
+    tasks: list[list[Task]],
+    device: torch.device,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], list[tuple[float, float]]]:
     """``(wall seconds, CPU seconds, matmul peaks)``: per engine one call per round, and the
     matmul peak (wall and CPU-time FLOP/s) once per round, all interleaved in a rotating order."""
     names = list(fns)
@@ -289,7 +341,9 @@ def time_all(args: argparse.Namespace, fns: dict[str, Callable], batches: list[E
     cpu: dict[str, list[float]] = {n: [] for n in names}
     peaks: list[tuple[float, float]] = []
     for r in range(args.repeat):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate, so no engine is always first
+        order = (
+            names[r % len(names) :] + names[: r % len(names)]
+        )  # rotate, so no engine is always first
         k = r % len(batches)
         peaks.append(matmul_peak(device))
         for name in order:
@@ -372,42 +426,67 @@ def _child(path: str, name: str, device: str, threads: int) -> None:
         fn(batch, tasks)
         sync(dev)
     mib = 2**20
-    out = {"rss_baseline_mib": base / mib, "rss_peak_mib": sampler.peak / mib,
-           "rss_peak_delta_mib": (sampler.peak - base) / mib, "rss_samples": sampler.samples,
-           "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    out = {
+        "rss_baseline_mib": base / mib,
+        "rss_peak_mib": sampler.peak / mib,
+        "rss_peak_delta_mib": (sampler.peak - base) / mib,
+        "rss_samples": sampler.samples,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if dev.type == "cuda":
         out["cuda_peak_delta_mib"] = (torch.cuda.max_memory_allocated(dev) - base_cuda) / mib
     print(json.dumps(out))
 
 
-def measure_memory(args: argparse.Namespace, model: nn.Module, batch: EpisodeBatch, names: list[str]) -> dict[str, dict[str, float]]:
+def measure_memory(
+    args: argparse.Namespace, model: nn.Module, batch: EpisodeBatch, names: list[str]
+) -> dict[str, dict[str, float]]:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "state.pt")
-        torch.save({"args": args, "model": copy.deepcopy(model).cpu(), "batch": batch.to("cpu")}, path)
+        torch.save(
+            {"args": args, "model": copy.deepcopy(model).cpu(), "batch": batch.to("cpu")}, path
+        )
         for name in names:
             cmd = [sys.executable, __file__, "--_child", path, name, args.device, str(args.threads)]
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # freed blocks return to the OS
             res = subprocess.run(cmd, capture_output=True, text=True, cwd=C.ROOT, env=env)
             if res.returncode != 0:
-                print(f"memory measurement of {name} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+                print(
+                    f"memory measurement of {name} failed:\n{res.stderr[-2000:]}", file=sys.stderr
+                )
                 continue
             out[name] = json.loads(res.stdout.strip().splitlines()[-1])
     return out
 
 
 # ---------------------------------------------------------------------- profile
-def profile_metarec(args: argparse.Namespace, fns: dict[str, Callable], batch: EpisodeBatch, tasks: list[Task], path: Path) -> str:
+def profile_metarec(
+    args: argparse.Namespace,
+    fns: dict[str, Callable],
+    batch: EpisodeBatch,
+    tasks: list[Task],
+    path: Path,
+) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    acts = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if args.device.startswith("cuda") else []
+    )
     parts = []
-    for name in [f"metarec-analytic/buckets={max(args.buckets)}", f"metarec-vmap/buckets={max(args.buckets)}", "loop", "learn2learn"]:
+    for name in [
+        f"metarec-analytic/buckets={max(args.buckets)}",
+        f"metarec-vmap/buckets={max(args.buckets)}",
+        "loop",
+        "learn2learn",
+    ]:
         if name not in fns:
             continue
         with profile(activities=acts) as prof:
             fns[name](batch, tasks)
-        parts.append(f"## {name}\n\n```\n{prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=25)}\n```\n")
+        parts.append(
+            f"## {name}\n\n```\n{prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=25)}\n```\n"
+        )
     text = "\n".join(parts)
     path.write_text(text)
     return text
@@ -415,30 +494,76 @@ def profile_metarec(args: argparse.Namespace, fns: dict[str, Callable], batch: E
 
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
-    p.add_argument("--data", choices=["auto", "synthetic", "movielens"], default="auto",
-                   help="auto: MovieLens-1M with MeLU features when $METAREC_DATA holds movielens-1m/, else synthetic")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run on a tiny workload (4 tasks, 2 inner steps, buckets 1,2, one round, no memory "
-                        "runs): checks the script end to end in seconds; its numbers are not measurements")
-    p.add_argument("--tasks", type=C.positive_int, default=32, help="tasks per meta-batch (default 32)")
+    p.add_argument(
+        "--data",
+        choices=["auto", "synthetic", "movielens"],
+        default="auto",
+        help="auto: MovieLens-1M with MeLU features when $METAREC_DATA holds movielens-1m/, else synthetic",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run on a tiny workload (4 tasks, 2 inner steps, buckets 1,2, one round, no memory "
+        "runs): checks the script end to end in seconds; its numbers are not measurements",
+    )
+    p.add_argument(
+        "--tasks", type=C.positive_int, default=32, help="tasks per meta-batch (default 32)"
+    )
     p.add_argument("--inner-steps", type=C.positive_int, default=5, help="inner steps (default 5)")
-    p.add_argument("--inner-lr", type=float, default=0.01, help="inner learning rate (default 0.01)")
-    p.add_argument("--buckets", type=C.int_list, default=[1, 2, 4],
-                   help="metarec support-size groups, comma-separated (default 1,2,4)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per configuration (default 2)")
-    p.add_argument("--repeat", type=C.positive_int, default=7, help="interleaved timing rounds, median reported (default 7)")
-    p.add_argument("--batches", type=C.positive_int, default=4, help="distinct pre-sampled meta-batches, cycled (default 4)")
-    p.add_argument("--check-tasks", type=C.positive_int, default=4, help="tasks in the float64 gradient check (default 4)")
-    p.add_argument("--threads", type=C.positive_int, default=1,
-                   help="torch intra-op threads (default 1: a per-core comparison, and stable on a shared machine)")
+    p.add_argument(
+        "--inner-lr", type=float, default=0.01, help="inner learning rate (default 0.01)"
+    )
+    p.add_argument(
+        "--buckets",
+        type=C.int_list,
+        default=[1, 2, 4],
+        help="metarec support-size groups, comma-separated (default 1,2,4)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=2, help="untimed calls per configuration (default 2)"
+    )
+    p.add_argument(
+        "--repeat",
+        type=C.positive_int,
+        default=7,
+        help="interleaved timing rounds, median reported (default 7)",
+    )
+    p.add_argument(
+        "--batches",
+        type=C.positive_int,
+        default=4,
+        help="distinct pre-sampled meta-batches, cycled (default 4)",
+    )
+    p.add_argument(
+        "--check-tasks",
+        type=C.positive_int,
+        default=4,
+        help="tasks in the float64 gradient check (default 4)",
+    )
+    p.add_argument(
+        "--threads",
+        type=C.positive_int,
+        default=1,
+        help="torch intra-op threads (default 1: a per-core comparison, and stable on a shared machine)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even when installed")
     p.add_argument("--no-memory", action="store_true", help="skip the subprocess peak-memory runs")
-    p.add_argument("--profile", action="store_true", help="torch.profiler tables -> engine_profile.md beside --out")
-    p.add_argument("--out", type=Path, default=C.RESULTS / "engine_throughput.jsonl",
-                   help="JSONL rows are appended here; the markdown report goes beside it (.md)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="torch.profiler tables -> engine_profile.md beside --out",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=C.RESULTS / "engine_throughput.jsonl",
+        help="JSONL rows are appended here; the markdown report goes beside it (.md)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.tasks, args.inner_steps, args.buckets = 4, 2, [1, 2]
@@ -446,22 +571,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.warmup < 0:
         p.error(f"--warmup {args.warmup}: must be >= 0; pass e.g. --warmup 2")
     if not (args.inner_lr > 0 and args.inner_lr < float("inf")):
-        p.error(f"--inner-lr {args.inner_lr}: must be a finite number > 0; pass e.g. --inner-lr 0.01")
+        p.error(
+            f"--inner-lr {args.inner_lr}: must be a finite number > 0; pass e.g. --inner-lr 0.01"
+        )
     if args.check_tasks > args.tasks:
-        p.error(f"--check-tasks {args.check_tasks}: the check uses tasks of one meta-batch, so it must be <= "
-                f"--tasks {args.tasks}; pass --check-tasks {min(4, args.tasks)}")
+        p.error(
+            f"--check-tasks {args.check_tasks}: the check uses tasks of one meta-batch, so it must be <= "
+            f"--tasks {args.tasks}; pass --check-tasks {min(4, args.tasks)}"
+        )
     try:
         dev = torch.device(args.device)
     except RuntimeError:
         p.error(f"--device {args.device!r}: not a torch device; pass cpu, cuda or cuda:0")
     if dev.type not in ("cpu", "cuda"):
-        p.error(f"--device {args.device!r}: only cpu and cuda are supported; pass --device cpu or --device cuda")
+        p.error(
+            f"--device {args.device!r}: only cpu and cuda are supported; pass --device cpu or --device cuda"
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available (torch {torch.__version__}, no visible GPU); "
-                "use --device cpu or run on a CUDA machine with a CUDA build of torch")
-    if args.data == "movielens" and not (C.data_root() and (C.data_root() / "movielens-1m").is_dir()):
-        p.error("--data movielens: $METAREC_DATA must name a folder holding movielens-1m/; export "
-                "METAREC_DATA=/path/to/datasets or pass --data synthetic")
+        p.error(
+            f"--device {args.device}: CUDA is not available (torch {torch.__version__}, no visible GPU); "
+            "use --device cpu or run on a CUDA machine with a CUDA build of torch"
+        )
+    if args.data == "movielens" and not (
+        C.data_root() and (C.data_root() / "movielens-1m").is_dir()
+    ):
+        p.error(
+            "--data movielens: $METAREC_DATA must name a folder holding movielens-1m/; export "
+            "METAREC_DATA=/path/to/datasets or pass --data synthetic"
+        )
     return args
 
 
@@ -486,17 +623,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     table, pool, desc = load_workload(args)
     model = build_model("melu", table, embedding_dim=32, hidden=(64, 64)).to(device)
-    sampler = TaskSampler(table, pool, SamplerConfig(n_support=None, n_query=10), seed=args.seed, device=device)
+    sampler = TaskSampler(
+        table, pool, SamplerConfig(n_support=None, n_query=10), seed=args.seed, device=device
+    )
     batches = [sampler.sample(args.tasks) for _ in range(args.batches)]
     tasks = [unpad(b) for b in batches]
     fast, slow = split_params(model)
-    desc.update({
-        "support_sizes_mean": float(sum(b.support.mask.sum() for b in batches) / (len(batches) * args.tasks)),
-        "support_padded_width": [int(b.support.users.shape[1]) for b in batches],
-        "fast_params": sum(v.numel() for v in fast.values()),
-        "slow_params": sum(v.numel() for v in slow.values()),
-        "input_width": model.decision[0].in_features,
-    })
+    desc.update(
+        {
+            "support_sizes_mean": float(
+                sum(b.support.mask.sum() for b in batches) / (len(batches) * args.tasks)
+            ),
+            "support_padded_width": [int(b.support.users.shape[1]) for b in batches],
+            "fast_params": sum(v.numel() for v in fast.values()),
+            "slow_params": sum(v.numel() for v in slow.values()),
+            "input_width": model.decision[0].in_features,
+        }
+    )
 
     with warnings.catch_warnings(record=True) as caught:  # e.g. vmap fallbacks ("performance drop")
         warnings.simplefilter("always")
@@ -516,13 +659,27 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         profile_metarec(args, fns, batches[0], tasks[0], args.out.with_name("engine_profile.md"))
 
     base = {
-        "benchmark": "engine_throughput", "model": "melu", "embedding_dim": 32, "hidden": [64, 64],
-        "tasks": args.tasks, "inner_steps": args.inner_steps, "inner_lr": args.inner_lr, "second_order": True,
-        "fast_weights": sorted(fast), "dtype": "float32", "device_type": device.type, "seed": args.seed,
-        "quick": args.quick, **{k: v for k, v in desc.items() if k != "data_root"},
+        "benchmark": "engine_throughput",
+        "model": "melu",
+        "embedding_dim": 32,
+        "hidden": [64, 64],
+        "tasks": args.tasks,
+        "inner_steps": args.inner_steps,
+        "inner_lr": args.inner_lr,
+        "second_order": True,
+        "fast_weights": sorted(fast),
+        "dtype": "float32",
+        "device_type": device.type,
+        "seed": args.seed,
+        "quick": args.quick,
+        **{k: v for k, v in desc.items() if k != "data_root"},
     }
-    env = {**C.git_commit(), **C.device_info(args.device), "loadavg_1_5_15_before": load_before,
-           "loadavg_1_5_15_after": os.getloadavg()}
+    env = {
+        **C.git_commit(),
+        **C.device_info(args.device),
+        "loadavg_1_5_15_before": load_before,
+        "loadavg_1_5_15_after": os.getloadavg(),
+    }
     run_id = C.config_hash({"t": C.stamp(), "pid": os.getpid()})
     rate = {n: args.tasks / C.median(ts) for n, ts in times.items()}
     peak, peak_cpu = C.median([p[0] for p in peaks]), C.median([p[1] for p in peaks])
@@ -533,29 +690,50 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         cfg = {**base, "engine": engine, "buckets": int(buckets) if buckets else None}
         mem = memory.get(name, {})
         t = C.median(ts)
-        rows.append({
-            "run_id": run_id, "time": C.stamp(), **env, "config_hash": C.config_hash(cfg), **cfg,
-            "warmup": args.warmup, "repeat": args.repeat,
-            "seconds_per_meta_batch": ts, "median_seconds": t, "tasks_per_s": rate[name],
-            "cpu_seconds_per_meta_batch": cpu[name], "median_cpu_seconds": C.median(cpu[name]),
-            "tasks_per_cpu_s": args.tasks / C.median(cpu[name]),
-            "flops_per_meta_batch": flops[name], "useful_flops_per_meta_batch": useful,
-            "achieved_gflops": flops[name] / t / 1e9, "useful_gflops": useful / t / 1e9,
-            "matmul_peak_gflops": peak / 1e9, "matmul_peaks_gflops": [x[0] / 1e9 for x in peaks],
-            "matmul_peak_cpu_gflops": peak_cpu / 1e9, "matmul_peaks_cpu_gflops": [x[1] / 1e9 for x in peaks],
-            "limit_seconds": useful / peak, "limit_tasks_per_s": args.tasks * peak / useful,
-            "fraction_of_limit": useful / t / peak,
-            "fraction_of_limit_cpu_time": useful / C.median(cpu[name]) / peak_cpu,
-            "ratio_vs_loop": rate[name] / rate["loop"],
-            "ratio_vs_learn2learn": rate[name] / rate["learn2learn"] if "learn2learn" in rate else None,
-            "peak_memory": mem, "memory_method": (
-                "fresh subprocess per configuration (MALLOC_MMAP_THRESHOLD_=65536), after a 1-task warm-up: "
-                "peak of the RSS (/proc/self/statm) sampled every ~1 ms during the meta-batch minus the RSS "
-                "right before it" + ("; torch.cuda.max_memory_allocated delta" if device.type == "cuda" else "")
-            ),
-            "gradient_check": check.get(name), "learn2learn": l2l_status, "perf_warnings": perf_warnings,
-            "command": C.command_line(),
-        })
+        rows.append(
+            {
+                "run_id": run_id,
+                "time": C.stamp(),
+                **env,
+                "config_hash": C.config_hash(cfg),
+                **cfg,
+                "warmup": args.warmup,
+                "repeat": args.repeat,
+                "seconds_per_meta_batch": ts,
+                "median_seconds": t,
+                "tasks_per_s": rate[name],
+                "cpu_seconds_per_meta_batch": cpu[name],
+                "median_cpu_seconds": C.median(cpu[name]),
+                "tasks_per_cpu_s": args.tasks / C.median(cpu[name]),
+                "flops_per_meta_batch": flops[name],
+                "useful_flops_per_meta_batch": useful,
+                "achieved_gflops": flops[name] / t / 1e9,
+                "useful_gflops": useful / t / 1e9,
+                "matmul_peak_gflops": peak / 1e9,
+                "matmul_peaks_gflops": [x[0] / 1e9 for x in peaks],
+                "matmul_peak_cpu_gflops": peak_cpu / 1e9,
+                "matmul_peaks_cpu_gflops": [x[1] / 1e9 for x in peaks],
+                "limit_seconds": useful / peak,
+                "limit_tasks_per_s": args.tasks * peak / useful,
+                "fraction_of_limit": useful / t / peak,
+                "fraction_of_limit_cpu_time": useful / C.median(cpu[name]) / peak_cpu,
+                "ratio_vs_loop": rate[name] / rate["loop"],
+                "ratio_vs_learn2learn": rate[name] / rate["learn2learn"]
+                if "learn2learn" in rate
+                else None,
+                "peak_memory": mem,
+                "memory_method": (
+                    "fresh subprocess per configuration (MALLOC_MMAP_THRESHOLD_=65536), after a 1-task warm-up: "
+                    "peak of the RSS (/proc/self/statm) sampled every ~1 ms during the meta-batch minus the RSS "
+                    "right before it"
+                    + ("; torch.cuda.max_memory_allocated delta" if device.type == "cuda" else "")
+                ),
+                "gradient_check": check.get(name),
+                "learn2learn": l2l_status,
+                "perf_warnings": perf_warnings,
+                "command": C.command_line(),
+            }
+        )
     C.write_jsonl(args.out, rows)
     report = render(rows, desc, env, perf_warnings, l2l_status)
     args.out.with_suffix(".md").write_text(report)
@@ -572,32 +750,68 @@ def _l2l_version() -> str:
         return "(version unknown)"
 
 
-def render(rows: list[dict[str, Any]], desc: dict[str, Any], env: dict[str, Any], warns: list[str], l2l: str) -> str:
+def render(
+    rows: list[dict[str, Any]],
+    desc: dict[str, Any],
+    env: dict[str, Any],
+    warns: list[str],
+    l2l: str,
+) -> str:
     mem_key = "cuda_peak_delta_mib" if env["device"].startswith("cuda") else "rss_peak_delta_mib"
     table = C.markdown_table(
-        ["engine", "buckets", "tasks/s", "ms / meta-batch", "CPU ms", "GFLOP / meta-batch", "GFLOP/s", "useful GFLOP/s",
-         "fraction of limit", "fraction (CPU time)", "x loop", "x learn2learn", "peak mem delta (MiB)", "grad max |diff| vs loop (f64)"],
         [
-            [r["engine"], r["buckets"] or "-", f"{r['tasks_per_s']:.1f}", f"{1000 * r['median_seconds']:.1f}",
-             f"{1000 * r['median_cpu_seconds']:.1f}", f"{r['flops_per_meta_batch'] / 1e9:.3f}",
-             f"{r['achieved_gflops']:.1f}", f"{r['useful_gflops']:.1f}", f"{100 * r['fraction_of_limit']:.1f}%",
-             f"{100 * r['fraction_of_limit_cpu_time']:.1f}%",
-             f"{r['ratio_vs_loop']:.2f}", "-" if r["ratio_vs_learn2learn"] is None else f"{r['ratio_vs_learn2learn']:.2f}",
-             f"{r['peak_memory'][mem_key]:.1f}" if mem_key in r["peak_memory"] else "-",
-             f"{r['gradient_check']['max_abs_diff_vs_loop']:.1e}" + ("" if r["gradient_check"]["allclose"] else " (NOT allclose)")]
+            "engine",
+            "buckets",
+            "tasks/s",
+            "ms / meta-batch",
+            "CPU ms",
+            "GFLOP / meta-batch",
+            "GFLOP/s",
+            "useful GFLOP/s",
+            "fraction of limit",
+            "fraction (CPU time)",
+            "x loop",
+            "x learn2learn",
+            "peak mem delta (MiB)",
+            "grad max |diff| vs loop (f64)",
+        ],
+        [
+            [
+                r["engine"],
+                r["buckets"] or "-",
+                f"{r['tasks_per_s']:.1f}",
+                f"{1000 * r['median_seconds']:.1f}",
+                f"{1000 * r['median_cpu_seconds']:.1f}",
+                f"{r['flops_per_meta_batch'] / 1e9:.3f}",
+                f"{r['achieved_gflops']:.1f}",
+                f"{r['useful_gflops']:.1f}",
+                f"{100 * r['fraction_of_limit']:.1f}%",
+                f"{100 * r['fraction_of_limit_cpu_time']:.1f}%",
+                f"{r['ratio_vs_loop']:.2f}",
+                "-" if r["ratio_vs_learn2learn"] is None else f"{r['ratio_vs_learn2learn']:.2f}",
+                f"{r['peak_memory'][mem_key]:.1f}" if mem_key in r["peak_memory"] else "-",
+                f"{r['gradient_check']['max_abs_diff_vs_loop']:.1e}"
+                + ("" if r["gradient_check"]["allclose"] else " (NOT allclose)"),
+            ]
             for r in rows
         ],
     )
     r0 = rows[0]
-    dev = env.get("gpu", f"{env['cpu']}, {env['torch_threads']} torch threads, {env['cpu_affinity']} cores")
+    dev = env.get(
+        "gpu", f"{env['cpu']}, {env['torch_threads']} torch threads, {env['cpu_affinity']} cores"
+    )
     by = {(r["engine"], r["buckets"]): r for r in rows}
-    best = max((r for r in rows if r["engine"].startswith("metarec")), key=lambda r: r["tasks_per_s"])
+    best = max(
+        (r for r in rows if r["engine"].startswith("metarec")), key=lambda r: r["tasks_per_s"]
+    )
     gpu = env["device"].startswith("cuda")
     frac = best["fraction_of_limit"]
-    target = (f"target (one CPU core) >= 40% of the limit and >= 5x learn2learn: best metarec engine "
-              f"{best['engine']} buckets={best['buckets']}: {100 * frac:.1f}% of the limit in wall time "
-              f"({'met' if frac >= 0.4 else 'MISSED'}; {100 * best['fraction_of_limit_cpu_time']:.1f}% in CPU time), "
-              f"{best['tasks_per_s']:.0f} tasks/s ({best['tasks_per_cpu_s']:.0f} per CPU second)")
+    target = (
+        f"target (one CPU core) >= 40% of the limit and >= 5x learn2learn: best metarec engine "
+        f"{best['engine']} buckets={best['buckets']}: {100 * frac:.1f}% of the limit in wall time "
+        f"({'met' if frac >= 0.4 else 'MISSED'}; {100 * best['fraction_of_limit_cpu_time']:.1f}% in CPU time), "
+        f"{best['tasks_per_s']:.0f} tasks/s ({best['tasks_per_cpu_s']:.0f} per CPU second)"
+    )
     if ("learn2learn", None) in by:
         ratio = best["ratio_vs_learn2learn"]
         target += f", {ratio:.1f}x learn2learn ({'met' if ratio >= 5 else 'MISSED'})"
@@ -605,13 +819,17 @@ def render(rows: list[dict[str, Any]], desc: dict[str, Any], env: dict[str, Any]
         target += f"; learn2learn not measured ({l2l})"
     if gpu:
         target = target.replace("(one CPU core) ", "(set for one CPU core; this run is on a GPU) ")
-    limit = (f"limit: useful (per-task loop) {r0['useful_flops_per_meta_batch'] / 1e9:.3f} GFLOP / meta-batch at the "
-             f"matmul peak measured in this run, median {r0['matmul_peak_gflops']:.1f} GFLOP/s (per round: "
-             f"{', '.join(f'{x:.0f}' for x in r0['matmul_peaks_gflops'])}) = {1000 * r0['limit_seconds']:.1f} ms, "
-             f"{r0['limit_tasks_per_s']:.0f} tasks/s; in CPU time (process_time, less sensitive to other processes) the "
-             f"peak is {r0['matmul_peak_cpu_gflops']:.1f} GFLOP/s")
-    load = f"load average (1, 5, 15 min) {tuple(round(x, 1) for x in env['loadavg_1_5_15_before'])} before, " \
-           f"{tuple(round(x, 1) for x in env['loadavg_1_5_15_after'])} after"
+    limit = (
+        f"limit: useful (per-task loop) {r0['useful_flops_per_meta_batch'] / 1e9:.3f} GFLOP / meta-batch at the "
+        f"matmul peak measured in this run, median {r0['matmul_peak_gflops']:.1f} GFLOP/s (per round: "
+        f"{', '.join(f'{x:.0f}' for x in r0['matmul_peaks_gflops'])}) = {1000 * r0['limit_seconds']:.1f} ms, "
+        f"{r0['limit_tasks_per_s']:.0f} tasks/s; in CPU time (process_time, less sensitive to other processes) the "
+        f"peak is {r0['matmul_peak_cpu_gflops']:.1f} GFLOP/s"
+    )
+    load = (
+        f"load average (1, 5, 15 min) {tuple(round(x, 1) for x in env['loadavg_1_5_15_before'])} before, "
+        f"{tuple(round(x, 1) for x in env['loadavg_1_5_15_after'])} after"
+    )
     lines = [
         f"Engine throughput ({r0['time']}, commit {r0['commit'][:12]}{' + uncommitted changes' if r0['dirty'] else ''})"
         + (" -- QUICK SMOKE RUN on a tiny workload, not a measurement" if r0["quick"] else ""),
@@ -627,7 +845,11 @@ def render(rows: list[dict[str, Any]], desc: dict[str, Any], env: dict[str, Any]
         limit,
         target,
         "float64 meta-gradient check (before timing, vs the per-task loop): "
-        + ("passed for every engine" if all(r["gradient_check"]["allclose"] for r in rows) else "FAILED"),
+        + (
+            "passed for every engine"
+            if all(r["gradient_check"]["allclose"] for r in rows)
+            else "FAILED"
+        ),
         "",
     ]
     if warns:

@@ -53,7 +53,9 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         return "unknown"
 
@@ -68,14 +70,31 @@ def main() -> None:
     ap.add_argument("--backend", default="local", choices=("local", "simulation"))
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--tag", default="", help="suffix of the result files' names (federated_<scenario>[-tag])")
+    ap.add_argument(
+        "--tag", default="", help="suffix of the result files' names (federated_<scenario>[-tag])"
+    )
     args = ap.parse_args()
     base = load_scenario(args.scenario, args.set)
     steps = args.rounds * args.local_steps
-    base = replace(base, algorithm=replace(base.algorithm, meta_batch=args.meta_batch),
-                   train=replace(base.train, steps=steps, val_every=max(steps // 5, 1), checkpoint_every=steps, progress=False,
-                                 patience=None, device="cpu"),
-                   federated=replace(base.federated, rounds=args.rounds, local_steps=args.local_steps, meta_batch=args.meta_batch))
+    base = replace(
+        base,
+        algorithm=replace(base.algorithm, meta_batch=args.meta_batch),
+        train=replace(
+            base.train,
+            steps=steps,
+            val_every=max(steps // 5, 1),
+            checkpoint_every=steps,
+            progress=False,
+            patience=None,
+            device="cpu",
+        ),
+        federated=replace(
+            base.federated,
+            rounds=args.rounds,
+            local_steps=args.local_steps,
+            meta_batch=args.meta_batch,
+        ),
+    )
     t0 = time.perf_counter()
     table = load_table(base.data)
     names = client_names(table, base.federated)
@@ -84,18 +103,31 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"federated_{base.name}" + (f"-{args.tag}" if args.tag else "")
     for seed in range(args.seeds):
-        sc = replace(base, train=replace(base.train, seed=seed), federated=replace(base.federated, seed=seed))
+        sc = replace(
+            base, train=replace(base.train, seed=seed), federated=replace(base.federated, seed=seed)
+        )
         clients = [client_data(table, sc, i) for i in range(len(names))]
         evals = {i: FederatedClient(c, sc) for i, c in enumerate(clients)}
         with tempfile.TemporaryDirectory() as tmp:
             for method, algo in FEDERATED.items():
                 s = replace(sc, federated=replace(sc.federated, algorithm=algo))  # type: ignore[arg-type]
                 t = time.perf_counter()
-                res = run_federated(s, Path(tmp) / method, backend=args.backend, table=table).summary
+                res = run_federated(
+                    s, Path(tmp) / method, backend=args.backend, table=table
+                ).summary
                 for c in res["clients"]:
-                    rows.append({"seed": seed, "method": method, "client": c["name"], "n_train": c["num-examples"],
-                                 **c["cold"], "seconds": time.perf_counter() - t, "rounds": res["rounds"],
-                                 "bytes_sent_per_round": res["bytes_sent_by_clients_per_round"]})
+                    rows.append(
+                        {
+                            "seed": seed,
+                            "method": method,
+                            "client": c["name"],
+                            "n_train": c["num-examples"],
+                            **c["cold"],
+                            "seconds": time.perf_counter() - t,
+                            "rounds": res["rounds"],
+                            "bytes_sent_per_round": res["bytes_sent_by_clients_per_round"],
+                        }
+                    )
             # centralised MAML on the pooled tasks
             t = time.perf_counter()
             run = Path(tmp) / "central"
@@ -103,20 +135,48 @@ def main() -> None:
             best = load_tensors(run / "checkpoints" / "best.pt")["params"]
             secs = time.perf_counter() - t
             for i, c in enumerate(clients):
-                rows.append({"seed": seed, "method": "central-maml", "client": c.name, "n_train": c.n_train,
-                             **evals[i].evaluate(best), "seconds": secs, "rounds": 0, "bytes_sent_per_round": 0})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "method": "central-maml",
+                        "client": c.name,
+                        "n_train": c.n_train,
+                        **evals[i].evaluate(best),
+                        "seconds": secs,
+                        "rounds": 0,
+                        "bytes_sent_per_round": 0,
+                    }
+                )
             # local-only MAML, each client alone
             for i, c in enumerate(clients):
                 t = time.perf_counter()
                 run = Path(tmp) / f"local-{i}"
                 train(sc, run, table=c.table, splits=c.splits, evaluate_test=False)
                 best = load_tensors(run / "checkpoints" / "best.pt")["params"]
-                rows.append({"seed": seed, "method": "local-maml", "client": c.name, "n_train": c.n_train,
-                             **evals[i].evaluate(best), "seconds": time.perf_counter() - t, "rounds": 0, "bytes_sent_per_round": 0})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "method": "local-maml",
+                        "client": c.name,
+                        "n_train": c.n_train,
+                        **evals[i].evaluate(best),
+                        "seconds": time.perf_counter() - t,
+                        "rounds": 0,
+                        "bytes_sent_per_round": 0,
+                    }
+                )
         print(f"seed {seed} done at {time.perf_counter() - t0:.0f} s", flush=True)
-    meta = {"commit": _commit(), "scenario": base.name, "backend": args.backend, "seeds": args.seeds, "rounds": args.rounds,
-            "local_steps": args.local_steps, "meta_batch": args.meta_batch, "seconds": round(time.perf_counter() - t0, 1),
-            "command": " ".join(sys.argv)}
+    meta = {
+        "commit": _commit(),
+        "scenario": base.name,
+        "backend": args.backend,
+        "seeds": args.seeds,
+        "rounds": args.rounds,
+        "local_steps": args.local_steps,
+        "meta_batch": args.meta_batch,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": " ".join(sys.argv),
+    }
     with (out / f"{stem}.jsonl").open("w") as f:
         for r in rows:
             f.write(json.dumps({**meta, **r}) + "\n")
@@ -128,13 +188,21 @@ def _report(rows: list[dict], meta: dict, names: list[str]) -> str:
     metric = "mae" if "mae" in rows[0] else "auc"
     methods = ["central-maml", "fed-maml", "fed-reptile", "fedavg", "local-maml"]
     sizes = {r["client"]: r["n_train"] for r in rows}
-    lines = [f"# Federated meta-learning on {meta['scenario']}", "",
-             f"Cold-user {metric.upper()} after fast adaptation, mean ± 95% CI over {meta['seeds']} seed(s); "
-             f"{meta['rounds']} rounds x {meta['local_steps']} local steps (meta-batch {meta['meta_batch']}); the centralised and "
-             f"local-only learners take the same number of steps. Backend: {meta['backend']}. Commit {meta['commit']}, "
-             f"{meta['seconds']} s in all.", "", f"Command: `{meta['command']}`", "",
-             "| method | " + " | ".join(f"{n} ({sizes[n]} rows)" for n in names) + " | all (user-weighted) | s per run | bytes sent per client-round |",
-             "|---" * (len(names) + 4) + "|"]
+    lines = [
+        f"# Federated meta-learning on {meta['scenario']}",
+        "",
+        f"Cold-user {metric.upper()} after fast adaptation, mean ± 95% CI over {meta['seeds']} seed(s); "
+        f"{meta['rounds']} rounds x {meta['local_steps']} local steps (meta-batch {meta['meta_batch']}); the centralised and "
+        f"local-only learners take the same number of steps. Backend: {meta['backend']}. Commit {meta['commit']}, "
+        f"{meta['seconds']} s in all.",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        "| method | "
+        + " | ".join(f"{n} ({sizes[n]} rows)" for n in names)
+        + " | all (user-weighted) | s per run | bytes sent per client-round |",
+        "|---" * (len(names) + 4) + "|",
+    ]
     for m in methods:
         cells = []
         for n in names:
@@ -149,7 +217,11 @@ def _report(rows: list[dict], meta: dict, names: list[str]) -> str:
         rs = [r for r in rows if r["method"] == m]
         secs = np.mean([r["seconds"] for r in rs])
         bpr = np.mean([r["bytes_sent_per_round"] for r in rs]) / max(len(names), 1)
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {mu:.4f} ± {(hi - lo) / 2:.4f} | {secs:.1f} | {bpr:,.0f} |")
+        lines.append(
+            f"| {m} | "
+            + " | ".join(cells)
+            + f" | {mu:.4f} ± {(hi - lo) / 2:.4f} | {secs:.1f} | {bpr:,.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

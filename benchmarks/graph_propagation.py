@@ -39,8 +39,13 @@ def _time(fn, arg, x, repeats: int = 5) -> float:
 def main() -> None:
     torch.manual_seed(0)
     rows = []
-    data = [("ml-1m", lambda: read_movielens_1m(ROOT / "movielens-1m", melu_extra=False)),
-            ("amazon cloth_electronic", lambda: read_amazon_pair(ROOT / "amazon-disencdr", "cloth_electronic"))]
+    data = [
+        ("ml-1m", lambda: read_movielens_1m(ROOT / "movielens-1m", melu_extra=False)),
+        (
+            "amazon cloth_electronic",
+            lambda: read_amazon_pair(ROOT / "amazon-disencdr", "cloth_electronic"),
+        ),
+    ]
     for name, load in data:
         t = load()
         g = bipartite_graph(t.users, t.items, t.n_users, t.n_items)
@@ -48,11 +53,21 @@ def main() -> None:
         x = torch.randn(g.n_nodes, 32, requires_grad=True)
         e = int(g.src.shape[0])
         row = {
-            "graph": name, "nodes": g.n_nodes, "undirected_edges": g.n_edges, "dim": 32, "layers": 2,
+            "graph": name,
+            "nodes": g.n_nodes,
+            "undirected_edges": g.n_edges,
+            "dim": 32,
+            "layers": 2,
             "torch_threads": torch.get_num_threads(),
-            "index_add_s": _time(propagate, g, x), "sparse_csr_s": _time(propagate_sparse, adj, x),
+            "index_add_s": _time(propagate, g, x),
+            "sparse_csr_s": _time(propagate_sparse, adj, x),
             "edge_list_mb": e * (8 + 8 + 4) / 2**20,
-            "csr_mb": (adj.crow_indices().numel() * 8 + adj.col_indices().numel() * 8 + adj.values().numel() * 4) / 2**20,
+            "csr_mb": (
+                adj.crow_indices().numel() * 8
+                + adj.col_indices().numel() * 8
+                + adj.values().numel() * 4
+            )
+            / 2**20,
             "index_add_saved_per_layer_mb": e * 32 * 4 / 2**20,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }

@@ -57,16 +57,26 @@ def _commit() -> str:
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "uncommitted"
 
 
 def _budget(steps: int) -> dict:
-    return {"steps": steps, "val_every": max(steps // 2, 1), "val_tasks": 256, "meta_batch": 16, "patience": None}
+    return {
+        "steps": steps,
+        "val_every": max(steps // 2, 1),
+        "val_tasks": 256,
+        "meta_batch": 16,
+        "patience": None,
+    }
 
 
-def run_episodic(section: str, scenario_path: str, methods: list[str], seeds: int, steps: int, extra: dict, out) -> None:
+def run_episodic(
+    section: str, scenario_path: str, methods: list[str], seeds: int, steps: int, extra: dict, out
+) -> None:
     sc = load_scenario(ROOT / scenario_path)
     table = load_table(sc.data)
     splits = build_splits(table, sc.protocol)
@@ -79,10 +89,23 @@ def run_episodic(section: str, scenario_path: str, methods: list[str], seeds: in
             fit_s = time.perf_counter() - t0
             for state in splits.states:
                 res = evaluate_fitted(fitted, table, splits.pools[state], scfg, seed=0)
-                row = {"section": section, "scenario": sc.name, "method": name, "state": state, "seed": seed,
-                       "steps": steps, "fit_s": round(fit_s, 1), "best_step": fitted.log.get("best_step"),
-                       "n_tasks": res["n_tasks"], "settings": settings,
-                       **{k: res[k] for k in ("mae", "rmse", "auc", "ndcg@10", "hr@10", "mrr") if k in res}}
+                row = {
+                    "section": section,
+                    "scenario": sc.name,
+                    "method": name,
+                    "state": state,
+                    "seed": seed,
+                    "steps": steps,
+                    "fit_s": round(fit_s, 1),
+                    "best_step": fitted.log.get("best_step"),
+                    "n_tasks": res["n_tasks"],
+                    "settings": settings,
+                    **{
+                        k: res[k]
+                        for k in ("mae", "rmse", "auc", "ndcg@10", "hr@10", "mrr")
+                        if k in res
+                    },
+                }
                 out(row)
 
 
@@ -100,12 +123,31 @@ def run_warmup(methods: list[str], seeds: int, steps: int, pretrain_epochs: int,
             fit_s = time.perf_counter() - t0
             res = evaluate_warmup(fitted, table, splits.pools["meta-test"], cfg.k)
             for phase, r in res.items():
-                out({"section": "warmup", "scenario": sc.name, "method": name, "state": phase, "seed": seed,
-                     "steps": settings["steps"], "fit_s": round(fit_s, 1), "settings": settings,
-                     "warm_lr": fitted.log.get("selected", {}).get("warm_lr"), **r})
+                out(
+                    {
+                        "section": "warmup",
+                        "scenario": sc.name,
+                        "method": name,
+                        "state": phase,
+                        "seed": seed,
+                        "steps": settings["steps"],
+                        "fit_s": round(fit_s, 1),
+                        "settings": settings,
+                        "warm_lr": fitted.log.get("selected", {}).get("warm_lr"),
+                        **r,
+                    }
+                )
 
 
-def run_crossdomain(section: str, scenario_path: str, methods: list[str], seeds: int, steps: int, mf_epochs: int, out) -> None:
+def run_crossdomain(
+    section: str,
+    scenario_path: str,
+    methods: list[str],
+    seeds: int,
+    steps: int,
+    mf_epochs: int,
+    out,
+) -> None:
     from metarec.crossdomain import config_from_scenario, fit_method
 
     sc = load_scenario(ROOT / scenario_path)
@@ -118,15 +160,32 @@ def run_crossdomain(section: str, scenario_path: str, methods: list[str], seeds:
             t0 = time.perf_counter()
             if name.startswith("no-transfer"):
                 fm = fit_method(name, table, splits, seed=seed, config=cd_cfg)
-                res, settings = fm.evaluate(splits.pools["meta-test"], scfg), {"crossdomain_config": "scenario"}
+                res, settings = (
+                    fm.evaluate(splits.pools["meta-test"], scfg),
+                    {"crossdomain_config": "scenario"},
+                )
             else:
                 settings = {**_budget(steps), "mf_epochs": mf_epochs}
                 fitted = build_method(name, sc, **settings).fit(FitData(table, splits, seed=seed))
                 res = evaluate_fitted(fitted, table, splits.pools["meta-test"], scfg, seed=0)
-            out({"section": section, "scenario": sc.name, "method": name, "state": "meta-test", "seed": seed,
-                 "steps": steps, "fit_s": round(time.perf_counter() - t0, 1), "settings": settings,
-                 "n_tasks": res["n_tasks"],
-                 **{k: res[k] for k in ("mae", "rmse", "auc", "ndcg@10", "hr@10", "mrr") if k in res}})
+            out(
+                {
+                    "section": section,
+                    "scenario": sc.name,
+                    "method": name,
+                    "state": "meta-test",
+                    "seed": seed,
+                    "steps": steps,
+                    "fit_s": round(time.perf_counter() - t0, 1),
+                    "settings": settings,
+                    "n_tasks": res["n_tasks"],
+                    **{
+                        k: res[k]
+                        for k in ("mae", "rmse", "auc", "ndcg@10", "hr@10", "mrr")
+                        if k in res
+                    },
+                }
+            )
 
 
 def _ci(values: list[float]) -> tuple[float, float]:
@@ -136,7 +195,9 @@ def _ci(values: list[float]) -> tuple[float, float]:
     m = statistics.fmean(vals)
     if len(vals) < 2:
         return m, float("nan")
-    return m, student_t_quantile(0.975, len(vals) - 1) * statistics.stdev(vals) / math.sqrt(len(vals))
+    return m, student_t_quantile(0.975, len(vals) - 1) * statistics.stdev(vals) / math.sqrt(
+        len(vals)
+    )
 
 
 def report(rows: list[dict], path: Path, command: str) -> None:
@@ -151,13 +212,22 @@ def report(rows: list[dict], path: Path, command: str) -> None:
         f"Command: `{command}`",
         "",
     ]
-    metrics = {"melu": ["mae", "rmse", "ndcg@10"], "implicit": ["auc", "ndcg@10", "mrr"], "warmup": ["auc", "logloss"],
-               "amazon-cd": ["auc", "ndcg@10", "mrr"], "genre-cd": ["mae", "rmse", "ndcg@10"]}
+    metrics = {
+        "melu": ["mae", "rmse", "ndcg@10"],
+        "implicit": ["auc", "ndcg@10", "mrr"],
+        "warmup": ["auc", "logloss"],
+        "amazon-cd": ["auc", "ndcg@10", "mrr"],
+        "genre-cd": ["mae", "rmse", "ndcg@10"],
+    }
     for section in dict.fromkeys(r["section"] for r in rows):
         sel = [r for r in rows if r["section"] == section]
         ms = metrics.get(section, ["auc"])
-        lines += [f"## {section}: {sel[0]['scenario']}", "", "| state | method | seeds | " + " | ".join(ms) + " | fit s |",
-                  "|---|---|---:|" + "---:|" * len(ms) + "---:|"]
+        lines += [
+            f"## {section}: {sel[0]['scenario']}",
+            "",
+            "| state | method | seeds | " + " | ".join(ms) + " | fit s |",
+            "|---|---|---:|" + "---:|" * len(ms) + "---:|",
+        ]
         for state in dict.fromkeys(r["state"] for r in sel):
             for method in dict.fromkeys(r["method"] for r in sel):
                 rs = [r for r in sel if r["state"] == state and r["method"] == method]
@@ -168,7 +238,9 @@ def report(rows: list[dict], path: Path, command: str) -> None:
                     mean, hw = _ci([r.get(m) for r in rs])
                     cells.append(f"{mean:.4f} ± {hw:.4f}" if math.isfinite(hw) else f"{mean:.4f}")
                 fit = statistics.fmean(r["fit_s"] for r in rs)
-                lines.append(f"| {state} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {fit:.0f} |")
+                lines.append(
+                    f"| {state} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {fit:.0f} |"
+                )
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
 
@@ -188,7 +260,10 @@ def main() -> None:
     jsonl, md = RESULTS / f"{stem}.jsonl", RESULTS / f"{stem}.md"
     rows: list[dict] = []
     commit = _commit()
-    command = "METAREC_DATA=/work/shared/datasets OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/learners_quick.py " + " ".join(sys.argv[1:])
+    command = (
+        "METAREC_DATA=/work/shared/datasets OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/learners_quick.py "
+        + " ".join(sys.argv[1:])
+    )
     jsonl.write_text("")
 
     def out(row: dict) -> None:
@@ -196,23 +271,54 @@ def main() -> None:
         rows.append(row)
         with jsonl.open("a") as f:
             f.write(json.dumps(row, default=float) + "\n")
-        print(json.dumps({k: row[k] for k in ("section", "method", "state", "seed") if k in row}), flush=True)
+        print(
+            json.dumps({k: row[k] for k in ("section", "method", "state", "seed") if k in row}),
+            flush=True,
+        )
         report(rows, md, command)
 
     for section in a.sections.split(","):
         if section == "melu":
-            run_episodic("melu", "tasks/ml1m-melu.toml", ["feature-global", "tanp", "mamo"], a.seeds, a.steps, {}, out)
+            run_episodic(
+                "melu",
+                "tasks/ml1m-melu.toml",
+                ["feature-global", "tanp", "mamo"],
+                a.seeds,
+                a.steps,
+                {},
+                out,
+            )
         elif section == "implicit":
-            run_episodic("implicit", "tasks/amazon-sport-cloth.toml", ["feature-global", "lwa", "nlba"], a.seeds, a.steps,
-                         {"nlba": {"lr": 3e-3}, "lwa": {"lr": 3e-3}}, out)
+            run_episodic(
+                "implicit",
+                "tasks/amazon-sport-cloth.toml",
+                ["feature-global", "lwa", "nlba"],
+                a.seeds,
+                a.steps,
+                {"nlba": {"lr": 3e-3}, "lwa": {"lr": 3e-3}},
+                out,
+            )
         elif section in ("amazon-cd", "genre-cd"):
-            path = "tasks/amazon-sport-cloth.toml" if section == "amazon-cd" else "tasks/ml1m-cross-genre.toml"
-            run_crossdomain(section, path, ["metabridge", "maml-source-init", "reptile-source-init"], a.seeds, a.steps,
-                            a.mf_epochs, out)
+            path = (
+                "tasks/amazon-sport-cloth.toml"
+                if section == "amazon-cd"
+                else "tasks/ml1m-cross-genre.toml"
+            )
+            run_crossdomain(
+                section,
+                path,
+                ["metabridge", "maml-source-init", "reptile-source-init"],
+                a.seeds,
+                a.steps,
+                a.mf_epochs,
+                out,
+            )
         elif section == "warmup":
             run_warmup(["warmup-base", "metaemb", "mwuf"], a.seeds, a.steps, a.pretrain_epochs, out)
         else:
-            raise SystemExit(f"--sections: unknown section {section!r}; choose from melu, implicit, warmup")
+            raise SystemExit(
+                f"--sections: unknown section {section!r}; choose from melu, implicit, warmup"
+            )
 
 
 if __name__ == "__main__":

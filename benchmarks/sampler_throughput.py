@@ -38,7 +38,9 @@ QUICK_OVERRIDES = ("data.synthetic.n_domains=6",)  # a smaller synthetic table f
 SCENARIOS = {"synthetic": "synthetic-cold-start.toml", "movielens-1m": "ml1m-melu.toml"}
 
 
-def build_sampler(name: str, seed: int, overrides: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+def build_sampler(
+    name: str, seed: int, overrides: tuple[str, ...] = ()
+) -> tuple[Any, dict[str, Any]]:
     """``(TaskSampler over the scenario's meta-train pool, description)``; ``overrides`` are
     ``--set``-style scenario overrides (the quick run shrinks the synthetic data)."""
     from metarec.config import load_scenario
@@ -54,9 +56,16 @@ def build_sampler(name: str, seed: int, overrides: tuple[str, ...] = ()) -> tupl
     cfg = sampler_config(scenario.protocol)
     sampler = TaskSampler(table, pool, cfg, seed=seed)
     desc = {
-        "scenario": scenario.name, "overrides": list(overrides), "interactions": len(table), "pool": splits.train, "pool_units": len(pool),
-        "mean_unit_length": float(pool.lengths.mean()), "n_support": cfg.n_support, "n_query": cfg.n_query,
-        "order": cfg.order, "setup_seconds": time.perf_counter() - t0,
+        "scenario": scenario.name,
+        "overrides": list(overrides),
+        "interactions": len(table),
+        "pool": splits.train,
+        "pool_units": len(pool),
+        "mean_unit_length": float(pool.lengths.mean()),
+        "n_support": cfg.n_support,
+        "n_query": cfg.n_query,
+        "order": cfg.order,
+        "setup_seconds": time.perf_counter() - t0,
     }
     return sampler, desc
 
@@ -74,23 +83,56 @@ def time_once(sampler: Any, n_tasks: int, min_time: float) -> tuple[float, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch-sizes", type=C.int_list, default=[32, 256, 1024],
-                   help="tasks per sample() call, comma-separated (default 32,256,1024)")
-    p.add_argument("--data", choices=["auto", "synthetic"], default="auto",
-                   help="auto: synthetic, plus MovieLens-1M when $METAREC_DATA holds it; synthetic: synthetic only")
-    p.add_argument("--repeat", type=C.positive_int, default=7, help="interleaved timing rounds (median reported)")
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds of sampling per configuration and round")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=C.int_list,
+        default=[32, 256, 1024],
+        help="tasks per sample() call, comma-separated (default 32,256,1024)",
+    )
+    p.add_argument(
+        "--data",
+        choices=["auto", "synthetic"],
+        default="auto",
+        help="auto: synthetic, plus MovieLens-1M when $METAREC_DATA holds it; synthetic: synthetic only",
+    )
+    p.add_argument(
+        "--repeat",
+        type=C.positive_int,
+        default=7,
+        help="interleaved timing rounds (median reported)",
+    )
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=1.0,
+        help="seconds of sampling per configuration and round",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed sample() calls per configuration")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: a smaller synthetic table (6 domains), batch size 32, 1 round of 0.2 s "
-                        "(not a measurement)")
-    p.add_argument("--out", type=Path, default=C.RESULTS / "sampler_throughput.jsonl",
-                   help="JSONL rows are appended here; the markdown report goes beside it (.md)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: a smaller synthetic table (6 domains), batch size 32, 1 round of 0.2 s "
+        "(not a measurement)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=C.RESULTS / "sampler_throughput.jsonl",
+        help="JSONL rows are appended here; the markdown report goes beside it (.md)",
+    )
     args = p.parse_args(argv)
     if args.quick:
-        args.data, args.batch_sizes, args.repeat, args.min_time, args.warmup = "synthetic", [32], 1, 0.2, 1
+        args.data, args.batch_sizes, args.repeat, args.min_time, args.warmup = (
+            "synthetic",
+            [32],
+            1,
+            0.2,
+            1,
+        )
     if not args.min_time > 0:
         p.error(f"--min-time {args.min_time}: must be > 0 seconds; pass e.g. --min-time 1.0")
     if args.warmup < 0:
@@ -119,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             samplers[name].sample(bs)
     rates: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
     for r in range(args.repeat):
-        order = configs[r % len(configs):] + configs[: r % len(configs)]
+        order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for name, bs in order:
             seconds, tasks = time_once(samplers[name], bs, args.min_time)
             rates[(name, bs)].append(tasks / seconds)
@@ -128,16 +170,34 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     run_id = C.config_hash({"t": C.stamp(), "pid": os.getpid()})
     rows = []
     for (name, bs), rs in rates.items():
-        cfg = {"benchmark": "sampler_throughput", "data": name, **descs[name], "batch_size": bs, "seed": args.seed,
-               "quick": args.quick}
+        cfg = {
+            "benchmark": "sampler_throughput",
+            "data": name,
+            **descs[name],
+            "batch_size": bs,
+            "seed": args.seed,
+            "quick": args.quick,
+        }
         cfg.pop("setup_seconds")
         med = C.median(rs)
-        rows.append({
-            "run_id": run_id, "time": C.stamp(), **env, "config_hash": C.config_hash(cfg), **cfg,
-            "setup_seconds": descs[name]["setup_seconds"], "repeat": args.repeat, "min_time": args.min_time,
-            "tasks_per_s_rounds": rs, "tasks_per_s": med, "target_tasks_per_s": TARGET_TASKS_PER_S,
-            "meets_target": med >= TARGET_TASKS_PER_S, "skipped": skipped, "command": C.command_line(),
-        })
+        rows.append(
+            {
+                "run_id": run_id,
+                "time": C.stamp(),
+                **env,
+                "config_hash": C.config_hash(cfg),
+                **cfg,
+                "setup_seconds": descs[name]["setup_seconds"],
+                "repeat": args.repeat,
+                "min_time": args.min_time,
+                "tasks_per_s_rounds": rs,
+                "tasks_per_s": med,
+                "target_tasks_per_s": TARGET_TASKS_PER_S,
+                "meets_target": med >= TARGET_TASKS_PER_S,
+                "skipped": skipped,
+                "command": C.command_line(),
+            }
+        )
     C.write_jsonl(args.out, rows)
     report = render(rows, skipped)
     args.out.with_suffix(".md").write_text(report)
@@ -148,11 +208,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 def render(rows: list[dict[str, Any]], skipped: str | None) -> str:
     r0 = rows[0]
     table = C.markdown_table(
-        ["data", "pool units", "support / query", "tasks per call", "tasks/s (median)", "min .. max over rounds", ">= 20k"],
         [
-            [r["data"], r["pool_units"], f"{r['n_support'] or 'rest'} / {r['n_query']}", r["batch_size"],
-             f"{r['tasks_per_s']:,.0f}", f"{min(r['tasks_per_s_rounds']):,.0f} .. {max(r['tasks_per_s_rounds']):,.0f}",
-             "yes" if r["meets_target"] else "NO"]
+            "data",
+            "pool units",
+            "support / query",
+            "tasks per call",
+            "tasks/s (median)",
+            "min .. max over rounds",
+            ">= 20k",
+        ],
+        [
+            [
+                r["data"],
+                r["pool_units"],
+                f"{r['n_support'] or 'rest'} / {r['n_query']}",
+                r["batch_size"],
+                f"{r['tasks_per_s']:,.0f}",
+                f"{min(r['tasks_per_s_rounds']):,.0f} .. {max(r['tasks_per_s_rounds']):,.0f}",
+                "yes" if r["meets_target"] else "NO",
+            ]
             for r in rows
         ],
     )

@@ -17,14 +17,31 @@ from metarec.cli import main
 
 with tempfile.TemporaryDirectory() as tmp:
     run = Path(tmp) / "run"
-    main(["train", "synthetic-cold-start", "--out", str(run),
-          "--set", "data.synthetic.n_domains=4", "--set", "train.steps=20", "--set", "train.val_every=10",
-          "--set", "train.val_tasks=32", "--set", "train.progress=false"])
+    main(
+        [
+            "train",
+            "synthetic-cold-start",
+            "--out",
+            str(run),
+            "--set",
+            "data.synthetic.n_domains=4",
+            "--set",
+            "train.steps=20",
+            "--set",
+            "train.val_every=10",
+            "--set",
+            "train.val_tasks=32",
+            "--set",
+            "train.progress=false",
+        ]
+    )
 
     # Five ratings of a user the run has never seen (items from the run's catalogue).
     items = json.loads((run / "encoders.json").read_text())["item_ids"]["values"][:5]
     csv = Path(tmp) / "five_ratings.csv"
-    csv.write_text("user,item,rating\n" + "".join(f"999999,{i},{r}\n" for i, r in zip(items, [5, 4, 1, 2, 5])))
+    csv.write_text(
+        "user,item,rating\n" + "".join(f"999999,{i},{r}\n" for i, r in zip(items, [5, 4, 1, 2, 5]))
+    )
 
     print("$ metarec recommend --run RUN --user 999999 --support five_ratings.csv --json")
     main(["recommend", "--run", str(run), "--user", "999999", "--support", str(csv), "--json"])

@@ -25,16 +25,26 @@ torch.set_num_threads(1)  # small models: one thread is fastest
 QUICK = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"  # the test suite's smaller budget
 
 # 1. Two domains, 400 shared users; target taste = source taste @ A (unknown to the methods).
-table = make_two_domain(n_users=300 if QUICK else 400, transfer="linear", feedback="explicit", seed=0)
+table = make_two_domain(
+    n_users=300 if QUICK else 400, transfer="linear", feedback="explicit", seed=0
+)
 
 # 2. PTUPCDR's protocol: 30% of the users who interact in both domains become cold in the target;
 #    10 of their target ratings are the query, the rest can serve as k-shot support.
 splits = cold_domain_users_split(table, "target", beta=0.3, n_query=10, min_interactions=12, seed=0)
-print(f"{len(table)} ratings; cold users: {len(splits.pools['meta-val'])} meta-val, {len(splits.pools['meta-test'])} meta-test")
+print(
+    f"{len(table)} ratings; cold users: {len(splits.pools['meta-val'])} meta-val, {len(splits.pools['meta-test'])} meta-test"
+)
 
 # 3. Fit and score each method. The settings are CrossDomainConfig fields (unknown keys are errors).
 epochs = 5 if QUICK else 10
-config = {"epochs": epochs, "mf_epochs": epochs, "batch_size": 512, "mapping_epochs": 10 * epochs, "val_tasks": 64}
+config = {
+    "epochs": epochs,
+    "mf_epochs": epochs,
+    "batch_size": 512,
+    "mapping_epochs": 10 * epochs,
+    "val_tasks": 64,
+}
 methods = ["no-transfer", "no-transfer+adapt", "emcdr", "ptupcdr", "ptupcdr+adapt", "da-mmd"]
 print(f"{'method':<18} {'MAE':>7} {'RMSE':>7}  adaptation")
 results = {}
@@ -42,9 +52,15 @@ for method in methods:
     res = fit_and_evaluate(method, table, splits, shots=3, seed=0, config=config)
     test = res["states"]["meta-test"]
     results[method] = test["mae"]
-    adapt = "zero-shot" if res["adapt"] is None else f"{res['adapt']['steps']} steps at lr {res['adapt']['lr']}"
+    adapt = (
+        "zero-shot"
+        if res["adapt"] is None
+        else f"{res['adapt']['steps']} steps at lr {res['adapt']['lr']}"
+    )
     print(f"{method:<18} {test['mae']:7.4f} {test['rmse']:7.4f}  {adapt}")
 
 # 4. A bridge from the source domain should know the cold users better than the average user.
 best = min(results, key=results.get)
-print(f"best on cold users: {best} (MAE {results[best]:.4f}; no-transfer {results['no-transfer']:.4f})")
+print(
+    f"best on cold users: {best} (MAE {results[best]:.4f}; no-transfer {results['no-transfer']:.4f})"
+)

@@ -41,7 +41,13 @@ params = dict(model.named_parameters())
 cfg = mr.AlgorithmConfig("maml", inner_steps=2, inner_lr=0.1)
 print("inner-loop parameters:", mr.adapt_patterns(cfg, model), "->", list(params))
 
-tasks = mr.TaskDataset(table, splits.pools["meta-train"], mr.SamplerConfig(5, 10), meta_batch=8, steps=5 if quick else 100)
+tasks = mr.TaskDataset(
+    table,
+    splits.pools["meta-train"],
+    mr.SamplerConfig(5, 10),
+    meta_batch=8,
+    steps=5 if quick else 100,
+)
 opt = torch.optim.Adam(params.values(), lr=0.01)
 for step, batch in enumerate(DataLoader(tasks, batch_size=None)):  # one meta-batch per item
     loss, grads = mr.meta_loss_and_grads(cfg, model, params, batch)

@@ -21,21 +21,51 @@ from metarec.config import load_scenario
 from metarec.train import train
 
 root = Path(__file__).resolve().parent.parent
-small = ["data.synthetic.n_domains=3", "train.steps=4", "train.val_every=4", "train.checkpoint_every=4",
-         "train.val_tasks=16", "algorithm.meta_batch=8", "train.progress=false"]
+small = [
+    "data.synthetic.n_domains=3",
+    "train.steps=4",
+    "train.val_every=4",
+    "train.checkpoint_every=4",
+    "train.val_tasks=16",
+    "algorithm.meta_batch=8",
+    "train.progress=false",
+]
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 with tempfile.TemporaryDirectory() as tmp:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(port), "-m", "metarec", "train", "synthetic-cold-start", "--out", f"{tmp}/dp",
-           *[a for kv in small for a in ("--set", kv)]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        "-m",
+        "metarec",
+        "train",
+        "synthetic-cold-start",
+        "--out",
+        f"{tmp}/dp",
+        *[a for kv in small for a in ("--set", kv)],
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"torchrun failed:\n{done.stderr[-2000:]}")
     print(done.stdout.strip().splitlines()[0])
-    train(load_scenario(root / "tasks" / "synthetic-cold-start.toml", small), f"{tmp}/one", evaluate_test=False)
+    train(
+        load_scenario(root / "tasks" / "synthetic-cold-start.toml", small),
+        f"{tmp}/one",
+        evaluate_test=False,
+    )
     dp = load_tensors(f"{tmp}/dp/checkpoints/last.pt")["params"]
     one = load_tensors(f"{tmp}/one/checkpoints/last.pt")["params"]
     diff = max(float((dp[k] - one[k]).abs().max()) for k in one)

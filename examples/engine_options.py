@@ -20,7 +20,9 @@ from metarec.models import build_model
 
 table = make_synthetic(n_domains=4, n_users=60, n_items=120, seed=0)
 pool = build_pool(table, np.arange(len(table)), table.users, "all", "user", min_interactions=15)
-batch = TaskSampler(table, pool, SamplerConfig(n_support=None, n_query=10), seed=0).sample(32)  # ragged supports
+batch = TaskSampler(table, pool, SamplerConfig(n_support=None, n_query=10), seed=0).sample(
+    32
+)  # ragged supports
 model = build_model("melu", table, embedding_dim=16, hidden=(32, 32))
 params = dict(model.named_parameters())
 results = {}
@@ -30,7 +32,9 @@ for engine, buckets in (("vmap", 1), ("auto", 1), ("auto", 2), ("auto", 4)):
     t0 = time.perf_counter()
     loss, grads = meta_loss_and_grads(cfg, model, params, batch)
     results[(engine, buckets)] = grads
-    print(f"engine={engine:<5} buckets={buckets}: meta-loss {float(loss):.5f}, {1000 * (time.perf_counter() - t0):6.1f} ms")
+    print(
+        f"engine={engine:<5} buckets={buckets}: meta-loss {float(loss):.5f}, {1000 * (time.perf_counter() - t0):6.1f} ms"
+    )
 ref = results[("vmap", 1)]
 diff = max(float((g[k] - ref[k]).abs().max()) for g in results.values() for k in ref)
 print(f"largest meta-gradient difference between the engines: {diff:.1e} (float32)")

@@ -14,8 +14,13 @@ from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
-small = ["data.synthetic.n_domains=4", "train.steps=20", "train.val_every=10", "train.val_tasks=32",
-         "train.progress=false"]
+small = [
+    "data.synthetic.n_domains=4",
+    "train.steps=20",
+    "train.val_every=10",
+    "train.val_tasks=32",
+    "train.progress=false",
+]
 sc = load_scenario(scenario_file, small)
 table = load_table(sc.data)
 splits = build_splits(table, sc.protocol)
@@ -36,7 +41,9 @@ with tempfile.TemporaryDirectory() as tmp:
     # 3. Predict and recommend by raw id (their support items are left out of the top-k).
     user = cold[0]
     items = list(frame["item"].drop_duplicates().iloc[:5])
-    print(f"user {user}: predicted ratings of items {items}: {[round(float(x), 2) for x in rec.predict(user, items)]}")
+    print(
+        f"user {user}: predicted ratings of items {items}: {[round(float(x), 2) for x in rec.predict(user, items)]}"
+    )
     for item, score in rec.recommend(user, k=5):
         print(f"  recommend item {item}: {score:.3f}")
 

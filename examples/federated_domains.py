@@ -19,21 +19,31 @@ from metarec.federated import run_federated
 quick = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 settings = [
-    "data.synthetic.n_domains=3", "data.synthetic.n_users=80", "algorithm.meta_batch=8", "train.progress=false",
-    "federated.algorithm=maml", f"federated.rounds={2 if quick else 8}", f"federated.local_steps={2 if quick else 5}",
+    "data.synthetic.n_domains=3",
+    "data.synthetic.n_users=80",
+    "algorithm.meta_batch=8",
+    "train.progress=false",
+    "federated.algorithm=maml",
+    f"federated.rounds={2 if quick else 8}",
+    f"federated.local_steps={2 if quick else 5}",
     'federated.fault_injection={d1 = "drop@2"}',  # d1 fails half way through round 2; the round goes on
-    "federated.dp_clip=5.0", "federated.dp_noise=0.1",  # clip every update to norm 5, noise multiplier 0.1
+    "federated.dp_clip=5.0",
+    "federated.dp_noise=0.1",  # clip every update to norm 5, noise multiplier 0.1
 ]
 sc = load_scenario(scenario_file, settings)
 
 with tempfile.TemporaryDirectory() as tmp:
     res = run_federated(sc, Path(tmp) / "run", backend="local")
     s = res.summary
-    print(f"{s['algorithm']}: {s['rounds']} rounds, {s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by the clients "
-          f"per round; DP clip {s['dp']['clipping_norm']}, noise multiplier {s['dp']['noise_multiplier']}")
+    print(
+        f"{s['algorithm']}: {s['rounds']} rounds, {s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by the clients "
+        f"per round; DP clip {s['dp']['clipping_norm']}, noise multiplier {s['dp']['noise_multiplier']}"
+    )
     for c in s["clients"]:
-        print(f"  client {c['name']}: {c['num-examples']:>5} training ratings, cold-user MAE {c['cold']['mae']:.3f} "
-              f"({int(c['cold']['n_tasks'])} cold users)")
+        print(
+            f"  client {c['name']}: {c['num-examples']:>5} training ratings, cold-user MAE {c['cold']['mae']:.3f} "
+            f"({int(c['cold']['n_tasks'])} cold users)"
+        )
     for f in s["failures"]:
         print(f"  round {f['round']}: client {f['client']} {f['status']}: {f['error'][:90]}")
     first = json.loads((Path(tmp) / "run" / "rounds.jsonl").read_text().splitlines()[0])

@@ -24,7 +24,9 @@ fomaml = AlgorithmConfig("fomaml", inner_steps=3, inner_lr=0.05)
 loss2, g2 = meta_loss_and_grads(maml, model, params, batch)
 loss1, g1 = meta_loss_and_grads(fomaml, model, params, batch)
 diff = max(float((g2[k] - g1[k]).abs().max()) for k in g2)
-print(f"meta-loss {float(loss2):.4f}; largest second- vs first-order gradient difference {diff:.2e}")
+print(
+    f"meta-loss {float(loss2):.4f}; largest second- vs first-order gradient difference {diff:.2e}"
+)
 
 opt = torch.optim.Adam(params.values(), lr=3e-3)
 for _ in range(30):

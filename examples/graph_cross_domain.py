@@ -15,10 +15,19 @@ from metarec.crossdomain.synthetic import make_two_domain
 from metarec.episodes.splits import cold_domain_users_split
 
 quick = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"
-table = make_two_domain(n_users=150 if quick else 400, transfer="linear", feedback="explicit", seed=0)
+table = make_two_domain(
+    n_users=150 if quick else 400, transfer="linear", feedback="explicit", seed=0
+)
 splits = cold_domain_users_split(table, "target", beta=0.3, n_query=10, min_interactions=12, seed=0)
-config = {"epochs": 3 if quick else 10, "mf_epochs": 3 if quick else 10, "batch_size": 512, "val_tasks": 64}
+config = {
+    "epochs": 3 if quick else 10,
+    "mf_epochs": 3 if quick else 10,
+    "batch_size": 512,
+    "val_tasks": 64,
+}
 for method in ("no-transfer", "lightgcn", "bitgcf", "bitgcf+adapt"):
     res = fit_and_evaluate(method, table, splits, shots=3, seed=0, config=config)
     test = res["states"]["meta-test"]
-    print(f"{method:>14}: cold-user MAE {test['mae']:.4f} over {test['n_tasks']} users (fit {res['seconds']['fit']:.1f} s)")
+    print(
+        f"{method:>14}: cold-user MAE {test['mae']:.4f} over {test['n_tasks']} users (fit {res['seconds']['fit']:.1f} s)"
+    )

@@ -18,10 +18,20 @@ table = make_two_domain(n_users=200, seed=0)
 splits = cold_domain_users_split(table, "target", beta=0.3, n_query=10, min_interactions=12)
 tasks = SamplerConfig(n_support=3, n_query=10)  # each cold user brings 3 target ratings
 test = splits.pools["meta-test"]
-print("no-transfer (target-only MF)   mae =", round(fit_method("no-transfer", table, splits).evaluate(test, tasks)["mae"], 4))
+print(
+    "no-transfer (target-only MF)   mae =",
+    round(fit_method("no-transfer", table, splits).evaluate(test, tasks)["mae"], 4),
+)
 for name in ("metabridge", "maml-source-init", "reptile-source-init"):
-    method = build_method(name, None, steps=5 if quick else 100, val_every=50, lr=3e-3, mf_epochs=2 if quick else 20,
-                          batch_size=256)
+    method = build_method(
+        name,
+        None,
+        steps=5 if quick else 100,
+        val_every=50,
+        lr=3e-3,
+        mf_epochs=2 if quick else 20,
+        batch_size=256,
+    )
     method.sampler = tasks
     fitted = method.fit(FitData(table, splits, seed=0))
     print(f"{name:30s} mae = {evaluate_fitted(fitted, table, test, tasks)['mae']:.4f}")

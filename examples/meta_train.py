@@ -13,7 +13,12 @@ from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
-small = ["data.synthetic.n_domains=8", "train.steps=60", "train.val_every=30", "train.progress=false"]
+small = [
+    "data.synthetic.n_domains=8",
+    "train.steps=60",
+    "train.val_every=30",
+    "train.progress=false",
+]
 with tempfile.TemporaryDirectory() as tmp:
     base = load_scenario(scenario_file, small)
     table = load_table(base.data)
@@ -21,6 +26,10 @@ with tempfile.TemporaryDirectory() as tmp:
     for algo in ("global", "maml"):
         sc = load_scenario(scenario_file, [*small, f"algorithm.name={algo}"])
         result = train(sc, Path(tmp) / algo, table=table, splits=splits)
-        test = json.loads((Path(tmp) / algo / "test_metrics.json").read_text())["states"]["meta-test"]
-        print(f"{algo:>7}: best validation step {result.best_step}, meta-test MAE {test['mae']:.4f} "
-              f"({result.tasks_per_s:.0f} tasks/s)")
+        test = json.loads((Path(tmp) / algo / "test_metrics.json").read_text())["states"][
+            "meta-test"
+        ]
+        print(
+            f"{algo:>7}: best validation step {result.best_step}, meta-test MAE {test['mae']:.4f} "
+            f"({result.tasks_per_s:.0f} tasks/s)"
+        )

@@ -17,7 +17,11 @@ rng = np.random.default_rng(0)
 
 
 def write(path: Path, users, n_items: int = 40, per_user: int = 10) -> None:
-    lines = [f"{u}\t{i}\t{rng.integers(1, 6)}" for u in users for i in rng.choice(n_items, per_user, replace=False) + 1]
+    lines = [
+        f"{u}\t{i}\t{rng.integers(1, 6)}"
+        for u in users
+        for i in rng.choice(n_items, per_user, replace=False) + 1
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -18,8 +18,16 @@ from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
-small = ["data.synthetic.n_domains=2", "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.steps=8",
-         "train.val_every=4", "train.checkpoint_every=4", "train.val_tasks=8", "train.progress=false"]
+small = [
+    "data.synthetic.n_domains=2",
+    "data.synthetic.n_users=60",
+    "data.synthetic.n_items=80",
+    "train.steps=8",
+    "train.val_every=4",
+    "train.checkpoint_every=4",
+    "train.val_tasks=8",
+    "train.progress=false",
+]
 sc = load_scenario(scenario_file, small)
 table = load_table(sc.data)
 splits = build_splits(table, sc.protocol)
@@ -57,7 +65,9 @@ with tempfile.TemporaryDirectory() as tmp:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rec = meta.adapt(support, lr=1e30, on_diverge="fallback")
-    print(f"fallback: {len(rec.recommend('new-user', k=5))} items from the initialisation ({len(caught)} warning)")
+    print(
+        f"fallback: {len(rec.recommend('new-user', k=5))} items from the initialisation ({len(caught)} warning)"
+    )
 
     # 5. A damaged checkpoint (one flipped byte) is caught by its checksum.
     copy = Path(shutil.copytree(run, Path(tmp) / "copy"))

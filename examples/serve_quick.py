@@ -17,12 +17,19 @@ from metarec.serve import ServeConfig, ServerThread
 from metarec.train import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
-small = ["data.synthetic.n_domains=3", "train.steps=10", "train.val_every=10", "train.val_tasks=16",
-         "train.progress=false"]
+small = [
+    "data.synthetic.n_domains=3",
+    "train.steps=10",
+    "train.val_every=10",
+    "train.val_tasks=16",
+    "train.progress=false",
+]
 
 
 def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -38,8 +45,13 @@ with tempfile.TemporaryDirectory() as tmp:
         print(f"serving on {srv.url}")
         support = [{"item": i, "rating": r} for i, r in zip(items, [5, 4, 1, 2, 5], strict=True)]
         top = post(srv.url + "/recommend", {"user": "new-user", "k": 5, "support": support})
-        print(f"top-5 for {top['user']}: " + ", ".join(f"{x['item']} ({x['score']:.2f})" for x in top["items"]))
-        pred = post(srv.url + "/predict", {"user": "new-user", "support": support, "items": items[:2]})
+        print(
+            f"top-5 for {top['user']}: "
+            + ", ".join(f"{x['item']} ({x['score']:.2f})" for x in top["items"])
+        )
+        pred = post(
+            srv.url + "/predict", {"user": "new-user", "support": support, "items": items[:2]}
+        )
         print("predicted:", {x["item"]: round(x["score"], 2) for x in pred["items"]})
         try:  # bad input: HTTP 400 with the message `metarec recommend` would print
             post(srv.url + "/recommend", {"user": "new-user", "support": "ratings.csv"})
@@ -47,5 +59,7 @@ with tempfile.TemporaryDirectory() as tmp:
             print(f"HTTP {e.code}: {json.loads(e.read())['error']}")
         with urllib.request.urlopen(srv.url + "/health", timeout=30) as resp:
             health = json.loads(resp.read())
-        print(f"health: {health['status']}, {health['answered']} answered, scoring path {health['path']}")
+        print(
+            f"health: {health['status']}, {health['answered']} answered, scoring path {health['path']}"
+        )
     print("server stopped")

@@ -37,15 +37,29 @@ class Letters:
 
 with tempfile.TemporaryDirectory() as cache:
     vecs = encode_texts(["Toy Story", "Heat"], encoder=Letters(), cache_dir=cache)
-    print(f"encoded {vecs.shape[0]} texts to {vecs.shape[1]} values each; {len(os.listdir(cache))} cache file(s)")
+    print(
+        f"encoded {vecs.shape[0]} texts to {vecs.shape[1]} values each; {len(os.listdir(cache))} cache file(s)"
+    )
     os.environ["METAREC_CACHE"] = cache  # where FeatureSpec text features cache their arrays
-    inter = pd.DataFrame({"user": [1, 1, 2, 2], "item": [1, 2, 1, 3], "rating": [5.0, 1.0, 4.0, 2.0]})
-    items = pd.DataFrame({"item": [1, 2, 3, 4], "title": ["space war", "love story", "comedy", "space battle"]})
-    table = InteractionTable.from_frame(inter, Columns(), item_features=items,
-                                        item_feature_specs=[FeatureSpec("title", "text", encoder=Letters())])  # type: ignore[arg-type]
+    inter = pd.DataFrame(
+        {"user": [1, 1, 2, 2], "item": [1, 2, 1, 3], "rating": [5.0, 1.0, 4.0, 2.0]}
+    )
+    items = pd.DataFrame(
+        {"item": [1, 2, 3, 4], "title": ["space war", "love story", "comedy", "space battle"]}
+    )
+    table = InteractionTable.from_frame(
+        inter,
+        Columns(),
+        item_features=items,
+        item_feature_specs=[FeatureSpec("title", "text", encoder=Letters())],
+    )  # type: ignore[arg-type]
     model = build_model("melu", table, embedding_dim=4, hidden=(8,))
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    u, i, y = torch.from_numpy(table.users), torch.from_numpy(table.items), torch.from_numpy(table.ratings.astype(np.float32))
+    u, i, y = (
+        torch.from_numpy(table.users),
+        torch.from_numpy(table.items),
+        torch.from_numpy(table.ratings.astype(np.float32)),
+    )
     for _ in range(200):
         loss = (model(u, i) - y).square().mean()
         opt.zero_grad()

@@ -140,7 +140,15 @@ __all__ = [
 ]
 
 # methods register themselves on import of metarec.methods (build_method, register_method)
-_NEEDS_REGISTRY = {"build_method", "register_method", "method_names", "Method", "Fitted", "Adapted", "FitData"}
+_NEEDS_REGISTRY = {
+    "build_method",
+    "register_method",
+    "method_names",
+    "Method",
+    "Fitted",
+    "Adapted",
+    "FitData",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -65,7 +65,13 @@ from metarec.support import (
 )
 
 __all__ = [
-    "MetaModel", "MethodModel", "AdaptedRecommender", "MethodRecommender", "load_run", "load_adapted", "read_support",
+    "MetaModel",
+    "MethodModel",
+    "AdaptedRecommender",
+    "MethodRecommender",
+    "load_run",
+    "load_adapted",
+    "read_support",
     "open_recommender",
 ]
 
@@ -74,7 +80,9 @@ SupportLike: TypeAlias = "pd.DataFrame | InteractionTable | Sequence[tuple[Any, 
 
 
 # ---------------------------------------------------------------------- loading
-def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu") -> Any:
+def load_run(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> Any:
     """Load a run directory written by ``metarec train`` (or ``metarec adapt``).
 
     A meta-learning run loads as a :class:`MetaModel` (the model rebuilt from ``manifest.json``
@@ -99,13 +107,30 @@ def load_run(run_dir: str | os.PathLike[str], *, which: str = "best", device: st
     parts = load_run_parts(run_dir, which=which, device=device)
     domains = load_item_domains(parts.run_dir)
     if parts.model is None or parts.algo is None:
-        return MethodModel(load_fitted(run_dir, which=which, device=device), manifest=parts.manifest,
-                           run_dir=parts.run_dir, item_domains=domains)
-    return MetaModel(parts.model, parts.params, parts.state, parts.algo, parts.table, manifest=parts.manifest,
-                     run_dir=parts.run_dir, steps=parts.steps, lr=parts.lr, step=parts.step, item_domains=domains)
+        return MethodModel(
+            load_fitted(run_dir, which=which, device=device),
+            manifest=parts.manifest,
+            run_dir=parts.run_dir,
+            item_domains=domains,
+        )
+    return MetaModel(
+        parts.model,
+        parts.params,
+        parts.state,
+        parts.algo,
+        parts.table,
+        manifest=parts.manifest,
+        run_dir=parts.run_dir,
+        steps=parts.steps,
+        lr=parts.lr,
+        step=parts.step,
+        item_domains=domains,
+    )
 
 
-def load_adapted(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> AdaptedRecommender:
+def load_adapted(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> AdaptedRecommender:
     """Load a directory written by :meth:`AdaptedRecommender.save` (or ``metarec adapt``).
 
     Raises:
@@ -124,7 +149,9 @@ def load_adapted(path: str | os.PathLike[str], *, device: str | torch.device = "
     try:
         users = IdEncoder.from_json(json.loads((path / USERS_FILE).read_text()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{str(path / USERS_FILE)!r}: missing or damaged ({e}); re-create it with 'metarec adapt'") from None
+        raise CheckpointError(
+            f"{str(path / USERS_FILE)!r}: missing or damaged ({e}); re-create it with 'metarec adapt'"
+        ) from None
     info = manifest.get("adaptation", {})
     fast = dict(blob.get("fast", {}))
     ref, _ = split_params(meta.model, adapt_patterns(meta.algo, meta.model), meta.params)
@@ -138,9 +165,16 @@ def load_adapted(path: str | os.PathLike[str], *, device: str | torch.device = "
             )
     check_finite_weights(fast, path / ADAPTED_FILE)  # hook (metarec.guard)
     return AdaptedRecommender(
-        meta, fast, users, blob["task"].cpu().numpy(), int(blob["default_task"]),
-        blob["seen_user"].cpu().numpy(), blob["seen_item"].cpu().numpy(),
-        per=info.get("per", "user"), steps=info.get("steps"), lr=info.get("lr"),
+        meta,
+        fast,
+        users,
+        blob["task"].cpu().numpy(),
+        int(blob["default_task"]),
+        blob["seen_user"].cpu().numpy(),
+        blob["seen_item"].cpu().numpy(),
+        per=info.get("per", "user"),
+        steps=info.get("steps"),
+        lr=info.get("lr"),
     )
 
 
@@ -163,7 +197,9 @@ def open_recommender(
     meta = load_run(path, device=device)
     if support is None:
         return meta.initial()
-    return meta.adapt(support, steps=steps, lr=lr, user=user, on_diverge=on_diverge, unknown_items=unknown_items)
+    return meta.adapt(
+        support, steps=steps, lr=lr, user=user, on_diverge=on_diverge, unknown_items=unknown_items
+    )
 
 
 # ---------------------------------------------------------------------- the meta-model
@@ -177,12 +213,34 @@ class MetaModel:
     """
 
     def __init__(
-        self, model: nn.Module, params: dict[str, torch.Tensor], state: dict[str, torch.Tensor], algo: AlgorithmConfig,
-        table: InteractionTable, *, manifest: dict[str, Any], run_dir: Path, steps: int | None, lr: float | None,
-        step: int = 0, item_domains: np.ndarray | None = None,
+        self,
+        model: nn.Module,
+        params: dict[str, torch.Tensor],
+        state: dict[str, torch.Tensor],
+        algo: AlgorithmConfig,
+        table: InteractionTable,
+        *,
+        manifest: dict[str, Any],
+        run_dir: Path,
+        steps: int | None,
+        lr: float | None,
+        step: int = 0,
+        item_domains: np.ndarray | None = None,
     ) -> None:
-        self.model, self.params, self.state, self.algo, self.table = model, params, state, algo, table
-        self.manifest, self.run_dir, self.steps, self.lr, self.step = manifest, run_dir, steps, lr, step
+        self.model, self.params, self.state, self.algo, self.table = (
+            model,
+            params,
+            state,
+            algo,
+            table,
+        )
+        self.manifest, self.run_dir, self.steps, self.lr, self.step = (
+            manifest,
+            run_dir,
+            steps,
+            lr,
+            step,
+        )
         self.device = next(iter(params.values())).device
         self.dtype = next(iter(params.values())).dtype
         self._fast0, _ = split_params(model, adapt_patterns(algo, model), params)
@@ -206,14 +264,25 @@ class MetaModel:
         return self.table.item_ids
 
     def __repr__(self) -> str:
-        return (f"MetaModel({self.manifest['model']['name']}, {self.algo.name}, {len(self.user_ids) - 1} users, "
-                f"{len(self.item_ids) - 1} items, {self.feedback}, run_dir={str(self.run_dir)!r})")
+        return (
+            f"MetaModel({self.manifest['model']['name']}, {self.algo.name}, {len(self.user_ids) - 1} users, "
+            f"{len(self.item_ids) - 1} items, {self.feedback}, run_dir={str(self.run_dir)!r})"
+        )
 
     # ------------------------------------------------------------------ adaptation
     def initial(self) -> AdaptedRecommender:
         """A recommender with the meta-learned initialisation for every user (no adaptation)."""
-        return self._recommender(self._stack([]), IdEncoder([], name="user"), np.zeros(1, np.int64), 0,
-                                 np.zeros(0, np.int64), np.zeros(0, np.int64), per="user", steps=0, lr=None)
+        return self._recommender(
+            self._stack([]),
+            IdEncoder([], name="user"),
+            np.zeros(1, np.int64),
+            0,
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            per="user",
+            steps=0,
+            lr=None,
+        )
 
     def adapt(
         self,
@@ -254,7 +323,9 @@ class MetaModel:
             >>> rec.recommend("new-user", k=5)                                        # doctest: +SKIP
         """
         rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, per, unknown_items, chunk_size, extra_user=user, on_diverge=on_diverge)
+        return self._adapt_rows(
+            rows, steps, lr, per, unknown_items, chunk_size, extra_user=user, on_diverge=on_diverge
+        )
 
     def adapt_many(
         self,
@@ -274,39 +345,90 @@ class MetaModel:
         calling :meth:`adapt` once per user. Arguments as for :meth:`adapt`; ``progress`` shows a
         progress bar over the chunks."""
         rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, "user", unknown_items, chunk_size, extra_user=None, progress=progress,
-                                on_diverge=on_diverge)
+        return self._adapt_rows(
+            rows,
+            steps,
+            lr,
+            "user",
+            unknown_items,
+            chunk_size,
+            extra_user=None,
+            progress=progress,
+            on_diverge=on_diverge,
+        )
 
     # ------------------------------------------------------------------ internals
-    def encode_items(self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items") -> np.ndarray:
+    def encode_items(
+        self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items"
+    ) -> np.ndarray:
         """Raw item ids -> indices of the run's item encoder (see ``unknown_items`` in :meth:`adapt`)."""
         return encode_items(self.item_ids, items, unknown_items, what)
 
-    def score_tasks(self, fast: Mapping[str, torch.Tensor], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score_tasks(
+        self, fast: Mapping[str, torch.Tensor], users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         """Raw scores ``(T, N)`` of ``users``/``items`` ``(T, N)`` with per-task fast weights
         ``{name: (T, *shape)}`` (the engine's :func:`~metarec.algorithms.predict_batch`)."""
         with torch.no_grad():
-            if users.shape[0] == 1:  # one task (serving one user): the same forward pass without vmap's overhead
+            if (
+                users.shape[0] == 1
+            ):  # one task (serving one user): the same forward pass without vmap's overhead
                 slow = {k: v for k, v in self.params.items() if k not in fast}
                 one = {k: v[0] for k, v in fast.items()}
                 return functional_call(self.model, (one, slow), (users[0], items[0]))[None]
             return predict_batch(self.model, self.params, dict(fast), users, items)
 
-    def _adapt_rows(self, rows: SupportRows, steps: int | None, lr: float | None, per: str, unknown_items: str,
-                    chunk_size: int | None, extra_user: Any, progress: bool = False,
-                    on_diverge: OnDiverge = "error") -> AdaptedRecommender:
+    def _adapt_rows(
+        self,
+        rows: SupportRows,
+        steps: int | None,
+        lr: float | None,
+        per: str,
+        unknown_items: str,
+        chunk_size: int | None,
+        extra_user: Any,
+        progress: bool = False,
+        on_diverge: OnDiverge = "error",
+    ) -> AdaptedRecommender:
         check_lr(lr)
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ConfigError(f"chunk_size={chunk_size!r}: must be an int >= 1, or None for one call")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ConfigError(
+                f"chunk_size={chunk_size!r}: must be an int >= 1, or None for one call"
+            )
         steps = self._resolve_steps(self.steps if steps is None else steps)
         lr = self.lr if lr is None else lr
-        t = group_tasks(rows, self.user_ids, self.item_ids, per=per, unknown_items=unknown_items, extra_user=extra_user)
-        fast = self._adapt_tasks(t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size, progress)
-        rec = AdaptedRecommender(self, fast, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per, steps=steps, lr=lr)
-        return ensure_finite_adaptation(rec, on_diverge)  # hook (metarec.guard): never serve NaN weights
+        t = group_tasks(
+            rows,
+            self.user_ids,
+            self.item_ids,
+            per=per,
+            unknown_items=unknown_items,
+            extra_user=extra_user,
+        )
+        fast = self._adapt_tasks(
+            t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size, progress
+        )
+        rec = AdaptedRecommender(
+            self, fast, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per, steps=steps, lr=lr
+        )
+        return ensure_finite_adaptation(
+            rec, on_diverge
+        )  # hook (metarec.guard): never serve NaN weights
 
-    def _adapt_tasks(self, tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray,
-                     steps: int, lr: float | None, chunk_size: int | None, progress: bool = False) -> dict[str, torch.Tensor]:
+    def _adapt_tasks(
+        self,
+        tcode: np.ndarray,
+        n_tasks: int,
+        uidx: np.ndarray,
+        iidx: np.ndarray,
+        ratings: np.ndarray,
+        steps: int,
+        lr: float | None,
+        chunk_size: int | None,
+        progress: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Fast weights ``{name: (n_tasks + 1, *shape)}``; row ``n_tasks`` is the initialisation.
 
         The tasks are padded into ``(T, N)`` :class:`EpisodeSet` chunks and adapted by the
@@ -317,7 +439,9 @@ class MetaModel:
         users, items, targets, mask = pad_tasks(tcode, n_tasks, uidx, iidx, ratings)  # (T, N) each
         size = chunk_size or n_tasks
         parts = []
-        for s in tqdm(range(0, n_tasks, size), desc="adapt", unit="chunk", disable=not progress, leave=False):
+        for s in tqdm(
+            range(0, n_tasks, size), desc="adapt", unit="chunk", disable=not progress, leave=False
+        ):
             m = mask[s : s + size]
             width = max(int(m.sum(axis=1).max()), 1)
             support = EpisodeSet(
@@ -326,21 +450,42 @@ class MetaModel:
                 torch.from_numpy(targets[s : s + size, :width]).to(self.device, self.dtype),
                 torch.from_numpy(m[:, :width]).to(self.device),
             )
-            parts.append(adapt_batch(self.algo, self.model, self.params, support, steps, lr, state=self.state))
+            parts.append(
+                adapt_batch(
+                    self.algo, self.model, self.params, support, steps, lr, state=self.state
+                )
+            )
         return self._stack(parts)
 
     def _resolve_steps(self, steps: int | None) -> int:
         n = (0 if self.algo.name == "global" else self.algo.inner_steps) if steps is None else steps
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"steps={steps!r}: must be an int >= 0; pass steps=None for the run's default")
+            raise ConfigError(
+                f"steps={steps!r}: must be an int >= 0; pass steps=None for the run's default"
+            )
         return check_steps(n, "steps")  # hook (metarec.limits): at most MAX_STEPS
 
     def _stack(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {k: torch.cat([p[k] for p in parts] + [v.detach().unsqueeze(0)]) for k, v in self._fast0.items()}
+        return {
+            k: torch.cat([p[k] for p in parts] + [v.detach().unsqueeze(0)])
+            for k, v in self._fast0.items()
+        }
 
-    def _recommender(self, fast, users, task_of, default, seen_user, seen_item, *, per, steps, lr) -> AdaptedRecommender:
-        return AdaptedRecommender(self, fast, users, task_of, default, np.asarray(seen_user, np.int64),
-                                  np.asarray(seen_item, np.int64), per=per, steps=steps, lr=lr)
+    def _recommender(
+        self, fast, users, task_of, default, seen_user, seen_item, *, per, steps, lr
+    ) -> AdaptedRecommender:
+        return AdaptedRecommender(
+            self,
+            fast,
+            users,
+            task_of,
+            default,
+            np.asarray(seen_user, np.int64),
+            np.asarray(seen_item, np.int64),
+            per=per,
+            steps=steps,
+            lr=lr,
+        )
 
 
 # ---------------------------------------------------------------------- any other method
@@ -350,8 +495,15 @@ class MethodModel:
     returning a :class:`MethodRecommender`. Built by :func:`load_run` for runs of methods outside
     the meta-learning engine (``popularity``, the cross-domain methods, registered methods)."""
 
-    def __init__(self, fitted: Fitted, *, manifest: dict[str, Any] | None = None, run_dir: Path | None = None,
-                 item_domains: np.ndarray | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        fitted: Fitted,
+        *,
+        manifest: dict[str, Any] | None = None,
+        run_dir: Path | None = None,
+        item_domains: np.ndarray | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.fitted, self.table, self.name = fitted, fitted.table, fitted.name
         self.manifest, self.run_dir, self.item_domains = manifest or {}, run_dir, item_domains
         self.device, self.dtype = torch.device(device), torch.float32
@@ -365,17 +517,38 @@ class MethodModel:
     def __repr__(self) -> str:
         return f"MethodModel({self.name}, {len(self.user_ids) - 1} users, {len(self.item_ids) - 1} items, {self.feedback})"
 
-    def encode_items(self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items") -> np.ndarray:
+    def encode_items(
+        self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items"
+    ) -> np.ndarray:
         return encode_items(self.item_ids, items, unknown_items, what)
 
     def initial(self) -> MethodRecommender:
         """Every user served zero-shot (the method adapted to an empty support)."""
-        return MethodRecommender(self, None, IdEncoder([], name="user"), np.zeros(1, np.int64), 0,
-                                 np.zeros(0, np.int64), np.zeros(0, np.int64), per="user", steps=0, lr=None)
+        return MethodRecommender(
+            self,
+            None,
+            IdEncoder([], name="user"),
+            np.zeros(1, np.int64),
+            0,
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            per="user",
+            steps=0,
+            lr=None,
+        )
 
-    def adapt(self, support: SupportLike, *, steps: int | None = None, lr: float | None = None, user: Any = None,
-              per: Per = "user", columns: Columns | Mapping[str, str] | None = None,
-              unknown_items: UnknownItems = "error", on_diverge: OnDiverge = "error") -> MethodRecommender:
+    def adapt(
+        self,
+        support: SupportLike,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        user: Any = None,
+        per: Per = "user",
+        columns: Columns | Mapping[str, str] | None = None,
+        unknown_items: UnknownItems = "error",
+        on_diverge: OnDiverge = "error",
+    ) -> MethodRecommender:
         """Adapt to ``support`` (arguments as for :meth:`MetaModel.adapt`); ``steps`` / ``lr``
         override the method's own choice (methods without adaptation ignore them). ``on_diverge``
         is checked but has no fallback here: a method's non-finite scores are an error when served."""
@@ -383,34 +556,73 @@ class MethodModel:
         rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
         return self._adapt_rows(rows, steps, lr, per, unknown_items, user)
 
-    def adapt_many(self, frame: SupportLike, *, steps: int | None = None, lr: float | None = None,
-                   columns: Columns | Mapping[str, str] | None = None, unknown_items: UnknownItems = "error",
-                   chunk_size: int | None = None, on_diverge: OnDiverge = "error") -> MethodRecommender:
+    def adapt_many(
+        self,
+        frame: SupportLike,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        columns: Columns | Mapping[str, str] | None = None,
+        unknown_items: UnknownItems = "error",
+        chunk_size: int | None = None,
+        on_diverge: OnDiverge = "error",
+    ) -> MethodRecommender:
         """Adapt every user of ``frame`` at once (one task per user); arguments as for :meth:`adapt`."""
         _check_on_diverge(on_diverge)
         rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
         return self._adapt_rows(rows, steps, lr, "user", unknown_items, None)
 
-    def _adapt_rows(self, rows: SupportRows, steps: int | None, lr: float | None, per: str, unknown_items: str,
-                    extra_user: Any) -> MethodRecommender:
+    def _adapt_rows(
+        self,
+        rows: SupportRows,
+        steps: int | None,
+        lr: float | None,
+        per: str,
+        unknown_items: str,
+        extra_user: Any,
+    ) -> MethodRecommender:
         check_lr(lr)
         if steps is not None:
             steps = check_steps(steps, "steps")  # hook (metarec.limits): at most MAX_STEPS
-        t = group_tasks(rows, self.user_ids, self.item_ids, per=per, unknown_items=unknown_items, extra_user=extra_user)
+        t = group_tasks(
+            rows,
+            self.user_ids,
+            self.item_ids,
+            per=per,
+            unknown_items=unknown_items,
+            extra_user=extra_user,
+        )
         adapted = None
         if t.n_tasks:
-            users, items, targets, mask = pad_tasks(t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings)  # (T, N)
+            users, items, targets, mask = pad_tasks(
+                t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings
+            )  # (T, N)
             # every position of a task carries its user (padding too), so zero-shot methods see the user
             owner = users.max(axis=1, keepdims=True) if per == "user" else users
             users = np.where(mask, users, owner)
-            support = EpisodeSet(torch.from_numpy(users).to(self.device), torch.from_numpy(items).to(self.device),
-                                 torch.from_numpy(targets).to(self.device, self.dtype), torch.from_numpy(mask).to(self.device))
+            support = EpisodeSet(
+                torch.from_numpy(users).to(self.device),
+                torch.from_numpy(items).to(self.device),
+                torch.from_numpy(targets).to(self.device, self.dtype),
+                torch.from_numpy(mask).to(self.device),
+            )
             adapted = self.fitted.adapt(support, steps=steps, lr=lr)
-        return MethodRecommender(self, adapted, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per,
-                                 steps=steps if steps is not None else self.steps, lr=lr)
-
+        return MethodRecommender(
+            self,
+            adapted,
+            t.users,
+            t.task_of,
+            t.default,
+            t.ucode,
+            t.iidx,
+            per=per,
+            steps=steps if steps is not None else self.steps,
+            lr=lr,
+        )
 
 
 def _check_on_diverge(on_diverge: Any) -> None:
     if on_diverge not in ("error", "fallback"):
-        raise ConfigError(f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)")
+        raise ConfigError(
+            f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)"
+        )

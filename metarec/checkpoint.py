@@ -99,10 +99,19 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r}: file not found; pass a run directory written by 'metarec train'")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: file not found; pass a run directory written by 'metarec train'"
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError, ValueError) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        AttributeError,
+        TypeError,
+        ValueError,
+    ) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"checkpoint {str(path)!r}: refused to load: it is not a plain tensor file ({first[:200]}); "
@@ -113,14 +122,21 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     return obj
 
 
-def load_best(run_dir: str | os.PathLike[str], *, which: str = "best", map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_best(
+    run_dir: str | os.PathLike[str],
+    *,
+    which: str = "best",
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
     """The raw checkpoint ``checkpoints/<which>.pt`` of a run (tensors only, ``weights_only``)."""
     if which not in WHICH:
         raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
     ck = load_tensors(path, map_location=map_location)
     if not isinstance(ck, Mapping):
-        raise CheckpointError(f"{str(path)!r}: not a metarec checkpoint (no dict at the top); re-train")
+        raise CheckpointError(
+            f"{str(path)!r}: not a metarec checkpoint (no dict at the top); re-train"
+        )
     return dict(ck)
 
 
@@ -133,7 +149,9 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     m = read_json_object(p, "manifest", error=CheckpointError, fix=_DAMAGED)
     if m.get("format") != FORMAT:
-        raise CheckpointError(f"{str(p)!r}: format {m.get('format')!r} is not {FORMAT!r}; not a metarec run directory")
+        raise CheckpointError(
+            f"{str(p)!r}: format {m.get('format')!r} is not {FORMAT!r}; not a metarec run directory"
+        )
     v = m.get("format_version")
     if v != FORMAT_VERSION:
         raise CheckpointError(
@@ -151,7 +169,9 @@ def item_domains(table: InteractionTable) -> np.ndarray:
     return out
 
 
-def save_table_meta(table: InteractionTable, run_dir: str | os.PathLike[str], *, domains: np.ndarray | None = None) -> None:
+def save_table_meta(
+    table: InteractionTable, run_dir: str | os.PathLike[str], *, domains: np.ndarray | None = None
+) -> None:
     """Save what a model needs of its table: id maps, feature vocabularies and arrays, and each
     item's domain (``domains``, default :func:`item_domains` of ``table``)."""
     run_dir = Path(run_dir)
@@ -192,7 +212,9 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
     run_dir = Path(run_dir)
     p = run_dir / "encoders.json"
     if not p.is_file():
-        raise CheckpointError(f"run directory {str(run_dir)!r}: encoders.json is missing; the run directory is incomplete")
+        raise CheckpointError(
+            f"run directory {str(run_dir)!r}: encoders.json is missing; the run directory is incomplete"
+        )
     enc = read_json_object(p, "encoders", error=CheckpointError, fix=_DAMAGED)
     arrays = load_tensors(run_dir / "features.pt")
     feats: dict[str, FeatureTable | None] = {}
@@ -203,8 +225,13 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
             continue
         vocabs = {k: IdEncoder.from_json(v) for k, v in meta["vocabs"].items()}
         cat = {  # codes read back from the run must index their vocabularies
-            k: check_codes(arrays[f"{side}/cat/{k}"].numpy(), len(voc), f"{str(run_dir / 'features.pt')!r}: {side} feature {k!r}",
-                           error=CheckpointError, fix=_DAMAGED)
+            k: check_codes(
+                arrays[f"{side}/cat/{k}"].numpy(),
+                len(voc),
+                f"{str(run_dir / 'features.pt')!r}: {side} feature {k!r}",
+                error=CheckpointError,
+                fix=_DAMAGED,
+            )
             for k, voc in vocabs.items()
         }
         feats[side] = FeatureTable(
@@ -218,10 +245,18 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
     empty = np.zeros(0, dtype=np.int64)
     scale = enc.get("rating_scale")
     return InteractionTable(
-        empty, empty, np.zeros(0, dtype=np.float32), empty, None,
-        IdEncoder.from_json(enc["user_ids"]), IdEncoder.from_json(enc["item_ids"]), IdEncoder.from_json(enc["domain_ids"]),
-        feedback=enc.get("feedback", "explicit"), rating_scale=tuple(scale) if scale else None,
-        user_features=feats["user"], item_features=feats["item"],
+        empty,
+        empty,
+        np.zeros(0, dtype=np.float32),
+        empty,
+        None,
+        IdEncoder.from_json(enc["user_ids"]),
+        IdEncoder.from_json(enc["item_ids"]),
+        IdEncoder.from_json(enc["domain_ids"]),
+        feedback=enc.get("feedback", "explicit"),
+        rating_scale=tuple(scale) if scale else None,
+        user_features=feats["user"],
+        item_features=feats["item"],
     )
 
 

@@ -72,7 +72,9 @@ def write_checked(path: str | os.PathLike[str], data: bytes) -> None:
     except CheckpointError:
         old = None
     if old is None and path.is_file():
-        old = [sha256_file(path)]  # an unrecorded file: its current content stays acceptable until replaced
+        old = [
+            sha256_file(path)
+        ]  # an unrecorded file: its current content stays acceptable until replaced
     keep = [h for h in (old or [])[-1:] if h != new]
     _write_record(path, [*keep, new])  # step 1: old or new content both verify
     _atomic_write(path, data)
@@ -102,7 +104,9 @@ def verify(path: str | os.PathLike[str]) -> None:
 
 
 def _write_record(path: Path, hashes: list[str]) -> None:
-    _atomic_write(sidecar(path), (json.dumps({"file": path.name, "sha256": hashes}) + "\n").encode())
+    _atomic_write(
+        sidecar(path), (json.dumps({"file": path.name, "sha256": hashes}) + "\n").encode()
+    )
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -159,7 +159,9 @@ class DataFile:
 
     def __post_init__(self) -> None:
         if not self.path.strip():
-            raise ConfigError('path="": each data.files entry needs the path of a file; e.g. path = "books.dat"')
+            raise ConfigError(
+                'path="": each data.files entry needs the path of a file; e.g. path = "books.dat"'
+            )
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,9 @@ class DataConfig:
             used[col] = role
         for role in ("user", "item"):
             if self.columns.get(role, role).strip().lower() in _NONE_WORDS:
-                raise ConfigError(f"columns.{role}={self.columns[role]!r}: every interaction needs a {role} column; name it")
+                raise ConfigError(
+                    f"columns.{role}={self.columns[role]!r}: every interaction needs a {role} column; name it"
+                )
 
     def _check_files(self) -> None:
         if self.files and self.path is not None:
@@ -258,7 +262,7 @@ class DataConfig:
             )
         if self.files and self.source not in ("csv", "shared_below_k"):
             raise ConfigError(
-                f"files: data.files is read by source = \"csv\" or \"shared_below_k\", not source={self.source!r}; "
+                f'files: data.files is read by source = "csv" or "shared_below_k", not source={self.source!r}; '
                 'set source = "csv"'
             )
         if self.source == "shared_below_k" and not self.files:
@@ -266,10 +270,12 @@ class DataConfig:
                 'source="shared_below_k": needs one [[data.files]] entry per domain (path = "...", domain = "...")'
             )
         if self.shared_users is not None and self.shared_users < 1:
-            raise ConfigError(f"shared_users={self.shared_users}: must be >= 1 (ids 0..K-1 are shared); e.g. shared_users = 1000")
+            raise ConfigError(
+                f"shared_users={self.shared_users}: must be >= 1 (ids 0..K-1 are shared); e.g. shared_users = 1000"
+            )
         if self.shared_users is not None and self.source != "shared_below_k":
             raise ConfigError(
-                f"shared_users={self.shared_users}: only read by source = \"shared_below_k\" (source={self.source!r}); "
+                f'shared_users={self.shared_users}: only read by source = "shared_below_k" (source={self.source!r}); '
                 'set source = "shared_below_k" or remove shared_users'
             )
         parts = [f.part is not None for f in self.files]
@@ -292,7 +298,9 @@ class DataConfig:
                     'e.g. names = ["user", "item", "rating"]'
                 )
         if self.sep == "":
-            raise ConfigError('sep="": the separator needs at least one character; e.g. sep = "\\t", or "auto"')
+            raise ConfigError(
+                'sep="": the separator needs at least one character; e.g. sep = "\\t", or "auto"'
+            )
 
 
 @dataclass(frozen=True)
@@ -436,8 +444,14 @@ def _check_metric_name(name: str) -> None:
             '(ndcg and hr with a cut-off, e.g. "ndcg@10")'
         )
     if at and (base not in _AT_K or not k.isdigit() or int(k) < 1):
-        what = f"{base} takes no cut-off" if base not in _AT_K else f"cut-off {k!r} is not a positive integer"
-        raise ConfigError(f"names: metric {name!r}: {what}; e.g. names = [\"mae\", \"ndcg@10\", \"hr@5\"]")
+        what = (
+            f"{base} takes no cut-off"
+            if base not in _AT_K
+            else f"cut-off {k!r} is not a positive integer"
+        )
+        raise ConfigError(
+            f'names: metric {name!r}: {what}; e.g. names = ["mae", "ndcg@10", "hr@5"]'
+        )
 
 
 @dataclass(frozen=True)
@@ -469,7 +483,9 @@ class ModelConfig:
             raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1); e.g. dropout = 0.1")
 
 
-_ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(AlgorithmConfig) if f.name not in ("adapt", "loss"))
+_ENGINE_FIELDS = tuple(
+    f.name for f in dataclasses.fields(AlgorithmConfig) if f.name not in ("adapt", "loss")
+)
 
 
 @dataclass(frozen=True)
@@ -516,7 +532,9 @@ class AlgorithmSection:
             if isinstance(getattr(self, name, None), int):
                 check_steps(getattr(self, name), f"algorithm.{name}")
         if self.eval_lr is not None and not self.eval_lr > 0:
-            raise ConfigError(f"eval_lr={self.eval_lr!r}: must be > 0; e.g. --set algorithm.eval_lr=0.01, or none")
+            raise ConfigError(
+                f"eval_lr={self.eval_lr!r}: must be > 0; e.g. --set algorithm.eval_lr=0.01, or none"
+            )
         if self.name in ALGORITHMS:
             self.engine_config("explicit")
 
@@ -683,4 +701,3 @@ def save_config(scenario: Any, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_dict(scenario), indent=2) + "\n", encoding="utf-8")
     return path
-

@@ -30,7 +30,9 @@ def _with(sc: Scenario, **algorithm: Any) -> Scenario:
     return replace(sc, algorithm=replace(sc.algorithm, **algorithm))
 
 
-def run_demo(*, quick: bool = False, out: str | None = None, scenario: str | None = None) -> dict[str, Any]:
+def run_demo(
+    *, quick: bool = False, out: str | None = None, scenario: str | None = None
+) -> dict[str, Any]:
     """Run the demo and print its comparison table; returns the rows.
 
     Args:
@@ -44,8 +46,13 @@ def run_demo(*, quick: bool = False, out: str | None = None, scenario: str | Non
     t_all = time.perf_counter()
     overrides = ["train.progress=true"]
     if quick:
-        overrides = ["train.steps=60", "train.val_every=30", "train.val_tasks=128", "train.progress=false",
-                     "data.synthetic.n_domains=10"]
+        overrides = [
+            "train.steps=60",
+            "train.val_every=30",
+            "train.val_tasks=128",
+            "train.progress=false",
+            "data.synthetic.n_domains=10",
+        ]
     sc = load_scenario(_scenario_path(scenario or DEFAULT_SCENARIO), overrides)
     print(f"metarec demo: scenario {sc.name!r}: {sc.description}")
     table = load_table(sc.data)
@@ -53,20 +60,32 @@ def run_demo(*, quick: bool = False, out: str | None = None, scenario: str | Non
     scfg = sampler_config(sc.protocol)
     checks, _ = run_leakage_checks(splits, scfg)
     sizes = ", ".join(f"{name} {len(p)}" for name, p in splits.pools.items())
-    print(f"  data: {len(table):,} ratings, {table.n_users - 1:,} users, {table.n_items - 1:,} items, "
-          f"{table.n_domains - 1} domains; task units (users): {sizes}")
-    print(f"  tasks: {scfg.n_support} support + {scfg.n_query} query ratings per cold user; leakage checks: "
-          + ", ".join(f"{k} {v}" for k, v in checks.items()))
+    print(
+        f"  data: {len(table):,} ratings, {table.n_users - 1:,} users, {table.n_items - 1:,} items, "
+        f"{table.n_domains - 1} domains; task units (users): {sizes}"
+    )
+    print(
+        f"  tasks: {scfg.n_support} support + {scfg.n_query} query ratings per cold user; leakage checks: "
+        + ", ".join(f"{k} {v}" for k, v in checks.items())
+    )
 
     tmp = tempfile.TemporaryDirectory(prefix="metarec-demo-") if out is None else None
     root = Path(out if out is not None else tmp.name)  # type: ignore[union-attr]
     a = sc.algorithm
-    plans = {"global": _with(sc, name="global"), "maml": _with(sc, name="maml"), "reptile": _with(sc, name="reptile")}
+    plans = {
+        "global": _with(sc, name="global"),
+        "maml": _with(sc, name="maml"),
+        "reptile": _with(sc, name="reptile"),
+    }
     trained: dict[str, Any] = {}
     for name, s in plans.items():
-        print(f"  meta-training {name} ({s.train.steps} steps, {a.meta_batch} tasks per step"
-              + (f", {a.inner_steps} inner steps, second-order" if name == "maml" else "")
-              + (f", {a.inner_steps} inner steps" if name == "reptile" else "") + ") ...", flush=True)
+        print(
+            f"  meta-training {name} ({s.train.steps} steps, {a.meta_batch} tasks per step"
+            + (f", {a.inner_steps} inner steps, second-order" if name == "maml" else "")
+            + (f", {a.inner_steps} inner steps" if name == "reptile" else "")
+            + ") ...",
+            flush=True,
+        )
         res = train(s, root / name, table=table, splits=splits, evaluate_test=False)
         trained[name] = (res, s)
 
@@ -95,35 +114,81 @@ def run_demo(*, quick: bool = False, out: str | None = None, scenario: str | Non
         algo = algorithm_config(_with(s, name=algo_name), table.feedback)
         lr = None
         if algo_name == "finetune":  # its rate is not meta-learned: choose it on meta-val users
-            lr, _ = select_eval_lr(model, params, algo, table, splits.pools[splits.val], scfg, steps=steps, k=sc.metrics.k)
+            lr, _ = select_eval_lr(
+                model,
+                params,
+                algo,
+                table,
+                splits.pools[splits.val],
+                scfg,
+                steps=steps,
+                k=sc.metrics.k,
+            )
             label = f"{label} (lr {lr:g})"
-        ev = evaluate_pool(model, params, algo, table, test, scfg, state=best["state"], steps=steps, lr=lr,
-                           k=sc.metrics.k, return_per_task=True)
+        ev = evaluate_pool(
+            model,
+            params,
+            algo,
+            table,
+            test,
+            scfg,
+            state=best["state"],
+            steps=steps,
+            lr=lr,
+            k=sc.metrics.k,
+            return_per_task=True,
+        )
         mae_m, mae_h = M.mean_ci(ev["per_task"]["mae"].tolist())
-        rows.append({"method": label, "mae": ev["mae"], "mae_ci": mae_h, "rmse": ev["rmse"], "ndcg": ev[f"ndcg@{sc.metrics.k}"],
-                     "adapt_ms": ev["adapt_ms_per_task"], "train_s": res.seconds, "tasks": ev["n_tasks"], "flags": ev["flags"]})
+        rows.append(
+            {
+                "method": label,
+                "mae": ev["mae"],
+                "mae_ci": mae_h,
+                "rmse": ev["rmse"],
+                "ndcg": ev[f"ndcg@{sc.metrics.k}"],
+                "adapt_ms": ev["adapt_ms_per_task"],
+                "train_s": res.seconds,
+                "tasks": ev["n_tasks"],
+                "flags": ev["flags"],
+            }
+        )
 
     k = sc.metrics.k
     print()
-    print(f"Cold users of the meta-test split ({rows[0]['tasks']} users, each adapted on {scfg.n_support} ratings, "
-          f"scored on {scfg.n_query} held-out ratings; ± is the 95% CI over users):")
-    print(f"  {'method':<34}{'MAE':>16}{'RMSE':>9}{f'nDCG@{k}':>9}{'adapt ms/task':>15}{'train s':>9}")
+    print(
+        f"Cold users of the meta-test split ({rows[0]['tasks']} users, each adapted on {scfg.n_support} ratings, "
+        f"scored on {scfg.n_query} held-out ratings; ± is the 95% CI over users):"
+    )
+    print(
+        f"  {'method':<34}{'MAE':>16}{'RMSE':>9}{f'nDCG@{k}':>9}{'adapt ms/task':>15}{'train s':>9}"
+    )
     best_mae = min(r["mae"] for r in rows)
     for r in rows:
         mark = " *" if r["mae"] == best_mae else "  "
-        print(f"  {r['method']:<34}{r['mae']:>9.4f} ±{r['mae_ci']:.3f}{r['rmse']:>9.4f}{r['ndcg']:>9.4f}"
-              f"{r['adapt_ms']:>15.3f}{r['train_s']:>9.1f}{mark}")
-    flags = sorted({f.split(":")[0] for r in rows for f in r["flags"] if not f.startswith("metric at 1.0 by construction: HR")})
+        print(
+            f"  {r['method']:<34}{r['mae']:>9.4f} ±{r['mae_ci']:.3f}{r['rmse']:>9.4f}{r['ndcg']:>9.4f}"
+            f"{r['adapt_ms']:>15.3f}{r['train_s']:>9.1f}{mark}"
+        )
+    flags = sorted(
+        {
+            f.split(":")[0]
+            for r in rows
+            for f in r["flags"]
+            if not f.startswith("metric at 1.0 by construction: HR")
+        }
+    )
     if flags:
         print(f"  flags: {'; '.join(flags)}")
     base, ft = rows[0]["mae"], rows[1]["mae"]
     m = next(r for r in rows if r["method"].startswith("MAML"))
     print()
-    print(f"Shown: adapting on {scfg.n_support} ratings with {a.inner_steps} gradient steps, MAML's meta-learned "
-          f"initialisation predicts cold users' held-out ratings with MAE {m['mae']:.3f}, against {base:.3f} without "
-          f"adaptation ({100 * (base - m['mae']) / base:.1f}% lower) and {ft:.3f} for fine-tuning the same model "
-          f"trained without meta-learning ({100 * (ft - m['mae']) / ft:.1f}% lower), adapting in {m['adapt_ms']:.2f} ms "
-          f"per user. Total time {time.perf_counter() - t_all:.0f} s.")
+    print(
+        f"Shown: adapting on {scfg.n_support} ratings with {a.inner_steps} gradient steps, MAML's meta-learned "
+        f"initialisation predicts cold users' held-out ratings with MAE {m['mae']:.3f}, against {base:.3f} without "
+        f"adaptation ({100 * (base - m['mae']) / base:.1f}% lower) and {ft:.3f} for fine-tuning the same model "
+        f"trained without meta-learning ({100 * (ft - m['mae']) / ft:.1f}% lower), adapting in {m['adapt_ms']:.2f} ms "
+        f"per user. Total time {time.perf_counter() - t_all:.0f} s."
+    )
     if tmp is not None:
         tmp.cleanup()
     return {"rows": rows, "checks": checks}

@@ -100,7 +100,11 @@ class DistContext:
         return batch.select(slice(lo, hi))
 
     def all_reduce(
-        self, cfg: AlgorithmConfig, loss: torch.Tensor, grads: Mapping[str, torch.Tensor], local: EpisodeBatch
+        self,
+        cfg: AlgorithmConfig,
+        loss: torch.Tensor,
+        grads: Mapping[str, torch.Tensor],
+        local: EpisodeBatch,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The global meta-loss and meta-gradients from this rank's ``(loss, grads)`` on ``local``.
 
@@ -116,11 +120,16 @@ class DistContext:
 
         names = list(grads)
         n = task_weights(cfg, local).sum().to(loss.dtype)
-        flat = torch.cat([(grads[k] * n).reshape(-1).to(loss.dtype) for k in names] + [(loss * n).reshape(1), n.reshape(1)])
+        flat = torch.cat(
+            [(grads[k] * n).reshape(-1).to(loss.dtype) for k in names]
+            + [(loss * n).reshape(1), n.reshape(1)]
+        )
         flat = flat.to(self.device)
         try:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        except Exception as e:  # gloo / NCCL raise RuntimeError subclasses on a lost peer or a timeout
+        except (
+            Exception
+        ) as e:  # gloo / NCCL raise RuntimeError subclasses on a lost peer or a timeout
             raise DistributedError(
                 f"rank {self.rank} of {self.world}: the all-reduce of the meta-gradients at step {self.step} failed "
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); another rank has died or stopped "
@@ -131,7 +140,9 @@ class DistContext:
         out, pos = {}, 0
         for k in names:
             g = grads[k]
-            out[k] = (flat[pos : pos + g.numel()].reshape(g.shape) / total).to(device=g.device, dtype=g.dtype)
+            out[k] = (flat[pos : pos + g.numel()].reshape(g.shape) / total).to(
+                device=g.device, dtype=g.dtype
+            )
             pos += g.numel()
         return (flat[-2] / total).to(loss.device), out
 
@@ -164,6 +175,7 @@ class DistContext:
 
 def world_from_env() -> tuple[int, int, int]:
     """``(rank, world, local_rank)`` from torchrun's environment (``(0, 1, 0)`` when absent)."""
+
     def get(name: str, default: int) -> int:
         raw = os.environ.get(name)
         if raw is None:
@@ -171,12 +183,16 @@ def world_from_env() -> tuple[int, int, int]:
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"{name}={raw!r}: must be an integer (set by torchrun); unset it or launch with torchrun") from None
+            raise ConfigError(
+                f"{name}={raw!r}: must be an integer (set by torchrun); unset it or launch with torchrun"
+            ) from None
 
     world = get("WORLD_SIZE", 1)
     rank, local = get("RANK", 0), get("LOCAL_RANK", 0)
     if world < 1 or not 0 <= rank < world:
-        raise ConfigError(f"RANK={rank}, WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE; launch with torchrun")
+        raise ConfigError(
+            f"RANK={rank}, WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE; launch with torchrun"
+        )
     return rank, world, local
 
 
@@ -204,7 +220,9 @@ def init(device: torch.device) -> DistContext:
     owns = False
     if not dist.is_initialized():
         dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
+            "nccl" if device.type == "cuda" else "gloo",
+            rank=rank,
+            world_size=world,
             timeout=datetime.timedelta(seconds=_timeout_s()),
         )
         owns = True
@@ -220,5 +238,7 @@ def _timeout_s() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ConfigError(f"{_ENV_TIMEOUT}={raw!r}: must be a number of seconds > 0; e.g. {_ENV_TIMEOUT}=300")
+        raise ConfigError(
+            f"{_ENV_TIMEOUT}={raw!r}: must be a number of seconds > 0; e.g. {_ENV_TIMEOUT}=300"
+        )
     return value

@@ -21,7 +21,14 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 
-__all__ = ["evaluate_pool", "evaluate_fitted", "per_task_metrics", "clip_to_scale", "PoolScores", "select_eval_lr"]
+__all__ = [
+    "evaluate_pool",
+    "evaluate_fitted",
+    "per_task_metrics",
+    "clip_to_scale",
+    "PoolScores",
+    "select_eval_lr",
+]
 
 
 def per_task_metrics(
@@ -30,7 +37,11 @@ def per_task_metrics(
     """Per-task metric values ``{name: (T,)}`` (explicit: mae, rmse, ndcg@k; implicit: auc,
     ndcg@k, hr@k, mrr; all within the query set)."""
     if feedback == "explicit":
-        return {"mae": M.mae(pred, targets, mask), "rmse": M.rmse(pred, targets, mask), f"ndcg@{k}": M.ndcg_at_k(pred, targets, mask, k)}
+        return {
+            "mae": M.mae(pred, targets, mask),
+            "rmse": M.rmse(pred, targets, mask),
+            f"ndcg@{k}": M.ndcg_at_k(pred, targets, mask, k),
+        }
     return {
         "auc": M.auc(pred, targets, mask),
         f"ndcg@{k}": M.ndcg_at_k(pred, targets, mask, k),
@@ -61,7 +72,13 @@ class PoolScores:
         self._targets: list[torch.Tensor] = []
         self._masks: list[torch.Tensor] = []
 
-    def add(self, values: Mapping[str, torch.Tensor], pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> None:
+    def add(
+        self,
+        values: Mapping[str, torch.Tensor],
+        pred: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> None:
         """One batch: per-task ``values`` ``{metric: (T,)}`` and its query ``pred``/``targets``/``mask`` ``(T, N)``."""
         for name, v in values.items():
             self._per.setdefault(name, []).append(v.detach().double().cpu().numpy())
@@ -73,7 +90,9 @@ class PoolScores:
         """``{metric: float64 (T,)}`` over every batch added, in order."""
         return {name: np.concatenate(v) for name, v in self._per.items()}
 
-    def result(self, n_tasks: int, k: int, *, adapt_s: float = 0.0, per_task: bool = False) -> dict[str, Any]:
+    def result(
+        self, n_tasks: int, k: int, *, adapt_s: float = 0.0, per_task: bool = False
+    ) -> dict[str, Any]:
         """``{metric: mean over tasks, "n_tasks", "adapt_ms_per_task", "flags"}`` (+ ``"per_task"``)."""
         arrays = self.per_task()
         out: dict[str, Any] = {name: M.mean_over_tasks(v.tolist()) for name, v in arrays.items()}
@@ -82,9 +101,13 @@ class PoolScores:
         width = max(x.shape[1] for x in self._preds)
 
         def cat(xs: list[torch.Tensor], fill: float | bool) -> torch.Tensor:
-            return torch.cat([torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill) for x in xs])
+            return torch.cat(
+                [torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill) for x in xs]
+            )
 
-        out["flags"] = M.degenerate_flags(cat(self._preds, 0.0), cat(self._targets, 0.0), cat(self._masks, False), k=k)
+        out["flags"] = M.degenerate_flags(
+            cat(self._preds, 0.0), cat(self._targets, 0.0), cat(self._masks, False), k=k
+        )
         if per_task:
             out["per_task"] = arrays
         return out
@@ -128,9 +151,17 @@ def evaluate_pool(
         fast = adapt_batch(algo, model, params, b.support, steps, lr, state=state)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
-            p = clip_to_scale(predict_batch(model, params, fast, b.query.users, b.query.items), table)
-        scores.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
+            p = clip_to_scale(
+                predict_batch(model, params, fast, b.query.users, b.query.items), table
+            )
+        scores.add(
+            per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k),
+            p,
+            b.query.targets,
+            b.query.mask,
+        )
     return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
+
 
 def evaluate_fitted(
     fitted: Any,
@@ -166,7 +197,12 @@ def evaluate_fitted(
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
             p = clip_to_scale(adapted.score(b.query.users, b.query.items).to(dtype), table)
-        scores.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
+        scores.add(
+            per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k),
+            p,
+            b.query.targets,
+            b.query.mask,
+        )
     return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
 
 
@@ -189,7 +225,18 @@ def select_eval_lr(
     metric, sign = ("mae", -1.0) if table.feedback == "explicit" else ("auc", 1.0)
     scores = {}
     for lr in lrs:
-        ev = evaluate_pool(model, params, algo, table, val_pool, sampler_config, steps=steps, lr=lr, max_tasks=max_tasks, k=k)
+        ev = evaluate_pool(
+            model,
+            params,
+            algo,
+            table,
+            val_pool,
+            sampler_config,
+            steps=steps,
+            lr=lr,
+            max_tasks=max_tasks,
+            k=k,
+        )
         scores[lr] = float(ev[metric])
     finite = {lr: v for lr, v in scores.items() if np.isfinite(v)}
     best = max(finite, key=lambda lr: sign * finite[lr]) if finite else lrs[0]

@@ -29,8 +29,16 @@ from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
 from metarec.data.table import InteractionTable
 
-__all__ = ["FINGERPRINT_FILE", "fingerprint", "write_fingerprint", "read_fingerprint", "check_same_data",
-           "check_run_encoders", "describe_changes", "copy_fingerprint"]
+__all__ = [
+    "FINGERPRINT_FILE",
+    "fingerprint",
+    "write_fingerprint",
+    "read_fingerprint",
+    "check_same_data",
+    "check_run_encoders",
+    "describe_changes",
+    "copy_fingerprint",
+]
 
 FINGERPRINT_FILE = "fingerprint.json"
 _VERSION = 1
@@ -40,13 +48,22 @@ _SIDES = ("user", "item", "domain")
 def fingerprint(table: InteractionTable) -> dict[str, Any]:
     """Sizes and content hashes of ``table`` (JSON-ready)."""
     h = hashlib.sha256()
-    for a in (table.users, table.items, table.ratings, table.domains, table.timestamps, getattr(table, "parts", None)):
+    for a in (
+        table.users,
+        table.items,
+        table.ratings,
+        table.domains,
+        table.timestamps,
+        getattr(table, "parts", None),
+    ):
         h.update(b"none" if a is None else np.ascontiguousarray(a).tobytes())
         h.update(b"|")
     return {
         "version": _VERSION,
         "rows": len(table.users),
-        "users": len(table.user_ids) - 1, "items": len(table.item_ids) - 1, "domains": len(table.domain_ids) - 1,
+        "users": len(table.user_ids) - 1,
+        "items": len(table.item_ids) - 1,
+        "domains": len(table.domain_ids) - 1,
         "feedback": table.feedback,
         "rating_scale": list(table.rating_scale) if table.rating_scale else None,
         "sha256": {
@@ -84,12 +101,16 @@ def read_fingerprint(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         if not isinstance(fp, dict) or not isinstance(fp.get("sha256"), dict):
             raise ValueError("not a fingerprint record")
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{str(p)!r}: damaged ({e}); restore it from a copy, or re-create the run "
-                              "('metarec train SCENARIO --out RUN --overwrite')") from None
+        raise CheckpointError(
+            f"{str(p)!r}: damaged ({e}); restore it from a copy, or re-create the run "
+            "('metarec train SCENARIO --out RUN --overwrite')"
+        ) from None
     return fp
 
 
-def check_same_data(run_dir: str | os.PathLike[str], table: InteractionTable, *, what: str = "--resume") -> None:
+def check_same_data(
+    run_dir: str | os.PathLike[str], table: InteractionTable, *, what: str = "--resume"
+) -> None:
     """Refuse ``table`` when it is not the data the run in ``run_dir`` was trained on.
 
     Raises:
@@ -119,9 +140,15 @@ def check_run_encoders(run_dir: str | os.PathLike[str], table: InteractionTable)
     if saved is None:
         return
     now = fingerprint(table)
-    bad = [f"{s} ids" for s in _SIDES if saved["sha256"].get(f"{s}_ids") != now["sha256"][f"{s}_ids"]]
+    bad = [
+        f"{s} ids" for s in _SIDES if saved["sha256"].get(f"{s}_ids") != now["sha256"][f"{s}_ids"]
+    ]
     if bad:
-        sizes = ", ".join(f"{s}s {saved.get(s + 's')} -> {now[s + 's']}" for s in _SIDES if saved.get(s + "s") != now[s + "s"])
+        sizes = ", ".join(
+            f"{s}s {saved.get(s + 's')} -> {now[s + 's']}"
+            for s in _SIDES
+            if saved.get(s + "s") != now[s + "s"]
+        )
         raise CheckpointError(
             f"{str(Path(run_dir) / 'encoders.json')!r}: the {' and '.join(bad)} differ from those the run's weights "
             f"were trained with ({FINGERPRINT_FILE}){': ' + sizes if sizes else ''}; the file was replaced or edited, "
@@ -129,8 +156,12 @@ def check_run_encoders(run_dir: str | os.PathLike[str], table: InteractionTable)
         )
 
 
-def describe_changes(saved: dict[str, Any], now: dict[str, Any], run_dir: str | os.PathLike[str] | None = None,
-                     table: InteractionTable | None = None) -> list[str]:
+def describe_changes(
+    saved: dict[str, Any],
+    now: dict[str, Any],
+    run_dir: str | os.PathLike[str] | None = None,
+    table: InteractionTable | None = None,
+) -> list[str]:
     """What differs between two fingerprints, as short phrases (empty: the same data)."""
     out: list[str] = []
     if saved.get("feedback") != now["feedback"]:
@@ -152,7 +183,9 @@ def describe_changes(saved: dict[str, Any], now: dict[str, Any], run_dir: str | 
         if saved["sha256"].get(key) != now["sha256"][key]:
             out.append(f"{side} side features changed")
     if not out and saved["sha256"].get("interactions") != now["sha256"]["interactions"]:
-        out.append("same row count and ids, but ratings, domains, timestamps, split parts or the row order changed")
+        out.append(
+            "same row count and ids, but ratings, domains, timestamps, split parts or the row order changed"
+        )
     if saved.get("rating_scale") != now["rating_scale"]:
         out.append(f"rating_scale {saved.get('rating_scale')} -> {now['rating_scale']}")
     return out

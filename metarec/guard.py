@@ -31,8 +31,15 @@ from metarec._errors import CheckpointError, ConfigError, DataError, py
 from metarec.limits import check_steps
 
 __all__ = [
-    "MAX_EMBEDDING_DIM", "MAX_WIDTH", "MAX_LAYERS", "OnDiverge", "check_run_limits",
-    "check_finite_weights", "ensure_finite_adaptation", "check_scores", "check_recommendations",
+    "MAX_EMBEDDING_DIM",
+    "MAX_WIDTH",
+    "MAX_LAYERS",
+    "OnDiverge",
+    "check_run_limits",
+    "check_finite_weights",
+    "ensure_finite_adaptation",
+    "check_scores",
+    "check_recommendations",
 ]
 
 MAX_EMBEDDING_DIM = 8_192
@@ -43,7 +50,6 @@ MAX_LAYERS = 64
 """Most hidden layers a run folder may ask to build."""
 
 OnDiverge = Literal["error", "fallback"]
-
 
 
 def check_run_limits(manifest: Mapping[str, Any], run_dir: str | Path) -> None:
@@ -65,20 +71,31 @@ def check_run_limits(manifest: Mapping[str, Any], run_dir: str | Path) -> None:
     kw = _section(_section(manifest, "model"), "kwargs")
     dim = kw.get("embedding_dim")
     if dim is not None and not (isinstance(dim, int) and 1 <= dim <= MAX_EMBEDDING_DIM):
-        raise CheckpointError(f"{man!r}: model.kwargs.embedding_dim={py(dim)!r}: must be an int in 1..{MAX_EMBEDDING_DIM:,}; "
-                              "the run folder is damaged or not trustworthy; re-train")
+        raise CheckpointError(
+            f"{man!r}: model.kwargs.embedding_dim={py(dim)!r}: must be an int in 1..{MAX_EMBEDDING_DIM:,}; "
+            "the run folder is damaged or not trustworthy; re-train"
+        )
     hidden = kw.get("hidden")
-    if hidden is not None and not (isinstance(hidden, (list, tuple)) and len(hidden) <= MAX_LAYERS
-                                   and all(isinstance(h, int) and 1 <= h <= MAX_WIDTH for h in hidden)):
-        raise CheckpointError(f"{man!r}: model.kwargs.hidden={hidden!r}: must be at most {MAX_LAYERS} widths, each an int "
-                              f"in 1..{MAX_WIDTH:,}; the run folder is damaged or not trustworthy; re-train")
+    if hidden is not None and not (
+        isinstance(hidden, (list, tuple))
+        and len(hidden) <= MAX_LAYERS
+        and all(isinstance(h, int) and 1 <= h <= MAX_WIDTH for h in hidden)
+    ):
+        raise CheckpointError(
+            f"{man!r}: model.kwargs.hidden={hidden!r}: must be at most {MAX_LAYERS} widths, each an int "
+            f"in 1..{MAX_WIDTH:,}; the run folder is damaged or not trustworthy; re-train"
+        )
     a = _section(config or {}, "algorithm")
     if a.get("eval_steps") is not None:
         check_steps(a.get("eval_steps"), "algorithm.eval_steps", where=str(run / "config.json"))
     lr = a.get("eval_lr")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
-        raise CheckpointError(f"{str(run / 'config.json')!r}: algorithm.eval_lr={py(lr)!r}: must be a finite number > 0; "
-                              "restore the file from a copy, or re-train")
+    if lr is not None and not (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0
+    ):
+        raise CheckpointError(
+            f"{str(run / 'config.json')!r}: algorithm.eval_lr={py(lr)!r}: must be a finite number > 0; "
+            "restore the file from a copy, or re-train"
+        )
 
 
 def check_finite_weights(tensors: Mapping[str, Any], where: str | Path) -> None:
@@ -88,7 +105,11 @@ def check_finite_weights(tensors: Mapping[str, Any], where: str | Path) -> None:
         CheckpointError: naming ``where`` (the file), the first such tensor and the count.
     """
     for k, v in tensors.items():
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if (
+            isinstance(v, torch.Tensor)
+            and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())
+        ):
             n = int((~torch.isfinite(v)).sum())
             raise CheckpointError(
                 f"checkpoint {str(where)!r}: {k!r} holds {n:,} non-finite value(s) (NaN or infinity) of {v.numel():,}; "
@@ -109,7 +130,9 @@ def ensure_finite_adaptation(rec: Any, on_diverge: OnDiverge = "error") -> Any:
             finite; the message names the users and the fix.
     """
     if on_diverge not in ("error", "fallback"):
-        raise ConfigError(f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)")
+        raise ConfigError(
+            f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)"
+        )
     n = rec.n_tasks
     if n == 0:
         return rec
@@ -133,7 +156,8 @@ def ensure_finite_adaptation(rec: Any, on_diverge: OnDiverge = "error") -> Any:
     warnings.warn(
         f"adaptation diverged for {len(bad)} of {n} task(s) ({who}; {how}): those users are served the meta-learned "
         "initialisation (on_diverge='fallback'); pass a smaller lr or fewer steps to adapt them",
-        UserWarning, stacklevel=3,
+        UserWarning,
+        stacklevel=3,
     )
     return rec
 
@@ -152,11 +176,13 @@ def check_scores(scores: torch.Tensor, *, user: Any = None, adapted: bool = Fals
     who = f" for user {py(user)!r}" if user is not None else ""
     msg = f"{n:,} of {scores.numel():,} score(s){who} are not finite (NaN or infinity)"
     if adapted:
-        raise ConfigError(f"{msg}: the adapted weights overflow; adapt again with a smaller lr (--lr) or fewer steps "
-                          "(--steps), or serve the meta-learned initialisation (no --support)")
-    raise CheckpointError(f"{msg}: the run's weights overflow; restore the run from a copy, or re-train")
-
-
+        raise ConfigError(
+            f"{msg}: the adapted weights overflow; adapt again with a smaller lr (--lr) or fewer steps "
+            "(--steps), or serve the meta-learned initialisation (no --support)"
+        )
+    raise CheckpointError(
+        f"{msg}: the run's weights overflow; restore the run from a copy, or re-train"
+    )
 
 
 def _task_users(rec: Any, tasks: np.ndarray, n: int = 3) -> str:
@@ -175,10 +201,14 @@ def _read_config(p: Path) -> Mapping[str, Any] | None:
     try:
         cfg = json.loads(p.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{str(p)!r}: not valid JSON ({e}); the run directory is damaged; restore it or re-train") from None
+        raise CheckpointError(
+            f"{str(p)!r}: not valid JSON ({e}); the run directory is damaged; restore it or re-train"
+        ) from None
     if not isinstance(cfg, Mapping):
-        raise CheckpointError(f"{str(p)!r}: holds a JSON {type(cfg).__name__}, not an object; the run directory is damaged; "
-                              "restore it or re-train")
+        raise CheckpointError(
+            f"{str(p)!r}: holds a JSON {type(cfg).__name__}, not an object; the run directory is damaged; "
+            "restore it or re-train"
+        )
     return cfg
 
 
@@ -190,8 +220,10 @@ def check_recommendations(top: list[Any], user: Any) -> None:
         DataError: naming the user.
     """
     if not top:
-        raise DataError(f"user {py(user)!r}: no item left to recommend: every item of the catalogue is in this user's "
-                        "support set; recommend from a larger catalogue, or drop some support rows")
+        raise DataError(
+            f"user {py(user)!r}: no item left to recommend: every item of the catalogue is in this user's "
+            "support set; recommend from a larger catalogue, or drop some support rows"
+        )
 
 
 def _section(d: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -14,7 +14,14 @@ from typing import Any
 
 from metarec._errors import CheckpointError, ConfigError, py
 
-__all__ = ["MAX_STEPS", "MAX_SEED", "check_steps", "check_seed", "check_device", "check_train_steps"]
+__all__ = [
+    "MAX_STEPS",
+    "MAX_SEED",
+    "check_steps",
+    "check_seed",
+    "check_device",
+    "check_train_steps",
+]
 
 MAX_STEPS = 10_000
 """Most inner (adaptation) steps any run, option or scenario may ask for."""
@@ -35,26 +42,34 @@ def check_steps(value: Any, name: str = "steps", *, where: str | None = None) ->
         return int(value)
     rule = f"must be an int in 0..{MAX_STEPS:,} (more inner steps would run for hours)"
     if where is not None:
-        raise CheckpointError(f"{where!r}: {name}={py(value)!r}: {rule}; the run folder is damaged or not "
-                              "trustworthy; restore the file from a copy, or re-train")
+        raise CheckpointError(
+            f"{where!r}: {name}={py(value)!r}: {rule}; the run folder is damaged or not "
+            "trustworthy; restore the file from a copy, or re-train"
+        )
     raise ConfigError(f"{name}={py(value)!r}: {rule}; pass e.g. {name}=10")
 
 
 def check_device(name: Any) -> None:
     """Raise unless ``name`` is ``"auto"``, ``"cpu"``, ``"mps"``, ``"cuda"`` or ``"cuda:N"``."""
     if not (isinstance(name, str) and _DEVICE.match(name)):
-        raise ConfigError(f"train.device={name!r}: not a device metarec runs on; choose 'auto' (CUDA when available), "
-                          "'cpu', 'cuda' or 'cuda:N', e.g. --set train.device=cpu")
+        raise ConfigError(
+            f"train.device={name!r}: not a device metarec runs on; choose 'auto' (CUDA when available), "
+            "'cpu', 'cuda' or 'cuda:N', e.g. --set train.device=cpu"
+        )
 
 
 def check_seed(value: Any, name: str = "train.seed") -> None:
     """Raise unless ``value`` is an int in ``0..2**32 - 1`` (what numpy and torch both accept)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ConfigError(f"{name}={py(value)!r}: must be an int in 0..{MAX_SEED}; pass e.g. --set {name}=0")
+        raise ConfigError(
+            f"{name}={py(value)!r}: must be an int in 0..{MAX_SEED}; pass e.g. --set {name}=0"
+        )
 
 
 def check_train_steps(steps: Any) -> None:
     """Raise unless ``train.steps >= 1`` (a run with no step writes no checkpoint to serve or resume)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"train.steps={py(steps)!r}: a run needs at least one outer step to write a checkpoint; "
-                          "pass e.g. --set train.steps=300")
+        raise ConfigError(
+            f"train.steps={py(steps)!r}: a run needs at least one outer step to write a checkpoint; "
+            "pass e.g. --set train.steps=300"
+        )

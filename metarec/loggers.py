@@ -47,7 +47,9 @@ class TensorBoardLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise ImportError(f"TensorBoardLogger needs tensorboard ({e}); pip install \"metarec[tensorboard]\"") from None
+            raise ImportError(
+                f'TensorBoardLogger needs tensorboard ({e}); pip install "metarec[tensorboard]"'
+            ) from None
         self.writer = SummaryWriter(str(log_dir))
 
     def log(self, row: Mapping[str, Any]) -> None:
@@ -65,14 +67,18 @@ class MLflowLogger:
         try:
             import mlflow
         except ImportError as e:
-            raise ImportError(f"MLflowLogger needs mlflow ({e}); pip install \"metarec[mlflow]\"") from None
+            raise ImportError(
+                f'MLflowLogger needs mlflow ({e}); pip install "metarec[mlflow]"'
+            ) from None
         self.mlflow = mlflow
         self._own = mlflow.active_run() is None
         if self._own:
             mlflow.start_run(run_name=run_name)
 
     def log(self, row: Mapping[str, Any]) -> None:
-        self.mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in scalars(row).items()}, step=int(row["step"]))
+        self.mlflow.log_metrics(
+            {k.replace("@", "_at_"): v for k, v in scalars(row).items()}, step=int(row["step"])
+        )
 
     def close(self) -> None:
         if self._own:
@@ -92,5 +98,7 @@ def make_loggers(names: Iterable[str], run_dir: str | Path) -> list[Logger]:
         elif n == "mlflow":
             out.append(MLflowLogger(Path(run_dir).name))
         else:
-            raise ConfigError(f"train.loggers: unknown logger {n!r}{suggest(n, LOGGERS)}; choose from {list(LOGGERS)}")
+            raise ConfigError(
+                f"train.loggers: unknown logger {n!r}{suggest(n, LOGGERS)}; choose from {list(LOGGERS)}"
+            )
     return out

@@ -48,18 +48,32 @@ class Recommender:
     meta: Any
     steps: int | None
 
-    def __init__(self, meta: Any, users: IdEncoder, task_of: np.ndarray, default_task: int, seen_user: np.ndarray,
-                 seen_item: np.ndarray, *, per: str = "user") -> None:
+    def __init__(
+        self,
+        meta: Any,
+        users: IdEncoder,
+        task_of: np.ndarray,
+        default_task: int,
+        seen_user: np.ndarray,
+        seen_item: np.ndarray,
+        *,
+        per: str = "user",
+    ) -> None:
         self.meta, self.per = meta, per
         self._users, self._task_of, self._default = users, task_of, default_task
-        self._seen_user, self._seen_item = np.asarray(seen_user, np.int64), np.asarray(seen_item, np.int64)
+        self._seen_user, self._seen_item = (
+            np.asarray(seen_user, np.int64),
+            np.asarray(seen_item, np.int64),
+        )
 
     # ------------------------------------------------------------------ to implement
     @property
     def n_tasks(self) -> int:
         raise NotImplementedError
 
-    def _score_rows(self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _score_rows(
+        self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         """Raw scores ``(G, W)`` of ``items (G, W)`` for users ``uidx (G, W)``, row ``g`` served by task ``task[g]``."""
         raise NotImplementedError
 
@@ -83,24 +97,40 @@ class Recommender:
         return int(self._tasks(np.asarray([user], dtype=object))[0]) < self.n_tasks
 
     def predict(
-        self, users: Iterable[Any] | Any, items: Iterable[Any], *, unknown_items: UnknownItems = "error", clip: bool = True,
+        self,
+        users: Iterable[Any] | Any,
+        items: Iterable[Any],
+        *,
+        unknown_items: UnknownItems = "error",
+        clip: bool = True,
     ) -> np.ndarray:
         """Predicted ratings (explicit, clipped to the rating scale unless ``clip=False``) or logits
         (implicit) for aligned raw ``users`` and ``items`` (one user is broadcast over ``items``): ``(P,)``."""
         item_list = as_list(items)
         user_list = as_list(users) if is_seq(users) else [users] * len(item_list)
         if len(user_list) != len(item_list):
-            raise DataError(f"predict: {len(user_list)} users but {len(item_list)} items; pass aligned lists "
-                            "(or one user to score many items)")
-        iidx = self.meta.encode_items(np.asarray(item_list, dtype=object), unknown_items, what="items")
+            raise DataError(
+                f"predict: {len(user_list)} users but {len(item_list)} items; pass aligned lists "
+                "(or one user to score many items)"
+            )
+        iidx = self.meta.encode_items(
+            np.asarray(item_list, dtype=object), unknown_items, what="items"
+        )
         raw_u = np.asarray(user_list, dtype=object)
         task = self._tasks(raw_u)
         scores = self._score(task, self.meta.user_ids.encode(raw_u), iidx)
-        check_scores(scores, adapted=bool((task < self.n_tasks).any()))  # hook (metarec.guard), before clipping
+        check_scores(
+            scores, adapted=bool((task < self.n_tasks).any())
+        )  # hook (metarec.guard), before clipping
         return (self._clip(scores) if clip else scores).cpu().numpy()
 
     def recommend(
-        self, user: Any, k: int = 10, *, exclude_seen: bool = True, candidates: Iterable[Any] | None = None,
+        self,
+        user: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        candidates: Iterable[Any] | None = None,
         domain: Any = None,
     ) -> list[tuple[Any, float]]:
         """Top-``k`` ``(item, score)`` for ``user``, best first; equal scores: lower item index first.
@@ -119,10 +149,14 @@ class Recommender:
             raise ConfigError(f"k={k!r}: must be an int >= 1; pass e.g. k=10")
         dev = self.meta.device
         if candidates is None:
-            cand = torch.arange(1, len(self.meta.item_ids), device=dev)  # (n_items,) every known item
+            cand = torch.arange(
+                1, len(self.meta.item_ids), device=dev
+            )  # (n_items,) every known item
         else:
             raw = np.asarray(as_list(candidates), dtype=object)
-            cand = torch.unique(torch.from_numpy(self.meta.encode_items(raw, what="candidates"))).to(dev)
+            cand = torch.unique(
+                torch.from_numpy(self.meta.encode_items(raw, what="candidates"))
+            ).to(dev)
         if domain is not None:
             cand = cand[torch.from_numpy(self._domain_mask(domain)).to(dev)[cand]]
         one = np.empty(1, dtype=object)
@@ -130,15 +164,23 @@ class Recommender:
         task = int(self._tasks(one)[0])
         uidx = int(self.meta.user_ids.encode(one)[0])
         with torch.no_grad():
-            scores = self._score_rows(np.array([task]), torch.full((1, len(cand)), uidx, device=dev), cand[None])[0]
-        check_scores(scores, user=user, adapted=task < self.n_tasks)  # hook (metarec.guard): never NaN or []
+            scores = self._score_rows(
+                np.array([task]), torch.full((1, len(cand)), uidx, device=dev), cand[None]
+            )[0]
+        check_scores(
+            scores, user=user, adapted=task < self.n_tasks
+        )  # hook (metarec.guard): never NaN or []
         if exclude_seen:
             code = int(self._users.encode(one)[0]) if len(self._users) > 1 else 0
             seen = self._seen_item[self._seen_user == code] if code else np.zeros(0, np.int64)
             if len(seen):
-                scores = scores.masked_fill(torch.isin(cand, torch.from_numpy(seen).to(cand.device)), -math.inf)
+                scores = scores.masked_fill(
+                    torch.isin(cand, torch.from_numpy(seen).to(cand.device)), -math.inf
+                )
         n = min(k, int(torch.isfinite(scores).sum()))
-        order = torch.sort(scores, descending=True, stable=True).indices[:n]  # cand is sorted: ties by item index
+        order = torch.sort(scores, descending=True, stable=True).indices[
+            :n
+        ]  # cand is sorted: ties by item index
         items = self.meta.item_ids.decode(cand[order].cpu().numpy())
         return list(zip(items, (float(v) for v in scores[order].tolist()), strict=True))
 
@@ -149,18 +191,26 @@ class Recommender:
         d = int(names.encode(np.asarray([domain], dtype=object))[0])
         if d == 0:
             known = [str(v) for v in names.values]
-            raise ConfigError(f"domain={domain!r}: not a domain of this run; choose one of {known}{suggest(str(domain), known)}")
+            raise ConfigError(
+                f"domain={domain!r}: not a domain of this run; choose one of {known}{suggest(str(domain), known)}"
+            )
         dom = self.meta.item_domains
         if dom is None:
-            raise ConfigError(f"domain={domain!r}: this run does not record its items' domains (written before they "
-                              "were saved); re-train it, or pass candidates=[...] instead")
+            raise ConfigError(
+                f"domain={domain!r}: this run does not record its items' domains (written before they "
+                "were saved); re-train it, or pass candidates=[...] instead"
+            )
         return np.asarray(dom) == d
 
     def _tasks(self, raw_users: np.ndarray) -> np.ndarray:
         """Task row of each raw user: its own, the domain's, or the default (initialisation)."""
         if len(raw_users) == 0:
             return np.zeros(0, np.int64)
-        code = self._users.encode(raw_users) if len(self._users) > 1 else np.zeros(len(raw_users), np.int64)
+        code = (
+            self._users.encode(raw_users)
+            if len(self._users) > 1
+            else np.zeros(len(raw_users), np.int64)
+        )
         return np.where(code > 0, self._task_of[code], self._default).astype(np.int64)
 
     def _score(self, task: np.ndarray, uidx: np.ndarray, iidx: np.ndarray) -> torch.Tensor:
@@ -185,8 +235,12 @@ class Recommender:
             Itm = np.zeros((n, width), np.int64)
             U[g, p], Itm[g, p] = uidx[sel], iidx[sel]
             with torch.no_grad():
-                pred = self._score_rows(groups[s : s + n], torch.from_numpy(U).to(dev), torch.from_numpy(Itm).to(dev))
-            out[torch.from_numpy(np.flatnonzero(sel)).to(dev)] = pred[torch.from_numpy(g), torch.from_numpy(p)].to(out.dtype)
+                pred = self._score_rows(
+                    groups[s : s + n], torch.from_numpy(U).to(dev), torch.from_numpy(Itm).to(dev)
+                )
+            out[torch.from_numpy(np.flatnonzero(sel)).to(dev)] = pred[
+                torch.from_numpy(g), torch.from_numpy(p)
+            ].to(out.dtype)
         return out
 
     def _clip(self, scores: torch.Tensor) -> torch.Tensor:
@@ -205,8 +259,18 @@ class AdaptedRecommender(Recommender):
     """
 
     def __init__(
-        self, meta: Any, fast: dict[str, torch.Tensor], users: IdEncoder, task_of: np.ndarray, default_task: int,
-        seen_user: np.ndarray, seen_item: np.ndarray, *, per: str, steps: int | None, lr: float | None,
+        self,
+        meta: Any,
+        fast: dict[str, torch.Tensor],
+        users: IdEncoder,
+        task_of: np.ndarray,
+        default_task: int,
+        seen_user: np.ndarray,
+        seen_item: np.ndarray,
+        *,
+        per: str,
+        steps: int | None,
+        lr: float | None,
     ) -> None:
         super().__init__(meta, users, task_of, default_task, seen_user, seen_item, per=per)
         self.fast, self.steps, self.lr = fast, steps, lr
@@ -219,7 +283,9 @@ class AdaptedRecommender(Recommender):
     def __repr__(self) -> str:
         return f"AdaptedRecommender({self.n_tasks} task(s), per={self.per!r}, {len(self.users)} user(s), steps={self.steps})"
 
-    def _score_rows(self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _score_rows(
+        self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         rows = torch.from_numpy(np.asarray(task, np.int64)).to(self.meta.device)
         fast = {k: v[rows] for k, v in self.fast.items()}
         return self.meta.score_tasks(fast, uidx, items)
@@ -229,32 +295,56 @@ class AdaptedRecommender(Recommender):
         """Write a run-like directory readable by :func:`load_adapted` (and by :func:`load_run`)."""
         out = Path(path)
         if (out / "manifest.json").exists() and not overwrite:
-            raise ConfigError(f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)")
+            raise ConfigError(
+                f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)"
+            )
         meta = self.meta
         out.mkdir(parents=True, exist_ok=True)
         manifest = {k: v for k, v in meta.manifest.items() if k not in ("adapted", "adaptation")}
-        manifest.update({"adapted": True, "adaptation": {
-            "per": self.per, "steps": self.steps, "lr": self.lr, "tasks": self.n_tasks, "users": len(self.users),
-            "source_run": str(meta.run_dir), "source_step": meta.step,
-        }})
+        manifest.update(
+            {
+                "adapted": True,
+                "adaptation": {
+                    "per": self.per,
+                    "steps": self.steps,
+                    "lr": self.lr,
+                    "tasks": self.n_tasks,
+                    "users": len(self.users),
+                    "source_run": str(meta.run_dir),
+                    "source_step": meta.step,
+                },
+            }
+        )
         save_table_meta(meta.table, out)
         copy_fingerprint(meta.run_dir, out)  # hook (metarec.fingerprint)
         if (meta.run_dir / "config.json").is_file():
-            atomic_write_json(out / "config.json", json.loads((meta.run_dir / "config.json").read_text()))
+            atomic_write_json(
+                out / "config.json", json.loads((meta.run_dir / "config.json").read_text())
+            )
         buffers = {k: v.detach().cpu() for k, v in meta.model.named_buffers()}
-        save_tensors(out / "checkpoints" / "best.pt", {
-            "params": {k: v.detach().cpu() for k, v in meta.params.items()},
-            "state": {k: v.detach().cpu() for k, v in meta.state.items()},
-            "step": meta.step, "buffers": buffers,
-        })
-        save_tensors(out / ADAPTED_FILE, {
-            "fast": {k: v.detach().cpu() for k, v in self.fast.items()},
-            "task": torch.from_numpy(np.asarray(self._task_of, np.int64)),
-            "default_task": self._default,
-            "seen_user": torch.from_numpy(self._seen_user), "seen_item": torch.from_numpy(self._seen_item),
-        })
+        save_tensors(
+            out / "checkpoints" / "best.pt",
+            {
+                "params": {k: v.detach().cpu() for k, v in meta.params.items()},
+                "state": {k: v.detach().cpu() for k, v in meta.state.items()},
+                "step": meta.step,
+                "buffers": buffers,
+            },
+        )
+        save_tensors(
+            out / ADAPTED_FILE,
+            {
+                "fast": {k: v.detach().cpu() for k, v in self.fast.items()},
+                "task": torch.from_numpy(np.asarray(self._task_of, np.int64)),
+                "default_task": self._default,
+                "seen_user": torch.from_numpy(self._seen_user),
+                "seen_item": torch.from_numpy(self._seen_item),
+            },
+        )
         atomic_write_json(out / USERS_FILE, self._users.to_json())
-        atomic_write_json(out / "manifest.json", manifest)  # last: a folder with a manifest is complete
+        atomic_write_json(
+            out / "manifest.json", manifest
+        )  # last: a folder with a manifest is complete
         return out
 
 
@@ -264,8 +354,20 @@ class MethodRecommender(Recommender):
     to an empty support of that user (zero-shot: e.g. a cross-domain method's transferred user
     vector)."""
 
-    def __init__(self, meta: Any, adapted: Any, users: IdEncoder, task_of: np.ndarray, default_task: int,
-                 seen_user: np.ndarray, seen_item: np.ndarray, *, per: str, steps: int | None, lr: float | None) -> None:
+    def __init__(
+        self,
+        meta: Any,
+        adapted: Any,
+        users: IdEncoder,
+        task_of: np.ndarray,
+        default_task: int,
+        seen_user: np.ndarray,
+        seen_item: np.ndarray,
+        *,
+        per: str,
+        steps: int | None,
+        lr: float | None,
+    ) -> None:
         super().__init__(meta, users, task_of, default_task, seen_user, seen_item, per=per)
         self.adapted, self.steps, self.lr = adapted, steps, lr
 
@@ -276,7 +378,9 @@ class MethodRecommender(Recommender):
     def __repr__(self) -> str:
         return f"MethodRecommender({self.meta.name}, {self.n_tasks} task(s), {len(self.users)} user(s))"
 
-    def _score_rows(self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _score_rows(
+        self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         out = torch.empty(items.shape, dtype=self.meta.dtype, device=items.device)
         own = task < self.n_tasks
         if own.any():  # rows of adapted tasks: score every task's row, keep the asked ones
@@ -286,9 +390,18 @@ class MethodRecommender(Recommender):
                 u = uidx[g].expand(T, -1)
                 it = items[g].expand(T, -1)
                 out[g] = self.adapted.score(u, it)[int(task[g])].to(out.dtype)
-        for g in np.flatnonzero(~own):  # zero-shot: the method adapted to an empty support of this user
-            empty = EpisodeSet(uidx[g, :1][None], torch.zeros_like(uidx[g, :1])[None],
-                               torch.zeros((1, 1), dtype=self.meta.dtype, device=items.device),
-                               torch.zeros((1, 1), dtype=torch.bool, device=items.device))
-            out[g] = self.meta.fitted.adapt(empty, steps=0).score(uidx[g][None], items[g][None])[0].to(out.dtype)
+        for g in np.flatnonzero(
+            ~own
+        ):  # zero-shot: the method adapted to an empty support of this user
+            empty = EpisodeSet(
+                uidx[g, :1][None],
+                torch.zeros_like(uidx[g, :1])[None],
+                torch.zeros((1, 1), dtype=self.meta.dtype, device=items.device),
+                torch.zeros((1, 1), dtype=torch.bool, device=items.device),
+            )
+            out[g] = (
+                self.meta.fitted.adapt(empty, steps=0)
+                .score(uidx[g][None], items[g][None])[0]
+                .to(out.dtype)
+            )
         return out

@@ -45,12 +45,27 @@ from metarec.checksums import SUFFIX
 from metarec.limits import check_train_steps
 from metarec.runlock import RunLock, check_folder
 
-__all__ = ["RUN_FILES", "RunSession", "run_session", "training_session", "remove_orphan_tmp", "repair_log",
-           "disk_error_message"]
+__all__ = [
+    "RUN_FILES",
+    "RunSession",
+    "run_session",
+    "training_session",
+    "remove_orphan_tmp",
+    "repair_log",
+    "disk_error_message",
+]
 
 RUN_FILES = (
-    "manifest.json", "config.json", "encoders.json", "features.pt", "fingerprint.json", "metrics.jsonl",
-    "summary.json", "test_metrics.json", "checkpoints/last.pt", "checkpoints/best.pt",
+    "manifest.json",
+    "config.json",
+    "encoders.json",
+    "features.pt",
+    "fingerprint.json",
+    "metrics.jsonl",
+    "summary.json",
+    "test_metrics.json",
+    "checkpoints/last.pt",
+    "checkpoints/best.pt",
 )
 """The files a training run writes (relative to its run directory); ``--overwrite`` deletes only these
 (and their ``.sha256`` checksum files)."""
@@ -64,8 +79,10 @@ _DISK_ERRORS = {
     errno.EPERM: "permission denied",
 }
 _FIX = {
-    errno.ENOSPC: "free some space", errno.EDQUOT: "free some space or raise the quota",
-    errno.EROFS: "make the folder writable", errno.EACCES: "make the folder writable (chmod u+w)",
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space or raise the quota",
+    errno.EROFS: "make the folder writable",
+    errno.EACCES: "make the folder writable (chmod u+w)",
     errno.EPERM: "make the folder writable (chmod u+w)",
 }
 
@@ -93,8 +110,13 @@ class RunSession:
 
 
 @contextlib.contextmanager
-def run_session(out: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,
-                option: str = "--out") -> Iterator[RunSession]:
+def run_session(
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    option: str = "--out",
+) -> Iterator[RunSession]:
     """Hold run directory ``out`` for one training run (see the module docstring).
 
     Raises:
@@ -104,8 +126,10 @@ def run_session(out: str | os.PathLike[str], *, resume: bool = False, overwrite:
             whether the last checkpoint is intact).
     """
     if resume and overwrite:
-        raise ConfigError("--resume and --overwrite: choose one: --resume continues the run in the folder, "
-                          "--overwrite deletes it and trains afresh")
+        raise ConfigError(
+            "--resume and --overwrite: choose one: --resume continues the run in the folder, "
+            "--overwrite deletes it and trains afresh"
+        )
     out = check_folder(out, option)
     try:
         with RunLock(out, what="run directory", option=option) as lock:
@@ -116,8 +140,10 @@ def run_session(out: str | os.PathLike[str], *, resume: bool = False, overwrite:
             elif resume and not (out / _LAST).is_file():
                 s.removed += _remove_run_files(out)
                 s.resume, s.restarted = False, True
-                print(f"metarec: --resume: {str(out)!r} holds no checkpoint yet; training starts from step 0",
-                      file=sys.stderr)
+                print(
+                    f"metarec: --resume: {str(out)!r} holds no checkpoint yet; training starts from step 0",
+                    file=sys.stderr,
+                )
             elif resume:
                 repair_log(out / "metrics.jsonl")
             yield s
@@ -145,21 +171,29 @@ def training_session(fn: F) -> F:
             check_train_steps(sc.train.steps)
         from metarec.distributed import world_from_env
 
-        if world_from_env()[0] != 0:  # [distributed] rank 0 holds and writes the run directory; the others
+        if (
+            world_from_env()[0] != 0
+        ):  # [distributed] rank 0 holds and writes the run directory; the others
             # only read it (into a scratch folder), resuming exactly when rank 0 does
             if a.get("resume") and a.get("overwrite"):
-                raise ConfigError("--resume and --overwrite: choose one: --resume continues the run in the folder, "
-                                  "--overwrite deletes it and trains afresh")
+                raise ConfigError(
+                    "--resume and --overwrite: choose one: --resume continues the run in the folder, "
+                    "--overwrite deletes it and trains afresh"
+                )
             a["resume"] = bool(a.get("resume")) and (Path(a["out"]) / _LAST).is_file()
             return fn(*bound.args, **bound.kwargs)
-        with run_session(a["out"], resume=bool(a.get("resume")), overwrite=bool(a.get("overwrite"))) as s:
+        with run_session(
+            a["out"], resume=bool(a.get("resume")), overwrite=bool(a.get("overwrite"))
+        ) as s:
             a["resume"] = s.resume
             return fn(*bound.args, **bound.kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
-def remove_orphan_tmp(folder: str | os.PathLike[str], subdirs: tuple[str, ...] = ("",)) -> list[str]:
+def remove_orphan_tmp(
+    folder: str | os.PathLike[str], subdirs: tuple[str, ...] = ("",)
+) -> list[str]:
     """Delete ``.NAME.*.tmp`` files (metarec's interrupted atomic writes) in ``folder`` and its
     ``subdirs``; returns their paths relative to ``folder``. Call it only while holding the
     folder's lock."""
@@ -217,12 +251,18 @@ def disk_error_message(e: OSError, out: Path, option: str = "--out") -> str:
         try:
             step = load_tensors(last).get("step")
         except (MetarecError, OSError, AttributeError):
-            return (f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} could not be "
-                    f"read back either; {fix}, then retrain with --overwrite")
-        return (f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} (step {step}) "
-                f"is intact, nothing up to it is lost; {fix}, then rerun the same command with --resume")
-    return (f"{option} {str(out)!r}: training stopped: {why}{where}; no checkpoint had been written yet; {fix}, then "
-            "rerun the same command with --resume (it starts from step 0)")
+            return (
+                f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} could not be "
+                f"read back either; {fix}, then retrain with --overwrite"
+            )
+        return (
+            f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} (step {step}) "
+            f"is intact, nothing up to it is lost; {fix}, then rerun the same command with --resume"
+        )
+    return (
+        f"{option} {str(out)!r}: training stopped: {why}{where}; no checkpoint had been written yet; {fix}, then "
+        "rerun the same command with --resume (it starts from step 0)"
+    )
 
 
 def _remove_run_files(out: Path) -> list[str]:

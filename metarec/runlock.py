@@ -91,7 +91,9 @@ class RunLock:
             start time and command), or ``folder`` is a file.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], *, what: str = "run directory", option: str = "out") -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], *, what: str = "run directory", option: str = "out"
+    ) -> None:
         self.folder = Path(folder)
         self.what, self.option = what, option
         self.path = self.folder / LOCK_FILE
@@ -103,7 +105,9 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
     @property
@@ -113,7 +117,9 @@ class RunLock:
     # ------------------------------------------------------------------ acquire / release
     def acquire(self) -> None:
         if self._fd is not None:
-            raise ConfigError(f"{self.option} {str(self.folder)!r}: this lock is already held by this object")
+            raise ConfigError(
+                f"{self.option} {str(self.folder)!r}: this lock is already held by this object"
+            )
         check_folder(self.folder, self.option)
         self.folder.mkdir(parents=True, exist_ok=True)
         if _fcntl is None:  # pragma: no cover - exercised by monkeypatching in the tests
@@ -140,7 +146,9 @@ class RunLock:
                 self._take(fd)
                 return
             os.close(fd)  # locked a file that its holder unlinked on release: try the new one
-        raise ConfigError(f"{self.option} {str(self.folder)!r}: could not take the lock {str(self.path)!r}; retry")
+        raise ConfigError(
+            f"{self.option} {str(self.folder)!r}: could not take the lock {str(self.path)!r}; retry"
+        )
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -198,7 +206,9 @@ class RunLock:
                 continue
             self._take(fd)
             return
-        raise ConfigError(f"{self.option} {str(self.folder)!r}: could not take the lock {str(self.path)!r}; retry")
+        raise ConfigError(
+            f"{self.option} {str(self.folder)!r}: could not take the lock {str(self.path)!r}; retry"
+        )
 
     def _busy(self, rec: dict[str, Any] | None, fallback: bool = False) -> None:
         if rec is None:
@@ -206,12 +216,16 @@ class RunLock:
         else:
             cmd = rec.get("command") or "?"
             mine = rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname()
-            who = (f"{'this same' if mine else 'another metarec'} process (pid {rec.get('pid')} on host "
-                   f"{rec.get('host')!r}, since {rec.get('started')}: {cmd!r})")
+            who = (
+                f"{'this same' if mine else 'another metarec'} process (pid {rec.get('pid')} on host "
+                f"{rec.get('host')!r}, since {rec.get('started')}: {cmd!r})"
+            )
         fix = f"wait for it to finish, or choose another {self.option}"
         if fallback and rec is not None and rec.get("host") != socket.gethostname():
             fix += f"; if that run is known to be over, delete {str(self.path)!r}"
-        raise ConfigError(f"{self.option} {str(self.folder)!r}: this {self.what} is in use by {who}; {fix}")
+        raise ConfigError(
+            f"{self.option} {str(self.folder)!r}: this {self.what} is in use by {who}; {fix}"
+        )
 
 
 def holds_folder(arg: str, *, what: str, option: str | None = None) -> Callable[[F], F]:
@@ -239,9 +253,12 @@ def holds_folder(arg: str, *, what: str, option: str | None = None) -> Callable[
 
 def _record() -> dict[str, Any]:
     return {
-        "pid": os.getpid(), "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]])[:300],
+        "command": " ".join(
+            [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+        )[:300],
     }
 
 

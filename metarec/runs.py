@@ -96,7 +96,9 @@ def _manifest(run: Path) -> dict[str, Any]:
     return read_manifest(run)
 
 
-def load_run_parts(run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu") -> RunParts:
+def load_run_parts(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> RunParts:
     """Read and validate a run directory (see the module docstring).
 
     Raises:
@@ -110,10 +112,14 @@ def load_run_parts(run_dir: str | os.PathLike[str], *, which: str = "best", devi
     manifest = _manifest(run)
     check_run_limits(manifest, run)  # hook (metarec.guard): bounded steps and sizes
     table = _table(run)
-    check_run_encoders(run, table)  # hook (metarec.fingerprint): encoders.json is the one trained with
+    check_run_encoders(
+        run, table
+    )  # hook (metarec.fingerprint): encoders.json is the one trained with
     method = manifest.get("method")
     if isinstance(method, dict) and method.get("engine") is False:
-        return RunParts(run, manifest, table, str(method.get("name")), None, {}, {}, None, {}, None, None, 0)
+        return RunParts(
+            run, manifest, table, str(method.get("name")), None, {}, {}, None, {}, None, None, 0
+        )
     mcfg = _section(manifest, "model", run)
     name, kwargs, patterns = mcfg.get("name"), dict(mcfg.get("kwargs") or {}), mcfg.get("adapt")
     if "hidden" in kwargs and isinstance(kwargs["hidden"], list):
@@ -129,13 +135,21 @@ def load_run_parts(run_dir: str | os.PathLike[str], *, which: str = "best", devi
     ck = load_best(run, which=which)
     where = run / "checkpoints" / f"{which}.pt"
     if not isinstance(ck.get("params"), Mapping):
-        raise CheckpointError(f"{str(where)!r}: holds no 'params' dict; not a metarec checkpoint; re-train")
+        raise CheckpointError(
+            f"{str(where)!r}: holds no 'params' dict; not a metarec checkpoint; re-train"
+        )
     mpath = run / "manifest.json"
-    params = _match(dict(model.named_parameters()), ck["params"], mpath, "parameter", str(name), kwargs)
-    buffers = _match(dict(model.named_buffers()), ck.get("buffers") or {}, mpath, "buffer", str(name), kwargs)
+    params = _match(
+        dict(model.named_parameters()), ck["params"], mpath, "parameter", str(name), kwargs
+    )
+    buffers = _match(
+        dict(model.named_buffers()), ck.get("buffers") or {}, mpath, "buffer", str(name), kwargs
+    )
     fast, _ = split_params(model, adapt_patterns(algo, model), params)
     state = _match_state(init_algorithm_state(algo, fast), ck.get("state") or {}, run)
-    check_finite_weights({**params, **state}, where)  # hook (metarec.guard): never serve NaN weights
+    check_finite_weights(
+        {**params, **state}, where
+    )  # hook (metarec.guard): never serve NaN weights
     model.load_state_dict({**params, **buffers})
     for p in model.parameters():
         p.requires_grad_(False)
@@ -144,12 +158,31 @@ def load_run_parts(run_dir: str | os.PathLike[str], *, which: str = "best", devi
     params = dict(model.named_parameters())
     state = {k: v.detach().to(dev) for k, v in state.items()}
     steps, lr = _eval_defaults(run, algo)
-    method_name = manifest.get("method", {}).get("name", algo.name) if isinstance(manifest.get("method"), dict) else algo.name
+    method_name = (
+        manifest.get("method", {}).get("name", algo.name)
+        if isinstance(manifest.get("method"), dict)
+        else algo.name
+    )
     mc = {"name": name, "kwargs": mcfg.get("kwargs") or {}, "adapt": patterns}
-    return RunParts(run, manifest, table, str(method_name), model, params, state, algo, mc, steps, lr, int(ck.get("step", 0)))
+    return RunParts(
+        run,
+        manifest,
+        table,
+        str(method_name),
+        model,
+        params,
+        state,
+        algo,
+        mc,
+        steps,
+        lr,
+        int(ck.get("step", 0)),
+    )
 
 
-def convert_run(run_dir: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None) -> Path:
+def convert_run(
+    run_dir: str | os.PathLike[str], *, data_root: str | os.PathLike[str] | None = None
+) -> Path:
     """Convert a format-1 run directory in place to the current format.
 
     Version 1 stored parameters only; the id models' known-id buffers are recomputed from the
@@ -161,9 +194,16 @@ def convert_run(run_dir: str | os.PathLike[str], *, data_root: str | os.PathLike
     """
     run = Path(run_dir)
     p = run / "manifest.json"
-    manifest = read_json_object(p, "manifest", error=CheckpointError, fix="not a run directory; pass a folder written by 'metarec train'")
+    manifest = read_json_object(
+        p,
+        "manifest",
+        error=CheckpointError,
+        fix="not a run directory; pass a folder written by 'metarec train'",
+    )
     if manifest.get("format_version") != 1:
-        raise CheckpointError(f"{str(p)!r}: format_version={manifest.get('format_version')!r}; only version 1 runs need converting")
+        raise CheckpointError(
+            f"{str(p)!r}: format_version={manifest.get('format_version')!r}; only version 1 runs need converting"
+        )
     sc = load_scenario(run / "config.json", data_root=data_root)
     table = load_table(sc.data)
     model = build_training_model(sc, table, build_splits(table, sc.protocol))
@@ -183,22 +223,34 @@ def convert_run(run_dir: str | os.PathLike[str], *, data_root: str | os.PathLike
 def _section(manifest: dict[str, Any], key: str, run: Path) -> dict[str, Any]:
     sec = manifest.get(key)
     if not isinstance(sec, dict):
-        raise CheckpointError(f"{str(run / 'manifest.json')!r}: no {key!r} section; the run directory is damaged; re-train")
+        raise CheckpointError(
+            f"{str(run / 'manifest.json')!r}: no {key!r} section; the run directory is damaged; re-train"
+        )
     return sec
 
 
 def _algorithm(manifest: dict[str, Any], run: Path) -> AlgorithmConfig:
     raw = _section(manifest, "algorithm", run)
     names = {f.name for f in fields(AlgorithmConfig)}
-    kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names}
+    kw: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in names
+    }
     try:
         return AlgorithmConfig(**kw)
     except (ConfigError, TypeError) as e:
-        raise CheckpointError(f"{str(run / 'manifest.json')!r}: algorithm {raw!r} is invalid ({e}); restore it or re-train") from None
+        raise CheckpointError(
+            f"{str(run / 'manifest.json')!r}: algorithm {raw!r} is invalid ({e}); restore it or re-train"
+        ) from None
 
 
-def _match(built: dict[str, torch.Tensor], saved: Mapping[str, Any], where: Path, what: str, name: str,
-           kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _match(
+    built: dict[str, torch.Tensor],
+    saved: Mapping[str, Any],
+    where: Path,
+    what: str,
+    name: str,
+    kwargs: dict[str, Any],
+) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors, checked name by name and shape by shape against the model's."""
     for k, p in built.items():
         v = saved.get(k)
@@ -223,7 +275,9 @@ def _match(built: dict[str, torch.Tensor], saved: Mapping[str, Any], where: Path
     return {k: saved[k].detach().to(built[k].dtype) for k in built}
 
 
-def _match_state(ref: dict[str, torch.Tensor], saved: Mapping[str, Any], run: Path) -> dict[str, torch.Tensor]:
+def _match_state(
+    ref: dict[str, torch.Tensor], saved: Mapping[str, Any], run: Path
+) -> dict[str, torch.Tensor]:
     for k, v in ref.items():
         got = saved.get(k)
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape):
@@ -240,9 +294,15 @@ def _eval_defaults(run: Path, algo: AlgorithmConfig) -> tuple[int | None, float 
     p = run / "config.json"
     if not p.is_file():
         return None, None
-    a = read_json_object(p, "scenario", error=CheckpointError,
-                         fix="the run directory is damaged; restore the file from a copy, or re-train").get("algorithm", {})
+    a = read_json_object(
+        p,
+        "scenario",
+        error=CheckpointError,
+        fix="the run directory is damaged; restore the file from a copy, or re-train",
+    ).get("algorithm", {})
     a = a if isinstance(a, dict) else {}
     steps = a.get("eval_steps")
     lr = None if algo.meta_learned_lrs else a.get("eval_lr")
-    return (int(steps) if isinstance(steps, int) else None), (float(lr) if isinstance(lr, (int, float)) else None)
+    return (int(steps) if isinstance(steps, int) else None), (
+        float(lr) if isinstance(lr, (int, float)) else None
+    )

@@ -28,7 +28,14 @@ from metarec.episodes.splits import (
     time_split,
 )
 
-__all__ = ["load_table", "build_splits", "sampler_config", "inspect_scenario", "genre_group_domains", "GENRE_GROUPS"]
+__all__ = [
+    "load_table",
+    "build_splits",
+    "sampler_config",
+    "inspect_scenario",
+    "genre_group_domains",
+    "GENRE_GROUPS",
+]
 
 
 def load_table(cfg: DataConfig) -> InteractionTable:
@@ -55,10 +62,12 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
         raise ConfigError(
             f"data.domain_by='genre_group' needs an item feature {feature!r}; load MovieLens with its movie features"
         )
-    vocab = ["" ] + [str(v) for v in f.vocabs[feature].values]
+    vocab = [""] + [str(v) for v in f.vocabs[feature].values]
     group_of = {g: name for name, gs in GENRE_GROUPS.items() for g in gs}
     names = sorted(GENRE_GROUPS)
-    code = np.array([names.index(group_of[v]) + 1 if v in group_of else 0 for v in vocab], dtype=np.int64)
+    code = np.array(
+        [names.index(group_of[v]) + 1 if v in group_of else 0 for v in vocab], dtype=np.int64
+    )
     first = f.categorical[feature][:, 0]  # (n_items,) first genre code
     item_group = code[first]
     dom = item_group[table.items]
@@ -66,8 +75,18 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
     enc = IdEncoder(names, name="domain")
     t = table.subset(keep)
     return InteractionTable(
-        t.users, t.items, t.ratings, dom[keep], t.timestamps, t.user_ids, t.item_ids, enc,
-        feedback=t.feedback, rating_scale=t.rating_scale, user_features=t.user_features, item_features=t.item_features,
+        t.users,
+        t.items,
+        t.ratings,
+        dom[keep],
+        t.timestamps,
+        t.user_ids,
+        t.item_ids,
+        enc,
+        feedback=t.feedback,
+        rating_scale=t.rating_scale,
+        user_features=t.user_features,
+        item_features=t.item_features,
     )
 
 
@@ -77,14 +96,23 @@ def _read(cfg: DataConfig) -> InteractionTable:
 
         s = cfg.synthetic
         return make_synthetic(
-            s.n_domains, s.n_users, s.n_items, n_factors=s.n_factors, shift=s.shift, density=s.density,
-            density_spread=s.density_spread, feedback=s.feedback, noise=s.noise,
-            n_user_features=s.n_user_features, n_item_features=s.n_item_features, seed=s.seed,
+            s.n_domains,
+            s.n_users,
+            s.n_items,
+            n_factors=s.n_factors,
+            shift=s.shift,
+            density=s.density,
+            density_spread=s.density_spread,
+            feedback=s.feedback,
+            noise=s.noise,
+            n_user_features=s.n_user_features,
+            n_item_features=s.n_item_features,
+            seed=s.seed,
         )  # type: ignore[return-value]
     if cfg.path is None and not cfg.files:
         more = " or [[data.files]] entries" if cfg.source == "csv" else ""
         raise ConfigError(
-            f"data.path: required for source={cfg.source!r}; set it in the scenario (path = \"${{METAREC_DATA}}/...\"){more} "
+            f'data.path: required for source={cfg.source!r}; set it in the scenario (path = "${{METAREC_DATA}}/..."){more} '
             "and export METAREC_DATA or pass --data-root"
         )
     from metarec.data import readers, sources
@@ -92,16 +120,30 @@ def _read(cfg: DataConfig) -> InteractionTable:
     if cfg.source in ("csv", "shared_below_k"):
         cols = _columns(cfg)
         scale = (cfg.rating_scale[0], cfg.rating_scale[1]) if cfg.rating_scale else None
-        files = [sources.SourceFile(f.path, f.domain, f.part) for f in cfg.files] or [sources.SourceFile(cfg.path)]  # type: ignore[arg-type]
+        files = [sources.SourceFile(f.path, f.domain, f.part) for f in cfg.files] or [
+            sources.SourceFile(cfg.path)  # type: ignore[arg-type]
+        ]
         opts = dict(format=cfg.format, sep=cfg.sep, header=cfg.header, names=cfg.names)
         if cfg.source == "shared_below_k":
             return sources.read_shared_below_k(
-                files, cfg.shared_users, cols, namespace_items="item" in cfg.namespace or not cfg.namespace,
-                feedback=cfg.feedback, rating_scale=scale, duplicates=cfg.duplicates, **opts,  # type: ignore[arg-type]
+                files,
+                cfg.shared_users,
+                cols,
+                namespace_items="item" in cfg.namespace or not cfg.namespace,
+                feedback=cfg.feedback,
+                rating_scale=scale,
+                duplicates=cfg.duplicates,
+                **opts,  # type: ignore[arg-type]
             )
         return sources.read_files(
-            files, cols, ids=cfg.ids, namespace=cfg.namespace, feedback=cfg.feedback, rating_scale=scale,
-            duplicates=cfg.duplicates, **opts,  # type: ignore[arg-type]
+            files,
+            cols,
+            ids=cfg.ids,
+            namespace=cfg.namespace,
+            feedback=cfg.feedback,
+            rating_scale=scale,
+            duplicates=cfg.duplicates,
+            **opts,  # type: ignore[arg-type]
         )
     path = Path(cfg.path)  # type: ignore[arg-type]
     if cfg.source == "movielens-100k":
@@ -110,7 +152,9 @@ def _read(cfg: DataConfig) -> InteractionTable:
         return readers.read_movielens_1m(path, melu_extra=cfg.melu_extra, item_text=cfg.item_text)
     if cfg.source == "recbole":
         if not cfg.name:
-            raise ConfigError("data.name: required for source='recbole' (the atomic files' stem, e.g. 'ml-100k')")
+            raise ConfigError(
+                "data.name: required for source='recbole' (the atomic files' stem, e.g. 'ml-100k')"
+            )
         return readers.read_recbole_atomic(path, cfg.name)
     if not cfg.pair:
         raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
@@ -119,7 +163,9 @@ def _read(cfg: DataConfig) -> InteractionTable:
 
 def _columns(cfg: DataConfig) -> Columns:
     """The column mapping of ``data.columns`` (``"none"`` drops a role: ``rating = "none"``)."""
-    roles = {k: (None if v.strip().lower() in ("none", "null") else v) for k, v in cfg.columns.items()}
+    roles = {
+        k: (None if v.strip().lower() in ("none", "null") else v) for k, v in cfg.columns.items()
+    }
     return Columns(**roles)  # type: ignore[arg-type]
 
 
@@ -128,23 +174,44 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
     nq = p.n_query or 10
     if p.split == "melu":
         return melu_split(
-            table, existing_user_fraction=p.existing_user_fraction, new_item_year=p.new_item_year,
-            n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions,
-            val_fraction=p.val_fraction, seed=p.seed,
+            table,
+            existing_user_fraction=p.existing_user_fraction,
+            new_item_year=p.new_item_year,
+            n_query=nq,
+            min_interactions=p.min_interactions,
+            max_interactions=p.max_interactions,
+            val_fraction=p.val_fraction,
+            seed=p.seed,
         )
     if p.split == "cold_domain_users":
         return cold_domain_users_split(
-            table, p.target_domain, beta=p.beta, val_fraction=p.val_fraction, n_query=nq,
-            min_interactions=p.min_interactions, max_interactions=p.max_interactions, seed=p.seed,
+            table,
+            p.target_domain,
+            beta=p.beta,
+            val_fraction=p.val_fraction,
+            n_query=nq,
+            min_interactions=p.min_interactions,
+            max_interactions=p.max_interactions,
+            seed=p.seed,
         )
     if p.split == "predefined":
         return predefined_split(
-            table, unit=p.unit, target_domain=p.target_domain, n_query=nq, min_interactions=p.min_interactions,
-            max_interactions=p.max_interactions, val_fraction=p.val_fraction, order=p.order, seed=p.seed,
+            table,
+            unit=p.unit,
+            target_domain=p.target_domain,
+            n_query=nq,
+            min_interactions=p.min_interactions,
+            max_interactions=p.max_interactions,
+            val_fraction=p.val_fraction,
+            order=p.order,
+            seed=p.seed,
         )
     common: dict[str, Any] = dict(
-        n_query=nq, min_interactions=p.min_interactions, max_interactions=p.max_interactions,
-        cohort_by=p.cohort_by, seed=p.seed,
+        n_query=nq,
+        min_interactions=p.min_interactions,
+        max_interactions=p.max_interactions,
+        cohort_by=p.cohort_by,
+        seed=p.seed,
     )
     if p.split == "time":
         return time_split(table, p.unit, p.fractions, **common)
@@ -154,7 +221,12 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
 def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:
     """The sampler settings of a protocol (``n_support`` overrides the shots)."""
     ns = p.n_support if n_support == -1 else n_support
-    return SamplerConfig(n_support=ns, n_query=p.n_query, order=p.order if p.split != "time" else "time", negatives=p.negatives)
+    return SamplerConfig(
+        n_support=ns,
+        n_query=p.n_query,
+        order=p.order if p.split != "time" else "time",
+        negatives=p.negatives,
+    )
 
 
 def _dist(x: np.ndarray) -> dict[str, float]:
@@ -174,10 +246,18 @@ def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"scenario": scenario.name, "data": table.summary(), "splits": {}}
     for name, pool in splits.pools.items():
         if len(pool) == 0:
-            out["splits"][name] = {"tasks": 0, "support": _dist(np.zeros(0)), "query": _dist(np.zeros(0))}
+            out["splits"][name] = {
+                "tasks": 0,
+                "support": _dist(np.zeros(0)),
+                "query": _dist(np.zeros(0)),
+            }
             continue
         sampler = TaskSampler(table, pool, cfg, seed=seed)
-        batches = sampler.iterate(1024) if name != splits.train else [sampler.sample(min(1024, len(pool)))]
+        batches = (
+            sampler.iterate(1024)
+            if name != splits.train
+            else [sampler.sample(min(1024, len(pool)))]
+        )
         sup = np.concatenate([b.support.sizes().numpy() for b in batches])
         qry = np.concatenate([b.query.sizes().numpy() for b in batches])
         out["splits"][name] = {"tasks": len(pool), "support": _dist(sup), "query": _dist(qry)}

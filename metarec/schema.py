@@ -37,7 +37,14 @@ else:  # Python 3.10
         tomllib = None
 
 __all__ = [
-    "from_dict", "to_dict", "config_hash", "parse_overrides", "merge", "expand_vars", "read_config_file", "cli_literal",
+    "from_dict",
+    "to_dict",
+    "config_hash",
+    "parse_overrides",
+    "merge",
+    "expand_vars",
+    "read_config_file",
+    "cli_literal",
 ]
 
 T = TypeVar("T")
@@ -407,7 +414,6 @@ def expand_vars(d: Any, variables: Mapping[str, str], where: str = "") -> Any:
         raise ConfigError(f"{where or 'value'}={d!r}: ${{{name}}} is not defined; {fix}")
 
     return _VAR.sub(replace, d)
-
 
 
 def cli_literal(value: Any) -> str:

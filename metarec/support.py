@@ -23,8 +23,18 @@ from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 
 __all__ = [
-    "read_support", "SupportRows", "SupportTasks", "parse_support", "group_tasks", "encode_items", "pad_tasks",
-    "fit_users", "as_list", "is_seq", "check_lr", "UnknownItems",
+    "read_support",
+    "SupportRows",
+    "SupportTasks",
+    "parse_support",
+    "group_tasks",
+    "encode_items",
+    "pad_tasks",
+    "fit_users",
+    "as_list",
+    "is_seq",
+    "check_lr",
+    "UnknownItems",
 ]
 
 UnknownItems = Literal["error", "fallback"]
@@ -38,17 +48,25 @@ def read_support(path: str | os.PathLike[str]) -> pd.DataFrame:
     """
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"support={str(p)!r}: file not found; pass a CSV with columns user,item,rating")
+        raise DataError(
+            f"support={str(p)!r}: file not found; pass a CSV with columns user,item,rating"
+        )
     try:
         df = pd.read_csv(p, dtype={"user": str, "item": str}, skipinitialspace=True)
     except pd.errors.EmptyDataError:
-        raise DataError(f"support={str(p)!r}: the file is empty; it needs a header row 'user,item,rating'") from None
+        raise DataError(
+            f"support={str(p)!r}: the file is empty; it needs a header row 'user,item,rating'"
+        ) from None
     cols = [str(c).strip() for c in df.columns]
     df.columns = cols
     missing = [c for c in ("user", "item", "rating") if c not in cols]
     if missing:
         headerless = all(_looks_numeric(c) for c in cols)
-        why = "has no header row" if headerless else f"has columns {cols}, no {missing[0]!r}{suggest(missing[0], cols)}"
+        why = (
+            "has no header row"
+            if headerless
+            else f"has columns {cols}, no {missing[0]!r}{suggest(missing[0], cols)}"
+        )
         raise DataError(
             f"support={str(p)!r}: {why}; the first line must be the header 'user,item,rating' "
             "followed by one interaction per line"
@@ -56,13 +74,21 @@ def read_support(path: str | os.PathLike[str]) -> pd.DataFrame:
     return df[["user", "item", "rating"]]
 
 
-def encode_items(item_ids: IdEncoder, items: Iterable[Any], unknown_items: str = "error", what: str = "items") -> np.ndarray:
+def encode_items(
+    item_ids: IdEncoder, items: Iterable[Any], unknown_items: str = "error", what: str = "items"
+) -> np.ndarray:
     """Raw item ids -> indices of ``item_ids`` (``unknown_items``: ``"error"`` raises naming the
     unknown ids, ``"fallback"`` maps them to the unknown item, index 0)."""
     if unknown_items not in ("error", "fallback"):
-        raise ConfigError(f"unknown_items={unknown_items!r}: choose 'error' or 'fallback'"
-                          f"{suggest(str(unknown_items), ('error', 'fallback'))}")
-    raw = items if isinstance(items, (np.ndarray, pd.Series)) else np.asarray(as_list(items), dtype=object)
+        raise ConfigError(
+            f"unknown_items={unknown_items!r}: choose 'error' or 'fallback'"
+            f"{suggest(str(unknown_items), ('error', 'fallback'))}"
+        )
+    raw = (
+        items
+        if isinstance(items, (np.ndarray, pd.Series))
+        else np.asarray(as_list(items), dtype=object)
+    )
     idx = item_ids.encode(raw)
     if unknown_items == "error" and (idx == 0).any():
         bad = pd.unique(np.asarray(raw, dtype=object)[idx == 0])
@@ -75,18 +101,27 @@ def encode_items(item_ids: IdEncoder, items: Iterable[Any], unknown_items: str =
     return idx
 
 
-def pad_tasks(tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray):
+def pad_tasks(
+    tcode: np.ndarray, n_tasks: int, uidx: np.ndarray, iidx: np.ndarray, ratings: np.ndarray
+):
     """Rows grouped by task into padded ``(T, N)`` arrays, in row order within a task (vectorised)."""
     counts = np.bincount(tcode, minlength=n_tasks)
     order = np.argsort(tcode, kind="stable")
-    pos = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)  # position within its task
+    pos = np.arange(len(order)) - np.repeat(
+        np.cumsum(counts) - counts, counts
+    )  # position within its task
     t = tcode[order]
     width = max(int(counts.max()), 1)
     users = np.zeros((n_tasks, width), np.int64)  # (tasks, support)
     items = np.zeros((n_tasks, width), np.int64)
     targets = np.zeros((n_tasks, width), np.float64)
     mask = np.zeros((n_tasks, width), bool)
-    users[t, pos], items[t, pos], targets[t, pos], mask[t, pos] = uidx[order], iidx[order], ratings[order], True
+    users[t, pos], items[t, pos], targets[t, pos], mask[t, pos] = (
+        uidx[order],
+        iidx[order],
+        ratings[order],
+        True,
+    )
     return users, items, targets, mask
 
 
@@ -98,14 +133,18 @@ class SupportRows(NamedTuple):
     ratings: np.ndarray
 
 
-def parse_support(support: Any, columns: Any, user: Any, feedback: str, scale: tuple[float, float] | None) -> SupportRows:
+def parse_support(
+    support: Any, columns: Any, user: Any, feedback: str, scale: tuple[float, float] | None
+) -> SupportRows:
     """Any accepted support form -> validated raw arrays (``user`` fills or filters the user ids)."""
     if isinstance(support, InteractionTable):
         df = support.to_frame(raw_ids=True)
         u, i, r = _objects(df["user"]), _objects(df["item"]), df["rating"].to_numpy()
     elif isinstance(support, pd.DataFrame):
         u, i, r = _columns(support, columns, user is not None, feedback)
-    elif isinstance(support, (list, tuple)) or (isinstance(support, np.ndarray) and support.ndim == 2):
+    elif isinstance(support, (list, tuple)) or (
+        isinstance(support, np.ndarray) and support.ndim == 2
+    ):
         u, i, r = _from_tuples(list(support), user)
     else:
         raise DataError(
@@ -121,19 +160,25 @@ def parse_support(support: Any, columns: Any, user: Any, feedback: str, scale: t
     for role, ids in (("user", u), ("item", i)):
         miss = pd.isna(ids) if len(ids) else np.zeros(0, bool)
         if miss.any():
-            raise DataError(f"support {role} ids: {int(miss.sum())} missing, first at row {int(np.flatnonzero(miss)[0])}; "
-                            f"every interaction needs a {role}; drop those rows")
+            raise DataError(
+                f"support {role} ids: {int(miss.sum())} missing, first at row {int(np.flatnonzero(miss)[0])}; "
+                f"every interaction needs a {role}; drop those rows"
+            )
     ratings = _numbers(r)
     if feedback == "implicit" and not np.isin(ratings, (0.0, 1.0)).all():
         k = int(np.flatnonzero(~np.isin(ratings, (0.0, 1.0)))[0])
-        raise DataError(f"support ratings: {ratings[k]:g} at row {k}: this run has implicit feedback, ratings must be 0 "
-                        "or 1; binarise them first (e.g. rating >= 4)")
+        raise DataError(
+            f"support ratings: {ratings[k]:g} at row {k}: this run has implicit feedback, ratings must be 0 "
+            "or 1; binarise them first (e.g. rating >= 4)"
+        )
     if feedback == "explicit" and scale is not None:
         off = (ratings < scale[0]) | (ratings > scale[1])
         if off.any():
             k = int(np.flatnonzero(off)[0])
-            raise DataError(f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
-                            f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings")
+            raise DataError(
+                f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
+                f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings"
+            )
     return SupportRows(u, i, ratings)
 
 
@@ -145,8 +190,10 @@ def _numbers(r: Any) -> np.ndarray:
     bad = ~np.isfinite(out)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise DataError(f"support ratings: {py(np.asarray(r, dtype=object)[k])!r} at row {k} is not a finite number; "
-                        "ratings must be numbers; clean or drop those rows")
+        raise DataError(
+            f"support ratings: {py(np.asarray(r, dtype=object)[k])!r} at row {k} is not a finite number; "
+            "ratings must be numbers; clean or drop those rows"
+        )
     return out
 
 
@@ -165,8 +212,10 @@ def _columns(frame: pd.DataFrame, columns: Any, user_given: bool, feedback: str)
     elif isinstance(columns, Mapping):
         unknown = [k for k in columns if k not in ("user", "item", "rating")]
         if unknown:
-            raise ConfigError(f"columns: unknown role {unknown[0]!r}; roles are 'user', 'item', 'rating'"
-                              f"{suggest(unknown[0], ('user', 'item', 'rating'))}; pass e.g. columns={{'user': 'uid'}}")
+            raise ConfigError(
+                f"columns: unknown role {unknown[0]!r}; roles are 'user', 'item', 'rating'"
+                f"{suggest(unknown[0], ('user', 'item', 'rating'))}; pass e.g. columns={{'user': 'uid'}}"
+            )
         c = {"user": "user", "item": "item", "rating": "rating", **dict(columns)}
     else:
         raise ConfigError(f"columns: expected Columns(...) or a dict, got {type(columns).__name__}")
@@ -179,7 +228,13 @@ def _columns(frame: pd.DataFrame, columns: Any, user_given: bool, feedback: str)
         elif role == "rating" and col is None and feedback == "implicit":
             out[role] = np.ones(len(frame))
         elif len(frame.columns) == 0 and len(frame) == 0:
-            out[role] = np.zeros(0) if role == "rating" else None if role == "user" else np.zeros(0, dtype=object)
+            out[role] = (
+                np.zeros(0)
+                if role == "rating"
+                else None
+                if role == "user"
+                else np.zeros(0, dtype=object)
+            )
         else:
             raise DataError(
                 f"support columns.{role}={col!r}: column not found; the frame has {list(frame.columns)}"
@@ -191,7 +246,11 @@ def _columns(frame: pd.DataFrame, columns: Any, user_given: bool, feedback: str)
 
 def _from_tuples(rows: list[Any], user: Any):
     if not rows:
-        return (None if user is not None else np.zeros(0, dtype=object)), np.zeros(0, dtype=object), np.zeros(0)
+        return (
+            (None if user is not None else np.zeros(0, dtype=object)),
+            np.zeros(0, dtype=object),
+            np.zeros(0),
+        )
     lens = {len(r) if isinstance(r, (tuple, list, np.ndarray)) else -1 for r in rows}
     if lens == {3}:
         u, i, r = zip(*rows, strict=True)
@@ -209,7 +268,9 @@ def fit_users(raw: list[Any]) -> IdEncoder:
     try:
         return IdEncoder.fit(raw, name="user")
     except ValueError as e:
-        raise DataError(f"support user ids: {e}; the same user is spelled two ways (e.g. 5 and '5'); use one type") from None
+        raise DataError(
+            f"support user ids: {e}; the same user is spelled two ways (e.g. 5 and '5'); use one type"
+        ) from None
 
 
 def as_list(x: Any) -> list[Any]:
@@ -233,8 +294,14 @@ def _looks_numeric(s: str) -> bool:
 
 
 def check_lr(lr: Any) -> None:
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0)):
-        raise ConfigError(f"lr={lr!r}: must be a finite number > 0; pass e.g. lr=0.01, or None for the run's default")
+    if lr is not None and (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not (math.isfinite(lr) and lr > 0)
+    ):
+        raise ConfigError(
+            f"lr={lr!r}: must be a finite number > 0; pass e.g. lr=0.01, or None for the run's default"
+        )
 
 
 class SupportTasks(NamedTuple):
@@ -257,13 +324,23 @@ class SupportTasks(NamedTuple):
     default: int
 
 
-def group_tasks(rows: SupportRows, user_ids: IdEncoder, item_ids: IdEncoder, *, per: str = "user",
-                unknown_items: str = "error", extra_user: Any = None, stacklevel: int = 4) -> SupportTasks:
+def group_tasks(
+    rows: SupportRows,
+    user_ids: IdEncoder,
+    item_ids: IdEncoder,
+    *,
+    per: str = "user",
+    unknown_items: str = "error",
+    extra_user: Any = None,
+    stacklevel: int = 4,
+) -> SupportTasks:
     """One task per user with rows (``per="user"``, in encoder order; the others get task
     ``default = n_tasks``) or one task over every row (``per="domain"``). Empty support warns."""
     if per not in ("user", "domain"):
-        raise ConfigError(f"per={per!r}: choose 'user' (one task per user) or 'domain' (one task over every row)"
-                          f"{suggest(str(per), ('user', 'domain'))}")
+        raise ConfigError(
+            f"per={per!r}: choose 'user' (one task per user) or 'domain' (one task over every row)"
+            f"{suggest(str(per), ('user', 'domain'))}"
+        )
     iidx = encode_items(item_ids, rows.items, unknown_items, what="support")
     raw_users = rows.users
     users = fit_users(list(raw_users) + ([] if extra_user is None else [extra_user]))
@@ -272,7 +349,9 @@ def group_tasks(rows: SupportRows, user_ids: IdEncoder, item_ids: IdEncoder, *, 
         who = "" if extra_user is None else f" for user {py(extra_user)!r}"
         warnings.warn(
             f"support is empty{who}: no interaction to adapt on; the meta-learned initialisation is used "
-            "(pass at least one (user, item, rating) row to personalise)", UserWarning, stacklevel=stacklevel,
+            "(pass at least one (user, item, rating) row to personalise)",
+            UserWarning,
+            stacklevel=stacklevel,
         )
     uidx = user_ids.encode(raw_users)
     n_users = len(users) - 1

@@ -60,9 +60,19 @@ from metarec.models.base import RecModel, split_params
 from metarec.rundir import training_session
 from metarec.scenario import build_splits, load_table, sampler_config
 
-__all__ = ["TrainResult", "train", "algorithm_config", "model_kwargs", "resolve_device", "build_training_model"]
+__all__ = [
+    "TrainResult",
+    "train",
+    "algorithm_config",
+    "model_kwargs",
+    "resolve_device",
+    "build_training_model",
+]
 
-SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}  # metric, sign (+1: higher is better)
+SELECT_METRIC = {
+    "explicit": ("mae", -1.0),
+    "implicit": ("auc", 1.0),
+}  # metric, sign (+1: higher is better)
 
 
 @dataclass
@@ -84,7 +94,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r}: CUDA is not available on this machine; pass train.device='cpu' or 'auto'")
+        raise ConfigError(
+            f"train.device={name!r}: CUDA is not available on this machine; pass train.device='cpu' or 'auto'"
+        )
     return torch.device(name)
 
 
@@ -150,15 +162,22 @@ def train(
     out = Path(out)
     tr = scenario.train
     device = resolve_device(tr.device)
-    dist_ctx = distributed.init(device)  # [distributed] joins torchrun's process group (WORLD_SIZE > 1)
-    device, out = dist_ctx.device, dist_ctx.run_dir(out, resume)  # [distributed] cuda:LOCAL_RANK; rank 0 writes `out`
+    dist_ctx = distributed.init(
+        device
+    )  # [distributed] joins torchrun's process group (WORLD_SIZE > 1)
+    device, out = (
+        dist_ctx.device,
+        dist_ctx.run_dir(out, resume),
+    )  # [distributed] cuda:LOCAL_RANK; rank 0 writes `out`
     evaluate_test = evaluate_test and dist_ctx.is_main  # [distributed]
     if table is None:
         table = load_table(scenario.data)
     if splits is None:
         splits = build_splits(table, scenario.protocol)
     if resume:
-        check_same_data(out, table)  # hook (metarec.fingerprint): refuse changed data, saying what changed
+        check_same_data(
+            out, table
+        )  # hook (metarec.fingerprint): refuse changed data, saying what changed
     algo = algorithm_config(scenario, table.feedback)
     scfg = sampler_config(scenario.protocol)
     last = out / "checkpoints" / "last.pt"
@@ -176,7 +195,14 @@ def train(
     # implicit feedback: meta-training negatives come from the meta-train items only, so no
     # held-out-only item is ever a training example (see SamplerConfig.negatives_from)
     train_scfg = replace(scfg, negatives_from="pool")
-    sampler = TaskSampler(table, splits.pools[splits.train], train_scfg, seed=tr.seed, device=device, dtype=torch.float32)
+    sampler = TaskSampler(
+        table,
+        splits.pools[splits.train],
+        train_scfg,
+        seed=tr.seed,
+        device=device,
+        dtype=torch.float32,
+    )
     metric, sign = SELECT_METRIC[table.feedback]
 
     step, skipped, best_score, best_step, evals_without_gain = 0, 0, -math.inf, 0, 0
@@ -192,7 +218,12 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         sampler.rng.bit_generator.state = json.loads(ck["sampler_rng"])
         torch.set_rng_state(ck["torch_rng"])
-        step, skipped, best_score, best_step = int(ck["step"]), int(ck["skipped"]), float(ck["best_score"]), int(ck["best_step"])
+        step, skipped, best_score, best_step = (
+            int(ck["step"]),
+            int(ck["skipped"]),
+            float(ck["best_score"]),
+            int(ck["best_step"]),
+        )
         evals_without_gain = int(ck["evals_without_gain"])
         best_val = json.loads(ck["best_val"])
         _truncate_log(out / "metrics.jsonl", step)  # steps after the checkpoint are re-run
@@ -203,26 +234,50 @@ def train(
 
     sinks = [*make_loggers(tr.loggers, out), *loggers]
     log = (out / "metrics.jsonl").open("a")
-    bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress, desc=f"{algo.name}", unit="step", leave=False, mininterval=0.5)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if tr.bf16 else contextlib.nullcontext()
+    bar = tqdm(
+        total=tr.steps,
+        initial=step,
+        disable=not tr.progress,
+        desc=f"{algo.name}",
+        unit="step",
+        leave=False,
+        mininterval=0.5,
+    )
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if tr.bf16 else contextlib.nullcontext()
+    )
     tasks_done, t_loop = 0, time.perf_counter()
     stopped_early = False
     try:
         while step < tr.steps:
             batch = sampler.sample(algo.meta_batch)
-            batch = dist_ctx.shard(batch)  # [distributed] this rank's disjoint slice of the global meta-batch
-            sw = msl_weights(algo.inner_steps, step / max(tr.steps, 1)) if algo.multi_step_loss else None
+            batch = dist_ctx.shard(
+                batch
+            )  # [distributed] this rank's disjoint slice of the global meta-batch
+            sw = (
+                msl_weights(algo.inner_steps, step / max(tr.steps, 1))
+                if algo.multi_step_loss
+                else None
+            )
             with autocast:
-                loss, grads = meta_loss_and_grads(algo, model, params, batch, state=state, step_weights=sw)
-            loss, grads = dist_ctx.all_reduce(algo, loss, grads, batch)  # [distributed] global meta-gradient
-            finite = bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+                loss, grads = meta_loss_and_grads(
+                    algo, model, params, batch, state=state, step_weights=sw
+                )
+            loss, grads = dist_ctx.all_reduce(
+                algo, loss, grads, batch
+            )  # [distributed] global meta-gradient
+            finite = bool(torch.isfinite(loss)) and all(
+                bool(torch.isfinite(g).all()) for g in grads.values()
+            )
             step += 1
             row: dict[str, Any] = {"step": step, "loss": float(loss)}
             if finite:
                 for k, p in {**params, **state}.items():
                     p.grad = grads[k].to(p.dtype)
                 if tr.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(list(params.values()) + list(state.values()), tr.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(
+                        list(params.values()) + list(state.values()), tr.grad_clip
+                    )
                 opt.step()
                 opt.zero_grad(set_to_none=True)
             else:
@@ -247,11 +302,29 @@ def train(
                 sink.log(row)
             log.flush()
             # postfix first without a redraw: update() then redraws at most every mininterval
-            bar.set_postfix(loss=f"{float(loss):.4f}", tasks_s=f"{tps:.0f}", refresh=False,
-                            **({metric: f"{best_val.get(metric, float('nan')):.4f}"} if best_val else {}))
+            bar.set_postfix(
+                loss=f"{float(loss):.4f}",
+                tasks_s=f"{tps:.0f}",
+                refresh=False,
+                **({metric: f"{best_val.get(metric, float('nan')):.4f}"} if best_val else {}),
+            )
             bar.update(1)
             if step % tr.checkpoint_every == 0 or step == tr.steps or stopped_early:
-                _save_checkpoint(last, model, params, state, opt, sampler, step, skipped, best_score, best_step, evals_without_gain, best_val, scenario)
+                _save_checkpoint(
+                    last,
+                    model,
+                    params,
+                    state,
+                    opt,
+                    sampler,
+                    step,
+                    skipped,
+                    best_score,
+                    best_step,
+                    evals_without_gain,
+                    best_val,
+                    scenario,
+                )
             if stopped_early or (stop_after is not None and step >= stop_after):
                 break
     finally:
@@ -262,21 +335,37 @@ def train(
     if skipped:
         print(f"metarec: {skipped} step(s) skipped because the meta-gradient was not finite")
     result = TrainResult(
-        out, step, best_step, best_val, skipped, time.perf_counter() - t_start,
-        tasks_done / max(time.perf_counter() - t_loop, 1e-9), stopped_early,
+        out,
+        step,
+        best_step,
+        best_val,
+        skipped,
+        time.perf_counter() - t_start,
+        tasks_done / max(time.perf_counter() - t_loop, 1e-9),
+        stopped_early,
     )
     if evaluate_test and (step >= tr.steps or stopped_early):
         test = evaluate_run_states(out, model, params, state, algo, table, splits, scenario, device)
         atomic_write_json(out / "test_metrics.json", test)
-    atomic_write_json(out / "summary.json", {
-        "steps": step, "best_step": best_step, "best_val": best_val, "skipped_steps": skipped,
-        "seconds": round(result.seconds, 2), "tasks_per_s": round(result.tasks_per_s, 1), "stopped_early": stopped_early,
-    })
+    atomic_write_json(
+        out / "summary.json",
+        {
+            "steps": step,
+            "best_step": best_step,
+            "best_val": best_val,
+            "skipped_steps": skipped,
+            "seconds": round(result.seconds, 2),
+            "tasks_per_s": round(result.tasks_per_s, 1),
+            "stopped_early": stopped_early,
+        },
+    )
     dist_ctx.close()  # [distributed]
     return result
 
 
-def evaluate_run_states(out, model, params, state, algo, table, splits, scenario, device) -> dict[str, Any]:
+def evaluate_run_states(
+    out, model, params, state, algo, table, splits, scenario, device
+) -> dict[str, Any]:
     """Load the best parameters and score every test state once."""
     best = load_best(out, map_location=device)
     with torch.no_grad():
@@ -290,8 +379,19 @@ def evaluate_run_states(out, model, params, state, algo, table, splits, scenario
         pool = splits.pools[name]
         if len(pool) == 0:
             continue
-        ev = evaluate_pool(model, params, algo, table, pool, scfg, state=state, k=scenario.metrics.k,
-                           steps=scenario.algorithm.eval_steps, lr=_eval_lr(scenario, algo), device=device)
+        ev = evaluate_pool(
+            model,
+            params,
+            algo,
+            table,
+            pool,
+            scfg,
+            state=state,
+            k=scenario.metrics.k,
+            steps=scenario.algorithm.eval_steps,
+            lr=_eval_lr(scenario, algo),
+            device=device,
+        )
         res[name] = ev
     return {"best_step": int(best["step"]), "states": res}
 
@@ -299,8 +399,18 @@ def evaluate_run_states(out, model, params, state, algo, table, splits, scenario
 def _validate(model, params, state, algo, table, splits, scfg, scenario, device) -> dict[str, Any]:
     a = scenario.algorithm
     return evaluate_pool(
-        model, params, algo, table, splits.pools[splits.val], scfg, state=state, max_tasks=scenario.train.val_tasks,
-        k=scenario.metrics.k, steps=a.eval_steps, lr=_eval_lr(scenario, algo), device=device,
+        model,
+        params,
+        algo,
+        table,
+        splits.pools[splits.val],
+        scfg,
+        state=state,
+        max_tasks=scenario.train.val_tasks,
+        k=scenario.metrics.k,
+        steps=a.eval_steps,
+        lr=_eval_lr(scenario, algo),
+        device=device,
     )
 
 
@@ -309,16 +419,29 @@ def _eval_lr(sc: Scenario, algo: AlgorithmConfig) -> float | None:
     return None if algo.meta_learned_lrs else sc.algorithm.eval_lr
 
 
-def _write_run_files(out: Path, sc: Scenario, table: InteractionTable, model, algo: AlgorithmConfig) -> None:
+def _write_run_files(
+    out: Path, sc: Scenario, table: InteractionTable, model, algo: AlgorithmConfig
+) -> None:
     atomic_write_json(out / "config.json", to_dict(sc))
-    atomic_write_json(out / "manifest.json", {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "config_hash": config_hash(sc),
-        "method": {"name": sc.algorithm.name, "engine": True},
-        "model": {"name": sc.model.name, "kwargs": model_kwargs(sc), "adapt": list(adapt_patterns(algo, model))},
-        "algorithm": {k: (list(v) if isinstance(v, tuple) else v) for k, v in algo.__dict__.items()},
-        "feedback": table.feedback,
-        "parameters": {k: list(v.shape) for k, v in model.named_parameters()},
-    })
+    atomic_write_json(
+        out / "manifest.json",
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config_hash": config_hash(sc),
+            "method": {"name": sc.algorithm.name, "engine": True},
+            "model": {
+                "name": sc.model.name,
+                "kwargs": model_kwargs(sc),
+                "adapt": list(adapt_patterns(algo, model)),
+            },
+            "algorithm": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in algo.__dict__.items()
+            },
+            "feedback": table.feedback,
+            "parameters": {k: list(v.shape) for k, v in model.named_parameters()},
+        },
+    )
     save_table_meta(table, out)
 
 
@@ -327,32 +450,61 @@ def _buffers(model) -> dict[str, torch.Tensor]:
 
 
 def _save_weights(path: Path, model, params, state, step: int) -> None:
-    save_tensors(path, {
-        "params": {k: v.detach().cpu() for k, v in params.items()},
-        "buffers": _buffers(model),
-        "state": {k: v.detach().cpu() for k, v in state.items()},
-        "step": step,
-    })
+    save_tensors(
+        path,
+        {
+            "params": {k: v.detach().cpu() for k, v in params.items()},
+            "buffers": _buffers(model),
+            "state": {k: v.detach().cpu() for k, v in state.items()},
+            "step": step,
+        },
+    )
 
 
-def _save_checkpoint(path, model, params, state, opt, sampler, step, skipped, best_score, best_step, ewg, best_val, sc) -> None:
-    save_tensors(path, {
-        "params": {k: v.detach().cpu() for k, v in params.items()},
-        "buffers": _buffers(model),
-        "state": {k: v.detach().cpu() for k, v in state.items()},
-        "optimizer": opt.state_dict(),
-        "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-        "torch_rng": torch.get_rng_state(),
-        "step": step, "skipped": skipped, "best_score": best_score, "best_step": best_step,
-        "evals_without_gain": ewg, "best_val": json.dumps(best_val), "config_hash": config_hash(_resume_key(sc)),
-    })
+def _save_checkpoint(
+    path,
+    model,
+    params,
+    state,
+    opt,
+    sampler,
+    step,
+    skipped,
+    best_score,
+    best_step,
+    ewg,
+    best_val,
+    sc,
+) -> None:
+    save_tensors(
+        path,
+        {
+            "params": {k: v.detach().cpu() for k, v in params.items()},
+            "buffers": _buffers(model),
+            "state": {k: v.detach().cpu() for k, v in state.items()},
+            "optimizer": opt.state_dict(),
+            "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "skipped": skipped,
+            "best_score": best_score,
+            "best_step": best_step,
+            "evals_without_gain": ewg,
+            "best_val": json.dumps(best_val),
+            "config_hash": config_hash(_resume_key(sc)),
+        },
+    )
 
 
 def _truncate_log(path: Path, step: int) -> None:
     """Keep the log rows of steps up to ``step`` (a killed run may have logged a few more)."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= step
+    ]
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 

@@ -24,7 +24,9 @@ def data_root() -> Path | None:
 def shared_data() -> Path:
     root = data_root()
     if root is None:
-        pytest.skip("real datasets not available: set METAREC_DATA=../shared/datasets to run this test")
+        pytest.skip(
+            "real datasets not available: set METAREC_DATA=../shared/datasets to run this test"
+        )
     return root
 
 

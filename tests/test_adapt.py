@@ -21,10 +21,15 @@ from metarec.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = [
-    "train.steps=12", "train.val_every=6", "train.val_tasks=32", "train.progress=false",
+    "train.steps=12",
+    "train.val_every=6",
+    "train.val_tasks=32",
+    "train.progress=false",
     "data.synthetic.n_domains=4",
 ]
-FEATURE_ONLY = 8  # items whose interactions are dropped before training: scored by their features only
+FEATURE_ONLY = (
+    8  # items whose interactions are dropped before training: scored by their features only
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +44,17 @@ def trained(tmp_path_factory):
     train(sc, run, table=table, splits=splits, evaluate_test=False)
     test = splits.pools[splits.states[0]]
     frame = table.to_frame(raw_ids=True)
-    cold = [int(u) for u in table.user_ids.decode(test.units[:40])]  # meta-test users: never in meta-training
+    cold = [
+        int(u) for u in table.user_ids.decode(test.units[:40])
+    ]  # meta-test users: never in meta-training
     feature_only = [int(i) for i in full.item_ids.decode(dropped)]
-    return {"run": run, "frame": frame, "cold": cold, "feature_only": feature_only, "meta": load_run(run)}
+    return {
+        "run": run,
+        "frame": frame,
+        "cold": cold,
+        "feature_only": feature_only,
+        "meta": load_run(run),
+    }
 
 
 def _support(trained, users, n=10) -> pd.DataFrame:
@@ -75,9 +88,13 @@ def test_cold_user_gets_k_sorted_finite_recommendations(trained) -> None:
     assert (rec.predict(user, items) >= 1.0).all() and (rec.predict(user, items) <= 5.0).all()
     # adaptation moved the predictions away from the initialisation
     probe = list(support["item"])
-    assert not np.allclose(rec.predict(user, probe, clip=False), meta.initial().predict(user, probe, clip=False))
+    assert not np.allclose(
+        rec.predict(user, probe, clip=False), meta.initial().predict(user, probe, clip=False)
+    )
     # a brand-new id (unknown to the encoder: index 0) is served too
-    new = meta.adapt([("brand-new", i, r) for i, r in zip(support["item"], support["rating"], strict=True)])
+    new = meta.adapt(
+        [("brand-new", i, r) for i, r in zip(support["item"], support["rating"], strict=True)]
+    )
     assert len(new.recommend("brand-new", k=10)) == 10
 
 
@@ -108,9 +125,13 @@ def test_known_and_unknown_ids(trained) -> None:
     known = trained["cold"][2]
     assert known in meta.user_ids and not np.allclose(init.predict(known, items, clip=False), a)
     # an item the encoder does not know has no features: an error naming it, unless asked for
-    with pytest.raises(DataError, match=r"items: 1 item id\(s\) not in the run's item catalogue \('no-such-item'\)"):
+    with pytest.raises(
+        DataError, match=r"items: 1 item id\(s\) not in the run's item catalogue \('no-such-item'\)"
+    ):
         init.predict(known, ["no-such-item"])
-    with pytest.raises(DataError, match=r"support: 2 item id\(s\) .*\('x1', 'x2'\).*unknown_items='fallback'"):
+    with pytest.raises(
+        DataError, match=r"support: 2 item id\(s\) .*\('x1', 'x2'\).*unknown_items='fallback'"
+    ):
         meta.adapt([(known, "x1", 3.0), (known, "x2", 4.0), (known, items[0], 5.0)])
     fb = meta.adapt([(known, "x1", 3.0), (known, items[0], 5.0)], unknown_items="fallback")
     p = fb.predict([known, known], ["x1", "x2"], unknown_items="fallback", clip=False)
@@ -127,9 +148,13 @@ def test_empty_support_warns_and_keeps_the_initialisation(trained) -> None:
     meta = trained["meta"]
     items = list(trained["frame"]["item"].iloc[:15])
     user = trained["cold"][3]
-    with pytest.warns(UserWarning, match=rf"support is empty for user {user!r}: .*meta-learned initialisation"):
+    with pytest.warns(
+        UserWarning, match=rf"support is empty for user {user!r}: .*meta-learned initialisation"
+    ):
         rec = meta.adapt([], user=user)
-    np.testing.assert_array_equal(rec.predict(user, items, clip=False), meta.initial().predict(user, items, clip=False))
+    np.testing.assert_array_equal(
+        rec.predict(user, items, clip=False), meta.initial().predict(user, items, clip=False)
+    )
     assert not rec.is_adapted(user)
     with pytest.warns(UserWarning, match="support is empty"):
         meta.adapt_many(pd.DataFrame({"user": [], "item": [], "rating": []}))
@@ -137,24 +162,37 @@ def test_empty_support_warns_and_keeps_the_initialisation(trained) -> None:
     with pytest.warns(UserWarning, match="support is empty"):
         meta.adapt(_support(trained, [trained["cold"][4]]), user=user)
     steps0 = meta.adapt(_support(trained, [user]), steps=0)
-    np.testing.assert_array_equal(steps0.predict(user, items, clip=False), meta.initial().predict(user, items, clip=False))
+    np.testing.assert_array_equal(
+        steps0.predict(user, items, clip=False), meta.initial().predict(user, items, clip=False)
+    )
 
 
 def test_adapt_many_equals_per_user_adapt(trained) -> None:
     meta = trained["meta"]
     users = trained["cold"][:10]
     f = _support(trained, users, n=12)
-    f = f[f.groupby("user").cumcount() < 3 + f["user"].map({u: k % 9 for k, u in enumerate(users)})]  # 3..11 rows: padding
+    f = f[
+        f.groupby("user").cumcount() < 3 + f["user"].map({u: k % 9 for k, u in enumerate(users)})
+    ]  # 3..11 rows: padding
     batched = meta.adapt_many(f, chunk_size=4)  # 3 vmapped calls
     assert batched.n_tasks == len(users)
     items = list(trained["frame"]["item"].iloc[100:130])
     for k, u in enumerate(users):  # per-user adapt takes the eager single-task path
         one = meta.adapt(f[f["user"] == u])
-        np.testing.assert_allclose(batched.predict(u, items, clip=False), one.predict(u, items, clip=False), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            batched.predict(u, items, clip=False),
+            one.predict(u, items, clip=False),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         if k < 3:
-            assert [i for i, _ in batched.recommend(u, k=5)] == [i for i, _ in one.recommend(u, k=5)]
+            assert [i for i, _ in batched.recommend(u, k=5)] == [
+                i for i, _ in one.recommend(u, k=5)
+            ]
     # and adapt() of the same frame is the same batched computation
-    np.testing.assert_allclose(meta.adapt(f).predict(users[0], items), batched.predict(users[0], items), atol=1e-6)
+    np.testing.assert_allclose(
+        meta.adapt(f).predict(users[0], items), batched.predict(users[0], items), atol=1e-6
+    )
 
 
 def test_input_forms_agree(trained) -> None:
@@ -182,20 +220,29 @@ def test_per_domain_adapts_one_task_for_every_user(trained) -> None:
     assert rec.n_tasks == 1 and rec.is_adapted("someone-else")
     items = list(trained["frame"]["item"].iloc[:10])
     assert np.isfinite(rec.predict(["someone-else"] * 10, items)).all()
-    with pytest.raises(ConfigError, match=r"per='domian': choose 'user' .* \(did you mean 'domain'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"per='domian': choose 'user' .* \(did you mean 'domain'\?\)"
+    ):
         meta.adapt([], per="domian")
 
 
 def test_bad_support_is_rejected(trained) -> None:
     meta = trained["meta"]
     item = trained["frame"]["item"].iloc[0]
-    with pytest.raises(DataError, match=r"support ratings: 7 at row 0 is outside the run's rating_scale=\(1, 5\)"):
+    with pytest.raises(
+        DataError, match=r"support ratings: 7 at row 0 is outside the run's rating_scale=\(1, 5\)"
+    ):
         meta.adapt([("u", item, 7.0)])
     with pytest.raises(DataError, match=r"support ratings: 'high' at row 0 is not a finite number"):
         meta.adapt([("u", item, "high")])
-    with pytest.raises(DataError, match=r"support\[0\]=\('u', 1\): expected \(user, item, rating\) tuples"):
+    with pytest.raises(
+        DataError, match=r"support\[0\]=\('u', 1\): expected \(user, item, rating\) tuples"
+    ):
         meta.adapt([("u", 1)])
-    with pytest.raises(DataError, match=r"support columns.rating='rating': column not found.*\(did you mean 'ratings'\?\)"):
+    with pytest.raises(
+        DataError,
+        match=r"support columns.rating='rating': column not found.*\(did you mean 'ratings'\?\)",
+    ):
         meta.adapt(pd.DataFrame({"user": ["u"], "item": [item], "ratings": [4.0]}))
     with pytest.raises(DataError, match=r"support: expected a DataFrame"):
         meta.adapt("ratings.csv")
@@ -216,14 +263,18 @@ def test_save_load_round_trip(trained, tmp_path) -> None:
     assert isinstance(back, AdaptedRecommender) and back.n_tasks == rec.n_tasks
     items = list(trained["frame"]["item"].iloc[:50])
     for u in [*users, "a-cold-stranger"]:
-        np.testing.assert_array_equal(back.predict(u, items, clip=False), rec.predict(u, items, clip=False))
+        np.testing.assert_array_equal(
+            back.predict(u, items, clip=False), rec.predict(u, items, clip=False)
+        )
         assert back.recommend(u, k=10) == rec.recommend(u, k=10)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["adapted"] is True and manifest["adaptation"]["tasks"] == 6
     # the adapted folder is run-like: load_run gives the meta-model with the same initialisation
     again = load_run(out)
-    np.testing.assert_array_equal(again.initial().predict(users[0], items, clip=False),
-                                  meta.initial().predict(users[0], items, clip=False))
+    np.testing.assert_array_equal(
+        again.initial().predict(users[0], items, clip=False),
+        meta.initial().predict(users[0], items, clip=False),
+    )
     with pytest.raises(CheckpointError, match=r"a meta-trained run, not an adapted one"):
         load_adapted(trained["run"])
     with pytest.raises(ConfigError, match=r"already holds a run directory"):
@@ -232,16 +283,22 @@ def test_save_load_round_trip(trained, tmp_path) -> None:
 
 def test_gmf_run_restores_known_ids(tmp_path) -> None:
     """Id models: which ids were trained is recovered from the weights (user tasks: every user cold)."""
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml",
-                       overrides=[*OVERRIDES, "model.name='gmf'", "train.steps=4", "train.val_every=4"])
+    sc = load_scenario(
+        ROOT / "tasks" / "synthetic-cold-start.toml",
+        overrides=[*OVERRIDES, "model.name='gmf'", "train.steps=4", "train.val_every=4"],
+    )
     res = train(sc, tmp_path / "gmf", evaluate_test=False)
     meta = load_run(res.run_dir)
-    assert not meta.model.known_users.any()  # user-level tasks: the unknown user embedding serves everyone
+    assert (
+        not meta.model.known_users.any()
+    )  # user-level tasks: the unknown user embedding serves everyone
     assert 0 < int(meta.model.known_items.sum()) < len(meta.item_ids) - 1
     rec = meta.adapt([("u", meta.item_ids.values[0], 5.0), ("u", meta.item_ids.values[1], 1.0)])
     assert len(rec.recommend("u", k=10)) == 10
-    np.testing.assert_array_equal(load_adapted(rec.save(tmp_path / "ad")).predict("u", [meta.item_ids.values[3]]),
-                                  rec.predict("u", [meta.item_ids.values[3]]))
+    np.testing.assert_array_equal(
+        load_adapted(rec.save(tmp_path / "ad")).predict("u", [meta.item_ids.values[3]]),
+        rec.predict("u", [meta.item_ids.values[3]]),
+    )
 
 
 # ---------------------------------------------------------------------- CLI
@@ -254,7 +311,21 @@ def _csv(trained, tmp_path, users, n=10):
 def test_cli_recommend_json(trained, tmp_path, capsys) -> None:
     user = trained["cold"][6]
     csv = _csv(trained, tmp_path, [user])
-    assert main(["recommend", "--run", str(trained["run"]), "--user", str(user), "--support", str(csv), "--json"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--run",
+                str(trained["run"]),
+                "--user",
+                str(user),
+                "--support",
+                str(csv),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)  # exactly one JSON object
     assert out["user"] == user and len(out["items"]) == 10
     scores = [x["score"] for x in out["items"]]
@@ -267,14 +338,36 @@ def test_cli_adapt_then_recommend(trained, tmp_path, capsys) -> None:
     users = trained["cold"][:3]
     csv = _csv(trained, tmp_path, users)
     out = tmp_path / "adapted"
-    assert main(["adapt", "--run", str(trained["run"]), "--support", str(csv), "--out", str(out), "--steps", "4"]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--run",
+                str(trained["run"]),
+                "--support",
+                str(csv),
+                "--out",
+                str(out),
+                "--steps",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "adapted 3 user(s) (4 step(s))" in capsys.readouterr().out
     assert main(["recommend", "--run", str(out), "--user", str(users[0]), "--k", "5"]) == 0
     text = capsys.readouterr().out
-    assert f"top 5 for user {users[0]!r} (known user; adapted, 4 step(s))" in text and len(text.strip().splitlines()) == 7
-    assert main(["recommend", "--run", str(out), "--user", str(users[0]), "--json", "--k", "3"]) == 0
+    assert (
+        f"top 5 for user {users[0]!r} (known user; adapted, 4 step(s))" in text
+        and len(text.strip().splitlines()) == 7
+    )
+    assert (
+        main(["recommend", "--run", str(out), "--user", str(users[0]), "--json", "--k", "3"]) == 0
+    )
     adapted = load_adapted(out).recommend(users[0], k=3)
-    assert [(x["item"], x["score"]) for x in json.loads(capsys.readouterr().out)["items"]] == adapted
+    assert [
+        (x["item"], x["score"]) for x in json.loads(capsys.readouterr().out)["items"]
+    ] == adapted
 
 
 def test_cli_errors_exit_2_with_a_message(trained, tmp_path, capsys) -> None:
@@ -282,14 +375,31 @@ def test_cli_errors_exit_2_with_a_message(trained, tmp_path, capsys) -> None:
     headerless = tmp_path / "noheader.csv"
     headerless.write_text("1,2,4.0\n1,3,5.0\n")
     assert main(["recommend", "--run", run, "--user", "1", "--support", str(headerless)]) == 2
-    assert "support=" in (err := capsys.readouterr().err) and "has no header row" in err and "user,item,rating" in err
+    assert (
+        "support=" in (err := capsys.readouterr().err)
+        and "has no header row" in err
+        and "user,item,rating" in err
+    )
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("user,movie,rating\n1,2,4\n")
     assert main(["adapt", "--run", run, "--support", str(wrong), "--out", str(tmp_path / "o")]) == 2
     assert "no 'item'" in capsys.readouterr().err
     assert main(["recommend", "--run", str(tmp_path / "missing"), "--user", "1"]) == 2
     assert "no manifest.json" in capsys.readouterr().err
-    assert main(["adapt", "--run", run, "--support", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--run",
+                run,
+                "--support",
+                str(tmp_path / "nope.csv"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:  # argparse: a missing required option
         main(["recommend", "--run", run])
@@ -322,9 +432,17 @@ def test_fast_weights_are_stacked_per_task(trained) -> None:
 def test_ml1m_cold_user_recommend_end_to_end(shared_data, tmp_path, capsys) -> None:
     """MovieLens-1M, MeLU protocol, a tiny training budget; a user id not in ML-1M with five real
     movie ratings gets 10 scored movies from `metarec recommend --support ... --json`."""
-    sc = load_scenario(ROOT / "tasks" / "ml1m-melu.toml", data_root=str(shared_data), overrides=[
-        "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false", "algorithm.meta_batch=4",
-    ])
+    sc = load_scenario(
+        ROOT / "tasks" / "ml1m-melu.toml",
+        data_root=str(shared_data),
+        overrides=[
+            "train.steps=2",
+            "train.val_every=2",
+            "train.val_tasks=8",
+            "train.progress=false",
+            "algorithm.meta_batch=4",
+        ],
+    )
     run = tmp_path / "run"
     train(sc, run, evaluate_test=False)
     meta = load_run(run)
@@ -332,12 +450,22 @@ def test_ml1m_cold_user_recommend_end_to_end(shared_data, tmp_path, capsys) -> N
     movies = [1193, 661, 914, 3408, 2355]  # real MovieLens-1M movie ids
     assert all(m in meta.item_ids for m in movies)
     csv = tmp_path / "five_ratings.csv"
-    csv.write_text("user,item,rating\n" + "".join(f"999999,{m},{r}\n" for m, r in zip(movies, [5, 3, 3, 4, 5], strict=True)))
-    assert main(["recommend", "--run", str(run), "--user", "999999", "--support", str(csv), "--json"]) == 0
+    csv.write_text(
+        "user,item,rating\n"
+        + "".join(f"999999,{m},{r}\n" for m, r in zip(movies, [5, 3, 3, 4, 5], strict=True))
+    )
+    assert (
+        main(["recommend", "--run", str(run), "--user", "999999", "--support", str(csv), "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["user"] == "999999" and len(out["items"]) == 10
-    assert all(isinstance(x["score"], float) and np.isfinite(x["score"]) for x in out["items"])  # unclipped
-    assert not set(movies) & {x["item"] for x in out["items"]} and all(x["item"] in meta.item_ids for x in out["items"])
+    assert all(
+        isinstance(x["score"], float) and np.isfinite(x["score"]) for x in out["items"]
+    )  # unclipped
+    assert not set(movies) & {x["item"] for x in out["items"]} and all(
+        x["item"] in meta.item_ids for x in out["items"]
+    )
 
 
 # ---------------------------------------------------------------------- serving fast paths
@@ -350,22 +478,34 @@ def test_encode_once_path_equals_the_full_model(trained) -> None:
 
     meta = trained["meta"]
     generic = load_run(trained["run"])
-    generic.algo = replace(generic.algo, encode_once=False)  # the plain forward pass at every inner step
+    generic.algo = replace(
+        generic.algo, encode_once=False
+    )  # the plain forward pass at every inner step
     assert meta.algo.encode_once and encoder_is_fixed(meta.model, meta._fast0)
     users = trained["cold"][:4]
     f = _support(trained, users, n=6)
     items = list(trained["frame"]["item"].iloc[:40])
-    for a, b in ((meta.adapt(f[f["user"] == users[0]]), generic.adapt(f[f["user"] == users[0]])),  # eager, one user
-                 (meta.adapt_many(f), generic.adapt_many(f))):  # vmapped
+    for a, b in (
+        (
+            meta.adapt(f[f["user"] == users[0]]),
+            generic.adapt(f[f["user"] == users[0]]),
+        ),  # eager, one user
+        (meta.adapt_many(f), generic.adapt_many(f)),
+    ):  # vmapped
         for name in a.fast:
             torch.testing.assert_close(a.fast[name], b.fast[name], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(a.predict(users[0], items, clip=False), b.predict(users[0], items, clip=False), atol=1e-5)
+        np.testing.assert_allclose(
+            a.predict(users[0], items, clip=False),
+            b.predict(users[0], items, clip=False),
+            atol=1e-5,
+        )
         top_a, top_b = a.recommend(users[0], k=10), b.recommend(users[0], k=10)
         assert [i for i, _ in top_a] == [i for i, _ in top_b]
         np.testing.assert_allclose([s for _, s in top_a], [s for _, s in top_b], atol=1e-5)
         cand = items[:7]
-        assert [i for i, _ in a.recommend("a-stranger", k=3, candidates=cand)] == \
-            [i for i, _ in b.recommend("a-stranger", k=3, candidates=cand)]
+        assert [i for i, _ in a.recommend("a-stranger", k=3, candidates=cand)] == [
+            i for i, _ in b.recommend("a-stranger", k=3, candidates=cand)
+        ]
 
 
 def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> None:
@@ -374,12 +514,19 @@ def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> No
     meta = trained["meta"]
     calls = []
     real = A.adapt_batch
-    monkeypatch.setattr(A, "adapt_batch", lambda *a, **k: calls.append(a[3].users.shape) or real(*a, **k))
+    monkeypatch.setattr(
+        A, "adapt_batch", lambda *a, **k: calls.append(a[3].users.shape) or real(*a, **k)
+    )
     items = np.asarray(meta.item_ids.values, dtype=object)
     rng = np.random.default_rng(0)
     n = 2000
-    frame = pd.DataFrame({"user": np.repeat([f"cold-{k}" for k in range(n)], 3),
-                          "item": items[rng.integers(0, len(items), 3 * n)], "rating": rng.integers(1, 6, 3 * n)})
+    frame = pd.DataFrame(
+        {
+            "user": np.repeat([f"cold-{k}" for k in range(n)], 3),
+            "item": items[rng.integers(0, len(items), 3 * n)],
+            "rating": rng.integers(1, 6, 3 * n),
+        }
+    )
     rec = meta.adapt_many(frame, steps=2)
     assert calls == [(n, 3)]  # one (tasks, support) batch under one vmap
     assert rec.n_tasks == n and rec.is_adapted("cold-1999") and not rec.is_adapted("cold-2000")

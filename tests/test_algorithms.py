@@ -38,11 +38,19 @@ N_USERS, N_ITEMS = 7, 9
 
 
 def tiny_melu_table() -> InteractionTable:
-    users = pd.DataFrame({"user": range(1, N_USERS), "gender": list("MFMFMF"), "age": [20, 31, 45, 52, 18, 33]})
-    items = pd.DataFrame(
-        {"item": range(1, N_ITEMS), "genre": ["a|b", "b", "c|a", "", "a", "c", "b|c", "a"], "director": list("xyxzyzxy")}
+    users = pd.DataFrame(
+        {"user": range(1, N_USERS), "gender": list("MFMFMF"), "age": [20, 31, 45, 52, 18, 33]}
     )
-    frame = pd.DataFrame({"user": [1, 2, 3, 4, 5, 6, 1, 2], "item": [1, 2, 3, 4, 5, 6, 7, 8], "rating": [3.0] * 8})
+    items = pd.DataFrame(
+        {
+            "item": range(1, N_ITEMS),
+            "genre": ["a|b", "b", "c|a", "", "a", "c", "b|c", "a"],
+            "director": list("xyxzyzxy"),
+        }
+    )
+    frame = pd.DataFrame(
+        {"user": [1, 2, 3, 4, 5, 6, 1, 2], "item": [1, 2, 3, 4, 5, 6, 7, 8], "rating": [3.0] * 8}
+    )
     table = InteractionTable.from_frame(
         frame,
         user_features=users,
@@ -59,10 +67,14 @@ def tiny_melu() -> RecModel:
 
 
 def tiny_gmf() -> RecModel:
-    return GMF(N_USERS, N_ITEMS, IdConfig(embedding_dim=3), adapt=("user.*", "head.*")).set_known(users=[])
+    return GMF(N_USERS, N_ITEMS, IdConfig(embedding_dim=3), adapt=("user.*", "head.*")).set_known(
+        users=[]
+    )
 
 
-def make_set(g: torch.Generator, T: int, N: int, real: list[int], implicit: bool = False) -> EpisodeSet:
+def make_set(
+    g: torch.Generator, T: int, N: int, real: list[int], implicit: bool = False
+) -> EpisodeSet:
     users = torch.randint(1, N_USERS, (T, 1), generator=g).expand(T, N).clone()  # one user per task
     items = torch.randint(1, N_ITEMS, (T, N), generator=g)
     if implicit:
@@ -77,18 +89,28 @@ def make_batch(T: int = 3, seed: int = 0, implicit: bool = False) -> EpisodeBatc
     g = torch.Generator().manual_seed(seed)
     s_real = [4, 3, 2, 4, 1, 3][:T]
     q_real = [3, 2, 3, 1, 3, 2][:T]
-    return EpisodeBatch(make_set(g, T, 4, s_real, implicit), make_set(g, T, 3, q_real, implicit), torch.arange(T), torch.zeros(T, dtype=torch.int64))
+    return EpisodeBatch(
+        make_set(g, T, 4, s_real, implicit),
+        make_set(g, T, 3, q_real, implicit),
+        torch.arange(T),
+        torch.zeros(T, dtype=torch.int64),
+    )
 
 
 def params_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def state_for(cfg: AlgorithmConfig, model: RecModel, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def state_for(
+    cfg: AlgorithmConfig, model: RecModel, params: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     fast, _ = split_params(model, adapt_patterns(cfg, model), params)
     state = init_algorithm_state(cfg, fast)
     g = torch.Generator().manual_seed(3)  # perturb the rates so each entry is distinct
-    return {k: (v.detach() * (1 + 0.5 * torch.rand(v.shape, generator=g))).requires_grad_() for k, v in state.items()}
+    return {
+        k: (v.detach() * (1 + 0.5 * torch.rand(v.shape, generator=g))).requires_grad_()
+        for k, v in state.items()
+    }
 
 
 def task(s: EpisodeSet, t: int) -> EpisodeSet:
@@ -102,7 +124,9 @@ def assert_grads_close(a: dict, b: dict, tol: float = 1e-10) -> None:
 
 
 # ---------------------------------------------------------------------- references
-def loop_reference(cfg: AlgorithmConfig, model: RecModel, params: dict, batch: EpisodeBatch, state: dict) -> tuple[torch.Tensor, dict]:
+def loop_reference(
+    cfg: AlgorithmConfig, model: RecModel, params: dict, batch: EpisodeBatch, state: dict
+) -> tuple[torch.Tensor, dict]:
     """Per-task Python loop over the public one-task `adapt`; gradients by torch.autograd."""
     p = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     st = {k: v.detach().clone().requires_grad_() for k, v in state.items()}
@@ -117,20 +141,46 @@ def loop_reference(cfg: AlgorithmConfig, model: RecModel, params: dict, batch: E
             losses, f = [], fast
             for j in range(cfg.inner_steps):  # the trajectory, one step at a time
                 sl = {k: step_lrs[k][j:] for k in fast} if step_lrs else None
-                f = adapt(model, f, slow, s, 1, cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=sl)
+                f = adapt(
+                    model,
+                    f,
+                    slow,
+                    s,
+                    1,
+                    cfg.inner_lr,
+                    first_order=cfg.is_first_order,
+                    lrs=lrs,
+                    per_step_lrs=sl,
+                )
                 losses.append(set_loss(model, f, slow, q))
             loss_t = (msl_weights(cfg.inner_steps) * torch.stack(losses)).sum()
         else:
-            f = adapt(model, fast, slow, s, cfg.inner_steps, cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs)
+            f = adapt(
+                model,
+                fast,
+                slow,
+                s,
+                cfg.inner_steps,
+                cfg.inner_lr,
+                first_order=cfg.is_first_order,
+                lrs=lrs,
+                per_step_lrs=step_lrs,
+            )
             loss_t = set_loss(model, f, slow, q)
         total = total + weights[t] * loss_t
     total = total / weights.sum()
     keys = [*p, *st]
     grads = torch.autograd.grad(total, [*p.values(), *st.values()], allow_unused=True)
-    return total.detach(), {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip({**p, **st}.items(), grads, strict=True) if k in keys}
+    return total.detach(), {
+        k: torch.zeros_like(v) if g is None else g
+        for (k, v), g in zip({**p, **st}.items(), grads, strict=True)
+        if k in keys
+    }
 
 
-def naive_maml(model: RecModel, params: dict, batch: EpisodeBatch, steps: int, lr: float, first_order: bool) -> dict:
+def naive_maml(
+    model: RecModel, params: dict, batch: EpisodeBatch, steps: int, lr: float, first_order: bool
+) -> dict:
     """MAML with torch.autograd.grad(create_graph=True) on plain tensors, task by task."""
     p = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     fast_names = list(split_params(model, None, p)[0])
@@ -142,7 +192,9 @@ def naive_maml(model: RecModel, params: dict, batch: EpisodeBatch, steps: int, l
             pred = torch.func.functional_call(model, cur, (s.users, s.items))
             err = (pred - s.targets)[s.mask]
             inner = (err**2).mean()
-            gs = torch.autograd.grad(inner, [cur[k] for k in fast_names], create_graph=not first_order)
+            gs = torch.autograd.grad(
+                inner, [cur[k] for k in fast_names], create_graph=not first_order
+            )
             cur = {**cur, **{k: cur[k] - lr * g for k, g in zip(fast_names, gs, strict=True)}}
         pred = torch.func.functional_call(model, cur, (q.users, q.items))
         total = total + ((pred - q.targets)[q.mask] ** 2).mean() / batch.n_tasks
@@ -155,7 +207,9 @@ CONFIGS = {
     "fomaml": AlgorithmConfig("fomaml", inner_steps=2, inner_lr=0.1),
     "metasgd": AlgorithmConfig("metasgd", inner_steps=2, inner_lr=0.1),
     "anil": AlgorithmConfig("anil", inner_steps=2, inner_lr=0.1),
-    "maml++": AlgorithmConfig("maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True),
+    "maml++": AlgorithmConfig(
+        "maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True
+    ),
 }
 
 
@@ -173,7 +227,12 @@ def test_vmap_over_tasks_equals_per_task_loop(name: str) -> None:
 
 def test_second_order_maml_equals_naive_autograd_and_first_order_differs() -> None:
     model, batch = tiny_gmf(), make_batch(T=3, seed=1)
-    batch = EpisodeBatch(batch.support, dataclasses.replace(batch.query, mask=torch.ones(3, 3, dtype=torch.bool)), batch.units, batch.domains)
+    batch = EpisodeBatch(
+        batch.support,
+        dataclasses.replace(batch.query, mask=torch.ones(3, 3, dtype=torch.bool)),
+        batch.units,
+        batch.domains,
+    )
     params = params_of(model)
     cfg = AlgorithmConfig("maml", inner_steps=3, inner_lr=0.3)
     _, second = meta_loss_and_grads(cfg, model, params, batch)
@@ -195,8 +254,13 @@ def test_reptile_step_equals_its_definition() -> None:
     for t in range(batch.n_tasks):  # plain SGD on each task's support, autograd, no graph
         cur = {k: v.clone().requires_grad_() for k, v in fast.items()}
         for _ in range(3):
-            g = torch.autograd.grad(set_loss(model, cur, slow, task(batch.support, t)), list(cur.values()))
-            cur = {k: (v - 0.2 * gk).detach().requires_grad_() for (k, v), gk in zip(cur.items(), g, strict=True)}
+            g = torch.autograd.grad(
+                set_loss(model, cur, slow, task(batch.support, t)), list(cur.values())
+            )
+            cur = {
+                k: (v - 0.2 * gk).detach().requires_grad_()
+                for (k, v), gk in zip(cur.items(), g, strict=True)
+            }
         diffs.append({k: fast[k] - cur[k].detach() for k in fast})
         sl = {k: v.clone().requires_grad_() for k, v in slow.items()}
         ql = set_loss(model, {k: v.detach() for k, v in cur.items()}, sl, task(batch.query, t))
@@ -224,7 +288,9 @@ def test_vmap_equals_loop_reptile_and_global(name: str) -> None:
     cfg = AlgorithmConfig(name, inner_steps=2, inner_lr=0.1)
     params = params_of(model)
     loss, grads = meta_loss_and_grads(cfg, model, params, batch)
-    parts = [meta_loss_and_grads(cfg, model, params, batch.select(slice(t, t + 1))) for t in range(3)]
+    parts = [
+        meta_loss_and_grads(cfg, model, params, batch.select(slice(t, t + 1))) for t in range(3)
+    ]
     assert torch.allclose(loss, sum(p[0] for p in parts) / 3)
     assert_grads_close(grads, {k: sum(p[1][k] for p in parts) / 3 for k in grads})
 
@@ -234,7 +300,9 @@ def test_metasgd_rates_receive_gradients() -> None:
     cfg = AlgorithmConfig("metasgd", inner_steps=2, inner_lr=0.1)
     params = params_of(model)
     state = init_algorithm_state(cfg, split_params(model, None, params)[0])
-    assert set(state) == {f"lr.{k}" for k in split_params(model)[0]} and all(v.requires_grad for v in state.values())
+    assert set(state) == {f"lr.{k}" for k in split_params(model)[0]} and all(
+        v.requires_grad for v in state.values()
+    )
     _, grads = meta_loss_and_grads(cfg, model, params, batch, state=state)
     for k in state:
         assert grads[k].shape == state[k].shape and grads[k].abs().sum() > 0, k
@@ -258,7 +326,12 @@ def test_padding_changes_nothing(name: str, loss: str) -> None:
             a[:T, :N] = b
         return EpisodeSet(users, items, targets, mask)
 
-    padded = EpisodeBatch(pad(batch.support, 3, 2), pad(batch.query, 2, 2), torch.arange(5), torch.zeros(5, dtype=torch.int64))
+    padded = EpisodeBatch(
+        pad(batch.support, 3, 2),
+        pad(batch.query, 2, 2),
+        torch.arange(5),
+        torch.zeros(5, dtype=torch.int64),
+    )
     loss0, g0 = meta_loss_and_grads(cfg, model, params, batch)
     loss1, g1 = meta_loss_and_grads(cfg, model, params, padded)
     assert torch.isfinite(loss1) and torch.allclose(loss0, loss1, atol=1e-12)
@@ -272,7 +345,9 @@ def test_chunked_meta_gradients_equal_unchunked(name: str) -> None:
     params = params_of(model)
     state = state_for(cfg, model, params)
     loss, grads = meta_loss_and_grads(cfg, model, params, batch, state=state)
-    loss_c, grads_c = meta_loss_and_grads(dataclasses.replace(cfg, chunk_size=2), model, params, batch, state=state)
+    loss_c, grads_c = meta_loss_and_grads(
+        dataclasses.replace(cfg, chunk_size=2), model, params, batch, state=state
+    )
     assert torch.allclose(loss, loss_c, atol=1e-12)
     assert_grads_close(grads, grads_c, tol=1e-12)
 
@@ -289,14 +364,27 @@ def test_adapt_batch_and_predict_batch() -> None:
     with torch.no_grad():
         pred = predict_batch(model, params, fast_t, batch.query.users, batch.query.items)
     assert pred.shape == (3, 3)
-    ref = torch.func.functional_call(model, {**params, **{k: v[1] for k, v in fast_t.items()}}, (batch.query.users[1], batch.query.items[1]))
+    ref = torch.func.functional_call(
+        model,
+        {**params, **{k: v[1] for k, v in fast_t.items()}},
+        (batch.query.users[1], batch.query.items[1]),
+    )
     assert torch.allclose(pred[1], ref)
     unadapted = adapt_batch(AlgorithmConfig("global"), model, params, batch.support)
     assert all(torch.equal(v[2], fast[k]) for k, v in unadapted.items())
-    tuned = adapt_batch(AlgorithmConfig("finetune", inner_steps=2, inner_lr=0.1), model, params, batch.support)
+    tuned = adapt_batch(
+        AlgorithmConfig("finetune", inner_steps=2, inner_lr=0.1), model, params, batch.support
+    )
     assert_grads_close(tuned, fast_t, tol=1e-12)  # finetune at evaluation = plain adaptation
     with pytest.raises(ConfigError, match=r"lr=0.5: name='metasgd' adapts with its learned rates"):
-        adapt_batch(AlgorithmConfig("metasgd"), model, params, batch.support, lr=0.5, state=state_for(AlgorithmConfig("metasgd"), model, params))
+        adapt_batch(
+            AlgorithmConfig("metasgd"),
+            model,
+            params,
+            batch.support,
+            lr=0.5,
+            state=state_for(AlgorithmConfig("metasgd"), model, params),
+        )
 
 
 # ---------------------------------------------------------------------- losses
@@ -323,16 +411,28 @@ def test_losses_hand_computed() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"inner_steps": 0}, r"inner_steps=0: the inner loop needs at least one step; pass inner_steps >= 1"),
+        (
+            {"inner_steps": 0},
+            r"inner_steps=0: the inner loop needs at least one step; pass inner_steps >= 1",
+        ),
         ({"name": "mamll"}, r"name='mamll': unknown algorithm.*did you mean 'maml'"),
         ({"inner_lr": -1.0}, r"inner_lr=-1.0: must be a finite number > 0"),
         ({"meta_batch": 0}, r"meta_batch=0: .*pass meta_batch >= 1"),
         ({"chunk_size": 0}, r"chunk_size=0: .*pass chunk_size >= 1"),
-        ({"name": "global", "first_order": True}, r"first_order=True with name='global'.*pass first_order=False"),
+        (
+            {"name": "global", "first_order": True},
+            r"first_order=True with name='global'.*pass first_order=False",
+        ),
         ({"first_order": None}, r"first_order=None: must be True or False"),
-        ({"name": "metasgd", "per_step_lr": True}, r"per_step_lr=True with name='metasgd': Meta-SGD already"),
+        (
+            {"name": "metasgd", "per_step_lr": True},
+            r"per_step_lr=True with name='metasgd': Meta-SGD already",
+        ),
         ({"name": "reptile", "multi_step_loss": True}, r"multi_step_loss=True with name='reptile'"),
-        ({"adapt": "head.*"}, r"adapt='head.\*': expected a tuple of patterns; pass adapt=\('head.\*',\)"),
+        (
+            {"adapt": "head.*"},
+            r"adapt='head.\*': expected a tuple of patterns; pass adapt=\('head.\*',\)",
+        ),
         ({"name": "anil", "adapt": ("head.*",)}, r"name='anil': ANIL adapts the model's head only"),
         ({"loss": "bcr"}, r"loss='bcr': unknown loss.*did you mean"),
     ],
@@ -345,17 +445,40 @@ def test_config_errors(kwargs: dict, match: str) -> None:
 def test_runtime_errors() -> None:
     model, batch = tiny_gmf(), make_batch(T=2)
     params = params_of(model)
-    with pytest.raises(ConfigError, match=r"state: name='metasgd'.*'lr\.user\.weight' is missing.*init_algorithm_state"):
+    with pytest.raises(
+        ConfigError,
+        match=r"state: name='metasgd'.*'lr\.user\.weight' is missing.*init_algorithm_state",
+    ):
         meta_loss_and_grads(AlgorithmConfig("metasgd"), model, params, batch)
-    with pytest.raises(ConfigError, match=r"adapt pattern 'haed.\*' matches no parameter of GMF.*did you mean 'head.\*'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"adapt pattern 'haed.\*' matches no parameter of GMF.*did you mean 'head.\*'",
+    ):
         meta_loss_and_grads(AlgorithmConfig("maml", adapt=("haed.*",)), model, params, batch)
     cfg = AlgorithmConfig("maml", inner_steps=2, multi_step_loss=True)
-    with pytest.raises(ConfigError, match=r"step_weights: shape \(3,\) does not match inner_steps=2"):
+    with pytest.raises(
+        ConfigError, match=r"step_weights: shape \(3,\) does not match inner_steps=2"
+    ):
         meta_loss_and_grads(cfg, model, params, batch, step_weights=torch.ones(3))
-    with pytest.raises(ConfigError, match=r"params: missing 'head.bias' \(1 missing, 0 unexpected\).*dict\(model.named_parameters\(\)\)"):
-        meta_loss_and_grads(AlgorithmConfig("maml"), model, {k: v for k, v in params.items() if k != "head.bias"}, batch)
-    bad = EpisodeBatch(batch.support, dataclasses.replace(batch.query, mask=batch.query.mask.long()), batch.units, batch.domains)
-    with pytest.raises(ConfigError, match=r"batch.query.mask: dtype torch.int64, expected torch.bool"):
+    with pytest.raises(
+        ConfigError,
+        match=r"params: missing 'head.bias' \(1 missing, 0 unexpected\).*dict\(model.named_parameters\(\)\)",
+    ):
+        meta_loss_and_grads(
+            AlgorithmConfig("maml"),
+            model,
+            {k: v for k, v in params.items() if k != "head.bias"},
+            batch,
+        )
+    bad = EpisodeBatch(
+        batch.support,
+        dataclasses.replace(batch.query, mask=batch.query.mask.long()),
+        batch.units,
+        batch.domains,
+    )
+    with pytest.raises(
+        ConfigError, match=r"batch.query.mask: dtype torch.int64, expected torch.bool"
+    ):
         meta_loss_and_grads(AlgorithmConfig("maml"), model, params, bad)
 
 
@@ -369,7 +492,9 @@ def test_msl_weights_anneal_to_the_final_step() -> None:
 @pytest.mark.parametrize("model_name", ["melu", "gmf", "neumf", "two_tower"])
 def test_every_model_runs_every_algorithm_under_vmap(model_name: str) -> None:
     table = tiny_melu_table()
-    model = build_model(model_name, table, embedding_dim=2, hidden=(3,), dropout=0.2)  # dropout: randomness='different'
+    model = build_model(
+        model_name, table, embedding_dim=2, hidden=(3,), dropout=0.2
+    )  # dropout: randomness='different'
     params, batch = params_of(model), make_batch(T=2, seed=8)
     for name in ("maml", "fomaml", "metasgd", "anil", "reptile", "global", "finetune"):
         cfg = AlgorithmConfig(name, inner_steps=1, inner_lr=0.1, multi_step_loss=name == "maml")
@@ -378,7 +503,10 @@ def test_every_model_runs_every_algorithm_under_vmap(model_name: str) -> None:
         assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads.values()), name
     model.eval()
     fast_t = adapt_batch(AlgorithmConfig("maml", inner_steps=1), model, params, batch.support)
-    assert predict_batch(model, params, fast_t, batch.query.users, batch.query.items).shape == (2, 3)
+    assert predict_batch(model, params, fast_t, batch.query.users, batch.query.items).shape == (
+        2,
+        3,
+    )
 
 
 # ---------------------------------------------------------------------- encode once, sorted chunks
@@ -388,8 +516,12 @@ HOIST_CONFIGS = {
     "reptile": AlgorithmConfig("reptile", inner_steps=3, inner_lr=0.1),
     "metasgd": AlgorithmConfig("metasgd", inner_steps=3, inner_lr=0.1),
     "anil": AlgorithmConfig("anil", inner_steps=3, inner_lr=0.1),
-    "maml++": AlgorithmConfig("maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True),
-    "maml-bce-chunked": AlgorithmConfig("maml", inner_steps=2, inner_lr=0.1, loss="bce", chunk_size=2),
+    "maml++": AlgorithmConfig(
+        "maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True
+    ),
+    "maml-bce-chunked": AlgorithmConfig(
+        "maml", inner_steps=2, inner_lr=0.1, loss="bce", chunk_size=2
+    ),
 }
 
 
@@ -418,14 +550,18 @@ def test_encoding_once_per_task_equals_the_full_forward_pass(name: str) -> None:
     # support and query, once per chunk: two calls under vmap, one on both sets (analytic path)
     assert calls[0] == (1 if cfg.name in ("maml", "fomaml", "metasgd", "anil") else 2) * chunks
     calls[0] = 0
-    loss0, g0 = meta_loss_and_grads(dataclasses.replace(cfg, encode_once=False), model, params, batch, state=state)
+    loss0, g0 = meta_loss_and_grads(
+        dataclasses.replace(cfg, encode_once=False), model, params, batch, state=state
+    )
     assert calls[0] > 2 * chunks  # the full forward pass at every inner step
     assert torch.allclose(loss0, loss1, atol=1e-12)
     assert_grads_close(g0, g1, tol=1e-12)
     emb = [k for k in params if k.startswith(("user_features.", "item_features."))]
     assert emb and all(g1[k].abs().sum() > 0 for k in emb)  # meta-gradients reach the encoder
     if cfg.name != "reptile" and cfg.loss == "mse":  # the loop reference: MAML family, mse
-        ref_loss, ref = loop_reference(dataclasses.replace(cfg, chunk_size=None), model, params, batch, state)
+        ref_loss, ref = loop_reference(
+            dataclasses.replace(cfg, chunk_size=None), model, params, batch, state
+        )
         assert torch.allclose(loss1, ref_loss, atol=1e-12)
         assert_grads_close(g1, ref)
 
@@ -458,7 +594,12 @@ def test_sorted_chunks_equal_unsorted(name: str) -> None:
     model = tiny_melu()
     g = torch.Generator().manual_seed(14)
     s_real, q_real = [1, 8, 2, 7, 3, 8, 1], [3, 1, 2, 3, 2, 1, 3]
-    batch = EpisodeBatch(make_set(g, 7, 8, s_real), make_set(g, 7, 3, q_real), torch.arange(7), torch.zeros(7, dtype=torch.int64))
+    batch = EpisodeBatch(
+        make_set(g, 7, 8, s_real),
+        make_set(g, 7, 3, q_real),
+        torch.arange(7),
+        torch.zeros(7, dtype=torch.int64),
+    )
     cfg = AlgorithmConfig(name, inner_steps=2, inner_lr=0.1)
     params = params_of(model)
     state = state_for(cfg, model, params)

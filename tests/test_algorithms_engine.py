@@ -33,8 +33,12 @@ def ragged_batch(T: int = 7, seed: int = 21, implicit: bool = False) -> EpisodeB
     g = torch.Generator().manual_seed(seed)
     s_real = [1, 8, 2, 7, 3, 8, 5, 4, 6][:T]
     q_real = [3, 1, 2, 3, 2, 1, 3, 2, 2][:T]
-    return EpisodeBatch(make_set(g, T, 8, s_real, implicit), make_set(g, T, 3, q_real, implicit), torch.arange(T),
-                        torch.zeros(T, dtype=torch.int64))
+    return EpisodeBatch(
+        make_set(g, T, 8, s_real, implicit),
+        make_set(g, T, 3, q_real, implicit),
+        torch.arange(T),
+        torch.zeros(T, dtype=torch.int64),
+    )
 
 
 CONFIGS = {
@@ -42,11 +46,17 @@ CONFIGS = {
     "fomaml": AlgorithmConfig("fomaml", inner_steps=3, inner_lr=0.1),
     "metasgd": AlgorithmConfig("metasgd", inner_steps=2, inner_lr=0.1),
     "anil": AlgorithmConfig("anil", inner_steps=3, inner_lr=0.1),
-    "maml++": AlgorithmConfig("maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True),
+    "maml++": AlgorithmConfig(
+        "maml", inner_steps=3, inner_lr=0.1, per_step_lr=True, multi_step_loss=True
+    ),
     "fomaml-per-step": AlgorithmConfig("fomaml", inner_steps=2, inner_lr=0.1, per_step_lr=True),
     "maml-bce": AlgorithmConfig("maml", inner_steps=2, inner_lr=0.2, loss="bce"),
-    "first-layer-only": AlgorithmConfig("maml", inner_steps=2, inner_lr=0.2, adapt=("decision.0.weight",)),
-    "upper-layers": AlgorithmConfig("maml", inner_steps=2, inner_lr=0.2, adapt=("decision.1.*", "head.weight")),
+    "first-layer-only": AlgorithmConfig(
+        "maml", inner_steps=2, inner_lr=0.2, adapt=("decision.0.weight",)
+    ),
+    "upper-layers": AlgorithmConfig(
+        "maml", inner_steps=2, inner_lr=0.2, adapt=("decision.1.*", "head.weight")
+    ),
 }
 
 
@@ -56,9 +66,13 @@ def test_analytic_engine_equals_vmap_and_the_loop(name: str) -> None:
     cfg, model = CONFIGS[name], tiny_melu()
     params, batch = params_of(model), ragged_batch(implicit=cfg.loss == "bce")
     state = state_for(cfg, model, params)
-    fast, _ = split_params(model, cfg.adapt or (("head.*",) if cfg.name == "anil" else None), params)
+    fast, _ = split_params(
+        model, cfg.adapt or (("head.*",) if cfg.name == "anil" else None), params
+    )
     assert mlp_spec(model, fast, cfg.loss) is not None
-    loss_v, g_v = meta_loss_and_grads(dataclasses.replace(cfg, engine="vmap", buckets=1), model, params, batch, state=state)
+    loss_v, g_v = meta_loss_and_grads(
+        dataclasses.replace(cfg, engine="vmap", buckets=1), model, params, batch, state=state
+    )
     for buckets, chunk in ((1, None), (3, None), (2, 2)):
         c = dataclasses.replace(cfg, engine="analytic", buckets=buckets, chunk_size=chunk)
         loss_a, g_a = meta_loss_and_grads(c, model, params, batch, state=state)
@@ -74,8 +88,12 @@ def test_analytic_engine_equals_vmap_and_the_loop(name: str) -> None:
 def test_analytic_second_order_equals_naive_autograd_and_first_order_differs() -> None:
     """Second order through the hand-written inner gradients = autograd.grad(create_graph=True)."""
     model, batch = tiny_melu(), make_batch(T=3, seed=1)
-    batch = EpisodeBatch(batch.support, dataclasses.replace(batch.query, mask=torch.ones(3, 3, dtype=torch.bool)),
-                         batch.units, batch.domains)
+    batch = EpisodeBatch(
+        batch.support,
+        dataclasses.replace(batch.query, mask=torch.ones(3, 3, dtype=torch.bool)),
+        batch.units,
+        batch.domains,
+    )
     params = params_of(model)
     cfg = AlgorithmConfig("maml", inner_steps=3, inner_lr=0.3, engine="analytic")
     _, second = meta_loss_and_grads(cfg, model, params, batch)
@@ -92,17 +110,26 @@ def test_analytic_adapt_and_predict_equal_vmap(name: str) -> None:
     cfg, model = CONFIGS[name], tiny_melu()
     params, batch = params_of(model), ragged_batch(seed=22)
     state = state_for(cfg, model, params)
-    a = adapt_batch(dataclasses.replace(cfg, engine="analytic"), model, params, batch.support, state=state)
-    v = adapt_batch(dataclasses.replace(cfg, engine="vmap"), model, params, batch.support, state=state)
+    a = adapt_batch(
+        dataclasses.replace(cfg, engine="analytic"), model, params, batch.support, state=state
+    )
+    v = adapt_batch(
+        dataclasses.replace(cfg, engine="vmap"), model, params, batch.support, state=state
+    )
     assert_grads_close(a, v, tol=1e-12)
     model.eval()
     with torch.no_grad():
         p_a = predict_batch(model, params, a, batch.query.users, batch.query.items)
-        ref = torch.stack([
-            torch.func.functional_call(model, {**params, **{k: x[t] for k, x in a.items()}},
-                                       (batch.query.users[t], batch.query.items[t]))
-            for t in range(batch.n_tasks)
-        ])
+        ref = torch.stack(
+            [
+                torch.func.functional_call(
+                    model,
+                    {**params, **{k: x[t] for k, x in a.items()}},
+                    (batch.query.users[t], batch.query.items[t]),
+                )
+                for t in range(batch.n_tasks)
+            ]
+        )
     assert torch.allclose(p_a, ref, atol=1e-12)
 
 
@@ -117,23 +144,42 @@ def test_buckets_minimise_padded_area(seed: int) -> None:
         assert sorted(torch.cat(groups).tolist()) == list(range(7))  # every task exactly once
         best = min(  # brute force over every cut of the sorted lengths into at most k groups
             sum((b - a) * srt[b - 1] for a, b in zip((0, *cuts), (*cuts, 7), strict=True))
-            for m in range(min(k, 7)) for cuts in itertools.combinations(range(1, 7), m)
+            for m in range(min(k, 7))
+            for cuts in itertools.combinations(range(1, 7), m)
         )
         assert padded_cells(lens, groups) == best
-    assert padded_cells(lens, bucket_tasks(lens, 7)) == int(lens.sum())  # one width per distinct length
+    assert padded_cells(lens, bucket_tasks(lens, 7)) == int(
+        lens.sum()
+    )  # one width per distinct length
 
 
 def test_engine_errors() -> None:
-    with pytest.raises(ConfigError, match=r"engine='fast': unknown engine; choose one of \('auto', 'analytic', 'vmap'\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"engine='fast': unknown engine; choose one of \('auto', 'analytic', 'vmap'\)",
+    ):
         AlgorithmConfig(engine="fast")
     with pytest.raises(ConfigError, match=r"buckets=0: .*pass buckets >= 1"):
         AlgorithmConfig(buckets=0)
     model, batch = tiny_gmf(), make_batch(T=2)
-    with pytest.raises(ConfigError, match=r"engine='analytic': GMF .*has no analytic inner loop.*pass engine='auto'"):
-        meta_loss_and_grads(AlgorithmConfig("maml", engine="analytic"), model, params_of(model), batch)
-    melu = build_model("melu", __import__("test_algorithms").tiny_melu_table(), embedding_dim=3, hidden=(4,), dropout=0.1)
+    with pytest.raises(
+        ConfigError,
+        match=r"engine='analytic': GMF .*has no analytic inner loop.*pass engine='auto'",
+    ):
+        meta_loss_and_grads(
+            AlgorithmConfig("maml", engine="analytic"), model, params_of(model), batch
+        )
+    melu = build_model(
+        "melu",
+        __import__("test_algorithms").tiny_melu_table(),
+        embedding_dim=3,
+        hidden=(4,),
+        dropout=0.1,
+    )
     with pytest.raises(ConfigError, match=r"engine='analytic': MeLU .*needs MeLU without dropout"):
-        meta_loss_and_grads(AlgorithmConfig("maml", engine="analytic"), melu, params_of(melu), batch)
+        meta_loss_and_grads(
+            AlgorithmConfig("maml", engine="analytic"), melu, params_of(melu), batch
+        )
     # auto falls back to the general path for the same model
     loss, _ = meta_loss_and_grads(AlgorithmConfig("maml"), melu, params_of(melu), batch)
     assert torch.isfinite(loss)

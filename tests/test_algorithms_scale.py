@@ -53,14 +53,22 @@ def test_meta_training_on_it_runs_with_a_learning_signal() -> None:
             p.grad = grads[k]
         opt.step()
         losses.append(float(loss))
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])  # the meta-loss falls from the initial constant
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(
+        losses[:3]
+    )  # the meta-loss falls from the initial constant
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"n_interactions": 0}, r"n_interactions=0: must be >= 1"),
-    ({"n_interactions": 100, "per_user": 5}, r"per_user=5: must be >= 15"),
-    ({"n_interactions": 100, "n_items": 40, "per_user": 30}, r"per_user=30: must be <= n_items // 2 = 20"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_interactions": 0}, r"n_interactions=0: must be >= 1"),
+        ({"n_interactions": 100, "per_user": 5}, r"per_user=5: must be >= 15"),
+        (
+            {"n_interactions": 100, "n_items": 40, "per_user": 30},
+            r"per_user=30: must be <= n_items // 2 = 20",
+        ),
+    ],
+)
 def test_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(DataError, match=match):
         make_synthetic_large(**kwargs)

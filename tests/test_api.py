@@ -46,10 +46,16 @@ def test_task_dataset_with_a_dataloader(data) -> None:
     pool = splits.pools["meta-train"]
     ds = mr.TaskDataset(table, pool, mr.SamplerConfig(3, 5), meta_batch=4, steps=3, seed=1)
     batches = list(DataLoader(ds, batch_size=None))
-    assert len(batches) == len(ds) == 3 and all(isinstance(b, mr.EpisodeBatch) and b.n_tasks == 4 for b in batches)
+    assert len(batches) == len(ds) == 3 and all(
+        isinstance(b, mr.EpisodeBatch) and b.n_tasks == 4 for b in batches
+    )
     again = list(DataLoader(ds, batch_size=None))
-    assert all(torch.equal(a.support.items, b.support.items) for a, b in zip(batches, again, strict=True))  # seeded
-    once = list(mr.TaskDataset(table, pool, mr.SamplerConfig(3, 5), meta_batch=7))  # ordered pass over the pool
+    assert all(
+        torch.equal(a.support.items, b.support.items) for a, b in zip(batches, again, strict=True)
+    )  # seeded
+    once = list(
+        mr.TaskDataset(table, pool, mr.SamplerConfig(3, 5), meta_batch=7)
+    )  # ordered pass over the pool
     units = np.concatenate([b.units.numpy() for b in once])
     assert sorted(units.tolist()) == sorted(pool.units.tolist())
     with pytest.raises(ConfigError, match=r"meta_batch=0: must be an int >= 1"):
@@ -62,13 +68,21 @@ def test_plain_module_adapts_every_parameter(data) -> None:
     params = dict(model.named_parameters())
     cfg = mr.AlgorithmConfig("maml", inner_steps=1, inner_lr=0.5)
     assert mr.adapt_patterns(cfg, model) == ("*",)
-    batch = mr.TaskSampler(table, splits.pools["meta-train"], mr.SamplerConfig(3, 5), seed=0).sample(4)
+    batch = mr.TaskSampler(
+        table, splits.pools["meta-train"], mr.SamplerConfig(3, 5), seed=0
+    ).sample(4)
     loss, grads = mr.meta_loss_and_grads(cfg, model, params, batch)
     assert torch.isfinite(loss) and set(grads) == set(params)
     fast = mr.adapt_batch(cfg, model, params, batch.support)
-    assert set(fast) == set(params) and fast["user.weight"].shape == (4, *params["user.weight"].shape)
+    assert set(fast) == set(params) and fast["user.weight"].shape == (
+        4,
+        *params["user.weight"].shape,
+    )
     assert not torch.allclose(fast["user.weight"][0], params["user.weight"])
-    with pytest.raises(ConfigError, match=r"name='anil': .*declares no head_patterns; set a class attribute head_patterns"):
+    with pytest.raises(
+        ConfigError,
+        match=r"name='anil': .*declares no head_patterns; set a class attribute head_patterns",
+    ):
         mr.adapt_patterns(mr.AlgorithmConfig("anil"), model)
 
 
@@ -96,12 +110,18 @@ def test_learn2learn_side_fast_slow_split_and_task_step(data) -> None:
     fast = fast_parameters(model)
     assert set(fast) == {"decision.0.weight", "decision.0.bias", "head.weight", "head.bias"}
     assert all(p.requires_grad == (n in fast) for n, p in model.named_parameters())
-    batch = mr.TaskSampler(table, splits.pools["meta-train"], mr.SamplerConfig(3, 5), seed=0).sample(2)
+    batch = mr.TaskSampler(
+        table, splits.pools["meta-train"], mr.SamplerConfig(3, 5), seed=0
+    ).sample(2)
     learner = _FakeLearner(model, lr=0.1)
     before = model.head.bias.detach().clone()
     s0, _ = maml_step(_FakeLearner(model, 0.0), batch, 0, steps=1)
     s1, q = maml_step(learner, batch, 0, steps=3)
-    assert learner.calls == 3 and not torch.equal(model.head.bias, before) and float(s1.detach()) < float(s0.detach())
+    assert (
+        learner.calls == 3
+        and not torch.equal(model.head.bias, before)
+        and float(s1.detach()) < float(s0.detach())
+    )
     assert torch.isfinite(q)
     with pytest.raises(ConfigError, match=r"task=5: the batch has 2 tasks"):
         maml_step(learner, batch, 5)

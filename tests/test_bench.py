@@ -20,13 +20,36 @@ from metarec.cli import main
 from metarec.config import load_scenario
 
 TINY = [
-    "data.synthetic.n_domains=6", "data.synthetic.n_users=80", "data.synthetic.n_items=120",
-    "train.steps=4", "train.val_every=4", "train.val_tasks=16", "algorithm.meta_batch=4",
-    "algorithm.inner_steps=1", "model.embedding_dim=8", "model.hidden=[8]",
+    "data.synthetic.n_domains=6",
+    "data.synthetic.n_users=80",
+    "data.synthetic.n_items=120",
+    "train.steps=4",
+    "train.val_every=4",
+    "train.val_tasks=16",
+    "algorithm.meta_batch=4",
+    "algorithm.inner_steps=1",
+    "model.embedding_dim=8",
+    "model.hidden=[8]",
 ]
 ROW_KEYS = {
-    "scenario", "state", "algorithm", "seed", "shots", "n_support", "run_id", "metrics", "n_tasks", "train_seconds",
-    "eval_seconds", "adapt_ms_per_task", "peak_memory_mb", "memory", "commit", "config_hash", "device", "flags",
+    "scenario",
+    "state",
+    "algorithm",
+    "seed",
+    "shots",
+    "n_support",
+    "run_id",
+    "metrics",
+    "n_tasks",
+    "train_seconds",
+    "eval_seconds",
+    "adapt_ms_per_task",
+    "peak_memory_mb",
+    "memory",
+    "commit",
+    "config_hash",
+    "device",
+    "flags",
 }
 
 
@@ -38,7 +61,14 @@ def tiny(*extra: str):
 def bench(tmp_path_factory):
     """One tiny benchmark shared by the tests below (2 seeds so that CIs exist)."""
     out = tmp_path_factory.mktemp("bench")
-    res = run_bench(tiny(), algorithms=["global", "popularity", "maml"], seeds=2, shots=[3], out=out, verbose=False)
+    res = run_bench(
+        tiny(),
+        algorithms=["global", "popularity", "maml"],
+        seeds=2,
+        shots=[3],
+        out=out,
+        verbose=False,
+    )
     return res
 
 
@@ -50,7 +80,9 @@ def test_rows_cover_the_grid_with_every_key(bench) -> None:
     for r in rows:
         assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
         assert "_per_task" not in r
-        assert {"mae", "rmse", "ndcg@10", "hr@10_neg", "ndcg@10_neg", "mrr_neg", "auc_neg"} <= set(r["metrics"])
+        assert {"mae", "rmse", "ndcg@10", "hr@10_neg", "ndcg@10_neg", "mrr_neg", "auc_neg"} <= set(
+            r["metrics"]
+        )
         assert r["train_seconds"] >= 0 and r["peak_memory_mb"] > 0 and r["config_hash"]
     # the small catalogue is ranked in full at the default support only
     assert all(("auc_all" in r["metrics"]) == (r["shots"] == "default") for r in rows)
@@ -83,7 +115,9 @@ def test_report_states_the_resolved_protocol(bench, tmp_path: Path) -> None:
     meta = json.loads((bench.out / "bench.json").read_text())
     assert meta["protocol"]["split"] == "random" and meta["protocol"]["n_support"] == 10
     (line,) = protocol_line(meta["protocol"])
-    assert line.startswith("- protocol: split=random, unit=user, fractions=0.7,0.1,0.2, n_support=10, n_query=")
+    assert line.startswith(
+        "- protocol: split=random, unit=user, fractions=0.7,0.1,0.2, n_support=10, n_query="
+    )
     assert line in bench.report.read_text()
     old = tmp_path / "old"
     old.mkdir()
@@ -94,12 +128,25 @@ def test_report_states_the_resolved_protocol(bench, tmp_path: Path) -> None:
 
 
 def test_protocol_line_shows_the_split_settings() -> None:
-    cold = {"split": "cold_domain_users", "unit": "user", "beta": 0.8, "target_domain": "cloth", "n_support": 3,
-            "n_query": 10, "order": "random", "min_interactions": 5, "max_interactions": None, "negatives": 4,
-            "existing_user_fraction": 0.8, "seed": 7}
+    cold = {
+        "split": "cold_domain_users",
+        "unit": "user",
+        "beta": 0.8,
+        "target_domain": "cloth",
+        "n_support": 3,
+        "n_query": 10,
+        "order": "random",
+        "min_interactions": 5,
+        "max_interactions": None,
+        "negatives": 4,
+        "existing_user_fraction": 0.8,
+        "seed": 7,
+    }
     (line,) = protocol_line(cold)
     assert "target_domain=cloth, beta=0.8" in line and "max_interactions=none" in line
-    assert "existing_user_fraction" not in line and "seed" not in line  # other splits' settings; per-seed
+    assert (
+        "existing_user_fraction" not in line and "seed" not in line
+    )  # other splits' settings; per-seed
     assert "existing_user_fraction=0.8" in protocol_line({**cold, "split": "melu"})[0]
     assert protocol_line(None) == []
 
@@ -114,8 +161,13 @@ def test_plots_written_when_matplotlib_is_present(bench) -> None:
 
 
 def _evaluation(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> dict:
-    per_task = {"mae": M.mae(pred, targets, mask).numpy(), "ndcg@3": M.ndcg_at_k(pred, targets, mask, 3).numpy()}
-    return evaluation_from_arrays(per_task, units=np.arange(len(pred)), flags=M.degenerate_flags(pred, targets, mask, k=3))
+    per_task = {
+        "mae": M.mae(pred, targets, mask).numpy(),
+        "ndcg@3": M.ndcg_at_k(pred, targets, mask, 3).numpy(),
+    }
+    return evaluation_from_arrays(
+        per_task, units=np.arange(len(pred)), flags=M.degenerate_flags(pred, targets, mask, k=3)
+    )
 
 
 def test_constant_predictions_are_flagged_in_the_report(tmp_path: Path) -> None:
@@ -127,22 +179,63 @@ def test_constant_predictions_are_flagged_in_the_report(tmp_path: Path) -> None:
     rows, per = [], []
     for seed in (0, 1):
         noisy = targets + 0.3 * torch.randn(12, 4, generator=g, dtype=torch.float64)
-        for algo, pred in (("global", torch.full((12, 4), 3.0, dtype=torch.float64)), ("maml", noisy)):
+        for algo, pred in (
+            ("global", torch.full((12, 4), 3.0, dtype=torch.float64)),
+            ("maml", noisy),
+        ):
             ev = _evaluation(pred, targets, mask)
-            new = make_rows([("meta-test", "default", None, ev)], scenario="toy", algorithm=algo, seed=seed, run_id=f"{algo}-s{seed}",
-                            config_hash="h", env=env, train_seconds=1.0, eval_seconds=0.1, peak_memory_mb=1.0, memory="none")
+            new = make_rows(
+                [("meta-test", "default", None, ev)],
+                scenario="toy",
+                algorithm=algo,
+                seed=seed,
+                run_id=f"{algo}-s{seed}",
+                config_hash="h",
+                env=env,
+                train_seconds=1.0,
+                eval_seconds=0.1,
+                peak_memory_mb=1.0,
+                memory="none",
+            )
             for r in new:
                 p = r.pop("_per_task")
-                per.append({"state": r["state"], "algorithm": algo, "seed": seed, "shots": "default", "metric": "mae", **p,
-                            "values": p["values"]["mae"]})
+                per.append(
+                    {
+                        "state": r["state"],
+                        "algorithm": algo,
+                        "seed": seed,
+                        "shots": "default",
+                        "metric": "mae",
+                        **p,
+                        "values": p["values"]["mae"],
+                    }
+                )
             rows += new
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with gzip.open(tmp_path / "per_task.jsonl.gz", "wt") as f:
         f.write("".join(json.dumps(r) + "\n" for r in per))
-    meta = {"scenario": "toy", "quick": True, "algorithms": ["global", "maml"], "seeds": [0, 1], "shots": ["default"],
-            "default_support": 4, "metrics": ["mae", "ndcg@3"], "states": ["meta-test"], "primary_metric": "mae",
-            "train_steps": 1, "val_every": 1, "val_tasks": 1, "patience": None, "seconds": 1.0, "load_seconds": 0.0,
-            "commit": "abc", "device": "cpu", "threads": 1, "torch": "x", "python": "y"}
+    meta = {
+        "scenario": "toy",
+        "quick": True,
+        "algorithms": ["global", "maml"],
+        "seeds": [0, 1],
+        "shots": ["default"],
+        "default_support": 4,
+        "metrics": ["mae", "ndcg@3"],
+        "states": ["meta-test"],
+        "primary_metric": "mae",
+        "train_steps": 1,
+        "val_every": 1,
+        "val_tasks": 1,
+        "patience": None,
+        "seconds": 1.0,
+        "load_seconds": 0.0,
+        "commit": "abc",
+        "device": "cpu",
+        "threads": 1,
+        "torch": "x",
+        "python": "y",
+    }
     (tmp_path / "bench.json").write_text(json.dumps(meta))
     text = write_report(tmp_path).read_text()
     assert "meta-test / global (shots default; seeds 0, 1): constant predictions" in text
@@ -154,7 +247,9 @@ def test_constant_predictions_are_flagged_in_the_report(tmp_path: Path) -> None:
 
 def test_query_smaller_than_k_is_flagged() -> None:
     pred = torch.tensor([[1.0, 2.0, 3.0]])
-    flags = M.degenerate_flags(pred, torch.tensor([[1.0, 0.0, 1.0]]), torch.ones(1, 3, dtype=torch.bool), k=10)
+    flags = M.degenerate_flags(
+        pred, torch.tensor([[1.0, 0.0, 1.0]]), torch.ones(1, 3, dtype=torch.bool), k=10
+    )
     assert any(f.startswith("query smaller than k") for f in flags)
     assert any(f.startswith("metric at 1.0 by construction: HR@10") for f in flags)
 
@@ -186,7 +281,14 @@ def test_bad_input_is_rejected_by_message(kwargs, match, tmp_path: Path) -> None
 
 
 def test_cli_reports_bad_shots_and_seeds(tmp_path: Path, capsys) -> None:
-    base = ["bench", "tasks/synthetic-cold-start.toml", "--out", str(tmp_path / "b"), "--algorithms", "global"]
+    base = [
+        "bench",
+        "tasks/synthetic-cold-start.toml",
+        "--out",
+        str(tmp_path / "b"),
+        "--algorithms",
+        "global",
+    ]
     assert main([*base, "--shots", "1,x"]) == 2
     assert "--shots '1,x': expected comma-separated integers" in capsys.readouterr().err
     assert main([*base, "--seeds", "-1"]) == 2
@@ -201,21 +303,47 @@ def test_existing_results_are_not_overwritten(bench) -> None:
 
 
 def test_runs_dir_with_runs_of_an_earlier_bench_says_what_to_do(bench, tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"already holds run 'global-s0' of an earlier benchmark; choose another --runs-dir"):
-        run_bench(tiny(), algorithms=["global"], seeds=1, out=tmp_path / "again", runs_dir=bench.out / "runs", verbose=False)
-    assert (bench.out / "runs" / "global-s0" / "manifest.json").is_file()  # the earlier run is left as it was
+    with pytest.raises(
+        ConfigError,
+        match=r"already holds run 'global-s0' of an earlier benchmark; choose another --runs-dir",
+    ):
+        run_bench(
+            tiny(),
+            algorithms=["global"],
+            seeds=1,
+            out=tmp_path / "again",
+            runs_dir=bench.out / "runs",
+            verbose=False,
+        )
+    assert (
+        bench.out / "runs" / "global-s0" / "manifest.json"
+    ).is_file()  # the earlier run is left as it was
 
 
 @pytest.mark.slow
 @pytest.mark.data
 def test_ml1m_melu_bench_rows_per_state(shared_data: Path, tmp_path: Path) -> None:
-    sc = load_scenario("tasks/ml1m-melu.toml", ["bench.quick_steps=4", "algorithm.meta_batch=4"], data_root=shared_data)
-    res = run_bench(sc, algorithms=["global", "popularity", "maml", "melu-ref"], seeds=1, shots=[5], quick=True,
-                    out=tmp_path / "b", verbose=False, plots=False)
+    sc = load_scenario(
+        "tasks/ml1m-melu.toml",
+        ["bench.quick_steps=4", "algorithm.meta_batch=4"],
+        data_root=shared_data,
+    )
+    res = run_bench(
+        sc,
+        algorithms=["global", "popularity", "maml", "melu-ref"],
+        seeds=1,
+        shots=[5],
+        quick=True,
+        out=tmp_path / "b",
+        verbose=False,
+        plots=False,
+    )
     states = {r["state"] for r in res.rows}
     assert states == {"warm", "user-cold", "item-cold", "user-item-cold"}
     assert len(res.rows) == 4 * 4 * 2
     assert all(0.0 < r["metrics"]["mae"] < 4.0 for r in res.rows)
-    assert all(("hr@10_neg" in r["metrics"]) == (r["shots"] == "default") for r in res.rows)  # quick: ranking at default
+    assert all(
+        ("hr@10_neg" in r["metrics"]) == (r["shots"] == "default") for r in res.rows
+    )  # quick: ranking at default
     text = res.report.read_text()
     assert "published" in text and "0.7854" in text

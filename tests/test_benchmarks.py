@@ -27,7 +27,12 @@ BENCH = ROOT / "benchmarks"
 def _run(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "METAREC_DATA"}
     return subprocess.run(
-        [sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(BENCH / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -41,33 +46,77 @@ def test_engine_throughput_quick(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(out)
     engines = {(r["engine"], r["buckets"]) for r in rows}
-    assert {("metarec-analytic", 1), ("metarec-analytic", 2), ("metarec-vmap", 1), ("loop", None)} <= engines
+    assert {
+        ("metarec-analytic", 1),
+        ("metarec-analytic", 2),
+        ("metarec-vmap", 1),
+        ("loop", None),
+    } <= engines
     for r in rows:
         assert r["quick"] is True and r["tasks"] == 4 and r["second_order"] is True
         assert r["gradient_check"]["dtype"] == "float64"
         assert r["gradient_check"]["allclose"] is True
-        assert r["gradient_check"]["max_abs_diff_vs_loop"] <= 1e-9 * max(1.0, r["gradient_check"]["max_abs_grad"])
+        assert r["gradient_check"]["max_abs_diff_vs_loop"] <= 1e-9 * max(
+            1.0, r["gradient_check"]["max_abs_grad"]
+        )
         assert r["tasks_per_s"] > 0 and len(r["seconds_per_meta_batch"]) == 1
-        for key in ("cpu", "cpu_affinity", "torch", "device", "commit", "config_hash", "command", "learn2learn"):
+        for key in (
+            "cpu",
+            "cpu_affinity",
+            "torch",
+            "device",
+            "commit",
+            "config_hash",
+            "command",
+            "learn2learn",
+        ):
             assert key in r
         assert r["data"].startswith("synthetic")
         assert r["flops_per_meta_batch"] > 0 and r["matmul_peak_gflops"] > 0
-        assert r["useful_flops_per_meta_batch"] == next(x for x in rows if x["engine"] == "loop")["flops_per_meta_batch"]
+        assert (
+            r["useful_flops_per_meta_batch"]
+            == next(x for x in rows if x["engine"] == "loop")["flops_per_meta_batch"]
+        )
         assert r["fraction_of_limit"] == pytest.approx(
-            r["useful_flops_per_meta_batch"] / r["median_seconds"] / (r["matmul_peak_gflops"] * 1e9))
+            r["useful_flops_per_meta_batch"] / r["median_seconds"] / (r["matmul_peak_gflops"] * 1e9)
+        )
     if ("learn2learn", None) not in engines:
         assert "install_learn2learn.sh" in rows[0]["learn2learn"]
     report = out.with_suffix(".md").read_text()
-    assert "| metarec-analytic | 2 |" in report and "gradient check" in report and "fraction of limit" in report
+    assert (
+        "| metarec-analytic | 2 |" in report
+        and "gradient check" in report
+        and "fraction of limit" in report
+    )
 
 
 def test_engine_throughput_peak_memory_grows_with_tasks_held_at_once(tmp_path: Path) -> None:
     """The subprocess memory measurement (RSS sampled during the meta-batch, minus the RSS right
     before it) is non-zero, and larger for 16 padded tasks under one vmap than for one task at a time."""
     out = tmp_path / "engine.jsonl"
-    res = _run("engine_throughput.py", "--data", "synthetic", "--tasks", "16", "--inner-steps", "2", "--buckets", "1",
-               "--warmup", "0", "--repeat", "1", "--batches", "1", "--check-tasks", "2", "--no-l2l", "--out", str(out),
-               timeout=300)
+    res = _run(
+        "engine_throughput.py",
+        "--data",
+        "synthetic",
+        "--tasks",
+        "16",
+        "--inner-steps",
+        "2",
+        "--buckets",
+        "1",
+        "--warmup",
+        "0",
+        "--repeat",
+        "1",
+        "--batches",
+        "1",
+        "--check-tasks",
+        "2",
+        "--no-l2l",
+        "--out",
+        str(out),
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     mem = {r["engine"]: r["peak_memory"] for r in _rows(out)}
     assert mem["loop"]["rss_samples"] >= 2 and mem["metarec-vmap"]["rss_samples"] >= 2
@@ -118,12 +167,22 @@ def _load(script: str) -> ModuleType:
         ("engine_throughput.py", ["--buckets", "4,0"], "--buckets: 0 is < 1"),
         ("engine_throughput.py", ["--tasks", "2", "--check-tasks", "4"], "--check-tasks 4"),
         ("engine_throughput.py", ["--device", "tpu"], "--device 'tpu'"),
-        ("engine_throughput.py", ["--inner-lr", "-1"], "--inner-lr -1.0: must be a finite number > 0"),
+        (
+            "engine_throughput.py",
+            ["--inner-lr", "-1"],
+            "--inner-lr -1.0: must be a finite number > 0",
+        ),
         ("sampler_throughput.py", ["--min-time", "0"], "--min-time 0.0: must be > 0"),
-        ("sampler_throughput.py", ["--batch-sizes", "32,x"], "--batch-sizes: 'x' is not an integer"),
+        (
+            "sampler_throughput.py",
+            ["--batch-sizes", "32,x"],
+            "--batch-sizes: 'x' is not an integer",
+        ),
     ],
 )
-def test_bad_arguments_are_named(script: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_are_named(
+    script: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     module = _load(script)
     with pytest.raises(SystemExit) as exc:
         module.parse_args(args)

@@ -27,8 +27,13 @@ from metarec.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = [
-    "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false",
-    "data.synthetic.n_domains=2", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+    "train.steps=2",
+    "train.val_every=2",
+    "train.val_tasks=8",
+    "train.progress=false",
+    "data.synthetic.n_domains=2",
+    "data.synthetic.n_users=60",
+    "data.synthetic.n_items=80",
 ]
 
 
@@ -112,32 +117,48 @@ def test_load_tensors_round_trip_and_errors(tmp_path) -> None:
     p = tmp_path / "t.pt"
     save_tensors(p, {"a": torch.arange(3), "nested": {"b": torch.ones(2, 2)}, "step": 7})
     back = load_tensors(p)
-    assert back["step"] == 7 and torch.equal(back["a"], torch.arange(3)) and back["nested"]["b"].shape == (2, 2)
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["t.pt", "t.pt.sha256"]  # no temporary file left behind
-    with pytest.raises(CheckpointError, match=r"checkpoint '.*missing\.pt': file not found; pass a run directory"):
+    assert (
+        back["step"] == 7
+        and torch.equal(back["a"], torch.arange(3))
+        and back["nested"]["b"].shape == (2, 2)
+    )
+    assert sorted(x.name for x in tmp_path.iterdir()) == [
+        "t.pt",
+        "t.pt.sha256",
+    ]  # no temporary file left behind
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint '.*missing\.pt': file not found; pass a run directory"
+    ):
         load_tensors(tmp_path / "missing.pt")
     p.write_bytes(p.read_bytes()[:40])  # truncated
-    with pytest.raises(CheckpointError, match=r"t\.pt'?: refused to load: it is not a plain tensor file"):
+    with pytest.raises(
+        CheckpointError, match=r"t\.pt'?: refused to load: it is not a plain tensor file"
+    ):
         load_tensors(p)
 
 
 def test_atomic_write_replaces_whole_file(tmp_path) -> None:
     p = tmp_path / "sub" / "f.json"
     atomic_write_json(p, {"a": 1})
-    atomic_write_bytes(p, b"{\"a\": 2}\n")
+    atomic_write_bytes(p, b'{"a": 2}\n')
     assert json.loads(p.read_text()) == {"a": 2}
     assert sorted(x.name for x in p.parent.iterdir()) == ["f.json"]
 
 
 def test_missing_files(run, tmp_path) -> None:
-    with pytest.raises(CheckpointError, match=r"run directory '.*nowhere': no manifest\.json; pass a folder written by 'metarec train'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"run directory '.*nowhere': no manifest\.json; pass a folder written by 'metarec train'",
+    ):
         load_run(tmp_path / "nowhere")
     (run / "checkpoints" / "best.pt").unlink()
     with pytest.raises(CheckpointError, match=r"checkpoint '.*best\.pt': file not found"):
         load_run(run)
     assert load_run(run, which="last").step >= 1  # the other checkpoint still loads
     (run / "encoders.json").unlink()
-    with pytest.raises(CheckpointError, match=r"encoders\.json is missing; the run directory is incomplete"):
+    with pytest.raises(
+        CheckpointError, match=r"encoders\.json is missing; the run directory is incomplete"
+    ):
         load_run(run, which="last")
 
 
@@ -155,7 +176,9 @@ def test_unknown_format_version(run) -> None:
     with pytest.raises(CheckpointError, match=r"format 'someone-else' is not 'metarec-run'"):
         read_manifest(run)
     (run / "manifest.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match=r"manifest\.json: the manifest file is not valid JSON"):
+    with pytest.raises(
+        CheckpointError, match=r"manifest\.json: the manifest file is not valid JSON"
+    ):
         read_manifest(run)
 
 
@@ -168,11 +191,20 @@ def test_model_config_not_matching_weights(run) -> None:
         load_run(run)
     msg = str(err.value)
     assert str(run / "manifest.json") in msg and f"'embedding_dim': {dim * 2}" in msg
-    assert "the checkpoint holds shape" in msg and "does not match the weights" in msg and "re-train" in msg
+    assert (
+        "the checkpoint holds shape" in msg
+        and "does not match the weights" in msg
+        and "re-train" in msg
+    )
     m["model"]["kwargs"]["embedding_dim"] = dim
-    m["model"]["kwargs"]["hidden"] = [*m["model"]["kwargs"]["hidden"], 8]  # one layer more than the weights
+    m["model"]["kwargs"]["hidden"] = [
+        *m["model"]["kwargs"]["hidden"],
+        8,
+    ]  # one layer more than the weights
     (run / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(CheckpointError, match=r"has parameter 'decision\.2\.weight' .* which the checkpoint lacks"):
+    with pytest.raises(
+        CheckpointError, match=r"has parameter 'decision\.2\.weight' .* which the checkpoint lacks"
+    ):
         load_run(run)
     m["model"]["name"] = "no-such-model"
     (run / "manifest.json").write_text(json.dumps(m))
@@ -182,7 +214,9 @@ def test_model_config_not_matching_weights(run) -> None:
 
 def test_checkpoint_without_params(run) -> None:
     save_tensors(run / "checkpoints" / "best.pt", {"weights": torch.zeros(3)})
-    with pytest.raises(CheckpointError, match=r"best\.pt'?: holds no 'params' dict; not a metarec checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"best\.pt'?: holds no 'params' dict; not a metarec checkpoint"
+    ):
         load_run(run)
 
 
@@ -191,8 +225,18 @@ def test_format_1_run_is_refused_with_the_conversion_and_converts(tmp_path) -> N
     model's known-id buffers are exactly the ones training set (no inference from the weights)."""
     from metarec.runs import convert_run
 
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'", "protocol.unit='domain'", "data.synthetic.n_domains=10", "protocol.fractions=[0.6,0.2,0.2]",
-                                                                       "protocol.min_interactions=20", "protocol.max_interactions=none"])
+    sc = load_scenario(
+        ROOT / "tasks" / "synthetic-cold-start.toml",
+        [
+            *OVERRIDES,
+            "model.name='gmf'",
+            "protocol.unit='domain'",
+            "data.synthetic.n_domains=10",
+            "protocol.fractions=[0.6,0.2,0.2]",
+            "protocol.min_interactions=20",
+            "protocol.max_interactions=none",
+        ],
+    )
     run = train(sc, tmp_path / "run", evaluate_test=False).run_dir
     trained = load_run(run)
     known = trained.model.known_users.clone(), trained.model.known_items.clone()
@@ -204,17 +248,28 @@ def test_format_1_run_is_refused_with_the_conversion_and_converts(tmp_path) -> N
         ck = load_tensors(run / "checkpoints" / f"{which}.pt")
         del ck["buffers"]
         save_tensors(run / "checkpoints" / f"{which}.pt", ck)
-    with pytest.raises(CheckpointError, match=r"format_version=1 .* metarec\.convert_run\(.*\)\"` \(needs the run.s data"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"format_version=1 .* metarec\.convert_run\(.*\)\"` \(needs the run.s data",
+    ):
         load_run(run)
     convert_run(run)
     back = load_run(run)
     assert read_manifest(run)["format_version"] == FORMAT_VERSION
-    assert torch.equal(back.model.known_users, known[0]) and torch.equal(back.model.known_items, known[1])
+    assert torch.equal(back.model.known_users, known[0]) and torch.equal(
+        back.model.known_items, known[1]
+    )
 
 
 def test_checkpoints_hold_every_buffer(tmp_path) -> None:
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'"])
+    sc = load_scenario(
+        ROOT / "tasks" / "synthetic-cold-start.toml", [*OVERRIDES, "model.name='gmf'"]
+    )
     run = train(sc, tmp_path / "run", evaluate_test=False).run_dir
     meta = load_run(run)
     ck = load_tensors(run / "checkpoints" / "best.pt")
-    assert set(ck["buffers"]) == {k for k, _ in meta.model.named_buffers()} >= {"known_users", "known_items"}
+    assert (
+        set(ck["buffers"])
+        == {k for k, _ in meta.model.named_buffers()}
+        >= {"known_users", "known_items"}
+    )

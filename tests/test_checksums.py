@@ -20,8 +20,14 @@ from metarec.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = [
-    "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false", "model.name=gmf",
-    "data.synthetic.n_domains=2", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+    "train.steps=2",
+    "train.val_every=2",
+    "train.val_tasks=8",
+    "train.progress=false",
+    "model.name=gmf",
+    "data.synthetic.n_domains=2",
+    "data.synthetic.n_users=60",
+    "data.synthetic.n_items=80",
 ]
 
 
@@ -54,9 +60,12 @@ def test_flipped_byte_in_best_pt_is_caught_naming_the_file(run_dir, tmp_path, ca
     at = raw.index(ck["params"][name].numpy().tobytes()[-32:])
     _flip(best, at + 3)
     assert not torch.equal(torch.load(best, weights_only=True)["params"][name], ck["params"][name])
-    with pytest.raises(CheckpointError, match=r"checkpoint '.*best.pt': damaged: its SHA-256 [0-9a-f]{12}\.\.\. differs from "
-                                              r"the [0-9a-f]{12}\.\.\. recorded in 'best.pt.sha256'.*restore the file from a copy, "
-                                              r"or re-create the run \('metarec train SCENARIO --out RUN --overwrite'\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint '.*best.pt': damaged: its SHA-256 [0-9a-f]{12}\.\.\. differs from "
+        r"the [0-9a-f]{12}\.\.\. recorded in 'best.pt.sha256'.*restore the file from a copy, "
+        r"or re-create the run \('metarec train SCENARIO --out RUN --overwrite'\)",
+    ):
         load_run(run)
     assert main(["recommend", "--run", str(run), "--user", "u1"]) == 2
     assert "best.pt': damaged" in capsys.readouterr().err
@@ -86,7 +95,10 @@ def test_damaged_or_missing_checksum_file(tmp_path) -> None:
     p = tmp_path / "t.pt"
     save_tensors(p, {"a": torch.arange(3)})
     sidecar(p).write_text("{not json")
-    with pytest.raises(CheckpointError, match=r"checksum file '.*t.pt.sha256': damaged.*delete it to load 't.pt' unchecked"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"checksum file '.*t.pt.sha256': damaged.*delete it to load 't.pt' unchecked",
+    ):
         load_tensors(p)
     sidecar(p).unlink()
     verify(p)  # no record: not checked (files written before checksums existed)

@@ -390,7 +390,11 @@ def test_protocol_valid_edge_cases():
 @pytest.mark.parametrize(
     ("section", "values", "pattern"),
     [
-        ("algorithm", {"meta_batch": 0}, r"algorithm\.meta_batch=0: each outer step needs at least one task"),
+        (
+            "algorithm",
+            {"meta_batch": 0},
+            r"algorithm\.meta_batch=0: each outer step needs at least one task",
+        ),
         ("train", {"outer_lr": 0}, r"train\.outer_lr=0\.0: must be > 0"),
         ("model", {"dropout": 1.0}, r"model\.dropout=1\.0: must lie in \[0, 1\)"),
         ("bench", {"shots": [0, 1]}, r"bench\.shots=\[0, 1\]: each support size must be >= 1"),
@@ -468,25 +472,50 @@ def test_algorithm_section_is_the_engines_config():
     """Every engine option is reachable from the scenario, and the section produces AlgorithmConfig."""
     from metarec.algorithms import AlgorithmConfig
 
-    s = scenario_from_dict({"name": "x", "algorithm": {"sort_tasks": True, "encode_once": False, "chunk_size": 4,
-                                                       "loss": "bpr"}})
+    s = scenario_from_dict(
+        {
+            "name": "x",
+            "algorithm": {"sort_tasks": True, "encode_once": False, "chunk_size": 4, "loss": "bpr"},
+        }
+    )
     cfg = s.algorithm.engine_config("implicit", ("head.*",))
     assert isinstance(cfg, AlgorithmConfig)
-    assert (cfg.sort_tasks, cfg.encode_once, cfg.chunk_size, cfg.loss, cfg.adapt) == (True, False, 4, "bpr", ("head.*",))
+    assert (cfg.sort_tasks, cfg.encode_once, cfg.chunk_size, cfg.loss, cfg.adapt) == (
+        True,
+        False,
+        4,
+        "bpr",
+        ("head.*",),
+    )
     assert scenario_from_dict({"name": "x"}).algorithm.engine_config("implicit").loss == "bce"
     engine = {f.name for f in dataclasses.fields(AlgorithmConfig)} - {"adapt", "loss"}
     assert engine <= {f.name for f in dataclasses.fields(AlgorithmSection)}
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("algorithm.inner_steps=0", r"algorithm\.inner_steps=0: the inner loop needs at least one step; .*--set algorithm\.inner_steps=5"),
-    ("algorithm.meta_batch=0", r"algorithm\.meta_batch=0: .*--set algorithm\.meta_batch=32"),
-    ("algorithm.inner_lr=-1", r"algorithm\.inner_lr=-1\.0: must be a finite number > 0; .*--set algorithm\.inner_lr=0\.01"),
-    ("algorithm.eval_lr=0", r"algorithm\.eval_lr=0\.0: must be > 0; e\.g\. --set algorithm\.eval_lr=0\.01"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "algorithm.inner_steps=0",
+            r"algorithm\.inner_steps=0: the inner loop needs at least one step; .*--set algorithm\.inner_steps=5",
+        ),
+        ("algorithm.meta_batch=0", r"algorithm\.meta_batch=0: .*--set algorithm\.meta_batch=32"),
+        (
+            "algorithm.inner_lr=-1",
+            r"algorithm\.inner_lr=-1\.0: must be a finite number > 0; .*--set algorithm\.inner_lr=0\.01",
+        ),
+        (
+            "algorithm.eval_lr=0",
+            r"algorithm\.eval_lr=0\.0: must be > 0; e\.g\. --set algorithm\.eval_lr=0\.01",
+        ),
+    ],
+)
 def test_engine_values_are_checked_at_load_time(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_scenario(Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml", [override])
+        load_scenario(
+            Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml",
+            [override],
+        )
 
 
 def test_non_engine_methods_skip_engine_rules():

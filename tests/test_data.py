@@ -36,7 +36,10 @@ def test_inf_rating():
 
 
 def test_rating_outside_scale():
-    with pytest.raises(DataError, match=r"rating 7.0 at row 1 is outside rating_scale=\(1, 5\).*set data.rating_scale"):
+    with pytest.raises(
+        DataError,
+        match=r"rating 7.0 at row 1 is outside rating_scale=\(1, 5\).*set data.rating_scale",
+    ):
         InteractionTable.from_frame(frame(rating=[5.0, 7.0, 4.0, 1.0, 2.0]))
 
 
@@ -47,11 +50,29 @@ def test_non_numeric_rating():
 
 def test_duplicate_rows_error_and_policies():
     f = frame(user=[1, 1, 2, 2, 1], item=[10, 11, 10, 12, 10], rating=[5.0, 3.0, 4.0, 1.0, 1.0])
-    with pytest.raises(DataError, match=r"duplicates='error': 1 repeated \(user, item, domain\) row\(s\), first user 1, item 10.*data.duplicates = \"first\""):
+    with pytest.raises(
+        DataError,
+        match=r"duplicates='error': 1 repeated \(user, item, domain\) row\(s\), first user 1, item 10.*data.duplicates = \"first\"",
+    ):
         InteractionTable.from_frame(f)
-    assert InteractionTable.from_frame(f, duplicates="first").ratings.tolist() == [5.0, 3.0, 4.0, 1.0]
-    assert InteractionTable.from_frame(f, duplicates="last").ratings.tolist() == [3.0, 4.0, 1.0, 1.0]
-    assert sorted(InteractionTable.from_frame(f, duplicates="mean").ratings.tolist()) == [1.0, 3.0, 3.0, 4.0]
+    assert InteractionTable.from_frame(f, duplicates="first").ratings.tolist() == [
+        5.0,
+        3.0,
+        4.0,
+        1.0,
+    ]
+    assert InteractionTable.from_frame(f, duplicates="last").ratings.tolist() == [
+        3.0,
+        4.0,
+        1.0,
+        1.0,
+    ]
+    assert sorted(InteractionTable.from_frame(f, duplicates="mean").ratings.tolist()) == [
+        1.0,
+        3.0,
+        3.0,
+        4.0,
+    ]
 
 
 def test_bad_duplicate_policy():
@@ -67,18 +88,24 @@ def test_empty_declared_domain():
 
 def test_empty_categorical_domain():
     f = frame(domain=pd.Categorical(["a", "a", "b", "b", "a"], categories=["a", "b", "z"]))
-    with pytest.raises(DataError, match=r"category 'z' has no interactions.*remove_unused_categories"):
+    with pytest.raises(
+        DataError, match=r"category 'z' has no interactions.*remove_unused_categories"
+    ):
         InteractionTable.from_frame(f, Columns(domain="domain"))
 
 
 def test_unparsable_timestamp():
     f = frame(ts=["2020-01-01", "2020-01-02", "yesterday", "2020-01-04", "2020-01-05"])
-    with pytest.raises(DataError, match=r"timestamp column 'ts': cannot parse 'yesterday' at row 2.*ISO 8601"):
+    with pytest.raises(
+        DataError, match=r"timestamp column 'ts': cannot parse 'yesterday' at row 2.*ISO 8601"
+    ):
         InteractionTable.from_frame(f, Columns(timestamp="ts"))
 
 
 def test_timestamps_parsed_to_seconds():
-    f = frame(ts=["2020-01-01T00:00:00", "2020-01-01T00:00:01", "2020-01-02", "2020-01-04", "2020-01-05"])
+    f = frame(
+        ts=["2020-01-01T00:00:00", "2020-01-01T00:00:01", "2020-01-02", "2020-01-04", "2020-01-05"]
+    )
     t = InteractionTable.from_frame(f, Columns(timestamp="ts"))
     assert t.timestamps[1] - t.timestamps[0] == 1
     assert t.timestamps[0] == 1577836800
@@ -86,20 +113,31 @@ def test_timestamps_parsed_to_seconds():
 
 def test_feature_column_mixed_types():
     items = pd.DataFrame({"item": [10, 11, 12], "brand": ["acme", 7, "zeta"]})
-    with pytest.raises(DataError, match=r"item_features\['brand'\]: column mixes numbers \(7\) and strings"):
-        InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")])
+    with pytest.raises(
+        DataError, match=r"item_features\['brand'\]: column mixes numbers \(7\) and strings"
+    ):
+        InteractionTable.from_frame(
+            frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")]
+        )
 
 
 def test_feature_table_duplicated_ids():
     items = pd.DataFrame({"item": [10, 10, 12], "brand": ["a", "b", "c"]})
-    with pytest.raises(DataError, match=r"item_features: 1 duplicated id\(s\) in column 'item', first 10.*drop_duplicates"):
-        InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")])
+    with pytest.raises(
+        DataError,
+        match=r"item_features: 1 duplicated id\(s\) in column 'item', first 10.*drop_duplicates",
+    ):
+        InteractionTable.from_frame(
+            frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")]
+        )
 
 
 def test_feature_table_misnamed_column():
     items = pd.DataFrame({"item": [10, 11, 12], "genres": ["a", "b", "c"]})
     with pytest.raises(DataError, match=r"column 'genre' not found.*did you mean 'genres'"):
-        InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("genre", "multi")])
+        InteractionTable.from_frame(
+            frame(), item_features=items, item_feature_specs=[FeatureSpec("genre", "multi")]
+        )
 
 
 def test_missing_user_id():
@@ -129,7 +167,9 @@ def test_bad_feedback_and_scale_and_feature_kind():
 def test_numeric_feature_non_numeric_value():
     users = pd.DataFrame({"user": [1, 2, 3], "age": [20, "old", 30]})
     with pytest.raises(DataError, match=r"numeric feature has non-numeric value 'old'"):
-        InteractionTable.from_frame(frame(), user_features=users, user_feature_specs=[FeatureSpec("age", "numeric")])
+        InteractionTable.from_frame(
+            frame(), user_features=users, user_feature_specs=[FeatureSpec("age", "numeric")]
+        )
 
 
 # ---------------------------------------------------------------- encoding and features
@@ -144,7 +184,9 @@ def test_encoder_stable_unknown_and_json_roundtrip():
 
 def test_cold_items_keep_features_and_cold_users_encode_to_unknown():
     items = pd.DataFrame({"item": [10, 11, 12, 99], "genre": ["a|b", "b", "c", "a|c"]})
-    t = InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("genre", "multi")])
+    t = InteractionTable.from_frame(
+        frame(), item_features=items, item_feature_specs=[FeatureSpec("genre", "multi")]
+    )
     cold = t.item_ids.encode([99])[0]
     assert cold > 0  # an item never interacted with still has an index ...
     row = t.item_features.categorical["genre"][cold]
@@ -165,7 +207,9 @@ def test_synthetic_deterministic_and_sized():
 
 
 def test_synthetic_truth_explains_ratings():
-    t, truth = make_synthetic(n_domains=2, n_users=30, n_items=50, noise=0.1, seed=0, return_truth=True)
+    t, truth = make_synthetic(
+        n_domains=2, n_users=30, n_items=50, noise=0.1, seed=0, return_truth=True
+    )
     df = t.to_frame(raw_ids=True)
     exp = np.array([truth.expected_rating(u, i) for u, i in zip(df["user"], df["item"])])
     resid = df["rating"].to_numpy() - exp
@@ -174,7 +218,9 @@ def test_synthetic_truth_explains_ratings():
 
 
 def test_synthetic_implicit_prefers_high_scores():
-    t, truth = make_synthetic(n_domains=2, n_users=40, n_items=60, feedback="implicit", seed=0, return_truth=True)
+    t, truth = make_synthetic(
+        n_domains=2, n_users=40, n_items=60, feedback="implicit", seed=0, return_truth=True
+    )
     df = t.to_frame(raw_ids=True)
     chosen = np.mean([truth.score(u, i) for u, i in zip(df["user"], df["item"])])
     rng = np.random.default_rng(0)
@@ -190,8 +236,13 @@ def test_synthetic_bad_argument():
 
 def test_feature_ids_of_another_type_than_interaction_ids():
     items = pd.DataFrame({"item": ["10", "11", "12"], "brand": ["a", "b", "c"]})
-    with pytest.raises(DataError, match=r"item_features\['item'\]: ids are strings but the interactions' item ids are numbers"):
-        InteractionTable.from_frame(frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")])
+    with pytest.raises(
+        DataError,
+        match=r"item_features\['item'\]: ids are strings but the interactions' item ids are numbers",
+    ):
+        InteractionTable.from_frame(
+            frame(), item_features=items, item_feature_specs=[FeatureSpec("brand")]
+        )
 
 
 def test_small_id_lookup_matches_the_vectorised_encoder():
@@ -199,7 +250,9 @@ def test_small_id_lookup_matches_the_vectorised_encoder():
     from metarec.data.encoding import _FEW
 
     def vectorised(enc: IdEncoder, raw: np.ndarray) -> np.ndarray:
-        padded = np.concatenate([raw, np.array(["pad"] * (_FEW + 1), dtype=object)])  # longer than _FEW
+        padded = np.concatenate(
+            [raw, np.array(["pad"] * (_FEW + 1), dtype=object)]
+        )  # longer than _FEW
         return enc.encode(padded)[: len(raw)]
 
     ints = IdEncoder([10, 20, 30, 40], name="item")
@@ -212,11 +265,15 @@ def test_small_id_lookup_matches_the_vectorised_encoder():
     assert ints.encode([]).shape == (0,)
 
 
-@pytest.mark.parametrize("raw", [["u1"] * 5, [7, 7, 7], [7.0], ["7", "7"], ["u1", "u2", "u1"], [7, "7"], [None, "a"]])
+@pytest.mark.parametrize(
+    "raw", [["u1"] * 5, [7, 7, 7], [7.0], ["7", "7"], ["u1", "u2", "u1"], [7, "7"], [None, "a"]]
+)
 def test_fit_of_a_handful_of_ids_matches_the_general_path(raw):
     """One id repeated (one cold user's support) skips the pandas pass; the encoder is the same."""
     try:
-        general = IdEncoder.fit(np.asarray(raw + ["pad"] * 70, dtype=object)[: len(raw)], name="user")
+        general = IdEncoder.fit(
+            np.asarray(raw + ["pad"] * 70, dtype=object)[: len(raw)], name="user"
+        )
     except ValueError as e:
         with pytest.raises(ValueError, match=str(e).split(":")[0]):
             IdEncoder.fit(raw, name="user")

@@ -16,33 +16,71 @@ def _sc(data: dict, **sections) -> object:
 
 
 def test_files_entries_and_their_validation(tmp_path: Path) -> None:
-    s = _sc({"source": "csv", "files": [{"path": "a.dat", "domain": "a", "part": "train"}, {"path": "b.dat", "domain": "b", "part": "test"}]})
-    assert [(f.path, f.domain, f.part) for f in s.data.files] == [("a.dat", "a", "train"), ("b.dat", "b", "test")]
-    with pytest.raises(ConfigError, match=r"data.files\[0\].part='tset': expected one of 'train', 'valid', 'test' or none \(did you mean 'test'\?\)"):
+    s = _sc(
+        {
+            "source": "csv",
+            "files": [
+                {"path": "a.dat", "domain": "a", "part": "train"},
+                {"path": "b.dat", "domain": "b", "part": "test"},
+            ],
+        }
+    )
+    assert [(f.path, f.domain, f.part) for f in s.data.files] == [
+        ("a.dat", "a", "train"),
+        ("b.dat", "b", "test"),
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"data.files\[0\].part='tset': expected one of 'train', 'valid', 'test' or none \(did you mean 'test'\?\)",
+    ):
         _sc({"source": "csv", "files": [{"path": "a", "part": "tset"}]})
-    with pytest.raises(ConfigError, match=r"unknown key 'data.files\[0\].domian' \(did you mean 'domain'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'data.files\[0\].domian' \(did you mean 'domain'\?\)"
+    ):
         _sc({"source": "csv", "files": [{"path": "a", "domian": "x"}]})
-    with pytest.raises(ConfigError, match=r"data.files: both data.path='x.csv' and 1 data.files entries"):
+    with pytest.raises(
+        ConfigError, match=r"data.files: both data.path='x.csv' and 1 data.files entries"
+    ):
         _sc({"source": "csv", "path": "x.csv", "files": [{"path": "a"}]})
-    with pytest.raises(ConfigError, match=r"data.files\[1\]: no part, while other entries name one"):
+    with pytest.raises(
+        ConfigError, match=r"data.files\[1\]: no part, while other entries name one"
+    ):
         _sc({"source": "csv", "files": [{"path": "a", "part": "train"}, {"path": "b"}]})
     with pytest.raises(ConfigError, match=r"data.files: data.files is read by source = \"csv\""):
         _sc({"source": "amazon", "files": [{"path": "a"}]})
-    with pytest.raises(ConfigError, match=r"data.namespace=\['itme'\]: 'itme' cannot be namespaced \(did you mean 'item'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.namespace=\['itme'\]: 'itme' cannot be namespaced \(did you mean 'item'\?\)",
+    ):
         _sc({"namespace": ["itme"]})
-    with pytest.raises(ConfigError, match=r"data.ids='number': expected one of 'string', 'numeric'"):
+    with pytest.raises(
+        ConfigError, match=r"data.ids='number': expected one of 'string', 'numeric'"
+    ):
         _sc({"ids": "number"})
-    with pytest.raises(ConfigError, match=r"data.shared_users=10: only read by source = \"shared_below_k\""):
+    with pytest.raises(
+        ConfigError, match=r"data.shared_users=10: only read by source = \"shared_below_k\""
+    ):
         _sc({"source": "csv", "shared_users": 10})
-    with pytest.raises(ConfigError, match=r"data.columns.item='uid': column 'uid' is already columns.user"):
+    with pytest.raises(
+        ConfigError, match=r"data.columns.item='uid': column 'uid' is already columns.user"
+    ):
         _sc({"columns": {"user": "uid", "item": "uid"}})
-    with pytest.raises(ConfigError, match=r"data.names=\['user', 'user'\]: column names must be distinct"):
+    with pytest.raises(
+        ConfigError, match=r"data.names=\['user', 'user'\]: column names must be distinct"
+    ):
         _sc({"names": ["user", "user"]})
 
 
 def test_metrics_names_are_validated() -> None:
-    assert _sc({}, metrics={"names": ["mae", "hr@5", "ndcg@20", "auc", "mrr", "ndcg"]}).metrics.names[1] == "hr@5"
-    with pytest.raises(ConfigError, match=r"metrics.names: unknown metric 'ndgc@10' \(did you mean 'ndcg@10'\?\)"):
+    assert (
+        _sc({}, metrics={"names": ["mae", "hr@5", "ndcg@20", "auc", "mrr", "ndcg"]}).metrics.names[
+            1
+        ]
+        == "hr@5"
+    )
+    with pytest.raises(
+        ConfigError, match=r"metrics.names: unknown metric 'ndgc@10' \(did you mean 'ndcg@10'\?\)"
+    ):
         _sc({}, metrics={"names": ["mae", "ndgc@10"]})
     with pytest.raises(ConfigError, match=r"metrics.names: metric 'mae@5': mae takes no cut-off"):
         _sc({}, metrics={"names": ["mae@5"]})
@@ -65,8 +103,12 @@ def test_implicit_csv_without_rating_column_and_keys_from_the_cli(tmp_path: Path
 
 
 def test_shared_below_k_scenario(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_text("".join(f"{u}\t{u}\t1\n" for u in range(5)))  # shared 0, 1; local 2, 3, 4
-    (tmp_path / "b.txt").write_text("".join(f"{u}\t{u}\t1\n" for u in range(3)))  # shared 0, 1; local 2
+    (tmp_path / "a.txt").write_text(
+        "".join(f"{u}\t{u}\t1\n" for u in range(5))
+    )  # shared 0, 1; local 2, 3, 4
+    (tmp_path / "b.txt").write_text(
+        "".join(f"{u}\t{u}\t1\n" for u in range(3))
+    )  # shared 0, 1; local 2
     data = {"source": "shared_below_k", "header": False, "names": ["user", "item", "rating"], "feedback": "implicit",
             "files": [{"path": str(tmp_path / "a.txt"), "domain": "a"}, {"path": str(tmp_path / "b.txt"), "domain": "b"}]}  # fmt: skip
     with pytest.raises(DataError, match="data.shared_users is not set"):

@@ -55,12 +55,25 @@ def test_parts_recorded_and_mixed_entries_refused(tmp_path: Path) -> None:
 
 
 def test_ids_keep_their_exact_string_form_unless_numeric(tmp_path: Path) -> None:
-    p = _write(tmp_path / "r.csv", [("1", "a", 5), ("01", "a", 4), ("001", "a", 3)], sep=",", header="user,item,rating")
+    p = _write(
+        tmp_path / "r.csv",
+        [("1", "a", 5), ("01", "a", 4), ("001", "a", 3)],
+        sep=",",
+        header="user,item,rating",
+    )
     t = read_interactions(p, Columns())
     assert t.n_users - 1 == 3 and sorted(t.user_ids.values) == ["001", "01", "1"]
-    with pytest.raises(DataError, match=r"item column 'item': id 'a' at row 0 is not an integer.*data.ids = \"string\""):
+    with pytest.raises(
+        DataError,
+        match=r"item column 'item': id 'a' at row 0 is not an integer.*data.ids = \"string\"",
+    ):
         read_interactions(p, Columns(), ids="numeric")
-    q = _write(tmp_path / "n.csv", [("1", 5, 5), ("01", 6, 4), ("001", 7, 3)], sep=",", header="user,item,rating")
+    q = _write(
+        tmp_path / "n.csv",
+        [("1", 5, 5), ("01", 6, 4), ("001", 7, 3)],
+        sep=",",
+        header="user,item,rating",
+    )
     tn = read_interactions(q, Columns(), ids="numeric")
     assert tn.n_users - 1 == 1 and tn.user_ids.values == [1]
 
@@ -93,7 +106,9 @@ def test_headerless_and_header_hints(tmp_path: Path) -> None:
     t = read_interactions(p, Columns(), header=False, names=NAMES)
     assert t.user_ids.values == ["1", "3"]
     d = _write(tmp_path / "ml.dat", [(1, 2, 5, 978300760)], sep="::")
-    t = read_interactions(d, Columns(timestamp="ts"), format="csv", sep="::", header=False, names=[*NAMES, "ts"])
+    t = read_interactions(
+        d, Columns(timestamp="ts"), format="csv", sep="::", header=False, names=[*NAMES, "ts"]
+    )
     assert t.timestamps.tolist() == [978300760]
 
 
@@ -106,7 +121,10 @@ def _shared_below_k(root: Path) -> tuple[list[SourceFile], int]:
     a.mkdir(), b.mkdir()
     _write(a / "train.txt", rows_a)
     _write(b / "train.txt", rows_b)
-    return [SourceFile(a / "train.txt", domain="books"), SourceFile(b / "train.txt", domain="movies")], 3
+    return [
+        SourceFile(a / "train.txt", domain="books"),
+        SourceFile(b / "train.txt", domain="movies"),
+    ], 3
 
 
 def _every_user_shared(root: Path) -> list[SourceFile]:
@@ -115,7 +133,10 @@ def _every_user_shared(root: Path) -> list[SourceFile]:
     a.mkdir(), b.mkdir()
     _write(a / "train.txt", [(u, i, 1) for u in range(4) for i in (u, u + 5)])
     _write(b / "train.txt", [(u, i, 1) for u in range(4) for i in (u + 2,)])
-    return [SourceFile(a / "train.txt", domain="books"), SourceFile(b / "train.txt", domain="movies")]
+    return [
+        SourceFile(a / "train.txt", domain="books"),
+        SourceFile(b / "train.txt", domain="movies"),
+    ]
 
 
 def test_shared_below_k_user_counts(tmp_path: Path) -> None:
@@ -129,13 +150,19 @@ def test_shared_below_k_user_counts(tmp_path: Path) -> None:
     assert t.n_items - 1 == 12 + 10  # items namespaced per domain
     with pytest.raises(DataError, match=r"data.shared_users is not set.*not guessed"):
         read_shared_below_k(files, None, names=NAMES, header=False)
-    with pytest.raises(DataError, match=r"shared_users=6: 1 of the 6 ids below 6 are not in every domain.*K is too large"):
+    with pytest.raises(
+        DataError,
+        match=r"shared_users=6: 1 of the 6 ids below 6 are not in every domain.*K is too large",
+    ):
         read_shared_below_k(files, 6, names=NAMES, header=False)
 
 
 def test_amazon_reader_refuses_the_shared_below_k_layout(tmp_path: Path) -> None:
     _shared_below_k(tmp_path)
-    with pytest.raises(DataError, match=r"hold different users \(6 in books, 5 in movies.*source = \"shared_below_k\""):
+    with pytest.raises(
+        DataError,
+        match=r"hold different users \(6 in books, 5 in movies.*source = \"shared_below_k\"",
+    ):
         read_amazon_pair(tmp_path, "books_movies")
 
 
@@ -149,7 +176,13 @@ def test_every_user_shared_layout_reads_with_both_readers(tmp_path: Path) -> Non
 
 def test_multi_file_frame_matches_from_frame(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"user": rng.integers(0, 30, 200), "item": rng.integers(0, 40, 200), "rating": rng.integers(1, 6, 200)})
+    df = pd.DataFrame(
+        {
+            "user": rng.integers(0, 30, 200),
+            "item": rng.integers(0, 40, 200),
+            "rating": rng.integers(1, 6, 200),
+        }
+    )
     df = df.drop_duplicates(["user", "item"]).reset_index(drop=True)
     half = len(df) // 2
     df.iloc[:half].to_csv(tmp_path / "a.csv", index=False)
@@ -163,9 +196,14 @@ def test_multi_file_frame_matches_from_frame(tmp_path: Path) -> None:
 
 def test_names_must_match_the_column_count(tmp_path: Path) -> None:
     p = _write(tmp_path / "four.tsv", [(1, 2, 5, 99), (3, 4, 1, 98)])
-    with pytest.raises(DataError, match=r"four.tsv: the file has 4 columns but names lists 3.*a name for a timestamp column"):
+    with pytest.raises(
+        DataError,
+        match=r"four.tsv: the file has 4 columns but names lists 3.*a name for a timestamp column",
+    ):
         read_interactions(p, Columns(), header=False, names=NAMES)
     t = read_interactions(p, Columns(timestamp="ts"), header=False, names=[*NAMES, "ts"])
     assert t.users.shape == (2,) and t.timestamps.tolist() == [99, 98]
     h = _write(tmp_path / "h.tsv", [(1, 2, 5)], header="a\tb\tc")
-    assert read_interactions(h, Columns(), names=NAMES).user_ids.values == ["1"]  # names replace a header
+    assert read_interactions(h, Columns(), names=NAMES).user_ids.values == [
+        "1"
+    ]  # names replace a header

@@ -29,7 +29,11 @@ def test_batch_shapes_masks_and_padding(table):
     sizes = b.query.sizes()
     assert b.query.users.shape[1] == int(sizes.max()) and int(sizes.min()) >= 15
     pad = ~b.query.mask
-    assert (b.query.items[pad] == 0).all() and (b.query.targets[pad] == 0).all() and (b.query.rows[pad] == -1).all()
+    assert (
+        (b.query.items[pad] == 0).all()
+        and (b.query.targets[pad] == 0).all()
+        and (b.query.rows[pad] == -1).all()
+    )
     # each task is one user
     assert (b.support.users == b.units[:, None]).all()
 
@@ -59,7 +63,14 @@ def test_query_never_in_support_random_time_pinned(table):
 def test_task_overlap_detects_leak(table):
     pool = build_pool(table, np.arange(len(table)), table.users, "all", "user", min_interactions=20)
     b = TaskSampler(table, pool, SamplerConfig(5, 10), seed=0).sample(4)
-    leaky = type(b)(b.support, type(b.query)(b.support.users, b.support.items, b.support.targets, b.support.mask, b.support.rows), b.units, b.domains)
+    leaky = type(b)(
+        b.support,
+        type(b.query)(
+            b.support.users, b.support.items, b.support.targets, b.support.mask, b.support.rows
+        ),
+        b.units,
+        b.domains,
+    )
     assert task_overlap(leaky) == 20
 
 
@@ -67,8 +78,14 @@ def test_time_order_support_strictly_before_query():
     # many equal timestamps: ties must never straddle the support/query cut
     rng = np.random.default_rng(0)
     n = 400
-    f = pd.DataFrame({"user": np.repeat(np.arange(20), 20), "item": np.tile(np.arange(20), 20),
-                      "rating": rng.integers(1, 6, n).astype(float), "ts": rng.integers(0, 6, n)})
+    f = pd.DataFrame(
+        {
+            "user": np.repeat(np.arange(20), 20),
+            "item": np.tile(np.arange(20), 20),
+            "rating": rng.integers(1, 6, n).astype(float),
+            "ts": rng.integers(0, 6, n),
+        }
+    )
     t = InteractionTable.from_frame(f, Columns(timestamp="ts"))
     pool = build_pool(t, np.arange(len(t)), t.users, "all", "user")
     b = TaskSampler(t, pool, SamplerConfig(4, None, "time"), seed=0).sample(20)
@@ -87,7 +104,9 @@ def test_splits_disjoint_reproducible_and_checks_pass(table):
     assert all(np.array_equal(a.pools[k].units, b.pools[k].units) for k in a.pools)
     assert not np.array_equal(a.pools["meta-test"].units, c.pools["meta-test"].units)
     tr = set(a.pools["meta-train"].units.tolist())
-    assert not tr & set(a.pools["meta-val"].units.tolist()) and not tr & set(a.pools["meta-test"].units.tolist())
+    assert not tr & set(a.pools["meta-val"].units.tolist()) and not tr & set(
+        a.pools["meta-test"].units.tolist()
+    )
     res, _ = run_leakage_checks(a, SamplerConfig(5, 10))
     assert res and all(v == "passed" for v in res.values())
 
@@ -117,18 +136,28 @@ def test_domain_and_cohort_units(table):
     assert b.support.users.unique().numel() > 1  # a domain task spans many users
     spc = random_split(table, "cohort", (0.5, 0.25, 0.25), cohort_by="u_f0", min_interactions=20)
     assert len(spc.pools["meta-train"]) >= 1
-    with pytest.raises(ConfigError, match=r"cohort_by='u_f9': not a categorical user feature; available: \['u_f0'"):
+    with pytest.raises(
+        ConfigError, match=r"cohort_by='u_f9': not a categorical user feature; available: \['u_f0'"
+    ):
         random_split(table, "cohort", cohort_by="u_f9")
 
 
 def _movielens_like(seed=0):
     rng = np.random.default_rng(seed)
     users, items = 200, 120
-    rows = [(u, i) for u in range(users) for i in rng.choice(items, size=rng.integers(15, 60), replace=False)]
+    rows = [
+        (u, i)
+        for u in range(users)
+        for i in rng.choice(items, size=rng.integers(15, 60), replace=False)
+    ]
     f = pd.DataFrame(rows, columns=["user", "item"])
     f["rating"] = rng.integers(1, 6, len(f)).astype(float)
-    movies = pd.DataFrame({"item": np.arange(items), "year": rng.integers(1990, 2001, items).astype(str)})
-    return InteractionTable.from_frame(f, item_features=movies, item_feature_specs=[FeatureSpec("year")])
+    movies = pd.DataFrame(
+        {"item": np.arange(items), "year": rng.integers(1990, 2001, items).astype(str)}
+    )
+    return InteractionTable.from_frame(
+        f, item_features=movies, item_feature_specs=[FeatureSpec("year")]
+    )
 
 
 def test_melu_protocol_states_and_cold_items():
@@ -141,7 +170,9 @@ def test_melu_protocol_states_and_cold_items():
     assert (q.query.sizes() == 10).all()
     years = t.item_features.vocabs["year"].values
     train_items = np.unique(t.items[sp.pools["meta-train"].rows])
-    yr = np.array([0] + [int(y) for y in years])[t.item_features.categorical["year"][train_items, 0]]
+    yr = np.array([0] + [int(y) for y in years])[
+        t.item_features.categorical["year"][train_items, 0]
+    ]
     assert (yr < 1998).all()
 
 
@@ -181,7 +212,9 @@ def test_negatives_from_pool_never_leave_the_pools_items():
     assert held_out_only  # the test needs items that only held-out rows contain
     seen = {}
     for src in ("pool", "catalogue"):
-        b = TaskSampler(t, pool, SamplerConfig(5, 5, negatives=4, negatives_from=src), seed=0).sample(64)
+        b = TaskSampler(
+            t, pool, SamplerConfig(5, 5, negatives=4, negatives_from=src), seed=0
+        ).sample(64)
         m = b.support.mask & (b.support.targets == 0)
         seen[src] = set(b.support.items[m].tolist())
         assert int(m.sum()) > 0.9 * 64 * 5 * 4
@@ -190,13 +223,21 @@ def test_negatives_from_pool_never_leave_the_pools_items():
 
 
 def test_sampler_config_errors():
-    with pytest.raises(ConfigError, match=r"n_support=0: each task needs at least one support interaction; pass n_support >= 1"):
+    with pytest.raises(
+        ConfigError,
+        match=r"n_support=0: each task needs at least one support interaction; pass n_support >= 1",
+    ):
         SamplerConfig(n_support=0)
     with pytest.raises(ConfigError, match=r"n_query=0"):
         SamplerConfig(n_query=0)
     t = make_synthetic(n_domains=1, n_users=20, n_items=30, seed=0)
     pool = build_pool(t, np.arange(len(t)), t.users, "all", "user")
-    with pytest.raises(ConfigError, match=r"negatives=2: sampled negatives are for implicit feedback"):
+    with pytest.raises(
+        ConfigError, match=r"negatives=2: sampled negatives are for implicit feedback"
+    ):
         TaskSampler(t, pool, SamplerConfig(negatives=2))
-    with pytest.raises(ConfigError, match=r"negatives_from='train': must be 'catalogue' \(every item of the domain\) or 'pool'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"negatives_from='train': must be 'catalogue' \(every item of the domain\) or 'pool'",
+    ):
         SamplerConfig(negatives_from="train")  # type: ignore[arg-type]

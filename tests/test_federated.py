@@ -29,13 +29,24 @@ from metarec.scenario import load_table, sampler_config
 # ------------------------------------------------------------------ config and data
 def test_federated_section_is_validated_like_the_others():
     sc = _scenario(rounds=4, clients_per_round=2, dp_clip=1.0, dp_noise=0.5)
-    assert sc.federated == FederatedConfig(rounds=4, local_steps=2, clients_per_round=2, dp_clip=1.0, dp_noise=0.5,
-                                           backend="local", round_timeout=120.0)
-    with pytest.raises(ConfigError, match=r"unknown key 'federated.rouns' \(did you mean 'rounds'\?\)"):
+    assert sc.federated == FederatedConfig(
+        rounds=4,
+        local_steps=2,
+        clients_per_round=2,
+        dp_clip=1.0,
+        dp_noise=0.5,
+        backend="local",
+        round_timeout=120.0,
+    )
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'federated.rouns' \(did you mean 'rounds'\?\)"
+    ):
         scenario_from_dict({"name": "x", "federated": {"rouns": 3}})
     with pytest.raises(ConfigError, match=r"federated.rounds=0: must be >= 1"):
         scenario_from_dict({"name": "x", "federated": {"rounds": 0}})
-    with pytest.raises(ConfigError, match=r"dp_noise=0.5: noise is calibrated to the clipping norm; set dp_clip"):
+    with pytest.raises(
+        ConfigError, match=r"dp_noise=0.5: noise is calibrated to the clipping norm; set dp_clip"
+    ):
         FederatedConfig(dp_noise=0.5)
     with pytest.raises(ConfigError, match=r"clients=\"cohorts\" needs cohort_by"):
         FederatedConfig(clients="cohorts")
@@ -49,8 +60,12 @@ def test_config_module_imports_neither_torch_nor_flwr():
     import subprocess
     import sys
 
-    code = "import sys, metarec.federated.config; print('torch' in sys.modules, 'flwr' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys, metarec.federated.config; print('torch' in sys.modules, 'flwr' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["False", "False"]
 
 
@@ -80,18 +95,24 @@ def test_cohort_clients_split_users_by_a_user_column():
     names = client_names(table, sc.federated)
     assert len(names) >= 2 and all(n.startswith(f"{col}=") for n in names)
     users = [set(np.unique(client_data(table, sc, i).table.users)) for i in range(len(names))]
-    assert all(not (a & b) for i, a in enumerate(users) for b in users[i + 1:])  # a user is in one cohort
+    assert all(
+        not (a & b) for i, a in enumerate(users) for b in users[i + 1 :]
+    )  # a user is in one cohort
 
 
 def test_invalid_client_data_is_refused_with_the_client_named():
     sc = _scenario()
     table = load_table(sc.data)
-    with pytest.raises(DataError, match=r"client 'd1': \d+ rating\(s\) are not finite or lie off the rating scale"):
+    with pytest.raises(
+        DataError, match=r"client 'd1': \d+ rating\(s\) are not finite or lie off the rating scale"
+    ):
         client_data(table, sc, 1, corrupt=True)
     bad = table.subset(np.arange(10))
     bad.ratings = bad.ratings.copy()
     bad.ratings[3] = 9.0
-    with pytest.raises(DataError, match=r"client 'x': 1 rating\(s\) .* \(first: row 3, rating 9.0\)"):
+    with pytest.raises(
+        DataError, match=r"client 'x': 1 rating\(s\) .* \(first: row 3, rating 9.0\)"
+    ):
         check_client_table(bad, "x")
 
 
@@ -118,7 +139,9 @@ def test_server_round_uses_client_sizes_as_weights(tmp_path: Path):
 def test_client_sampling_is_seeded_and_covers_the_round():
     assert sample_clients(5, None, 0, 1) == [0, 1, 2, 3, 4]
     picks = [sample_clients(5, 2, 0, r) for r in range(1, 6)]
-    assert all(len(p) == 2 for p in picks) and picks == [sample_clients(5, 2, 0, r) for r in range(1, 6)]
+    assert all(len(p) == 2 for p in picks) and picks == [
+        sample_clients(5, 2, 0, r) for r in range(1, 6)
+    ]
     assert len({tuple(p) for p in picks}) > 1
 
 
@@ -131,15 +154,26 @@ def test_fedavg_with_one_client_equals_local_training(tmp_path: Path, f64):
     table = load_table(sc.data)
     data = client_data(table, sc, 0)
     client = FederatedClient(data, sc, torch.float64)
-    p = {k: torch.as_tensor(v).clone().requires_grad_(True) for k, v in init_params(sc, data, torch.float64).items()}
+    p = {
+        k: torch.as_tensor(v).clone().requires_grad_(True)
+        for k, v in init_params(sc, data, torch.float64).items()
+    }
     opt = torch.optim.SGD(list(p.values()), lr=sc.train.outer_lr)
     algo = local_algorithm(sc, table.feedback)
     assert algo.name == "finetune"
     scfg = replace(sampler_config(sc.protocol), negatives_from="pool")
     for r in range(1, 4):
-        sampler = TaskSampler(data.table, data.splits.pools["meta-train"], scfg, seed=round_seed(0, 0, r), dtype=torch.float64)
+        sampler = TaskSampler(
+            data.table,
+            data.splits.pools["meta-train"],
+            scfg,
+            seed=round_seed(0, 0, r),
+            dtype=torch.float64,
+        )
         for _ in range(2):
-            _, grads = meta_loss_and_grads(algo, client.model, p, sampler.sample(sc.algorithm.meta_batch))
+            _, grads = meta_loss_and_grads(
+                algo, client.model, p, sampler.sample(sc.algorithm.meta_batch)
+            )
             for k, t in p.items():
                 t.grad = grads[k]
             torch.nn.utils.clip_grad_norm_(list(p.values()), sc.train.grad_clip)
@@ -149,7 +183,9 @@ def test_fedavg_with_one_client_equals_local_training(tmp_path: Path, f64):
         assert fed_params[k].dtype == torch.float64
         torch.testing.assert_close(fed_params[k], v.detach(), rtol=1e-10, atol=1e-12)
     start = init_params(sc, data, torch.float64)
-    assert any(not np.allclose(start[k], p[k].detach().numpy()) for k in p)  # training moved the weights
+    assert any(
+        not np.allclose(start[k], p[k].detach().numpy()) for k in p
+    )  # training moved the weights
 
 
 # ------------------------------------------------------------------ faults
@@ -163,14 +199,21 @@ def test_a_client_dropping_out_mid_round_does_not_stop_the_round(tmp_path: Path)
     assert len(rows[1]["weights"]) == 2 and "skipped" not in rows[1]
     s = res.summary
     assert s["finished"] and s["failures"] == [{"round": 2, **fail}]
-    assert all("mae" in c["cold"] for c in s["clients"])  # every client, the dropped one too, is scored
+    assert all(
+        "mae" in c["cold"] for c in s["clients"]
+    )  # every client, the dropped one too, is scored
 
 
 def test_a_straggler_past_the_timeout_is_left_behind(tmp_path: Path):
-    res = run_federated(_scenario(rounds=2, round_timeout=4.0, fault_injection={"d0": "straggle@2"}), tmp_path / "run")
+    res = run_federated(
+        _scenario(rounds=2, round_timeout=4.0, fault_injection={"d0": "straggle@2"}),
+        tmp_path / "run",
+    )
     rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert rows[1]["ok"] == ["d1", "d2"]
-    assert rows[1]["failed"] == [{"client": "d0", "status": "timeout", "error": "no reply within round_timeout=4.0 s"}]
+    assert rows[1]["failed"] == [
+        {"client": "d0", "status": "timeout", "error": "no reply within round_timeout=4.0 s"}
+    ]
     assert res.summary["finished"]
 
 
@@ -179,7 +222,9 @@ def test_a_client_with_invalid_data_fails_clearly_and_the_others_go_on(tmp_path:
     s = res.summary
     bad = [c for c in s["clients"] if c["name"] == "d2"][0]
     assert bad["status"] == "error" and "rating(s) are not finite" in bad["error"]
-    assert [f["round"] for f in s["failures"]] == [1, 2] and all(f["client"] == "d2" for f in s["failures"])
+    assert [f["round"] for f in s["failures"]] == [1, 2] and all(
+        f["client"] == "d2" for f in s["failures"]
+    )
     assert all("client 'd2'" in f["error"] for f in s["failures"])
     assert [c["name"] for c in s["clients"] if "mae" in c.get("cold", {})] == ["d0", "d1"]
 
@@ -190,7 +235,9 @@ def test_a_round_with_too_few_clients_keeps_the_model(tmp_path: Path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert "fewer than min_clients=3; the model is kept" in rows[1]["skipped"]
     ck = load_tensors(tmp_path / "run" / "checkpoints" / "last.pt")["params"]
-    run_federated(replace(sc, federated=replace(sc.federated, rounds=1, fault_injection={})), tmp_path / "one")
+    run_federated(
+        replace(sc, federated=replace(sc.federated, rounds=1, fault_injection={})), tmp_path / "one"
+    )
     one = load_tensors(tmp_path / "one" / "final.pt")["params"]
     for k in ck:
         torch.testing.assert_close(ck[k], one[k])  # round 2 changed nothing
@@ -206,13 +253,23 @@ def test_a_killed_run_resumes_from_its_last_round_to_the_same_weights(tmp_path: 
     with pytest.raises(ConfigError, match="already holds a federated run; pass --resume"):
         run_federated(sc, tmp_path / "part")
     with pytest.raises(CheckpointError, match="written by another configuration"):
-        run_federated(replace(sc, federated=replace(sc.federated, local_steps=3)), tmp_path / "part", resume=True)
+        run_federated(
+            replace(sc, federated=replace(sc.federated, local_steps=3)),
+            tmp_path / "part",
+            resume=True,
+        )
     res = run_federated(sc, tmp_path / "part", resume=True)
     assert res.summary["finished"] and res.summary["rounds"] == 3
-    a, b = load_tensors(tmp_path / "full" / "final.pt")["params"], load_tensors(tmp_path / "part" / "final.pt")["params"]
+    a, b = (
+        load_tensors(tmp_path / "full" / "final.pt")["params"],
+        load_tensors(tmp_path / "part" / "final.pt")["params"],
+    )
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
-    rounds = [json.loads(x)["round"] for x in (tmp_path / "part" / "rounds.jsonl").read_text().splitlines()]
+    rounds = [
+        json.loads(x)["round"]
+        for x in (tmp_path / "part" / "rounds.jsonl").read_text().splitlines()
+    ]
     assert rounds == [1, 2, 3]
 
 
@@ -242,7 +299,10 @@ def test_dp_clips_each_client_update_and_reports_the_noise(tmp_path: Path):
     start = init_params(sc, client.data)
     res = client.fit(start, 1)
     assert res.metrics["update-norm"] > 0.05  # it had to clip
-    got = update_norm({k: torch.as_tensor(v) for k, v in res.params.items()}, {k: torch.as_tensor(v) for k, v in start.items()})
+    got = update_norm(
+        {k: torch.as_tensor(v) for k, v in res.params.items()},
+        {k: torch.as_tensor(v) for k, v in start.items()},
+    )
     assert got == pytest.approx(0.05, rel=1e-4)
     s = run_federated(sc, tmp_path / "run", table=table).summary
     assert s["dp"]["clipping_norm"] == 0.05 and s["dp"]["noise_multiplier"] == 0.8
@@ -259,7 +319,11 @@ def test_federated_maml_beats_the_unadapted_global_model_over_seeds(tmp_path: Pa
         sc = _scenario(rounds=8, local_steps=4, seed=seed)
         sc = replace(sc, train=replace(sc.train, seed=seed))
         maml = run_federated(sc, tmp_path / f"maml{seed}").summary["cold_mean_over_users"]["mae"]
-        glob = replace(sc, federated=replace(sc.federated, algorithm="fedavg"), algorithm=replace(sc.algorithm, eval_steps=0))
+        glob = replace(
+            sc,
+            federated=replace(sc.federated, algorithm="fedavg"),
+            algorithm=replace(sc.algorithm, eval_steps=0),
+        )
         base = run_federated(glob, tmp_path / f"glob{seed}").summary["cold_mean_over_users"]["mae"]
         wins += maml < base
     assert wins == 3
@@ -271,10 +335,27 @@ def test_cli_runs_a_federated_scenario(tmp_path: Path, capsys):
     sc = tmp_path / "s.toml"
     sc.write_text(
         'name = "cli-fed"\n[data]\nsource = "synthetic"\n[data.synthetic]\nn_domains = 2\nn_users = 30\nn_items = 40\ndensity = 0.4\n'
-        '[protocol]\nn_support = 5\nn_query = 5\nmin_interactions = 10\n[model]\nembedding_dim = 8\nhidden = [8]\n'
-        '[algorithm]\ninner_steps = 1\nmeta_batch = 4\n[train]\nprogress = false\n[federated]\nrounds = 2\nlocal_steps = 1\n'
+        "[protocol]\nn_support = 5\nn_query = 5\nmin_interactions = 10\n[model]\nembedding_dim = 8\nhidden = [8]\n"
+        "[algorithm]\ninner_steps = 1\nmeta_batch = 4\n[train]\nprogress = false\n[federated]\nrounds = 2\nlocal_steps = 1\n"
     )
-    assert main(["federated", str(sc), "--out", str(tmp_path / "run"), "--backend", "local", "--set", "federated.algorithm=reptile"]) == 0
+    assert (
+        main(
+            [
+                "federated",
+                str(sc),
+                "--out",
+                str(tmp_path / "run"),
+                "--backend",
+                "local",
+                "--set",
+                "federated.algorithm=reptile",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "federated reptile (local): 2 round(s)" in out and "d0" in out and "mae=" in out
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["federated"]["algorithm"] == "reptile"
+    assert (
+        json.loads((tmp_path / "run" / "config.json").read_text())["federated"]["algorithm"]
+        == "reptile"
+    )

@@ -41,8 +41,15 @@ def _free_port_block(n: int) -> int:
 
 @pytest.mark.slow
 def test_loopback_processes_train_two_clients_and_are_torn_down(tmp_path: Path):
-    sc = fed_scenario(n_domains=2, rounds=2, local_steps=1, round_timeout=180.0, startup_timeout=120.0,
-                      port=_free_port_block(3), fault_injection={"d1": "drop@2"})
+    sc = fed_scenario(
+        n_domains=2,
+        rounds=2,
+        local_steps=1,
+        round_timeout=180.0,
+        startup_timeout=120.0,
+        port=_free_port_block(3),
+        fault_injection={"d1": "drop@2"},
+    )
     before = set(_descendants([os.getpid()]))
     res = run_federated(sc, tmp_path / "run", backend="loopback")
     s = res.summary
@@ -52,7 +59,9 @@ def test_loopback_processes_train_two_clients_and_are_torn_down(tmp_path: Path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
     assert rows[0]["ok"] == ["d0", "d1"] and rows[1]["ok"] == ["d0"]
     (fail,) = rows[1]["failed"]
-    assert fail["client"] == "d1" and "ClientDropped" in fail["error"] and "round 2" in fail["error"]
+    assert (
+        fail["client"] == "d1" and "ClientDropped" in fail["error"] and "round 2" in fail["error"]
+    )
     assert rows[0]["bytes_sent_by_clients"] > 0
     assert set(load_tensors(tmp_path / "run" / "final.pt")["params"])
     assert set(_descendants([os.getpid()])) <= before  # every Flower process is gone
@@ -63,12 +72,16 @@ def test_loopback_processes_train_two_clients_and_are_torn_down(tmp_path: Path):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_flower_simulation_matches_the_local_backend(tmp_path: Path):
     pytest.importorskip("ray")
-    sc = fed_scenario(n_domains=2, rounds=2, local_steps=1, round_timeout=300.0, startup_timeout=120.0)
+    sc = fed_scenario(
+        n_domains=2, rounds=2, local_steps=1, round_timeout=300.0, startup_timeout=120.0
+    )
     sim = run_federated(sc, tmp_path / "sim", backend="simulation").summary
     loc = run_federated(replace(sc), tmp_path / "loc", backend="local").summary
     a = load_tensors(tmp_path / "sim" / "final.pt")["params"]
     b = load_tensors(tmp_path / "loc" / "final.pt")["params"]
     for k in a:  # same clients, same seeds, same server: the same weights whichever the transport
         assert (a[k] - b[k]).abs().max() < 1e-5
-    assert sim["clients"][0]["cold"]["mae"] == pytest.approx(loc["clients"][0]["cold"]["mae"], abs=1e-4)
+    assert sim["clients"][0]["cold"]["mae"] == pytest.approx(
+        loc["clients"][0]["cold"]["mae"], abs=1e-4
+    )
     gc.collect()

@@ -35,7 +35,9 @@ def test_a_clients_train_reply_holds_only_the_model_parameters_and_scalar_metric
     table = load_table(sc.data)
     client = FederatedClient(client_data(table, sc, 1), sc)
     res = client.fit(init_params(sc, client.data), 1)
-    wire, back = _decoded(fit_content(res.params, res.num_examples, res.metrics))  # what the ClientApp returns
+    wire, back = _decoded(
+        fit_content(res.params, res.num_examples, res.metrics)
+    )  # what the ClientApp returns
     assert set(back.keys()) == {"arrays", "metrics"}
     assert not back.config_records  # no free-form record that could carry anything else
     shapes = {k: tuple(v.shape) for k, v in client.model.named_parameters()}
@@ -56,7 +58,9 @@ def test_a_clients_train_reply_holds_only_the_model_parameters_and_scalar_metric
     big = FederatedClient(client_data(table, sc, 0), sc)
     assert len(big.data.table) != len(client.data.table)
     res_big = big.fit(init_params(sc, big.data), 1)
-    assert len(_decoded(fit_content(res_big.params, res_big.num_examples, res_big.metrics))[0]) == pytest.approx(len(wire), abs=16)
+    assert len(
+        _decoded(fit_content(res_big.params, res_big.num_examples, res_big.metrics))[0]
+    ) == pytest.approx(len(wire), abs=16)
 
 
 def test_the_handshake_sends_names_and_counts_only():
@@ -67,6 +71,18 @@ def test_the_handshake_sends_names_and_counts_only():
     _, back = _decoded(hello_content(info, init))
     assert set(back.keys()) == {"info", "arrays"}
     fields = dict(back["info"])
-    assert set(fields) == {"name", "index", "num-examples", "interactions", "meta-train-users", "meta-val-users", "meta-test-users"}
-    assert fields["name"] == "d0" and all(isinstance(v, int) for k, v in fields.items() if k != "name")
-    assert {k: v.numpy().shape for k, v in back["arrays"].items()} == {k: tuple(v.shape) for k, v in client.model.named_parameters()}
+    assert set(fields) == {
+        "name",
+        "index",
+        "num-examples",
+        "interactions",
+        "meta-train-users",
+        "meta-val-users",
+        "meta-test-users",
+    }
+    assert fields["name"] == "d0" and all(
+        isinstance(v, int) for k, v in fields.items() if k != "name"
+    )
+    assert {k: v.numpy().shape for k, v in back["arrays"].items()} == {
+        k: tuple(v.shape) for k, v in client.model.named_parameters()
+    }

@@ -40,7 +40,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
     requests: list[str] = []
     handler = type("Handler", (_Handler,), {"requests": requests})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}/datasets", served, requests
@@ -50,7 +52,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
         thread.join()
 
 
-def _fake_archive(served: Path, members: tuple[str, ...] = ("ratings.dat", "users.dat", "movies.dat")) -> str:
+def _fake_archive(
+    served: Path, members: tuple[str, ...] = ("ratings.dat", "users.dat", "movies.dat")
+) -> str:
     """Write a fake ml-1m.zip under served/datasets; return its md5."""
     path = served / "datasets" / "ml-1m.zip"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,10 @@ def _fake_archive(served: Path, members: tuple[str, ...] = ("ratings.dat", "user
 
 
 def test_fetch_downloads_verifies_and_is_idempotent(
-    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    server: tuple[str, Path, list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     base, served, requests = server
     monkeypatch.setitem(fetch_mod.CHECKSUMS, "movielens-1m", _fake_archive(served))
@@ -83,7 +90,9 @@ def test_fetch_downloads_verifies_and_is_idempotent(
     assert capsys.readouterr().err == ""
 
 
-def test_env_var_base_url(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_var_base_url(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, requests = server
     monkeypatch.setitem(fetch_mod.CHECKSUMS, "movielens-1m", _fake_archive(served))
     monkeypatch.setenv("METAREC_FETCH_BASE_URL", base + "/")
@@ -91,7 +100,9 @@ def test_env_var_base_url(server: tuple[str, Path, list[str]], tmp_path: Path, m
     assert requests == ["/datasets/ml-1m.zip"]
 
 
-def test_checksum_mismatch_leaves_nothing(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_checksum_mismatch_leaves_nothing(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, _ = server
     _fake_archive(served)
     monkeypatch.setitem(fetch_mod.CHECKSUMS, "movielens-1m", "0" * 32)
@@ -101,20 +112,28 @@ def test_checksum_mismatch_leaves_nothing(server: tuple[str, Path, list[str]], t
     assert list(root.iterdir()) == []
 
 
-def test_archive_without_expected_members(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_archive_without_expected_members(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, _ = server
-    monkeypatch.setitem(fetch_mod.CHECKSUMS, "movielens-1m", _fake_archive(served, ("ratings.dat",)))
+    monkeypatch.setitem(
+        fetch_mod.CHECKSUMS, "movielens-1m", _fake_archive(served, ("ratings.dat",))
+    )
     with pytest.raises(DataError, match="lacks.*ml-1m/users.dat"):
         fetch("movielens-1m", tmp_path, base_url=base, quiet=True)
     assert [p.name for p in tmp_path.iterdir()] == ["served"]
 
 
-def test_not_a_zip_and_http_error(server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_a_zip_and_http_error(
+    server: tuple[str, Path, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base, served, _ = server
     bogus = served / "datasets" / "ml-100k.zip"
     bogus.parent.mkdir(parents=True)
     bogus.write_bytes(b"not a zip")
-    monkeypatch.setitem(fetch_mod.CHECKSUMS, "movielens-100k", hashlib.md5(b"not a zip").hexdigest())
+    monkeypatch.setitem(
+        fetch_mod.CHECKSUMS, "movielens-100k", hashlib.md5(b"not a zip").hexdigest()
+    )
     root = tmp_path / "data"
     with pytest.raises(DataError, match="not a valid zip"):
         fetch("movielens-100k", root, base_url=base, quiet=True)

@@ -24,8 +24,15 @@ from metarec._errors import MetarecError  # noqa: E402
 from metarec.data.readers import read_interactions  # noqa: E402
 from metarec.data.table import Columns, InteractionTable  # noqa: E402
 
-_N = os.environ.get("METAREC_FUZZ_EXAMPLES")  # more (and random) examples: METAREC_FUZZ_EXAMPLES=2000
-FUZZ = settings(max_examples=int(_N or 150), deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=not _N)
+_N = os.environ.get(
+    "METAREC_FUZZ_EXAMPLES"
+)  # more (and random) examples: METAREC_FUZZ_EXAMPLES=2000
+FUZZ = settings(
+    max_examples=int(_N or 150),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=not _N,
+)
 
 _GOOD = st.sampled_from(["1", "2", "3", "01", "4", "5", "1", "0"])
 _BAD = st.sampled_from(
@@ -64,7 +71,10 @@ def test_csv_reader_loads_or_raises_a_metarec_error() -> None:
     @given(
         extra=st.lists(st.sampled_from(["ts", "ts", "x", "user"]), max_size=2),
         data=st.data(),
-        seps=st.sampled_from([(",", None)] * 3 + [(";", ";"), ("\t", "auto"), ("|", "auto"), (";", None), ("\t", ";")]),
+        seps=st.sampled_from(
+            [(",", None)] * 3
+            + [(";", ";"), ("\t", "auto"), ("|", "auto"), (";", None), ("\t", ";")]
+        ),
         feedback=st.sampled_from(["explicit", "implicit"]),
         ids=st.sampled_from(["string", "numeric"]),
         timestamp=st.booleans(),
@@ -75,7 +85,14 @@ def test_csv_reader_loads_or_raises_a_metarec_error() -> None:
         file_sep, read_sep = seps
         header = ["user", "item", "rating", *extra]
         width = st.one_of(*[st.just(len(header))] * 6, st.integers(min_value=1, max_value=6))
-        rows = data.draw(st.lists(width.flatmap(lambda w: st.lists(_TOKEN, min_size=w, max_size=w)), min_size=1, max_size=8), label="rows")
+        rows = data.draw(
+            st.lists(
+                width.flatmap(lambda w: st.lists(_TOKEN, min_size=w, max_size=w)),
+                min_size=1,
+                max_size=8,
+            ),
+            label="rows",
+        )
         for r in rows:  # mostly a valid rating in the rating field
             if len(r) > 2 and data.draw(st.booleans(), label="valid rating"):
                 r[2] = data.draw(st.sampled_from(["1", "0", "5", "3"]), label="rating")
@@ -87,7 +104,12 @@ def test_csv_reader_loads_or_raises_a_metarec_error() -> None:
             path = Path(d) / ("r.csv.gz" if gzip_it else "r.csv")
             path.write_bytes(raw)
             cols = Columns(timestamp="ts" if timestamp and "ts" in extra else None)
-            _outcome(seen, lambda: read_interactions(path, cols, sep=read_sep, feedback=feedback, ids=ids, rating_scale=None))
+            _outcome(
+                seen,
+                lambda: read_interactions(
+                    path, cols, sep=read_sep, feedback=feedback, ids=ids, rating_scale=None
+                ),
+            )
 
     run()
     assert seen["loaded"] >= 10 and seen["refused"] >= 10, seen
@@ -146,7 +168,9 @@ def test_from_frame_loads_or_raises_a_metarec_error() -> None:
         })  # fmt: skip
         if typed:  # numeric columns, as pandas infers them
             frame = frame.infer_objects()
-        columns = Columns(rating=rating, timestamp="ts" if timestamp else None, domain="dom" if domain else None)
+        columns = Columns(
+            rating=rating, timestamp="ts" if timestamp else None, domain="dom" if domain else None
+        )
         _outcome(seen, lambda: InteractionTable.from_frame(frame, columns, feedback=feedback, duplicates=duplicates,
                                                             rating_scale=None))  # fmt: skip
 

@@ -23,9 +23,15 @@ pytestmark = [
 ]
 
 SMALL = [
-    "data.synthetic.n_domains=6", "data.synthetic.n_users=80", "data.synthetic.n_items=120",
-    "train.val_every=10", "train.val_tasks=64", "train.checkpoint_every=10", "train.progress=false",
-    "algorithm.meta_batch=8", "train.device=cuda",
+    "data.synthetic.n_domains=6",
+    "data.synthetic.n_users=80",
+    "data.synthetic.n_items=120",
+    "train.val_every=10",
+    "train.val_tasks=64",
+    "train.checkpoint_every=10",
+    "train.progress=false",
+    "algorithm.meta_batch=8",
+    "train.device=cuda",
 ]
 
 
@@ -43,14 +49,22 @@ def test_cuda_meta_gradients_equal_cpu_float64(name: str, engine: str) -> None:
     dev = torch.device("cuda")
     model_g = model.to(dev)
     loss_g, g_g = meta_loss_and_grads(
-        cfg, model_g, {k: v.to(dev) for k, v in params.items()}, batch.to(dev),
+        cfg,
+        model_g,
+        {k: v.to(dev) for k, v in params.items()},
+        batch.to(dev),
         state={k: v.detach().to(dev) for k, v in state.items()},
     )
     assert g_g and all(v.device.type == "cuda" for v in g_g.values())
     assert torch.allclose(loss_g.cpu(), loss_c, atol=1e-10)
     assert_grads_close({k: v.cpu() for k, v in g_g.items()}, g_c, tol=1e-9)
-    a = adapt_batch(cfg, model_g, {k: v.to(dev) for k, v in params.items()}, batch.support.to(dev),
-                    state={k: v.detach().to(dev) for k, v in state.items()})
+    a = adapt_batch(
+        cfg,
+        model_g,
+        {k: v.to(dev) for k, v in params.items()},
+        batch.support.to(dev),
+        state={k: v.detach().to(dev) for k, v in state.items()},
+    )
     b = adapt_batch(cfg, model.cpu(), params, batch.support, state=state)
     assert_grads_close({k: v.cpu() for k, v in a.items()}, b, tol=1e-9)
 
@@ -86,13 +100,21 @@ def test_cuda_train_resume_and_adapt(tmp_path) -> None:
     b = load_tensors(tmp_path / "cut" / "checkpoints" / "last.pt")
     for k in a["params"]:
         assert torch.equal(a["params"][k], b["params"][k]), k
-    bf = load_scenario("tasks/synthetic-cold-start.toml", [*SMALL, "train.steps=10", "train.bf16=true"])
+    bf = load_scenario(
+        "tasks/synthetic-cold-start.toml", [*SMALL, "train.steps=10", "train.bf16=true"]
+    )
     assert train(bf, tmp_path / "bf16", evaluate_test=False).steps == 10
 
     meta = load_run(tmp_path / "full", device="cuda")
     assert meta.device.type == "cuda"
     items = meta.item_ids.decode([1, 2, 3, 4, 5])  # raw ids of known items
-    support = pd.DataFrame({"user": ["cold-1"] * 3 + ["cold-2"] * 2, "item": items, "rating": [5.0, 3.0, 4.0, 1.0, 2.0]})
+    support = pd.DataFrame(
+        {
+            "user": ["cold-1"] * 3 + ["cold-2"] * 2,
+            "item": items,
+            "rating": [5.0, 3.0, 4.0, 1.0, 2.0],
+        }
+    )
     rec = meta.adapt_many(support)
     assert rec.n_tasks == 2
 
@@ -104,8 +126,23 @@ def test_cuda_engine_throughput_quick(tmp_path) -> None:
 
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "engine.jsonl"
-    res = subprocess.run([sys.executable, str(root / "benchmarks" / "engine_throughput.py"), "--quick", "--device", "cuda",
-                          "--data", "synthetic", "--out", str(out)], cwd=root, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "engine_throughput.py"),
+            "--quick",
+            "--device",
+            "cuda",
+            "--data",
+            "synthetic",
+            "--out",
+            str(out),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "cuda" in out.with_suffix(".md").read_text()
 

@@ -88,7 +88,9 @@ def test_graph_rejects_bad_edges() -> None:
 @pytest.fixture(scope="module")
 def implicit_split():
     table = make_two_domain(n_users=200, feedback="implicit", seed=1)
-    splits = cold_domain_users_split(table, "target", beta=0.3, n_query=10, min_interactions=12, seed=0)
+    splits = cold_domain_users_split(
+        table, "target", beta=0.3, n_query=10, min_interactions=12, seed=0
+    )
     return table, splits
 
 
@@ -133,18 +135,29 @@ def test_bitgcf_carries_a_cold_users_source_embedding_to_the_target(implicit_spl
     torch.testing.assert_close(users[1, cold], model.user[0, cold])
     warm = torch.from_numpy(view.warm_users[:5])
     a_t = model.share[1, warm]
-    torch.testing.assert_close(users[1, warm], a_t * model.user[1, warm] + (1 - a_t) * model.user[0, warm])
+    torch.testing.assert_close(
+        users[1, warm], a_t * model.user[1, warm] + (1 - a_t) * model.user[0, warm]
+    )
 
 
 @pytest.mark.slow
 def test_graph_methods_are_registered_and_beat_the_average_user() -> None:
     """Target taste is a map of source taste: the shared users' graph carries it to cold users."""
-    assert parse_method("bitgcf+adapt") == ("bitgcf", True) and parse_method("lightgcn") == ("lightgcn", False)
+    assert parse_method("bitgcf+adapt") == ("bitgcf", True) and parse_method("lightgcn") == (
+        "lightgcn",
+        False,
+    )
     for seed in (0, 1):
         table = make_two_domain(n_users=300, transfer="linear", feedback="explicit", seed=seed)
-        splits = cold_domain_users_split(table, "target", beta=0.3, n_query=10, min_interactions=12, seed=seed)
-        mae = {m: fit_and_evaluate(m, table, splits, shots=3, seed=seed, config=FAST)["states"]["meta-test"]["mae"]
-               for m in ("no-transfer", "lightgcn", "bitgcf")}
+        splits = cold_domain_users_split(
+            table, "target", beta=0.3, n_query=10, min_interactions=12, seed=seed
+        )
+        mae = {
+            m: fit_and_evaluate(m, table, splits, shots=3, seed=seed, config=FAST)["states"][
+                "meta-test"
+            ]["mae"]
+            for m in ("no-transfer", "lightgcn", "bitgcf")
+        }
         assert mae["lightgcn"] < mae["no-transfer"] - 0.02, (seed, mae)
         assert mae["bitgcf"] < mae["no-transfer"] - 0.02, (seed, mae)
 
@@ -153,22 +166,40 @@ def test_graph_scorer_scores_unseen_items_through_slot_zero(implicit_split) -> N
     table, splits = implicit_split
     view = cross_domain_view(table, splits)
     scorer = GraphScorer(GraphCF(view, 4, bidirectional=False))
-    unseen = int(np.flatnonzero(~view.known_items[1:])[0] + 1) if (~view.known_items[1:]).any() else None
+    unseen = (
+        int(np.flatnonzero(~view.known_items[1:])[0] + 1) if (~view.known_items[1:]).any() else None
+    )
     v = scorer.user_vectors(torch.tensor([1, 2]))
     assert v.shape == (2, 5)
     if unseen is not None:
         s = scorer.score(v, torch.tensor([[unseen], [unseen]]))
-        torch.testing.assert_close(s[:, 0], v[:, 4] + scorer.model.domain_bias[view.target].detach())
+        torch.testing.assert_close(
+            s[:, 0], v[:, 4] + scorer.model.domain_bias[view.target].detach()
+        )
 
 
 def _attr_table(with_text: bool = False):
     """4 users rate items 1..4; item 5 is rated by nobody; genres link items."""
-    inter = pd.DataFrame({"user": [1, 1, 2, 2, 3, 3, 4, 4], "item": [1, 2, 1, 3, 2, 4, 3, 4],
-                          "rating": [5.0, 1, 5, 2, 1, 4, 2, 4]})
-    feats = pd.DataFrame({"item": [1, 2, 3, 4, 5], "genre": ["a", "b", "c", "b", "a"],
-                          "title": ["space war", "love story", "comedy", "drama", "space battle"]})
-    specs = [FeatureSpec("genre")] + ([FeatureSpec("title", "text", encoder=_FakeEncoder())] if with_text else [])
-    return InteractionTable.from_frame(inter, Columns(), item_features=feats, item_feature_specs=specs)
+    inter = pd.DataFrame(
+        {
+            "user": [1, 1, 2, 2, 3, 3, 4, 4],
+            "item": [1, 2, 1, 3, 2, 4, 3, 4],
+            "rating": [5.0, 1, 5, 2, 1, 4, 2, 4],
+        }
+    )
+    feats = pd.DataFrame(
+        {
+            "item": [1, 2, 3, 4, 5],
+            "genre": ["a", "b", "c", "b", "a"],
+            "title": ["space war", "love story", "comedy", "drama", "space battle"],
+        }
+    )
+    specs = [FeatureSpec("genre")] + (
+        [FeatureSpec("title", "text", encoder=_FakeEncoder())] if with_text else []
+    )
+    return InteractionTable.from_frame(
+        inter, Columns(), item_features=feats, item_feature_specs=specs
+    )
 
 
 class _FakeEncoder:
@@ -195,7 +226,9 @@ def test_attribute_graph_reaches_an_item_without_interactions(monkeypatch, tmp_p
     cold = int(table.item_ids.encode(np.array([5]))[0])
     rows = np.arange(len(table))
     model = build_model("lightgcn", table, embedding_dim=4)
-    model.set_graph(table.users[rows], table.items[rows]).set_known(users=table.users, items=table.items)
+    model.set_graph(table.users[rows], table.items[rows]).set_known(
+        users=table.users, items=table.items
+    )
     assert not bool(model.known_items[cold])
     x = model.node_embeddings()
     assert x[model.known_users.numel() + cold].abs().sum() > 0  # its genre node reached it
@@ -207,7 +240,9 @@ def test_attribute_graph_reaches_an_item_without_interactions(monkeypatch, tmp_p
     assert two_hop[nu + cold, nu + same_genre] > 0  # item 5 and item 1 share genre "a"
 
 
-def test_lightgcn_item_with_text_and_no_interactions_is_scored_by_its_text(monkeypatch, tmp_path) -> None:
+def test_lightgcn_item_with_text_and_no_interactions_is_scored_by_its_text(
+    monkeypatch, tmp_path
+) -> None:
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
     table = _attr_table(with_text=True)
     model = build_model("lightgcn", table, embedding_dim=4, attributes=False)
@@ -221,23 +256,41 @@ def test_lightgcn_item_with_text_and_no_interactions_is_scored_by_its_text(monke
         model.text["0"].weight.zero_()
         none = model(torch.tensor([1]), torch.tensor([cold]))
     assert not torch.allclose(base, moved)  # the score of the cold item comes from its text
-    torch.testing.assert_close(none, model.head.bias.detach())  # no text signal: the head's bias only
+    torch.testing.assert_close(
+        none, model.head.bias.detach()
+    )  # no text signal: the head's bias only
 
 
 @pytest.mark.slow
 def test_maml_over_lightgcn_beats_global_on_cold_users(tmp_path) -> None:
     """The meta-learnable LightGCN (item attribute graph; cold users are the adapted unknown
     vector) trained by MAML beats the same model without adaptation, for two seeds."""
-    over = ["data.synthetic.n_domains=10", "data.synthetic.n_users=80", "data.synthetic.n_items=120", "train.steps=60",
-            "train.val_every=30", "train.val_tasks=64", "train.progress=false", "model.name=lightgcn", "algorithm.meta_batch=16"]
+    over = [
+        "data.synthetic.n_domains=10",
+        "data.synthetic.n_users=80",
+        "data.synthetic.n_items=120",
+        "train.steps=60",
+        "train.val_every=30",
+        "train.val_tasks=64",
+        "train.progress=false",
+        "model.name=lightgcn",
+        "algorithm.meta_batch=16",
+    ]
     for seed in (0, 1):
         maes = {}
-        sc0 = load_scenario("tasks/synthetic-cold-start.toml", [*over, f"protocol.seed={seed}", f"train.seed={seed}"])
+        sc0 = load_scenario(
+            "tasks/synthetic-cold-start.toml",
+            [*over, f"protocol.seed={seed}", f"train.seed={seed}"],
+        )
         table = load_table(sc0.data)
         splits = build_splits(table, sc0.protocol)
         for algo in ("global", "maml"):
-            sc = load_scenario("tasks/synthetic-cold-start.toml", [*over, f"protocol.seed={seed}", f"train.seed={seed}",
-                                                                  f"algorithm.name={algo}"])
+            sc = load_scenario(
+                "tasks/synthetic-cold-start.toml",
+                [*over, f"protocol.seed={seed}", f"train.seed={seed}", f"algorithm.name={algo}"],
+            )
             train(sc, tmp_path / f"{algo}{seed}", table=table, splits=splits)
-            maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())["states"]["meta-test"]["mae"]
+            maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())[
+                "states"
+            ]["meta-test"]["mae"]
         assert maes["maml"] < maes["global"] - 0.02, (seed, maes)

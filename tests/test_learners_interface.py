@@ -15,14 +15,27 @@ from metarec.methods import Adapted, FitData, Fitted, build_method, method_names
 
 def test_every_learner_is_registered() -> None:
     names = set(method_names())
-    assert {"tanp", "mamo", "lwa", "nlba", "metaemb", "mwuf", "warmup-base", "metabridge", "maml-source-init",
-            "reptile-source-init", "feature-global"} <= names
+    assert {
+        "tanp",
+        "mamo",
+        "lwa",
+        "nlba",
+        "metaemb",
+        "mwuf",
+        "warmup-base",
+        "metabridge",
+        "maml-source-init",
+        "reptile-source-init",
+        "feature-global",
+    } <= names
 
 
 @pytest.mark.parametrize("name", ["tanp", "mamo"])
 def test_state_dict_round_trip_and_errors(name: str) -> None:
     t = make_taste_table(n_users=40, n_items=30, per_user=20, seed=0)
-    sp = random_split(t, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10, max_interactions=None)
+    sp = random_split(
+        t, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10, max_interactions=None
+    )
     scfg = SamplerConfig(n_support=5, n_query=5)
     m = build_method(name, None, steps=3, val_every=3, dim=4, meta_batch=4)
     m.sampler = scfg
@@ -38,7 +51,9 @@ def test_state_dict_round_trip_and_errors(name: str) -> None:
     b = TaskSampler(t, sp.pools["meta-test"], scfg).batch(torch.arange(3).numpy())
     a1, a2 = fitted.adapt(b.support), fresh.adapt(b.support)
     assert isinstance(a1, Adapted) and a1.n_tasks == 3
-    torch.testing.assert_close(a1.score(b.query.users, b.query.items), a2.score(b.query.users, b.query.items))
+    torch.testing.assert_close(
+        a1.score(b.query.users, b.query.items), a2.score(b.query.users, b.query.items)
+    )
     bad = dict(state)
     key = next(iter(bad))
     bad[key] = torch.zeros(1, 1, 1)

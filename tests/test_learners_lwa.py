@@ -51,7 +51,9 @@ def test_lwa_weights_and_nlba_biases(f64) -> None:
     nlba = NLBA(t, LWASettings(dim=3, item_dim=4, hidden=(5,)))
     b = nlba.adapt(s)
     g0, g1 = class_representations(nlba.embed_g(nlba.item_enc(s.items)), s.targets, s.mask)
-    torch.testing.assert_close(b[0], g0 @ nlba.v0[0].weight.T + nlba.v0[0].bias + g1 @ nlba.v1[0].weight.T)
+    torch.testing.assert_close(
+        b[0], g0 @ nlba.v0[0].weight.T + nlba.v0[0].bias + g1 @ nlba.v1[0].weight.T
+    )
 
 
 def test_explicit_feedback_is_refused() -> None:
@@ -64,12 +66,24 @@ def test_explicit_feedback_is_refused() -> None:
 @pytest.mark.parametrize("name,lr", [("lwa", 1e-2), ("nlba", 3e-3)])
 def test_beats_feature_global_over_seeds(name: str, lr: float) -> None:
     for seed in range(3):
-        t = make_taste_table(n_users=150, n_items=100, per_user=30, taste=1.5, feedback="implicit", seed=seed)
-        sp = random_split(t, "user", (0.6, 0.2, 0.2), n_query=10, min_interactions=15, max_interactions=None, seed=seed)
+        t = make_taste_table(
+            n_users=150, n_items=100, per_user=30, taste=1.5, feedback="implicit", seed=seed
+        )
+        sp = random_split(
+            t,
+            "user",
+            (0.6, 0.2, 0.2),
+            n_query=10,
+            min_interactions=15,
+            max_interactions=None,
+            seed=seed,
+        )
         scfg = SamplerConfig(n_support=10, n_query=10)
         auc = {}
         for method in (name, "feature-global"):
             m = build_method(method, None, steps=200, val_every=50, lr=lr, dim=8)
             m.sampler = scfg
-            auc[method] = evaluate_fitted(m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg)["auc"]
+            auc[method] = evaluate_fitted(
+                m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg
+            )["auc"]
         assert auc[name] > auc["feature-global"] + 0.03, auc

@@ -18,7 +18,11 @@ from metarec.methods import FitData, build_method
 
 def test_memory_read_and_write_match_hand_computation(f64) -> None:
     g = torch.Generator().manual_seed(0)
-    p, keys, values = torch.randn(4, 5, generator=g), torch.randn(3, 5, generator=g), torch.randn(3, 2, 6, generator=g)
+    p, keys, values = (
+        torch.randn(4, 5, generator=g),
+        torch.randn(3, 5, generator=g),
+        torch.randn(3, 2, 6, generator=g),
+    )
     a, read = memory_read(p, keys, values)
     for t in range(4):
         cos = torch.stack([(p[t] @ keys[k]) / (p[t].norm() * keys[k].norm()) for k in range(3)])
@@ -60,11 +64,21 @@ def test_mamo_needs_user_features() -> None:
 def test_mamo_beats_feature_global_over_seeds() -> None:
     for seed in range(3):
         t = make_taste_table(n_users=100, n_items=80, per_user=25, seed=seed)
-        sp = random_split(t, "user", (0.6, 0.2, 0.2), n_query=10, min_interactions=15, max_interactions=None, seed=seed)
+        sp = random_split(
+            t,
+            "user",
+            (0.6, 0.2, 0.2),
+            n_query=10,
+            min_interactions=15,
+            max_interactions=None,
+            seed=seed,
+        )
         scfg = SamplerConfig(n_support=10, n_query=10)
         maes = {}
         for name in ("mamo", "feature-global"):
             m = build_method(name, None, steps=60, val_every=30, lr=3e-3, dim=4, meta_batch=16)
             m.sampler = scfg
-            maes[name] = evaluate_fitted(m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg)["mae"]
+            maes[name] = evaluate_fitted(
+                m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg
+            )["mae"]
         assert maes["mamo"] < maes["feature-global"] - 0.05, maes

@@ -28,8 +28,12 @@ def test_mapping_inner_step_matches_hand_autograd(f64) -> None:
     m = TMCDRBridge(FitData(t, sp), BridgeSettings(dim=3, hidden=4))
     phi = {k: v.detach().clone().normal_() for k, v in m.phi.items()}
     v = torch.randn(4)
-    s = EpisodeSet(torch.ones(5, dtype=torch.int64), torch.tensor([150, 160, 170, 180, 0]), torch.tensor([4.0, 2.0, 3.0, 5.0, 0.0]),
-                   torch.tensor([True, True, True, True, False]))
+    s = EpisodeSet(
+        torch.ones(5, dtype=torch.int64),
+        torch.tensor([150, 160, 170, 180, 0]),
+        torch.tensor([4.0, 2.0, 3.0, 5.0, 0.0]),
+        torch.tensor([True, True, True, True, False]),
+    )
     new = mapping_inner_step(m.tgt.score, phi, v, s, 0.1, "mse")
     leaf = {k: p.clone().requires_grad_(True) for k, p in phi.items()}
     u = v + torch.tanh(leaf["w1"] @ v + leaf["b1"]) @ leaf["w2"].T + leaf["b2"]
@@ -38,15 +42,21 @@ def test_mapping_inner_step_matches_hand_autograd(f64) -> None:
     grads = torch.autograd.grad(loss, list(leaf.values()))
     for (k, p), g in zip(phi.items(), grads):
         torch.testing.assert_close(new[k], p - 0.1 * g)
-    torch.testing.assert_close(_mapping(phi, v), v + torch.tanh(phi["w1"] @ v + phi["b1"]) @ phi["w2"].T + phi["b2"])
+    torch.testing.assert_close(
+        _mapping(phi, v), v + torch.tanh(phi["w1"] @ v + phi["b1"]) @ phi["w2"].T + phi["b2"]
+    )
 
 
 def test_source_init_inner_loop_and_target_episodes(f64) -> None:
     t, sp = _data()
     m = SourceInit(FitData(t, sp), BridgeSettings(dim=3, hidden=4), reptile=False)
     u0 = torch.randn(2, 4)
-    s = EpisodeSet(torch.ones(2, 3, dtype=torch.int64), torch.tensor([[150, 160, 170], [151, 161, 0]]),
-                   torch.tensor([[4.0, 2.0, 3.0], [1.0, 5.0, 0.0]]), torch.tensor([[True, True, True], [True, True, False]]))
+    s = EpisodeSet(
+        torch.ones(2, 3, dtype=torch.int64),
+        torch.tensor([[150, 160, 170], [151, 161, 0]]),
+        torch.tensor([[4.0, 2.0, 3.0], [1.0, 5.0, 0.0]]),
+        torch.tensor([[True, True, True], [True, True, False]]),
+    )
     u = m.inner(u0, s, 1, 0.2, False)
     for i in range(2):
         leaf = u0[i].clone().requires_grad_(True)
@@ -73,8 +83,12 @@ def test_beats_target_only_mf_over_seeds(name: str) -> None:
     for seed in range(3):
         t, sp = _data(seed, n_users=300)
         scfg = SamplerConfig(n_support=3, n_query=10)
-        base = fit_method("no-transfer", t, sp, seed=seed).evaluate(sp.pools["meta-test"], scfg)["mae"]
+        base = fit_method("no-transfer", t, sp, seed=seed).evaluate(sp.pools["meta-test"], scfg)[
+            "mae"
+        ]
         m = build_method(name, None, steps=100, val_every=50, lr=3e-3, mf_epochs=20, batch_size=256)
         m.sampler = scfg
-        mae = evaluate_fitted(m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg)["mae"]
+        mae = evaluate_fitted(m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg)[
+            "mae"
+        ]
         assert mae < base - 0.1, (mae, base)

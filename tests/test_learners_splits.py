@@ -21,18 +21,26 @@ def _table() -> InteractionTable:
             rows.append((u, int(i), float(rng.integers(1, 6)), start + j))
     f = pd.DataFrame(rows, columns=["user", "item", "rating", "ts"])
     items = pd.DataFrame({"item": range(40), "year": [str(1990 + i % 10) for i in range(40)]})
-    return InteractionTable.from_frame(f, Columns(user="user", item="item", rating="rating", timestamp="ts"),
-                                       item_features=items, item_feature_specs=[FeatureSpec("year")])
+    return InteractionTable.from_frame(
+        f,
+        Columns(user="user", item="item", rating="rating", timestamp="ts"),
+        item_features=items,
+        item_feature_specs=[FeatureSpec("year")],
+    )
 
 
 def test_new_users_arrive_after_existing_ones_and_queries_are_latest() -> None:
     t = _table()
     sp = melu_time_split(t, n_query=3, min_interactions=5, new_item_year=1998)
     first = {u: t.timestamps[t.users == u].min() for u in np.unique(t.users)}
-    existing = np.unique(np.concatenate([t.users[sp.pools[p].rows] for p in ("meta-train", "meta-val", "warm")]))
+    existing = np.unique(
+        np.concatenate([t.users[sp.pools[p].rows] for p in ("meta-train", "meta-val", "warm")])
+    )
     new = np.unique(t.users[sp.pools["user-cold"].rows])
     assert len(new) and max(first[u] for u in existing) < min(first[u] for u in new)
-    years = np.array([0] + [int(v) for v in t.item_features.vocabs["year"].values])[t.item_features.categorical["year"][:, 0]]
+    years = np.array([0] + [int(v) for v in t.item_features.vocabs["year"].values])[
+        t.item_features.categorical["year"][:, 0]
+    ]
     assert (years[t.items[sp.pools["meta-train"].rows]] < 1998).all()
     pool = sp.pools["user-cold"]
     for j in range(len(pool)):

@@ -61,7 +61,9 @@ def test_padding_changes_nothing(f64) -> None:
     t = make_taste_table(n_users=20, n_items=30, per_user=10, seed=0)
     m = TaNP(t, TaNPSettings(dim=4, hidden=8, latent=3, task_dim=5, clusters=2, decoder=(6,)))
     s = _support(t)
-    junk = EpisodeSet(s.users, torch.where(s.mask, s.items, 7), torch.where(s.mask, s.targets, 99.0), s.mask)
+    junk = EpisodeSet(
+        s.users, torch.where(s.mask, s.items, 7), torch.where(s.mask, s.targets, 99.0), s.mask
+    )
     for a, b in zip(m.adapt(s), m.adapt(junk)):
         torch.testing.assert_close(a, b)
 
@@ -78,7 +80,15 @@ def test_tanp_beats_feature_global_over_seeds() -> None:
     wins = []
     for seed in range(3):
         t = make_taste_table(n_users=100, n_items=80, per_user=25, seed=seed)
-        sp = random_split(t, "user", (0.6, 0.2, 0.2), n_query=10, min_interactions=15, max_interactions=None, seed=seed)
+        sp = random_split(
+            t,
+            "user",
+            (0.6, 0.2, 0.2),
+            n_query=10,
+            min_interactions=15,
+            max_interactions=None,
+            seed=seed,
+        )
         scfg = SamplerConfig(n_support=10, n_query=10)
         maes = {}
         for name in ("tanp", "feature-global"):

@@ -40,11 +40,13 @@ def test_split_and_phases() -> None:
     assert [p for p, _, _ in phases] == list(PHASES)
     for p, (_, sup, qry) in enumerate(phases):
         assert sup.sizes().tolist() == [5 * p] * len(pool)
-        assert torch.equal(sup.items[:, 0], torch.from_numpy(pool.units))  # the item, even when empty
+        assert torch.equal(
+            sup.items[:, 0], torch.from_numpy(pool.units)
+        )  # the item, even when empty
         for j in range(len(pool)):
             rows = pool.unit_rows(j)
             assert sup.rows[j, : 5 * p].tolist() == rows[: 5 * p].tolist()  # time order
-            ts_s, ts_q = t.timestamps[rows[: 15]], t.timestamps[qry.rows[j][qry.mask[j]].numpy()]
+            ts_s, ts_q = t.timestamps[rows[:15]], t.timestamps[qry.rows[j][qry.mask[j]].numpy()]
             assert ts_s.max() <= ts_q.min()
 
 
@@ -59,7 +61,9 @@ def test_bad_protocol_input() -> None:
 
 
 def test_scenario_file_loads(tmp_path) -> None:
-    sc, cfg = load_warmup_scenario("tasks/ml1m-item-warmup.toml", ["warmup.k=10"], data_root=tmp_path)
+    sc, cfg = load_warmup_scenario(
+        "tasks/ml1m-item-warmup.toml", ["warmup.k=10"], data_root=tmp_path
+    )
     assert sc.name == "ml1m-item-warmup" and cfg.k == 10
     with pytest.raises(ConfigError, match="unknown key 'warmup.kk'"):
         load_warmup_scenario("tasks/ml1m-item-warmup.toml", ["warmup.kk=10"], data_root=tmp_path)
@@ -80,10 +84,18 @@ def test_generated_embedding_and_two_stage_loss(f64) -> None:
     l1, l2 = me.generator[0], me.generator[2]
     torch.testing.assert_close(e0, torch.relu(f @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias)
     g = torch.Generator().manual_seed(0)
-    a = EpisodeSet(torch.randint(1, 200, (2, 4), generator=g), items.unsqueeze(1).expand(2, 4),
-                   torch.randint(0, 2, (2, 4), generator=g).double(), torch.ones(2, 4, dtype=torch.bool))
-    b = EpisodeSet(torch.randint(1, 200, (2, 3), generator=g), items.unsqueeze(1).expand(2, 3),
-                   torch.randint(0, 2, (2, 3), generator=g).double(), torch.ones(2, 3, dtype=torch.bool))
+    a = EpisodeSet(
+        torch.randint(1, 200, (2, 4), generator=g),
+        items.unsqueeze(1).expand(2, 4),
+        torch.randint(0, 2, (2, 4), generator=g).double(),
+        torch.ones(2, 4, dtype=torch.bool),
+    )
+    b = EpisodeSet(
+        torch.randint(1, 200, (2, 3), generator=g),
+        items.unsqueeze(1).expand(2, 3),
+        torch.randint(0, 2, (2, 3), generator=g).double(),
+        torch.ones(2, 3, dtype=torch.bool),
+    )
     loss = metaemb_loss(me, e0, a, b, 0.3, 0.5)
     hand = 0.0
     for t_ in range(2):  # one task at a time, plain autograd
@@ -92,7 +104,9 @@ def test_generated_embedding_and_two_stage_loss(f64) -> None:
         la = torch.nn.functional.binary_cross_entropy_with_logits(logit_a, a.targets[t_])
         (ga,) = torch.autograd.grad(la, e)
         e1 = (e - 0.5 * ga).detach()
-        lb = torch.nn.functional.binary_cross_entropy_with_logits(me.base.logits(b.users[t_], b.items[t_], e1.expand(3, -1)), b.targets[t_])
+        lb = torch.nn.functional.binary_cross_entropy_with_logits(
+            me.base.logits(b.users[t_], b.items[t_], e1.expand(3, -1)), b.targets[t_]
+        )
         hand = hand + (0.3 * la + 0.7 * lb) / 2
     torch.testing.assert_close(loss, hand)
 
@@ -103,20 +117,35 @@ def test_mwuf_scaling_and_shifting(f64) -> None:
     for net in (mw.scaling, mw.shifting):
         net[-1].weight.data.normal_()
         net[-1].bias.data.normal_()
-    s = EpisodeSet(torch.tensor([[3, 4, 0]]), torch.tensor([[25, 25, 0]]), torch.tensor([[1.0, 0.0, 0.0]]),
-                   torch.tensor([[True, True, False]]))
+    s = EpisodeSet(
+        torch.tensor([[3, 4, 0]]),
+        torch.tensor([[25, 25, 0]]),
+        torch.tensor([[1.0, 0.0, 0.0]]),
+        torch.tensor([[True, True, False]]),
+    )
     e = torch.randn(1, 4)
     out = mw.transform(e, s)
     u = (mw.base.user_enc(torch.tensor(3)) + mw.base.user_enc(torch.tensor(4))) / 2
-    hand = e[0] * 2 * torch.sigmoid(mw.scaling(mw.base.item_feat(torch.tensor(25)))) + mw.shifting(u)
+    hand = e[0] * 2 * torch.sigmoid(mw.scaling(mw.base.item_feat(torch.tensor(25)))) + mw.shifting(
+        u
+    )
     torch.testing.assert_close(out[0], hand)
 
 
 def _warmup_logloss(name: str, seed: int) -> float:
-    t = make_taste_table(n_users=300, n_items=80, per_user=40, feedback="implicit", item_bias=0.6, seed=seed)
+    t = make_taste_table(
+        n_users=300, n_items=80, per_user=40, feedback="implicit", item_bias=0.6, seed=seed
+    )
     sp = item_warmup_split(t, WarmupConfig(k=5, min_test=20, new_fraction=0.4, seed=seed))
-    m = build_method(name, None, steps=0 if name == "warmup-base" else 150, val_every=50, lr=3e-3,
-                     pretrain_epochs=10, batch_size=256)
+    m = build_method(
+        name,
+        None,
+        steps=0 if name == "warmup-base" else 150,
+        val_every=50,
+        lr=3e-3,
+        pretrain_epochs=10,
+        batch_size=256,
+    )
     m.sampler = SamplerConfig(n_support=5, n_query=5)
     r = evaluate_warmup(m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], 5)
     return float(np.mean([r[p]["logloss"] for p in PHASES]))
@@ -129,7 +158,10 @@ def test_metaemb_beats_the_base_model_in_most_seeds() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="MWUF does not yet beat the warm-up base on this synthetic table (0 of 3 seeds)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="MWUF does not yet beat the warm-up base on this synthetic table (0 of 3 seeds)",
+)
 def test_mwuf_beats_the_base_model_in_most_seeds() -> None:
     wins = [_warmup_logloss("mwuf", s) < _warmup_logloss("warmup-base", s) for s in range(3)]
     assert sum(wins) >= 2, wins

@@ -31,7 +31,9 @@ def tiny_table() -> InteractionTable:
     pairs = [(u, i) for u in range(1, 6) for i in range(1, 7) if (u + i) % 3]
     frame = pd.DataFrame(pairs, columns=["user", "item"])
     frame["rating"] = rng.integers(1, 6, len(frame)).astype(float)
-    users = pd.DataFrame({"user": range(1, 6), "gender": list("MFMFM"), "age": [20, 31, 45, 52, 18]})
+    users = pd.DataFrame(
+        {"user": range(1, 6), "gender": list("MFMFM"), "age": [20, 31, 45, 52, 18]}
+    )
     items = pd.DataFrame(
         {
             "item": range(1, 8),  # item 7 has features but no interactions
@@ -69,7 +71,14 @@ def test_melu_default_sizes_follow_the_paper() -> None:
     assert model.head.weight.shape == (1, 64)
     assert model.item_features.embeddings["genre"].weight.shape[1] == 32
     fast, slow = split_params(model)
-    assert set(fast) == {"decision.0.weight", "decision.0.bias", "decision.1.weight", "decision.1.bias", "head.weight", "head.bias"}
+    assert set(fast) == {
+        "decision.0.weight",
+        "decision.0.bias",
+        "decision.1.weight",
+        "decision.1.bias",
+        "head.weight",
+        "head.bias",
+    }
     assert all(k.startswith(("user_features.", "item_features.")) for k in slow)
 
 
@@ -95,7 +104,10 @@ def test_melu_pooling_ignores_padding() -> None:
 
 def test_melu_needs_features() -> None:
     table = tiny_table()
-    with pytest.raises(ConfigError, match=r"MeLU\(user_features=None, item_features=None\).*build_model\('gmf', table\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"MeLU\(user_features=None, item_features=None\).*build_model\('gmf', table\)",
+    ):
         MeLU(None, None)
     only_items = MeLU(None, table.item_features, MeLUConfig(embedding_dim=2, hidden=(3,)))
     assert only_items(idx([1, 2]), idx([3, 4])).shape == (1, 2)
@@ -106,7 +118,11 @@ def test_cold_ids_map_to_the_unknown_embedding(cls: type) -> None:
     model = cls(6, 7, IdConfig(embedding_dim=4, hidden=(5, 3)))
     model.set_known(users=[1, 2, 3], items=np.array([1, 2, 3, 4, 5, 6]))
     assert model.known_users.tolist() == [False, True, True, True, False, False]
-    cold, zero, warm = model(idx([4, 5]), idx([1, 2])), model(idx([0, 0]), idx([1, 2])), model(idx([1, 2]), idx([1, 2]))
+    cold, zero, warm = (
+        model(idx([4, 5]), idx([1, 2])),
+        model(idx([0, 0]), idx([1, 2])),
+        model(idx([1, 2]), idx([1, 2])),
+    )
     assert torch.allclose(cold, zero) and not torch.allclose(cold, warm)
     unknown = "user_gmf.unknown" if cls is NeuMF else "user.unknown"
     table = unknown.replace("unknown", "weight")
@@ -139,9 +155,14 @@ def test_two_tower_scores_cold_items_by_features() -> None:
 
 def test_split_params_errors_name_the_pattern_and_suggest() -> None:
     model = build_model("melu", tiny_table(), embedding_dim=2, hidden=(3,))
-    with pytest.raises(ConfigError, match=r"adapt pattern 'decison\.\*' matches no parameter of MeLU.*did you mean 'decision\.0\.\*'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"adapt pattern 'decison\.\*' matches no parameter of MeLU.*did you mean 'decision\.0\.\*'",
+    ):
         split_params(model, ("decison.*",))
-    with pytest.raises(ConfigError, match=r"adapt='head\.\*': expected a tuple .* pass adapt=\('head\.\*',\)"):
+    with pytest.raises(
+        ConfigError, match=r"adapt='head\.\*': expected a tuple .* pass adapt=\('head\.\*',\)"
+    ):
         split_params(model, "head.*")
     with pytest.raises(ConfigError, match=r"adapt=\(\): no parameter would adapt"):
         split_params(model, ())
@@ -154,11 +175,17 @@ def test_split_params_errors_name_the_pattern_and_suggest() -> None:
 
 def test_build_model_errors() -> None:
     table = tiny_table()
-    with pytest.raises(ConfigError, match=r"model name='two-tower': unknown model.*did you mean 'two_tower'"):
+    with pytest.raises(
+        ConfigError, match=r"model name='two-tower': unknown model.*did you mean 'two_tower'"
+    ):
         build_model("two-tower", table)
-    with pytest.raises(ConfigError, match=r"unknown config field 'embeding_dim'.*did you mean 'embedding_dim'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config field 'embeding_dim'.*did you mean 'embedding_dim'"
+    ):
         build_model("gmf", table, embeding_dim=4)
-    with pytest.raises(ConfigError, match=r"hidden=\(64, 0\): layer widths must be .*pass e.g. hidden="):
+    with pytest.raises(
+        ConfigError, match=r"hidden=\(64, 0\): layer widths must be .*pass e.g. hidden="
+    ):
         build_model("melu", table, hidden=(64, 0))
     with pytest.raises(ConfigError, match=r"dropout=1.5: must be in \[0, 1\)"):
         MeLUConfig(dropout=1.5)

@@ -33,10 +33,14 @@ def data_root() -> Path:
     """``$METAREC_DATA``, or skip with the reason."""
     value = os.environ.get("METAREC_DATA")
     if not value:
-        pytest.skip("METAREC_DATA is not set; set it to the shared datasets folder (../shared/datasets) to run real-data tests")
+        pytest.skip(
+            "METAREC_DATA is not set; set it to the shared datasets folder (../shared/datasets) to run real-data tests"
+        )
     root = Path(value)
     if not root.is_dir():
-        pytest.skip(f"METAREC_DATA={value!r} is not a folder; real-data tests need the shared datasets")
+        pytest.skip(
+            f"METAREC_DATA={value!r} is not a folder; real-data tests need the shared datasets"
+        )
     return root
 
 
@@ -68,7 +72,10 @@ def fake_ml100k(tmp_path: Path) -> Path:
     g1, g2 = flags.copy(), flags.copy()
     g1[1] = g1[5] = "1"  # Action, Comedy
     g2[0] = "1"  # unknown
-    _write(tmp_path / "ml-100k/u.data", "1\t10\t4\t880000000\n2\t10\t2\t880000100\n2\t11\t5\t880000200\n")
+    _write(
+        tmp_path / "ml-100k/u.data",
+        "1\t10\t4\t880000000\n2\t10\t2\t880000100\n2\t11\t5\t880000200\n",
+    )
     _write(tmp_path / "ml-100k/u.user", "1|17|F|writer|01234\n2|60|M|other|T8H1N\n")
     _write(
         tmp_path / "ml-100k/u.item",
@@ -81,9 +88,16 @@ def fake_ml100k(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_ml1m(tmp_path: Path) -> Path:
-    _write(tmp_path / "ml-1m/ratings.dat", "1::10::5::978300000\n1::20::3::978300001\n2::20::1::978300002\n")
+    _write(
+        tmp_path / "ml-1m/ratings.dat",
+        "1::10::5::978300000\n1::20::3::978300001\n2::20::1::978300002\n",
+    )
     _write(tmp_path / "ml-1m/users.dat", "1::F::1::10::01234\n2::M::56::0::55455-1234\n")
-    _write(tmp_path / "ml-1m/movies.dat", "10::Caf\xe9: The Movie (1999)::Drama|Sci-Fi\n20::Other (1950)::Comedy\n30::Unrated (2000)::Drama\n", encoding="latin-1")
+    _write(
+        tmp_path / "ml-1m/movies.dat",
+        "10::Caf\xe9: The Movie (1999)::Drama|Sci-Fi\n20::Other (1950)::Comedy\n30::Unrated (2000)::Drama\n",
+        encoding="latin-1",
+    )
     _write(
         tmp_path / "melu-extra/movies_extrainfos.dat",
         "10::Café: The Movie::1999::PG-13::1 Jan 1999::Drama, Sci-Fi::Ann Lee, Bo Chan::W::Xu Yi, Zed Q::plot::http://p\n"
@@ -126,7 +140,10 @@ def test_fake_ml1m_plain_and_melu(fake_ml1m: Path) -> None:
     assert all(v[i20].sum() == 0 for v in melu.item_features.categorical.values())
     assert read_movielens_1m(fake_ml1m / "ml-1m", melu_extra=True).item_features is not None
     short = read_movielens_1m(fake_ml1m, zip_prefix=1)
-    assert short.user_features is not None and short.user_features.vocabs["zip"].values == ["0", "5"]
+    assert short.user_features is not None and short.user_features.vocabs["zip"].values == [
+        "0",
+        "5",
+    ]
 
 
 def test_melu_features_frame(fake_ml1m: Path) -> None:
@@ -167,7 +184,11 @@ def test_fake_amazon_pair(tmp_path: Path) -> None:
     assert t.domain_ids.values == ["a", "b"] and t.n_users - 1 == 2
     assert set(t.item_ids.values) == {"a:0", "a:1", "b:0", "b:2"}  # same local id 0, two items
     split = read_amazon_pair_split(tmp_path, "a-b")
-    assert split.test.to_dict("list") == {"user": [0, 1], "item": ["a:1", "b:0"], "domain": ["a", "b"]}
+    assert split.test.to_dict("list") == {
+        "user": [0, 1],
+        "item": ["a:1", "b:0"],
+        "domain": ["a", "b"],
+    }
     assert (split.train.item_ids.encode(split.test["item"]) > 0).all()
     (tmp_path / "b_a/test.txt").unlink()
     with pytest.raises(DataError, match=r"file not found: .*b_a/test.txt.*DisenCDR"):
@@ -179,10 +200,20 @@ def test_fake_amazon_pair(tmp_path: Path) -> None:
 
 
 def test_fake_recbole(tmp_path: Path) -> None:
-    _write(tmp_path / "toy.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t4\t10\nu2\ti1\t2.5\t11\n")
-    _write(tmp_path / "toy.item", 'item_id:token\ttitle:token_seq\tyear:token\tprice:float\temb:float_seq\ni1\tA "Quoted" B\t1999\t3.5\t1 2\ni2\tC\t2000\t\t3 4\n')
+    _write(
+        tmp_path / "toy.inter",
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t4\t10\nu2\ti1\t2.5\t11\n",
+    )
+    _write(
+        tmp_path / "toy.item",
+        'item_id:token\ttitle:token_seq\tyear:token\tprice:float\temb:float_seq\ni1\tA "Quoted" B\t1999\t3.5\t1 2\ni2\tC\t2000\t\t3 4\n',
+    )
     t = read_recbole_atomic(tmp_path, "toy")
-    assert t.rating_scale == (2.5, 4.0) and t.timestamps is not None and t.timestamps.tolist() == [10, 11]
+    assert (
+        t.rating_scale == (2.5, 4.0)
+        and t.timestamps is not None
+        and t.timestamps.tolist() == [10, 11]
+    )
     ft = t.item_features
     assert ft is not None and set(ft.vocabs) == {"title", "year"} and ft.numeric_names == ["price"]
     assert set(ft.vocabs["title"].values) == {"A", '"Quoted"', "B", "C"}
@@ -199,14 +230,18 @@ def test_fake_recbole(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- generic files
 def _toy_frame() -> pd.DataFrame:
-    return pd.DataFrame({"uid": [1, 1, 2], "iid": ["x", "y", "x"], "stars": [5, 3, 4], "ts": [10, 20, 30]})
+    return pd.DataFrame(
+        {"uid": [1, 1, 2], "iid": ["x", "y", "x"], "stars": [5, 3, 4], "ts": [10, 20, 30]}
+    )
 
 
 @pytest.mark.parametrize("name", ["toy.csv", "toy.tsv", "toy.csv.gz", "toy.parquet"])
 def test_read_interactions_formats(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     if name.endswith(".parquet"):
-        pytest.importorskip("pyarrow", reason="Parquet needs the 'parquet' extra: pip install -e .[parquet]")
+        pytest.importorskip(
+            "pyarrow", reason="Parquet needs the 'parquet' extra: pip install -e .[parquet]"
+        )
         _toy_frame().to_parquet(path)
     else:
         _toy_frame().to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)
@@ -230,7 +265,9 @@ def test_read_interactions_options_and_errors(tmp_path: Path) -> None:
         read_interactions(tmp_path / "toy.xlsx", Columns())
     with pytest.raises(DataError, match="file not found.*missing.csv"):
         read_interactions(tmp_path / "missing.csv", Columns())
-    imp = read_interactions(path, Columns(user="uid", item="iid", rating=None), sep=";", feedback="implicit")
+    imp = read_interactions(
+        path, Columns(user="uid", item="iid", rating=None), sep=";", feedback="implicit"
+    )
     assert imp.feedback == "implicit" and np.all(imp.ratings == 1)
 
 
@@ -242,7 +279,11 @@ def test_movielens_100k_counts(data_root: Path) -> None:
     assert np.bincount(t.ratings.astype(int))[1:].tolist() == [6110, 11370, 27145, 34174, 21201]
     assert np.bincount(t.users).min(initial=99) >= 0 and np.bincount(t.users)[1:].min() >= 20
     assert t.user_features is not None and t.user_features.present[1:].all()
-    assert sorted(_decode_features(t, 1, "genre")) == ["Animation", "Children's", "Comedy"]  # Toy Story
+    assert sorted(_decode_features(t, 1, "genre")) == [
+        "Animation",
+        "Children's",
+        "Comedy",
+    ]  # Toy Story
     assert _decode_features(t, 1, "year") == [1995]
 
 
@@ -258,13 +299,19 @@ def test_movielens_1m_counts_and_melu(data_root: Path) -> None:
     ft = m.item_features
     assert ft is not None and len(m) == 1_000_209
     assert set(ft.vocabs) == {"rate", "genre", "director", "actors", "year"}
-    assert len(ft.vocabs["rate"]) == 7 and len(ft.vocabs["genre"]) == 25  # 6 ratings, 24 genres (+ unknown)
+    assert (
+        len(ft.vocabs["rate"]) == 7 and len(ft.vocabs["genre"]) == 25
+    )  # 6 ratings, 24 genres (+ unknown)
     assert _decode_features(m, 1, "director") == ["John Lasseter"]
     missing = m.item_ids.encode([860, 1795])
     assert (missing > 0).all() and not ft.present[missing].any()
     assert int(ft.present.sum()) == 3_881
     df = read_melu_item_features(root / "melu-extra/movies_extrainfos.dat")
-    assert len(df) == 3_881 and df["item"].is_unique and not df["poster"].dropna().str.endswith("\r").any()
+    assert (
+        len(df) == 3_881
+        and df["item"].is_unique
+        and not df["poster"].dropna().str.endswith("\r").any()
+    )
 
 
 @pytest.mark.data
@@ -272,7 +319,12 @@ def test_recbole_atomic_ml100k(data_root: Path) -> None:
     t = read_recbole_atomic(_sub(data_root, "movielens-100k", "recbole-atomic"), "ml-100k")
     assert (len(t), len(np.unique(t.users)), len(np.unique(t.items))) == (100_000, 943, 1_682)
     assert t.rating_scale == (1.0, 5.0) and t.timestamps is not None
-    assert t.user_features is not None and set(t.user_features.vocabs) == {"age", "gender", "occupation", "zip_code"}
+    assert t.user_features is not None and set(t.user_features.vocabs) == {
+        "age",
+        "gender",
+        "occupation",
+        "zip_code",
+    }
     assert t.item_features is not None and "class" in t.item_features.vocabs
 
 

@@ -30,7 +30,9 @@ with RunLock(sys.argv[1], what="run directory", option="--out"):
 def _holder(folder: Path) -> subprocess.Popen:
     """A separate process that takes the lock on ``folder`` and keeps it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
     return proc
 
@@ -48,8 +50,11 @@ def test_second_holder_is_refused_naming_the_first_then_lock_is_free_again(tmp_p
     try:
         rec = lock_holder(folder)
         assert rec is not None and rec["pid"] == proc.pid and rec["host"] == socket.gethostname()
-        with pytest.raises(ConfigError, match=rf"--out '.*run': this run directory is in use by another metarec process "
-                                              rf"\(pid {proc.pid} on host .*since .*\); wait for it to finish, or choose another --out"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"--out '.*run': this run directory is in use by another metarec process "
+            rf"\(pid {proc.pid} on host .*since .*\); wait for it to finish, or choose another --out",
+        ):
             with RunLock(folder, what="run directory", option="--out"):
                 pass
     finally:
@@ -71,7 +76,10 @@ def test_lock_of_a_killed_process_is_stale_and_taken_over(tmp_path) -> None:
 
 def test_same_process_second_lock_is_refused(tmp_path) -> None:
     with RunLock(tmp_path / "f", what="bench output folder", option="--out"):
-        with pytest.raises(ConfigError, match=rf"this bench output folder is in use by this same process \(pid {os.getpid()}"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"this bench output folder is in use by this same process \(pid {os.getpid()}",
+        ):
             RunLock(tmp_path / "f", what="bench output folder").acquire()
 
 
@@ -85,20 +93,31 @@ def test_without_flock_the_file_itself_is_the_lock(tmp_path, monkeypatch) -> Non
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     folder.mkdir(exist_ok=True)
-    (folder / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "x"}))
+    (folder / LOCK_FILE).write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "x"})
+    )
     with RunLock(folder) as lock:
         assert lock.stale is not None and lock.stale["pid"] == dead.pid
-    (folder / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "x", "command": "metarec train"}))
-    with pytest.raises(ConfigError, match=r"host 'elsewhere'.*if that run is known to be over, delete '.*\.metarec\.lock'"):
+    (folder / LOCK_FILE).write_text(
+        json.dumps({"pid": 1, "host": "elsewhere", "started": "x", "command": "metarec train"})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"host 'elsewhere'.*if that run is known to be over, delete '.*\.metarec\.lock'",
+    ):
         RunLock(folder).acquire()
 
 
 def test_folder_that_is_a_file_is_a_clear_error(tmp_path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(ConfigError, match=r"--out '.*file': is a file, not a folder; pass a folder path"):
+    with pytest.raises(
+        ConfigError, match=r"--out '.*file': is a file, not a folder; pass a folder path"
+    ):
         check_folder(f, "--out")
-    with pytest.raises(ConfigError, match=r"--out '.*file/sub': lies under '.*file', which is a file"):
+    with pytest.raises(
+        ConfigError, match=r"--out '.*file/sub': lies under '.*file', which is a file"
+    ):
         RunLock(f / "sub", option="--out").acquire()
 
 
@@ -124,7 +143,10 @@ def test_bench_output_folder_is_locked(tmp_path) -> None:
 
     sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", ["train.progress=false"])
     with RunLock(tmp_path / "bench"):
-        with pytest.raises(ConfigError, match=r"--out '.*bench': this bench output folder is in use by this same process"):
+        with pytest.raises(
+            ConfigError,
+            match=r"--out '.*bench': this bench output folder is in use by this same process",
+        ):
             run_bench(sc, out=tmp_path / "bench", quick=True, verbose=False)
     assert not (tmp_path / "bench" / "results.jsonl").exists()
     (tmp_path / "file").write_text("x")

@@ -33,7 +33,9 @@ def run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(run):
     meta = load_run(run)
-    cfg = ServeConfig(max_batch=64, max_wait_ms=50, limits=Limits(max_body_bytes=4096, max_support=20))
+    cfg = ServeConfig(
+        max_batch=64, max_wait_ms=50, limits=Limits(max_body_bytes=4096, max_support=20)
+    )
     srv = ServerThread(meta, cfg).start()
     try:
         yield srv, meta
@@ -41,12 +43,16 @@ def server(run):
         srv.stop()
 
 
-def _post(url: str, path: str, body: object, raw: object = None, headers: dict | None = None) -> tuple[int, dict]:
+def _post(
+    url: str, path: str, body: object, raw: object = None, headers: dict | None = None
+) -> tuple[int, dict]:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
         data = raw if raw is not None else json.dumps(body).encode()
-        conn.request("POST", path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+        conn.request(
+            "POST", path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
         resp = conn.getresponse()
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
@@ -70,17 +76,36 @@ def _bodies(meta, n: int, seed: int = 0) -> list[dict]:
     out = []
     for b in range(n):
         pick = rng.choice(len(items), 5, replace=False)
-        out.append({"user": f"cold-{seed}-{b}", "k": 10,
-                    "support": [{"item": items[i], "rating": int(rng.integers(1, 6))} for i in pick]})
+        out.append(
+            {
+                "user": f"cold-{seed}-{b}",
+                "k": 10,
+                "support": [{"item": items[i], "rating": int(rng.integers(1, 6))} for i in pick],
+            }
+        )
     return out
 
 
 def _cli(run: Path, body: dict, tmp_path: Path, capsys) -> tuple[int, str]:
     csv = tmp_path / f"{body['user']}.csv"
-    lines = ["user,item,rating"] + [f"{body['user']},{r['item']},{r['rating']}" for r in body.get("support", [])]
+    lines = ["user,item,rating"] + [
+        f"{body['user']},{r['item']},{r['rating']}" for r in body.get("support", [])
+    ]
     csv.write_text("\n".join(lines) + "\n")
-    code = main(["recommend", "--run", str(run), "--user", str(body["user"]), "--support", str(csv), "--json",
-                 "--k", str(body.get("k", 10))])
+    code = main(
+        [
+            "recommend",
+            "--run",
+            str(run),
+            "--user",
+            str(body["user"]),
+            "--support",
+            str(csv),
+            "--json",
+            "--k",
+            str(body.get("k", 10)),
+        ]
+    )
     cap = capsys.readouterr()
     return code, (cap.out if code == 0 else cap.err)
 
@@ -88,7 +113,9 @@ def _cli(run: Path, body: dict, tmp_path: Path, capsys) -> tuple[int, str]:
 def _same(got: dict, want: dict) -> None:
     assert got["user"] == want["user"]
     assert [x["item"] for x in got["items"]] == [x["item"] for x in want["items"]]
-    np.testing.assert_allclose([x["score"] for x in got["items"]], [x["score"] for x in want["items"]], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        [x["score"] for x in got["items"]], [x["score"] for x in want["items"]], rtol=0, atol=1e-5
+    )
 
 
 def test_health(server) -> None:
@@ -121,7 +148,9 @@ def test_64_concurrent_requests_equal_sequential_and_the_cli(server, run, tmp_pa
         assert seq["user"] == body["user"] and len(seq["items"]) == 10
         _same(con, seq)  # the same ranking; scores equal up to float rounding
         assert not {r["item"] for r in body["support"]} & {x["item"] for x in con["items"]}
-    for body, (_, con) in list(zip(bodies, concurrent, strict=True))[:3]:  # the command line, same input
+    for body, (_, con) in list(zip(bodies, concurrent, strict=True))[
+        :3
+    ]:  # the command line, same input
         code, out = _cli(run, body, tmp_path, capsys)
         assert code == 0
         _same(con, json.loads(out))
@@ -131,7 +160,9 @@ def test_predict(server) -> None:
     srv, meta = server
     body = _bodies(meta, 1, seed=3)[0]
     probe = meta.item_ids.values[:7]
-    code, out = _post(srv.url, "/predict", {"user": body["user"], "support": body["support"], "items": probe})
+    code, out = _post(
+        srv.url, "/predict", {"user": body["user"], "support": body["support"], "items": probe}
+    )
     assert code == 200 and [x["item"] for x in out["items"]] == probe
     rows = [(r["item"], float(r["rating"])) for r in body["support"]]
     want = meta.adapt(rows, user=body["user"]).predict(body["user"], probe)
@@ -170,7 +201,9 @@ def test_bad_requests(server) -> None:
     code, out = _post(srv.url, "/predict", {"user": "u", "items": ["no-such-item"]})
     assert code == 400 and "items: 1 item id(s) not in the run's item catalogue" in out["error"]
     code, out = _get(srv.url, "/nope")
-    assert code == 404 and "GET /nope: no such route; the routes are POST /recommend" in out["error"]
+    assert (
+        code == 404 and "GET /nope: no such route; the routes are POST /recommend" in out["error"]
+    )
     code, out = _get(srv.url, "/recommend")
     assert code == 405 and "method not allowed" in out["error"]
 
@@ -178,7 +211,9 @@ def test_bad_requests(server) -> None:
 def test_size_limits(server) -> None:
     srv, meta = server
     item = meta.item_ids.values[0]
-    code, out = _post(srv.url, "/recommend", {"user": "u", "support": [{"item": item, "rating": 3}] * 21})
+    code, out = _post(
+        srv.url, "/recommend", {"user": "u", "support": [{"item": item, "rating": 3}] * 21}
+    )
     assert code == 413 and "support: 21 rows, over the server's limit of 20" in out["error"]
     code, out = _post(srv.url, "/recommend", None, raw=b'{"user": "' + b"x" * 5000 + b'"}')
     assert code == 413 and "over the server's limit of 4,096 bytes" in out["error"]
@@ -197,9 +232,24 @@ def test_size_limits(server) -> None:
 def test_sigterm_drains_requests_in_flight(run, workers) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metarec", "serve", "--run", str(run), "--port", "0", "--max-wait-ms", "1500",
-         "--workers", str(workers)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "metarec",
+            "serve",
+            "--run",
+            str(run),
+            "--port",
+            "0",
+            "--max-wait-ms",
+            "1500",
+            "--workers",
+            str(workers),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]

@@ -24,9 +24,16 @@ from metarec.serve.requests import PayloadTooLarge, parse_body, parse_predict, p
 from metarec.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["train.steps=6", "train.val_every=6", "train.val_tasks=8", "train.progress=false",
-         "data.synthetic.n_domains=3", "data.synthetic.n_users=80", "data.synthetic.n_items=100",
-         "data.synthetic.density=0.3"]
+SMALL = [
+    "train.steps=6",
+    "train.val_every=6",
+    "train.val_tasks=8",
+    "train.progress=false",
+    "data.synthetic.n_domains=3",
+    "data.synthetic.n_users=80",
+    "data.synthetic.n_items=100",
+    "data.synthetic.density=0.3",
+]
 TWO_TOWER = ["model.name='two_tower'", "model.hidden=[16, 8]", "algorithm.inner_lr=0.1"]
 
 
@@ -52,8 +59,18 @@ def _f64(meta: MetaModel, algo: AlgorithmConfig | None = None) -> MetaModel:
     model = meta.model.double()
     params = dict(model.named_parameters())
     state = {k: v.double() for k, v in meta.state.items()}
-    return MetaModel(model, params, state, algo or meta.algo, meta.table, manifest=meta.manifest, run_dir=meta.run_dir,
-                     steps=meta.steps, lr=meta.lr, step=meta.step)
+    return MetaModel(
+        model,
+        params,
+        state,
+        algo or meta.algo,
+        meta.table,
+        manifest=meta.manifest,
+        run_dir=meta.run_dir,
+        steps=meta.steps,
+        lr=meta.lr,
+        step=meta.step,
+    )
 
 
 def _jobs(meta: MetaModel, seed: int = 0) -> list[Job]:
@@ -63,13 +80,30 @@ def _jobs(meta: MetaModel, seed: int = 0) -> list[Job]:
     jobs = []
     for b in range(8):
         items = rng.choice(np.arange(1, n_items + 1), b, replace=False)
-        jobs.append(Job(f"cold-{b}", 0, items, rng.integers(1, 6, b).astype(float), k=int(rng.integers(1, 15))))
+        jobs.append(
+            Job(
+                f"cold-{b}",
+                0,
+                items,
+                rng.integers(1, 6, b).astype(float),
+                k=int(rng.integers(1, 15)),
+            )
+        )
     known = meta.user_ids.values[3]
     jobs.append(Job(known, 4, np.array([1, 2, 3]), np.array([5.0, 1.0, 3.0]), k=10))
     probe = np.arange(1, 21)
     for b in range(2):
-        jobs.append(Job(f"pred-{b}", 0, np.array([4 + b, 9]), np.array([2.0, 5.0]), targets=probe,
-                        target_ids=meta.item_ids.decode(probe), clip=bool(b)))
+        jobs.append(
+            Job(
+                f"pred-{b}",
+                0,
+                np.array([4 + b, 9]),
+                np.array([2.0, 5.0]),
+                targets=probe,
+                target_ids=meta.item_ids.decode(probe),
+                clip=bool(b),
+            )
+        )
     return jobs
 
 
@@ -78,7 +112,9 @@ def _same(got: list[dict], want: list[dict], atol: float) -> None:
     for g, w in zip(got, want, strict=True):
         assert g["user"] == w["user"]
         assert [x["item"] for x in g["items"]] == [x["item"] for x in w["items"]]
-        np.testing.assert_allclose([x["score"] for x in g["items"]], [x["score"] for x in w["items"]], rtol=0, atol=atol)
+        np.testing.assert_allclose(
+            [x["score"] for x in g["items"]], [x["score"] for x in w["items"]], rtol=0, atol=atol
+        )
 
 
 @pytest.mark.parametrize("name, kernel", [("melu", MeLUKernel), ("two_tower", TwoTowerKernel)])
@@ -90,15 +126,24 @@ def test_kernel_equals_library_in_float64(runs, name, kernel) -> None:
     got, want = fast.run(jobs), lib.run(jobs)
     _same(got, want, atol=1e-9)
     # adaptation changed the answers (the check would pass vacuously with steps=0 otherwise)
-    _same(Engine(meta, steps=0).run(jobs[:1]), Engine(meta, steps=0, batched=False).run(jobs[:1]), atol=1e-9)
-    moved = Engine(meta, steps=5).run(jobs[7:8])[0]["items"], Engine(meta, steps=0).run(jobs[7:8])[0]["items"]
+    _same(
+        Engine(meta, steps=0).run(jobs[:1]),
+        Engine(meta, steps=0, batched=False).run(jobs[:1]),
+        atol=1e-9,
+    )
+    moved = (
+        Engine(meta, steps=5).run(jobs[7:8])[0]["items"],
+        Engine(meta, steps=0).run(jobs[7:8])[0]["items"],
+    )
     assert [x["score"] for x in moved[0]] != [x["score"] for x in moved[1]]
     # support items are left out, k is honoured, scores are sorted
     for j, a in zip(jobs, got, strict=True):
         if j.targets is None:
             items = [x["item"] for x in a["items"]]
             assert len(items) == j.k and not set(items) & set(meta.item_ids.decode(j.items))
-            assert [x["score"] for x in a["items"]] == sorted((x["score"] for x in a["items"]), reverse=True)
+            assert [x["score"] for x in a["items"]] == sorted(
+                (x["score"] for x in a["items"]), reverse=True
+            )
 
 
 @pytest.mark.parametrize("name", ["melu", "two_tower"])
@@ -109,7 +154,10 @@ def test_answers_do_not_depend_on_the_batch(runs, name) -> None:
     together = eng.run(jobs)
     alone = [eng.run([j])[0] for j in jobs]
     _same(together, alone, atol=1e-5)  # same ranking; scores equal up to float rounding
-    five = [Job(f"five-{b}", 0, np.arange(1, 6) + b, np.array([5.0, 1, 3, 4, 2]), k=10) for b in range(16)]
+    five = [
+        Job(f"five-{b}", 0, np.arange(1, 6) + b, np.array([5.0, 1, 3, 4, 2]), k=10)
+        for b in range(16)
+    ]
     _same(eng.run(five), [eng.run([j])[0] for j in five], atol=1e-5)
 
 
@@ -147,13 +195,37 @@ def test_requests_are_validated(runs) -> None:
         ({"user": True}, DataError, r"user=True: expected a non-empty string or an integer id"),
         ({"user": "u", "k": 0}, ConfigError, r"k=0: must be an int >= 1; pass e.g. k=10"),
         ({"user": "u", "kk": 3}, DataError, r"unknown field 'kk' \(did you mean 'k'\?\)"),
-        ({"user": "u", "support": "/etc/passwd"}, DataError, r"support='/etc/passwd': a string \(a file path\?\) is not accepted; the server never reads files"),
-        ({"user": "u", "support": [{"item": item}]}, DataError, r"support\[0\]=.*expected an object with 'item' and 'rating'"),
-        ({"user": "u", "support": [{"item": item, "rating": 9}]}, DataError, r"support ratings: 9 at row 0 is outside the run's rating_scale=\(1, 5\)"),
-        ({"user": "u", "support": [{"item": item, "rating": "x"}]}, DataError, r"support ratings: 'x' at row 0 is not a finite number"),
-        ({"user": "u", "support": [{"item": "nope", "rating": 3}]}, DataError, r"support: 1 item id\(s\) not in the run's item catalogue \('nope'\)"),
+        (
+            {"user": "u", "support": "/etc/passwd"},
+            DataError,
+            r"support='/etc/passwd': a string \(a file path\?\) is not accepted; the server never reads files",
+        ),
+        (
+            {"user": "u", "support": [{"item": item}]},
+            DataError,
+            r"support\[0\]=.*expected an object with 'item' and 'rating'",
+        ),
+        (
+            {"user": "u", "support": [{"item": item, "rating": 9}]},
+            DataError,
+            r"support ratings: 9 at row 0 is outside the run's rating_scale=\(1, 5\)",
+        ),
+        (
+            {"user": "u", "support": [{"item": item, "rating": "x"}]},
+            DataError,
+            r"support ratings: 'x' at row 0 is not a finite number",
+        ),
+        (
+            {"user": "u", "support": [{"item": "nope", "rating": 3}]},
+            DataError,
+            r"support: 1 item id\(s\) not in the run's item catalogue \('nope'\)",
+        ),
         ({"user": "u", "domain": 3}, DataError, r"domain=3: expected a domain name"),
-        ({"user": "u", "support": [{"item": item, "rating": 3}] * 4}, PayloadTooLarge, r"support: 4 rows, over the server's limit of 3"),
+        (
+            {"user": "u", "support": [{"item": item, "rating": 3}] * 4},
+            PayloadTooLarge,
+            r"support: 4 rows, over the server's limit of 3",
+        ),
     ]
     for body, err, msg in bad:
         with pytest.raises(err, match=msg):
@@ -162,7 +234,9 @@ def test_requests_are_validated(runs) -> None:
         parse_predict({"user": "u", "items": [item] * 3}, meta, lim)
     with pytest.raises(DataError, match=r"items=\[\]: expected a non-empty list"):
         parse_predict({"user": "u", "items": []}, meta, lim)
-    with pytest.raises(PayloadTooLarge, match=r"request body: 201 bytes, over the server's limit of 200"):
+    with pytest.raises(
+        PayloadTooLarge, match=r"request body: 201 bytes, over the server's limit of 200"
+    ):
         parse_body(b" " * 201, lim)
     with pytest.raises(DataError, match=r"request body: not valid JSON"):
         parse_body(b"{nope", lim)
@@ -204,4 +278,8 @@ def test_micro_batcher_gathers_concurrent_jobs_and_isolates_failures() -> None:
 def test_kernels_run_in_float32_too(runs) -> None:
     meta = load_run(runs["two_tower"])
     assert meta.dtype == torch.float32
-    _same(Engine(meta, steps=5).run(_jobs(meta)), Engine(meta, steps=5, batched=False).run(_jobs(meta)), atol=1e-4)
+    _same(
+        Engine(meta, steps=5).run(_jobs(meta)),
+        Engine(meta, steps=5, batched=False).run(_jobs(meta)),
+        atol=1e-4,
+    )

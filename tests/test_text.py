@@ -92,26 +92,47 @@ def test_wordllama_is_deterministic_and_offline(monkeypatch, tmp_path) -> None:
     assert a.shape == (3, 256) and np.array_equal(a, b)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-4)
     sim = a @ a.T
-    assert sim[0, 2] > sim[1, 2]  # a pretrained model: "toys" is closer to "Toy Story" than to "Heat"
+    assert (
+        sim[0, 2] > sim[1, 2]
+    )  # a pretrained model: "toys" is closer to "Toy Story" than to "Heat"
 
 
 def _text_table(enc: CountingEncoder, extra_categorical: bool = False) -> InteractionTable:
-    inter = pd.DataFrame({"user": [1, 1, 2, 2, 3], "item": [1, 2, 1, 3, 2], "rating": [5.0, 1, 4, 2, 1]})
-    feats = pd.DataFrame({"item": [1, 2, 3, 4, 5], "title": ["zzz space", "love", "comedy", None, "space zzz"],
-                          "genre": ["a", "b", "a", "b", "a"]})
-    specs = [FeatureSpec("title", "text", encoder=enc)] + ([FeatureSpec("genre")] if extra_categorical else [])  # type: ignore[arg-type]
+    inter = pd.DataFrame(
+        {"user": [1, 1, 2, 2, 3], "item": [1, 2, 1, 3, 2], "rating": [5.0, 1, 4, 2, 1]}
+    )
+    feats = pd.DataFrame(
+        {
+            "item": [1, 2, 3, 4, 5],
+            "title": ["zzz space", "love", "comedy", None, "space zzz"],
+            "genre": ["a", "b", "a", "b", "a"],
+        }
+    )
+    specs = [FeatureSpec("title", "text", encoder=enc)] + (
+        [FeatureSpec("genre")] if extra_categorical else []
+    )  # type: ignore[arg-type]
     users = pd.DataFrame({"user": [1, 2, 3], "age": ["x", "y", "x"]})
-    return InteractionTable.from_frame(inter, Columns(), item_features=feats, item_feature_specs=specs,
-                                       user_features=users, user_feature_specs=[FeatureSpec("age")])
+    return InteractionTable.from_frame(
+        inter,
+        Columns(),
+        item_features=feats,
+        item_feature_specs=specs,
+        user_features=users,
+        user_feature_specs=[FeatureSpec("age")],
+    )
 
 
 @pytest.mark.parametrize("model_name", ["melu", "two_tower"])
-def test_item_with_text_and_no_interactions_is_scored_by_its_text(model_name, monkeypatch, tmp_path) -> None:
+def test_item_with_text_and_no_interactions_is_scored_by_its_text(
+    model_name, monkeypatch, tmp_path
+) -> None:
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
     enc = CountingEncoder()
     table = _text_table(enc)
     f = table.item_features
-    assert f is not None and set(f.text) == {"title"} and f.text["title"].shape == (table.n_items, 26)
+    assert (
+        f is not None and set(f.text) == {"title"} and f.text["title"].shape == (table.n_items, 26)
+    )
     kw = {"hidden": (8,)} if model_name == "melu" else {"hidden": (8, 4), "features": True}
     model = build_model(model_name, table, embedding_dim=4, **kw)
     assert "item_features.text.title.weight" in dict(model.named_parameters())
@@ -132,16 +153,22 @@ def test_same_text_same_score_and_features_unchanged_without_text(monkeypatch, t
     monkeypatch.setenv("METAREC_CACHE", str(tmp_path))
     table = _text_table(CountingEncoder(), extra_categorical=True)
     model = build_model("melu", table, embedding_dim=4, hidden=(8,))
-    a, b = (int(x) for x in table.item_ids.encode(np.array([1, 5])))  # "zzz space" and "space zzz": same letters
+    a, b = (
+        int(x) for x in table.item_ids.encode(np.array([1, 5]))
+    )  # "zzz space" and "space zzz": same letters
     with torch.no_grad():
         s = model(torch.tensor([2, 2]), torch.tensor([a, b]))
     torch.testing.assert_close(s[0], s[1])  # same genre, same bag of letters: same score
     inter = pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [5.0, 1]})
     feats = pd.DataFrame({"item": [1, 2], "genre": ["a", "b"]})
-    plain = InteractionTable.from_frame(inter, Columns(), item_features=feats, item_feature_specs=[FeatureSpec("genre")])
+    plain = InteractionTable.from_frame(
+        inter, Columns(), item_features=feats, item_feature_specs=[FeatureSpec("genre")]
+    )
     assert plain.item_features is not None and plain.item_features.text == {}
     assert "text_dims" not in plain.item_features.to_json()
-    names = [n for n, _ in build_model("melu", plain, embedding_dim=4, hidden=(8,)).named_parameters()]
+    names = [
+        n for n, _ in build_model("melu", plain, embedding_dim=4, hidden=(8,)).named_parameters()
+    ]
     assert not any(".text." in n for n in names)
 
 
@@ -150,8 +177,12 @@ def test_text_feature_refuses_numbers(tmp_path, monkeypatch) -> None:
     inter = pd.DataFrame({"user": [1], "item": [1], "rating": [5.0]})
     feats = pd.DataFrame({"item": [1], "title": [1995]})
     with pytest.raises(DataError, match=r"item_features\['title'\].*non-string value 1995"):
-        InteractionTable.from_frame(inter, Columns(), item_features=feats,
-                                    item_feature_specs=[FeatureSpec("title", "text", encoder=CountingEncoder())])  # type: ignore[arg-type]
+        InteractionTable.from_frame(
+            inter,
+            Columns(),
+            item_features=feats,
+            item_feature_specs=[FeatureSpec("title", "text", encoder=CountingEncoder())],
+        )  # type: ignore[arg-type]
 
 
 def test_movielens_titles_as_text(shared_data, tmp_path, monkeypatch) -> None:

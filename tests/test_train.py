@@ -15,8 +15,13 @@ from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
 SMALL = [
-    "data.synthetic.n_domains=6", "data.synthetic.n_users=80", "data.synthetic.n_items=120",
-    "train.val_every=10", "train.val_tasks=64", "train.checkpoint_every=10", "train.progress=false",
+    "data.synthetic.n_domains=6",
+    "data.synthetic.n_users=80",
+    "data.synthetic.n_items=120",
+    "train.val_every=10",
+    "train.val_tasks=64",
+    "train.checkpoint_every=10",
+    "train.progress=false",
     "algorithm.meta_batch=8",
 ]
 
@@ -35,15 +40,27 @@ def data():
 def test_metrics_log_and_run_files(tmp_path, data):
     table, splits = data
     res = train(scenario("train.steps=20"), tmp_path / "run", table=table, splits=splits)
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in rows] == list(range(1, 21))
     assert all({"loss", "tasks_per_s"} <= set(r) for r in rows)
     assert [r["step"] for r in rows if "val" in r] == [10, 20]
-    for f in ("manifest.json", "config.json", "encoders.json", "features.pt", "checkpoints/last.pt",
-              "checkpoints/best.pt", "test_metrics.json", "summary.json"):
+    for f in (
+        "manifest.json",
+        "config.json",
+        "encoders.json",
+        "features.pt",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "test_metrics.json",
+        "summary.json",
+    ):
         assert (tmp_path / "run" / f).exists(), f
     assert res.best_step in (10, 20) and "mae" in res.best_val
-    assert set(json.loads((tmp_path / "run" / "test_metrics.json").read_text())["states"]) == {"meta-test"}
+    assert set(json.loads((tmp_path / "run" / "test_metrics.json").read_text())["states"]) == {
+        "meta-test"
+    }
 
 
 @pytest.mark.parametrize("algo", ["maml", "metasgd"])
@@ -51,7 +68,9 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, data, algo)
     table, splits = data
     sc = scenario("train.steps=30", f"algorithm.name={algo}")
     train(sc, tmp_path / "full", table=table, splits=splits, evaluate_test=False)
-    train(sc, tmp_path / "cut", table=table, splits=splits, stop_after=20, evaluate_test=False)  # "killed" after 20
+    train(
+        sc, tmp_path / "cut", table=table, splits=splits, stop_after=20, evaluate_test=False
+    )  # "killed" after 20
     train(sc, tmp_path / "cut", table=table, splits=splits, resume=True, evaluate_test=False)
     a = load_tensors(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_tensors(tmp_path / "cut" / "checkpoints" / "last.pt")
@@ -70,8 +89,16 @@ def test_resume_errors(tmp_path, data):
     train(sc, tmp_path / "run", table=table, splits=splits, evaluate_test=False)
     with pytest.raises(ConfigError, match=r"already holds a run; pass --resume"):
         train(sc, tmp_path / "run", table=table, splits=splits)
-    with pytest.raises(CheckpointError, match=r"the scenario differs from the one the checkpoint was trained with"):
-        train(scenario("train.steps=20", "algorithm.inner_lr=0.5"), tmp_path / "run", table=table, splits=splits, resume=True)
+    with pytest.raises(
+        CheckpointError, match=r"the scenario differs from the one the checkpoint was trained with"
+    ):
+        train(
+            scenario("train.steps=20", "algorithm.inner_lr=0.5"),
+            tmp_path / "run",
+            table=table,
+            splits=splits,
+            resume=True,
+        )
 
 
 def test_non_finite_meta_gradient_is_skipped_and_training_goes_on(tmp_path, data, monkeypatch):
@@ -87,7 +114,13 @@ def test_non_finite_meta_gradient_is_skipped_and_training_goes_on(tmp_path, data
         return loss, grads
 
     monkeypatch.setattr(train_mod, "meta_loss_and_grads", flaky)
-    res = train(scenario("train.steps=10"), tmp_path / "run", table=table, splits=splits, evaluate_test=False)
+    res = train(
+        scenario("train.steps=10"),
+        tmp_path / "run",
+        table=table,
+        splits=splits,
+        evaluate_test=False,
+    )
     assert res.skipped_steps == 2 and res.steps == 10
     last = load_tensors(tmp_path / "run" / "checkpoints" / "last.pt")
     assert all(bool(torch.isfinite(v).all()) for v in last["params"].values())
@@ -98,18 +131,30 @@ def test_non_finite_meta_gradient_is_skipped_and_training_goes_on(tmp_path, data
 def test_maml_beats_global_on_cold_users(tmp_path):
     """On the synthetic scenario (each user has a personal taste only their ratings reveal),
     MAML's adapted query MAE on meta-test users beats the global model's, for several seeds."""
-    over = ["data.synthetic.n_domains=10", "train.steps=80", "train.val_every=40", "train.val_tasks=128",
-            "train.progress=false"]
+    over = [
+        "data.synthetic.n_domains=10",
+        "train.steps=80",
+        "train.val_every=40",
+        "train.val_tasks=128",
+        "train.progress=false",
+    ]
     for seed in (0, 1):
         maes = {}
-        sc0 = load_scenario("tasks/synthetic-cold-start.toml", [*over, f"protocol.seed={seed}", f"train.seed={seed}"])
+        sc0 = load_scenario(
+            "tasks/synthetic-cold-start.toml",
+            [*over, f"protocol.seed={seed}", f"train.seed={seed}"],
+        )
         table = load_table(sc0.data)
         splits = build_splits(table, sc0.protocol)
         for algo in ("global", "maml"):
-            sc = load_scenario("tasks/synthetic-cold-start.toml", [*over, f"protocol.seed={seed}", f"train.seed={seed}",
-                                                                  f"algorithm.name={algo}"])
+            sc = load_scenario(
+                "tasks/synthetic-cold-start.toml",
+                [*over, f"protocol.seed={seed}", f"train.seed={seed}", f"algorithm.name={algo}"],
+            )
             train(sc, tmp_path / f"{algo}{seed}", table=table, splits=splits)
-            maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())["states"]["meta-test"]["mae"]
+            maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())[
+                "states"
+            ]["meta-test"]["mae"]
         assert maes["maml"] < maes["global"] - 0.03, (seed, maes)
 
 
@@ -123,7 +168,16 @@ def test_cli_run_killed_midway_then_resumed_matches_uninterrupted(tmp_path, data
 
     args = [*SMALL, "train.steps=60", "train.checkpoint_every=5"]
     sets = [x for a in args for x in ("--set", a)]
-    cmd = [sys.executable, "-m", "metarec", "train", "tasks/synthetic-cold-start.toml", "--out", str(tmp_path / "cut"), *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metarec",
+        "train",
+        "tasks/synthetic-cold-start.toml",
+        "--out",
+        str(tmp_path / "cut"),
+        *sets,
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "cut" / "checkpoints" / "last.pt"
@@ -138,13 +192,21 @@ def test_cli_run_killed_midway_then_resumed_matches_uninterrupted(tmp_path, data
     proc.wait()
     assert subprocess.run([*cmd, "--resume"], env=env, capture_output=True).returncode == 0
     table, splits = data
-    train(scenario(*args[len(SMALL):]), tmp_path / "full", table=table, splits=splits, evaluate_test=False)
+    train(
+        scenario(*args[len(SMALL) :]),
+        tmp_path / "full",
+        table=table,
+        splits=splits,
+        evaluate_test=False,
+    )
     a = load_tensors(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_tensors(last)
     assert a["step"] == b["step"] == 60
     for k in a["params"]:
         assert torch.equal(a["params"][k], b["params"][k]), k
-    steps = [json.loads(r)["step"] for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(r)["step"] for r in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == list(range(1, 61))
 
 
@@ -165,8 +227,17 @@ def test_logging_callbacks_get_every_metrics_row(tmp_path, data) -> None:
 
     table, splits = data
     sink = _Collect()
-    train(scenario("train.steps=10"), tmp_path / "run", table=table, splits=splits, evaluate_test=False, loggers=[sink])
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train(
+        scenario("train.steps=10"),
+        tmp_path / "run",
+        table=table,
+        splits=splits,
+        evaluate_test=False,
+        loggers=[sink],
+    )
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert sink.rows == rows and sink.closed
     flat = scalars(rows[-1])
     assert "loss" in flat and "val/mae" in flat and "step" not in flat
@@ -179,6 +250,11 @@ def test_named_logger_without_its_package_names_the_extra(tmp_path, data) -> Non
         pytest.skip("tensorboard is installed here")
     table, splits = data
     with pytest.raises(ImportError, match=r'pip install "metarec\[tensorboard\]"'):
-        train(scenario("train.steps=2", "train.loggers=[tensorboard]"), tmp_path / "run", table=table, splits=splits)
+        train(
+            scenario("train.steps=2", "train.loggers=[tensorboard]"),
+            tmp_path / "run",
+            table=table,
+            splits=splits,
+        )
     with pytest.raises(ConfigError, match=r"train.loggers"):
         scenario("train.loggers=[tensorbord]")

@@ -53,7 +53,9 @@ def _best_cuts(srt: np.ndarray, k: int) -> list[int]:
     j = np.arange(1, T + 1)  # group end (exclusive)
     i = np.arange(T)  # group start
     # cost[i, j-1]: a group srt[i:j] (i < j) costs (j - i) * srt[j - 1]
-    cost = np.where(i[:, None] < j[None, :], (j[None, :] - i[:, None]) * srt[None, :].astype(np.float64), np.inf)
+    cost = np.where(
+        i[:, None] < j[None, :], (j[None, :] - i[:, None]) * srt[None, :].astype(np.float64), np.inf
+    )
     best = cost[0].copy()  # best[j-1]: one group covering srt[:j]
     back = [np.zeros(T, dtype=np.int64)]
     for _ in range(1, k):

@@ -31,7 +31,14 @@ import torch
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms.losses import LOSSES
 
-__all__ = ["ALGORITHMS", "ENGINES", "AlgorithmConfig", "init_algorithm_state", "msl_weights", "state_lrs"]
+__all__ = [
+    "ALGORITHMS",
+    "ENGINES",
+    "AlgorithmConfig",
+    "init_algorithm_state",
+    "msl_weights",
+    "state_lrs",
+]
 
 ENGINES = ("auto", "analytic", "vmap")
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "global", "finetune")
@@ -97,22 +104,32 @@ class AlgorithmConfig:
     def __post_init__(self) -> None:
         n = self.name
         if n not in ALGORITHMS:
-            raise ConfigError(f"name={n!r}: unknown algorithm; choose one of {ALGORITHMS}{suggest(n, ALGORITHMS)}")
+            raise ConfigError(
+                f"name={n!r}: unknown algorithm; choose one of {ALGORITHMS}{suggest(n, ALGORITHMS)}"
+            )
         _int(self.inner_steps, "inner_steps", "the inner loop needs at least one step")
-        if isinstance(self.inner_lr, bool) or not isinstance(self.inner_lr, (int, float)) or not (
-            math.isfinite(self.inner_lr) and self.inner_lr > 0
+        if (
+            isinstance(self.inner_lr, bool)
+            or not isinstance(self.inner_lr, (int, float))
+            or not (math.isfinite(self.inner_lr) and self.inner_lr > 0)
         ):
-            raise ConfigError(f"inner_lr={self.inner_lr!r}: must be a finite number > 0; pass e.g. inner_lr=0.01")
+            raise ConfigError(
+                f"inner_lr={self.inner_lr!r}: must be a finite number > 0; pass e.g. inner_lr=0.01"
+            )
         _int(self.meta_batch, "meta_batch", "each outer step needs at least one task")
         if self.chunk_size is not None:
-            _int(self.chunk_size, "chunk_size", "a chunk holds at least one task (None: no chunking)")
+            _int(
+                self.chunk_size, "chunk_size", "a chunk holds at least one task (None: no chunking)"
+            )
         _int(self.buckets, "buckets", "tasks form at least one group (1: no grouping)")
         if self.engine not in ENGINES:
             raise ConfigError(
                 f"engine={self.engine!r}: unknown engine; choose one of {ENGINES}{suggest(self.engine, ENGINES)}"
             )
         if self.loss not in LOSSES:
-            raise ConfigError(f"loss={self.loss!r}: unknown loss; choose one of {tuple(LOSSES)}{suggest(self.loss, LOSSES)}")
+            raise ConfigError(
+                f"loss={self.loss!r}: unknown loss; choose one of {tuple(LOSSES)}{suggest(self.loss, LOSSES)}"
+            )
         for flag in ("first_order", "sort_tasks", "encode_once"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
@@ -122,8 +139,14 @@ class AlgorithmConfig:
                 "flag has no effect; pass first_order=False"
             )
         if self.per_step_lr and n not in ("maml", "fomaml", "anil"):
-            why = "Meta-SGD already learns its rates per parameter" if n == "metasgd" else f"{n} has no meta-learned inner rates"
-            raise ConfigError(f"per_step_lr=True with name={n!r}: {why}; use name='maml' (or 'anil') with per_step_lr=True")
+            why = (
+                "Meta-SGD already learns its rates per parameter"
+                if n == "metasgd"
+                else f"{n} has no meta-learned inner rates"
+            )
+            raise ConfigError(
+                f"per_step_lr=True with name={n!r}: {why}; use name='maml' (or 'anil') with per_step_lr=True"
+            )
         if self.multi_step_loss and n not in _META:
             raise ConfigError(
                 f"multi_step_loss=True with name={n!r}: the multi-step query loss needs a "
@@ -131,10 +154,14 @@ class AlgorithmConfig:
             )
         if self.adapt is not None:
             if isinstance(self.adapt, str):
-                raise ConfigError(f"adapt={self.adapt!r}: expected a tuple of patterns; pass adapt=({self.adapt!r},)")
+                raise ConfigError(
+                    f"adapt={self.adapt!r}: expected a tuple of patterns; pass adapt=({self.adapt!r},)"
+                )
             object.__setattr__(self, "adapt", tuple(self.adapt))
             if not self.adapt:
-                raise ConfigError("adapt=(): no parameter would adapt; pass patterns, or adapt=None for the model's default")
+                raise ConfigError(
+                    "adapt=(): no parameter would adapt; pass patterns, or adapt=None for the model's default"
+                )
             if n == "anil":
                 raise ConfigError(
                     f"adapt={self.adapt!r} with name='anil': ANIL adapts the model's head only; "
@@ -152,7 +179,9 @@ class AlgorithmConfig:
         return self.name == "metasgd" or self.per_step_lr
 
 
-def init_algorithm_state(cfg: AlgorithmConfig, fast: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def init_algorithm_state(
+    cfg: AlgorithmConfig, fast: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Learnable algorithm state for ``cfg``, to be optimised with the model's parameters.
 
     Args:
@@ -165,10 +194,15 @@ def init_algorithm_state(cfg: AlgorithmConfig, fast: Mapping[str, torch.Tensor])
         ``inner_lr`` and is a fresh leaf with ``requires_grad=True``.
     """
     if cfg.name == "metasgd":
-        return {f"lr.{k}": torch.full_like(v.detach(), cfg.inner_lr).requires_grad_() for k, v in fast.items()}
+        return {
+            f"lr.{k}": torch.full_like(v.detach(), cfg.inner_lr).requires_grad_()
+            for k, v in fast.items()
+        }
     if cfg.per_step_lr:
         return {
-            f"step_lr.{k}": torch.full((cfg.inner_steps,), cfg.inner_lr, dtype=v.dtype, device=v.device).requires_grad_()
+            f"step_lr.{k}": torch.full(
+                (cfg.inner_steps,), cfg.inner_lr, dtype=v.dtype, device=v.device
+            ).requires_grad_()
             for k, v in fast.items()
         }
     return {}
@@ -201,7 +235,9 @@ def msl_weights(steps: int, progress: float = 0.0, min_weight: float = 0.03) -> 
     takes the rest (Antoniou et al., "How to train your MAML", ICLR 2019).
     """
     if not 0.0 <= progress <= 1.0:
-        raise ConfigError(f"progress={progress!r}: must be in [0, 1] (fraction of the annealing done)")
+        raise ConfigError(
+            f"progress={progress!r}: must be in [0, 1] (fraction of the annealing done)"
+        )
     w = max((1.0 - progress) / steps, min_weight / steps)
     out = torch.full((steps,), w, dtype=torch.get_default_dtype())
     out[-1] = 1.0 - w * (steps - 1)

@@ -32,8 +32,13 @@ Params = Mapping[str, torch.Tensor]
 
 
 def set_loss(
-    model: nn.Module, fast: Params, slow: Params, data: EpisodeSet, loss: str = "mse",
-    *, features: torch.Tensor | None = None,
+    model: nn.Module,
+    fast: Params,
+    slow: Params,
+    data: EpisodeSet,
+    loss: str = "mse",
+    *,
+    features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Masked loss of ``model`` with weights ``fast | slow`` on one set: ``(...,N) -> (...)``.
 
@@ -43,7 +48,9 @@ def set_loss(
     if features is not None:
         pred = staged_call(model, {**slow, **fast}, "decide", (features,))  # (..., N)
     else:
-        pred = functional_call(model, (dict(fast), dict(slow)), (data.users, data.items))  # (..., N)
+        pred = functional_call(
+            model, (dict(fast), dict(slow)), (data.users, data.items)
+        )  # (..., N)
     return LOSSES[loss](pred, data.targets, data.mask)
 
 
@@ -130,7 +137,16 @@ def adapt(
         )(s.users, s.items, s.targets, s.mask)          # {name: (T, *shape)}
     """
     traj = adapt_trajectory(
-        model, fast, slow, support, steps, lr,
-        first_order=first_order, lrs=lrs, per_step_lrs=per_step_lrs, loss=loss, features=features,
+        model,
+        fast,
+        slow,
+        support,
+        steps,
+        lr,
+        first_order=first_order,
+        lrs=lrs,
+        per_step_lrs=per_step_lrs,
+        loss=loss,
+        features=features,
     )
     return traj[-1] if traj else dict(fast)

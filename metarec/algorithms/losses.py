@@ -23,7 +23,9 @@ import torch.nn.functional as F
 __all__ = ["LOSSES", "masked_mse", "masked_bce", "masked_bpr"]
 
 
-def _clean(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _clean(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     zero = torch.zeros((), dtype=pred.dtype, device=pred.device)
     return torch.where(mask, pred, zero), torch.where(mask, target.to(pred.dtype), zero)
 

@@ -135,9 +135,13 @@ def meta_loss_and_grads(
             add(*_reptile(cfg, model, fast, slow, part, wc, enc))
             continue
 
-        def objective(f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc) -> torch.Tensor:
+        def objective(
+            f: Params, s: Params, a: Params, part: EpisodeBatch = part, wc: torch.Tensor = wc
+        ) -> torch.Tensor:
             if no_inner:
-                per_task = set_loss(model, f, s, _concat(part.support, part.query), cfg.loss)  # (Tc,)
+                per_task = set_loss(
+                    model, f, s, _concat(part.support, part.query), cfg.loss
+                )  # (Tc,)
             else:
                 per_task = _maml_losses(cfg, model, f, s, a, part, sw, enc)  # (Tc,)
             return (wc * per_task).sum()
@@ -187,10 +191,14 @@ def adapt_batch(
     lrs = None if lrs is None else {k: v.detach() for k, v in lrs.items()}
     step_lrs = None if step_lrs is None else {k: v.detach() for k, v in step_lrs.items()}
     if lr is not None and cfg.meta_learned_lrs:
-        raise ConfigError(f"lr={lr!r}: name={cfg.name!r} adapts with its learned rates (state); leave lr=None")
+        raise ConfigError(
+            f"lr={lr!r}: name={cfg.name!r} adapts with its learned rates (state); leave lr=None"
+        )
     n = (0 if cfg.name == "global" else cfg.inner_steps) if steps is None else steps
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"steps={steps!r}: must be an int >= 0; pass steps=None for cfg.inner_steps")
+        raise ConfigError(
+            f"steps={steps!r}: must be an int >= 0; pass steps=None for cfg.inner_steps"
+        )
     if step_lrs is not None and n > cfg.inner_steps:
         raise ConfigError(
             f"steps={n}: per-step rates were learned for inner_steps={cfg.inner_steps}; pass steps <= {cfg.inner_steps}"
@@ -204,19 +212,42 @@ def adapt_batch(
         with torch.no_grad():
             x = staged_call(model, slow, "encode", (support.users, support.items))  # (T, N, F)
             out = mlp_trajectory(
-                spec, fast, _decision(spec, slow), x, support.targets, support.mask, n, cfg.inner_lr if lr is None else lr,
-                first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+                spec,
+                fast,
+                _decision(spec, slow),
+                x,
+                support.targets,
+                support.mask,
+                n,
+                cfg.inner_lr if lr is None else lr,
+                first_order=True,
+                lrs=lrs,
+                per_step_lrs=step_lrs,
+                loss=cfg.loss,
             )
         return {k: out[k].detach() for k in fast}
 
-    def one(u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
+    def one(
+        u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         s = EpisodeSet(u, i, t, m)
         return adapt(
-            model, fast, slow, s, n, cfg.inner_lr if lr is None else lr,
-            first_order=True, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss, features=_encode(model, slow, s, enc),
+            model,
+            fast,
+            slow,
+            s,
+            n,
+            cfg.inner_lr if lr is None else lr,
+            first_order=True,
+            lrs=lrs,
+            per_step_lrs=step_lrs,
+            loss=cfg.loss,
+            features=_encode(model, slow, s, enc),
         )
 
-    out = vmap(one, randomness="different")(support.users, support.items, support.targets, support.mask)
+    out = vmap(one, randomness="different")(
+        support.users, support.items, support.targets, support.mask
+    )
     return {k: v.detach() for k, v in out.items()}
 
 
@@ -231,7 +262,9 @@ def predict_batch(
     _check_params(model, params)
     extra = [k for k in fast_stacked if k not in params]
     if extra:
-        raise ConfigError(f"fast_stacked: {extra[0]!r} is not a parameter name; pass the dict adapt_batch returned")
+        raise ConfigError(
+            f"fast_stacked: {extra[0]!r} is not a parameter name; pass the dict adapt_batch returned"
+        )
     slow = {k: v for k, v in params.items() if k not in fast_stacked}
     spec = mlp_spec(model, fast_stacked, "mse") if encoder_is_fixed(model, fast_stacked) else None
     if spec is not None and all(v.dim() == params[k].dim() + 1 for k, v in fast_stacked.items()):
@@ -248,7 +281,9 @@ def predict_batch(
 _ANALYTIC = ("maml", "fomaml", "metasgd", "anil")  # the analytic path covers the MAML family
 
 
-def _analytic_spec(cfg: AlgorithmConfig, model: nn.Module, fast: Params, eligible: bool) -> MLPSpec | None:
+def _analytic_spec(
+    cfg: AlgorithmConfig, model: nn.Module, fast: Params, eligible: bool
+) -> MLPSpec | None:
     """The analytic inner loop's :class:`MLPSpec` when ``cfg.engine`` allows it and the model
     qualifies (``eligible``: the algorithm and the fixed encoder allow it)."""
     if cfg.engine == "vmap":
@@ -285,8 +320,16 @@ def _groups(cfg: AlgorithmConfig, batch: EpisodeBatch) -> list[torch.Tensor]:
 
 
 def _analytic_grads(
-    cfg: AlgorithmConfig, model: nn.Module, spec: MLPSpec, fast: Params, slow: Params, state: Params,
-    batch: EpisodeBatch, groups: list[torch.Tensor], wn: torch.Tensor, sw: torch.Tensor | None,
+    cfg: AlgorithmConfig,
+    model: nn.Module,
+    spec: MLPSpec,
+    fast: Params,
+    slow: Params,
+    state: Params,
+    batch: EpisodeBatch,
+    groups: list[torch.Tensor],
+    wn: torch.Tensor,
+    sw: torch.Tensor | None,
 ) -> tuple[torch.Tensor, Grads]:
     """``(sum_t wn_t L_t, grads)`` over the tasks of ``groups`` by the analytic inner loop (each
     group at its own width) and one autograd pass outside it; the encoder runs once for all."""
@@ -295,8 +338,15 @@ def _analytic_grads(
     lrs, step_lrs = state_lrs(cfg, a, f)
     sub = _trim(batch.select(torch.cat(groups)))
     ns = sub.support.users.shape[1]
-    h = staged_call(model, s, "encode", (torch.cat([sub.support.users, sub.query.users], 1),
-                                         torch.cat([sub.support.items, sub.query.items], 1)))  # (T, Ns+Nq, F)
+    h = staged_call(
+        model,
+        s,
+        "encode",
+        (
+            torch.cat([sub.support.users, sub.query.users], 1),
+            torch.cat([sub.support.items, sub.query.items], 1),
+        ),
+    )  # (T, Ns+Nq, F)
     dec = _decision(spec, s)
     value = torch.zeros((), dtype=wn.dtype, device=wn.device)
     start = 0
@@ -308,15 +358,28 @@ def _analytic_grads(
         hs = h[rows, : sup.users.shape[1]]  # (Tg, Ns_g, F)
         hq = h[rows, ns : ns + qry.users.shape[1]]  # (Tg, Nq_g, F)
         losses = mlp_query_losses(
-            spec, f, dec, (hs, sup.targets, sup.mask), (hq, qry.targets, qry.mask), cfg.inner_steps,
-            cfg.inner_lr, first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss,
+            spec,
+            f,
+            dec,
+            (hs, sup.targets, sup.mask),
+            (hq, qry.targets, qry.mask),
+            cfg.inner_steps,
+            cfg.inner_lr,
+            first_order=cfg.is_first_order,
+            lrs=lrs,
+            per_step_lrs=step_lrs,
+            loss=cfg.loss,
             every_step=sw is not None,
         )
-        per_task = losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))  # (Tg,)
+        per_task = (
+            losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))
+        )  # (Tg,)
         value = value + (wn[g] * per_task).sum()
     names = list(leaves)
     gs = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
-    return value.detach(), {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)}
+    return value.detach(), {
+        k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)
+    }
 
 
 def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> torch.Tensor | None:
@@ -325,8 +388,14 @@ def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> 
 
 
 def _maml_losses(
-    cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, state: Params,
-    part: EpisodeBatch, sw: torch.Tensor | None, enc: bool = False,
+    cfg: AlgorithmConfig,
+    model: nn.Module,
+    fast: Params,
+    slow: Params,
+    state: Params,
+    part: EpisodeBatch,
+    sw: torch.Tensor | None,
+    enc: bool = False,
 ) -> torch.Tensor:
     """Per-task query loss after adaptation (MAML family): ``(Tc,)``."""
     lrs, step_lrs = state_lrs(cfg, state, fast)
@@ -335,41 +404,73 @@ def _maml_losses(
         support, query = EpisodeSet(*s), EpisodeSet(*q)
         hs, hq = _encode(model, slow, support, enc), _encode(model, slow, query, enc)
         traj = adapt_trajectory(
-            model, fast, slow, support, cfg.inner_steps, cfg.inner_lr,
-            first_order=cfg.is_first_order, lrs=lrs, per_step_lrs=step_lrs, loss=cfg.loss, features=hs,
+            model,
+            fast,
+            slow,
+            support,
+            cfg.inner_steps,
+            cfg.inner_lr,
+            first_order=cfg.is_first_order,
+            lrs=lrs,
+            per_step_lrs=step_lrs,
+            loss=cfg.loss,
+            features=hs,
         )
         if sw is None:
             return set_loss(model, traj[-1], slow, query, cfg.loss, features=hq)
-        per_step = torch.stack([set_loss(model, f, slow, query, cfg.loss, features=hq) for f in traj])  # (steps,)
+        per_step = torch.stack(
+            [set_loss(model, f, slow, query, cfg.loss, features=hq) for f in traj]
+        )  # (steps,)
         return (sw * per_step).sum()
 
     return vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
 
 
 def _reptile(
-    cfg: AlgorithmConfig, model: nn.Module, fast: Params, slow: Params, part: EpisodeBatch, wc: torch.Tensor,
+    cfg: AlgorithmConfig,
+    model: nn.Module,
+    fast: Params,
+    slow: Params,
+    part: EpisodeBatch,
+    wc: torch.Tensor,
     enc: bool = False,
 ) -> tuple[torch.Tensor, Grads]:
     """Reptile on a chunk: fast grads ``sum_t wc_t (theta - theta_t)``, slow: query gradient."""
 
-    def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, Grads, Grads]:
+    def task(
+        s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, Grads, Grads]:
         support, query = EpisodeSet(*s), EpisodeSet(*q)
         hs = _encode(model, {k: v.detach() for k, v in slow.items()}, support, enc)
         adapted = adapt(
-            model, fast, slow, support, cfg.inner_steps, cfg.inner_lr, first_order=True, loss=cfg.loss, features=hs,
+            model,
+            fast,
+            slow,
+            support,
+            cfg.inner_steps,
+            cfg.inner_lr,
+            first_order=True,
+            loss=cfg.loss,
+            features=hs,
         )
         adapted = {k: v.detach() for k, v in adapted.items()}
         if not slow:
             return set_loss(model, adapted, slow, query, cfg.loss), adapted, {}
 
         def query_loss(sl: dict[str, torch.Tensor]) -> torch.Tensor:
-            return set_loss(model, adapted, sl, query, cfg.loss, features=_encode(model, sl, query, enc))
+            return set_loss(
+                model, adapted, sl, query, cfg.loss, features=_encode(model, sl, query, enc)
+            )
 
         g_slow, ql = grad_and_value(query_loss)(dict(slow))
         return ql, adapted, g_slow
 
-    ql, adapted, g_slow = vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
-    grads = {k: torch.einsum("t,t...->...", wc, fast[k] - adapted[k]) for k in fast}  # theta - theta_t
+    ql, adapted, g_slow = vmap(task, randomness="different")(
+        _tensors(part.support), _tensors(part.query)
+    )
+    grads = {
+        k: torch.einsum("t,t...->...", wc, fast[k] - adapted[k]) for k in fast
+    }  # theta - theta_t
     grads.update({k: torch.einsum("t,t...->...", wc, g) for k, g in g_slow.items()})
     return (wc * ql).sum(), grads
 
@@ -386,7 +487,9 @@ def _trim_set(s: EpisodeSet) -> EpisodeSet:
     if width == s.mask.shape[1]:
         return s
     r = None if s.rows is None else s.rows[:, :width]
-    return EpisodeSet(s.users[:, :width], s.items[:, :width], s.targets[:, :width], s.mask[:, :width], r)
+    return EpisodeSet(
+        s.users[:, :width], s.items[:, :width], s.targets[:, :width], s.mask[:, :width], r
+    )
 
 
 def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:
@@ -394,22 +497,33 @@ def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:
 
 
 def _concat(a: EpisodeSet, b: EpisodeSet) -> EpisodeSet:
-    return EpisodeSet(*(torch.cat([x, y], dim=-1) for x, y in zip(_tensors(a), _tensors(b), strict=True)))
+    return EpisodeSet(
+        *(torch.cat([x, y], dim=-1) for x, y in zip(_tensors(a), _tensors(b), strict=True))
+    )
 
 
 def _check_batch(batch: EpisodeBatch) -> None:
     if not isinstance(batch, EpisodeBatch):
-        raise ConfigError(f"batch: expected an EpisodeBatch, got {type(batch).__name__}; build one with the task sampler")
+        raise ConfigError(
+            f"batch: expected an EpisodeBatch, got {type(batch).__name__}; build one with the task sampler"
+        )
     _check_set(batch.support, "batch.support")
     _check_set(batch.query, "batch.query")
 
 
 def _check_set(s: EpisodeSet, arg: str) -> None:
-    shapes = {name: tuple(t.shape) for name, t in zip(("users", "items", "targets", "mask"), _tensors(s), strict=True)}
+    shapes = {
+        name: tuple(t.shape)
+        for name, t in zip(("users", "items", "targets", "mask"), _tensors(s), strict=True)
+    }
     if len(set(shapes.values())) != 1 or len(shapes["users"]) != 2:
-        raise ConfigError(f"{arg}: users, items, targets and mask must share one (T, N) shape, got {shapes}")
+        raise ConfigError(
+            f"{arg}: users, items, targets and mask must share one (T, N) shape, got {shapes}"
+        )
     if s.mask.dtype != torch.bool:
-        raise ConfigError(f"{arg}.mask: dtype {s.mask.dtype}, expected torch.bool; pass mask.bool()")
+        raise ConfigError(
+            f"{arg}.mask: dtype {s.mask.dtype}, expected torch.bool; pass mask.bool()"
+        )
 
 
 def _check_params(model: nn.Module, params: Params) -> None:

@@ -59,7 +59,9 @@ def mlp_spec(model: nn.Module, fast: Params, loss: str) -> MLPSpec | None:
         return None
     if loss not in ("mse", "bce") or model.head.out_features != 1:
         return None
-    layers = tuple((f"decision.{i}.weight", f"decision.{i}.bias") for i in range(len(model.decision)))
+    layers = tuple(
+        (f"decision.{i}.weight", f"decision.{i}.bias") for i in range(len(model.decision))
+    )
     head = ("head.weight", "head.bias")
     allowed = {n for pair in (*layers, head) for n in pair}
     if not fast or any(k not in allowed for k in fast):
@@ -96,7 +98,9 @@ def _forward(
     return _linear(a, w[hw], w[hb]).squeeze(-1), acts, zs  # (T, N)
 
 
-def _dloss_coef(target: torch.Tensor, mask: torch.Tensor, loss: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _dloss_coef(
+    target: torch.Tensor, mask: torch.Tensor, loss: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y, c)`` with ``d L_t / d pred = (f(pred) - y) * c`` for the masked mean loss
     (:mod:`metarec.algorithms.losses`): mse ``f(p) = p``, ``c = 2 m / n``; bce ``f = sigmoid``,
     ``c = m / n``; ``y`` is the target with padding set to 0 (NaN padding stays harmless)."""
@@ -112,7 +116,12 @@ def _dloss(pred: torch.Tensor, yc: tuple[torch.Tensor, torch.Tensor], loss: str)
 
 
 def _grads(
-    spec: MLPSpec, w: Params, acts: list[torch.Tensor], zs: list[torch.Tensor], e: torch.Tensor, need: set[str],
+    spec: MLPSpec,
+    w: Params,
+    acts: list[torch.Tensor],
+    zs: list[torch.Tensor],
+    e: torch.Tensor,
+    need: set[str],
     want_d0: bool = False,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Per-task inner gradients ``{name: (T, *shape)}`` of the names in ``need``, and (``want_d0``)
@@ -129,7 +138,9 @@ def _grads(
         return g, None
     d = e.unsqueeze(-1) * w[hw]  # (T, N, 1) * (1, H) | (T, 1, H) -> (T, N, H)
     for i in range(len(spec.layers) - 1, lowest - 1, -1):
-        d = torch.where(zs[i] > 0, d, 0.0)  # ReLU' (a where is several times faster than a bool multiply)
+        d = torch.where(
+            zs[i] > 0, d, 0.0
+        )  # ReLU' (a where is several times faster than a bool multiply)
         wn, bn = spec.layers[i]
         if wn in need:
             g[wn] = torch.bmm(d.transpose(1, 2), acts[i])  # (T, o, N) @ (T, N, i) -> (T, o, i)
@@ -140,7 +151,9 @@ def _grads(
     return g, d
 
 
-def _rate(k: str, step: int, lr: float, lrs: Params | None, per_step_lrs: Params | None) -> torch.Tensor | float:
+def _rate(
+    k: str, step: int, lr: float, lrs: Params | None, per_step_lrs: Params | None
+) -> torch.Tensor | float:
     if per_step_lrs is not None:
         return per_step_lrs[k][step]
     if lrs is not None:
@@ -154,9 +167,20 @@ def _step(p: torch.Tensor, g: torch.Tensor, alpha: torch.Tensor | float) -> torc
 
 
 def _inner(
-    spec: MLPSpec, fast: Params, slow: Params, xs: torch.Tensor, ys: torch.Tensor, ms: torch.Tensor,
-    steps: int, lr: float, first_order: bool, lrs: Params | None, per_step_lrs: Params | None, loss: str,
-    xq: torch.Tensor | None = None, every_step: bool = False,
+    spec: MLPSpec,
+    fast: Params,
+    slow: Params,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    ms: torch.Tensor,
+    steps: int,
+    lr: float,
+    first_order: bool,
+    lrs: Params | None,
+    per_step_lrs: Params | None,
+    loss: str,
+    xq: torch.Tensor | None = None,
+    every_step: bool = False,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[torch.Tensor]]:
     """The inner loop. Returns ``(weights, D, query predictions)``: the adapted weights other
     than a kernelised first-layer weight, ``D`` (see below; ``None`` when not kernelised) and the
@@ -175,7 +199,9 @@ def _inner(
     rows = xs if xq is None else torch.cat([xs, xq], dim=1)  # (T, Ns [+ Nq], F)
     if kern:
         z_shared = F.linear(rows, fast[w0n])  # (T, Ns+Nq, o): one GEMM, weight shared by every task
-        gram = torch.bmm(rows, (xs.detach() if first_order else xs).transpose(1, 2))  # (T, Ns+Nq, Ns)
+        gram = torch.bmm(
+            rows, (xs.detach() if first_order else xs).transpose(1, 2)
+        )  # (T, Ns+Nq, Ns)
     cur = {k: v for k, v in fast.items() if not (kern and k == w0n)}
     need = set(cur)
     big_d: torch.Tensor | None = None
@@ -194,7 +220,9 @@ def _inner(
         g, d0 = _grads(spec, w, acts, zs, _dloss(pred, yc, loss), need, want_d0=kern)
         if first_order:
             g = {k: v.detach() for k, v in g.items()}
-        cur = {k: _step(p, g[k], _rate(k, step, lr, lrs, per_step_lrs)) for k, p in cur.items()}  # -> (T, *shape)
+        cur = {
+            k: _step(p, g[k], _rate(k, step, lr, lrs, per_step_lrs)) for k, p in cur.items()
+        }  # -> (T, *shape)
         if kern:
             assert d0 is not None
             d0 = d0.detach() if first_order else d0
@@ -230,7 +258,9 @@ def mlp_trajectory(
         targets, mask: ``(T, N)``.
         steps, lr, first_order, lrs, per_step_lrs, loss: as :func:`metarec.algorithms.adapt`.
     """
-    cur, big_d, _ = _inner(spec, fast, slow, x, targets, mask, steps, lr, first_order, lrs, per_step_lrs, loss)
+    cur, big_d, _ = _inner(
+        spec, fast, slow, x, targets, mask, steps, lr, first_order, lrs, per_step_lrs, loss
+    )
     w0n = spec.layers[0][0] if spec.layers else ""
     if w0n in fast and w0n not in cur:
         w0 = fast[w0n]
@@ -239,9 +269,19 @@ def mlp_trajectory(
 
 
 def mlp_query_losses(
-    spec: MLPSpec, fast: Params, slow: Params, support: tuple[torch.Tensor, ...], query: tuple[torch.Tensor, ...],
-    steps: int, lr: float, *, first_order: bool = False, lrs: Params | None = None,
-    per_step_lrs: Params | None = None, loss: str = "mse", every_step: bool = False,
+    spec: MLPSpec,
+    fast: Params,
+    slow: Params,
+    support: tuple[torch.Tensor, ...],
+    query: tuple[torch.Tensor, ...],
+    steps: int,
+    lr: float,
+    *,
+    first_order: bool = False,
+    lrs: Params | None = None,
+    per_step_lrs: Params | None = None,
+    loss: str = "mse",
+    every_step: bool = False,
 ) -> list[torch.Tensor]:
     """Per-task query losses ``[(T,)]`` after the last inner step (``every_step``: after each).
 
@@ -249,7 +289,22 @@ def mlp_query_losses(
     """
     xs, ys, ms = support
     xq, yq, mq = query
-    _, _, preds = _inner(spec, fast, slow, xs, ys, ms, steps, lr, first_order, lrs, per_step_lrs, loss, xq, every_step)
+    _, _, preds = _inner(
+        spec,
+        fast,
+        slow,
+        xs,
+        ys,
+        ms,
+        steps,
+        lr,
+        first_order,
+        lrs,
+        per_step_lrs,
+        loss,
+        xq,
+        every_step,
+    )
     return [LOSSES[loss](p, yq, mq) for p in preds]
 
 

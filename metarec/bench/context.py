@@ -43,10 +43,15 @@ class RunContext:
 def ranking(ctx: RunContext, default: bool) -> dict[str, Any]:
     """Ranking settings of one scoring: sampled negatives everywhere (quick: at the default
     support only), the full catalogue at the default support when ``ctx.catalogue``."""
-    return {"negatives": NEGATIVES if (default or not ctx.quick) else None, "catalogue": bool(default and ctx.catalogue)}
+    return {
+        "negatives": NEGATIVES if (default or not ctx.quick) else None,
+        "catalogue": bool(default and ctx.catalogue),
+    }
 
 
-def evaluate_states(ctx: RunContext, sc: Scenario, evaluate: Any, *, catalogue: bool = False) -> list[tuple[str, int | str, Any, dict[str, Any]]]:
+def evaluate_states(
+    ctx: RunContext, sc: Scenario, evaluate: Any, *, catalogue: bool = False
+) -> list[tuple[str, int | str, Any, dict[str, Any]]]:
     """``[(state, shots, n_support, evaluation)]``; identical sampler settings are scored once.
 
     ``evaluate(pool, sampler_config)`` scores one pool; with ``catalogue`` the default support is
@@ -59,11 +64,17 @@ def evaluate_states(ctx: RunContext, sc: Scenario, evaluate: Any, *, catalogue: 
         cache: dict[Any, dict[str, Any]] = {}
         every: tuple[int | str, ...] = ("default", *ctx.shots)
         for shots in every:
-            scfg = sampler_config(sc.protocol) if isinstance(shots, str) else sampler_config(sc.protocol, n_support=shots)
+            scfg = (
+                sampler_config(sc.protocol)
+                if isinstance(shots, str)
+                else sampler_config(sc.protocol, n_support=shots)
+            )
             if scfg not in cache:
-                cache[scfg] = evaluate(pool, scfg, True) if (catalogue and shots == "default") else evaluate(pool, scfg)
+                cache[scfg] = (
+                    evaluate(pool, scfg, True)
+                    if (catalogue and shots == "default")
+                    else evaluate(pool, scfg)
+                )
             out.append((state, shots, scfg.n_support, cache[scfg]))
     order = {s: i for i, s in enumerate((*ctx.shots, "default"))}
     return sorted(out, key=lambda e: (ctx.splits.states.index(e[0]), order[e[1]]))
-
-

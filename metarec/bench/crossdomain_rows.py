@@ -63,8 +63,16 @@ CROSSDOMAIN_BASELINES = ("no-transfer", "no-transfer+adapt")
 """Target-only baselines (no knowledge from the source domain)."""
 
 QUICK_CROSSDOMAIN = (
-    "no-transfer", "no-transfer+adapt", "emcdr", "emcdr+adapt", "ptupcdr", "ptupcdr+adapt", "finetune-transfer+adapt",
-    "da-mmd+adapt", "maml", "popularity",
+    "no-transfer",
+    "no-transfer+adapt",
+    "emcdr",
+    "emcdr+adapt",
+    "ptupcdr",
+    "ptupcdr+adapt",
+    "finetune-transfer+adapt",
+    "da-mmd+adapt",
+    "maml",
+    "popularity",
 )
 """The quick suite of a cold-domain-users scenario: the cross-domain methods beside MAML over
 (user, domain) tasks (source-domain tasks are auxiliary meta-train tasks) and item popularity."""
@@ -106,10 +114,25 @@ def _fit(ctx: RunContext, cfg: CrossDomainConfig) -> tuple[FittedMethod, str | N
         del _CACHE[k]  # a new seed's splits: drop the previous seed's models
     prev = _CACHE.get(key)
     if prev is not None and prev.config == cfg:
-        shared = FittedMethod(ctx.algo, ctx.table, ctx.splits, prev.view, prev.scorer, cfg, dict(prev.log), prev.fit_seconds)
+        shared = FittedMethod(
+            ctx.algo,
+            ctx.table,
+            ctx.splits,
+            prev.view,
+            prev.scorer,
+            cfg,
+            dict(prev.log),
+            prev.fit_seconds,
+        )
         return shared, f"{prev.method}-s{ctx.seed}"
-    fitted = fit_method(ctx.algo, ctx.table, ctx.splits, seed=ctx.seed, config=cfg,
-                        val_sampler=sampler_config(ctx.scenario.protocol))
+    fitted = fit_method(
+        ctx.algo,
+        ctx.table,
+        ctx.splits,
+        seed=ctx.seed,
+        config=cfg,
+        val_sampler=sampler_config(ctx.scenario.protocol),
+    )
     _CACHE[key] = fitted
     return fitted, None
 
@@ -120,12 +143,16 @@ def _scorer_for(fitted: CrossDomainFitted, adapt: AdaptConfig | None):
 
     def scorer_for(batch):
         steps, lr = (adapt.steps, adapt.lr) if adapt is not None else (0, None)
-        return fitted.adapt(batch.support, steps=steps, lr=lr).score  # (T, N): rows are the batch's tasks
+        return fitted.adapt(
+            batch.support, steps=steps, lr=lr
+        ).score  # (T, N): rows are the batch's tasks
 
     return scorer_for
 
 
-def crossdomain_run(ctx: RunContext, say) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+def crossdomain_run(
+    ctx: RunContext, say
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
     """Train and score one cross-domain algorithm for one seed: ``(rows, config, curves)``."""
     cfg = bench_config(ctx.scenario, ctx.seed, quick=ctx.quick)
     fm, shared = _fit(ctx, cfg)
@@ -136,12 +163,24 @@ def crossdomain_run(ctx: RunContext, say) -> tuple[list[dict[str, Any]], dict[st
     def score_test(pool, scfg, default=False):
         chosen, _ = fm.select_adapt(scfg)  # step size chosen on meta-val for these shots
         chosen_by[scfg.n_support] = chosen
-        return score_pool(ctx.table, pool, scfg, _scorer_for(fitted, chosen), k=ctx.scenario.metrics.k,
-                          seed=ctx.seed, cat=ctx.cat, **ranking(ctx, default))
+        return score_pool(
+            ctx.table,
+            pool,
+            scfg,
+            _scorer_for(fitted, chosen),
+            k=ctx.scenario.metrics.k,
+            seed=ctx.seed,
+            cat=ctx.cat,
+            **ranking(ctx, default),
+        )
 
     evals = evaluate_states(ctx, ctx.scenario, score_test, catalogue=True)
     eval_s = time.perf_counter() - t_eval
-    resolved = {"benchmark_algorithm": ctx.algo, "crossdomain": to_dict(cfg), "scenario": to_dict(ctx.scenario)}
+    resolved = {
+        "benchmark_algorithm": ctx.algo,
+        "crossdomain": to_dict(cfg),
+        "scenario": to_dict(ctx.scenario),
+    }
     h = config_hash(resolved)
     log = fm.log
     stage = next((log[k] for k in ("mapping", "bridge", "finetune", "target_mf") if k in log), log)
@@ -149,16 +188,35 @@ def crossdomain_run(ctx: RunContext, say) -> tuple[list[dict[str, Any]], dict[st
     for ev in evals:
         chosen = chosen_by.get(ev[2])
         extra = {
-            "best_step": stage.get("best_epoch"), "steps": len(stage.get("history", [])), "eval_steps": chosen.steps if chosen else 0,
-            "eval_lr": chosen.lr if chosen else None, "family": "crossdomain", "fit_shared_with": shared,
+            "best_step": stage.get("best_epoch"),
+            "steps": len(stage.get("history", [])),
+            "eval_steps": chosen.steps if chosen else 0,
+            "eval_lr": chosen.lr if chosen else None,
+            "family": "crossdomain",
+            "fit_shared_with": shared,
         }
-        rows += context_rows(ctx, ctx.scenario, [ev], train_seconds=fm.fit_seconds, eval_seconds=eval_s, peak_mb=rss_mb(),
-                      memory="ru_maxrss (process peak so far)", extra=extra, cfg_hash=h)
+        rows += context_rows(
+            ctx,
+            ctx.scenario,
+            [ev],
+            train_seconds=fm.fit_seconds,
+            eval_seconds=eval_s,
+            peak_mb=rss_mb(),
+            memory="ru_maxrss (process peak so far)",
+            extra=extra,
+            cfg_hash=h,
+        )
     best = stage.get("best_val")
-    say(f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fm.fit_seconds:.0f} s"
+    say(
+        f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fm.fit_seconds:.0f} s"
         + (" (shared fit)" if shared else "")
-        + (f" (best meta-val {fm.metric} {abs(best):.4f} at epoch {stage.get('best_epoch')})" if best is not None else "")
-        + f"; test states scored in {eval_s:.0f} s")
+        + (
+            f" (best meta-val {fm.metric} {abs(best):.4f} at epoch {stage.get('best_epoch')})"
+            if best is not None
+            else ""
+        )
+        + f"; test states scored in {eval_s:.0f} s"
+    )
     return rows, resolved, []
 
 
@@ -175,16 +233,30 @@ def write_transfer_summary(out: str | Path) -> Path:
     refs = [a for a in algos if a in CROSSDOMAIN_REFERENCES]
     sign = -1.0 if lower_is_better(metric) else 1.0
     fmt = lambda m, h: f"{m:.4f} ± {h:.4f}"  # noqa: E731
-    lines = [f"# {meta['scenario']}: metarec's best method vs EMCDR / PTUPCDR on cold users", "",
-             f"Primary metric **{metric}** ({'lower' if sign < 0 else 'higher'} is better); mean ± 95% half-width over "
-             f"{len(meta['seeds'])} seeds; p: paired t-test over seeds. metarec's methods: {', '.join(own)}. The best is picked "
-             "on these same numbers, so treat a borderline p as exploratory.", "", *protocol_line(run_protocol(out, meta)), ""]
+    lines = [
+        f"# {meta['scenario']}: metarec's best method vs EMCDR / PTUPCDR on cold users",
+        "",
+        f"Primary metric **{metric}** ({'lower' if sign < 0 else 'higher'} is better); mean ± 95% half-width over "
+        f"{len(meta['seeds'])} seeds; p: paired t-test over seeds. metarec's methods: {', '.join(own)}. The best is picked "
+        "on these same numbers, so treat a borderline p as exploratory.",
+        "",
+        *protocol_line(run_protocol(out, meta)),
+        "",
+    ]
     for state in meta["states"]:
-        lines += [f"## {state}", "", "| shots | metarec best | reference | difference | p (seeds) | verdict |",
-                  "|---|---|---|---:|---:|---|"]
+        lines += [
+            f"## {state}",
+            "",
+            "| shots | metarec best | reference | difference | p (seeds) | verdict |",
+            "|---|---|---|---:|---:|---|",
+        ]
         for shots in meta["shots"]:
             means = {a: summarize(cell_values(rows, state, a, shots, metric))[0] for a in own}
-            best = max((a for a in means if means[a] == means[a]), key=lambda a: sign * means[a], default=None)
+            best = max(
+                (a for a in means if means[a] == means[a]),
+                key=lambda a: sign * means[a],
+                default=None,
+            )
             if best is None:
                 continue
             b = cell_values(rows, state, best, shots, metric)
@@ -192,11 +264,16 @@ def write_transfer_summary(out: str | Path) -> Path:
                 r = cell_values(rows, state, ref, shots, metric)
                 t = paired_t_test(b, r)
                 better = sign * t["mean_diff"] > 0
-                verdict = ("metarec better" if better else "reference better") if t["p"] < 0.05 else "no significant difference"
-                lines.append(f"| {shots} | {best} {fmt(*summarize(b))} | {ref} {fmt(*summarize(r))} | "
-                             f"{t['mean_diff']:+.4f} | {t['p']:.3g} | {verdict} |")
+                verdict = (
+                    ("metarec better" if better else "reference better")
+                    if t["p"] < 0.05
+                    else "no significant difference"
+                )
+                lines.append(
+                    f"| {shots} | {best} {fmt(*summarize(b))} | {ref} {fmt(*summarize(r))} | "
+                    f"{t['mean_diff']:+.4f} | {t['p']:.3g} | {verdict} |"
+                )
         lines.append("")
     path = out / "transfer-summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-

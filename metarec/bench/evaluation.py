@@ -73,7 +73,9 @@ class Catalogue:
         items = self.by_domain.get(domain)
         return items if items is not None and items.size else self.all_items
 
-    def negatives(self, user: int, domain: int, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    def negatives(
+        self, user: int, domain: int, n: int | None, rng: np.random.Generator
+    ) -> np.ndarray:
         """Items of ``domain`` that ``user`` never interacted with: ``n`` sampled, or all (``None``)."""
         pool = self.domain_items(domain)
         free = pool[~np.isin(pool, self.seen(user), assume_unique=True)]
@@ -96,7 +98,9 @@ def _positives(batch: EpisodeBatch, cat: Catalogue) -> tuple[np.ndarray, np.ndar
     return users, items, ok
 
 
-def _rank_metrics(pos: torch.Tensor, neg: torch.Tensor, nmask: torch.Tensor, ok: torch.Tensor, k: int, suffix: str) -> dict[str, torch.Tensor]:
+def _rank_metrics(
+    pos: torch.Tensor, neg: torch.Tensor, nmask: torch.Tensor, ok: torch.Tensor, k: int, suffix: str
+) -> dict[str, torch.Tensor]:
     rank = M.rank_of_positive(pos, neg, nmask)
     nan = torch.full(pos.shape, float("nan"), dtype=torch.float64)
     n_neg = nmask.sum(dim=1).double()
@@ -105,16 +109,22 @@ def _rank_metrics(pos: torch.Tensor, neg: torch.Tensor, nmask: torch.Tensor, ok:
     auc = torch.where(n_neg > 0, (below + 0.5 * ties) / n_neg.clamp(min=1), nan)
     keep = ok & (n_neg > 0)
     out = {
-        f"hr@{k}_{suffix}": M.hr_at_k_from_rank(rank, k), f"ndcg@{k}_{suffix}": M.ndcg_at_k_from_rank(rank, k),
-        f"mrr_{suffix}": M.mrr_from_rank(rank), f"auc_{suffix}": auc,
+        f"hr@{k}_{suffix}": M.hr_at_k_from_rank(rank, k),
+        f"ndcg@{k}_{suffix}": M.ndcg_at_k_from_rank(rank, k),
+        f"mrr_{suffix}": M.mrr_from_rank(rank),
+        f"auc_{suffix}": auc,
     }
     return {name: torch.where(keep, v.double().cpu(), nan) for name, v in out.items()}
 
 
-def _candidates(batch, cat, users, items, ok, n: int | None, rng) -> tuple[torch.Tensor, torch.Tensor]:
+def _candidates(
+    batch, cat, users, items, ok, n: int | None, rng
+) -> tuple[torch.Tensor, torch.Tensor]:
     doms = batch.domains.cpu().numpy()
-    lists = [cat.negatives(int(u), int(d), n, rng) if o else np.zeros(0, dtype=np.int64)
-             for u, d, o in zip(users, doms, ok, strict=True)]
+    lists = [
+        cat.negatives(int(u), int(d), n, rng) if o else np.zeros(0, dtype=np.int64)
+        for u, d, o in zip(users, doms, ok, strict=True)
+    ]
     width = max(1, max(len(x) for x in lists))
     neg = np.zeros((len(lists), width), dtype=np.int64)
     mask = np.zeros((len(lists), width), dtype=bool)
@@ -124,12 +134,19 @@ def _candidates(batch, cat, users, items, ok, n: int | None, rng) -> tuple[torch
     return torch.from_numpy(neg), torch.from_numpy(mask)
 
 
-def _score_candidates(scorer: Scorer, users, items, neg, chunk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _score_candidates(
+    scorer: Scorer, users, items, neg, chunk: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores of the positive ``(T,)`` and of the negatives ``(T, M)``, ``chunk`` candidates at a time."""
     cand = torch.cat([torch.as_tensor(items).unsqueeze(1), neg], dim=1)  # (T, 1 + M)
     u = torch.as_tensor(users).unsqueeze(1).expand_as(cand)
-    parts = [scorer(u[:, s : s + chunk].to(device), cand[:, s : s + chunk].to(device)).detach().double().cpu()
-             for s in range(0, cand.shape[1], chunk)]
+    parts = [
+        scorer(u[:, s : s + chunk].to(device), cand[:, s : s + chunk].to(device))
+        .detach()
+        .double()
+        .cpu()
+        for s in range(0, cand.shape[1], chunk)
+    ]
     s = torch.cat(parts, dim=1)
     return s[:, 0], s[:, 1:]
 

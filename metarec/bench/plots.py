@@ -39,7 +39,11 @@ def write_plots(out: str | Path) -> list[Path]:
     meta = json.loads((out / "bench.json").read_text())
     rows = load_rows(out)
     curves_file = out / "curves.jsonl"
-    curves = [json.loads(x) for x in curves_file.read_text().splitlines() if x.strip()] if curves_file.exists() else []
+    curves = (
+        [json.loads(x) for x in curves_file.read_text().splitlines() if x.strip()]
+        if curves_file.exists()
+        else []
+    )
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
     algos = [a for a in meta["algorithms"] if any(r["algorithm"] == a for r in rows)]
@@ -66,17 +70,28 @@ def _shots(Figure, rows, meta, algos, colors, primary, path: Path) -> Path:
             m = [v[0] for v in stats]
             h = [0.0 if math.isnan(v[1]) else v[1] for v in stats]
             off = (i - (len(algos) - 1) / 2) * 0.04
-            ax.errorbar([xi + off for xi in x], m, yerr=h, marker="o", ms=4, capsize=3, label=a, color=colors[a])
+            ax.errorbar(
+                [xi + off for xi in x],
+                m,
+                yerr=h,
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=a,
+                color=colors[a],
+            )
         ax.set_xticks(x, [str(s) for s in shots])
         ax.set_title(state)
         ax.set_xlabel("shots (support interactions)")
         ax.set_ylabel(primary)
         ax.grid(alpha=0.3)
-    for ax in axes[len(states):]:
+    for ax in axes[len(states) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{meta['scenario']}: test {primary} vs shots\n(mean over {len(meta['seeds'])} seed(s), 95% CI over seeds)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{meta['scenario']}: test {primary} vs shots\n(mean over {len(meta['seeds'])} seed(s), 95% CI over seeds)",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=110)
     return path
 
@@ -93,15 +108,32 @@ def _learning(Figure, curves, meta, colors, primary, path: Path) -> Path | None:
         pts = [(s, v) for s, v in zip(c["step"], c["loss"], strict=True) if v is not None]
         label = c["algorithm"] if c["algorithm"] not in seen else None
         seen.add(c["algorithm"])
-        ax1.plot([p[0] for p in pts], [p[1] for p in pts], color=colors.get(c["algorithm"], "k"), lw=1, alpha=0.8, label=label)
+        ax1.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            color=colors.get(c["algorithm"], "k"),
+            lw=1,
+            alpha=0.8,
+            label=label,
+        )
     ax1.set_xlabel("outer step")
-    ax1.set_ylabel("training loss" + (f" (mean over windows of {learn[0]['window']})" if learn[0].get("window", 1) > 1 else ""))
+    ax1.set_ylabel(
+        "training loss"
+        + (f" (mean over windows of {learn[0]['window']})" if learn[0].get("window", 1) > 1 else "")
+    )
     ax1.set_yscale("log")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
     for c in val:
         if primary in c["metrics"]:
-            ax2.plot(c["step"], c["metrics"][primary], marker="o", ms=3, color=colors.get(c["algorithm"], "k"), lw=1)
+            ax2.plot(
+                c["step"],
+                c["metrics"][primary],
+                marker="o",
+                ms=3,
+                color=colors.get(c["algorithm"], "k"),
+                lw=1,
+            )
     ax2.set_xlabel("outer step")
     ax2.set_ylabel(f"meta-val {primary}")
     ax2.grid(alpha=0.3)
@@ -127,7 +159,9 @@ def _adaptation(Figure, curves, meta, colors, primary, path: Path) -> Path | Non
             mean, half = summarize(vals)
             m.append(mean)
             h.append(0.0 if math.isnan(half) else half)
-        ax.errorbar(steps, m, yerr=h, marker="o", ms=4, capsize=3, label=a, color=colors.get(a, "k"))
+        ax.errorbar(
+            steps, m, yerr=h, marker="o", ms=4, capsize=3, label=a, color=colors.get(a, "k")
+        )
     ax.set_xlabel("inner adaptation steps at evaluation")
     ax.set_ylabel(f"meta-val {primary}")
     ax.grid(alpha=0.3)

@@ -27,6 +27,7 @@ from metarec.methods.popularity import PRIOR_STRENGTH, item_scores
 
 __all__ = ["PRIOR_STRENGTH", "item_scores", "evaluate_popularity"]
 
+
 def evaluate_popularity(
     scores: np.ndarray,
     table: InteractionTable,

@@ -22,7 +22,15 @@ from metarec.bench.stats import lower_is_better, paired_t_test
 from metarec.bench.variants import BASELINES, REFERENCES, VARIANTS
 from metarec.metrics import mean_ci, student_t_quantile
 
-__all__ = ["PUBLISHED", "write_report", "load_rows", "load_per_task", "cell_values", "summarize", "task_paired_test"]
+__all__ = [
+    "PUBLISHED",
+    "write_report",
+    "load_rows",
+    "load_per_task",
+    "cell_values",
+    "summarize",
+    "task_paired_test",
+]
 
 ALPHA = 0.05
 PUBLISHED: dict[str, dict[str, Any]] = {
@@ -33,7 +41,9 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 }
 """Published reference points per scenario name (shown beside our numbers, never compared as equals:
 the split is regenerated and the published evaluation script and seeds were not released)."""
-_OWN = tuple(a for a in VARIANTS if a not in BASELINES and a not in REFERENCES)  # metarec's meta-learners
+_OWN = tuple(
+    a for a in VARIANTS if a not in BASELINES and a not in REFERENCES
+)  # metarec's meta-learners
 
 
 def load_rows(out: str | Path) -> list[dict[str, Any]]:
@@ -42,10 +52,18 @@ def load_rows(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def cell_values(rows: Sequence[dict[str, Any]], state: str, algorithm: str, shots: int | str, metric: str) -> list[float]:
+def cell_values(
+    rows: Sequence[dict[str, Any]], state: str, algorithm: str, shots: int | str, metric: str
+) -> list[float]:
     """Per-seed values (in seed order) of one cell: the rows with this state, algorithm and shots."""
-    sel = sorted((r for r in rows if r["state"] == state and r["algorithm"] == algorithm and r["shots"] == shots),
-                 key=lambda r: r["seed"])
+    sel = sorted(
+        (
+            r
+            for r in rows
+            if r["state"] == state and r["algorithm"] == algorithm and r["shots"] == shots
+        ),
+        key=lambda r: r["seed"],
+    )
     return [float(r["metrics"][metric]) for r in sel if metric in r["metrics"]]
 
 
@@ -66,11 +84,16 @@ def load_per_task(out: str | Path) -> dict[tuple[str, str, int, int | str], dict
             if line.strip():
                 r = json.loads(line)
                 res[(r["state"], r["algorithm"], r["seed"], r["shots"])] = {
-                    int(u): float(v) for u, v in zip(r["units"], r["values"], strict=True) if v is not None}
+                    int(u): float(v)
+                    for u, v in zip(r["units"], r["values"], strict=True)
+                    if v is not None
+                }
     return res
 
 
-def task_paired_test(per_task, state: str, a: str, b: str, shots: int | str, seeds: Sequence[int]) -> dict[str, float]:
+def task_paired_test(
+    per_task, state: str, a: str, b: str, shots: int | str, seeds: Sequence[int]
+) -> dict[str, float]:
     """Paired t-test of ``a - b`` over the tasks both scored (matched by unit within each seed,
     pooled over seeds): ``{"n", "mean_diff", "t", "p", "half"}`` (``half``: 95% half-width of
     the mean difference)."""
@@ -91,7 +114,9 @@ def task_paired_test(per_task, state: str, a: str, b: str, shots: int | str, see
     return {**t, "half": half}
 
 
-def write_report(out: str | Path, *, plots: Sequence[str | Path] = (), plots_note: str | None = None) -> Path:
+def write_report(
+    out: str | Path, *, plots: Sequence[str | Path] = (), plots_note: str | None = None
+) -> Path:
     """Write ``out/report.md`` from ``out/results.jsonl``, ``out/per_task.jsonl.gz`` and
     ``out/bench.json``; returns its path."""
     out = Path(out)
@@ -139,8 +164,18 @@ def protocol_line(protocol: dict[str, Any] | None) -> list[str]:
     if not protocol:
         return []
     split: Any = protocol.get("split")
-    keys = ["split", "unit", *(["cohort_by"] if protocol.get("unit") == "cohort" else []), *_PROTOCOL_KEYS.get(split, ()),
-            "n_support", "n_query", "order", "min_interactions", "max_interactions", "negatives"]
+    keys = [
+        "split",
+        "unit",
+        *(["cohort_by"] if protocol.get("unit") == "cohort" else []),
+        *_PROTOCOL_KEYS.get(split, ()),
+        "n_support",
+        "n_query",
+        "order",
+        "min_interactions",
+        "max_interactions",
+        "negatives",
+    ]
 
     def show(v: Any) -> str:
         return "none" if v is None else ",".join(map(str, v)) if isinstance(v, list) else str(v)
@@ -173,7 +208,9 @@ def _best(means: dict[str, float], metric: str) -> str | None:
     return (min if lower_is_better(metric) else max)(ok, key=lambda a: ok[a])
 
 
-def _report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], plots_note: str | None) -> list[str]:
+def _report(
+    rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], plots_note: str | None
+) -> list[str]:
     algos = [a for a in meta["algorithms"] if any(r["algorithm"] == a for r in rows)]
     states = meta["states"]
     shots_all = meta["shots"]
@@ -192,11 +229,16 @@ def _report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], 
         f"- commit `{meta['commit']}`{dirty}; device {meta['device']}, {meta['threads']} torch thread(s); "
         f"torch {meta['torch']}, Python {meta['python']}",
         f"- algorithms: {', '.join(algos)}; seeds: {', '.join(map(str, seeds))}; shots: "
-        + ", ".join(str(s) for s in shots_all) + f" (`default` = {_shots_label('default', meta)})",
+        + ", ".join(str(s) for s in shots_all)
+        + f" (`default` = {_shots_label('default', meta)})",
         f"- budget per run: {meta['train_steps']} outer steps (validation every {meta['val_every']} steps on "
         f"{meta['val_tasks']} meta-val tasks, patience {meta['patience']}); total wall time {meta['seconds']:.0f} s "
-        f"(data loading {meta['load_seconds']:.1f} s)" + (f", process CPU time {meta['cpu_seconds']:.0f} s (all threads)"
-                                                          if meta.get("cpu_seconds") is not None else ""),
+        f"(data loading {meta['load_seconds']:.1f} s)"
+        + (
+            f", process CPU time {meta['cpu_seconds']:.0f} s (all threads)"
+            if meta.get("cpu_seconds") is not None
+            else ""
+        ),
         *protocol_line(meta.get("protocol")),
         f"- primary metric: **{primary}** ({'lower' if lower_is_better(primary) else 'higher'} is better)",
         "",
@@ -215,13 +257,22 @@ def _report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], 
         "rated at least 4 on a 1..5 scale; implicit: its first positive) against "
         f"{meta.get('negatives', 99)} sampled items the user never interacted with, from the task's domain (the same "
         "candidates for every algorithm); `*_all` rank it against every such item of the domain's catalogue"
-        + ("" if meta.get("catalogue_ranking") else " (not computed in this run: the quick suite skips the catalogue "
-           "when it is large)") + ". Ties count against the model (see `metarec.metrics`).",
+        + (
+            ""
+            if meta.get("catalogue_ranking")
+            else " (not computed in this run: the quick suite skips the catalogue when it is large)"
+        )
+        + ". Ties count against the model (see `metarec.metrics`).",
         f"- **Numbers.** Each cell is the mean over the {n} seed(s) of the `results.jsonl` rows with that state, "
         "algorithm and shots (one row per seed; each row is a mean over the state's tasks); "
-        + (f"± is the 95% Student-t half-width over seeds, t(0.975, {n - 1}) · sd / √{n} with "
-           f"t = {student_t_quantile(0.975, n - 1):.3f}" + (" (wide by construction with so few seeds)" if n < 4 else "") + "."
-           if n > 1 else "with a single seed the CI is n/a.")
+        + (
+            f"± is the 95% Student-t half-width over seeds, t(0.975, {n - 1}) · sd / √{n} with "
+            f"t = {student_t_quantile(0.975, n - 1):.3f}"
+            + (" (wide by construction with so few seeds)" if n < 4 else "")
+            + "."
+            if n > 1
+            else "with a single seed the CI is n/a."
+        )
         + " The run ids in each table name the rows (`run_id`) and run folders (`runs/<run id>/`, not kept in the "
         "committed quick results); `configs.json` maps every row's `config_hash` to its resolved configuration.",
         f"- **Significance.** Per state and shots, the best algorithm on {primary} is compared with the best "
@@ -238,12 +289,40 @@ def _report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], 
         L += [f"## {state} ({'/'.join(map(str, n_tasks))} tasks)", ""]
         within = [m for m in metrics if not m.endswith(("_neg", "_all"))]
         ranking = [m for m in metrics if m.endswith(("_neg", "_all"))]
-        L += _metric_table(rows, state, "default", algos, within, arrow, runs, meta, "error and within-query ranking")
+        L += _metric_table(
+            rows,
+            state,
+            "default",
+            algos,
+            within,
+            arrow,
+            runs,
+            meta,
+            "error and within-query ranking",
+        )
         if ranking:
-            L += _metric_table(rows, state, "default", algos, ranking, arrow, runs, meta, "ranking against sampled negatives / the catalogue")
+            L += _metric_table(
+                rows,
+                state,
+                "default",
+                algos,
+                ranking,
+                arrow,
+                runs,
+                meta,
+                "ranking against sampled negatives / the catalogue",
+            )
         L += [f"**{primary} {arrow[primary]} vs shots**", ""]
-        L += ["| algorithm | " + " | ".join(str(s) for s in shots_all) + " |", "|---|" + "---:|" * len(shots_all)]
-        best_by_shots = {s: _best({a: summarize(cell_values(rows, state, a, s, primary))[0] for a in algos}, primary) for s in shots_all}
+        L += [
+            "| algorithm | " + " | ".join(str(s) for s in shots_all) + " |",
+            "|---|" + "---:|" * len(shots_all),
+        ]
+        best_by_shots = {
+            s: _best(
+                {a: summarize(cell_values(rows, state, a, s, primary))[0] for a in algos}, primary
+            )
+            for s in shots_all
+        }
         for a in algos:
             cells = []
             for s in shots_all:
@@ -260,8 +339,11 @@ def _report(rows: list[dict[str, Any]], meta: dict[str, Any], plots: list[str], 
     if plots:
         for p in plots:
             L += [f"![{Path(p).stem}]({p})", ""]
-        L += ["Curves (learning curves, metric vs adaptation steps) are measured on meta-val only, never on a test "
-              "state; their numbers are in `curves.jsonl`.", ""]
+        L += [
+            "Curves (learning curves, metric vs adaptation steps) are measured on meta-val only, never on a test "
+            "state; their numbers are in `curves.jsonl`.",
+            "",
+        ]
     else:
         L += [plots_note or "no plots were written.", ""]
     return L
@@ -278,21 +360,40 @@ def _summary(rows, meta, algos, states, primary) -> list[str]:
     head = ["state", "best (all)", "best baseline", "best meta-learner"] + [f"{r}" for r in refs]
     head += ["meta-learner − reference (95% CI over tasks)"] if refs and own else []
     head += ["published"] if pub_vals else []
-    L = [f"## Summary ({primary}, default support)", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    L = [
+        f"## Summary ({primary}, default support)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
     for state in states:
         means = {a: summarize(cell_values(rows, state, a, "default", primary)) for a in algos}
-        best, base, mine = (_best({a: means[a][0] for a in pool}, primary) for pool in (algos, bases, own))
-        line = [state] + [f"{a} {_fmt(*means[a])}" if a else "n/a" for a in (best, base, mine)] + [_fmt(*means[r]) for r in refs]
+        best, base, mine = (
+            _best({a: means[a][0] for a in pool}, primary) for pool in (algos, bases, own)
+        )
+        line = (
+            [state]
+            + [f"{a} {_fmt(*means[a])}" if a else "n/a" for a in (best, base, mine)]
+            + [_fmt(*means[r]) for r in refs]
+        )
         if refs and own:
             diffs = []
             for r in refs:
                 if mine is None:
                     continue
-                t = task_paired_test(meta.get("_per_task", {}), state, mine, r, "default", meta["seeds"])
+                t = task_paired_test(
+                    meta.get("_per_task", {}), state, mine, r, "default", meta["seeds"]
+                )
                 if t["n"] >= 2 and math.isfinite(t["half"]):
                     better = (t["mean_diff"] < 0) == lower_is_better(primary)
-                    verdict = "" if t["p"] >= ALPHA else (" metarec better" if better else " reference better")
-                    diffs.append(f"{t['mean_diff']:+.4f} ± {t['half']:.4f} (p {_p(t['p'])}{verdict})")
+                    verdict = (
+                        ""
+                        if t["p"] >= ALPHA
+                        else (" metarec better" if better else " reference better")
+                    )
+                    diffs.append(
+                        f"{t['mean_diff']:+.4f} ± {t['half']:.4f} (p {_p(t['p'])}{verdict})"
+                    )
                 else:
                     diffs.append("n/a")
             line.append("; ".join(diffs) or "n/a")
@@ -300,32 +401,59 @@ def _summary(rows, meta, algos, states, primary) -> list[str]:
             line.append(f"{pub_vals[state]:.4f}" if state in pub_vals else "")
         L.append("| " + " | ".join(line) + " |")
     L.append("")
-    const = sorted({(r["algorithm"], r["state"]) for r in rows if r["shots"] == "default"
-                    and any(f.startswith("constant predictions") for f in r["flags"])})
+    const = sorted(
+        {
+            (r["algorithm"], r["state"])
+            for r in rows
+            if r["shots"] == "default"
+            and any(f.startswith("constant predictions") for f in r["flags"])
+        }
+    )
     if const:
-        which = "; ".join(f"{a} ({', '.join(st for b, st in const if b == a)})" for a in dict.fromkeys(a for a, _ in const))
-        L += [f"Caveat: constant predictions at the default support for {which} (see the flags below): such a row "
-              "measures an untrained or collapsed model, so a comparison with it says nothing about the method at a "
-              "proper budget.", ""]
+        which = "; ".join(
+            f"{a} ({', '.join(st for b, st in const if b == a)})"
+            for a in dict.fromkeys(a for a, _ in const)
+        )
+        L += [
+            f"Caveat: constant predictions at the default support for {which} (see the flags below): such a row "
+            "measures an untrained or collapsed model, so a comparison with it says nothing about the method at a "
+            "proper budget.",
+            "",
+        ]
     if pub_vals:
-        L += [f"Published: {pub['source']}. Reference point only: the split is regenerated here (same rules, other "
-              "random draw) and the published evaluation script and seeds were never released, so the published "
-              "number is not a like-for-like comparison.", ""]
+        L += [
+            f"Published: {pub['source']}. Reference point only: the split is regenerated here (same rules, other "
+            "random draw) and the published evaluation script and seeds were never released, so the published "
+            "number is not a like-for-like comparison.",
+            "",
+        ]
     return L
 
 
-def _metric_table(rows, state, shots, algos, metrics, arrow, runs, meta, what: str = "") -> list[str]:
+def _metric_table(
+    rows, state, shots, algos, metrics, arrow, runs, meta, what: str = ""
+) -> list[str]:
     L = [f"**{_shots_label(shots, meta)}{': ' + what if what else ''}**", ""]
-    L += ["| algorithm | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " | adapt ms/task | runs |",
-          "|---|" + "---:|" * len(metrics) + "---:|---|"]
-    stats = {(a, m): summarize(cell_values(rows, state, a, shots, m)) for a in algos for m in metrics}
+    L += [
+        "| algorithm | "
+        + " | ".join(f"{m} {arrow[m]}" for m in metrics)
+        + " | adapt ms/task | runs |",
+        "|---|" + "---:|" * len(metrics) + "---:|---|",
+    ]
+    stats = {
+        (a, m): summarize(cell_values(rows, state, a, shots, m)) for a in algos for m in metrics
+    }
     best = {m: _best({a: stats[(a, m)][0] for a in algos}, m) for m in metrics}
     for a in algos:
         cells = []
         for m in metrics:
             txt = _fmt(*stats[(a, m)])
             cells.append(f"**{txt}**" if best[m] == a else txt)
-        adapt = [r["adapt_ms_per_task"] for r in rows if r["state"] == state and r["algorithm"] == a and r["shots"] == shots]
+        adapt = [
+            r["adapt_ms_per_task"]
+            for r in rows
+            if r["state"] == state and r["algorithm"] == a and r["shots"] == shots
+        ]
         ms = f"{sum(adapt) / len(adapt):.2f}" if adapt else "n/a"
         L.append(f"| {a} | " + " | ".join(cells) + f" | {ms} | {', '.join(runs[a])} |")
     return L + [""]
@@ -336,8 +464,10 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
     L = [f"**Best vs best baseline on {primary}** (paired t-tests; verdict over tasks)", ""]
     if not bases:
         return L + ["no baseline in this benchmark.", ""]
-    L += ["| shots | best | best baseline | best − baseline (95% CI over tasks) | t (df), tasks | p, tasks | p, seeds | significant? |",
-          "|---|---|---|---:|---:|---:|---:|---|"]
+    L += [
+        "| shots | best | best baseline | best − baseline (95% CI over tasks) | t (df), tasks | p, tasks | p, seeds | significant? |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
     per_task = meta.get("_per_task", {})
     for s in shots_all:
         means = {a: summarize(cell_values(rows, state, a, s, primary))[0] for a in algos}
@@ -353,7 +483,9 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
                 L.append(f"| {s} | {best} | {base} | 0 | | | | the best is a baseline |")
                 continue
             best, label = other, f"{base} (baseline); best other: {other}"
-        ts = paired_t_test(cell_values(rows, state, best, s, primary), cell_values(rows, state, base, s, primary))
+        ts = paired_t_test(
+            cell_values(rows, state, best, s, primary), cell_values(rows, state, base, s, primary)
+        )
         tt = task_paired_test(per_task, state, best, base, s, meta["seeds"])
         p_seeds = _p(ts["p"])
         if tt["n"] < 2 or math.isnan(tt["p"]):
@@ -365,8 +497,10 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
             verdict = f"no: the baseline is best{' (significantly, p < ' + str(ALPHA) + ')' if tt['p'] < ALPHA else ''}"
         else:
             verdict = f"yes (p < {ALPHA})" if tt["p"] < ALPHA else "no"
-        L.append(f"| {s} | {label} | {base} | {tt['mean_diff']:+.4f} ± {tt['half']:.4f} | {tt['t']:.2f} ({tt['n'] - 1}) | "
-                 f"{_p(tt['p'])} | {p_seeds} | {verdict} |")
+        L.append(
+            f"| {s} | {label} | {base} | {tt['mean_diff']:+.4f} ± {tt['half']:.4f} | {tt['t']:.2f} ({tt['n'] - 1}) | "
+            f"{_p(tt['p'])} | {p_seeds} | {verdict} |"
+        )
     return L + [""]
 
 
@@ -375,32 +509,51 @@ def _reference(rows, meta, state, algos, shots_all, primary) -> list[str]:
     own = [a for a in algos if a in _OWN]
     if not refs or not own:
         return []
-    L = [f"**metarec's best meta-learner vs the reference re-implementation(s) on {primary}**", "",
-         "| shots | metarec best | reference | difference (95% CI over tasks) | p, tasks | 95% CIs over seeds overlap? | p, seeds |",
-         "|---|---|---|---:|---:|---|---:|"]
+    L = [
+        f"**metarec's best meta-learner vs the reference re-implementation(s) on {primary}**",
+        "",
+        "| shots | metarec best | reference | difference (95% CI over tasks) | p, tasks | 95% CIs over seeds overlap? | p, seeds |",
+        "|---|---|---|---:|---:|---|---:|",
+    ]
     per_task = meta.get("_per_task", {})
     for s in shots_all:
-        best = _best({a: summarize(cell_values(rows, state, a, s, primary))[0] for a in own}, primary)
+        best = _best(
+            {a: summarize(cell_values(rows, state, a, s, primary))[0] for a in own}, primary
+        )
         for ref in refs:
             if best is None:
                 continue
-            (m1, h1), (m2, h2) = summarize(cell_values(rows, state, best, s, primary)), summarize(cell_values(rows, state, ref, s, primary))
+            (m1, h1), (m2, h2) = (
+                summarize(cell_values(rows, state, best, s, primary)),
+                summarize(cell_values(rows, state, ref, s, primary)),
+            )
             if math.isnan(h1) or math.isnan(h2):
                 overlap = "n/a (one seed)"
             else:
                 sep = (m1 + h1 < m2 - h2) or (m2 + h2 < m1 - h1)
                 better = (m1 < m2) == lower_is_better(primary)
-                overlap = "no: " + ("metarec better" if better else "reference better") if sep else "yes"
-            t = paired_t_test(cell_values(rows, state, best, s, primary), cell_values(rows, state, ref, s, primary))
+                overlap = (
+                    "no: " + ("metarec better" if better else "reference better") if sep else "yes"
+                )
+            t = paired_t_test(
+                cell_values(rows, state, best, s, primary),
+                cell_values(rows, state, ref, s, primary),
+            )
             p = _p(t["p"])
             tt = task_paired_test(per_task, state, best, ref, s, meta["seeds"])
             if tt["n"] >= 2 and math.isfinite(tt["half"]):
                 better = (tt["mean_diff"] < 0) == lower_is_better(primary)
-                word = "" if tt["p"] >= ALPHA else (" (metarec better)" if better else " (reference better)")
+                word = (
+                    ""
+                    if tt["p"] >= ALPHA
+                    else (" (metarec better)" if better else " (reference better)")
+                )
                 dt, pt = f"{tt['mean_diff']:+.4f} ± {tt['half']:.4f}", f"{_p(tt['p'])}{word}"
             else:
                 dt, pt = "n/a", "n/a"
-            L.append(f"| {s} | {best} {_fmt(m1, h1)} | {ref} {_fmt(m2, h2)} | {dt} | {pt} | {overlap} | {p} |")
+            L.append(
+                f"| {s} | {best} {_fmt(m1, h1)} | {ref} {_fmt(m2, h2)} | {dt} | {pt} | {overlap} | {p} |"
+            )
     return L + [""]
 
 
@@ -412,11 +565,17 @@ def _training_notes(rows, algos, meta) -> list[str]:
         runs = {r["run_id"]: r for r in rows if r["algorithm"] == a and r.get("steps")}
         if not runs:
             continue
-        at_end = [rid for rid, r in runs.items() if r.get("best_step") == r.get("steps") and not r.get("stopped_early")]
+        at_end = [
+            rid
+            for rid, r in runs.items()
+            if r.get("best_step") == r.get("steps") and not r.get("stopped_early")
+        ]
         best_steps = ", ".join(f"{r.get('best_step')}/{r.get('steps')}" for r in runs.values())
         if len(at_end) == len(runs):
-            notes.append(f"- **{a}**: best meta-val step = last step in every run ({best_steps}): still improving when the "
-                         "budget ran out, so likely **undertrained**; a larger budget may change its ranking.")
+            notes.append(
+                f"- **{a}**: best meta-val step = last step in every run ({best_steps}): still improving when the "
+                "budget ran out, so likely **undertrained**; a larger budget may change its ranking."
+            )
         else:
             notes.append(f"- {a}: best meta-val step / steps run: {best_steps}.")
     if not notes:
@@ -426,8 +585,12 @@ def _training_notes(rows, algos, meta) -> list[str]:
 
 def _flags(rows, metrics, meta) -> list[str]:
     L = ["## Degenerate-result flags", ""]
-    has_hr = any(m.startswith("hr@") and not m.endswith(("_neg", "_all")) for m in metrics)  # within-query HR@k
-    groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(lambda: {"shots": set(), "seeds": set(), "text": ""})
+    has_hr = any(
+        m.startswith("hr@") and not m.endswith(("_neg", "_all")) for m in metrics
+    )  # within-query HR@k
+    groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
+        lambda: {"shots": set(), "seeds": set(), "text": ""}
+    )
     for r in rows:
         for f in r["flags"]:
             name = f.split(":")[0]
@@ -440,27 +603,49 @@ def _flags(rows, metrics, meta) -> list[str]:
     if not groups:
         L += ["No result was flagged.", ""]
     else:
-        L += ["Rows flagged by `metarec.metrics.degenerate_flags` (the full text of each is in the rows' `flags`):", ""]
+        L += [
+            "Rows flagged by `metarec.metrics.degenerate_flags` (the full text of each is in the rows' `flags`):",
+            "",
+        ]
         for (state, algo, _), g in sorted(groups.items()):
-            shots = ", ".join(sorted(g["shots"], key=lambda x: (x == "default", int(x) if x.isdigit() else 0)))
-            L.append(f"- {state} / {algo} (shots {shots}; seeds {', '.join(map(str, sorted(g['seeds'])))}): {g['text']}")
+            shots = ", ".join(
+                sorted(g["shots"], key=lambda x: (x == "default", int(x) if x.isdigit() else 0))
+            )
+            L.append(
+                f"- {state} / {algo} (shots {shots}; seeds {', '.join(map(str, sorted(g['seeds'])))}): {g['text']}"
+            )
         L.append("")
     if not has_hr:
-        L += ["(The flag about HR@k being 1.0 by construction is left out: this explicit-feedback benchmark reports no HR@k.)", ""]
+        L += [
+            "(The flag about HR@k being 1.0 by construction is left out: this explicit-feedback benchmark reports no HR@k.)",
+            "",
+        ]
     return L
 
 
 def _timings(rows, algos, meta) -> list[str]:
-    L = ["## Cost", "", "| algorithm | train s (mean over seeds) | test scoring s | adapt ms/task (default support) | peak memory MiB |",
-         "|---|---:|---:|---:|---:|"]
+    L = [
+        "## Cost",
+        "",
+        "| algorithm | train s (mean over seeds) | test scoring s | adapt ms/task (default support) | peak memory MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for a in algos:
         per_seed = {r["seed"]: r for r in rows if r["algorithm"] == a}
         tr = [r["train_seconds"] for r in per_seed.values()]
         ev = [r["eval_seconds"] for r in per_seed.values()]
-        ad = [r["adapt_ms_per_task"] for r in rows if r["algorithm"] == a and r["shots"] == "default"]
+        ad = [
+            r["adapt_ms_per_task"] for r in rows if r["algorithm"] == a and r["shots"] == "default"
+        ]
         mem = max(r["peak_memory_mb"] for r in rows if r["algorithm"] == a)
-        L.append(f"| {a} | {sum(tr) / len(tr):.1f} | {sum(ev) / len(ev):.1f} | {sum(ad) / max(len(ad), 1):.2f} | {mem:.0f} |")
+        L.append(
+            f"| {a} | {sum(tr) / len(tr):.1f} | {sum(ev) / len(ev):.1f} | {sum(ad) / max(len(ad), 1):.2f} | {mem:.0f} |"
+        )
     mem_kind = sorted({r["memory"] for r in rows})
-    L += ["", f"Memory: {'; '.join(mem_kind)}. Train seconds include meta-val validation; test scoring covers every "
-          "state and shots setting of one seed.", ""]
+    L += [
+        "",
+        f"Memory: {'; '.join(mem_kind)}. Train seconds include meta-val validation; test scoring covers every "
+        "state and shots setting of one seed.",
+        "",
+    ]
     return L

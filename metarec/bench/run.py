@@ -61,7 +61,13 @@ from metarec.scenario import build_splits, load_table
 from metarec.train import resolve_device
 
 __all__ = [
-    "BenchResult", "run_bench", "make_rows", "evaluation_from_arrays", "ADAPT_CURVE_STEPS", "CATALOGUE_BUDGET", "FINETUNE_LRS",
+    "BenchResult",
+    "run_bench",
+    "make_rows",
+    "evaluation_from_arrays",
+    "ADAPT_CURVE_STEPS",
+    "CATALOGUE_BUDGET",
+    "FINETUNE_LRS",
     "algo_eval_steps",
 ]
 
@@ -92,7 +98,9 @@ class BenchResult:
     seconds: float = 0.0
 
 
-@holds_folder("out", what="bench output folder", option="--out")  # hook (metarec.runlock): one writer
+@holds_folder(
+    "out", what="bench output folder", option="--out"
+)  # hook (metarec.runlock): one writer
 def run_bench(
     scenario: Scenario,
     *,
@@ -140,14 +148,28 @@ def run_bench(
     t_start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
     if (out / "results.jsonl").exists():
-        raise ConfigError(f"out={str(out)!r}: already holds a benchmark (results.jsonl); choose an empty folder")
+        raise ConfigError(
+            f"out={str(out)!r}: already holds a benchmark (results.jsonl); choose an empty folder"
+        )
     want_plots = _check_plots(plots)
     cd_quick = quick_defaults(scenario) if quick else None
-    quick_algos, quick_seeds = cd_quick or (QUICK_ALGORITHMS, min(QUICK_SEEDS, scenario.bench.seeds))
-    default = (*(quick_algos if quick else scenario.bench.algorithms), *extra_methods())  # + methods registered elsewhere
-    algos = check_algorithms(list(algorithms) if algorithms is not None else list(dict.fromkeys(default)))
-    n_seeds = _check_seeds(seeds if seeds is not None else (quick_seeds if quick else scenario.bench.seeds))
-    shot_list = _check_shots(shots if shots is not None else (QUICK_SHOTS if quick else scenario.bench.shots))
+    quick_algos, quick_seeds = cd_quick or (
+        QUICK_ALGORITHMS,
+        min(QUICK_SEEDS, scenario.bench.seeds),
+    )
+    default = (
+        *(quick_algos if quick else scenario.bench.algorithms),
+        *extra_methods(),
+    )  # + methods registered elsewhere
+    algos = check_algorithms(
+        list(algorithms) if algorithms is not None else list(dict.fromkeys(default))
+    )
+    n_seeds = _check_seeds(
+        seeds if seeds is not None else (quick_seeds if quick else scenario.bench.seeds)
+    )
+    shot_list = _check_shots(
+        shots if shots is not None else (QUICK_SHOTS if quick else scenario.bench.shots)
+    )
     base = quick_scenario(scenario) if quick else scenario
     base = replace(base, train=replace(base.train, progress=False))
     say = print if verbose else (lambda *a, **k: None)
@@ -162,8 +184,10 @@ def run_bench(
     primary = PRIMARY[table.feedback]
     cat = Catalogue(table)
     catalogue = None
-    say(f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); shots "
-        f"{', '.join(map(str, shot_list))} + default; {base.train.steps} steps per run; device {device}; commit {env['commit']}")
+    say(
+        f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); shots "
+        f"{', '.join(map(str, shot_list))} + default; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
+    )
     rows: list[dict[str, Any]] = []
     configs: dict[str, Any] = {}
     curves: list[dict[str, Any]] = []
@@ -171,27 +195,55 @@ def run_bench(
     results = out / "results.jsonl"
     results.write_text("")
     with results.open("a") as log, gzip.open(out / PER_TASK_FILE, "wt") as tasks_log:
-        bar = tqdm(total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False)
+        bar = tqdm(
+            total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
+        )
         for seed in range(n_seeds):
             sc_seed = seeded_scenario(base, seed)
             splits = build_splits(table, sc_seed.protocol)
             pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
             if catalogue is None:
                 n_test = sum(len(splits.pools[s]) for s in splits.states)
-                largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(cat.all_items)
+                largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(
+                    cat.all_items
+                )
                 catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
             for algo in algos:
-                ctx = RunContext(algo, seed, sc_seed, table, splits, shot_list, device, env, out, cat, catalogue, runs_path, quick)
+                ctx = RunContext(
+                    algo,
+                    seed,
+                    sc_seed,
+                    table,
+                    splits,
+                    shot_list,
+                    device,
+                    env,
+                    out,
+                    cat,
+                    catalogue,
+                    runs_path,
+                    quick,
+                )
                 new, cfg, cur = run_method(ctx, say)
                 configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
                 curves.extend(cur)
                 for r in new:
                     per_task = r.pop("_per_task", None)
                     if per_task is not None and primary in per_task["values"]:
-                        tasks_log.write(json.dumps({
-                            "state": r["state"], "algorithm": r["algorithm"], "seed": r["seed"], "shots": r["shots"],
-                            "metric": primary, "units": per_task["units"], "values": per_task["values"][primary],
-                        }) + "\n")
+                        tasks_log.write(
+                            json.dumps(
+                                {
+                                    "state": r["state"],
+                                    "algorithm": r["algorithm"],
+                                    "seed": r["seed"],
+                                    "shots": r["shots"],
+                                    "metric": primary,
+                                    "units": per_task["units"],
+                                    "values": per_task["values"][primary],
+                                }
+                            )
+                            + "\n"
+                        )
                     log.write(json.dumps(r) + "\n")
                 log.flush()
                 rows.extend(new)
@@ -200,24 +252,49 @@ def run_bench(
     write_jsonl(out / "curves.jsonl", curves)
     atomic_write_json(out / "configs.json", configs)
     seconds = time.perf_counter() - t_start
-    atomic_write_json(out / "bench.json", {
-        "scenario": base.name, "description": base.description, "protocol": to_dict(base.protocol),
-        "quick": quick, "algorithms": list(algos),
-        "seeds": list(range(n_seeds)), "shots": [*shot_list, "default"], "default_support": base.protocol.n_support,
-        "n_query": base.protocol.n_query, "feedback": table.feedback, "primary_metric": primary,
-        "metrics": metric_names(rows), "states": list(dict.fromkeys(r["state"] for r in rows)),
-        "train_steps": base.train.steps, "val_tasks": base.train.val_tasks, "val_every": base.train.val_every,
-        "patience": base.train.patience, "adapt_curve_steps": list(ADAPT_CURVE_STEPS), "pools": pools,
-        "negatives": NEGATIVES, "catalogue_ranking": bool(catalogue),
-        "load_seconds": round(load_s, 2), "seconds": round(time.perf_counter() - t_start, 1),
-        "cpu_seconds": round(time.process_time() - cpu_start, 1), **env,
-    })
+    atomic_write_json(
+        out / "bench.json",
+        {
+            "scenario": base.name,
+            "description": base.description,
+            "protocol": to_dict(base.protocol),
+            "quick": quick,
+            "algorithms": list(algos),
+            "seeds": list(range(n_seeds)),
+            "shots": [*shot_list, "default"],
+            "default_support": base.protocol.n_support,
+            "n_query": base.protocol.n_query,
+            "feedback": table.feedback,
+            "primary_metric": primary,
+            "metrics": metric_names(rows),
+            "states": list(dict.fromkeys(r["state"] for r in rows)),
+            "train_steps": base.train.steps,
+            "val_tasks": base.train.val_tasks,
+            "val_every": base.train.val_every,
+            "patience": base.train.patience,
+            "adapt_curve_steps": list(ADAPT_CURVE_STEPS),
+            "pools": pools,
+            "negatives": NEGATIVES,
+            "catalogue_ranking": bool(catalogue),
+            "load_seconds": round(load_s, 2),
+            "seconds": round(time.perf_counter() - t_start, 1),
+            "cpu_seconds": round(time.process_time() - cpu_start, 1),
+            **env,
+        },
+    )
     plot_files: list[Path] = []
     if want_plots:
         plot_files = write_plots(out)
-    report = write_report(out, plots=[p.relative_to(out) for p in plot_files], plots_note=None if want_plots else (
-        "plots skipped: matplotlib is not installed; pip install 'metarec[plot]' and run "
-        "`python -c \"from metarec.bench import write_plots; write_plots('OUT')\"`"))
+    report = write_report(
+        out,
+        plots=[p.relative_to(out) for p in plot_files],
+        plots_note=None
+        if want_plots
+        else (
+            "plots skipped: matplotlib is not installed; pip install 'metarec[plot]' and run "
+            "`python -c \"from metarec.bench import write_plots; write_plots('OUT')\"`"
+        ),
+    )
     if any(is_crossdomain(a) for a in algos):  # cold users: metarec's best vs EMCDR / PTUPCDR
         write_transfer_summary(out)
     seconds = time.perf_counter() - t_start
@@ -225,21 +302,25 @@ def run_bench(
     return BenchResult(out, rows, results, report, plot_files, seconds)
 
 
-
-
 def _check_seeds(seeds: int) -> int:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds={seeds!r}: the number of seeds must be an integer >= 1; e.g. --seeds 3")
+        raise ConfigError(
+            f"seeds={seeds!r}: the number of seeds must be an integer >= 1; e.g. --seeds 3"
+        )
     return seeds
 
 
 def _check_shots(shots) -> tuple[int, ...]:
     if isinstance(shots, (int, str)):
-        raise ConfigError(f"shots={shots!r}: expected a list of support sizes; e.g. shots=[1, 5, 10] (--shots 1,5,10)")
+        raise ConfigError(
+            f"shots={shots!r}: expected a list of support sizes; e.g. shots=[1, 5, 10] (--shots 1,5,10)"
+        )
     out = tuple(shots)
     for k in out:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"shots={list(out)}: {k!r} is not a support size >= 1; e.g. shots=[1, 5, 10] (--shots 1,5,10)")
+            raise ConfigError(
+                f"shots={list(out)}: {k!r} is not a support size >= 1; e.g. shots=[1, 5, 10] (--shots 1,5,10)"
+            )
     return tuple(sorted(set(out)))
 
 
@@ -255,5 +336,3 @@ def _check_plots(plots: bool | None) -> bool:
             ) from None
         return False
     return True
-
-

@@ -57,7 +57,9 @@ def run_method(ctx: RunContext, say) -> Run:
 def _engine(ctx: RunContext, say) -> Run:
     sc = variant_scenario(ctx.scenario, ctx.algo)
     run_dir = (ctx.runs or ctx.out / "runs") / ctx.run_id
-    if (run_dir / "manifest.json").exists():  # train() would suggest --resume, which metarec bench has not
+    if (
+        run_dir / "manifest.json"
+    ).exists():  # train() would suggest --resume, which metarec bench has not
         raise ConfigError(
             f"runs_dir={str(run_dir.parent)!r}: already holds run {ctx.run_id!r} of an earlier benchmark; choose another "
             "--runs-dir (or --out), or delete that folder"
@@ -65,16 +67,27 @@ def _engine(ctx: RunContext, say) -> Run:
     cuda = ctx.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    fitted = EngineMethod(ctx.algo, sc).fit(FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device, out=run_dir))
+    fitted = EngineMethod(ctx.algo, sc).fit(
+        FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device, out=run_dir)
+    )
     res = fitted.info["train_result"]
     algo = fitted.algo
     lr = None if algo.meta_learned_lrs else sc.algorithm.eval_lr
     lr_scores = None
     if ctx.algo == "finetune" and sc.algorithm.eval_lr is None:
         # plain fine-tuning has no meta-learned rate: choose it on meta-val (never on a test state)
-        lr, lr_scores = select_eval_lr(fitted.model, fitted.params, algo, ctx.table, ctx.splits.pools[ctx.splits.val],
-                                       sampler_config(sc.protocol), lrs=FINETUNE_LRS, steps=sc.algorithm.eval_steps,
-                                       max_tasks=sc.train.val_tasks, k=sc.metrics.k)
+        lr, lr_scores = select_eval_lr(
+            fitted.model,
+            fitted.params,
+            algo,
+            ctx.table,
+            ctx.splits.pools[ctx.splits.val],
+            sampler_config(sc.protocol),
+            lrs=FINETUNE_LRS,
+            steps=sc.algorithm.eval_steps,
+            max_tasks=sc.train.val_tasks,
+            k=sc.metrics.k,
+        )
     dtype = next(iter(fitted.params.values())).dtype
     t_eval = time.perf_counter()
 
@@ -82,38 +95,88 @@ def _engine(ctx: RunContext, say) -> Run:
         return fitted.adapt(batch.support, steps=sc.algorithm.eval_steps, lr=lr).score
 
     def score_test(pool, scfg, default=False):
-        return score_pool(ctx.table, pool, scfg, scorer_for, k=sc.metrics.k, seed=ctx.seed, cat=ctx.cat, device=ctx.device,
-                          dtype=dtype, **ranking(ctx, default))
+        return score_pool(
+            ctx.table,
+            pool,
+            scfg,
+            scorer_for,
+            k=sc.metrics.k,
+            seed=ctx.seed,
+            cat=ctx.cat,
+            device=ctx.device,
+            dtype=dtype,
+            **ranking(ctx, default),
+        )
 
     evals = evaluate_states(ctx, sc, score_test, catalogue=True)
     eval_s = time.perf_counter() - t_eval
     curves = _learning_curves(ctx, run_dir) + [_steps_curve(ctx, sc, fitted, lr)]
     peak = torch.cuda.max_memory_allocated(ctx.device) / 2**20 if cuda else rss_mb()
-    rows = context_rows(ctx, sc, evals, train_seconds=res.seconds, eval_seconds=eval_s, peak_mb=peak,
-                        memory="cuda max_memory_allocated (this run)" if cuda else "ru_maxrss (process peak so far)",
-                        extra={"best_step": res.best_step, "steps": res.steps, "stopped_early": res.stopped_early,
-                               "skipped_steps": res.skipped_steps, "eval_steps": algo_eval_steps(sc, algo),
-                               "eval_lr": _eval_lr_label(sc, algo, lr),
-                               **({"eval_lr_meta_val": {str(k): v for k, v in lr_scores.items()}} if lr_scores else {})})
+    rows = context_rows(
+        ctx,
+        sc,
+        evals,
+        train_seconds=res.seconds,
+        eval_seconds=eval_s,
+        peak_mb=peak,
+        memory="cuda max_memory_allocated (this run)"
+        if cuda
+        else "ru_maxrss (process peak so far)",
+        extra={
+            "best_step": res.best_step,
+            "steps": res.steps,
+            "stopped_early": res.stopped_early,
+            "skipped_steps": res.skipped_steps,
+            "eval_steps": algo_eval_steps(sc, algo),
+            "eval_lr": _eval_lr_label(sc, algo, lr),
+            **(
+                {"eval_lr_meta_val": {str(k): v for k, v in lr_scores.items()}} if lr_scores else {}
+            ),
+        },
+    )
     p = "mae" if ctx.table.feedback == "explicit" else "auc"
     best_val = res.best_val.get(p)
-    say(f"  seed {ctx.seed} {ctx.algo:<10} trained {res.steps} steps in {res.seconds:.0f} s (best meta-val {p} "
-        f"{best_val:.4f} at step {res.best_step}); test states scored in {eval_s:.0f} s" if best_val is not None else
-        f"  seed {ctx.seed} {ctx.algo:<10} trained {res.steps} steps in {res.seconds:.0f} s")
+    say(
+        f"  seed {ctx.seed} {ctx.algo:<10} trained {res.steps} steps in {res.seconds:.0f} s (best meta-val {p} "
+        f"{best_val:.4f} at step {res.best_step}); test states scored in {eval_s:.0f} s"
+        if best_val is not None
+        else f"  seed {ctx.seed} {ctx.algo:<10} trained {res.steps} steps in {res.seconds:.0f} s"
+    )
     return rows, to_dict(sc), curves
 
 
-def _steps_curve(ctx: RunContext, sc: Scenario, fitted: EngineFitted, lr: float | None) -> dict[str, Any]:
+def _steps_curve(
+    ctx: RunContext, sc: Scenario, fitted: EngineFitted, lr: float | None
+) -> dict[str, Any]:
     """Meta-val metric vs adaptation steps (:data:`ADAPT_CURVE_STEPS`)."""
     algo = fitted.algo
     val_pool, val_cfg = ctx.splits.pools[ctx.splits.val], sampler_config(sc.protocol)
     steps = [s for s in ADAPT_CURVE_STEPS if not (algo.per_step_lr and s > algo.inner_steps)]
     dtype = next(iter(fitted.params.values())).dtype
-    by_steps = [evaluate_fitted(fitted, ctx.table, val_pool, val_cfg, steps=s, lr=lr, max_tasks=sc.train.val_tasks,
-                                k=sc.metrics.k, seed=ctx.seed, device=ctx.device, dtype=dtype) for s in steps]
+    by_steps = [
+        evaluate_fitted(
+            fitted,
+            ctx.table,
+            val_pool,
+            val_cfg,
+            steps=s,
+            lr=lr,
+            max_tasks=sc.train.val_tasks,
+            k=sc.metrics.k,
+            seed=ctx.seed,
+            device=ctx.device,
+            dtype=dtype,
+        )
+        for s in steps
+    ]
     return {
-        "kind": "adaptation_steps", "run_id": ctx.run_id, "algorithm": ctx.algo, "seed": ctx.seed, "pool": ctx.splits.val,
-        "n_tasks": by_steps[0]["n_tasks"], "steps": steps,
+        "kind": "adaptation_steps",
+        "run_id": ctx.run_id,
+        "algorithm": ctx.algo,
+        "seed": ctx.seed,
+        "pool": ctx.splits.val,
+        "n_tasks": by_steps[0]["n_tasks"],
+        "steps": steps,
         "metrics": {m: [e[m] for e in by_steps] for m in metric_keys(by_steps[0])},
         "adapt_ms_per_task": [e["adapt_ms_per_task"] for e in by_steps],
     }
@@ -123,24 +186,47 @@ def _interface(ctx: RunContext, say) -> Run:
     """Any other registered method, through the interface only."""
     sc = ctx.scenario
     t0 = time.perf_counter()
-    fitted = build_method(ctx.algo, sc).fit(FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device))
+    fitted = build_method(ctx.algo, sc).fit(
+        FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device)
+    )
     fit_s = time.perf_counter() - t0
-    dtype = getattr(getattr(fitted, "scores", None), "dtype", torch.float32)  # popularity scores in float64
+    dtype = getattr(
+        getattr(fitted, "scores", None), "dtype", torch.float32
+    )  # popularity scores in float64
     t_eval = time.perf_counter()
 
     def score_test(pool, scfg, default=False):
-        return score_pool(ctx.table, pool, scfg, lambda batch: fitted.adapt(batch.support).score, k=sc.metrics.k,
-                          seed=ctx.seed, cat=ctx.cat, device=ctx.device, dtype=dtype, **ranking(ctx, default))
+        return score_pool(
+            ctx.table,
+            pool,
+            scfg,
+            lambda batch: fitted.adapt(batch.support).score,
+            k=sc.metrics.k,
+            seed=ctx.seed,
+            cat=ctx.cat,
+            device=ctx.device,
+            dtype=dtype,
+            **ranking(ctx, default),
+        )
 
     evals = evaluate_states(ctx, sc, score_test, catalogue=True)
     eval_s = time.perf_counter() - t_eval
     cfg = {"benchmark_algorithm": ctx.algo, **fitted.config(), "scenario": to_dict(sc)}
     steps = getattr(fitted, "steps", 0) or 0
-    rows = context_rows(ctx, sc, evals, train_seconds=fit_s, eval_seconds=eval_s, peak_mb=rss_mb(),
-                        memory="ru_maxrss (process peak so far)",
-                        extra={"best_step": None, "steps": 0, "eval_steps": steps, "eval_lr": None},
-                        cfg_hash=config_hash(cfg))
-    say(f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fit_s:.0f} s; test states scored in {eval_s:.0f} s")
+    rows = context_rows(
+        ctx,
+        sc,
+        evals,
+        train_seconds=fit_s,
+        eval_seconds=eval_s,
+        peak_mb=rss_mb(),
+        memory="ru_maxrss (process peak so far)",
+        extra={"best_step": None, "steps": 0, "eval_steps": steps, "eval_lr": None},
+        cfg_hash=config_hash(cfg),
+    )
+    say(
+        f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fit_s:.0f} s; test states scored in {eval_s:.0f} s"
+    )
     return rows, cfg, []
 
 
@@ -159,20 +245,36 @@ def algo_eval_steps(sc: Scenario, algo: Any) -> int:
 
 def _learning_curves(ctx: RunContext, run_dir: Path) -> list[dict[str, Any]]:
     """Training loss (window means, at most ``_MAX_CURVE_POINTS``) and validation metrics vs step."""
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    lines = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
     steps = np.array([r["step"] for r in lines], dtype=np.int64)
     loss = np.array([r["loss"] for r in lines], dtype=np.float64)
     w = max(1, -(-len(lines) // _MAX_CURVE_POINTS))
     ends = list(range(w - 1, len(lines), w)) + ([len(lines) - 1] if len(lines) % w else [])
     starts = [e - w + 1 for e in ends]
     val = [r for r in lines if "val" in r]
-    names = [k for k, v in (val[0]["val"].items() if val else []) if isinstance(v, float) and k != "adapt_ms_per_task"]
+    names = [
+        k
+        for k, v in (val[0]["val"].items() if val else [])
+        if isinstance(v, float) and k != "adapt_ms_per_task"
+    ]
     base = {"run_id": ctx.run_id, "algorithm": ctx.algo, "seed": ctx.seed}
     return [
-        {"kind": "learning", **base, "step": [int(steps[e]) for e in ends],
-         "loss": [_finite_mean(loss[s : e + 1]) for s, e in zip(starts, ends, strict=True)], "window": w},
-        {"kind": "validation", **base, "pool": ctx.splits.val, "step": [r["step"] for r in val],
-         "metrics": {m: [r["val"][m] for r in val] for m in names}},
+        {
+            "kind": "learning",
+            **base,
+            "step": [int(steps[e]) for e in ends],
+            "loss": [_finite_mean(loss[s : e + 1]) for s, e in zip(starts, ends, strict=True)],
+            "window": w,
+        },
+        {
+            "kind": "validation",
+            **base,
+            "pool": ctx.splits.val,
+            "step": [r["step"] for r in val],
+            "metrics": {m: [r["val"][m] for r in val] for m in names},
+        },
     ]
 
 

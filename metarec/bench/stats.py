@@ -50,7 +50,9 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     (``sd = 0``) ``p`` is 0 when the mean difference is non-zero and 1 when it is zero.
     """
     if len(a) != len(b):
-        raise ConfigError(f"paired_t_test: {len(a)} values against {len(b)}; pass one value per seed on both sides")
+        raise ConfigError(
+            f"paired_t_test: {len(a)} values against {len(b)}; pass one value per seed on both sides"
+        )
     d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
     n = len(d)
     if n == 0:
@@ -60,6 +62,11 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
         return {"n": n, "mean_diff": mean, "t": math.nan, "p": math.nan}
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1))
     if sd == 0.0:
-        return {"n": n, "mean_diff": mean, "t": math.copysign(math.inf, mean) if mean else 0.0, "p": 0.0 if mean else 1.0}
+        return {
+            "n": n,
+            "mean_diff": mean,
+            "t": math.copysign(math.inf, mean) if mean else 0.0,
+            "p": 0.0 if mean else 1.0,
+        }
     t = mean / (sd / math.sqrt(n))
     return {"n": n, "mean_diff": mean, "t": t, "p": min(1.0, 2.0 * _t_upper_tail(abs(t), n - 1))}

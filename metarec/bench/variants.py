@@ -104,13 +104,19 @@ def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:
     """Validate benchmark algorithm names: built-in variants, cross-domain methods and any
     registered method (unknown names get a close-match suggestion)."""
     if isinstance(names, str):
-        raise ConfigError(f"algorithms={names!r}: expected a list of names; pass algorithms=[{names!r}]")
+        raise ConfigError(
+            f"algorithms={names!r}: expected a list of names; pass algorithms=[{names!r}]"
+        )
     out = tuple(names)
     if not out:
-        raise ConfigError(f"algorithms=[]: nothing to benchmark; choose some of {', '.join(BENCH_ALGORITHMS)}")
+        raise ConfigError(
+            f"algorithms=[]: nothing to benchmark; choose some of {', '.join(BENCH_ALGORITHMS)}"
+        )
     for a in out:
         if a not in VARIANTS and a not in CROSSDOMAIN and a not in method_names():
-            more = tuple(n for n in method_names() if n not in BUILTIN_METHODS)  # learners and user-registered
+            more = tuple(
+                n for n in method_names() if n not in BUILTIN_METHODS
+            )  # learners and user-registered
             raise ConfigError(
                 f"algorithm {a!r}: unknown benchmark algorithm{suggest(a, BENCH_ALGORITHMS + CROSSDOMAIN + more)}; "
                 f"choose from {', '.join(BENCH_ALGORITHMS + more)} or a cross-domain method ({', '.join(CROSSDOMAIN)})"
@@ -145,6 +151,14 @@ def quick_scenario(sc: Scenario) -> Scenario:
     t = sc.train
     steps = sc.bench.quick_steps if sc.bench.quick_steps is not None else min(t.steps, QUICK_STEPS)
     every = max(1, min(t.val_every, steps // 4 or 1))
-    return replace(sc, algorithm=replace(sc.algorithm, meta_batch=min(sc.algorithm.meta_batch, QUICK_META_BATCH)), train=replace(
-        t, steps=steps, val_every=every, val_tasks=min(t.val_tasks, QUICK_VAL_TASKS), checkpoint_every=max(steps, 1),
-    ))
+    return replace(
+        sc,
+        algorithm=replace(sc.algorithm, meta_batch=min(sc.algorithm.meta_batch, QUICK_META_BATCH)),
+        train=replace(
+            t,
+            steps=steps,
+            val_every=every,
+            val_tasks=min(t.val_tasks, QUICK_VAL_TASKS),
+            checkpoint_every=max(steps, 1),
+        ),
+    )

@@ -62,4 +62,8 @@ def train_selected(
     if snapshot is not None:
         for m, s in zip(modules, snapshot):
             m.load_state_dict(s)
-    return {"best_epoch": best_epoch, "best_val": best if validate is not None else None, "history": history}
+    return {
+        "best_epoch": best_epoch,
+        "best_val": best if validate is not None else None,
+        "history": history,
+    }

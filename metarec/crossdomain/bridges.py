@@ -46,7 +46,9 @@ class Mapping(nn.Module):
     ``f(x) = W_2 tanh(W_1 x + b_1) + b_2`` with ``hidden`` units (EMCDR's MLP form).
     """
 
-    def __init__(self, d_in: int, d_out: int, kind: MappingKind = "linear", hidden: int = 64) -> None:
+    def __init__(
+        self, d_in: int, d_out: int, kind: MappingKind = "linear", hidden: int = 64
+    ) -> None:
         super().__init__()
         if kind not in ("linear", "mlp"):
             raise ConfigError(f"mapping kind={kind!r}: must be 'linear' or 'mlp'")
@@ -99,7 +101,9 @@ def fit_mapping(
             f"fit_mapping: xs {tuple(xs.shape)} and xt {tuple(xt.shape)} must be (n, d) rows of the same n users"
         )
     if xs.shape[0] == 0:
-        raise ConfigError("fit_mapping: no users to fit on; the mapping needs users present in both domains")
+        raise ConfigError(
+            "fit_mapping: no users to fit on; the mapping needs users present in both domains"
+        )
     xs, xt = xs.detach(), xt.detach()
     if mapping is None:
         with seeded(seed):
@@ -157,7 +161,9 @@ class MetaBridge(nn.Module):
     def __init__(self, dq: int, du: int, hidden: int = 64) -> None:
         super().__init__()
         self.du = du
-        self.attention = nn.Sequential(nn.Linear(dq, hidden), nn.ReLU(), nn.Linear(hidden, 1, bias=False))
+        self.attention = nn.Sequential(
+            nn.Linear(dq, hidden), nn.ReLU(), nn.Linear(hidden, 1, bias=False)
+        )
         out = nn.Linear(hidden, du * du)
         self.meta = nn.Sequential(nn.Linear(dq, hidden), nn.ReLU(), out)
         with torch.no_grad():
@@ -190,7 +196,9 @@ class PTUPCDR(nn.Module):
 
     histories: torch.Tensor  # buffer int64 (n_users, H)
 
-    def __init__(self, source: MF, target: MF, histories: torch.Tensor, *, hidden: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, source: MF, target: MF, histories: torch.Tensor, *, hidden: int = 64, seed: int = 0
+    ) -> None:
         super().__init__()
         self.source, self.target = source, target
         for p in [*source.parameters(), *target.parameters()]:
@@ -239,7 +247,9 @@ class PTUPCDR(nn.Module):
                 total, k = total + float(loss.detach()), k + 1
             return total / max(k, 1)
 
-        return train_selected(run_epoch, [self.bridge], epochs=epochs, validate=validate, patience=patience)
+        return train_selected(
+            run_epoch, [self.bridge], epochs=epochs, validate=validate, patience=patience
+        )
 
 
 def ptupcdr_histories(view: CrossDomainView, length: int, seed: int) -> torch.Tensor:

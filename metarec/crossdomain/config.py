@@ -99,8 +99,18 @@ class CrossDomainConfig:
     val_tasks: int | None = 512
 
     def __post_init__(self) -> None:
-        for name in ("embedding_dim", "hidden", "batch_size", "mf_epochs", "epochs", "mapping_epochs",
-                     "history_len", "reg_samples", "k", "eval_batch_size"):
+        for name in (
+            "embedding_dim",
+            "hidden",
+            "batch_size",
+            "mf_epochs",
+            "epochs",
+            "mapping_epochs",
+            "history_len",
+            "reg_samples",
+            "k",
+            "eval_batch_size",
+        ):
             _at_least(self, name, 1)
         for name in ("train_negatives", "adapt_steps", "negatives"):
             _at_least(self, name, 0)
@@ -109,26 +119,36 @@ class CrossDomainConfig:
                 _at_least(self, name, 1)
         for name in ("lr",):
             if not (math.isfinite(self.lr) and self.lr > 0):
-                raise ConfigError(f"{name}={self.lr!r}: must be a finite number > 0; e.g. {name}=0.005")
+                raise ConfigError(
+                    f"{name}={self.lr!r}: must be a finite number > 0; e.g. {name}=0.005"
+                )
         for name in ("l2", "da_weight", "dann_weight", "adapt_l2"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name}={v!r}: must be a finite number >= 0")
-        if len(self.joint_weights) != 2 or any(not (math.isfinite(w) and w >= 0) for w in self.joint_weights):
+        if len(self.joint_weights) != 2 or any(
+            not (math.isfinite(w) and w >= 0) for w in self.joint_weights
+        ):
             raise ConfigError(
                 f"joint_weights={self.joint_weights!r}: need two finite weights >= 0 (source, target); e.g. (1.0, 1.0)"
             )
         if self.joint_weight_grid is not None:
             grid = self.joint_weight_grid
-            if not grid or any(len(w) != 2 or any(not (math.isfinite(x) and x >= 0) for x in w) for w in grid):
+            if not grid or any(
+                len(w) != 2 or any(not (math.isfinite(x) and x >= 0) for x in w) for w in grid
+            ):
                 raise ConfigError(
                     f"joint_weight_grid={grid!r}: need one or more (w_s, w_t) pairs of finite weights >= 0; "
                     "e.g. ((1.0, 1.0), (0.3, 1.0), (0.1, 1.0))"
                 )
             if self.uncertainty:
-                raise ConfigError("joint_weight_grid with uncertainty=True: the weights are learned; pass one or the other")
+                raise ConfigError(
+                    "joint_weight_grid with uncertainty=True: the weights are learned; pass one or the other"
+                )
         if not self.adapt_lrs or any(not (math.isfinite(x) and x > 0) for x in self.adapt_lrs):
-            raise ConfigError(f"adapt_lrs={self.adapt_lrs!r}: need at least one step size > 0; e.g. (0.1, 0.3)")
+            raise ConfigError(
+                f"adapt_lrs={self.adapt_lrs!r}: need at least one step size > 0; e.g. (0.1, 0.3)"
+            )
 
 
 def _at_least(cfg: Any, name: str, low: int) -> None:
@@ -150,9 +170,17 @@ def as_config(config: CrossDomainConfig | Mapping[str, Any] | None) -> CrossDoma
     )
 
 
-def config_from_scenario(scenario: Scenario, config: CrossDomainConfig | Mapping[str, Any] | None = None) -> CrossDomainConfig:
+def config_from_scenario(
+    scenario: Scenario, config: CrossDomainConfig | Mapping[str, Any] | None = None
+) -> CrossDomainConfig:
     """``config`` (default: the defaults) with the scenario's evaluation protocol copied in:
     ``n_query``, ``negatives`` and ``order`` from ``[protocol]``, ``k`` from ``[metrics]``."""
     p = scenario.protocol
     order = p.order if p.split != "time" else "time"
-    return replace(as_config(config), n_query=p.n_query, negatives=p.negatives, order=order, k=scenario.metrics.k)
+    return replace(
+        as_config(config),
+        n_query=p.n_query,
+        negatives=p.negatives,
+        order=order,
+        k=scenario.metrics.k,
+    )

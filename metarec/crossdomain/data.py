@@ -64,7 +64,9 @@ class CrossDomainView:
     def warm_users(self) -> np.ndarray:
         """Users with training rows in both the source domain(s) and the target domain."""
         t = self.table
-        return np.intersect1d(np.unique(t.users[self.source_rows]), np.unique(t.users[self.target_rows]))
+        return np.intersect1d(
+            np.unique(t.users[self.source_rows]), np.unique(t.users[self.target_rows])
+        )
 
     @property
     def item_map(self) -> torch.Tensor:
@@ -101,16 +103,27 @@ def cross_domain_view(table: InteractionTable, splits: MetaSplits) -> CrossDomai
         )
     target = int(doms[0])
     if np.intersect1d(train.rows, eval_rows).shape[0]:
-        raise ConfigError("splits: meta-train shares rows with an evaluation pool; rebuild the splits")
+        raise ConfigError(
+            "splits: meta-train shares rows with an evaluation pool; rebuild the splits"
+        )
     rows = train.rows
     in_target = table.domains[rows] == target
     known = np.zeros(table.n_items, dtype=bool)
     known[table.items[rows]] = True
     known[0] = False
     cold = np.unique(table.users[eval_rows])
-    assert not np.isin(table.users[rows[in_target]], cold).any(), "a cold user's target row is in meta-train"
+    assert not np.isin(table.users[rows[in_target]], cold).any(), (
+        "a cold user's target row is in meta-train"
+    )
     return CrossDomainView(
-        table, target, str(table.domain_ids.values[target - 1]), rows[~in_target], rows[in_target], cold, known, pools
+        table,
+        target,
+        str(table.domain_ids.values[target - 1]),
+        rows[~in_target],
+        rows[in_target],
+        cold,
+        known,
+        pools,
     )
 
 
@@ -128,7 +141,15 @@ class RowBatches:
     Each batch is ``(users, items, targets, domains)``, ``int64/int64/float/int64 (B,)``.
     """
 
-    def __init__(self, view: CrossDomainView, rows: np.ndarray, *, batch_size: int, negatives: int = 0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        view: CrossDomainView,
+        rows: np.ndarray,
+        *,
+        batch_size: int,
+        negatives: int = 0,
+        seed: int = 0,
+    ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r}: must be >= 1")
         t = view.table
@@ -140,7 +161,9 @@ class RowBatches:
         if self.negatives:
             tr = view.train_rows
             self._pos = np.unique(t.users[tr].astype(np.int64) * t.n_items + t.items[tr])
-            pairs = np.unique(np.stack([t.domains[tr], t.items[tr]], axis=1), axis=0)  # (pairs, 2) by domain
+            pairs = np.unique(
+                np.stack([t.domains[tr], t.items[tr]], axis=1), axis=0
+            )  # (pairs, 2) by domain
             self._items = pairs[:, 1]
             counts = np.bincount(pairs[:, 0], minlength=t.n_domains)
             self._start, self._len = np.cumsum(counts) - counts, counts
@@ -159,7 +182,12 @@ class RowBatches:
                 u, d = np.concatenate([u, nu]), np.concatenate([d, nd])
                 i = np.concatenate([i, self._sample(nu, nd)])
                 y = np.concatenate([y, np.zeros(nu.shape[0], dtype=np.float32)])
-            yield (torch.from_numpy(u), torch.from_numpy(i), torch.from_numpy(y), torch.from_numpy(d))
+            yield (
+                torch.from_numpy(u),
+                torch.from_numpy(i),
+                torch.from_numpy(y),
+                torch.from_numpy(d),
+            )
 
     def _sample(self, users: np.ndarray, doms: np.ndarray) -> np.ndarray:
         """One catalogue item of each row's domain, resampled (3 rounds) while it is a positive."""
@@ -177,7 +205,9 @@ class RowBatches:
         return items
 
 
-def paired_batches(view: CrossDomainView, *, batch_size: int, negatives: int, seed: int) -> tuple[RowBatches, RowBatches]:
+def paired_batches(
+    view: CrossDomainView, *, batch_size: int, negatives: int, seed: int
+) -> tuple[RowBatches, RowBatches]:
     """Source and target :class:`RowBatches` with the same number of batches per epoch.
 
     The ``batch_size`` positives of a step are shared in proportion to the domains' row counts,
@@ -189,12 +219,18 @@ def paired_batches(view: CrossDomainView, *, batch_size: int, negatives: int, se
             f"splits: meta-train has {ns} source-domain and {nt} target-domain rows; joint training needs both"
         )
     steps = max(1, -(-(ns + nt) // batch_size))
-    src = RowBatches(view, view.source_rows, batch_size=-(-ns // steps), negatives=negatives, seed=seed)
-    tgt = RowBatches(view, view.target_rows, batch_size=-(-nt // steps), negatives=negatives, seed=seed + 1)
+    src = RowBatches(
+        view, view.source_rows, batch_size=-(-ns // steps), negatives=negatives, seed=seed
+    )
+    tgt = RowBatches(
+        view, view.target_rows, batch_size=-(-nt // steps), negatives=negatives, seed=seed + 1
+    )
     return src, tgt
 
 
-def user_histories(view: CrossDomainView, rows: np.ndarray, length: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def user_histories(
+    view: CrossDomainView, rows: np.ndarray, length: int, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each user's items among ``rows``: at most ``length`` of them (a seeded random subset).
 
     Returns:

@@ -74,7 +74,9 @@ class AdaptConfig:
             raise ConfigError(f"adapt loss={self.loss!r}: choose one of {tuple(LOSSES)}")
 
 
-def adapt_user_vectors(scorer: ColdStartScorer, v0: torch.Tensor, support: EpisodeSet, cfg: AdaptConfig) -> torch.Tensor:
+def adapt_user_vectors(
+    scorer: ColdStartScorer, v0: torch.Tensor, support: EpisodeSet, cfg: AdaptConfig
+) -> torch.Tensor:
     """``cfg.steps`` gradient steps on each task's user vector: ``(T, du) -> (T, du)`` (detached).
 
     The objective sums the tasks' masked support losses; task ``t``'s term depends on row
@@ -141,7 +143,12 @@ def evaluate_cold_pool(
                 v = adapt_user_vectors(scorer, v, b.support, adapt)
             adapt_s += time.perf_counter() - t0
             p = clip_to_scale(scorer.score(v, b.query.items).float(), table)
-            acc.add(per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k), p, b.query.targets, b.query.mask)
+            acc.add(
+                per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k),
+                p,
+                b.query.targets,
+                b.query.mask,
+            )
     out = acc.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
     if return_per_task:
         out["units"] = pool.units[:n].copy()

@@ -98,7 +98,9 @@ def gaussian_kl(xs: torch.Tensor, xt: torch.Tensor, ridge: float = 1e-3) -> torc
     """
     d = _check_pair(xs, xt, "gaussian_kl")
     if not ridge > 0:
-        raise ConfigError(f"gaussian_kl: ridge={ridge!r} must be > 0 (e.g. 1e-3) so the covariances are invertible")
+        raise ConfigError(
+            f"gaussian_kl: ridge={ridge!r} must be > 0 (e.g. 1e-3) so the covariances are invertible"
+        )
     eye = torch.eye(d, dtype=xs.dtype, device=xs.device)
     s_s, s_t = _cov(xs) + ridge * eye, _cov(xt) + ridge * eye  # (d, d)
     diff = (xt.mean(dim=0) - xs.mean(dim=0)).unsqueeze(1)  # (d, 1)
@@ -106,7 +108,9 @@ def gaussian_kl(xs: torch.Tensor, xt: torch.Tensor, ridge: float = 1e-3) -> torc
     l_s = torch.linalg.cholesky(s_s)
     trace = torch.cholesky_solve(s_s, l_t).diagonal().sum()  # tr(S_t^-1 S_s)
     maha = (diff * torch.cholesky_solve(diff, l_t)).sum()
-    logdet = 2.0 * (l_t.diagonal().log().sum() - l_s.diagonal().log().sum())  # ln det S_t - ln det S_s
+    logdet = 2.0 * (
+        l_t.diagonal().log().sum() - l_s.diagonal().log().sum()
+    )  # ln det S_t - ln det S_s
     return 0.5 * (trace + maha - d + logdet)
 
 
@@ -207,7 +211,9 @@ def sliced_wasserstein(
             f"sliced_wasserstein: n_projections={n_projections!r} and p={p!r} must be >= 1; e.g. n_projections=64, p=2"
         )
     dev = "cpu" if generator is None else generator.device
-    theta = torch.randn(d, n_projections, generator=generator, device=dev, dtype=xs.dtype).to(xs.device)
+    theta = torch.randn(d, n_projections, generator=generator, device=dev, dtype=xs.dtype).to(
+        xs.device
+    )
     theta = theta / theta.norm(dim=0, keepdim=True)  # (d, L) unit directions
     ps, pt = xs @ theta, xt @ theta  # (n_s, L), (n_t, L)
     if ps.shape[0] == pt.shape[0]:
@@ -267,7 +273,9 @@ class DomainDiscriminator(nn.Module):
         return self.net(grad_reverse(z, lambda_)).squeeze(-1)  # (n,)
 
 
-def dann_loss(disc: DomainDiscriminator, zs: torch.Tensor, zt: torch.Tensor, lambda_: float = 1.0) -> torch.Tensor:
+def dann_loss(
+    disc: DomainDiscriminator, zs: torch.Tensor, zt: torch.Tensor, lambda_: float = 1.0
+) -> torch.Tensor:
     """Domain-classification BCE of ``disc`` on source (label 0) and target (label 1) rows,
     with the gradient into ``zs``/``zt`` reversed and scaled by ``lambda_``:
     ``0.5 * (mean_s softplus(l) + mean_t softplus(-l))``."""
@@ -316,7 +324,9 @@ class JointLoss(nn.Module):
 
     fixed: torch.Tensor  # buffer (n,): the fixed weights
 
-    def __init__(self, n: int = 2, weights: Sequence[float] | None = None, *, uncertainty: bool = False) -> None:
+    def __init__(
+        self, n: int = 2, weights: Sequence[float] | None = None, *, uncertainty: bool = False
+    ) -> None:
         super().__init__()
         if n < 1:
             raise ConfigError(f"JointLoss: n={n!r} must be >= 1 (the number of losses combined)")
@@ -327,7 +337,9 @@ class JointLoss(nn.Module):
             )
         w = (1.0,) * n if weights is None else tuple(float(x) for x in weights)
         if len(w) != n or any(not (x >= 0 and math.isfinite(x)) for x in w):
-            raise ConfigError(f"JointLoss: weights={w!r} must be {n} finite numbers >= 0, e.g. weights=(1.0, 1.0)")
+            raise ConfigError(
+                f"JointLoss: weights={w!r} must be {n} finite numbers >= 0, e.g. weights=(1.0, 1.0)"
+            )
         self.uncertainty = uncertainty
         self.register_buffer("fixed", torch.tensor(w))
         self.log_vars = nn.Parameter(torch.zeros(n)) if uncertainty else None
@@ -339,7 +351,9 @@ class JointLoss(nn.Module):
 
     def forward(self, *losses: torch.Tensor) -> torch.Tensor:
         if len(losses) != self.fixed.shape[0]:
-            raise ConfigError(f"JointLoss: got {len(losses)} losses, built for n={self.fixed.shape[0]}")
+            raise ConfigError(
+                f"JointLoss: got {len(losses)} losses, built for n={self.fixed.shape[0]}"
+            )
         stacked = torch.stack([torch.as_tensor(x) for x in losses])  # (n,)
         if self.log_vars is None:
             return (self.fixed.to(stacked) * stacked).sum()

@@ -59,10 +59,30 @@ from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
 from metarec.models.base import seeded
 
-__all__ = ["METHODS", "SELECT_METRIC", "FittedMethod", "fit_method", "fit_and_evaluate", "parse_method", "MeanUser"]
+__all__ = [
+    "METHODS",
+    "SELECT_METRIC",
+    "FittedMethod",
+    "fit_method",
+    "fit_and_evaluate",
+    "parse_method",
+    "MeanUser",
+]
 
-METHODS = ("no-transfer", "emcdr", "ptupcdr", "finetune-transfer", "joint", "da-mmd", "da-coral", "da-kl", "da-swd", "dann",
-           "lightgcn", "bitgcf")
+METHODS = (
+    "no-transfer",
+    "emcdr",
+    "ptupcdr",
+    "finetune-transfer",
+    "joint",
+    "da-mmd",
+    "da-coral",
+    "da-kl",
+    "da-swd",
+    "dann",
+    "lightgcn",
+    "bitgcf",
+)
 """Base method names; each also runs as ``"<name>+adapt"``."""
 
 SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}
@@ -104,19 +124,39 @@ class MeanUser(nn.Module):
 
 
 # ---------------------------------------------------------------------- method fitters
-def _mf(view: CrossDomainView, rows: np.ndarray, cfg: CrossDomainConfig, seed: int, **kw: Any) -> tuple[MF, dict]:
+def _mf(
+    view: CrossDomainView, rows: np.ndarray, cfg: CrossDomainConfig, seed: int, **kw: Any
+) -> tuple[MF, dict]:
     return fit_mf(
-        view, rows, dim=cfg.embedding_dim, epochs=kw.pop("epochs", cfg.mf_epochs), batch_size=cfg.batch_size,
-        lr=cfg.lr, l2=cfg.l2, negatives=cfg.train_negatives, seed=seed, **kw,
+        view,
+        rows,
+        dim=cfg.embedding_dim,
+        epochs=kw.pop("epochs", cfg.mf_epochs),
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        l2=cfg.l2,
+        negatives=cfg.train_negatives,
+        seed=seed,
+        **kw,
     )
 
 
-def _no_transfer(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+def _no_transfer(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate
+) -> tuple[ColdStartScorer, dict]:
     users = np.unique(view.table.users[view.target_rows])
     model = new_mf(view, view.target_rows, dim=cfg.embedding_dim, seed=seed)
     scorer = MeanUser(model, users)
-    _, log = _mf(view, view.target_rows, cfg, seed, epochs=cfg.epochs, validate=make_validate(scorer),
-                 patience=cfg.patience, model=model)
+    _, log = _mf(
+        view,
+        view.target_rows,
+        cfg,
+        seed,
+        epochs=cfg.epochs,
+        validate=make_validate(scorer),
+        patience=cfg.patience,
+        model=model,
+    )
     return scorer, {"target_mf": log}
 
 
@@ -126,43 +166,79 @@ def _bridge_mfs(view: CrossDomainView, cfg: CrossDomainConfig, seed: int) -> tup
     return source, target, {"source_mf": log_s, "target_mf": log_t}
 
 
-def _emcdr(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+def _emcdr(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate
+) -> tuple[ColdStartScorer, dict]:
     source, target, logs = _bridge_mfs(view, cfg, seed)
     with seeded(seed + 2):
         mapping = BridgeMapping(source.user_dim, target.user_dim, cfg.mapping, cfg.hidden)
     model = EMCDR(source, target, mapping)
     logs["mapping"] = model.fit_mapping(
-        view.warm_users, kind=cfg.mapping, epochs=cfg.mapping_epochs, lr=cfg.lr, batch_size=256, seed=seed + 2,
-        validate=make_validate(model), patience=max(cfg.patience or 0, 10) if cfg.patience else None,
+        view.warm_users,
+        kind=cfg.mapping,
+        epochs=cfg.mapping_epochs,
+        lr=cfg.lr,
+        batch_size=256,
+        seed=seed + 2,
+        validate=make_validate(model),
+        patience=max(cfg.patience or 0, 10) if cfg.patience else None,
     )
     return model, logs
 
 
-def _ptupcdr(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+def _ptupcdr(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate
+) -> tuple[ColdStartScorer, dict]:
     source, target, logs = _bridge_mfs(view, cfg, seed)
-    model = PTUPCDR(source, target, ptupcdr_histories(view, cfg.history_len, seed), hidden=cfg.hidden, seed=seed + 2)
+    model = PTUPCDR(
+        source,
+        target,
+        ptupcdr_histories(view, cfg.history_len, seed),
+        hidden=cfg.hidden,
+        seed=seed + 2,
+    )
     logs["bridge"] = model.fit_bridge(
-        view, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, negatives=cfg.train_negatives,
-        seed=seed + 2, validate=make_validate(model), patience=cfg.patience,
+        view,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        negatives=cfg.train_negatives,
+        seed=seed + 2,
+        validate=make_validate(model),
+        patience=cfg.patience,
     )
     return model, logs
 
 
-def _finetune(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+def _finetune(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate
+) -> tuple[ColdStartScorer, dict]:
     return fit_finetune(view, cfg, seed, validate=lambda s: make_validate(s)())
 
 
-def _joint(reg: str | None = None, dann: bool = False) -> Callable[..., tuple[ColdStartScorer, dict]]:
-    def fit(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+def _joint(
+    reg: str | None = None, dann: bool = False
+) -> Callable[..., tuple[ColdStartScorer, dict]]:
+    def fit(
+        view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate
+    ) -> tuple[ColdStartScorer, dict]:
         if cfg.joint_weight_grid is None:
-            return fit_joint(view, cfg, seed, validate=lambda s: make_validate(s)(), reg=reg, dann=dann)
+            return fit_joint(
+                view, cfg, seed, validate=lambda s: make_validate(s)(), reg=reg, dann=dann
+            )
         # weights chosen on meta-val: one model per (w_s, w_t), the best meta-val score kept
         best: tuple[ColdStartScorer, dict] | None = None
         tried = {}
         for w in cfg.joint_weight_grid:
             w_s, w_t = w  # validated by CrossDomainConfig: each entry is one (w_s, w_t) pair
-            scorer, log = fit_joint(view, replace(cfg, joint_weights=(w_s, w_t)), seed, validate=lambda s: make_validate(s)(),
-                                    reg=reg, dann=dann)
+            scorer, log = fit_joint(
+                view,
+                replace(cfg, joint_weights=(w_s, w_t)),
+                seed,
+                validate=lambda s: make_validate(s)(),
+                reg=reg,
+                dann=dann,
+            )
             tried[str(tuple(w))] = log["best_val"]
             if best is None or log["best_val"] > best[1]["best_val"]:
                 best = (scorer, log)
@@ -174,7 +250,9 @@ def _joint(reg: str | None = None, dann: bool = False) -> Callable[..., tuple[Co
 
 
 def _graph(bidirectional: bool) -> Callable[..., tuple[ColdStartScorer, dict]]:
-    def fit(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate) -> tuple[ColdStartScorer, dict]:
+    def fit(
+        view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: MakeValidate
+    ) -> tuple[ColdStartScorer, dict]:
         from metarec.graph.crossdomain import (  # metarec.graph builds on this package
             fit_bitgcf,
             fit_lightgcn,
@@ -213,8 +291,17 @@ class FittedMethod:
         fit_seconds: wall-clock time of training (meta-val selection included).
     """
 
-    def __init__(self, method: str, table: InteractionTable, splits: MetaSplits, view: CrossDomainView,
-                 scorer: ColdStartScorer, config: CrossDomainConfig, log: dict, fit_seconds: float) -> None:
+    def __init__(
+        self,
+        method: str,
+        table: InteractionTable,
+        splits: MetaSplits,
+        view: CrossDomainView,
+        scorer: ColdStartScorer,
+        config: CrossDomainConfig,
+        log: dict,
+        fit_seconds: float,
+    ) -> None:
         self.method = method
         self.base, self.adapt = parse_method(method)
         self.table, self.splits, self.view, self.scorer = table, splits, view, scorer
@@ -222,14 +309,24 @@ class FittedMethod:
         self.metric, self.sign = SELECT_METRIC[table.feedback]
         self._chosen: dict[SamplerConfig, tuple[AdaptConfig | None, dict[str, Any]]] = {}
 
-    def evaluate(self, pool: TaskPool, sampler_config: SamplerConfig, *, max_tasks: int | None = None,
-                 return_per_task: bool = False) -> dict[str, Any]:
+    def evaluate(
+        self,
+        pool: TaskPool,
+        sampler_config: SamplerConfig,
+        *,
+        max_tasks: int | None = None,
+        return_per_task: bool = False,
+    ) -> dict[str, Any]:
         """Score ``pool`` (zero-shot, or after the adaptation chosen for ``sampler_config``);
         :func:`~metarec.crossdomain.evaluate.evaluate_cold_pool`'s dictionary."""
         chosen, _ = self.select_adapt(sampler_config)
-        return self._score(pool, sampler_config, chosen, max_tasks=max_tasks, return_per_task=return_per_task)
+        return self._score(
+            pool, sampler_config, chosen, max_tasks=max_tasks, return_per_task=return_per_task
+        )
 
-    def select_adapt(self, sampler_config: SamplerConfig) -> tuple[AdaptConfig | None, dict[str, Any]]:
+    def select_adapt(
+        self, sampler_config: SamplerConfig
+    ) -> tuple[AdaptConfig | None, dict[str, Any]]:
         """``(adaptation, meta-val result)``: for ``"+adapt"`` methods the step size of
         ``config.adapt_lrs`` with the best meta-val score (ties: zero-shot, then the first)."""
         if sampler_config in self._chosen:
@@ -250,11 +347,28 @@ class FittedMethod:
         self._chosen[sampler_config] = (chosen, val)
         return chosen, val
 
-    def _score(self, pool: TaskPool, scfg: SamplerConfig, adapt: AdaptConfig | None, *, max_tasks: int | None = None,
-               return_per_task: bool = False) -> dict[str, Any]:
+    def _score(
+        self,
+        pool: TaskPool,
+        scfg: SamplerConfig,
+        adapt: AdaptConfig | None,
+        *,
+        max_tasks: int | None = None,
+        return_per_task: bool = False,
+    ) -> dict[str, Any]:
         cfg = self.config
-        return evaluate_cold_pool(self.scorer, self.table, pool, scfg, adapt=adapt, k=cfg.k, seed=cfg.eval_seed,
-                                  batch_size=cfg.eval_batch_size, max_tasks=max_tasks, return_per_task=return_per_task)
+        return evaluate_cold_pool(
+            self.scorer,
+            self.table,
+            pool,
+            scfg,
+            adapt=adapt,
+            k=cfg.k,
+            seed=cfg.eval_seed,
+            batch_size=cfg.eval_batch_size,
+            max_tasks=max_tasks,
+            return_per_task=return_per_task,
+        )
 
 
 def fit_method(
@@ -281,14 +395,24 @@ def fit_method(
     base, _ = parse_method(method)
     cfg = as_config(config)
     view = cross_domain_view(table, splits)
-    scfg = val_sampler or SamplerConfig(n_support=1, n_query=cfg.n_query, order=cfg.order, negatives=cfg.negatives)
+    scfg = val_sampler or SamplerConfig(
+        n_support=1, n_query=cfg.n_query, order=cfg.order, negatives=cfg.negatives
+    )
     metric, sign = SELECT_METRIC[table.feedback]
     val_pool = splits.pools[splits.val]
 
     def make_validate(scorer: ColdStartScorer) -> Validate:
         def validate() -> float:
-            res = evaluate_cold_pool(scorer, table, val_pool, scfg, k=cfg.k, seed=cfg.eval_seed,
-                                     batch_size=cfg.eval_batch_size, max_tasks=cfg.val_tasks)
+            res = evaluate_cold_pool(
+                scorer,
+                table,
+                val_pool,
+                scfg,
+                k=cfg.k,
+                seed=cfg.eval_seed,
+                batch_size=cfg.eval_batch_size,
+                max_tasks=cfg.val_tasks,
+            )
             return sign * float(res[metric])
 
         return validate
@@ -336,16 +460,21 @@ def fit_and_evaluate(
     t_start = time.perf_counter()
     parse_method(method)
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ConfigError(f"shots={shots!r}: each task needs at least one support interaction; pass shots >= 1")
+        raise ConfigError(
+            f"shots={shots!r}: each task needs at least one support interaction; pass shots >= 1"
+        )
     cfg = as_config(config)
-    scfg = SamplerConfig(n_support=shots, n_query=cfg.n_query, order=cfg.order, negatives=cfg.negatives)
+    scfg = SamplerConfig(
+        n_support=shots, n_query=cfg.n_query, order=cfg.order, negatives=cfg.negatives
+    )
     fitted = fit_method(method, table, splits, seed=seed, config=cfg, val_sampler=scfg)
     t_fit = time.perf_counter()
     chosen, val = fitted.select_adapt(scfg)
     t_select = time.perf_counter()
     states = {
         name: fitted.evaluate(splits.pools[name], scfg, return_per_task=True)
-        for name in splits.states if len(splits.pools[name])
+        for name in splits.states
+        if len(splits.pools[name])
     }
     t_end = time.perf_counter()
     return {
@@ -355,9 +484,16 @@ def fit_and_evaluate(
         "target_domain": fitted.view.target_name,
         "metric": fitted.metric,
         "val": {k: v for k, v in val.items() if k != "flags"},
-        "adapt": None if chosen is None else {"steps": chosen.steps, "lr": chosen.lr, "l2": chosen.l2},
+        "adapt": None
+        if chosen is None
+        else {"steps": chosen.steps, "lr": chosen.lr, "l2": chosen.l2},
         "states": states,
-        "seconds": {"fit": t_fit - t_start, "select": t_select - t_fit, "test": t_end - t_select, "total": t_end - t_start},
+        "seconds": {
+            "fit": t_fit - t_start,
+            "select": t_select - t_fit,
+            "test": t_end - t_select,
+            "total": t_end - t_start,
+        },
         "config": to_dict(cfg),
         "log": fitted.log,
     }

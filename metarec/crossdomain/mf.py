@@ -38,7 +38,14 @@ class MF(nn.Module):
     item_map: torch.Tensor  # buffer (n_items,) int64
 
     def __init__(
-        self, n_users: int, n_items: int, dim: int, *, item_map: torch.Tensor | None = None, mu: float = 0.0, seed: int = 0
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        *,
+        item_map: torch.Tensor | None = None,
+        mu: float = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.dim = dim
@@ -50,7 +57,9 @@ class MF(nn.Module):
         self.user_bias = nn.Parameter(torch.zeros(n_users))
         self.item_bias = nn.Parameter(torch.zeros(n_items))
         self.mu = nn.Parameter(torch.tensor(float(mu)))
-        self.register_buffer("item_map", torch.arange(n_items) if item_map is None else item_map.clone())
+        self.register_buffer(
+            "item_map", torch.arange(n_items) if item_map is None else item_map.clone()
+        )
 
     @property
     def user_dim(self) -> int:

@@ -56,7 +56,10 @@ def make_two_domain(
     a = rng.normal(size=(f, f)) / np.sqrt(f)
     y = x @ a if transfer == "linear" else np.tanh(x @ a) * np.sqrt(f) / 2.0
     frames = []
-    for name, taste, n_items, per_user in (("source", x, n_source_items, n_source), ("target", y, n_target_items, n_target)):
+    for name, taste, n_items, per_user in (
+        ("source", x, n_source_items, n_source),
+        ("target", y, n_target_items, n_target),
+    ):
         v = rng.normal(size=(n_items, f))
         b = rng.normal(scale=0.3, size=n_items)
         s = taste @ v.T / np.sqrt(f) * signal + b  # (users, items)
@@ -69,7 +72,16 @@ def make_two_domain(
             rating = np.clip(3.0 + score + rng.normal(scale=noise, size=score.shape), 1.0, 5.0)
         else:
             rating = np.ones_like(score)
-        frames.append(pd.DataFrame({"user": users, "item": [f"{name[0]}{k}" for k in items], "rating": rating, "domain": name}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user": users,
+                    "item": [f"{name[0]}{k}" for k in items],
+                    "rating": rating,
+                    "domain": name,
+                }
+            )
+        )
     frame = pd.concat(frames, ignore_index=True)
     cols = Columns(rating="rating", domain="domain")
     scale = (1.0, 5.0) if feedback == "explicit" else None

@@ -69,8 +69,16 @@ class SharedUserModel(nn.Module):
     item_map: torch.Tensor  # buffer (n_items,) int64
 
     def __init__(
-        self, n_users: int, n_items: int, n_domains: int, dim: int, hidden: int, *,
-        item_map: torch.Tensor, domain_bias: float = 0.0, seed: int = 0,
+        self,
+        n_users: int,
+        n_items: int,
+        n_domains: int,
+        dim: int,
+        hidden: int,
+        *,
+        item_map: torch.Tensor,
+        domain_bias: float = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         with seeded(seed):
@@ -89,14 +97,24 @@ class SharedUserModel(nn.Module):
     def from_view(cls, view: CrossDomainView, cfg: CrossDomainConfig, seed: int) -> SharedUserModel:
         t = view.table
         mu = float(t.ratings[view.train_rows].mean()) if t.feedback == "explicit" else 0.0
-        return cls(t.n_users, t.n_items, t.n_domains, cfg.embedding_dim, cfg.hidden, item_map=view.item_map,
-                   domain_bias=mu, seed=seed)
+        return cls(
+            t.n_users,
+            t.n_items,
+            t.n_domains,
+            cfg.embedding_dim,
+            cfg.hidden,
+            item_map=view.item_map,
+            domain_bias=mu,
+            seed=seed,
+        )
 
     def represent(self, uvec: torch.Tensor) -> torch.Tensor:
         """``z = tower(e)``: ``(..., d) -> (..., d)``."""
         return self.tower(uvec)
 
-    def head(self, z: torch.Tensor, items: torch.Tensor, domains: torch.Tensor | int) -> torch.Tensor:
+    def head(
+        self, z: torch.Tensor, items: torch.Tensor, domains: torch.Tensor | int
+    ) -> torch.Tensor:
         """Domain heads: ``z (B, d)`` with ``items (B,)`` -> ``(B,)``, or ``z (T, d)`` with
         ``items (T, N)`` -> ``(T, N)``; ``domains`` an int or per-row ``(B,)`` indices."""
         i = self.item_map[items]
@@ -107,12 +125,16 @@ class SharedUserModel(nn.Module):
             z, user_bias = z.unsqueeze(-2), user_bias.unsqueeze(-1)
         return (z * w * q).sum(-1) + user_bias + b + c
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, domains: torch.Tensor
+    ) -> torch.Tensor:
         return self.head(self.represent(self.user[users]), items, domains)
 
     def embedding_penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``mean(||e_u||^2 + ||q_i||^2)`` over a batch's rows."""
-        return (self.user[users].square().sum(-1) + self.item[self.item_map[items]].square().sum(-1)).mean()
+        return (
+            self.user[users].square().sum(-1) + self.item[self.item_map[items]].square().sum(-1)
+        ).mean()
 
 
 class DomainScorer(nn.Module):
@@ -130,7 +152,13 @@ class DomainScorer(nn.Module):
         return self.model.head(self.model.represent(uvec), items, self.domain)
 
 
-def _train_rows(model: SharedUserModel, batches: RowBatches, opt: torch.optim.Optimizer, cfg: CrossDomainConfig, feedback: str) -> float:
+def _train_rows(
+    model: SharedUserModel,
+    batches: RowBatches,
+    opt: torch.optim.Optimizer,
+    cfg: CrossDomainConfig,
+    feedback: str,
+) -> float:
     total, k = 0.0, 0
     for u, i, y, d in batches.epoch():
         loss = point_loss(model(u, i, d), y, feedback) + cfg.l2 * model.embedding_penalty(u, i)
@@ -142,8 +170,12 @@ def _train_rows(model: SharedUserModel, batches: RowBatches, opt: torch.optim.Op
 
 
 def fit_finetune(
-    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, *,
-    validate: ScorerValidate | None = None, freeze: str | None = None,
+    view: CrossDomainView,
+    cfg: CrossDomainConfig,
+    seed: int,
+    *,
+    validate: ScorerValidate | None = None,
+    freeze: str | None = None,
 ) -> tuple[DomainScorer, dict]:
     """Pre-train on the source rows (``cfg.mf_epochs``), fine-tune on the target rows
     (``cfg.epochs``, best by ``validate(scorer)`` on meta-val) with ``freeze`` (default ``cfg.freeze``); the frozen
@@ -154,23 +186,43 @@ def fit_finetune(
     t = view.table
     model = SharedUserModel.from_view(view, cfg, seed)
     scorer = DomainScorer(model, view.target)
-    src = RowBatches(view, view.source_rows, batch_size=cfg.batch_size, negatives=cfg.train_negatives, seed=seed)
+    src = RowBatches(
+        view, view.source_rows, batch_size=cfg.batch_size, negatives=cfg.train_negatives, seed=seed
+    )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    pre = train_selected(lambda _e: _train_rows(model, src, opt, cfg, t.feedback), [model], epochs=cfg.mf_epochs)
+    pre = train_selected(
+        lambda _e: _train_rows(model, src, opt, cfg, t.feedback), [model], epochs=cfg.mf_epochs
+    )
     fixed = FREEZE_PATTERNS[freeze]
     for n, p in model.named_parameters():
         if any(n.startswith(f) for f in fixed):
             p.requires_grad_(False)
-    tgt = RowBatches(view, view.target_rows, batch_size=cfg.batch_size, negatives=cfg.train_negatives, seed=seed + 1)
+    tgt = RowBatches(
+        view,
+        view.target_rows,
+        batch_size=cfg.batch_size,
+        negatives=cfg.train_negatives,
+        seed=seed + 1,
+    )
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    fine = train_selected(lambda _e: _train_rows(model, tgt, opt, cfg, t.feedback), [model], epochs=cfg.epochs,
-                          validate=_bind(validate, scorer), patience=cfg.patience)
+    fine = train_selected(
+        lambda _e: _train_rows(model, tgt, opt, cfg, t.feedback),
+        [model],
+        epochs=cfg.epochs,
+        validate=_bind(validate, scorer),
+        patience=cfg.patience,
+    )
     return scorer, {"pretrain": pre, "finetune": fine, "freeze": freeze}
 
 
 def fit_joint(
-    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, *,
-    validate: ScorerValidate | None = None, reg: str | None = None, dann: bool = False,
+    view: CrossDomainView,
+    cfg: CrossDomainConfig,
+    seed: int,
+    *,
+    validate: ScorerValidate | None = None,
+    reg: str | None = None,
+    dann: bool = False,
 ) -> tuple[DomainScorer, dict]:
     """Joint training on both domains, optionally DA-regularised (``reg``) or adversarial
     (``dann``); ``cfg.epochs`` epochs, the best on meta-val kept.
@@ -188,12 +240,16 @@ def fit_joint(
     t = view.table
     model = SharedUserModel.from_view(view, cfg, seed)
     scorer = DomainScorer(model, view.target)
-    joint = JointLoss(2, None if cfg.uncertainty else cfg.joint_weights, uncertainty=cfg.uncertainty)
+    joint = JointLoss(
+        2, None if cfg.uncertainty else cfg.joint_weights, uncertainty=cfg.uncertainty
+    )
     with seeded(seed + 7):
         disc = DomainDiscriminator(cfg.embedding_dim, cfg.hidden) if dann else None
     params = [*model.parameters(), *joint.parameters(), *(disc.parameters() if disc else [])]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    src, tgt = paired_batches(view, batch_size=cfg.batch_size, negatives=cfg.train_negatives, seed=seed)
+    src, tgt = paired_batches(
+        view, batch_size=cfg.batch_size, negatives=cfg.train_negatives, seed=seed
+    )
     gen = torch.Generator().manual_seed(seed)
     total_steps = max(1, cfg.epochs * len(src))
     state = {"step": 0}
@@ -209,14 +265,18 @@ def fit_joint(
         for (us, is_, ys, ds), (ut, it, yt, dt) in zip(src.epoch(), tgt.epoch()):
             ls = point_loss(model(us, is_, ds), ys, t.feedback)
             lt = point_loss(model(ut, it, dt), yt, t.feedback)
-            loss = joint(ls, lt) + cfg.l2 * 0.5 * (model.embedding_penalty(us, is_) + model.embedding_penalty(ut, it))
+            loss = joint(ls, lt) + cfg.l2 * 0.5 * (
+                model.embedding_penalty(us, is_) + model.embedding_penalty(ut, it)
+            )
             if reg_fn is not None or disc is not None:
                 zs, zt = users_rep(us), users_rep(ut)
                 if zs.shape[0] >= 2 and zt.shape[0] >= 2:
                     if reg_fn is not None:
                         kw = {"generator": gen} if reg == "sliced_wasserstein" else {}
                         loss = loss + cfg.da_weight * reg_fn(zs, zt, **kw)
-                    elif disc is not None:  # always, given the test above; spelled out for the type checker
+                    elif (
+                        disc is not None
+                    ):  # always, given the test above; spelled out for the type checker
                         p = state["step"] / total_steps
                         lam = cfg.dann_weight * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
                         loss = loss + dann_loss(disc, zs, zt, lam)
@@ -227,12 +287,16 @@ def fit_joint(
             total, k = total + float(loss.detach()), k + 1
         return total / max(k, 1)
 
-    log = train_selected(run_epoch, [model, joint, *([disc] if disc else [])], epochs=cfg.epochs,
-                         validate=_bind(validate, scorer), patience=cfg.patience)
+    log = train_selected(
+        run_epoch,
+        [model, joint, *([disc] if disc else [])],
+        epochs=cfg.epochs,
+        validate=_bind(validate, scorer),
+        patience=cfg.patience,
+    )
     log["joint_weights"] = joint.weights.tolist()
     return scorer, log
 
 
 def _bind(validate: ScorerValidate | None, scorer: DomainScorer) -> Validate | None:
     return None if validate is None else (lambda: validate(scorer))
-

@@ -16,14 +16,23 @@ import pandas as pd
 
 from metarec._errors import DataError, py, suggest
 
-__all__ = ["PARTS", "check_scalars", "one_column_hint", "parse_parts", "parse_ratings", "parse_timestamps"]
+__all__ = [
+    "PARTS",
+    "check_scalars",
+    "one_column_hint",
+    "parse_parts",
+    "parse_ratings",
+    "parse_timestamps",
+]
 
 PARTS: tuple[str, ...] = ("train", "valid", "test")
 """Names of a dataset's own split parts (``InteractionTable.parts`` holds indices into this)."""
 _PART_ALIASES = {"train": 0, "valid": 1, "validation": 1, "val": 1, "dev": 1, "test": 2}
 
 
-def parse_ratings(frame: pd.DataFrame, col: str | None, feedback: str, scale: tuple[float, float] | None) -> np.ndarray:
+def parse_ratings(
+    frame: pd.DataFrame, col: str | None, feedback: str, scale: tuple[float, float] | None
+) -> np.ndarray:
     """``float64 (n,)`` ratings of column ``col`` (``None``: implicit, every row 1), checked: numeric,
     finite, 0/1 for implicit feedback, inside ``scale`` for explicit."""
     if col is None:
@@ -62,7 +71,7 @@ def parse_ratings(frame: pd.DataFrame, col: str | None, feedback: str, scale: tu
         if off.any():
             raise DataError(
                 f"rating column {col!r}: implicit feedback needs 0/1 values, got {py(r[off][0])!r} at row "
-                f"{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4), set data.feedback = \"explicit\", "
+                f'{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4), set data.feedback = "explicit", '
                 'or data.columns.rating = "none" to make every row a positive'
             )
     elif scale is not None:
@@ -93,7 +102,9 @@ def parse_timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
     raw = frame[col]
     if raw.isna().any():
         row = frame.index[raw.isna().to_numpy()][0]
-        raise DataError(f"timestamp column {col!r}: missing timestamp at row {py(row)!r}; fill or drop those rows, or {_TS_FIX}")
+        raise DataError(
+            f"timestamp column {col!r}: missing timestamp at row {py(row)!r}; fill or drop those rows, or {_TS_FIX}"
+        )
     if pd.api.types.is_bool_dtype(raw):
         raise DataError(f"timestamp column {col!r}: holds true/false values, not times; {_TS_FIX}")
     if pd.api.types.is_datetime64_any_dtype(raw):
@@ -110,13 +121,18 @@ def parse_timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
         try:
             parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
         except (ValueError, TypeError, OverflowError):
-            parsed = pd.Series([pd.to_datetime(v, errors="coerce", utc=True) for v in raw.tolist()], index=raw.index)
+            parsed = pd.Series(
+                [pd.to_datetime(v, errors="coerce", utc=True) for v in raw.tolist()],
+                index=raw.index,
+            )
         if parsed.dtype == object:
             parsed = pd.to_datetime(parsed, errors="coerce", utc=True)
     bad = parsed.isna()
     if bad.any():
         row = frame.index[bad.to_numpy()][0]
-        raise DataError(f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {py(row)!r} as a time; {_TS_FIX}")
+        raise DataError(
+            f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {py(row)!r} as a time; {_TS_FIX}"
+        )
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize("UTC")
     epoch = pd.Timestamp(0, tz="UTC")
@@ -191,7 +207,12 @@ _SCALARS = (str, int, float, np.integer, np.floating)
 
 def check_scalars(values: pd.Series, what: str) -> None:
     """Ids must be strings or numbers (not lists, dicts, booleans or bytes)."""
-    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "integer", "floating", "mixed-integer-float"):
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string",
+        "integer",
+        "floating",
+        "mixed-integer-float",
+    ):
         return
     if values.dtype == object or pd.api.types.is_bool_dtype(values):
         for row, v in zip(values.index, values.tolist()):

@@ -50,7 +50,10 @@ class IdEncoder:
         # Fast path for integer vocabularies (the common case: MovieLens, Amazon ids).
         self._int_index: pd.Index | None = None
         if self._values and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and _I64_MIN <= v <= _I64_MAX for v in self._values
+            isinstance(v, (int, np.integer))
+            and not isinstance(v, bool)
+            and _I64_MIN <= v <= _I64_MAX
+            for v in self._values
         ):
             self._int_index = pd.Index(np.asarray(self._values, dtype=np.int64))
 
@@ -61,11 +64,17 @@ class IdEncoder:
         A handful of values that are all one id (one cold user's support, the serving path)
         skip the pandas pass.
         """
-        if isinstance(values, (list, tuple)) and 0 < len(values) <= _FEW and not _is_missing(values[0]):
+        if (
+            isinstance(values, (list, tuple))
+            and 0 < len(values) <= _FEW
+            and not _is_missing(values[0])
+        ):
             first, key = values[0], _key(values[0])
             if all(type(v) is type(first) and _key(v) == key for v in values):
                 return cls([first], name=name)
-        uniq = pd.unique(pd.Series(list(values) if not isinstance(values, (pd.Series, np.ndarray)) else values))
+        uniq = pd.unique(
+            pd.Series(list(values) if not isinstance(values, (pd.Series, np.ndarray)) else values)
+        )
         uniq = [v for v in uniq if not _is_missing(v)]
         uniq.sort(key=lambda v: (0, v) if isinstance(v, (int, np.integer)) else (1, str(v)))
         return cls(uniq, name=name)

@@ -91,7 +91,11 @@ class FeatureTable:
             "numeric_names": self.numeric_names,
             "numeric_stats": self.numeric_stats,
             "widths": {k: int(v.shape[1]) for k, v in self.categorical.items()},
-            **({"text_dims": {k: int(v.shape[1]) for k, v in self.text.items()}} if self.text else {}),
+            **(
+                {"text_dims": {k: int(v.shape[1]) for k, v in self.text.items()}}
+                if self.text
+                else {}
+            ),
         }
 
 
@@ -189,10 +193,16 @@ def encode_features(
     return FeatureTable(categorical, numeric, num_names, vocabs, present, stats, text)
 
 
-def _encode_text(col: pd.Series, spec: FeatureSpec, idx: np.ndarray, n: int, what: str) -> np.ndarray:
+def _encode_text(
+    col: pd.Series, spec: FeatureSpec, idx: np.ndarray, n: int, what: str
+) -> np.ndarray:
     from metarec.data.text import encode_texts
 
-    bad = [v for v in col.tolist() if v is not None and not isinstance(v, str) and not (isinstance(v, float) and np.isnan(v))]
+    bad = [
+        v
+        for v in col.tolist()
+        if v is not None and not isinstance(v, str) and not (isinstance(v, float) and np.isnan(v))
+    ]
     if bad:
         raise DataError(
             f"{what}_features[{spec.name!r}]: text feature has non-string value {py(bad[0])!r}; convert the column "

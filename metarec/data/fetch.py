@@ -48,7 +48,9 @@ class _Archive:
 
 FETCHABLE: dict[str, _Archive] = {
     "movielens-100k": _Archive("ml-100k.zip", "ml-100k", ("u.data", "u.item", "u.user"), "100K"),
-    "movielens-1m": _Archive("ml-1m.zip", "ml-1m", ("ratings.dat", "users.dat", "movies.dat"), "1M"),
+    "movielens-1m": _Archive(
+        "ml-1m.zip", "ml-1m", ("ratings.dat", "users.dat", "movies.dat"), "1M"
+    ),
 }
 """Datasets :func:`fetch` knows, by name."""
 
@@ -153,7 +155,11 @@ def _download(url: str, out: BinaryIO) -> tuple[str, int]:
                 out.write(chunk)
                 size += len(chunk)
     except (urllib.error.URLError, OSError) as e:
-        reason = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else getattr(e, "reason", e)
+        reason = (
+            f"HTTP {e.code} {e.reason}"
+            if isinstance(e, urllib.error.HTTPError)
+            else getattr(e, "reason", e)
+        )
         raise DataError(
             f"could not download {url}: {reason}; check the network (or base_url / "
             "METAREC_FETCH_BASE_URL), or download the archive by hand and unzip it into root"
@@ -178,10 +184,14 @@ def _extract(zpath: Path, dest: Path, spec: _Archive, key: str) -> None:
                 )
             bad = zf.testzip()
             if bad is not None:
-                raise DataError(f"{key}: archive member {bad!r} is corrupt (CRC); nothing was written")
+                raise DataError(
+                    f"{key}: archive member {bad!r} is corrupt (CRC); nothing was written"
+                )
             zf.extractall(dest, members=[n for n in names if n.startswith(f"{spec.folder}/")])
     except zipfile.BadZipFile as e:
-        raise DataError(f"{key}: the download is not a valid zip archive ({e}); nothing was written") from e
+        raise DataError(
+            f"{key}: the download is not a valid zip archive ({e}); nothing was written"
+        ) from e
 
 
 def _check_complete(target: Path, spec: _Archive, key: str) -> None:

@@ -182,7 +182,9 @@ def read_frame(
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise DataError(f"{path}: reading Parquet needs pyarrow; pip install 'metarec[parquet]'") from None
+            raise DataError(
+                f"{path}: reading Parquet needs pyarrow; pip install 'metarec[parquet]'"
+            ) from None
         try:
             frame = pd.read_parquet(path, **opts)
         except (OSError, ValueError, TypeError) as e:  # pyarrow.ArrowInvalid is a ValueError
@@ -195,10 +197,14 @@ def read_frame(
         return frame
     sep_: str = _SEP_WORDS.get(sep, sep) if sep is not None else ("\t" if fmt == "tsv" else ",")
     if sep_ == "":
-        raise DataError(f"{path}: sep='': the separator must be at least one character; e.g. data.sep = \",\"")
+        raise DataError(
+            f"{path}: sep='': the separator must be at least one character; e.g. data.sep = \",\""
+        )
     psep, extra = _pandas_sep(sep_)
     kw: dict[str, Any] = {"sep": psep, **extra}
-    if not header or names is not None:  # named after reading; a header that names replace is skipped
+    if (
+        not header or names is not None
+    ):  # named after reading; a header that names replace is skipped
         kw["header"] = None
         if header:
             kw["skiprows"] = 1
@@ -206,7 +212,11 @@ def read_frame(
         kw["dtype"] = str
     elif string_columns:
         wanted = set(string_columns)
-        kw["dtype"] = {k: str for k, n in enumerate(names) if n in wanted} if names is not None else {c: str for c in wanted}
+        kw["dtype"] = (
+            {k: str for k, n in enumerate(names) if n in wanted}
+            if names is not None
+            else {c: str for c in wanted}
+        )
     kw.update(keep_default_na=False, na_values=[""])
     if kw.get("engine") != "python":
         kw["quoting"] = csv.QUOTE_MINIMAL
@@ -214,10 +224,12 @@ def read_frame(
     try:
         frame = pd.read_csv(path, **kw)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty (no columns, no rows); write the interactions into it") from None
+        raise DataError(
+            f"{path}: the file is empty (no columns, no rows); write the interactions into it"
+        ) from None
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}); "
+            f"{path}: not UTF-8 text (byte {e.object[e.start : e.start + 1]!r} at offset {e.start}); "
             "it is binary, corrupt or in another encoding; re-save it as UTF-8, or pass "
             "read_options={'encoding': 'latin-1'} in Python"
         ) from None
@@ -232,8 +244,12 @@ def read_frame(
             f"{path}: cannot parse the file ({type(e).__name__}: {_short(e)}); {hint or 'it is corrupt or not the expected layout'}"
         ) from None
     except MemoryError:
-        raise DataError(f"{path}: the file does not fit in memory; split it into several data.files entries") from None
-    if names is not None:  # named after reading, so that a count mismatch is an error, not a silent shift
+        raise DataError(
+            f"{path}: the file does not fit in memory; split it into several data.files entries"
+        ) from None
+    if (
+        names is not None
+    ):  # named after reading, so that a count mismatch is an error, not a silent shift
         if frame.shape[1] != len(names) and (hint := _sep_hint(path, sep_, header)):
             raise DataError(f"{path}: {frame.shape[1]} column(s) read, {len(names)} named; {hint}")
         frame = _rename(frame, names, path)
@@ -277,7 +293,9 @@ def separator_hint(path: str | Path, sep: str, *, header: bool = True) -> str:
     return _sep_hint(Path(path), sep, header)
 
 
-def read_json_object(path: str | Path, what: str, *, error: type[MetarecError] = DataError, fix: str = "") -> dict[str, Any]:
+def read_json_object(
+    path: str | Path, what: str, *, error: type[MetarecError] = DataError, fix: str = ""
+) -> dict[str, Any]:
     """A JSON file that must hold an object (``{...}``).
 
     Args:
@@ -296,7 +314,9 @@ def read_json_object(path: str | Path, what: str, *, error: type[MetarecError] =
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise error(f"{path}: cannot read the {what} file ({type(e).__name__}: {_short(e)}); {fix}") from None
+        raise error(
+            f"{path}: cannot read the {what} file ({type(e).__name__}: {_short(e)}); {fix}"
+        ) from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -305,18 +325,26 @@ def read_json_object(path: str | Path, what: str, *, error: type[MetarecError] =
             f"truncated?); {fix}"
         ) from None
     except RecursionError:
-        raise error(f"{path}: the {what} file is nested too deeply to be metarec's; {fix}") from None
+        raise error(
+            f"{path}: the {what} file is nested too deeply to be metarec's; {fix}"
+        ) from None
     if not isinstance(obj, dict):
-        raise error(f"{path}: the {what} file holds a JSON {type(obj).__name__}, expected an object ({{...}}); {fix}")
+        raise error(
+            f"{path}: the {what} file holds a JSON {type(obj).__name__}, expected an object ({{...}}); {fix}"
+        )
     return obj
 
 
-def check_codes(codes: np.ndarray, size: int, what: str, *, error: type[MetarecError] = DataError, fix: str = "") -> np.ndarray:
+def check_codes(
+    codes: np.ndarray, size: int, what: str, *, error: type[MetarecError] = DataError, fix: str = ""
+) -> np.ndarray:
     """``codes`` (integer indices into a vocabulary of ``size`` entries, 0 = unknown) if every
     one lies in ``[0, size)``; else ``error`` naming ``what``, the first bad code and its range."""
     arr = np.asarray(codes)
     if arr.dtype.kind not in "iu":
-        raise error(f"{what}: codes must be integers, got dtype {arr.dtype}; {fix or 'the file is damaged'}")
+        raise error(
+            f"{what}: codes must be integers, got dtype {arr.dtype}; {fix or 'the file is damaged'}"
+        )
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= size:

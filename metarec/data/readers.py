@@ -86,7 +86,14 @@ def read_movielens_100k(
     _choice("year", year, ("categorical", "numeric"))
     base = _find_dir(root, "ml-100k", "u.data", "movielens-100k")
     how = _ML_HOWTO.format(name="movielens-100k")
-    ratings = _csv(base / "u.data", how, sep="\t", header=None, names=["user", "item", "rating", "timestamp"], dtype="int64")
+    ratings = _csv(
+        base / "u.data",
+        how,
+        sep="\t",
+        header=None,
+        names=["user", "item", "rating", "timestamp"],
+        dtype="int64",
+    )
     users = _csv(
         base / "u.user", how, sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"],
         dtype={"user": "int64", "age": "int64", "gender": str, "occupation": str, "zip": str},
@@ -109,7 +116,9 @@ def read_movielens_100k(
         user_features=users,
         user_feature_specs=[
             FeatureSpec("age", "numeric" if age == "numeric" else "categorical"),
-            FeatureSpec("gender"), FeatureSpec("occupation"), FeatureSpec("zip"),
+            FeatureSpec("gender"),
+            FeatureSpec("occupation"),
+            FeatureSpec("zip"),
         ],  # fmt: skip
         item_features=item_frame,
         item_feature_specs=[FeatureSpec("genre", "multi", sep="|"), FeatureSpec("year", year)],
@@ -168,9 +177,13 @@ def read_movielens_1m(
     else:
         items = _read_double_colon(base / "movies.dat", ["item", "title", "genre"])
         items["item"] = items["item"].astype("int64")
-        items["year"] = _year_column(pd.to_numeric(items["title"].str.extract(_TITLE_YEAR)[0]), "categorical")
+        items["year"] = _year_column(
+            pd.to_numeric(items["title"].str.extract(_TITLE_YEAR)[0]), "categorical"
+        )
         item_specs = [FeatureSpec("genre", "multi", sep="|"), FeatureSpec("year")]
-    items, item_specs = _with_text(items, item_specs, item_text, "melu-extra" if melu_extra else "movies.dat")
+    items, item_specs = _with_text(
+        items, item_specs, item_text, "melu-extra" if melu_extra else "movies.dat"
+    )
     return InteractionTable.from_frame(
         ratings,
         Columns(timestamp="timestamp"),
@@ -185,18 +198,26 @@ _MELU_COLUMNS = "item title year rate released genre director writer actors plot
 _TEXT_COLUMNS = ("title", "plot", "director", "writer", "actors", "genre")
 
 
-def _with_text(items: pd.DataFrame, specs: list[FeatureSpec], text: Sequence[str], origin: str) -> tuple[pd.DataFrame, list[FeatureSpec]]:
+def _with_text(
+    items: pd.DataFrame, specs: list[FeatureSpec], text: Sequence[str], origin: str
+) -> tuple[pd.DataFrame, list[FeatureSpec]]:
     """Add ``text`` columns as text features (a column already used as a feature is copied to
     ``<name>_text``)."""
     if isinstance(text, str):
-        raise DataError(f"item_text={text!r}: expected a list of column names; pass item_text=[{text!r}]")
+        raise DataError(
+            f"item_text={text!r}: expected a list of column names; pass item_text=[{text!r}]"
+        )
     used = {s.name for s in specs}
     for col in text:
         if col not in _TEXT_COLUMNS or col not in items.columns:
             avail = [c for c in _TEXT_COLUMNS if c in items.columns]
             raise DataError(
                 f"item_text: column {col!r} is not a text column of {origin}; choose from {avail}{suggest(col, avail)}"
-                + ("" if origin == "melu-extra" else "; plots, directors and actors need melu_extra=True")
+                + (
+                    ""
+                    if origin == "melu-extra"
+                    else "; plots, directors and actors need melu_extra=True"
+                )
             )
         name = f"{col}_text" if col in used else col
         items = items.assign(**{name: items[col]})
@@ -273,12 +294,19 @@ def read_recbole_atomic(
     if ts:
         inter[ts] = pd.to_numeric(inter[ts], errors="coerce")
     kwargs: dict[str, Any] = {}
-    for what, field, keep in (("user", user_field, user_features), ("item", item_field, item_features)):
+    for what, field, keep in (
+        ("user", user_field, user_features),
+        ("item", item_field, item_features),
+    ):
         path = base / f"{name}.{what}"
         if not path.is_file():
             continue
         frame, types = _read_atomic(path)
-        chosen = [c for c in types if c != field and types[c] in _RECBOLE_KINDS] if keep is None else list(keep)
+        chosen = (
+            [c for c in types if c != field and types[c] in _RECBOLE_KINDS]
+            if keep is None
+            else list(keep)
+        )
         for c in chosen:
             if c not in types or types[c] not in _RECBOLE_KINDS:
                 raise DataError(
@@ -288,7 +316,10 @@ def read_recbole_atomic(
             if types[c] == "float":
                 frame[c] = pd.to_numeric(frame[c], errors="coerce")
         kwargs[f"{what}_features"] = frame
-        kwargs[f"{what}_feature_specs"] = [FeatureSpec(c, _RECBOLE_KINDS[types[c]], sep=" ") for c in chosen]  # type: ignore[arg-type]
+        kwargs[f"{what}_feature_specs"] = [
+            FeatureSpec(c, _RECBOLE_KINDS[types[c]], sep=" ")  # type: ignore[arg-type]
+            for c in chosen
+        ]
         kwargs[f"{what}_feature_id"] = field
     return InteractionTable.from_frame(
         inter,
@@ -341,7 +372,9 @@ def read_amazon_pair(
         DataError: a missing folder or file, with where the data come from.
     """
     frame = _amazon_frame(root, pair, which)
-    return InteractionTable.from_frame(frame, Columns(rating=None, domain="domain"), feedback="implicit")
+    return InteractionTable.from_frame(
+        frame, Columns(rating=None, domain="domain"), feedback="implicit"
+    )
 
 
 def read_amazon_pair_split(root: PathLike, pair: str) -> AmazonPairSplit:
@@ -447,7 +480,9 @@ def read_interactions(
 # ---------------------------------------------------------------------- helpers
 def _choice(arg: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{arg}={value!r}: must be one of {choices}{suggest(str(value), choices)}")
+        raise ConfigError(
+            f"{arg}={value!r}: must be one of {choices}{suggest(str(value), choices)}"
+        )
 
 
 def _need(path: Path, how: str) -> Path:
@@ -474,7 +509,9 @@ def _melu_dir(base: Path) -> Path:
     return inside if inside.is_dir() else base / "melu-extra"
 
 
-def _read_double_colon(path: Path, names: list[str], *, encoding: str = "latin-1", how: str = "") -> pd.DataFrame:
+def _read_double_colon(
+    path: Path, names: list[str], *, encoding: str = "latin-1", how: str = ""
+) -> pd.DataFrame:
     """A small ``::``-separated file (any line ending) as a frame of strings."""
     _need(path, how or _ML_HOWTO.format(name="movielens-1m"))
     rows = []
@@ -495,17 +532,24 @@ def _csv(path: Path, how: str, **kwargs: Any) -> pd.DataFrame:
     try:
         return pd.read_csv(path, **kwargs)
     except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot parse the file ({e}); it is corrupt or not the expected layout") from e
+        raise DataError(
+            f"{path}: cannot parse the file ({e}); it is corrupt or not the expected layout"
+        ) from e
 
 
 def _age_bucket(age: pd.Series) -> pd.Series:
     """Ages in years to the MovieLens-1M age codes (1: under 18, 18: 18-24, ..., 56: 56+)."""
     edges = np.array(_AGE_BUCKETS[1:])
-    return pd.Series(np.array(_AGE_BUCKETS)[np.searchsorted(edges, age.to_numpy(), side="right")], index=age.index)
+    return pd.Series(
+        np.array(_AGE_BUCKETS)[np.searchsorted(edges, age.to_numpy(), side="right")],
+        index=age.index,
+    )
 
 
 def _year_column(years: pd.Series, kind: str) -> pd.Series:
     """Years as floats with NaN (numeric) or as Python ints with ``None`` (categorical)."""
     if kind == "numeric":
         return years.astype("float64")
-    return pd.Series([None if pd.isna(y) else int(y) for y in years], index=years.index, dtype=object)
+    return pd.Series(
+        [None if pd.isna(y) else int(y) for y in years], index=years.index, dtype=object
+    )

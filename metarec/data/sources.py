@@ -71,11 +71,15 @@ def _as_source(f: Any, i: int) -> SourceFile:
     if isinstance(f, Mapping):
         unknown = set(f) - {"path", "domain", "part"}
         if unknown or "path" not in f:
-            raise DataError(f"files[{i}]={dict(f)!r}: an entry needs 'path' and may have 'domain' and 'part'")
+            raise DataError(
+                f"files[{i}]={dict(f)!r}: an entry needs 'path' and may have 'domain' and 'part'"
+            )
         return SourceFile(f["path"], f.get("domain"), f.get("part"))
     path = getattr(f, "path", None)
     if path is None:
-        raise DataError(f"files[{i}]={f!r}: expected a path, a SourceFile or a table with path, domain, part")
+        raise DataError(
+            f"files[{i}]={f!r}: expected a path, a SourceFile or a table with path, domain, part"
+        )
     return SourceFile(path, getattr(f, "domain", None), getattr(f, "part", None))
 
 
@@ -125,7 +129,9 @@ def read_files(
     """
     frame, cols = _frames(files, columns, format=format, sep=sep, header=header, names=names, ids=ids,
                           namespace=namespace, feedback=feedback, read_options=read_options)  # fmt: skip
-    return InteractionTable.from_frame(frame, cols, feedback=feedback, rating_scale=rating_scale, **kwargs)
+    return InteractionTable.from_frame(
+        frame, cols, feedback=feedback, rating_scale=rating_scale, **kwargs
+    )
 
 
 def read_shared_below_k(
@@ -169,7 +175,7 @@ def read_shared_below_k(
     if any(d is None for d in doms) or len(doms) < 2:
         raise DataError(
             f"shared-below-K layout: files name domains {doms}; every entry needs a domain and there must be at "
-            "least two (data.files entries with domain = \"...\")"
+            'least two (data.files entries with domain = "...")'
         )
     if shared_users is None:
         raise DataError(
@@ -178,8 +184,14 @@ def read_shared_below_k(
             "guessed; set data.shared_users = K (the users with ids 0..K-1 are in every domain; shared_users= in "
             "Python), from the dataset's documentation"
         )
-    if isinstance(shared_users, bool) or not isinstance(shared_users, (int, np.integer)) or shared_users < 1:
-        raise DataError(f"shared_users={shared_users!r}: must be a positive integer K (ids 0..K-1 are shared)")
+    if (
+        isinstance(shared_users, bool)
+        or not isinstance(shared_users, (int, np.integer))
+        or shared_users < 1
+    ):
+        raise DataError(
+            f"shared_users={shared_users!r}: must be a positive integer K (ids 0..K-1 are shared)"
+        )
     k = int(shared_users)
     namespace = ("item",) if namespace_items else ()
     options = {**options, "ids": "numeric"}
@@ -187,13 +199,20 @@ def read_shared_below_k(
     user = frame[cols.user].to_numpy()
     dom = frame[cols.domain].to_numpy()
     if (user < 0).any():
-        raise DataError(f"shared-below-K layout: user id {py(user[user < 0][0])} is negative; ids are 0, 1, ...")
+        raise DataError(
+            f"shared-below-K layout: user id {py(user[user < 0][0])} is negative; ids are 0, 1, ..."
+        )
     below = user < k
     if not below.any():
         raise DataError(
             f"shared_users={k}: no user id is below {k}; every user would be domain-local; check data.shared_users"
         )
-    per_dom = pd.DataFrame({"u": user[below], "d": dom[below]}).drop_duplicates().groupby("u")["d"].nunique()
+    per_dom = (
+        pd.DataFrame({"u": user[below], "d": dom[below]})
+        .drop_duplicates()
+        .groupby("u")["d"]
+        .nunique()
+    )
     lonely = per_dom[per_dom < len(doms)]
     if len(lonely):
         raise DataError(
@@ -205,7 +224,13 @@ def read_shared_below_k(
     local = ~below
     raw[local] = pd.Series(dom[local]).astype(str).to_numpy() + ":" + raw[local].to_numpy()
     frame = frame.assign(**{cols.user: raw.to_numpy(dtype=object)})
-    return InteractionTable.from_frame(frame, cols, feedback=feedback, rating_scale=rating_scale, duplicates=duplicates)  # type: ignore[arg-type]
+    return InteractionTable.from_frame(
+        frame,
+        cols,
+        feedback=feedback,
+        rating_scale=rating_scale,
+        duplicates=duplicates,  # type: ignore[arg-type]
+    )
 
 
 # ---------------------------------------------------------------------- helpers
@@ -224,7 +249,9 @@ def _frames(
 ) -> tuple[pd.DataFrame, Columns]:
     """Read and concatenate the files; return the frame and the column mapping to use."""
     if ids not in _ID_KINDS:
-        raise DataError(f"ids={ids!r}: must be 'string' or 'numeric'{suggest(str(ids), _ID_KINDS)} (data.ids in the scenario)")
+        raise DataError(
+            f"ids={ids!r}: must be 'string' or 'numeric'{suggest(str(ids), _ID_KINDS)} (data.ids in the scenario)"
+        )
     bad_ns = [n for n in namespace if n not in _NAMESPACED]
     if bad_ns:
         raise DataError(
@@ -232,10 +259,19 @@ def _frames(
             'use "user" and/or "item" (data.namespace = ["item"])'
         )
     if isinstance(files, (str, Path)) or not len(files):
-        raise DataError("files: give a list of at least one file (data.files entries with path = \"...\")")
+        raise DataError(
+            'files: give a list of at least one file (data.files entries with path = "...")'
+        )
     entries = [_as_source(f, i) for i, f in enumerate(files)]
     for i, e in enumerate(entries):
-        if e.part is not None and str(e.part).lower() not in ("train", "valid", "validation", "val", "dev", "test"):
+        if e.part is not None and str(e.part).lower() not in (
+            "train",
+            "valid",
+            "validation",
+            "val",
+            "dev",
+            "test",
+        ):
             raise DataError(
                 f"files[{i}] ({e.path}): part={e.part!r} is not a split part{suggest(str(e.part), PARTS)}; parts are {list(PARTS)}"
             )
@@ -244,12 +280,14 @@ def _frames(
         i = with_part.index(False)
         raise DataError(
             f"files[{i}] ({entries[i].path}): no part, while other files name one; when one file is part of the "
-            "dataset's split every file must be: give it part = \"train\", \"valid\" or \"test\""
+            'dataset\'s split every file must be: give it part = "train", "valid" or "test"'
         )
     with_dom = [e.domain is not None for e in entries]
     if any(with_dom) and not all(with_dom):
         i = with_dom.index(False)
-        raise DataError(f"files[{i}] ({entries[i].path}): no domain, while other files name one; give every file its domain")
+        raise DataError(
+            f"files[{i}] ({entries[i].path}): no domain, while other files name one; give every file its domain"
+        )
     c = columns or Columns()
     dom_col = c.domain or "domain"
     part_col = c.part or "part"
@@ -259,11 +297,34 @@ def _frames(
         s = normalize_sep(sep)
         if s == "auto":
             s = sniff_separator(path, header=header) if format != "parquet" else None
-            if s is None and format != "parquet" and not str(path).lower().endswith((".parquet", ".pq")):
-                raise DataError(f"{path}: sep='auto' found no separator that splits every line alike; set data.sep")
+            if (
+                s is None
+                and format != "parquet"
+                and not str(path).lower().endswith((".parquet", ".pq"))
+            ):
+                raise DataError(
+                    f"{path}: sep='auto' found no separator that splits every line alike; set data.sep"
+                )
         ids_cols = [col for col in (c.user, c.item, c.domain, c.part) if col is not None]
-        f = read_frame(path, format=format, sep=s, header=header, names=names, string_columns=ids_cols, read_options=read_options)
-        f = _check_columns(f, c, path, s, header, feedback, entry_domain=e.domain is not None, entry_part=e.part is not None)
+        f = read_frame(
+            path,
+            format=format,
+            sep=s,
+            header=header,
+            names=names,
+            string_columns=ids_cols,
+            read_options=read_options,
+        )
+        f = _check_columns(
+            f,
+            c,
+            path,
+            s,
+            header,
+            feedback,
+            entry_domain=e.domain is not None,
+            entry_part=e.part is not None,
+        )
         if e.domain is not None:
             if c.domain is not None and c.domain in f.columns:
                 raise DataError(
@@ -273,7 +334,9 @@ def _frames(
             f = f.assign(**{dom_col: str(e.domain)})
         if e.part is not None:
             if c.part is not None and c.part in f.columns:
-                raise DataError(f"{path}: the file has a part column {c.part!r} and its entry names part={e.part!r}; give one")
+                raise DataError(
+                    f"{path}: the file has a part column {c.part!r} and its entry names part={e.part!r}; give one"
+                )
             f = f.assign(**{part_col: str(e.part)})
         if ids == "numeric":
             for role in ("user", "item"):
@@ -295,12 +358,24 @@ def _frames(
                 "entry a domain (or name a domain column in data.columns.domain)"
             )
         col = getattr(cols, role)
-        frame[col] = frame[cols.domain].astype(str).to_numpy(dtype=object) + ":" + frame[col].astype(str).to_numpy(dtype=object)
+        frame[col] = (
+            frame[cols.domain].astype(str).to_numpy(dtype=object)
+            + ":"
+            + frame[col].astype(str).to_numpy(dtype=object)
+        )
     return frame, cols
 
 
 def _check_columns(
-    f: pd.DataFrame, c: Columns, path: Path, sep: str | None, header: bool, feedback: str, *, entry_domain: bool, entry_part: bool
+    f: pd.DataFrame,
+    c: Columns,
+    path: Path,
+    sep: str | None,
+    header: bool,
+    feedback: str,
+    *,
+    entry_domain: bool,
+    entry_part: bool,
 ) -> pd.DataFrame:
     """Every mapped column is in the file (a missing one names the file, with a separator hint)."""
     for role in ("user", "item", "rating", "timestamp", "domain", "part"):
@@ -313,13 +388,20 @@ def _check_columns(
             continue
         hint = separator_hint(path, sep, header=header) if sep is not None else ""
         if not hint and sep is None and f.shape[1] == 1:
-            hint = separator_hint(path, "," if path.suffix.lower() == ".csv" else "\t", header=header)
+            hint = separator_hint(
+                path, "," if path.suffix.lower() == ".csv" else "\t", header=header
+            )
         if not hint and not header and all(isinstance(x, (int, np.integer)) for x in f.columns):
             hint = (
                 f"the file has no header, so its {f.shape[1]} columns are numbered; name them with "
                 'data.names = ["user", "item", "rating"] (names= in Python)'
             )
-        if not hint and header and f.shape[1] and all(str(x).strip().lstrip("-").replace(".", "").isdigit() for x in f.columns):
+        if (
+            not hint
+            and header
+            and f.shape[1]
+            and all(str(x).strip().lstrip("-").replace(".", "").isdigit() for x in f.columns)
+        ):
             hint = (
                 f"its first line {[str(x) for x in f.columns]} looks like data, not a header; set data.header = false "
                 'and data.names = ["user", "item", ...]'
@@ -327,18 +409,25 @@ def _check_columns(
         raise DataError(
             f"{path}: columns.{role}={col!r}: column not found; the file has {[str(x) for x in f.columns]}"
             f"{suggest(str(col), [str(x) for x in f.columns])}; "
-            + (hint or f'set data.columns.{role} = "<the right name>" in the scenario (Columns({role}=...) in Python)')
+            + (
+                hint
+                or f'set data.columns.{role} = "<the right name>" in the scenario (Columns({role}=...) in Python)'
+            )
         )
     return f
 
 
 def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
     """Integer ids (``int64``) of a column declared numeric; a non-integer or too large id is an error."""
-    if values.dtype.kind == "i" or values.isna().any() or len(values) == 0:  # from_frame reports missing ids
+    if (
+        values.dtype.kind == "i" or values.isna().any() or len(values) == 0
+    ):  # from_frame reports missing ids
         return values
     if values.dtype.kind == "u":
         if values.size and values.max() > _I64[1]:
-            raise DataError(f"{path}: {what}: id {py(values.max())} is above the int64 range; leave data.ids = \"string\"")
+            raise DataError(
+                f'{path}: {what}: id {py(values.max())} is above the int64 range; leave data.ids = "string"'
+            )
         return values.astype(np.int64)
     if values.dtype.kind == "f":
         v = values.to_numpy()
@@ -346,7 +435,7 @@ def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
         if bad.any():
             k = int(np.argmax(bad))
             raise DataError(
-                f"{path}: {what}: id {py(v[k])!r} at row {k} is not an integer, but data.ids = \"numeric\"; "
+                f'{path}: {what}: id {py(v[k])!r} at row {k} is not an integer, but data.ids = "numeric"; '
                 'leave data.ids = "string" to keep ids as written'
             )
         return pd.Series(v.astype(np.int64), index=values.index)
@@ -355,7 +444,7 @@ def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
     if not ok.all():
         k = int(np.argmax(~ok.to_numpy()))
         raise DataError(
-            f"{path}: {what}: id {py(values.iloc[k])!r} at row {k} is not an integer, but data.ids = \"numeric\"; "
+            f'{path}: {what}: id {py(values.iloc[k])!r} at row {k} is not an integer, but data.ids = "numeric"; '
             'leave data.ids = "string" to keep ids exactly as written'
         )
     ints = [int(x) for x in text.tolist()]

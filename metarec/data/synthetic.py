@@ -54,7 +54,12 @@ class SyntheticTruth:
         """Noiseless score ``s`` of a (raw user id, raw item id) pair."""
         d = self.user_domain[user]
         u = self.domain_map[d] @ self.user_vec[user]
-        return float(u @ self.item_vec[item] / np.sqrt(self.n_factors) + self.domain_bias[d] + self.user_bias[user] + self.item_bias[item])
+        return float(
+            u @ self.item_vec[item] / np.sqrt(self.n_factors)
+            + self.domain_bias[d]
+            + self.user_bias[user]
+            + self.item_bias[item]
+        )
 
     def expected_rating(self, user: int, item: int) -> float:
         """Noiseless explicit rating ``clip(3 + s, 1, 5)``."""
@@ -104,7 +109,12 @@ def make_synthetic(
         >>> t.n_domains - 1, t.n_users - 1
         (2, 40)
     """
-    for name, v, lo in (("n_domains", n_domains, 1), ("n_users", n_users, 1), ("n_items", n_items, 2), ("n_factors", n_factors, 1)):
+    for name, v, lo in (
+        ("n_domains", n_domains, 1),
+        ("n_users", n_users, 1),
+        ("n_items", n_items, 2),
+        ("n_factors", n_factors, 1),
+    ):
         if int(v) < lo:
             raise DataError(f"{name}={v}: must be >= {lo}; pass {name} >= {lo}")
     if not 0 < density <= 1:
@@ -130,11 +140,19 @@ def make_synthetic(
         bd = shift * rng.normal() * 0.5
         # users: (n_users, n_user_features) feature values -> latent
         uvals = rng.integers(0, n_values, size=(n_users, max(n_user_features, 1)))
-        ubase = ufeat_vecs[np.arange(n_user_features)[None, :], uvals[:, :n_user_features]].mean(axis=1) if n_user_features else 0.0
+        ubase = (
+            ufeat_vecs[np.arange(n_user_features)[None, :], uvals[:, :n_user_features]].mean(axis=1)
+            if n_user_features
+            else 0.0
+        )
         U = ubase + rng.normal(size=(n_users, f))  # personal part, same scale as the shared part
         bu = rng.normal(size=n_users) * 0.3
         ivals = rng.integers(0, n_values, size=(n_items, max(n_item_features, 1)))
-        ibase = ifeat_vecs[np.arange(n_item_features)[None, :], ivals[:, :n_item_features]].mean(axis=1) if n_item_features else 0.0
+        ibase = (
+            ifeat_vecs[np.arange(n_item_features)[None, :], ivals[:, :n_item_features]].mean(axis=1)
+            if n_item_features
+            else 0.0
+        )
         ntags = rng.integers(1, 4, size=n_items)
         tags = rng.integers(0, n_values * 2, size=(n_items, 3))
         tmask = np.arange(3)[None, :] < ntags[:, None]
@@ -160,7 +178,9 @@ def make_synthetic(
         ts = t0 + d * 10_000_000 + ui * 1000 + rng.permutation(ui.shape[0]) % 997 * 7
         users = d * n_users + ui  # raw ids are integers: user k of domain d is d * n_users + k
         items = d * n_items + ii
-        frames.append(pd.DataFrame({"user": users, "item": items, "rating": r, "domain": d, "timestamp": ts}))
+        frames.append(
+            pd.DataFrame({"user": users, "item": items, "rating": r, "domain": d, "timestamp": ts})
+        )
         udf: dict[str, Any] = {"user": d * n_users + np.arange(n_users)}
         for j in range(n_user_features):
             udf[f"u_f{j}"] = np.char.add(f"v{j}_", uvals[:, j].astype(str))
@@ -168,7 +188,9 @@ def make_synthetic(
         idf: dict[str, Any] = {"item": d * n_items + np.arange(n_items)}
         for j in range(n_item_features):
             idf[f"i_f{j}"] = np.char.add(f"v{j}_", ivals[:, j].astype(str))
-        idf["tags"] = ["|".join(f"t{x}" for x in row[:k]) for row, k in zip(tags.tolist(), ntags.tolist())]
+        idf["tags"] = [
+            "|".join(f"t{x}" for x in row[:k]) for row, k in zip(tags.tolist(), ntags.tolist())
+        ]
         ifr.append(pd.DataFrame(idf))
         if return_truth:
             for k in range(n_users):
@@ -180,7 +202,9 @@ def make_synthetic(
             truth["dm"][dn], truth["db"][dn] = A, float(bd)
 
     frame = pd.concat(frames, ignore_index=True)
-    frame["domain"] = pd.Categorical.from_codes(frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)])
+    frame["domain"] = pd.Categorical.from_codes(
+        frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)]
+    )
     table = InteractionTable.from_frame(
         frame,
         Columns(user="user", item="item", rating="rating", domain="domain", timestamp="timestamp"),
@@ -189,11 +213,14 @@ def make_synthetic(
         user_features=pd.concat(ufr, ignore_index=True),
         user_feature_specs=[FeatureSpec(f"u_f{j}") for j in range(n_user_features)],
         item_features=pd.concat(ifr, ignore_index=True),
-        item_feature_specs=[FeatureSpec(f"i_f{j}") for j in range(n_item_features)] + [FeatureSpec("tags", "multi")],
+        item_feature_specs=[FeatureSpec(f"i_f{j}") for j in range(n_item_features)]
+        + [FeatureSpec("tags", "multi")],
     )
     if not return_truth:
         return table
-    return table, SyntheticTruth(truth["uv"], truth["iv"], truth["ub"], truth["ib"], truth["dm"], truth["db"], truth["ud"], f)
+    return table, SyntheticTruth(
+        truth["uv"], truth["iv"], truth["ub"], truth["ib"], truth["dm"], truth["db"], truth["ud"], f
+    )
 
 
 def make_synthetic_large(
@@ -227,18 +254,26 @@ def make_synthetic_large(
         >>> 19_000 <= len(t) <= 21_000
         True
     """
-    for name, v, lo in (("n_interactions", n_interactions, 1), ("n_users", n_users, 1), ("n_items", n_items, 16),
-                        ("per_user", per_user, 15)):
+    for name, v, lo in (
+        ("n_interactions", n_interactions, 1),
+        ("n_users", n_users, 1),
+        ("n_items", n_items, 16),
+        ("per_user", per_user, 15),
+    ):
         if int(v) < lo:
             raise DataError(f"{name}={v}: must be >= {lo}; pass {name} >= {lo}")
     if per_user > n_items // 2:
-        raise DataError(f"per_user={per_user}: must be <= n_items // 2 = {n_items // 2}; raise n_items or lower per_user")
+        raise DataError(
+            f"per_user={per_user}: must be <= n_items // 2 = {n_items // 2}; raise n_items or lower per_user"
+        )
     rng = np.random.default_rng(seed)
     f, nf = n_factors, 3
     ufeat = rng.normal(size=(nf, n_values, f))
     ifeat = rng.normal(size=(nf, n_values, f))
     n_domains = max(1, -(-int(n_interactions) // (n_users * per_user)))
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("user", "item", "rating", "domain", "timestamp")}
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("user", "item", "rating", "domain", "timestamp")
+    }
     uvals_all, ivals_all = [], []
     total = 0
     for d in range(n_domains):
@@ -247,7 +282,9 @@ def make_synthetic_large(
         uvals = rng.integers(0, n_values, size=(n_users, nf))
         U = ufeat[np.arange(nf)[None, :], uvals].mean(axis=1) + rng.normal(size=(n_users, f))
         ivals = rng.integers(0, n_values, size=(n_items, nf))
-        V = ifeat[np.arange(nf)[None, :], ivals].mean(axis=1) * 1.5 + 0.3 * rng.normal(size=(n_items, f))
+        V = ifeat[np.arange(nf)[None, :], ivals].mean(axis=1) * 1.5 + 0.3 * rng.normal(
+            size=(n_items, f)
+        )
         bu, bi = rng.normal(size=n_users) * 0.3, rng.normal(size=n_items) * 0.3
         left = int(n_interactions) - total
         counts = np.clip(rng.poisson(per_user, size=n_users), 15, n_items // 2)
@@ -268,9 +305,13 @@ def make_synthetic_large(
         s = np.einsum("nf,nf->n", U[uu] @ A.T, V[ii]) / np.sqrt(f) + bd + bu[uu] + bi[ii]
         cols["user"].append(d * n_users + uu)
         cols["item"].append(d * n_items + ii)
-        cols["rating"].append(np.clip(3.0 + s + noise * rng.normal(size=s.shape[0]), 1.0, 5.0).astype(np.float32))
+        cols["rating"].append(
+            np.clip(3.0 + s + noise * rng.normal(size=s.shape[0]), 1.0, 5.0).astype(np.float32)
+        )
         cols["domain"].append(np.full(uu.shape[0], d, dtype=np.int32))
-        cols["timestamp"].append(1_500_000_000 + d * 10_000_000 + uu * 1000 + rng.integers(0, 997, size=uu.shape[0]))
+        cols["timestamp"].append(
+            1_500_000_000 + d * 10_000_000 + uu * 1000 + rng.integers(0, 997, size=uu.shape[0])
+        )
         uvals_all.append(uvals[:nu])
         ivals_all.append(ivals)
         total += uu.shape[0]
@@ -279,15 +320,25 @@ def make_synthetic_large(
             break
     uv, iv = np.concatenate(uvals_all), np.concatenate(ivals_all)
     n_users_total = sum(len(x) for x in uvals_all)
-    users = pd.DataFrame({"user": np.concatenate([d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)]),
-                          **{f"u_f{j}": uv[:, j] for j in range(nf)}})
-    items = pd.DataFrame({"item": np.arange(n_domains * n_items), **{f"i_f{j}": iv[:, j] for j in range(nf)}})
+    users = pd.DataFrame(
+        {
+            "user": np.concatenate(
+                [d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)]
+            ),
+            **{f"u_f{j}": uv[:, j] for j in range(nf)},
+        }
+    )
+    items = pd.DataFrame(
+        {"item": np.arange(n_domains * n_items), **{f"i_f{j}": iv[:, j] for j in range(nf)}}
+    )
     if not via_frame:
         # Encoded directly: raw user k (item k) is index k + 1 of an encoder over 0..n-1, domain
         # d is index d + 1; the rows are valid by construction (distinct pairs, ratings in
         # [1, 5]), so the frame validation of InteractionTable.from_frame (which holds several
         # copies of every column) is skipped. The same table as the from_frame path (tested).
-        raw_users = np.concatenate([d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)])
+        raw_users = np.concatenate(
+            [d * n_users + np.arange(len(x)) for d, x in enumerate(uvals_all)]
+        )
         assert raw_users.shape[0] == n_users_total
         user_ids = IdEncoder(raw_users.tolist(), "user")
         item_ids = IdEncoder(np.arange(n_domains * n_items).tolist(), "item")
@@ -298,15 +349,28 @@ def make_synthetic_large(
         dom = np.concatenate(cols["domain"]).astype(np.int64)
         u_idx = offsets[dom] + (u_raw - dom * n_users) + 1
         return InteractionTable(
-            u_idx.astype(np.int64), np.concatenate(cols["item"]).astype(np.int64) + 1,
-            np.concatenate(cols["rating"]).astype(np.float32), dom + 1, np.concatenate(cols["timestamp"]).astype(np.int64),
-            user_ids, item_ids, domain_ids, feedback="explicit", rating_scale=(1.0, 5.0),
-            user_features=encode_features(users, "user", [FeatureSpec(f"u_f{j}") for j in range(nf)], user_ids, what="user"),
-            item_features=encode_features(items, "item", [FeatureSpec(f"i_f{j}") for j in range(nf)], item_ids, what="item"),
+            u_idx.astype(np.int64),
+            np.concatenate(cols["item"]).astype(np.int64) + 1,
+            np.concatenate(cols["rating"]).astype(np.float32),
+            dom + 1,
+            np.concatenate(cols["timestamp"]).astype(np.int64),
+            user_ids,
+            item_ids,
+            domain_ids,
+            feedback="explicit",
+            rating_scale=(1.0, 5.0),
+            user_features=encode_features(
+                users, "user", [FeatureSpec(f"u_f{j}") for j in range(nf)], user_ids, what="user"
+            ),
+            item_features=encode_features(
+                items, "item", [FeatureSpec(f"i_f{j}") for j in range(nf)], item_ids, what="item"
+            ),
         )
     frame = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
     del cols
-    frame["domain"] = pd.Categorical.from_codes(frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)])
+    frame["domain"] = pd.Categorical.from_codes(
+        frame["domain"].to_numpy(), [f"d{d}" for d in range(n_domains)]
+    )
     return InteractionTable.from_frame(
         frame,
         Columns(user="user", item="item", rating="rating", domain="domain", timestamp="timestamp"),

@@ -57,7 +57,9 @@ class Columns:
         for role in _ROLES:
             col = getattr(self, role)
             if role in ("user", "item") and col is None:
-                raise DataError(f"columns.{role}=None: every interaction needs a {role} column; name it")
+                raise DataError(
+                    f"columns.{role}=None: every interaction needs a {role} column; name it"
+                )
             if col is None:
                 continue
             try:
@@ -178,10 +180,14 @@ class InteractionTable:
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
         if not isinstance(c, Columns):
-            raise DataError(f"columns: expected a Columns mapping, got {type(c).__name__}; pass Columns(user=..., item=...)")
+            raise DataError(
+                f"columns: expected a Columns mapping, got {type(c).__name__}; pass Columns(user=..., item=...)"
+            )
         if frame.columns.has_duplicates:
             dup = frame.columns[frame.columns.duplicated()][0]
-            raise DataError(f"frame: column {py(dup)!r} appears twice; give every column its own name")
+            raise DataError(
+                f"frame: column {py(dup)!r} appears twice; give every column its own name"
+            )
         for role in _ROLES:
             col = getattr(c, role)
             if col is not None and col not in frame.columns:
@@ -206,7 +212,11 @@ class InteractionTable:
 
         ratings = parse_ratings(frame, c.rating, feedback, rating_scale)
         ts = parse_timestamps(frame, c.timestamp) if c.timestamp else None
-        dom_raw = frame[c.domain] if c.domain else pd.Series(np.zeros(len(frame), dtype=np.int64), index=frame.index)
+        dom_raw = (
+            frame[c.domain]
+            if c.domain
+            else pd.Series(np.zeros(len(frame), dtype=np.int64), index=frame.index)
+        )
         if c.domain and dom_raw.isna().any():
             raise DataError(
                 f"domain column {c.domain!r}: {int(dom_raw.isna().sum())} missing value(s); "
@@ -217,7 +227,12 @@ class InteractionTable:
         part = parse_parts(frame, c.part) if c.part else None
 
         work = pd.DataFrame(
-            {"u": frame[c.user].to_numpy(), "i": frame[c.item].to_numpy(), "d": dom_raw.to_numpy(), "r": ratings}
+            {
+                "u": frame[c.user].to_numpy(),
+                "i": frame[c.item].to_numpy(),
+                "d": dom_raw.to_numpy(),
+                "r": ratings,
+            }
         )
         if ts is not None:
             work["t"] = ts
@@ -249,8 +264,16 @@ class InteractionTable:
         user_ids = IdEncoder.fit(_union(work["u"], user_features, u_fid, "user"), name="user")
         item_ids = IdEncoder.fit(_union(work["i"], item_features, i_fid, "item"), name="item")
         domain_ids = IdEncoder.fit(work["d"].to_numpy(), name="domain")
-        uf = encode_features(user_features, u_fid, user_feature_specs, user_ids, what="user") if user_features is not None else None
-        itf = encode_features(item_features, i_fid, item_feature_specs, item_ids, what="item") if item_features is not None else None
+        uf = (
+            encode_features(user_features, u_fid, user_feature_specs, user_ids, what="user")
+            if user_features is not None
+            else None
+        )
+        itf = (
+            encode_features(item_features, i_fid, item_feature_specs, item_ids, what="item")
+            if item_features is not None
+            else None
+        )
         return cls(
             user_ids.encode(work["u"].to_numpy()),
             item_ids.encode(work["i"].to_numpy()),
@@ -261,7 +284,9 @@ class InteractionTable:
             item_ids,
             domain_ids,
             feedback=feedback,
-            rating_scale=_float_pair(rating_scale) if (rating_scale and feedback == "explicit") else None,
+            rating_scale=_float_pair(rating_scale)
+            if (rating_scale and feedback == "explicit")
+            else None,
             user_features=uf,
             item_features=itf,
             parts=work["p"].to_numpy(dtype=np.int8) if part is not None else None,
@@ -304,7 +329,12 @@ class InteractionTable:
 
     def to_frame(self, raw_ids: bool = False) -> pd.DataFrame:
         """The interactions as a DataFrame of encoded indices (or raw ids with ``raw_ids=True``)."""
-        d: dict[str, Any] = {"user": self.users, "item": self.items, "rating": self.ratings, "domain": self.domains}
+        d: dict[str, Any] = {
+            "user": self.users,
+            "item": self.items,
+            "rating": self.ratings,
+            "domain": self.domains,
+        }
         if self.timestamps is not None:
             d["timestamp"] = self.timestamps
         if self.parts is not None:
@@ -325,9 +355,19 @@ class InteractionTable:
             "feedback": self.feedback,
             "rating_scale": self.rating_scale,
             "timestamps": self.timestamps is not None,
-            **({"parts": {p: int((self.parts == i).sum()) for i, p in enumerate(PARTS)}} if self.parts is not None else {}),
-            "user_features": sorted(self.user_features.vocabs) + (self.user_features.numeric_names if self.user_features else []) if self.user_features else [],
-            "item_features": sorted(self.item_features.vocabs) + (self.item_features.numeric_names if self.item_features else []) if self.item_features else [],
+            **(
+                {"parts": {p: int((self.parts == i).sum()) for i, p in enumerate(PARTS)}}
+                if self.parts is not None
+                else {}
+            ),
+            "user_features": sorted(self.user_features.vocabs)
+            + (self.user_features.numeric_names if self.user_features else [])
+            if self.user_features
+            else [],
+            "item_features": sorted(self.item_features.vocabs)
+            + (self.item_features.numeric_names if self.item_features else [])
+            if self.item_features
+            else [],
         }
 
     def __repr__(self) -> str:
@@ -347,7 +387,12 @@ def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
     if not dup.any():
         return work.reset_index(drop=True)
     if "p" in work:
-        cross = codes.loc[dup].assign(p=work.loc[dup, "p"]).groupby(["u", "i", "d"], sort=False)["p"].transform("nunique")
+        cross = (
+            codes.loc[dup]
+            .assign(p=work.loc[dup, "p"])
+            .groupby(["u", "i", "d"], sort=False)["p"]
+            .transform("nunique")
+        )
         if (cross > 1).any():
             row = cross.index[np.argmax(cross.to_numpy() > 1)]
             u, i, d = (work.at[row, k] for k in ("u", "i", "d"))

@@ -35,8 +35,15 @@ import numpy as np
 
 from metarec._errors import ConfigError, DataError
 
-__all__ = ["TextEncoder", "WordLlamaEncoder", "SentenceTransformerEncoder", "get_encoder", "encode_texts",
-           "default_cache_dir", "DEFAULT_ENCODER"]
+__all__ = [
+    "TextEncoder",
+    "WordLlamaEncoder",
+    "SentenceTransformerEncoder",
+    "get_encoder",
+    "encode_texts",
+    "default_cache_dir",
+    "DEFAULT_ENCODER",
+]
 
 DEFAULT_ENCODER = "wordllama"
 """The encoder of ``FeatureSpec(name, "text")`` unless it names another."""
@@ -82,12 +89,14 @@ class WordLlamaEncoder:
             if not p.is_file():
                 raise ConfigError(
                     f"text features: {str(p)!r} is missing from the installed wordllama package; metarec reads the "
-                    "weights shipped in the wheel and never downloads them; reinstall with pip install \"metarec[text]\""
+                    'weights shipped in the wheel and never downloads them; reinstall with pip install "metarec[text]"'
                 )
         with safe_open(str(weights), framework="np", device="cpu") as f:
             table = f.get_tensor("embedding.weight")
         self._model = WordLlamaInference(table, Tokenizer.from_file(str(tokenizer)))
-        version = getattr(wordllama, "__version__", None) or getattr(getattr(wordllama, "_version", None), "__version__", "?")
+        version = getattr(wordllama, "__version__", None) or getattr(
+            getattr(wordllama, "_version", None), "__version__", "?"
+        )
         self.name = f"wordllama-{version}-{self.config}-{self.dim}"
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -120,7 +129,9 @@ class SentenceTransformerEncoder:
         self.name = f"sentence-transformers:{p.resolve()}"
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        out = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        out = self._model.encode(
+            list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False
+        )
         return np.ascontiguousarray(out, dtype=np.float32)
 
 

@@ -75,15 +75,19 @@ class EpisodeBatch:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> EpisodeBatch:
         return EpisodeBatch(
-            self.support.to(device, dtype), self.query.to(device, dtype), self.units.to(device), self.domains.to(device)
+            self.support.to(device, dtype),
+            self.query.to(device, dtype),
+            self.units.to(device),
+            self.domains.to(device),
         )
 
     def select(self, idx: torch.Tensor | slice) -> EpisodeBatch:
-        return EpisodeBatch(self.support.select(idx), self.query.select(idx), self.units[idx], self.domains[idx])
+        return EpisodeBatch(
+            self.support.select(idx), self.query.select(idx), self.units[idx], self.domains[idx]
+        )
 
     def chunks(self, size: int) -> list[EpisodeBatch]:
         """Split the task axis into chunks of at most ``size`` tasks (bounded peak memory)."""
         if size <= 0:
             raise ValueError(f"chunk size={size}: must be >= 1; pass chunk_size >= 1 or None")
         return [self.select(slice(i, i + size)) for i in range(0, self.n_tasks, size)]
-

@@ -79,7 +79,11 @@ def run_leakage_checks(
         if len(pool) == 0:
             continue
         sampler = TaskSampler(t, pool, sampler_config, seed=seed)
-        batches = [sampler.sample(64) for _ in range(train_batches)] if name == splits.train else sampler.iterate(512)
+        batches = (
+            [sampler.sample(64) for _ in range(train_batches)]
+            if name == splits.train
+            else sampler.iterate(512)
+        )
         for b in batches:
             overlap += task_overlap(b)
             n_tasks += b.n_tasks
@@ -89,13 +93,21 @@ def run_leakage_checks(
     details["query_not_in_support"] = f"{overlap} shared interactions over {n_tasks} tasks"
     if splits.order == "time":
         results["support_before_query"] = "passed" if order_bad == 0 else "failed"
-        details["support_before_query"] = f"{order_bad} tasks with a support timestamp >= a query timestamp"
+        details["support_before_query"] = (
+            f"{order_bad} tasks with a support timestamp >= a query timestamp"
+        )
 
     leaked = sum(int(_checked_rows(splits, n, train_rows).sum()) for n in eval_names)
     results["eval_rows_not_in_train"] = "passed" if leaked == 0 else "failed"
     n_warm = sum(int(u.shape[0]) for u in splits.warm_units.values())
-    warm_note = f" (support rows of {n_warm} warm units, trained by the dataset's split, allowed)" if n_warm else ""
-    details["eval_rows_not_in_train"] = f"{leaked} evaluation interactions found in meta-train{warm_note}"
+    warm_note = (
+        f" (support rows of {n_warm} warm units, trained by the dataset's split, allowed)"
+        if n_warm
+        else ""
+    )
+    details["eval_rows_not_in_train"] = (
+        f"{leaked} evaluation interactions found in meta-train{warm_note}"
+    )
 
     if splits.disjoint_units:
         shared = 0

@@ -62,11 +62,15 @@ class TaskPool:
         flat = _ranges(starts, lens)
         offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         qf = None if self.query_flag is None else self.query_flag[flat]
-        return TaskPool(name or self.name, self.unit, self.units[keep], offsets, self.rows[flat], qf)
+        return TaskPool(
+            name or self.name, self.unit, self.units[keep], offsets, self.rows[flat], qf
+        )
 
 
 def unit_keys(
-    table: InteractionTable, unit: Unit, cohort_by: str | Callable[[pd.DataFrame], np.ndarray] | None = None
+    table: InteractionTable,
+    unit: Unit,
+    cohort_by: str | Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> np.ndarray:
     """The task-unit id of every table row (``int64 (n_rows,)``).
 
@@ -82,7 +86,9 @@ def unit_keys(
             f"unit={unit!r}: must be 'user', 'domain' or 'cohort'{suggest(unit, ('user', 'domain', 'cohort'))}"
         )
     if cohort_by is None:
-        raise ConfigError("unit='cohort' needs cohort_by=<user feature column or callable>; e.g. cohort_by='age'")
+        raise ConfigError(
+            "unit='cohort' needs cohort_by=<user feature column or callable>; e.g. cohort_by='age'"
+        )
     if callable(cohort_by):
         labels = np.asarray(cohort_by(table.to_frame(raw_ids=True)))
         if labels.shape[0] != len(table):

@@ -76,7 +76,9 @@ class SamplerConfig:
         if self.order not in ("random", "time"):
             raise ConfigError(f"order={self.order!r}: must be 'random' or 'time'")
         if self.negatives < 0:
-            raise ConfigError(f"negatives={self.negatives}: must be >= 0; pass negatives=0 to disable")
+            raise ConfigError(
+                f"negatives={self.negatives}: must be >= 0; pass negatives=0 to disable"
+            )
         if self.negatives_from not in ("catalogue", "pool"):
             raise ConfigError(
                 f"negatives_from={self.negatives_from!r}: must be 'catalogue' (every item of the domain) or 'pool' "
@@ -123,7 +125,11 @@ class TaskSampler:
                 f"negatives={self.config.negatives}: sampled negatives are for implicit feedback, but the table is "
                 f"{table.feedback!r}; pass negatives=0"
             )
-        self._ts = table.timestamps if table.timestamps is not None else np.arange(len(table), dtype=np.int64)
+        self._ts = (
+            table.timestamps
+            if table.timestamps is not None
+            else np.arange(len(table), dtype=np.int64)
+        )
         if self.config.negatives:
             self._prepare_negatives()
 
@@ -139,7 +145,10 @@ class TaskSampler:
 
     def iterate(self, batch_size: int = 256) -> list[EpisodeBatch]:
         """Every unit of the pool once, in pool order, in batches (for evaluation)."""
-        return [self.batch(np.arange(i, min(i + batch_size, len(self.pool)))) for i in range(0, len(self.pool), batch_size)]
+        return [
+            self.batch(np.arange(i, min(i + batch_size, len(self.pool))))
+            for i in range(0, len(self.pool), batch_size)
+        ]
 
     def batch(self, sel: np.ndarray) -> EpisodeBatch:
         """The tasks of pool units at positions ``sel``."""
@@ -160,7 +169,11 @@ class TaskSampler:
                 qmin = np.full(T, np.iinfo(np.int64).max)
                 np.minimum.at(qmin, seg[is_q], ts[is_q])
                 cand &= ts < qmin[seg]
-            key = self.rng.random(rows.shape[0]) if cfg.order == "random" else np.arange(rows.shape[0])
+            key = (
+                self.rng.random(rows.shape[0])
+                if cfg.order == "random"
+                else np.arange(rows.shape[0])
+            )
             order = np.lexsort((key, ~cand, seg))  # candidates first, then by key, within task
             rank = np.empty_like(order)
             rank[order] = np.arange(order.shape[0]) - np.repeat(seg_start, lens)
@@ -174,8 +187,12 @@ class TaskSampler:
             rank[order] = np.arange(order.shape[0]) - np.repeat(seg_start, lens)
             ns, nq = cfg.n_support, cfg.n_query
             if ns is None:  # query first, all the rest is support
-                if nq is None:  # SamplerConfig refuses this; checked again for a config built around it
-                    raise ConfigError("n_support=None and n_query=None: one of them must be a number; e.g. n_query=10")
+                if (
+                    nq is None
+                ):  # SamplerConfig refuses this; checked again for a config built around it
+                    raise ConfigError(
+                        "n_support=None and n_query=None: one of them must be a number; e.g. n_query=10"
+                    )
                 is_q = rank < nq
                 is_s = ~is_q
             else:
@@ -198,7 +215,11 @@ class TaskSampler:
         support = self._set(rows[is_s], seg[is_s], s_key[is_s], T)
         query = self._set(rows[is_q], seg[is_q], q_key[is_q], T)
         units = torch.from_numpy(pool.units[sel].copy())
-        first = rows[np.minimum(seg_start, max(rows.shape[0] - 1, 0))] if rows.shape[0] else np.zeros(T, dtype=np.int64)
+        first = (
+            rows[np.minimum(seg_start, max(rows.shape[0] - 1, 0))]
+            if rows.shape[0]
+            else np.zeros(T, dtype=np.int64)
+        )
         domains = torch.from_numpy(self.table.domains[first].astype(np.int64))
         return EpisodeBatch(support, query, units, domains).to(self.device)
 
@@ -213,7 +234,9 @@ class TaskSampler:
             items = np.concatenate([items, ni])
             targets = np.concatenate([targets, np.zeros(nu.shape[0])])
             rowid = np.concatenate([rowid, np.full(nu.shape[0], -1, dtype=np.int64)])
-            key = np.concatenate([key, np.full(nu.shape[0], np.iinfo(np.int64).max // 2) + np.arange(nu.shape[0])])
+            key = np.concatenate(
+                [key, np.full(nu.shape[0], np.iinfo(np.int64).max // 2) + np.arange(nu.shape[0])]
+            )
             seg = np.concatenate([seg, nseg])
         order = np.lexsort((key, seg))
         seg = seg[order]
@@ -225,10 +248,18 @@ class TaskSampler:
         Y = np.zeros((T, W), dtype=np.float64)
         M = np.zeros((T, W), dtype=bool)
         R = np.full((T, W), -1, dtype=np.int64)
-        U[seg, slot], It[seg, slot], Y[seg, slot], M[seg, slot] = users[order], items[order], targets[order], True
+        U[seg, slot], It[seg, slot], Y[seg, slot], M[seg, slot] = (
+            users[order],
+            items[order],
+            targets[order],
+            True,
+        )
         R[seg, slot] = rowid[order]
         return EpisodeSet(
-            torch.from_numpy(U), torch.from_numpy(It), torch.from_numpy(Y).to(self.dtype), torch.from_numpy(M),
+            torch.from_numpy(U),
+            torch.from_numpy(It),
+            torch.from_numpy(Y).to(self.dtype),
+            torch.from_numpy(M),
             torch.from_numpy(R),
         )
 
@@ -236,13 +267,17 @@ class TaskSampler:
         t = self.table
         self._pos_keys = np.unique(t.users.astype(np.int64) * t.n_items + t.items)
         src = self.pool.rows if self.config.negatives_from == "pool" else slice(None)
-        dom_items = np.unique(np.stack([t.domains[src], t.items[src]], axis=1), axis=0)  # (pairs, 2) sorted by domain
+        dom_items = np.unique(
+            np.stack([t.domains[src], t.items[src]], axis=1), axis=0
+        )  # (pairs, 2) sorted by domain
         self._dom_items = dom_items[:, 1]
         counts = np.bincount(dom_items[:, 0], minlength=t.n_domains)
         self._dom_len = counts
         self._dom_start = np.cumsum(counts) - counts
 
-    def _negatives(self, rows: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _negatives(
+        self, rows: np.ndarray, seg: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         t, k = self.table, self.config.negatives
         rows = np.repeat(rows, k)
         seg = np.repeat(seg, k)
@@ -251,11 +286,15 @@ class TaskSampler:
         todo = np.arange(rows.shape[0])
         for _ in range(20):  # rejection sampling; bounded, leftovers are dropped
             d = doms[todo]
-            pick = self._dom_start[d] + (self.rng.random(todo.shape[0]) * self._dom_len[d]).astype(np.int64)
+            pick = self._dom_start[d] + (self.rng.random(todo.shape[0]) * self._dom_len[d]).astype(
+                np.int64
+            )
             items[todo] = self._dom_items[pick]
             keys = users[todo].astype(np.int64) * t.n_items + items[todo]
             pos = np.searchsorted(self._pos_keys, keys)
-            hit = (pos < self._pos_keys.shape[0]) & (self._pos_keys[np.minimum(pos, self._pos_keys.shape[0] - 1)] == keys)
+            hit = (pos < self._pos_keys.shape[0]) & (
+                self._pos_keys[np.minimum(pos, self._pos_keys.shape[0] - 1)] == keys
+            )
             todo = todo[hit]
             if todo.shape[0] == 0:
                 break

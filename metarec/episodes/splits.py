@@ -58,7 +58,9 @@ class MetaSplits:
 
     def __getitem__(self, name: str) -> TaskPool:
         if name not in self.pools:
-            raise ConfigError(f"split {name!r}: unknown; available: {list(self.pools)}{suggest(name, self.pools)}")
+            raise ConfigError(
+                f"split {name!r}: unknown; available: {list(self.pools)}{suggest(name, self.pools)}"
+            )
         return self.pools[name]
 
 
@@ -96,7 +98,15 @@ def _unit_split(
     pools: dict[str, TaskPool] = {}
     for name, units in zip(names, parts):
         rows = np.nonzero(np.isin(keys, units))[0]
-        pool = build_pool(table, rows, keys, name, unit, min_interactions=min_interactions, max_interactions=max_interactions)
+        pool = build_pool(
+            table,
+            rows,
+            keys,
+            name,
+            unit,
+            min_interactions=min_interactions,
+            max_interactions=max_interactions,
+        )
         if name != "meta-train" and len(pool):
             pool = pin_queries(table, pool, n_query, order=order, seed=seed + 1)
         pools[name] = pool
@@ -127,8 +137,16 @@ def random_split(
     units = units[units > 0] if unit == "user" else units
     rng = np.random.default_rng(seed)
     return _unit_split(
-        table, unit, rng.permutation(units), keys, fractions, n_query=n_query,
-        min_interactions=min_interactions, max_interactions=max_interactions, order=order, seed=seed,
+        table,
+        unit,
+        rng.permutation(units),
+        keys,
+        fractions,
+        n_query=n_query,
+        min_interactions=min_interactions,
+        max_interactions=max_interactions,
+        order=order,
+        seed=seed,
     )
 
 
@@ -146,7 +164,9 @@ def time_split(
     """Units ordered by their first interaction: the earliest form meta-train, the latest
     meta-test (new users arrive later than the ones trained on); tasks are time-ordered."""
     if table.timestamps is None:
-        raise ConfigError("split='time': the table has no timestamps; load a timestamp column or use split='random'")
+        raise ConfigError(
+            "split='time': the table has no timestamps; load a timestamp column or use split='random'"
+        )
     keys = unit_keys(table, unit, cohort_by)  # type: ignore[arg-type]
     order_rows = np.lexsort((table.timestamps, keys))
     k_sorted = keys[order_rows]
@@ -154,8 +174,16 @@ def time_split(
     first = table.timestamps[order_rows[starts]]
     ordered = units[np.lexsort((units, first))]
     return _unit_split(
-        table, unit, ordered, keys, fractions, n_query=n_query, min_interactions=min_interactions,
-        max_interactions=max_interactions, order="time", seed=seed,
+        table,
+        unit,
+        ordered,
+        keys,
+        fractions,
+        n_query=n_query,
+        min_interactions=min_interactions,
+        max_interactions=max_interactions,
+        order="time",
+        seed=seed,
     )
 
 
@@ -214,14 +242,20 @@ def melu_split(
     years = item_years(table)
     new_item = years[table.items] >= new_item_year
     counts = np.bincount(table.users, minlength=table.n_users)
-    eligible = np.nonzero((counts >= min_interactions) & ((counts <= max_interactions) if max_interactions else True))[0]
+    eligible = np.nonzero(
+        (counts >= min_interactions) & ((counts <= max_interactions) if max_interactions else True)
+    )[0]
     eligible = eligible[eligible > 0]
     rng = np.random.default_rng(seed)
     perm = rng.permutation(eligible)
     n_exist = int(round(existing_user_fraction * perm.shape[0]))
     existing, new = perm[:n_exist], perm[n_exist:]
     n_val, n_warm = int(round(val_fraction * n_exist)), int(round(warm_fraction * n_exist))
-    val_u, warm_u, train_u = existing[:n_val], existing[n_val : n_val + n_warm], existing[n_val + n_warm :]
+    val_u, warm_u, train_u = (
+        existing[:n_val],
+        existing[n_val : n_val + n_warm],
+        existing[n_val + n_warm :],
+    )
     is_in = lambda users: np.isin(table.users, users)  # noqa: E731
     spec = {
         "meta-train": is_in(train_u) & ~new_item,
@@ -234,8 +268,13 @@ def melu_split(
     pools = {}
     for name, mask in spec.items():
         pool = build_pool(
-            table, np.nonzero(mask)[0], table.users, name, "user",
-            min_interactions=min_interactions, max_interactions=max_interactions,
+            table,
+            np.nonzero(mask)[0],
+            table.users,
+            name,
+            "user",
+            min_interactions=min_interactions,
+            max_interactions=max_interactions,
         )
         if name != "meta-train" and len(pool):
             pool = pin_queries(table, pool, n_query, seed=seed + 1)
@@ -270,11 +309,15 @@ def cold_domain_users_split(
     meta-test; their target interactions never enter meta-train. Test tasks pin ``n_query``
     query interactions (``min_interactions`` must exceed it by at least one shot)."""
     if not 0 < beta < 1:
-        raise ConfigError(f"beta={beta}: the cold fraction must be in (0, 1); e.g. beta=0.2, 0.5 or 0.8")
+        raise ConfigError(
+            f"beta={beta}: the cold fraction must be in (0, 1); e.g. beta=0.2, 0.5 or 0.8"
+        )
     _check_val_fraction(val_fraction)
     names = table.domain_ids.values
     if len(names) < 2:
-        raise ConfigError("split='cold_domain_users' needs at least two domains; load a cross-domain pair")
+        raise ConfigError(
+            "split='cold_domain_users' needs at least two domains; load a cross-domain pair"
+        )
     if target_domain is None:
         target_domain = names[-1]
     if target_domain not in table.domain_ids:
@@ -294,11 +337,26 @@ def cold_domain_users_split(
     keys = table.users.astype(np.int64) * table.n_domains + table.domains
     is_cold_row = np.isin(table.users, cold) & in_target
     pools = {
-        "meta-train": build_pool(table, np.nonzero(~is_cold_row)[0], keys, "meta-train", "user-domain", min_interactions=min_interactions),
+        "meta-train": build_pool(
+            table,
+            np.nonzero(~is_cold_row)[0],
+            keys,
+            "meta-train",
+            "user-domain",
+            min_interactions=min_interactions,
+        ),
     }
     for name, users in (("meta-val", val_u), ("meta-test", test_u)):
         rows = np.nonzero(np.isin(table.users, users) & in_target)[0]
-        pool = build_pool(table, rows, keys, name, "user-domain", min_interactions=min_interactions, max_interactions=max_interactions)
+        pool = build_pool(
+            table,
+            rows,
+            keys,
+            name,
+            "user-domain",
+            min_interactions=min_interactions,
+            max_interactions=max_interactions,
+        )
         pools[name] = pin_queries(table, pool, n_query, seed=seed + 1) if len(pool) else pool
     return MetaSplits(table, pools, disjoint_units=["meta-val", "meta-test"])
 
@@ -388,8 +446,12 @@ def predefined_split(
     valid_rows = np.nonzero(held & (parts == 1))[0]
     if valid_rows.shape[0] == 0 and val_fraction > 0:
         eval_doms = np.unique(table.domains[held & (parts == 2)])
-        cand_rows = train_rows[np.isin(table.domains[train_rows], eval_doms)] if cross else train_rows
-        cand_rows = cand_rows[~np.isin(keys[cand_rows], keys[parts > 0])]  # units that hold nothing out
+        cand_rows = (
+            train_rows[np.isin(table.domains[train_rows], eval_doms)] if cross else train_rows
+        )
+        cand_rows = cand_rows[
+            ~np.isin(keys[cand_rows], keys[parts > 0])
+        ]  # units that hold nothing out
         cand = build_pool(table, cand_rows, keys, "candidates", unit_name, min_interactions=min_interactions,
                           max_interactions=max_interactions).units  # fmt: skip
         rng = np.random.default_rng(seed)
@@ -402,15 +464,25 @@ def predefined_split(
             valid_rows = np.nonzero(is_val)[0]
             train_rows = train_rows[~is_val[train_rows]]
         else:  # a warm split (every test unit trains): validate the same way, on held-back training rows
-            pool_rows = cand_rows if cand.shape[0] else train_rows[np.isin(table.domains[train_rows], eval_doms)]
-            warm_val, kept = _warm_validation(table, pool_rows, keys, unit_name, val_fraction, n_query, order, rng, seed)
+            pool_rows = (
+                cand_rows
+                if cand.shape[0]
+                else train_rows[np.isin(table.domains[train_rows], eval_doms)]
+            )
+            warm_val, kept = _warm_validation(
+                table, pool_rows, keys, unit_name, val_fraction, n_query, order, rng, seed
+            )
             train_rows = np.setdiff1d(train_rows, np.setdiff1d(pool_rows, kept))
             if len(warm_val):
                 warm_units["meta-val"] = warm_val.units
         train_keys = np.unique(keys[train_rows])
     else:
         warm_units = {}
-    pools: dict[str, TaskPool] = {"meta-train": build_pool(table, train_rows, keys, "meta-train", unit_name, min_interactions=2)}
+    pools: dict[str, TaskPool] = {
+        "meta-train": build_pool(
+            table, train_rows, keys, "meta-train", unit_name, min_interactions=2
+        )
+    }
     for name, rows in (("meta-val", valid_rows), ("meta-test", np.nonzero(held & (parts == 2))[0])):
         if name in warm_units:
             pools[name] = warm_val
@@ -418,7 +490,15 @@ def predefined_split(
         units = np.unique(keys[rows])
         warm = np.intersect1d(units, train_keys)
         cold_rows = rows[~np.isin(keys[rows], warm)]
-        pool = build_pool(table, cold_rows, keys, name, unit_name, min_interactions=min_interactions, max_interactions=max_interactions)
+        pool = build_pool(
+            table,
+            cold_rows,
+            keys,
+            name,
+            unit_name,
+            min_interactions=min_interactions,
+            max_interactions=max_interactions,
+        )
         pool = pin_queries(table, pool, n_query, order=order, seed=seed + 1) if len(pool) else pool
         n_cold = units.shape[0] - warm.shape[0]
         if name == "meta-test" and len(pool) < n_cold:
@@ -430,10 +510,14 @@ def predefined_split(
                 stacklevel=2,
             )
         if warm.shape[0]:
-            own = np.concatenate([rows[np.isin(keys[rows], warm)], train_rows[np.isin(keys[train_rows], warm)]])
+            own = np.concatenate(
+                [rows[np.isin(keys[rows], warm)], train_rows[np.isin(keys[train_rows], warm)]]
+            )
             wpool = build_pool(table, own, keys, name, unit_name, min_interactions=1)
             flag = np.isin(wpool.rows, rows)  # (nnz,) the held-out rows are the query
-            pool = _concat_pools(pool, TaskPool(name, unit_name, wpool.units, wpool.offsets, wpool.rows, flag))
+            pool = _concat_pools(
+                pool, TaskPool(name, unit_name, wpool.units, wpool.offsets, wpool.rows, flag)
+            )
             warm_units[name] = warm
         pools[name] = pool
     if len(pools["meta-test"]) == 0:
@@ -443,14 +527,24 @@ def predefined_split(
             "one query)"
         )
     return MetaSplits(
-        table, pools, disjoint_units=["meta-val", "meta-test"], order="time" if order == "time" else "random",
+        table,
+        pools,
+        disjoint_units=["meta-val", "meta-test"],
+        order="time" if order == "time" else "random",
         warm_units=warm_units,
     )
 
 
 def _warm_validation(
-    table: InteractionTable, train_rows: np.ndarray, keys: np.ndarray, unit_name: str, val_fraction: float,
-    n_query: int, order: str, rng: np.random.Generator, seed: int,
+    table: InteractionTable,
+    train_rows: np.ndarray,
+    keys: np.ndarray,
+    unit_name: str,
+    val_fraction: float,
+    n_query: int,
+    order: str,
+    rng: np.random.Generator,
+    seed: int,
 ) -> tuple[TaskPool, np.ndarray]:
     """Meta-val of a warm split: ``val_fraction`` of the training units each hold back
     ``n_query`` of their training rows as the query (removed from meta-train); their other
@@ -499,13 +593,19 @@ def melu_time_split(
     ``order = "time"``).
     """
     if not 0 < existing_user_fraction < 1:
-        raise ConfigError(f"existing_user_fraction={existing_user_fraction}: must be in (0, 1); MAMO uses 0.8")
+        raise ConfigError(
+            f"existing_user_fraction={existing_user_fraction}: must be in (0, 1); MAMO uses 0.8"
+        )
     if table.timestamps is None:
-        raise ConfigError("melu_time_split: the table has no timestamps; load a timestamp column or use melu_split")
+        raise ConfigError(
+            "melu_time_split: the table has no timestamps; load a timestamp column or use melu_split"
+        )
     years = item_years(table)
     new_item = years[table.items] >= new_item_year
     counts = np.bincount(table.users, minlength=table.n_users)
-    eligible = np.nonzero((counts >= min_interactions) & ((counts <= max_interactions) if max_interactions else True))[0]
+    eligible = np.nonzero(
+        (counts >= min_interactions) & ((counts <= max_interactions) if max_interactions else True)
+    )[0]
     eligible = eligible[eligible > 0]
     first = np.full(table.n_users, np.iinfo(np.int64).max)
     np.minimum.at(first, table.users, table.timestamps)
@@ -513,7 +613,11 @@ def melu_time_split(
     n_exist = int(round(existing_user_fraction * ordered.shape[0]))
     existing, new = np.random.default_rng(seed).permutation(ordered[:n_exist]), ordered[n_exist:]
     n_val, n_warm = int(round(val_fraction * n_exist)), int(round(warm_fraction * n_exist))
-    val_u, warm_u, train_u = existing[:n_val], existing[n_val : n_val + n_warm], existing[n_val + n_warm :]
+    val_u, warm_u, train_u = (
+        existing[:n_val],
+        existing[n_val : n_val + n_warm],
+        existing[n_val + n_warm :],
+    )
     spec = {
         "meta-train": np.isin(table.users, train_u) & ~new_item,
         "meta-val": np.isin(table.users, val_u) & ~new_item,
@@ -524,14 +628,24 @@ def melu_time_split(
     }
     pools = {}
     for name, mask in spec.items():
-        pool = build_pool(table, np.nonzero(mask)[0], table.users, name, "user",
-                          min_interactions=min_interactions, max_interactions=max_interactions)
+        pool = build_pool(
+            table,
+            np.nonzero(mask)[0],
+            table.users,
+            name,
+            "user",
+            min_interactions=min_interactions,
+            max_interactions=max_interactions,
+        )
         if name != "meta-train" and len(pool):
             pool = pin_queries(table, pool, n_query, order="time", seed=seed + 1)
         pools[name] = pool
     new_items = np.unique(table.items[new_item])
     return MetaSplits(
-        table, pools, states=["warm", "user-cold", "item-cold", "user-item-cold"],
+        table,
+        pools,
+        states=["warm", "user-cold", "item-cold", "user-item-cold"],
         disjoint_units=["meta-val", "warm", "user-cold", "user-item-cold"],
-        cold_items={"item-cold": new_items, "user-item-cold": new_items}, order="time",
+        cold_items={"item-cold": new_items, "user-item-cold": new_items},
+        order="time",
     )

@@ -89,7 +89,9 @@ class WarmupConfig:
             )
         for name in ("new_fraction", "val_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must lie strictly between 0 and 1; e.g. 0.3")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)}: must lie strictly between 0 and 1; e.g. 0.3"
+                )
 
 
 def click_table(table: InteractionTable, threshold: float = 4.0) -> InteractionTable:
@@ -108,8 +110,18 @@ def click_table(table: InteractionTable, threshold: float = 4.0) -> InteractionT
             "non-clicks; pick a threshold inside the rating scale (e.g. 4 on 1..5)"
         )
     return InteractionTable(
-        table.users, table.items, y, table.domains, table.timestamps, table.user_ids, table.item_ids, table.domain_ids,
-        feedback="implicit", rating_scale=None, user_features=table.user_features, item_features=table.item_features,
+        table.users,
+        table.items,
+        y,
+        table.domains,
+        table.timestamps,
+        table.user_ids,
+        table.item_ids,
+        table.domain_ids,
+        feedback="implicit",
+        rating_scale=None,
+        user_features=table.user_features,
+        item_features=table.item_features,
     )
 
 
@@ -138,16 +150,31 @@ def item_warmup_split(table: InteractionTable, cfg: WarmupConfig | None = None) 
     n_val = max(1, int(round(cfg.val_fraction * n_new)))
     val_items, test_items = new[:n_val], new[n_val:]
     is_new = np.isin(table.items, new)
-    pools = {"meta-train": build_pool(table, np.nonzero(~is_new)[0], table.items, "meta-train", "item", min_interactions=2)}
+    pools = {
+        "meta-train": build_pool(
+            table, np.nonzero(~is_new)[0], table.items, "meta-train", "item", min_interactions=2
+        )
+    }
     for name, items in (("meta-val", val_items), ("meta-test", test_items)):
-        pool = build_pool(table, np.nonzero(np.isin(table.items, items))[0], table.items, name, "item", min_interactions=need)
+        pool = build_pool(
+            table,
+            np.nonzero(np.isin(table.items, items))[0],
+            table.items,
+            name,
+            "item",
+            min_interactions=need,
+        )
         pos = np.arange(pool.rows.shape[0]) - np.repeat(pool.offsets[:-1], pool.lengths)
         keep = pos < 3 * cfg.k + cfg.max_test
         flag = pos >= 3 * cfg.k
         pools[name] = _keep_rows(pool, keep, flag)
     return MetaSplits(
-        table, pools, states=["meta-test"], disjoint_units=["meta-val", "meta-test"],
-        cold_items={"meta-val": val_items, "meta-test": test_items}, order="time",
+        table,
+        pools,
+        states=["meta-test"],
+        disjoint_units=["meta-val", "meta-test"],
+        cold_items={"meta-val": val_items, "meta-test": test_items},
+        order="time",
     )
 
 
@@ -158,7 +185,9 @@ def _keep_rows(pool: TaskPool, keep: np.ndarray, flag: np.ndarray) -> TaskPool:
     return TaskPool(pool.name, pool.unit, pool.units, offsets, pool.rows[keep], flag[keep])
 
 
-def _set(table: InteractionTable, rows_per_task: list[np.ndarray], items: np.ndarray, dtype: torch.dtype) -> EpisodeSet:
+def _set(
+    table: InteractionTable, rows_per_task: list[np.ndarray], items: np.ndarray, dtype: torch.dtype
+) -> EpisodeSet:
     T = len(rows_per_task)
     W = max(1, max(r.shape[0] for r in rows_per_task))
     U = np.zeros((T, W), dtype=np.int64)
@@ -169,9 +198,20 @@ def _set(table: InteractionTable, rows_per_task: list[np.ndarray], items: np.nda
     It[:, 0] = items  # an empty task still names its item (see the module docstring)
     for t, r in enumerate(rows_per_task):
         n = r.shape[0]
-        U[t, :n], It[t, :n], Y[t, :n], Mk[t, :n], R[t, :n] = table.users[r], table.items[r], table.ratings[r], True, r
-    return EpisodeSet(torch.from_numpy(U), torch.from_numpy(It), torch.from_numpy(Y).to(dtype), torch.from_numpy(Mk),
-                      torch.from_numpy(R))
+        U[t, :n], It[t, :n], Y[t, :n], Mk[t, :n], R[t, :n] = (
+            table.users[r],
+            table.items[r],
+            table.ratings[r],
+            True,
+            r,
+        )
+    return EpisodeSet(
+        torch.from_numpy(U),
+        torch.from_numpy(It),
+        torch.from_numpy(Y).to(dtype),
+        torch.from_numpy(Mk),
+        torch.from_numpy(R),
+    )
 
 
 def warmup_phases(
@@ -180,7 +220,9 @@ def warmup_phases(
     """``[(phase, support, query)]`` for :data:`PHASES` over every item task of ``pool``
     (support: the first ``0, k, 2k, 3k`` rows in time order; query: the pinned test rows)."""
     if pool.query_flag is None:
-        raise ConfigError(f"pool {pool.name!r}: has no pinned test rows; build it with item_warmup_split")
+        raise ConfigError(
+            f"pool {pool.name!r}: has no pinned test rows; build it with item_warmup_split"
+        )
     tasks = [pool.unit_rows(j) for j in range(len(pool))]
     flags = [pool.query_flag[pool.offsets[j] : pool.offsets[j + 1]] for j in range(len(pool))]
     items = pool.units
@@ -193,7 +235,13 @@ def warmup_phases(
 
 
 def evaluate_warmup(
-    fitted: Any, table: InteractionTable, pool: TaskPool, k: int, *, steps: int | None = None, lr: float | None = None,
+    fitted: Any,
+    table: InteractionTable,
+    pool: TaskPool,
+    k: int,
+    *,
+    steps: int | None = None,
+    lr: float | None = None,
     batch_size: int = 256,
 ) -> dict[str, dict[str, float]]:
     """``{phase: {"auc", "logloss", "item_auc", "n_items", "n_test"}}`` (see the module docstring)."""
@@ -203,7 +251,12 @@ def evaluate_warmup(
         for s in range(0, sup.n_tasks, batch_size):
             idx = slice(s, s + batch_size)
             q = qry.select(idx)
-            scores.append(fitted.adapt(sup.select(idx), steps=steps, lr=lr).score(q.users, q.items).detach().double())
+            scores.append(
+                fitted.adapt(sup.select(idx), steps=steps, lr=lr)
+                .score(q.users, q.items)
+                .detach()
+                .double()
+            )
             ys.append(q.targets.double())
             ms.append(q.mask)
         width = max(x.shape[1] for x in scores)
@@ -212,8 +265,13 @@ def evaluate_warmup(
         auc = float(M.auc(flat_s, flat_y, torch.ones_like(flat_y, dtype=torch.bool))[0])
         logloss = float(F.binary_cross_entropy_with_logits(sc[m], y[m]))
         item_auc = M.mean_over_tasks(M.auc(sc, y, m))
-        out[name] = {"auc": auc, "logloss": logloss, "item_auc": item_auc, "n_items": int(sup.n_tasks),
-                     "n_test": int(m.sum())}
+        out[name] = {
+            "auc": auc,
+            "logloss": logloss,
+            "item_auc": item_auc,
+            "n_items": int(sup.n_tasks),
+            "n_test": int(m.sum()),
+        }
     return out
 
 
@@ -221,8 +279,11 @@ def _pad(xs: list[torch.Tensor], width: int, value: float | bool) -> torch.Tenso
     return torch.cat([F.pad(x, (0, width - x.shape[1]), value=value) for x in xs])
 
 
-def load_warmup_scenario(path: str | os.PathLike[str], overrides: Sequence[str] = (),
-                         data_root: str | os.PathLike[str] | None = None) -> tuple[Any, WarmupConfig]:
+def load_warmup_scenario(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    data_root: str | os.PathLike[str] | None = None,
+) -> tuple[Any, WarmupConfig]:
     """``(Scenario, WarmupConfig)`` of a scenario file with a ``[warmup]`` section.
 
     The ``[warmup]`` section (and ``--set warmup.<key>=...`` overrides) give the
@@ -235,7 +296,9 @@ def load_warmup_scenario(path: str | os.PathLike[str], overrides: Sequence[str] 
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"scenario file {str(path)!r} does not exist; e.g. tasks/ml1m-item-warmup.toml")
+        raise ConfigError(
+            f"scenario file {str(path)!r} does not exist; e.g. tasks/ml1m-item-warmup.toml"
+        )
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

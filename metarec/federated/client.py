@@ -32,7 +32,14 @@ from metarec.models import build_model
 from metarec.scenario import sampler_config
 from metarec.train import algorithm_config, model_kwargs
 
-__all__ = ["ClientDropped", "FitResult", "FederatedClient", "local_algorithm", "round_seed", "init_params"]
+__all__ = [
+    "ClientDropped",
+    "FitResult",
+    "FederatedClient",
+    "local_algorithm",
+    "round_seed",
+    "init_params",
+]
 
 _ENGINE = {"fedavg": "finetune", "reptile": "reptile", "maml": "maml", "fomaml": "fomaml"}
 
@@ -55,8 +62,13 @@ def local_algorithm(scenario: Scenario, feedback: str) -> AlgorithmConfig:
     ``finetune`` loss, support + query with no inner loop, and fine-tunes at evaluation)."""
     a = scenario.algorithm
     name = _ENGINE[scenario.federated.algorithm]
-    sec = replace(a, name=name, first_order=a.first_order and name == "maml", per_step_lr=False,
-                  multi_step_loss=a.multi_step_loss and name in ("maml", "fomaml"))
+    sec = replace(
+        a,
+        name=name,
+        first_order=a.first_order and name == "maml",
+        per_step_lr=False,
+        multi_step_loss=a.multi_step_loss and name in ("maml", "fomaml"),
+    )
     return algorithm_config(replace(scenario, algorithm=sec), feedback)
 
 
@@ -74,9 +86,14 @@ def _model(scenario: Scenario, data: ClientData, dtype: torch.dtype) -> torch.nn
     return model.to(dtype)
 
 
-def init_params(scenario: Scenario, data: ClientData, dtype: torch.dtype = torch.float32) -> dict[str, np.ndarray]:
+def init_params(
+    scenario: Scenario, data: ClientData, dtype: torch.dtype = torch.float32
+) -> dict[str, np.ndarray]:
     """The model's initial weights (seeded by ``train.seed``; equal on every client)."""
-    return {k: v.detach().cpu().numpy().copy() for k, v in _model(scenario, data, dtype).named_parameters()}
+    return {
+        k: v.detach().cpu().numpy().copy()
+        for k, v in _model(scenario, data, dtype).named_parameters()
+    }
 
 
 class FederatedClient:
@@ -88,7 +105,9 @@ class FederatedClient:
         dtype: parameter dtype (float64 in reference tests).
     """
 
-    def __init__(self, data: ClientData, scenario: Scenario, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, data: ClientData, scenario: Scenario, dtype: torch.dtype = torch.float32
+    ) -> None:
         self.data = data
         self.scenario = scenario
         self.fed = scenario.federated
@@ -103,14 +122,20 @@ class FederatedClient:
 
     def info(self) -> dict[str, Any]:
         """Name, size and pool sizes (what the server learns in the handshake)."""
-        return {"name": self.name, "index": self.data.index, "num-examples": self.data.n_train,
-                **{k.replace(" ", "-"): v for k, v in self.data.sizes().items()}}
+        return {
+            "name": self.name,
+            "index": self.data.index,
+            "num-examples": self.data.n_train,
+            **{k.replace(" ", "-"): v for k, v in self.data.sizes().items()},
+        }
 
     def _tensors(self, params: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         names = [k for k, _ in self.model.named_parameters()]
         missing = [k for k in names if k not in params]
         if missing:
-            raise KeyError(f"global parameters lack {missing[0]!r}; the server and client models differ")
+            raise KeyError(
+                f"global parameters lack {missing[0]!r}; the server and client models differ"
+            )
         return {k: torch.as_tensor(np.asarray(params[k]), dtype=self.dtype).clone() for k in names}
 
     def fit(self, params: Mapping[str, Any], round_: int) -> FitResult:
@@ -123,19 +148,30 @@ class FederatedClient:
         p = {k: v.clone().requires_grad_(True) for k, v in start.items()}
         tr = self.scenario.train
         lr = self.fed.local_lr or tr.outer_lr
-        opt = (torch.optim.Adam if self.fed.local_optimizer == "adam" else torch.optim.SGD)(list(p.values()), lr=lr)
+        opt = (torch.optim.Adam if self.fed.local_optimizer == "adam" else torch.optim.SGD)(
+            list(p.values()), lr=lr
+        )
         scfg = replace(self.sampler_config, negatives_from="pool")
-        sampler = TaskSampler(self.data.table, self.data.splits.pools["meta-train"], scfg,
-                              seed=round_seed(self.fed.seed, self.data.index, round_), dtype=self.dtype)
+        sampler = TaskSampler(
+            self.data.table,
+            self.data.splits.pools["meta-train"],
+            scfg,
+            seed=round_seed(self.fed.seed, self.data.index, round_),
+            dtype=self.dtype,
+        )
         n_batch = self.fed.meta_batch or self.scenario.algorithm.meta_batch
         losses, skipped = [], 0
         for step in range(self.fed.local_steps):
             if fault == "drop" and step == self.fed.local_steps // 2:
-                raise ClientDropped(f"client {self.name!r} dropped out after {step} of {self.fed.local_steps} local steps "
-                                    f"in round {round_} (fault_injection)")
+                raise ClientDropped(
+                    f"client {self.name!r} dropped out after {step} of {self.fed.local_steps} local steps "
+                    f"in round {round_} (fault_injection)"
+                )
             batch = sampler.sample(n_batch)
             loss, grads = meta_loss_and_grads(self.algo, self.model, p, batch)
-            if not (torch.isfinite(loss) and all(bool(torch.isfinite(g).all()) for g in grads.values())):
+            if not (
+                torch.isfinite(loss) and all(bool(torch.isfinite(g).all()) for g in grads.values())
+            ):
                 skipped += 1
                 continue
             for k, t in p.items():
@@ -150,8 +186,10 @@ class FederatedClient:
         if self.fed.dp_clip is not None:
             new, norm = clip_update(new, start, self.fed.dp_clip)
         metrics = {
-            "loss": float(np.mean(losses)) if losses else float("nan"), "skipped-steps": float(skipped),
-            "update-norm": norm, "seconds": time.perf_counter() - t0,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "skipped-steps": float(skipped),
+            "update-norm": norm,
+            "seconds": time.perf_counter() - t0,
         }
         return FitResult({k: v.cpu().numpy() for k, v in new.items()}, self.data.n_train, metrics)
 
@@ -160,6 +198,19 @@ class FederatedClient:
         support sets and score their queries: ``{metric: mean over users, "n_tasks"}``."""
         p = self._tensors(params)
         a = self.scenario.algorithm
-        ev = evaluate_pool(self.model, p, self.algo, self.data.table, self.data.splits.pools[pool], self.sampler_config,
-                           steps=a.eval_steps, lr=a.eval_lr, k=self.scenario.metrics.k)
-        return {k: float(v) for k, v in ev.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        ev = evaluate_pool(
+            self.model,
+            p,
+            self.algo,
+            self.data.table,
+            self.data.splits.pools[pool],
+            self.sampler_config,
+            steps=a.eval_steps,
+            lr=a.eval_lr,
+            k=self.scenario.metrics.k,
+        )
+        return {
+            k: float(v)
+            for k, v in ev.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }

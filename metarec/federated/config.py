@@ -103,14 +103,24 @@ class FederatedConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "rounds", "clients_per_round", "local_steps", "meta_batch", "min_clients")
+        _at_least(
+            self, 1, "rounds", "clients_per_round", "local_steps", "meta_batch", "min_clients"
+        )
         _at_least(self, 0, "dp_noise")
         for name in ("local_lr", "server_lr", "round_timeout", "dp_clip", "startup_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ConfigError(f"{name}={value!r}: must be > 0; e.g. server_lr = 1.0, round_timeout = 600")
+                raise ConfigError(
+                    f"{name}={value!r}: must be > 0; e.g. server_lr = 1.0, round_timeout = 600"
+                )
         fr = list(self.fractions)
-        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or fr[0] == 0 or fr[2] == 0:
+        if (
+            len(fr) != 3
+            or any(f < 0 for f in fr)
+            or abs(sum(fr) - 1) > 1e-6
+            or fr[0] == 0
+            or fr[2] == 0
+        ):
             raise ConfigError(
                 f"fractions={fr}: need three non-negative fractions (meta-train, meta-val, cold test users of "
                 "each client) summing to 1, with meta-train and test > 0; e.g. fractions = [0.7, 0.1, 0.2]"
@@ -132,7 +142,7 @@ class FederatedConfig:
             if kind not in FAULTS or (rnd and not rnd.isdigit()):
                 raise ConfigError(
                     f"fault_injection[{client!r}]={fault!r}: expected one of {FAULTS}, optionally with '@ROUND' "
-                    "(e.g. \"drop@2\")"
+                    '(e.g. "drop@2")'
                 )
 
     def fault_for(self, client: str, round_: int) -> str | None:

@@ -22,7 +22,15 @@ from metarec.episodes.splits import MetaSplits
 from metarec.federated.config import FederatedConfig
 from metarec.scenario import build_splits
 
-__all__ = ["ClientData", "client_names", "client_masks", "client_data", "client_protocol", "check_client_table", "pooled_splits"]
+__all__ = [
+    "ClientData",
+    "client_names",
+    "client_masks",
+    "client_data",
+    "client_protocol",
+    "check_client_table",
+    "pooled_splits",
+]
 
 
 @dataclass
@@ -62,11 +70,19 @@ def client_masks(table: InteractionTable, fed: FederatedConfig) -> list[tuple[st
     """``[(client name, bool (n_rows,) mask)]``: one client per domain or cohort with rows."""
     if fed.clients == "domains":
         names = list(table.domain_ids.values)
-        return [(str(n), table.domains == d) for d, n in enumerate(names, start=1) if np.any(table.domains == d)]
+        return [
+            (str(n), table.domains == d)
+            for d, n in enumerate(names, start=1)
+            if np.any(table.domains == d)
+        ]
     cohort_by = fed.cohort_by
-    if cohort_by is None:  # FederatedConfig refuses this; checked again for a config built around it
-        raise ConfigError('clients="cohorts" needs cohort_by, the user column that forms the cohorts; '
-                          'set cohort_by = "age" or use clients = "domains"')
+    if (
+        cohort_by is None
+    ):  # FederatedConfig refuses this; checked again for a config built around it
+        raise ConfigError(
+            'clients="cohorts" needs cohort_by, the user column that forms the cohorts; '
+            'set cohort_by = "age" or use clients = "domains"'
+        )
     keys = unit_keys(table, "cohort", cohort_by)
     vocab = table.user_features.vocabs[cohort_by].values if table.user_features is not None else []
     out = []
@@ -87,8 +103,12 @@ def client_protocol(p: ProtocolConfig, fed: FederatedConfig, index: int) -> Prot
     least ``n_support + n_query`` interactions in the client."""
     need = (p.n_support or 1) + (p.n_query or 1)
     return replace(
-        p, unit="user", split="time" if p.split == "time" else "random", fractions=tuple(fed.fractions),
-        min_interactions=max(p.min_interactions, need), seed=p.seed + index,
+        p,
+        unit="user",
+        split="time" if p.split == "time" else "random",
+        fractions=tuple(fed.fractions),
+        min_interactions=max(p.min_interactions, need),
+        seed=p.seed + index,
     )
 
 
@@ -110,7 +130,9 @@ def check_client_table(t: InteractionTable, name: str) -> None:
         )
 
 
-def client_data(table: InteractionTable, scenario: Scenario, index: int, *, corrupt: bool = False) -> ClientData:
+def client_data(
+    table: InteractionTable, scenario: Scenario, index: int, *, corrupt: bool = False
+) -> ClientData:
     """Client ``index``'s rows of ``table`` and its splits.
 
     Args:
@@ -124,7 +146,9 @@ def client_data(table: InteractionTable, scenario: Scenario, index: int, *, corr
     fed = scenario.federated
     masks = client_masks(table, fed)
     if not 0 <= index < len(masks):
-        raise DataError(f"client index {index}: the table yields {len(masks)} clients ({[n for n, _ in masks]}); pass 0..{len(masks) - 1}")
+        raise DataError(
+            f"client index {index}: the table yields {len(masks)} clients ({[n for n, _ in masks]}); pass 0..{len(masks) - 1}"
+        )
     name, mask = masks[index]
     rows = np.nonzero(mask)[0]
     sub = table.subset(rows)

@@ -26,8 +26,16 @@ import numpy as np
 from metarec.federated.server import ClientReply
 
 __all__ = [
-    "require_flwr", "fit_content", "hello_content", "eval_content", "content_bytes", "arrays_of",
-    "client_runtime", "make_client_app", "make_server_app", "GridTransport",
+    "require_flwr",
+    "fit_content",
+    "hello_content",
+    "eval_content",
+    "content_bytes",
+    "arrays_of",
+    "client_runtime",
+    "make_client_app",
+    "make_server_app",
+    "GridTransport",
 ]
 
 _EXTRA = 'pip install "metarec[federated]"'
@@ -49,7 +57,9 @@ def require_flwr() -> Any:
             import flwr.common.serde
             import flwr.serverapp  # noqa: F401
     except ModuleNotFoundError:
-        raise ModuleNotFoundError(f"metarec.federated with backend 'simulation' or 'loopback' needs flwr: {_EXTRA}") from None
+        raise ModuleNotFoundError(
+            f"metarec.federated with backend 'simulation' or 'loopback' needs flwr: {_EXTRA}"
+        ) from None
     return flwr
 
 
@@ -69,23 +79,41 @@ def _metrics(m: Mapping[str, Any]) -> Any:
     require_flwr()
     from flwr.app import MetricRecord
 
-    return MetricRecord({k: (int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else float(v))
-                         for k, v in m.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)})
+    return MetricRecord(
+        {
+            k: (
+                int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else float(v)
+            )
+            for k, v in m.items()
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        }
+    )
 
 
-def fit_content(params: Mapping[str, np.ndarray], num_examples: int, metrics: Mapping[str, float]) -> Any:
+def fit_content(
+    params: Mapping[str, np.ndarray], num_examples: int, metrics: Mapping[str, float]
+) -> Any:
     """The RecordDict a client sends after local training: parameters and scalars only."""
     require_flwr()
     from flwr.app import RecordDict
 
-    return RecordDict({"arrays": _arrays(params), "metrics": _metrics({"num-examples": int(num_examples), **metrics})})
+    return RecordDict(
+        {
+            "arrays": _arrays(params),
+            "metrics": _metrics({"num-examples": int(num_examples), **metrics}),
+        }
+    )
 
 
 def hello_content(info: Mapping[str, Any], init: Mapping[str, np.ndarray] | None) -> Any:
     require_flwr()
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-    rec: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"info": ConfigRecord({k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in info.items()})}
+    rec: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
+        "info": ConfigRecord(
+            {k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in info.items()}
+        )
+    }
     if init is not None:
         rec["arrays"] = _arrays(init)
     return RecordDict(rec)
@@ -141,7 +169,9 @@ def client_runtime() -> _Runtime:
     return _RUNTIME
 
 
-def hello(get_client: Any, index: int, name: Any = None) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+def hello(
+    get_client: Any, index: int, name: Any = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     """A client's handshake: its info and initial weights, or ``{"error": ...}`` when its data
     is refused (the client is still reported and sampled; its rounds fail with the error)."""
     from metarec.federated.client import init_params
@@ -149,7 +179,11 @@ def hello(get_client: Any, index: int, name: Any = None) -> tuple[dict[str, Any]
     try:
         c = get_client(index)
     except Exception as e:  # noqa: BLE001 - reported to the server, which goes on with the others
-        return {"index": index, "name": (name(index) if name else "") or f"#{index}", "error": f"{type(e).__name__}: {e}"}, None
+        return {
+            "index": index,
+            "name": (name(index) if name else "") or f"#{index}",
+            "error": f"{type(e).__name__}: {e}",
+        }, None
     return c.info(), init_params(c.scenario, c.data, c.dtype)
 
 
@@ -169,7 +203,9 @@ def make_client_app(config_path: str) -> Any:
 
     @app.query()
     def _hello(msg: Message, context: Context) -> Message:
-        info, init = hello(get, index_of(context), lambda i: _RUNTIME.names.get((config_path, i), ""))
+        info, init = hello(
+            get, index_of(context), lambda i: _RUNTIME.names.get((config_path, i), "")
+        )
         return Message(hello_content(info, init), reply_to=msg)
 
     @app.train()
@@ -177,8 +213,10 @@ def make_client_app(config_path: str) -> Any:
         c = get(index_of(context))
         server_round = msg.content["config"]["server-round"]
         if not isinstance(server_round, (int, float, str)):
-            raise TypeError(f"train message: config['server-round']={server_round!r} is not a round number; "
-                            "the server app sends it as an int")
+            raise TypeError(
+                f"train message: config['server-round']={server_round!r} is not a round number; "
+                "the server app sends it as an int"
+            )
         res = c.fit(arrays_of(msg.content["arrays"]), int(server_round))
         return Message(fit_content(res.params, res.num_examples, res.metrics), reply_to=msg)
 
@@ -208,8 +246,14 @@ class GridTransport:
         self.nodes = sorted(grid.get_node_ids())
         self.node_of: dict[int, int] = {}
 
-    def _send(self, kind: str, node_ids: Sequence[int], arrays: Mapping[str, np.ndarray] | None,
-              config: Mapping[str, Any], timeout: float) -> dict[int, Any]:
+    def _send(
+        self,
+        kind: str,
+        node_ids: Sequence[int],
+        arrays: Mapping[str, np.ndarray] | None,
+        config: Mapping[str, Any],
+        timeout: float,
+    ) -> dict[int, Any]:
         from flwr.app import ConfigRecord, Message, RecordDict
 
         msgs = []
@@ -218,7 +262,9 @@ class GridTransport:
             if arrays is not None:
                 rec["arrays"] = _arrays(arrays)
             msgs.append(Message(RecordDict(rec), message_type=kind, dst_node_id=nid))
-        return {m.metadata.src_node_id: m for m in self.grid.send_and_receive(msgs, timeout=timeout)}
+        return {
+            m.metadata.src_node_id: m for m in self.grid.send_and_receive(msgs, timeout=timeout)
+        }
 
     def hello(self, timeout: float) -> list[ClientReply]:
         got = self._send("query", self.nodes, None, {}, timeout)
@@ -230,18 +276,33 @@ class GridTransport:
             idx = int(info["index"])
             self.node_of[idx] = nid
             if "error" in info:
-                out.append(ClientReply(idx, "error", metrics={"name": str(info.get("name", ""))}, error=str(info["error"])))
+                out.append(
+                    ClientReply(
+                        idx,
+                        "error",
+                        metrics={"name": str(info.get("name", ""))},
+                        error=str(info["error"]),
+                    )
+                )
             else:
                 init = arrays_of(m.content["arrays"]) if "arrays" in m.content else None
-                out.append(ClientReply(idx, "ok", params=init, num_examples=int(info["num-examples"]), metrics=info))
+                out.append(
+                    ClientReply(
+                        idx, "ok", params=init, num_examples=int(info["num-examples"]), metrics=info
+                    )
+                )
         return out
 
-    def _replies(self, clients: Sequence[int], got: Mapping[int, Any], with_params: bool) -> list[ClientReply]:
+    def _replies(
+        self, clients: Sequence[int], got: Mapping[int, Any], with_params: bool
+    ) -> list[ClientReply]:
         out = []
         for c in clients:
             m = got.get(self.node_of.get(c, -1))
             if c not in self.node_of:
-                out.append(ClientReply(c, "error", error="no node answered the handshake for this client"))
+                out.append(
+                    ClientReply(c, "error", error="no node answered the handshake for this client")
+                )
             elif m is None:
                 out.append(ClientReply(c, "timeout", error="no reply within round_timeout"))
             elif m.has_error():
@@ -249,22 +310,43 @@ class GridTransport:
             else:
                 metrics = dict(m.content["metrics"])
                 params = arrays_of(m.content["arrays"]) if with_params else None
-                out.append(ClientReply(c, "ok", params=params, num_examples=int(metrics.get("num-examples", 0)),
-                                       metrics=metrics, bytes_sent=content_bytes(m.content)))
+                out.append(
+                    ClientReply(
+                        c,
+                        "ok",
+                        params=params,
+                        num_examples=int(metrics.get("num-examples", 0)),
+                        metrics=metrics,
+                        bytes_sent=content_bytes(m.content),
+                    )
+                )
         return out
 
-    def fit(self, round_: int, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float) -> list[ClientReply]:
+    def fit(
+        self, round_: int, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float
+    ) -> list[ClientReply]:
         known = [c for c in clients if c in self.node_of]
-        got = self._send("train", [self.node_of[c] for c in known], params, {"server-round": round_}, timeout)
+        got = self._send(
+            "train", [self.node_of[c] for c in known], params, {"server-round": round_}, timeout
+        )
         return self._replies(clients, got, True)
 
-    def evaluate(self, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float) -> list[ClientReply]:
+    def evaluate(
+        self, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float
+    ) -> list[ClientReply]:
         known = [c for c in clients if c in self.node_of]
         got = self._send("evaluate", [self.node_of[c] for c in known], params, {}, timeout)
         return self._replies(clients, got, False)
 
 
-def make_server_app(config_path: str, out: str, n_clients: int, *, resume: bool = False, stop_after: int | None = None) -> Any:
+def make_server_app(
+    config_path: str,
+    out: str,
+    n_clients: int,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> Any:
     """The Flower ServerApp of a run: the round loop of :func:`metarec.federated.server.run_server`
     over the grid; writes the run's results into ``out``."""
     require_flwr()
@@ -283,7 +365,14 @@ def make_server_app(config_path: str, out: str, n_clients: int, *, resume: bool 
         transport = GridTransport(grid, n_clients, sc.federated.startup_timeout)
         from metarec.config import config_hash
 
-        run = run_server(transport, sc.federated, out, resume=resume, stop_after=stop_after, config_key=config_hash(sc))
+        run = run_server(
+            transport,
+            sc.federated,
+            out,
+            resume=resume,
+            stop_after=stop_after,
+            config_key=config_hash(sc),
+        )
         write_results(out, sc, run, backend=sc.federated.backend)
 
     return app

@@ -34,7 +34,15 @@ def _bin(name: str) -> str:
     return str(cand) if cand.exists() else name
 
 
-def write_app(folder: Path, config_path: str, out: Path, n_clients: int, *, resume: bool, stop_after: int | None) -> Path:
+def write_app(
+    folder: Path,
+    config_path: str,
+    out: Path,
+    n_clients: int,
+    *,
+    resume: bool,
+    stop_after: int | None,
+) -> Path:
     """The Flower App directory ``flwr run`` submits."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{_APP_MODULE}.py").write_text(
@@ -50,7 +58,7 @@ def write_app(folder: Path, config_path: str, out: Path, n_clients: int, *, resu
         '[tool.hatch.build.targets.wheel]\npackages = ["."]\n\n'
         '[tool.flwr.app]\npublisher = "metarec"\n\n'
         f'[tool.flwr.app.components]\nserverapp = "{_APP_MODULE}:server"\nclientapp = "{_APP_MODULE}:client"\n\n'
-        f'[tool.flwr.app.config]\nconfig = {config_path!r}\n'
+        f"[tool.flwr.app.config]\nconfig = {config_path!r}\n"
     )
     return folder
 
@@ -67,7 +75,9 @@ def _wait_port(port: int, deadline: float, proc: subprocess.Popen, log: Path) ->
         if not _port_free(port):
             return
         time.sleep(0.2)
-    raise TimeoutError(f"flower-superlink did not open 127.0.0.1:{port} within startup_timeout; see {log}")
+    raise TimeoutError(
+        f"flower-superlink did not open 127.0.0.1:{port} within startup_timeout; see {log}"
+    )
 
 
 def _descendants(pids: list[int]) -> list[int]:
@@ -116,8 +126,14 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def run_loopback(
-    config_path: str, out: Path, n_clients: int, fed: FederatedConfig, *, resume: bool = False,
-    stop_after: int | None = None, run_timeout: float | None = None,
+    config_path: str,
+    out: Path,
+    n_clients: int,
+    fed: FederatedConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    run_timeout: float | None = None,
 ) -> None:
     """Run the federation on real Flower processes on 127.0.0.1 (ports ``fed.port`` onwards).
 
@@ -135,36 +151,80 @@ def run_loopback(
     ports = [link] + [link + 1 + i for i in range(n_clients)]
     busy = [p for p in ports if not _port_free(p)]
     if busy:
-        raise RuntimeError(f"port(s) {busy} on 127.0.0.1 are in use; pass --set federated.port=<free port>")
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{link}"\ninsecure = true\n')
-    app = write_app(out / "flower-app", config_path, out, n_clients, resume=resume, stop_after=stop_after)
+        raise RuntimeError(
+            f"port(s) {busy} on 127.0.0.1 are in use; pass --set federated.port=<free port>"
+        )
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
+    )
+    app = write_app(
+        out / "flower-app", config_path, out, n_clients, resume=resume, stop_after=stop_after
+    )
     root = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {"FLWR_TELEMETRY_ENABLED": "0", **os.environ, "PATH": path, "FLWR_HOME": str(home), "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        "FLWR_TELEMETRY_ENABLED": "0",
+        **os.environ,
+        "PATH": path,
+        "FLWR_HOME": str(home),
+        "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     procs: list[subprocess.Popen] = []
     files: list[IO[bytes]] = []
 
     def start(cmd: list[str], log: Path) -> subprocess.Popen:
         f = log.open("wb")
         files.append(f)
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(out), start_new_session=True)
+        p = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(out), start_new_session=True
+        )
         procs.append(p)
         return p
 
-    limit = run_timeout or (fed.startup_timeout + fed.rounds * (fed.round_timeout + 5) + 2 * fed.round_timeout + 60)
+    limit = run_timeout or (
+        fed.startup_timeout + fed.rounds * (fed.round_timeout + 5) + 2 * fed.round_timeout + 60
+    )
     try:
         deadline = time.monotonic() + fed.startup_timeout
-        sl = start([_bin("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation", "--port", str(link)],
-                   logs / "superlink.log")
+        sl = start(
+            [
+                _bin("flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--port",
+                str(link),
+            ],
+            logs / "superlink.log",
+        )
         _wait_port(link, deadline, sl, logs / "superlink.log")
         for i in range(n_clients):
-            start([_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}", "--port", str(link + 1 + i),
-                   "--node-config", f"partition-id={i}"], logs / f"supernode-{i}.log")
+            start(
+                [
+                    _bin("flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{link}",
+                    "--port",
+                    str(link + 1 + i),
+                    "--node-config",
+                    f"partition-id={i}",
+                ],
+                logs / f"supernode-{i}.log",
+            )
         with (logs / "flwr-run.log").open("wb") as f:
-            run = subprocess.run([_bin("flwr"), "run", str(app), "loopback", "--stream"], stdout=f, stderr=subprocess.STDOUT,
-                                 env=env, cwd=str(out), timeout=limit, start_new_session=True)
+            run = subprocess.run(
+                [_bin("flwr"), "run", str(app), "loopback", "--stream"],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(out),
+                timeout=limit,
+                start_new_session=True,
+            )
         if run.returncode != 0:
-            raise RuntimeError(f"flwr run exited with status {run.returncode}; see {logs / 'flwr-run.log'}")
+            raise RuntimeError(
+                f"flwr run exited with status {run.returncode}; see {logs / 'flwr-run.log'}"
+            )
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"flwr run did not finish within {limit:.0f} s; see {logs}") from None
     finally:

@@ -44,8 +44,13 @@ def noise_std(noise_multiplier: float, clip: float, n_clients: int) -> float:
     return noise_multiplier * clip / max(n_clients, 1)
 
 
-def add_noise(params: Mapping[str, torch.Tensor], std: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def add_noise(
+    params: Mapping[str, torch.Tensor], std: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     """``params`` plus i.i.d. ``N(0, std^2)`` noise (drawn from ``generator``)."""
     if std == 0:
         return dict(params)
-    return {k: v + std * torch.randn(v.shape, generator=generator, dtype=v.dtype) for k, v in params.items()}
+    return {
+        k: v + std * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        for k, v in params.items()
+    }

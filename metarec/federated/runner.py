@@ -51,7 +51,9 @@ class FederatedResult:
     summary: dict[str, Any]
 
 
-def payload_bytes(params: Mapping[str, np.ndarray], num_examples: int, metrics: Mapping[str, float]) -> int:
+def payload_bytes(
+    params: Mapping[str, np.ndarray], num_examples: int, metrics: Mapping[str, float]
+) -> int:
     """Bytes of a client's ``train`` reply on Flower's wire format (array bytes when flwr is absent)."""
     try:
         from metarec.federated.flower import content_bytes, fit_content
@@ -70,7 +72,9 @@ class LocalTransport:
         dtype: parameter dtype of the clients.
     """
 
-    def __init__(self, scenario: Scenario, table: InteractionTable, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, scenario: Scenario, table: InteractionTable, dtype: torch.dtype = torch.float32
+    ) -> None:
         self.scenario = scenario
         self.dtype = dtype
         fed = scenario.federated
@@ -80,7 +84,9 @@ class LocalTransport:
         for i, name in enumerate(self.names):
             corrupt = fed.fault_injection.get(name, "").partition("@")[0] == "invalid"
             try:
-                self.clients[i] = FederatedClient(client_data(table, scenario, i, corrupt=corrupt), scenario, dtype)
+                self.clients[i] = FederatedClient(
+                    client_data(table, scenario, i, corrupt=corrupt), scenario, dtype
+                )
             except Exception as e:  # noqa: BLE001 - that client fails; the others go on
                 self.errors[i] = f"{type(e).__name__}: {e}"
 
@@ -88,11 +94,20 @@ class LocalTransport:
         out = []
         for i in range(len(self.names)):
             if i in self.errors:
-                out.append(ClientReply(i, "error", metrics={"name": self.names[i]}, error=self.errors[i]))
+                out.append(
+                    ClientReply(i, "error", metrics={"name": self.names[i]}, error=self.errors[i])
+                )
             else:
                 c = self.clients[i]
-                out.append(ClientReply(i, "ok", params=init_params(self.scenario, c.data, self.dtype),
-                                       num_examples=c.data.n_train, metrics=c.info()))
+                out.append(
+                    ClientReply(
+                        i,
+                        "ok",
+                        params=init_params(self.scenario, c.data, self.dtype),
+                        num_examples=c.data.n_train,
+                        metrics=c.info(),
+                    )
+                )
         return out
 
     def _call(self, clients: Sequence[int], fn: Any, timeout: float) -> list[ClientReply]:
@@ -102,14 +117,23 @@ class LocalTransport:
         out = []
         for c in clients:
             if c not in self.clients:
-                out.append(ClientReply(c, "error", metrics={"name": self.names[c]}, error=self.errors.get(c, "unknown client")))
+                out.append(
+                    ClientReply(
+                        c,
+                        "error",
+                        metrics={"name": self.names[c]},
+                        error=self.errors.get(c, "unknown client"),
+                    )
+                )
                 continue
             pool = ThreadPoolExecutor(max_workers=1)
             f = pool.submit(fn, self.clients[c])
             done, _ = wait([f], timeout=timeout)
             pool.shutdown(wait=False)
             if f not in done:
-                out.append(ClientReply(c, "timeout", error=f"no reply within round_timeout={timeout} s"))
+                out.append(
+                    ClientReply(c, "timeout", error=f"no reply within round_timeout={timeout} s")
+                )
             elif f.exception() is not None:
                 e = f.exception()
                 out.append(ClientReply(c, "error", error=f"{type(e).__name__}: {e}"))
@@ -117,15 +141,25 @@ class LocalTransport:
                 out.append(f.result())
         return out
 
-    def fit(self, round_: int, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float) -> list[ClientReply]:
+    def fit(
+        self, round_: int, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float
+    ) -> list[ClientReply]:
         def one(c: FederatedClient) -> ClientReply:
             res = c.fit(params, round_)
-            return ClientReply(c.data.index, "ok", params=res.params, num_examples=res.num_examples, metrics=res.metrics,
-                               bytes_sent=payload_bytes(res.params, res.num_examples, res.metrics))
+            return ClientReply(
+                c.data.index,
+                "ok",
+                params=res.params,
+                num_examples=res.num_examples,
+                metrics=res.metrics,
+                bytes_sent=payload_bytes(res.params, res.num_examples, res.metrics),
+            )
 
         return self._call(clients, one, timeout)
 
-    def evaluate(self, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float) -> list[ClientReply]:
+    def evaluate(
+        self, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float
+    ) -> list[ClientReply]:
         def one(c: FederatedClient) -> ClientReply:
             return ClientReply(c.data.index, "ok", metrics=c.evaluate(params))
 
@@ -136,18 +170,30 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-def write_results(out: str | Path, scenario: Scenario, run: ServerRun, *, backend: str) -> dict[str, Any]:
+def write_results(
+    out: str | Path, scenario: Scenario, run: ServerRun, *, backend: str
+) -> dict[str, Any]:
     """Write ``final.pt`` and ``federated.json`` for a finished server loop; return the summary."""
     out = Path(out)
     fed = scenario.federated
-    save_tensors(out / "final.pt", {"params": {k: torch.as_tensor(v) for k, v in run.params.items()}, "round": run.rounds_done})
+    save_tensors(
+        out / "final.pt",
+        {
+            "params": {k: torch.as_tensor(v) for k, v in run.params.items()},
+            "round": run.rounds_done,
+        },
+    )
     by_client = {r.client: r for r in run.evaluation}
     clients = []
     for info in run.clients:
         rep = by_client.get(info["index"])
         row = dict(info)
         if rep is not None:
-            row["cold"] = rep.metrics if rep.status == "ok" else {"status": rep.status, "error": rep.error[:500]}
+            row["cold"] = (
+                rep.metrics
+                if rep.status == "ok"
+                else {"status": rep.status, "error": rep.error[:500]}
+            )
         clients.append(row)
     scored = [c for c in clients if isinstance(c.get("cold"), dict) and "n_tasks" in c["cold"]]
     mean: dict[str, float] = {}
@@ -160,16 +206,30 @@ def write_results(out: str | Path, scenario: Scenario, run: ServerRun, *, backen
     sent = [h["bytes_sent_by_clients"] for h in run.history]
     failures = [{"round": h["round"], **f} for h in run.history for f in h["failed"]]
     summary = {
-        "scenario": scenario.name, "backend": backend, "algorithm": fed.algorithm, "config_hash": config_hash(scenario),
-        "rounds": run.rounds_done, "rounds_planned": fed.rounds, "finished": run.rounds_done == fed.rounds,
-        "clients": clients, "cold_mean_over_users": mean,
+        "scenario": scenario.name,
+        "backend": backend,
+        "algorithm": fed.algorithm,
+        "config_hash": config_hash(scenario),
+        "rounds": run.rounds_done,
+        "rounds_planned": fed.rounds,
+        "finished": run.rounds_done == fed.rounds,
+        "clients": clients,
+        "cold_mean_over_users": mean,
         "bytes_sent_by_clients_per_round": float(np.mean(sent)) if sent else 0.0,
-        "bytes_sent_to_clients_per_round": float(np.mean([h["bytes_sent_to_clients"] for h in run.history])) if sent else 0.0,
+        "bytes_sent_to_clients_per_round": float(
+            np.mean([h["bytes_sent_to_clients"] for h in run.history])
+        )
+        if sent
+        else 0.0,
         "skipped_rounds": [h["round"] for h in run.history if "skipped" in h],
         "failures": failures,
-        "dp": None if fed.dp_clip is None else {
-            "clipping_norm": fed.dp_clip, "noise_multiplier": fed.dp_noise,
-            "noise_std_per_round": [h.get("dp_noise_std", 0.0) for h in run.history], "weights": "uniform",
+        "dp": None
+        if fed.dp_clip is None
+        else {
+            "clipping_norm": fed.dp_clip,
+            "noise_multiplier": fed.dp_noise,
+            "noise_std_per_round": [h.get("dp_noise_std", 0.0) for h in run.history],
+            "weights": "uniform",
         },
         "seconds": round(run.seconds, 2),
     }
@@ -179,7 +239,9 @@ def write_results(out: str | Path, scenario: Scenario, run: ServerRun, *, backen
 
 def _prepare(scenario: Scenario, out: Path, resume: bool) -> Path:
     if not resume and ((out / "federated.json").exists() or (out / "rounds.jsonl").exists()):
-        raise ConfigError(f"out={str(out)!r}: already holds a federated run; pass --resume to continue it, or choose an empty folder")
+        raise ConfigError(
+            f"out={str(out)!r}: already holds a federated run; pass --resume to continue it, or choose an empty folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return save_config(scenario, out / "config.json").resolve()
 
@@ -213,19 +275,34 @@ def run_federated(
     scenario = replace(scenario, federated=replace(scenario.federated, backend=backend))  # type: ignore[arg-type]
     config_path = _prepare(scenario, out, resume)
     if backend == "local":
-        transport = LocalTransport(scenario, table if table is not None else load_table(scenario.data), dtype)
-        run = run_server(transport, scenario.federated, out, resume=resume, stop_after=stop_after, config_key=config_hash(scenario))
+        transport = LocalTransport(
+            scenario, table if table is not None else load_table(scenario.data), dtype
+        )
+        run = run_server(
+            transport,
+            scenario.federated,
+            out,
+            resume=resume,
+            stop_after=stop_after,
+            config_key=config_hash(scenario),
+        )
         return FederatedResult(out, write_results(out, scenario, run, backend=backend))
-    n = len(client_names(table if table is not None else load_table(scenario.data), scenario.federated))
+    n = len(
+        client_names(table if table is not None else load_table(scenario.data), scenario.federated)
+    )
     if backend == "simulation":
         _simulate(str(config_path), out, n, resume, stop_after)
     else:
         from metarec.federated.loopback import run_loopback
 
-        run_loopback(str(config_path), out, n, scenario.federated, resume=resume, stop_after=stop_after)
+        run_loopback(
+            str(config_path), out, n, scenario.federated, resume=resume, stop_after=stop_after
+        )
     path = out / "federated.json"
     if not path.is_file():
-        raise RuntimeError(f"the federated server wrote no {path}; see the log above (rounds so far: {out / 'rounds.jsonl'})")
+        raise RuntimeError(
+            f"the federated server wrote no {path}; see the log above (rounds so far: {out / 'rounds.jsonl'})"
+        )
     return FederatedResult(out, json.loads(path.read_text()))
 
 
@@ -236,8 +313,10 @@ def _simulate(config_path: str, out: Path, n: int, resume: bool, stop_after: int
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
-        raise ModuleNotFoundError('backend="simulation" runs Flower\'s Ray engine: pip install "metarec[federated]" '
-                                  '(or use backend="local" / "loopback")')
+        raise ModuleNotFoundError(
+            'backend="simulation" runs Flower\'s Ray engine: pip install "metarec[federated]" '
+            '(or use backend="local" / "loopback")'
+        )
     import warnings
 
     with warnings.catch_warnings():
@@ -249,8 +328,11 @@ def _simulate(config_path: str, out: Path, n: int, resume: bool, stop_after: int
     # actors; opting in to that behaviour now silences it (the clients use no GPU).
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     run_simulation(
-        make_server_app(config_path, str(out), n, resume=resume, stop_after=stop_after), make_client_app(config_path),
+        make_server_app(config_path, str(out), n, resume=resume, stop_after=stop_after),
+        make_client_app(config_path),
         num_supernodes=n,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": cpus, "include_dashboard": False}},
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": cpus, "include_dashboard": False},
+        },
     )
-

@@ -60,26 +60,36 @@ class Transport(Protocol):
         """Every client's ``info`` (client 0's reply also carries the initial weights)."""
         ...
 
-    def fit(self, round_: int, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float) -> list[ClientReply]:
-        ...
+    def fit(
+        self, round_: int, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float
+    ) -> list[ClientReply]: ...
 
-    def evaluate(self, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float) -> list[ClientReply]:
-        ...
+    def evaluate(
+        self, clients: Sequence[int], params: Mapping[str, np.ndarray], timeout: float
+    ) -> list[ClientReply]: ...
 
 
-def aggregate(updates: Sequence[Mapping[str, Any]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+def aggregate(
+    updates: Sequence[Mapping[str, Any]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
     """Weighted mean ``sum_c w_c theta_c / sum_c w_c`` of client parameter dicts (accumulated in
     float64, returned in each tensor's dtype)."""
     if not updates or len(updates) != len(weights):
-        raise ValueError(f"aggregate: {len(updates)} updates and {len(weights)} weights; pass one weight per update")
+        raise ValueError(
+            f"aggregate: {len(updates)} updates and {len(weights)} weights; pass one weight per update"
+        )
     w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
     if not (w >= 0).all() or float(w.sum()) <= 0:
         raise ValueError(f"aggregate: weights {w.tolist()} must be >= 0 with a positive sum")
     w = w / w.sum()
     out = {}
     for k in updates[0]:
-        stack = torch.stack([torch.as_tensor(np.asarray(u[k])).double() for u in updates])  # (clients, *shape)
-        out[k] = torch.einsum("c,c...->...", w, stack).to(torch.as_tensor(np.asarray(updates[0][k])).dtype)
+        stack = torch.stack(
+            [torch.as_tensor(np.asarray(u[k])).double() for u in updates]
+        )  # (clients, *shape)
+        out[k] = torch.einsum("c,c...->...", w, stack).to(
+            torch.as_tensor(np.asarray(updates[0][k])).dtype
+        )
     return out
 
 
@@ -104,11 +114,18 @@ class ServerRun:
 
 
 def _numpy(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in params.items()}
+    return {
+        k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+        for k, v in params.items()
+    }
 
 
 def _failure(rep: ClientReply, names: Mapping[int, str]) -> dict[str, Any]:
-    return {"client": names.get(rep.client, f"#{rep.client}"), "status": rep.status, "error": rep.error[:500]}
+    return {
+        "client": names.get(rep.client, f"#{rep.client}"),
+        "status": rep.status,
+        "error": rep.error[:500],
+    }
 
 
 def run_server(
@@ -133,15 +150,31 @@ def run_server(
     # the handshake is where each client first loads its data and builds its model
     hello = transport.hello(fed.startup_timeout + fed.round_timeout)
     names = {r.client: str(r.metrics.get("name", f"#{r.client}")) for r in hello}
-    clients = [{"index": r.client, **r.metrics} if r.status == "ok" else {"index": r.client, "name": names[r.client], "status": r.status, "error": r.error[:500]}
-               for r in sorted(hello, key=lambda r: r.client)]
-    init = next((r.params for r in sorted(hello, key=lambda r: r.client) if r.status == "ok" and r.params), None)
+    clients = [
+        {"index": r.client, **r.metrics}
+        if r.status == "ok"
+        else {
+            "index": r.client,
+            "name": names[r.client],
+            "status": r.status,
+            "error": r.error[:500],
+        }
+        for r in sorted(hello, key=lambda r: r.client)
+    ]
+    init = next(
+        (r.params for r in sorted(hello, key=lambda r: r.client) if r.status == "ok" and r.params),
+        None,
+    )
     if init is None:
-        why = "; ".join(f"{names.get(r.client, r.client)}: {r.status} {r.error[:200]}" for r in hello) or (
+        why = "; ".join(
+            f"{names.get(r.client, r.client)}: {r.status} {r.error[:200]}" for r in hello
+        ) or (
             f"no reply within startup_timeout + round_timeout = {fed.startup_timeout + fed.round_timeout:g} s"
         )
-        raise RuntimeError(f"no client answered the handshake with initial weights ({why}); raise "
-                           "federated.startup_timeout if the clients are slow to load their data")
+        raise RuntimeError(
+            f"no client answered the handshake with initial weights ({why}); raise "
+            "federated.startup_timeout if the clients are slow to load their data"
+        )
     params = {k: torch.as_tensor(np.asarray(v)) for k, v in init.items()}
     start, history = 0, []
     log_path = out / "rounds.jsonl"
@@ -167,31 +200,64 @@ def run_server(
             replies = transport.fit(r, sampled, _numpy(params), fed.round_timeout)
             ok = [x for x in replies if x.status == "ok" and x.params is not None]
             row: dict[str, Any] = {
-                "round": r, "sampled": [names.get(c, f"#{c}") for c in sampled], "ok": [names.get(x.client, f"#{x.client}") for x in ok],
+                "round": r,
+                "sampled": [names.get(c, f"#{c}") for c in sampled],
+                "ok": [names.get(x.client, f"#{x.client}") for x in ok],
                 "failed": [_failure(x, names) for x in replies if x.status != "ok"],
-                "bytes_sent_by_clients": int(sum(x.bytes_sent for x in replies)), "bytes_sent_to_clients": int(bytes_down * len(sampled)),
+                "bytes_sent_by_clients": int(sum(x.bytes_sent for x in replies)),
+                "bytes_sent_to_clients": int(bytes_down * len(sampled)),
             }
             if len(ok) >= fed.min_clients:
                 weights = [1.0] * len(ok) if dp else [float(x.num_examples) for x in ok]
                 mean = aggregate([x.params for x in ok], weights)  # type: ignore[misc]
                 if dp and fed.dp_noise > 0:
                     std = noise_std(fed.dp_noise, fed.dp_clip, len(sampled))  # type: ignore[arg-type]
-                    mean = add_noise(mean, std, torch.Generator().manual_seed(int(np.random.SeedSequence([fed.seed, r, 11]).generate_state(1)[0])))
+                    mean = add_noise(
+                        mean,
+                        std,
+                        torch.Generator().manual_seed(
+                            int(np.random.SeedSequence([fed.seed, r, 11]).generate_state(1)[0])
+                        ),
+                    )
                     row["dp_noise_std"] = std
                 params = {k: params[k] + fed.server_lr * (mean[k] - params[k]) for k in params}
                 row["weights"] = weights
                 losses = [x.metrics.get("loss", math.nan) for x in ok]
-                row["loss"] = float(np.average(losses, weights=weights)) if all(math.isfinite(v) for v in losses) else math.nan
+                row["loss"] = (
+                    float(np.average(losses, weights=weights))
+                    if all(math.isfinite(v) for v in losses)
+                    else math.nan
+                )
             else:
-                row["skipped"] = f"{len(ok)} client(s) answered, fewer than min_clients={fed.min_clients}; the model is kept"
+                row["skipped"] = (
+                    f"{len(ok)} client(s) answered, fewer than min_clients={fed.min_clients}; the model is kept"
+                )
             row["seconds"] = round(time.perf_counter() - tr, 3)
             history.append(row)
-            save_tensors(last, {"params": {k: v.detach().clone() for k, v in params.items()}, "round": r,
-                                "history": json.dumps(history), "config_key": config_key})
+            save_tensors(
+                last,
+                {
+                    "params": {k: v.detach().clone() for k, v in params.items()},
+                    "round": r,
+                    "history": json.dumps(history),
+                    "config_key": config_key,
+                },
+            )
             log.write(json.dumps(row) + "\n")
             log.flush()
             if stop_after is not None and r >= stop_after:
                 break
     final = _numpy(params)
-    evaluation = transport.evaluate(list(range(n)), final, fed.round_timeout) if history and history[-1]["round"] == fed.rounds else []
-    return ServerRun(final, history[-1]["round"] if history else 0, history, clients, evaluation, time.perf_counter() - t0)
+    evaluation = (
+        transport.evaluate(list(range(n)), final, fed.round_timeout)
+        if history and history[-1]["round"] == fed.rounds
+        else []
+    )
+    return ServerRun(
+        final,
+        history[-1]["round"] if history else 0,
+        history,
+        clients,
+        evaluation,
+        time.perf_counter() - t0,
+    )

@@ -36,7 +36,15 @@ from metarec.crossdomain.data import CrossDomainView, RowBatches
 from metarec.graph.propagate import Graph, bipartite_graph, propagate_sparse, sparse_adjacency
 from metarec.models.base import seeded
 
-__all__ = ["N_LAYERS", "BATCH_SCALE", "GraphCF", "GraphScorer", "fit_lightgcn", "fit_bitgcf", "view_graph"]
+__all__ = [
+    "N_LAYERS",
+    "BATCH_SCALE",
+    "GraphCF",
+    "GraphScorer",
+    "fit_lightgcn",
+    "fit_bitgcf",
+    "view_graph",
+]
 
 N_LAYERS = 2
 """LightGCN layers of the cross-domain graph methods."""
@@ -61,19 +69,36 @@ class GraphCF(nn.Module):
     share: torch.Tensor  # buffer (2, n_users, 1), only when bidirectional
     item_map: torch.Tensor  # buffer (n_items,) int64
 
-    def __init__(self, view: CrossDomainView, dim: int, *, bidirectional: bool, n_layers: int = N_LAYERS, seed: int = 0) -> None:
+    def __init__(
+        self,
+        view: CrossDomainView,
+        dim: int,
+        *,
+        bidirectional: bool,
+        n_layers: int = N_LAYERS,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         t = view.table
-        self.n_users, self.target, self.n_layers, self.bidirectional = t.n_users, view.target, n_layers, bidirectional
+        self.n_users, self.target, self.n_layers, self.bidirectional = (
+            t.n_users,
+            view.target,
+            n_layers,
+            bidirectional,
+        )
         if bidirectional:  # graph 0: source domains, graph 1: target domain
             self.graphs = [view_graph(view, view.source_rows), view_graph(view, view.target_rows)]
-            deg = torch.stack([g.degree[: t.n_users] for g in self.graphs]).to(torch.get_default_dtype())  # (2, U)
+            deg = torch.stack([g.degree[: t.n_users] for g in self.graphs]).to(
+                torch.get_default_dtype()
+            )  # (2, U)
             tot = deg.sum(0)
             share = torch.where(tot > 0, deg / tot.clamp_min(1), torch.full_like(deg, 0.5))
             self.register_buffer("share", share.unsqueeze(-1))  # (2, U, 1): a_s, a_t
         else:
             self.graphs = [view_graph(view, view.train_rows)]
-        self._adj = [sparse_adjacency(g) for g in self.graphs]  # CSR, rebuilt never: the graph is fixed
+        self._adj = [
+            sparse_adjacency(g) for g in self.graphs
+        ]  # CSR, rebuilt never: the graph is fixed
         mu = float(t.ratings[view.train_rows].mean()) if t.feedback == "explicit" else 0.0
         with seeded(seed):
             self.user = nn.Parameter(torch.randn(len(self.graphs), t.n_users, dim) * 0.1)
@@ -99,20 +124,34 @@ class GraphCF(nn.Module):
         hs, ht = torch.cat([us, self.item]), torch.cat([ut, self.item])
         total_s, total_t = hs, ht
         for _ in range(self.n_layers):
-            hs, ht = _layer(self._adj[0], hs), _layer(self._adj[1], ht)  # one layer in each domain's graph
+            hs, ht = (
+                _layer(self._adj[0], hs),
+                _layer(self._adj[1], ht),
+            )  # one layer in each domain's graph
             us, ut = self._mix(hs[:nu], ht[:nu])
             hs, ht = torch.cat([us, hs[nu:]]), torch.cat([ut, ht[nu:]])
             total_s, total_t = total_s + hs, total_t + ht
         # items belong to one domain: an item's edges are all in its own domain's graph
-        items = (total_s[nu:] + total_t[nu:]) / (self.n_layers + 1) - self.item / (self.n_layers + 1)
+        items = (total_s[nu:] + total_t[nu:]) / (self.n_layers + 1) - self.item / (
+            self.n_layers + 1
+        )
         return torch.stack([total_s[:nu], total_t[:nu]]) / (self.n_layers + 1), items
 
-    def score_rows(self, u: torch.Tensor, i: torch.Tensor, d: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score_rows(
+        self,
+        u: torch.Tensor,
+        i: torch.Tensor,
+        d: torch.Tensor,
+        users: torch.Tensor,
+        items: torch.Tensor,
+    ) -> torch.Tensor:
         """Training scores of rows ``(users, items, domains)`` ``(B,)`` from :meth:`embed`'s output."""
         side = (d == self.target).long() if self.bidirectional else torch.zeros_like(d)
         im = self.item_map[i]
         hu = users[side, u]  # (B, d)
-        return (hu * items[im]).sum(-1) + self.user_bias[u] + self.item_bias[im] + self.domain_bias[d]
+        return (
+            (hu * items[im]).sum(-1) + self.user_bias[u] + self.item_bias[im] + self.domain_bias[d]
+        )
 
 
 def _layer(adj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -158,13 +197,21 @@ class GraphScorer(nn.Module):
         return (uvec[..., :d] * q).sum(-1) + uvec[..., d] + b + m.domain_bias[m.target]
 
 
-def _fit(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, validate_for: Any, bidirectional: bool) -> tuple[GraphScorer, dict]:
+def _fit(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, validate_for: Any, bidirectional: bool
+) -> tuple[GraphScorer, dict]:
     t = view.table
     model = GraphCF(view, cfg.embedding_dim, bidirectional=bidirectional, seed=seed)
     scorer = GraphScorer(model)
     rows = view.train_rows
     # each step propagates over the whole graph, so a step takes BATCH_SCALE times more rows
-    batches = RowBatches(view, rows, batch_size=cfg.batch_size * BATCH_SCALE, negatives=cfg.train_negatives, seed=seed)
+    batches = RowBatches(
+        view,
+        rows,
+        batch_size=cfg.batch_size * BATCH_SCALE,
+        negatives=cfg.train_negatives,
+        seed=seed,
+    )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def run_epoch(_: int) -> float:
@@ -173,7 +220,10 @@ def _fit(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, validate_for:
             users, items = model.embed()
             pred = model.score_rows(u, i, d, users, items)
             side = (d == model.target).long() if bidirectional else torch.zeros_like(d)
-            reg = (model.user[side, u].square().sum(-1) + model.item[model.item_map[i]].square().sum(-1)).mean()
+            reg = (
+                model.user[side, u].square().sum(-1)
+                + model.item[model.item_map[i]].square().sum(-1)
+            ).mean()
             loss = point_loss(pred, y, t.feedback) + cfg.l2 * reg
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -183,17 +233,27 @@ def _fit(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, validate_for:
         return total / max(n, 1)
 
     validate: Validate = validate_for(scorer)
-    log = train_selected(run_epoch, [scorer], epochs=cfg.mf_epochs + cfg.epochs, validate=validate, patience=cfg.patience)
+    log = train_selected(
+        run_epoch,
+        [scorer],
+        epochs=cfg.mf_epochs + cfg.epochs,
+        validate=validate,
+        patience=cfg.patience,
+    )
     log["n_edges"] = [g.n_edges for g in model.graphs]
     return scorer, log
 
 
-def fit_lightgcn(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: Any) -> tuple[GraphScorer, dict]:
+def fit_lightgcn(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: Any
+) -> tuple[GraphScorer, dict]:
     """Train LightGCN on the view's joint graph for ``mf_epochs + epochs`` epochs (one stage,
     the budget of a two-stage bridge), keeping the best epoch on meta-val."""
     return _fit(view, cfg, seed, make_validate, bidirectional=False)
 
 
-def fit_bitgcf(view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: Any) -> tuple[GraphScorer, dict]:
+def fit_bitgcf(
+    view: CrossDomainView, cfg: CrossDomainConfig, seed: int, make_validate: Any
+) -> tuple[GraphScorer, dict]:
     """Train the BiTGCF-style model (module docstring) like :func:`fit_lightgcn`."""
     return _fit(view, cfg, seed, make_validate, bidirectional=True)

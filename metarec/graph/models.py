@@ -59,8 +59,14 @@ class GraphConfig:
 
     def __post_init__(self) -> None:
         check_dim(self.embedding_dim, "embedding_dim")
-        if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, int) or self.n_layers < 0:
-            raise ConfigError(f"n_layers={self.n_layers!r}: must be an int >= 0; pass e.g. n_layers=2")
+        if (
+            isinstance(self.n_layers, bool)
+            or not isinstance(self.n_layers, int)
+            or self.n_layers < 0
+        ):
+            raise ConfigError(
+                f"n_layers={self.n_layers!r}: must be an int >= 0; pass e.g. n_layers=2"
+            )
 
 
 class LightGCN(IdModel):
@@ -85,8 +91,13 @@ class LightGCN(IdModel):
     head_patterns = ("head.*",)
 
     def __init__(
-        self, n_users: int, n_items: int, config: GraphConfig | None = None, *,
-        item_features: FeatureTable | None = None, adapt: Sequence[str] | None = None,
+        self,
+        n_users: int,
+        n_items: int,
+        config: GraphConfig | None = None,
+        *,
+        item_features: FeatureTable | None = None,
+        adapt: Sequence[str] | None = None,
     ) -> None:
         super().__init__(n_users, n_items, adapt)
         self.config = config = config or GraphConfig()
@@ -111,10 +122,14 @@ class LightGCN(IdModel):
         self.set_graph(np.zeros(0, np.int64), np.zeros(0, np.int64))
 
     @classmethod
-    def from_table(cls, table: Any, config: GraphConfig | None = None, *, adapt: Sequence[str] | None = None) -> LightGCN:  # type: ignore[override]
+    def from_table(  # type: ignore[override]
+        cls, table: Any, config: GraphConfig | None = None, *, adapt: Sequence[str] | None = None
+    ) -> LightGCN:
         """Build over an :class:`~metarec.data.table.InteractionTable` (attribute edges only;
         add meta-train interactions with :meth:`set_graph`)."""
-        return cls(table.n_users, table.n_items, config, item_features=table.item_features, adapt=adapt)
+        return cls(
+            table.n_users, table.n_items, config, item_features=table.item_features, adapt=adapt
+        )
 
     @property
     def n_nodes(self) -> int:
@@ -126,7 +141,9 @@ class LightGCN(IdModel):
         u = np.asarray(users, dtype=np.int64).reshape(-1)
         i = np.asarray(items, dtype=np.int64).reshape(-1)
         nu, ni = self.known_users.numel(), self.known_items.numel()
-        if u.shape != i.shape or (u.size and (u.min() < 0 or u.max() >= nu or i.min() < 0 or i.max() >= ni)):
+        if u.shape != i.shape or (
+            u.size and (u.min() < 0 or u.max() >= nu or i.min() < 0 or i.max() >= ni)
+        ):
             raise ConfigError(
                 f"set_graph: need equal-length user and item index arrays within [0, {nu}) and [0, {ni}); got "
                 f"{u.size} users and {i.size} items; pass table.users[rows], table.items[rows] of meta-train rows"
@@ -164,6 +181,8 @@ class LightGCN(IdModel):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         x = self.node_embeddings()  # (n_nodes, d)
         nu = self.known_users.numel()
-        u = torch.where(self.known_users[users].unsqueeze(-1), x[users], self.user.unknown)  # (..., N, d)
+        u = torch.where(
+            self.known_users[users].unsqueeze(-1), x[users], self.user.unknown
+        )  # (..., N, d)
         i = x[nu + items]  # (..., N, d) cold items: text and attributes only
         return self.head(u * i).squeeze(-1)  # (..., N)

@@ -35,8 +35,16 @@ import torch
 
 from metarec._errors import ConfigError
 
-__all__ = ["Graph", "normalized_graph", "bipartite_graph", "spmm", "propagate", "propagate_sparse", "sparse_adjacency",
-           "dense_adjacency"]
+__all__ = [
+    "Graph",
+    "normalized_graph",
+    "bipartite_graph",
+    "spmm",
+    "propagate",
+    "propagate_sparse",
+    "sparse_adjacency",
+    "dense_adjacency",
+]
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,9 @@ class Graph:
         return int(self.src.shape[0]) // 2
 
 
-def normalized_graph(a: np.ndarray, b: np.ndarray, n_nodes: int, *, dtype: torch.dtype | None = None) -> Graph:
+def normalized_graph(
+    a: np.ndarray, b: np.ndarray, n_nodes: int, *, dtype: torch.dtype | None = None
+) -> Graph:
     """The graph with undirected edges ``(a[k], b[k])``, duplicates merged, self-loops refused.
 
     Args:
@@ -75,13 +85,19 @@ def normalized_graph(a: np.ndarray, b: np.ndarray, n_nodes: int, *, dtype: torch
     a = np.asarray(a, dtype=np.int64).reshape(-1)
     b = np.asarray(b, dtype=np.int64).reshape(-1)
     if a.shape != b.shape:
-        raise ConfigError(f"normalized_graph: a has {a.shape[0]} endpoints and b {b.shape[0]}; pass one pair per edge")
+        raise ConfigError(
+            f"normalized_graph: a has {a.shape[0]} endpoints and b {b.shape[0]}; pass one pair per edge"
+        )
     for arg, x in (("a", a), ("b", b)):
         if x.size and (x.min() < 0 or x.max() >= n_nodes):
-            raise ConfigError(f"normalized_graph: {arg} holds node {int(x.min() if x.min() < 0 else x.max())} "
-                              f"outside [0, {n_nodes}); pass n_nodes covering every node")
+            raise ConfigError(
+                f"normalized_graph: {arg} holds node {int(x.min() if x.min() < 0 else x.max())} "
+                f"outside [0, {n_nodes}); pass n_nodes covering every node"
+            )
     if np.any(a == b):
-        raise ConfigError("normalized_graph: self-loop (a[k] == b[k]); LightGCN layers exclude them: drop those pairs")
+        raise ConfigError(
+            "normalized_graph: self-loop (a[k] == b[k]); LightGCN layers exclude them: drop those pairs"
+        )
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     pairs = np.unique(lo * n_nodes + hi)
     lo, hi = pairs // n_nodes, pairs % n_nodes
@@ -89,11 +105,24 @@ def normalized_graph(a: np.ndarray, b: np.ndarray, n_nodes: int, *, dtype: torch
     deg = np.bincount(src, minlength=n_nodes)
     w = 1.0 / np.sqrt(deg[src].astype(np.float64) * deg[dst])
     dt = dtype or torch.get_default_dtype()
-    return Graph(torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(w).to(dt), int(n_nodes), torch.from_numpy(deg))
+    return Graph(
+        torch.from_numpy(src),
+        torch.from_numpy(dst),
+        torch.from_numpy(w).to(dt),
+        int(n_nodes),
+        torch.from_numpy(deg),
+    )
 
 
-def bipartite_graph(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int, *, n_extra: int = 0,
-                    extra: tuple[np.ndarray, np.ndarray] | None = None) -> Graph:
+def bipartite_graph(
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    *,
+    n_extra: int = 0,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Graph:
     """User-item graph (users first, then items; :func:`normalized_graph`).
 
     Args:
@@ -130,7 +159,9 @@ def sparse_adjacency(graph: Graph, dtype: torch.dtype | None = None) -> torch.Te
     """``Â`` as a ``torch.sparse`` CSR matrix ``(n_nodes, n_nodes)``."""
     idx = torch.stack([graph.dst, graph.src])
     w = graph.weight if dtype is None else graph.weight.to(dtype)
-    coo = torch.sparse_coo_tensor(idx, w, (graph.n_nodes, graph.n_nodes), check_invariants=False).coalesce()
+    coo = torch.sparse_coo_tensor(
+        idx, w, (graph.n_nodes, graph.n_nodes), check_invariants=False
+    ).coalesce()
     with warnings.catch_warnings():  # torch flags CSR support as beta; sparse @ dense is all we use
         warnings.simplefilter("ignore", UserWarning)
         return coo.to_sparse_csr()

@@ -44,7 +44,9 @@ def fast_parameters(model: nn.Module, *, freeze_slow: bool = True) -> dict[str, 
     return fast  # type: ignore[return-value]
 
 
-def l2l_maml(model: nn.Module, lr: float, *, first_order: bool = False, freeze_slow: bool = True) -> Any:
+def l2l_maml(
+    model: nn.Module, lr: float, *, first_order: bool = False, freeze_slow: bool = True
+) -> Any:
     """``learn2learn.algorithms.MAML(model, lr, first_order)`` with the slow weights frozen.
 
     Raises:
@@ -53,17 +55,23 @@ def l2l_maml(model: nn.Module, lr: float, *, first_order: bool = False, freeze_s
     try:
         import learn2learn as l2l
     except ImportError as e:
-        raise ImportError(f"l2l_maml needs an importable 'learn2learn' package ({e}); pip install learn2learn") from None
+        raise ImportError(
+            f"l2l_maml needs an importable 'learn2learn' package ({e}); pip install learn2learn"
+        ) from None
     fast_parameters(model, freeze_slow=freeze_slow)
     return l2l.algorithms.MAML(model, lr=lr, first_order=first_order, allow_unused=True)
 
 
-def maml_step(learner: Any, batch: EpisodeBatch, task: int, *, steps: int = 1, loss: str = "mse") -> tuple[torch.Tensor, torch.Tensor]:
+def maml_step(
+    learner: Any, batch: EpisodeBatch, task: int, *, steps: int = 1, loss: str = "mse"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` calls of ``learner.adapt(support_loss)`` on task ``task`` of ``batch``, then
     the query loss: ``(last support loss, query loss)``. ``learner`` is anything with
     ``adapt(loss)`` and ``__call__(users, items)`` (a ``MAML.clone()``)."""
     if not 0 <= task < batch.n_tasks:
-        raise ConfigError(f"task={task!r}: the batch has {batch.n_tasks} tasks; pass 0 <= task < {batch.n_tasks}")
+        raise ConfigError(
+            f"task={task!r}: the batch has {batch.n_tasks} tasks; pass 0 <= task < {batch.n_tasks}"
+        )
     fn = LOSSES[loss]
     s, q = batch.support.select(slice(task, task + 1)), batch.query.select(slice(task, task + 1))
     sup = fn(learner(s.users, s.items), s.targets, s.mask).sum()

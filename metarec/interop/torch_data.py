@@ -39,13 +39,26 @@ class TaskDataset(IterableDataset):
         dtype: the targets' dtype.
     """
 
-    def __init__(self, table: InteractionTable, pool: TaskPool, config: SamplerConfig, *, meta_batch: int = 32,
-                 steps: int | None = None, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        table: InteractionTable,
+        pool: TaskPool,
+        config: SamplerConfig,
+        *,
+        meta_batch: int = 32,
+        steps: int | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         for arg, v in (("meta_batch", meta_batch), ("steps", steps)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{arg}={v!r}: must be an int >= 1; e.g. TaskDataset(..., {arg}=32)")
+                raise ConfigError(
+                    f"{arg}={v!r}: must be an int >= 1; e.g. TaskDataset(..., {arg}=32)"
+                )
         if len(pool) == 0:
-            raise ConfigError("pool: holds no task; pass a non-empty pool (e.g. splits.pools[splits.train])")
+            raise ConfigError(
+                "pool: holds no task; pass a non-empty pool (e.g. splits.pools[splits.train])"
+            )
         self.table, self.pool, self.config = table, pool, config
         self.meta_batch, self.steps, self.seed, self.dtype = meta_batch, steps, seed, dtype
 
@@ -55,7 +68,9 @@ class TaskDataset(IterableDataset):
     def __iter__(self) -> Iterator[EpisodeBatch]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        sampler = TaskSampler(self.table, self.pool, self.config, seed=self.seed + 1000 * wid, dtype=self.dtype)
+        sampler = TaskSampler(
+            self.table, self.pool, self.config, seed=self.seed + 1000 * wid, dtype=self.dtype
+        )
         if self.steps is None:  # one ordered pass; worker w takes every nw-th chunk
             starts = range(0, len(self.pool), self.meta_batch)
             for j, s in enumerate(starts):

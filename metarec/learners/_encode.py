@@ -33,8 +33,15 @@ class SideEncoder(nn.Module):
 
     id_map: torch.Tensor  # buffer (n,), only when ids are used
 
-    def __init__(self, features: FeatureTable | None, n: int, dim: int, *, known: np.ndarray | None = None,
-                 ids: str = "auto") -> None:
+    def __init__(
+        self,
+        features: FeatureTable | None,
+        n: int,
+        dim: int,
+        *,
+        known: np.ndarray | None = None,
+        ids: str = "auto",
+    ) -> None:
         super().__init__()
         self.features = FeatureEmbedding(features, dim) if features is not None else None
         use_ids = ids == "always" or (ids == "auto" and features is None)
@@ -50,7 +57,9 @@ class SideEncoder(nn.Module):
                 keep[np.asarray(known, dtype=np.int64)] = True
                 idx = np.where(keep, idx, 0)
             self.register_buffer("id_map", torch.from_numpy(idx))
-        self.out_dim = (self.features.out_dim if self.features is not None else 0) + (dim if use_ids else 0)
+        self.out_dim = (self.features.out_dim if self.features is not None else 0) + (
+            dim if use_ids else 0
+        )
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         parts = []

@@ -48,7 +48,10 @@ __all__ = [
     "defaults_and_sampler",
 ]
 
-SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}  # metric, sign (+1: higher is better)
+SELECT_METRIC = {
+    "explicit": ("mae", -1.0),
+    "implicit": ("auc", 1.0),
+}  # metric, sign (+1: higher is better)
 
 S = TypeVar("S")
 
@@ -105,7 +108,12 @@ class TrainSettings:
             raise ConfigError(f"grad_clip={self.grad_clip}: must be > 0 or None (no clipping)")
 
 
-def parse_settings(cls: type[S], method: str, settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> S:
+def parse_settings(
+    cls: type[S],
+    method: str,
+    settings: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+) -> S:
     """``cls`` (a frozen settings dataclass) from ``defaults`` overridden by ``settings``.
 
     Raises:
@@ -122,8 +130,13 @@ def scenario_defaults(scenario: Any) -> dict[str, Any]:
         return {}
     tr, al = scenario.train, scenario.algorithm
     out = {
-        "steps": tr.steps, "lr": tr.outer_lr, "meta_batch": al.meta_batch, "val_every": tr.val_every,
-        "val_tasks": tr.val_tasks, "patience": tr.patience, "grad_clip": tr.grad_clip,
+        "steps": tr.steps,
+        "lr": tr.outer_lr,
+        "meta_batch": al.meta_batch,
+        "val_every": tr.val_every,
+        "val_tasks": tr.val_tasks,
+        "patience": tr.patience,
+        "grad_clip": tr.grad_clip,
         "dim": scenario.model.embedding_dim,
     }
     return out
@@ -173,11 +186,26 @@ class LearnerFitted:
         settings: the resolved settings dataclass; log: training log (best step, history).
     """
 
-    def __init__(self, name: str, table: InteractionTable, learner: nn.Module, settings: Any, log: dict[str, Any]) -> None:
-        self.name, self.table, self.learner, self.settings, self.log = name, table, learner, settings, log
+    def __init__(
+        self,
+        name: str,
+        table: InteractionTable,
+        learner: nn.Module,
+        settings: Any,
+        log: dict[str, Any],
+    ) -> None:
+        self.name, self.table, self.learner, self.settings, self.log = (
+            name,
+            table,
+            learner,
+            settings,
+            log,
+        )
         self.k: int | None = None  # the scenario's shots (n_support), for protocols that need it
 
-    def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> LearnerAdapted:
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> LearnerAdapted:
         if support.users.dim() != 2:
             raise ConfigError(
                 f"support.users has shape {tuple(support.users.shape)}: adapt takes a batch of tasks, (T, N) tensors; "
@@ -232,10 +260,16 @@ class LearnerMethod:
             adaptation setting, stored in the learner's buffers).
     """
 
-    def __init__(self, name: str, build: Build, settings: Any, sampler: SamplerConfig,
-                 pretrain: Callable[[Any, FitData, Any], dict[str, Any]] | None = None,
-                 select: Callable[[Any, FitData], dict[str, Any]] | None = None,
-                 episodes: Callable[[FitData], FitData] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        build: Build,
+        settings: Any,
+        sampler: SamplerConfig,
+        pretrain: Callable[[Any, FitData, Any], dict[str, Any]] | None = None,
+        select: Callable[[Any, FitData], dict[str, Any]] | None = None,
+        episodes: Callable[[FitData], FitData] | None = None,
+    ) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
         self._pretrain, self._select, self._episodes = pretrain, select, episodes
 
@@ -261,7 +295,9 @@ def train_settings(settings: Any) -> TrainSettings:
     return TrainSettings(**only_fields(TrainSettings, to_dict(settings)))
 
 
-def fit_learner(learner: nn.Module, data: FitData, ts: TrainSettings, scfg: SamplerConfig) -> dict[str, Any]:
+def fit_learner(
+    learner: nn.Module, data: FitData, ts: TrainSettings, scfg: SamplerConfig
+) -> dict[str, Any]:
     """Train ``learner`` on meta-train tasks; keep the weights (and buffers) with the best
     meta-val score (MAE for explicit, AUC for implicit feedback), checked every ``val_every``
     steps and at the end.
@@ -272,7 +308,14 @@ def fit_learner(learner: nn.Module, data: FitData, ts: TrainSettings, scfg: Samp
     table, splits = data.table, data.splits
     dtype = next(iter(learner.parameters())).dtype
     train_cfg = replace(scfg, negatives_from="pool")
-    sampler = TaskSampler(table, splits.pools[splits.train], train_cfg, seed=data.seed, device=data.device, dtype=dtype)
+    sampler = TaskSampler(
+        table,
+        splits.pools[splits.train],
+        train_cfg,
+        seed=data.seed,
+        device=data.device,
+        dtype=dtype,
+    )
     params = [p for p in learner.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=ts.lr) if params else None
     metric, sign = SELECT_METRIC[table.feedback]
@@ -298,7 +341,14 @@ def fit_learner(learner: nn.Module, data: FitData, ts: TrainSettings, scfg: Samp
                 with torch.no_grad():
                     after(batch)
         if step % ts.val_every == 0 or step == ts.steps:
-            val = evaluate_fitted(fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed)
+            val = evaluate_fitted(
+                fitted,
+                table,
+                splits.pools[splits.val],
+                scfg,
+                max_tasks=ts.val_tasks,
+                seed=data.seed,
+            )
             row["val"] = float(val[metric])
             score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
             if score > best:
@@ -311,12 +361,18 @@ def fit_learner(learner: nn.Module, data: FitData, ts: TrainSettings, scfg: Samp
                 break
         history.append(row)
     if ts.steps == 0:  # still report the untrained meta-val score
-        val = evaluate_fitted(fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed)
+        val = evaluate_fitted(
+            fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed
+        )
         best = sign * float(val[metric])
     learner.load_state_dict(snapshot)
     learner.eval()
-    return {"steps": step, "best_step": best_step, "best_val": sign * best if math.isfinite(best) else None,
-            "history": history}
+    return {
+        "steps": step,
+        "best_step": best_step,
+        "best_val": sign * best if math.isfinite(best) else None,
+        "history": history,
+    }
 
 
 def evaluate_fitted(
@@ -350,7 +406,10 @@ def evaluate_fitted(
         pred = adapted.score(b.query.users, b.query.items)
         adapt_s += time.perf_counter() - t0
         pred = clip_to_scale(pred.detach().to(b.query.targets.dtype), table)
-        scores.add(per_task_metrics(pred, b.query.targets, b.query.mask, table.feedback, k), pred, b.query.targets,
-                   b.query.mask)
+        scores.add(
+            per_task_metrics(pred, b.query.targets, b.query.mask, table.feedback, k),
+            pred,
+            b.query.targets,
+            b.query.mask,
+        )
     return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
-

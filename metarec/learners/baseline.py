@@ -39,7 +39,9 @@ class GlobalSettings(TrainSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dim < 1 or not self.hidden or any(h < 1 for h in self.hidden):
-            raise ConfigError(f"dim={self.dim}, hidden={list(self.hidden)}: sizes must be >= 1; e.g. hidden=[64, 64]")
+            raise ConfigError(
+                f"dim={self.dim}, hidden={list(self.hidden)}: sizes must be >= 1; e.g. hidden=[64, 64]"
+            )
 
 
 class FeatureGlobal(nn.Module):
@@ -82,7 +84,12 @@ def _build(data: FitData, s: GlobalSettings) -> FeatureGlobal:
 def make_feature_global(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``feature-global`` (see the module docstring) with :class:`GlobalSettings` overrides."""
     defaults, scfg = defaults_and_sampler(scenario, GlobalSettings)
-    return LearnerMethod("feature-global", _build, parse_settings(GlobalSettings, "feature-global", settings, defaults), scfg)
+    return LearnerMethod(
+        "feature-global",
+        _build,
+        parse_settings(GlobalSettings, "feature-global", settings, defaults),
+        scfg,
+    )
 
 
 register_method("feature-global", make_feature_global, replace=True)

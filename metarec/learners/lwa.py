@@ -59,7 +59,9 @@ class LWASettings(TrainSettings):
             )
 
 
-def class_representations(x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def class_representations(
+    x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(R_0, R_1)``: masked class means ``(T, N, D), (T, N), (T, N) -> (T, D) x2``."""
     pos = (mask & (labels > 0.5)).unsqueeze(-1).to(x.dtype)
     neg = (mask & (labels <= 0.5)).unsqueeze(-1).to(x.dtype)
@@ -87,10 +89,14 @@ class _ClassConditioned(nn.Module):
         q = batch.query
         return LOSSES["bce"](self.score(ctx, q.users, q.items), q.targets, q.mask).mean()
 
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> Any:  # pragma: no cover
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> Any:  # pragma: no cover
         raise NotImplementedError
 
-    def score(self, ctx: Any, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def score(
+        self, ctx: Any, users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -103,7 +109,9 @@ class LWA(_ClassConditioned):
         self.w1 = nn.Linear(s.item_dim, s.item_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(()))
 
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> torch.Tensor:
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> torch.Tensor:
         r0, r1 = class_representations(self.items(support.items), support.targets, support.mask)
         return self.w0(r0) + self.w1(r1)  # (T, D): the task's weight vector
 
@@ -118,16 +126,26 @@ class NLBA(_ClassConditioned):
         super().__init__(table, s, known_items)
         self.embed_g = mlp([self.item_enc.out_dim, s.item_dim])
         sizes = [s.item_dim, *s.hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, bias=False) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.v0 = nn.ModuleList(nn.Linear(s.item_dim, h) for h in s.hidden)
         self.v1 = nn.ModuleList(nn.Linear(s.item_dim, h, bias=False) for h in s.hidden)
         self.out = nn.Linear(sizes[-1], 1)
 
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> list[torch.Tensor]:
-        g0, g1 = class_representations(self.embed_g(self.item_enc(support.items)), support.targets, support.mask)
-        return [v0(g0) + v1(g1) for v0, v1 in zip(self.v0, self.v1, strict=True)]  # per layer (T, H_l)
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> list[torch.Tensor]:
+        g0, g1 = class_representations(
+            self.embed_g(self.item_enc(support.items)), support.targets, support.mask
+        )
+        return [
+            v0(g0) + v1(g1) for v0, v1 in zip(self.v0, self.v1, strict=True)
+        ]  # per layer (T, H_l)
 
-    def score(self, ctx: list[torch.Tensor], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, ctx: list[torch.Tensor], users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         h = self.items(items)
         for layer, b in zip(self.layers, ctx, strict=True):
             h = F.relu(layer(h) + b.unsqueeze(1))
@@ -145,13 +163,17 @@ def _builder(cls: type[_ClassConditioned]):
 def make_lwa(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``lwa`` from a scenario (budget, ``model.embedding_dim``) and :class:`LWASettings` overrides."""
     defaults, scfg = defaults_and_sampler(scenario, LWASettings)
-    return LearnerMethod("lwa", _builder(LWA), parse_settings(LWASettings, "lwa", settings, defaults), scfg)
+    return LearnerMethod(
+        "lwa", _builder(LWA), parse_settings(LWASettings, "lwa", settings, defaults), scfg
+    )
 
 
 def make_nlba(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``nlba`` from a scenario (budget, ``model.embedding_dim``) and :class:`LWASettings` overrides."""
     defaults, scfg = defaults_and_sampler(scenario, LWASettings)
-    return LearnerMethod("nlba", _builder(NLBA), parse_settings(LWASettings, "nlba", settings, defaults), scfg)
+    return LearnerMethod(
+        "nlba", _builder(NLBA), parse_settings(LWASettings, "nlba", settings, defaults), scfg
+    )
 
 
 register_method("lwa", make_lwa, replace=True)

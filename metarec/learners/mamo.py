@@ -79,10 +79,14 @@ class MAMOSettings(TrainSettings):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden={list(self.hidden)}: need layer widths >= 1; e.g. hidden=[64, 64]")
+            raise ConfigError(
+                f"hidden={list(self.hidden)}: need layer widths >= 1; e.g. hidden=[64, 64]"
+            )
         for name in ("alpha", "beta", "gamma"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name}={getattr(self, name)}: a memory write rate must lie in [0, 1]; e.g. 0.1")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)}: a memory write rate must lie in [0, 1]; e.g. 0.1"
+                )
         if self.inner_steps < 0 or not self.inner_lr > 0 or self.tau < 0:
             raise ConfigError(
                 f"inner_steps={self.inner_steps}, inner_lr={self.inner_lr}, tau={self.tau}: need inner_steps >= 0, "
@@ -90,16 +94,22 @@ class MAMOSettings(TrainSettings):
             )
 
 
-def memory_read(p: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def memory_read(
+    p: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention read: ``p (T, d_p), keys (K, d_p), values (K, *S) -> (a (T, K), read (T, *S))``.
 
     ``a[t] = softmax_k cos(p_t, keys_k)``, ``read[t] = sum_k a[t, k] values[k]``.
     """
-    a = torch.softmax(F.cosine_similarity(p.unsqueeze(1), keys.unsqueeze(0), dim=-1, eps=1e-8), dim=-1)  # (T, K)
+    a = torch.softmax(
+        F.cosine_similarity(p.unsqueeze(1), keys.unsqueeze(0), dim=-1, eps=1e-8), dim=-1
+    )  # (T, K)
     return a, torch.tensordot(a, values, dims=([1], [0]))
 
 
-def memory_write(memory: torch.Tensor, a: torch.Tensor, x: torch.Tensor, rate: float) -> torch.Tensor:
+def memory_write(
+    memory: torch.Tensor, a: torch.Tensor, x: torch.Tensor, rate: float
+) -> torch.Tensor:
     """The write rule ``rate * mean_t(a_t (x) x_t) + (1 - rate) * memory``:
     ``memory (K, *S), a (T, K), x (T, *S) -> (K, *S)``."""
     outer = torch.tensordot(a, x, dims=([0], [0])) / a.shape[0]  # (K, *S)
@@ -126,7 +136,9 @@ class MAMO(nn.Module):
         self.item_enc = SideEncoder(table.item_features, table.n_items, s.dim, known=known_items)
         dp, di = self.user_enc.out_dim, self.item_enc.out_dim
         sizes = [dp + s.pref_dim, *s.hidden, 1]
-        theta: dict[str, torch.Tensor] = {}  # nn.Linear's parameters (its stubs type them as Tensor)
+        theta: dict[
+            str, torch.Tensor
+        ] = {}  # nn.Linear's parameters (its stubs type them as Tensor)
         for j, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             lin = nn.Linear(a, b)
             theta[f"w{j}"], theta[f"b{j}"] = lin.weight, lin.bias
@@ -152,7 +164,9 @@ class MAMO(nn.Module):
             i += n
         return out
 
-    def recommend(self, theta: dict[str, torch.Tensor], pref: torch.Tensor, p: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def recommend(
+        self, theta: dict[str, torch.Tensor], pref: torch.Tensor, p: torch.Tensor, e: torch.Tensor
+    ) -> torch.Tensor:
         """One task: ``theta``, ``pref (d_m, d_i)``, ``p (d_p,)``, ``e (N, d_i) -> (N,)``."""
         h = torch.cat([p.expand(e.shape[0], -1), torch.tanh(e @ pref.T)], dim=-1)
         n = len(self._shapes) // 2
@@ -162,7 +176,9 @@ class MAMO(nn.Module):
                 h = F.relu(h)
         return h.squeeze(-1)
 
-    def init_fast(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def init_fast(
+        self, users: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(p (T, d_p), a (T, K), theta_u (T, |theta|), M_u (T, d_m, d_i))`` of each task's user."""
         p = self.user_enc(users)
         a, bias = memory_read(p, self.mem_profile, self.mem_bias)
@@ -170,14 +186,29 @@ class MAMO(nn.Module):
         theta = self.flat(dict(self.theta)).unsqueeze(0) - self.s.tau * bias
         return p, a, theta, pref
 
-    def local_update(self, theta: torch.Tensor, pref: torch.Tensor, p: torch.Tensor, s: EpisodeSet, steps: int, lr: float,
-                     first_order: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def local_update(
+        self,
+        theta: torch.Tensor,
+        pref: torch.Tensor,
+        p: torch.Tensor,
+        s: EpisodeSet,
+        steps: int,
+        lr: float,
+        first_order: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inner steps for every task (vmapped): ``-> (theta' (T, |theta|), M' (T, d_m, d_i), g (T, |theta|))``,
         ``g`` the first step's support gradient with respect to ``theta``."""
         e = self.item_enc(s.items)  # (T, N, d_i)
         loss_fn = LOSSES[self.loss]
 
-        def one(th: torch.Tensor, pr: torch.Tensor, pt: torch.Tensor, et: torch.Tensor, y: torch.Tensor, m: torch.Tensor):
+        def one(
+            th: torch.Tensor,
+            pr: torch.Tensor,
+            pt: torch.Tensor,
+            et: torch.Tensor,
+            y: torch.Tensor,
+            m: torch.Tensor,
+        ):
             def support_loss(fast: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
                 return loss_fn(self.recommend(self.unflat(fast[0]), fast[1], pt, et), y, m)
 
@@ -194,20 +225,30 @@ class MAMO(nn.Module):
 
         return vmap(one)(theta, pref, p, e, s.targets, s.mask)
 
-    def _predict(self, theta: torch.Tensor, pref: torch.Tensor, p: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _predict(
+        self, theta: torch.Tensor, pref: torch.Tensor, p: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         e = self.item_enc(items)
-        return vmap(lambda th, pr, pt, et: self.recommend(self.unflat(th), pr, pt, et))(theta, pref, p, e)
+        return vmap(lambda th, pr, pt, et: self.recommend(self.unflat(th), pr, pt, et))(
+            theta, pref, p, e
+        )
 
     # ------------------------------------------------------------------ learner protocol
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> tuple[torch.Tensor, ...]:
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> tuple[torch.Tensor, ...]:
         users = task_entity(support.users, support.mask)
         p, _, theta, pref = self.init_fast(users)
         st = self.s.inner_steps if steps is None else steps
         with torch.enable_grad():
-            theta, pref, _ = self.local_update(theta, pref, p, support, st, lr or self.s.inner_lr, True)
+            theta, pref, _ = self.local_update(
+                theta, pref, p, support, st, lr or self.s.inner_lr, True
+            )
         return theta.detach(), pref.detach(), p.detach()
 
-    def score(self, ctx: tuple[torch.Tensor, ...], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, ctx: tuple[torch.Tensor, ...], users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         theta, pref, p = ctx
         return self._predict(theta, pref, p, items)
 
@@ -215,7 +256,9 @@ class MAMO(nn.Module):
         s, q = batch.support, batch.query
         users = task_entity(s.users, s.mask)
         p, a, theta, pref = self.init_fast(users)
-        theta2, pref2, g = self.local_update(theta, pref, p, s, self.s.inner_steps, self.s.inner_lr, self.s.first_order)
+        theta2, pref2, g = self.local_update(
+            theta, pref, p, s, self.s.inner_steps, self.s.inner_lr, self.s.first_order
+        )
         pred = self._predict(theta2, pref2, p, q.items)
         self._last = (p.detach(), a.detach(), g.detach(), pref2.detach())
         return LOSSES[self.loss](pred, q.targets, q.mask).mean()
@@ -242,7 +285,9 @@ def make_mamo(scenario: Any = None, **settings: Any) -> LearnerMethod:
     if scenario is not None:
         al = scenario.algorithm
         defaults.update(inner_steps=al.inner_steps, first_order=al.first_order)
-    return LearnerMethod("mamo", _build, parse_settings(MAMOSettings, "mamo", settings, defaults), scfg)
+    return LearnerMethod(
+        "mamo", _build, parse_settings(MAMOSettings, "mamo", settings, defaults), scfg
+    )
 
 
 register_method("mamo", make_mamo, replace=True)

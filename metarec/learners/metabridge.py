@@ -44,8 +44,15 @@ from metarec.learners._loop import (
 )
 from metarec.methods.base import FitData, register_method
 
-__all__ = ["BridgeSettings", "TMCDRBridge", "SourceInit", "mapping_inner_step", "make_metabridge",
-           "make_maml_source_init", "make_reptile_source_init"]
+__all__ = [
+    "BridgeSettings",
+    "TMCDRBridge",
+    "SourceInit",
+    "mapping_inner_step",
+    "make_metabridge",
+    "make_maml_source_init",
+    "make_reptile_source_init",
+]
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,9 @@ class BridgeSettings(TrainSettings):
                 f"mf_epochs={self.mf_epochs}, inner_steps={self.inner_steps}, negatives={self.negatives}: must be >= 0"
             )
         if not (self.mf_lr > 0 and self.inner_lr > 0 and self.mf_l2 >= 0):
-            raise ConfigError(f"mf_lr={self.mf_lr}, inner_lr={self.inner_lr}: must be > 0 (mf_l2 >= 0)")
+            raise ConfigError(
+                f"mf_lr={self.mf_lr}, inner_lr={self.inner_lr}: must be > 0 (mf_l2 >= 0)"
+            )
 
 
 def _mapping(phi: dict[str, torch.Tensor], v: torch.Tensor) -> torch.Tensor:
@@ -90,8 +99,15 @@ def _mapping(phi: dict[str, torch.Tensor], v: torch.Tensor) -> torch.Tensor:
     return v + torch.tanh(v @ phi["w1"].T + phi["b1"]) @ phi["w2"].T + phi["b2"]
 
 
-def mapping_inner_step(score, phi: dict[str, torch.Tensor], v: torch.Tensor, s: EpisodeSet, lr: float, loss: str,
-                       create_graph: bool = True) -> dict[str, torch.Tensor]:
+def mapping_inner_step(
+    score,
+    phi: dict[str, torch.Tensor],
+    v: torch.Tensor,
+    s: EpisodeSet,
+    lr: float,
+    loss: str,
+    create_graph: bool = True,
+) -> dict[str, torch.Tensor]:
     """One MAML inner step of the mapping for one task (``v (d,)``, ``s`` tensors ``(N,)``):
     ``phi - lr * grad_phi L_support(score(f_phi(v), items))``."""
 
@@ -122,13 +138,23 @@ class _CrossDomain(nn.Module):
 
     def pretrain(self, data: FitData) -> dict[str, Any]:
         s, v = self.s, self.view
-        kw: dict[str, Any] = dict(dim=s.dim, epochs=s.mf_epochs, batch_size=s.batch_size, lr=s.mf_lr, l2=s.mf_l2,
-                  negatives=s.negatives, seed=data.seed)
+        kw: dict[str, Any] = dict(
+            dim=s.dim,
+            epochs=s.mf_epochs,
+            batch_size=s.batch_size,
+            lr=s.mf_lr,
+            l2=s.mf_l2,
+            negatives=s.negatives,
+            seed=data.seed,
+        )
         _, log_s = fit_mf(v, v.source_rows, **kw, model=self.src)
         _, log_t = fit_mf(v, v.target_rows, **{**kw, "seed": data.seed + 1}, model=self.tgt)
         for p in self.src.parameters():
             p.requires_grad_(False)
-        return {"source_mf": log_s.get("history", [])[-1:], "target_mf": log_t.get("history", [])[-1:]}
+        return {
+            "source_mf": log_s.get("history", [])[-1:],
+            "target_mf": log_t.get("history", [])[-1:],
+        }
 
     def score_vec(self, u: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.tgt.score(u, items)
@@ -143,10 +169,14 @@ class TMCDRBridge(_CrossDomain):
     def __init__(self, data: FitData, s: BridgeSettings) -> None:
         super().__init__(data, s)
         d = s.dim + 1
-        self.phi = nn.ParameterDict({
-            "w1": nn.Parameter(torch.randn(s.hidden, d) / d**0.5), "b1": nn.Parameter(torch.zeros(s.hidden)),
-            "w2": nn.Parameter(torch.zeros(d, s.hidden)), "b2": nn.Parameter(torch.zeros(d)),
-        })
+        self.phi = nn.ParameterDict(
+            {
+                "w1": nn.Parameter(torch.randn(s.hidden, d) / d**0.5),
+                "b1": nn.Parameter(torch.zeros(s.hidden)),
+                "w2": nn.Parameter(torch.zeros(d, s.hidden)),
+                "b2": nn.Parameter(torch.zeros(d)),
+            }
+        )
 
     def pretrain(self, data: FitData) -> dict[str, Any]:
         log = super().pretrain(data)
@@ -166,13 +196,22 @@ class TMCDRBridge(_CrossDomain):
 
         return vmap(one)(v, s.users, s.items, s.targets, s.mask)
 
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> torch.Tensor:
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> torch.Tensor:
         with torch.enable_grad():
-            u = self._adapted(support, self.s.inner_steps if steps is None else steps, lr or self.s.inner_lr, False)
+            u = self._adapted(
+                support,
+                self.s.inner_steps if steps is None else steps,
+                lr or self.s.inner_lr,
+                False,
+            )
         return u.detach()
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
-        u = self._adapted(batch.support, self.s.inner_steps, self.s.inner_lr, not self.s.first_order)
+        u = self._adapted(
+            batch.support, self.s.inner_steps, self.s.inner_lr, not self.s.first_order
+        )
         q = batch.query
         return LOSSES[self.loss](self.tgt.score(u, q.items), q.targets, q.mask).mean()
 
@@ -199,12 +238,20 @@ class SourceInit(_CrossDomain):
     def init_vector(self, users: torch.Tensor) -> torch.Tensor:
         """``u_0 = mean warm user + enc(mean source-MF vector of the history)``: ``(T,) -> (T, d + 1)``."""
         h, m = self.hist[users], self.hist_mask[users]  # (T, H)
-        vec = torch.cat([self.src.item[self.src.item_map[h]], self.src.item_bias[self.src.item_map[h]].unsqueeze(-1)], -1)
+        vec = torch.cat(
+            [
+                self.src.item[self.src.item_map[h]],
+                self.src.item_bias[self.src.item_map[h]].unsqueeze(-1),
+            ],
+            -1,
+        )
         w = m.unsqueeze(-1).to(vec.dtype)
         pooled = (vec * w).sum(1) / w.sum(1).clamp_min(1.0)
         return self.mean_user + self.enc(pooled)
 
-    def inner(self, u: torch.Tensor, s: EpisodeSet, steps: int, lr: float, create_graph: bool) -> torch.Tensor:
+    def inner(
+        self, u: torch.Tensor, s: EpisodeSet, steps: int, lr: float, create_graph: bool
+    ) -> torch.Tensor:
         """``steps`` gradient steps of each task's support loss on its user vector ``(T, d + 1)``."""
         for _ in range(steps):
             if not u.requires_grad:
@@ -214,10 +261,18 @@ class SourceInit(_CrossDomain):
             u = u - lr * g
         return u
 
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> torch.Tensor:
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> torch.Tensor:
         u0 = self.init_vector(task_entity(support.users, support.mask))
         with torch.enable_grad():
-            u = self.inner(u0.detach(), support, self.s.inner_steps if steps is None else steps, lr or self.s.inner_lr, False)
+            u = self.inner(
+                u0.detach(),
+                support,
+                self.s.inner_steps if steps is None else steps,
+                lr or self.s.inner_lr,
+                False,
+            )
         return u.detach()
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
@@ -226,8 +281,12 @@ class SourceInit(_CrossDomain):
         if not self.reptile:
             u = self.inner(u0, s, self.s.inner_steps, self.s.inner_lr, not self.s.first_order)
             return LOSSES[self.loss](self.tgt.score(u, q.items), q.targets, q.mask).mean()
-        both = EpisodeSet(torch.cat([s.users, q.users], 1), torch.cat([s.items, q.items], 1),
-                          torch.cat([s.targets, q.targets], 1), torch.cat([s.mask, q.mask], 1))
+        both = EpisodeSet(
+            torch.cat([s.users, q.users], 1),
+            torch.cat([s.items, q.items], 1),
+            torch.cat([s.targets, q.targets], 1),
+            torch.cat([s.mask, q.mask], 1),
+        )
         with torch.enable_grad():
             u = self.inner(u0.detach(), both, self.s.inner_steps, self.s.inner_lr, False).detach()
         pull = 0.5 * (u0 - u).square().sum(-1).mean()
@@ -240,7 +299,9 @@ def target_episodes(data: FitData) -> FitData:
     pool = data.splits.pools[data.splits.train]
     keep = (pool.units % data.table.n_domains) == view.target
     if not keep.any():
-        raise ConfigError("splits: meta-train has no target-domain task of a warm user; lower protocol.beta")
+        raise ConfigError(
+            "splits: meta-train has no target-domain task of a warm user; lower protocol.beta"
+        )
     pools = {**data.splits.pools, data.splits.train: pool.filter(keep)}
     return dataclasses.replace(data, splits=dataclasses.replace(data.splits, pools=pools))
 
@@ -252,7 +313,9 @@ def _pretrain(model: _CrossDomain, data: FitData, s: BridgeSettings) -> dict[str
 def _make(name: str, build, scenario: Any, settings: dict[str, Any]) -> LearnerMethod:
     defaults, scfg = defaults_and_sampler(scenario, BridgeSettings)
     if scenario is not None:
-        defaults.update(inner_steps=scenario.algorithm.inner_steps, first_order=scenario.algorithm.first_order)
+        defaults.update(
+            inner_steps=scenario.algorithm.inner_steps, first_order=scenario.algorithm.first_order
+        )
     s = parse_settings(BridgeSettings, name, settings, defaults)
     return LearnerMethod(name, build, s, scfg, pretrain=_pretrain, episodes=target_episodes)
 
@@ -264,12 +327,16 @@ def make_metabridge(scenario: Any = None, **settings: Any) -> LearnerMethod:
 
 def make_maml_source_init(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``maml-source-init`` with :class:`BridgeSettings` overrides."""
-    return _make("maml-source-init", lambda d, s: SourceInit(d, s, reptile=False), scenario, settings)
+    return _make(
+        "maml-source-init", lambda d, s: SourceInit(d, s, reptile=False), scenario, settings
+    )
 
 
 def make_reptile_source_init(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``reptile-source-init`` with :class:`BridgeSettings` overrides."""
-    return _make("reptile-source-init", lambda d, s: SourceInit(d, s, reptile=True), scenario, settings)
+    return _make(
+        "reptile-source-init", lambda d, s: SourceInit(d, s, reptile=True), scenario, settings
+    )
 
 
 register_method("metabridge", make_metabridge, replace=True)

@@ -44,8 +44,18 @@ from metarec.learners._loop import (
 )
 from metarec.methods.base import FitData, register_method
 
-__all__ = ["WarmupSettings", "WarmupBase", "ItemWarmup", "MetaEmb", "MWUF", "pretrain_base", "metaemb_loss",
-           "make_warmup_base", "make_metaemb", "make_mwuf"]
+__all__ = [
+    "WarmupSettings",
+    "WarmupBase",
+    "ItemWarmup",
+    "MetaEmb",
+    "MWUF",
+    "pretrain_base",
+    "metaemb_loss",
+    "make_warmup_base",
+    "make_metaemb",
+    "make_mwuf",
+]
 
 
 @dataclass(frozen=True)
@@ -77,15 +87,24 @@ class WarmupSettings(TrainSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.dim < 1 or self.meta_hidden < 1 or not self.hidden or any(h < 1 for h in self.hidden):
-            raise ConfigError(f"dim={self.dim}, hidden={list(self.hidden)}, meta_hidden={self.meta_hidden}: sizes must be >= 1")
+        if (
+            self.dim < 1
+            or self.meta_hidden < 1
+            or not self.hidden
+            or any(h < 1 for h in self.hidden)
+        ):
+            raise ConfigError(
+                f"dim={self.dim}, hidden={list(self.hidden)}, meta_hidden={self.meta_hidden}: sizes must be >= 1"
+            )
         if self.pretrain_epochs < 0 or self.batch_size < 1 or self.warm_steps < 0:
             raise ConfigError(
                 f"pretrain_epochs={self.pretrain_epochs}, batch_size={self.batch_size}, warm_steps={self.warm_steps}: "
                 "need pretrain_epochs >= 0, batch_size >= 1, warm_steps >= 0"
             )
         if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha={self.alpha}: MetaEmb's loss weight must lie in [0, 1]; e.g. alpha=0.1")
+            raise ConfigError(
+                f"alpha={self.alpha}: MetaEmb's loss weight must lie in [0, 1]; e.g. alpha=0.1"
+            )
         if not (self.pretrain_lr > 0 and self.warm_lr > 0 and self.cold_lr > 0):
             raise ConfigError("pretrain_lr, warm_lr and cold_lr must be > 0")
 
@@ -95,9 +114,13 @@ class WarmupBase(nn.Module):
 
     old: torch.Tensor  # buffer (n_items,) bool: items seen in meta-training
 
-    def __init__(self, table: Any, s: WarmupSettings, *, known_users: Any, old_items: np.ndarray) -> None:
+    def __init__(
+        self, table: Any, s: WarmupSettings, *, known_users: Any, old_items: np.ndarray
+    ) -> None:
         super().__init__()
-        self.user_enc = SideEncoder(table.user_features, table.n_users, s.dim, known=known_users, ids="always")
+        self.user_enc = SideEncoder(
+            table.user_features, table.n_users, s.dim, known=known_users, ids="always"
+        )
         self.item_feat = SideEncoder(table.item_features, table.n_items, s.dim, ids="never")
         self.item_id = nn.Embedding(table.n_items, s.dim)
         nn.init.normal_(self.item_id.weight, std=0.1)
@@ -108,13 +131,17 @@ class WarmupBase(nn.Module):
         self.net = mlp([self.user_enc.out_dim + s.dim + self.item_feat.out_dim, *s.hidden, 1])
 
     def logits(self, users: torch.Tensor, items: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([self.user_enc(users), emb, self.item_feat(items)], dim=-1)).squeeze(-1)
+        return self.net(
+            torch.cat([self.user_enc(users), emb, self.item_feat(items)], dim=-1)
+        ).squeeze(-1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.logits(users, items, self.item_id(items))
 
 
-def pretrain_base(base: WarmupBase, table: Any, rows: np.ndarray, s: WarmupSettings, seed: int) -> dict[str, Any]:
+def pretrain_base(
+    base: WarmupBase, table: Any, rows: np.ndarray, s: WarmupSettings, seed: int
+) -> dict[str, Any]:
     """Train ``base`` on table ``rows`` (the old items' interactions) with Adam and BCE; then freeze it."""
     rng = np.random.default_rng(seed)
     dev = base.item_id.weight.device
@@ -153,7 +180,9 @@ class ItemWarmup(nn.Module):
     # ------------------------------------------------------------------ overridable parts
     def cold_start(self, items: torch.Tensor) -> torch.Tensor:
         """Initial embedding of cold ``items``: ``(...,) -> (..., dim)`` (here zeros)."""
-        return torch.zeros(*items.shape, self.s.dim, dtype=self.base.item_id.weight.dtype, device=items.device)
+        return torch.zeros(
+            *items.shape, self.s.dim, dtype=self.base.item_id.weight.dtype, device=items.device
+        )
 
     def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
         """The embedding scored after warm-up: ``(T, dim) -> (T, dim)`` (here unchanged)."""
@@ -170,7 +199,9 @@ class ItemWarmup(nn.Module):
         emb = e.unsqueeze(1).expand(-1, s.items.shape[1], -1)
         return masked_bce(self.base.logits(s.users, s.items, emb), s.targets, s.mask)
 
-    def warm(self, e: torch.Tensor, s: EpisodeSet, steps: int, lr: float, create_graph: bool = False) -> torch.Tensor:
+    def warm(
+        self, e: torch.Tensor, s: EpisodeSet, steps: int, lr: float, create_graph: bool = False
+    ) -> torch.Tensor:
         """``steps`` gradient steps of each task's support loss on its embedding: ``(T, dim) -> (T, dim)``."""
         for _ in range(steps):
             if not e.requires_grad:
@@ -179,14 +210,22 @@ class ItemWarmup(nn.Module):
             e = e - lr * g
         return e
 
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         item = support.items[:, 0]
         with torch.enable_grad():
-            e = self.warm(self.cold_start(item), support, self.s.warm_steps if steps is None else steps,
-                          float(self.warm_lr) if lr is None else lr)
+            e = self.warm(
+                self.cold_start(item),
+                support,
+                self.s.warm_steps if steps is None else steps,
+                float(self.warm_lr) if lr is None else lr,
+            )
         return item, self.transform(e.detach(), support).detach()
 
-    def score(self, ctx: tuple[torch.Tensor, torch.Tensor], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, ctx: tuple[torch.Tensor, torch.Tensor], users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         item, e = ctx
         emb = self.default_embedding(items)
         mine = (items == item.unsqueeze(1)).unsqueeze(-1)
@@ -196,7 +235,9 @@ class ItemWarmup(nn.Module):
         return torch.zeros((), dtype=self.base.item_id.weight.dtype)
 
 
-def metaemb_loss(model: ItemWarmup, e0: torch.Tensor, a: EpisodeSet, b: EpisodeSet, alpha: float, eta: float) -> torch.Tensor:
+def metaemb_loss(
+    model: ItemWarmup, e0: torch.Tensor, a: EpisodeSet, b: EpisodeSet, alpha: float, eta: float
+) -> torch.Tensor:
     """MetaEmb's two-stage loss ``alpha * mean l_a(e0) + (1 - alpha) * mean l_b(e0 - eta grad l_a(e0))``."""
     la = model.support_loss(e0, a)
     (g,) = torch.autograd.grad(la.sum(), e0, create_graph=True)
@@ -253,7 +294,9 @@ class MWUF(ItemWarmup):
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
         a, b = batch.support, batch.query
         with torch.enable_grad():
-            e = self.warm(self.cold_start(a.items[:, 0]), a, self.s.warm_steps, float(self.warm_lr)).detach()
+            e = self.warm(
+                self.cold_start(a.items[:, 0]), a, self.s.warm_steps, float(self.warm_lr)
+            ).detach()
         return self.support_loss(self.transform(e, a), b).mean()
 
 
@@ -267,7 +310,9 @@ def _builder(cls: type[ItemWarmup]):
             )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(data.seed)
-            base = WarmupBase(t, s, known_users=np.unique(t.users[rows]), old_items=np.unique(t.items[rows]))
+            base = WarmupBase(
+                t, s, known_users=np.unique(t.users[rows]), old_items=np.unique(t.items[rows])
+            )
             return cls(base, s)
 
     return build
@@ -300,7 +345,9 @@ def select_warm_lr(fitted: Any, data: FitData) -> dict[str, Any]:
     return {"warm_lr": best, "val_logloss": tried}
 
 
-def _make(name: str, cls: type[ItemWarmup], scenario: Any, settings: dict[str, Any], steps: int | None) -> LearnerMethod:
+def _make(
+    name: str, cls: type[ItemWarmup], scenario: Any, settings: dict[str, Any], steps: int | None
+) -> LearnerMethod:
     defaults, scfg = defaults_and_sampler(scenario, WarmupSettings)
     defaults.pop("dim", None)
     if steps is not None:

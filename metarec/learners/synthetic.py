@@ -56,17 +56,34 @@ def make_taste_table(
     per_user = min(per_user, n_items)
     items = np.argsort(rng.random((n_users, n_items)), axis=1)[:, :per_user].reshape(-1)
     users = np.repeat(np.arange(n_users), per_user)
-    s = bu[users] + wu[users, genre[items]] * taste + bi[items] + rng.normal(scale=noise, size=users.shape[0])
+    s = (
+        bu[users]
+        + wu[users, genre[items]] * taste
+        + bi[items]
+        + rng.normal(scale=noise, size=users.shape[0])
+    )
     if feedback == "explicit":
         rating = np.clip(3.0 + s, 1.0, 5.0)
     else:
         rating = (s > 0).astype(np.float64)
-    frame = pd.DataFrame({"user": users, "item": items, "rating": rating, "timestamp": np.arange(users.shape[0])})
-    ifr = pd.DataFrame({"item": np.arange(n_items), "genre": [f"g{g}" for g in genre], "tag": [f"t{x}" for x in tag]})
+    frame = pd.DataFrame(
+        {"user": users, "item": items, "rating": rating, "timestamp": np.arange(users.shape[0])}
+    )
+    ifr = pd.DataFrame(
+        {
+            "item": np.arange(n_items),
+            "genre": [f"g{g}" for g in genre],
+            "tag": [f"t{x}" for x in tag],
+        }
+    )
     ufr = pd.DataFrame({"user": np.arange(n_users), "group": [f"u{g}" for g in group]})
     return InteractionTable.from_frame(
-        frame, Columns(user="user", item="item", rating="rating", timestamp="timestamp"), feedback=feedback,
+        frame,
+        Columns(user="user", item="item", rating="rating", timestamp="timestamp"),
+        feedback=feedback,
         rating_scale=(1.0, 5.0) if feedback == "explicit" else None,
-        user_features=ufr, user_feature_specs=[FeatureSpec("group")],
-        item_features=ifr, item_feature_specs=[FeatureSpec("genre"), FeatureSpec("tag")],
+        user_features=ufr,
+        user_feature_specs=[FeatureSpec("group")],
+        item_features=ifr,
+        item_feature_specs=[FeatureSpec("genre"), FeatureSpec("tag")],
     )

@@ -72,7 +72,9 @@ class TaNPSettings(TrainSettings):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not self.decoder or any(h < 1 for h in self.decoder):
-            raise ConfigError(f"decoder={list(self.decoder)}: need at least one layer width >= 1; e.g. decoder=[64, 64]")
+            raise ConfigError(
+                f"decoder={list(self.decoder)}: need at least one layer width >= 1; e.g. decoder=[64, 64]"
+            )
         if self.kl_weight < 0:
             raise ConfigError(f"kl_weight={self.kl_weight}: must be >= 0; e.g. kl_weight=0.1")
 
@@ -96,7 +98,9 @@ class TaNP(nn.Module):
         self.centroids = nn.Parameter(torch.randn(s.clusters, s.task_dim) * 0.5)
         self.memory = nn.Parameter(torch.zeros(s.clusters, s.task_dim))
         sizes = [fx + s.hidden + s.latent, *s.decoder]
-        self.dec = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.dec = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.film = nn.ModuleList(nn.Linear(s.task_dim, 2 * h) for h in s.decoder)
         for f in self.film:
             assert isinstance(f, nn.Linear)  # built just above; narrows ModuleList's item type
@@ -121,31 +125,41 @@ class TaNP(nn.Module):
         pooled = masked_mean(self.lat(sj), mask)
         return self.mu(pooled), 0.1 + 0.9 * torch.sigmoid(self.logsig(pooled))
 
-    def task_embedding(self, sj: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def task_embedding(
+        self, sj: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(o', a)``: the customised task embedding ``(T, D)`` and the assignments ``(T, K)``."""
         o = masked_mean(self.task(sj), mask)  # (T, D)
         q = 1.0 / (1.0 + (o.unsqueeze(1) - self.centroids).square().sum(-1))  # (T, K)
         a = q / q.sum(-1, keepdim=True)
         return o + a @ self.memory, a
 
-    def decode(self, x: torch.Tensor, r: torch.Tensor, z: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, x: torch.Tensor, r: torch.Tensor, z: torch.Tensor, o: torch.Tensor
+    ) -> torch.Tensor:
         """FiLM-modulated decoder: ``x (T, N, F), r (T, H), z (T, L), o' (T, D) -> (T, N)``."""
         n = x.shape[1]
-        h = torch.cat([x, r.unsqueeze(1).expand(-1, n, -1), z.unsqueeze(1).expand(-1, n, -1)], dim=-1)
+        h = torch.cat(
+            [x, r.unsqueeze(1).expand(-1, n, -1), z.unsqueeze(1).expand(-1, n, -1)], dim=-1
+        )
         for layer, film in zip(self.dec, self.film, strict=True):
             gamma, beta = film(o).chunk(2, dim=-1)  # (T, H_l) x2
             h = F.relu((1.0 + gamma).unsqueeze(1) * layer(h) + beta.unsqueeze(1))
         return self.head(h).squeeze(-1)
 
     # ------------------------------------------------------------------ learner protocol
-    def adapt(self, support: EpisodeSet, steps: int | None = None, lr: float | None = None) -> tuple[torch.Tensor, ...]:
+    def adapt(
+        self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
+    ) -> tuple[torch.Tensor, ...]:
         sj = self.pairs(support)
         r = masked_mean(self.det(sj), support.mask)
         mu, _ = self.latent(sj, support.mask)
         o, _ = self.task_embedding(sj, support.mask)
         return r, mu, o
 
-    def score(self, ctx: tuple[torch.Tensor, ...], users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, ctx: tuple[torch.Tensor, ...], users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
         r, z, o = ctx
         return self.decode(self.features(users, items), r, z, o)
 
@@ -160,7 +174,11 @@ class TaNP(nn.Module):
         z = mu_t + sig_t * torch.randn_like(mu_t)
         pred = self.decode(self.features(q.users, q.items), r, z, o)
         fit = LOSSES[self.loss](pred, q.targets, q.mask).mean()
-        kl = (torch.log(sig_c / sig_t) + (sig_t.square() + (mu_t - mu_c).square()) / (2 * sig_c.square()) - 0.5).sum(-1)
+        kl = (
+            torch.log(sig_c / sig_t)
+            + (sig_t.square() + (mu_t - mu_c).square()) / (2 * sig_c.square())
+            - 0.5
+        ).sum(-1)
         return fit + self.kl_weight * kl.mean()
 
 

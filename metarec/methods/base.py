@@ -101,7 +101,9 @@ class Fitted(Protocol):
     name: str
     table: InteractionTable
 
-    def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> Adapted:
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> Adapted:
         """Adapt to each task (row) of ``support``; ``steps`` / ``lr`` override the defaults
         chosen on meta-val (methods without an inner loop ignore them)."""
         ...
@@ -141,7 +143,9 @@ _REGISTRY: dict[str, MethodFactory] = {}
 _LOADERS: dict[str, FittedLoader] = {}
 
 
-def register_method(name: str, factory: MethodFactory, *, loader: FittedLoader | None = None, replace: bool = False) -> None:
+def register_method(
+    name: str, factory: MethodFactory, *, loader: FittedLoader | None = None, replace: bool = False
+) -> None:
     """Make ``name`` buildable by :func:`build_method` (``metarec train``/``bench`` use it).
 
     Args:
@@ -194,5 +198,7 @@ def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
     """
     if name not in _REGISTRY:
         names = method_names()
-        raise ConfigError(f"algorithm.name={name!r}: unknown method; choose one of {list(names)}{suggest(name, names)}")
+        raise ConfigError(
+            f"algorithm.name={name!r}: unknown method; choose one of {list(names)}{suggest(name, names)}"
+        )
     return _REGISTRY[name](*args, **kwargs)

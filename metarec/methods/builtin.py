@@ -41,7 +41,12 @@ def _crossdomain(name: str):
 def _register() -> None:
     for name in ENGINE_METHODS:
         register_method(name, _engine(name), loader=EngineFitted.build, replace=True)
-    register_method("popularity", lambda scenario: PopularityMethod(), loader=PopularityFitted.build, replace=True)
+    register_method(
+        "popularity",
+        lambda scenario: PopularityMethod(),
+        loader=PopularityFitted.build,
+        replace=True,
+    )
     for name in CROSSDOMAIN_NAMES:
         register_method(name, _crossdomain(name), loader=CrossDomainFitted.build, replace=True)
 

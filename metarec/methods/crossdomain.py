@@ -35,7 +35,12 @@ from metarec.episodes.sampler import SamplerConfig
 from metarec.methods.base import FitData
 from metarec.scenario import sampler_config
 
-__all__ = ["CrossDomainMethod", "CrossDomainFitted", "CrossDomainAdapted", "scenario_crossdomain_config"]
+__all__ = [
+    "CrossDomainMethod",
+    "CrossDomainFitted",
+    "CrossDomainAdapted",
+    "scenario_crossdomain_config",
+]
 
 
 def scenario_crossdomain_config(scenario: Scenario) -> CrossDomainConfig:
@@ -68,13 +73,23 @@ class CrossDomainFitted:
     """A trained cross-domain method: the scorer module, the resolved settings, the adaptation
     chosen on meta-val (``None``: zero-shot) and the sizes that rebuild the module."""
 
-    def __init__(self, name: str, table: InteractionTable, scorer: nn.Module, settings: CrossDomainConfig,
-                 chosen: AdaptConfig | None, shape: dict[str, Any], info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        table: InteractionTable,
+        scorer: nn.Module,
+        settings: CrossDomainConfig,
+        chosen: AdaptConfig | None,
+        shape: dict[str, Any],
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.name, self.table, self.scorer, self.settings = name, table, scorer, settings
         self.chosen, self.shape, self.info = chosen, shape, info or {}
         self.base, self.adapts = parse_method(name)
 
-    def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> CrossDomainAdapted:
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> CrossDomainAdapted:
         """Zero-shot vectors of the tasks' users, then (``+adapt``, or ``steps`` given) gradient
         steps on each vector over its support (step size: ``lr``, else the one chosen on meta-val)."""
         with torch.no_grad():
@@ -95,8 +110,11 @@ class CrossDomainFitted:
     def config(self) -> dict[str, Any]:
         c = self.chosen
         return {
-            "crossdomain": to_dict(self.settings), "shape": self.shape,
-            "chosen": None if c is None else {"steps": c.steps, "lr": c.lr, "l2": c.l2, "loss": c.loss},
+            "crossdomain": to_dict(self.settings),
+            "shape": self.shape,
+            "chosen": None
+            if c is None
+            else {"steps": c.steps, "lr": c.lr, "l2": c.l2, "loss": c.loss},
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -113,7 +131,9 @@ class CrossDomainFitted:
                 )
         extra = [k for k in state if k not in own]
         if extra:
-            raise CheckpointError(f"state_dict: {extra[0]!r} is not a tensor of {self.name}; the weights belong to another run")
+            raise CheckpointError(
+                f"state_dict: {extra[0]!r} is not a tensor of {self.name}; the weights belong to another run"
+            )
         self.scorer.load_state_dict(dict(state))
 
     @classmethod
@@ -122,16 +142,28 @@ class CrossDomainFitted:
         is chosen on meta-val for those sampler settings (``None``: zero-shot unless ``adapt``
         is given ``steps``)."""
         chosen, val = fm.select_adapt(scfg) if scfg is not None else (None, {})
-        info = {"fitted_method": fm, "meta_val": {k: v for k, v in val.items() if isinstance(v, float)}, "log": fm.log}
+        info = {
+            "fitted_method": fm,
+            "meta_val": {k: v for k, v in val.items() if isinstance(v, float)},
+            "log": fm.log,
+        }
         scorer: nn.Module = fm.scorer  # type: ignore[assignment]  # every ColdStartScorer is an nn.Module
-        return cls(fm.method, fm.table, scorer, fm.config, chosen, _shape(fm.base, scorer, fm.table), info)
+        return cls(
+            fm.method, fm.table, scorer, fm.config, chosen, _shape(fm.base, scorer, fm.table), info
+        )
 
     @classmethod
-    def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> CrossDomainFitted:
+    def build(
+        cls, name: str, config: Mapping[str, Any], table: InteractionTable
+    ) -> CrossDomainFitted:
         settings = as_config(_tuples(config["crossdomain"]))
         shape = dict(config["shape"])
         c = config.get("chosen")
-        chosen = None if c is None else AdaptConfig(int(c["steps"]), float(c["lr"]), float(c["l2"]), str(c["loss"]))
+        chosen = (
+            None
+            if c is None
+            else AdaptConfig(int(c["steps"]), float(c["lr"]), float(c["l2"]), str(c["loss"]))
+        )
         base, _ = parse_method(name)
         return cls(name, table, _skeleton(base, settings, shape), settings, chosen, shape)
 
@@ -140,12 +172,18 @@ def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
     """JSON lists back to the tuples :class:`CrossDomainConfig` holds."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        out[k] = (
+            tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+        )
     return out
 
 
 def _shape(base: str, scorer: nn.Module, table: InteractionTable) -> dict[str, Any]:
-    shape: dict[str, Any] = {"n_users": table.n_users, "n_items": table.n_items, "n_domains": table.n_domains}
+    shape: dict[str, Any] = {
+        "n_users": table.n_users,
+        "n_items": table.n_items,
+        "n_domains": table.n_domains,
+    }
     if isinstance(scorer, MeanUser):
         shape["n_warm"] = int(scorer.get_buffer("warm").shape[0])
     if isinstance(scorer, PTUPCDR):
@@ -167,10 +205,19 @@ def _skeleton(base: str, cfg: CrossDomainConfig, shape: Mapping[str, Any]) -> nn
     if base == "no-transfer":
         return MeanUser(mf(), torch.zeros(int(shape["n_warm"]), dtype=torch.int64).numpy())
     if base == "emcdr":
-        return EMCDR(mf(), mf(), BridgeMapping(d + 1, d + 1, shape.get("mapping", cfg.mapping), cfg.hidden))
+        return EMCDR(
+            mf(), mf(), BridgeMapping(d + 1, d + 1, shape.get("mapping", cfg.mapping), cfg.hidden)
+        )
     if base == "ptupcdr":
-        return PTUPCDR(mf(), mf(), torch.zeros(nu, int(shape["history_len"]), dtype=torch.int64), hidden=cfg.hidden)
-    model = SharedUserModel(nu, ni, int(shape["n_domains"]), d, cfg.hidden, item_map=torch.arange(ni))
+        return PTUPCDR(
+            mf(),
+            mf(),
+            torch.zeros(nu, int(shape["history_len"]), dtype=torch.int64),
+            hidden=cfg.hidden,
+        )
+    model = SharedUserModel(
+        nu, ni, int(shape["n_domains"]), d, cfg.hidden, item_map=torch.arange(ni)
+    )
     return DomainScorer(model, int(shape["target"]))
 
 
@@ -183,7 +230,14 @@ class CrossDomainMethod:
 
     def fit(self, data: FitData) -> CrossDomainFitted:
         scfg = sampler_config(self.scenario.protocol)
-        fm = fit_method(self.name, data.table, data.splits, seed=data.seed, config=self.settings, val_sampler=scfg)
+        fm = fit_method(
+            self.name,
+            data.table,
+            data.splits,
+            seed=data.seed,
+            config=self.settings,
+            val_sampler=scfg,
+        )
         return CrossDomainFitted.from_fitted_method(fm, scfg)
 
     def with_settings(self, **changes: Any) -> CrossDomainMethod:

@@ -39,13 +39,33 @@ from metarec.models.base import split_params
 from metarec.runs import load_run_parts
 from metarec.train import train
 
-__all__ = ["EngineMethod", "EngineFitted", "EngineAdapted", "MELU_REF", "engine_scenario", "load_engine"]
+__all__ = [
+    "EngineMethod",
+    "EngineFitted",
+    "EngineAdapted",
+    "MELU_REF",
+    "engine_scenario",
+    "load_engine",
+]
 
 MELU_REF: dict[str, Any] = {
-    "model": {"name": "melu", "embedding_dim": 32, "hidden": [64, 64], "adapt": None, "dropout": 0.0},
+    "model": {
+        "name": "melu",
+        "embedding_dim": 32,
+        "hidden": [64, 64],
+        "adapt": None,
+        "dropout": 0.0,
+    },
     "algorithm": {
-        "name": "maml", "first_order": True, "inner_steps": 1, "inner_lr": 5e-6, "meta_batch": 32,
-        "per_step_lr": False, "multi_step_loss": False, "eval_steps": 5, "eval_lr": None,
+        "name": "maml",
+        "first_order": True,
+        "inner_steps": 1,
+        "inner_lr": 5e-6,
+        "meta_batch": 32,
+        "per_step_lr": False,
+        "multi_step_loss": False,
+        "eval_steps": 5,
+        "eval_lr": None,
     },
     # the authors' schedule: 30 epochs of 32-task batches, no early stopping (1,816 ml1m-melu
     # meta-train users / 32 = 57 batches per epoch, so 1,700 steps); the same in --quick, since
@@ -104,7 +124,9 @@ class EngineFitted:
     lr: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
-    def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> EngineAdapted:
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> EngineAdapted:
         """Fast weights for each task (row) of ``support`` by the engine's inner loop."""
         n = self.steps if steps is None else steps
         rate = self.lr if lr is None else lr
@@ -124,7 +146,7 @@ class EngineFitted:
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        model_sd = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        model_sd = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
         own = self.model.state_dict()
         for k, v in own.items():
             got = model_sd.get(k)
@@ -136,7 +158,9 @@ class EngineFitted:
                 )
         extra = [k for k in model_sd if k not in own]
         if extra:
-            raise CheckpointError(f"state_dict: {extra[0]!r} is not a tensor of the model; the weights belong to another model")
+            raise CheckpointError(
+                f"state_dict: {extra[0]!r} is not a tensor of the model; the weights belong to another model"
+            )
         self.model.load_state_dict(model_sd)
         for k, v in self.state.items():
             got = state.get(f"state.{k}")
@@ -166,7 +190,9 @@ class EngineFitted:
         params: dict[str, torch.Tensor] = dict(model.named_parameters())
         fast, _ = split_params(model, adapt_patterns(algo, model), params)
         state = {k: v.detach() for k, v in init_algorithm_state(algo, fast).items()}
-        return cls(name, table, model, params, state, algo, m, config.get("steps"), config.get("lr"))
+        return cls(
+            name, table, model, params, state, algo, m, config.get("steps"), config.get("lr")
+        )
 
 
 class EngineMethod:
@@ -179,10 +205,15 @@ class EngineMethod:
 
     def fit(self, data: FitData) -> EngineFitted:
         sc = self.scenario
-        sc = replace(sc, train=replace(sc.train, seed=data.seed, progress=data.progress and sc.train.progress))
+        sc = replace(
+            sc,
+            train=replace(sc.train, seed=data.seed, progress=data.progress and sc.train.progress),
+        )
         if data.out is None:
             with tempfile.TemporaryDirectory() as tmp:
-                res = train(sc, Path(tmp) / "run", table=data.table, splits=data.splits, evaluate_test=False)
+                res = train(
+                    sc, Path(tmp) / "run", table=data.table, splits=data.splits, evaluate_test=False
+                )
                 fitted = load_engine(Path(tmp) / "run", name=self.name, device=data.device)
         else:
             res = train(sc, data.out, table=data.table, splits=data.splits, evaluate_test=False)
@@ -194,13 +225,28 @@ class EngineMethod:
         return fitted
 
 
-def load_engine(run_dir: str | Path, *, name: str | None = None, which: str = "best",
-                device: str | torch.device = "cpu") -> EngineFitted:
+def load_engine(
+    run_dir: str | Path,
+    *,
+    name: str | None = None,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+) -> EngineFitted:
     """The :class:`EngineFitted` of a run directory written by :func:`metarec.train.train`."""
     parts = load_run_parts(run_dir, which=which, device=device)
     if parts.algo is None or parts.model is None:
-        raise ConfigError(f"run_dir={str(run_dir)!r}: not a meta-learning run; load it with metarec.load_fitted")
+        raise ConfigError(
+            f"run_dir={str(run_dir)!r}: not a meta-learning run; load it with metarec.load_fitted"
+        )
     return EngineFitted(
-        name or parts.method_name, parts.table, parts.model, parts.params, parts.state, parts.algo,
-        parts.model_config, parts.steps, parts.lr, {"step": parts.step},
+        name or parts.method_name,
+        parts.table,
+        parts.model,
+        parts.params,
+        parts.state,
+        parts.algo,
+        parts.model_config,
+        parts.steps,
+        parts.lr,
+        {"step": parts.step},
     )

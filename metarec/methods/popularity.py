@@ -23,13 +23,21 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
 
-__all__ = ["PRIOR_STRENGTH", "item_scores", "PopularityMethod", "PopularityFitted", "PopularityAdapted"]
+__all__ = [
+    "PRIOR_STRENGTH",
+    "item_scores",
+    "PopularityMethod",
+    "PopularityFitted",
+    "PopularityAdapted",
+]
 
 PRIOR_STRENGTH = 5.0
 """Pseudo ratings at the global mean added to every item's mean rating (explicit feedback)."""
 
 
-def item_scores(table: InteractionTable, rows: np.ndarray, prior: float = PRIOR_STRENGTH) -> np.ndarray:
+def item_scores(
+    table: InteractionTable, rows: np.ndarray, prior: float = PRIOR_STRENGTH
+) -> np.ndarray:
     """Popularity score of every item index from the table rows ``rows`` (meta-train):
     ``float64 (n_items,)``, see the module docstring for the formulas."""
     items = table.items[rows]
@@ -59,10 +67,14 @@ class PopularityAdapted:
 class PopularityFitted:
     """Item scores ``(n_items,)`` (float64)."""
 
-    def __init__(self, table: InteractionTable, scores: torch.Tensor, prior: float = PRIOR_STRENGTH) -> None:
+    def __init__(
+        self, table: InteractionTable, scores: torch.Tensor, prior: float = PRIOR_STRENGTH
+    ) -> None:
         self.name, self.table, self.scores, self.prior = "popularity", table, scores, prior
 
-    def adapt(self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None) -> PopularityAdapted:
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> PopularityAdapted:
         return PopularityAdapted(self.scores, support.n_tasks)
 
     def config(self) -> dict[str, Any]:
@@ -81,8 +93,14 @@ class PopularityFitted:
         self.scores = got.to(torch.float64)
 
     @classmethod
-    def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> PopularityFitted:
-        return cls(table, torch.zeros(table.n_items, dtype=torch.float64), float(config.get("prior_strength", PRIOR_STRENGTH)))
+    def build(
+        cls, name: str, config: Mapping[str, Any], table: InteractionTable
+    ) -> PopularityFitted:
+        return cls(
+            table,
+            torch.zeros(table.n_items, dtype=torch.float64),
+            float(config.get("prior_strength", PRIOR_STRENGTH)),
+        )
 
 
 class PopularityMethod:

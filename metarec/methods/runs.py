@@ -73,7 +73,15 @@ def train_method(
     out = Path(out)
     if name in ENGINE_METHODS:
         sc = engine_scenario(name, scenario)
-        res = train(sc, out, resume=resume, overwrite=overwrite, table=table, splits=splits, evaluate_test=evaluate_test)
+        res = train(
+            sc,
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            table=table,
+            splits=splits,
+            evaluate_test=evaluate_test,
+        )
         if name != sc.algorithm.name:  # melu-ref: the manifest names the method
             manifest = read_manifest(out)
             manifest["method"] = {"name": name, "engine": True}
@@ -81,39 +89,89 @@ def train_method(
         return res
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
-        raise ConfigError(f"--resume with algorithm.name={name!r}: this method has no resumable outer loop; train it again")
-    with run_session(out, overwrite=overwrite):  # hook (metarec.rundir): lock, orphan cleanup, overwrite, disk errors
+        raise ConfigError(
+            f"--resume with algorithm.name={name!r}: this method has no resumable outer loop; train it again"
+        )
+    with run_session(
+        out, overwrite=overwrite
+    ):  # hook (metarec.rundir): lock, orphan cleanup, overwrite, disk errors
         if (out / "manifest.json").exists():
-            raise ConfigError(f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder")
+            raise ConfigError(
+                f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder"
+            )
         return _train_fitted(method, name, scenario, out, table, splits, evaluate_test)
 
 
-def _train_fitted(method: Any, name: str, scenario: Scenario, out: Path, table: InteractionTable | None,
-                  splits: MetaSplits | None, evaluate_test: bool) -> TrainResult:
+def _train_fitted(
+    method: Any,
+    name: str,
+    scenario: Scenario,
+    out: Path,
+    table: InteractionTable | None,
+    splits: MetaSplits | None,
+    evaluate_test: bool,
+) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(scenario.train.device)
     table = load_table(scenario.data) if table is None else table
     splits = build_splits(table, scenario.protocol) if splits is None else splits
-    fitted = method.fit(FitData(table, splits, seed=scenario.train.seed, device=device, out=out, progress=scenario.train.progress))
+    fitted = method.fit(
+        FitData(
+            table,
+            splits,
+            seed=scenario.train.seed,
+            device=device,
+            out=out,
+            progress=scenario.train.progress,
+        )
+    )
     scfg = sampler_config(scenario.protocol)
     metric, _ = SELECT_METRIC[table.feedback]
-    val = evaluate_fitted(fitted, table, splits.pools[splits.val], scfg, k=scenario.metrics.k,
-                          max_tasks=scenario.train.val_tasks)
+    val = evaluate_fitted(
+        fitted,
+        table,
+        splits.pools[splits.val],
+        scfg,
+        k=scenario.metrics.k,
+        max_tasks=scenario.train.val_tasks,
+    )
     best_val = {k: v for k, v in val.items() if isinstance(v, float) and k != "adapt_ms_per_task"}
     save_fitted(fitted, out, scenario)
     write_fingerprint(out, fitted.table)  # hook (metarec.fingerprint): the encoders saved beside it
     if evaluate_test:
-        states = {s: evaluate_fitted(fitted, table, splits.pools[s], scfg, k=scenario.metrics.k)
-                  for s in splits.states if len(splits.pools[s])}
-        atomic_write_json(out / "test_metrics.json", {"best_step": 0, "states": {
-            s: {k: v for k, v in ev.items() if k != "per_task"} for s, ev in states.items()}})
+        states = {
+            s: evaluate_fitted(fitted, table, splits.pools[s], scfg, k=scenario.metrics.k)
+            for s in splits.states
+            if len(splits.pools[s])
+        }
+        atomic_write_json(
+            out / "test_metrics.json",
+            {
+                "best_step": 0,
+                "states": {
+                    s: {k: v for k, v in ev.items() if k != "per_task"} for s, ev in states.items()
+                },
+            },
+        )
     seconds = time.perf_counter() - t0
-    atomic_write_json(out / "summary.json", {"steps": 0, "best_step": 0, "best_val": best_val, "skipped_steps": 0,
-                                             "seconds": round(seconds, 2), "method": name, "primary_metric": metric})
+    atomic_write_json(
+        out / "summary.json",
+        {
+            "steps": 0,
+            "best_step": 0,
+            "best_val": best_val,
+            "skipped_steps": 0,
+            "seconds": round(seconds, 2),
+            "method": name,
+            "primary_metric": metric,
+        },
+    )
     return TrainResult(out, 0, 0, best_val, 0, seconds, 0.0, False)
 
 
-def save_fitted(fitted: Fitted, out: str | os.PathLike[str], scenario: Scenario | None = None) -> Path:
+def save_fitted(
+    fitted: Fitted, out: str | os.PathLike[str], scenario: Scenario | None = None
+) -> Path:
     """Write ``fitted`` as a run directory that :func:`load_fitted` and ``metarec recommend`` read."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,18 +181,29 @@ def save_fitted(fitted: Fitted, out: str | os.PathLike[str], scenario: Scenario 
     state = fitted.state_dict()
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise ConfigError(f"{fitted.name}.state_dict(): entry {bad[0]!r} is not a tensor; a state_dict holds tensors only")
-    save_tensors(out / "checkpoints" / "best.pt", {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0})
-    atomic_write_json(out / "manifest.json", {  # last: a folder with a manifest is complete
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "config_hash": config_hash(scenario) if scenario is not None else None,
-        "method": {"name": fitted.name, "engine": False, "config": fitted.config()},
-        "feedback": fitted.table.feedback,
-    })
+        raise ConfigError(
+            f"{fitted.name}.state_dict(): entry {bad[0]!r} is not a tensor; a state_dict holds tensors only"
+        )
+    save_tensors(
+        out / "checkpoints" / "best.pt",
+        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0},
+    )
+    atomic_write_json(
+        out / "manifest.json",
+        {  # last: a folder with a manifest is complete
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config_hash": config_hash(scenario) if scenario is not None else None,
+            "method": {"name": fitted.name, "engine": False, "config": fitted.config()},
+            "feedback": fitted.table.feedback,
+        },
+    )
     return out
 
 
-def load_fitted(run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu") -> Fitted:
+def load_fitted(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> Fitted:
     """A run directory (any method) as its :class:`Fitted`.
 
     Raises:
@@ -142,8 +211,18 @@ def load_fitted(run_dir: str | os.PathLike[str], *, which: str = "best", device:
     """
     parts = load_run_parts(run_dir, which=which, device=device)
     if parts.model is not None and parts.algo is not None:
-        return EngineFitted(parts.method_name, parts.table, parts.model, parts.params, parts.state, parts.algo,
-                            parts.model_config, parts.steps, parts.lr, {"step": parts.step})
+        return EngineFitted(
+            parts.method_name,
+            parts.table,
+            parts.model,
+            parts.params,
+            parts.state,
+            parts.algo,
+            parts.model_config,
+            parts.steps,
+            parts.lr,
+            {"step": parts.step},
+        )
     method: dict[str, Any] = parts.manifest["method"]
     try:
         fitted = build_fitted(str(method["name"]), method.get("config") or {}, parts.table)
@@ -154,8 +233,12 @@ def load_fitted(run_dir: str | os.PathLike[str], *, which: str = "best", device:
         ) from None
     ck = load_best(run_dir, which=which)
     if not isinstance(ck.get("state_dict"), dict):
-        raise CheckpointError(f"{str(Path(run_dir) / 'checkpoints' / f'{which}.pt')!r}: holds no 'state_dict'; re-train")
-    check_finite_weights(_tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt")  # hook (metarec.guard)
+        raise CheckpointError(
+            f"{str(Path(run_dir) / 'checkpoints' / f'{which}.pt')!r}: holds no 'state_dict'; re-train"
+        )
+    check_finite_weights(
+        _tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt"
+    )  # hook (metarec.guard)
     fitted.load_state_dict(ck["state_dict"])
     return fitted
 
@@ -163,7 +246,13 @@ def load_fitted(run_dir: str | os.PathLike[str], *, which: str = "best", device:
 def _tensors(tree: Any, prefix: str = "") -> dict[str, Any]:
     """The tensors of a nested ``state_dict`` by dotted name."""
     out: dict[str, Any] = {}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    items = (
+        tree.items()
+        if isinstance(tree, dict)
+        else enumerate(tree)
+        if isinstance(tree, (list, tuple))
+        else ()
+    )
     for k, v in items:
         name = f"{prefix}{k}"
         if isinstance(v, torch.Tensor):

@@ -34,7 +34,13 @@ from torch.func import functional_call
 from metarec._errors import ConfigError, suggest
 
 __all__ = [
-    "RecModel", "split_params", "check_patterns", "seeded", "encoder_is_fixed", "staged_call", "model_adapt_patterns",
+    "RecModel",
+    "split_params",
+    "check_patterns",
+    "seeded",
+    "encoder_is_fixed",
+    "staged_call",
+    "model_adapt_patterns",
     "ALL_PARAMETERS",
 ]
 
@@ -111,7 +117,10 @@ class _Stage(nn.Module):
 
 
 def staged_call(
-    model: nn.Module, params: Mapping[str, torch.Tensor], method: str, args: tuple[torch.Tensor, ...]
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    method: str,
+    args: tuple[torch.Tensor, ...],
 ) -> torch.Tensor:
     """``model.<method>(*args)`` (``"encode"`` or ``"decide"``) with ``params`` in place of the
     module's parameters of those names (as :func:`torch.func.functional_call` for ``forward``)."""
@@ -134,7 +143,9 @@ def check_patterns(patterns: Sequence[str] | str, arg: str = "adapt") -> tuple[s
         )
     bad = [p for p in out if not isinstance(p, str) or not p]
     if bad:
-        raise ConfigError(f"{arg}: pattern {bad[0]!r} is not a non-empty string; pass names like 'head.*'")
+        raise ConfigError(
+            f"{arg}: pattern {bad[0]!r} is not a non-empty string; pass names like 'head.*'"
+        )
     return out
 
 

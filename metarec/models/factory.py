@@ -32,7 +32,9 @@ def _add_graph_models() -> None:
         MODELS["lightgcn"] = (LightGCN, GraphConfig)
 
 
-def build_model(name: str, table: Any, *, adapt: Sequence[str] | None = None, **config: Any) -> RecModel:
+def build_model(
+    name: str, table: Any, *, adapt: Sequence[str] | None = None, **config: Any
+) -> RecModel:
     """Build model ``name`` over ``table`` (an :class:`~metarec.data.table.InteractionTable`).
 
     Args:

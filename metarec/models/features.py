@@ -60,7 +60,9 @@ class FeatureEmbedding(nn.Module):
         self.numeric_names: list[str] = list(table.numeric_names)
         self.text_features: list[str] = sorted(table.text)
         self._text_keys: list[str] = _safe_keys(self.text_features)
-        if self.text_features:  # created after the categorical tables: their initial values do not move
+        if (
+            self.text_features
+        ):  # created after the categorical tables: their initial values do not move
             self.text = nn.ModuleDict()
             for name, key in zip(self.text_features, self._text_keys, strict=True):
                 vecs = torch.as_tensor(table.text[name], dtype=torch.get_default_dtype())
@@ -81,7 +83,9 @@ class FeatureEmbedding(nn.Module):
             count = real.sum(dim=-2).clamp_min(1.0)  # (..., 1)
             blocks.append((vecs * real).sum(dim=-2) / count)  # (..., dim)
         for key in self._text_keys:
-            blocks.append(self.text[key](getattr(self, f"text_{key}")[idx]))  # (..., D) -> (..., dim)
+            blocks.append(
+                self.text[key](getattr(self, f"text_{key}")[idx])
+            )  # (..., D) -> (..., dim)
         if self.numeric.shape[1]:
             blocks.append(self.numeric[idx])  # (..., d)
         return torch.cat(blocks, dim=-1)  # (..., out_dim)

@@ -87,7 +87,9 @@ class IdModel(RecModel):
         super().__init__(adapt)
         for arg, n in (("n_users", n_users), ("n_items", n_items)):
             if not isinstance(n, int) or n < 2:
-                raise ConfigError(f"{arg}={n!r}: needs the unknown slot plus at least one id; pass len(encoder) >= 2")
+                raise ConfigError(
+                    f"{arg}={n!r}: needs the unknown slot plus at least one id; pass len(encoder) >= 2"
+                )
         self.register_buffer("known_users", torch.arange(n_users) > 0)  # (n_users,) bool
         self.register_buffer("known_items", torch.arange(n_items) > 0)  # (n_items,) bool
 
@@ -98,7 +100,10 @@ class IdModel(RecModel):
             users, items: encoded indices seen in meta-training (any int array-like;
                 duplicates and 0 are fine). An empty array makes every id of that side cold.
         """
-        for arg, idx, buf in (("users", users, self.known_users), ("items", items, self.known_items)):
+        for arg, idx, buf in (
+            ("users", users, self.known_users),
+            ("items", items, self.known_items),
+        ):
             if idx is None:
                 continue
             arr = torch.as_tensor(np.asarray(idx, dtype=np.int64).reshape(-1), device=buf.device)
@@ -113,14 +118,18 @@ class IdModel(RecModel):
             buf[0] = False
         return self
 
-    def map_ids(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def map_ids(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unknown indices -> 0. ``(..., N), (..., N) -> (..., N), (..., N)``."""
         users = torch.where(self.known_users[users], users, torch.zeros_like(users))
         items = torch.where(self.known_items[items], items, torch.zeros_like(items))
         return users, items
 
     @classmethod
-    def from_table(cls, table: Any, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None) -> IdModel:
+    def from_table(
+        cls, table: Any, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None
+    ) -> IdModel:
         """Build over an :class:`~metarec.data.table.InteractionTable`'s index spaces."""
         # IdModel's own constructor takes no config; each concrete subclass's is
         # ``(n_users, n_items, config, *, adapt)``, which is what this calls.
@@ -138,7 +147,14 @@ class GMF(IdModel):
     adapt = ("user.unknown", "head.*")
     head_patterns = ("head.*",)
 
-    def __init__(self, n_users: int, n_items: int, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        config: IdConfig | None = None,
+        *,
+        adapt: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(n_users, n_items, adapt)
         self.config = config = config or IdConfig()
         with seeded(config.seed):
@@ -161,7 +177,14 @@ class NeuMF(IdModel):
     adapt = ("user_gmf.unknown", "user_mlp.unknown", "head.*")
     head_patterns = ("head.*",)
 
-    def __init__(self, n_users: int, n_items: int, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        config: IdConfig | None = None,
+        *,
+        adapt: Sequence[str] | None = None,
+    ) -> None:
         super().__init__(n_users, n_items, adapt)
         self.config = config = config or IdConfig()
         d = config.embedding_dim
@@ -208,8 +231,12 @@ class TwoTower(IdModel):
         use = config.features
         with seeded(config.seed):
             self.user, self.item = IdEmbedding(n_users, d), IdEmbedding(n_items, d)
-            self.user_features = FeatureEmbedding(user_features, d) if use and user_features else None
-            self.item_features = FeatureEmbedding(item_features, d) if use and item_features else None
+            self.user_features = (
+                FeatureEmbedding(user_features, d) if use and user_features else None
+            )
+            self.item_features = (
+                FeatureEmbedding(item_features, d) if use and item_features else None
+            )
             du = d + (self.user_features.out_dim if self.user_features else 0)
             di = d + (self.item_features.out_dim if self.item_features else 0)
             self.user_tower = _layers((du, *config.hidden))
@@ -218,10 +245,16 @@ class TwoTower(IdModel):
         self.head_patterns = (f"user_tower.{len(config.hidden) - 1}.*", "bias")
 
     @classmethod
-    def from_table(cls, table: Any, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None) -> TwoTower:
+    def from_table(
+        cls, table: Any, config: IdConfig | None = None, *, adapt: Sequence[str] | None = None
+    ) -> TwoTower:
         return cls(
-            table.n_users, table.n_items, config,
-            user_features=table.user_features, item_features=table.item_features, adapt=adapt,
+            table.n_users,
+            table.n_items,
+            config,
+            user_features=table.user_features,
+            item_features=table.item_features,
+            adapt=adapt,
         )
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -243,7 +276,9 @@ def _layers(sizes: tuple[int, ...]) -> nn.ModuleList:
     return nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
-def _run(layers: nn.ModuleList, x: torch.Tensor, dropout: float, training: bool, last_act: bool = False) -> torch.Tensor:
+def _run(
+    layers: nn.ModuleList, x: torch.Tensor, dropout: float, training: bool, last_act: bool = False
+) -> torch.Tensor:
     for k, layer in enumerate(layers):
         x = layer(x)
         if last_act or k < len(layers) - 1:

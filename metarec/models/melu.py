@@ -89,20 +89,30 @@ class MeLU(RecModel):
                 "an id model (build_model('gmf', table))"
             )
         with seeded(config.seed):
-            self.user_features = FeatureEmbedding(user_features, config.embedding_dim) if user_features else None
-            self.item_features = FeatureEmbedding(item_features, config.embedding_dim) if item_features else None
-            width = sum(f.out_dim for f in (self.user_features, self.item_features) if f is not None)
+            self.user_features = (
+                FeatureEmbedding(user_features, config.embedding_dim) if user_features else None
+            )
+            self.item_features = (
+                FeatureEmbedding(item_features, config.embedding_dim) if item_features else None
+            )
+            width = sum(
+                f.out_dim for f in (self.user_features, self.item_features) if f is not None
+            )
             if width == 0:
                 raise ConfigError(
                     "MeLU: the feature tables hold no categorical, numeric or text feature; pass "
                     "feature specs when building the InteractionTable"
                 )
             sizes = (width, *config.hidden)
-            self.decision = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+            self.decision = nn.ModuleList(
+                nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            )
             self.head = nn.Linear(sizes[-1], 1)
 
     @classmethod
-    def from_table(cls, table: Any, config: MeLUConfig | None = None, *, adapt: tuple[str, ...] | None = None) -> MeLU:
+    def from_table(
+        cls, table: Any, config: MeLUConfig | None = None, *, adapt: tuple[str, ...] | None = None
+    ) -> MeLU:
         """Build from an :class:`~metarec.data.table.InteractionTable`'s side features."""
         return cls(table.user_features, table.item_features, config, adapt=adapt)
 
@@ -125,4 +135,3 @@ class MeLU(RecModel):
             if self.config.dropout:
                 x = F.dropout(x, self.config.dropout, self.training)
         return self.head(x).squeeze(-1)  # (..., N)
-

@@ -18,4 +18,13 @@ from metarec.serve.engine import Engine
 from metarec.serve.requests import Job, Limits
 from metarec.serve.runner import ServerThread, serve
 
-__all__ = ["ServeConfig", "create_app", "MicroBatcher", "Engine", "Job", "Limits", "ServerThread", "serve"]
+__all__ = [
+    "ServeConfig",
+    "create_app",
+    "MicroBatcher",
+    "Engine",
+    "Job",
+    "Limits",
+    "ServerThread",
+    "serve",
+]

@@ -26,8 +26,15 @@ def main(argv: list[str]) -> int:
     def ready(path: str, steps: int) -> None:
         print(json.dumps({"ready": True, "path": path, "steps": steps}), flush=True)
 
-    serve_socket(spec["run"], sock, cfg, threads=spec["threads"], graceful_s=spec["graceful_s"],
-                 log_level=spec["log_level"], on_ready=ready)
+    serve_socket(
+        spec["run"],
+        sock,
+        cfg,
+        threads=spec["threads"],
+        graceful_s=spec["graceful_s"],
+        log_level=spec["log_level"],
+        on_ready=ready,
+    )
     return 0
 
 

@@ -62,7 +62,9 @@ def _require_starlette() -> Any:
     try:
         import starlette  # noqa: F401
     except ImportError:
-        raise ConfigError('metarec serve needs the "serve" extra: pip install "metarec[serve]"') from None
+        raise ConfigError(
+            'metarec serve needs the "serve" extra: pip install "metarec[serve]"'
+        ) from None
 
 
 def create_app(meta: Any, config: ServeConfig | None = None) -> Any:
@@ -88,14 +90,18 @@ def create_app(meta: Any, config: ServeConfig | None = None) -> Any:
     async def read(request: Request) -> bytes:
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            raise PayloadTooLarge(f"request body: {int(size):,} bytes, over the server's limit of "
-                                  f"{limits.max_body_bytes:,} bytes (--max-body-bytes); send fewer support rows")
+            raise PayloadTooLarge(
+                f"request body: {int(size):,} bytes, over the server's limit of "
+                f"{limits.max_body_bytes:,} bytes (--max-body-bytes); send fewer support rows"
+            )
         chunks, n = [], 0
         async for chunk in request.stream():
             n += len(chunk)
             if n > limits.max_body_bytes:
-                raise PayloadTooLarge(f"request body: over the server's limit of {limits.max_body_bytes:,} bytes "
-                                      "(--max-body-bytes); send fewer support rows")
+                raise PayloadTooLarge(
+                    f"request body: over the server's limit of {limits.max_body_bytes:,} bytes "
+                    "(--max-body-bytes); send fewer support rows"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -126,23 +132,25 @@ def create_app(meta: Any, config: ServeConfig | None = None) -> Any:
         return await answer(request, parse_predict)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({
-            "status": "ok",
-            "run": str(meta.run_dir),
-            "model": meta.manifest["model"]["name"],
-            "algorithm": meta.algo.name,
-            "feedback": meta.feedback,
-            "items": len(meta.item_ids) - 1,
-            "steps": engine.steps,
-            "path": engine.path,
-            "domain_filtering": engine.domain_supported,
-            "max_batch": cfg.max_batch,
-            "max_wait_ms": cfg.max_wait_ms,
-            "answered": counts["answered"],
-            "bad_requests": counts["bad_requests"],
-            "batches": batcher.batches,
-            "pending": batcher.pending,
-        })
+        return JSONResponse(
+            {
+                "status": "ok",
+                "run": str(meta.run_dir),
+                "model": meta.manifest["model"]["name"],
+                "algorithm": meta.algo.name,
+                "feedback": meta.feedback,
+                "items": len(meta.item_ids) - 1,
+                "steps": engine.steps,
+                "path": engine.path,
+                "domain_filtering": engine.domain_supported,
+                "max_batch": cfg.max_batch,
+                "max_wait_ms": cfg.max_wait_ms,
+                "answered": counts["answered"],
+                "bad_requests": counts["bad_requests"],
+                "batches": batcher.batches,
+                "pending": batcher.pending,
+            }
+        )
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -151,18 +159,33 @@ def create_app(meta: Any, config: ServeConfig | None = None) -> Any:
             yield
         finally:
             await batcher.close()  # every request still queued is answered first
-            _log.info("metarec serve: drained after %d answers in %d batches", batcher.jobs, batcher.batches)
+            _log.info(
+                "metarec serve: drained after %d answers in %d batches",
+                batcher.jobs,
+                batcher.batches,
+            )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         code = getattr(exc, "status_code", 500)
-        why = {404: "no such route", 405: "method not allowed"}.get(code, getattr(exc, "detail", "error"))
-        return JSONResponse({"error": f"{request.method} {request.url.path}: {why}; the routes are POST /recommend, "
-                                      "POST /predict and GET /health"}, status_code=code)
+        why = {404: "no such route", 405: "method not allowed"}.get(
+            code, getattr(exc, "detail", "error")
+        )
+        return JSONResponse(
+            {
+                "error": f"{request.method} {request.url.path}: {why}; the routes are POST /recommend, "
+                "POST /predict and GET /health"
+            },
+            status_code=code,
+        )
 
-    app = Starlette(exception_handlers={HTTPException: http_error}, routes=[
-        Route("/recommend", recommend, methods=["POST"]),
-        Route("/predict", predict, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-    ], lifespan=lifespan)
+    app = Starlette(
+        exception_handlers={HTTPException: http_error},
+        routes=[
+            Route("/recommend", recommend, methods=["POST"]),
+            Route("/predict", predict, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
     app.state.engine, app.state.batcher = engine, batcher
     return app

@@ -40,10 +40,16 @@ class MicroBatcher:
         max_wait_ms: longest a job waits for others to join its batch (>= 0).
     """
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int = 64, max_wait_ms: float = 2.0) -> None:
+    def __init__(
+        self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int = 64, max_wait_ms: float = 2.0
+    ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch={max_batch!r}: must be an int >= 1 (1: no batching)")
-        if isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float)) or not max_wait_ms >= 0:
+        if (
+            isinstance(max_wait_ms, bool)
+            or not isinstance(max_wait_ms, (int, float))
+            or not max_wait_ms >= 0
+        ):
             raise ConfigError(f"max_wait_ms={max_wait_ms!r}: must be a number >= 0 (milliseconds)")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, float(max_wait_ms) / 1e3
         self._queue: deque[tuple[Any, asyncio.Future[Any], float]] = deque()
@@ -109,7 +115,9 @@ class MicroBatcher:
             try:
                 answers = await loop.run_in_executor(self._pool, self.fn, jobs)
                 if len(answers) != len(jobs):
-                    raise RuntimeError(f"batch function returned {len(answers)} answers for {len(jobs)} jobs")
+                    raise RuntimeError(
+                        f"batch function returned {len(answers)} answers for {len(jobs)} jobs"
+                    )
             except Exception as e:  # noqa: BLE001 - each job's handler reports it
                 for _, fut, _ in batch:
                     if not fut.done():

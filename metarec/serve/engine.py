@@ -45,22 +45,41 @@ class Engine:
         batched: use the batched kernel when the run has one (``False``: always the library path).
     """
 
-    def __init__(self, meta: MetaModel, *, steps: int | None = None, lr: float | None = None, batched: bool = True) -> None:
+    def __init__(
+        self,
+        meta: MetaModel,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        batched: bool = True,
+    ) -> None:
         self.meta = meta
         algo = meta.algo
         n = meta.steps if steps is None else steps
         n = (0 if algo.name == "global" else algo.inner_steps) if n is None else n
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"steps={steps!r}: must be an int >= 0; leave it out for the run's default")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0)):
-            raise ConfigError(f"lr={lr!r}: must be a finite number > 0; leave it out for the run's default")
+            raise ConfigError(
+                f"steps={steps!r}: must be an int >= 0; leave it out for the run's default"
+            )
+        if lr is not None and (
+            isinstance(lr, bool)
+            or not isinstance(lr, (int, float))
+            or not (math.isfinite(lr) and lr > 0)
+        ):
+            raise ConfigError(
+                f"lr={lr!r}: must be a finite number > 0; leave it out for the run's default"
+            )
         if lr is not None and algo.meta_learned_lrs:
-            raise ConfigError(f"lr={lr!r}: name={algo.name!r} adapts with its learned rates; leave lr out")
+            raise ConfigError(
+                f"lr={lr!r}: name={algo.name!r} adapts with its learned rates; leave lr out"
+            )
         self.steps, self.lr = n, lr
         eff = meta.lr if lr is None else lr  # as adapt_many resolves it
         self.alpha = float(algo.inner_lr if eff is None else eff)
         self.kernel: Kernel | None = kernel_for(meta) if batched else None
-        self.domain_supported = "domain" in inspect.signature(AdaptedRecommender.recommend).parameters
+        self.domain_supported = (
+            "domain" in inspect.signature(AdaptedRecommender.recommend).parameters
+        )
         self.clip = meta.feedback == "explicit" and meta.rating_scale is not None
 
     @property
@@ -71,8 +90,10 @@ class Engine:
     def check(self, job: Job) -> None:
         """Refuse what this run cannot answer, before the job is queued."""
         if job.domain is not None and not self.domain_supported:
-            raise DataError(f"domain={job.domain!r}: domain filtering is unavailable for this run (this metarec's "
-                            "recommender has no domain option); leave 'domain' out to rank the whole catalogue")
+            raise DataError(
+                f"domain={job.domain!r}: domain filtering is unavailable for this run (this metarec's "
+                "recommender has no domain option); leave 'domain' out to rank the whole catalogue"
+            )
 
     def run(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """The answers of ``jobs``, in order."""
@@ -92,7 +113,9 @@ class Engine:
         assert self.kernel is not None
         kern, meta = self.kernel, self.meta
         uidx = np.asarray([j.uidx for j in jobs], np.int64)
-        state = kern.adapt(uidx, [j.items for j in jobs], [j.ratings for j in jobs], self.steps, self.alpha)
+        state = kern.adapt(
+            uidx, [j.items for j in jobs], [j.ratings for j in jobs], self.steps, self.alpha
+        )
         answers: list[dict[str, Any] | None] = [None] * len(jobs)
         rec = [n for n, j in enumerate(jobs) if j.targets is None]
         if rec:
@@ -102,7 +125,10 @@ class Engine:
             rows = np.repeat(np.arange(len(rec)), [len(jobs[n].items) for n in rec])
             if len(rows):  # each user's support items are left out of its ranking
                 cols = np.concatenate([jobs[n].items for n in rec]) - 1
-                scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(cols).to(scores.device)] = -math.inf
+                scores[
+                    torch.from_numpy(rows).to(scores.device),
+                    torch.from_numpy(cols).to(scores.device),
+                ] = -math.inf
             kmax = min(max(jobs[n].k or 1 for n in rec), scores.shape[1])
             # ranking scores are unclipped and ties go to the lower item index, as in
             # Recommender.recommend (a stable descending sort keeps index order among equals)
@@ -113,7 +139,9 @@ class Engine:
                 m = min(jobs[n].k or 1, kmax, finite[r])
                 ids = meta.item_ids.decode(idx[r][:m])
                 answers[n] = self._answer(jobs[n], ids, vals[r][:m])
-        targets = {n: j.targets for n, j in enumerate(jobs) if j.targets is not None}  # (P,) items of each /predict job
+        targets = {
+            n: j.targets for n, j in enumerate(jobs) if j.targets is not None
+        }  # (P,) items of each /predict job
         pred = list(targets)
         if pred:
             width = max(len(targets[n]) for n in pred)
@@ -121,7 +149,9 @@ class Engine:
             for r, n in enumerate(pred):
                 items[r, : len(targets[n])] = targets[n]
             sel = torch.as_tensor(pred, device=meta.device)
-            scores = kern.score_items({k: v[sel] for k, v in state.items()}, torch.from_numpy(items).to(meta.device))
+            scores = kern.score_items(
+                {k: v[sel] for k, v in state.items()}, torch.from_numpy(items).to(meta.device)
+            )
             for r, n in enumerate(pred):
                 j = jobs[n]
                 row = scores[r, : len(targets[n])]
@@ -136,10 +166,17 @@ class Engine:
     # ------------------------------------------------------------------ the library path
     def _run_library(self, jobs: list[Job]) -> list[dict[str, Any]]:
         meta = self.meta
-        users = np.repeat(np.asarray([j.user for j in jobs], dtype=object), [len(j.items) for j in jobs])
+        users = np.repeat(
+            np.asarray([j.user for j in jobs], dtype=object), [len(j.items) for j in jobs]
+        )
         items: np.ndarray | list[Any] = (
-            np.concatenate([np.asarray(meta.item_ids.decode(j.items), dtype=object) for j in jobs]) if len(users) else [])
-        ratings: np.ndarray | list[Any] = np.concatenate([j.ratings for j in jobs]) if len(users) else []
+            np.concatenate([np.asarray(meta.item_ids.decode(j.items), dtype=object) for j in jobs])
+            if len(users)
+            else []
+        )
+        ratings: np.ndarray | list[Any] = (
+            np.concatenate([j.ratings for j in jobs]) if len(users) else []
+        )
         if len(users):
             frame = pd.DataFrame({"user": users, "item": items, "rating": ratings})
             rec = meta.adapt_many(frame, steps=self.steps, lr=self.lr)
@@ -153,12 +190,19 @@ class Engine:
                 out.append(self._answer(j, [i for i, _ in top], [s for _, s in top]))
             else:
                 vals = rec.predict(j.user, j.target_ids or [], clip=j.clip)
-                out.append(self._answer(j, meta.item_ids.decode(j.targets), [float(v) for v in vals]))  # type: ignore[arg-type]
+                out.append(
+                    self._answer(j, meta.item_ids.decode(j.targets), [float(v) for v in vals])
+                )  # type: ignore[arg-type]
         return out
 
     def _answer(self, job: Job, items: list[Any], scores: list[float]) -> dict[str, Any]:
-        user = self.meta.user_ids.values[job.uidx - 1] if job.uidx else job.user  # the catalogue's id when known
-        return {"user": user, "items": [{"item": i, "score": float(s)} for i, s in zip(items, scores, strict=True)]}
+        user = (
+            self.meta.user_ids.values[job.uidx - 1] if job.uidx else job.user
+        )  # the catalogue's id when known
+        return {
+            "user": user,
+            "items": [{"item": i, "score": float(s)} for i, s in zip(items, scores, strict=True)],
+        }
 
 
 def _rounds(jobs: list[Job]) -> list[list[int]]:

@@ -42,8 +42,12 @@ from metarec.models.melu import MeLU
 
 __all__ = ["Kernel", "MeLUKernel", "TwoTowerKernel", "kernel_for"]
 
-Support = tuple[np.ndarray, np.ndarray, np.ndarray]  # uidx (B,), items (B, S), ratings (B, S) with -1 padding
-_GRAM_MAX_ITEMS = 8192  # MeLU: precompute item-item dot products up to this catalogue size (256 MiB)
+Support = tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]  # uidx (B,), items (B, S), ratings (B, S) with -1 padding
+_GRAM_MAX_ITEMS = (
+    8192  # MeLU: precompute item-item dot products up to this catalogue size (256 MiB)
+)
 
 
 class Kernel:
@@ -60,8 +64,14 @@ class Kernel:
         self.device, self.dtype = meta.device, meta.dtype
 
     # ------------------------------------------------------------------ public
-    def adapt(self, uidx: np.ndarray, items: Sequence[np.ndarray], ratings: Sequence[np.ndarray], steps: int,
-              lr: float) -> dict[str, torch.Tensor]:
+    def adapt(
+        self,
+        uidx: np.ndarray,
+        items: Sequence[np.ndarray],
+        ratings: Sequence[np.ndarray],
+        steps: int,
+        lr: float,
+    ) -> dict[str, torch.Tensor]:
         """B tasks' adapted state: ``uidx (B,)``, per task ``items (S_b,)`` and ``ratings (S_b,)``."""
         users, itm, tgt, mask = self._pad(uidx, items, ratings)
         state, fast = self._init(users, itm, mask)
@@ -69,7 +79,9 @@ class Kernel:
             leaves = {k: v.detach().requires_grad_() for k, v in fast.items()}
             with torch.enable_grad():
                 pred, wrt = self._support_pred(state, leaves)  # (B, S)
-                loss = self.loss(pred, tgt, mask).sum()  # tasks are independent: each gets its own gradient
+                loss = self.loss(
+                    pred, tgt, mask
+                ).sum()  # tasks are independent: each gets its own gradient
                 names = list(wrt)
                 grads = torch.autograd.grad(loss, [wrt[k] for k in names])
             with torch.no_grad():
@@ -95,8 +107,12 @@ class Kernel:
             itm[t, : len(i)], tgt[t, : len(i)], mask[t, : len(i)] = i, r, True
         users = np.repeat(np.asarray(uidx, np.int64)[:, None], width, axis=1)  # (tasks, support)
         dev = self.device
-        return (torch.from_numpy(users).to(dev), torch.from_numpy(itm).to(dev),
-                torch.from_numpy(tgt).to(dev, self.dtype), torch.from_numpy(mask).to(dev))
+        return (
+            torch.from_numpy(users).to(dev),
+            torch.from_numpy(itm).to(dev),
+            torch.from_numpy(tgt).to(dev, self.dtype),
+            torch.from_numpy(mask).to(dev),
+        )
 
     def _init(self, users: torch.Tensor, items: torch.Tensor, mask: torch.Tensor):
         raise NotImplementedError
@@ -104,11 +120,15 @@ class Kernel:
     def _support_pred(self, state: dict[str, torch.Tensor], fast: dict[str, torch.Tensor]):
         raise NotImplementedError
 
-    def _step(self, fast: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: float) -> dict[str, torch.Tensor]:
+    def _step(
+        self, fast: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: float
+    ) -> dict[str, torch.Tensor]:
         return {k: fast[k] - lr * grads[k] for k in fast}
 
 
-def _batched(params: dict[str, torch.Tensor], names: Sequence[str], b: int) -> dict[str, torch.Tensor]:
+def _batched(
+    params: dict[str, torch.Tensor], names: Sequence[str], b: int
+) -> dict[str, torch.Tensor]:
     """The initialisation of ``names``, one copy per task: ``{name: (B, *shape)}``."""
     return {k: params[k].detach().unsqueeze(0).expand(b, *params[k].shape).clone() for k in names}
 
@@ -146,8 +166,11 @@ class MeLUKernel(Kernel):
             self.x_items = m.item_features(cat)  # (C, Fi): the catalogue's item blocks
             self.base_items = self.x_items @ w0[:, self.fu :].T  # (C, H): W_0 x_c, once per server
             # x_i . x_c for every pair of items (row 0: the padding item), when it fits in memory
-            self.gram = (torch.cat([torch.zeros_like(self.x_items[:1]), self.x_items]) @ self.x_items.T
-                         if self.n_items <= _GRAM_MAX_ITEMS else None)  # (C + 1, C)
+            self.gram = (
+                torch.cat([torch.zeros_like(self.x_items[:1]), self.x_items]) @ self.x_items.T
+                if self.n_items <= _GRAM_MAX_ITEMS
+                else None
+            )  # (C + 1, C)
 
     def _rest(self) -> list[str]:
         names = ["decision.0.bias"]
@@ -158,7 +181,9 @@ class MeLUKernel(Kernel):
     def _init(self, users: torch.Tensor, items: torch.Tensor, mask: torch.Tensor):
         w0 = self.params["decision.0.weight"]
         with torch.no_grad():
-            x = self.model.encode(users, items)  # (B, S, F) support inputs (the embeddings do not adapt)
+            x = self.model.encode(
+                users, items
+            )  # (B, S, F) support inputs (the embeddings do not adapt)
             state = {
                 "x": x,
                 "base": _shared(x, w0),  # (B, S, H): W_0 x_r
@@ -168,7 +193,9 @@ class MeLUKernel(Kernel):
             }
         b, s = items.shape
         fast = _batched(self.params, self._rest(), b)
-        fast["coef"] = torch.zeros(b, s, w0.shape[0], dtype=self.dtype, device=self.device)  # (B, S, H): D_r
+        fast["coef"] = torch.zeros(
+            b, s, w0.shape[0], dtype=self.dtype, device=self.device
+        )  # (B, S, H): D_r
         return state, fast
 
     def _decide_from(self, z1: torch.Tensor, fast: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -179,7 +206,9 @@ class MeLUKernel(Kernel):
         return _linear(h, fast["head.weight"], fast["head.bias"]).squeeze(-1)
 
     def _support_pred(self, state, fast):
-        z1 = state["base"] + fast["decision.0.bias"].unsqueeze(1) + state["gram"] @ fast["coef"]  # (B, S, H)
+        z1 = (
+            state["base"] + fast["decision.0.bias"].unsqueeze(1) + state["gram"] @ fast["coef"]
+        )  # (B, S, H)
         wrt = {k: v for k, v in fast.items() if k != "coef"}
         wrt["z1"] = z1  # the gradient at the first pre-activation updates the span coefficients
         return self._decide_from(z1, fast), wrt
@@ -195,7 +224,9 @@ class MeLUKernel(Kernel):
         x = state["x"]  # (B, S, F)
         xu = x[:, :1, : self.fu]  # (B, 1, Fu): every row of a task holds its user's block
         u_dot = (x[:, :, : self.fu] * xu).sum(-1).unsqueeze(1)  # (B, 1, S): x_u_r . x_u
-        hu = state["decision.0.bias"].unsqueeze(1) + _shared(xu, self.params["decision.0.weight"][:, : self.fu])  # (B, 1, H)
+        hu = state["decision.0.bias"].unsqueeze(1) + _shared(
+            xu, self.params["decision.0.weight"][:, : self.fu]
+        )  # (B, 1, H)
         return torch.baddbmm(hu, u_dot, state["coef"]), x[:, :, self.fu :]
 
     def _decide_fast(self, z1: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -214,10 +245,14 @@ class MeLUKernel(Kernel):
                 dots = self.gram[state["items"]]  # (B, S, C): x_i_r . x_c, looked up
             else:
                 dots = _shared(xs, self.x_items)  # (B, S, C): x_i_r . x_c
-            for s in range(b):  # one user at a time: its numbers do not depend on the batch (and fit in cache)
+            for s in range(
+                b
+            ):  # one user at a time: its numbers do not depend on the batch (and fit in cache)
                 e = s + 1
                 part = {k: v[s:e] for k, v in state.items()}
-                z1 = torch.baddbmm(hu[s:e], dots[s:e].transpose(1, 2), state["coef"][s:e])  # (b', C, H)
+                z1 = torch.baddbmm(
+                    hu[s:e], dots[s:e].transpose(1, 2), state["coef"][s:e]
+                )  # (b', C, H)
                 z1 += self.base_items  # + W_0 x_c
                 out[s:e] = self._decide_fast(z1, part)
         return out
@@ -270,7 +305,9 @@ class TwoTowerKernel(Kernel):
                 "feat": m.user_features(u) if m.user_features is not None else None,  # (B, Fu)
                 "sup": self.item_vecs[items],  # (B, S, h)
             }
-        return {k: v for k, v in state.items() if v is not None}, _batched(self.params, self._fast_names(), len(u))
+        return {k: v for k, v in state.items() if v is not None}, _batched(
+            self.params, self._fast_names(), len(u)
+        )
 
     def _user_vec(self, state, fast) -> torch.Tensor:
         emb = torch.where(state["known"], state["emb"], fast["user.unknown"])  # (B, d)
@@ -284,12 +321,16 @@ class TwoTowerKernel(Kernel):
 
     def _support_pred(self, state, fast):
         u = self._user_vec(state, fast)
-        return (state["sup"] @ u.unsqueeze(-1)).squeeze(-1) + fast["bias"].unsqueeze(-1), fast  # (B, S)
+        return (state["sup"] @ u.unsqueeze(-1)).squeeze(-1) + fast["bias"].unsqueeze(
+            -1
+        ), fast  # (B, S)
 
     def score_catalogue(self, state):
         with torch.no_grad():
             u = self._user_vec(state, state).unsqueeze(1)  # (B, 1, h)
-            items = self.item_vecs[1:].T.unsqueeze(0).expand(u.shape[0], -1, -1)  # (B, h, C), no copy
+            items = (
+                self.item_vecs[1:].T.unsqueeze(0).expand(u.shape[0], -1, -1)
+            )  # (B, h, C), no copy
             # one product per user (not one (B, h) x (h, C) product), so that a user's scores do
             # not depend on which other requests share its batch
             return torch.baddbmm(state["bias"].view(-1, 1, 1), u, items).squeeze(1)  # (B, C)
@@ -297,7 +338,9 @@ class TwoTowerKernel(Kernel):
     def score_items(self, state, items):
         with torch.no_grad():
             u = self._user_vec(state, state)
-            return (self.item_vecs[items] @ u.unsqueeze(-1)).squeeze(-1) + state["bias"].unsqueeze(-1)  # (B, P)
+            return (self.item_vecs[items] @ u.unsqueeze(-1)).squeeze(-1) + state["bias"].unsqueeze(
+                -1
+            )  # (B, P)
 
 
 # ---------------------------------------------------------------------- choice
@@ -318,9 +361,11 @@ def kernel_for(meta: Any) -> Kernel | None:
             return None
         return MeLUKernel(meta)
     if isinstance(model, TwoTower):
-        want = {k for k, _ in model.named_parameters() if k.startswith("user_tower.")} | {"user.unknown", "bias"}
+        want = {k for k, _ in model.named_parameters() if k.startswith("user_tower.")} | {
+            "user.unknown",
+            "bias",
+        }
         if set(fast) != want:
             return None
         return TwoTowerKernel(meta)
     return None
-

@@ -81,16 +81,22 @@ class Job:
 def parse_body(body: bytes, limits: Limits) -> dict[str, Any]:
     """Raw bytes -> the JSON object (size checked first)."""
     if len(body) > limits.max_body_bytes:
-        raise PayloadTooLarge(f"request body: {len(body):,} bytes, over the server's limit of "
-                              f"{limits.max_body_bytes:,} bytes (--max-body-bytes); send fewer support rows")
+        raise PayloadTooLarge(
+            f"request body: {len(body):,} bytes, over the server's limit of "
+            f"{limits.max_body_bytes:,} bytes (--max-body-bytes); send fewer support rows"
+        )
     try:
         obj = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"request body: not valid JSON ({e}); send one JSON object, e.g. "
-                        f'{{"user": "u1", "k": 10, {_EXAMPLE}}}') from None
+        raise DataError(
+            f"request body: not valid JSON ({e}); send one JSON object, e.g. "
+            f'{{"user": "u1", "k": 10, {_EXAMPLE}}}'
+        ) from None
     if not isinstance(obj, dict):
-        raise DataError(f"request body: expected a JSON object, got {type(obj).__name__}; e.g. "
-                        f'{{"user": "u1", "k": 10, {_EXAMPLE}}}')
+        raise DataError(
+            f"request body: expected a JSON object, got {type(obj).__name__}; e.g. "
+            f'{{"user": "u1", "k": 10, {_EXAMPLE}}}'
+        )
     return obj
 
 
@@ -103,7 +109,9 @@ def parse_recommend(obj: dict[str, Any], meta: Any, limits: Limits) -> Job:
         raise ConfigError(f"k={k!r}: must be an int >= 1; pass e.g. k=10")
     domain = obj.get("domain")
     if domain is not None and not isinstance(domain, str):
-        raise DataError(f"domain={domain!r}: expected a domain name (a string), or leave it out for the whole catalogue")
+        raise DataError(
+            f"domain={domain!r}: expected a domain name (a string), or leave it out for the whole catalogue"
+        )
     items, ratings = _support(obj.get("support", []), meta, limits)
     return Job(user, uidx, items, ratings, k=k, domain=domain)
 
@@ -114,31 +122,45 @@ def parse_predict(obj: dict[str, Any], meta: Any, limits: Limits) -> Job:
     user, uidx = _user(obj, meta)
     raw = obj.get("items")
     if not isinstance(raw, list) or not raw:
-        raise DataError(f"items={raw!r}: expected a non-empty list of item ids to score, e.g. \"items\": [\"1\", \"7\"]")
+        raise DataError(
+            f'items={raw!r}: expected a non-empty list of item ids to score, e.g. "items": ["1", "7"]'
+        )
     if len(raw) > limits.max_items:
-        raise PayloadTooLarge(f"items: {len(raw):,} ids, over the server's limit of {limits.max_items:,} (--max-items); "
-                              "split the request")
+        raise PayloadTooLarge(
+            f"items: {len(raw):,} ids, over the server's limit of {limits.max_items:,} (--max-items); "
+            "split the request"
+        )
     ids = _ids(raw, "items")
     clip = obj.get("clip", True)
     if not isinstance(clip, bool):
         raise DataError(f"clip={clip!r}: expected true or false")
     targets = meta.encode_items(ids, what="items")
     items, ratings = _support(obj.get("support", []), meta, limits)
-    return Job(user, uidx, items, ratings, targets=targets, target_ids=[py(v) for v in ids], clip=clip)
+    return Job(
+        user, uidx, items, ratings, targets=targets, target_ids=[py(v) for v in ids], clip=clip
+    )
 
 
 # ---------------------------------------------------------------------- helpers
 def _known_keys(obj: dict[str, Any], keys: tuple[str, ...]) -> None:
     for key in obj:
         if key not in keys:
-            raise DataError(f"request body: unknown field {key!r}{suggest(str(key), keys)}; the fields are {list(keys)}")
+            raise DataError(
+                f"request body: unknown field {key!r}{suggest(str(key), keys)}; the fields are {list(keys)}"
+            )
 
 
 def _user(obj: dict[str, Any], meta: Any) -> tuple[Any, int]:
     if "user" not in obj:
-        raise DataError('user: missing; every request names its user, e.g. {"user": "u1", ...} (cold users welcome)')
+        raise DataError(
+            'user: missing; every request names its user, e.g. {"user": "u1", ...} (cold users welcome)'
+        )
     user = obj["user"]
-    if isinstance(user, bool) or not isinstance(user, (str, int)) or (isinstance(user, str) and not user):
+    if (
+        isinstance(user, bool)
+        or not isinstance(user, (str, int))
+        or (isinstance(user, str) and not user)
+    ):
         raise DataError(f"user={user!r}: expected a non-empty string or an integer id")
     return user, int(meta.user_ids.encode([user])[0])
 
@@ -155,32 +177,48 @@ def _ids(raw: list[Any], what: str) -> np.ndarray:
 def _support(rows: Any, meta: Any, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """The support rows -> (item indices (S,), ratings (S,)), checked as ``metarec recommend`` checks a CSV."""
     if isinstance(rows, str):
-        raise DataError(f"support={rows!r}: a string (a file path?) is not accepted; the server never reads files; "
-                        f"send the rows themselves, e.g. {_EXAMPLE}")
+        raise DataError(
+            f"support={rows!r}: a string (a file path?) is not accepted; the server never reads files; "
+            f"send the rows themselves, e.g. {_EXAMPLE}"
+        )
     if not isinstance(rows, list):
-        raise DataError(f"support: expected a list of {{\"item\": ..., \"rating\": ...}} objects, got "
-                        f"{type(rows).__name__}; e.g. {_EXAMPLE}")
+        raise DataError(
+            f'support: expected a list of {{"item": ..., "rating": ...}} objects, got '
+            f"{type(rows).__name__}; e.g. {_EXAMPLE}"
+        )
     if len(rows) > limits.max_support:
-        raise PayloadTooLarge(f"support: {len(rows):,} rows, over the server's limit of {limits.max_support:,} "
-                              "(--max-support); send the user's most recent rows")
+        raise PayloadTooLarge(
+            f"support: {len(rows):,} rows, over the server's limit of {limits.max_support:,} "
+            "(--max-support); send the user's most recent rows"
+        )
     items = np.empty(len(rows), dtype=object)
     ratings = np.empty(len(rows), dtype=object)
     for n, row in enumerate(rows):
         if not isinstance(row, dict) or "item" not in row or "rating" not in row:
-            raise DataError(f"support[{n}]={row!r}: expected an object with 'item' and 'rating', e.g. {_EXAMPLE}")
+            raise DataError(
+                f"support[{n}]={row!r}: expected an object with 'item' and 'rating', e.g. {_EXAMPLE}"
+            )
         extra = [k for k in row if k not in ("item", "rating", "user")]
         if extra:
-            raise DataError(f"support[{n}]: unknown field {extra[0]!r}; a row holds 'item' and 'rating'")
+            raise DataError(
+                f"support[{n}]: unknown field {extra[0]!r}; a row holds 'item' and 'rating'"
+            )
         if "user" in row:
-            raise DataError(f"support[{n}]: has a 'user' field; the rows are the request's user's, so leave it out")
+            raise DataError(
+                f"support[{n}]: has a 'user' field; the rows are the request's user's, so leave it out"
+            )
         items[n], ratings[n] = row["item"], row["rating"]
     missing = np.asarray([v is None for v in items], bool)
     if missing.any():  # the wording of the command line's check
-        raise DataError(f"support item ids: {int(missing.sum())} missing, first at row {int(np.flatnonzero(missing)[0])}; "
-                        "every interaction needs a item; drop those rows")
+        raise DataError(
+            f"support item ids: {int(missing.sum())} missing, first at row {int(np.flatnonzero(missing)[0])}; "
+            "every interaction needs a item; drop those rows"
+        )
     for n, v in enumerate(items):
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            raise DataError(f"support[{n}].item={v!r}: expected an item id (a string or an integer)")
+            raise DataError(
+                f"support[{n}].item={v!r}: expected an item id (a string or an integer)"
+            )
     values = _ratings(ratings)
     _check_scale(values, meta.feedback, meta.rating_scale)
     return meta.encode_items(items, what="support"), values
@@ -200,19 +238,25 @@ def _ratings(raw: np.ndarray) -> np.ndarray:
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         shown = float("nan") if raw[k] is None else raw[k]
-        raise DataError(f"support ratings: {shown!r} at row {k} is not a finite number; "
-                        "ratings must be numbers; clean or drop those rows")
+        raise DataError(
+            f"support ratings: {shown!r} at row {k} is not a finite number; "
+            "ratings must be numbers; clean or drop those rows"
+        )
     return out
 
 
 def _check_scale(ratings: np.ndarray, feedback: str, scale: tuple[float, float] | None) -> None:
     if feedback == "implicit" and not np.isin(ratings, (0.0, 1.0)).all():
         k = int(np.flatnonzero(~np.isin(ratings, (0.0, 1.0)))[0])
-        raise DataError(f"support ratings: {ratings[k]:g} at row {k}: this run has implicit feedback, ratings must be 0 "
-                        "or 1; binarise them first (e.g. rating >= 4)")
+        raise DataError(
+            f"support ratings: {ratings[k]:g} at row {k}: this run has implicit feedback, ratings must be 0 "
+            "or 1; binarise them first (e.g. rating >= 4)"
+        )
     if feedback == "explicit" and scale is not None:
         off = (ratings < scale[0]) | (ratings > scale[1])
         if off.any():
             k = int(np.flatnonzero(off)[0])
-            raise DataError(f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
-                            f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings")
+            raise DataError(
+                f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
+                f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings"
+            )

@@ -37,14 +37,18 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as e:
-        raise ConfigError(f"host={host!r}: cannot be resolved ({e}); pass an address such as 127.0.0.1") from None
+        raise ConfigError(
+            f"host={host!r}: cannot be resolved ({e}); pass an address such as 127.0.0.1"
+        ) from None
     sock = socket.socket(info[0], socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(info[4])
     except OSError as e:
         sock.close()
-        raise ConfigError(f"{host}:{port}: cannot bind ({e.strerror}); choose another --port, or 0 for a free one") from None
+        raise ConfigError(
+            f"{host}:{port}: cannot bind ({e.strerror}); choose another --port, or 0 for a free one"
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -54,7 +58,9 @@ def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thre
     try:
         import uvicorn
     except ImportError:
-        raise ConfigError('metarec serve needs the "serve" extra: pip install "metarec[serve]"') from None
+        raise ConfigError(
+            'metarec serve needs the "serve" extra: pip install "metarec[serve]"'
+        ) from None
 
     class _Server(uvicorn.Server):
         """uvicorn's server with our signal handling: drain and return, never re-raise."""
@@ -71,10 +77,16 @@ def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thre
                 for s, h in old.items():
                     signal.signal(s, h)
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            # uvicorn annotates this int | None, but passes it to asyncio.wait_for(timeout=), a float
-                            timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]
-                            server_header=False, ws="none")
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        # uvicorn annotates this int | None, but passes it to asyncio.wait_for(timeout=), a float
+        timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]
+        server_header=False,
+        ws="none",
+    )
     return _Server(config)
 
 
@@ -103,7 +115,9 @@ def serve(
         graceful_s: how long shutdown waits for requests in flight.
         on_ready: called with the URL once the server accepts connections (default: print it).
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise ConfigError(f"threads={threads!r}: must be an int >= 1")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r}: must be an int >= 1")
@@ -113,11 +127,26 @@ def serve(
     ready = on_ready or _print_ready
     try:
         if workers == 1:
-            serve_socket(run, sock, cfg, threads=threads, graceful_s=graceful_s, log_level=log_level,
-                         on_ready=lambda path, steps: ready(_banner(url, run, path, cfg, steps, 1)))
+            serve_socket(
+                run,
+                sock,
+                cfg,
+                threads=threads,
+                graceful_s=graceful_s,
+                log_level=log_level,
+                on_ready=lambda path, steps: ready(_banner(url, run, path, cfg, steps, 1)),
+            )
         else:
-            _supervise(run, sock, cfg, threads, graceful_s, log_level, workers,
-                       lambda path, steps: ready(_banner(url, run, path, cfg, steps, workers)))
+            _supervise(
+                run,
+                sock,
+                cfg,
+                threads,
+                graceful_s,
+                log_level,
+                workers,
+                lambda path, steps: ready(_banner(url, run, path, cfg, steps, workers)),
+            )
     finally:
         sock.close()
 
@@ -127,8 +156,16 @@ def _banner(url: str, run: Any, path: str, cfg: ServeConfig, steps: int, workers
     return f"{url} (run {Path(run)}, {path} path, max_batch {cfg.max_batch}, {steps} step(s){many})"
 
 
-def serve_socket(run: Any, sock: socket.socket, cfg: ServeConfig, *, threads: int | None, graceful_s: float,
-                 log_level: str, on_ready: Callable[[str, int], None]) -> None:
+def serve_socket(
+    run: Any,
+    sock: socket.socket,
+    cfg: ServeConfig,
+    *,
+    threads: int | None,
+    graceful_s: float,
+    log_level: str,
+    on_ready: Callable[[str, int], None],
+) -> None:
     """Serve ``run`` on the listening socket ``sock`` from this process (one worker)."""
     from metarec.adapt import load_run
 
@@ -151,11 +188,27 @@ def serve_socket(run: Any, sock: socket.socket, cfg: ServeConfig, *, threads: in
     _run_loop(main())
 
 
-def _supervise(run: Any, sock: socket.socket, cfg: ServeConfig, threads: int | None, graceful_s: float,
-               log_level: str, workers: int, on_ready: Callable[[str, int], None]) -> None:
+def _supervise(
+    run: Any,
+    sock: socket.socket,
+    cfg: ServeConfig,
+    threads: int | None,
+    graceful_s: float,
+    log_level: str,
+    workers: int,
+    on_ready: Callable[[str, int], None],
+) -> None:
     """``workers`` processes serving ``sock``; SIGINT / SIGTERM are passed on, and each drains."""
-    spec = json.dumps({"run": str(run), "fd": sock.fileno(), "config": dataclasses.asdict(cfg), "threads": threads,
-                       "graceful_s": graceful_s, "log_level": log_level})
+    spec = json.dumps(
+        {
+            "run": str(run),
+            "fd": sock.fileno(),
+            "config": dataclasses.asdict(cfg),
+            "threads": threads,
+            "graceful_s": graceful_s,
+            "log_level": log_level,
+        }
+    )
     procs: list[subprocess.Popen[str]] = []
 
     def forward(sig: int, frame: Any) -> None:
@@ -166,12 +219,20 @@ def _supervise(run: Any, sock: socket.socket, cfg: ServeConfig, threads: int | N
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for _ in range(workers):
-            procs.append(subprocess.Popen([sys.executable, "-m", "metarec.serve._worker", spec],
-                                          pass_fds=(sock.fileno(),), stdout=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "metarec.serve._worker", spec],
+                    pass_fds=(sock.fileno(),),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         info = [json.loads(p.stdout.readline() or "{}") for p in procs]  # type: ignore[union-attr]
         if not all(i.get("ready") for i in info):
             forward(signal.SIGTERM, None)
-            raise ConfigError("metarec serve: a worker failed to start (its error is printed above)")
+            raise ConfigError(
+                "metarec serve: a worker failed to start (its error is printed above)"
+            )
         on_ready(info[0]["path"], info[0]["steps"])
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -200,8 +261,11 @@ def _run_loop(coro: Any) -> None:
 def _print_ready(line: str) -> None:
     print(f"metarec serve: listening on {line}; Ctrl+C to stop", flush=True)
     if not line.startswith(("http://127.", "http://[::1]", "http://localhost")):
-        print("metarec serve: warning: listening beyond this machine; the service has no authentication",
-              file=sys.stderr, flush=True)
+        print(
+            "metarec serve: warning: listening beyond this machine; the service has no authentication",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _url(sock: socket.socket) -> str:
@@ -220,8 +284,15 @@ class ServerThread:
     :meth:`stop` (also on leaving the ``with`` block) drains as :func:`serve` does on SIGTERM.
     """
 
-    def __init__(self, meta: Any, config: ServeConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
-                 graceful_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        meta: Any,
+        config: ServeConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        graceful_s: float = 30.0,
+    ) -> None:
         if isinstance(meta, (str, os.PathLike)):
             from metarec.adapt import load_run
 
@@ -229,7 +300,9 @@ class ServerThread:
         self.app = create_app(meta, config)
         self._sock = bind(host, port)
         self.url = _url(self._sock)
-        self._server = _uvicorn_server(self.app, graceful_s=graceful_s, log_level="warning", in_main_thread=False)
+        self._server = _uvicorn_server(
+            self.app, graceful_s=graceful_s, log_level="warning", in_main_thread=False
+        )
         self._thread = threading.Thread(target=self._run, name="metarec-serve", daemon=True)
         self._error: BaseException | None = None
 
