@@ -179,7 +179,26 @@ def parse_support(
                 f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
                 f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings"
             )
+    _warn_repeats(u, i)
     return SupportRows(u, i, ratings)
+
+
+def _warn_repeats(users: np.ndarray, items: np.ndarray) -> None:
+    """Warn (saying what is done) when a user rates the same item more than once."""
+    if len(items) < 2:
+        return
+    pairs = pd.DataFrame({"u": users.astype(str), "i": items.astype(str)})
+    counts = pairs.value_counts()
+    rep = counts[counts > 1]
+    if len(rep):
+        (uid, iid), n = rep.index[0], int(rep.iloc[0])
+        warnings.warn(
+            f"support: user {uid!r} rates item {iid!r} {n} times ({len(rep)} repeated (user, item) pair(s) in "
+            "all); each row is used as its own support example, as given; drop the repeats (e.g. keep the "
+            "last rating) if that is not what you mean",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _numbers(r: Any) -> np.ndarray:

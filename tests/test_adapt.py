@@ -523,7 +523,7 @@ def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> No
     frame = pd.DataFrame(
         {
             "user": np.repeat([f"cold-{k}" for k in range(n)], 3),
-            "item": items[rng.integers(0, len(items), 3 * n)],
+            "item": np.concatenate([rng.choice(items, 3, replace=False) for _ in range(n)]),
             "rating": rng.integers(1, 6, 3 * n),
         }
     )
@@ -531,3 +531,18 @@ def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> No
     assert calls == [(n, 3)]  # one (tasks, support) batch under one vmap
     assert rec.n_tasks == n and rec.is_adapted("cold-1999") and not rec.is_adapted("cold-2000")
     assert len(rec.recommend("cold-7", k=10)) == 10
+
+
+def test_support_rating_one_item_several_times_warns() -> None:
+    from metarec.support import parse_support
+
+    rows = [("u", "i1", 4.0), ("u", "i1", 2.0), ("u", "i1", 5.0), ("u", "i2", 3.0)]
+    with pytest.warns(
+        UserWarning,
+        match=r"support: user 'u' rates item 'i1' 3 times .*each row is used as its own",
+    ):
+        got = parse_support(rows, None, None, "explicit", (1.0, 5.0))
+    assert len(got.items) == 4  # nothing dropped silently
+    parse_support(
+        rows[2:], None, None, "explicit", (1.0, 5.0)
+    )  # no repeat: no warning (warnings are errors)
