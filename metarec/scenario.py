@@ -18,12 +18,12 @@ from metarec.config import DataConfig, ProtocolConfig, Scenario
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.leakage import run_leakage_checks
+from metarec.episodes.predefined import predefined_split
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import (
     MetaSplits,
     cold_domain_users_split,
     melu_split,
-    predefined_split,
     random_split,
     time_split,
 )

@@ -16,8 +16,9 @@ from metarec.config import load_scenario, scenario_from_dict
 from metarec.data.synthetic import make_synthetic
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.leakage import run_leakage_checks
+from metarec.episodes.predefined import predefined_split
 from metarec.episodes.sampler import SamplerConfig
-from metarec.episodes.splits import cold_domain_users_split, predefined_split
+from metarec.episodes.splits import cold_domain_users_split
 from metarec.scenario import build_splits, load_table
 
 
