@@ -4,7 +4,7 @@ Built by :func:`metarec.adapt.load_run`; re-exported by :mod:`metarec.adapt`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +12,33 @@ import numpy as np
 import torch
 
 from metarec._errors import ConfigError
-from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns
 from metarec.episodes.batch import EpisodeSet
 from metarec.guard import OnDiverge
 from metarec.limits import check_steps
 from metarec.methods import Fitted
 from metarec.recommender import MethodRecommender
-from metarec.run_model import Per, SupportLike
+from metarec.run_model import RunModel, SupportLike
 from metarec.support import (
     SupportRows,
-    UnknownItems,
     check_lr,
-    encode_items,
     group_tasks,
     pad_tasks,
-    parse_support,
 )
 
 __all__ = ["MethodModel"]
 
 
-class MethodModel:
+class MethodModel(RunModel[MethodRecommender]):
     """A trained method of the interface (:class:`~metarec.methods.Fitted`) with the run's
     encoders: :meth:`adapt` / :meth:`adapt_many` / :meth:`initial` as for :class:`MetaModel`,
     returning a :class:`MethodRecommender`. Built by :func:`load_run` for runs of methods outside
-    the meta-learning engine (``popularity``, the cross-domain methods, registered methods)."""
+    the meta-learning engine (``popularity``, the cross-domain methods, registered methods).
+
+    ``steps`` / ``lr`` override the method's own choice (methods without adaptation ignore them);
+    ``chunk_size`` and ``progress`` are ignored (one call adapts every task). ``on_diverge`` is
+    checked but has no fallback here: a method's non-finite scores are an error when served.
+    :meth:`initial` serves every user zero-shot (the method adapted to an empty support)."""
 
     def __init__(
         self,
@@ -53,68 +54,28 @@ class MethodModel:
         self.device, self.dtype = torch.device(device), torch.float32
         self.steps: int | None = getattr(fitted, "steps", None)
 
-    feedback = property(lambda self: self.table.feedback)
-    rating_scale = property(lambda self: self.table.rating_scale)
-    user_ids = property(lambda self: self.table.user_ids)
-    item_ids = property(lambda self: self.table.item_ids)
-
     def __repr__(self) -> str:
         return f"MethodModel({self.name}, {len(self.user_ids) - 1} users, {len(self.item_ids) - 1} items, {self.feedback})"
 
-    def encode_items(
-        self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items"
-    ) -> np.ndarray:
-        return encode_items(self.item_ids, items, unknown_items, what)
-
-    def initial(self) -> MethodRecommender:
-        """Every user served zero-shot (the method adapted to an empty support)."""
-        return MethodRecommender(
-            self,
-            None,
-            IdEncoder([], name="user"),
-            np.zeros(1, np.int64),
-            0,
-            np.zeros(0, np.int64),
-            np.zeros(0, np.int64),
-            per="user",
-            steps=0,
-            lr=None,
-        )
-
-    def adapt(
+    def _support_rows(
         self,
         support: SupportLike,
-        *,
-        steps: int | None = None,
-        lr: float | None = None,
-        user: Any = None,
-        per: Per = "user",
-        columns: Columns | Mapping[str, str] | None = None,
-        unknown_items: UnknownItems = "error",
-        on_diverge: OnDiverge = "error",
-    ) -> MethodRecommender:
-        """Adapt to ``support`` (arguments as for :meth:`MetaModel.adapt`); ``steps`` / ``lr``
-        override the method's own choice (methods without adaptation ignore them). ``on_diverge``
-        is checked but has no fallback here: a method's non-finite scores are an error when served."""
+        columns: Columns | Mapping[str, str] | None,
+        user: Any,
+        on_diverge: OnDiverge,
+    ) -> SupportRows:
         _check_on_diverge(on_diverge)
-        rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, per, unknown_items, user)
+        return super()._support_rows(support, columns, user, on_diverge)
 
-    def adapt_many(
-        self,
-        frame: SupportLike,
-        *,
-        steps: int | None = None,
-        lr: float | None = None,
-        columns: Columns | Mapping[str, str] | None = None,
-        unknown_items: UnknownItems = "error",
-        chunk_size: int | None = None,
-        on_diverge: OnDiverge = "error",
+    def _no_tasks(self) -> None:
+        return None
+
+    def _recommender(
+        self, fast, users, task_of, default, seen_user, seen_item, *, per, steps, lr
     ) -> MethodRecommender:
-        """Adapt every user of ``frame`` at once (one task per user); arguments as for :meth:`adapt`."""
-        _check_on_diverge(on_diverge)
-        rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, "user", unknown_items, None)
+        return MethodRecommender(
+            self, fast, users, task_of, default, seen_user, seen_item, per=per, steps=steps, lr=lr
+        )
 
     def _adapt_rows(
         self,
@@ -123,7 +84,10 @@ class MethodModel:
         lr: float | None,
         per: str,
         unknown_items: str,
+        chunk_size: int | None,
         extra_user: Any,
+        progress: bool = False,
+        on_diverge: OnDiverge = "error",
     ) -> MethodRecommender:
         check_lr(lr)
         if steps is not None:
