@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import TINY_RUN, tiny_run
 
 from metarec._errors import CheckpointError
 from metarec.adapt import load_adapted, load_run
@@ -26,15 +27,7 @@ from metarec.config import load_scenario
 from metarec.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = [
-    "train.steps=2",
-    "train.val_every=2",
-    "train.val_tasks=8",
-    "train.progress=false",
-    "data.synthetic.n_domains=2",
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=80",
-]
+OVERRIDES = TINY_RUN
 
 
 class _Payload:
@@ -65,10 +58,7 @@ def _torch_pickle(marker: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", overrides=OVERRIDES)
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    train(sc, out, evaluate_test=False)
-    return out
+    return tiny_run(tmp_path_factory.mktemp("ckpt"), OVERRIDES)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import TINY_RUN, tiny_run
 
 import metarec.checksums as checksums
 from metarec._errors import CheckpointError
@@ -15,28 +16,13 @@ from metarec.adapt import load_run
 from metarec.checkpoint import load_tensors, save_tensors
 from metarec.checksums import recorded, sha256_file, sidecar, verify
 from metarec.cli import main
-from metarec.config import load_scenario
-from metarec.train import train
 
-ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = [
-    "train.steps=2",
-    "train.val_every=2",
-    "train.val_tasks=8",
-    "train.progress=false",
-    "model.name=gmf",
-    "data.synthetic.n_domains=2",
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=80",
-]
+OVERRIDES = [*TINY_RUN, "model.name=gmf"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", overrides=OVERRIDES)
-    out = tmp_path_factory.mktemp("sums") / "run"
-    train(sc, out, evaluate_test=False)
-    return out
+    return tiny_run(tmp_path_factory.mktemp("sums"), OVERRIDES)
 
 
 def _flip(path: Path, at: int) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import TINY_RUN
 
 from metarec._errors import CheckpointError, py
 from metarec.adapt import load_adapted, load_run
@@ -27,16 +28,7 @@ from metarec.scenario import load_table
 from metarec.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = [
-    "train.steps=2",
-    "train.val_every=2",
-    "train.val_tasks=8",
-    "train.progress=false",
-    "model.name=gmf",
-    "data.synthetic.n_domains=2",
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=80",
-]
+OVERRIDES = [*TINY_RUN, "model.name=gmf"]
 
 
 @pytest.fixture(scope="module")

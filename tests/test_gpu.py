@@ -10,6 +10,7 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
+from _helpers import SMALL_TRAIN
 from test_algorithms import assert_grads_close, make_batch, params_of, state_for, tiny_melu
 
 from metarec.algorithms import AlgorithmConfig, adapt_batch, meta_loss_and_grads
@@ -22,17 +23,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available"),
 ]
 
-SMALL = [
-    "data.synthetic.n_domains=6",
-    "data.synthetic.n_users=80",
-    "data.synthetic.n_items=120",
-    "train.val_every=10",
-    "train.val_tasks=64",
-    "train.checkpoint_every=10",
-    "train.progress=false",
-    "algorithm.meta_batch=8",
-    "train.device=cuda",
-]
+SMALL = [*SMALL_TRAIN, "train.device=cuda"]
 
 
 @pytest.mark.usefixtures("f64")

@@ -3,15 +3,13 @@ attribute graph for cold items, and the cross-domain graph methods on synthetic 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _helpers import cold_user_maes
 
 from metarec._errors import ConfigError
-from metarec.config import load_scenario
 from metarec.crossdomain import cross_domain_view, fit_and_evaluate, parse_method
 from metarec.crossdomain.synthetic import make_two_domain
 from metarec.data.features import FeatureSpec
@@ -28,8 +26,6 @@ from metarec.graph import (
 )
 from metarec.graph.crossdomain import GraphCF, GraphScorer
 from metarec.models import build_model
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
 
 FAST = {"epochs": 6, "mf_epochs": 6, "batch_size": 512, "val_tasks": 64}
 
@@ -277,20 +273,5 @@ def test_maml_over_lightgcn_beats_global_on_cold_users(tmp_path) -> None:
         "algorithm.meta_batch=16",
     ]
     for seed in (0, 1):
-        maes = {}
-        sc0 = load_scenario(
-            "tasks/synthetic-cold-start.toml",
-            [*over, f"protocol.seed={seed}", f"train.seed={seed}"],
-        )
-        table = load_table(sc0.data)
-        splits = build_splits(table, sc0.protocol)
-        for algo in ("global", "maml"):
-            sc = load_scenario(
-                "tasks/synthetic-cold-start.toml",
-                [*over, f"protocol.seed={seed}", f"train.seed={seed}", f"algorithm.name={algo}"],
-            )
-            train(sc, tmp_path / f"{algo}{seed}", table=table, splits=splits)
-            maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())[
-                "states"
-            ]["meta-test"]["mae"]
+        maes = cold_user_maes(tmp_path, over, seed)
         assert maes["maml"] < maes["global"] - 0.02, (seed, maes)

@@ -10,34 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import TINY_RUN, tiny_run
 
 from metarec._errors import CheckpointError, ConfigError, DataError
 from metarec.adapt import load_adapted, load_run, open_recommender
 from metarec.checkpoint import load_tensors, save_tensors
 from metarec.cli import main
-from metarec.config import load_scenario
 from metarec.guard import check_recommendations, check_scores
 from metarec.limits import MAX_STEPS, check_steps
-from metarec.train import train
 
-ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = [
-    "train.steps=2",
-    "train.val_every=2",
-    "train.val_tasks=8",
-    "train.progress=false",
-    "data.synthetic.n_domains=2",
-    "data.synthetic.n_users=60",
-    "data.synthetic.n_items=80",
-]
+OVERRIDES = TINY_RUN
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    sc = load_scenario(ROOT / "tasks" / "synthetic-cold-start.toml", overrides=OVERRIDES)
-    out = tmp_path_factory.mktemp("guard") / "run"
-    train(sc, out, evaluate_test=False)
-    return out
+    return tiny_run(tmp_path_factory.mktemp("guard"), OVERRIDES)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from _helpers import SMALL_TRAIN, cold_user_maes
 
 import metarec.train as train_mod
 from metarec._errors import CheckpointError, ConfigError
@@ -14,16 +15,7 @@ from metarec.config import load_scenario
 from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
-SMALL = [
-    "data.synthetic.n_domains=6",
-    "data.synthetic.n_users=80",
-    "data.synthetic.n_items=120",
-    "train.val_every=10",
-    "train.val_tasks=64",
-    "train.checkpoint_every=10",
-    "train.progress=false",
-    "algorithm.meta_batch=8",
-]
+SMALL = SMALL_TRAIN
 
 
 def scenario(*extra: str):
@@ -139,22 +131,7 @@ def test_maml_beats_global_on_cold_users(tmp_path):
         "train.progress=false",
     ]
     for seed in (0, 1):
-        maes = {}
-        sc0 = load_scenario(
-            "tasks/synthetic-cold-start.toml",
-            [*over, f"protocol.seed={seed}", f"train.seed={seed}"],
-        )
-        table = load_table(sc0.data)
-        splits = build_splits(table, sc0.protocol)
-        for algo in ("global", "maml"):
-            sc = load_scenario(
-                "tasks/synthetic-cold-start.toml",
-                [*over, f"protocol.seed={seed}", f"train.seed={seed}", f"algorithm.name={algo}"],
-            )
-            train(sc, tmp_path / f"{algo}{seed}", table=table, splits=splits)
-            maes[algo] = json.loads((tmp_path / f"{algo}{seed}" / "test_metrics.json").read_text())[
-                "states"
-            ]["meta-test"]["mae"]
+        maes = cold_user_maes(tmp_path, over, seed)
         assert maes["maml"] < maes["global"] - 0.03, (seed, maes)
 
 

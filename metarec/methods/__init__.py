@@ -1,5 +1,10 @@
 """The method interface shared by every method (see :mod:`metarec.methods.base`), the built-in
-methods registered by name, and run directories of any method (:mod:`metarec.methods.runs`)."""
+methods registered by name, and run directories of any method (:mod:`metarec.methods.runs`).
+
+The registry is complete on first use (:func:`~metarec.methods.registry.ensure_registered`,
+called by :func:`build_method`, :func:`build_fitted`, :func:`method_names` and
+:func:`register_method`): the built-in methods and the cold-start learners of
+:mod:`metarec.learners` register themselves then, whatever was imported before."""
 
 from metarec.methods.base import (
     Adapted,
@@ -17,6 +22,7 @@ from metarec.methods.builtin import BUILTIN_METHODS, CROSSDOMAIN_NAMES, ENGINE_M
 from metarec.methods.crossdomain import CrossDomainFitted, CrossDomainMethod
 from metarec.methods.engine import EngineFitted, EngineMethod
 from metarec.methods.popularity import PopularityFitted, PopularityMethod
+from metarec.methods.registry import ensure_registered
 from metarec.methods.runs import load_fitted, save_fitted, train_method
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "build_method",
     "method_names",
     "register_method",
+    "ensure_registered",
     "BUILTIN_METHODS",
     "CROSSDOMAIN_NAMES",
     "ENGINE_METHODS",
@@ -43,6 +50,3 @@ __all__ = [
     "save_fitted",
     "train_method",
 ]
-
-# The cold-start meta-learners register themselves on import (last: they build on the above).
-import metarec.learners  # noqa: E402,F401

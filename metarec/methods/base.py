@@ -25,7 +25,8 @@ method::
         scores = fitted.adapt(batch.support).score(batch.query.users, batch.query.items)
 
 Methods are registered by name (:func:`register_method`) and built from a scenario section by
-:func:`build_method`.
+:func:`build_method`; the shipped methods are registered on first use of the registry
+(:func:`metarec.methods.registry.ensure_registered`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 from metarec._errors import ConfigError, suggest
+from metarec.methods.registry import ensure_registered
 
 if TYPE_CHECKING:  # imported for annotations only: no import cycle at run time
     from metarec.data.table import InteractionTable
@@ -161,6 +163,7 @@ def register_method(
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name={name!r}: a method name is a non-empty string")
+    ensure_registered()  # the shipped methods first, so that a clash is reported here
     if name in _REGISTRY and not replace:
         raise ConfigError(f"method {name!r} is already registered; pass replace=True to replace it")
     _REGISTRY[name] = factory
@@ -176,6 +179,7 @@ def build_fitted(name: str, config: Mapping[str, Any], table: InteractionTable) 
     Raises:
         ConfigError: ``name`` is unknown or was registered without a loader.
     """
+    ensure_registered()
     if name not in _LOADERS:
         why = "is not registered" if name not in _REGISTRY else "was registered without a loader"
         raise ConfigError(
@@ -187,6 +191,7 @@ def build_fitted(name: str, config: Mapping[str, Any], table: InteractionTable) 
 
 def method_names() -> tuple[str, ...]:
     """Every registered method name, sorted."""
+    ensure_registered()
     return tuple(sorted(_REGISTRY))
 
 
@@ -196,6 +201,7 @@ def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
     Raises:
         ConfigError: ``name`` is not registered (with the closest name).
     """
+    ensure_registered()
     if name not in _REGISTRY:
         names = method_names()
         raise ConfigError(

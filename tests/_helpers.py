@@ -1,0 +1,66 @@
+"""Setup shared by several test modules (imported as ``_helpers``; pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from metarec.config import load_scenario
+from metarec.scenario import build_splits, load_table
+from metarec.train import train
+
+COLD_START = str(Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml")
+"""The synthetic cold-start scenario every helper below starts from."""
+
+SMALL_TRAIN = [
+    "data.synthetic.n_domains=6",
+    "data.synthetic.n_users=80",
+    "data.synthetic.n_items=120",
+    "train.val_every=10",
+    "train.val_tasks=64",
+    "train.checkpoint_every=10",
+    "train.progress=false",
+    "algorithm.meta_batch=8",
+]
+"""A small synthetic cold-start run: ``--set`` overrides of :data:`COLD_START`."""
+
+
+def cold_user_maes(
+    out: Path, overrides: Sequence[str], seed: int, algorithms: Sequence[str] = ("global", "maml")
+) -> dict[str, float]:
+    """Meta-test MAE of each algorithm trained on :data:`COLD_START` with ``overrides`` and
+    ``seed`` (split and training), every algorithm on the same table and splits; runs go to
+    ``out/<algorithm><seed>``."""
+    seeded = [*overrides, f"protocol.seed={seed}", f"train.seed={seed}"]
+    sc0 = load_scenario(COLD_START, seeded)
+    table = load_table(sc0.data)
+    splits = build_splits(table, sc0.protocol)
+    maes = {}
+    for algo in algorithms:
+        sc = load_scenario(COLD_START, [*seeded, f"algorithm.name={algo}"])
+        run = out / f"{algo}{seed}"
+        train(sc, run, table=table, splits=splits)
+        maes[algo] = json.loads((run / "test_metrics.json").read_text())["states"]["meta-test"][
+            "mae"
+        ]
+    return maes
+
+
+TINY_RUN = [
+    "train.steps=2",
+    "train.val_every=2",
+    "train.val_tasks=8",
+    "train.progress=false",
+    "data.synthetic.n_domains=2",
+    "data.synthetic.n_users=60",
+    "data.synthetic.n_items=80",
+]
+"""A two-step run of :data:`COLD_START` (the files of a run, not its quality, under test)."""
+
+
+def tiny_run(folder: Path, overrides: Sequence[str] = TINY_RUN) -> Path:
+    """Train :data:`COLD_START` with ``overrides`` into ``folder/run`` (no test evaluation)."""
+    out = folder / "run"
+    train(load_scenario(COLD_START, overrides), out, evaluate_test=False)
+    return out
