@@ -13,7 +13,10 @@ Outputs in ``OUT``: ``results.jsonl`` (one row per scenario x state x algorithm 
 shots), ``curves.jsonl`` (learning curves, meta-val metric vs adaptation steps), ``configs.json``
 (config hash -> resolved scenario), ``bench.json`` (settings, environment, timings),
 ``per_task.jsonl.gz`` (each row's per-task primary metric, for the report's paired tests over
-tasks), ``report.md`` and ``plots/*.png``. Scores come from
+tasks; assembled at the end from ``per_task/<algo>-s<seed>.jsonl.gz``), ``report.md`` and
+``plots/*.png``; ``bench_identity.json`` and ``progress.jsonl`` make the folder resumable: every
+output is written run by run, and ``resume=True`` (``--resume``) continues an interrupted
+benchmark (:mod:`metarec.bench.resume`). Scores come from
 :func:`metarec.bench.evaluation.score_pool` (within-query metrics plus ranking against sampled
 negatives and the catalogue). Other methods make rows of the same format with
 :func:`make_rows` (per-state evaluations, e.g. from :func:`evaluation_from_arrays`).
@@ -21,8 +24,6 @@ negatives and the catalogue). Other methods make rows of the same format with
 
 from __future__ import annotations
 
-import gzip
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,16 @@ from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write
 from metarec.bench.evaluation import NEGATIVES, Catalogue
 from metarec.bench.plots import write_plots
 from metarec.bench.report import write_report
+from metarec.bench.resume import (
+    PROGRESS_FILE,
+    append_jsonl,
+    assemble_per_task,
+    bench_identity,
+    clear_run_dir,
+    open_bench_folder,
+    rewrite_results,
+    write_run_per_task,
+)
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
 from metarec.bench.stats import PRIMARY
 from metarec.bench.variants import (
@@ -52,7 +63,6 @@ from metarec.bench.writers import (
     evaluation_from_arrays,
     make_rows,
     metric_names,
-    write_jsonl,
 )
 from metarec.checkpoint import atomic_write_json
 from metarec.config import Scenario, config_hash, to_dict
@@ -71,8 +81,6 @@ __all__ = [
     "algo_eval_steps",
 ]
 
-PER_TASK_FILE = "per_task.jsonl.gz"
-"""Per-task primary-metric values of every row (with the task units), for paired tests over tasks."""
 CATALOGUE_BUDGET = 2_000_000
 """Full-catalogue ranking (``*_all`` metrics, at the default support) runs when the test tasks
 times the largest domain catalogue stay within this many candidates, or always outside ``--quick``."""
@@ -113,6 +121,8 @@ def run_bench(
     verbose: bool = True,
     runs_dir: str | Path | None = None,
     progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> BenchResult:
     """Run the benchmark grid of ``scenario`` into folder ``out``.
 
@@ -129,13 +139,19 @@ def run_bench(
             (see :func:`metarec.bench.variants.quick_scenario`); ranking against sampled
             negatives at the default support only, and against the full catalogue only when it
             is small (:data:`CATALOGUE_BUDGET`).
-        out: output folder (created; must not already hold a ``results.jsonl``).
+        out: output folder (created; must not already hold a benchmark unless ``resume`` or
+            ``overwrite``).
         plots: ``True``: write plots (an error if matplotlib is missing); ``False``: none;
             ``None``: when matplotlib is importable.
         verbose: print one line per run.
         runs_dir: where the training run directories go (default ``out/runs``); must not hold
             runs of the same ids.
         progress: a progress bar over the (seed, algorithm) runs.
+        resume: continue the benchmark in ``out`` (the same scenario, algorithms, seeds, shots
+            and quick flag, else a :class:`~metarec._errors.ConfigError`): finished
+            ``(seed, algorithm)`` runs are kept, the others are run; a folder without a
+            benchmark starts afresh (see :mod:`metarec.bench.resume`).
+        overwrite: delete the benchmark in ``out`` (only its own files) and start afresh.
 
     Returns:
         A :class:`BenchResult`.
@@ -147,10 +163,6 @@ def run_bench(
     """
     t_start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
-    if (out / "results.jsonl").exists():
-        raise ConfigError(
-            f"out={str(out)!r}: already holds a benchmark (results.jsonl); choose an empty folder"
-        )
     want_plots = _check_plots(plots)
     cd_quick = quick_defaults(scenario) if quick else None
     quick_algos, quick_seeds = cd_quick or (
@@ -174,7 +186,10 @@ def run_bench(
     base = replace(base, train=replace(base.train, progress=False))
     say = print if verbose else (lambda *a, **k: None)
 
-    out.mkdir(parents=True, exist_ok=True)
+    identity = bench_identity(
+        scenario, algorithms=algos, seeds=n_seeds, shots=shot_list, quick=quick
+    )
+    folder = open_bench_folder(out, identity, resume=resume, overwrite=overwrite)
     runs_path = Path(runs_dir) if runs_dir is not None else None
     t0 = time.perf_counter()
     table = load_table(base.data)
@@ -188,69 +203,63 @@ def run_bench(
         f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); shots "
         f"{', '.join(map(str, shot_list))} + default; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
     )
-    rows: list[dict[str, Any]] = []
-    configs: dict[str, Any] = {}
-    curves: list[dict[str, Any]] = []
+    by_run: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    configs: dict[str, Any] = dict(folder.configs)
     pools: dict[str, dict[str, int]] = {}
     results = out / "results.jsonl"
-    results.write_text("")
-    with results.open("a") as log, gzip.open(out / PER_TASK_FILE, "wt") as tasks_log:
-        bar = tqdm(
-            total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
-        )
-        for seed in range(n_seeds):
-            sc_seed = seeded_scenario(base, seed)
-            splits = build_splits(table, sc_seed.protocol)
-            pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
-            if catalogue is None:
-                n_test = sum(len(splits.pools[s]) for s in splits.states)
-                largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(
-                    cat.all_items
-                )
-                catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
-            for algo in algos:
-                ctx = RunContext(
-                    algo,
-                    seed,
-                    sc_seed,
-                    table,
-                    splits,
-                    shot_list,
-                    device,
-                    env,
-                    out,
-                    cat,
-                    catalogue,
-                    runs_path,
-                    quick,
-                )
-                new, cfg, cur = run_method(ctx, say)
-                configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
-                curves.extend(cur)
-                for r in new:
-                    per_task = r.pop("_per_task", None)
-                    if per_task is not None and primary in per_task["values"]:
-                        tasks_log.write(
-                            json.dumps(
-                                {
-                                    "state": r["state"],
-                                    "algorithm": r["algorithm"],
-                                    "seed": r["seed"],
-                                    "shots": r["shots"],
-                                    "metric": primary,
-                                    "units": per_task["units"],
-                                    "values": per_task["values"][primary],
-                                }
-                            )
-                            + "\n"
-                        )
-                    log.write(json.dumps(r) + "\n")
-                log.flush()
-                rows.extend(new)
+    results.touch()
+    skipped = 0
+    bar = tqdm(
+        total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
+    )
+    for seed in range(n_seeds):
+        sc_seed = seeded_scenario(base, seed)
+        splits = build_splits(table, sc_seed.protocol)
+        pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
+        if catalogue is None:
+            n_test = sum(len(splits.pools[s]) for s in splits.states)
+            largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(cat.all_items)
+            catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
+        expected = (1 + len(shot_list)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
+        for algo in algos:
+            key = (seed, algo)
+            if folder.complete(key, expected):  # finished before the interruption: keep it
+                by_run[key] = folder.rows[key]
+                skipped += 1
                 bar.update(1)
-        bar.close()
-    write_jsonl(out / "curves.jsonl", curves)
-    atomic_write_json(out / "configs.json", configs)
+                continue
+            ctx = RunContext(
+                algo,
+                seed,
+                sc_seed,
+                table,
+                splits,
+                shot_list,
+                device,
+                env,
+                out,
+                cat,
+                catalogue,
+                runs_path,
+                quick,
+            )
+            if folder.resumed:  # an unfinished run of this benchmark: start it again
+                folder.forget(key)
+                clear_run_dir((runs_path or out / "runs") / ctx.run_id)
+            new, cfg, cur = run_method(ctx, say)
+            configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
+            _record_run(out, key, new, cur, configs, primary)
+            by_run[key] = new
+            bar.update(1)
+    bar.close()
+    if skipped:
+        say(
+            f"metarec bench: --resume: {skipped} finished run(s) kept, {n_seeds * len(algos) - skipped} run"
+        )
+    order = [(s, a) for s in range(n_seeds) for a in algos]
+    rows = [r for k in order for r in by_run[k]]
+    rewrite_results(out, rows)  # seed x algorithm order, as an uninterrupted run writes it
+    assemble_per_task(out, order)
     seconds = time.perf_counter() - t_start
     atomic_write_json(
         out / "bench.json",
@@ -276,6 +285,7 @@ def run_bench(
             "pools": pools,
             "negatives": NEGATIVES,
             "catalogue_ranking": bool(catalogue),
+            "resumed_runs": skipped,
             "load_seconds": round(load_s, 2),
             "seconds": round(time.perf_counter() - t_start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
@@ -300,6 +310,43 @@ def run_bench(
     seconds = time.perf_counter() - t_start
     say(f"metarec bench: {len(rows)} rows in {seconds:.0f} s; report: {report}")
     return BenchResult(out, rows, results, report, plot_files, seconds)
+
+
+def _record_run(
+    out: Path,
+    key: tuple[int, str],
+    rows: list[dict[str, Any]],
+    curves: list[dict[str, Any]],
+    configs: dict[str, Any],
+    primary: str,
+) -> None:
+    """Write one finished run into ``out`` (the order of :mod:`metarec.bench.resume`); pops the
+    rows' ``_per_task`` entries."""
+    seed, algo = key
+    per_task = []
+    for r in rows:
+        pt = r.pop("_per_task", None)
+        if pt is not None and primary in pt["values"]:
+            per_task.append(
+                {
+                    "state": r["state"],
+                    "algorithm": r["algorithm"],
+                    "seed": r["seed"],
+                    "shots": r["shots"],
+                    "metric": primary,
+                    "units": pt["units"],
+                    "values": pt["values"][primary],
+                }
+            )
+    write_run_per_task(out, seed, algo, per_task)
+    append_jsonl(out / "curves.jsonl", curves)
+    atomic_write_json(out / "configs.json", configs)
+    append_jsonl(out / "results.jsonl", rows, sync=True)
+    append_jsonl(
+        out / PROGRESS_FILE,
+        [{"run_id": f"{algo}-s{seed}", "seed": seed, "algorithm": algo, "rows": len(rows)}],
+        sync=True,
+    )
 
 
 def _check_seeds(seeds: int) -> int:
