@@ -202,6 +202,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         resume=args.resume,
         overwrite=args.overwrite,
+        tune=args.tune,
     )
     print(f"results: {res.results}\nreport: {res.report}")
     return 0
@@ -416,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument(
         "--overwrite", action="store_true", help="delete the benchmark in OUT and start afresh"
+    )
+    be.add_argument(
+        "--tune",
+        type=int,
+        metavar="N",
+        help="per algorithm, N trials of its settings on seed 0, chosen on meta-val only",
     )
     scen(be)
     be.set_defaults(func=_cmd_bench)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from metarec.bench.sections import extra_sections
 from metarec.bench.stats import lower_is_better, paired_t_test
 from metarec.bench.variants import BASELINES, REFERENCES, VARIANTS
 from metarec.metrics import mean_ci, student_t_quantile
@@ -125,6 +126,7 @@ def write_report(
     meta["_per_task"] = load_per_task(out)
     meta["protocol"] = run_protocol(out, meta)
     text = "\n".join(_report(rows, meta, [str(p) for p in plots], plots_note)) + "\n"
+    text += extra_sections(rows, meta)  # hook (metarec.bench.sections): tuning, warm-up phases
     path = out / "report.md"
     path.write_text(text)
     return path

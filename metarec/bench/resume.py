@@ -64,6 +64,7 @@ __all__ = [
     "open_bench_folder",
     "clear_run_dir",
     "repair_jsonl",
+    "read_jsonl",
 ]
 
 IDENTITY_FILE = "bench_identity.json"
@@ -190,17 +191,17 @@ def open_bench_folder(
 def _load(out: Path, identity: dict[str, Any]) -> BenchFolder:
     stored_path = out / IDENTITY_FILE
     legacy = not stored_path.exists()
-    rows = _read_jsonl(out / "results.jsonl", repair=True)
+    rows = read_jsonl(out / "results.jsonl", repair=True)
     if legacy:
         _check_legacy(out, rows, identity)
     else:
         stored = json.loads(stored_path.read_text())
         _check_identity(stored, identity, stored_path)
-    _read_jsonl(out / "curves.jsonl", repair=True)
+    read_jsonl(out / "curves.jsonl", repair=True)
     state = BenchFolder(out, resumed=True, legacy=legacy)
     for r in rows:
         state.rows.setdefault((int(r["seed"]), str(r["algorithm"])), []).append(r)
-    for p in _read_jsonl(out / PROGRESS_FILE, repair=True):
+    for p in read_jsonl(out / PROGRESS_FILE, repair=True):
         state.done[(int(p["seed"]), str(p["algorithm"]))] = int(p["rows"])
     cfg = out / "configs.json"
     state.configs = json.loads(cfg.read_text()) if cfg.exists() else {}
@@ -367,7 +368,8 @@ def repair_jsonl(path: Path) -> bool:
     return True
 
 
-def _read_jsonl(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
+    """The JSON lines of ``path`` (``[]`` when missing), a partial last line dropped first."""
     if not path.is_file():
         return []
     if repair and repair_jsonl(path):

@@ -44,11 +44,13 @@ from metarec.bench.resume import (
     bench_identity,
     clear_run_dir,
     open_bench_folder,
+    read_jsonl,
     rewrite_results,
     write_run_per_task,
 )
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
 from metarec.bench.stats import PRIMARY
+from metarec.bench.tuning import TUNING_FILE, trial_configs, tune_algorithm
 from metarec.bench.variants import (
     QUICK_ALGORITHMS,
     QUICK_SEEDS,
@@ -123,6 +125,7 @@ def run_bench(
     progress: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    tune: int | None = None,
 ) -> BenchResult:
     """Run the benchmark grid of ``scenario`` into folder ``out``.
 
@@ -152,6 +155,9 @@ def run_bench(
             ``(seed, algorithm)`` runs are kept, the others are run; a folder without a
             benchmark starts afresh (see :mod:`metarec.bench.resume`).
         overwrite: delete the benchmark in ``out`` (only its own files) and start afresh.
+        tune: ``N`` trials per algorithm before the seeds (:mod:`metarec.bench.tuning`): each
+            trained on seed 0 with the benchmark's budget and scored on meta-val only; every
+            seed then runs the best, and each row records it (``tuned``).
 
     Returns:
         A :class:`BenchResult`.
@@ -186,8 +192,10 @@ def run_bench(
     base = replace(base, train=replace(base.train, progress=False))
     say = print if verbose else (lambda *a, **k: None)
 
+    if tune is not None:
+        trial_configs({}, tune)  # checks N before anything is written
     identity = bench_identity(
-        scenario, algorithms=algos, seeds=n_seeds, shots=shot_list, quick=quick
+        scenario, algorithms=algos, seeds=n_seeds, shots=shot_list, quick=quick, tune=tune
     )
     folder = open_bench_folder(out, identity, resume=resume, overwrite=overwrite)
     runs_path = Path(runs_dir) if runs_dir is not None else None
@@ -209,12 +217,22 @@ def run_bench(
     results = out / "results.jsonl"
     results.touch()
     skipped = 0
+    seed0 = seeded_scenario(base, 0)
+    splits0 = build_splits(table, seed0.protocol)
+    tuned: dict[str, dict[str, Any]] = {}
+    if tune is not None:  # before the seeds: trials see meta-train and meta-val of seed 0 only
+        done = read_jsonl(out / TUNING_FILE) if folder.resumed else []
+        for algo in algos:
+            ctx0 = RunContext(
+                algo, 0, seed0, table, splits0, shot_list, device, env, out, quick=quick
+            )
+            tuned[algo] = tune_algorithm(ctx0, tune, done=done, say=say)
     bar = tqdm(
         total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
     )
     for seed in range(n_seeds):
         sc_seed = seeded_scenario(base, seed)
-        splits = build_splits(table, sc_seed.protocol)
+        splits = splits0 if seed == 0 else build_splits(table, sc_seed.protocol)
         pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
         if catalogue is None:
             n_test = sum(len(splits.pools[s]) for s in splits.states)
@@ -242,11 +260,15 @@ def run_bench(
                 catalogue,
                 runs_path,
                 quick,
+                tuned.get(algo, {}).get("values"),
             )
             if folder.resumed:  # an unfinished run of this benchmark: start it again
                 folder.forget(key)
                 clear_run_dir((runs_path or out / "runs") / ctx.run_id)
             new, cfg, cur = run_method(ctx, say)
+            if algo in tuned:
+                for r in new:
+                    r["tuned"] = tuned[algo]
             configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
             _record_run(out, key, new, cur, configs, primary)
             by_run[key] = new
@@ -286,6 +308,7 @@ def run_bench(
             "negatives": NEGATIVES,
             "catalogue_ranking": bool(catalogue),
             "resumed_runs": skipped,
+            "tune": tune,
             "load_seconds": round(load_s, 2),
             "seconds": round(time.perf_counter() - t_start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
