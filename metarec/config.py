@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
+from metarec.episodes.warmup import WarmupConfig
 from metarec.federated.config import FederatedConfig
 from metarec.limits import check_device, check_seed, check_steps
 from metarec.schema import (
@@ -310,7 +311,9 @@ class ProtocolConfig:
     Fields:
         unit: what one task is: a ``"user"``, a ``"domain"`` or a ``"cohort"`` of users.
         cohort_by: user column that groups users into cohorts (``unit = "cohort"``).
-        split: how task units are split into pools: ``"random"``, ``"time"``, ``"melu"``
+        split: how task units are split into pools: ``"random"``, ``"time"``, ``"melu"``,
+            ``"melu-time"`` (MeLU's states with MAMO's time-based user split: new users arrive
+            after every existing one; :func:`metarec.episodes.splits.melu_time_split`)
             (existing/new users x existing/new items), ``"cold_domain_users"`` (a ``beta``
             fraction of the target domain's users are held out cold) or ``"predefined"`` (the
             dataset's own ``train`` / ``valid`` / ``test`` parts, see ``data.files``).
@@ -336,7 +339,9 @@ class ProtocolConfig:
 
     unit: Literal["user", "domain", "cohort"] = "user"
     cohort_by: str | None = None
-    split: Literal["random", "time", "melu", "cold_domain_users", "predefined"] = "random"
+    split: Literal["random", "time", "melu", "melu-time", "cold_domain_users", "predefined"] = (
+        "random"
+    )
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
     n_support: int | None = 10
     n_query: int | None = 10
@@ -636,6 +641,9 @@ class Scenario:
             the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
             the method is built (before any data is read); unset keys keep their defaults.
         federated: the ``[federated]`` section (``metarec federated``).
+        warmup: the ``[warmup]`` section: the item warm-up protocol
+            (:class:`metarec.episodes.warmup.WarmupConfig`; ``metarec bench`` reports its
+            phases); ``None``: not an item warm-up scenario.
     """
 
     name: str
@@ -649,6 +657,7 @@ class Scenario:
     bench: BenchConfig = field(default_factory=BenchConfig)
     crossdomain: dict[str, Any] = field(default_factory=dict)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    warmup: WarmupConfig | None = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from metarec.episodes.splits import (
     MetaSplits,
     cold_domain_users_split,
     melu_split,
+    melu_time_split,
     random_split,
     time_split,
 )
@@ -172,8 +173,8 @@ def _columns(cfg: DataConfig) -> Columns:
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
     """Apply a ``[protocol]`` section: meta-train / meta-val / test pools."""
     nq = p.n_query or 10
-    if p.split == "melu":
-        return melu_split(
+    if p.split in ("melu", "melu-time"):  # melu-time: MAMO's time-based user split
+        return (melu_split if p.split == "melu" else melu_time_split)(
             table,
             existing_user_fraction=p.existing_user_fraction,
             new_item_year=p.new_item_year,

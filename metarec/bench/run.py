@@ -60,6 +60,14 @@ from metarec.bench.variants import (
     quick_scenario,
     seeded_scenario,
 )
+from metarec.bench.warmup_rows import (
+    is_warmup,
+    warmup_protocol,
+    warmup_rows_per_seed,
+    warmup_run,
+    warmup_splits,
+    warmup_table,
+)
 from metarec.bench.writers import (
     environment,
     evaluation_from_arrays,
@@ -171,8 +179,9 @@ def run_bench(
     out = Path(out)
     want_plots = _check_plots(plots)
     cd_quick = quick_defaults(scenario) if quick else None
+    warmup = is_warmup(scenario)
     quick_algos, quick_seeds = cd_quick or (
-        QUICK_ALGORITHMS,
+        scenario.bench.algorithms if warmup else QUICK_ALGORITHMS,
         min(QUICK_SEEDS, scenario.bench.seeds),
     )
     default = (
@@ -185,8 +194,18 @@ def run_bench(
     n_seeds = _check_seeds(
         seeds if seeds is not None else (quick_seeds if quick else scenario.bench.seeds)
     )
-    shot_list = _check_shots(
-        shots if shots is not None else (QUICK_SHOTS if quick else scenario.bench.shots)
+    if warmup and shots is not None:
+        raise ConfigError(
+            f"shots={list(shots)}: an item warm-up scenario's supports are its phases (warmup.k = "
+            f"{scenario.warmup.k if scenario.warmup else '?'} interactions each); drop --shots, or change k with "
+            "--set warmup.k=10"
+        )
+    shot_list = (
+        ()
+        if warmup
+        else _check_shots(
+            shots if shots is not None else (QUICK_SHOTS if quick else scenario.bench.shots)
+        )
     )
     base = quick_scenario(scenario) if quick else scenario
     base = replace(base, train=replace(base.train, progress=False))
@@ -201,6 +220,8 @@ def run_bench(
     runs_path = Path(runs_dir) if runs_dir is not None else None
     t0 = time.perf_counter()
     table = load_table(base.data)
+    if warmup:  # ratings become clicks
+        table = warmup_table(table, base)
     load_s = time.perf_counter() - t0
     device = resolve_device(base.train.device)
     env = environment(device)
@@ -208,8 +229,13 @@ def run_bench(
     cat = Catalogue(table)
     catalogue = None
     say(
-        f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); shots "
-        f"{', '.join(map(str, shot_list))} + default; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
+        f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); "
+        + (
+            "warm-up phases cold, warm-a, warm-b, warm-c"
+            if warmup
+            else f"shots {', '.join(map(str, shot_list))} + default"
+        )
+        + f"; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
     )
     by_run: dict[tuple[int, str], list[dict[str, Any]]] = {}
     configs: dict[str, Any] = dict(folder.configs)
@@ -218,7 +244,13 @@ def run_bench(
     results.touch()
     skipped = 0
     seed0 = seeded_scenario(base, 0)
-    splits0 = build_splits(table, seed0.protocol)
+    split = (
+        (lambda sc, s: warmup_splits(table, sc, s))
+        if warmup
+        else (lambda sc, s: build_splits(table, sc.protocol))
+    )
+    run_one = warmup_run if warmup else run_method
+    splits0 = split(seed0, 0)
     tuned: dict[str, dict[str, Any]] = {}
     if tune is not None:  # before the seeds: trials see meta-train and meta-val of seed 0 only
         done = read_jsonl(out / TUNING_FILE) if folder.resumed else []
@@ -232,13 +264,17 @@ def run_bench(
     )
     for seed in range(n_seeds):
         sc_seed = seeded_scenario(base, seed)
-        splits = splits0 if seed == 0 else build_splits(table, sc_seed.protocol)
+        splits = splits0 if seed == 0 else split(sc_seed, seed)
         pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
         if catalogue is None:
             n_test = sum(len(splits.pools[s]) for s in splits.states)
             largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(cat.all_items)
             catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
-        expected = (1 + len(shot_list)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
+        expected = (
+            warmup_rows_per_seed(splits)
+            if warmup
+            else (1 + len(shot_list)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
+        )
         for algo in algos:
             key = (seed, algo)
             if folder.complete(key, expected):  # finished before the interruption: keep it
@@ -265,7 +301,7 @@ def run_bench(
             if folder.resumed:  # an unfinished run of this benchmark: start it again
                 folder.forget(key)
                 clear_run_dir((runs_path or out / "runs") / ctx.run_id)
-            new, cfg, cur = run_method(ctx, say)
+            new, cfg, cur = run_one(ctx, say)
             if algo in tuned:
                 for r in new:
                     r["tuned"] = tuned[algo]
@@ -288,12 +324,16 @@ def run_bench(
         {
             "scenario": base.name,
             "description": base.description,
-            "protocol": to_dict(base.protocol),
+            "protocol": warmup_protocol(base) if warmup else to_dict(base.protocol),
             "quick": quick,
             "algorithms": list(algos),
             "seeds": list(range(n_seeds)),
             "shots": [*shot_list, "default"],
-            "default_support": base.protocol.n_support,
+            "default_support": (
+                "/".join(str(i * base.warmup.k) for i in range(4))
+                if base.warmup is not None
+                else base.protocol.n_support
+            ),
             "n_query": base.protocol.n_query,
             "feedback": table.feedback,
             "primary_metric": primary,

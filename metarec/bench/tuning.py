@@ -279,8 +279,13 @@ def own_values(ctx: RunContext, space: Mapping[str, Any]) -> dict[str, Any]:
 def meta_val_score(ctx: RunContext, values: dict[str, Any], run_dir: Path) -> float:
     """Train ``ctx.algo`` with ``values`` on ``ctx.splits`` (test states removed) and return its
     meta-val score, adapting as the test evaluation does."""
+    if ctx.scenario.warmup is not None:  # item warm-up: mean AUC over the phases
+        from metarec.bench.warmup_rows import warmup_val_score
+
+        return warmup_val_score(ctx, values, run_dir)
     pool = ctx.splits.pools[ctx.splits.val]
     metric = PRIMARY[ctx.table.feedback]
+    fitted: Any
     if ctx.algo in ENGINE_METHODS:
         sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), values)
         fitted, lr, _ = fit_engine(ctx, sc, run_dir)
