@@ -21,8 +21,8 @@ from metarec.scenario import build_splits, load_table
 
 WARMUP = [
     "data.synthetic.n_domains=1",
-    "data.synthetic.n_users=300",
-    "data.synthetic.n_items=40",
+    "data.synthetic.n_users=160",
+    "data.synthetic.n_items=30",
     "data.synthetic.density=0.3",
     "warmup.k=3",
     "warmup.min_test=5",
@@ -58,14 +58,14 @@ def test_bench_runs_the_warmup_phases_as_the_protocol_defines_them(tmp_path: Pat
     sc = warmup_scenario()
     res = run_bench(
         sc,
-        algorithms=["warmup-base", "metaemb"],
+        algorithms=["warmup-base", "popularity"],
         seeds=1,
         out=tmp_path / "b",
         verbose=False,
         plots=False,
     )
     assert [(r["algorithm"], r["state"], r["n_support"]) for r in res.rows] == [
-        (a, p, 3 * i) for a in ("warmup-base", "metaemb") for i, p in enumerate(PHASES)
+        (a, p, 3 * i) for a in ("warmup-base", "popularity") for i, p in enumerate(PHASES)
     ]
     assert all(
         {"auc", "logloss"} <= set(r["metrics"]) and r["shots"] == "default" for r in res.rows
