@@ -203,3 +203,18 @@ def test_resume_on_a_missing_folder_starts_fresh_from_the_cli(tmp_path, capsys) 
     assert main([*args, "--resume"]) == 0  # everything finished: nothing is run again
     assert cells(read_rows(out)) == cells(first)
     assert "1 finished run(s) kept, 0 run" in capsys.readouterr().out
+
+
+def test_a_start_that_failed_before_any_run_does_not_hold_the_folder(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "b"
+
+    def unreadable(cfg):
+        raise ConfigError("data.path: unreadable")
+
+    monkeypatch.setattr(bench_run, "load_table", unreadable)  # fails while loading the data
+    with pytest.raises(ConfigError, match="unreadable"):
+        run_bench(tiny(), out=out, **{**GRID, "algorithms": ["popularity"]})
+    assert (out / "bench_identity.json").exists() and not (out / "results.jsonl").exists()
+    monkeypatch.undo()
+    res = run_bench(tiny(), out=out, **{**GRID, "algorithms": ["popularity"]})
+    assert len(res.rows) == 2

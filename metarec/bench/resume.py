@@ -63,6 +63,7 @@ __all__ = [
     "bench_identity",
     "open_bench_folder",
     "clear_run_dir",
+    "per_task_path",
     "repair_jsonl",
     "read_jsonl",
 ]
@@ -122,6 +123,7 @@ class BenchFolder:
         done: row counts of the runs ``progress.jsonl`` lists as complete.
         configs: ``configs.json`` (config hash -> resolved config).
         removed: files deleted on entry (relative to ``out``).
+        replaced: ``overwrite`` deleted an earlier benchmark.
     """
 
     out: Path
@@ -131,6 +133,7 @@ class BenchFolder:
     done: dict[RunKey, int] = field(default_factory=dict)
     configs: dict[str, Any] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
+    replaced: bool = False
 
     def complete(self, key: RunKey, expected: int) -> bool:
         """Whether run ``key`` (``expected`` rows: states x shots) is finished and can be skipped."""
@@ -166,10 +169,11 @@ def open_bench_folder(
             "--resume and --overwrite: choose one: --resume continues the benchmark in --out, "
             "--overwrite deletes it and starts afresh"
         )
-    held = (out / "results.jsonl").exists() or (out / IDENTITY_FILE).exists()
+    held = (out / "results.jsonl").exists()  # (an identity alone: a start that failed early)
     state = BenchFolder(out)
     if held and overwrite:
         state.removed += _remove_bench(out)
+        state.replaced = True
     elif held and not resume:
         raise ConfigError(
             f"out={str(out)!r}: already holds a benchmark (results.jsonl); pass --resume (resume=True) to continue "

@@ -24,6 +24,7 @@ negatives and the catalogue). Other methods make rows of the same format with
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ from metarec.bench.resume import (
     bench_identity,
     clear_run_dir,
     open_bench_folder,
+    per_task_path,
     read_jsonl,
     rewrite_results,
     write_run_per_task,
@@ -243,6 +245,7 @@ def run_bench(
     results = out / "results.jsonl"
     results.touch()
     skipped = 0
+    no_per_task: list[str] = []
     seed0 = seeded_scenario(base, 0)
     split = (
         (lambda sc, s: warmup_splits(table, sc, s))
@@ -280,6 +283,8 @@ def run_bench(
             if folder.complete(key, expected):  # finished before the interruption: keep it
                 by_run[key] = folder.rows[key]
                 skipped += 1
+                if not per_task_path(out, seed, algo).exists():
+                    no_per_task.append(f"{algo}-s{seed}")
                 bar.update(1)
                 continue
             ctx = RunContext(
@@ -300,6 +305,7 @@ def run_bench(
             )
             if folder.resumed:  # an unfinished run of this benchmark: start it again
                 folder.forget(key)
+            if folder.resumed or folder.replaced:  # its earlier training files (any --runs-dir)
                 clear_run_dir((runs_path or out / "runs") / ctx.run_id)
             new, cfg, cur = run_one(ctx, say)
             if algo in tuned:
@@ -310,6 +316,13 @@ def run_bench(
             by_run[key] = new
             bar.update(1)
     bar.close()
+    if no_per_task:
+        print(
+            f"metarec bench: --resume: no per-task values for {len(no_per_task)} finished run(s) of an older folder "
+            f"({', '.join(no_per_task[:4])}{', ...' if len(no_per_task) > 4 else ''}): the report's paired tests over "
+            "tasks leave them out; rerun them with --overwrite for complete tests",
+            file=sys.stderr,
+        )
     if skipped:
         say(
             f"metarec bench: --resume: {skipped} finished run(s) kept, {n_seeds * len(algos) - skipped} run"
