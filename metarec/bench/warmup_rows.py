@@ -73,8 +73,8 @@ def _fit(ctx: RunContext, tuned: dict[str, Any] | None, run_dir) -> tuple[Any, S
     """``(fitted, scenario, steps, lr)``: ``ctx.algo`` fitted on ``ctx.splits``' meta-train."""
     if ctx.algo in ENGINE_METHODS:
         sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), tuned)
-        fitted, lr, _ = fit_engine(ctx, sc, run_dir)
-        return fitted, sc, sc.algorithm.eval_steps, lr
+        engine, lr, _ = fit_engine(ctx, sc, run_dir)
+        return engine, sc, sc.algorithm.eval_steps, lr
     sc = tuned_scenario(ctx.scenario, tuned)
     fitted = build_method(ctx.algo, sc, **tuned_settings(tuned)).fit(
         FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device)
