@@ -200,6 +200,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         out=args.out,
         plots=args.plots,
         runs_dir=args.runs_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        tune=args.tune,
     )
     print(f"results: {res.results}\nreport: {res.report}")
     return 0
@@ -407,6 +410,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="write plots (default: if matplotlib is installed)",
     )
     be.add_argument("--runs-dir", help="where the training run directories go (default: OUT/runs)")
+    be.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the benchmark in OUT: finished (seed, algorithm) runs are kept, the rest run",
+    )
+    be.add_argument(
+        "--overwrite", action="store_true", help="delete the benchmark in OUT and start afresh"
+    )
+    be.add_argument(
+        "--tune",
+        type=int,
+        metavar="N",
+        help="per algorithm, N trials of its settings on seed 0, chosen on meta-val only",
+    )
     scen(be)
     be.set_defaults(func=_cmd_bench)
 

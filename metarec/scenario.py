@@ -25,6 +25,7 @@ from metarec.episodes.splits import (
     MetaSplits,
     cold_domain_users_split,
     melu_split,
+    melu_time_split,
     random_split,
     time_split,
 )
@@ -174,6 +175,8 @@ def _columns(cfg: DataConfig) -> Columns:
 # ``n_query``, ``min_interactions``, ``max_interactions`` and ``seed`` (each under its own name).
 _SPLITS: dict[str, tuple[Callable[..., MetaSplits], tuple[str, ...]]] = {
     "melu": (melu_split, ("existing_user_fraction", "new_item_year", "val_fraction")),
+    # MAMO's time-based user split of the MeLU states
+    "melu-time": (melu_time_split, ("existing_user_fraction", "new_item_year", "val_fraction")),
     "cold_domain_users": (cold_domain_users_split, ("target_domain", "beta", "val_fraction")),
     "predefined": (predefined_split, ("unit", "target_domain", "val_fraction", "order")),
     "time": (time_split, ("unit", "fractions", "cohort_by")),

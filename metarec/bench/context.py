@@ -34,6 +34,9 @@ class RunContext:
     catalogue: bool = False  # rank against the whole catalogue at the default support
     runs: Path | None = None  # folder of the run directories (default: out/runs)
     quick: bool = False  # quick suite: sampled-negative ranking at the default support only
+    tuned: dict[str, Any] | None = (
+        None  # a configuration chosen by ``--tune`` (dotted: scenario keys)
+    )
 
     @property
     def run_id(self) -> str:

@@ -39,6 +39,7 @@ from metarec.bench.results import (
     summarize,
     task_paired_test,
 )
+from metarec.bench.sections import extra_sections
 from metarec.bench.stats import lower_is_better
 from metarec.bench.variants import BASELINES
 from metarec.metrics import student_t_quantile
@@ -65,6 +66,8 @@ def write_report(
     meta["_per_task"] = load_per_task(out)
     meta["protocol"] = run_protocol(out, meta)
     text = "\n".join(_report(rows, meta, [str(p) for p in plots], plots_note)) + "\n"
+    text += extra_sections(rows, meta)  # hook (metarec.bench.sections): tuning, warm-up phases
+    text += extra_sections(rows, meta)  # hook (metarec.bench.sections): tuning, warm-up phases
     path = out / "report.md"
     path.write_text(text)
     return path

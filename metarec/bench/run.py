@@ -13,7 +13,10 @@ Outputs in ``OUT``: ``results.jsonl`` (one row per scenario x state x algorithm 
 shots), ``curves.jsonl`` (learning curves, meta-val metric vs adaptation steps), ``configs.json``
 (config hash -> resolved scenario), ``bench.json`` (settings, environment, timings),
 ``per_task.jsonl.gz`` (each row's per-task primary metric, for the report's paired tests over
-tasks), ``report.md`` and ``plots/*.png``. Scores come from
+tasks; assembled at the end from ``per_task/<algo>-s<seed>.jsonl.gz``), ``report.md`` and
+``plots/*.png``; ``bench_identity.json`` and ``progress.jsonl`` make the folder resumable: every
+output is written run by run, and ``resume=True`` (``--resume``) continues an interrupted
+benchmark (:mod:`metarec.bench.resume`). Scores come from
 :func:`metarec.bench.evaluation.score_pool` (within-query metrics plus ranking against sampled
 negatives and the catalogue). Other methods make rows of the same format with
 :func:`make_rows` (per-state evaluations, e.g. from :func:`evaluation_from_arrays`).
@@ -21,8 +24,7 @@ negatives and the catalogue). Other methods make rows of the same format with
 
 from __future__ import annotations
 
-import gzip
-import json
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,8 +38,21 @@ from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write
 from metarec.bench.evaluation import NEGATIVES, Catalogue
 from metarec.bench.plots import write_plots
 from metarec.bench.report import write_report
+from metarec.bench.resume import (
+    PROGRESS_FILE,
+    append_jsonl,
+    assemble_per_task,
+    bench_identity,
+    clear_run_dir,
+    open_bench_folder,
+    per_task_path,
+    read_jsonl,
+    rewrite_results,
+    write_run_per_task,
+)
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
 from metarec.bench.stats import PRIMARY
+from metarec.bench.tuning import TUNING_FILE, trial_configs, tune_algorithm
 from metarec.bench.variants import (
     QUICK_ALGORITHMS,
     QUICK_SEEDS,
@@ -47,12 +62,19 @@ from metarec.bench.variants import (
     quick_scenario,
     seeded_scenario,
 )
+from metarec.bench.warmup_rows import (
+    is_warmup,
+    warmup_protocol,
+    warmup_rows_per_seed,
+    warmup_run,
+    warmup_splits,
+    warmup_table,
+)
 from metarec.bench.writers import (
     environment,
     evaluation_from_arrays,
     make_rows,
     metric_names,
-    write_jsonl,
 )
 from metarec.checkpoint import atomic_write_json
 from metarec.config import Scenario, config_hash, to_dict
@@ -71,8 +93,6 @@ __all__ = [
     "algo_eval_steps",
 ]
 
-PER_TASK_FILE = "per_task.jsonl.gz"
-"""Per-task primary-metric values of every row (with the task units), for paired tests over tasks."""
 CATALOGUE_BUDGET = 2_000_000
 """Full-catalogue ranking (``*_all`` metrics, at the default support) runs when the test tasks
 times the largest domain catalogue stay within this many candidates, or always outside ``--quick``."""
@@ -113,6 +133,9 @@ def run_bench(
     verbose: bool = True,
     runs_dir: str | Path | None = None,
     progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    tune: int | None = None,
 ) -> BenchResult:
     """Run the benchmark grid of ``scenario`` into folder ``out``.
 
@@ -129,13 +152,22 @@ def run_bench(
             (see :func:`metarec.bench.variants.quick_scenario`); ranking against sampled
             negatives at the default support only, and against the full catalogue only when it
             is small (:data:`CATALOGUE_BUDGET`).
-        out: output folder (created; must not already hold a ``results.jsonl``).
+        out: output folder (created; must not already hold a benchmark unless ``resume`` or
+            ``overwrite``).
         plots: ``True``: write plots (an error if matplotlib is missing); ``False``: none;
             ``None``: when matplotlib is importable.
         verbose: print one line per run.
         runs_dir: where the training run directories go (default ``out/runs``); must not hold
             runs of the same ids.
         progress: a progress bar over the (seed, algorithm) runs.
+        resume: continue the benchmark in ``out`` (the same scenario, algorithms, seeds, shots
+            and quick flag, else a :class:`~metarec._errors.ConfigError`): finished
+            ``(seed, algorithm)`` runs are kept, the others are run; a folder without a
+            benchmark starts afresh (see :mod:`metarec.bench.resume`).
+        overwrite: delete the benchmark in ``out`` (only its own files) and start afresh.
+        tune: ``N`` trials per algorithm before the seeds (:mod:`metarec.bench.tuning`): each
+            trained on seed 0 with the benchmark's budget and scored on meta-val only; every
+            seed then runs the best, and each row records it (``tuned``).
 
     Returns:
         A :class:`BenchResult`.
@@ -147,14 +179,11 @@ def run_bench(
     """
     t_start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
-    if (out / "results.jsonl").exists():
-        raise ConfigError(
-            f"out={str(out)!r}: already holds a benchmark (results.jsonl); choose an empty folder"
-        )
     want_plots = _check_plots(plots)
     cd_quick = quick_defaults(scenario) if quick else None
+    warmup = is_warmup(scenario)
     quick_algos, quick_seeds = cd_quick or (
-        QUICK_ALGORITHMS,
+        scenario.bench.algorithms if warmup else QUICK_ALGORITHMS,
         min(QUICK_SEEDS, scenario.bench.seeds),
     )
     default = (
@@ -167,17 +196,34 @@ def run_bench(
     n_seeds = _check_seeds(
         seeds if seeds is not None else (quick_seeds if quick else scenario.bench.seeds)
     )
-    shot_list = _check_shots(
-        shots if shots is not None else (QUICK_SHOTS if quick else scenario.bench.shots)
+    if warmup and shots is not None:
+        raise ConfigError(
+            f"shots={list(shots)}: an item warm-up scenario's supports are its phases (warmup.k = "
+            f"{scenario.warmup.k if scenario.warmup else '?'} interactions each); drop --shots, or change k with "
+            "--set warmup.k=10"
+        )
+    shot_list = (
+        ()
+        if warmup
+        else _check_shots(
+            shots if shots is not None else (QUICK_SHOTS if quick else scenario.bench.shots)
+        )
     )
     base = quick_scenario(scenario) if quick else scenario
     base = replace(base, train=replace(base.train, progress=False))
     say = print if verbose else (lambda *a, **k: None)
 
-    out.mkdir(parents=True, exist_ok=True)
+    if tune is not None:
+        trial_configs({}, tune)  # checks N before anything is written
+    identity = bench_identity(
+        scenario, algorithms=algos, seeds=n_seeds, shots=shot_list, quick=quick, tune=tune
+    )
+    folder = open_bench_folder(out, identity, resume=resume, overwrite=overwrite)
     runs_path = Path(runs_dir) if runs_dir is not None else None
     t0 = time.perf_counter()
     table = load_table(base.data)
+    if warmup:  # ratings become clicks
+        table = warmup_table(table, base)
     load_s = time.perf_counter() - t0
     device = resolve_device(base.train.device)
     env = environment(device)
@@ -185,84 +231,122 @@ def run_bench(
     cat = Catalogue(table)
     catalogue = None
     say(
-        f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); shots "
-        f"{', '.join(map(str, shot_list))} + default; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
+        f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); "
+        + (
+            "warm-up phases cold, warm-a, warm-b, warm-c"
+            if warmup
+            else f"shots {', '.join(map(str, shot_list))} + default"
+        )
+        + f"; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
     )
-    rows: list[dict[str, Any]] = []
-    configs: dict[str, Any] = {}
-    curves: list[dict[str, Any]] = []
+    by_run: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    configs: dict[str, Any] = dict(folder.configs)
     pools: dict[str, dict[str, int]] = {}
     results = out / "results.jsonl"
-    results.write_text("")
-    with results.open("a") as log, gzip.open(out / PER_TASK_FILE, "wt") as tasks_log:
-        bar = tqdm(
-            total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
+    results.touch()
+    skipped = 0
+    no_per_task: list[str] = []
+    seed0 = seeded_scenario(base, 0)
+    split = (
+        (lambda sc, s: warmup_splits(table, sc, s))
+        if warmup
+        else (lambda sc, s: build_splits(table, sc.protocol))
+    )
+    run_one = warmup_run if warmup else run_method
+    splits0 = split(seed0, 0)
+    tuned: dict[str, dict[str, Any]] = {}
+    if tune is not None:  # before the seeds: trials see meta-train and meta-val of seed 0 only
+        done = read_jsonl(out / TUNING_FILE) if folder.resumed else []
+        for algo in algos:
+            ctx0 = RunContext(
+                algo, 0, seed0, table, splits0, shot_list, device, env, out, quick=quick
+            )
+            tuned[algo] = tune_algorithm(ctx0, tune, done=done, say=say)
+    bar = tqdm(
+        total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
+    )
+    for seed in range(n_seeds):
+        sc_seed = seeded_scenario(base, seed)
+        splits = splits0 if seed == 0 else split(sc_seed, seed)
+        pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
+        if catalogue is None:
+            n_test = sum(len(splits.pools[s]) for s in splits.states)
+            largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(cat.all_items)
+            catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
+        expected = (
+            warmup_rows_per_seed(splits)
+            if warmup
+            else (1 + len(shot_list)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
         )
-        for seed in range(n_seeds):
-            sc_seed = seeded_scenario(base, seed)
-            splits = build_splits(table, sc_seed.protocol)
-            pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
-            if catalogue is None:
-                n_test = sum(len(splits.pools[s]) for s in splits.states)
-                largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(
-                    cat.all_items
-                )
-                catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
-            for algo in algos:
-                ctx = RunContext(
-                    algo,
-                    seed,
-                    sc_seed,
-                    table,
-                    splits,
-                    shot_list,
-                    device,
-                    env,
-                    out,
-                    cat,
-                    catalogue,
-                    runs_path,
-                    quick,
-                )
-                new, cfg, cur = run_method(ctx, say)
-                configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
-                curves.extend(cur)
-                for r in new:
-                    per_task = r.pop("_per_task", None)
-                    if per_task is not None and primary in per_task["values"]:
-                        tasks_log.write(
-                            json.dumps(
-                                {
-                                    "state": r["state"],
-                                    "algorithm": r["algorithm"],
-                                    "seed": r["seed"],
-                                    "shots": r["shots"],
-                                    "metric": primary,
-                                    "units": per_task["units"],
-                                    "values": per_task["values"][primary],
-                                }
-                            )
-                            + "\n"
-                        )
-                    log.write(json.dumps(r) + "\n")
-                log.flush()
-                rows.extend(new)
+        for algo in algos:
+            key = (seed, algo)
+            if folder.complete(key, expected):  # finished before the interruption: keep it
+                by_run[key] = folder.rows[key]
+                skipped += 1
+                if not per_task_path(out, seed, algo).exists():
+                    no_per_task.append(f"{algo}-s{seed}")
                 bar.update(1)
-        bar.close()
-    write_jsonl(out / "curves.jsonl", curves)
-    atomic_write_json(out / "configs.json", configs)
+                continue
+            ctx = RunContext(
+                algo,
+                seed,
+                sc_seed,
+                table,
+                splits,
+                shot_list,
+                device,
+                env,
+                out,
+                cat,
+                catalogue,
+                runs_path,
+                quick,
+                tuned.get(algo, {}).get("values"),
+            )
+            if folder.resumed:  # an unfinished run of this benchmark: start it again
+                folder.forget(key)
+            if folder.resumed or folder.replaced:  # its earlier training files (any --runs-dir)
+                clear_run_dir((runs_path or out / "runs") / ctx.run_id)
+            new, cfg, cur = run_one(ctx, say)
+            if algo in tuned:
+                for r in new:
+                    r["tuned"] = tuned[algo]
+            configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
+            _record_run(out, key, new, cur, configs, primary)
+            by_run[key] = new
+            bar.update(1)
+    bar.close()
+    if no_per_task:
+        print(
+            f"metarec bench: --resume: no per-task values for {len(no_per_task)} finished run(s) of an older folder "
+            f"({', '.join(no_per_task[:4])}{', ...' if len(no_per_task) > 4 else ''}): the report's paired tests over "
+            "tasks leave them out; rerun them with --overwrite for complete tests",
+            file=sys.stderr,
+        )
+    if skipped:
+        say(
+            f"metarec bench: --resume: {skipped} finished run(s) kept, {n_seeds * len(algos) - skipped} run"
+        )
+    order = [(s, a) for s in range(n_seeds) for a in algos]
+    rows = [r for k in order for r in by_run[k]]
+    rewrite_results(out, rows)  # seed x algorithm order, as an uninterrupted run writes it
+    assemble_per_task(out, order)
     seconds = time.perf_counter() - t_start
     atomic_write_json(
         out / "bench.json",
         {
             "scenario": base.name,
             "description": base.description,
-            "protocol": to_dict(base.protocol),
+            "protocol": warmup_protocol(base) if warmup else to_dict(base.protocol),
             "quick": quick,
             "algorithms": list(algos),
             "seeds": list(range(n_seeds)),
             "shots": [*shot_list, "default"],
-            "default_support": base.protocol.n_support,
+            "default_support": (
+                "/".join(str(i * base.warmup.k) for i in range(4))
+                if base.warmup is not None
+                else base.protocol.n_support
+            ),
             "n_query": base.protocol.n_query,
             "feedback": table.feedback,
             "primary_metric": primary,
@@ -276,6 +360,8 @@ def run_bench(
             "pools": pools,
             "negatives": NEGATIVES,
             "catalogue_ranking": bool(catalogue),
+            "resumed_runs": skipped,
+            "tune": tune,
             "load_seconds": round(load_s, 2),
             "seconds": round(time.perf_counter() - t_start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
@@ -300,6 +386,43 @@ def run_bench(
     seconds = time.perf_counter() - t_start
     say(f"metarec bench: {len(rows)} rows in {seconds:.0f} s; report: {report}")
     return BenchResult(out, rows, results, report, plot_files, seconds)
+
+
+def _record_run(
+    out: Path,
+    key: tuple[int, str],
+    rows: list[dict[str, Any]],
+    curves: list[dict[str, Any]],
+    configs: dict[str, Any],
+    primary: str,
+) -> None:
+    """Write one finished run into ``out`` (the order of :mod:`metarec.bench.resume`); pops the
+    rows' ``_per_task`` entries."""
+    seed, algo = key
+    per_task = []
+    for r in rows:
+        pt = r.pop("_per_task", None)
+        if pt is not None and primary in pt["values"]:
+            per_task.append(
+                {
+                    "state": r["state"],
+                    "algorithm": r["algorithm"],
+                    "seed": r["seed"],
+                    "shots": r["shots"],
+                    "metric": primary,
+                    "units": pt["units"],
+                    "values": pt["values"][primary],
+                }
+            )
+    write_run_per_task(out, seed, algo, per_task)
+    append_jsonl(out / "curves.jsonl", curves)
+    atomic_write_json(out / "configs.json", configs)
+    append_jsonl(out / "results.jsonl", rows, sync=True)
+    append_jsonl(
+        out / PROGRESS_FILE,
+        [{"run_id": f"{algo}-s{seed}", "seed": seed, "algorithm": algo, "rows": len(rows)}],
+        sync=True,
+    )
 
 
 def _check_seeds(seeds: int) -> int:

@@ -29,12 +29,20 @@ from metarec.bench.crossdomain_rows import crossdomain_run, is_crossdomain
 from metarec.bench.evaluation import score_pool
 from metarec.bench.variants import variant_scenario
 from metarec.bench.writers import context_rows, metric_keys, rss_mb
-from metarec.config import Scenario, config_hash, to_dict
+from metarec.config import Scenario, config_hash, merge, scenario_from_dict, to_dict
 from metarec.evaluate import evaluate_fitted, select_eval_lr
 from metarec.methods import ENGINE_METHODS, EngineFitted, EngineMethod, FitData, build_method
 from metarec.scenario import sampler_config
 
-__all__ = ["run_method", "FINETUNE_LRS", "ADAPT_CURVE_STEPS", "algo_eval_steps"]
+__all__ = [
+    "run_method",
+    "fit_engine",
+    "tuned_scenario",
+    "tuned_settings",
+    "FINETUNE_LRS",
+    "ADAPT_CURVE_STEPS",
+    "algo_eval_steps",
+]
 
 FINETUNE_LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
 """Fine-tuning rates ``finetune`` chooses from on meta-val (when ``algorithm.eval_lr`` is unset)."""
@@ -55,39 +63,14 @@ def run_method(ctx: RunContext, say) -> Run:
 
 
 def _engine(ctx: RunContext, say) -> Run:
-    sc = variant_scenario(ctx.scenario, ctx.algo)
+    sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), ctx.tuned)
     run_dir = (ctx.runs or ctx.out / "runs") / ctx.run_id
-    if (
-        run_dir / "manifest.json"
-    ).exists():  # train() would suggest --resume, which metarec bench has not
-        raise ConfigError(
-            f"runs_dir={str(run_dir.parent)!r}: already holds run {ctx.run_id!r} of an earlier benchmark; choose another "
-            "--runs-dir (or --out), or delete that folder"
-        )
     cuda = ctx.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    fitted = EngineMethod(ctx.algo, sc).fit(
-        FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device, out=run_dir)
-    )
+    fitted, lr, lr_scores = fit_engine(ctx, sc, run_dir)
     res = fitted.info["train_result"]
     algo = fitted.algo
-    lr = None if algo.meta_learned_lrs else sc.algorithm.eval_lr
-    lr_scores = None
-    if ctx.algo == "finetune" and sc.algorithm.eval_lr is None:
-        # plain fine-tuning has no meta-learned rate: choose it on meta-val (never on a test state)
-        lr, lr_scores = select_eval_lr(
-            fitted.model,
-            fitted.params,
-            algo,
-            ctx.table,
-            ctx.splits.pools[ctx.splits.val],
-            sampler_config(sc.protocol),
-            lrs=FINETUNE_LRS,
-            steps=sc.algorithm.eval_steps,
-            max_tasks=sc.train.val_tasks,
-            k=sc.metrics.k,
-        )
     dtype = next(iter(fitted.params.values())).dtype
     t_eval = time.perf_counter()
 
@@ -145,6 +128,66 @@ def _engine(ctx: RunContext, say) -> Run:
     return rows, to_dict(sc), curves
 
 
+def fit_engine(
+    ctx: RunContext, sc: Scenario, run_dir: Path
+) -> tuple[EngineFitted, float | None, dict[float, float] | None]:
+    """Train engine method ``ctx.algo`` with the resolved scenario ``sc`` into ``run_dir``:
+    ``(fitted, evaluation lr, meta-val score per fine-tuning rate)``. ``finetune`` without
+    ``algorithm.eval_lr`` chooses its rate on meta-val (never on a test state)."""
+    if (
+        run_dir / "manifest.json"
+    ).exists():  # train() would suggest --resume, which a benchmark run does not take
+        raise ConfigError(
+            f"runs_dir={str(run_dir.parent)!r}: already holds run {run_dir.name!r} of an earlier benchmark; choose "
+            "another --runs-dir (or --out), or delete that folder"
+        )
+    fitted = EngineMethod(ctx.algo, sc).fit(
+        FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device, out=run_dir)
+    )
+    algo = fitted.algo
+    lr = None if algo.meta_learned_lrs else sc.algorithm.eval_lr
+    lr_scores = None
+    if ctx.algo == "finetune" and sc.algorithm.eval_lr is None:
+        lr, lr_scores = select_eval_lr(
+            fitted.model,
+            fitted.params,
+            algo,
+            ctx.table,
+            ctx.splits.pools[ctx.splits.val],
+            sampler_config(sc.protocol),
+            lrs=FINETUNE_LRS,
+            steps=sc.algorithm.eval_steps,
+            max_tasks=sc.train.val_tasks,
+            k=sc.metrics.k,
+        )
+    return fitted, lr, lr_scores
+
+
+def tuned_scenario(sc: Scenario, tuned: dict[str, Any] | None) -> Scenario:
+    """``sc`` with the scenario keys (dotted: ``algorithm.inner_lr``) of a tuned configuration."""
+    keys = {k: v for k, v in (tuned or {}).items() if "." in k}
+    if not keys:
+        return sc
+    return scenario_from_dict(merge(to_dict(sc), unflatten(keys)))
+
+
+def tuned_settings(tuned: dict[str, Any] | None) -> dict[str, Any]:
+    """The method settings (undotted keys: ``kl_weight``) of a tuned configuration."""
+    return {k: v for k, v in (tuned or {}).items() if "." not in k}
+
+
+def unflatten(keys: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    out: dict[str, Any] = {}
+    for dotted, v in keys.items():
+        node = out
+        *path, last = dotted.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return out
+
+
 def _steps_curve(
     ctx: RunContext, sc: Scenario, fitted: EngineFitted, lr: float | None
 ) -> dict[str, Any]:
@@ -184,9 +227,9 @@ def _steps_curve(
 
 def _interface(ctx: RunContext, say) -> Run:
     """Any other registered method, through the interface only."""
-    sc = ctx.scenario
+    sc = tuned_scenario(ctx.scenario, ctx.tuned)
     t0 = time.perf_counter()
-    fitted = build_method(ctx.algo, sc).fit(
+    fitted = build_method(ctx.algo, sc, **tuned_settings(ctx.tuned)).fit(
         FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device)
     )
     fit_s = time.perf_counter() - t0

@@ -15,7 +15,7 @@ from metarec.metrics import _t_upper_tail  # exact tail via the regularized inco
 
 __all__ = ["LOWER_IS_BETTER", "PRIMARY", "lower_is_better", "student_t_cdf", "paired_t_test"]
 
-LOWER_IS_BETTER = ("mae", "rmse")
+LOWER_IS_BETTER = ("mae", "rmse", "logloss")
 PRIMARY = {"explicit": "mae", "implicit": "auc"}
 """The primary metric per feedback kind (the significance test and the bolded headline)."""
 

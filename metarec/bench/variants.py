@@ -74,7 +74,15 @@ BENCH_ALGORITHMS = tuple(VARIANTS)
 CROSSDOMAIN = tuple(m + s for m in _CROSSDOMAIN_METHODS for s in ("", "+adapt"))
 """Cross-domain methods (:mod:`metarec.crossdomain`), run by :mod:`metarec.bench.crossdomain_rows` on
 cold-domain-users scenarios."""
-BASELINES = ("global", "finetune", "popularity", "no-transfer", "no-transfer+adapt")
+BASELINES = (
+    "global",
+    "finetune",
+    "popularity",
+    "no-transfer",
+    "no-transfer+adapt",
+    "feature-global",
+    "warmup-base",
+)
 """Non-meta-learning baselines: the significance test compares the best row against the best of these."""
 REFERENCES = ("melu-ref", "emcdr", "ptupcdr")
 """Re-implementations of published methods (compared with metarec's own algorithms)."""

@@ -19,7 +19,9 @@ class ProtocolConfig:
     Fields:
         unit: what one task is: a ``"user"``, a ``"domain"`` or a ``"cohort"`` of users.
         cohort_by: user column that groups users into cohorts (``unit = "cohort"``).
-        split: how task units are split into pools: ``"random"``, ``"time"``, ``"melu"``
+        split: how task units are split into pools: ``"random"``, ``"time"``, ``"melu"``,
+            ``"melu-time"`` (MeLU's states with MAMO's time-based user split: new users arrive
+            after every existing one; :func:`metarec.episodes.splits.melu_time_split`)
             (existing/new users x existing/new items), ``"cold_domain_users"`` (a ``beta``
             fraction of the target domain's users are held out cold) or ``"predefined"`` (the
             dataset's own ``train`` / ``valid`` / ``test`` parts, see ``data.files``).
@@ -45,7 +47,9 @@ class ProtocolConfig:
 
     unit: Literal["user", "domain", "cohort"] = "user"
     cohort_by: str | None = None
-    split: Literal["random", "time", "melu", "cold_domain_users", "predefined"] = "random"
+    split: Literal["random", "time", "melu", "melu-time", "cold_domain_users", "predefined"] = (
+        "random"
+    )
     fractions: tuple[float, ...] = (0.7, 0.1, 0.2)
     n_support: int | None = 10
     n_query: int | None = 10

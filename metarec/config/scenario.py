@@ -16,6 +16,7 @@ from metarec.config._checks import _check_at_least
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
 from metarec.config.data import DataConfig
 from metarec.config.protocol import MetricsConfig, ProtocolConfig
+from metarec.episodes.warmup import WarmupConfig
 from metarec.federated.config import FederatedConfig
 from metarec.schema import (
     expand_vars,
@@ -66,6 +67,9 @@ class Scenario:
             the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
             the method is built (before any data is read); unset keys keep their defaults.
         federated: the ``[federated]`` section (``metarec federated``).
+        warmup: the ``[warmup]`` section: the item warm-up protocol
+            (:class:`metarec.episodes.warmup.WarmupConfig`; ``metarec bench`` reports its
+            phases); ``None``: not an item warm-up scenario.
     """
 
     name: str
@@ -79,6 +83,7 @@ class Scenario:
     bench: BenchConfig = field(default_factory=BenchConfig)
     crossdomain: dict[str, Any] = field(default_factory=dict)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    warmup: WarmupConfig | None = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,17 +30,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 import torch
 import torch.nn.functional as F
 
 from metarec import metrics as M
 from metarec._errors import ConfigError, DataError
-from metarec.config import from_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool, build_pool
@@ -287,30 +284,13 @@ def load_warmup_scenario(
     """``(Scenario, WarmupConfig)`` of a scenario file with a ``[warmup]`` section.
 
     The ``[warmup]`` section (and ``--set warmup.<key>=...`` overrides) give the
-    :class:`WarmupConfig`; every other section is read as by :func:`metarec.config.load_scenario`.
+    :class:`WarmupConfig` (also ``scenario.warmup``); the file is read by
+    :func:`metarec.config.load_scenario`.
 
     Raises:
         ConfigError: the file is missing or invalid, or a key of either part is unknown.
     """
-    from metarec.config import expand_vars, merge, parse_overrides, scenario_from_dict
+    from metarec.config import load_scenario
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"scenario file {str(path)!r} does not exist; e.g. tasks/ml1m-item-warmup.toml"
-        )
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    data = merge(raw, parse_overrides(list(overrides)))
-    section = data.pop("warmup", {})
-    data.setdefault("name", path.stem)
-    variables = dict(os.environ)
-    if data_root is not None:
-        variables["METAREC_DATA"] = os.fspath(data_root)
-    try:
-        cfg = from_dict(WarmupConfig, section, where="warmup")
-        return scenario_from_dict(expand_vars(data, variables)), cfg
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    sc = load_scenario(path, overrides, data_root=data_root)
+    return sc, sc.warmup if sc.warmup is not None else WarmupConfig()
