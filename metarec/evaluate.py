@@ -32,6 +32,7 @@ __all__ = [
     "PoolScores",
     "select_eval_lr",
     "PRIMARY_METRIC",
+    "check_finite_predictions",
     "metric_selection",
 ]
 
@@ -124,6 +125,23 @@ def per_task_metrics(
             ll = masked_bce(pred.double(), targets.double(), mask)
             out[name] = torch.where(mask.any(dim=-1), ll, torch.full_like(ll, float("nan")))
     return out
+
+
+def check_finite_predictions(pred: torch.Tensor, mask: torch.Tensor, how: str) -> None:
+    """Refuse query predictions ``(T, N)`` that are not finite where ``mask`` is set: the
+    adaptation (``how``: its settings, for the message) diverged, and clipping to the rating
+    scale would hide it.
+
+    Raises:
+        ConfigError: naming how many tasks diverged, the settings and what to lower.
+    """
+    bad = (~torch.isfinite(pred) & mask).any(dim=1)
+    if bool(bad.any()):
+        raise ConfigError(
+            f"evaluation: the adapted predictions of {int(bad.sum())} of {pred.shape[0]} task(s) are not "
+            f"finite: the adaptation diverged ({how}); lower algorithm.inner_lr (algorithm.eval_lr when "
+            "set), algorithm.inner_steps or train.outer_lr, then train again (--overwrite replaces the run)"
+        )
 
 
 def clip_to_scale(pred: torch.Tensor, table: InteractionTable) -> torch.Tensor:
@@ -230,9 +248,14 @@ def evaluate_pool(
         fast = adapt_batch(algo, model, params, b.support, steps, lr, state=state)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
-            p = clip_to_scale(
-                predict_batch(model, params, fast, b.query.users, b.query.items), table
+            p = predict_batch(model, params, fast, b.query.users, b.query.items)
+            check_finite_predictions(
+                p,
+                b.query.mask,
+                f"inner learning rate {lr if lr is not None else algo.inner_lr}, "
+                f"{steps if steps is not None else algo.inner_steps} step(s)",
             )
+            p = clip_to_scale(p, table)
         scores.add(
             per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names),
             p,
@@ -276,7 +299,13 @@ def evaluate_fitted(
         adapted = fitted.adapt(b.support, steps=steps, lr=lr)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
-            p = clip_to_scale(adapted.score(b.query.users, b.query.items).to(dtype), table)
+            p = adapted.score(b.query.users, b.query.items).to(dtype)
+            check_finite_predictions(
+                p,
+                b.query.mask,
+                f"steps={steps if steps is not None else 'default'}, lr={lr if lr is not None else 'default'}",
+            )
+            p = clip_to_scale(p, table)
         scores.add(
             per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names),
             p,
@@ -305,18 +334,22 @@ def select_eval_lr(
     metric, sign = ("mae", -1.0) if table.feedback == "explicit" else ("auc", 1.0)
     scores = {}
     for lr in lrs:
-        ev = evaluate_pool(
-            model,
-            params,
-            algo,
-            table,
-            val_pool,
-            sampler_config,
-            steps=steps,
-            lr=lr,
-            max_tasks=max_tasks,
-            k=k,
-        )
+        try:
+            ev = evaluate_pool(
+                model,
+                params,
+                algo,
+                table,
+                val_pool,
+                sampler_config,
+                steps=steps,
+                lr=lr,
+                max_tasks=max_tasks,
+                k=k,
+            )
+        except ConfigError:  # this rate diverges: never chosen
+            scores[lr] = float("nan")
+            continue
         scores[lr] = float(ev[metric])
     finite = {lr: v for lr, v in scores.items() if np.isfinite(v)}
     best = max(finite, key=lambda lr: sign * finite[lr]) if finite else lrs[0]
