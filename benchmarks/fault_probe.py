@@ -760,7 +760,7 @@ def _pickle(folder: Path, base: Path):
     code = (
         "import os, pickle, sys\n"
         "class E:\n    def __reduce__(self):\n        return (os.system, ('touch PWNED',))\n"
-        "open(sys.argv[1], 'wb').write(pickle.dumps(E()))\n"
+        "with open(sys.argv[1], 'wb') as f:\n    f.write(pickle.dumps(E()))\n"
     )
     f = folder / "run" / "checkpoints" / "best.pt"
     subprocess.run([PY, "-c", code, str(f)], env=env(), check=True)
