@@ -8,7 +8,8 @@ pinned, so the same parameters always get the same numbers.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,9 @@ import torch
 from torch import nn
 
 from metarec import metrics as M
+from metarec._errors import ConfigError
 from metarec.algorithms import AlgorithmConfig, adapt_batch, predict_batch
+from metarec.algorithms.losses import masked_bce
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
@@ -28,26 +31,117 @@ __all__ = [
     "clip_to_scale",
     "PoolScores",
     "select_eval_lr",
+    "PRIMARY_METRIC",
+    "check_finite_predictions",
+    "metric_selection",
 ]
+
+PRIMARY_METRIC = {"explicit": "mae", "implicit": "auc"}
+"""The metric model selection uses per feedback kind (lower MAE, higher AUC); always computed."""
+
+_WITHIN = {
+    "explicit": ("mae", "rmse", "ndcg"),
+    "implicit": ("auc", "ndcg", "hr", "mrr", "logloss"),
+}  # metrics defined within a query set of each feedback kind
+_STANDARD = {
+    "explicit": ("mae", "rmse", "ndcg@{k}"),
+    "implicit": ("auc", "ndcg@{k}", "hr@{k}", "mrr"),
+}
+
+
+def metric_selection(names: Sequence[str] | None, feedback: str, k: int = 10) -> tuple[str, ...]:
+    """The within-query metrics to compute and report for ``metrics.names`` on ``feedback`` data.
+
+    ``names`` empty or ``None``: the standard set (explicit: ``mae, rmse, ndcg@k``; implicit:
+    ``auc, ndcg@k, hr@k, mrr``). Otherwise the named metrics, in order, with ``ndcg`` / ``hr``
+    named without a cut-off taking ``k``. The primary metric (:data:`PRIMARY_METRIC`: ``mae``
+    explicit, ``auc`` implicit) is always kept, first, because validation selects the best
+    step with it; a list that omits it gets one warning saying so. A metric not defined within a
+    query set of this feedback kind (``auc``, ``hr``, ``mrr``, ``logloss`` need binary labels;
+    ``mae``, ``rmse`` need ratings) is a :class:`~metarec._errors.ConfigError`.
+
+    E.g. ``metric_selection(["rmse", "ndcg"], "explicit", 5) == ("mae", "rmse", "ndcg@5")``.
+    """
+    if feedback not in _WITHIN:
+        raise ConfigError(f"feedback={feedback!r}: must be 'explicit' or 'implicit'")
+    if not names:
+        return tuple(n.format(k=k) for n in _STANDARD[feedback])
+    primary = PRIMARY_METRIC[feedback]
+    out: list[str] = []
+    for name in names:
+        base, at, cut = name.partition("@")
+        if base not in _WITHIN[feedback]:
+            ok = [n.format(k=k) for n in _STANDARD[feedback]]
+            need = "binary labels" if feedback == "explicit" else "ratings"
+            raise ConfigError(
+                f"metrics.names: {name!r} is not defined within a query set of {feedback} feedback "
+                f"(it needs {need}); this data supports {', '.join(_WITHIN[feedback])}; e.g. "
+                f"--set 'metrics.names=[{', '.join(repr(n).replace(chr(39), chr(34)) for n in ok)}]'"
+            )
+        full = f"{base}@{cut or k}" if base in ("ndcg", "hr") else base
+        if full not in out:
+            out.append(full)
+    if primary not in out:
+        warnings.warn(
+            f"metrics.names={list(names)} omits {primary!r}, the metric that selects the best "
+            f"validation step on {feedback} feedback; it is computed and reported as well",
+            stacklevel=2,
+        )
+        out.insert(0, primary)
+    else:
+        out.remove(primary)
+        out.insert(0, primary)
+    return tuple(out)
 
 
 def per_task_metrics(
-    pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, feedback: str, k: int
+    pred: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    feedback: str,
+    k: int,
+    names: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-task metric values ``{name: (T,)}`` (explicit: mae, rmse, ndcg@k; implicit: auc,
-    ndcg@k, hr@k, mrr; all within the query set)."""
-    if feedback == "explicit":
-        return {
-            "mae": M.mae(pred, targets, mask),
-            "rmse": M.rmse(pred, targets, mask),
-            f"ndcg@{k}": M.ndcg_at_k(pred, targets, mask, k),
-        }
-    return {
-        "auc": M.auc(pred, targets, mask),
-        f"ndcg@{k}": M.ndcg_at_k(pred, targets, mask, k),
-        f"hr@{k}": M.hr_at_k(pred, targets, mask, k),
-        "mrr": M.mrr(pred, targets, mask),
-    }
+    """Per-task metric values ``{name: (T,)}`` within the query set, of the metrics
+    :func:`metric_selection` picks for ``names`` (default: explicit mae, rmse, ndcg@k; implicit
+    auc, ndcg@k, hr@k, mrr). ``logloss`` (implicit) is the mean binary cross-entropy of the
+    scores read as logits."""
+    out: dict[str, torch.Tensor] = {}
+    for name in metric_selection(names, feedback, k):
+        base, _, cut = name.partition("@")
+        if base == "mae":
+            out[name] = M.mae(pred, targets, mask)
+        elif base == "rmse":
+            out[name] = M.rmse(pred, targets, mask)
+        elif base == "ndcg":
+            out[name] = M.ndcg_at_k(pred, targets, mask, int(cut))
+        elif base == "hr":
+            out[name] = M.hr_at_k(pred, targets, mask, int(cut))
+        elif base == "mrr":
+            out[name] = M.mrr(pred, targets, mask)
+        elif base == "auc":
+            out[name] = M.auc(pred, targets, mask)
+        else:  # logloss
+            ll = masked_bce(pred.double(), targets.double(), mask)
+            out[name] = torch.where(mask.any(dim=-1), ll, torch.full_like(ll, float("nan")))
+    return out
+
+
+def check_finite_predictions(pred: torch.Tensor, mask: torch.Tensor, how: str) -> None:
+    """Refuse query predictions ``(T, N)`` that are not finite where ``mask`` is set: the
+    adaptation (``how``: its settings, for the message) diverged, and clipping to the rating
+    scale would hide it.
+
+    Raises:
+        ConfigError: naming how many tasks diverged, the settings and what to lower.
+    """
+    bad = (~torch.isfinite(pred) & mask).any(dim=1)
+    if bool(bad.any()):
+        raise ConfigError(
+            f"evaluation: the adapted predictions of {int(bad.sum())} of {pred.shape[0]} task(s) are not "
+            f"finite: the adaptation diverged ({how}); lower algorithm.inner_lr (algorithm.eval_lr when "
+            "set), algorithm.inner_steps or train.outer_lr, then train again (--overwrite replaces the run)"
+        )
 
 
 def clip_to_scale(pred: torch.Tensor, table: InteractionTable) -> torch.Tensor:
@@ -130,6 +224,7 @@ def evaluate_pool(
     seed: int = 0,
     device: torch.device | str = "cpu",
     return_per_task: bool = False,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Adapt to every task's support (``steps`` inner steps, default the algorithm's) and score
     its query.
@@ -137,7 +232,9 @@ def evaluate_pool(
     Returns:
         ``{metric: mean over tasks, "n_tasks", "flags": [...], "adapt_ms_per_task"}`` and, with
         ``return_per_task``, ``"per_task": {metric: np.ndarray}``. Explicit predictions are
-        clipped to the table's rating scale before scoring.
+        clipped to the table's rating scale before scoring. The metrics are those
+        :func:`metric_selection` picks for ``names`` (a scenario's ``metrics.names``; the
+        primary metric always among them).
     """
     dtype = next(iter(params.values())).dtype
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)
@@ -151,11 +248,16 @@ def evaluate_pool(
         fast = adapt_batch(algo, model, params, b.support, steps, lr, state=state)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
-            p = clip_to_scale(
-                predict_batch(model, params, fast, b.query.users, b.query.items), table
+            p = predict_batch(model, params, fast, b.query.users, b.query.items)
+            check_finite_predictions(
+                p,
+                b.query.mask,
+                f"inner learning rate {lr if lr is not None else algo.inner_lr}, "
+                f"{steps if steps is not None else algo.inner_steps} step(s)",
             )
+            p = clip_to_scale(p, table)
         scores.add(
-            per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k),
+            per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names),
             p,
             b.query.targets,
             b.query.mask,
@@ -178,12 +280,13 @@ def evaluate_fitted(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     return_per_task: bool = False,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """:func:`evaluate_pool` for any method of the interface (:class:`metarec.methods.Fitted`):
     ``fitted.adapt(support, steps=, lr=).score(query.users, query.items)`` per batch of tasks.
 
     Same sampler, seed and batch size as :func:`evaluate_pool` (so the same query sets), same
-    metrics and return value.
+    metrics (``names``) and return value.
     """
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
@@ -196,9 +299,15 @@ def evaluate_fitted(
         adapted = fitted.adapt(b.support, steps=steps, lr=lr)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
-            p = clip_to_scale(adapted.score(b.query.users, b.query.items).to(dtype), table)
+            p = adapted.score(b.query.users, b.query.items).to(dtype)
+            check_finite_predictions(
+                p,
+                b.query.mask,
+                f"steps={steps if steps is not None else 'default'}, lr={lr if lr is not None else 'default'}",
+            )
+            p = clip_to_scale(p, table)
         scores.add(
-            per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k),
+            per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names),
             p,
             b.query.targets,
             b.query.mask,
@@ -225,18 +334,22 @@ def select_eval_lr(
     metric, sign = ("mae", -1.0) if table.feedback == "explicit" else ("auc", 1.0)
     scores = {}
     for lr in lrs:
-        ev = evaluate_pool(
-            model,
-            params,
-            algo,
-            table,
-            val_pool,
-            sampler_config,
-            steps=steps,
-            lr=lr,
-            max_tasks=max_tasks,
-            k=k,
-        )
+        try:
+            ev = evaluate_pool(
+                model,
+                params,
+                algo,
+                table,
+                val_pool,
+                sampler_config,
+                steps=steps,
+                lr=lr,
+                max_tasks=max_tasks,
+                k=k,
+            )
+        except ConfigError:  # this rate diverges: never chosen
+            scores[lr] = float("nan")
+            continue
         scores[lr] = float(ev[metric])
     finite = {lr: v for lr, v in scores.items() if np.isfinite(v)}
     best = max(finite, key=lambda lr: sign * finite[lr]) if finite else lrs[0]

@@ -46,7 +46,8 @@ def check_steps(value: Any, name: str = "steps", *, where: str | None = None) ->
             f"{where!r}: {name}={py(value)!r}: {rule}; the run folder is damaged or not "
             "trustworthy; restore the file from a copy, or re-train"
         )
-    raise ConfigError(f"{name}={py(value)!r}: {rule}; pass e.g. {name}=10")
+    fix = f"--set {name}=10" if "." in name else f"{name}=10 (--{name} 10 on the command line)"
+    raise ConfigError(f"{name}={py(value)!r}: {rule}; pass e.g. {fix}")
 
 
 def check_device(name: Any) -> None:

@@ -95,8 +95,8 @@ def encode_items(
         shown = ", ".join(repr(py(b)) for b in bad[:5]) + (", ..." if len(bad) > 5 else "")
         raise DataError(
             f"{what}: {len(bad)} item id(s) not in the run's item catalogue ({shown}); the model has no "
-            "embedding and no side features for them; drop them, or pass unknown_items='fallback' to score "
-            "them as the unknown item (index 0)"
+            "embedding and no side features for them; drop them, or pass unknown_items='fallback' "
+            "(--unknown-items fallback) to score them as the unknown item (index 0)"
         )
     return idx
 

@@ -49,7 +49,7 @@ from metarec.config import Scenario
 from metarec.data.table import InteractionTable
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
-from metarec.evaluate import evaluate_pool
+from metarec.evaluate import evaluate_pool, metric_selection
 from metarec.fingerprint import check_same_data, write_fingerprint
 from metarec.loggers import Logger, make_loggers
 from metarec.models.base import split_params
@@ -111,6 +111,7 @@ def train(
     stop_after: int | None = None,
     evaluate_test: bool = True,
     loggers: Sequence[Logger] = (),
+    method: str | None = None,
 ) -> TrainResult:
     r"""Meta-train ``scenario`` into run directory ``out``.
 
@@ -125,6 +126,8 @@ def train(
         evaluate_test: score the best parameters once on every test state at the end.
         loggers: extra :class:`~metarec.loggers.Logger`\ s that get every ``metrics.jsonl`` row
             (beside those named by ``train.loggers``).
+        method: the method name the manifest records (default ``algorithm.name``; ``melu-ref``
+            trains as a MAML variant), written with the run's other files under the lock.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -147,6 +150,7 @@ def train(
             out, table
         )  # hook (metarec.fingerprint): refuse changed data, saying what changed
     algo = algorithm_config(scenario, table.feedback)
+    metric_selection(scenario.metrics.names, table.feedback, scenario.metrics.k)  # checked up front
     scfg = sampler_config(scenario.protocol)
     last = out / "checkpoints" / "last.pt"
     if not resume and (out / "manifest.json").exists():
@@ -197,7 +201,7 @@ def train(
         _truncate_log(out / "metrics.jsonl", step)  # steps after the checkpoint are re-run
     else:
         out.mkdir(parents=True, exist_ok=True)
-        _write_run_files(out, scenario, table, model, algo)
+        _write_run_files(out, scenario, table, model, algo, method)
         write_fingerprint(out, table)  # hook (metarec.fingerprint)
 
     sinks = [*make_loggers(tr.loggers, out), *loggers]
@@ -356,6 +360,7 @@ def evaluate_run_states(
             scfg,
             state=state,
             k=scenario.metrics.k,
+            names=scenario.metrics.names,
             steps=scenario.algorithm.eval_steps,
             lr=_eval_lr(scenario, algo),
             device=device,
@@ -376,6 +381,7 @@ def _validate(model, params, state, algo, table, splits, scfg, scenario, device)
         state=state,
         max_tasks=scenario.train.val_tasks,
         k=scenario.metrics.k,
+        names=scenario.metrics.names,
         steps=a.eval_steps,
         lr=_eval_lr(scenario, algo),
         device=device,

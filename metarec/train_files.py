@@ -31,7 +31,12 @@ __all__: list[str] = []
 
 
 def _write_run_files(
-    out: Path, sc: Scenario, table: InteractionTable, model, algo: AlgorithmConfig
+    out: Path,
+    sc: Scenario,
+    table: InteractionTable,
+    model,
+    algo: AlgorithmConfig,
+    method: str | None = None,
 ) -> None:
     atomic_write_json(out / "config.json", to_dict(sc))
     atomic_write_json(
@@ -40,7 +45,7 @@ def _write_run_files(
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config_hash": config_hash(sc),
-            "method": {"name": sc.algorithm.name, "engine": True},
+            "method": {"name": method or sc.algorithm.name, "engine": True},
             "model": {
                 "name": sc.model.name,
                 "kwargs": model_kwargs(sc),

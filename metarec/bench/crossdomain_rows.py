@@ -169,6 +169,7 @@ def crossdomain_run(
             scfg,
             _scorer_for(fitted, chosen),
             k=ctx.scenario.metrics.k,
+            names=ctx.scenario.metrics.names,
             seed=ctx.seed,
             cat=ctx.cat,
             **ranking(ctx, default),

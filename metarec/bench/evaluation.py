@@ -23,7 +23,7 @@ negatives: ``hr@k = 1[r <= k]``, ``ndcg@k = 1[r <= k] / log2(r + 1)``, ``mrr = 1
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -167,6 +167,7 @@ def score_pool(
     max_tasks: int | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score every task of ``pool`` (pool order, fixed ``seed``: the same tasks, supports and
     sampled negatives for every algorithm).
@@ -177,6 +178,9 @@ def score_pool(
         negatives: sampled negatives per held-out positive (``None``: no sampled ranking).
         catalogue: also rank against the whole catalogue of the task's domain.
         clip: clip explicit predictions to the rating scale before the error metrics.
+        names: the within-query metrics (a scenario's ``metrics.names``, see
+            :func:`metarec.evaluate.metric_selection`); the ranking metrics (``*_neg``,
+            ``*_all``) follow ``negatives`` and ``catalogue``.
 
     Returns:
         ``{metric: mean over tasks, "n_tasks", "flags", "adapt_ms_per_task", "per_task":
@@ -197,7 +201,7 @@ def score_pool(
             p = scorer(b.query.users, b.query.items)
             if clip:
                 p = clip_to_scale(p, table)
-            vals = per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k)
+            vals = per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names)
             users, items, ok = _positives(b, cat)
             okt = torch.from_numpy(ok)
             for n_neg, suffix, chunk in ((negatives, "neg", 1024), (None, "all", 512)):

@@ -18,6 +18,7 @@ import torch
 from metarec._errors import ConfigError
 from metarec.bench.context import RunContext
 from metarec.config import Scenario, config_hash
+from metarec.evaluate import metric_selection
 from metarec.metrics import mean_over_tasks
 
 __all__ = [
@@ -143,6 +144,22 @@ def context_rows(
     extra: dict[str, Any],
     cfg_hash: str | None = None,
 ) -> list[dict[str, Any]]:
+    """:func:`make_rows` for one run of ``ctx``; the within-query metrics are those the scenario's
+    ``metrics.names`` selects (:func:`metarec.evaluate.metric_selection`), whatever the method
+    computed; the ranking metrics (``*_neg``, ``*_all``) are kept."""
+    keep = set(metric_selection(sc.metrics.names, ctx.table.feedback, sc.metrics.k))
+
+    def wanted(m: str) -> bool:
+        return m in keep or m.endswith(("_neg", "_all"))
+
+    def selected(ev: dict[str, Any]) -> dict[str, Any]:
+        drop = {m for m in metric_keys(ev) if not wanted(m)}
+        out = {m: v for m, v in ev.items() if m not in drop}
+        if isinstance(out.get("per_task"), dict):
+            out["per_task"] = {m: v for m, v in out["per_task"].items() if m not in drop}
+        return out
+
+    evals = [(state, shots, n_support, selected(ev)) for state, shots, n_support, ev in evals]
     return make_rows(
         evals,
         scenario=sc.name,

@@ -130,11 +130,14 @@ class MetricsConfig:
     """What is reported on query sets.
 
     Fields:
-        names: metric names (``"mae"``, ``"rmse"``, ``"ndcg@10"``, ...), see ``metarec.metrics``.
+        names: the within-query metrics computed and reported (``"mae"``, ``"rmse"``,
+            ``"ndcg@10"``, ...; empty: the standard set of the data's feedback kind), see
+            :func:`metarec.evaluate.metric_selection`; the primary metric (``mae`` / ``auc``)
+            is always among them, since it selects the best validation step.
         k: default cut-off for ranking metrics named without ``@k``.
     """
 
-    names: tuple[str, ...] = ("mae", "rmse", "ndcg@10")
+    names: tuple[str, ...] = ()
     k: int = 10
 
     def __post_init__(self) -> None:

@@ -129,6 +129,12 @@ def read_files(
     """
     frame, cols = _frames(files, columns, format=format, sep=sep, header=header, names=names, ids=ids,
                           namespace=namespace, feedback=feedback, read_options=read_options)  # fmt: skip
+    if len(frame) == 0:  # the table would say "frame: no interactions", not which file
+        paths = [str(_as_source(f, i).path) for i, f in enumerate(files)]
+        raise DataError(
+            f"{', '.join(repr(p) for p in paths)}: no interaction rows (only a header, or empty); "
+            "pass a file with one interaction per line"
+        )
     return InteractionTable.from_frame(
         frame, cols, feedback=feedback, rating_scale=rating_scale, **kwargs
     )

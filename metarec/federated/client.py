@@ -208,6 +208,7 @@ class FederatedClient:
             steps=a.eval_steps,
             lr=a.eval_lr,
             k=self.scenario.metrics.k,
+            names=self.scenario.metrics.names,
         )
         return {
             k: float(v)

@@ -38,6 +38,8 @@ from metarec.data.table import InteractionTable
 from metarec.federated.client import FederatedClient, init_params
 from metarec.federated.data import client_data, client_names
 from metarec.federated.server import ClientReply, ServerRun, run_server
+from metarec.rundir import remove_orphan_tmp
+from metarec.runlock import RunLock, check_folder
 from metarec.scenario import load_table
 
 __all__ = ["FederatedResult", "run_federated", "write_results", "LocalTransport", "payload_bytes"]
@@ -265,14 +267,35 @@ def run_federated(
         table: reuse an already-loaded table (``local`` backend only).
         dtype: parameter dtype (``local`` backend only; float64 in reference tests).
 
+    This process holds the run directory's lock (:class:`~metarec.runlock.RunLock`, the one
+    ``metarec train`` takes) for the whole run, the server's writes included (in-process, or
+    its child processes on the loopback backend): a second run on the same ``out`` fails at
+    once, naming this one, and writes nothing. Temporary files a killed run left behind are
+    removed on entry.
+
     Raises:
-        ConfigError: an unknown backend, or ``out`` holds a run and ``resume`` is not set.
+        ConfigError: an unknown backend, ``out`` is a file or is in use by another process, or
+            ``out`` holds a run and ``resume`` is not set.
     """
-    out = Path(out).resolve()
+    out = check_folder(out, "--out").resolve()
     backend = backend or scenario.federated.backend
     if backend not in ("simulation", "loopback", "local"):
         raise ConfigError(f"backend={backend!r}: choose 'simulation', 'loopback' or 'local'")
     scenario = replace(scenario, federated=replace(scenario.federated, backend=backend))  # type: ignore[arg-type]
+    with RunLock(out, what="federated run directory", option="--out"):
+        remove_orphan_tmp(out, ("", "checkpoints"))
+        return _run(scenario, out, backend, resume, stop_after, table, dtype)
+
+
+def _run(
+    scenario: Scenario,
+    out: Path,
+    backend: str,
+    resume: bool,
+    stop_after: int | None,
+    table: InteractionTable | None,
+    dtype: torch.dtype,
+) -> FederatedResult:
     config_path = _prepare(scenario, out, resume)
     if backend == "local":
         transport = LocalTransport(

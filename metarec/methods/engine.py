@@ -29,7 +29,6 @@ from metarec.algorithms import (
     init_algorithm_state,
     predict_batch,
 )
-from metarec.checkpoint import atomic_write_json, read_manifest
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
@@ -216,10 +215,14 @@ class EngineMethod:
                 )
                 fitted = load_engine(Path(tmp) / "run", name=self.name, device=data.device)
         else:
-            res = train(sc, data.out, table=data.table, splits=data.splits, evaluate_test=False)
-            manifest = read_manifest(data.out)
-            manifest["method"] = {"name": self.name, "engine": True}
-            atomic_write_json(Path(data.out) / "manifest.json", manifest)
+            res = train(
+                sc,
+                data.out,
+                table=data.table,
+                splits=data.splits,
+                evaluate_test=False,
+                method=self.name,  # the manifest names the method, written under the run's lock
+            )
             fitted = load_engine(data.out, name=self.name, device=data.device)
         fitted.info["train_result"] = res
         return fitted

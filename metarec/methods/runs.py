@@ -28,7 +28,6 @@ from metarec.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     atomic_write_json,
-    read_manifest,
     save_table_meta,
     save_tensors,
 )
@@ -73,7 +72,7 @@ def train_method(
     out = Path(out)
     if name in ENGINE_METHODS:
         sc = engine_scenario(name, scenario)
-        res = train(
+        return train(
             sc,
             out,
             resume=resume,
@@ -81,12 +80,8 @@ def train_method(
             table=table,
             splits=splits,
             evaluate_test=evaluate_test,
+            method=name,  # melu-ref: the manifest names the method, written under the run's lock
         )
-        if name != sc.algorithm.name:  # melu-ref: the manifest names the method
-            manifest = read_manifest(out)
-            manifest["method"] = {"name": name, "engine": True}
-            atomic_write_json(out / "manifest.json", manifest)
-        return res
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
         raise ConfigError(
@@ -133,6 +128,7 @@ def _train_fitted(
         splits.pools[splits.val],
         scfg,
         k=scenario.metrics.k,
+        names=scenario.metrics.names,
         max_tasks=scenario.train.val_tasks,
     )
     best_val = {k: v for k, v in val.items() if isinstance(v, float) and k != "adapt_ms_per_task"}
@@ -140,7 +136,14 @@ def _train_fitted(
     write_fingerprint(out, fitted.table)  # hook (metarec.fingerprint): the encoders saved beside it
     if evaluate_test:
         states = {
-            s: evaluate_fitted(fitted, table, splits.pools[s], scfg, k=scenario.metrics.k)
+            s: evaluate_fitted(
+                fitted,
+                table,
+                splits.pools[s],
+                scfg,
+                k=scenario.metrics.k,
+                names=scenario.metrics.names,
+            )
             for s in splits.states
             if len(splits.pools[s])
         }
