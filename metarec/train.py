@@ -54,6 +54,7 @@ from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool
 from metarec.fingerprint import check_same_data, write_fingerprint
+from metarec.graph.training import set_training_graph
 from metarec.loggers import Logger, make_loggers
 from metarec.models import build_model
 from metarec.models.base import RecModel, split_params
@@ -128,6 +129,7 @@ def build_training_model(sc: Scenario, table: InteractionTable, splits: MetaSpli
         rows = splits.pools[splits.train].rows
         users: Any = [] if sc.protocol.unit == "user" else np.unique(table.users[rows])
         model.set_known(users=users, items=np.unique(table.items[rows]))  # type: ignore[operator]
+    set_training_graph(model, table, splits.pools[splits.train].rows)  # hook (metarec.graph)
     return model
 
 

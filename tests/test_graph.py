@@ -29,7 +29,7 @@ from metarec.graph import (
 from metarec.graph.crossdomain import GraphCF, GraphScorer
 from metarec.models import build_model
 from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.train import build_training_model, train
 
 FAST = {"epochs": 6, "mf_epochs": 6, "batch_size": 512, "val_tasks": 64}
 
@@ -123,6 +123,13 @@ def test_no_evaluation_edge_enters_the_graphs(implicit_split) -> None:
     assert not _graph_pairs(gcn.edge_src, gcn.edge_dst, table.n_users) & held_out
     with pytest.raises(ConfigError, match="set_graph"):
         gcn.set_graph([1, 2], [1])
+    # ... and training builds it so: build_training_model gives LightGCN the meta-train edges
+    sc = load_scenario(
+        "tasks/synthetic-cold-start.toml", ["model.name=lightgcn", "model.embedding_dim=4"]
+    )
+    trained = build_training_model(sc, table, splits)
+    edges = _graph_pairs(trained.edge_src, trained.edge_dst, table.n_users)
+    assert edges == _pairs(table, rows) and not edges & held_out
 
 
 def test_bitgcf_carries_a_cold_users_source_embedding_to_the_target(implicit_split, f64) -> None:
