@@ -141,7 +141,8 @@ def report(results: list[dict]) -> str:
     sel = "; ".join(
         f"seed {r['seed']}: "
         + ", ".join(
-            f"{m} alpha={c['alpha']} shrink={c['shrink']}" for m, c in r["selected"].items()
+            f"{m} alpha={c['alpha']} shrink={c['shrink']} text_weight={c['text_weight']}"
+            for m, c in r["selected"].items()
         )
         for r in results
     )

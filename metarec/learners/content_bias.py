@@ -17,11 +17,12 @@ The prediction for user ``u`` (a task) and item ``i`` is
   ``o_u = sum_s (r_s - mu - b_s) / (|S| + lambda)``. Cold items in the support move it too, so
   a user's support of new items also corrects a shift of the new items as a group.
 
-The ridge strength ``alpha`` and the offset shrinkage ``lambda`` are selected on **meta-val
-only**: meta-train items are cut into 5 folds, each fold's content prediction comes from a ridge
-fitted on the other folds (the held-out items are scored as if cold, ``b_i = c(i)``), and the
-meta-val tasks' queries are scored with those biases; the pair with the lowest meta-val MAE
-wins. Explicit feedback only.
+The ridge strength ``alpha``, the text columns' weight (their share against the attributes,
+:data:`TEXT_WEIGHTS`) and the offset shrinkage ``lambda`` are selected on **meta-val only**:
+meta-train items are cut into 5 folds, each fold's content prediction comes from a ridge fitted
+on the other folds (the held-out items are scored as if cold, ``b_i = c(i)``), and the meta-val
+tasks' queries are scored with those biases; the combination with the lowest meta-val MAE wins.
+Explicit feedback only.
 
 Example:
     >>> m = build_method("content-bias", scenario)              # doctest: +SKIP
@@ -48,6 +49,7 @@ __all__ = [
     "PRIOR",
     "ALPHAS",
     "SHRINKS",
+    "TEXT_WEIGHTS",
     "content_matrix",
     "weighted_ridge",
     "task_offsets",
@@ -63,13 +65,18 @@ ALPHAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 """Ridge strengths tried on meta-val."""
 SHRINKS = (0.0, 1.0, 3.0, 10.0)
 """Offset shrinkages (pseudo support rows at residual 0) tried on meta-val."""
+TEXT_WEIGHTS = (1.0, 2.0, 4.0)
+"""Scales of the text columns tried on meta-val (the text's share against the attributes: a
+weight ``g`` divides the ridge penalty on the text coefficients by ``g^2``)."""
 MAX_VOCAB = 64
 """Categorical features with more values (directors, actors) are left out of the content."""
 
 
-def content_matrix(table: InteractionTable, max_vocab: int = MAX_VOCAB) -> np.ndarray:
-    """The items' content ``float64 (n_items, F)``: each text feature's embeddings L2-normalised,
-    0/1 indicators of the values of every categorical feature with at most ``max_vocab`` values,
+def content_matrix(
+    table: InteractionTable, max_vocab: int = MAX_VOCAB, *, text_weight: float = 1.0
+) -> np.ndarray:
+    """The items' content ``float64 (n_items, F)``: each text feature's embeddings L2-normalised
+    (times ``text_weight``), 0/1 indicators of the values of every categorical feature with at most ``max_vocab`` values,
     the numeric features and a constant 1. An item without features has only the constant."""
     f = table.item_features
     blocks = [np.ones((table.n_items, 1))]
@@ -78,7 +85,7 @@ def content_matrix(table: InteractionTable, max_vocab: int = MAX_VOCAB) -> np.nd
     for name in sorted(f.text):
         t = f.text[name].astype(np.float64)
         norm = np.linalg.norm(t, axis=1, keepdims=True)
-        blocks.append(np.where(norm > 0, t / np.maximum(norm, 1e-12), 0.0))
+        blocks.append(np.where(norm > 0, text_weight * t / np.maximum(norm, 1e-12), 0.0))
     for name in sorted(f.categorical):
         size = len(f.vocabs[name])
         if size - 1 > max_vocab:
@@ -141,9 +148,11 @@ class ContentBiasFitted:
         alpha: float,
         shrink: float,
         val_mae: float | None = None,
+        text_weight: float = 1.0,
     ) -> None:
         self.table, self.mu, self.bias = table, float(mu), bias
         self.alpha, self.shrink, self.val_mae = float(alpha), float(shrink), val_mae
+        self.text_weight = float(text_weight)
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -154,7 +163,12 @@ class ContentBiasFitted:
         )
 
     def config(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "shrink": self.shrink, "val_mae": self.val_mae}
+        return {
+            "alpha": self.alpha,
+            "shrink": self.shrink,
+            "text_weight": self.text_weight,
+            "val_mae": self.val_mae,
+        }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -184,6 +198,7 @@ class ContentBiasFitted:
             float(config.get("alpha", 1.0)),
             float(config.get("shrink", 0.0)),
             config.get("val_mae"),
+            float(config.get("text_weight", 1.0)),
         )
 
 
@@ -192,7 +207,7 @@ class ContentBiasMethod:
 
     Args:
         sampler: how meta-val tasks are cut (the scenario's protocol).
-        alphas, shrinks: the candidates selected on meta-val.
+        alphas, shrinks, text_weights: the candidates selected on meta-val.
         folds: meta-train item folds of the out-of-fold content predictions.
     """
 
@@ -204,9 +219,10 @@ class ContentBiasMethod:
         *,
         alphas: Sequence[float] = ALPHAS,
         shrinks: Sequence[float] = SHRINKS,
+        text_weights: Sequence[float] = TEXT_WEIGHTS,
         folds: int = 5,
     ) -> None:
-        for arg, vals in (("alphas", alphas), ("shrinks", shrinks)):
+        for arg, vals in (("alphas", alphas), ("shrinks", shrinks), ("text_weights", text_weights)):
             if not len(vals) or any(not np.isfinite(v) or v < 0 for v in vals):
                 raise ConfigError(
                     f"content-bias: {arg}={list(vals)}: need a non-empty list of finite values >= 0; e.g. {arg}=[1, 10]"
@@ -215,6 +231,7 @@ class ContentBiasMethod:
             raise ConfigError(f"content-bias: folds={folds!r}: need an int >= 2; e.g. folds=5")
         self.sampler = sampler or SamplerConfig()
         self.alphas, self.shrinks, self.folds = tuple(alphas), tuple(shrinks), folds
+        self.text_weights = tuple(text_weights)
 
     def fit(self, data: FitData) -> ContentBiasFitted:
         table, splits = data.table, data.splits
@@ -231,24 +248,27 @@ class ContentBiasMethod:
         dev = np.where(n > 0, dev - mu, 0.0)
         rated = np.nonzero(n > 0)[0]
         w = n[rated] / (n[rated] + PRIOR)
-        x = content_matrix(table)
         val = splits.pools[splits.val]
-        best: tuple[float, float, float] | None = None
+        best: tuple[float, float, float, float] | None = None
         fold = np.random.default_rng(data.seed).integers(0, self.folds, size=rated.shape[0])
-        for alpha in self.alphas:
-            oof = np.zeros(table.n_items)  # held-out meta-train items scored as if cold
-            for k in range(self.folds):
-                fit, held = fold != k, fold == k
-                if held.any() and fit.any():
-                    beta = weighted_ridge(x[rated[fit]], dev[rated[fit]], w[fit], alpha)
-                    oof[rated[held]] = x[rated[held]] @ beta
-            b = torch.as_tensor(oof, dtype=torch.float64)
-            for shrink in self.shrinks:
-                v = _pool_mae(table, val, self.sampler, mu, b, shrink, data.seed)
-                if best is None or v < best[0]:
-                    best = (v, alpha, shrink)
+        has_text = bool(table.item_features is not None and table.item_features.text)
+        for tw in self.text_weights if has_text else (1.0,):
+            x = content_matrix(table, text_weight=tw)
+            for alpha in self.alphas:
+                oof = np.zeros(table.n_items)  # held-out meta-train items scored as if cold
+                for k in range(self.folds):
+                    fit, held = fold != k, fold == k
+                    if held.any() and fit.any():
+                        beta = weighted_ridge(x[rated[fit]], dev[rated[fit]], w[fit], alpha)
+                        oof[rated[held]] = x[rated[held]] @ beta
+                b = torch.as_tensor(oof, dtype=torch.float64)
+                for shrink in self.shrinks:
+                    v = _pool_mae(table, val, self.sampler, mu, b, shrink, data.seed)
+                    if best is None or v < best[0]:
+                        best = (v, alpha, shrink, tw)
         assert best is not None
-        v, alpha, shrink = best
+        v, alpha, shrink, tw = best
+        x = content_matrix(table, text_weight=tw)
         c = x @ weighted_ridge(x[rated], dev[rated], w, alpha)
         bias = (n * dev + PRIOR * c) / (n + PRIOR)  # warm: own mean; cold: content prediction
         bias[0] = 0.0
@@ -259,6 +279,7 @@ class ContentBiasMethod:
             alpha,
             shrink,
             None if not np.isfinite(v) else v,
+            tw,
         )
 
 
@@ -288,11 +309,12 @@ def _pool_mae(
 
 
 def make_content_bias(scenario: Any = None, **settings: Any) -> ContentBiasMethod:
-    """``content-bias`` over the scenario's protocol; ``settings``: ``alphas``, ``shrinks``, ``folds``."""
-    unknown = sorted(set(settings) - {"alphas", "shrinks", "folds"})
+    """``content-bias`` over the scenario's protocol; ``settings``: ``alphas``, ``shrinks``,
+    ``text_weights``, ``folds``."""
+    unknown = sorted(set(settings) - {"alphas", "shrinks", "text_weights", "folds"})
     if unknown:
         raise ConfigError(
-            f"content-bias: unknown setting {unknown[0]!r}; the settings are alphas, shrinks and folds"
+            f"content-bias: unknown setting {unknown[0]!r}; the settings are alphas, shrinks, text_weights and folds"
         )
     sampler = None
     if scenario is not None:
