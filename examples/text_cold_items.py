@@ -14,6 +14,7 @@ Run: python examples/text_cold_items.py
 
 import os
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,7 +85,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # 2. a text-feature run loads without the encoder
     sc = load_scenario(
-        "tasks/synthetic-cold-start.toml",
+        Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml",
         [
             f"train.steps={2 if QUICK else 20}",
             "train.val_every=2",
