@@ -135,7 +135,9 @@ def load_run_parts(
     algo = _algorithm(manifest, run)
     ck = load_best(run, which=which)
     where = run / "checkpoints" / f"{which}.pt"
-    restore_graph(model, ck.get("buffers") or {}, where)  # hook (metarec.graph): its edge buffers' size
+    restore_graph(
+        model, ck.get("buffers") or {}, where
+    )  # hook (metarec.graph): its edge buffers' size
     if not isinstance(ck.get("params"), Mapping):
         raise CheckpointError(
             f"{str(where)!r}: holds no 'params' dict; not a metarec checkpoint; re-train"
