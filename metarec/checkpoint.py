@@ -6,6 +6,7 @@ A run directory holds::
     config.json        the resolved scenario
     encoders.json      user / item / domain id maps and feature vocabularies
     features.pt        side-feature arrays (tensors only)
+    text.pt            text-feature embeddings (runs with text features; no encoder needed to load)
     checkpoints/last.pt, checkpoints/best.pt
     metrics.jsonl      one row per logged step
 
@@ -35,6 +36,7 @@ from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
 from metarec.data.files import check_codes, read_json_object
 from metarec.data.table import InteractionTable
+from metarec.data.text import check_saved_text
 
 __all__ = [
     "FORMAT",
@@ -50,7 +52,11 @@ __all__ = [
     "read_manifest",
     "load_best",
     "WHICH",
+    "TEXT_FILE",
 ]
+
+TEXT_FILE = "text.pt"
+"""The text-feature embeddings of a run (``{"<side>/<feature>": (n_entities, D)}``)."""
 
 WHICH = ("best", "last")
 """The checkpoints of a run directory: ``checkpoints/best.pt`` (validation-selected), ``last.pt``."""
@@ -197,6 +203,14 @@ def save_table_meta(
         arrays[f"{side}/numeric"] = torch.from_numpy(ft.numeric)
         arrays[f"{side}/present"] = torch.from_numpy(ft.present)
     save_tensors(run_dir / "features.pt", arrays)
+    text = {  # the encoded texts themselves: loading the run needs no text encoder
+        f"{side}/{k}": torch.from_numpy(np.ascontiguousarray(v))
+        for side, ft in (("user", table.user_features), ("item", table.item_features))
+        if ft is not None
+        for k, v in ft.text.items()
+    }
+    if text:
+        save_tensors(run_dir / TEXT_FILE, text)
 
 
 def load_item_domains(run_dir: str | os.PathLike[str]) -> np.ndarray | None:
@@ -241,6 +255,7 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
             vocabs,
             arrays[f"{side}/present"].numpy(),
             {k: tuple(v) for k, v in meta.get("numeric_stats", {}).items()},
+            *_load_text(run_dir, side, meta),
         )
     empty = np.zeros(0, dtype=np.int64)
     scale = enc.get("rating_scale")
@@ -258,6 +273,34 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
         user_features=feats["user"],
         item_features=feats["item"],
     )
+
+
+def _load_text(
+    run_dir: Path, side: str, meta: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]:
+    """The ``side``'s text arrays from ``text.pt``, checked against the sources in ``meta``."""
+    sources = meta.get("text_sources") or {}
+    if not sources and meta.get("text_dims"):
+        raise CheckpointError(
+            f"{str(run_dir / 'encoders.json')!r}: {side} text features {sorted(meta['text_dims'])} were not saved "
+            f"with the run (written by a metarec that did not save {TEXT_FILE}); re-train the run"
+        )
+    if not sources:
+        return {}, {}
+    path = run_dir / TEXT_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{str(path)!r}: missing; the run has {side} text features {sorted(sources)} whose embeddings this "
+            f"file holds; {_DAMAGED}"
+        )
+    blob = load_tensors(path)
+    prefix = f"{side}/"
+    arrays = {
+        k[len(prefix) :]: v.numpy()
+        for k, v in (blob.items() if isinstance(blob, Mapping) else ())
+        if k.startswith(prefix) and isinstance(v, torch.Tensor)
+    }
+    return check_saved_text(arrays, sources, repr(str(path))), dict(sources)
 
 
 def _json_default(o: Any) -> Any:

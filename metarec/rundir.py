@@ -60,6 +60,7 @@ RUN_FILES = (
     "config.json",
     "encoders.json",
     "features.pt",
+    "text.pt",
     "fingerprint.json",
     "metrics.jsonl",
     "summary.json",

@@ -38,6 +38,7 @@ from metarec.config import load_scenario
 from metarec.data.files import read_json_object
 from metarec.data.table import InteractionTable
 from metarec.fingerprint import check_run_encoders
+from metarec.graph.training import restore_graph
 from metarec.guard import check_finite_weights, check_run_limits
 from metarec.models import build_model
 from metarec.models.base import split_params
@@ -134,6 +135,9 @@ def load_run_parts(
     algo = _algorithm(manifest, run)
     ck = load_best(run, which=which)
     where = run / "checkpoints" / f"{which}.pt"
+    restore_graph(
+        model, ck.get("buffers") or {}, where
+    )  # hook (metarec.graph): its edge buffers' size
     if not isinstance(ck.get("params"), Mapping):
         raise CheckpointError(
             f"{str(where)!r}: holds no 'params' dict; not a metarec checkpoint; re-train"

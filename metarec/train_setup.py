@@ -16,6 +16,7 @@ from metarec.algorithms import (
 from metarec.config import Scenario
 from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
+from metarec.graph.training import set_training_graph
 from metarec.models import build_model
 from metarec.models.base import RecModel
 
@@ -60,4 +61,5 @@ def build_training_model(sc: Scenario, table: InteractionTable, splits: MetaSpli
         rows = splits.pools[splits.train].rows
         users: Any = [] if sc.protocol.unit == "user" else np.unique(table.users[rows])
         model.set_known(users=users, items=np.unique(table.items[rows]))  # type: ignore[operator]
+    set_training_graph(model, table, splits.pools[splits.train].rows)  # hook (metarec.graph)
     return model

@@ -10,6 +10,7 @@ import torch
 from _helpers import cold_user_maes
 
 from metarec._errors import ConfigError
+from metarec.config import load_scenario
 from metarec.crossdomain import cross_domain_view, fit_and_evaluate, parse_method
 from metarec.crossdomain.synthetic import make_two_domain
 from metarec.data.features import FeatureSpec
@@ -26,6 +27,7 @@ from metarec.graph import (
 )
 from metarec.graph.crossdomain import GraphCF, GraphScorer
 from metarec.models import build_model
+from metarec.train import build_training_model
 
 FAST = {"epochs": 6, "mf_epochs": 6, "batch_size": 512, "val_tasks": 64}
 
@@ -119,6 +121,13 @@ def test_no_evaluation_edge_enters_the_graphs(implicit_split) -> None:
     assert not _graph_pairs(gcn.edge_src, gcn.edge_dst, table.n_users) & held_out
     with pytest.raises(ConfigError, match="set_graph"):
         gcn.set_graph([1, 2], [1])
+    # ... and training builds it so: build_training_model gives LightGCN the meta-train edges
+    sc = load_scenario(
+        "tasks/synthetic-cold-start.toml", ["model.name=lightgcn", "model.embedding_dim=4"]
+    )
+    trained = build_training_model(sc, table, splits)
+    edges = _graph_pairs(trained.edge_src, trained.edge_dst, table.n_users)
+    assert edges == _pairs(table, rows) and not edges & held_out
 
 
 def test_bitgcf_carries_a_cold_users_source_embedding_to_the_target(implicit_split, f64) -> None:

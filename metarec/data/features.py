@@ -67,6 +67,9 @@ class FeatureTable:
         vocabs: ``{name: IdEncoder}`` of each categorical feature.
         present: ``bool array (n_entities,)``: the entity has a feature row.
         text: ``{name: float32 array (n_entities, D)}`` of text embeddings (zero: no text).
+        text_sources: ``{name: {"encoder", "texts_sha256", "sha256"}}``: each text array's
+            encoder, texts and array fingerprints (:func:`metarec.data.text.encode_text_feature`),
+            saved with a run so that it loads without the encoder.
     """
 
     categorical: dict[str, np.ndarray]
@@ -76,6 +79,7 @@ class FeatureTable:
     present: np.ndarray
     numeric_stats: dict[str, tuple[float, float]] = field(default_factory=dict)
     text: dict[str, np.ndarray] = field(default_factory=dict)
+    text_sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def n_entities(self) -> int:
@@ -92,7 +96,10 @@ class FeatureTable:
             "numeric_stats": self.numeric_stats,
             "widths": {k: int(v.shape[1]) for k, v in self.categorical.items()},
             **(
-                {"text_dims": {k: int(v.shape[1]) for k, v in self.text.items()}}
+                {
+                    "text_dims": {k: int(v.shape[1]) for k, v in self.text.items()},
+                    "text_sources": self.text_sources,
+                }
                 if self.text
                 else {}
             ),
@@ -145,10 +152,11 @@ def encode_features(
     num_names: list[str] = []
     stats: dict[str, tuple[float, float]] = {}
     text: dict[str, np.ndarray] = {}
+    sources: dict[str, dict[str, str]] = {}
     for spec in specs:
         col = sub[spec.name]
         if spec.kind == "text":
-            text[spec.name] = _encode_text(col, spec, idx, n, what)
+            text[spec.name], sources[spec.name] = _encode_text(col, spec, idx, n, what)
             continue
         if spec.kind == "numeric":
             vals = pd.to_numeric(col, errors="coerce")
@@ -190,13 +198,13 @@ def encode_features(
         categorical[spec.name] = full
         vocabs[spec.name] = vocab
     numeric = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), dtype=np.float32)
-    return FeatureTable(categorical, numeric, num_names, vocabs, present, stats, text)
+    return FeatureTable(categorical, numeric, num_names, vocabs, present, stats, text, sources)
 
 
 def _encode_text(
     col: pd.Series, spec: FeatureSpec, idx: np.ndarray, n: int, what: str
-) -> np.ndarray:
-    from metarec.data.text import encode_texts
+) -> tuple[np.ndarray, dict[str, str]]:
+    from metarec.data.text import encode_text_feature, matrix_sha256
 
     bad = [
         v
@@ -208,10 +216,10 @@ def _encode_text(
             f"{what}_features[{spec.name!r}]: text feature has non-string value {py(bad[0])!r}; convert the column "
             f"first (frame[{spec.name!r}].astype(str)) or declare another kind"
         )
-    vecs = encode_texts(col.tolist(), encoder=spec.encoder)  # (rows, D)
+    vecs, source = encode_text_feature(col.tolist(), encoder=spec.encoder)  # (rows, D)
     full = np.zeros((n, vecs.shape[1]), dtype=np.float32)
     full[idx] = vecs
-    return full
+    return full, {**source, "sha256": matrix_sha256(full)}
 
 
 def _split(v: Any, sep: str) -> list[str]:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from metarec._errors import ConfigError, DataError
+from metarec._errors import CheckpointError, ConfigError, DataError
 
 __all__ = [
     "TextEncoder",
@@ -41,6 +41,10 @@ __all__ = [
     "SentenceTransformerEncoder",
     "get_encoder",
     "encode_texts",
+    "encode_text_feature",
+    "text_fingerprint",
+    "matrix_sha256",
+    "check_saved_text",
     "default_cache_dir",
     "DEFAULT_ENCODER",
 ]
@@ -185,17 +189,34 @@ def encode_texts(
         DataError: a non-string value (convert the column with ``.astype(str)``).
         ConfigError: an unknown encoder, or a missing package (the message names the extra).
     """
+    return encode_text_feature(texts, encoder=encoder, cache_dir=cache_dir)[0]
+
+
+def encode_text_feature(
+    texts: Sequence[Any],
+    *,
+    encoder: str | TextEncoder = DEFAULT_ENCODER,
+    cache_dir: str | os.PathLike[str] | None | bool = None,
+) -> tuple[np.ndarray, dict[str, str]]:
+    """:func:`encode_texts` and where its array came from.
+
+    Returns:
+        ``(vectors, source)``: the ``float32 (n, D)`` array and ``{"encoder": NAME,
+        "texts_sha256": HEX}``: the encoder's identity and the fingerprint of the texts
+        (:func:`text_fingerprint`). A feature table adds the ``"sha256"`` of its array
+        (:func:`matrix_sha256`); a run saves the array with its source, so loading it needs no
+        encoder (:func:`check_saved_text`).
+    """
     clean = [_text(t, k) for k, t in enumerate(texts)]
     enc = get_encoder(encoder)
+    key = text_fingerprint(clean, enc.name)
     path: Path | None = None
     if cache_dir is not False:
         folder = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir)
-        h = hashlib.sha256(enc.name.encode())  # the encoder's name carries its version and weights
-        for t in clean:
-            h.update(b"\x00" + t.encode("utf-8"))
-        path = folder / f"{h.hexdigest()}.npy"
+        path = folder / f"{key}.npy"
         if path.is_file():
-            return np.load(path)
+            cached = np.load(path)
+            return cached, {"encoder": enc.name, "texts_sha256": key}
     keep = [k for k, t in enumerate(clean) if t]
     vecs = enc.encode([clean[k] for k in keep]) if keep else None
     dim = int(vecs.shape[1]) if vecs is not None else int(getattr(enc, "dim", 1))
@@ -207,6 +228,54 @@ def encode_texts(
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, out)
         os.replace(tmp, path)
+    return out, {"encoder": enc.name, "texts_sha256": key}
+
+
+def text_fingerprint(texts: Sequence[str], encoder_name: str) -> str:
+    """SHA-256 of an encoder's name and the (whitespace-normalised) texts, in order: the cache
+    key of :func:`encode_texts` and the identity of a text feature's content."""
+    h = hashlib.sha256(encoder_name.encode())  # the encoder's name carries its version and weights
+    for t in texts:
+        h.update(b"\x00" + t.encode("utf-8"))
+    return h.hexdigest()
+
+
+def matrix_sha256(a: np.ndarray) -> str:
+    """SHA-256 of an embedding array's dtype, shape and values."""
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_saved_text(
+    arrays: dict[str, np.ndarray], sources: dict[str, dict[str, str]], where: str
+) -> dict[str, np.ndarray]:
+    """Text arrays read back from a run (``where``: the file), checked against the sources
+    recorded when the run was trained (``sources[name]["sha256"]``, see
+    :func:`encode_text_feature`).
+
+    Raises:
+        CheckpointError: a feature missing from the file, or an array whose fingerprint differs
+            from the recorded one (the file was replaced by another run's or edited).
+    """
+    out = {}
+    for name, src in sources.items():
+        a = arrays.get(name)
+        if a is None:
+            raise CheckpointError(
+                f"{where}: text feature {name!r} is missing (the file holds {sorted(arrays)}); the run directory "
+                "is damaged; restore the file from a copy, or re-create the run with 'metarec train'"
+            )
+        got, want = matrix_sha256(a), src.get("sha256")
+        if got != want:
+            raise CheckpointError(
+                f"{where}: text feature {name!r} has fingerprint {got[:12]}..., but the run was trained with "
+                f"{str(want)[:12]}... (encoder {src.get('encoder')!r}, recorded in encoders.json); the file was "
+                "replaced or edited, so items would be scored through other texts; restore the run's own file "
+                "from a copy, or re-train on the new texts"
+            )
+        out[name] = a
     return out
 
 

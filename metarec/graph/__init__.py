@@ -4,6 +4,7 @@ graph methods.
 * :mod:`metarec.graph.propagate`: normalised graphs over edge lists and LightGCN layers;
 * :mod:`metarec.graph.attributes`: the item attribute graph (items linked to feature values);
 * :mod:`metarec.graph.models`: :class:`LightGCN`, a meta-learnable model (``build_model("lightgcn", table)``);
+* :mod:`metarec.graph.training`: its meta-train graph in training, back from a checkpoint on loading;
 * :mod:`metarec.graph.crossdomain`: ``lightgcn`` and ``bitgcf`` cross-domain cold-start methods.
 """
 
@@ -19,6 +20,7 @@ from metarec.graph.propagate import (
     sparse_adjacency,
     spmm,
 )
+from metarec.graph.training import restore_graph, set_training_graph, user_item_pairs
 
 __all__ = [
     "Graph",
@@ -32,4 +34,7 @@ __all__ = [
     "attribute_edges",
     "GraphConfig",
     "LightGCN",
+    "set_training_graph",
+    "restore_graph",
+    "user_item_pairs",
 ]

@@ -16,6 +16,9 @@ The graph. At construction it holds the item-attribute edges only (content, no i
 
     rows = splits.pools[splits.train].rows
     model.set_graph(table.users[rows], table.items[rows])
+
+Meta-training does this (:func:`metarec.graph.training.set_training_graph`), and loading a run
+rebuilds the same graph from the checkpoint (:func:`metarec.graph.training.restore_graph`).
 """
 
 from __future__ import annotations

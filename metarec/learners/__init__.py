@@ -1,7 +1,7 @@
 """The field's cold-start meta-learners, each a :class:`~metarec.methods.Method` registered by name.
 
 Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaemb``, ``mwuf``,
-``warmup-base``, ``metabridge``, ``maml-source-init`` and ``reptile-source-init`` with
+``warmup-base``, ``metabridge``, ``maml-source-init``, ``reptile-source-init`` and ``content-bias`` with
 :func:`metarec.methods.register_method`; build one with
 ``build_method(name, scenario, **settings)`` and train it with ``fit(FitData(table, splits))``.
 
@@ -9,6 +9,8 @@ Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaem
 * :mod:`~metarec.learners.mamo`: MAMO (feature- and task-specific memories around MAML).
 * :mod:`~metarec.learners.lwa`: LWA and NLBA (class-conditioned amortised adaptation, implicit feedback).
 * :mod:`~metarec.learners.metaemb`: MetaEmb and MWUF (cold item embeddings over a base model).
+* :mod:`~metarec.learners.content_bias`: a rating baseline whose cold items are placed by their
+  content (text embeddings first) through a ridge prior, adapted by a per-task offset.
 * :mod:`~metarec.learners.metabridge`: the TMCDR meta-bridge and MAML / Reptile with a
   source-history initialisation (users cold in a target domain).
 """
@@ -22,6 +24,7 @@ from metarec.learners._loop import (
     fit_learner,
 )
 from metarec.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
+from metarec.learners.content_bias import ContentBiasMethod, make_content_bias
 from metarec.learners.lwa import LWA, NLBA, LWASettings, make_lwa, make_nlba
 from metarec.learners.mamo import MAMO, MAMOSettings, make_mamo
 from metarec.learners.metabridge import (
@@ -56,12 +59,15 @@ LEARNER_METHODS = (
     "metabridge",
     "maml-source-init",
     "reptile-source-init",
+    "content-bias",
 )
 """The methods this package registers: opt-in in ``metarec bench`` (``--algorithms tanp,...``),
 since each needs a scenario of its kind (explicit or implicit feedback, cold items, two domains)."""
 
 __all__ = [
     "LEARNER_METHODS",
+    "ContentBiasMethod",
+    "make_content_bias",
     "LearnerAdapted",
     "LearnerFitted",
     "LearnerMethod",

@@ -32,6 +32,7 @@ from metarec.algorithms import (
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.graph.training import restore_graph
 from metarec.methods.base import FitData
 from metarec.models import build_model
 from metarec.models.base import split_params
@@ -146,6 +147,7 @@ class EngineFitted:
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         model_sd = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        restore_graph(self.model, model_sd, "state_dict")  # hook (metarec.graph)
         own = self.model.state_dict()
         for k, v in own.items():
             got = model_sd.get(k)
