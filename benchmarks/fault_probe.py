@@ -101,15 +101,28 @@ sys.exit(main(sys.argv[1:]))
 
 
 # ------------------------------------------------------------------ data and calls
-def write_csv(path: Path, *, n_users: int = 40, n_items: int = 60, per_user: int = 22, seed: int = 0,
-              sep: str = ",", rename: dict[str, str] | None = None, extra_rows: str = "",
-              numeric: bool = False) -> None:
+def write_csv(
+    path: Path,
+    *,
+    n_users: int = 40,
+    n_items: int = 60,
+    per_user: int = 22,
+    seed: int = 0,
+    sep: str = ",",
+    rename: dict[str, str] | None = None,
+    extra_rows: str = "",
+    numeric: bool = False,
+) -> None:
     """Ratings 1..5 of ``n_users`` users (ids ``u0``..; plus users ``1``, ``01``, ``001``; with
     ``numeric``: ids ``100``.. only) with timestamps; each user rates ``per_user`` distinct items."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    users = [str(100 + i) for i in range(n_users)] if numeric else [f"u{i}" for i in range(n_users)] + ["1", "01", "001"]
+    users = (
+        [str(100 + i) for i in range(n_users)]
+        if numeric
+        else [f"u{i}" for i in range(n_users)] + ["1", "01", "001"]
+    )
     lines = [sep.join(["user", "item", "rating", "timestamp"])]
     t = 1_700_000_000
     for j, u in enumerate(users):
@@ -122,7 +135,9 @@ def write_csv(path: Path, *, n_users: int = 40, n_items: int = 60, per_user: int
     path.write_text("\n".join(lines) + "\n" + extra_rows)
 
 
-def write_scenario(folder: Path, *, path: str = "data.csv", steps: int = 6, data_extra: str = "") -> Path:
+def write_scenario(
+    folder: Path, *, path: str = "data.csv", steps: int = 6, data_extra: str = ""
+) -> Path:
     p = folder / "scenario.toml"
     p.write_text(SCENARIO.format(path=path, steps=steps, data_extra=data_extra))
     return p
@@ -145,10 +160,17 @@ class Proc:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "default",
+    }
 
 
-def call(args: list[str], cwd: Path, *, timeout: float = 240, prefix: list[str] | None = None) -> Proc:
+def call(
+    args: list[str], cwd: Path, *, timeout: float = 240, prefix: list[str] | None = None
+) -> Proc:
     cmd = [PY, *(prefix or ["-m", "metarec"]), *args]
     t0 = time.perf_counter()
     try:
@@ -257,7 +279,9 @@ def _json(path: Path) -> Any:
 
 
 def _log_steps(run: Path) -> list[int]:
-    return [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [
+        json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()
+    ]
 
 
 def _support(folder: Path, rows: list[tuple[str, str, float]], name: str = "support.csv") -> Path:
@@ -278,7 +302,9 @@ def _recommend_ok(p: Proc) -> str | None:
     items = obj.get("items") or []
     if not items:
         return "empty recommendation list"
-    if not all(isinstance(x.get("score"), (int, float)) and math.isfinite(x["score"]) for x in items):
+    if not all(
+        isinstance(x.get("score"), (int, float)) and math.isfinite(x["score"]) for x in items
+    ):
         return "non-finite scores"
     return None
 
@@ -288,8 +314,14 @@ def _recommend_ok(p: Proc) -> str | None:
 def _two_trains(folder: Path, base: Path):
     fresh(folder)
     args = train_args("train.steps=60", "train.checkpoint_every=10", "train.val_every=30")
-    first = subprocess.Popen([PY, "-m", "metarec", *args], cwd=folder, env=env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [PY, "-m", "metarec", *args],
+        cwd=folder,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lock = folder / "run" / ".metarec.lock"
     deadline = time.monotonic() + 120
     while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -301,7 +333,11 @@ def _two_trains(folder: Path, base: Path):
     if first.returncode == 0 and second.rc == 0:
         return second, "DATA LOSS", "both writers exited 0"
     if steps != list(range(1, 61)):
-        return second, "DATA LOSS", f"metrics.jsonl steps are not 1..60 once each ({len(steps)} rows)"
+        return (
+            second,
+            "DATA LOSS",
+            f"metrics.jsonl steps are not 1..60 once each ({len(steps)} rows)",
+        )
     if p1.rc != 0:
         return p1, "UNEXPECTED ERROR", _error_line(p1)
     return (second, *judge_error(second, "in use by", "pid"))
@@ -312,8 +348,21 @@ def _two_trains(folder: Path, base: Path):
 def _lr_huge(folder: Path, base: Path):
     items = _items(base, 4)
     s = _support(folder, [("new", items[0], 5), ("new", items[1], 1), ("new", items[2], 4)])
-    p = call(["recommend", "--run", str(base / "run"), "--user", "new", "--support", str(s),
-              "--lr", "1e30", "--json"], folder)
+    p = call(
+        [
+            "recommend",
+            "--run",
+            str(base / "run"),
+            "--user",
+            "new",
+            "--support",
+            str(s),
+            "--lr",
+            "1e30",
+            "--json",
+        ],
+        folder,
+    )
     return (p, *judge_error(p, "--lr", "diverge"))
 
 
@@ -321,8 +370,23 @@ def _lr_huge(folder: Path, base: Path):
 def _lr_huge_fallback(folder: Path, base: Path):
     items = _items(base, 4)
     s = _support(folder, [("new", items[0], 5), ("new", items[1], 1), ("new", items[2], 4)])
-    p = call(["recommend", "--run", str(base / "run"), "--user", "new", "--support", str(s),
-              "--lr", "1e30", "--on-diverge", "fallback", "--json"], folder)
+    p = call(
+        [
+            "recommend",
+            "--run",
+            str(base / "run"),
+            "--user",
+            "new",
+            "--support",
+            str(s),
+            "--lr",
+            "1e30",
+            "--on-diverge",
+            "fallback",
+            "--json",
+        ],
+        folder,
+    )
     return (p, *judge_ok(p, lambda: _recommend_ok(p)))
 
 
@@ -366,7 +430,11 @@ def _eval_lr(folder: Path, base: Path):
 def _ids(folder: Path, base: Path):
     users = [str(u) for u in _json(base / "run" / "encoders.json")["user_ids"]["values"]]
     p = Proc(["python", "-m", "metarec", *train_args()], 0, "", "", 0.0)
-    bad = None if {"1", "01", "001"} <= set(users) else f"encoders hold {sorted(set(users) & {'1', '01', '001'})}"
+    bad = (
+        None
+        if {"1", "01", "001"} <= set(users)
+        else f"encoders hold {sorted(set(users) & {'1', '01', '001'})}"
+    )
     return (p, *judge_ok(p, lambda: bad))
 
 
@@ -418,7 +486,9 @@ def _two_roles(folder: Path, base: Path):
 @case("silent wrong", "metrics.names typo")
 def _metric_typo(folder: Path, base: Path):
     fresh(folder)
-    p = call(["tasks", "inspect", "scenario.toml", "--set", 'metrics.names=["mae", "ndgc@10"]'], folder)
+    p = call(
+        ["tasks", "inspect", "scenario.toml", "--set", 'metrics.names=["mae", "ndgc@10"]'], folder
+    )
     return (p, *judge_error(p, "ndgc@10", "ndcg@10"))
 
 
@@ -428,7 +498,11 @@ def _metric_names(folder: Path, base: Path):
     p = call(train_args('metrics.names=["mae", "ndcg@5"]'), folder)
 
     def check():
-        vals = [r["val"] for r in map(json.loads, (folder / "run" / "metrics.jsonl").read_text().splitlines()) if "val" in r]
+        vals = [
+            r["val"]
+            for r in map(json.loads, (folder / "run" / "metrics.jsonl").read_text().splitlines())
+            if "val" in r
+        ]
         keys = {k for v in vals for k in v if k not in ("n_tasks", "adapt_ms_per_task")}
         return None if keys == {"mae", "ndcg@5"} else f"metrics.jsonl reports {sorted(keys)}"
 
@@ -438,10 +512,25 @@ def _metric_names(folder: Path, base: Path):
 @case("silent wrong", "a support set rating one item 3 times warns", base=True)
 def _dup_support(folder: Path, base: Path):
     items = _items(base, 3)
-    s = _support(folder, [("new", items[0], 5), ("new", items[0], 4), ("new", items[0], 5), ("new", items[1], 2)])
-    p = call(["recommend", "--run", str(base / "run"), "--user", "new", "--support", str(s), "--json"], folder)
-    return (p, *judge_ok(p, lambda: None if "3 times" in p.err or "3 rows" in p.err or " 3 " in p.err
-                         else f"no warning naming the count on stderr: {p.err[:200]!r}"))
+    s = _support(
+        folder,
+        [("new", items[0], 5), ("new", items[0], 4), ("new", items[0], 5), ("new", items[1], 2)],
+    )
+    p = call(
+        ["recommend", "--run", str(base / "run"), "--user", "new", "--support", str(s), "--json"],
+        folder,
+    )
+    return (
+        p,
+        *judge_ok(
+            p,
+            lambda: (
+                None
+                if "3 times" in p.err or "3 rows" in p.err or " 3 " in p.err
+                else f"no warning naming the count on stderr: {p.err[:200]!r}"
+            ),
+        ),
+    )
 
 
 @case("silent wrong", "algorithm.inner_steps=1000000")
@@ -455,8 +544,22 @@ def _inner_huge(folder: Path, base: Path):
 def _steps_huge(folder: Path, base: Path):
     items = _items(base, 3)
     s = _support(folder, [("new", items[0], 5), ("new", items[1], 1)])
-    p = call(["recommend", "--run", str(base / "run"), "--user", "new", "--support", str(s),
-              "--steps", "100000000", "--json"], folder, timeout=120)
+    p = call(
+        [
+            "recommend",
+            "--run",
+            str(base / "run"),
+            "--user",
+            "new",
+            "--support",
+            str(s),
+            "--steps",
+            "100000000",
+            "--json",
+        ],
+        folder,
+        timeout=120,
+    )
     return (p, *judge_error(p, "--steps"))
 
 
@@ -466,7 +569,11 @@ def _eval_steps(folder: Path, base: Path):
     _edit_config(folder / "run", "algorithm", "eval_steps", 100000000)
     items = _items(base, 3)
     s = _support(folder, [("new", items[0], 5), ("new", items[1], 1)])
-    p = call(["recommend", "--run", "run", "--user", "new", "--support", str(s), "--json"], folder, timeout=120)
+    p = call(
+        ["recommend", "--run", "run", "--user", "new", "--support", str(s), "--json"],
+        folder,
+        timeout=120,
+    )
     return (p, *judge_error(p, "steps"))
 
 
@@ -483,7 +590,9 @@ def _flip(folder: Path, base: Path):
 
 @case("silent wrong", "recommend for a known user is finite and non-empty", base=True)
 def _known(folder: Path, base: Path):
-    p = call(["recommend", "--run", str(base / "run"), "--user", "u3", "--k", "5", "--json"], folder)
+    p = call(
+        ["recommend", "--run", str(base / "run"), "--user", "u3", "--k", "5", "--json"], folder
+    )
     return (p, *judge_ok(p, lambda: _recommend_ok(p)))
 
 
@@ -492,18 +601,43 @@ def _known(folder: Path, base: Path):
 def _kill_early(folder: Path, base: Path):
     fresh(folder)
     args = train_args("train.steps=400", "train.checkpoint_every=400", "train.val_every=400")
-    proc = subprocess.Popen([PY, "-m", "metarec", *args], cwd=folder, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [PY, "-m", "metarec", *args],
+        cwd=folder,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     log = folder / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while (not log.exists() or log.stat().st_size == 0) and proc.poll() is None and time.monotonic() < deadline:
+    while (
+        (not log.exists() or log.stat().st_size == 0)
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    p = call(train_args("train.steps=6", "train.checkpoint_every=400", "train.val_every=400",
-                        extra=("--resume",)), folder)
-    return (p, *judge_ok(p, lambda: None if _log_steps(folder / "run") == list(range(1, 7))
-                         else f"metrics.jsonl steps {_log_steps(folder / 'run')}"))
+    p = call(
+        train_args(
+            "train.steps=6",
+            "train.checkpoint_every=400",
+            "train.val_every=400",
+            extra=("--resume",),
+        ),
+        folder,
+    )
+    return (
+        p,
+        *judge_ok(
+            p,
+            lambda: (
+                None
+                if _log_steps(folder / "run") == list(range(1, 7))
+                else f"metrics.jsonl steps {_log_steps(folder / 'run')}"
+            ),
+        ),
+    )
 
 
 @case("dead end", "train.steps=0")
@@ -520,7 +654,15 @@ def _diverge(folder: Path, base: Path):
     if "Traceback (most recent call last)" in first.text:
         return (first, "TRACEBACK", _tb(first))
     p = call(train_args(extra=("--overwrite",)), folder)
-    return (p, *judge_ok(p, lambda: None if (folder / "run" / "checkpoints" / "last.pt").is_file() else "no last.pt"))
+    return (
+        p,
+        *judge_ok(
+            p,
+            lambda: (
+                None if (folder / "run" / "checkpoints" / "last.pt").is_file() else "no last.pt"
+            ),
+        ),
+    )
 
 
 @case("dead end", "diverged run: --resume is possible or clearly refused")
@@ -531,7 +673,15 @@ def _diverge_resume(folder: Path, base: Path):
         return (first, "TRACEBACK", _tb(first))
     p = call(train_args("algorithm.inner_lr=1e30", "train.steps=6", extra=("--resume",)), folder)
     if p.rc == 0:
-        return (p, *judge_ok(p, lambda: None if _log_steps(folder / "run")[-1] == 6 else "log does not reach step 6"))
+        return (
+            p,
+            *judge_ok(
+                p,
+                lambda: (
+                    None if _log_steps(folder / "run")[-1] == 6 else "log does not reach step 6"
+                ),
+            ),
+        )
     return (p, *judge_error(p, "diverge", "inner_lr"))
 
 
@@ -584,16 +734,18 @@ def _parquet(folder: Path, base: Path):
 def _parquet_trunc(folder: Path, base: Path):
     import pandas as pd
 
-    pd.DataFrame({"user": ["a"] * 40, "item": [f"i{i}" for i in range(40)], "rating": [3.0] * 40}).to_parquet(
-        folder / "full.parquet"
-    )
+    pd.DataFrame(
+        {"user": ["a"] * 40, "item": [f"i{i}" for i in range(40)], "rating": [3.0] * 40}
+    ).to_parquet(folder / "full.parquet")
     data = (folder / "full.parquet").read_bytes()
     return _inspect_file(folder, "data.parquet", data[: len(data) // 2])
 
 
 @case("file boundary", "ids above int64 with data.ids=numeric")
 def _int64(folder: Path, base: Path):
-    write_csv(folder / "data.csv", numeric=True, extra_rows="99999999999999999999999,i1,4,1800000000\n")
+    write_csv(
+        folder / "data.csv", numeric=True, extra_rows="99999999999999999999999,i1,4,1800000000\n"
+    )
     write_scenario(folder, data_extra='ids = "numeric"\n')
     p = call(["tasks", "inspect", "scenario.toml"], folder)
     return (p, *judge_error(p, "99999999999999999999999"))
@@ -601,7 +753,10 @@ def _int64(folder: Path, base: Path):
 
 @case("file boundary", "ids above int64 as strings (default) load")
 def _int64_str(folder: Path, base: Path):
-    write_csv(folder / "data.csv", extra_rows="".join(f"99999999999999999999999,i{i},4,1800000000\n" for i in range(20)))
+    write_csv(
+        folder / "data.csv",
+        extra_rows="".join(f"99999999999999999999999,i{i},4,1800000000\n" for i in range(20)),
+    )
     write_scenario(folder)
     p = call(["tasks", "inspect", "scenario.toml", "--json"], folder)
     return (p, *judge_ok(p))
@@ -692,7 +847,9 @@ def _root_file(folder: Path, base: Path):
 def _bench_out(folder: Path, base: Path):
     fresh(folder)
     (folder / "b").write_text("x")
-    p = call(["bench", "scenario.toml", "--out", "b", "--algorithms", "global", "--seeds", "1"], folder)
+    p = call(
+        ["bench", "scenario.toml", "--out", "b", "--algorithms", "global", "--seeds", "1"], folder
+    )
     return (p, *judge_error(p, "--out"))
 
 
@@ -716,8 +873,17 @@ def _partial_log(folder: Path, base: Path):
     with (folder / "run" / "metrics.jsonl").open("a") as f:
         f.write('{"step": 7, "lo')
     p = call(train_args("train.steps=9", extra=("--resume",)), folder)
-    return (p, *judge_ok(p, lambda: None if _log_steps(folder / "run") == list(range(1, 10))
-                         else f"steps {_log_steps(folder / 'run')}"))
+    return (
+        p,
+        *judge_ok(
+            p,
+            lambda: (
+                None
+                if _log_steps(folder / "run") == list(range(1, 10))
+                else f"steps {_log_steps(folder / 'run')}"
+            ),
+        ),
+    )
 
 
 def _disk_fault(folder: Path, code: str):
@@ -727,8 +893,21 @@ def _disk_fault(folder: Path, code: str):
     if out != "CLEAR ERROR":
         return p, out, detail
     q = call(train_args("train.steps=9", extra=("--resume",)), folder)
-    return (q, *judge_ok(q, lambda: None if _log_steps(folder / "run") == list(range(1, 10))
-                         else f"steps {_log_steps(folder / 'run')}")) if q.rc == 0 else (q, *judge_ok(q))
+    return (
+        (
+            q,
+            *judge_ok(
+                q,
+                lambda: (
+                    None
+                    if _log_steps(folder / "run") == list(range(1, 10))
+                    else f"steps {_log_steps(folder / 'run')}"
+                ),
+            ),
+        )
+        if q.rc == 0
+        else (q, *judge_ok(q))
+    )
 
 
 @case("file boundary", "PermissionError during training, then --resume")
@@ -744,7 +923,11 @@ def _enospc(folder: Path, base: Path):
 @case("file boundary", "read-only run folder (chmod) during --resume", base=True)
 def _readonly(folder: Path, base: Path):
     if os.geteuid() == 0:
-        return Proc([], 0, "", "", 0.0), "SKIPPED", "running as root: chmod does not stop root's writes (the EACCES case injects the error instead)"
+        return (
+            Proc([], 0, "", "", 0.0),
+            "SKIPPED",
+            "running as root: chmod does not stop root's writes (the EACCES case injects the error instead)",
+        )
     from_base(folder, base)
     os.chmod(folder / "run" / "checkpoints", 0o555)
     try:
@@ -802,7 +985,9 @@ def _no_run(folder: Path, base: Path):
 @case("file boundary", "support CSV without a rating column", base=True)
 def _support_cols(folder: Path, base: Path):
     (folder / "s.csv").write_text("user,item\nnew,i1\n")
-    p = call(["recommend", "--run", str(base / "run"), "--user", "new", "--support", "s.csv"], folder)
+    p = call(
+        ["recommend", "--run", str(base / "run"), "--user", "new", "--support", "s.csv"], folder
+    )
     return (p, *judge_error(p, "s.csv", "rating"))
 
 
@@ -924,22 +1109,52 @@ def run_case(c: Case, root: Path, base: Path | None, i: int) -> Row:
     try:
         p, outcome, detail = c.fn(folder, base if base is not None else root)
     except Exception as e:  # noqa: BLE001 - a probe that itself failed is reported, not hidden
-        return Row(c.cls, c.name, "", "PROBE FAILED", f"{type(e).__name__}: {e}"[:300],
-                   time.perf_counter() - t0)
+        return Row(
+            c.cls,
+            c.name,
+            "",
+            "PROBE FAILED",
+            f"{type(e).__name__}: {e}"[:300],
+            time.perf_counter() - t0,
+        )
     msg = _first(p) if p.cmd else ""
-    return Row(c.cls, c.name, p.shown() if p.cmd else "", outcome, msg, round(time.perf_counter() - t0, 1), detail)
+    return Row(
+        c.cls,
+        c.name,
+        p.shown() if p.cmd else "",
+        outcome,
+        msg,
+        round(time.perf_counter() - t0, 1),
+        detail,
+    )
 
 
 def write(rows: list[Row], out: Path, seconds: float) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     jl = out / "fault_probe.jsonl"
-    jl.write_text("".join(json.dumps({"class": r.cls, "case": r.case, "command": r.command,
-                                       "outcome": r.outcome, "message": r.message,
-                                       "detail": r.detail, "seconds": r.seconds}) + "\n" for r in rows))
+    jl.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "class": r.cls,
+                    "case": r.case,
+                    "command": r.command,
+                    "outcome": r.outcome,
+                    "message": r.message,
+                    "detail": r.detail,
+                    "seconds": r.seconds,
+                }
+            )
+            + "\n"
+            for r in rows
+        )
+    )
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     md = [
         "# Fault probe",
         "",
@@ -954,7 +1169,10 @@ def write(rows: list[Row], out: Path, seconds: float) -> tuple[Path, Path]:
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        esc = [x.replace("|", "\\|").replace("\n", " ") for x in (r.cls, r.case, r.outcome, r.message, r.detail)]
+        esc = [
+            x.replace("|", "\\|").replace("\n", " ")
+            for x in (r.cls, r.case, r.outcome, r.message, r.detail)
+        ]
         md.append("| " + " | ".join(esc[:3]) + f" | `{esc[3]}` | {esc[4]} |")
     (out / "fault_probe.md").write_text("\n".join(md) + "\n")
     return jl, out / "fault_probe.md"
@@ -963,8 +1181,12 @@ def write(rows: list[Row], out: Path, seconds: float) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="cases run side by side (default 2)")
-    ap.add_argument("--only", help="comma-separated: run only the cases whose name contains one of these")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder of the report")
+    ap.add_argument(
+        "--only", help="comma-separated: run only the cases whose name contains one of these"
+    )
+    ap.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results"), help="folder of the report"
+    )
     args = ap.parse_args(argv)
     want = [w.strip().lower() for w in (args.only or "").split(",") if w.strip()]
     cases = [c for c in CASES if not want or any(w in c.name.lower() for w in want)]
@@ -979,7 +1201,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in rows if r.outcome not in GOOD]
     for r in rows:
         print(f"{r.outcome:<17} {r.cls:<14} {r.case}" + (f"  -- {r.detail}" if r.detail else ""))
-    print(f"{len(rows)} cases in {seconds:.0f} s; {len(bad)} not CLEAR ERROR / CORRECT; wrote {md} and {jl}")
+    print(
+        f"{len(rows)} cases in {seconds:.0f} s; {len(bad)} not CLEAR ERROR / CORRECT; wrote {md} and {jl}"
+    )
     return 1 if bad else 0
 
 
