@@ -9,6 +9,7 @@ from typing import Any
 from metarec.bench.results import cell_values, summarize, task_paired_test
 from metarec.bench.stats import lower_is_better, paired_t_test
 from metarec.bench.variants import BASELINES, REFERENCES, VARIANTS
+from metarec.learners import LEARNER_METHODS
 
 __all__ = ["ALPHA", "PUBLISHED"]
 
@@ -22,9 +23,9 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 }
 """Published reference points per scenario name (shown beside our numbers, never compared as equals:
 the split is regenerated and the published evaluation script and seeds were not released)."""
-_OWN = tuple(
-    a for a in VARIANTS if a not in BASELINES and a not in REFERENCES
-)  # metarec's meta-learners
+_OWN = tuple(a for a in VARIANTS if a not in BASELINES and a not in REFERENCES) + tuple(
+    a for a in LEARNER_METHODS if a not in BASELINES
+)  # metarec's meta-learners: the engine variants and the cold-start learners
 
 
 def _fmt(mean: float, half: float) -> str:

@@ -82,6 +82,7 @@ BASELINES = (
     "no-transfer+adapt",
     "feature-global",
     "warmup-base",
+    "content-bias",
 )
 """Non-meta-learning baselines: the significance test compares the best row against the best of these."""
 REFERENCES = ("melu-ref", "emcdr", "ptupcdr")
