@@ -44,6 +44,8 @@ __all__ = [
     "fit_learner",
     "evaluate_fitted",
     "parse_settings",
+    "scenario_section",
+    "learner_loader",
     "SELECT_METRIC",
     "defaults_and_sampler",
 ]
@@ -113,15 +115,37 @@ def parse_settings(
     method: str,
     settings: Mapping[str, Any],
     defaults: Mapping[str, Any] | None = None,
+    scenario: Any = None,
 ) -> S:
-    """``cls`` (a frozen settings dataclass) from ``defaults`` overridden by ``settings``.
+    """``cls`` (a frozen settings dataclass) from ``defaults``, overridden by the scenario's
+    ``[learners.<method>]`` table (``--set learners.<method>.KEY=VALUE``), overridden by ``settings``.
 
     Raises:
         ConfigError: an unknown setting (with the close match and the valid ones), a value of
-            the wrong type or one the dataclass rejects; the message is prefixed by ``method``.
+            the wrong type or one the dataclass rejects; the message names the key as
+            ``learners.<method>.KEY`` (the ``--set`` key) when a scenario is given, else
+            ``<method>.KEY``.
     """
-    merged = {**dict(defaults or {}), **dict(settings)}
-    return from_dict(cls, merged, where=method)
+    section = scenario_section(scenario, method)
+    merged = {**dict(defaults or {}), **section, **dict(settings)}
+    where = f"learners.{method}" if scenario is not None else method
+    return from_dict(cls, merged, where=where)
+
+
+def scenario_section(scenario: Any, method: str) -> dict[str, Any]:
+    """The scenario's ``[learners.<method>]`` table (empty without one).
+
+    Raises:
+        ConfigError: ``learners.<method>`` is not a table.
+    """
+    learners = getattr(scenario, "learners", None) or {}
+    section = learners.get(method, {})
+    if not isinstance(section, Mapping):
+        raise ConfigError(
+            f"learners.{method}={section!r}: expected a table of {method}'s settings, e.g. "
+            f"--set learners.{method}.steps=300"
+        )
+    return dict(section)
 
 
 def scenario_defaults(scenario: Any) -> dict[str, Any]:
@@ -220,7 +244,17 @@ class LearnerFitted:
         return LearnerAdapted(self.learner, ctx, support.n_tasks)
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.name, "settings": to_dict(self.settings)}
+        """``{"method", "settings", "k", "shape"}``: the resolved settings, the scenario's shots
+        and the learner's own sizes (``learner.shape()``, for modules whose architecture depends
+        on more than the settings and the table); with the table, they rebuild the learner's
+        modules (:func:`learner_loader`), and :meth:`load_state_dict` fills them."""
+        shape = getattr(self.learner, "shape", None)
+        return {
+            "method": self.name,
+            "settings": to_dict(self.settings),
+            "k": self.k,
+            "shape": shape() if callable(shape) else {},
+        }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
@@ -244,6 +278,39 @@ class LearnerFitted:
 
 
 Build = Callable[[FitData, Any], nn.Module]
+Shell = Callable[[InteractionTable, Any, Mapping[str, Any]], nn.Module]
+"""``shell(table, settings, shape) -> learner``: an untrained learner of the saved architecture."""
+
+
+def learner_loader(cls: type, shell: Shell) -> Callable[..., LearnerFitted]:
+    """A :data:`~metarec.methods.FittedLoader` for learners whose settings dataclass is ``cls``:
+    ``loader(name, config, table)`` rebuilds the settings from ``config["settings"]`` and the
+    modules with ``shell(table, settings, config["shape"])`` (untrained; ``load_state_dict``
+    restores every tensor: weights, buffers, memories).
+
+    Raises:
+        CheckpointError: the saved settings do not rebuild (a damaged manifest or one from
+            another metarec version).
+    """
+
+    def load(name: str, config: Mapping[str, Any], table: InteractionTable) -> LearnerFitted:
+        try:
+            settings: Any = from_dict(cls, dict(config["settings"]), where=f"learners.{name}")
+        except (ConfigError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"manifest.json: the saved settings of {name!r} do not rebuild ({e}); the run is damaged or "
+                "from another metarec version; re-train it"
+            ) from None
+        # the shell's random initialisation is overwritten by load_state_dict: keep the global RNG
+        with torch.random.fork_rng(devices=[]):
+            learner = shell(table, settings, dict(config.get("shape") or {}))
+        learner.eval()
+        fitted = LearnerFitted(name, table, learner, settings, {})
+        k = config.get("k")
+        fitted.k = None if k is None else int(k)
+        return fitted
+
+    return load
 
 
 class LearnerMethod:

@@ -40,6 +40,7 @@ from metarec.learners._loop import (
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -184,9 +185,18 @@ class ItemWarmup(nn.Module):
             *items.shape, self.s.dim, dtype=self.base.item_id.weight.dtype, device=items.device
         )
 
-    def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
-        """The embedding scored after warm-up: ``(T, dim) -> (T, dim)`` (here unchanged)."""
+    def transform_slots(
+        self, e: torch.Tensor, items: torch.Tensor, users: torch.Tensor
+    ) -> torch.Tensor:
+        """The embeddings scored after warm-up: ``e (..., dim)`` of ``items (...)`` whose
+        support users have the mean embedding ``users (..., du)`` -> ``(..., dim)`` (here ``e``)."""
         return e
+
+    def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
+        """:meth:`transform_slots` of each task's item (``support.items[:, 0]``) over all its
+        support users: ``(T, dim) -> (T, dim)``."""
+        users = masked_mean(self.base.user_enc(support.users), support.mask)
+        return self.transform_slots(e, support.items[:, 0], users)
 
     # ------------------------------------------------------------------ shared
     def default_embedding(self, items: torch.Tensor) -> torch.Tensor:
@@ -210,26 +220,71 @@ class ItemWarmup(nn.Module):
             e = e - lr * g
         return e
 
+    def slots(self, s: EpisodeSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cold items a support set warms up: ``(first (T, N), lead (T, N), same (T, N, N))``.
+
+        A task may name several items (a user's support in serving) or one (an item's support,
+        the warm-up protocol; an empty one still names its item at position 0). Position ``j``
+        *names* its item if it is a real entry or ``j = 0``; ``first[t, j]`` is the first naming
+        position of item ``s.items[t, j]``; ``lead[t, j]``: ``j`` is that first position and the
+        item is cold (not an old item, not the padding index 0): one warmed embedding per cold
+        item; ``same[t, j, k]``: ``k`` is a real entry of ``j``'s item.
+        """
+        names = s.mask.clone()
+        names[:, 0] = True
+        eq = s.items.unsqueeze(2) == s.items.unsqueeze(1)  # (T, N, N)
+        first = (eq & names.unsqueeze(1)).to(torch.int64).argmax(-1)  # (T, N)
+        pos = torch.arange(s.items.shape[1], device=s.items.device)
+        cold = names & ~self.base.old[s.items] & (s.items != 0)
+        return first, cold & (first == pos), eq & s.mask.unsqueeze(1)
+
+    def warm_slots(
+        self, s: EpisodeSet, steps: int, lr: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Warm up every cold item of each task on the task's rows of that item (old items keep
+        the base model's embedding): ``-> (lead (T, N), e (T, N, dim), users (T, N, du))``, ``e``
+        and the mean support-user embedding ``users`` meaningful at the ``lead`` positions.
+
+        Equal to :meth:`warm` of :meth:`cold_start` for a task of one cold item."""
+        first, lead, same = self.slots(s)
+        own = self.base.item_id(s.items)  # (T, N, dim)
+        cold_row = lead.gather(1, first)  # (T, N): the row's item is warmed
+        idx = first.unsqueeze(-1).expand_as(own)
+        e = self.cold_start(s.items)
+        for _ in range(steps):
+            e = e.detach().requires_grad_(True)
+            emb = torch.where(cold_row.unsqueeze(-1), e.gather(1, idx), own)
+            loss = masked_bce(self.base.logits(s.users, s.items, emb), s.targets, s.mask)
+            (g,) = torch.autograd.grad(loss.sum(), e)
+            e = e - lr * g
+        w = same.to(own.dtype)  # (T, N, N)
+        users = (w @ self.base.user_enc(s.users)) / w.sum(-1, keepdim=True).clamp_min(1.0)
+        return lead, e.detach(), users
+
     def adapt(
         self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        item = support.items[:, 0]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
-            e = self.warm(
-                self.cold_start(item),
+            lead, e, users = self.warm_slots(
                 support,
                 self.s.warm_steps if steps is None else steps,
                 float(self.warm_lr) if lr is None else lr,
             )
-        return item, self.transform(e.detach(), support).detach()
+        return support.items, lead, self.transform_slots(e, support.items, users).detach()
 
     def score(
-        self, ctx: tuple[torch.Tensor, torch.Tensor], users: torch.Tensor, items: torch.Tensor
+        self,
+        ctx: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        users: torch.Tensor,
+        items: torch.Tensor,
     ) -> torch.Tensor:
-        item, e = ctx
-        emb = self.default_embedding(items)
-        mine = (items == item.unsqueeze(1)).unsqueeze(-1)
-        return self.base.logits(users, items, torch.where(mine, e.unsqueeze(1).expand_as(emb), emb))
+        """Warmed items use their warmed embedding, the others :meth:`default_embedding`."""
+        slot_items, lead, e = ctx  # (T, N), (T, N), (T, N, dim)
+        emb = self.default_embedding(items)  # (T, Q, dim)
+        match = (items.unsqueeze(2) == slot_items.unsqueeze(1)) & lead.unsqueeze(1)  # (T, Q, N)
+        at = match.to(torch.int64).argmax(-1, keepdim=True).expand(-1, -1, e.shape[-1])
+        emb = torch.where(match.any(-1, keepdim=True), e.gather(1, at), emb)
+        return self.base.logits(users, items, emb)
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
         return torch.zeros((), dtype=self.base.item_id.weight.dtype)
@@ -284,11 +339,11 @@ class MWUF(ItemWarmup):
     def cold_start(self, items: torch.Tensor) -> torch.Tensor:
         return self.mean_old.expand(*items.shape, -1)
 
-    def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
-        """``e * 2 sigmoid(scale(f_i)) + shift(mean_j u_j)``: ``(T, dim) -> (T, dim)``."""
-        item = support.items[:, 0]
-        scale = 2.0 * torch.sigmoid(self.scaling(self.base.item_feat(item)))
-        users = masked_mean(self.base.user_enc(support.users), support.mask)
+    def transform_slots(
+        self, e: torch.Tensor, items: torch.Tensor, users: torch.Tensor
+    ) -> torch.Tensor:
+        """``e * 2 sigmoid(scale(f_i)) + shift(mean_j u_j)``: ``(..., dim) -> (..., dim)``."""
+        scale = 2.0 * torch.sigmoid(self.scaling(self.base.item_feat(items)))
         return e * scale + self.shifting(users)
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
@@ -352,8 +407,16 @@ def _make(
     defaults.pop("dim", None)
     if steps is not None:
         defaults["steps"] = steps
-    s = parse_settings(WarmupSettings, name, settings, defaults)
+    s = parse_settings(WarmupSettings, name, settings, defaults, scenario)
     return LearnerMethod(name, _builder(cls), s, scfg, pretrain=_pretrain, select=select_warm_lr)
+
+
+def _shell(cls: type[ItemWarmup]):
+    def shell(table: Any, s: WarmupSettings, shape: Any) -> ItemWarmup:
+        base = WarmupBase(table, s, known_users=None, old_items=np.zeros(0, dtype=np.int64))
+        return cls(base, s)
+
+    return shell
 
 
 def make_warmup_base(scenario: Any = None, **settings: Any) -> LearnerMethod:
@@ -372,6 +435,11 @@ def make_mwuf(scenario: Any = None, **settings: Any) -> LearnerMethod:
     return _make("mwuf", MWUF, scenario, settings, None)
 
 
-register_method("warmup-base", make_warmup_base, replace=True)
-register_method("metaemb", make_metaemb, replace=True)
-register_method("mwuf", make_mwuf, replace=True)
+for _name, _cls, _factory in (
+    ("warmup-base", ItemWarmup, make_warmup_base),
+    ("metaemb", MetaEmb, make_metaemb),
+    ("mwuf", MWUF, make_mwuf),
+):
+    register_method(
+        _name, _factory, loader=learner_loader(WarmupSettings, _shell(_cls)), replace=True
+    )

@@ -37,6 +37,7 @@ from metarec.learners._loop import (
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -191,8 +192,12 @@ def make_tanp(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``tanp`` from a scenario (budget: ``train.steps``/``outer_lr``, ``algorithm.meta_batch``,
     ``model.embedding_dim``) and :class:`TaNPSettings` overrides."""
     defaults, scfg = defaults_and_sampler(scenario, TaNPSettings)
-    s = parse_settings(TaNPSettings, "tanp", settings, defaults)
+    s = parse_settings(TaNPSettings, "tanp", settings, defaults, scenario)
     return LearnerMethod("tanp", _build, s, scfg)
 
 
-register_method("tanp", make_tanp, replace=True)
+def _shell(table: Any, s: TaNPSettings, shape: Any) -> TaNP:
+    return TaNP(table, s)
+
+
+register_method("tanp", make_tanp, loader=learner_loader(TaNPSettings, _shell), replace=True)
