@@ -28,6 +28,7 @@ scenario = mr.load_scenario(
         "algorithm.name=tanp",
         f"train.steps={20 if quick else 300}",
         "train.progress=false",
+        "learners.tanp.cluster_weight=0.1",  # TaNP's clustering regulariser (0: off)
     ],
 )
 with tempfile.TemporaryDirectory() as tmp:
