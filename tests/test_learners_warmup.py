@@ -160,7 +160,12 @@ def test_metaemb_beats_the_base_model_in_most_seeds() -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="MWUF does not yet beat the warm-up base on this synthetic table (0 of 3 seeds)",
+    reason=(
+        "MWUF does not beat the warm-up base on this synthetic table (0 of 3 seeds; mean logloss "
+        "over the phases, MWUF vs base: 0.4664/0.4566, 0.4783/0.4758, 0.5165/0.4985): the meta "
+        "networks are trained on old items, whose interactions the frozen base model has fitted, "
+        "and what they learn there does not carry to new items (meta-val gains of <0.01 logloss)"
+    ),
 )
 def test_mwuf_beats_the_base_model_in_most_seeds() -> None:
     wins = [_warmup_logloss("mwuf", s) < _warmup_logloss("warmup-base", s) for s in range(3)]
@@ -186,20 +191,24 @@ def test_serving_warms_each_cold_item_of_a_user_support_on_its_own_rows(f64) -> 
     for model in (me, mw):
         got = model.score(model.adapt(s, steps=2), torch.full_like(q, 3), q)
         # hand loop: the task's loss over its 4 rows, each cold item's own embedding, 2 steps
+        # (scored through transform_slots: MWUF warms up through its meta networks)
         e = {i: model.cold_start(torch.tensor(i)).detach() for i in (25, 30)}
+        u = model.base.user_enc(torch.tensor(3))
         for _ in range(2):
             leaves = {i: v.clone().requires_grad_(True) for i, v in e.items()}
             logits = []
             for j in range(4):
                 it = int(s.items[0, j])
-                emb = leaves[it] if it in leaves else model.base.item_id(torch.tensor(it))
+                if it in leaves:
+                    emb = model.transform_slots(leaves[it], torch.tensor(it), u)
+                else:
+                    emb = model.base.item_id(torch.tensor(it))
                 logits.append(model.base.logits(torch.tensor(3), torch.tensor(it), emb))
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 torch.stack(logits), s.targets[0, :4]
             )
             grads = torch.autograd.grad(loss, list(leaves.values()))
             e = {i: (leaves[i] - 0.7 * g).detach() for i, g in zip(leaves, grads, strict=True)}
-        u = model.base.user_enc(torch.tensor(3))
         for n, it in enumerate(q[0].tolist()):
             if it in e:
                 emb = model.transform_slots(e[it], torch.tensor(it), u)

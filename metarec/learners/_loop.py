@@ -325,6 +325,9 @@ class LearnerMethod:
             (``learner`` is what ``build`` returned).
         select: optional ``select(fitted, data) -> log`` run after it (a meta-val choice of an
             adaptation setting, stored in the learner's buffers).
+        episodes: optional ``episodes(data) -> data``: the meta-train tasks of the episodic loop.
+        validate: optional ``validate(fitted, data) -> score`` (higher is better), the model
+            selection criterion of :func:`fit_learner` on meta-val.
     """
 
     def __init__(
@@ -336,9 +339,11 @@ class LearnerMethod:
         pretrain: Callable[[Any, FitData, Any], dict[str, Any]] | None = None,
         select: Callable[[Any, FitData], dict[str, Any]] | None = None,
         episodes: Callable[[FitData], FitData] | None = None,
+        validate: Callable[[Any, FitData], float] | None = None,
     ) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
         self._pretrain, self._select, self._episodes = pretrain, select, episodes
+        self._validate = validate
 
     def fit(self, data: FitData) -> LearnerFitted:
         t0 = time.perf_counter()
@@ -348,7 +353,10 @@ class LearnerMethod:
         if self._pretrain is not None:
             log["pretrain"] = self._pretrain(learner, data, self.settings)
         episodes = data if self._episodes is None else self._episodes(data)
-        log.update(fit_learner(learner, episodes, train_settings(self.settings), self.sampler))
+        check = self._validate
+        val = None if check is None else (lambda f: check(f, data))
+        ts = train_settings(self.settings)
+        log.update(fit_learner(learner, episodes, ts, self.sampler, val))
         fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
         fitted.k = self.sampler.n_support
         if self._select is not None:
@@ -363,11 +371,17 @@ def train_settings(settings: Any) -> TrainSettings:
 
 
 def fit_learner(
-    learner: nn.Module, data: FitData, ts: TrainSettings, scfg: SamplerConfig
+    learner: nn.Module,
+    data: FitData,
+    ts: TrainSettings,
+    scfg: SamplerConfig,
+    validate: Callable[[LearnerFitted], float] | None = None,
 ) -> dict[str, Any]:
     """Train ``learner`` on meta-train tasks; keep the weights (and buffers) with the best
     meta-val score (MAE for explicit, AUC for implicit feedback), checked every ``val_every``
-    steps and at the end.
+    steps and at the end. ``validate(fitted) -> score`` (higher is better) replaces that score
+    (a protocol's own meta-val criterion, e.g. the item warm-up phases' logloss); it is also
+    checked before the first step, so training that does not help keeps the initial weights.
 
     Returns:
         ``{"steps", "best_step", "best_val", "history": [{"step", "loss", "val"}...]}``.
@@ -387,9 +401,14 @@ def fit_learner(
     opt = torch.optim.Adam(params, lr=ts.lr) if params else None
     metric, sign = SELECT_METRIC[table.feedback]
     fitted = LearnerFitted("learner", table, learner, None, {})
+    fitted.k = scfg.n_support
     best, best_step, since = -math.inf, 0, 0
     snapshot = copy.deepcopy(learner.state_dict())
     history: list[dict[str, Any]] = []
+    if validate is not None:
+        learner.eval()
+        best = validate(fitted)
+        history.append({"step": 0, "val": best})
     step = 0
     while step < ts.steps:
         learner.train()
@@ -408,16 +427,21 @@ def fit_learner(
                 with torch.no_grad():
                     after(batch)
         if step % ts.val_every == 0 or step == ts.steps:
-            val = evaluate_fitted(
-                fitted,
-                table,
-                splits.pools[splits.val],
-                scfg,
-                max_tasks=ts.val_tasks,
-                seed=data.seed,
-            )
-            row["val"] = float(val[metric])
-            score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
+            if validate is not None:
+                learner.eval()
+                row["val"] = validate(fitted)
+                score = row["val"] if math.isfinite(row["val"]) else -math.inf
+            else:
+                val = evaluate_fitted(
+                    fitted,
+                    table,
+                    splits.pools[splits.val],
+                    scfg,
+                    max_tasks=ts.val_tasks,
+                    seed=data.seed,
+                )
+                row["val"] = float(val[metric])
+                score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
             if score > best:
                 best, best_step, since = score, step, 0
                 snapshot = copy.deepcopy(learner.state_dict())
@@ -427,7 +451,7 @@ def fit_learner(
                 history.append(row)
                 break
         history.append(row)
-    if ts.steps == 0:  # still report the untrained meta-val score
+    if ts.steps == 0 and validate is None:  # still report the untrained meta-val score
         val = evaluate_fitted(
             fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed
         )
@@ -437,7 +461,9 @@ def fit_learner(
     return {
         "steps": step,
         "best_step": best_step,
-        "best_val": sign * best if math.isfinite(best) else None,
+        "best_val": (best if validate is not None else sign * best)
+        if math.isfinite(best)
+        else None,
         "history": history,
     }
 

@@ -35,8 +35,9 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import masked_bce
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.learners._encode import SideEncoder, masked_mean, mlp
+from metarec.learners._encode import SideEncoder, mlp
 from metarec.learners._loop import (
+    LearnerFitted,
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
@@ -195,8 +196,15 @@ class ItemWarmup(nn.Module):
     def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
         """:meth:`transform_slots` of each task's item (``support.items[:, 0]``) over all its
         support users: ``(T, dim) -> (T, dim)``."""
-        users = masked_mean(self.base.user_enc(support.users), support.mask)
+        same = support.mask.unsqueeze(1)  # (T, 1, N): every real entry is the task's item's
+        users = self.support_users(support, same)[:, 0]
         return self.transform_slots(e, support.items[:, 0], users)
+
+    def support_users(self, s: EpisodeSet, same: torch.Tensor) -> torch.Tensor:
+        """Mean embedding of the users of the rows ``same (T, M, N)`` selects (one row set per
+        slot): ``-> (T, M, du)`` (zeros for an empty set)."""
+        w = same.to(self.base.item_id.weight.dtype)
+        return (w @ self.base.user_enc(s.users)) / w.sum(-1, keepdim=True).clamp_min(1.0)
 
     # ------------------------------------------------------------------ shared
     def default_embedding(self, items: torch.Tensor) -> torch.Tensor:
@@ -212,11 +220,14 @@ class ItemWarmup(nn.Module):
     def warm(
         self, e: torch.Tensor, s: EpisodeSet, steps: int, lr: float, create_graph: bool = False
     ) -> torch.Tensor:
-        """``steps`` gradient steps of each task's support loss on its embedding: ``(T, dim) -> (T, dim)``."""
+        """``steps`` gradient steps of each task's support loss on its embedding ``e`` (the loss of
+        the scored embedding ``transform(e)``, so MWUF warms up through its meta networks):
+        ``(T, dim) -> (T, dim)``."""
         for _ in range(steps):
             if not e.requires_grad:
                 e = e.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.support_loss(e, s).sum(), e, create_graph=create_graph)
+            loss = self.support_loss(self.transform(e, s), s).sum()
+            (g,) = torch.autograd.grad(loss, e, create_graph=create_graph)
             e = e - lr * g
         return e
 
@@ -250,15 +261,15 @@ class ItemWarmup(nn.Module):
         own = self.base.item_id(s.items)  # (T, N, dim)
         cold_row = lead.gather(1, first)  # (T, N): the row's item is warmed
         idx = first.unsqueeze(-1).expand_as(own)
+        users = self.support_users(s, same)  # (T, N, du)
         e = self.cold_start(s.items)
         for _ in range(steps):
             e = e.detach().requires_grad_(True)
-            emb = torch.where(cold_row.unsqueeze(-1), e.gather(1, idx), own)
+            scored = self.transform_slots(e, s.items, users)
+            emb = torch.where(cold_row.unsqueeze(-1), scored.gather(1, idx), own)
             loss = masked_bce(self.base.logits(s.users, s.items, emb), s.targets, s.mask)
             (g,) = torch.autograd.grad(loss.sum(), e)
             e = e - lr * g
-        w = same.to(own.dtype)  # (T, N, N)
-        users = (w @ self.base.user_enc(s.users)) / w.sum(-1, keepdim=True).clamp_min(1.0)
         return lead, e.detach(), users
 
     def adapt(
@@ -347,11 +358,13 @@ class MWUF(ItemWarmup):
         return e * scale + self.shifting(users)
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
+        """An old item as a cold one: from the mean embedding, warm up on support ``a`` through
+        the meta networks (the base model frozen), then the loss of the scored embedding on the
+        query ``b``; the meta networks' gradient flows through the warm-up steps."""
         a, b = batch.support, batch.query
-        with torch.enable_grad():
-            e = self.warm(
-                self.cold_start(a.items[:, 0]), a, self.s.warm_steps, float(self.warm_lr)
-            ).detach()
+        e = self.warm(
+            self.cold_start(a.items[:, 0]), a, self.s.warm_steps, float(self.warm_lr), True
+        )
         return self.support_loss(self.transform(e, a), b).mean()
 
 
@@ -373,12 +386,22 @@ def _builder(cls: type[ItemWarmup]):
     return build
 
 
-def _pretrain(model: ItemWarmup, data: FitData, s: WarmupSettings) -> dict[str, Any]:
-    rows = data.splits.pools[data.splits.train].rows
-    log = pretrain_base(model.base, data.table, rows, s, data.seed)
-    if isinstance(model, MWUF):
-        model.set_mean()
-    return log
+def _pretrain_for(name: str, k: int):
+    def pretrain(model: ItemWarmup, data: FitData, s: WarmupSettings) -> dict[str, Any]:
+        """The base model on the old items; for MWUF also the mean start and the warm-up rate
+        the meta networks train at: chosen on meta-val before they train (identity networks),
+        as :func:`select_warm_lr` picks it after."""
+        rows = data.splits.pools[data.splits.train].rows
+        log = pretrain_base(model.base, data.table, rows, s, data.seed)
+        if isinstance(model, MWUF):
+            model.set_mean()
+            shell = LearnerFitted(name, data.table, model, s, {})
+            shell.k = k
+            model.eval()
+            log["warm_lr_before"] = select_warm_lr(shell, data)
+        return log
+
+    return pretrain
 
 
 def select_warm_lr(fitted: Any, data: FitData) -> dict[str, Any]:
@@ -400,6 +423,23 @@ def select_warm_lr(fitted: Any, data: FitData) -> dict[str, Any]:
     return {"warm_lr": best, "val_logloss": tried}
 
 
+def warmup_val_score(fitted: Any, data: FitData) -> float:
+    """Model selection of the warm-up learners: minus the mean logloss of the meta-val items over
+    the phases cold, warm-a/b/c at the current ``warm_lr`` (per-item AUC over users, the
+    generic criterion, barely depends on the item's embedding); needs pinned test rows."""
+    from metarec.episodes.warmup import PHASES, evaluate_warmup
+
+    pool = data.splits.pools[data.splits.val]
+    if pool.query_flag is None or fitted.k is None:
+        raise ConfigError(
+            f"splits: the meta-val pool {data.splits.val!r} has no pinned test rows; the warm-up "
+            "learners are selected on the warm-up phases: build the splits with "
+            "metarec.episodes.warmup.item_warmup_split"
+        )
+    res = evaluate_warmup(fitted, data.table, pool, fitted.k)
+    return -float(np.mean([res[p]["logloss"] for p in PHASES]))
+
+
 def _make(
     name: str, cls: type[ItemWarmup], scenario: Any, settings: dict[str, Any], steps: int | None
 ) -> LearnerMethod:
@@ -408,7 +448,15 @@ def _make(
     if steps is not None:
         defaults["steps"] = steps
     s = parse_settings(WarmupSettings, name, settings, defaults, scenario)
-    return LearnerMethod(name, _builder(cls), s, scfg, pretrain=_pretrain, select=select_warm_lr)
+    return LearnerMethod(
+        name,
+        _builder(cls),
+        s,
+        scfg,
+        pretrain=_pretrain_for(name, scfg.n_support),
+        select=select_warm_lr,
+        validate=warmup_val_score,
+    )
 
 
 def _shell(cls: type[ItemWarmup]):
