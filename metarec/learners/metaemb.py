@@ -386,7 +386,7 @@ def _builder(cls: type[ItemWarmup]):
     return build
 
 
-def _pretrain_for(name: str, k: int):
+def _pretrain_for(name: str, k: int | None):
     def pretrain(model: ItemWarmup, data: FitData, s: WarmupSettings) -> dict[str, Any]:
         """The base model on the old items; for MWUF also the mean start and the warm-up rate
         the meta networks train at: chosen on meta-val before they train (identity networks),
