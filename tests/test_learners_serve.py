@@ -59,7 +59,7 @@ SIZES = {  # small modules: the learners' own sizes, through the scenario's [lea
     "feature-global": ["hidden=[8]"],
     "lwa": ["item_dim=4"],
     "nlba": ["item_dim=4", "hidden=[8]"],
-    "warmup-base": ["hidden=[8]", "meta_hidden=4", "pretrain_epochs=1", "warm_lrs=[0.3, 1.0]"],
+    "warmup-base": ["hidden=[8]", "meta_hidden=4", "pretrain_epochs=1", "warm_lrs=[1.0]"],
     "metabridge": ["mf_epochs=1", "hidden=8", "history_len=5"],
 }
 for _n in ("metaemb", "mwuf"):

@@ -186,12 +186,19 @@ class ItemWarmup(nn.Module):
             *items.shape, self.s.dim, dtype=self.base.item_id.weight.dtype, device=items.device
         )
 
+    def affine(
+        self, items: torch.Tensor, users: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(scale, shift)`` of the scored embedding ``e * scale + shift`` of ``items (...)``
+        whose support users have the mean embedding ``users (..., du)`` (``None``: ``e`` itself)."""
+        return None
+
     def transform_slots(
         self, e: torch.Tensor, items: torch.Tensor, users: torch.Tensor
     ) -> torch.Tensor:
-        """The embeddings scored after warm-up: ``e (..., dim)`` of ``items (...)`` whose
-        support users have the mean embedding ``users (..., du)`` -> ``(..., dim)`` (here ``e``)."""
-        return e
+        """The embeddings scored after warm-up, ``e (..., dim) -> (..., dim)`` (:meth:`affine`)."""
+        ab = self.affine(items, users)
+        return e if ab is None else e * ab[0] + ab[1]
 
     def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
         """:meth:`transform_slots` of each task's item (``support.items[:, 0]``) over all its
@@ -263,9 +270,10 @@ class ItemWarmup(nn.Module):
         idx = first.unsqueeze(-1).expand_as(own)
         users = self.support_users(s, same)  # (T, N, du)
         e = self.cold_start(s.items)
+        ab = self.affine(s.items, users)  # the meta networks, once for every step
         for _ in range(steps):
             e = e.detach().requires_grad_(True)
-            scored = self.transform_slots(e, s.items, users)
+            scored = e if ab is None else e * ab[0] + ab[1]
             emb = torch.where(cold_row.unsqueeze(-1), scored.gather(1, idx), own)
             loss = masked_bce(self.base.logits(s.users, s.items, emb), s.targets, s.mask)
             (g,) = torch.autograd.grad(loss.sum(), e)
@@ -350,12 +358,10 @@ class MWUF(ItemWarmup):
     def cold_start(self, items: torch.Tensor) -> torch.Tensor:
         return self.mean_old.expand(*items.shape, -1)
 
-    def transform_slots(
-        self, e: torch.Tensor, items: torch.Tensor, users: torch.Tensor
-    ) -> torch.Tensor:
-        """``e * 2 sigmoid(scale(f_i)) + shift(mean_j u_j)``: ``(..., dim) -> (..., dim)``."""
+    def affine(self, items: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``e * 2 sigmoid(scale(f_i)) + shift(mean_j u_j)``: ``(scale, shift)``, each ``(..., dim)``."""
         scale = 2.0 * torch.sigmoid(self.scaling(self.base.item_feat(items)))
-        return e * scale + self.shifting(users)
+        return scale, self.shifting(users)
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """An old item as a cold one: from the mean embedding, warm up on support ``a`` through
