@@ -58,7 +58,8 @@ class TaNPSettings(TrainSettings):
 
     Fields:
         dim: embedding size of each side feature.
-        hidden: width of the encoder MLPs.
+        hidden: width of the encoder MLPs (128: chosen on ml1m-melu meta-val over 64 and 256,
+            benchmarks/learners_tune.py; see RESULTS).
         latent: size of ``z``.
         task_dim: size of the task embedding ``o``.
         clusters: number of task clusters ``K``.
@@ -68,7 +69,7 @@ class TaNPSettings(TrainSettings):
     """
 
     dim: int = 32
-    hidden: int = 64
+    hidden: int = 128
     latent: int = 32
     task_dim: int = 32
     clusters: int = 4
