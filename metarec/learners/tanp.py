@@ -58,8 +58,8 @@ class TaNPSettings(TrainSettings):
 
     Fields:
         dim: embedding size of each side feature.
-        hidden: width of the encoder MLPs (128: chosen on ml1m-melu meta-val over 64 and 256,
-            benchmarks/learners_tune.py; see RESULTS).
+        hidden: width of the encoder MLPs (128: better than 64 on ml1m-melu meta-val,
+            benchmarks/learners_tune.py).
         latent: size of ``z``.
         task_dim: size of the task embedding ``o``.
         clusters: number of task clusters ``K``.
