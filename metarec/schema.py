@@ -97,8 +97,12 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        # Validation messages start with the field name ("n_support=0: ..."): prefix the section.
-        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
+        # Validation messages start with the field name ("n_support=0: ..."): prefix the section,
+        # unless the message already names the full key ("train.seed=-1: ...").
+        msg = str(e)
+        raise ConfigError(
+            f"{where}.{msg}" if where and not msg.startswith(f"{where}.") else msg
+        ) from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -61,3 +61,30 @@ def test_state_dict_round_trip_and_errors(name: str) -> None:
         fresh.load_state_dict(bad)
     with pytest.raises(ConfigError, match=r"T=3 \(one row per adapted task\)"):
         a1.score(b.query.users[:2], b.query.items[:2])
+
+
+def test_a_validate_hook_selects_and_keeps_the_initial_state_when_training_hurts() -> None:
+    from metarec.learners._loop import LearnerMethod, fit_learner, train_settings
+
+    t = make_taste_table(n_users=40, n_items=30, per_user=20, seed=0)
+    sp = random_split(
+        t, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10, max_interactions=None
+    )
+    scfg = SamplerConfig(n_support=5, n_query=5)
+    m = build_method("feature-global", None, steps=4, val_every=2, dim=4, meta_batch=4)
+    assert isinstance(m, LearnerMethod)
+    torch.manual_seed(0)
+    learner = m._build(FitData(t, sp, seed=0), m.settings)
+    start = {k: v.clone() for k, v in learner.state_dict().items()}
+    calls = []
+
+    def worse_each_time(fitted) -> float:
+        calls.append(fitted.k)
+        return -float(len(calls))  # higher is better: the first (untrained) check wins
+
+    log = fit_learner(
+        learner, FitData(t, sp, seed=0), train_settings(m.settings), scfg, worse_each_time
+    )
+    assert calls == [5, 5, 5] and log["best_step"] == 0 and log["best_val"] == -1.0
+    for k, v in learner.state_dict().items():
+        torch.testing.assert_close(v, start[k])

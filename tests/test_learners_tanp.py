@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -98,3 +100,63 @@ def test_tanp_beats_feature_global_over_seeds() -> None:
             maes[name] = evaluate_fitted(f, t, sp.pools["meta-test"], scfg)["mae"]
         wins.append(maes["tanp"] < maes["feature-global"] - 0.05)
     assert all(wins)
+
+
+def test_clustering_loss_matches_the_hand_formula(f64) -> None:
+    from metarec.learners.tanp import cluster_assignments, clustering_loss
+
+    g = torch.Generator().manual_seed(3)
+    o, c = torch.randn(5, 4, generator=g), torch.randn(3, 4, generator=g)
+    a = cluster_assignments(o, c)
+    T, K = a.shape
+    for t_ in range(T):  # Student-t kernel, one degree of freedom, normalised per task
+        q = [1.0 / (1.0 + float(((o[t_] - c[k]) ** 2).sum())) for k in range(K)]
+        for k in range(K):
+            assert abs(float(a[t_, k]) - q[k] / sum(q)) < 1e-12
+    f = [sum(float(a[t_, k]) for t_ in range(T)) for k in range(K)]
+    hand = 0.0
+    for t_ in range(T):
+        w = [float(a[t_, k]) ** 2 / f[k] for k in range(K)]
+        p = [x / sum(w) for x in w]
+        hand += sum(p[k] * math.log(p[k] / float(a[t_, k])) for k in range(K)) / T
+    leaf = a.detach().clone().requires_grad_(True)
+    loss = clustering_loss(leaf)
+    assert abs(float(loss.detach()) - hand) < 1e-12 and float(loss.detach()) >= 0
+    # the target P is held fixed: dL/da_tk = -p_tk / (T a_tk)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    w = a.square() / a.sum(0, keepdim=True)
+    p = w / w.sum(-1, keepdim=True)
+    torch.testing.assert_close(grad, -p / (T * a))
+
+
+def test_meta_loss_adds_the_weighted_clustering_term(f64) -> None:
+    from metarec.episodes.batch import EpisodeBatch
+    from metarec.learners.tanp import clustering_loss
+
+    t = make_taste_table(n_users=20, n_items=30, per_user=10, seed=0)
+    s = TaNPSettings(dim=4, hidden=8, latent=3, task_dim=5, clusters=3, decoder=(6,))
+    m = TaNP(t, s)
+    z = torch.zeros(3, dtype=torch.int64)
+    batch = EpisodeBatch(_support(t, seed=1), _support(t, seed=2), z, z)
+    losses = {}
+    for w in (0.0, 0.7):
+        m.cluster_weight = w
+        torch.manual_seed(0)  # the same sampled z
+        losses[w] = m.meta_loss(batch)
+    _, a = m.task_embedding(m.pairs(batch.support), batch.support.mask)
+    torch.testing.assert_close(losses[0.7] - losses[0.0], 0.7 * clustering_loss(a))
+
+
+def test_cluster_settings_are_checked_with_their_set_key() -> None:
+    from metarec.config import load_scenario
+
+    sc = load_scenario("tasks/synthetic-cold-start.toml", ["learners.tanp.cluster_weight=-0.5"])
+    with pytest.raises(ConfigError, match=r"learners.tanp.cluster_weight=-0.5: must be a finite"):
+        build_method("tanp", sc)
+    sc = load_scenario("tasks/synthetic-cold-start.toml", ["learners.tanp.clusters=0"])
+    with pytest.raises(ConfigError, match=r"learners.tanp.clusters=0: must be >= 1"):
+        build_method("tanp", sc)
+    m = build_method(
+        "tanp", load_scenario("tasks/synthetic-cold-start.toml", ["learners.tanp.clusters=6"])
+    )
+    assert m.settings.clusters == 6 and m.settings.cluster_weight == 0.1

@@ -160,8 +160,74 @@ def test_metaemb_beats_the_base_model_in_most_seeds() -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="MWUF does not yet beat the warm-up base on this synthetic table (0 of 3 seeds)",
+    reason=(
+        "MWUF does not beat the warm-up base on this synthetic table (0 of 3 seeds; mean logloss "
+        "over the phases, MWUF vs base: 0.4664/0.4566, 0.4783/0.4758, 0.5165/0.4985): the meta "
+        "networks are trained on old items, whose interactions the frozen base model has fitted, "
+        "and what they learn there does not carry to new items (meta-val gains of <0.01 logloss)"
+    ),
 )
 def test_mwuf_beats_the_base_model_in_most_seeds() -> None:
     wins = [_warmup_logloss("mwuf", s) < _warmup_logloss("warmup-base", s) for s in range(3)]
     assert sum(wins) >= 2, wins
+
+
+def test_serving_warms_each_cold_item_of_a_user_support_on_its_own_rows(f64) -> None:
+    t = _table()
+    me, mw = _models(t)
+    for model in (me, mw):
+        for net in (getattr(model, "generator", None), getattr(model, "scaling", None)):
+            if net is not None:
+                net[-1].weight.data.normal_()
+        model.warm_lr.fill_(0.7)
+    # one user task: cold items 25 (twice), 30, an old item 5 and padding
+    s = EpisodeSet(
+        torch.tensor([[3, 3, 3, 3, 0]]),
+        torch.tensor([[25, 5, 30, 25, 0]]),
+        torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.0]]),
+        torch.tensor([[True, True, True, True, False]]),
+    )
+    q = torch.tensor([[25, 30, 5, 31]])
+    for model in (me, mw):
+        got = model.score(model.adapt(s, steps=2), torch.full_like(q, 3), q)
+        # hand loop: the task's loss over its 4 rows, each cold item's own embedding, 2 steps
+        # (scored through transform_slots: MWUF warms up through its meta networks)
+        e = {i: model.cold_start(torch.tensor(i)).detach() for i in (25, 30)}
+        u = model.base.user_enc(torch.tensor(3))
+        for _ in range(2):
+            leaves = {i: v.clone().requires_grad_(True) for i, v in e.items()}
+            logits = []
+            for j in range(4):
+                it = int(s.items[0, j])
+                if it in leaves:
+                    emb = model.transform_slots(leaves[it], torch.tensor(it), u)
+                else:
+                    emb = model.base.item_id(torch.tensor(it))
+                logits.append(model.base.logits(torch.tensor(3), torch.tensor(it), emb))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                torch.stack(logits), s.targets[0, :4]
+            )
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            e = {i: (leaves[i] - 0.7 * g).detach() for i, g in zip(leaves, grads, strict=True)}
+        for n, it in enumerate(q[0].tolist()):
+            if it in e:
+                emb = model.transform_slots(e[it], torch.tensor(it), u)
+            else:
+                emb = model.default_embedding(torch.tensor(it))
+            torch.testing.assert_close(
+                got[0, n], model.base.logits(torch.tensor(3), torch.tensor(it), emb)
+            )
+        # an item task (the warm-up protocol) is unchanged: warm() of the item's cold start
+        item = EpisodeSet(
+            torch.tensor([[3, 4, 0]]),
+            torch.tensor([[25, 25, 25]]),
+            torch.tensor([[1.0, 0.0, 0.0]]),
+            torch.tensor([[True, True, False]]),
+        )
+        with torch.enable_grad():
+            e1 = model.warm(model.cold_start(torch.tensor([25])), item, 2, 0.7)
+        emb = model.transform(e1.detach(), item)[0]
+        out = model.score(model.adapt(item, steps=2), torch.tensor([[6]]), torch.tensor([[25]]))
+        torch.testing.assert_close(
+            out[0, 0], model.base.logits(torch.tensor(6), torch.tensor(25), emb)
+        )

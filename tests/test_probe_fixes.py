@@ -112,3 +112,21 @@ def test_unknown_support_items_name_the_cli_option() -> None:
         DataError, match=r"\('zz'\).*unknown_items='fallback' \(--unknown-items fallback\)"
     ):
         encode_items(IdEncoder(["a", "b"], name="item"), ["a", "zz"], what="support")
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.seed=-1", "train.seed"),
+        ("algorithm.inner_steps=100000000", "algorithm.inner_steps"),
+        ("train.device=tpu", "train.device"),
+        ("protocol.n_support=0", "protocol.n_support"),
+    ],
+)
+def test_bound_errors_name_the_key_once(override: str, key: str) -> None:
+    from metarec.config import load_scenario
+
+    with pytest.raises(ConfigError) as e:
+        load_scenario("tasks/synthetic-cold-start.toml", [override])
+    section = key.split(".")[0]
+    assert f"{key}=" in str(e.value) and f"{section}.{section}." not in str(e.value)

@@ -67,6 +67,9 @@ class Scenario:
             the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
             the method is built (before any data is read); unset keys keep their defaults.
         federated: the ``[federated]`` section (``metarec federated``).
+        learners: settings of the cold-start meta-learners, one table per method
+            (``[learners.tanp]``, ``--set learners.mamo.inner_lr=0.01``): the fields of the
+            method's settings dataclass (:mod:`metarec.learners`), checked when it is built.
         warmup: the ``[warmup]`` section: the item warm-up protocol
             (:class:`metarec.episodes.warmup.WarmupConfig`; ``metarec bench`` reports its
             phases); ``None``: not an item warm-up scenario.
@@ -83,6 +86,7 @@ class Scenario:
     bench: BenchConfig = field(default_factory=BenchConfig)
     crossdomain: dict[str, Any] = field(default_factory=dict)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
+    learners: dict[str, Any] = field(default_factory=dict)
     warmup: WarmupConfig | None = None
 
 

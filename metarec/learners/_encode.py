@@ -92,10 +92,12 @@ def mlp(sizes: Sequence[int], *, last_act: bool = False) -> nn.Sequential:
 
 
 def task_entity(idx: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The entity of each task (its first real entry; 0 for an empty task): ``(T, N) -> (T,)``."""
+    """The entity of each task: ``(T, N) -> (T,)``, its first real entry; for an empty task
+    the largest index of its row (serving pads a user's empty support with the user's index,
+    the samplers with 0, so an empty task keeps its user, or gets the unknown slot 0)."""
     first = mask.to(torch.int64).argmax(dim=1)  # (T,)
     ent = idx.gather(1, first.unsqueeze(1)).squeeze(1)
-    return torch.where(mask.any(dim=1), ent, torch.zeros_like(ent))
+    return torch.where(mask.any(dim=1), ent, idx.max(dim=1).values)
 
 
 def unit_targets(y: torch.Tensor, scale: tuple[float, float] | None) -> torch.Tensor:

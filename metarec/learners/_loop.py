@@ -44,6 +44,8 @@ __all__ = [
     "fit_learner",
     "evaluate_fitted",
     "parse_settings",
+    "scenario_section",
+    "learner_loader",
     "SELECT_METRIC",
     "defaults_and_sampler",
 ]
@@ -113,15 +115,37 @@ def parse_settings(
     method: str,
     settings: Mapping[str, Any],
     defaults: Mapping[str, Any] | None = None,
+    scenario: Any = None,
 ) -> S:
-    """``cls`` (a frozen settings dataclass) from ``defaults`` overridden by ``settings``.
+    """``cls`` (a frozen settings dataclass) from ``defaults``, overridden by the scenario's
+    ``[learners.<method>]`` table (``--set learners.<method>.KEY=VALUE``), overridden by ``settings``.
 
     Raises:
         ConfigError: an unknown setting (with the close match and the valid ones), a value of
-            the wrong type or one the dataclass rejects; the message is prefixed by ``method``.
+            the wrong type or one the dataclass rejects; the message names the key as
+            ``learners.<method>.KEY`` (the ``--set`` key) when a scenario is given, else
+            ``<method>.KEY``.
     """
-    merged = {**dict(defaults or {}), **dict(settings)}
-    return from_dict(cls, merged, where=method)
+    section = scenario_section(scenario, method)
+    merged = {**dict(defaults or {}), **section, **dict(settings)}
+    where = f"learners.{method}" if scenario is not None else method
+    return from_dict(cls, merged, where=where)
+
+
+def scenario_section(scenario: Any, method: str) -> dict[str, Any]:
+    """The scenario's ``[learners.<method>]`` table (empty without one).
+
+    Raises:
+        ConfigError: ``learners.<method>`` is not a table.
+    """
+    learners = getattr(scenario, "learners", None) or {}
+    section = learners.get(method, {})
+    if not isinstance(section, Mapping):
+        raise ConfigError(
+            f"learners.{method}={section!r}: expected a table of {method}'s settings, e.g. "
+            f"--set learners.{method}.steps=300"
+        )
+    return dict(section)
 
 
 def scenario_defaults(scenario: Any) -> dict[str, Any]:
@@ -220,7 +244,17 @@ class LearnerFitted:
         return LearnerAdapted(self.learner, ctx, support.n_tasks)
 
     def config(self) -> dict[str, Any]:
-        return {"method": self.name, "settings": to_dict(self.settings)}
+        """``{"method", "settings", "k", "shape"}``: the resolved settings, the scenario's shots
+        and the learner's own sizes (``learner.shape()``, for modules whose architecture depends
+        on more than the settings and the table); with the table, they rebuild the learner's
+        modules (:func:`learner_loader`), and :meth:`load_state_dict` fills them."""
+        shape = getattr(self.learner, "shape", None)
+        return {
+            "method": self.name,
+            "settings": to_dict(self.settings),
+            "k": self.k,
+            "shape": shape() if callable(shape) else {},
+        }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
@@ -244,6 +278,39 @@ class LearnerFitted:
 
 
 Build = Callable[[FitData, Any], nn.Module]
+Shell = Callable[[InteractionTable, Any, Mapping[str, Any]], nn.Module]
+"""``shell(table, settings, shape) -> learner``: an untrained learner of the saved architecture."""
+
+
+def learner_loader(cls: type, shell: Shell) -> Callable[..., LearnerFitted]:
+    """A :data:`~metarec.methods.FittedLoader` for learners whose settings dataclass is ``cls``:
+    ``loader(name, config, table)`` rebuilds the settings from ``config["settings"]`` and the
+    modules with ``shell(table, settings, config["shape"])`` (untrained; ``load_state_dict``
+    restores every tensor: weights, buffers, memories).
+
+    Raises:
+        CheckpointError: the saved settings do not rebuild (a damaged manifest or one from
+            another metarec version).
+    """
+
+    def load(name: str, config: Mapping[str, Any], table: InteractionTable) -> LearnerFitted:
+        try:
+            settings: Any = from_dict(cls, dict(config["settings"]), where=f"learners.{name}")
+        except (ConfigError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"manifest.json: the saved settings of {name!r} do not rebuild ({e}); the run is damaged or "
+                "from another metarec version; re-train it"
+            ) from None
+        # the shell's random initialisation is overwritten by load_state_dict: keep the global RNG
+        with torch.random.fork_rng(devices=[]):
+            learner = shell(table, settings, dict(config.get("shape") or {}))
+        learner.eval()
+        fitted = LearnerFitted(name, table, learner, settings, {})
+        k = config.get("k")
+        fitted.k = None if k is None else int(k)
+        return fitted
+
+    return load
 
 
 class LearnerMethod:
@@ -258,6 +325,9 @@ class LearnerMethod:
             (``learner`` is what ``build`` returned).
         select: optional ``select(fitted, data) -> log`` run after it (a meta-val choice of an
             adaptation setting, stored in the learner's buffers).
+        episodes: optional ``episodes(data) -> data``: the meta-train tasks of the episodic loop.
+        validate: optional ``validate(fitted, data) -> score`` (higher is better), the model
+            selection criterion of :func:`fit_learner` on meta-val.
     """
 
     def __init__(
@@ -269,9 +339,11 @@ class LearnerMethod:
         pretrain: Callable[[Any, FitData, Any], dict[str, Any]] | None = None,
         select: Callable[[Any, FitData], dict[str, Any]] | None = None,
         episodes: Callable[[FitData], FitData] | None = None,
+        validate: Callable[[Any, FitData], float] | None = None,
     ) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
         self._pretrain, self._select, self._episodes = pretrain, select, episodes
+        self._validate = validate
 
     def fit(self, data: FitData) -> LearnerFitted:
         t0 = time.perf_counter()
@@ -281,7 +353,10 @@ class LearnerMethod:
         if self._pretrain is not None:
             log["pretrain"] = self._pretrain(learner, data, self.settings)
         episodes = data if self._episodes is None else self._episodes(data)
-        log.update(fit_learner(learner, episodes, train_settings(self.settings), self.sampler))
+        check = self._validate
+        val = None if check is None else (lambda f: check(f, data))
+        ts = train_settings(self.settings)
+        log.update(fit_learner(learner, episodes, ts, self.sampler, val))
         fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
         fitted.k = self.sampler.n_support
         if self._select is not None:
@@ -296,11 +371,17 @@ def train_settings(settings: Any) -> TrainSettings:
 
 
 def fit_learner(
-    learner: nn.Module, data: FitData, ts: TrainSettings, scfg: SamplerConfig
+    learner: nn.Module,
+    data: FitData,
+    ts: TrainSettings,
+    scfg: SamplerConfig,
+    validate: Callable[[LearnerFitted], float] | None = None,
 ) -> dict[str, Any]:
     """Train ``learner`` on meta-train tasks; keep the weights (and buffers) with the best
     meta-val score (MAE for explicit, AUC for implicit feedback), checked every ``val_every``
-    steps and at the end.
+    steps and at the end. ``validate(fitted) -> score`` (higher is better) replaces that score
+    (a protocol's own meta-val criterion, e.g. the item warm-up phases' logloss); it is also
+    checked before the first step, so training that does not help keeps the initial weights.
 
     Returns:
         ``{"steps", "best_step", "best_val", "history": [{"step", "loss", "val"}...]}``.
@@ -320,9 +401,14 @@ def fit_learner(
     opt = torch.optim.Adam(params, lr=ts.lr) if params else None
     metric, sign = SELECT_METRIC[table.feedback]
     fitted = LearnerFitted("learner", table, learner, None, {})
+    fitted.k = scfg.n_support
     best, best_step, since = -math.inf, 0, 0
     snapshot = copy.deepcopy(learner.state_dict())
     history: list[dict[str, Any]] = []
+    if validate is not None:
+        learner.eval()
+        best = validate(fitted)
+        history.append({"step": 0, "val": best})
     step = 0
     while step < ts.steps:
         learner.train()
@@ -341,16 +427,21 @@ def fit_learner(
                 with torch.no_grad():
                     after(batch)
         if step % ts.val_every == 0 or step == ts.steps:
-            val = evaluate_fitted(
-                fitted,
-                table,
-                splits.pools[splits.val],
-                scfg,
-                max_tasks=ts.val_tasks,
-                seed=data.seed,
-            )
-            row["val"] = float(val[metric])
-            score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
+            if validate is not None:
+                learner.eval()
+                row["val"] = validate(fitted)
+                score = row["val"] if math.isfinite(row["val"]) else -math.inf
+            else:
+                val = evaluate_fitted(
+                    fitted,
+                    table,
+                    splits.pools[splits.val],
+                    scfg,
+                    max_tasks=ts.val_tasks,
+                    seed=data.seed,
+                )
+                row["val"] = float(val[metric])
+                score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
             if score > best:
                 best, best_step, since = score, step, 0
                 snapshot = copy.deepcopy(learner.state_dict())
@@ -360,7 +451,7 @@ def fit_learner(
                 history.append(row)
                 break
         history.append(row)
-    if ts.steps == 0:  # still report the untrained meta-val score
+    if ts.steps == 0 and validate is None:  # still report the untrained meta-val score
         val = evaluate_fitted(
             fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed
         )
@@ -370,7 +461,9 @@ def fit_learner(
     return {
         "steps": step,
         "best_step": best_step,
-        "best_val": sign * best if math.isfinite(best) else None,
+        "best_val": (best if validate is not None else sign * best)
+        if math.isfinite(best)
+        else None,
         "history": history,
     }
 

@@ -22,6 +22,7 @@ from metarec.learners._loop import (
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -87,9 +88,18 @@ def make_feature_global(scenario: Any = None, **settings: Any) -> LearnerMethod:
     return LearnerMethod(
         "feature-global",
         _build,
-        parse_settings(GlobalSettings, "feature-global", settings, defaults),
+        parse_settings(GlobalSettings, "feature-global", settings, defaults, scenario),
         scfg,
     )
 
 
-register_method("feature-global", make_feature_global, replace=True)
+def _shell(table: Any, s: GlobalSettings, shape: Any) -> FeatureGlobal:
+    return FeatureGlobal(table, s)
+
+
+register_method(
+    "feature-global",
+    make_feature_global,
+    loader=learner_loader(GlobalSettings, _shell),
+    replace=True,
+)

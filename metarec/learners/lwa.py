@@ -35,6 +35,7 @@ from metarec.learners._loop import (
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -164,7 +165,10 @@ def make_lwa(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``lwa`` from a scenario (budget, ``model.embedding_dim``) and :class:`LWASettings` overrides."""
     defaults, scfg = defaults_and_sampler(scenario, LWASettings)
     return LearnerMethod(
-        "lwa", _builder(LWA), parse_settings(LWASettings, "lwa", settings, defaults), scfg
+        "lwa",
+        _builder(LWA),
+        parse_settings(LWASettings, "lwa", settings, defaults, scenario),
+        scfg,
     )
 
 
@@ -172,9 +176,19 @@ def make_nlba(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``nlba`` from a scenario (budget, ``model.embedding_dim``) and :class:`LWASettings` overrides."""
     defaults, scfg = defaults_and_sampler(scenario, LWASettings)
     return LearnerMethod(
-        "nlba", _builder(NLBA), parse_settings(LWASettings, "nlba", settings, defaults), scfg
+        "nlba",
+        _builder(NLBA),
+        parse_settings(LWASettings, "nlba", settings, defaults, scenario),
+        scfg,
     )
 
 
-register_method("lwa", make_lwa, replace=True)
-register_method("nlba", make_nlba, replace=True)
+def _shell(cls: type[_ClassConditioned]):
+    def shell(table: Any, s: LWASettings, shape: Any) -> _ClassConditioned:
+        return cls(table, s, known_items=None)
+
+    return shell
+
+
+register_method("lwa", make_lwa, loader=learner_loader(LWASettings, _shell(LWA)), replace=True)
+register_method("nlba", make_nlba, loader=learner_loader(LWASettings, _shell(NLBA)), replace=True)

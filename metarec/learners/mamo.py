@@ -40,6 +40,7 @@ from metarec.learners._loop import (
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -286,8 +287,12 @@ def make_mamo(scenario: Any = None, **settings: Any) -> LearnerMethod:
         al = scenario.algorithm
         defaults.update(inner_steps=al.inner_steps, first_order=al.first_order)
     return LearnerMethod(
-        "mamo", _build, parse_settings(MAMOSettings, "mamo", settings, defaults), scfg
+        "mamo", _build, parse_settings(MAMOSettings, "mamo", settings, defaults, scenario), scfg
     )
 
 
-register_method("mamo", make_mamo, replace=True)
+def _shell(table: Any, s: MAMOSettings, shape: Any) -> MAMO:
+    return MAMO(table, s)
+
+
+register_method("mamo", make_mamo, loader=learner_loader(MAMOSettings, _shell), replace=True)

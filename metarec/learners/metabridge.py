@@ -32,14 +32,16 @@ from torch.func import grad, vmap
 
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
-from metarec.crossdomain.data import cross_domain_view, user_histories
-from metarec.crossdomain.mf import fit_mf, new_mf
+from metarec.crossdomain.data import CrossDomainView, cross_domain_view, user_histories
+from metarec.crossdomain.mf import MF, fit_mf, new_mf
+from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.learners._encode import task_entity
 from metarec.learners._loop import (
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -124,20 +126,37 @@ class _CrossDomain(nn.Module):
     hist: torch.Tensor  # buffer int64 (n_users, H): source items per user
     hist_mask: torch.Tensor  # buffer bool (n_users, H)
 
-    def __init__(self, data: FitData, s: BridgeSettings) -> None:
+    def __init__(self, data: FitData | InteractionTable, s: BridgeSettings) -> None:
+        """From ``FitData`` (training: the cross-domain view of its splits, MFs initialised on
+        meta-train) or from a bare table (an untrained shell of the same sizes, for loading)."""
         super().__init__()
-        t = data.table
+        t = data.table if isinstance(data, FitData) else data
         self.s = s
         self.loss = "mse" if t.feedback == "explicit" else "bce"
-        self.view = cross_domain_view(t, data.splits)
-        self.src = new_mf(self.view, self.view.source_rows, dim=s.dim, seed=data.seed)
-        self.tgt = new_mf(self.view, self.view.target_rows, dim=s.dim, seed=data.seed + 1)
-        hist, mask = user_histories(self.view, self.view.source_rows, s.history_len, seed=data.seed)
+        if isinstance(data, FitData):
+            self.view: CrossDomainView | None = cross_domain_view(t, data.splits)
+            v = self.view
+            self.src = new_mf(v, v.source_rows, dim=s.dim, seed=data.seed)
+            self.tgt = new_mf(v, v.target_rows, dim=s.dim, seed=data.seed + 1)
+            hist, mask = user_histories(v, v.source_rows, s.history_len, seed=data.seed)
+        else:
+            self.view = None
+            self.src, self.tgt = MF(t.n_users, t.n_items, s.dim), MF(t.n_users, t.n_items, s.dim)
+            hist = torch.zeros(t.n_users, s.history_len, dtype=torch.int64)
+            mask = torch.zeros(t.n_users, s.history_len, dtype=torch.bool)
         self.register_buffer("hist", hist)
         self.register_buffer("hist_mask", mask)
 
+    def _view(self) -> CrossDomainView:
+        if self.view is None:
+            raise ConfigError(
+                f"{type(self).__name__}: this learner was loaded from a run (no training data); "
+                "pre-train a new one with fit()"
+            )
+        return self.view
+
     def pretrain(self, data: FitData) -> dict[str, Any]:
-        s, v = self.s, self.view
+        s, v = self.s, self._view()
         kw: dict[str, Any] = dict(
             dim=s.dim,
             epochs=s.mf_epochs,
@@ -166,7 +185,7 @@ class _CrossDomain(nn.Module):
 class TMCDRBridge(_CrossDomain):
     """``metabridge`` (see the module docstring)."""
 
-    def __init__(self, data: FitData, s: BridgeSettings) -> None:
+    def __init__(self, data: FitData | InteractionTable, s: BridgeSettings) -> None:
         super().__init__(data, s)
         d = s.dim + 1
         self.phi = nn.ParameterDict(
@@ -221,7 +240,9 @@ class SourceInit(_CrossDomain):
 
     mean_user: torch.Tensor  # buffer (dim + 1,)
 
-    def __init__(self, data: FitData, s: BridgeSettings, *, reptile: bool) -> None:
+    def __init__(
+        self, data: FitData | InteractionTable, s: BridgeSettings, *, reptile: bool
+    ) -> None:
         super().__init__(data, s)
         self.reptile = reptile
         d = s.dim + 1
@@ -231,7 +252,7 @@ class SourceInit(_CrossDomain):
     def pretrain(self, data: FitData) -> dict[str, Any]:
         log = super().pretrain(data)
         with torch.no_grad():
-            warm = torch.as_tensor(self.view.warm_users)
+            warm = torch.as_tensor(self._view().warm_users)
             self.mean_user.copy_(self.tgt.user_vectors(warm).mean(0))
         return log
 
@@ -316,7 +337,7 @@ def _make(name: str, build, scenario: Any, settings: dict[str, Any]) -> LearnerM
         defaults.update(
             inner_steps=scenario.algorithm.inner_steps, first_order=scenario.algorithm.first_order
         )
-    s = parse_settings(BridgeSettings, name, settings, defaults)
+    s = parse_settings(BridgeSettings, name, settings, defaults, scenario)
     return LearnerMethod(name, build, s, scfg, pretrain=_pretrain, episodes=target_episodes)
 
 
@@ -339,6 +360,16 @@ def make_reptile_source_init(scenario: Any = None, **settings: Any) -> LearnerMe
     )
 
 
-register_method("metabridge", make_metabridge, replace=True)
-register_method("maml-source-init", make_maml_source_init, replace=True)
-register_method("reptile-source-init", make_reptile_source_init, replace=True)
+_SHELLS = {
+    "metabridge": lambda t, s, shape: TMCDRBridge(t, s),
+    "maml-source-init": lambda t, s, shape: SourceInit(t, s, reptile=False),
+    "reptile-source-init": lambda t, s, shape: SourceInit(t, s, reptile=True),
+}
+for _name, _factory in (
+    ("metabridge", make_metabridge),
+    ("maml-source-init", make_maml_source_init),
+    ("reptile-source-init", make_reptile_source_init),
+):
+    register_method(
+        _name, _factory, loader=learner_loader(BridgeSettings, _SHELLS[_name]), replace=True
+    )

@@ -35,11 +35,13 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import masked_bce
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.learners._encode import SideEncoder, masked_mean, mlp
+from metarec.learners._encode import SideEncoder, mlp
 from metarec.learners._loop import (
+    LearnerFitted,
     LearnerMethod,
     TrainSettings,
     defaults_and_sampler,
+    learner_loader,
     parse_settings,
 )
 from metarec.methods.base import FitData, register_method
@@ -184,9 +186,32 @@ class ItemWarmup(nn.Module):
             *items.shape, self.s.dim, dtype=self.base.item_id.weight.dtype, device=items.device
         )
 
+    def affine(
+        self, items: torch.Tensor, users: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(scale, shift)`` of the scored embedding ``e * scale + shift`` of ``items (...)``
+        whose support users have the mean embedding ``users (..., du)`` (``None``: ``e`` itself)."""
+        return None
+
+    def transform_slots(
+        self, e: torch.Tensor, items: torch.Tensor, users: torch.Tensor
+    ) -> torch.Tensor:
+        """The embeddings scored after warm-up, ``e (..., dim) -> (..., dim)`` (:meth:`affine`)."""
+        ab = self.affine(items, users)
+        return e if ab is None else e * ab[0] + ab[1]
+
     def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
-        """The embedding scored after warm-up: ``(T, dim) -> (T, dim)`` (here unchanged)."""
-        return e
+        """:meth:`transform_slots` of each task's item (``support.items[:, 0]``) over all its
+        support users: ``(T, dim) -> (T, dim)``."""
+        same = support.mask.unsqueeze(1)  # (T, 1, N): every real entry is the task's item's
+        users = self.support_users(support, same)[:, 0]
+        return self.transform_slots(e, support.items[:, 0], users)
+
+    def support_users(self, s: EpisodeSet, same: torch.Tensor) -> torch.Tensor:
+        """Mean embedding of the users of the rows ``same (T, M, N)`` selects (one row set per
+        slot): ``-> (T, M, du)`` (zeros for an empty set)."""
+        w = same.to(self.base.item_id.weight.dtype)
+        return (w @ self.base.user_enc(s.users)) / w.sum(-1, keepdim=True).clamp_min(1.0)
 
     # ------------------------------------------------------------------ shared
     def default_embedding(self, items: torch.Tensor) -> torch.Tensor:
@@ -202,34 +227,83 @@ class ItemWarmup(nn.Module):
     def warm(
         self, e: torch.Tensor, s: EpisodeSet, steps: int, lr: float, create_graph: bool = False
     ) -> torch.Tensor:
-        """``steps`` gradient steps of each task's support loss on its embedding: ``(T, dim) -> (T, dim)``."""
+        """``steps`` gradient steps of each task's support loss on its embedding ``e`` (the loss of
+        the scored embedding ``transform(e)``, so MWUF warms up through its meta networks):
+        ``(T, dim) -> (T, dim)``."""
         for _ in range(steps):
             if not e.requires_grad:
                 e = e.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.support_loss(e, s).sum(), e, create_graph=create_graph)
+            loss = self.support_loss(self.transform(e, s), s).sum()
+            (g,) = torch.autograd.grad(loss, e, create_graph=create_graph)
             e = e - lr * g
         return e
 
+    def slots(self, s: EpisodeSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The cold items a support set warms up: ``(first (T, N), lead (T, N), same (T, N, N))``.
+
+        A task may name several items (a user's support in serving) or one (an item's support,
+        the warm-up protocol; an empty one still names its item at position 0). Position ``j``
+        *names* its item if it is a real entry or ``j = 0``; ``first[t, j]`` is the first naming
+        position of item ``s.items[t, j]``; ``lead[t, j]``: ``j`` is that first position and the
+        item is cold (not an old item, not the padding index 0): one warmed embedding per cold
+        item; ``same[t, j, k]``: ``k`` is a real entry of ``j``'s item.
+        """
+        names = s.mask.clone()
+        names[:, 0] = True
+        eq = s.items.unsqueeze(2) == s.items.unsqueeze(1)  # (T, N, N)
+        first = (eq & names.unsqueeze(1)).to(torch.int64).argmax(-1)  # (T, N)
+        pos = torch.arange(s.items.shape[1], device=s.items.device)
+        cold = names & ~self.base.old[s.items] & (s.items != 0)
+        return first, cold & (first == pos), eq & s.mask.unsqueeze(1)
+
+    def warm_slots(
+        self, s: EpisodeSet, steps: int, lr: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Warm up every cold item of each task on the task's rows of that item (old items keep
+        the base model's embedding): ``-> (lead (T, N), e (T, N, dim), users (T, N, du))``, ``e``
+        and the mean support-user embedding ``users`` meaningful at the ``lead`` positions.
+
+        Equal to :meth:`warm` of :meth:`cold_start` for a task of one cold item."""
+        first, lead, same = self.slots(s)
+        own = self.base.item_id(s.items)  # (T, N, dim)
+        cold_row = lead.gather(1, first)  # (T, N): the row's item is warmed
+        idx = first.unsqueeze(-1).expand_as(own)
+        users = self.support_users(s, same)  # (T, N, du)
+        e = self.cold_start(s.items)
+        ab = self.affine(s.items, users)  # the meta networks, once for every step
+        for _ in range(steps):
+            e = e.detach().requires_grad_(True)
+            scored = e if ab is None else e * ab[0] + ab[1]
+            emb = torch.where(cold_row.unsqueeze(-1), scored.gather(1, idx), own)
+            loss = masked_bce(self.base.logits(s.users, s.items, emb), s.targets, s.mask)
+            (g,) = torch.autograd.grad(loss.sum(), e)
+            e = e - lr * g
+        return lead, e.detach(), users
+
     def adapt(
         self, support: EpisodeSet, steps: int | None = None, lr: float | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        item = support.items[:, 0]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
-            e = self.warm(
-                self.cold_start(item),
+            lead, e, users = self.warm_slots(
                 support,
                 self.s.warm_steps if steps is None else steps,
                 float(self.warm_lr) if lr is None else lr,
             )
-        return item, self.transform(e.detach(), support).detach()
+        return support.items, lead, self.transform_slots(e, support.items, users).detach()
 
     def score(
-        self, ctx: tuple[torch.Tensor, torch.Tensor], users: torch.Tensor, items: torch.Tensor
+        self,
+        ctx: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        users: torch.Tensor,
+        items: torch.Tensor,
     ) -> torch.Tensor:
-        item, e = ctx
-        emb = self.default_embedding(items)
-        mine = (items == item.unsqueeze(1)).unsqueeze(-1)
-        return self.base.logits(users, items, torch.where(mine, e.unsqueeze(1).expand_as(emb), emb))
+        """Warmed items use their warmed embedding, the others :meth:`default_embedding`."""
+        slot_items, lead, e = ctx  # (T, N), (T, N), (T, N, dim)
+        emb = self.default_embedding(items)  # (T, Q, dim)
+        match = (items.unsqueeze(2) == slot_items.unsqueeze(1)) & lead.unsqueeze(1)  # (T, Q, N)
+        at = match.to(torch.int64).argmax(-1, keepdim=True).expand(-1, -1, e.shape[-1])
+        emb = torch.where(match.any(-1, keepdim=True), e.gather(1, at), emb)
+        return self.base.logits(users, items, emb)
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
         return torch.zeros((), dtype=self.base.item_id.weight.dtype)
@@ -284,19 +358,19 @@ class MWUF(ItemWarmup):
     def cold_start(self, items: torch.Tensor) -> torch.Tensor:
         return self.mean_old.expand(*items.shape, -1)
 
-    def transform(self, e: torch.Tensor, support: EpisodeSet) -> torch.Tensor:
-        """``e * 2 sigmoid(scale(f_i)) + shift(mean_j u_j)``: ``(T, dim) -> (T, dim)``."""
-        item = support.items[:, 0]
-        scale = 2.0 * torch.sigmoid(self.scaling(self.base.item_feat(item)))
-        users = masked_mean(self.base.user_enc(support.users), support.mask)
-        return e * scale + self.shifting(users)
+    def affine(self, items: torch.Tensor, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``e * 2 sigmoid(scale(f_i)) + shift(mean_j u_j)``: ``(scale, shift)``, each ``(..., dim)``."""
+        scale = 2.0 * torch.sigmoid(self.scaling(self.base.item_feat(items)))
+        return scale, self.shifting(users)
 
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
+        """An old item as a cold one: from the mean embedding, warm up on support ``a`` through
+        the meta networks (the base model frozen), then the loss of the scored embedding on the
+        query ``b``; the meta networks' gradient flows through the warm-up steps."""
         a, b = batch.support, batch.query
-        with torch.enable_grad():
-            e = self.warm(
-                self.cold_start(a.items[:, 0]), a, self.s.warm_steps, float(self.warm_lr)
-            ).detach()
+        e = self.warm(
+            self.cold_start(a.items[:, 0]), a, self.s.warm_steps, float(self.warm_lr), True
+        )
         return self.support_loss(self.transform(e, a), b).mean()
 
 
@@ -318,12 +392,22 @@ def _builder(cls: type[ItemWarmup]):
     return build
 
 
-def _pretrain(model: ItemWarmup, data: FitData, s: WarmupSettings) -> dict[str, Any]:
-    rows = data.splits.pools[data.splits.train].rows
-    log = pretrain_base(model.base, data.table, rows, s, data.seed)
-    if isinstance(model, MWUF):
-        model.set_mean()
-    return log
+def _pretrain_for(name: str, k: int | None):
+    def pretrain(model: ItemWarmup, data: FitData, s: WarmupSettings) -> dict[str, Any]:
+        """The base model on the old items; for MWUF also the mean start and the warm-up rate
+        the meta networks train at: chosen on meta-val before they train (identity networks),
+        as :func:`select_warm_lr` picks it after."""
+        rows = data.splits.pools[data.splits.train].rows
+        log = pretrain_base(model.base, data.table, rows, s, data.seed)
+        if isinstance(model, MWUF):
+            model.set_mean()
+            shell = LearnerFitted(name, data.table, model, s, {})
+            shell.k = k
+            model.eval()
+            log["warm_lr_before"] = select_warm_lr(shell, data)
+        return log
+
+    return pretrain
 
 
 def select_warm_lr(fitted: Any, data: FitData) -> dict[str, Any]:
@@ -345,6 +429,23 @@ def select_warm_lr(fitted: Any, data: FitData) -> dict[str, Any]:
     return {"warm_lr": best, "val_logloss": tried}
 
 
+def warmup_val_score(fitted: Any, data: FitData) -> float:
+    """Model selection of the warm-up learners: minus the mean logloss of the meta-val items over
+    the phases cold, warm-a/b/c at the current ``warm_lr`` (per-item AUC over users, the
+    generic criterion, barely depends on the item's embedding); needs pinned test rows."""
+    from metarec.episodes.warmup import PHASES, evaluate_warmup
+
+    pool = data.splits.pools[data.splits.val]
+    if pool.query_flag is None or fitted.k is None:
+        raise ConfigError(
+            f"splits: the meta-val pool {data.splits.val!r} has no pinned test rows; the warm-up "
+            "learners are selected on the warm-up phases: build the splits with "
+            "metarec.episodes.warmup.item_warmup_split"
+        )
+    res = evaluate_warmup(fitted, data.table, pool, fitted.k)
+    return -float(np.mean([res[p]["logloss"] for p in PHASES]))
+
+
 def _make(
     name: str, cls: type[ItemWarmup], scenario: Any, settings: dict[str, Any], steps: int | None
 ) -> LearnerMethod:
@@ -352,8 +453,24 @@ def _make(
     defaults.pop("dim", None)
     if steps is not None:
         defaults["steps"] = steps
-    s = parse_settings(WarmupSettings, name, settings, defaults)
-    return LearnerMethod(name, _builder(cls), s, scfg, pretrain=_pretrain, select=select_warm_lr)
+    s = parse_settings(WarmupSettings, name, settings, defaults, scenario)
+    return LearnerMethod(
+        name,
+        _builder(cls),
+        s,
+        scfg,
+        pretrain=_pretrain_for(name, scfg.n_support),
+        select=select_warm_lr,
+        validate=warmup_val_score,
+    )
+
+
+def _shell(cls: type[ItemWarmup]):
+    def shell(table: Any, s: WarmupSettings, shape: Any) -> ItemWarmup:
+        base = WarmupBase(table, s, known_users=None, old_items=np.zeros(0, dtype=np.int64))
+        return cls(base, s)
+
+    return shell
 
 
 def make_warmup_base(scenario: Any = None, **settings: Any) -> LearnerMethod:
@@ -372,6 +489,11 @@ def make_mwuf(scenario: Any = None, **settings: Any) -> LearnerMethod:
     return _make("mwuf", MWUF, scenario, settings, None)
 
 
-register_method("warmup-base", make_warmup_base, replace=True)
-register_method("metaemb", make_metaemb, replace=True)
-register_method("mwuf", make_mwuf, replace=True)
+for _name, _cls, _factory in (
+    ("warmup-base", ItemWarmup, make_warmup_base),
+    ("metaemb", MetaEmb, make_metaemb),
+    ("mwuf", MWUF, make_mwuf),
+):
+    register_method(
+        _name, _factory, loader=learner_loader(WarmupSettings, _shell(_cls)), replace=True
+    )

@@ -1,0 +1,76 @@
+"""A small meta-val-only search over a learner's own settings (quick budget), for choosing defaults.
+
+Each configuration is fitted through the method interface on meta-train with the quick suite's
+budget (``metarec bench --quick``: :func:`metarec.bench.variants.quick_scenario`) and scored by
+its best meta-val score (``fit.log["best_val"]``: MAE for explicit, AUC for implicit feedback),
+which is also what selects its checkpoint. No test pool is read. One JSON row per
+configuration and seed goes to ``--out`` (JSONL); a summary (mean over seeds) is printed.
+
+Usage (needs the datasets)::
+
+    METAREC_DATA=/work/shared/datasets OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/learners_tune.py \\
+        --scenario tasks/ml1m-melu.toml --method tanp --seeds 2 \\
+        --grid '[{}, {"hidden": 128}, {"latent": 64}, {"cluster_weight": 0.0}]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from metarec.bench.variants import quick_scenario  # noqa: E402
+from metarec.config import load_scenario  # noqa: E402
+from metarec.methods import FitData, build_method  # noqa: E402
+from metarec.scenario import build_splits, load_table  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--grid", default="[{}]", help="JSON list of settings dicts ({} = defaults)")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument(
+        "--out", default=str(Path(__file__).resolve().parent / "results" / "learners_tune.jsonl")
+    )
+    args = p.parse_args(argv)
+    sc = quick_scenario(load_scenario(args.scenario))
+    table = load_table(sc.data)
+    splits = build_splits(table, sc.protocol)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for settings in json.loads(args.grid):
+        vals = []
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            fitted = build_method(args.method, sc, **settings).fit(
+                FitData(table, splits, seed=seed)
+            )
+            row = {
+                "scenario": sc.name,
+                "method": args.method,
+                "settings": settings,
+                "seed": seed,
+                "meta_val": fitted.log.get("best_val"),
+                "best_step": fitted.log.get("best_step"),
+                "fit_s": round(time.perf_counter() - t0, 1),
+            }
+            vals.append(row["meta_val"])
+            with open(args.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        summary.append((settings, statistics.mean(vals), vals))
+    print(f"\n{args.method} on {sc.name}: meta-val (mean over {args.seeds} seeds)")
+    for settings, mean, vals in summary:
+        print(f"  {json.dumps(settings):40s} {mean:.4f}  {' '.join(f'{v:.4f}' for v in vals)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
