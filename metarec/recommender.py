@@ -31,6 +31,7 @@ from metarec.data.encoding import IdEncoder
 from metarec.episodes.batch import EpisodeSet
 from metarec.fingerprint import copy_fingerprint
 from metarec.guard import check_scores
+from metarec.ranking import top_k
 from metarec.runlock import holds_folder
 from metarec.support import UnknownItems, as_list, is_seq
 
@@ -177,12 +178,11 @@ class Recommender:
                 scores = scores.masked_fill(
                     torch.isin(cand, torch.from_numpy(seen).to(cand.device)), -math.inf
                 )
-        n = min(k, int(torch.isfinite(scores).sum()))
-        order = torch.sort(scores, descending=True, stable=True).indices[
-            :n
-        ]  # cand is sorted: ties by item index
+        top, order = top_k(scores[None], k)  # (1, k): cand is sorted, so ties go by item index
+        n = int(torch.isfinite(top).sum())  # the seen items (-inf) are never recommended
+        order = order[0, :n]
         items = self.meta.item_ids.decode(cand[order].cpu().numpy())
-        return list(zip(items, (float(v) for v in scores[order].tolist()), strict=True))
+        return list(zip(items, (float(v) for v in top[0, :n].tolist()), strict=True))
 
     # ------------------------------------------------------------------ internals
     def _domain_mask(self, domain: Any) -> np.ndarray:
