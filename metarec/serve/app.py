@@ -214,8 +214,8 @@ class ServeApp:
         return {
             "status": "ok",
             "run": str(meta.run_dir),
-            "model": meta.manifest["model"]["name"],
-            "algorithm": meta.algo.name,
+            "model": (meta.manifest.get("model") or {}).get("name"),
+            "algorithm": meta.algo.name if hasattr(meta, "algo") else meta.name,
             "feedback": meta.feedback,
             "items": len(meta.item_ids) - 1,
             "steps": self.engine.steps,

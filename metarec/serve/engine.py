@@ -48,8 +48,10 @@ class Engine:
     """Answers batches of jobs for one run.
 
     Args:
-        meta: the served run.
-        steps: inner steps (default: the run's evaluation steps, else the algorithm's).
+        meta: the served run (a :class:`~metarec.adapt.MetaModel`, or a
+            :class:`~metarec.adapt.MethodModel`: any other method, on the library path).
+        steps: inner steps (default: the run's evaluation steps, else the algorithm's; a
+            method's own choice for a ``MethodModel``).
         lr: inner learning rate (default: the run's).
         batched: use the batched kernel when the run has one (``False``: always the library path).
         on_diverge: ``"error"`` or ``"fallback"``, as ``metarec recommend --on-diverge``.
@@ -65,10 +67,13 @@ class Engine:
         on_diverge: str = "error",
     ) -> None:
         self.meta = meta
-        algo = meta.algo
+        algo = getattr(meta, "algo", None)
         n = meta.steps if steps is None else steps
-        n = (0 if algo.name == "global" else algo.inner_steps) if n is None else n
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if algo is not None:
+            n = (0 if algo.name == "global" else algo.inner_steps) if n is None else n
+        if n is None and algo is None:
+            pass  # a method of the interface (a MethodModel) adapts with its own settings
+        elif isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(
                 f"steps={steps!r}: must be an int >= 0; leave it out for the run's default"
             )
@@ -80,7 +85,7 @@ class Engine:
             raise ConfigError(
                 f"lr={lr!r}: must be a finite number > 0; leave it out for the run's default"
             )
-        if lr is not None and algo.meta_learned_lrs:
+        if lr is not None and algo is not None and algo.meta_learned_lrs:
             raise ConfigError(
                 f"lr={lr!r}: name={algo.name!r} adapts with its learned rates; leave lr out"
             )
@@ -89,10 +94,11 @@ class Engine:
                 f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)"
             )
         self.steps, self.lr, self.on_diverge = n, lr, on_diverge
-        eff = meta.lr if lr is None else lr  # as adapt_many resolves it
-        self.alpha = float(algo.inner_lr if eff is None else eff)
+        eff = getattr(meta, "lr", None) if lr is None else lr  # as adapt_many resolves it
+        # the kernels' rate (a MethodModel has no kernel: its method resolves its own)
+        self.alpha = 0.0 if algo is None else float(algo.inner_lr if eff is None else eff)
         self._lr_shown = eff  # what the library's divergence message names
-        self.kernel: Kernel | None = kernel_for(meta) if batched else None
+        self.kernel: Kernel | None = kernel_for(meta) if batched and algo is not None else None
         self.domain_supported = (
             "domain" in inspect.signature(AdaptedRecommender.recommend).parameters
         )
@@ -129,6 +135,7 @@ class Engine:
         assert self.kernel is not None
         kern = self.kernel
         steps = self.steps if steps is None else steps
+        assert steps is not None  # a run with a kernel always resolves its steps
         uidx = np.asarray([j.uidx for j in jobs], np.int64)
         state = kern.adapt(
             uidx, [j.items for j in jobs], [j.ratings for j in jobs], steps, self.alpha
