@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -45,22 +44,22 @@ from metarec._errors import CheckpointError, ConfigError
 from metarec.algorithms import AlgorithmConfig, adapt_batch, adapt_patterns, predict_batch
 from metarec.checkpoint import load_item_domains, load_tensors, read_manifest
 from metarec.data.encoding import IdEncoder
-from metarec.data.table import Columns, InteractionTable
+from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.guard import OnDiverge, check_finite_weights, ensure_finite_adaptation
 from metarec.limits import check_steps
-from metarec.methods import Fitted, load_fitted
+from metarec.method_model import MethodModel
+from metarec.methods import load_fitted
 from metarec.models.base import split_params
 from metarec.recommender import ADAPTED_FILE, USERS_FILE, AdaptedRecommender, MethodRecommender
+from metarec.run_model import RunModel, SupportLike
 from metarec.runs import load_run_parts
 from metarec.support import (
     SupportRows,
     UnknownItems,
     check_lr,
-    encode_items,
     group_tasks,
     pad_tasks,
-    parse_support,
     read_support,
 )
 
@@ -74,9 +73,6 @@ __all__ = [
     "read_support",
     "open_recommender",
 ]
-
-Per = Literal["user", "domain"]
-SupportLike: TypeAlias = "pd.DataFrame | InteractionTable | Sequence[tuple[Any, ...]]"
 
 
 # ---------------------------------------------------------------------- loading
@@ -203,13 +199,15 @@ def open_recommender(
 
 
 # ---------------------------------------------------------------------- the meta-model
-class MetaModel:
+class MetaModel(RunModel[AdaptedRecommender]):
     """A meta-trained model ready to adapt: the model, its meta-learned weights, the run's encoders.
 
     Build it with :func:`load_run`. Attributes: ``model`` (in eval mode), ``params`` and
     ``state`` (``{name: tensor}``), ``algo`` (:class:`AlgorithmConfig`), ``table`` (the run's
     encoders and side features, no interactions), ``steps`` / ``lr`` (the default adaptation
     budget: the run's ``eval_steps`` / ``eval_lr``, else the algorithm's), ``run_dir``, ``manifest``.
+    :meth:`~metarec.run_model.RunModel.initial`, :meth:`~metarec.run_model.RunModel.adapt` and
+    :meth:`~metarec.run_model.RunModel.adapt_many` return an :class:`AdaptedRecommender`.
     """
 
     def __init__(
@@ -246,124 +244,13 @@ class MetaModel:
         self._fast0, _ = split_params(model, adapt_patterns(algo, model), params)
         self.item_domains = item_domains
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def feedback(self) -> str:
-        return self.table.feedback
-
-    @property
-    def rating_scale(self) -> tuple[float, float] | None:
-        return self.table.rating_scale
-
-    @property
-    def user_ids(self) -> IdEncoder:
-        return self.table.user_ids
-
-    @property
-    def item_ids(self) -> IdEncoder:
-        return self.table.item_ids
-
     def __repr__(self) -> str:
         return (
             f"MetaModel({self.manifest['model']['name']}, {self.algo.name}, {len(self.user_ids) - 1} users, "
             f"{len(self.item_ids) - 1} items, {self.feedback}, run_dir={str(self.run_dir)!r})"
         )
 
-    # ------------------------------------------------------------------ adaptation
-    def initial(self) -> AdaptedRecommender:
-        """A recommender with the meta-learned initialisation for every user (no adaptation)."""
-        return self._recommender(
-            self._stack([]),
-            IdEncoder([], name="user"),
-            np.zeros(1, np.int64),
-            0,
-            np.zeros(0, np.int64),
-            np.zeros(0, np.int64),
-            per="user",
-            steps=0,
-            lr=None,
-        )
-
-    def adapt(
-        self,
-        support: SupportLike,
-        *,
-        steps: int | None = None,
-        lr: float | None = None,
-        user: Any = None,
-        per: Per = "user",
-        columns: Columns | Mapping[str, str] | None = None,
-        unknown_items: UnknownItems = "error",
-        chunk_size: int | None = 4096,
-        on_diverge: OnDiverge = "error",
-    ) -> AdaptedRecommender:
-        """Adapt to ``support``: one task per user (``per="user"``) or one over every row (``"domain"``).
-
-        Args:
-            support: a DataFrame (columns ``user``, ``item``, ``rating``, renamed by ``columns``),
-                an :class:`InteractionTable` (its raw ids are used), or a list of
-                ``(user, item, rating)`` tuples (``(item, rating)`` pairs when ``user`` is given).
-            steps: inner steps (default :attr:`steps`); ``0`` keeps the initialisation.
-            lr: inner learning rate (default :attr:`lr`); not allowed when the run learned its rates.
-            user: adapt for this user only: rows of other users are dropped, and a frame or
-                list without a user column is taken to be this user's.
-            per: ``"user"`` or ``"domain"``.
-            columns: ``Columns(user=..., item=..., rating=...)`` or ``{"user": "uid", ...}``.
-            unknown_items: ``"error"`` (an item id the run's encoder does not know raises
-                :class:`DataError` naming it) or ``"fallback"`` (such items become the unknown item).
-            chunk_size: tasks per vmapped call (bounds memory); ``None`` = all at once.
-            on_diverge: a task whose adapted weights are not finite (too large an ``lr``):
-                ``"error"`` (a :class:`ConfigError` naming its users) or ``"fallback"`` (those
-                users get the meta-learned initialisation, with a ``UserWarning``).
-
-        Empty support warns (``UserWarning``) and returns the meta-learned initialisation.
-
-        Example:
-            >>> rec = meta.adapt([("new-user", 17, 5.0), ("new-user", 3, 1.0)])   # doctest: +SKIP
-            >>> rec.recommend("new-user", k=5)                                        # doctest: +SKIP
-        """
-        rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
-        return self._adapt_rows(
-            rows, steps, lr, per, unknown_items, chunk_size, extra_user=user, on_diverge=on_diverge
-        )
-
-    def adapt_many(
-        self,
-        frame: SupportLike,
-        *,
-        steps: int | None = None,
-        lr: float | None = None,
-        columns: Columns | Mapping[str, str] | None = None,
-        unknown_items: UnknownItems = "error",
-        chunk_size: int | None = 4096,
-        progress: bool = False,
-        on_diverge: OnDiverge = "error",
-    ) -> AdaptedRecommender:
-        """Adapt every user of ``frame`` (thousands of cold users) in one vmapped call per
-        ``chunk_size`` tasks: the tasks are padded into one ``(users, max_support)``
-        :class:`EpisodeSet` with vectorised numpy (no per-user Python loop). Same result as
-        calling :meth:`adapt` once per user. Arguments as for :meth:`adapt`; ``progress`` shows a
-        progress bar over the chunks."""
-        rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(
-            rows,
-            steps,
-            lr,
-            "user",
-            unknown_items,
-            chunk_size,
-            extra_user=None,
-            progress=progress,
-            on_diverge=on_diverge,
-        )
-
     # ------------------------------------------------------------------ internals
-    def encode_items(
-        self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items"
-    ) -> np.ndarray:
-        """Raw item ids -> indices of the run's item encoder (see ``unknown_items`` in :meth:`adapt`)."""
-        return encode_items(self.item_ids, items, unknown_items, what)
-
     def score_tasks(
         self, fast: Mapping[str, torch.Tensor], users: torch.Tensor, items: torch.Tensor
     ) -> torch.Tensor:
@@ -465,6 +352,9 @@ class MetaModel:
             )
         return check_steps(n, "steps")  # hook (metarec.limits): at most MAX_STEPS
 
+    def _no_tasks(self) -> dict[str, torch.Tensor]:
+        return self._stack([])
+
     def _stack(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {
             k: torch.cat([p[k] for p in parts] + [v.detach().unsqueeze(0)])
@@ -485,144 +375,4 @@ class MetaModel:
             per=per,
             steps=steps,
             lr=lr,
-        )
-
-
-# ---------------------------------------------------------------------- any other method
-class MethodModel:
-    """A trained method of the interface (:class:`~metarec.methods.Fitted`) with the run's
-    encoders: :meth:`adapt` / :meth:`adapt_many` / :meth:`initial` as for :class:`MetaModel`,
-    returning a :class:`MethodRecommender`. Built by :func:`load_run` for runs of methods outside
-    the meta-learning engine (``popularity``, the cross-domain methods, registered methods)."""
-
-    def __init__(
-        self,
-        fitted: Fitted,
-        *,
-        manifest: dict[str, Any] | None = None,
-        run_dir: Path | None = None,
-        item_domains: np.ndarray | None = None,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        self.fitted, self.table, self.name = fitted, fitted.table, fitted.name
-        self.manifest, self.run_dir, self.item_domains = manifest or {}, run_dir, item_domains
-        self.device, self.dtype = torch.device(device), torch.float32
-        self.steps: int | None = getattr(fitted, "steps", None)
-
-    feedback = property(lambda self: self.table.feedback)
-    rating_scale = property(lambda self: self.table.rating_scale)
-    user_ids = property(lambda self: self.table.user_ids)
-    item_ids = property(lambda self: self.table.item_ids)
-
-    def __repr__(self) -> str:
-        return f"MethodModel({self.name}, {len(self.user_ids) - 1} users, {len(self.item_ids) - 1} items, {self.feedback})"
-
-    def encode_items(
-        self, items: Iterable[Any], unknown_items: UnknownItems = "error", what: str = "items"
-    ) -> np.ndarray:
-        return encode_items(self.item_ids, items, unknown_items, what)
-
-    def initial(self) -> MethodRecommender:
-        """Every user served zero-shot (the method adapted to an empty support)."""
-        return MethodRecommender(
-            self,
-            None,
-            IdEncoder([], name="user"),
-            np.zeros(1, np.int64),
-            0,
-            np.zeros(0, np.int64),
-            np.zeros(0, np.int64),
-            per="user",
-            steps=0,
-            lr=None,
-        )
-
-    def adapt(
-        self,
-        support: SupportLike,
-        *,
-        steps: int | None = None,
-        lr: float | None = None,
-        user: Any = None,
-        per: Per = "user",
-        columns: Columns | Mapping[str, str] | None = None,
-        unknown_items: UnknownItems = "error",
-        on_diverge: OnDiverge = "error",
-    ) -> MethodRecommender:
-        """Adapt to ``support`` (arguments as for :meth:`MetaModel.adapt`); ``steps`` / ``lr``
-        override the method's own choice (methods without adaptation ignore them). ``on_diverge``
-        is checked but has no fallback here: a method's non-finite scores are an error when served."""
-        _check_on_diverge(on_diverge)
-        rows = parse_support(support, columns, user, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, per, unknown_items, user)
-
-    def adapt_many(
-        self,
-        frame: SupportLike,
-        *,
-        steps: int | None = None,
-        lr: float | None = None,
-        columns: Columns | Mapping[str, str] | None = None,
-        unknown_items: UnknownItems = "error",
-        chunk_size: int | None = None,
-        on_diverge: OnDiverge = "error",
-    ) -> MethodRecommender:
-        """Adapt every user of ``frame`` at once (one task per user); arguments as for :meth:`adapt`."""
-        _check_on_diverge(on_diverge)
-        rows = parse_support(frame, columns, None, self.feedback, self.rating_scale)
-        return self._adapt_rows(rows, steps, lr, "user", unknown_items, None)
-
-    def _adapt_rows(
-        self,
-        rows: SupportRows,
-        steps: int | None,
-        lr: float | None,
-        per: str,
-        unknown_items: str,
-        extra_user: Any,
-    ) -> MethodRecommender:
-        check_lr(lr)
-        if steps is not None:
-            steps = check_steps(steps, "steps")  # hook (metarec.limits): at most MAX_STEPS
-        t = group_tasks(
-            rows,
-            self.user_ids,
-            self.item_ids,
-            per=per,
-            unknown_items=unknown_items,
-            extra_user=extra_user,
-        )
-        adapted = None
-        if t.n_tasks:
-            users, items, targets, mask = pad_tasks(
-                t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings
-            )  # (T, N)
-            # every position of a task carries its user (padding too), so zero-shot methods see the user
-            owner = users.max(axis=1, keepdims=True) if per == "user" else users
-            users = np.where(mask, users, owner)
-            support = EpisodeSet(
-                torch.from_numpy(users).to(self.device),
-                torch.from_numpy(items).to(self.device),
-                torch.from_numpy(targets).to(self.device, self.dtype),
-                torch.from_numpy(mask).to(self.device),
-            )
-            adapted = self.fitted.adapt(support, steps=steps, lr=lr)
-        return MethodRecommender(
-            self,
-            adapted,
-            t.users,
-            t.task_of,
-            t.default,
-            t.ucode,
-            t.iidx,
-            per=per,
-            steps=steps if steps is not None else self.steps,
-            lr=lr,
-        )
-
-
-def _check_on_diverge(on_diverge: Any) -> None:
-    if on_diverge not in ("error", "fallback"):
-        raise ConfigError(
-            f"on_diverge={on_diverge!r}: choose 'error' or 'fallback' (--on-diverge error|fallback)"
         )

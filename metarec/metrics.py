@@ -31,18 +31,24 @@ counts a tied (positive, negative) pair as half correct, as is standard.
 :func:`degenerate_flags` names results that look good for the wrong reason (constant
 predictions, query sets smaller than ``k``, a metric that is 1.0 whatever the scores), and
 :func:`evaluate` returns the standard set of means for one query :class:`EpisodeSet`.
+
+The averaging and its Student-t intervals live in :mod:`metarec.averaging`, the flags in
+:mod:`metarec.degenerate` and the input checks in ``metarec._metric_checks``; every name is
+importable from here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from statistics import NormalDist
 from typing import Literal
 
 import torch
 
 from metarec._errors import ConfigError, suggest
+from metarec._metric_checks import _check_2d, _check_binary, _check_k, _nan, _work_dtype
+from metarec.averaging import _t_upper_tail as _t_upper_tail  # used by metarec.bench.stats
+from metarec.averaging import mean_ci, mean_over_tasks, student_t_quantile
+from metarec.degenerate import degenerate_flags
 from metarec.episodes.batch import EpisodeSet
 
 __all__ = [
@@ -67,83 +73,6 @@ __all__ = [
 
 Gain = Literal["exponential", "linear"]
 Feedback = Literal["explicit", "implicit"]
-
-_CONSTANT_STD = 1e-6
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(
-            f"k={k!r}: the ranking cutoff k must be a positive integer (k >= 1); "
-            "pass k >= 1, e.g. k=10"
-        )
-    return k
-
-
-def _work_dtype(t: torch.Tensor) -> torch.dtype:
-    # float64 for exact-enough averages; MPS has no float64.
-    return torch.float32 if t.device.type == "mps" else torch.float64
-
-
-def _check_2d(
-    scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *, what: str = "scores"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate ``(T, N)`` inputs; return detached float copies with padding zeroed."""
-    for name, t in ((what, scores), ("targets", targets), ("mask", mask)):
-        if not isinstance(t, torch.Tensor):
-            raise ConfigError(
-                f"{name} is a {type(t).__name__}: expected a torch.Tensor; wrap it with torch.as_tensor(...)"
-            )
-    if scores.dim() != 2:
-        raise ConfigError(
-            f"{what} has shape {tuple(scores.shape)}: expected (T, N) (tasks x padded items); "
-            "pass one row per task, e.g. add a task axis with .unsqueeze(0)"
-        )
-    if targets.shape != scores.shape or mask.shape != scores.shape:
-        raise ConfigError(
-            f"{what} {tuple(scores.shape)}, targets {tuple(targets.shape)} and mask "
-            f"{tuple(mask.shape)}: all three must have the same (T, N) shape; pass the "
-            "predictions for the same EpisodeSet whose targets and mask you pass"
-        )
-    if mask.dtype != torch.bool:
-        raise ConfigError(
-            f"mask has dtype {mask.dtype}: expected torch.bool (True = real interaction); "
-            "pass mask.bool()"
-        )
-    dt = _work_dtype(scores)
-    s = scores.detach().to(dt)
-    y = targets.detach().to(device=s.device, dtype=dt)
-    m = mask.to(s.device)
-    if not bool(torch.isfinite(s[m]).all()):
-        raise ConfigError(
-            f"{what} contain NaN or infinite values at real (mask=True) positions: metrics are "
-            "undefined; check the model for divergence (learning rate, inner steps) before evaluating"
-        )
-    if not bool(torch.isfinite(y[m]).all()):
-        raise ConfigError(
-            "targets contain NaN or infinite values at real (mask=True) positions; "
-            "clean the interactions or set mask=False there"
-        )
-    zero = torch.zeros((), dtype=dt, device=s.device)
-    return torch.where(m, s, zero), torch.where(m, y, zero), m
-
-
-def _check_binary(labels: torch.Tensor, mask: torch.Tensor) -> None:
-    real = labels[mask]
-    if not bool(((real == 0) | (real == 1)).all()):
-        bad = real[(real != 0) & (real != 1)][:3].tolist()
-        raise ConfigError(
-            f"labels contain values other than 0/1 at real positions (e.g. {bad}): this metric "
-            "needs implicit-feedback labels; binarize ratings first, e.g. (targets >= 4).float(), "
-            "or use ndcg_at_k for graded relevance"
-        )
-
-
-def _nan(like: torch.Tensor) -> torch.Tensor:
-    return torch.full_like(like, float("nan"))
 
 
 # --------------------------------------------------------------------------- explicit
@@ -388,81 +317,6 @@ def mrr_from_rank(rank: torch.Tensor) -> torch.Tensor:
     return 1.0 / _check_rank(rank)
 
 
-# --------------------------------------------------------------------------- degenerate results
-
-
-def degenerate_flags(
-    scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, k: int | None = None
-) -> list[str]:
-    """Human-readable warnings about results that look good (or bad) for the wrong reason.
-
-    Only tasks with at least one real item are considered. Each flag starts with its name:
-
-    * ``'constant predictions'``: on more than half of the tasks with >= 2 real items the
-      population std of the real scores is below ``1e-6``; the model ignores its inputs and
-      every ranking metric is decided by tie-breaking.
-    * ``'query smaller than k'`` (``k`` given): some task has fewer than ``k`` real items, so
-      @k metrics there rank the whole query.
-    * ``'metric at 1.0 by construction'``: nDCG is 1.0 whatever the scores because every task
-      has fewer than 2 real items or all-equal relevance; or (``k`` given) HR@k is 1.0 for
-      every task with a positive because ``k >= n_t`` (number of candidates) on every task.
-    * ``'empty query'``: no task has a real item; every metric is ``NaN``.
-
-    Returns an empty list when nothing is suspicious.
-    """
-    if k is not None:
-        _check_k(k)
-    s, y, m = _check_2d(scores, targets, mask)
-    n = m.sum(dim=1)
-    live = n > 0
-    n_live = int(live.sum())
-    if n_live == 0:
-        return ["empty query: no task has a real (mask=True) item; every metric is NaN"]
-    flags: list[str] = []
-
-    # constant predictions
-    nf = n.to(s.dtype).clamp(min=1)
-    mean = (s * m).sum(dim=1) / nf
-    std = (((s - mean.unsqueeze(1)) ** 2 * m).sum(dim=1) / nf).sqrt()
-    multi = n >= 2
-    n_multi = int(multi.sum())
-    n_const = int((multi & (std < _CONSTANT_STD)).sum())
-    if n_multi and 2 * n_const > n_multi:
-        flags.append(
-            f"constant predictions: scores vary by less than {_CONSTANT_STD:g} (std) within "
-            f"{n_const}/{n_multi} tasks with >= 2 query items; the model ignores its inputs and "
-            "ranking metrics only reflect tie-breaking"
-        )
-
-    # query smaller than k
-    if k is not None:
-        small = live & (n < k)
-        if bool(small.any()):
-            flags.append(
-                f"query smaller than k: {int(small.sum())}/{n_live} tasks have fewer than k={k} "
-                f"real query items (smallest: {int(n[live].min())}); @k metrics there rank the "
-                "whole query, so k does not cut anything"
-            )
-
-    # metric at 1.0 by construction
-    big = torch.full_like(y, math.inf)
-    hi = torch.where(m, y, -big).max(dim=1).values
-    lo = torch.where(m, y, big).min(dim=1).values
-    trivial = (n < 2) | (hi == lo)
-    if bool(trivial[live].all()):
-        flags.append(
-            f"metric at 1.0 by construction: nDCG is 1.0 for any scores because every one of the "
-            f"{n_live} tasks has fewer than 2 query items or all-equal relevance; it measures nothing"
-        )
-    if k is not None and bool((n[live] <= k).all()):
-        flags.append(
-            f"metric at 1.0 by construction: HR@{k} is 1.0 for every task with a positive because "
-            f"k={k} >= the number of candidates on every task (largest query: {int(n.max())}); "
-            "use a smaller k or rank against more candidates (sampled negatives)"
-        )
-    return flags
-
-
 # --------------------------------------------------------------------------- standard set
 
 
@@ -509,131 +363,3 @@ def evaluate(
     out["n_tasks"] = float(int(keep.sum()))
     out["flags"] = degenerate_flags(p, y, m, k=k)
     return out
-
-
-# --------------------------------------------------------------------------- averaging
-
-
-def _finite_values(values: torch.Tensor | Sequence[float]) -> list[float]:
-    if isinstance(values, torch.Tensor):
-        flat = values.detach().to("cpu", torch.float64).reshape(-1).tolist()
-    else:
-        flat = [float(v) for v in values]
-    return [v for v in flat if math.isfinite(v)]
-
-
-def mean_over_tasks(values: torch.Tensor | Sequence[float]) -> float:
-    """Mean of the finite per-task values (``NaN`` = undefined task, skipped).
-
-    ``mean = (1 / |F|) * sum_{t in F} v_t`` with ``F`` the tasks whose value is finite;
-    ``NaN`` if there is none.
-    """
-    vals = _finite_values(values)
-    return math.fsum(vals) / len(vals) if vals else float("nan")
-
-
-def mean_ci(
-    values: torch.Tensor | Sequence[float], confidence: float = 0.95
-) -> tuple[float, float]:
-    """Mean and Student-t confidence half-width of the finite per-task values.
-
-    ``half_width = t_{(1 + confidence) / 2, n - 1} * s / sqrt(n)`` with ``s`` the sample
-    standard deviation (``n - 1`` denominator) of the ``n`` finite values, so the interval is
-    ``mean ± half_width``. Tasks are treated as independent draws. Returns
-    ``(nan, nan)`` for no value and ``(mean, nan)`` for one (the spread is unknown).
-    """
-    if not (isinstance(confidence, (int, float)) and 0.0 < float(confidence) < 1.0):
-        raise ConfigError(
-            f"confidence={confidence!r}: must be strictly between 0 and 1; pass e.g. 0.95"
-        )
-    vals = _finite_values(values)
-    n = len(vals)
-    if n == 0:
-        return float("nan"), float("nan")
-    mean = math.fsum(vals) / n
-    if n == 1:
-        return mean, float("nan")
-    var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
-    t = student_t_quantile((1.0 + float(confidence)) / 2.0, n - 1)
-    return mean, t * math.sqrt(var / n)
-
-
-# --------------------------------------------------------------------------- Student t (no scipy)
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for i in range(1, 10_000):
-        m2 = 2 * i
-        aa = i * (b - i) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + i) * (qab + i) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta ``I_x(a, b)``."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_bt = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    bt = math.exp(log_bt)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return bt * _betacf(a, b, x) / a
-    return 1.0 - bt * _betacf(b, a, 1.0 - x) / b
-
-
-def _t_upper_tail(t: float, df: float) -> float:
-    """``P(T > t)`` for ``t >= 0``: ``0.5 * I_{df / (df + t^2)}(df / 2, 1 / 2)``."""
-    return 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-
-
-def student_t_quantile(p: float, df: float) -> float:
-    """Quantile ``t_{p, df}`` of Student's t distribution (inverse CDF), without scipy.
-
-    Solves ``P(T > t) = 1 - p`` by bisection on the exact tail
-    ``P(T > t) = 0.5 * I_{df / (df + t^2)}(df / 2, 1 / 2)`` (regularized incomplete beta by
-    continued fraction), accurate to ~1e-12 relative. E.g. ``t_{0.975, 4} = 2.7764``,
-    ``t_{0.975, 9} = 2.2622``; tends to the normal quantile as ``df`` grows.
-    """
-    if not 0.0 < p < 1.0:
-        raise ConfigError(f"p={p!r}: a quantile level must be strictly between 0 and 1")
-    if not df > 0:
-        raise ConfigError(f"df={df!r}: degrees of freedom must be > 0 (n - 1 for n values)")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -student_t_quantile(1.0 - p, df)
-    q = 1.0 - p
-    lo, hi = 0.0, max(1.0, 2.0 * NormalDist().inv_cdf(p))
-    while _t_upper_tail(hi, df) > q:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_upper_tail(mid, df) > q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-13 * hi:
-            break
-    return 0.5 * (lo + hi)

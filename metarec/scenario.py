@@ -8,6 +8,7 @@ the leakage checks.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,53 +170,28 @@ def _columns(cfg: DataConfig) -> Columns:
     return Columns(**roles)  # type: ignore[arg-type]
 
 
+# Per ``protocol.split``: the split function and the ``[protocol]`` fields it takes beside
+# ``n_query``, ``min_interactions``, ``max_interactions`` and ``seed`` (each under its own name).
+_SPLITS: dict[str, tuple[Callable[..., MetaSplits], tuple[str, ...]]] = {
+    "melu": (melu_split, ("existing_user_fraction", "new_item_year", "val_fraction")),
+    "cold_domain_users": (cold_domain_users_split, ("target_domain", "beta", "val_fraction")),
+    "predefined": (predefined_split, ("unit", "target_domain", "val_fraction", "order")),
+    "time": (time_split, ("unit", "fractions", "cohort_by")),
+    "random": (random_split, ("unit", "fractions", "order", "cohort_by")),
+}
+
+
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
     """Apply a ``[protocol]`` section: meta-train / meta-val / test pools."""
-    nq = p.n_query or 10
-    if p.split == "melu":
-        return melu_split(
-            table,
-            existing_user_fraction=p.existing_user_fraction,
-            new_item_year=p.new_item_year,
-            n_query=nq,
-            min_interactions=p.min_interactions,
-            max_interactions=p.max_interactions,
-            val_fraction=p.val_fraction,
-            seed=p.seed,
-        )
-    if p.split == "cold_domain_users":
-        return cold_domain_users_split(
-            table,
-            p.target_domain,
-            beta=p.beta,
-            val_fraction=p.val_fraction,
-            n_query=nq,
-            min_interactions=p.min_interactions,
-            max_interactions=p.max_interactions,
-            seed=p.seed,
-        )
-    if p.split == "predefined":
-        return predefined_split(
-            table,
-            unit=p.unit,
-            target_domain=p.target_domain,
-            n_query=nq,
-            min_interactions=p.min_interactions,
-            max_interactions=p.max_interactions,
-            val_fraction=p.val_fraction,
-            order=p.order,
-            seed=p.seed,
-        )
-    common: dict[str, Any] = dict(
-        n_query=nq,
+    split, fields = _SPLITS.get(p.split, _SPLITS["random"])
+    return split(
+        table,
+        n_query=p.n_query or 10,
         min_interactions=p.min_interactions,
         max_interactions=p.max_interactions,
-        cohort_by=p.cohort_by,
         seed=p.seed,
+        **{name: getattr(p, name) for name in fields},
     )
-    if p.split == "time":
-        return time_split(table, p.unit, p.fractions, **common)
-    return random_split(table, p.unit, p.fractions, order=p.order, **common)
 
 
 def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:

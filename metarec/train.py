@@ -12,6 +12,9 @@
 5. every ``train.checkpoint_every`` steps: write ``checkpoints/last.pt`` atomically (weights,
    optimiser, sampler and torch RNG states), so ``resume=True`` after a kill ends with exactly
    the weights of an uninterrupted run.
+
+The run's parts are built by :mod:`metarec.train_setup` (device, algorithm config, model) and
+its files written by :mod:`metarec.train_files`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from metarec import distributed  # [distributed]
-from metarec._errors import CheckpointError, ConfigError
+from metarec._errors import ConfigError
 from metarec.algorithms import (
     AlgorithmConfig,
     adapt_patterns,
@@ -39,26 +41,33 @@ from metarec.algorithms import (
     msl_weights,
 )
 from metarec.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
-    atomic_write_bytes,
     atomic_write_json,
     load_best,
     load_tensors,
-    save_table_meta,
-    save_tensors,
 )
-from metarec.config import Scenario, config_hash, to_dict
+from metarec.config import Scenario
 from metarec.data.table import InteractionTable
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.evaluate import evaluate_pool
 from metarec.fingerprint import check_same_data, write_fingerprint
 from metarec.loggers import Logger, make_loggers
-from metarec.models import build_model
-from metarec.models.base import RecModel, split_params
+from metarec.models.base import split_params
 from metarec.rundir import training_session
 from metarec.scenario import build_splits, load_table, sampler_config
+from metarec.train_files import (
+    _check_same_config,
+    _save_checkpoint,
+    _save_weights,
+    _truncate_log,
+    _write_run_files,
+)
+from metarec.train_setup import (
+    algorithm_config,
+    build_training_model,
+    model_kwargs,
+    resolve_device,
+)
 
 __all__ = [
     "TrainResult",
@@ -88,47 +97,6 @@ class TrainResult:
     tasks_per_s: float
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"train.device={name!r}: CUDA is not available on this machine; pass train.device='cpu' or 'auto'"
-        )
-    return torch.device(name)
-
-
-def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
-    """The engine's :class:`AlgorithmConfig` of a scenario: :meth:`AlgorithmSection.engine`
-    with the ``[model]`` section's inner-loop patterns."""
-    return sc.algorithm.engine_config(feedback, sc.model.adapt)
-
-
-def model_kwargs(sc: Scenario) -> dict[str, Any]:
-    """Keyword arguments of :func:`metarec.models.build_model` for a scenario's ``[model]``
-    (the initial weights are seeded by ``train.seed``)."""
-    m = sc.model
-    kw: dict[str, Any] = {"embedding_dim": m.embedding_dim, "seed": sc.train.seed}
-    if m.name in ("melu", "neumf", "two_tower"):
-        kw["hidden"] = tuple(m.hidden)
-    if m.dropout:
-        kw["dropout"] = m.dropout
-    return kw
-
-
-def build_training_model(sc: Scenario, table: InteractionTable, splits: MetaSplits) -> RecModel:
-    """The scenario's model with the known-id buffers training uses (id models)."""
-    model = build_model(sc.model.name, table, **model_kwargs(sc))
-    if hasattr(model, "set_known"):
-        # Ids seen in meta-train keep their own embeddings; the rest share the learned
-        # "unknown" one. With user tasks every test user is cold, so meta-training must train
-        # the unknown user embedding too: all users count as unknown.
-        rows = splits.pools[splits.train].rows
-        users: Any = [] if sc.protocol.unit == "user" else np.unique(table.users[rows])
-        model.set_known(users=users, items=np.unique(table.items[rows]))  # type: ignore[operator]
-    return model
 
 
 @training_session  # hook (metarec.rundir): lock, orphan cleanup, resume/overwrite policy, disk errors
@@ -417,105 +385,3 @@ def _validate(model, params, state, algo, table, splits, scfg, scenario, device)
 def _eval_lr(sc: Scenario, algo: AlgorithmConfig) -> float | None:
     """Evaluation inner rate: ``algorithm.eval_lr`` unless the algorithm learned its rates."""
     return None if algo.meta_learned_lrs else sc.algorithm.eval_lr
-
-
-def _write_run_files(
-    out: Path, sc: Scenario, table: InteractionTable, model, algo: AlgorithmConfig
-) -> None:
-    atomic_write_json(out / "config.json", to_dict(sc))
-    atomic_write_json(
-        out / "manifest.json",
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "config_hash": config_hash(sc),
-            "method": {"name": sc.algorithm.name, "engine": True},
-            "model": {
-                "name": sc.model.name,
-                "kwargs": model_kwargs(sc),
-                "adapt": list(adapt_patterns(algo, model)),
-            },
-            "algorithm": {
-                k: (list(v) if isinstance(v, tuple) else v) for k, v in algo.__dict__.items()
-            },
-            "feedback": table.feedback,
-            "parameters": {k: list(v.shape) for k, v in model.named_parameters()},
-        },
-    )
-    save_table_meta(table, out)
-
-
-def _buffers(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in model.named_buffers()}
-
-
-def _save_weights(path: Path, model, params, state, step: int) -> None:
-    save_tensors(
-        path,
-        {
-            "params": {k: v.detach().cpu() for k, v in params.items()},
-            "buffers": _buffers(model),
-            "state": {k: v.detach().cpu() for k, v in state.items()},
-            "step": step,
-        },
-    )
-
-
-def _save_checkpoint(
-    path,
-    model,
-    params,
-    state,
-    opt,
-    sampler,
-    step,
-    skipped,
-    best_score,
-    best_step,
-    ewg,
-    best_val,
-    sc,
-) -> None:
-    save_tensors(
-        path,
-        {
-            "params": {k: v.detach().cpu() for k, v in params.items()},
-            "buffers": _buffers(model),
-            "state": {k: v.detach().cpu() for k, v in state.items()},
-            "optimizer": opt.state_dict(),
-            "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
-            "step": step,
-            "skipped": skipped,
-            "best_score": best_score,
-            "best_step": best_step,
-            "evals_without_gain": ewg,
-            "best_val": json.dumps(best_val),
-            "config_hash": config_hash(_resume_key(sc)),
-        },
-    )
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the log rows of steps up to ``step`` (a killed run may have logged a few more)."""
-    if not path.exists():
-        return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= step
-    ]
-    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
-
-
-def _resume_key(sc: Scenario) -> Scenario:
-    """The config that must match to resume (the step budget and progress bar may change)."""
-    return replace(sc, train=replace(sc.train, steps=0, progress=False, loggers=()))
-
-
-def _check_same_config(ck: dict, sc: Scenario) -> None:
-    if ck.get("config_hash") != config_hash(_resume_key(sc)):
-        raise CheckpointError(
-            "--resume: the scenario differs from the one the checkpoint was trained with (config hash "
-            f"{ck.get('config_hash')} vs {config_hash(_resume_key(sc))}); resume with the same scenario and --set values"
-        )

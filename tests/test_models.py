@@ -102,6 +102,30 @@ def test_melu_pooling_ignores_padding() -> None:
     assert torch.allclose(emb(torch.arange(feats.n_entities)), out)
 
 
+def test_many_lookups_embed_each_entity_once_with_the_same_values() -> None:
+    """More lookups than entities (catalogue ranking) take the embed-once-and-gather path: the
+    values equal per-lookup embedding exactly, and the gradients agree."""
+    emb = FeatureEmbedding(tiny_table().item_features, dim=3).double()
+    n = emb.n_entities
+    few = torch.arange(n).flip(0)  # n lookups: the direct path
+    many = torch.randint(0, n, (4, 3 * n), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(
+        emb(many), torch.stack([emb(row) for row in many.reshape(-1, n)]).reshape(*many.shape, -1)
+    )
+    assert torch.equal(emb(many)[0, :n], emb(many[0, :n]))
+    w = torch.randn(*many.shape, emb.out_dim, dtype=torch.float64)
+    (emb(many) * w).sum().backward()
+    fast = {k: p.grad.clone() for k, p in emb.named_parameters()}
+    emb.zero_grad()
+    sum(
+        (emb(row) * w.reshape(-1, n, emb.out_dim)[j]).sum()
+        for j, row in enumerate(many.reshape(-1, n))
+    ).backward()
+    for k, p in emb.named_parameters():
+        assert torch.allclose(fast[k], p.grad, atol=1e-12), k
+    assert emb(few).shape == (n, emb.out_dim)
+
+
 def test_melu_needs_features() -> None:
     table = tiny_table()
     with pytest.raises(

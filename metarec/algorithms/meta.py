@@ -21,28 +21,44 @@ When every inner-loop parameter lies outside the model's encoder (``cfg.encode_o
 once from the meta-parameters inside the differentiated function, and the inner loop runs the
 model's ``decide`` stage only: the same losses and meta-gradients (the encoder's gradients flow
 through the encodings) without re-running the encoder at every inner step.
+
+The per-group meta-gradients live in :mod:`metarec.algorithms.meta_grads`, the batch checks and
+task groups in :mod:`metarec.algorithms.batching`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from metarec._errors import ConfigError
-from metarec.algorithms.buckets import bucket_tasks
+from metarec.algorithms.batching import (
+    Grads,
+    Params,
+    _check_batch,
+    _check_params,
+    _check_set,
+    _concat,
+    _groups,
+    _trim,
+)
 from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
-from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
-from metarec.algorithms.mlp import MLPSpec, mlp_forward, mlp_query_losses, mlp_spec, mlp_trajectory
+from metarec.algorithms.inner import adapt, set_loss
+from metarec.algorithms.meta_grads import (
+    _ANALYTIC,
+    _analytic_grads,
+    _analytic_spec,
+    _decision,
+    _encode,
+    _maml_losses,
+    _reptile,
+)
+from metarec.algorithms.mlp import mlp_forward, mlp_spec, mlp_trajectory
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.models.base import encoder_is_fixed, model_adapt_patterns, split_params, staged_call
 
 __all__ = ["adapt_patterns", "meta_loss_and_grads", "task_weights", "adapt_batch", "predict_batch"]
-
-Params = Mapping[str, torch.Tensor]
-Grads = dict[str, torch.Tensor]
 
 
 def adapt_patterns(cfg: AlgorithmConfig, model: nn.Module) -> tuple[str, ...]:
@@ -275,264 +291,3 @@ def predict_batch(
         return functional_call(model, (dict(f), slow), (u, i))
 
     return vmap(one, randomness="different")(dict(fast_stacked), users, items)
-
-
-# ---------------------------------------------------------------------- helpers
-_ANALYTIC = ("maml", "fomaml", "metasgd", "anil")  # the analytic path covers the MAML family
-
-
-def _analytic_spec(
-    cfg: AlgorithmConfig, model: nn.Module, fast: Params, eligible: bool
-) -> MLPSpec | None:
-    """The analytic inner loop's :class:`MLPSpec` when ``cfg.engine`` allows it and the model
-    qualifies (``eligible``: the algorithm and the fixed encoder allow it)."""
-    if cfg.engine == "vmap":
-        return None
-    spec = mlp_spec(model, fast, cfg.loss) if eligible else None
-    if spec is None and cfg.engine == "analytic":
-        raise ConfigError(
-            f"engine='analytic': {type(model).__name__} with name={cfg.name!r}, loss={cfg.loss!r}, inner-loop "
-            f"parameters {sorted(fast)} has no analytic inner loop (it needs MeLU without dropout, one of "
-            f"{_ANALYTIC}, loss 'mse' or 'bce', and only decision/head parameters adapting); pass engine='auto' "
-            "or engine='vmap'"
-        )
-    return spec
-
-
-def _decision(spec: MLPSpec, slow: Params) -> dict[str, torch.Tensor]:
-    """The decision-MLP entries of ``slow`` (weights that do not adapt but are used by the MLP)."""
-    names = {n for pair in (*spec.layers, spec.head) for n in pair}
-    return {k: v for k, v in slow.items() if k in names}
-
-
-def _groups(cfg: AlgorithmConfig, batch: EpisodeBatch) -> list[torch.Tensor]:
-    """Task index groups: by support size (``cfg.buckets``; ``cfg.sort_tasks``), then chunks."""
-    T = batch.n_tasks
-    lengths = batch.support.mask.sum(dim=1)
-    if cfg.buckets > 1:
-        groups = bucket_tasks(lengths, cfg.buckets)
-    elif cfg.sort_tasks:
-        groups = [torch.argsort(lengths, stable=True)]
-    else:
-        groups = [torch.arange(T, device=lengths.device)]
-    size = cfg.chunk_size or T
-    return [g[i : i + size] for g in groups for i in range(0, g.shape[0], size)]
-
-
-def _analytic_grads(
-    cfg: AlgorithmConfig,
-    model: nn.Module,
-    spec: MLPSpec,
-    fast: Params,
-    slow: Params,
-    state: Params,
-    batch: EpisodeBatch,
-    groups: list[torch.Tensor],
-    wn: torch.Tensor,
-    sw: torch.Tensor | None,
-) -> tuple[torch.Tensor, Grads]:
-    """``(sum_t wn_t L_t, grads)`` over the tasks of ``groups`` by the analytic inner loop (each
-    group at its own width) and one autograd pass outside it; the encoder runs once for all."""
-    leaves = {k: v.detach().requires_grad_() for k, v in {**fast, **slow, **state}.items()}
-    f, s, a = ({k: leaves[k] for k in d} for d in (fast, slow, state))
-    lrs, step_lrs = state_lrs(cfg, a, f)
-    sub = _trim(batch.select(torch.cat(groups)))
-    ns = sub.support.users.shape[1]
-    h = staged_call(
-        model,
-        s,
-        "encode",
-        (
-            torch.cat([sub.support.users, sub.query.users], 1),
-            torch.cat([sub.support.items, sub.query.items], 1),
-        ),
-    )  # (T, Ns+Nq, F)
-    dec = _decision(spec, s)
-    value = torch.zeros((), dtype=wn.dtype, device=wn.device)
-    start = 0
-    for g in groups:
-        rows = slice(start, start + g.shape[0])
-        start += g.shape[0]
-        part = _trim(sub.select(rows))  # this group's own widths
-        sup, qry = part.support, part.query
-        hs = h[rows, : sup.users.shape[1]]  # (Tg, Ns_g, F)
-        hq = h[rows, ns : ns + qry.users.shape[1]]  # (Tg, Nq_g, F)
-        losses = mlp_query_losses(
-            spec,
-            f,
-            dec,
-            (hs, sup.targets, sup.mask),
-            (hq, qry.targets, qry.mask),
-            cfg.inner_steps,
-            cfg.inner_lr,
-            first_order=cfg.is_first_order,
-            lrs=lrs,
-            per_step_lrs=step_lrs,
-            loss=cfg.loss,
-            every_step=sw is not None,
-        )
-        per_task = (
-            losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))
-        )  # (Tg,)
-        value = value + (wn[g] * per_task).sum()
-    names = list(leaves)
-    gs = torch.autograd.grad(value, [leaves[k] for k in names], allow_unused=True)
-    return value.detach(), {
-        k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)
-    }
-
-
-def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> torch.Tensor | None:
-    """``model.encode`` of one set from the meta-parameters (``None`` when not ``enabled``)."""
-    return staged_call(model, slow, "encode", (data.users, data.items)) if enabled else None
-
-
-def _maml_losses(
-    cfg: AlgorithmConfig,
-    model: nn.Module,
-    fast: Params,
-    slow: Params,
-    state: Params,
-    part: EpisodeBatch,
-    sw: torch.Tensor | None,
-    enc: bool = False,
-) -> torch.Tensor:
-    """Per-task query loss after adaptation (MAML family): ``(Tc,)``."""
-    lrs, step_lrs = state_lrs(cfg, state, fast)
-
-    def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        support, query = EpisodeSet(*s), EpisodeSet(*q)
-        hs, hq = _encode(model, slow, support, enc), _encode(model, slow, query, enc)
-        traj = adapt_trajectory(
-            model,
-            fast,
-            slow,
-            support,
-            cfg.inner_steps,
-            cfg.inner_lr,
-            first_order=cfg.is_first_order,
-            lrs=lrs,
-            per_step_lrs=step_lrs,
-            loss=cfg.loss,
-            features=hs,
-        )
-        if sw is None:
-            return set_loss(model, traj[-1], slow, query, cfg.loss, features=hq)
-        per_step = torch.stack(
-            [set_loss(model, f, slow, query, cfg.loss, features=hq) for f in traj]
-        )  # (steps,)
-        return (sw * per_step).sum()
-
-    return vmap(task, randomness="different")(_tensors(part.support), _tensors(part.query))
-
-
-def _reptile(
-    cfg: AlgorithmConfig,
-    model: nn.Module,
-    fast: Params,
-    slow: Params,
-    part: EpisodeBatch,
-    wc: torch.Tensor,
-    enc: bool = False,
-) -> tuple[torch.Tensor, Grads]:
-    """Reptile on a chunk: fast grads ``sum_t wc_t (theta - theta_t)``, slow: query gradient."""
-
-    def task(
-        s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, Grads, Grads]:
-        support, query = EpisodeSet(*s), EpisodeSet(*q)
-        hs = _encode(model, {k: v.detach() for k, v in slow.items()}, support, enc)
-        adapted = adapt(
-            model,
-            fast,
-            slow,
-            support,
-            cfg.inner_steps,
-            cfg.inner_lr,
-            first_order=True,
-            loss=cfg.loss,
-            features=hs,
-        )
-        adapted = {k: v.detach() for k, v in adapted.items()}
-        if not slow:
-            return set_loss(model, adapted, slow, query, cfg.loss), adapted, {}
-
-        def query_loss(sl: dict[str, torch.Tensor]) -> torch.Tensor:
-            return set_loss(
-                model, adapted, sl, query, cfg.loss, features=_encode(model, sl, query, enc)
-            )
-
-        g_slow, ql = grad_and_value(query_loss)(dict(slow))
-        return ql, adapted, g_slow
-
-    ql, adapted, g_slow = vmap(task, randomness="different")(
-        _tensors(part.support), _tensors(part.query)
-    )
-    grads = {
-        k: torch.einsum("t,t...->...", wc, fast[k] - adapted[k]) for k in fast
-    }  # theta - theta_t
-    grads.update({k: torch.einsum("t,t...->...", wc, g) for k, g in g_slow.items()})
-    return (wc * ql).sum(), grads
-
-
-def _trim(part: EpisodeBatch) -> EpisodeBatch:
-    """``part`` without the trailing columns that are padding in every task (support and query
-    separately; at least one column is kept)."""
-    return EpisodeBatch(_trim_set(part.support), _trim_set(part.query), part.units, part.domains)
-
-
-def _trim_set(s: EpisodeSet) -> EpisodeSet:
-    used = s.mask.any(dim=0).nonzero()
-    width = max(int(used.max()) + 1 if used.numel() else 1, 1)
-    if width == s.mask.shape[1]:
-        return s
-    r = None if s.rows is None else s.rows[:, :width]
-    return EpisodeSet(
-        s.users[:, :width], s.items[:, :width], s.targets[:, :width], s.mask[:, :width], r
-    )
-
-
-def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:
-    return s.users, s.items, s.targets, s.mask
-
-
-def _concat(a: EpisodeSet, b: EpisodeSet) -> EpisodeSet:
-    return EpisodeSet(
-        *(torch.cat([x, y], dim=-1) for x, y in zip(_tensors(a), _tensors(b), strict=True))
-    )
-
-
-def _check_batch(batch: EpisodeBatch) -> None:
-    if not isinstance(batch, EpisodeBatch):
-        raise ConfigError(
-            f"batch: expected an EpisodeBatch, got {type(batch).__name__}; build one with the task sampler"
-        )
-    _check_set(batch.support, "batch.support")
-    _check_set(batch.query, "batch.query")
-
-
-def _check_set(s: EpisodeSet, arg: str) -> None:
-    shapes = {
-        name: tuple(t.shape)
-        for name, t in zip(("users", "items", "targets", "mask"), _tensors(s), strict=True)
-    }
-    if len(set(shapes.values())) != 1 or len(shapes["users"]) != 2:
-        raise ConfigError(
-            f"{arg}: users, items, targets and mask must share one (T, N) shape, got {shapes}"
-        )
-    if s.mask.dtype != torch.bool:
-        raise ConfigError(
-            f"{arg}.mask: dtype {s.mask.dtype}, expected torch.bool; pass mask.bool()"
-        )
-
-
-def _check_params(model: nn.Module, params: Params) -> None:
-    names = [k for k, _ in model.named_parameters()]
-    missing = [k for k in names if k not in params]
-    extra = [k for k in params if k not in set(names)]
-    if missing or extra:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
-        raise ConfigError(
-            f"params: {what} ({len(missing)} missing, {len(extra)} unexpected); params must hold "
-            f"exactly the model's parameter names; pass params = dict(model.named_parameters())"
-        )

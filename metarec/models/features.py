@@ -74,7 +74,16 @@ class FeatureEmbedding(nn.Module):
         self.out_dim = dim * (len(self.features) + len(self.text_features)) + int(numeric.shape[1])
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """``idx`` ``int64 (...,)`` entity indices -> ``(..., out_dim)``."""
+        """``idx`` ``int64 (...,)`` entity indices -> ``(..., out_dim)``.
+
+        With more lookups than entities (ranking a catalogue: tasks x items), every entity is
+        embedded once and the rows are gathered: the same values, computed once per entity.
+        """
+        if idx.numel() > self.n_entities:
+            return self._embed(torch.arange(self.n_entities, device=idx.device))[idx]
+        return self._embed(idx)
+
+    def _embed(self, idx: torch.Tensor) -> torch.Tensor:
         blocks = []
         for key in self._keys:
             codes = getattr(self, f"codes_{key}")[idx]  # (..., L)

@@ -1,0 +1,133 @@
+"""The whole scenario (:class:`Scenario`, with the ``[bench]`` section :class:`BenchConfig`) and
+its files: :func:`load_scenario` reads a ``.toml`` (or saved ``.json``) scenario,
+:func:`save_config` writes the resolved one."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metarec._errors import ConfigError
+from metarec.config._checks import _check_at_least
+from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
+from metarec.config.data import DataConfig
+from metarec.config.protocol import MetricsConfig, ProtocolConfig
+from metarec.federated.config import FederatedConfig
+from metarec.schema import (
+    expand_vars,
+    from_dict,
+    merge,
+    parse_overrides,
+    read_config_file,
+    to_dict,
+)
+
+__all__ = ["BenchConfig", "Scenario", "load_scenario", "save_config", "scenario_from_dict"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The benchmark grid run by ``metarec bench``.
+
+    Fields:
+        algorithms: algorithm names to compare.
+        seeds: seeds per (algorithm, shots) cell.
+        shots: support sizes (``protocol.n_support``) to evaluate.
+        quick_steps: outer steps per run in a quick run (``None`` = ``train.steps``).
+    """
+
+    algorithms: tuple[str, ...] = ("global", "finetune", "maml", "fomaml", "reptile")
+    seeds: int = 3
+    shots: tuple[int, ...] = (1, 3, 5, 10)
+    quick_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_at_least(self, 1, "seeds", "quick_steps")
+        if any(s < 1 for s in self.shots):
+            raise ConfigError(
+                f"shots={list(self.shots)}: each support size must be >= 1; e.g. shots = [1, 5, 10]"
+            )
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One experiment: data, protocol, metrics, model, algorithm, training and benchmark.
+
+    Fields:
+        name: the scenario's name (a file's stem when the file sets none).
+        description: free text.
+        data, protocol, metrics, model, algorithm, train, bench: the sections, each with
+            documented defaults.
+        crossdomain: settings of the cross-domain methods (``algorithm.name = "emcdr"``, ...):
+            the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
+            the method is built (before any data is read); unset keys keep their defaults.
+        federated: the ``[federated]`` section (``metarec federated``).
+    """
+
+    name: str
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmSection = field(default_factory=AlgorithmSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    crossdomain: dict[str, Any] = field(default_factory=dict)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def scenario_from_dict(d: Mapping[str, Any]) -> Scenario:
+    """Build a :class:`Scenario` from a dict (a parsed TOML file or a saved JSON config)."""
+    return from_dict(Scenario, d)
+
+
+def load_scenario(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    data_root: str | os.PathLike[str] | None = None,
+) -> Scenario:
+    """Read a scenario file, apply ``--set`` overrides, expand ``${...}`` and validate it.
+
+    Args:
+        path: a ``.toml`` scenario, or a ``.json`` config written by :func:`save_config`.
+        overrides: ``["algorithm.inner_steps=5", ...]``, applied in order after the file.
+        data_root: value of ``${METAREC_DATA}``; defaults to the ``METAREC_DATA`` environment
+            variable, which is needed only when a value uses it. Other ``${NAME}`` come from
+            the environment.
+
+    Raises:
+        ConfigError: the file is missing (the message lists the ``.toml`` files beside it) or
+            unparsable, an override is malformed, or a key, type or value is invalid.
+    """
+    path = Path(path)
+    raw = read_config_file(path)
+    data = merge(raw, parse_overrides(overrides))
+    data.setdefault("name", path.stem)
+    variables = dict(os.environ)
+    if data_root is not None:
+        variables["METAREC_DATA"] = os.fspath(data_root)
+    try:
+        return scenario_from_dict(expand_vars(data, variables))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def save_config(scenario: Any, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved ``scenario`` (any config dataclass) to ``path`` as indented JSON.
+
+    The file loads back with :func:`load_scenario`; returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_dict(scenario), indent=2) + "\n", encoding="utf-8")
+    return path
