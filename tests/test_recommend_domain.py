@@ -77,3 +77,34 @@ def test_recommend_domain_on_a_crossdomain_run(cd_run, tmp_path, capsys) -> None
     assert code == 200 and [x["item"] for x in got["items"]] == items
     np.testing.assert_allclose([x["score"] for x in got["items"]], scores, rtol=0, atol=1e-5)
     assert bad == 400 and "domain='books': not a domain of this run" in err["error"]
+
+
+def test_warm_predefined_split_names_the_key_and_the_fix(tmp_path) -> None:
+    from test_splits_predefined import _scenario_text, _two_domains
+
+    from metarec._errors import ConfigError
+    from metarec.bench.crossdomain_rows import QUICK_CROSSDOMAIN, quick_defaults
+    from metarec.config import load_scenario
+    from metarec.crossdomain import cross_domain_view
+    from metarec.scenario import build_splits, load_table
+
+    paths = _two_domains(tmp_path / "d")
+    cold = tmp_path / "cold.toml"
+    cold.write_text(_scenario_text(paths, 'target_domain = "movies"'))
+    assert quick_defaults(load_scenario(cold)) == (QUICK_CROSSDOMAIN, 3)  # its own cold users
+    # warm: the test users (1..20) also train in movies, as in a leave-one-out split
+    extra = "".join(f"{u}\t{i}\t3\n" for u in range(1, 21) for i in range(41, 49))
+    paths["movies_train"].write_text(paths["movies_train"].read_text() + extra)
+    warm = tmp_path / "warm.toml"
+    warm.write_text(_scenario_text(paths, 'target_domain = "movies"'))
+    sc = load_scenario(warm)
+    table = load_table(sc.data)
+    splits = build_splits(table, sc.protocol)
+    assert len(splits.warm_units["meta-test"])
+    with pytest.raises(
+        ConfigError,
+        match=r"protocol.split = 'predefined': the dataset's own split is warm .*target domain "
+        r"'movies'.*--algorithms maml,finetune,global,popularity.*protocol.split = 'cold_domain_users'",
+    ):
+        cross_domain_view(table, splits)
+    assert quick_defaults(sc) is None  # the quick suite leaves the cross-domain methods out
