@@ -165,6 +165,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         lr=args.lr,
         batched_kernel=not args.no_kernel,
         limits=limits,
+        on_diverge=args.on_diverge,
     )
     serve(
         args.run,
@@ -379,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-kernel",
         action="store_true",
         help="always use the library's adapt_many/recommend path",
+    )
+    sv.add_argument(
+        "--on-diverge",
+        choices=("error", "fallback"),
+        default="error",
+        help="a user whose adaptation diverges: answer 500 with the error (default) or serve the "
+        "meta-learned initialisation with a 'warning' field",
     )
     sv.set_defaults(func=_cmd_serve)
 

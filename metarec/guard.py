@@ -31,6 +31,9 @@ from metarec._errors import CheckpointError, ConfigError, DataError, py
 from metarec.limits import check_steps
 
 __all__ = [
+    "Diverged",
+    "diverged_message",
+    "fallback_message",
     "MAX_EMBEDDING_DIM",
     "MAX_WIDTH",
     "MAX_LAYERS",
@@ -39,6 +42,7 @@ __all__ = [
     "check_finite_weights",
     "ensure_finite_adaptation",
     "check_scores",
+    "scores_error",
     "check_recommendations",
 ]
 
@@ -50,6 +54,32 @@ MAX_LAYERS = 64
 """Most hidden layers a run folder may ask to build."""
 
 OnDiverge = Literal["error", "fallback"]
+
+
+class Diverged(ConfigError):
+    """Adaptation produced non-finite weights or scores (too large an ``lr``, too many steps):
+    a :class:`~metarec._errors.ConfigError` of the serving configuration, not of the request."""
+
+
+def _how(lr: float | None, steps: int | None) -> str:
+    return f"inner lr={lr if lr is not None else 'the run default'}, {steps} step(s)"
+
+
+def diverged_message(n_bad: int, n: int, who: str, lr: float | None, steps: int | None) -> str:
+    """The error of ``on_diverge="error"``: ``n_bad`` of ``n`` tasks (users ``who``) diverged."""
+    return (
+        f"adaptation diverged for {n_bad} of {n} task(s) ({who}): the adapted weights are not finite "
+        f"({_how(lr, steps)}); pass a smaller lr (--lr) or fewer steps (--steps), or on_diverge='fallback' "
+        "(--on-diverge fallback) to serve those users the meta-learned initialisation"
+    )
+
+
+def fallback_message(n_bad: int, n: int, who: str, lr: float | None, steps: int | None) -> str:
+    """The warning of ``on_diverge="fallback"`` (the same case as :func:`diverged_message`)."""
+    return (
+        f"adaptation diverged for {n_bad} of {n} task(s) ({who}; {_how(lr, steps)}): those users are served "
+        "the meta-learned initialisation (on_diverge='fallback'); pass a smaller lr or fewer steps to adapt them"
+    )
 
 
 def check_run_limits(manifest: Mapping[str, Any], run_dir: str | Path) -> None:
@@ -143,22 +173,12 @@ def ensure_finite_adaptation(rec: Any, on_diverge: OnDiverge = "error") -> Any:
         return rec
     bad = np.flatnonzero(~ok.numpy())
     who = _task_users(rec, bad)
-    how = f"inner lr={rec.lr if rec.lr is not None else 'the run default'}, {rec.steps} step(s)"
     if on_diverge == "error":
-        raise ConfigError(
-            f"adaptation diverged for {len(bad)} of {n} task(s) ({who}): the adapted weights are not finite ({how}); "
-            "pass a smaller lr (--lr) or fewer steps (--steps), or on_diverge='fallback' (--on-diverge fallback) to serve "
-            "those users the meta-learned initialisation"
-        )
+        raise Diverged(diverged_message(len(bad), n, who, rec.lr, rec.steps))
     rows = torch.from_numpy(bad).to(next(iter(rec.fast.values())).device)
     for v in rec.fast.values():
         v[rows] = v[n].clone()
-    warnings.warn(
-        f"adaptation diverged for {len(bad)} of {n} task(s) ({who}; {how}): those users are served the meta-learned "
-        "initialisation (on_diverge='fallback'); pass a smaller lr or fewer steps to adapt them",
-        UserWarning,
-        stacklevel=3,
-    )
+    warnings.warn(fallback_message(len(bad), n, who, rec.lr, rec.steps), UserWarning, stacklevel=3)
     return rec
 
 
@@ -166,21 +186,25 @@ def check_scores(scores: torch.Tensor, *, user: Any = None, adapted: bool = Fals
     """Raise when ``scores`` (any shape) hold a NaN or an infinity.
 
     Raises:
-        ConfigError: ``adapted``: the adaptation overflowed; the fix is a smaller lr / fewer steps.
+        Diverged: ``adapted``: the adaptation overflowed; the fix is a smaller lr / fewer steps.
         CheckpointError: the run's own weights overflow.
     """
     fin = torch.isfinite(scores)
     if bool(fin.all()):
         return
-    n = int((~fin).sum())
+    raise scores_error(int((~fin).sum()), scores.numel(), user=user, adapted=adapted)
+
+
+def scores_error(n: int, total: int, *, user: Any = None, adapted: bool = False) -> Exception:
+    """The error :func:`check_scores` raises when ``n`` of ``total`` scores are not finite."""
     who = f" for user {py(user)!r}" if user is not None else ""
-    msg = f"{n:,} of {scores.numel():,} score(s){who} are not finite (NaN or infinity)"
+    msg = f"{n:,} of {total:,} score(s){who} are not finite (NaN or infinity)"
     if adapted:
-        raise ConfigError(
+        return Diverged(
             f"{msg}: the adapted weights overflow; adapt again with a smaller lr (--lr) or fewer steps "
             "(--steps), or serve the meta-learned initialisation (no --support)"
         )
-    raise CheckpointError(
+    return CheckpointError(
         f"{msg}: the run's weights overflow; restore the run from a copy, or re-train"
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from metarec.data.encoding import IdEncoder
 from metarec.episodes.batch import EpisodeSet
 from metarec.fingerprint import copy_fingerprint
 from metarec.guard import check_scores
+from metarec.ranking import top_k
 from metarec.runlock import holds_folder
 from metarec.support import UnknownItems, as_list, is_seq
 
@@ -58,8 +59,10 @@ class Recommender:
         seen_item: np.ndarray,
         *,
         per: str = "user",
+        steps: int | None = None,
+        lr: float | None = None,
     ) -> None:
-        self.meta, self.per = meta, per
+        self.meta, self.per, self.steps, self.lr = meta, per, steps, lr
         self._users, self._task_of, self._default = users, task_of, default_task
         self._seen_user, self._seen_item = (
             np.asarray(seen_user, np.int64),
@@ -118,10 +121,9 @@ class Recommender:
         )
         raw_u = np.asarray(user_list, dtype=object)
         task = self._tasks(raw_u)
-        scores = self._score(task, self.meta.user_ids.encode(raw_u), iidx)
-        check_scores(
-            scores, adapted=bool((task < self.n_tasks).any())
-        )  # hook (metarec.guard), before clipping
+        scores = self._checked(
+            task, lambda: self._score(task, self.meta.user_ids.encode(raw_u), iidx)
+        )
         return (self._clip(scores) if clip else scores).cpu().numpy()
 
     def recommend(
@@ -163,13 +165,10 @@ class Recommender:
         one[0] = user
         task = int(self._tasks(one)[0])
         uidx = int(self.meta.user_ids.encode(one)[0])
-        with torch.no_grad():
-            scores = self._score_rows(
-                np.array([task]), torch.full((1, len(cand)), uidx, device=dev), cand[None]
-            )[0]
-        check_scores(
-            scores, user=user, adapted=task < self.n_tasks
-        )  # hook (metarec.guard): never NaN or []
+        rows = torch.full((1, len(cand)), uidx, device=dev)
+        scores = self._checked(
+            np.array([task]), lambda: self._score_rows(np.array([task]), rows, cand[None])[0], user
+        )
         if exclude_seen:
             code = int(self._users.encode(one)[0]) if len(self._users) > 1 else 0
             seen = self._seen_item[self._seen_user == code] if code else np.zeros(0, np.int64)
@@ -177,14 +176,23 @@ class Recommender:
                 scores = scores.masked_fill(
                     torch.isin(cand, torch.from_numpy(seen).to(cand.device)), -math.inf
                 )
-        n = min(k, int(torch.isfinite(scores).sum()))
-        order = torch.sort(scores, descending=True, stable=True).indices[
-            :n
-        ]  # cand is sorted: ties by item index
+        top, order = top_k(scores[None], k)  # (1, k): cand is sorted, so ties go by item index
+        n = int(torch.isfinite(top).sum())  # the seen items (-inf) are never recommended
+        order = order[0, :n]
         items = self.meta.item_ids.decode(cand[order].cpu().numpy())
-        return list(zip(items, (float(v) for v in scores[order].tolist()), strict=True))
+        return list(zip(items, (float(v) for v in top[0, :n].tolist()), strict=True))
 
     # ------------------------------------------------------------------ internals
+    def _checked(
+        self, task: np.ndarray, score: Callable[[], torch.Tensor], user: Any = None
+    ) -> torch.Tensor:
+        """``score()`` without autograd, refused when not finite (hook :mod:`metarec.guard`: never
+        NaN scores or an empty list); ``task``: the task rows scored (adapted ones or not)."""
+        with torch.no_grad():
+            scores = score()
+        check_scores(scores, user=user, adapted=bool((task < self.n_tasks).any()))
+        return scores
+
     def _domain_mask(self, domain: Any) -> np.ndarray:
         """``bool (n_items,)``: the items of raw domain ``domain``."""
         names = self.meta.table.domain_ids
@@ -272,8 +280,10 @@ class AdaptedRecommender(Recommender):
         steps: int | None,
         lr: float | None,
     ) -> None:
-        super().__init__(meta, users, task_of, default_task, seen_user, seen_item, per=per)
-        self.fast, self.steps, self.lr = fast, steps, lr
+        super().__init__(
+            meta, users, task_of, default_task, seen_user, seen_item, per=per, steps=steps, lr=lr
+        )
+        self.fast = fast
 
     @property
     def n_tasks(self) -> int:
@@ -368,8 +378,10 @@ class MethodRecommender(Recommender):
         steps: int | None,
         lr: float | None,
     ) -> None:
-        super().__init__(meta, users, task_of, default_task, seen_user, seen_item, per=per)
-        self.adapted, self.steps, self.lr = adapted, steps, lr
+        super().__init__(
+            meta, users, task_of, default_task, seen_user, seen_item, per=per, steps=steps, lr=lr
+        )
+        self.adapted = adapted
 
     @property
     def n_tasks(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -183,17 +184,31 @@ def parse_support(
     return SupportRows(u, i, ratings)
 
 
+_FEW_ROWS = 1000
+"""Up to this many support rows are checked for repeats with a dict instead of pandas."""
+
+
 def _warn_repeats(users: np.ndarray, items: np.ndarray) -> None:
     """Warn (saying what is done) when a user rates the same item more than once."""
     if len(items) < 2:
         return
-    pairs = pd.DataFrame({"u": users.astype(str), "i": items.astype(str)})
-    counts = pairs.value_counts()
-    rep = counts[counts > 1]
-    if len(rep):
-        (uid, iid), n = rep.index[0], int(rep.iloc[0])
+    if len(items) <= _FEW_ROWS:  # one user's support (the serving path): a dict, no DataFrame
+        counts = Counter(zip(map(str, users.tolist()), map(str, items.tolist())))
+        if len(counts) == len(items):
+            return
+        rep = [(pair, n) for pair, n in counts.most_common() if n > 1]
+        (uid, iid), n = rep[0]
+        n_rep = len(rep)
+    else:
+        pairs = pd.DataFrame({"u": users.astype(str), "i": items.astype(str)})
+        vc = pairs.value_counts()
+        many = vc[vc > 1]
+        if not len(many):
+            return
+        (uid, iid), n, n_rep = many.index[0], int(many.iloc[0]), len(many)
+    if n_rep:
         warnings.warn(
-            f"support: user {uid!r} rates item {iid!r} {n} times ({len(rep)} repeated (user, item) pair(s) in "
+            f"support: user {uid!r} rates item {iid!r} {n} times ({n_rep} repeated (user, item) pair(s) in "
             "all); each row is used as its own support example, as given; drop the repeats (e.g. keep the "
             "last rating) if that is not what you mean",
             UserWarning,

@@ -85,10 +85,28 @@ def is_crossdomain(name: str) -> bool:
 
 
 def quick_defaults(scenario: Scenario) -> tuple[tuple[str, ...], int] | None:
-    """``(algorithms, seeds)`` of the quick suite for a cold-domain-users scenario, else ``None``."""
-    if scenario.protocol.split != "cold_domain_users":
-        return None
-    return QUICK_CROSSDOMAIN, QUICK_CROSSDOMAIN_SEEDS
+    """``(algorithms, seeds)`` of the quick suite for a cold-domain-users scenario, else ``None``.
+
+    A ``predefined`` split with a ``target_domain`` gets the cross-domain suite when the dataset's
+    own test users are cold (its split decides: see :func:`predefined_is_warm`); a warm one (its
+    test users also train in the target domain, e.g. a leave-one-out split) the default suite,
+    as the cross-domain methods need cold target users."""
+    p = scenario.protocol
+    if p.split == "cold_domain_users":
+        return QUICK_CROSSDOMAIN, QUICK_CROSSDOMAIN_SEEDS
+    if p.split == "predefined" and p.target_domain is not None and not predefined_is_warm(scenario):
+        return QUICK_CROSSDOMAIN, QUICK_CROSSDOMAIN_SEEDS
+    return None
+
+
+def predefined_is_warm(scenario: Scenario) -> bool:
+    """Whether the test users of a ``predefined`` cross-domain scenario also train in its target
+    domain (reads the table and builds the split; the bench builds them again, which is cheap
+    next to training)."""
+    from metarec.scenario import build_splits, load_table
+
+    splits = build_splits(load_table(scenario.data), scenario.protocol)
+    return any(len(u) for u in getattr(splits, "warm_units", {}).values())
 
 
 QUICK_BUDGET = {"mf_epochs": 5, "epochs": 5, "mapping_epochs": 30, "patience": 2}

@@ -102,6 +102,15 @@ def cross_domain_view(table: InteractionTable, splits: MetaSplits) -> CrossDomai
             "methods need one target domain (cold_domain_users_split)"
         )
     target = int(doms[0])
+    warm = [name for name, units in getattr(splits, "warm_units", {}).items() if len(units)]
+    if warm:  # a predefined split whose test users also train in the target domain
+        raise ConfigError(
+            f"protocol.split = 'predefined': the dataset's own split is warm (the users of {warm} also train "
+            f"in the target domain {str(table.domain_ids.values[target - 1])!r}), and the cross-domain methods "
+            "need cold target users, whose target rows are all held out; bench this scenario with the "
+            "meta-learners and baselines only (e.g. --algorithms maml,finetune,global,popularity; --quick "
+            "picks them), or draw cold users with protocol.split = 'cold_domain_users'"
+        )
     if np.intersect1d(train.rows, eval_rows).shape[0]:
         raise ConfigError(
             "splits: meta-train shares rows with an evaluation pool; rebuild the splits"

@@ -9,7 +9,7 @@ Modules: :mod:`~metarec.serve.requests` (validated request bodies, size limits),
 :mod:`~metarec.serve.engine` (a batch of requests -> answers), :mod:`~metarec.serve.batcher`
 (micro-batching of concurrent requests), :mod:`~metarec.serve.app` (the ASGI app) and
 :mod:`~metarec.serve.runner` (running it; graceful shutdown). Needs the ``serve`` extra
-(``pip install "metarec[serve]"``: Starlette and uvicorn).
+(``pip install "metarec[serve]"``: uvicorn with httptools; uvloop is used when installed).
 """
 
 from metarec.serve.app import ServeConfig, create_app

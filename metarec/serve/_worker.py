@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     cfg = ServeConfig(**{**raw, "limits": Limits(**raw["limits"])})
     sock = socket.socket(fileno=spec["fd"])
 
-    def ready(path: str, steps: int) -> None:
+    def ready(path: str, steps: int | None) -> None:
         print(json.dumps({"ready": True, "path": path, "steps": steps}), flush=True)
 
     serve_socket(

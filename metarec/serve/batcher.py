@@ -10,7 +10,7 @@ arrived, whichever is first. The batch function runs in one worker thread (torch
 GIL in its kernels), so the event loop keeps reading requests while a batch computes; the jobs
 that arrive meanwhile form the next batch. ``max_batch=1`` serves one request per call (the
 unbatched baseline of the load benchmark). A failing batch fails each of its jobs with the
-exception; a failure of one job never reaches the others' answers.
+exception; an answer that is an exception fails its job alone (the others are answered).
 """
 
 from __future__ import annotations
@@ -126,6 +126,10 @@ class MicroBatcher:
             finally:
                 self.batches += 1
             for (_, fut, _), ans in zip(batch, answers, strict=True):
-                if not fut.done():  # a client that went away cancelled its future
+                if fut.done():  # a client that went away cancelled its future
+                    continue
+                if isinstance(ans, BaseException):  # this job's own failure
+                    fut.set_exception(ans)
+                else:
                     fut.set_result(ans)
             self.jobs += len(batch)

@@ -92,6 +92,16 @@ class Kernel:
         """Raw scores of every catalogue item (indices ``1..n_items``) for each task: ``(B, n_items)``."""
         raise NotImplementedError
 
+    def finite_tasks(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``bool (B,)``: whether each task's adapted state is finite (no NaN, no infinity)."""
+        b = next(iter(state.values())).shape[0]
+        flat = [v.reshape(b, -1) for v in state.values() if v.is_floating_point()]
+        return torch.stack([_finite_rows(v) for v in flat]).all(dim=0) if flat else None  # type: ignore[return-value]
+
+    def finite_scores(self, state: dict[str, torch.Tensor], scores: torch.Tensor) -> torch.Tensor:
+        """``bool (B,)``: whether each row of ``scores (B, C)`` (of ``state``) is finite."""
+        return _finite_rows(scores)
+
     def score_items(self, state: dict[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
         """Raw scores of item indices ``items (B, P)`` (each task its own row): ``(B, P)``."""
         raise NotImplementedError
@@ -124,6 +134,16 @@ class Kernel:
         self, fast: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], lr: float
     ) -> dict[str, torch.Tensor]:
         return {k: fast[k] - lr * grads[k] for k in fast}
+
+
+def _finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """``bool (B,)``: whether each row of ``x (B, N)`` is finite. A row's sum is finite when every
+    entry is (one pass, no mask), unless finite entries overflow it: those rows are checked in full."""
+    ok = torch.isfinite(x.sum(dim=1))
+    if not bool(ok.all()):
+        rows = torch.nonzero(~ok).squeeze(1)
+        ok[rows] = torch.isfinite(x[rows]).all(dim=1)
+    return ok
 
 
 def _batched(
@@ -288,6 +308,9 @@ class TwoTowerKernel(Kernel):
                 if i < len(m.item_tower) - 1:
                     x = F.relu(x)
             self.item_vecs = x  # (C + 1, h), row c = item index c
+            self.catalogue_t = x[1:].T.contiguous()  # (h, C): the catalogue, for the products
+            # the largest item vector norm bounds every score: |u . v + b| <= |u| max|v| + |b|
+            self.max_item_norm = float(x[1:].norm(dim=1).max()) if self.n_items else 0.0
 
     def _fast_names(self) -> list[str]:
         names = ["user.unknown", "bias"]
@@ -310,14 +333,7 @@ class TwoTowerKernel(Kernel):
         )
 
     def _user_vec(self, state, fast) -> torch.Tensor:
-        emb = torch.where(state["known"], state["emb"], fast["user.unknown"])  # (B, d)
-        x = torch.cat([emb, state["feat"]], dim=-1) if "feat" in state else emb
-        x = x.unsqueeze(1)  # (B, 1, in)
-        for i in range(self.n_layers):
-            x = _linear(x, fast[f"user_tower.{i}.weight"], fast[f"user_tower.{i}.bias"])
-            if i < self.n_layers - 1:
-                x = F.relu(x)
-        return x.squeeze(1)  # (B, h)
+        return self._forward(state, fast)[1]  # (B, h)
 
     def _support_pred(self, state, fast):
         u = self._user_vec(state, fast)
@@ -325,15 +341,68 @@ class TwoTowerKernel(Kernel):
             -1
         ), fast  # (B, S)
 
+    def adapt(self, uidx, items, ratings, steps, lr):
+        """As :meth:`Kernel.adapt`, with the gradient written out: the user tower is a small MLP
+        and the loss elementwise, so each step is a handful of batched products (no autograd
+        graph); float64 tests compare it with autograd."""
+        users, itm, tgt, mask = self._pad(uidx, items, ratings)
+        state, fast = self._init(users, itm, mask)
+        n_real = mask.sum(dim=1, keepdim=True).to(self.dtype).clamp_min(1.0)  # (B, 1)
+        w = mask.to(self.dtype) / n_real  # (B, S): d mean / d entry, 0 on padding
+        bce = self.meta.algo.loss == "bce"
+        tgt = torch.where(mask, tgt, torch.zeros((), dtype=self.dtype, device=self.device))
+        for _ in range(steps):
+            acts, u = self._forward(state, fast)  # inputs of each layer, (B, h)
+            pred = torch.bmm(state["sup"], u.unsqueeze(-1)).squeeze(-1) + fast["bias"].unsqueeze(-1)
+            pred = torch.where(mask, pred, torch.zeros((), dtype=self.dtype, device=self.device))
+            g = (torch.sigmoid(pred) - tgt if bce else 2.0 * (pred - tgt)) * w  # (B, S): dL/dpred
+            grads = {"bias": g.sum(dim=1)}
+            gz = torch.bmm(g.unsqueeze(1), state["sup"]).squeeze(1)  # (B, h): dL/du
+            for i in reversed(range(self.n_layers)):
+                a, wi = acts[i], fast[f"user_tower.{i}.weight"]
+                grads[f"user_tower.{i}.weight"] = gz.unsqueeze(2) * a.unsqueeze(1)  # (B, out, in)
+                grads[f"user_tower.{i}.bias"] = gz
+                ga = torch.bmm(gz.unsqueeze(1), wi).squeeze(1)  # (B, in)
+                gz = ga * (acts[i] > 0) if i > 0 else ga  # through the ReLU below layer i
+            d = fast["user.unknown"].shape[-1]
+            grads["user.unknown"] = torch.where(
+                state["known"], torch.zeros((), dtype=self.dtype, device=self.device), gz[:, :d]
+            )
+            fast = {k: torch.add(fast[k], grads[k], alpha=-lr) for k in fast}
+        return {**state, **fast}
+
+    def _forward(self, state, fast) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The user tower without autograd: each layer's input ``(B, in_i)`` and the output ``(B, h)``."""
+        emb = torch.where(state["known"], state["emb"], fast["user.unknown"])  # (B, d)
+        x = torch.cat([emb, state["feat"]], dim=-1) if "feat" in state else emb
+        acts = []
+        for i in range(self.n_layers):
+            acts.append(x)
+            w, b = fast[f"user_tower.{i}.weight"], fast[f"user_tower.{i}.bias"]
+            x = (w * x.unsqueeze(1)).sum(dim=-1) + b  # (B, out): per-task W x + b
+            if i < self.n_layers - 1:
+                x = torch.relu(x)
+        return acts, x
+
     def score_catalogue(self, state):
         with torch.no_grad():
             u = self._user_vec(state, state).unsqueeze(1)  # (B, 1, h)
-            items = (
-                self.item_vecs[1:].T.unsqueeze(0).expand(u.shape[0], -1, -1)
-            )  # (B, h, C), no copy
+            items = self.catalogue_t.unsqueeze(0).expand(u.shape[0], -1, -1)  # (B, h, C), no copy
             # one product per user (not one (B, h) x (h, C) product), so that a user's scores do
             # not depend on which other requests share its batch
-            return torch.baddbmm(state["bias"].view(-1, 1, 1), u, items).squeeze(1)  # (B, C)
+            return torch.bmm(u, items).squeeze(1).add_(state["bias"].unsqueeze(1))  # (B, C)
+
+    def finite_scores(self, state, scores):
+        """Exact and cheap: a finite user vector and bias whose bound ``|u| max|v| + |b|`` is far
+        below the float range cannot give a non-finite score; other rows are checked in full."""
+        with torch.no_grad():
+            u = self._user_vec(state, state)  # (B, h)
+            bound = u.norm(dim=1) * self.max_item_norm + state["bias"].abs()  # (B,)
+            ok = torch.isfinite(bound) & (bound < torch.finfo(scores.dtype).max / 4)
+            if not bool(ok.all()):
+                rows = torch.nonzero(~ok).squeeze(1)
+                ok[rows] = torch.isfinite(scores[rows]).all(dim=1)
+            return ok
 
     def score_items(self, state, items):
         with torch.no_grad():

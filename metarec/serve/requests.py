@@ -18,6 +18,7 @@ Sizes are bounded (:class:`Limits`); a body over a bound is a :class:`PayloadToo
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +177,40 @@ def _ids(raw: list[Any], what: str) -> np.ndarray:
 
 def _support(rows: Any, meta: Any, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """The support rows -> (item indices (S,), ratings (S,)), checked as ``metarec recommend`` checks a CSV."""
+    fast = _support_fast(rows, meta, limits)
+    return fast if fast is not None else _support_checked(rows, meta, limits)
+
+
+def _support_fast(rows: Any, meta: Any, limits: Limits) -> tuple[np.ndarray, np.ndarray] | None:
+    """The common case in plain Python (a few ``{"item", "rating"}`` rows, every check passed),
+    or ``None`` when any check would fail, so that :func:`_support_checked` words the error."""
+    if type(rows) is not list or len(rows) > limits.max_support:
+        return None
+    items: list[Any] = []
+    ratings: list[float] = []
+    for row in rows:
+        if type(row) is not dict or len(row) != 2:
+            return None
+        item, rating = row.get("item"), row.get("rating")
+        if type(item) not in (str, int) or type(rating) not in (int, float):
+            return None
+        items.append(item)
+        ratings.append(float(rating))  # type: ignore[arg-type]
+    if meta.feedback == "implicit":
+        if any(r != 0.0 and r != 1.0 for r in ratings):
+            return None
+    else:
+        scale = meta.rating_scale
+        lo, hi = (scale[0], scale[1]) if scale is not None else (-math.inf, math.inf)
+        if not all(lo <= r <= hi and math.isfinite(r) for r in ratings):
+            return None
+    idx = meta.item_ids.encode(items)
+    if len(idx) and not idx.all():  # an unknown item: the checked path names it
+        return None
+    return idx, np.asarray(ratings, np.float64)
+
+
+def _support_checked(rows: Any, meta: Any, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(rows, str):
         raise DataError(
             f"support={rows!r}: a string (a file path?) is not accepted; the server never reads files; "

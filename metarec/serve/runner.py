@@ -86,6 +86,8 @@ def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thre
         timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]
         server_header=False,
         ws="none",
+        # no X-Forwarded-For parsing: nothing is logged per request, and it costs CPU on each
+        proxy_headers=False,
     )
     return _Server(config)
 
@@ -151,9 +153,12 @@ def serve(
         sock.close()
 
 
-def _banner(url: str, run: Any, path: str, cfg: ServeConfig, steps: int, workers: int) -> str:
+def _banner(
+    url: str, run: Any, path: str, cfg: ServeConfig, steps: int | None, workers: int
+) -> str:
     many = f", {workers} workers" if workers > 1 else ""
-    return f"{url} (run {Path(run)}, {path} path, max_batch {cfg.max_batch}, {steps} step(s){many})"
+    budget = "the method's own steps" if steps is None else f"{steps} step(s)"
+    return f"{url} (run {Path(run)}, {path} path, max_batch {cfg.max_batch}, {budget}{many})"
 
 
 def serve_socket(
@@ -164,7 +169,7 @@ def serve_socket(
     threads: int | None,
     graceful_s: float,
     log_level: str,
-    on_ready: Callable[[str, int], None],
+    on_ready: Callable[[str, int | None], None],
 ) -> None:
     """Serve ``run`` on the listening socket ``sock`` from this process (one worker)."""
     from metarec.adapt import load_run
@@ -196,7 +201,7 @@ def _supervise(
     graceful_s: float,
     log_level: str,
     workers: int,
-    on_ready: Callable[[str, int], None],
+    on_ready: Callable[[str, int | None], None],
 ) -> None:
     """``workers`` processes serving ``sock``; SIGINT / SIGTERM are passed on, and each drains."""
     spec = json.dumps(
