@@ -33,6 +33,7 @@ WARMUP = [
     "model.embedding_dim=8",
     "protocol.n_support=3",
     "protocol.n_query=3",
+    'metrics.names=["auc", "logloss"]',  # the warm-up protocol's clicks are implicit feedback
 ]
 
 
