@@ -20,7 +20,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
@@ -34,6 +34,13 @@ from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
+from metarec.learners._settings import (
+    TrainSettings,
+    defaults_and_sampler,
+    parse_settings,
+    scenario_section,
+    train_settings,
+)
 from metarec.methods.base import FitData
 
 __all__ = [
@@ -71,115 +78,6 @@ class _LearnerAPI(Protocol):
 
 def _api(learner: nn.Module) -> _LearnerAPI:
     return cast(_LearnerAPI, learner)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The outer loop's budget (shared by every learner).
-
-    Fields:
-        steps: outer steps (meta-batches).
-        lr: Adam learning rate of the meta-parameters.
-        meta_batch: tasks per outer step.
-        val_every: steps between meta-val evaluations (model selection keeps the best).
-        val_tasks: meta-val tasks per evaluation.
-        patience: stop after this many evaluations without improvement (``None``: never).
-        grad_clip: clip the gradient norm (``None``: no clipping).
-    """
-
-    steps: int = 300
-    lr: float = 1e-3
-    meta_batch: int = 32
-    val_every: int = 50
-    val_tasks: int = 256
-    patience: int | None = None
-    grad_clip: float | None = 10.0
-
-    def __post_init__(self) -> None:
-        for name in ("steps",):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 0; e.g. {name}=300")
-        for name in ("meta_batch", "val_every", "val_tasks"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr}: the outer learning rate must be > 0; e.g. lr=0.001")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience={self.patience}: must be >= 1 or None (never stop early)")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(f"grad_clip={self.grad_clip}: must be > 0 or None (no clipping)")
-
-
-def parse_settings(
-    cls: type[S],
-    method: str,
-    settings: Mapping[str, Any],
-    defaults: Mapping[str, Any] | None = None,
-    scenario: Any = None,
-) -> S:
-    """``cls`` (a frozen settings dataclass) from ``defaults``, overridden by the scenario's
-    ``[learners.<method>]`` table (``--set learners.<method>.KEY=VALUE``), overridden by ``settings``.
-
-    Raises:
-        ConfigError: an unknown setting (with the close match and the valid ones), a value of
-            the wrong type or one the dataclass rejects; the message names the key as
-            ``learners.<method>.KEY`` (the ``--set`` key) when a scenario is given, else
-            ``<method>.KEY``.
-    """
-    section = scenario_section(scenario, method)
-    merged = {**dict(defaults or {}), **section, **dict(settings)}
-    where = f"learners.{method}" if scenario is not None else method
-    return from_dict(cls, merged, where=where)
-
-
-def scenario_section(scenario: Any, method: str) -> dict[str, Any]:
-    """The scenario's ``[learners.<method>]`` table (empty without one).
-
-    Raises:
-        ConfigError: ``learners.<method>`` is not a table.
-    """
-    learners = getattr(scenario, "learners", None) or {}
-    section = learners.get(method, {})
-    if not isinstance(section, Mapping):
-        raise ConfigError(
-            f"learners.{method}={section!r}: expected a table of {method}'s settings, e.g. "
-            f"--set learners.{method}.steps=300"
-        )
-    return dict(section)
-
-
-def scenario_defaults(scenario: Any) -> dict[str, Any]:
-    """Budget and sizes a scenario implies for :class:`TrainSettings` fields and ``dim``."""
-    if scenario is None:
-        return {}
-    tr, al = scenario.train, scenario.algorithm
-    out = {
-        "steps": tr.steps,
-        "lr": tr.outer_lr,
-        "meta_batch": al.meta_batch,
-        "val_every": tr.val_every,
-        "val_tasks": tr.val_tasks,
-        "patience": tr.patience,
-        "grad_clip": tr.grad_clip,
-        "dim": scenario.model.embedding_dim,
-    }
-    return out
-
-
-def defaults_and_sampler(scenario: Any, cls: type) -> tuple[dict[str, Any], SamplerConfig]:
-    """``(defaults, sampler)``: the fields of ``cls`` a scenario sets (see :func:`scenario_defaults`)
-    and its protocol's task settings (the default :class:`SamplerConfig` without a scenario)."""
-    if scenario is None:
-        return {}, SamplerConfig()
-    from metarec.scenario import sampler_config
-
-    return only_fields(cls, scenario_defaults(scenario)), sampler_config(scenario.protocol)
-
-
-def only_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``values`` that are fields of the dataclass ``cls``."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in values.items() if k in names}
 
 
 class LearnerAdapted:
@@ -363,11 +261,6 @@ class LearnerMethod:
             log["selected"] = self._select(fitted, data)
         log["fit_seconds"] = round(time.perf_counter() - t0, 2)
         return fitted
-
-
-def train_settings(settings: Any) -> TrainSettings:
-    """The :class:`TrainSettings` fields of a method's settings dataclass."""
-    return TrainSettings(**only_fields(TrainSettings, to_dict(settings)))
 
 
 def fit_learner(
