@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metarec.config import load_scenario
+from metarec.crossdomain.synthetic import make_two_domain
 from metarec.scenario import build_splits, load_table
 from metarec.train import train
 
@@ -64,3 +65,45 @@ def tiny_run(folder: Path, overrides: Sequence[str] = TINY_RUN) -> Path:
     out = folder / "run"
     train(load_scenario(COLD_START, overrides), out, evaluate_test=False)
     return out
+
+
+def two_domain_scenario(
+    root: Path,
+    *,
+    n_users: int,
+    n_source_items: int,
+    n_target_items: int,
+    n_source: int,
+    model: str = "",
+) -> Path:
+    """A cold-domain-users scenario (source -> target, beta 0.3, 3 shots) over a two-domain
+    synthetic CSV written to ``root``; ``model``: an optional ``[model]`` table's body."""
+    frame = make_two_domain(
+        n_users=n_users,
+        n_source_items=n_source_items,
+        n_target_items=n_target_items,
+        n_source=n_source,
+        n_target=10,
+        seed=0,
+    )
+    frame.to_frame(raw_ids=True).to_csv(root / "two.csv", index=False)
+    (root / "two.toml").write_text(
+        f"""
+name = "two-domain"
+[data]
+source = "csv"
+path = "{root / "two.csv"}"
+[data.columns]
+domain = "domain"
+[protocol]
+split = "cold_domain_users"
+target_domain = "target"
+beta = 0.3
+n_support = 3
+n_query = 5
+min_interactions = 8
+max_interactions = "none"
+"""
+        + (f"[model]\n{model}" if model else "")
+    )
+    return root / "two.toml"

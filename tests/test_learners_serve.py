@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _helpers import two_domain_scenario
 
 import metarec.methods.runs as runs
 from metarec._errors import CheckpointError, ConfigError
@@ -18,7 +19,6 @@ from metarec.adapt import MethodModel, read_support
 from metarec.checkpoint import load_item_domains
 from metarec.cli import main
 from metarec.config import load_scenario
-from metarec.crossdomain.synthetic import make_two_domain
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import random_split
 from metarec.episodes.warmup import WarmupConfig, click_table, item_warmup_split
@@ -84,28 +84,9 @@ def _argv(sets: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def cd_scenario(tmp_path_factory) -> Path:
     """Users cold in the target domain of a two-domain synthetic CSV, with a source history."""
-    root = tmp_path_factory.mktemp("cd")
-    frame = make_two_domain(
-        n_users=60, n_source_items=30, n_target_items=25, n_source=8, n_target=10, seed=0
+    return two_domain_scenario(
+        tmp_path_factory.mktemp("cd"), n_users=60, n_source_items=30, n_target_items=25, n_source=8
     )
-    frame.to_frame(raw_ids=True).to_csv(root / "two.csv", index=False)
-    (root / "two.toml").write_text(f"""
-name = "two-domain"
-[data]
-source = "csv"
-path = "{root / "two.csv"}"
-[data.columns]
-domain = "domain"
-[protocol]
-split = "cold_domain_users"
-target_domain = "target"
-beta = 0.3
-n_support = 3
-n_query = 5
-min_interactions = 8
-max_interactions = "none"
-""")
-    return root / "two.toml"
 
 
 def _train(name: str, run: Path, cd_scenario: Path) -> tuple[Any, Any, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import two_domain_scenario
 
 import metarec.methods.engine as engine_mod
 from metarec._errors import CheckpointError, ConfigError
@@ -16,7 +17,6 @@ from metarec.adapt import MethodModel, load_run
 from metarec.bench.variants import BENCH_ALGORITHMS, CROSSDOMAIN
 from metarec.cli import main
 from metarec.config import load_scenario
-from metarec.crossdomain.synthetic import make_two_domain
 from metarec.methods import (
     CROSSDOMAIN_NAMES,
     ENGINE_METHODS,
@@ -65,31 +65,14 @@ def _cli_json(capsys, argv: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def cd_scenario(tmp_path_factory) -> Path:
     """A cold-domain-users scenario over a two-domain synthetic CSV (source -> target)."""
-    root = tmp_path_factory.mktemp("cd")
-    frame = make_two_domain(
-        n_users=80, n_source_items=40, n_target_items=30, n_source=10, n_target=10, seed=0
+    return two_domain_scenario(
+        tmp_path_factory.mktemp("cd"),
+        n_users=80,
+        n_source_items=40,
+        n_target_items=30,
+        n_source=10,
+        model='name = "gmf"\nembedding_dim = 8\n',
     )
-    frame.to_frame(raw_ids=True).to_csv(root / "two.csv", index=False)
-    (root / "two.toml").write_text(f"""
-name = "two-domain"
-[data]
-source = "csv"
-path = "{root / "two.csv"}"
-[data.columns]
-domain = "domain"
-[protocol]
-split = "cold_domain_users"
-target_domain = "target"
-beta = 0.3
-n_support = 3
-n_query = 5
-min_interactions = 8
-max_interactions = "none"
-[model]
-name = "gmf"
-embedding_dim = 8
-""")
-    return root / "two.toml"
 
 
 def test_every_bench_method_is_registered() -> None:
