@@ -1,10 +1,12 @@
 """A small meta-val-only search over a learner's own settings (quick budget), for choosing defaults.
 
 Each configuration is fitted through the method interface on meta-train with the quick suite's
-budget (``metarec bench --quick``: :func:`metarec.bench.variants.quick_scenario`) and scored by
-its best meta-val score (``fit.log["best_val"]``: MAE for explicit, AUC for implicit feedback),
-which is also what selects its checkpoint. No test pool is read. One JSON row per
-configuration and seed goes to ``--out`` (JSONL); a summary (mean over seeds) is printed.
+budget (``metarec bench --quick``: :func:`metarec.bench.variants.quick_scenario`; ``--full``: the
+scenario's own budget, as ``metarec bench`` without ``--quick``) and scored by its best meta-val
+score (``fit.log["best_val"]``: MAE for explicit, AUC for implicit feedback), which is also what
+selects its checkpoint. ``--shots 1,5,default`` also scores the selected model on meta-val tasks with
+that many support interactions (``default``: the scenario's own support), as the bench does. No test pool is read. One JSON row
+per configuration and seed goes to ``--out`` (JSONL); a summary (mean over seeds) is printed.
 
 Usage (needs the datasets)::
 
@@ -16,6 +18,7 @@ Usage (needs the datasets)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -26,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metarec.bench.variants import quick_scenario  # noqa: E402
 from metarec.config import load_scenario  # noqa: E402
+from metarec.learners import evaluate_fitted  # noqa: E402
 from metarec.methods import FitData, build_method  # noqa: E402
-from metarec.scenario import build_splits, load_table  # noqa: E402
+from metarec.scenario import build_splits, load_table, sampler_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,15 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", required=True)
     p.add_argument("--grid", default="[{}]", help="JSON list of settings dicts ({} = defaults)")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--full", action="store_true", help="the scenario's own budget (not --quick)")
+    p.add_argument(
+        "--shots", default="", help="also score meta-val at these shots, e.g. 1,5,default"
+    )
     p.add_argument(
         "--out", default=str(Path(__file__).resolve().parent / "results" / "learners_tune.jsonl")
     )
     args = p.parse_args(argv)
-    sc = quick_scenario(load_scenario(args.scenario))
+    sc = load_scenario(args.scenario)
+    sc = sc if args.full else quick_scenario(sc)
+    shots = [k.strip() for k in args.shots.split(",") if k.strip()]
     table = load_table(sc.data)
     splits = build_splits(table, sc.protocol)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     summary = []
+    extra: dict[str, list[list[float]]] = {}
     for settings in json.loads(args.grid):
         vals = []
         for seed in range(args.seeds):
@@ -57,18 +68,33 @@ def main(argv: list[str] | None = None) -> int:
                 "method": args.method,
                 "settings": settings,
                 "seed": seed,
-                "meta_val": fitted.log.get("best_val"),
-                "best_step": fitted.log.get("best_step"),
+                "meta_val": getattr(fitted, "log", {}).get(
+                    "best_val", getattr(fitted, "val_mae", None)
+                ),
+                "best_step": getattr(fitted, "log", {}).get("best_step"),
                 "fit_s": round(time.perf_counter() - t0, 1),
             }
+            for k in shots:
+                cfg = sampler_config(sc.protocol)
+                if k != "default":
+                    cfg = dataclasses.replace(cfg, n_support=int(k))
+                res = evaluate_fitted(fitted, table, splits.pools[splits.val], cfg, seed=seed)
+                row[f"meta_val@{k}"] = res["mae" if table.feedback == "explicit" else "auc"]
             vals.append(row["meta_val"])
+            extra.setdefault(json.dumps(settings), []).append([row[f"meta_val@{k}"] for k in shots])
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), flush=True)
         summary.append((settings, statistics.mean(vals), vals))
     print(f"\n{args.method} on {sc.name}: meta-val (mean over {args.seeds} seeds)")
     for settings, mean, vals in summary:
-        print(f"  {json.dumps(settings):40s} {mean:.4f}  {' '.join(f'{v:.4f}' for v in vals)}")
+        at = extra.get(json.dumps(settings), [])
+        by_k = "".join(
+            f"  @{k}: {statistics.mean(r[j] for r in at):.4f}" for j, k in enumerate(shots)
+        )
+        print(
+            f"  {json.dumps(settings):40s} {mean:.4f}  {' '.join(f'{v:.4f}' for v in vals)}{by_k}"
+        )
     return 0
 
 

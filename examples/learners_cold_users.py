@@ -1,4 +1,4 @@
-"""Cold-start meta-learners on cold users: TaNP, MAMO (explicit ratings), LWA, NLBA (clicks).
+"""Cold-start meta-learners on cold users: TaNP, MAMO (explicit ratings), LWA, NLBA (clicks), R2-D2 (both).
 
 Each method is built by name from the registry, fitted through the method interface (trains on
 meta-train, selects on meta-val), adapted to each test user's support in one call and scored.
@@ -17,8 +17,8 @@ from metarec.methods import FitData, build_method
 
 steps = 10 if os.environ.get("METAREC_EXAMPLE_QUICK") else 150
 for feedback, names, metric in (
-    ("explicit", ["feature-global", "tanp", "mamo"], "mae"),
-    ("implicit", ["feature-global", "lwa", "nlba"], "auc"),
+    ("explicit", ["feature-global", "tanp", "mamo", "r2d2"], "mae"),
+    ("implicit", ["feature-global", "lwa", "nlba", "r2d2"], "auc"),
 ):
     table = make_taste_table(
         n_users=100, n_items=80, per_user=25, taste=1.5, feedback=feedback, seed=0

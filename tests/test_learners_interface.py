@@ -27,10 +27,11 @@ def test_every_learner_is_registered() -> None:
         "maml-source-init",
         "reptile-source-init",
         "feature-global",
+        "r2d2",
     } <= names
 
 
-@pytest.mark.parametrize("name", ["tanp", "mamo"])
+@pytest.mark.parametrize("name", ["tanp", "mamo", "r2d2"])
 def test_state_dict_round_trip_and_errors(name: str) -> None:
     t = make_taste_table(n_users=40, n_items=30, per_user=20, seed=0)
     sp = random_split(

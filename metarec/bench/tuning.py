@@ -97,6 +97,12 @@ SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
         "inner_steps": (1, 3, 5),
         "alpha": (0.05, 0.1, 0.3),
     },
+    "r2d2": {
+        **_LEARNER,
+        "rank": (4, 16, 32),
+        "ridge": (0.3, 1.0, 3.0),
+        "id_dropout": (0.1, 0.2, 0.5),
+    },
     "lwa": {**_LEARNER},
     "nlba": {**_LEARNER},
     "metaemb": dict(_WARMUP),

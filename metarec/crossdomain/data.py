@@ -27,7 +27,14 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
 
-__all__ = ["CrossDomainView", "cross_domain_view", "RowBatches", "paired_batches", "user_histories"]
+__all__ = [
+    "CrossDomainView",
+    "cross_domain_view",
+    "RowBatches",
+    "paired_batches",
+    "user_histories",
+    "user_history_rows",
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -237,25 +244,37 @@ def paired_batches(
     return src, tgt
 
 
-def user_histories(
+def user_history_rows(
     view: CrossDomainView, rows: np.ndarray, length: int, *, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each user's items among ``rows``: at most ``length`` of them (a seeded random subset).
-
-    Returns:
-        ``items int64 (n_users, length)`` (0 = padding) and ``mask bool (n_users, length)``.
-    """
+) -> np.ndarray:
+    """Each user's table rows among ``rows``: at most ``length`` of them (a seeded random subset),
+    ``int64 (n_users, length)``, ``-1`` = padding."""
     if length < 1:
         raise ConfigError(f"history_len={length!r}: must be >= 1")
     t = view.table
     rng = np.random.default_rng(seed)
     rows = np.asarray(rows, dtype=np.int64)
     order = np.lexsort((rng.random(rows.shape[0]), t.users[rows]))
-    users, items = t.users[rows[order]], t.items[rows[order]]
+    picked = rows[order]
+    users = t.users[picked]
     counts = np.bincount(users, minlength=t.n_users)
     start = np.cumsum(counts) - counts
     rank = np.arange(users.shape[0]) - start[users]
     keep = rank < length
-    out = np.zeros((t.n_users, length), dtype=np.int64)
-    out[users[keep], rank[keep]] = items[keep]
+    out = np.full((t.n_users, length), -1, dtype=np.int64)
+    out[users[keep], rank[keep]] = picked[keep]
+    return out
+
+
+def user_histories(
+    view: CrossDomainView, rows: np.ndarray, length: int, *, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's items among ``rows``: at most ``length`` of them (a seeded random subset,
+    :func:`user_history_rows`).
+
+    Returns:
+        ``items int64 (n_users, length)`` (0 = padding) and ``mask bool (n_users, length)``.
+    """
+    hist = user_history_rows(view, rows, length, seed=seed)
+    out = np.where(hist >= 0, view.table.items[np.maximum(hist, 0)], 0)
     return torch.from_numpy(out), torch.from_numpy(out != 0)

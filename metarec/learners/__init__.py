@@ -1,11 +1,15 @@
 """The field's cold-start meta-learners, each a :class:`~metarec.methods.Method` registered by name.
 
 Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaemb``, ``mwuf``,
-``warmup-base``, ``metabridge``, ``maml-source-init``, ``reptile-source-init`` and ``content-bias`` with
+``warmup-base``, ``metabridge``, ``maml-source-init``, ``reptile-source-init``, ``content-bias``,
+``r2d2`` and ``r2d2-source`` with
 :func:`metarec.methods.register_method`; build one with
 ``build_method(name, scenario, **settings)`` and train it with ``fit(FitData(table, splits))``.
 
 * :mod:`~metarec.learners.tanp`: TaNP (amortised neural process, FiLM-modulated decoder).
+* :mod:`~metarec.learners.r2d2`: R2-D2 (a meta-learned body, the per-user head solved in closed form).
+* :mod:`~metarec.learners.r2d2_source`: the same head solved over a cold target user's support and
+  their source-domain history together.
 * :mod:`~metarec.learners.mamo`: MAMO (feature- and task-specific memories around MAML).
 * :mod:`~metarec.learners.lwa`: LWA and NLBA (class-conditioned amortised adaptation, implicit feedback).
 * :mod:`~metarec.learners.metaemb`: MetaEmb and MWUF (cold item embeddings over a base model).
@@ -45,6 +49,8 @@ from metarec.learners.metaemb import (
     make_mwuf,
     make_warmup_base,
 )
+from metarec.learners.r2d2 import R2D2, R2D2Settings, make_r2d2
+from metarec.learners.r2d2_source import SourceR2D2, SourceR2D2Settings, make_r2d2_source
 from metarec.learners.tanp import TaNP, TaNPSettings, make_tanp
 
 LEARNER_METHODS = (
@@ -60,6 +66,8 @@ LEARNER_METHODS = (
     "maml-source-init",
     "reptile-source-init",
     "content-bias",
+    "r2d2",
+    "r2d2-source",
 )
 """The methods this package registers: opt-in in ``metarec bench`` (``--algorithms tanp,...``),
 since each needs a scenario of its kind (explicit or implicit feedback, cold items, two domains)."""
@@ -99,6 +107,12 @@ __all__ = [
     "make_metaemb",
     "make_mwuf",
     "make_warmup_base",
+    "R2D2",
+    "R2D2Settings",
+    "make_r2d2",
+    "SourceR2D2",
+    "SourceR2D2Settings",
+    "make_r2d2_source",
     "TaNP",
     "TaNPSettings",
     "make_tanp",

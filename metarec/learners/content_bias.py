@@ -153,6 +153,9 @@ class ContentBiasFitted:
         self.table, self.mu, self.bias = table, float(mu), bias
         self.alpha, self.shrink, self.val_mae = float(alpha), float(shrink), val_mae
         self.text_weight = float(text_weight)
+        self.cold_bias: torch.Tensor | None = None
+        """After :meth:`ContentBiasMethod.fit`: each item's bias as if it were cold ``(n_items,)``,
+        the content prediction, out of fold for the meta-train items (not saved)."""
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -272,7 +275,7 @@ class ContentBiasMethod:
         c = x @ weighted_ridge(x[rated], dev[rated], w, alpha)
         bias = (n * dev + PRIOR * c) / (n + PRIOR)  # warm: own mean; cold: content prediction
         bias[0] = 0.0
-        return ContentBiasFitted(
+        out = ContentBiasFitted(
             table,
             mu,
             torch.as_tensor(bias, dtype=torch.float64),
@@ -281,6 +284,15 @@ class ContentBiasMethod:
             None if not np.isfinite(v) else v,
             tw,
         )
+        oof = c.copy()  # every meta-train item scored as if it were cold
+        for k in range(self.folds):
+            fit, held = fold != k, fold == k
+            if held.any() and fit.any():
+                beta = weighted_ridge(x[rated[fit]], dev[rated[fit]], w[fit], alpha)
+                oof[rated[held]] = x[rated[held]] @ beta
+        oof[0] = 0.0
+        out.cold_bias = torch.as_tensor(oof, dtype=torch.float64)
+        return out
 
 
 def _pool_mae(
