@@ -28,6 +28,7 @@ def test_every_learner_is_registered() -> None:
         "reptile-source-init",
         "feature-global",
         "r2d2",
+        "r2d2-source",
     } <= names
 
 

@@ -54,12 +54,14 @@ KIND = {
     "reptile-source-init": "cross-domain",
     "content-bias": "explicit",
     "r2d2": "explicit",
+    "r2d2-source": "cross-domain",
 }
 SIZES = {  # small modules: the learners' own sizes, through the scenario's [learners.NAME] tables
     "tanp": ["hidden=8", "latent=4", "task_dim=4", "decoder=[8]"],
     "mamo": ["pref_dim=4", "hidden=[8]"],
     "feature-global": ["hidden=[8]"],
     "r2d2": ["hidden=[8]", "rank=3"],
+    "r2d2-source": ["hidden=[8]", "rank=3", "history_len=5"],
     "lwa": ["item_dim=4"],
     "nlba": ["item_dim=4", "hidden=[8]"],
     "warmup-base": ["hidden=[8]", "meta_hidden=4", "pretrain_epochs=1", "warm_lrs=[1.0]"],

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from metarec._errors import ConfigError
+from metarec.algorithms.losses import LOSSES
 from metarec.crossdomain.data import cross_domain_view, user_history_rows
 from metarec.data.table import InteractionTable
-from metarec.episodes.batch import EpisodeSet
+from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.learners._encode import task_entity
 from metarec.learners._loop import (
     LearnerMethod,
@@ -41,7 +42,7 @@ from metarec.learners._loop import (
 )
 from metarec.learners.content_bias import ContentBiasMethod
 from metarec.learners.metabridge import target_episodes
-from metarec.learners.r2d2 import R2D2, R2D2Settings, logistic_head, ridge_head
+from metarec.learners.r2d2 import R2D2, R2D2Settings, logistic_head, random_shots, ridge_head
 from metarec.methods.base import FitData, register_method
 
 __all__ = ["SourceR2D2Settings", "SourceR2D2", "make_r2d2_source"]
@@ -52,17 +53,27 @@ class SourceR2D2Settings(R2D2Settings):
     """:class:`~metarec.learners.r2d2.R2D2Settings` plus the history.
 
     Fields:
-        history_len: source-domain rows kept per user.
+        history_len: source-domain rows kept per user (200: ml1m-cross-genre meta-val MAE 0.7236
+            against 0.7325 with 50, quick budget).
         source_weight: initial weight ``omega`` of a source row (then learned), in ``(0, 1)``.
+        source_tasks: weight of the auxiliary meta-training loss on held-out history rows (the
+            user's source ratings are a task too: half of the history is left out of the solve
+            and predicted; this trains the source items' representation directly); 0 (off):
+            on ml1m-cross-genre meta-val 1.0 and 0 both gave 0.7234 MAE.
     """
 
-    history_len: int = 50
+    history_len: int = 200
     source_weight: float = 0.5
+    source_tasks: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.history_len < 1:
-            raise ConfigError(f"history_len={self.history_len}: must be >= 1; e.g. history_len=50")
+            raise ConfigError(f"history_len={self.history_len}: must be >= 1; e.g. history_len=200")
+        if not (self.source_tasks >= 0 and np.isfinite(self.source_tasks)):
+            raise ConfigError(
+                f"source_tasks={self.source_tasks}: must be a finite number >= 0; e.g. source_tasks=1.0"
+            )
         if not 0.0 < self.source_weight < 1.0:
             raise ConfigError(
                 f"source_weight={self.source_weight}: must be in (0, 1); e.g. source_weight=0.5"
@@ -87,6 +98,7 @@ class SourceR2D2(R2D2):
         w = s.source_weight
         self.source_logit = nn.Parameter(torch.tensor(float(np.log(w / (1.0 - w)))))
         h = s.history_len * (1 if self.explicit else 2)
+        self.source_tasks = s.source_tasks
         self.register_buffer("hist_items", torch.zeros(table.n_users, h, dtype=torch.int64))
         self.register_buffer("hist_targets", torch.zeros(table.n_users, h))
         self.register_buffer("hist_mask", torch.zeros(table.n_users, h, dtype=torch.bool))
@@ -105,15 +117,31 @@ class SourceR2D2(R2D2):
         g, phi = self.parts(users, items, drop)
         return g, torch.cat([phi, torch.zeros_like(phi[..., :1])], dim=-1)
 
-    def solve(self, s: EpisodeSet, drop: float = 0.0) -> torch.Tensor:
+    def history_parts(
+        self, user: torch.Tensor, drop: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g, [P h, 0, 1])`` of the users' history rows: ``(T,) -> (T, H), (T, H, rank + 2)``."""
+        hi = self.hist_items[user]
+        g, phi = self.parts(user.unsqueeze(1).expand_as(hi), hi, drop)
+        return g, torch.cat([phi[..., :-1], torch.zeros_like(phi[..., :1]), phi[..., -1:]], -1)
+
+    def solve(
+        self,
+        s: EpisodeSet,
+        drop: float = 0.0,
+        history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The heads ``(T, rank + 2)`` of the support ``s`` and each task's user history;
+        ``history``: ``(g, phi, mask)`` of the history rows to use instead (meta-training)."""
         user = task_entity(s.users, s.mask)  # (T,)
-        hi, hy, hm = self.hist_items[user], self.hist_targets[user], self.hist_mask[user]
-        hu = user.unsqueeze(1).expand_as(hi)
+        if history is None:
+            g_h, phi_h = self.history_parts(user, drop)
+            hm = self.hist_mask[user]
+        else:
+            g_h, phi_h, hm = history
         g_t, phi_t = self.query_parts(s.users, s.items, drop)
-        g_h, phi_h = self.parts(hu, hi, drop)
-        phi_h = torch.cat([phi_h[..., :-1], torch.zeros_like(phi_h[..., :1]), phi_h[..., -1:]], -1)
         g, phi = torch.cat([g_t, g_h], 1), torch.cat([phi_t, phi_h], 1)
-        y = torch.cat([s.targets.to(g.dtype), hy.to(g.dtype)], 1)
+        y = torch.cat([s.targets.to(g.dtype), self.hist_targets[user].to(g.dtype)], 1)
         mask = torch.cat([s.mask, hm], 1)
         omega = torch.sigmoid(self.source_logit).to(g.dtype)
         weight = torch.cat([torch.ones_like(g_t), omega.expand_as(g_h)], 1)
@@ -121,6 +149,26 @@ class SourceR2D2(R2D2):
         if self.explicit:
             return ridge_head(phi, y - g, mask, lam, weight)
         return logistic_head(phi, g, y, mask, lam, self.newton_steps, weight)
+
+    def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
+        """The target query loss after the solve; with ``source_tasks > 0`` a random half of
+        each history is held out of the solve and predicted too (weight ``source_tasks``)."""
+        q, s = batch.query, batch.support
+        if self.vary_shots:
+            s = EpisodeSet(s.users, s.items, s.targets, random_shots(s.mask))
+        user = task_entity(s.users, s.mask)
+        hm = self.hist_mask[user]
+        g_h, phi_h = self.history_parts(user, self.id_dropout)
+        held = hm & (torch.rand(hm.shape, device=hm.device) < 0.5) if self.source_tasks else None
+        keep = hm if held is None else hm & ~held
+        w = self.solve(s, self.id_dropout, (g_h, phi_h, keep))
+        g, phi = self.query_parts(q.users, q.items, self.id_dropout)
+        loss = LOSSES[self.loss](g + (phi @ w.unsqueeze(-1)).squeeze(-1), q.targets, q.mask).mean()
+        if held is not None:
+            pred = g_h + (phi_h @ w.unsqueeze(-1)).squeeze(-1)
+            y = self.hist_targets[user]
+            loss = loss + self.source_tasks * LOSSES[self.loss](pred, y, held).mean()
+        return loss
 
 
 def histories(data: FitData, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
