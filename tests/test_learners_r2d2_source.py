@@ -109,3 +109,31 @@ def test_beats_target_only_mf_over_seeds() -> None:
         m.sampler = scfg
         got = evaluate_fitted(m.fit(FitData(t, sp, seed=seed)), t, sp.pools["meta-test"], scfg)
         assert got["mae"] < base["mae"] - 0.1, (seed, got["mae"], base["mae"])
+
+
+def test_row_parts_and_pretraining(f64) -> None:
+    from metarec.learners.r2d2 import pretrain_body
+
+    t, sp = _data()
+    m = SourceR2D2(t, SourceR2D2Settings(dim=3, hidden=(6,), rank=2, pretrain_epochs=2))
+    users, items = torch.tensor([1, 1]), torch.tensor([150, 5])
+    g, phi = m.row_parts(users, items, torch.tensor([False, True]))
+    g0, p0 = m.parts(users, items)
+    torch.testing.assert_close(g, g0)
+    torch.testing.assert_close(phi[0], torch.cat([p0[0], torch.zeros(1)]))  # target: [P h, 1, 0]
+    torch.testing.assert_close(phi[1], torch.cat([p0[1, :-1], torch.tensor([0.0, 1.0])]))
+    rows = sp.pools["meta-train"].rows
+    src = torch.zeros(rows.shape[0], dtype=torch.bool).numpy()
+
+    def mse() -> float:
+        with torch.no_grad():
+            gg, _ = m.row_parts(
+                torch.as_tensor(t.users[rows]), torch.as_tensor(t.items[rows]), torch.as_tensor(src)
+            )
+            return float((gg - torch.as_tensor(t.ratings[rows])).square().mean())
+
+    before = mse()
+    settings = SourceR2D2Settings(dim=3, hidden=(6,), rank=2, pretrain_epochs=2)
+    log = pretrain_body(m, FitData(t, sp, seed=0), rows, src, settings)
+    assert log["pretrain_loss"] < before
+    assert mse() < before  # the prior alone fits the rows better after pre-training

@@ -36,7 +36,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metarec._errors import ConfigError
@@ -71,6 +73,11 @@ class R2D2Settings(TrainSettings):
         newton_steps: Newton steps of the logistic head (implicit feedback only).
         prior: ``"content"`` (the content-bias item prior under ``g``; explicit feedback, else
             ignored) or ``"none"``.
+        pretrain_epochs: epochs of supervised pre-training of the body before meta-training, on
+            every meta-train row, with a free head per user (an embedding, then discarded); 0:
+            none (on ml1m-melu meta-val 3 epochs gave 0.7710 / 0.7440 / 0.7286 at 1 / 5 shots /
+            the full support, against 0.7641 / 0.7383 / 0.7251 without).
+        pretrain_lr: Adam rate of that pre-training.
         vary_shots: meta-train each task on a random part of its support (``k`` of its ``n``
             entries, ``k`` log-uniform in ``1..n``: :func:`random_shots`), so the learned ridge
             strengths suit every support size from one rating up, not only the scenario's
@@ -88,6 +95,8 @@ class R2D2Settings(TrainSettings):
     newton_steps: int = 2
     prior: str = "content"
     vary_shots: bool = True
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 3e-3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,6 +115,11 @@ class R2D2Settings(TrainSettings):
         if self.prior not in ("content", "none"):
             raise ConfigError(
                 f"prior={self.prior!r}: must be 'content' or 'none'; e.g. prior='content'"
+            )
+        if self.pretrain_epochs < 0 or not self.pretrain_lr > 0:
+            raise ConfigError(
+                f"pretrain_epochs={self.pretrain_epochs}, pretrain_lr={self.pretrain_lr}: need epochs >= 0 "
+                "and a rate > 0; e.g. pretrain_epochs=1, pretrain_lr=0.003"
             )
         if self.newton_steps < 1:
             raise ConfigError(
@@ -266,6 +280,12 @@ class R2D2(nn.Module):
         """``(g, phi)`` of the rows a head is applied to (here :meth:`parts`)."""
         return self.parts(users, items, drop)
 
+    def row_parts(
+        self, users: torch.Tensor, items: torch.Tensor, source: torch.Tensor, drop: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g, phi)`` of table rows (``source``: which rows are of a source domain; unused here)."""
+        return self.parts(users, items, drop)
+
     def score(self, ctx: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         g, phi = self.query_parts(users, items)
         return g + (phi @ ctx.unsqueeze(-1)).squeeze(-1)
@@ -278,6 +298,51 @@ class R2D2(nn.Module):
         g, phi = self.query_parts(q.users, q.items, self.id_dropout)
         pred = g + (phi @ w.unsqueeze(-1)).squeeze(-1)
         return LOSSES[self.loss](pred, q.targets, q.mask).mean()
+
+
+def pretrain_body(
+    model: R2D2, data: FitData, rows: np.ndarray, source: np.ndarray, s: R2D2Settings
+) -> dict[str, Any]:
+    """``s.pretrain_epochs`` epochs of supervised training of ``model``'s body over the table rows
+    ``rows`` (``source``: which are of a source domain): each row is predicted as
+    ``g + phi^T e_u`` with a free per-user head ``e_u`` (zero-initialised, L2 1e-4, discarded
+    afterwards); squared error on ratings, or logistic loss against one sampled negative item
+    per row with implicit feedback. Returns ``{"pretrain_loss": last epoch's mean}``."""
+    if s.pretrain_epochs == 0 or rows.size == 0:
+        return {}
+    t = data.table
+    gen = torch.Generator().manual_seed(data.seed)
+    heads = nn.Embedding(t.n_users, int(model.log_ridge.shape[0]))
+    nn.init.zeros_(heads.weight)
+    opt = torch.optim.Adam([*model.parameters(), *heads.parameters()], lr=s.pretrain_lr)
+    users = torch.as_tensor(t.users[rows])
+    items = torch.as_tensor(t.items[rows])
+    y = torch.as_tensor(t.ratings[rows], dtype=torch.get_default_dtype())
+    src = torch.as_tensor(source)
+    pool = torch.as_tensor(np.unique(t.items[rows]))
+    model.train()
+    last = float("nan")
+    for _ in range(s.pretrain_epochs):
+        total, n = 0.0, 0
+        for b in torch.randperm(rows.shape[0], generator=gen).split(1024):
+            u, e = users[b], heads(users[b])
+            g, phi = model.row_parts(u, items[b], src[b], model.id_dropout)
+            pred = g + (phi * e).sum(-1)
+            if model.explicit:
+                loss = (pred - y[b]).square().mean()
+            else:
+                neg = pool[torch.randint(0, pool.shape[0], (b.shape[0],), generator=gen)]
+                gn, pn = model.row_parts(u, neg, src[b], model.id_dropout)
+                both = torch.cat([pred, gn + (pn * e).sum(-1)])
+                lab = torch.cat([torch.ones_like(pred), torch.zeros_like(pred)])
+                loss = F.binary_cross_entropy_with_logits(both, lab)
+            reg = 1e-4 * e.square().sum(-1).mean()
+            opt.zero_grad()
+            (loss + reg).backward()
+            opt.step()
+            total, n = total + float(loss.detach()) * b.shape[0], n + b.shape[0]
+        last = total / max(n, 1)
+    return {"pretrain_loss": last}
 
 
 def make_r2d2(scenario: Any = None, **settings: Any) -> LearnerMethod:
@@ -295,7 +360,11 @@ def make_r2d2(scenario: Any = None, **settings: Any) -> LearnerMethod:
             model.set_prior(cb.mu + cb.bias.float(), cb.mu + cb.cold_bias.float())
         return model
 
-    method = LearnerMethod("r2d2", build, s, scfg)
+    def pretrain(model: R2D2, data: FitData, st: R2D2Settings) -> dict[str, Any]:
+        rows = data.splits.pools[data.splits.train].rows
+        return pretrain_body(model, data, rows, np.zeros(rows.shape[0], dtype=bool), st)
+
+    method = LearnerMethod("r2d2", build, s, scfg, pretrain=pretrain)
     return method
 
 

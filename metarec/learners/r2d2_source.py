@@ -16,7 +16,10 @@ over the history's positives and as many sampled source-domain negatives). A use
 shot is scored from the history alone (the target offset stays 0). Meta-training runs on
 *simulated cold users*, the warm users' target-domain tasks of meta-train, as
 :mod:`~metarec.learners.metabridge` does; the histories are drawn from the meta-train source rows
-only (``history_len`` per user, a seeded random subset).
+only (``history_len`` per user, a seeded random subset). Before meta-training, the body is
+pre-trained for ``pretrain_epochs`` epochs on every meta-train row of both domains with a free
+head per user (:func:`~metarec.learners.r2d2.pretrain_body`; the heads are then discarded), so
+the item representation also learns from the rows no episode covers.
 """
 
 from __future__ import annotations
@@ -42,7 +45,14 @@ from metarec.learners._loop import (
 )
 from metarec.learners.content_bias import ContentBiasMethod
 from metarec.learners.metabridge import target_episodes
-from metarec.learners.r2d2 import R2D2, R2D2Settings, logistic_head, random_shots, ridge_head
+from metarec.learners.r2d2 import (
+    R2D2,
+    R2D2Settings,
+    logistic_head,
+    pretrain_body,
+    random_shots,
+    ridge_head,
+)
 from metarec.methods.base import FitData, register_method
 
 __all__ = ["SourceR2D2Settings", "SourceR2D2", "make_r2d2_source"]
@@ -52,7 +62,9 @@ __all__ = ["SourceR2D2Settings", "SourceR2D2", "make_r2d2_source"]
 class SourceR2D2Settings(R2D2Settings):
     """:class:`~metarec.learners.r2d2.R2D2Settings` plus the history.
 
-    Fields:
+    Fields (besides those of :class:`~metarec.learners.r2d2.R2D2Settings`, whose
+    ``pretrain_epochs`` defaults to 3 here: ml1m-cross-genre meta-val MAE 0.7236 without, 0.7130
+    with 1, 0.6903 with 3, 0.6967 with 8 epochs, quick budget):
         history_len: source-domain rows kept per user (200: ml1m-cross-genre meta-val MAE 0.7236
             against 0.7325 with 50, quick budget).
         source_weight: initial weight ``omega`` of a source row (then learned), in ``(0, 1)``.
@@ -63,6 +75,7 @@ class SourceR2D2Settings(R2D2Settings):
     """
 
     history_len: int = 200
+    pretrain_epochs: int = 3
     source_weight: float = 0.5
     source_tasks: float = 0.0
 
@@ -116,6 +129,16 @@ class SourceR2D2(R2D2):
         """``(g, [P h, 1, 0])`` of target-domain rows."""
         g, phi = self.parts(users, items, drop)
         return g, torch.cat([phi, torch.zeros_like(phi[..., :1])], dim=-1)
+
+    def row_parts(
+        self, users: torch.Tensor, items: torch.Tensor, source: torch.Tensor, drop: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g, phi)`` of table rows: ``[P h, 1, 0]`` on target rows, ``[P h, 0, 1]`` on source rows."""
+        g, phi = self.parts(users, items, drop)
+        zero = torch.zeros_like(phi[..., :1])
+        tgt = torch.cat([phi, zero], -1)
+        src = torch.cat([phi[..., :-1], zero, phi[..., -1:]], -1)
+        return g, torch.where(source.unsqueeze(-1), src, tgt)
 
     def history_parts(
         self, user: torch.Tensor, drop: float = 0.0
@@ -214,7 +237,15 @@ def make_r2d2_source(scenario: Any = None, **settings: Any) -> LearnerMethod:
             model.set_prior(cb.mu + cb.bias.float(), cb.mu + cb.cold_bias.float())
         return model
 
-    method = LearnerMethod("r2d2-source", build, s, scfg, episodes=target_episodes)
+    def pretrain(model: SourceR2D2, data: FitData, st: SourceR2D2Settings) -> dict[str, Any]:
+        view = cross_domain_view(data.table, data.splits)
+        rows = np.concatenate([view.source_rows, view.target_rows])
+        source = np.arange(rows.shape[0]) < view.source_rows.shape[0]
+        return pretrain_body(model, data, rows, source, st)
+
+    method = LearnerMethod(
+        "r2d2-source", build, s, scfg, pretrain=pretrain, episodes=target_episodes
+    )
     return method
 
 
