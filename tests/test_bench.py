@@ -347,3 +347,20 @@ def test_ml1m_melu_bench_rows_per_state(shared_data: Path, tmp_path: Path) -> No
     )  # quick: ranking at default
     text = res.report.read_text()
     assert "published" in text and "0.7854" in text
+
+
+def test_learner_rows_record_the_steps_they_trained(tmp_path: Path) -> None:
+    res = run_bench(
+        tiny("learners.r2d2.hidden=[8]", "learners.r2d2.rank=2"),
+        algorithms=["r2d2", "popularity"],
+        seeds=1,
+        shots=[3],
+        out=tmp_path / "b",
+        verbose=False,
+    )
+    rows = [json.loads(x) for x in (res.out / "results.jsonl").read_text().splitlines()]
+    r2d2 = [r for r in rows if r["algorithm"] == "r2d2"]
+    assert r2d2 and all(r["steps"] == 4 and r["best_step"] in (0, 4) for r in r2d2)
+    assert all(r["stopped_early"] is False for r in r2d2)
+    pop = [r for r in rows if r["algorithm"] == "popularity"]
+    assert all(r["best_step"] is None and r["steps"] == 0 for r in pop)  # nothing trained

@@ -259,6 +259,14 @@ def _interface(ctx: RunContext, say) -> Run:
     eval_s = time.perf_counter() - t_eval
     cfg = {"benchmark_algorithm": ctx.algo, **fitted.config(), "scenario": to_dict(sc)}
     steps = getattr(fitted, "steps", 0) or 0
+    log = getattr(fitted, "log", None) or {}  # the learners' episodic loop: best step, steps run
+    budget = getattr(getattr(fitted, "settings", None), "steps", None)
+    ran = int(log.get("steps", 0) or 0)
+    trained = {
+        "best_step": log.get("best_step"),
+        "steps": ran,
+        **({"stopped_early": ran < budget} if "steps" in log and budget is not None else {}),
+    }
     rows = context_rows(
         ctx,
         sc,
@@ -267,11 +275,13 @@ def _interface(ctx: RunContext, say) -> Run:
         eval_seconds=eval_s,
         peak_mb=rss_mb(),
         memory="ru_maxrss (process peak so far)",
-        extra={"best_step": None, "steps": 0, "eval_steps": steps, "eval_lr": None},
+        extra={**trained, "eval_steps": steps, "eval_lr": None},
         cfg_hash=config_hash(cfg),
     )
+    best = log.get("best_val")
+    seen = f" (best meta-val {best:.4f} at step {log.get('best_step')})" if best is not None else ""
     say(
-        f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fit_s:.0f} s; test states scored in {eval_s:.0f} s"
+        f"  seed {ctx.seed} {ctx.algo:<10} fitted in {fit_s:.0f} s{seen}; test states scored in {eval_s:.0f} s"
     )
     return rows, cfg, []
 
