@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         if r["algorithm"] in (args.a, args.b) and args.metric in r["metrics"]:
             key = (r["state"], str(r["shots"]), r["algorithm"])
             seeds.setdefault(key, {})[r["seed"]] = r["metrics"][args.metric]
-    print(f"{args.a} - {args.b}, {args.metric}: state, shots, mean diff over tasks, n tasks, p tasks, p seeds")
-    for state, shots, algo in sorted(k for k in per if k[2] == args.a):
+    print(
+        f"{args.a} - {args.b}, {args.metric}: state, shots, mean diff over tasks, n tasks, p tasks, p seeds"
+    )
+    for state, shots, _ in sorted(k for k in per if k[2] == args.a):
         da, db = per[(state, shots, args.a)], per.get((state, shots, args.b), {})
         both = [k for k in da if k in db and da[k] == da[k] and db[k] == db[k]]
         t = paired_t_test([da[k] for k in both], [db[k] for k in both])
