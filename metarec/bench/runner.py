@@ -259,7 +259,8 @@ def _interface(ctx: RunContext, say) -> Run:
     eval_s = time.perf_counter() - t_eval
     cfg = {"benchmark_algorithm": ctx.algo, **fitted.config(), "scenario": to_dict(sc)}
     steps = getattr(fitted, "steps", 0) or 0
-    log = getattr(fitted, "log", None) or {}  # the learners' episodic loop: best step, steps run
+    log = getattr(fitted, "log", None)  # the learners' episodic loop: best step, steps run
+    log = log if isinstance(log, dict) else {}  # (other methods keep other kinds of logs)
     budget = getattr(getattr(fitted, "settings", None), "steps", None)
     ran = int(log.get("steps", 0) or 0)
     trained = {
