@@ -15,6 +15,7 @@ Only a summary: no confidence intervals or tests over tasks (the report computes
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import statistics
@@ -23,14 +24,18 @@ from pathlib import Path
 
 
 def load(path: Path) -> list[dict]:
+    """The rows of ``results.jsonl`` (or a gzipped ``results.jsonl.gz``, as committed for the
+    largest suites); a partial last line (a benchmark still writing) is skipped."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    lines = raw.decode().splitlines()
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:  # a partial last line of a running benchmark
-            if n != len(path.read_text().splitlines()):
+            if n != len(lines):
                 raise SystemExit(f"{path}: line {n} is not JSON; the file is damaged") from None
     if not rows:
         raise SystemExit(f"{path}: no rows yet")

@@ -75,3 +75,16 @@ def test_summarize_rows_names_the_best(tmp_path: Path) -> None:
         check=True,
     )
     assert "| a | **1.0360**" in run.stdout.replace(" (0.0010)", "")
+
+
+def test_summarize_rows_reads_a_gzipped_file(tmp_path: Path) -> None:
+    out = _folder(tmp_path)
+    gz = out / "results.jsonl.gz"
+    gz.write_bytes(gzip.compress((out / "results.jsonl").read_bytes()))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "summarize_rows.py"), str(gz)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "| a | **1.0360**" in run.stdout.replace(" (0.0010)", "")
