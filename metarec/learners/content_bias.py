@@ -258,19 +258,14 @@ class ContentBiasMethod:
         for tw in self.text_weights if has_text else (1.0,):
             x = content_matrix(table, text_weight=tw)
             for alpha in self.alphas:
-                oof = np.zeros(table.n_items)  # held-out meta-train items scored as if cold
-                for k in range(self.folds):
-                    fit, held = fold != k, fold == k
-                    if held.any() and fit.any():
-                        beta = weighted_ridge(x[rated[fit]], dev[rated[fit]], w[fit], alpha)
-                        oof[rated[held]] = x[rated[held]] @ beta
+                oof = _out_of_fold(x, rated, dev, w, fold, alpha, self.folds)
                 b = torch.as_tensor(oof, dtype=torch.float64)
                 for shrink in self.shrinks:
                     v = _pool_mae(table, val, self.sampler, mu, b, shrink, data.seed)
                     if best is None or v < best[0]:
-                        best = (v, alpha, shrink, tw)
+                        best = (v, alpha, shrink, tw, oof)
         assert best is not None
-        v, alpha, shrink, tw = best
+        v, alpha, shrink, tw, oof = best
         x = content_matrix(table, text_weight=tw)
         c = x @ weighted_ridge(x[rated], dev[rated], w, alpha)
         bias = (n * dev + PRIOR * c) / (n + PRIOR)  # warm: own mean; cold: content prediction
@@ -284,15 +279,30 @@ class ContentBiasMethod:
             None if not np.isfinite(v) else v,
             tw,
         )
-        oof = c.copy()  # every meta-train item scored as if it were cold
-        for k in range(self.folds):
-            fit, held = fold != k, fold == k
-            if held.any() and fit.any():
-                beta = weighted_ridge(x[rated[fit]], dev[rated[fit]], w[fit], alpha)
-                oof[rated[held]] = x[rated[held]] @ beta
-        oof[0] = 0.0
-        out.cold_bias = torch.as_tensor(oof, dtype=torch.float64)
+        cold = np.where(n > 0, oof, c)  # meta-train items out of fold, the others from the full fit
+        cold[0] = 0.0
+        out.cold_bias = torch.as_tensor(cold, dtype=torch.float64)
         return out
+
+
+def _out_of_fold(
+    x: np.ndarray,
+    rated: np.ndarray,
+    dev: np.ndarray,
+    w: np.ndarray,
+    fold: np.ndarray,
+    alpha: float,
+    folds: int,
+) -> np.ndarray:
+    """``(n_items,)``: each rated item's content prediction from a ridge fitted on the other
+    folds (the item scored as if cold); 0 for the other items."""
+    oof = np.zeros(x.shape[0])
+    for k in range(folds):
+        fit, held = fold != k, fold == k
+        if held.any() and fit.any():
+            beta = weighted_ridge(x[rated[fit]], dev[rated[fit]], w[fit], alpha)
+            oof[rated[held]] = x[rated[held]] @ beta
+    return oof
 
 
 def _pool_mae(

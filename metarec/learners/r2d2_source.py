@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 from metarec._errors import ConfigError
-from metarec.algorithms.losses import LOSSES
 from metarec.crossdomain.data import cross_domain_view, user_history_rows
 from metarec.data.table import InteractionTable
-from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.episodes.batch import EpisodeSet
 from metarec.learners._encode import task_entity
 from metarec.learners._loop import (
     LearnerMethod,
@@ -50,7 +49,6 @@ from metarec.learners.r2d2 import (
     R2D2Settings,
     logistic_head,
     pretrain_body,
-    random_shots,
     ridge_head,
 )
 from metarec.methods.base import FitData, register_method
@@ -68,25 +66,16 @@ class SourceR2D2Settings(R2D2Settings):
         history_len: source-domain rows kept per user (200: ml1m-cross-genre meta-val MAE 0.7236
             against 0.7325 with 50, quick budget).
         source_weight: initial weight ``omega`` of a source row (then learned), in ``(0, 1)``.
-        source_tasks: weight of the auxiliary meta-training loss on held-out history rows (the
-            user's source ratings are a task too: half of the history is left out of the solve
-            and predicted; this trains the source items' representation directly); 0 (off):
-            on ml1m-cross-genre meta-val 1.0 and 0 both gave 0.7234 MAE.
     """
 
     history_len: int = 200
     pretrain_epochs: int = 3
     source_weight: float = 0.5
-    source_tasks: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.history_len < 1:
             raise ConfigError(f"history_len={self.history_len}: must be >= 1; e.g. history_len=200")
-        if not (self.source_tasks >= 0 and np.isfinite(self.source_tasks)):
-            raise ConfigError(
-                f"source_tasks={self.source_tasks}: must be a finite number >= 0; e.g. source_tasks=1.0"
-            )
         if not 0.0 < self.source_weight < 1.0:
             raise ConfigError(
                 f"source_weight={self.source_weight}: must be in (0, 1); e.g. source_weight=0.5"
@@ -111,7 +100,6 @@ class SourceR2D2(R2D2):
         w = s.source_weight
         self.source_logit = nn.Parameter(torch.tensor(float(np.log(w / (1.0 - w)))))
         h = s.history_len * (1 if self.explicit else 2)
-        self.source_tasks = s.source_tasks
         self.register_buffer("hist_items", torch.zeros(table.n_users, h, dtype=torch.int64))
         self.register_buffer("hist_targets", torch.zeros(table.n_users, h))
         self.register_buffer("hist_mask", torch.zeros(table.n_users, h, dtype=torch.bool))
@@ -148,50 +136,20 @@ class SourceR2D2(R2D2):
         g, phi = self.parts(user.unsqueeze(1).expand_as(hi), hi, drop)
         return g, torch.cat([phi[..., :-1], torch.zeros_like(phi[..., :1]), phi[..., -1:]], -1)
 
-    def solve(
-        self,
-        s: EpisodeSet,
-        drop: float = 0.0,
-        history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """The heads ``(T, rank + 2)`` of the support ``s`` and each task's user history;
-        ``history``: ``(g, phi, mask)`` of the history rows to use instead (meta-training)."""
+    def solve(self, s: EpisodeSet, drop: float = 0.0) -> torch.Tensor:
+        """The heads ``(T, rank + 2)`` of the support ``s`` and each task's user history."""
         user = task_entity(s.users, s.mask)  # (T,)
-        if history is None:
-            g_h, phi_h = self.history_parts(user, drop)
-            hm = self.hist_mask[user]
-        else:
-            g_h, phi_h, hm = history
+        g_h, phi_h = self.history_parts(user, drop)
         g_t, phi_t = self.query_parts(s.users, s.items, drop)
         g, phi = torch.cat([g_t, g_h], 1), torch.cat([phi_t, phi_h], 1)
         y = torch.cat([s.targets.to(g.dtype), self.hist_targets[user].to(g.dtype)], 1)
-        mask = torch.cat([s.mask, hm], 1)
+        mask = torch.cat([s.mask, self.hist_mask[user]], 1)
         omega = torch.sigmoid(self.source_logit).to(g.dtype)
         weight = torch.cat([torch.ones_like(g_t), omega.expand_as(g_h)], 1)
         lam = self.log_ridge.exp()
         if self.explicit:
             return ridge_head(phi, y - g, mask, lam, weight)
         return logistic_head(phi, g, y, mask, lam, self.newton_steps, weight)
-
-    def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
-        """The target query loss after the solve; with ``source_tasks > 0`` a random half of
-        each history is held out of the solve and predicted too (weight ``source_tasks``)."""
-        q, s = batch.query, batch.support
-        if self.vary_shots:
-            s = EpisodeSet(s.users, s.items, s.targets, random_shots(s.mask))
-        user = task_entity(s.users, s.mask)
-        hm = self.hist_mask[user]
-        g_h, phi_h = self.history_parts(user, self.id_dropout)
-        held = hm & (torch.rand(hm.shape, device=hm.device) < 0.5) if self.source_tasks else None
-        keep = hm if held is None else hm & ~held
-        w = self.solve(s, self.id_dropout, (g_h, phi_h, keep))
-        g, phi = self.query_parts(q.users, q.items, self.id_dropout)
-        loss = LOSSES[self.loss](g + (phi @ w.unsqueeze(-1)).squeeze(-1), q.targets, q.mask).mean()
-        if held is not None:
-            pred = g_h + (phi_h @ w.unsqueeze(-1)).squeeze(-1)
-            y = self.hist_targets[user]
-            loss = loss + self.source_tasks * LOSSES[self.loss](pred, y, held).mean()
-        return loss
 
 
 def histories(data: FitData, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
