@@ -252,7 +252,7 @@ class ContentBiasMethod:
         rated = np.nonzero(n > 0)[0]
         w = n[rated] / (n[rated] + PRIOR)
         val = splits.pools[splits.val]
-        best: tuple[float, float, float, float] | None = None
+        best: tuple[float, float, float, float, np.ndarray] | None = None
         fold = np.random.default_rng(data.seed).integers(0, self.folds, size=rated.shape[0])
         has_text = bool(table.item_features is not None and table.item_features.text)
         for tw in self.text_weights if has_text else (1.0,):
