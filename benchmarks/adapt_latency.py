@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from metarec.adapt import MetaModel, load_run  # noqa: E402
+from metarec.recommend.load import MetaModel, load_run  # noqa: E402
 
 SECTION = "## Fast-adapt latency"
 TARGET_SINGLE_MS = 10.0
@@ -70,7 +70,7 @@ MELU_SIZE = [
 def _train_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Train a short run into ``out``; returns what was trained (for the report)."""
     from metarec.config import load_scenario
-    from metarec.train import train
+    from metarec.train.loop import train
 
     use_ml1m = args.data == "ml1m" or (
         args.data == "auto"

@@ -95,7 +95,7 @@ def failing(a, b, *k, **kw):
         raise OSError(code, os.strerror(code), str(b))
     return real(a, b, *k, **kw)
 os.replace = failing
-from metarec.cli import main
+from metarec.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -392,7 +392,7 @@ def _lr_huge_fallback(folder: Path, base: Path):
 
 def _rewrite_best(run: Path, fn: Callable[[dict], None]) -> None:
     code = (
-        "import sys\nfrom metarec.checkpoint import load_tensors, save_tensors\n"
+        "import sys\nfrom metarec.runs.checkpoint import load_tensors, save_tensors\n"
         "ck = load_tensors(sys.argv[1])\n" + fn.__doc__ + "\nsave_tensors(sys.argv[1], ck)\n"
     )
     subprocess.run([PY, "-c", code, str(run / "checkpoints" / "best.pt")], env=env(), check=True)
@@ -786,7 +786,7 @@ def _trunc_last(folder: Path, base: Path):
 def _codes(folder: Path, base: Path):
     from_base(folder, base)
     code = (
-        "import sys, torch\nfrom metarec.checkpoint import load_tensors, save_tensors\n"
+        "import sys, torch\nfrom metarec.runs.checkpoint import load_tensors, save_tensors\n"
         "f = load_tensors(sys.argv[1])\n"
         "def bump(x):\n"
         "    if isinstance(x, dict):\n        return {k: bump(v) for k, v in x.items()}\n"

@@ -1,8 +1,8 @@
 """Federated vs centralised vs local-only meta-learning, scored on each client's cold users.
 
 For each seed: federated MAML, federated Reptile and FedAvg (``metarec.federated``), centralised
-MAML (``metarec.train`` on every client's meta-train tasks pooled) and local-only MAML (each
-client alone, ``metarec.train`` on its own tasks), each with ``rounds x local_steps`` optimiser
+MAML (``metarec.train.loop`` on every client's meta-train tasks pooled) and local-only MAML (each
+client alone, ``metarec.train.loop`` on its own tasks), each with ``rounds x local_steps`` optimiser
 steps per learner, then fast adaptation to every client's cold users (the same pinned queries).
 Writes ``benchmarks/results/federated_<scenario>.jsonl`` (one row per seed x method x client)
 and ``.md`` (mean +- 95% CI over seeds).
@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from metarec.checkpoint import load_tensors  # noqa: E402
 from metarec.config import load_scenario  # noqa: E402
+from metarec.data.load import load_table  # noqa: E402
 from metarec.federated.client import FederatedClient  # noqa: E402
 from metarec.federated.data import client_data, client_names, pooled_splits  # noqa: E402
 from metarec.federated.runner import run_federated  # noqa: E402
-from metarec.scenario import load_table  # noqa: E402
-from metarec.train import train  # noqa: E402
+from metarec.runs.checkpoint import load_tensors  # noqa: E402
+from metarec.train.loop import train  # noqa: E402
 
 FEDERATED = {"fed-maml": "maml", "fed-reptile": "reptile", "fedavg": "fedavg"}
 

@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from metarec.data.readers import read_amazon_pair, read_movielens_1m
-from metarec.graph.propagate import bipartite_graph, propagate, propagate_sparse, sparse_adjacency
+from metarec.models.graph.propagate import (
+    bipartite_graph,
+    propagate,
+    propagate_sparse,
+    sparse_adjacency,
+)
 
 ROOT = Path(os.environ.get("METAREC_DATA", "../shared/datasets"))
 OUT = Path(__file__).resolve().parent / "results" / "graph_propagation.jsonl"

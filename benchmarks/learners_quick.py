@@ -36,18 +36,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import metarec.learners  # noqa: E402,F401  (registers the methods)
+import metarec.methods.learners  # noqa: E402,F401  (registers the methods)
 from metarec.config import load_scenario  # noqa: E402
+from metarec.data.load import load_table  # noqa: E402
+from metarec.episodes.build import build_splits, sampler_config
 from metarec.episodes.warmup import (  # noqa: E402
     click_table,
-    evaluate_warmup,
     item_warmup_split,
     load_warmup_scenario,
 )
-from metarec.learners import evaluate_fitted  # noqa: E402
 from metarec.methods import FitData, build_method  # noqa: E402
-from metarec.metrics import student_t_quantile  # noqa: E402
-from metarec.scenario import build_splits, load_table, sampler_config  # noqa: E402
+from metarec.methods.learners import evaluate_fitted  # noqa: E402
+from metarec.metrics.per_task import student_t_quantile  # noqa: E402
+from metarec.metrics.warmup import evaluate_warmup  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -148,7 +149,7 @@ def run_crossdomain(
     mf_epochs: int,
     out,
 ) -> None:
-    from metarec.crossdomain import config_from_scenario, fit_method
+    from metarec.methods.crossdomain import config_from_scenario, fit_method
 
     sc = load_scenario(ROOT / scenario_path)
     table = load_table(sc.data)

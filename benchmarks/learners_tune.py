@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metarec.bench.variants import quick_scenario  # noqa: E402
 from metarec.config import load_scenario  # noqa: E402
-from metarec.learners import evaluate_fitted  # noqa: E402
+from metarec.data.load import load_table  # noqa: E402
+from metarec.episodes.build import build_splits, sampler_config
 from metarec.methods import FitData, build_method  # noqa: E402
-from metarec.scenario import build_splits, load_table, sampler_config  # noqa: E402
+from metarec.methods.learners import evaluate_fitted  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

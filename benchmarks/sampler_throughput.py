@@ -44,8 +44,9 @@ def build_sampler(
     """``(TaskSampler over the scenario's meta-train pool, description)``; ``overrides`` are
     ``--set``-style scenario overrides (the quick run shrinks the synthetic data)."""
     from metarec.config import load_scenario
+    from metarec.data.load import load_table
+    from metarec.episodes.build import build_splits, sampler_config
     from metarec.episodes.sampler import TaskSampler
-    from metarec.scenario import build_splits, load_table, sampler_config
 
     root = C.data_root()
     scenario = load_scenario(C.ROOT / "tasks" / SCENARIOS[name], overrides, data_root=root)

@@ -4,7 +4,7 @@ For every trained algorithm of a scenario's ``[bench]`` list (``popularity`` tra
 with the variant's own settings (:func:`metarec.bench.variants.variant_scenario`), this measures
 on the scenario's real data, one torch thread, in this process:
 
-* ``step``: one outer step as :func:`metarec.train.train` runs it (sample a meta-batch,
+* ``step``: one outer step as :func:`metarec.train.loop.train` runs it (sample a meta-batch,
   :func:`~metarec.algorithms.meta_loss_and_grads`, Adam), median of ``--steps``;
 * ``val``: one validation pass (``train.val_tasks`` meta-val tasks adapted and scored).
 
@@ -37,12 +37,13 @@ def measure(scenario_path: Path, steps: int, algorithms: list[str] | None) -> di
     from metarec.algorithms import init_algorithm_state, meta_loss_and_grads
     from metarec.bench.variants import VARIANTS, variant_scenario
     from metarec.config import load_scenario
+    from metarec.data.load import load_table
+    from metarec.episodes.build import build_splits, sampler_config
     from metarec.episodes.sampler import TaskSampler
-    from metarec.evaluate import evaluate_pool
+    from metarec.metrics.evaluate import evaluate_pool
     from metarec.models import build_model
     from metarec.models.base import split_params
-    from metarec.scenario import build_splits, load_table, sampler_config
-    from metarec.train import algorithm_config, model_kwargs
+    from metarec.train.loop import algorithm_config, model_kwargs
 
     torch.set_num_threads(1)
     base = load_scenario(scenario_path, data_root=str(C.data_root()) if C.data_root() else None)

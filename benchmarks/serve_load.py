@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from metarec.adapt import load_run  # noqa: E402
+from metarec.recommend.load import load_run  # noqa: E402
 
 TARGETS = {"melu": 500.0, "two_tower": 2000.0}  # requests/s at 64 clients on 2 CPU cores
 TARGET_P99_MS = 250.0
@@ -53,7 +53,7 @@ JSONL = C.RESULTS / "serve_load.jsonl"
 # ---------------------------------------------------------------------- the run
 def train_run(model: str, out: Path, steps: int) -> str:
     from metarec.config import load_scenario
-    from metarec.train import train
+    from metarec.train.loop import train
 
     budget = [
         f"train.steps={steps}",

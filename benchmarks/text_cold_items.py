@@ -4,7 +4,7 @@ the text?
 On MeLU's item-cold and user-item-cold states every query item is new (released 1998 or later),
 so the ``popularity`` baseline ("the item mean") predicts the meta-train mean ``mu`` for all of
 them. This script scores, on the benchmark's pinned queries and supports (per seed: the split
-seed), ``popularity`` and three ``content-bias`` variants (:mod:`metarec.learners.content_bias`,
+seed), ``popularity`` and three ``content-bias`` variants (:mod:`metarec.methods.learners.content_bias`,
 hyper-parameters selected on meta-val only):
 
 * ``offset-only``: no content (the constant only): warm items keep their shrunk means, cold items
@@ -35,12 +35,13 @@ import torch
 
 from metarec.bench.stats import student_t_cdf
 from metarec.config import load_scenario
-from metarec.evaluate import evaluate_fitted
-from metarec.learners.content_bias import ContentBiasMethod
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits, sampler_config
 from metarec.methods import FitData
+from metarec.methods.learners.content_bias import ContentBiasMethod
 from metarec.methods.popularity import PopularityMethod
-from metarec.metrics import student_t_quantile
-from metarec.scenario import build_splits, load_table, sampler_config
+from metarec.metrics.evaluate import evaluate_fitted
+from metarec.metrics.per_task import student_t_quantile
 
 STATES = ("item-cold", "user-item-cold")
 METHODS = ("popularity", "offset-only", "attributes", "text+attributes")

@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from metarec.evaluate import metric_selection, per_task_metrics
+from metarec.metrics.evaluate import metric_selection, per_task_metrics
 
 print("explicit, default:", metric_selection([], "explicit", k=10))
 print("implicit, default:", metric_selection([], "implicit", k=10))

@@ -13,7 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from metarec.cli import main
+from metarec.cli.main import main
 
 with tempfile.TemporaryDirectory() as tmp:
     run = Path(tmp) / "run"

@@ -17,9 +17,9 @@ import os
 
 import torch
 
-from metarec.crossdomain import fit_and_evaluate
-from metarec.crossdomain.synthetic import make_two_domain
+from metarec.data.synthetic_crossdomain import make_two_domain
 from metarec.episodes.splits import cold_domain_users_split
+from metarec.methods.crossdomain import fit_and_evaluate
 
 torch.set_num_threads(1)  # small models: one thread is fastest
 QUICK = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"  # the test suite's smaller budget

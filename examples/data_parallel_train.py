@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from metarec.checkpoint import load_tensors
 from metarec.config import load_scenario
-from metarec.train import train
+from metarec.runs.checkpoint import load_tensors
+from metarec.train.loop import train
 
 root = Path(__file__).resolve().parent.parent
 small = [

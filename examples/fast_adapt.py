@@ -8,10 +8,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from metarec.adapt import load_adapted, load_run
 from metarec.config import load_scenario
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
+from metarec.recommend.load import load_adapted, load_run
+from metarec.train.loop import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 small = [

@@ -10,9 +10,9 @@ Run: python examples/graph_cross_domain.py
 
 import os
 
-from metarec.crossdomain import fit_and_evaluate
-from metarec.crossdomain.synthetic import make_two_domain
+from metarec.data.synthetic_crossdomain import make_two_domain
 from metarec.episodes.splits import cold_domain_users_split
+from metarec.methods.crossdomain import fit_and_evaluate
 
 quick = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"
 table = make_two_domain(

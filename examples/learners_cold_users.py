@@ -8,12 +8,12 @@ Run: python examples/learners_cold_users.py
 
 import os
 
-import metarec.learners  # noqa: F401  (registers the methods)
+import metarec.methods.learners  # noqa: F401  (registers the methods)
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import random_split
-from metarec.learners import evaluate_fitted
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import FitData, build_method
+from metarec.methods.learners import evaluate_fitted
 
 steps = 10 if os.environ.get("METAREC_EXAMPLE_QUICK") else 150
 for feedback, names, metric in (

@@ -6,13 +6,13 @@ Run: python examples/learners_cross_domain.py
 
 import os
 
-import metarec.learners  # noqa: F401  (registers the methods)
-from metarec.crossdomain import fit_method
-from metarec.crossdomain.synthetic import make_two_domain
+import metarec.methods.learners  # noqa: F401  (registers the methods)
+from metarec.data.synthetic_crossdomain import make_two_domain
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import cold_domain_users_split
-from metarec.learners import evaluate_fitted
 from metarec.methods import FitData, build_method
+from metarec.methods.crossdomain import fit_method
+from metarec.methods.learners import evaluate_fitted
 
 quick = bool(os.environ.get("METAREC_EXAMPLE_QUICK"))
 table = make_two_domain(n_users=200, seed=0)

@@ -5,11 +5,13 @@ Run: python examples/learners_item_warmup.py
 
 import os
 
-import metarec.learners  # noqa: F401  (registers the methods)
+import metarec.methods.learners  # noqa: F401  (registers the methods)
+from metarec.config.warmup import WarmupConfig
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.sampler import SamplerConfig
-from metarec.episodes.warmup import WarmupConfig, evaluate_warmup, item_warmup_split
-from metarec.learners.synthetic import make_taste_table
+from metarec.episodes.warmup import item_warmup_split
 from metarec.methods import FitData, build_method
+from metarec.metrics.warmup import evaluate_warmup
 
 quick = bool(os.environ.get("METAREC_EXAMPLE_QUICK"))
 table = make_taste_table(

@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 
 from metarec.config import load_scenario
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
+from metarec.train.loop import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 small = [

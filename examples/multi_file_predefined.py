@@ -11,7 +11,7 @@ import numpy as np
 
 from metarec.config import load_scenario
 from metarec.data.sources import SourceFile, read_shared_below_k
-from metarec.scenario import inspect_scenario
+from metarec.episodes.build import inspect_scenario
 
 rng = np.random.default_rng(0)
 

@@ -11,11 +11,12 @@ import warnings
 from pathlib import Path
 
 from metarec._errors import CheckpointError, ConfigError, DataError
-from metarec.adapt import load_run
+from metarec._io.lock import RunLock
 from metarec.config import load_scenario
-from metarec.runlock import RunLock
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
+from metarec.recommend.load import load_run
+from metarec.train.loop import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 small = [

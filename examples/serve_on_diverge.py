@@ -1,7 +1,7 @@
 """A served adaptation that diverges is never a silent answer: with too large an inner rate
 (``lr=1e30``) ``metarec serve`` answers HTTP 500 with the message ``metarec recommend`` prints;
 with ``on_diverge="fallback"`` the user gets the meta-learned initialisation's top-k and a
-``warning`` field saying so. Also: ``metarec.ranking.top_k``, the ranking the server uses.
+``warning`` field saying so. Also: ``metarec.metrics.topk.top_k``, the ranking the server uses.
 
 The same from the command line: ``metarec serve --run RUN --lr 1e30 --on-diverge fallback``.
 Needs the ``serve`` extra (``pip install "metarec[serve]"``). Run: python examples/serve_on_diverge.py
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from metarec.adapt import load_run
 from metarec.config import load_scenario
-from metarec.ranking import top_k
+from metarec.metrics.topk import top_k
+from metarec.recommend.load import load_run
 from metarec.serve import ServeConfig, ServerThread
-from metarec.train import train
+from metarec.train.loop import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 small = [

@@ -11,10 +11,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from metarec.adapt import load_run
 from metarec.config import load_scenario
+from metarec.recommend.load import load_run
 from metarec.serve import ServeConfig, ServerThread
-from metarec.train import train
+from metarec.train.loop import train
 
 scenario_file = Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml"
 small = [

@@ -20,16 +20,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from metarec.adapt import load_run
 from metarec.config import load_scenario
 from metarec.data.features import FeatureSpec
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.pool import build_pool
 from metarec.episodes.sampler import SamplerConfig, pin_queries
 from metarec.episodes.splits import MetaSplits
-from metarec.evaluate import evaluate_fitted
 from metarec.methods import FitData, build_method
-from metarec.train import train
+from metarec.metrics.evaluate import evaluate_fitted
+from metarec.recommend.load import load_run
+from metarec.train.loop import train
 
 QUICK = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"
 WORDS = ("good", "bad", "space", "love")

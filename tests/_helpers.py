@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metarec.config import load_scenario
-from metarec.crossdomain.synthetic import make_two_domain
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.data.load import load_table
+from metarec.data.synthetic_crossdomain import make_two_domain
+from metarec.episodes.build import build_splits
+from metarec.train.loop import train
 
 COLD_START = str(Path(__file__).resolve().parent.parent / "tasks" / "synthetic-cold-start.toml")
 """The synthetic cold-start scenario every helper below starts from."""

@@ -12,12 +12,19 @@ import pytest
 import torch
 
 from metarec._errors import CheckpointError, ConfigError, DataError
-from metarec.adapt import AdaptedRecommender, MetaModel, load_adapted, load_run, read_support
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
+from metarec.data.load import load_table
 from metarec.data.table import Columns
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.episodes.build import build_splits
+from metarec.recommend.load import (
+    AdaptedRecommender,
+    MetaModel,
+    load_adapted,
+    load_run,
+    read_support,
+)
+from metarec.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = [
@@ -509,7 +516,7 @@ def test_encode_once_path_equals_the_full_model(trained) -> None:
 
 
 def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> None:
-    import metarec.adapt as A
+    import metarec.recommend.load as A
 
     meta = trained["meta"]
     calls = []
@@ -534,7 +541,7 @@ def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> No
 
 
 def test_support_rating_one_item_several_times_warns() -> None:
-    from metarec.support import parse_support
+    from metarec.recommend.support import parse_support
 
     rows = [("u", "i1", 4.0), ("u", "i1", 2.0), ("u", "i1", 5.0), ("u", "i2", 3.0)]
     with pytest.warns(

@@ -36,7 +36,7 @@ class Plain(nn.Module):
 def test_short_import_names_resolve() -> None:
     for name in mr.__all__:
         assert getattr(mr, name) is not None, name
-    assert mr.AlgorithmConfig.__module__ == "metarec.algorithms.config"
+    assert mr.AlgorithmConfig.__module__ == "metarec.config.algorithm"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mr.nope  # noqa: B018
 

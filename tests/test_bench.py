@@ -16,7 +16,7 @@ from metarec._errors import ConfigError
 from metarec.bench import evaluation_from_arrays, make_rows, paired_t_test, run_bench, write_report
 from metarec.bench.report import load_per_task, protocol_line, task_paired_test
 from metarec.bench.stats import student_t_cdf
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
 
 TINY = [

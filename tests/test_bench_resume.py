@@ -14,7 +14,7 @@ import metarec.bench.run as bench_run
 from metarec._errors import ConfigError
 from metarec.bench import run_bench
 from metarec.bench.report import load_per_task
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
 
 TINY = [

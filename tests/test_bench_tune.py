@@ -15,8 +15,9 @@ from metarec.bench import run_bench
 from metarec.bench.context import RunContext
 from metarec.bench.tuning import trial_configs, tune_algorithm, val_only_splits
 from metarec.config import load_scenario
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
 from metarec.methods import base as methods_base
-from metarec.scenario import build_splits, load_table
 
 TINY = [
     "data.synthetic.n_domains=6",

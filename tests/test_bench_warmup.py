@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
-import metarec.learners  # noqa: F401  (registers warmup-base, metaemb, mwuf)
+import metarec.methods.learners  # noqa: F401  (registers warmup-base, metaemb, mwuf)
 from metarec._errors import ConfigError
 from metarec.bench import run_bench
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
 from metarec.episodes.splits import melu_time_split
-from metarec.episodes.warmup import PHASES, click_table, evaluate_warmup, item_warmup_split
+from metarec.episodes.warmup import PHASES, click_table, item_warmup_split
 from metarec.methods import FitData, build_method
-from metarec.scenario import build_splits, load_table
+from metarec.metrics.warmup import evaluate_warmup
 
 WARMUP = [
     "data.synthetic.n_domains=1",

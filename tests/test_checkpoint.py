@@ -14,8 +14,9 @@ import torch
 from _helpers import TINY_RUN, tiny_run
 
 from metarec._errors import CheckpointError
-from metarec.adapt import load_adapted, load_run
-from metarec.checkpoint import (
+from metarec.config import load_scenario
+from metarec.recommend.load import load_adapted, load_run
+from metarec.runs.checkpoint import (
     FORMAT_VERSION,
     atomic_write_bytes,
     atomic_write_json,
@@ -23,8 +24,7 @@ from metarec.checkpoint import (
     read_manifest,
     save_tensors,
 )
-from metarec.config import load_scenario
-from metarec.train import train
+from metarec.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = TINY_RUN
@@ -213,7 +213,7 @@ def test_checkpoint_without_params(run) -> None:
 def test_format_1_run_is_refused_with_the_conversion_and_converts(tmp_path) -> None:
     """A version-1 run (parameters only) gets an error that shows convert_run; after it the id
     model's known-id buffers are exactly the ones training set (no inference from the weights)."""
-    from metarec.runs import convert_run
+    from metarec.methods.engine.run_files import convert_run
 
     sc = load_scenario(
         ROOT / "tasks" / "synthetic-cold-start.toml",

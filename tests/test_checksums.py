@@ -10,12 +10,12 @@ import pytest
 import torch
 from _helpers import TINY_RUN, tiny_run
 
-import metarec.checksums as checksums
+import metarec._io.checksums as checksums
 from metarec._errors import CheckpointError
-from metarec.adapt import load_run
-from metarec.checkpoint import load_tensors, save_tensors
-from metarec.checksums import recorded, sha256_file, sidecar, verify
-from metarec.cli import main
+from metarec._io.checksums import recorded, sha256_file, sidecar, verify
+from metarec.cli.main import main
+from metarec.recommend.load import load_run
+from metarec.runs.checkpoint import load_tensors, save_tensors
 
 OVERRIDES = [*TINY_RUN, "model.name=gmf"]
 

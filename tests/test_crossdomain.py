@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from metarec._errors import ConfigError
-from metarec.crossdomain import (
+from metarec.data.synthetic_crossdomain import make_two_domain
+from metarec.episodes.splits import cold_domain_users_split, random_split
+from metarec.methods.crossdomain import (
     EMCDR,
     MF,
     DomainDiscriminator,
@@ -32,9 +34,7 @@ from metarec.crossdomain import (
     parse_method,
     sliced_wasserstein,
 )
-from metarec.crossdomain.config import CrossDomainConfig, config_from_scenario
-from metarec.crossdomain.synthetic import make_two_domain
-from metarec.episodes.splits import cold_domain_users_split, random_split
+from metarec.methods.crossdomain.settings import CrossDomainConfig, config_from_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"epochs": 8, "mf_epochs": 8, "batch_size": 512, "mapping_epochs": 80, "val_tasks": 64}
@@ -405,7 +405,8 @@ def test_bench_rows_beside_the_meta_learners(tmp_path) -> None:
 @pytest.mark.slow
 def test_amazon_pair_bridges_run_on_the_beta_protocol(shared_data) -> None:
     from metarec.config import load_scenario
-    from metarec.scenario import build_splits, load_table
+    from metarec.data.load import load_table
+    from metarec.episodes.build import build_splits
 
     sc = load_scenario(str(ROOT / "tasks" / "amazon-sport-cloth.toml"), data_root=str(shared_data))
     table = load_table(sc.data)

@@ -8,7 +8,7 @@ import pytest
 
 from metarec._errors import ConfigError, DataError
 from metarec.config import load_scenario, scenario_from_dict
-from metarec.scenario import load_table
+from metarec.data.load import load_table
 
 
 def _sc(data: dict, **sections) -> object:

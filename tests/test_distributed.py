@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from metarec._errors import ConfigError
-from metarec.distributed import DistContext, init, world_from_env
+from metarec.train.distributed import DistContext, init, world_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# One data-parallel (or single-process) training loop in float64, as metarec.train runs it:
+# One data-parallel (or single-process) training loop in float64, as metarec.train.loop runs it:
 # global draw, shard, local meta-gradient, all-reduce, Adam. argv: out.pt steps [die_at_step]
 WORKER = textwrap.dedent("""
     import os, sys, torch
@@ -29,7 +29,7 @@ WORKER = textwrap.dedent("""
     import numpy as np
     from metarec.algorithms import AlgorithmConfig, meta_loss_and_grads
     from metarec.data.synthetic import make_synthetic
-    from metarec.distributed import init
+    from metarec.train.distributed import init
     from metarec.episodes.pool import build_pool
     from metarec.episodes.sampler import SamplerConfig, TaskSampler
     from metarec.models import build_model
@@ -205,9 +205,9 @@ SMALL = [
 def test_torchrun_train_equals_one_process_and_resumes_exactly(tmp_path: Path) -> None:
     """``torchrun --nproc-per-node 2 -m metarec train synthetic-cold-start``: 3 steps, then
     ``--resume`` to 6; the weights equal one process trained 6 steps on the same global meta-batch."""
-    from metarec.checkpoint import load_tensors
     from metarec.config import load_scenario
-    from metarec.train import train
+    from metarec.runs.checkpoint import load_tensors
+    from metarec.train.loop import train
 
     run = tmp_path / "dp"
     first = _torchrun(

@@ -14,16 +14,17 @@ from federated_scenarios import fed_scenario as _scenario
 
 from metarec._errors import CheckpointError, ConfigError, DataError
 from metarec.algorithms import meta_loss_and_grads
-from metarec.checkpoint import load_tensors
 from metarec.config import scenario_from_dict
+from metarec.data.load import load_table
 from metarec.data.synthetic import make_synthetic
+from metarec.episodes.build import sampler_config
 from metarec.episodes.sampler import TaskSampler
 from metarec.federated import FederatedConfig, aggregate, run_federated
 from metarec.federated.client import FederatedClient, init_params, local_algorithm, round_seed
 from metarec.federated.data import check_client_table, client_data, client_names, pooled_splits
 from metarec.federated.privacy import clip_update, noise_std, update_norm
 from metarec.federated.server import sample_clients
-from metarec.scenario import load_table, sampler_config
+from metarec.runs.checkpoint import load_tensors
 
 
 # ------------------------------------------------------------------ config and data
@@ -61,7 +62,7 @@ def test_config_module_imports_neither_torch_nor_flwr():
     import sys
 
     code = (
-        "import sys, metarec.federated.config; print('torch' in sys.modules, 'flwr' in sys.modules)"
+        "import sys, metarec.config.federated; print('torch' in sys.modules, 'flwr' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -330,7 +331,7 @@ def test_federated_maml_beats_the_unadapted_global_model_over_seeds(tmp_path: Pa
 
 
 def test_cli_runs_a_federated_scenario(tmp_path: Path, capsys):
-    from metarec.cli import main
+    from metarec.cli.main import main
 
     sc = tmp_path / "s.toml"
     sc.write_text(

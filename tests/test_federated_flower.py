@@ -20,9 +20,9 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - the federated extra is not installed
     pytest.skip("needs flwr: pip install 'metarec[federated]'", allow_module_level=True)
 
-from metarec.checkpoint import load_tensors  # noqa: E402
 from metarec.federated import run_federated  # noqa: E402
 from metarec.federated.loopback import _descendants  # noqa: E402
+from metarec.runs.checkpoint import load_tensors  # noqa: E402
 
 
 def _free_port_block(n: int) -> int:

@@ -14,10 +14,10 @@ except ModuleNotFoundError:  # pragma: no cover - the federated extra is not ins
 
 from federated_scenarios import fed_scenario as _scenario  # noqa: E402
 
+from metarec.data.load import load_table  # noqa: E402
 from metarec.federated.client import FederatedClient, init_params  # noqa: E402
 from metarec.federated.data import client_data  # noqa: E402
 from metarec.federated.flower import content_bytes, fit_content, hello, hello_content  # noqa: E402
-from metarec.scenario import load_table  # noqa: E402
 
 
 def _decoded(content):

@@ -11,12 +11,13 @@ import pytest
 from _helpers import TINY_RUN
 
 from metarec._errors import CheckpointError, py
-from metarec.adapt import load_adapted, load_run
-from metarec.checkpoint import load_table_meta, save_table_meta
 from metarec.config import load_scenario
 from metarec.data.encoding import IdEncoder
+from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
-from metarec.fingerprint import (
+from metarec.recommend.load import load_adapted, load_run
+from metarec.runs.checkpoint import load_table_meta, save_table_meta
+from metarec.runs.fingerprint import (
     FINGERPRINT_FILE,
     check_run_encoders,
     describe_changes,
@@ -24,8 +25,7 @@ from metarec.fingerprint import (
     read_fingerprint,
     write_fingerprint,
 )
-from metarec.scenario import load_table
-from metarec.train import train
+from metarec.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = [*TINY_RUN, "model.name=gmf"]

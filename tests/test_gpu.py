@@ -14,9 +14,9 @@ from _helpers import SMALL_TRAIN
 from test_algorithms import assert_grads_close, make_batch, params_of, state_for, tiny_melu
 
 from metarec.algorithms import AlgorithmConfig, adapt_batch, meta_loss_and_grads
-from metarec.checkpoint import load_tensors
 from metarec.config import load_scenario
-from metarec.train import train
+from metarec.runs.checkpoint import load_tensors
+from metarec.train.loop import train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -80,7 +80,7 @@ def test_cuda_bf16_autocast_matches_float32(engine: str) -> None:
 def test_cuda_train_resume_and_adapt(tmp_path) -> None:
     """``train.device="cuda"``: a run trains, a killed run resumes to the same weights, and the
     trained run fast-adapts cold users on the GPU."""
-    from metarec.adapt import load_run
+    from metarec.recommend.load import load_run
 
     sc = load_scenario("tasks/synthetic-cold-start.toml", [*SMALL, "train.steps=20"])
     res = train(sc, tmp_path / "full")

@@ -11,12 +11,14 @@ from _helpers import cold_user_maes
 
 from metarec._errors import ConfigError
 from metarec.config import load_scenario
-from metarec.crossdomain import cross_domain_view, fit_and_evaluate, parse_method
-from metarec.crossdomain.synthetic import make_two_domain
 from metarec.data.features import FeatureSpec
+from metarec.data.synthetic_crossdomain import make_two_domain
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.splits import cold_domain_users_split
-from metarec.graph import (
+from metarec.methods.crossdomain import cross_domain_view, fit_and_evaluate, parse_method
+from metarec.methods.crossdomain.graph import GraphCF, GraphScorer
+from metarec.models import build_model
+from metarec.models.graph import (
     LightGCN,
     attribute_edges,
     bipartite_graph,
@@ -25,9 +27,7 @@ from metarec.graph import (
     propagate,
     propagate_sparse,
 )
-from metarec.graph.crossdomain import GraphCF, GraphScorer
-from metarec.models import build_model
-from metarec.train import build_training_model
+from metarec.train.loop import build_training_model
 
 FAST = {"epochs": 6, "mf_epochs": 6, "batch_size": 512, "val_tasks": 64}
 

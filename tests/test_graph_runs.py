@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from metarec._errors import CheckpointError
-from metarec.adapt import load_run
-from metarec.checkpoint import load_best, load_tensors, save_tensors
 from metarec.config import load_scenario
-from metarec.graph import LightGCN, user_item_pairs
-from metarec.scenario import build_splits, load_table
-from metarec.train import build_training_model, train
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
+from metarec.models.graph import LightGCN, user_item_pairs
+from metarec.recommend.load import load_run
+from metarec.runs.checkpoint import load_best, load_tensors, save_tensors
+from metarec.train.loop import build_training_model, train
 
 OVER = [
     "data.synthetic.n_domains=4",

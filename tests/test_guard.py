@@ -13,11 +13,11 @@ import torch
 from _helpers import TINY_RUN, tiny_run
 
 from metarec._errors import CheckpointError, ConfigError, DataError
-from metarec.adapt import load_adapted, load_run, open_recommender
-from metarec.checkpoint import load_tensors, save_tensors
-from metarec.cli import main
-from metarec.guard import check_recommendations, check_scores
-from metarec.limits import MAX_STEPS, check_steps
+from metarec.cli.main import main
+from metarec.config.limits import MAX_STEPS, check_steps
+from metarec.recommend.load import load_adapted, load_run, open_recommender
+from metarec.runs.checkpoint import load_tensors, save_tensors
+from metarec.runs.guard import check_recommendations, check_scores
 
 OVERRIDES = TINY_RUN
 

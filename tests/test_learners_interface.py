@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import CheckpointError, ConfigError
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import random_split
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import Adapted, FitData, Fitted, build_method, method_names
 
 
@@ -66,7 +66,7 @@ def test_state_dict_round_trip_and_errors(name: str) -> None:
 
 
 def test_a_validate_hook_selects_and_keeps_the_initial_state_when_training_hurts() -> None:
-    from metarec.learners._loop import LearnerMethod, fit_learner, train_settings
+    from metarec.methods.learners._loop import LearnerMethod, fit_learner, train_settings
 
     t = make_taste_table(n_users=40, n_items=30, per_user=20, seed=0)
     sp = random_split(

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import random_split
-from metarec.learners import LWA, NLBA, LWASettings, evaluate_fitted
-from metarec.learners.lwa import class_representations
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import FitData, build_method
+from metarec.methods.learners import LWA, NLBA, LWASettings, evaluate_fitted
+from metarec.methods.learners.lwa import class_representations
 
 
 def _support(t) -> EpisodeSet:

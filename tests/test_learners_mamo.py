@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import random_split
-from metarec.learners import MAMO, MAMOSettings, evaluate_fitted
-from metarec.learners.mamo import memory_read, memory_write
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import FitData, build_method
+from metarec.methods.learners import MAMO, MAMOSettings, evaluate_fitted
+from metarec.methods.learners.mamo import memory_read, memory_write
 
 
 def test_memory_read_and_write_match_hand_computation(f64) -> None:
@@ -51,7 +51,7 @@ def test_personalised_initialisation(f64) -> None:
 
 
 def test_mamo_needs_user_features() -> None:
-    from metarec.crossdomain.synthetic import make_two_domain
+    from metarec.data.synthetic_crossdomain import make_two_domain
 
     t = make_two_domain(n_users=20, seed=0)  # no side features
     with pytest.raises(ConfigError, match="mamo: the table has no user features"):

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError
-from metarec.crossdomain import fit_method
-from metarec.crossdomain.synthetic import make_two_domain
+from metarec.data.synthetic_crossdomain import make_two_domain
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import cold_domain_users_split, random_split
-from metarec.learners import BridgeSettings, SourceInit, TMCDRBridge, evaluate_fitted
-from metarec.learners.metabridge import _mapping, mapping_inner_step, target_episodes
 from metarec.methods import FitData, build_method
+from metarec.methods.crossdomain import fit_method
+from metarec.methods.learners import BridgeSettings, SourceInit, TMCDRBridge, evaluate_fitted
+from metarec.methods.learners.metabridge import _mapping, mapping_inner_step, target_episodes
 
 
 def _data(seed=0, n_users=120):

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import random_split
-from metarec.learners import R2D2, R2D2Settings, evaluate_fitted
-from metarec.learners.r2d2 import logistic_head, ridge_head
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import FitData, build_method
+from metarec.methods.learners import R2D2, R2D2Settings, evaluate_fitted
+from metarec.methods.learners.r2d2 import logistic_head, ridge_head
 
 
 def _support(t, T=3, N=6, seed=0, labels=False) -> EpisodeSet:
@@ -171,7 +171,7 @@ def test_r2d2_beats_feature_global_over_seeds(
 
 
 def test_random_shots_keeps_between_one_and_all_real_entries() -> None:
-    from metarec.learners.r2d2 import random_shots
+    from metarec.methods.learners.r2d2 import random_shots
 
     g = torch.Generator().manual_seed(0)
     mask = torch.zeros(400, 8, dtype=torch.bool)

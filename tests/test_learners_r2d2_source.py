@@ -6,18 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError
-from metarec.crossdomain import fit_method
-from metarec.crossdomain.data import cross_domain_view
-from metarec.crossdomain.synthetic import make_two_domain
+from metarec.data.synthetic_crossdomain import make_two_domain
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import cold_domain_users_split
-from metarec.learners import SourceR2D2, SourceR2D2Settings, evaluate_fitted
-from metarec.learners.r2d2 import ridge_head
-from metarec.learners.r2d2_source import histories
 from metarec.methods import FitData, build_method
+from metarec.methods.crossdomain import fit_method
+from metarec.methods.crossdomain.data import cross_domain_view
+from metarec.methods.learners import SourceR2D2, SourceR2D2Settings, evaluate_fitted
+from metarec.methods.learners.r2d2 import ridge_head
+from metarec.methods.learners.r2d2_source import histories
 
 
 def _data(seed=0, n_users=120, feedback="explicit"):
@@ -112,7 +112,7 @@ def test_beats_target_only_mf_over_seeds() -> None:
 
 
 def test_row_parts_and_pretraining(f64) -> None:
-    from metarec.learners.r2d2 import pretrain_body
+    from metarec.methods.learners.r2d2 import pretrain_body
 
     t, sp = _data()
     m = SourceR2D2(t, SourceR2D2Settings(dim=3, hidden=(6,), rank=2, pretrain_epochs=2))

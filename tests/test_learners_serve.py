@@ -13,19 +13,20 @@ import pytest
 import torch
 from _helpers import two_domain_scenario
 
-import metarec.methods.runs as runs
+import metarec.methods.run_dir as runs
 from metarec._errors import CheckpointError, ConfigError
-from metarec.adapt import MethodModel, read_support
-from metarec.checkpoint import load_item_domains
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
+from metarec.config.warmup import WarmupConfig
+from metarec.data.synthetic_personal import make_taste_table
+from metarec.episodes.build import sampler_config
 from metarec.episodes.sampler import TaskSampler
 from metarec.episodes.splits import random_split
-from metarec.episodes.warmup import WarmupConfig, click_table, item_warmup_split
-from metarec.learners import LEARNER_METHODS
-from metarec.learners.synthetic import make_taste_table
+from metarec.episodes.warmup import click_table, item_warmup_split
 from metarec.methods import build_method, load_fitted, train_method
-from metarec.scenario import sampler_config
+from metarec.methods.learners import LEARNER_METHODS
+from metarec.recommend.load import MethodModel, read_support
+from metarec.runs.checkpoint import load_item_domains
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "tasks" / "synthetic-cold-start.toml"
@@ -200,7 +201,8 @@ def test_train_then_recommend_then_reload(name, tmp_path, capsys, cd_scenario) -
     back = load_fitted(run)
     if table is None:
         sc = load_scenario(run / "config.json")
-        from metarec.scenario import build_splits, load_table
+        from metarec.data.load import load_table
+        from metarec.episodes.build import build_splits
 
         table = load_table(sc.data)
         splits = build_splits(table, sc.protocol)

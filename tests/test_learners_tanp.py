@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import random_split
-from metarec.learners import TaNP, TaNPSettings, evaluate_fitted
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import FitData, build_method
+from metarec.methods.learners import TaNP, TaNPSettings, evaluate_fitted
 
 
 def _support(t, T=3, N=6, seed=0) -> EpisodeSet:
@@ -103,7 +103,7 @@ def test_tanp_beats_feature_global_over_seeds() -> None:
 
 
 def test_clustering_loss_matches_the_hand_formula(f64) -> None:
-    from metarec.learners.tanp import cluster_assignments, clustering_loss
+    from metarec.methods.learners.tanp import cluster_assignments, clustering_loss
 
     g = torch.Generator().manual_seed(3)
     o, c = torch.randn(5, 4, generator=g), torch.randn(3, 4, generator=g)
@@ -131,7 +131,7 @@ def test_clustering_loss_matches_the_hand_formula(f64) -> None:
 
 def test_meta_loss_adds_the_weighted_clustering_term(f64) -> None:
     from metarec.episodes.batch import EpisodeBatch
-    from metarec.learners.tanp import clustering_loss
+    from metarec.methods.learners.tanp import clustering_loss
 
     t = make_taste_table(n_users=20, n_items=30, per_user=10, seed=0)
     s = TaNPSettings(dim=4, hidden=8, latent=3, task_dim=5, clusters=3, decoder=(6,))

@@ -6,23 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-import metarec.learners  # noqa: F401
+import metarec.methods.learners  # noqa: F401
 from metarec._errors import ConfigError, DataError
+from metarec.config.warmup import WarmupConfig
+from metarec.data.synthetic_personal import make_taste_table
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.warmup import (
     PHASES,
-    WarmupConfig,
     click_table,
-    evaluate_warmup,
     item_warmup_split,
     load_warmup_scenario,
     warmup_phases,
 )
-from metarec.learners import MWUF, MetaEmb, WarmupBase, WarmupSettings
-from metarec.learners.metaemb import metaemb_loss
-from metarec.learners.synthetic import make_taste_table
 from metarec.methods import FitData, build_method
+from metarec.methods.learners import MWUF, MetaEmb, WarmupBase, WarmupSettings
+from metarec.methods.learners.metaemb import metaemb_loss
+from metarec.metrics.warmup import evaluate_warmup
 
 
 def _table(seed=0):

@@ -11,12 +11,13 @@ import pytest
 import torch
 from _helpers import two_domain_scenario
 
-import metarec.methods.engine as engine_mod
+import metarec.methods.engine.method as engine_mod
 from metarec._errors import CheckpointError, ConfigError
-from metarec.adapt import MethodModel, load_run
 from metarec.bench.variants import BENCH_ALGORITHMS, CROSSDOMAIN
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
 from metarec.methods import (
     CROSSDOMAIN_NAMES,
     ENGINE_METHODS,
@@ -26,7 +27,7 @@ from metarec.methods import (
     method_names,
     register_method,
 )
-from metarec.scenario import build_splits, load_table
+from metarec.recommend.load import MethodModel, load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [
@@ -171,8 +172,8 @@ def test_crossdomain_round_trip_scores_equal(cd_scenario, tmp_path) -> None:
 
     save_fitted(fitted, tmp_path / "run", sc)
     back = load_fitted(tmp_path / "run")
+    from metarec.episodes.build import sampler_config
     from metarec.episodes.sampler import TaskSampler
-    from metarec.scenario import sampler_config
 
     batch = TaskSampler(
         table, splits.pools[splits.states[0]], sampler_config(sc.protocol), seed=0
@@ -231,7 +232,7 @@ def test_damaged_method_state_is_a_checkpoint_error(cd_scenario, tmp_path) -> No
         )
         == 0
     )
-    from metarec.checkpoint import load_tensors, save_tensors
+    from metarec.runs.checkpoint import load_tensors, save_tensors
 
     ck = load_tensors(run / "checkpoints" / "best.pt")
     k = next(iter(ck["state_dict"]))

@@ -1,4 +1,4 @@
-"""Tests for metarec.metrics: hand-computed values, masking, ties, degenerate flags, errors."""
+"""Tests for metarec.metrics.per_task: hand-computed values, masking, ties, degenerate flags, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metarec.episodes.batch import EpisodeSet
-from metarec.metrics import (
+from metarec.metrics.per_task import (
     auc,
     degenerate_flags,
     evaluate,

@@ -13,9 +13,10 @@ import torch
 
 from metarec._errors import ConfigError, DataError
 from metarec.config import load_scenario
+from metarec.data.load import load_table
 from metarec.data.sources import read_files
-from metarec.evaluate import check_finite_predictions, evaluate_fitted
-from metarec.scenario import build_splits, load_table, sampler_config
+from metarec.episodes.build import build_splits, sampler_config
+from metarec.metrics.evaluate import check_finite_predictions, evaluate_fitted
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +94,7 @@ def test_the_fault_probe_finds_no_traceback_silent_wrong_or_data_loss(tmp_path) 
 
 
 def test_step_bounds_name_the_fix_in_the_form_the_caller_can_use() -> None:
-    from metarec.limits import check_steps
+    from metarec.config.limits import check_steps
 
     with pytest.raises(
         ConfigError,
@@ -106,7 +107,7 @@ def test_step_bounds_name_the_fix_in_the_form_the_caller_can_use() -> None:
 
 def test_unknown_support_items_name_the_cli_option() -> None:
     from metarec.data.encoding import IdEncoder
-    from metarec.support import encode_items
+    from metarec.recommend.support import encode_items
 
     with pytest.raises(
         DataError, match=r"\('zz'\).*unknown_items='fallback' \(--unknown-items fallback\)"

@@ -13,19 +13,19 @@ import pytest
 from federated_scenarios import fed_scenario
 
 import metarec.federated.runner as fed_runner
-import metarec.methods.engine as engine_mod
-import metarec.train_files as train_files_mod
+import metarec.methods.engine.method as engine_mod
+import metarec.train.files as train_files_mod
 from metarec._errors import ConfigError
+from metarec._io.lock import RunLock
 from metarec.config import load_scenario
 from metarec.federated import run_federated
 from metarec.methods import train_method
-from metarec.runlock import RunLock
 
 ROOT = Path(__file__).resolve().parent.parent
 
 _HOLD = """
 import sys, time
-from metarec.runlock import RunLock
+from metarec._io.lock import RunLock
 with RunLock(sys.argv[1], what="run directory", option="--out"):
     print("held", flush=True)
     time.sleep(60)

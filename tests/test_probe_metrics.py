@@ -12,9 +12,9 @@ import torch
 
 from metarec._errors import ConfigError
 from metarec.bench import run_bench
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
-from metarec.evaluate import metric_selection, per_task_metrics
+from metarec.metrics.evaluate import metric_selection, per_task_metrics
 
 SMALL = [
     "data.synthetic.n_domains=4",
@@ -79,7 +79,7 @@ def test_train_reports_only_the_named_metrics(tmp_path, capsys) -> None:
 
 def test_a_list_without_the_primary_warns_and_keeps_it(tmp_path) -> None:
     sc = load_scenario("tasks/synthetic-cold-start.toml", [*SMALL, 'metrics.names=["rmse"]'])
-    from metarec.train import train
+    from metarec.train.loop import train
 
     with pytest.warns(UserWarning, match=r"omits 'mae'"):
         res = train(sc, tmp_path / "run", evaluate_test=False)

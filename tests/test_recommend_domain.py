@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from test_methods import CD_BUDGET, _cli_json, cd_scenario  # noqa: F401
 
-from metarec.adapt import MethodModel, load_run
-from metarec.cli import main
+from metarec.cli.main import main
+from metarec.recommend.load import MethodModel, load_run
 from metarec.serve import ServerThread
 
 
@@ -85,8 +85,9 @@ def test_warm_predefined_split_names_the_key_and_the_fix(tmp_path) -> None:
     from metarec._errors import ConfigError
     from metarec.bench.crossdomain_rows import QUICK_CROSSDOMAIN, quick_defaults
     from metarec.config import load_scenario
-    from metarec.crossdomain import cross_domain_view
-    from metarec.scenario import build_splits, load_table
+    from metarec.data.load import load_table
+    from metarec.episodes.build import build_splits
+    from metarec.methods.crossdomain import cross_domain_view
 
     paths = _two_domains(tmp_path / "d")
     cold = tmp_path / "cold.toml"

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from metarec.support import _FEW_ROWS, parse_support
+from metarec.recommend.support import _FEW_ROWS, parse_support
 
 
 @pytest.mark.parametrize("n_other", [3, _FEW_ROWS + 10], ids=["few", "many"])

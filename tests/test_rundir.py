@@ -17,18 +17,19 @@ import numpy as np
 import pytest
 import torch
 
-import metarec.checksums as checksums
-import metarec.train as train_mod
+import metarec._io.checksums as checksums
+import metarec.train.loop as train_mod
 from metarec._errors import CheckpointError, ConfigError, DataError
-from metarec.checkpoint import load_tensors
-from metarec.cli import main
+from metarec._io.lock import LOCK_FILE, RunLock
+from metarec.cli.main import main
 from metarec.config import load_scenario
 from metarec.data.encoding import IdEncoder
+from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
-from metarec.rundir import RUN_FILES, disk_error_message, repair_log, training_session
-from metarec.runlock import LOCK_FILE, RunLock
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.episodes.build import build_splits
+from metarec.runs.checkpoint import load_tensors
+from metarec.train.loop import train
+from metarec.train.session import RUN_FILES, disk_error_message, repair_log, training_session
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-import metarec.runlock as runlock
+import metarec._io.lock as runlock
 from metarec._errors import ConfigError
-from metarec.runlock import LOCK_FILE, RunLock, check_folder, holds_folder, lock_holder
+from metarec._io.lock import LOCK_FILE, RunLock, check_folder, holds_folder, lock_holder
 
 ROOT = Path(__file__).resolve().parent.parent
 
 _HOLD = """
 import sys, time
-from metarec.runlock import RunLock
+from metarec._io.lock import RunLock
 with RunLock(sys.argv[1], what="run directory", option="--out"):
     print("held", flush=True)
     time.sleep(60)

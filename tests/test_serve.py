@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from test_serve_engine import SMALL, train_small  # noqa: F401  (one training run per session)
 
-from metarec.adapt import load_run
-from metarec.cli import main
+from metarec.cli.main import main
+from metarec.recommend.load import load_run
 from metarec.serve import Limits, ServeConfig, ServerThread
 
 ROOT = Path(__file__).resolve().parent.parent

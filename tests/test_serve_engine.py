@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from metarec._errors import ConfigError, DataError
-from metarec.adapt import MetaModel, load_run
 from metarec.algorithms import AlgorithmConfig
 from metarec.config import load_scenario
+from metarec.recommend.load import MetaModel, load_run
 from metarec.serve import Engine, Job, Limits, MicroBatcher
 from metarec.serve.kernels import MeLUKernel, TwoTowerKernel, kernel_for
 from metarec.serve.requests import PayloadTooLarge, parse_body, parse_predict, parse_recommend
-from metarec.train import train
+from metarec.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [

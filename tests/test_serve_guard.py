@@ -15,9 +15,9 @@ import torch
 from test_serve_engine import TWO_TOWER, train_small
 
 from metarec._errors import CheckpointError, ConfigError
-from metarec.adapt import load_run
-from metarec.cli import main
-from metarec.guard import Diverged
+from metarec.cli.main import main
+from metarec.recommend.load import load_run
+from metarec.runs.guard import Diverged
 from metarec.serve import Engine, Job, ServeConfig, ServerThread
 
 

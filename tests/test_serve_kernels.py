@@ -10,8 +10,8 @@ import pytest
 import torch
 from test_serve_engine import TWO_TOWER, _f64, runs, train_small  # noqa: F401
 
-from metarec.adapt import load_run
-from metarec.ranking import top_k
+from metarec.metrics.topk import top_k
+from metarec.recommend.load import load_run
 from metarec.serve.kernels import Kernel, TwoTowerKernel, _finite_rows
 
 

@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 
 from metarec._errors import ConfigError, DataError
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario, scenario_from_dict
+from metarec.data.load import load_table
 from metarec.data.synthetic import make_synthetic
 from metarec.data.table import Columns, InteractionTable
+from metarec.episodes.build import build_splits
 from metarec.episodes.leakage import run_leakage_checks
 from metarec.episodes.predefined import predefined_split
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import cold_domain_users_split
-from metarec.scenario import build_splits, load_table
 
 
 def _two_domains(

@@ -15,16 +15,16 @@ from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import build_pool
 from metarec.episodes.sampler import SamplerConfig, pin_queries
 from metarec.episodes.splits import MetaSplits
-from metarec.evaluate import evaluate_fitted
-from metarec.learners.content_bias import (
+from metarec.methods import FitData, build_method
+from metarec.methods.learners.content_bias import (
     ContentBiasFitted,
     ContentBiasMethod,
     make_content_bias,
     task_offsets,
     weighted_ridge,
 )
-from metarec.methods import FitData, build_method
 from metarec.methods.popularity import PopularityMethod
+from metarec.metrics.evaluate import evaluate_fitted
 
 MOOD = {"good": 0.9, "bad": -0.9, "meh": 0.0}
 

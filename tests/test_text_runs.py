@@ -16,15 +16,15 @@ import torch
 
 import metarec.data.text as text_mod
 from metarec._errors import CheckpointError, DataError
-from metarec.adapt import load_adapted, load_run
-from metarec.checkpoint import TEXT_FILE, load_best, save_tensors
-from metarec.cli import main
+from metarec.cli.main import main
 from metarec.config import load_scenario
 from metarec.data.features import FeatureSpec
 from metarec.data.synthetic import make_synthetic
 from metarec.data.table import Columns, InteractionTable
 from metarec.models import build_model
-from metarec.train import train
+from metarec.recommend.load import load_adapted, load_run
+from metarec.runs.checkpoint import TEXT_FILE, load_best, save_tensors
+from metarec.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = [

@@ -8,12 +8,13 @@ import pytest
 import torch
 from _helpers import SMALL_TRAIN, cold_user_maes
 
-import metarec.train as train_mod
+import metarec.train.loop as train_mod
 from metarec._errors import CheckpointError, ConfigError
-from metarec.checkpoint import load_tensors
 from metarec.config import load_scenario
-from metarec.scenario import build_splits, load_table
-from metarec.train import train
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
+from metarec.runs.checkpoint import load_tensors
+from metarec.train.loop import train
 
 SMALL = SMALL_TRAIN
 
@@ -200,7 +201,7 @@ class _Collect:
 
 
 def test_logging_callbacks_get_every_metrics_row(tmp_path, data) -> None:
-    from metarec.loggers import scalars
+    from metarec.train.loggers import scalars
 
     table, splits = data
     sink = _Collect()

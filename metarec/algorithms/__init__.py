@@ -6,12 +6,6 @@ plus :func:`predict_batch` to evaluate; :class:`AlgorithmConfig` picks the algor
 :func:`init_algorithm_state` creates its learnable state (Meta-SGD / MAML++ rates).
 """
 
-from metarec.algorithms.config import (
-    ALGORITHMS,
-    AlgorithmConfig,
-    init_algorithm_state,
-    msl_weights,
-)
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.algorithms.losses import LOSSES, masked_bce, masked_bpr, masked_mse
 from metarec.algorithms.meta import (
@@ -21,6 +15,8 @@ from metarec.algorithms.meta import (
     predict_batch,
     task_weights,
 )
+from metarec.algorithms.state import init_algorithm_state, msl_weights
+from metarec.config.algorithm import ALGORITHMS, AlgorithmConfig
 
 __all__ = [
     "ALGORITHMS",

@@ -11,7 +11,7 @@ from torch import nn
 
 from metarec._errors import ConfigError
 from metarec.algorithms.buckets import bucket_tasks
-from metarec.algorithms.config import AlgorithmConfig
+from metarec.config.algorithm import AlgorithmConfig
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 
 __all__: list[str] = []

@@ -43,7 +43,6 @@ from metarec.algorithms.batching import (
     _groups,
     _trim,
 )
-from metarec.algorithms.config import AlgorithmConfig, msl_weights, state_lrs
 from metarec.algorithms.inner import adapt, set_loss
 from metarec.algorithms.meta_grads import (
     _ANALYTIC,
@@ -55,6 +54,8 @@ from metarec.algorithms.meta_grads import (
     _reptile,
 )
 from metarec.algorithms.mlp import mlp_forward, mlp_spec, mlp_trajectory
+from metarec.algorithms.state import msl_weights, state_lrs
+from metarec.config.algorithm import AlgorithmConfig
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.models.base import encoder_is_fixed, model_adapt_patterns, split_params, staged_call
 

@@ -11,9 +11,10 @@ from torch.func import grad_and_value, vmap
 
 from metarec._errors import ConfigError
 from metarec.algorithms.batching import Grads, Params, _tensors, _trim
-from metarec.algorithms.config import AlgorithmConfig, state_lrs
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.algorithms.mlp import MLPSpec, mlp_query_losses, mlp_spec
+from metarec.algorithms.state import state_lrs
+from metarec.config.algorithm import AlgorithmConfig
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
 from metarec.models.base import staged_call
 

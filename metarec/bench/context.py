@@ -13,8 +13,8 @@ import torch
 from metarec.bench.evaluation import NEGATIVES, Catalogue
 from metarec.config import Scenario
 from metarec.data.table import InteractionTable
+from metarec.episodes.build import sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.scenario import sampler_config
 
 __all__ = ["RunContext", "ranking", "evaluate_states"]
 

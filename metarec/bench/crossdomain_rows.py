@@ -1,9 +1,9 @@
 """Cross-domain methods as benchmark algorithms: rows beside the meta-learners'.
 
-A cross-domain benchmark algorithm is a :data:`metarec.crossdomain.METHODS` name, optionally
+A cross-domain benchmark algorithm is a :data:`metarec.methods.crossdomain.METHODS` name, optionally
 with ``"+adapt"`` (``emcdr``, ``ptupcdr+adapt``, ``da-mmd+adapt``, ...). It runs on scenarios
 with a cold-domain-users protocol (``protocol.split = "cold_domain_users"``): per seed it is
-trained by :func:`metarec.crossdomain.fit_method` on the same splits as the meta-learners
+trained by :func:`metarec.methods.crossdomain.fit_method` on the same splits as the meta-learners
 (meta-train rows only, best epoch on meta-val), then every test state is scored **once** per
 shots value by :func:`metarec.bench.evaluation.score_pool` through
 :func:`metarec.bench.context.evaluate_states`, so the query sets, the sampled negatives, the ranking
@@ -14,7 +14,7 @@ adaptation step size on meta-val for each shots value.
 depend on adaptation); both rows report that run's training time, and the ``+adapt`` row names
 the shared run in ``fit_shared_with``.
 
-The settings are :class:`metarec.crossdomain.CrossDomainConfig`'s defaults with the scenario's
+The settings are :class:`metarec.methods.crossdomain.CrossDomainConfig`'s defaults with the scenario's
 evaluation protocol (:func:`bench_config`); the resolved settings are stored in
 ``configs.json`` under each row's ``config_hash``.
 """
@@ -34,11 +34,11 @@ from metarec.bench.stats import lower_is_better, paired_t_test
 from metarec.bench.variants import BASELINES, REFERENCES
 from metarec.bench.writers import context_rows, rss_mb
 from metarec.config import Scenario, config_hash, to_dict
-from metarec.crossdomain.config import CrossDomainConfig, config_from_scenario
-from metarec.crossdomain.evaluate import AdaptConfig
-from metarec.crossdomain.methods import METHODS, FittedMethod, fit_method, parse_method
-from metarec.methods.crossdomain import CrossDomainFitted
-from metarec.scenario import sampler_config
+from metarec.episodes.build import sampler_config
+from metarec.methods.crossdomain.evaluate import AdaptConfig
+from metarec.methods.crossdomain.method import CrossDomainFitted
+from metarec.methods.crossdomain.methods import METHODS, FittedMethod, fit_method, parse_method
+from metarec.methods.crossdomain.settings import CrossDomainConfig, config_from_scenario
 
 __all__ = [
     "CROSSDOMAIN_ALGORITHMS",
@@ -103,7 +103,8 @@ def predefined_is_warm(scenario: Scenario) -> bool:
     """Whether the test users of a ``predefined`` cross-domain scenario also train in its target
     domain (reads the table and builds the split; the bench builds them again, which is cheap
     next to training)."""
-    from metarec.scenario import build_splits, load_table
+    from metarec.data.load import load_table
+    from metarec.episodes.build import build_splits
 
     splits = build_splits(load_table(scenario.data), scenario.protocol)
     return any(len(u) for u in getattr(splits, "warm_units", {}).values())

@@ -1,9 +1,9 @@
 """Benchmark scoring: within-query metrics plus ranking against sampled negatives and the catalogue.
 
 :func:`score_pool` adapts to every task of a pool (through a ``scorer_for`` callback, so trained
-models and the popularity baseline share it) and returns :func:`metarec.evaluate.evaluate_pool`'s
+models and the popularity baseline share it) and returns :func:`metarec.metrics.evaluate.evaluate_pool`'s
 keys plus per-task arrays. Besides the within-query metrics
-(:func:`metarec.evaluate.per_task_metrics`), each task's **held-out positive** is ranked against
+(:func:`metarec.metrics.evaluate.per_task_metrics`), each task's **held-out positive** is ranked against
 other items the task's user never interacted with (anywhere in the table), from the task's
 domain:
 
@@ -17,7 +17,7 @@ query order among ties), and it counts only when its rating is at least the rele
 positive query item. A task without one gets ``NaN`` (left out of the mean). With rank ``r``
 (1-based, ties pessimistic: a negative scored equal to the positive ranks above it) and ``M``
 negatives: ``hr@k = 1[r <= k]``, ``ndcg@k = 1[r <= k] / log2(r + 1)``, ``mrr = 1 / r`` and
-``auc = (#{neg < pos} + 0.5 #{neg = pos}) / M`` (see :mod:`metarec.metrics`).
+``auc = (#{neg < pos} + 0.5 #{neg = pos}) / M`` (see :mod:`metarec.metrics.per_task`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
+from metarec.metrics.evaluate import PoolScores, clip_to_scale, per_task_metrics
 
 __all__ = ["NEGATIVES", "Catalogue", "Scorer", "score_pool"]
 
@@ -179,7 +179,7 @@ def score_pool(
         catalogue: also rank against the whole catalogue of the task's domain.
         clip: clip explicit predictions to the rating scale before the error metrics.
         names: the within-query metrics (a scenario's ``metrics.names``, see
-            :func:`metarec.evaluate.metric_selection`); the ranking metrics (``*_neg``,
+            :func:`metarec.metrics.evaluate.metric_selection`); the ranking metrics (``*_neg``,
             ``*_all``) follow ``negatives`` and ``catalogue``.
 
     Returns:

@@ -9,7 +9,7 @@
 
 Every task's query is scored with the same item scores, whatever its support: the rows of a
 popularity result are identical across shots. The output has the shape of
-:func:`metarec.evaluate.evaluate_pool`'s.
+:func:`metarec.metrics.evaluate.evaluate_pool`'s.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.evaluate import PoolScores, clip_to_scale, per_task_metrics
 from metarec.methods.popularity import PRIOR_STRENGTH, item_scores
+from metarec.metrics.evaluate import PoolScores, clip_to_scale, per_task_metrics
 
 __all__ = ["PRIOR_STRENGTH", "item_scores", "evaluate_popularity"]
 
@@ -42,7 +42,7 @@ def evaluate_popularity(
     """Score every task's query of ``pool`` with the fixed ``scores`` (``(n_items,)``).
 
     Returns ``{metric: mean over tasks, "n_tasks", "flags", "adapt_ms_per_task": 0.0}`` (and
-    ``"per_task"`` with ``return_per_task``), like :func:`metarec.evaluate.evaluate_pool`.
+    ``"per_task"`` with ``return_per_task``), like :func:`metarec.metrics.evaluate.evaluate_pool`.
     """
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, dtype=torch.float64)
     s = torch.as_tensor(scores, dtype=torch.float64)

@@ -2,7 +2,7 @@
 ``bench.json`` (nothing else).
 
 Every cell is the mean over seeds of the rows with the same (state, algorithm, shots), ``±`` the
-95% Student-t half-width over seeds (:func:`metarec.metrics.mean_ci`); the best mean of each
+95% Student-t half-width over seeds (:func:`metarec.metrics.per_task.mean_ci`); the best mean of each
 column is bolded. Per state and shots, the best algorithm on the primary metric is tested against
 the best baseline by two-sided paired t-tests (:func:`metarec.bench.stats.paired_t_test`): over
 tasks (the same task units scored by both, pooled over seeds) and over seeds.
@@ -42,7 +42,7 @@ from metarec.bench.results import (
 from metarec.bench.sections import extra_sections
 from metarec.bench.stats import lower_is_better
 from metarec.bench.variants import BASELINES
-from metarec.metrics import student_t_quantile
+from metarec.metrics.per_task import student_t_quantile
 
 __all__ = [
     "PUBLISHED",
@@ -127,7 +127,7 @@ def _report(
             if meta.get("catalogue_ranking")
             else " (not computed in this run: the quick suite skips the catalogue when it is large)"
         )
-        + ". Ties count against the model (see `metarec.metrics`).",
+        + ". Ties count against the model (see `metarec.metrics.per_task`).",
         f"- **Numbers.** Each cell is the mean over the {n} seed(s) of the `results.jsonl` rows with that state, "
         "algorithm and shots (one row per seed; each row is a mean over the state's tasks); "
         + (

@@ -56,7 +56,7 @@ def _flags(rows, metrics, meta) -> list[str]:
         L += ["No result was flagged.", ""]
     else:
         L += [
-            "Rows flagged by `metarec.metrics.degenerate_flags` (the full text of each is in the rows' `flags`):",
+            "Rows flagged by `metarec.metrics.per_task.degenerate_flags` (the full text of each is in the rows' `flags`):",
             "",
         ]
         for (state, algo, _), g in sorted(groups.items()):

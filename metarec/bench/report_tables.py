@@ -9,7 +9,7 @@ from typing import Any
 from metarec.bench.results import cell_values, summarize, task_paired_test
 from metarec.bench.stats import lower_is_better, paired_t_test
 from metarec.bench.variants import BASELINES, REFERENCES, VARIANTS
-from metarec.learners import LEARNER_METHODS
+from metarec.methods.learners import LEARNER_METHODS
 
 __all__ = ["ALPHA", "PUBLISHED"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec.bench.stats import paired_t_test
-from metarec.metrics import mean_ci, student_t_quantile
+from metarec.metrics.per_task import mean_ci, student_t_quantile
 
 __all__ = [
     "cell_values",

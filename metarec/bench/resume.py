@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from metarec._errors import ConfigError
-from metarec.checkpoint import atomic_write_bytes, atomic_write_json
-from metarec.checksums import SUFFIX
+from metarec._io.checksums import SUFFIX
 from metarec.config import config_hash, scenario_from_dict, to_dict
-from metarec.rundir import RUN_FILES, remove_orphan_tmp
+from metarec.runs.checkpoint import atomic_write_bytes, atomic_write_json
+from metarec.train.session import RUN_FILES, remove_orphan_tmp
 
 __all__ = [
     "IDENTITY_FILE",
@@ -414,7 +414,7 @@ def rewrite_results(out: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def clear_run_dir(run_dir: Path) -> list[str]:
-    """Delete a training run's own files (:data:`metarec.rundir.RUN_FILES`) in ``run_dir``."""
+    """Delete a training run's own files (:data:`metarec.train.session.RUN_FILES`) in ``run_dir``."""
     gone = []
     for rel in RUN_FILES:
         for p in (run_dir / rel, run_dir / (rel + SUFFIX)):

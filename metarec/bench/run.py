@@ -3,7 +3,7 @@
 Per seed ``s`` (``0..seeds-1``) the protocol's split seed and the training seed are both ``s``;
 the table is loaded once, the splits are built per seed. Each algorithm (a scenario override, see
 :mod:`metarec.bench.variants`) is trained into ``OUT/runs/<algo>-s<seed>/`` by
-:func:`metarec.train.train`, which selects the checkpoint and stops early on meta-val only. The
+:func:`metarec.train.loop.train`, which selects the checkpoint and stops early on meta-val only. The
 best parameters are then scored **once** per seed on every test state (``splits.states``) for
 every shots value ``k`` (``n_support = k`` on the pinned evaluation pools, so every k and every
 method sees the same query interactions) and for the protocol's own support (``shots =
@@ -33,6 +33,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from metarec._errors import ConfigError
+from metarec._io.lock import holds_folder
 from metarec.bench.context import RunContext
 from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
 from metarec.bench.evaluation import NEGATIVES, Catalogue
@@ -76,11 +77,11 @@ from metarec.bench.writers import (
     make_rows,
     metric_names,
 )
-from metarec.checkpoint import atomic_write_json
 from metarec.config import Scenario, config_hash, to_dict
-from metarec.runlock import holds_folder
-from metarec.scenario import build_splits, load_table
-from metarec.train import resolve_device
+from metarec.data.load import load_table
+from metarec.episodes.build import build_splits
+from metarec.runs.checkpoint import atomic_write_json
+from metarec.train.loop import resolve_device
 
 __all__ = [
     "BenchResult",
@@ -120,7 +121,7 @@ class BenchResult:
 
 @holds_folder(
     "out", what="bench output folder", option="--out"
-)  # hook (metarec.runlock): one writer
+)  # hook (metarec._io.lock): one writer
 def run_bench(
     scenario: Scenario,
     *,

@@ -30,9 +30,9 @@ from metarec.bench.evaluation import score_pool
 from metarec.bench.variants import variant_scenario
 from metarec.bench.writers import context_rows, metric_keys, rss_mb
 from metarec.config import Scenario, config_hash, merge, scenario_from_dict, to_dict
-from metarec.evaluate import evaluate_fitted, select_eval_lr
+from metarec.episodes.build import sampler_config
 from metarec.methods import ENGINE_METHODS, EngineFitted, EngineMethod, FitData, build_method
-from metarec.scenario import sampler_config
+from metarec.metrics.evaluate import evaluate_fitted, select_eval_lr
 
 __all__ = [
     "run_method",

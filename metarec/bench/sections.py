@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from metarec.metrics import mean_ci
+from metarec.metrics.per_task import mean_ci
 
 __all__ = ["extra_sections", "tuning_section", "warmup_section"]
 

@@ -2,7 +2,7 @@
 
 Seeds are the replicates of a benchmark: each seed re-draws the split, the initial weights and
 the task order, so a table cell is the mean over seeds and its interval a Student-t interval
-over seeds (:func:`metarec.metrics.mean_ci` applied to the per-seed values).
+over seeds (:func:`metarec.metrics.per_task.mean_ci` applied to the per-seed values).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 from metarec._errors import ConfigError
-from metarec.metrics import _t_upper_tail  # exact tail via the regularized incomplete beta
+from metarec.metrics.per_task import _t_upper_tail  # exact tail via the regularized incomplete beta
 
 __all__ = ["LOWER_IS_BETTER", "PRIMARY", "lower_is_better", "student_t_cdf", "paired_t_test"]
 
@@ -29,7 +29,7 @@ def student_t_cdf(t: float, df: float) -> float:
     """``P(T <= t)`` for Student's t with ``df`` degrees of freedom.
 
     ``P(T > |t|) = 0.5 * I_{df / (df + t^2)}(df / 2, 1 / 2)`` (regularized incomplete beta,
-    :mod:`metarec.metrics`), mirrored for negative ``t``. E.g. ``student_t_cdf(2.7764, 4) = 0.975``.
+    :mod:`metarec.metrics.per_task`), mirrored for negative ``t``. E.g. ``student_t_cdf(2.7764, 4) = 0.975``.
     """
     if not df > 0:
         raise ConfigError(f"df={df!r}: degrees of freedom must be > 0 (n - 1 for n paired values)")

@@ -38,10 +38,10 @@ from metarec.bench.runner import FINETUNE_LRS, fit_engine, tuned_scenario, tuned
 from metarec.bench.stats import PRIMARY, lower_is_better
 from metarec.bench.variants import CROSSDOMAIN, variant_scenario
 from metarec.config import to_dict
+from metarec.episodes.build import sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.evaluate import evaluate_fitted
 from metarec.methods import ENGINE_METHODS, FitData, build_method
-from metarec.scenario import sampler_config
+from metarec.metrics.evaluate import evaluate_fitted
 
 __all__ = [
     "SPACES",

@@ -31,9 +31,9 @@ from typing import Any
 from metarec._errors import ConfigError, suggest
 from metarec.algorithms import ALGORITHMS
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
-from metarec.crossdomain.methods import METHODS as _CROSSDOMAIN_METHODS
 from metarec.methods import BUILTIN_METHODS, method_names
-from metarec.methods.engine import MELU_REF
+from metarec.methods.crossdomain.methods import METHODS as _CROSSDOMAIN_METHODS
+from metarec.methods.engine.method import MELU_REF
 
 __all__ = [
     "VARIANTS",
@@ -72,7 +72,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 
 BENCH_ALGORITHMS = tuple(VARIANTS)
 CROSSDOMAIN = tuple(m + s for m in _CROSSDOMAIN_METHODS for s in ("", "+adapt"))
-"""Cross-domain methods (:mod:`metarec.crossdomain`), run by :mod:`metarec.bench.crossdomain_rows` on
+"""Cross-domain methods (:mod:`metarec.methods.crossdomain`), run by :mod:`metarec.bench.crossdomain_rows` on
 cold-domain-users scenarios."""
 BASELINES = (
     "global",
@@ -103,8 +103,8 @@ assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a !=
 def extra_methods() -> tuple[str, ...]:
     """Methods registered with :func:`~metarec.methods.register_method` beyond the built-in ones
     (a user's own methods): ``metarec bench`` runs them by default beside the scenario's list. The
-    cold-start learners of :mod:`metarec.learners` are opt-in (``--algorithms tanp,...``)."""
-    from metarec.learners import LEARNER_METHODS
+    cold-start learners of :mod:`metarec.methods.learners` are opt-in (``--algorithms tanp,...``)."""
+    from metarec.methods.learners import LEARNER_METHODS
 
     return tuple(n for n in method_names() if n not in BUILTIN_METHODS and n not in LEARNER_METHODS)
 

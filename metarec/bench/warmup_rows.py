@@ -24,8 +24,9 @@ from metarec.bench.writers import context_rows, rss_mb
 from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
-from metarec.episodes.warmup import PHASES, click_table, evaluate_warmup, item_warmup_split
+from metarec.episodes.warmup import PHASES, click_table, item_warmup_split
 from metarec.methods import ENGINE_METHODS, FitData, build_method
+from metarec.metrics.warmup import evaluate_warmup
 
 __all__ = [
     "is_warmup",

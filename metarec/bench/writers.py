@@ -18,8 +18,8 @@ import torch
 from metarec._errors import ConfigError
 from metarec.bench.context import RunContext
 from metarec.config import Scenario, config_hash
-from metarec.evaluate import metric_selection
-from metarec.metrics import mean_over_tasks
+from metarec.metrics.evaluate import metric_selection
+from metarec.metrics.per_task import mean_over_tasks
 
 __all__ = [
     "evaluation_from_arrays",
@@ -40,7 +40,7 @@ def evaluation_from_arrays(
     flags: list[str] | tuple[str, ...] = (),
     adapt_ms_per_task: float = 0.0,
 ) -> dict[str, Any]:
-    """An evaluation (the shape :func:`metarec.evaluate.evaluate_pool` returns) from per-task
+    """An evaluation (the shape :func:`metarec.metrics.evaluate.evaluate_pool` returns) from per-task
     metric arrays ``{metric: (T,)}`` of one state: means over the finite values, ``n_tasks``,
     ``flags``, ``adapt_ms_per_task``, and the arrays themselves (``per_task``, ``units``) for the
     report's paired tests over tasks.
@@ -81,7 +81,7 @@ def make_rows(
 ) -> list[dict[str, Any]]:
     """``results.jsonl`` rows, one per ``(state, shots, n_support, evaluation)`` of ``evaluations``.
 
-    Each evaluation has :func:`metarec.evaluate.evaluate_pool`'s keys (metric means, ``n_tasks``,
+    Each evaluation has :func:`metarec.metrics.evaluate.evaluate_pool`'s keys (metric means, ``n_tasks``,
     ``flags``, ``adapt_ms_per_task``; see :func:`evaluation_from_arrays` to build one from
     per-task arrays). When it carries ``per_task`` arrays, the row gets a ``"_per_task"`` entry
     (``{"units", "values": {metric: [...]}}``) that :func:`run_bench` moves to
@@ -145,7 +145,7 @@ def context_rows(
     cfg_hash: str | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`make_rows` for one run of ``ctx``; the within-query metrics are those the scenario's
-    ``metrics.names`` selects (:func:`metarec.evaluate.metric_selection`), whatever the method
+    ``metrics.names`` selects (:func:`metarec.metrics.evaluate.metric_selection`), whatever the method
     computed; the ranking metrics (``*_neg``, ``*_all``) are kept."""
     keep = set(metric_selection(sc.metrics.names, ctx.table.feedback, sc.metrics.k))
 

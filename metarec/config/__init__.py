@@ -13,7 +13,7 @@ A scenario is data, not code: one table per section, every key optional except `
 
 :func:`load_scenario` reads the file, applies ``--set a.b=value`` overrides, expands
 ``${METAREC_DATA}`` and builds a :class:`Scenario`, checking every key, type and value on the
-way (the engine is :mod:`metarec.schema`): an unknown key is an error with a close-match
+way (the engine is :mod:`metarec.config.schema`): an unknown key is an error with a close-match
 suggestion; a wrong type or a bad value names the dotted key, the value, the rule and the
 ``--set`` fix. :func:`save_config` writes the resolved scenario as JSON beside a result, and
 :func:`config_hash` names it.
@@ -48,7 +48,7 @@ from metarec.config.scenario import (
     save_config,
     scenario_from_dict,
 )
-from metarec.schema import (
+from metarec.config.schema import (
     config_hash,
     expand_vars,
     from_dict,

@@ -1,21 +1,176 @@
 """The ``[model]``, ``[algorithm]`` and ``[train]`` sections of a scenario: the recommender
 (:class:`ModelConfig`), the method and its engine settings (:class:`AlgorithmSection`) and the
-outer loop's budget (:class:`TrainConfig`)."""
+outer loop's budget (:class:`TrainConfig`); and the engine's own settings, :class:`AlgorithmConfig`
+(the algorithms are described in :mod:`metarec.algorithms`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from metarec._errors import ConfigError
-from metarec.algorithms.config import ALGORITHMS, AlgorithmConfig
+from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
-from metarec.limits import check_device, check_seed, check_steps
-from metarec.schema import cli_literal
+from metarec.config.limits import check_device, check_seed, check_steps
+from metarec.config.schema import cli_literal
 
-__all__ = ["AlgorithmSection", "ModelConfig", "TrainConfig"]
+__all__ = [
+    "ALGORITHMS",
+    "ENGINES",
+    "LOSS_NAMES",
+    "AlgorithmConfig",
+    "AlgorithmSection",
+    "ModelConfig",
+    "TrainConfig",
+]
+
+
+ENGINES = ("auto", "analytic", "vmap")
+ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "global", "finetune")
+LOSS_NAMES = ("mse", "bce", "bpr")
+"""The engine's losses (:data:`metarec.algorithms.losses.LOSSES` implements them)."""
+_META = ("maml", "fomaml", "metasgd", "anil")  # differentiate through (or past) the inner loop
+_NO_INNER = ("global", "finetune")  # no inner loop in training
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """Which algorithm, and its hyper-parameters.
+
+    Args:
+        name: one of :data:`ALGORITHMS`.
+        inner_steps: inner-loop gradient steps (and fine-tuning steps at evaluation).
+        inner_lr: inner-loop learning rate (Meta-SGD / MAML++: the initial learned rates).
+        first_order: ``True`` detaches the inner gradients of ``maml``/``anil``/``metasgd``
+            (``maml`` + ``first_order=True`` is ``fomaml``); ``fomaml`` and ``reptile`` are
+            first-order whatever the flag.
+        meta_batch: tasks per outer step (the outer loop samples this many).
+        chunk_size: run the task axis in chunks of this many tasks (bounds peak memory; the
+            gradients equal the unchunked ones); ``None`` = all at once.
+        sort_tasks: order the tasks by support size before chunking, so that each chunk is
+            padded only to its own longest task (the meta-gradient is a sum over tasks, so only
+            the float summation order changes); useful with ``chunk_size < meta_batch``.
+        encode_once: for a model with an ``encode``/``decide`` split whose encoder holds no
+            inner-loop parameter (MeLU: only the decision layers adapt), compute each task's
+            encoding once, outside the inner loop (same values and meta-gradients);
+            ``False`` runs the full forward pass at every step.
+        buckets: group the tasks of a meta-batch by support size into at most this many
+            groups (exact minimum padded area, :func:`~metarec.algorithms.buckets.bucket_tasks`),
+            each run at its own width (the meta-gradient is a sum over tasks, so only the float
+            summation order changes); 1 = one group padded to the longest task.
+        engine: ``"auto"`` (the analytic batched inner loop of
+            :mod:`metarec.algorithms.mlp` when the model qualifies, else ``torch.func``),
+            ``"analytic"`` (require it) or ``"vmap"`` (always the general ``torch.func`` path).
+        per_step_lr: MAML++ learned per-step, per-tensor inner rates.
+        multi_step_loss: MAML++ weighted query loss after every inner step.
+        adapt: inner-loop name patterns overriding the model's ``adapt``.
+        loss: ``"mse"`` (explicit), ``"bce"`` or ``"bpr"`` (implicit).
+
+    Example:
+        >>> AlgorithmConfig("maml", inner_steps=0)
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: inner_steps=0: the inner loop needs at least one step; pass inner_steps >= 1
+    """
+
+    name: str = "maml"
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    first_order: bool = False
+    meta_batch: int = 32
+    chunk_size: int | None = None
+    sort_tasks: bool = False
+    encode_once: bool = True
+    buckets: int = 2
+    engine: str = "auto"
+    per_step_lr: bool = False
+    multi_step_loss: bool = False
+    adapt: tuple[str, ...] | None = None
+    loss: str = "mse"
+
+    def __post_init__(self) -> None:
+        n = self.name
+        if n not in ALGORITHMS:
+            raise ConfigError(
+                f"name={n!r}: unknown algorithm; choose one of {ALGORITHMS}{suggest(n, ALGORITHMS)}"
+            )
+        _int(self.inner_steps, "inner_steps", "the inner loop needs at least one step")
+        if (
+            isinstance(self.inner_lr, bool)
+            or not isinstance(self.inner_lr, (int, float))
+            or not (math.isfinite(self.inner_lr) and self.inner_lr > 0)
+        ):
+            raise ConfigError(
+                f"inner_lr={self.inner_lr!r}: must be a finite number > 0; pass e.g. inner_lr=0.01"
+            )
+        _int(self.meta_batch, "meta_batch", "each outer step needs at least one task")
+        if self.chunk_size is not None:
+            _int(
+                self.chunk_size, "chunk_size", "a chunk holds at least one task (None: no chunking)"
+            )
+        _int(self.buckets, "buckets", "tasks form at least one group (1: no grouping)")
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"engine={self.engine!r}: unknown engine; choose one of {ENGINES}{suggest(self.engine, ENGINES)}"
+            )
+        if self.loss not in LOSS_NAMES:
+            raise ConfigError(
+                f"loss={self.loss!r}: unknown loss; choose one of {LOSS_NAMES}{suggest(self.loss, LOSS_NAMES)}"
+            )
+        for flag in ("first_order", "sort_tasks", "encode_once"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
+        if self.first_order and n in _NO_INNER:
+            raise ConfigError(
+                f"first_order=True with name={n!r}: {n} has no inner loop in training, so the "
+                "flag has no effect; pass first_order=False"
+            )
+        if self.per_step_lr and n not in ("maml", "fomaml", "anil"):
+            why = (
+                "Meta-SGD already learns its rates per parameter"
+                if n == "metasgd"
+                else f"{n} has no meta-learned inner rates"
+            )
+            raise ConfigError(
+                f"per_step_lr=True with name={n!r}: {why}; use name='maml' (or 'anil') with per_step_lr=True"
+            )
+        if self.multi_step_loss and n not in _META:
+            raise ConfigError(
+                f"multi_step_loss=True with name={n!r}: the multi-step query loss needs a "
+                f"meta-gradient through the inner loop; use one of {_META}"
+            )
+        if self.adapt is not None:
+            if isinstance(self.adapt, str):
+                raise ConfigError(
+                    f"adapt={self.adapt!r}: expected a tuple of patterns; pass adapt=({self.adapt!r},)"
+                )
+            object.__setattr__(self, "adapt", tuple(self.adapt))
+            if not self.adapt:
+                raise ConfigError(
+                    "adapt=(): no parameter would adapt; pass patterns, or adapt=None for the model's default"
+                )
+            if n == "anil":
+                raise ConfigError(
+                    f"adapt={self.adapt!r} with name='anil': ANIL adapts the model's head only; "
+                    "pass name='maml' with these patterns instead"
+                )
+
+    @property
+    def is_first_order(self) -> bool:
+        """Whether inner gradients are detached (``fomaml``, ``reptile``, or ``first_order=True``)."""
+        return self.first_order or self.name in ("fomaml", "reptile")
+
+    @property
+    def meta_learned_lrs(self) -> bool:
+        """Whether the algorithm state holds learned inner learning rates."""
+        return self.name == "metasgd" or self.per_step_lr
+
+
+def _int(value: Any, arg: str, rule: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{arg}={value!r}: {rule}; pass {arg} >= 1")
 
 
 @dataclass(frozen=True)
@@ -92,7 +247,7 @@ class AlgorithmSection:
 
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "eval_steps")
-        for name in ("inner_steps", "eval_steps"):  # bound (metarec.limits.MAX_STEPS)
+        for name in ("inner_steps", "eval_steps"):  # bound (metarec.config.limits.MAX_STEPS)
             if isinstance(getattr(self, name, None), int):
                 check_steps(getattr(self, name), f"algorithm.{name}")
         if self.eval_lr is not None and not self.eval_lr > 0:
@@ -154,7 +309,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_at_least(self, 0, "steps")
         _check_at_least(self, 1, "val_every", "val_tasks", "patience", "checkpoint_every")
-        check_seed(self.seed)  # bound (metarec.limits)
+        check_seed(self.seed)  # bound (metarec.config.limits)
         check_device(self.device)
         if self.outer_lr <= 0 or (self.grad_clip is not None and self.grad_clip <= 0):
             name = "outer_lr" if self.outer_lr <= 0 else "grad_clip"

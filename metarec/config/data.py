@@ -8,7 +8,7 @@ from typing import Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
-from metarec.schema import _NONE_WORDS
+from metarec.config.schema import _NONE_WORDS
 
 __all__ = ["DataConfig", "DataFile", "SyntheticConfig"]
 

@@ -132,7 +132,7 @@ class MetricsConfig:
     Fields:
         names: the within-query metrics computed and reported (``"mae"``, ``"rmse"``,
             ``"ndcg@10"``, ...; empty: the standard set of the data's feedback kind), see
-            :func:`metarec.evaluate.metric_selection`; the primary metric (``mae`` / ``auc``)
+            :func:`metarec.metrics.evaluate.metric_selection`; the primary metric (``mae`` / ``auc``)
             is always among them, since it selects the best validation step.
         k: default cut-off for ranking metrics named without ``@k``.
     """

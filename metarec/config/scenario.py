@@ -15,10 +15,9 @@ from metarec._errors import ConfigError
 from metarec.config._checks import _check_at_least
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
 from metarec.config.data import DataConfig
+from metarec.config.federated import FederatedConfig
 from metarec.config.protocol import MetricsConfig, ProtocolConfig
-from metarec.episodes.warmup import WarmupConfig
-from metarec.federated.config import FederatedConfig
-from metarec.schema import (
+from metarec.config.schema import (
     expand_vars,
     from_dict,
     merge,
@@ -26,6 +25,7 @@ from metarec.schema import (
     read_config_file,
     to_dict,
 )
+from metarec.config.warmup import WarmupConfig
 
 __all__ = ["BenchConfig", "Scenario", "load_scenario", "save_config", "scenario_from_dict"]
 
@@ -64,12 +64,12 @@ class Scenario:
         data, protocol, metrics, model, algorithm, train, bench: the sections, each with
             documented defaults.
         crossdomain: settings of the cross-domain methods (``algorithm.name = "emcdr"``, ...):
-            the fields of :class:`metarec.crossdomain.CrossDomainConfig`, checked key by key when
+            the fields of :class:`metarec.methods.crossdomain.CrossDomainConfig`, checked key by key when
             the method is built (before any data is read); unset keys keep their defaults.
         federated: the ``[federated]`` section (``metarec federated``).
         learners: settings of the cold-start meta-learners, one table per method
             (``[learners.tanp]``, ``--set learners.mamo.inner_lr=0.01``): the fields of the
-            method's settings dataclass (:mod:`metarec.learners`), checked when it is built.
+            method's settings dataclass (:mod:`metarec.methods.learners`), checked when it is built.
         warmup: the ``[warmup]`` section: the item warm-up protocol
             (:class:`metarec.episodes.warmup.WarmupConfig`; ``metarec bench`` reports its
             phases); ``None``: not an item warm-up scenario.

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from metarec._errors import DataError, suggest
-from metarec.runlock import check_folder
+from metarec._io.lock import check_folder
 
 __all__ = ["CHECKSUMS", "DEFAULT_BASE_URL", "FETCHABLE", "fetch", "licence"]
 
@@ -93,7 +93,7 @@ def fetch(name: str, root: str | Path, *, base_url: str | None = None, quiet: bo
     """
     key = _resolve(name)
     spec = FETCHABLE[key]
-    root = check_folder(root, "root")  # hook (metarec.runlock): a file here is a clear error
+    root = check_folder(root, "root")  # hook (metarec._io.lock): a file here is a clear error
     target = root / spec.folder
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
     if target.exists():

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from metarec import metrics as M
 from metarec._errors import ConfigError, DataError
+from metarec.config import load_scenario
+from metarec.config.warmup import WarmupConfig
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool, build_pool
@@ -49,46 +48,10 @@ __all__ = [
     "click_table",
     "item_warmup_split",
     "warmup_phases",
-    "evaluate_warmup",
     "load_warmup_scenario",
 ]
 
 PHASES = ("cold", "warm-a", "warm-b", "warm-c")
-
-
-@dataclass(frozen=True)
-class WarmupConfig:
-    """The item warm-up protocol (section ``[warmup]`` of a scenario).
-
-    Fields:
-        k: interactions per warm-up phase.
-        min_test: least test interactions of a new item.
-        max_test: most test interactions of a new item (the earliest are kept).
-        threshold: a rating ``>= threshold`` is a click (label 1).
-        new_fraction: fraction of eligible items that are new.
-        val_fraction: fraction of new items used for meta-val (the rest is meta-test).
-        seed: seed of the item split.
-    """
-
-    k: int = 20
-    min_test: int = 20
-    max_test: int = 200
-    threshold: float = 4.0
-    new_fraction: float = 0.3
-    val_fraction: float = 0.3
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.min_test < 1 or self.max_test < self.min_test:
-            raise ConfigError(
-                f"k={self.k}, min_test={self.min_test}, max_test={self.max_test}: need k >= 1, min_test >= 1 and "
-                "max_test >= min_test; e.g. k=20, min_test=20, max_test=200"
-            )
-        for name in ("new_fraction", "val_fraction"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ConfigError(
-                    f"{name}={getattr(self, name)}: must lie strictly between 0 and 1; e.g. 0.3"
-                )
 
 
 def click_table(table: InteractionTable, threshold: float = 4.0) -> InteractionTable:
@@ -231,51 +194,6 @@ def warmup_phases(
     return out
 
 
-def evaluate_warmup(
-    fitted: Any,
-    table: InteractionTable,
-    pool: TaskPool,
-    k: int,
-    *,
-    steps: int | None = None,
-    lr: float | None = None,
-    batch_size: int = 256,
-) -> dict[str, dict[str, float]]:
-    """``{phase: {"auc", "logloss", "item_auc", "n_items", "n_test"}}`` (see the module docstring)."""
-    out: dict[str, dict[str, float]] = {}
-    for name, sup, qry in warmup_phases(table, pool, k):
-        scores, ys, ms = [], [], []
-        for s in range(0, sup.n_tasks, batch_size):
-            idx = slice(s, s + batch_size)
-            q = qry.select(idx)
-            scores.append(
-                fitted.adapt(sup.select(idx), steps=steps, lr=lr)
-                .score(q.users, q.items)
-                .detach()
-                .double()
-            )
-            ys.append(q.targets.double())
-            ms.append(q.mask)
-        width = max(x.shape[1] for x in scores)
-        sc, y, m = _pad(scores, width, 0.0), _pad(ys, width, 0.0), _pad(ms, width, False)
-        flat_s, flat_y = sc[m].unsqueeze(0), y[m].unsqueeze(0)
-        auc = float(M.auc(flat_s, flat_y, torch.ones_like(flat_y, dtype=torch.bool))[0])
-        logloss = float(F.binary_cross_entropy_with_logits(sc[m], y[m]))
-        item_auc = M.mean_over_tasks(M.auc(sc, y, m))
-        out[name] = {
-            "auc": auc,
-            "logloss": logloss,
-            "item_auc": item_auc,
-            "n_items": int(sup.n_tasks),
-            "n_test": int(m.sum()),
-        }
-    return out
-
-
-def _pad(xs: list[torch.Tensor], width: int, value: float | bool) -> torch.Tensor:
-    return torch.cat([F.pad(x, (0, width - x.shape[1]), value=value) for x in xs])
-
-
 def load_warmup_scenario(
     path: str | os.PathLike[str],
     overrides: Sequence[str] = (),
@@ -290,7 +208,5 @@ def load_warmup_scenario(
     Raises:
         ConfigError: the file is missing or invalid, or a key of either part is unknown.
     """
-    from metarec.config import load_scenario
-
     sc = load_scenario(path, overrides, data_root=data_root)
     return sc, sc.warmup if sc.warmup is not None else WarmupConfig()

@@ -7,7 +7,7 @@ federated Reptile and federated MAML (Per-FedAvg, first- or second-order); after
 client fast-adapts the result to its cold users and is scored on them.
 
 ``run_federated(scenario, out)`` is what ``metarec federated SCENARIO --out RUN`` calls. This
-package imports torch and flwr lazily: importing it (or :mod:`metarec.federated.config`) is
+package imports torch and flwr lazily: importing it (or :mod:`metarec.config.federated`) is
 cheap, and flwr is needed only by the ``simulation`` and ``loopback`` backends
 (``pip install "metarec[federated]"``).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metarec.federated.config import FAULTS, FEDERATED_ALGORITHMS, FederatedConfig
+from metarec.config.federated import FAULTS, FEDERATED_ALGORITHMS, FederatedConfig
 
 __all__ = [
     "FAULTS",

@@ -6,7 +6,7 @@ the global parameters, runs ``federated.local_steps`` optimiser steps of metarec
 loss of FedAvg) on meta-batches from metarec's task sampler over its own meta-train users, and
 returns only the new parameters (clipped for DP), its size and scalar metrics. ``evaluate``
 fast-adapts given parameters to each cold user's support set
-(:func:`~metarec.evaluate.evaluate_pool`) and scores the query sets.
+(:func:`~metarec.metrics.evaluate.evaluate_pool`) and scores the query sets.
 
 The task sampler of round ``r`` is seeded by ``(federated.seed, client index, r)``, so a round
 gives the same update whether it runs first or after a resume.
@@ -24,13 +24,13 @@ import torch
 
 from metarec.algorithms import AlgorithmConfig, meta_loss_and_grads
 from metarec.config import Scenario
+from metarec.episodes.build import sampler_config
 from metarec.episodes.sampler import TaskSampler
-from metarec.evaluate import evaluate_pool
 from metarec.federated.data import ClientData
 from metarec.federated.privacy import clip_update
+from metarec.metrics.evaluate import evaluate_pool
 from metarec.models import build_model
-from metarec.scenario import sampler_config
-from metarec.train import algorithm_config, model_kwargs
+from metarec.train.loop import algorithm_config, model_kwargs
 
 __all__ = [
     "ClientDropped",
@@ -82,7 +82,7 @@ def _model(scenario: Scenario, data: ClientData, dtype: torch.dtype) -> torch.nn
     model = build_model(scenario.model.name, data.table, **model_kwargs(scenario))
     set_known = getattr(model, "set_known", None)
     if set_known is not None:
-        set_known(users=[])  # tasks are users: every user id is cold, as in metarec.train
+        set_known(users=[])  # tasks are users: every user id is cold, as in metarec.train.loop
     return model.to(dtype)
 
 

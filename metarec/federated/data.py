@@ -16,11 +16,11 @@ import numpy as np
 
 from metarec._errors import ConfigError, DataError
 from metarec.config import ProtocolConfig, Scenario
+from metarec.config.federated import FederatedConfig
 from metarec.data.table import InteractionTable
+from metarec.episodes.build import build_splits
 from metarec.episodes.pool import TaskPool, unit_keys
 from metarec.episodes.splits import MetaSplits
-from metarec.federated.config import FederatedConfig
-from metarec.scenario import build_splits
 
 __all__ = [
     "ClientData",

@@ -146,9 +146,9 @@ class _Runtime:
         key = (config_path, index)
         if key not in self.clients:
             from metarec.config import load_scenario
+            from metarec.data.load import load_table
             from metarec.federated.client import FederatedClient
             from metarec.federated.data import client_data, client_names
-            from metarec.scenario import load_table
 
             sc = load_scenario(config_path)
             table = load_table(sc.data)
@@ -358,7 +358,7 @@ def make_server_app(
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         from metarec.config import load_scenario
-        from metarec.federated.runner import write_results
+        from metarec.federated.results import write_results
         from metarec.federated.server import run_server
 
         sc = load_scenario(config_path)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from metarec.federated.config import FederatedConfig
+from metarec.config.federated import FederatedConfig
 
 __all__ = ["run_loopback", "write_app"]
 

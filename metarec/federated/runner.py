@@ -20,7 +20,6 @@ client: size and cold-user scores after fast adaptation; the DP settings; the fa
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -32,15 +31,15 @@ import numpy as np
 import torch
 
 from metarec._errors import ConfigError
-from metarec.checkpoint import atomic_write_json, save_tensors
+from metarec._io.lock import RunLock, check_folder
 from metarec.config import Scenario, config_hash, save_config
+from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.federated.client import FederatedClient, init_params
 from metarec.federated.data import client_data, client_names
-from metarec.federated.server import ClientReply, ServerRun, run_server
-from metarec.rundir import remove_orphan_tmp
-from metarec.runlock import RunLock, check_folder
-from metarec.scenario import load_table
+from metarec.federated.results import write_results
+from metarec.federated.server import ClientReply, run_server
+from metarec.train.session import remove_orphan_tmp
 
 __all__ = ["FederatedResult", "run_federated", "write_results", "LocalTransport", "payload_bytes"]
 
@@ -168,77 +167,6 @@ class LocalTransport:
         return self._call(clients, one, timeout)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def write_results(
-    out: str | Path, scenario: Scenario, run: ServerRun, *, backend: str
-) -> dict[str, Any]:
-    """Write ``final.pt`` and ``federated.json`` for a finished server loop; return the summary."""
-    out = Path(out)
-    fed = scenario.federated
-    save_tensors(
-        out / "final.pt",
-        {
-            "params": {k: torch.as_tensor(v) for k, v in run.params.items()},
-            "round": run.rounds_done,
-        },
-    )
-    by_client = {r.client: r for r in run.evaluation}
-    clients = []
-    for info in run.clients:
-        rep = by_client.get(info["index"])
-        row = dict(info)
-        if rep is not None:
-            row["cold"] = (
-                rep.metrics
-                if rep.status == "ok"
-                else {"status": rep.status, "error": rep.error[:500]}
-            )
-        clients.append(row)
-    scored = [c for c in clients if isinstance(c.get("cold"), dict) and "n_tasks" in c["cold"]]
-    mean: dict[str, float] = {}
-    if scored:
-        w = np.array([c["cold"]["n_tasks"] for c in scored], dtype=float)
-        for k in scored[0]["cold"]:
-            vals = [c["cold"].get(k) for c in scored]
-            if k not in ("n_tasks", "adapt_ms_per_task") and all(_finite(v) for v in vals):
-                mean[k] = float(np.average(vals, weights=w))
-    sent = [h["bytes_sent_by_clients"] for h in run.history]
-    failures = [{"round": h["round"], **f} for h in run.history for f in h["failed"]]
-    summary = {
-        "scenario": scenario.name,
-        "backend": backend,
-        "algorithm": fed.algorithm,
-        "config_hash": config_hash(scenario),
-        "rounds": run.rounds_done,
-        "rounds_planned": fed.rounds,
-        "finished": run.rounds_done == fed.rounds,
-        "clients": clients,
-        "cold_mean_over_users": mean,
-        "bytes_sent_by_clients_per_round": float(np.mean(sent)) if sent else 0.0,
-        "bytes_sent_to_clients_per_round": float(
-            np.mean([h["bytes_sent_to_clients"] for h in run.history])
-        )
-        if sent
-        else 0.0,
-        "skipped_rounds": [h["round"] for h in run.history if "skipped" in h],
-        "failures": failures,
-        "dp": None
-        if fed.dp_clip is None
-        else {
-            "clipping_norm": fed.dp_clip,
-            "noise_multiplier": fed.dp_noise,
-            "noise_std_per_round": [h.get("dp_noise_std", 0.0) for h in run.history],
-            "weights": "uniform",
-        },
-        "seconds": round(run.seconds, 2),
-    }
-    atomic_write_json(out / "federated.json", summary)
-    return summary
-
-
 def _prepare(scenario: Scenario, out: Path, resume: bool) -> Path:
     if not resume and ((out / "federated.json").exists() or (out / "rounds.jsonl").exists()):
         raise ConfigError(
@@ -267,7 +195,7 @@ def run_federated(
         table: reuse an already-loaded table (``local`` backend only).
         dtype: parameter dtype (``local`` backend only; float64 in reference tests).
 
-    This process holds the run directory's lock (:class:`~metarec.runlock.RunLock`, the one
+    This process holds the run directory's lock (:class:`~metarec._io.lock.RunLock`, the one
     ``metarec train`` takes) for the whole run, the server's writes included (in-process, or
     its child processes on the loopback backend): a second run on the same ``out`` fails at
     once, naming this one, and writes nothing. Temporary files a killed run left behind are

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from metarec._errors import CheckpointError
-from metarec.checkpoint import atomic_write_bytes, load_tensors, save_tensors
-from metarec.federated.config import FederatedConfig
+from metarec.config.federated import FederatedConfig
 from metarec.federated.privacy import add_noise, noise_std
+from metarec.runs.checkpoint import atomic_write_bytes, load_tensors, save_tensors
 
 __all__ = ["ClientReply", "Transport", "aggregate", "sample_clients", "run_server", "ServerRun"]
 

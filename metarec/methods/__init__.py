@@ -1,10 +1,10 @@
 """The method interface shared by every method (see :mod:`metarec.methods.base`), the built-in
-methods registered by name, and run directories of any method (:mod:`metarec.methods.runs`).
+methods registered by name, and run directories of any method (:mod:`metarec.methods.run_dir`).
 
 The registry is complete on first use (:func:`~metarec.methods.registry.ensure_registered`,
 called by :func:`build_method`, :func:`build_fitted`, :func:`method_names` and
 :func:`register_method`): the built-in methods and the cold-start learners of
-:mod:`metarec.learners` register themselves then, whatever was imported before."""
+:mod:`metarec.methods.learners` register themselves then, whatever was imported before."""
 
 from metarec.methods.base import (
     Adapted,
@@ -19,11 +19,11 @@ from metarec.methods.base import (
     register_method,
 )
 from metarec.methods.builtin import BUILTIN_METHODS, CROSSDOMAIN_NAMES, ENGINE_METHODS
-from metarec.methods.crossdomain import CrossDomainFitted, CrossDomainMethod
-from metarec.methods.engine import EngineFitted, EngineMethod
+from metarec.methods.crossdomain.method import CrossDomainFitted, CrossDomainMethod
+from metarec.methods.engine.method import EngineFitted, EngineMethod
 from metarec.methods.popularity import PopularityFitted, PopularityMethod
 from metarec.methods.registry import ensure_registered
-from metarec.methods.runs import load_fitted, save_fitted, train_method
+from metarec.methods.run_dir import load_fitted, save_fitted, train_method
 
 __all__ = [
     "Adapted",

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from metarec.algorithms import ALGORITHMS
 from metarec.config import Scenario
-from metarec.crossdomain.methods import METHODS as CROSSDOMAIN_METHODS
 from metarec.methods.base import register_method
-from metarec.methods.crossdomain import (
+from metarec.methods.crossdomain.method import (
     CrossDomainFitted,
     CrossDomainMethod,
     scenario_crossdomain_config,
 )
-from metarec.methods.engine import EngineFitted, EngineMethod, engine_scenario
+from metarec.methods.crossdomain.methods import METHODS as CROSSDOMAIN_METHODS
+from metarec.methods.engine.method import EngineFitted, EngineMethod, engine_scenario
 from metarec.methods.popularity import PopularityFitted, PopularityMethod
 
 __all__ = ["ENGINE_METHODS", "CROSSDOMAIN_NAMES", "BUILTIN_METHODS"]
 
 ENGINE_METHODS = (*ALGORITHMS, "melu-ref")
-"""Methods trained by the meta-learning outer loop (:func:`metarec.train.train`)."""
+"""Methods trained by the meta-learning outer loop (:func:`metarec.train.loop.train`)."""
 CROSSDOMAIN_NAMES = tuple(m + s for m in CROSSDOMAIN_METHODS for s in ("", "+adapt"))
 """Every cross-domain method name."""
 BUILTIN_METHODS = (*ENGINE_METHODS, "popularity", *CROSSDOMAIN_NAMES)

@@ -20,14 +20,14 @@ MODELS: dict[str, tuple[type[Any], type[Any]]] = {
     "two_tower": (TwoTower, IdConfig),
 }
 """Model name -> (model class, config dataclass). ``"lightgcn"``
-(:class:`metarec.graph.models.LightGCN`, :class:`metarec.graph.models.GraphConfig`) joins on the
-first :func:`build_model` call: :mod:`metarec.graph` builds on this package, so importing it here
+(:class:`metarec.models.graph.lightgcn.LightGCN`, :class:`metarec.models.graph.lightgcn.GraphConfig`) joins on the
+first :func:`build_model` call: :mod:`metarec.models` builds on this package, so importing it here
 at module level would be an import cycle."""
 
 
 def _add_graph_models() -> None:
     if "lightgcn" not in MODELS:
-        from metarec.graph.models import GraphConfig, LightGCN
+        from metarec.models.graph.lightgcn import GraphConfig, LightGCN
 
         MODELS["lightgcn"] = (LightGCN, GraphConfig)
 

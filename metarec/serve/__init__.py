@@ -6,15 +6,15 @@
 
 Modules: :mod:`~metarec.serve.requests` (validated request bodies, size limits),
 :mod:`~metarec.serve.kernels` (batched adapt-and-score for MeLU and the two-tower model),
-:mod:`~metarec.serve.engine` (a batch of requests -> answers), :mod:`~metarec.serve.batcher`
+:mod:`~metarec.serve.answers` (a batch of requests -> answers), :mod:`~metarec.serve.batcher`
 (micro-batching of concurrent requests), :mod:`~metarec.serve.app` (the ASGI app) and
 :mod:`~metarec.serve.runner` (running it; graceful shutdown). Needs the ``serve`` extra
 (``pip install "metarec[serve]"``: uvicorn with httptools; uvloop is used when installed).
 """
 
+from metarec.serve.answers import Engine
 from metarec.serve.app import ServeConfig, create_app
 from metarec.serve.batcher import MicroBatcher
-from metarec.serve.engine import Engine
 from metarec.serve.requests import Job, Limits
 from metarec.serve.runner import ServerThread, serve
 

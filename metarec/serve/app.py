@@ -28,9 +28,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from metarec._errors import CheckpointError, ConfigError, MetarecError
-from metarec.guard import Diverged
+from metarec.runs.guard import Diverged
+from metarec.serve.answers import Engine
 from metarec.serve.batcher import BatcherClosed, MicroBatcher
-from metarec.serve.engine import Engine
 from metarec.serve.requests import (
     Limits,
     PayloadTooLarge,
@@ -265,7 +265,7 @@ async def _send_bytes(send: Send, status: int, body: bytes) -> None:
 
 
 def create_app(meta: Any, config: ServeConfig | None = None) -> ServeApp:
-    """An ASGI app serving ``meta`` (a :class:`~metarec.adapt.MetaModel`).
+    """An ASGI app serving ``meta`` (a :class:`~metarec.recommend.load.MetaModel`).
 
     Example:
         >>> app = create_app(load_run("runs/cold"), ServeConfig(max_batch=32))   # doctest: +SKIP

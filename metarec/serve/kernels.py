@@ -1,6 +1,6 @@
 """Batched adapt-and-score for the served models: B cold users adapted and ranked in a few calls.
 
-:meth:`metarec.adapt.MetaModel.adapt_many` adapts many users in one ``vmap`` but then scores
+:meth:`metarec.recommend.load.MetaModel.adapt_many` adapts many users in one ``vmap`` but then scores
 them one by one; a server answering many small requests needs both halves batched. A kernel
 adapts B tasks (one per request) with the run's inner loop, ``fast <- fast - lr * grad L_support``
 (the same masked loss of :data:`metarec.algorithms.LOSSES`, the same steps and rate), written
@@ -414,7 +414,7 @@ class TwoTowerKernel(Kernel):
 
 # ---------------------------------------------------------------------- choice
 def kernel_for(meta: Any) -> Kernel | None:
-    """The batched kernel for ``meta`` (a :class:`~metarec.adapt.MetaModel`), or ``None``.
+    """The batched kernel for ``meta`` (a :class:`~metarec.recommend.load.MetaModel`), or ``None``.
 
     A kernel applies when the run's model is MeLU or the two-tower model in eval mode, its
     inner loop adapts exactly the model's default parameters, with one scalar rate (not

@@ -102,7 +102,7 @@ def parse_body(body: bytes, limits: Limits) -> dict[str, Any]:
 
 
 def parse_recommend(obj: dict[str, Any], meta: Any, limits: Limits) -> Job:
-    """A ``/recommend`` body -> :class:`Job` (``meta``: the served :class:`~metarec.adapt.MetaModel`)."""
+    """A ``/recommend`` body -> :class:`Job` (``meta``: the served :class:`~metarec.recommend.load.MetaModel`)."""
     _known_keys(obj, _RECOMMEND_KEYS)
     user, uidx = _user(obj, meta)
     k = obj.get("k", 10)

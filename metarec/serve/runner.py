@@ -172,7 +172,7 @@ def serve_socket(
     on_ready: Callable[[str, int | None], None],
 ) -> None:
     """Serve ``run`` on the listening socket ``sock`` from this process (one worker)."""
-    from metarec.adapt import load_run
+    from metarec.recommend.load import load_run
 
     if threads is not None:
         import torch
@@ -282,7 +282,7 @@ class ServerThread:
     """A server in a background thread of this process: ``with ServerThread(meta) as srv: srv.url``.
 
     Args:
-        meta: a :class:`~metarec.adapt.MetaModel` (or a run directory).
+        meta: a :class:`~metarec.recommend.load.MetaModel` (or a run directory).
         config: as for :func:`serve`.
         host, port: where to listen (default: a free port on 127.0.0.1).
 
@@ -299,7 +299,7 @@ class ServerThread:
         graceful_s: float = 30.0,
     ) -> None:
         if isinstance(meta, (str, os.PathLike)):
-            from metarec.adapt import load_run
+            from metarec.recommend.load import load_run
 
             meta = load_run(meta)
         self.app = create_app(meta, config)

@@ -1,0 +1,108 @@
+"""From a scenario's ``[protocol]`` section to meta-splits and sampler settings.
+
+:func:`build_splits` applies the split the protocol names, :func:`sampler_config` gives the
+sampler settings, and :func:`inspect_scenario` builds a scenario's tasks and reports their sizes
+and the leakage checks (``metarec tasks inspect``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from metarec.config import ProtocolConfig, Scenario
+from metarec.data.load import load_table
+from metarec.data.table import InteractionTable
+from metarec.episodes.leakage import run_leakage_checks
+from metarec.episodes.predefined import predefined_split
+from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.episodes.splits import (
+    MetaSplits,
+    cold_domain_users_split,
+    melu_split,
+    melu_time_split,
+    random_split,
+    time_split,
+)
+
+__all__ = ["build_splits", "sampler_config", "inspect_scenario"]
+
+
+# Per ``protocol.split``: the split function and the ``[protocol]`` fields it takes beside
+# ``n_query``, ``min_interactions``, ``max_interactions`` and ``seed`` (each under its own name).
+_SPLITS: dict[str, tuple[Callable[..., MetaSplits], tuple[str, ...]]] = {
+    "melu": (melu_split, ("existing_user_fraction", "new_item_year", "val_fraction")),
+    # MAMO's time-based user split of the MeLU states
+    "melu-time": (melu_time_split, ("existing_user_fraction", "new_item_year", "val_fraction")),
+    "cold_domain_users": (cold_domain_users_split, ("target_domain", "beta", "val_fraction")),
+    "predefined": (predefined_split, ("unit", "target_domain", "val_fraction", "order")),
+    "time": (time_split, ("unit", "fractions", "cohort_by")),
+    "random": (random_split, ("unit", "fractions", "order", "cohort_by")),
+}
+
+
+def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
+    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools."""
+    split, fields = _SPLITS.get(p.split, _SPLITS["random"])
+    return split(
+        table,
+        n_query=p.n_query or 10,
+        min_interactions=p.min_interactions,
+        max_interactions=p.max_interactions,
+        seed=p.seed,
+        **{name: getattr(p, name) for name in fields},
+    )
+
+
+def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:
+    """The sampler settings of a protocol (``n_support`` overrides the shots)."""
+    ns = p.n_support if n_support == -1 else n_support
+    return SamplerConfig(
+        n_support=ns,
+        n_query=p.n_query,
+        order=p.order if p.split != "time" else "time",
+        negatives=p.negatives,
+    )
+
+
+def _dist(x: np.ndarray) -> dict[str, float]:
+    if x.size == 0:
+        return {"min": 0, "max": 0, "mean": 0.0}
+    return {"min": int(x.min()), "max": int(x.max()), "mean": round(float(x.mean()), 2)}
+
+
+def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
+    """Build the scenario's tasks; report per split the number of task units, the support and
+    query size distributions, the leakage checks and the time taken."""
+    t0 = time.perf_counter()
+    table = load_table(scenario.data)
+    t_load = time.perf_counter() - t0
+    splits = build_splits(table, scenario.protocol)
+    cfg = sampler_config(scenario.protocol)
+    out: dict[str, Any] = {"scenario": scenario.name, "data": table.summary(), "splits": {}}
+    for name, pool in splits.pools.items():
+        if len(pool) == 0:
+            out["splits"][name] = {
+                "tasks": 0,
+                "support": _dist(np.zeros(0)),
+                "query": _dist(np.zeros(0)),
+            }
+            continue
+        sampler = TaskSampler(table, pool, cfg, seed=seed)
+        batches = (
+            sampler.iterate(1024)
+            if name != splits.train
+            else [sampler.sample(min(1024, len(pool)))]
+        )
+        sup = np.concatenate([b.support.sizes().numpy() for b in batches])
+        qry = np.concatenate([b.query.sizes().numpy() for b in batches])
+        out["splits"][name] = {"tasks": len(pool), "support": _dist(sup), "query": _dist(qry)}
+    checks, details = run_leakage_checks(splits, cfg, seed=seed)
+    out["leakage_checks"] = checks
+    out["leakage_details"] = details
+    out["states"] = splits.states
+    out["seconds"] = {"load": round(t_load, 3), "total": round(time.perf_counter() - t0, 3)}
+    return out

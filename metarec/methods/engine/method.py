@@ -1,0 +1,257 @@
+"""The gradient-based meta-learners (MAML family) and their same-model baselines as methods.
+
+Names: every :data:`~metarec.algorithms.ALGORITHMS` entry (``maml``, ``fomaml``, ``reptile``,
+``metasgd``, ``anil``, ``global``, ``finetune``) and ``melu-ref`` (the MeLU reference
+configuration, :data:`metarec.bench.variants.VARIANTS`). :class:`EngineMethod` trains with the
+one outer loop (:func:`metarec.train.loop.train`); :class:`EngineFitted` holds the model, the
+meta-learned parameters and algorithm state and the :class:`AlgorithmConfig`; ``adapt`` is the
+engine's :func:`~metarec.algorithms.adapt_batch` and ``score`` its
+:func:`~metarec.algorithms.predict_batch`, so training, the benchmark and serving run the same
+inner loop.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metarec._errors import CheckpointError, ConfigError
+from metarec.algorithms import (
+    AlgorithmConfig,
+    adapt_batch,
+    adapt_patterns,
+    init_algorithm_state,
+    predict_batch,
+)
+from metarec.config import Scenario, merge, scenario_from_dict, to_dict
+from metarec.data.table import InteractionTable
+from metarec.episodes.batch import EpisodeSet
+from metarec.methods.base import FitData
+from metarec.methods.engine.run_files import load_run_parts
+from metarec.models import build_model
+from metarec.models.base import split_params
+from metarec.models.graph.training import restore_graph
+from metarec.train.loop import train
+
+__all__ = [
+    "EngineMethod",
+    "EngineFitted",
+    "EngineAdapted",
+    "MELU_REF",
+    "engine_scenario",
+    "load_engine",
+]
+
+MELU_REF: dict[str, Any] = {
+    "model": {
+        "name": "melu",
+        "embedding_dim": 32,
+        "hidden": [64, 64],
+        "adapt": None,
+        "dropout": 0.0,
+    },
+    "algorithm": {
+        "name": "maml",
+        "first_order": True,
+        "inner_steps": 1,
+        "inner_lr": 5e-6,
+        "meta_batch": 32,
+        "per_step_lr": False,
+        "multi_step_loss": False,
+        "eval_steps": 5,
+        "eval_lr": None,
+    },
+    # the authors' schedule: 30 epochs of 32-task batches, no early stopping (1,816 ml1m-melu
+    # meta-train users / 32 = 57 batches per epoch, so 1,700 steps); the same in --quick, since
+    # at a 5e-5 outer rate a shorter budget leaves the model at its initial constant prediction
+    "train": {"outer_lr": 5e-5, "steps": 1700, "patience": None},
+}
+"""``melu-ref``: the MeLU reference configuration as scenario overrides (see
+:mod:`metarec.bench.variants` for its provenance)."""
+
+
+def engine_scenario(name: str, scenario: Scenario) -> Scenario:
+    """The scenario that trains engine method ``name``: ``melu-ref`` applies :data:`MELU_REF`;
+    another name replaces ``algorithm.name`` (the rest of the scenario is kept)."""
+    if name == "melu-ref":
+        return scenario_from_dict(merge(to_dict(scenario), MELU_REF))
+    if scenario.algorithm.name == name:
+        return scenario
+    return replace(scenario, algorithm=replace(scenario.algorithm, name=name))
+
+
+@dataclass
+class EngineAdapted:
+    """Per-task fast weights ``{name: (T, *shape)}`` over the meta-learned slow weights."""
+
+    model: nn.Module
+    params: dict[str, torch.Tensor]
+    fast: dict[str, torch.Tensor]
+
+    @property
+    def n_tasks(self) -> int:
+        return int(next(iter(self.fast.values())).shape[0])
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``(T, N), (T, N) -> (T, N)`` predictions (unclipped ratings, or logits)."""
+        with torch.no_grad():
+            return predict_batch(self.model, self.params, self.fast, users, items)
+
+
+@dataclass
+class EngineFitted:
+    """A meta-trained model: ``model`` (eval mode), ``params``, ``state`` (learned rates),
+    ``algo``, ``table`` and the default adaptation budget ``steps`` / ``lr``.
+
+    ``model_config`` (``{"name", "kwargs", "adapt"}``) rebuilds the model with
+    :func:`metarec.models.build_model`.
+    """
+
+    name: str
+    table: InteractionTable
+    model: nn.Module
+    params: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+    algo: AlgorithmConfig
+    model_config: dict[str, Any]
+    steps: int | None = None
+    lr: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> EngineAdapted:
+        """Fast weights for each task (row) of ``support`` by the engine's inner loop."""
+        n = self.steps if steps is None else steps
+        rate = self.lr if lr is None else lr
+        fast = adapt_batch(self.algo, self.model, self.params, support, n, rate, state=self.state)
+        return EngineAdapted(self.model, self.params, fast)
+
+    def config(self) -> dict[str, Any]:
+        algo = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.algo.__dict__.items()}
+        return {"model": self.model_config, "algorithm": algo, "steps": self.steps, "lr": self.lr}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``model.<name>`` (parameters and buffers, e.g. ``known_users``) and ``state.<name>``."""
+        out = {f"model.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
+        for k, p in self.params.items():
+            out[f"model.{k}"] = p.detach().cpu()
+        out.update({f"state.{k}": v.detach().cpu() for k, v in self.state.items()})
+        return out
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        model_sd = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        restore_graph(self.model, model_sd, "state_dict")  # hook (metarec.models.graph)
+        own = self.model.state_dict()
+        for k, v in own.items():
+            got = model_sd.get(k)
+            if got is None or tuple(got.shape) != tuple(v.shape):
+                shape = None if got is None else tuple(got.shape)
+                raise CheckpointError(
+                    f"state_dict: model tensor {k!r} has shape {shape}, the model needs {tuple(v.shape)}; "
+                    "the weights belong to another model configuration; re-train or restore the manifest"
+                )
+        extra = [k for k in model_sd if k not in own]
+        if extra:
+            raise CheckpointError(
+                f"state_dict: {extra[0]!r} is not a tensor of the model; the weights belong to another model"
+            )
+        self.model.load_state_dict(model_sd)
+        for k, v in self.state.items():
+            got = state.get(f"state.{k}")
+            if got is None or tuple(got.shape) != tuple(v.shape):
+                raise CheckpointError(
+                    f"state_dict: algorithm state {k!r} is missing or has the wrong shape; "
+                    "the weights do not match the algorithm in the manifest; re-train"
+                )
+            self.state[k] = got.to(v.device, v.dtype)
+        self.params = dict(self.model.named_parameters())
+
+    @classmethod
+    def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> EngineFitted:
+        """An untrained shell of ``config`` (as :meth:`config` wrote it); fill it with
+        :meth:`load_state_dict`."""
+        m, a = dict(config["model"]), dict(config["algorithm"])
+        kwargs = dict(m.get("kwargs") or {})
+        if isinstance(kwargs.get("hidden"), list):
+            kwargs["hidden"] = tuple(kwargs["hidden"])
+        patterns = m.get("adapt")
+        model = build_model(m["name"], table, adapt=tuple(patterns) if patterns else None, **kwargs)
+        kw: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in a.items()}
+        algo = AlgorithmConfig(**kw)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        params: dict[str, torch.Tensor] = dict(model.named_parameters())
+        fast, _ = split_params(model, adapt_patterns(algo, model), params)
+        state = {k: v.detach() for k, v in init_algorithm_state(algo, fast).items()}
+        return cls(
+            name, table, model, params, state, algo, m, config.get("steps"), config.get("lr")
+        )
+
+
+class EngineMethod:
+    """Settings of one engine method: the resolved scenario (its ``[model]``, ``[algorithm]`` and
+    ``[train]`` sections). :meth:`fit` runs the outer loop into ``data.out`` (a temporary folder
+    when ``None``) and returns the meta-val-selected weights."""
+
+    def __init__(self, name: str, scenario: Scenario) -> None:
+        self.name, self.scenario = name, scenario
+
+    def fit(self, data: FitData) -> EngineFitted:
+        sc = self.scenario
+        sc = replace(
+            sc,
+            train=replace(sc.train, seed=data.seed, progress=data.progress and sc.train.progress),
+        )
+        if data.out is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                res = train(
+                    sc, Path(tmp) / "run", table=data.table, splits=data.splits, evaluate_test=False
+                )
+                fitted = load_engine(Path(tmp) / "run", name=self.name, device=data.device)
+        else:
+            res = train(
+                sc,
+                data.out,
+                table=data.table,
+                splits=data.splits,
+                evaluate_test=False,
+                method=self.name,  # the manifest names the method, written under the run's lock
+            )
+            fitted = load_engine(data.out, name=self.name, device=data.device)
+        fitted.info["train_result"] = res
+        return fitted
+
+
+def load_engine(
+    run_dir: str | Path,
+    *,
+    name: str | None = None,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+) -> EngineFitted:
+    """The :class:`EngineFitted` of a run directory written by :func:`metarec.train.loop.train`."""
+    parts = load_run_parts(run_dir, which=which, device=device)
+    if parts.algo is None or parts.model is None:
+        raise ConfigError(
+            f"run_dir={str(run_dir)!r}: not a meta-learning run; load it with metarec.load_fitted"
+        )
+    return EngineFitted(
+        name or parts.method_name,
+        parts.table,
+        parts.model,
+        parts.params,
+        parts.state,
+        parts.algo,
+        parts.model_config,
+        parts.steps,
+        parts.lr,
+        {"step": parts.step},
+    )

@@ -1,0 +1,401 @@
+"""The shared episodic training loop and the :class:`~metarec.methods.Fitted` wrapper of every learner.
+
+A *learner* is an ``nn.Module`` with three methods:
+
+* ``meta_loss(batch: EpisodeBatch) -> ()``: the training loss of a meta-batch (adapt on each
+  task's support, score its query);
+* ``adapt(support: EpisodeSet, steps, lr) -> context``: what scoring a task needs (fast weights,
+  a task embedding...), one entry per task;
+* ``score(context, users (T, N), items (T, N)) -> (T, N)``;
+
+and optionally ``after_step(batch)`` (memory writes, run without gradients after each
+optimiser step). :func:`fit_learner` is the one outer loop (Adam, gradient clipping, model
+selection on meta-val every ``val_every`` steps, patience); :class:`LearnerFitted` and
+:class:`LearnerAdapted` expose a trained learner through the method interface.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar, cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from metarec._errors import CheckpointError, ConfigError
+from metarec.config import from_dict, to_dict
+from metarec.data.table import InteractionTable
+from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.episodes.pool import TaskPool
+from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.methods.base import FitData
+from metarec.methods.learners._settings import (
+    TrainSettings,
+    defaults_and_sampler,
+    parse_settings,
+    scenario_section,
+    train_settings,
+)
+from metarec.metrics.evaluate import PoolScores, clip_to_scale, per_task_metrics
+
+__all__ = [
+    "TrainSettings",
+    "LearnerFitted",
+    "LearnerAdapted",
+    "LearnerMethod",
+    "fit_learner",
+    "evaluate_fitted",
+    "parse_settings",
+    "scenario_section",
+    "learner_loader",
+    "SELECT_METRIC",
+    "defaults_and_sampler",
+]
+
+SELECT_METRIC = {
+    "explicit": ("mae", -1.0),
+    "implicit": ("auc", 1.0),
+}  # metric, sign (+1: higher is better)
+
+S = TypeVar("S")
+
+
+class _LearnerAPI(Protocol):
+    """The three methods of a learner (see the module docstring), for the type checker: the
+    learner itself is held as an ``nn.Module``, whose attribute types do not include them."""
+
+    def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor: ...
+
+    def adapt(self, support: EpisodeSet, steps: int | None, lr: float | None) -> Any: ...
+
+    def score(self, context: Any, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor: ...
+
+
+def _api(learner: nn.Module) -> _LearnerAPI:
+    return cast(_LearnerAPI, learner)
+
+
+class LearnerAdapted:
+    """A learner adapted to ``T`` tasks: ``score(users (T, N), items (T, N)) -> (T, N)``."""
+
+    def __init__(self, learner: nn.Module, context: Any, n_tasks: int) -> None:
+        self._learner, self._context, self._n = learner, context, n_tasks
+
+    @property
+    def n_tasks(self) -> int:
+        return self._n
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if users.shape != items.shape or users.dim() != 2 or users.shape[0] != self._n:
+            raise ConfigError(
+                f"score(users {tuple(users.shape)}, items {tuple(items.shape)}): expected two (T, N) tensors with "
+                f"T={self._n} (one row per adapted task)"
+            )
+        with torch.no_grad():
+            return _api(self._learner).score(self._context, users, items)
+
+
+class LearnerFitted:
+    """A trained learner behind the :class:`~metarec.methods.Fitted` protocol.
+
+    Attributes:
+        name: the method name; table: the interaction table; learner: the module.
+        settings: the resolved settings dataclass; log: training log (best step, history).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        table: InteractionTable,
+        learner: nn.Module,
+        settings: Any,
+        log: dict[str, Any],
+    ) -> None:
+        self.name, self.table, self.learner, self.settings, self.log = (
+            name,
+            table,
+            learner,
+            settings,
+            log,
+        )
+        self.k: int | None = None  # the scenario's shots (n_support), for protocols that need it
+
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> LearnerAdapted:
+        if support.users.dim() != 2:
+            raise ConfigError(
+                f"support.users has shape {tuple(support.users.shape)}: adapt takes a batch of tasks, (T, N) tensors; "
+                "for one task use support.select(slice(0, 1)) or unsqueeze(0)"
+            )
+        if steps is not None and steps < 0:
+            raise ConfigError(f"steps={steps}: must be >= 0")
+        dev = next(iter(self.learner.parameters())).device
+        dtype = next(iter(self.learner.parameters())).dtype
+        self.learner.eval()
+        ctx = _api(self.learner).adapt(support.to(dev, dtype), steps, lr)
+        return LearnerAdapted(self.learner, ctx, support.n_tasks)
+
+    def config(self) -> dict[str, Any]:
+        """``{"method", "settings", "k", "shape"}``: the resolved settings, the scenario's shots
+        and the learner's own sizes (``learner.shape()``, for modules whose architecture depends
+        on more than the settings and the table); with the table, they rebuild the learner's
+        modules (:func:`learner_loader`), and :meth:`load_state_dict` fills them."""
+        shape = getattr(self.learner, "shape", None)
+        return {
+            "method": self.name,
+            "settings": to_dict(self.settings),
+            "k": self.k,
+            "shape": shape() if callable(shape) else {},
+        }
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        own = self.learner.state_dict()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise CheckpointError(
+                f"{self.name}: state_dict keys differ: missing {missing[:5]}, unexpected {extra[:5]}; load a state "
+                f"saved by the same method and settings"
+            )
+        for k, v in state.items():
+            if tuple(v.shape) != tuple(own[k].shape):
+                raise CheckpointError(
+                    f"{self.name}: state_dict[{k!r}] has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}; the "
+                    "settings (dim, hidden, table) differ from the saved run's"
+                )
+        self.learner.load_state_dict(dict(state))
+
+
+Build = Callable[[FitData, Any], nn.Module]
+Shell = Callable[[InteractionTable, Any, Mapping[str, Any]], nn.Module]
+"""``shell(table, settings, shape) -> learner``: an untrained learner of the saved architecture."""
+
+
+def learner_loader(cls: type, shell: Shell) -> Callable[..., LearnerFitted]:
+    """A :data:`~metarec.methods.FittedLoader` for learners whose settings dataclass is ``cls``:
+    ``loader(name, config, table)`` rebuilds the settings from ``config["settings"]`` and the
+    modules with ``shell(table, settings, config["shape"])`` (untrained; ``load_state_dict``
+    restores every tensor: weights, buffers, memories).
+
+    Raises:
+        CheckpointError: the saved settings do not rebuild (a damaged manifest or one from
+            another metarec version).
+    """
+
+    def load(name: str, config: Mapping[str, Any], table: InteractionTable) -> LearnerFitted:
+        try:
+            settings: Any = from_dict(cls, dict(config["settings"]), where=f"learners.{name}")
+        except (ConfigError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"manifest.json: the saved settings of {name!r} do not rebuild ({e}); the run is damaged or "
+                "from another metarec version; re-train it"
+            ) from None
+        # the shell's random initialisation is overwritten by load_state_dict: keep the global RNG
+        with torch.random.fork_rng(devices=[]):
+            learner = shell(table, settings, dict(config.get("shape") or {}))
+        learner.eval()
+        fitted = LearnerFitted(name, table, learner, settings, {})
+        k = config.get("k")
+        fitted.k = None if k is None else int(k)
+        return fitted
+
+    return load
+
+
+class LearnerMethod:
+    """A :class:`~metarec.methods.Method` whose :meth:`fit` builds a learner and runs :func:`fit_learner`.
+
+    Args:
+        name: the method name.
+        build: ``build(data, settings) -> learner``.
+        settings: the method's settings dataclass (with a ``train`` :class:`TrainSettings` view).
+        sampler: the meta-train / meta-val task settings.
+        pretrain: optional ``pretrain(learner, data, settings)`` run before the episodic loop
+            (``learner`` is what ``build`` returned).
+        select: optional ``select(fitted, data) -> log`` run after it (a meta-val choice of an
+            adaptation setting, stored in the learner's buffers).
+        episodes: optional ``episodes(data) -> data``: the meta-train tasks of the episodic loop.
+        validate: optional ``validate(fitted, data) -> score`` (higher is better), the model
+            selection criterion of :func:`fit_learner` on meta-val.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        build: Build,
+        settings: Any,
+        sampler: SamplerConfig,
+        pretrain: Callable[[Any, FitData, Any], dict[str, Any]] | None = None,
+        select: Callable[[Any, FitData], dict[str, Any]] | None = None,
+        episodes: Callable[[FitData], FitData] | None = None,
+        validate: Callable[[Any, FitData], float] | None = None,
+    ) -> None:
+        self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
+        self._pretrain, self._select, self._episodes = pretrain, select, episodes
+        self._validate = validate
+
+    def fit(self, data: FitData) -> LearnerFitted:
+        t0 = time.perf_counter()
+        torch.manual_seed(data.seed)
+        learner = self._build(data, self.settings).to(data.device)
+        log: dict[str, Any] = {}
+        if self._pretrain is not None:
+            log["pretrain"] = self._pretrain(learner, data, self.settings)
+        episodes = data if self._episodes is None else self._episodes(data)
+        check = self._validate
+        val = None if check is None else (lambda f: check(f, data))
+        ts = train_settings(self.settings)
+        log.update(fit_learner(learner, episodes, ts, self.sampler, val))
+        fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
+        fitted.k = self.sampler.n_support
+        if self._select is not None:
+            log["selected"] = self._select(fitted, data)
+        log["fit_seconds"] = round(time.perf_counter() - t0, 2)
+        return fitted
+
+
+def fit_learner(
+    learner: nn.Module,
+    data: FitData,
+    ts: TrainSettings,
+    scfg: SamplerConfig,
+    validate: Callable[[LearnerFitted], float] | None = None,
+) -> dict[str, Any]:
+    """Train ``learner`` on meta-train tasks; keep the weights (and buffers) with the best
+    meta-val score (MAE for explicit, AUC for implicit feedback), checked every ``val_every``
+    steps and at the end. ``validate(fitted) -> score`` (higher is better) replaces that score
+    (a protocol's own meta-val criterion, e.g. the item warm-up phases' logloss); it is also
+    checked before the first step, so training that does not help keeps the initial weights.
+
+    Returns:
+        ``{"steps", "best_step", "best_val", "history": [{"step", "loss", "val"}...]}``.
+    """
+    table, splits = data.table, data.splits
+    dtype = next(iter(learner.parameters())).dtype
+    train_cfg = replace(scfg, negatives_from="pool")
+    sampler = TaskSampler(
+        table,
+        splits.pools[splits.train],
+        train_cfg,
+        seed=data.seed,
+        device=data.device,
+        dtype=dtype,
+    )
+    params = [p for p in learner.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=ts.lr) if params else None
+    metric, sign = SELECT_METRIC[table.feedback]
+    fitted = LearnerFitted("learner", table, learner, None, {})
+    fitted.k = scfg.n_support
+    best, best_step, since = -math.inf, 0, 0
+    snapshot = copy.deepcopy(learner.state_dict())
+    history: list[dict[str, Any]] = []
+    if validate is not None:
+        learner.eval()
+        best = validate(fitted)
+        history.append({"step": 0, "val": best})
+    step = 0
+    while step < ts.steps:
+        learner.train()
+        batch = sampler.sample(ts.meta_batch)
+        loss = _api(learner).meta_loss(batch)
+        step += 1
+        row: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
+        if opt is not None and torch.isfinite(loss):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if ts.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, ts.grad_clip)
+            opt.step()
+            after = getattr(learner, "after_step", None)
+            if after is not None:
+                with torch.no_grad():
+                    after(batch)
+        if step % ts.val_every == 0 or step == ts.steps:
+            if validate is not None:
+                learner.eval()
+                row["val"] = validate(fitted)
+                score = row["val"] if math.isfinite(row["val"]) else -math.inf
+            else:
+                val = evaluate_fitted(
+                    fitted,
+                    table,
+                    splits.pools[splits.val],
+                    scfg,
+                    max_tasks=ts.val_tasks,
+                    seed=data.seed,
+                )
+                row["val"] = float(val[metric])
+                score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
+            if score > best:
+                best, best_step, since = score, step, 0
+                snapshot = copy.deepcopy(learner.state_dict())
+            else:
+                since += 1
+            if ts.patience is not None and since >= ts.patience:
+                history.append(row)
+                break
+        history.append(row)
+    if ts.steps == 0 and validate is None:  # still report the untrained meta-val score
+        val = evaluate_fitted(
+            fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed
+        )
+        best = sign * float(val[metric])
+    learner.load_state_dict(snapshot)
+    learner.eval()
+    return {
+        "steps": step,
+        "best_step": best_step,
+        "best_val": (best if validate is not None else sign * best)
+        if math.isfinite(best)
+        else None,
+        "history": history,
+    }
+
+
+def evaluate_fitted(
+    fitted: Any,
+    table: InteractionTable,
+    pool: TaskPool,
+    scfg: SamplerConfig,
+    *,
+    max_tasks: int | None = None,
+    batch_size: int = 256,
+    k: int = 10,
+    seed: int = 0,
+    steps: int | None = None,
+    lr: float | None = None,
+    return_per_task: bool = False,
+) -> dict[str, Any]:
+    """Adapt any :class:`~metarec.methods.Fitted` to each task's support and score its query.
+
+    The same loop for every method (``fitted.adapt(support).score(query users, items)``);
+    explicit predictions are clipped to the rating scale. Returns
+    :meth:`metarec.metrics.evaluate.PoolScores.result`'s dictionary (mean over tasks per metric).
+    """
+    sampler = TaskSampler(table, pool, scfg, seed=seed)
+    n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
+    scores = PoolScores()
+    adapt_s = 0.0
+    for start in range(0, n, batch_size):
+        b = sampler.batch(np.arange(start, min(start + batch_size, n)))
+        t0 = time.perf_counter()
+        adapted = fitted.adapt(b.support, steps=steps, lr=lr)
+        pred = adapted.score(b.query.users, b.query.items)
+        adapt_s += time.perf_counter() - t0
+        pred = clip_to_scale(pred.detach().to(b.query.targets.dtype), table)
+        scores.add(
+            per_task_metrics(pred, b.query.targets, b.query.mask, table.feedback, k),
+            pred,
+            b.query.targets,
+            b.query.mask,
+        )
+    return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)

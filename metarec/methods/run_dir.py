@@ -1,0 +1,268 @@
+"""Train any registered method into a run directory, and load it back as a :class:`Fitted`.
+
+``metarec train SCENARIO --set algorithm.name=M --out RUN`` calls :func:`train_method`:
+
+* the engine's methods (MAML family, ``global``, ``finetune``, ``melu-ref``) run the one outer
+  loop, :func:`metarec.train.loop.train` (resume, checkpoints, ``metrics.jsonl``, test metrics);
+* every other method (``popularity``, the cross-domain methods, methods registered with
+  :func:`~metarec.methods.register_method`) is built from the scenario (its settings are checked
+  before any data is read), fitted on meta-train (selection on meta-val) and written by
+  :func:`save_fitted`: ``manifest.json`` (``"method": {"name", "engine": false, "config"}``),
+  ``config.json``, the encoders and features, ``checkpoints/best.pt`` (``{"state_dict": ...}``,
+  tensors only) and ``test_metrics.json``.
+
+:func:`load_fitted` reads either kind back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metarec._errors import CheckpointError, ConfigError
+from metarec.config import Scenario, config_hash, to_dict
+from metarec.data.load import load_table
+from metarec.data.table import InteractionTable
+from metarec.episodes.build import build_splits, sampler_config
+from metarec.episodes.splits import MetaSplits
+from metarec.methods.base import FitData, Fitted, build_fitted, build_method
+from metarec.methods.builtin import ENGINE_METHODS
+from metarec.methods.engine.method import EngineFitted, engine_scenario
+from metarec.methods.engine.run_files import load_best, load_run_parts
+from metarec.metrics.evaluate import evaluate_fitted
+from metarec.runs.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    atomic_write_json,
+    save_table_meta,
+    save_tensors,
+)
+from metarec.runs.fingerprint import write_fingerprint
+from metarec.runs.guard import check_finite_weights
+from metarec.train.loop import SELECT_METRIC, TrainResult, resolve_device, train
+from metarec.train.session import run_session
+
+__all__ = ["train_method", "save_fitted", "load_fitted"]
+
+
+def train_method(
+    scenario: Scenario,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    table: InteractionTable | None = None,
+    splits: MetaSplits | None = None,
+    evaluate_test: bool = True,
+) -> TrainResult:
+    """Train the method ``scenario.algorithm.name`` into run directory ``out`` (module docstring).
+
+    ``resume`` / ``overwrite`` as for :func:`metarec.train.loop.train`; every method holds the run
+    directory's lock while it writes (:mod:`metarec.train.session`).
+
+    Raises:
+        ConfigError: unknown method (with the closest name), a bad method setting (naming its
+            ``--set`` key), ``out`` already holds a run, or ``resume`` for a method without an
+            outer loop.
+    """
+    name = scenario.algorithm.name
+    out = Path(out)
+    if name in ENGINE_METHODS:
+        sc = engine_scenario(name, scenario)
+        return train(
+            sc,
+            out,
+            resume=resume,
+            overwrite=overwrite,
+            table=table,
+            splits=splits,
+            evaluate_test=evaluate_test,
+            method=name,  # melu-ref: the manifest names the method, written under the run's lock
+        )
+    method = build_method(name, scenario)  # settings are checked here, before any data is read
+    if resume:
+        raise ConfigError(
+            f"--resume with algorithm.name={name!r}: this method has no resumable outer loop; train it again"
+        )
+    with run_session(
+        out, overwrite=overwrite
+    ):  # hook (metarec.train.session): lock, orphan cleanup, overwrite, disk errors
+        if (out / "manifest.json").exists():
+            raise ConfigError(
+                f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder"
+            )
+        return _train_fitted(method, name, scenario, out, table, splits, evaluate_test)
+
+
+def _train_fitted(
+    method: Any,
+    name: str,
+    scenario: Scenario,
+    out: Path,
+    table: InteractionTable | None,
+    splits: MetaSplits | None,
+    evaluate_test: bool,
+) -> TrainResult:
+    t0 = time.perf_counter()
+    device = resolve_device(scenario.train.device)
+    table = load_table(scenario.data) if table is None else table
+    splits = build_splits(table, scenario.protocol) if splits is None else splits
+    fitted = method.fit(
+        FitData(
+            table,
+            splits,
+            seed=scenario.train.seed,
+            device=device,
+            out=out,
+            progress=scenario.train.progress,
+        )
+    )
+    scfg = sampler_config(scenario.protocol)
+    metric, _ = SELECT_METRIC[table.feedback]
+    val = evaluate_fitted(
+        fitted,
+        table,
+        splits.pools[splits.val],
+        scfg,
+        k=scenario.metrics.k,
+        names=scenario.metrics.names,
+        max_tasks=scenario.train.val_tasks,
+    )
+    best_val = {k: v for k, v in val.items() if isinstance(v, float) and k != "adapt_ms_per_task"}
+    save_fitted(fitted, out, scenario)
+    write_fingerprint(
+        out, fitted.table
+    )  # hook (metarec.runs.fingerprint): the encoders saved beside it
+    if evaluate_test:
+        states = {
+            s: evaluate_fitted(
+                fitted,
+                table,
+                splits.pools[s],
+                scfg,
+                k=scenario.metrics.k,
+                names=scenario.metrics.names,
+            )
+            for s in splits.states
+            if len(splits.pools[s])
+        }
+        atomic_write_json(
+            out / "test_metrics.json",
+            {
+                "best_step": 0,
+                "states": {
+                    s: {k: v for k, v in ev.items() if k != "per_task"} for s, ev in states.items()
+                },
+            },
+        )
+    seconds = time.perf_counter() - t0
+    atomic_write_json(
+        out / "summary.json",
+        {
+            "steps": 0,
+            "best_step": 0,
+            "best_val": best_val,
+            "skipped_steps": 0,
+            "seconds": round(seconds, 2),
+            "method": name,
+            "primary_metric": metric,
+        },
+    )
+    return TrainResult(out, 0, 0, best_val, 0, seconds, 0.0, False)
+
+
+def save_fitted(
+    fitted: Fitted, out: str | os.PathLike[str], scenario: Scenario | None = None
+) -> Path:
+    """Write ``fitted`` as a run directory that :func:`load_fitted` and ``metarec recommend`` read."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if scenario is not None:
+        atomic_write_json(out / "config.json", to_dict(scenario))
+    save_table_meta(fitted.table, out)
+    state = fitted.state_dict()
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConfigError(
+            f"{fitted.name}.state_dict(): entry {bad[0]!r} is not a tensor; a state_dict holds tensors only"
+        )
+    save_tensors(
+        out / "checkpoints" / "best.pt",
+        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0},
+    )
+    atomic_write_json(
+        out / "manifest.json",
+        {  # last: a folder with a manifest is complete
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config_hash": config_hash(scenario) if scenario is not None else None,
+            "method": {"name": fitted.name, "engine": False, "config": fitted.config()},
+            "feedback": fitted.table.feedback,
+        },
+    )
+    return out
+
+
+def load_fitted(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> Fitted:
+    """A run directory (any method) as its :class:`Fitted`.
+
+    Raises:
+        CheckpointError: damaged or foreign files, or weights that do not match the method.
+    """
+    parts = load_run_parts(run_dir, which=which, device=device)
+    if parts.model is not None and parts.algo is not None:
+        return EngineFitted(
+            parts.method_name,
+            parts.table,
+            parts.model,
+            parts.params,
+            parts.state,
+            parts.algo,
+            parts.model_config,
+            parts.steps,
+            parts.lr,
+            {"step": parts.step},
+        )
+    method: dict[str, Any] = parts.manifest["method"]
+    try:
+        fitted = build_fitted(str(method["name"]), method.get("config") or {}, parts.table)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} cannot be rebuilt from its config "
+            f"({type(e).__name__}: {e}); the manifest is damaged or from another metarec version; re-train"
+        ) from None
+    ck = load_best(run_dir, which=which)
+    if not isinstance(ck.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{str(Path(run_dir) / 'checkpoints' / f'{which}.pt')!r}: holds no 'state_dict'; re-train"
+        )
+    check_finite_weights(
+        _tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt"
+    )  # hook (metarec.runs.guard)
+    fitted.load_state_dict(ck["state_dict"])
+    return fitted
+
+
+def _tensors(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """The tensors of a nested ``state_dict`` by dotted name."""
+    out: dict[str, Any] = {}
+    items = (
+        tree.items()
+        if isinstance(tree, dict)
+        else enumerate(tree)
+        if isinstance(tree, (list, tuple))
+        else ()
+    )
+    for k, v in items:
+        name = f"{prefix}{k}"
+        if isinstance(v, torch.Tensor):
+            out[name] = v
+        else:
+            out.update(_tensors(v, name + "."))
+    return out
