@@ -202,7 +202,9 @@ def _cmd_federated(args: argparse.Namespace) -> int:
     from metarec.federated import run_federated
 
     sc = load_scenario(scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
-    res = run_federated(sc, args.out, backend=args.backend, resume=args.resume)
+    res = run_federated(
+        sc, args.out, backend=args.backend, resume=args.resume, overwrite=args.overwrite
+    )
     s = res.summary
     print(
         f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in {s['seconds']:.1f} s, "
@@ -434,7 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: the scenario's federated.backend (simulation)",
     )
-    fe.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    fe.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUN/checkpoints/last.pt (none yet: from round 0)",
+    )
+    fe.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the federated run in RUN (its own files only) and start afresh",
+    )
     scen(fe)
     fe.set_defaults(func=_cmd_federated)
 

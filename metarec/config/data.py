@@ -3,14 +3,16 @@ its ``[[data.files]]`` entries :class:`DataFile` and the generator :class:`Synth
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
 from metarec.config.schema import _NONE_WORDS
 
-__all__ = ["DataConfig", "DataFile", "SyntheticConfig"]
+__all__ = ["DataConfig", "DataFile", "SyntheticConfig", "resolve_data_paths"]
 
 _COLUMN_ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
@@ -92,7 +94,9 @@ class DataConfig:
     Fields:
         source: ``"synthetic"``, ``"movielens-100k"``, ``"movielens-1m"``, ``"recbole"``
             (atomic files), ``"amazon"`` (cross-domain pairs) or ``"csv"``.
-        path: file or folder to read; may use ``${METAREC_DATA}``. ``None`` for synthetic.
+        path: file or folder to read; may use ``${METAREC_DATA}``. ``None`` for synthetic. A
+            relative path in a scenario file is relative to that file's folder (one given with
+            ``--set`` to the current folder); the loaded scenario holds it absolute.
         name: RecBole dataset name (``source = "recbole"``).
         pair: Amazon domain pair, e.g. ``"sport_cloth"`` (``source = "amazon"``).
         feedback: ``"explicit"`` ratings or ``"implicit"`` positives.
@@ -222,3 +226,26 @@ class DataConfig:
             raise ConfigError(
                 'sep="": the separator needs at least one character; e.g. sep = "\\t", or "auto"'
             )
+
+
+def resolve_data_paths(
+    cfg: DataConfig, base: str | os.PathLike[str], files_base: str | os.PathLike[str] | None = None
+) -> DataConfig:
+    """``cfg`` with a relative ``path`` (and relative ``files[].path``) made absolute against
+    ``base`` (``files_base`` for the files; default ``base``), ``~`` expanded.
+
+    :func:`~metarec.config.load_scenario` resolves the paths a scenario file gives against the
+    file's folder, and those of ``--set`` against the current folder, so a run reads the same
+    files from any working folder (and its saved ``config.json`` names them absolutely).
+    """
+
+    def _abs(p: str, root: str | os.PathLike[str]) -> str:
+        q = Path(os.path.expanduser(p))
+        return str(q if q.is_absolute() else Path(os.path.abspath(Path(root) / q)))
+
+    fb = base if files_base is None else files_base
+    return replace(
+        cfg,
+        path=_abs(cfg.path, base) if cfg.path is not None else None,
+        files=tuple(replace(f, path=_abs(f.path, fb)) for f in cfg.files),
+    )

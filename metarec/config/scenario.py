@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from metarec._errors import ConfigError
 from metarec.config._checks import _check_at_least
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
-from metarec.config.data import DataConfig
+from metarec.config.data import DataConfig, resolve_data_paths
 from metarec.config.federated import FederatedConfig
 from metarec.config.protocol import MetricsConfig, ProtocolConfig
 from metarec.config.schema import (
@@ -27,7 +27,14 @@ from metarec.config.schema import (
 )
 from metarec.config.warmup import WarmupConfig
 
-__all__ = ["BenchConfig", "Scenario", "load_scenario", "save_config", "scenario_from_dict"]
+__all__ = [
+    "BenchConfig",
+    "Scenario",
+    "check_loss_fits",
+    "load_scenario",
+    "save_config",
+    "scenario_from_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,31 @@ class Scenario:
     learners: dict[str, Any] = field(default_factory=dict)
     warmup: WarmupConfig | None = None
 
+    def __post_init__(self) -> None:
+        check_loss_fits(self.algorithm.loss, self.data)
+
+
+def check_loss_fits(loss: str | None, data: DataConfig) -> None:
+    """Refuse a loss that does not fit the data's feedback: ``bce`` / ``bpr`` (for 0/1 clicks)
+    on explicit ratings outside ``[0, 1]``.
+
+    Raises:
+        ConfigError: naming ``algorithm.loss``, the feedback, the scale and the fix.
+    """
+    feedback = data.synthetic.feedback if data.source == "synthetic" else data.feedback
+    scale = None if data.source == "synthetic" else data.rating_scale
+    if loss not in ("bce", "bpr") or feedback != "explicit":
+        return
+    if scale is not None and 0.0 <= scale[0] and scale[-1] <= 1.0:
+        return  # explicit ratings within [0, 1]: a probability target
+    key = "data.synthetic.feedback" if data.source == "synthetic" else "data.feedback"
+    shown = f", rating_scale={list(scale)}" if scale is not None else ""
+    raise ConfigError(
+        f"algorithm.loss={loss!r}: a loss for implicit feedback (0/1 clicks), but the data are explicit "
+        f"ratings ({key}='explicit'{shown}); training on them would fit the ratings as if they were "
+        f"clicks; use --set algorithm.loss=mse (or leave it unset), or declare clicks with --set {key}=implicit"
+    )
+
 
 # --------------------------------------------------------------------------------------------
 # Files
@@ -109,6 +141,8 @@ def load_scenario(
 
     Args:
         path: a ``.toml`` scenario, or a ``.json`` config written by :func:`save_config`.
+            Relative data paths in it (``data.path``, ``data.files[].path``) are resolved
+            against its folder; relative ones given in ``overrides`` against the current folder.
         overrides: ``["algorithm.inner_steps=5", ...]``, applied in order after the file.
         data_root: value of ``${METAREC_DATA}``; defaults to the ``METAREC_DATA`` environment
             variable, which is needed only when a value uses it. Other ``${NAME}`` come from
@@ -120,15 +154,28 @@ def load_scenario(
     """
     path = Path(path)
     raw = read_config_file(path)
-    data = merge(raw, parse_overrides(overrides))
+    cli = parse_overrides(overrides)
+    data = merge(raw, cli)
     data.setdefault("name", path.stem)
     variables = dict(os.environ)
     if data_root is not None:
         variables["METAREC_DATA"] = os.fspath(data_root)
     try:
-        return scenario_from_dict(expand_vars(data, variables))
+        sc = scenario_from_dict(expand_vars(data, variables))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    # relative data paths: the file's against its folder, --set ones against the current folder
+    folder = path.resolve().parent
+    sec = cli.get("data")
+    given: Mapping[str, Any] = sec if isinstance(sec, Mapping) else {}
+    return replace(
+        sc,
+        data=resolve_data_paths(
+            sc.data,
+            Path.cwd() if "path" in given else folder,
+            Path.cwd() if "files" in given else folder,
+        ),
+    )
 
 
 def save_config(scenario: Any, path: str | os.PathLike[str]) -> Path:

@@ -67,6 +67,7 @@ from metarec.recommend.support import (
 )
 from metarec.runs.checkpoint import load_item_domains, load_tensors, read_manifest
 from metarec.runs.guard import OnDiverge, check_finite_weights, ensure_finite_adaptation
+from metarec.runs.identity import check_identity
 
 __all__ = [
     "MetaModel",
@@ -147,6 +148,8 @@ def load_adapted(
         )
     meta = load_run(path, device=device)
     blob = load_tensors(path / ADAPTED_FILE, map_location=meta.device)
+    # hook (metarec.runs.identity): the adapted weights of this directory, not another's
+    check_identity(blob, path, path / ADAPTED_FILE, manifest, what="adapted weights")
     try:
         users = IdEncoder.from_json(json.loads((path / USERS_FILE).read_text()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

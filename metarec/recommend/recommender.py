@@ -32,8 +32,10 @@ from metarec.episodes.batch import EpisodeSet
 from metarec.metrics.topk import top_k
 from metarec.recommend.support import UnknownItems, as_list, is_seq
 from metarec.runs.checkpoint import atomic_write_json, save_table_meta, save_tensors
-from metarec.runs.fingerprint import copy_fingerprint
+from metarec.runs.fingerprint import copy_fingerprint, read_fingerprint
+from metarec.runs.folder import claim_folder
 from metarec.runs.guard import check_scores
+from metarec.runs.identity import adapted_identity
 
 __all__ = ["Recommender", "AdaptedRecommender", "MethodRecommender", "ADAPTED_FILE", "USERS_FILE"]
 
@@ -309,10 +311,13 @@ class AdaptedRecommender(Recommender):
                 f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)"
             )
         meta = self.meta
-        out.mkdir(parents=True, exist_ok=True)
+        # hook (metarec.runs.folder): no write through a link; --overwrite replaces only an adapted directory
+        claim = claim_folder(out, "adapted", replace=overwrite, option="--out")
+        ident = adapted_identity(meta.manifest, claim.run_id, read_fingerprint(meta.run_dir))
         manifest = {k: v for k, v in meta.manifest.items() if k not in ("adapted", "adaptation")}
         manifest.update(
             {
+                "run": ident,
                 "adapted": True,
                 "adaptation": {
                     "per": self.per,
@@ -339,6 +344,7 @@ class AdaptedRecommender(Recommender):
                 "state": {k: v.detach().cpu() for k, v in meta.state.items()},
                 "step": meta.step,
                 "buffers": buffers,
+                "run": ident,
             },
         )
         save_tensors(
@@ -349,6 +355,7 @@ class AdaptedRecommender(Recommender):
                 "default_task": self._default,
                 "seen_user": torch.from_numpy(self._seen_user),
                 "seen_item": torch.from_numpy(self._seen_item),
+                "run": ident,
             },
         )
         atomic_write_json(out / USERS_FILE, self._users.to_json())

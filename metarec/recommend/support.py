@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import ConfigError, DataError, py, suggest
+from metarec._io.paths import special_file
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 
@@ -48,6 +49,11 @@ def read_support(path: str | os.PathLike[str]) -> pd.DataFrame:
         DataError: the file is missing, empty, has no header, or lacks one of the columns.
     """
     p = Path(path)
+    kind = special_file(p)
+    if kind is not None:
+        raise DataError(
+            f"support={str(p)!r}: is {kind}, not a regular file; pass a CSV file with columns user,item,rating"
+        )
     if not p.is_file():
         raise DataError(
             f"support={str(p)!r}: file not found; pass a CSV with columns user,item,rating"

@@ -50,7 +50,6 @@ from metarec.models.base import split_params
 from metarec.runs.checkpoint import (
     atomic_write_json,
     load_best,
-    load_tensors,
 )
 from metarec.runs.fingerprint import check_same_data, write_fingerprint
 from metarec.train import distributed  # [distributed]
@@ -181,7 +180,7 @@ def train(
     step, skipped, best_score, best_step, evals_without_gain = 0, 0, -math.inf, 0, 0
     best_val: dict[str, Any] = {}
     if resume:
-        ck = load_tensors(last, map_location=device)
+        ck = load_best(out, which="last", map_location=device)  # hook (metarec.runs.identity)
         _check_same_config(ck, scenario)
         with torch.no_grad():
             for k, v in ck["params"].items():
