@@ -333,13 +333,12 @@ def _fed_folder(folder: Path, *, rounds: int = 2, backend: str = "local", port: 
     lines = ["user,item,rating,domain"]
     for d in range(3):
         for u in range(25):
-            for it in rng.choice(40, size=14, replace=False):
+            for it in rng.choice(40, size=20, replace=False):
                 lines.append(f"d{d}u{u},d{d}i{it},{int(rng.integers(1, 6))},d{d}")
     (folder / "data.csv").write_text("\n".join(lines) + "\n")
     text = fp.SCENARIO.format(
         path="data.csv", data_extra='columns = { domain = "domain" }\n', steps=4
     )
-    text = text.replace("min_interactions = 18", "min_interactions = 12")
     (folder / "scenario.toml").write_text(
         text + _FED.format(rounds=rounds, backend=backend, port=port)
     )
@@ -370,7 +369,8 @@ def _kill_before_first_round(folder: Path) -> None:
         and time.monotonic() < deadline
     ):
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _fed_folder(
         folder, rounds=2
@@ -386,7 +386,7 @@ def _fed_kill_resume(folder: Path, base: Path):
             "SKIPPED",
             "the kill came after the first round's checkpoint",
         )
-    p = _fed("--resume")
+    p = _fed(folder, "--resume")
     return (
         p,
         *judge_ok(p, lambda: None if _rounds(folder) == [1, 2] else f"rounds {_rounds(folder)}"),
@@ -396,11 +396,11 @@ def _fed_kill_resume(folder: Path, base: Path):
 @case("federated", "kill -9 before the first round, then a plain rerun, then --overwrite")
 def _fed_kill_rerun(folder: Path, base: Path):
     _kill_before_first_round(folder)
-    p = _fed()
+    p = _fed(folder)
     out, detail = judge_error(p, "--resume", "--overwrite")
     if out != "CLEAR ERROR":
         return p, out, detail
-    q = _fed("--overwrite")
+    q = _fed(folder, "--overwrite")
     return (
         q,
         *judge_ok(q, lambda: None if _rounds(folder) == [1, 2] else f"rounds {_rounds(folder)}"),
@@ -418,7 +418,7 @@ def _fed_disk(folder: Path, base: Path):
     out, detail = judge_error(p, "disk is full", "--resume")
     if out != "CLEAR ERROR":
         return p, out, detail
-    q = _fed("--resume")
+    q = _fed(folder, "--resume")
     return (
         q,
         *judge_ok(q, lambda: None if _rounds(folder) == [1, 2] else f"rounds {_rounds(folder)}"),

@@ -59,6 +59,7 @@ from metarec.recommend.recommender import (
 from metarec.recommend.run_model import RunModel, SupportLike
 from metarec.recommend.support import (
     SupportRows,
+    SupportTasks,
     UnknownItems,
     check_lr,
     group_tasks,
@@ -285,6 +286,26 @@ class MetaModel(RunModel[AdaptedRecommender]):
         progress: bool = False,
         on_diverge: OnDiverge = "error",
     ) -> AdaptedRecommender:
+        t = group_tasks(
+            rows,
+            self.user_ids,
+            self.item_ids,
+            per=per,
+            unknown_items=unknown_items,
+            extra_user=extra_user,
+        )
+        return self._adapt_grouped(t, steps, lr, per, chunk_size, progress, on_diverge)
+
+    def _adapt_grouped(
+        self,
+        t: SupportTasks,
+        steps: int | None,
+        lr: float | None,
+        per: str,
+        chunk_size: int | None,
+        progress: bool,
+        on_diverge: OnDiverge,
+    ) -> AdaptedRecommender:
         check_lr(lr)
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
@@ -294,14 +315,6 @@ class MetaModel(RunModel[AdaptedRecommender]):
             )
         steps = self._resolve_steps(self.steps if steps is None else steps)
         lr = self.lr if lr is None else lr
-        t = group_tasks(
-            rows,
-            self.user_ids,
-            self.item_ids,
-            per=per,
-            unknown_items=unknown_items,
-            extra_user=extra_user,
-        )
         fast = self._adapt_tasks(
             t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size, progress
         )

@@ -20,6 +20,7 @@ from metarec.recommend.recommender import MethodRecommender
 from metarec.recommend.run_model import RunModel, SupportLike
 from metarec.recommend.support import (
     SupportRows,
+    SupportTasks,
     check_lr,
     group_tasks,
     pad_tasks,
@@ -89,9 +90,6 @@ class MethodModel(RunModel[MethodRecommender]):
         progress: bool = False,
         on_diverge: OnDiverge = "error",
     ) -> MethodRecommender:
-        check_lr(lr)
-        if steps is not None:
-            steps = check_steps(steps, "steps")  # hook (metarec.config.limits): at most MAX_STEPS
         t = group_tasks(
             rows,
             self.user_ids,
@@ -100,6 +98,21 @@ class MethodModel(RunModel[MethodRecommender]):
             unknown_items=unknown_items,
             extra_user=extra_user,
         )
+        return self._adapt_grouped(t, steps, lr, per, chunk_size, progress, on_diverge)
+
+    def _adapt_grouped(
+        self,
+        t: SupportTasks,
+        steps: int | None,
+        lr: float | None,
+        per: str,
+        chunk_size: int | None,
+        progress: bool,
+        on_diverge: OnDiverge,
+    ) -> MethodRecommender:
+        check_lr(lr)
+        if steps is not None:
+            steps = check_steps(steps, "steps")  # hook (metarec.config.limits): at most MAX_STEPS
         adapted = None
         if t.n_tasks:
             users, items, targets, mask = pad_tasks(

@@ -17,7 +17,13 @@ import pandas as pd
 
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
-from metarec.recommend.support import SupportRows, UnknownItems, encode_items, parse_support
+from metarec.recommend.support import (
+    SupportRows,
+    SupportTasks,
+    UnknownItems,
+    encode_items,
+    parse_support,
+)
 from metarec.runs.guard import OnDiverge
 
 __all__ = ["Per", "RunModel", "SupportLike"]
@@ -151,6 +157,20 @@ class RunModel(Generic[R]):
             on_diverge=on_diverge,
         )
 
+    def adapt_tasks(
+        self,
+        tasks: SupportTasks,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        on_diverge: OnDiverge = "error",
+    ) -> R:
+        """Adapt to tasks whose rows are already validated and encoded
+        (:func:`~metarec.recommend.support.encoded_tasks`): the rows go straight to the method's
+        adaptation, nothing is parsed or encoded again (the serving path). Arguments as for
+        :meth:`adapt`."""
+        return self._adapt_grouped(tasks, steps, lr, "user", 4096, False, on_diverge)
+
     # ------------------------------------------------------------------ for subclasses
     def _support_rows(
         self,
@@ -173,6 +193,18 @@ class RunModel(Generic[R]):
         extra_user: Any,
         progress: bool = False,
         on_diverge: OnDiverge = "error",
+    ) -> R:
+        raise NotImplementedError
+
+    def _adapt_grouped(
+        self,
+        tasks: SupportTasks,
+        steps: int | None,
+        lr: float | None,
+        per: str,
+        chunk_size: int | None,
+        progress: bool,
+        on_diverge: OnDiverge,
     ) -> R:
         raise NotImplementedError
 
