@@ -169,3 +169,26 @@ def test_a_missing_logger_extra_is_one_line_and_writes_nothing(
     code = main(["train", COLD_START, "--out", str(out), "--set", 'train.loggers=["tensorboard"]'])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("metarec: error:") and not out.exists()
+
+
+def test_a_run_moved_with_its_data_still_resumes(tmp_path) -> None:
+    """Data paths are absolute in the loaded scenario; moving a project (scenario, data, run)
+    elsewhere must not break --resume (the data's identity is their fingerprint, not their path)."""
+    from metarec.data.synthetic import make_synthetic
+
+    a = tmp_path / "a"
+    a.mkdir()
+    frame = make_synthetic(2, 40, 50, density=0.4, seed=0).to_frame(raw_ids=True)
+    frame[["user", "item", "rating"]].to_csv(a / "d.csv", index=False)
+    (a / "s.toml").write_text(
+        '[data]\nsource = "csv"\npath = "d.csv"\n[protocol]\nn_support = 3\nn_query = 3\n'
+        'min_interactions = 6\n[model]\nname = "gmf"\n[train]\nprogress = false\nval_every = 2\n'
+        "val_tasks = 8\ncheckpoint_every = 2\n"
+    )
+    train(load_scenario(a / "s.toml", ["train.steps=2"]), a / "run", evaluate_test=False)
+    b = Path(shutil.copytree(a, tmp_path / "b"))
+    shutil.rmtree(a)
+    res = train(
+        load_scenario(b / "s.toml", ["train.steps=4"]), b / "run", resume=True, evaluate_test=False
+    )
+    assert res.steps == 4

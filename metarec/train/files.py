@@ -145,8 +145,15 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _resume_key(sc: Scenario) -> Scenario:
-    """The config that must match to resume (the step budget and progress bar may change)."""
-    return replace(sc, train=replace(sc.train, steps=0, progress=False, loggers=()))
+    """The config that must match to resume (the step budget and progress bar may change, and so
+    may where the data lie: a run and its data moved together still resume; that the data are
+    the same is checked by their fingerprint, :func:`metarec.runs.fingerprint.check_same_data`)."""
+    data = replace(
+        sc.data,
+        path=None if sc.data.path is None else "<data>",
+        files=tuple(replace(f, path="<data>") for f in sc.data.files),
+    )
+    return replace(sc, data=data, train=replace(sc.train, steps=0, progress=False, loggers=()))
 
 
 def _check_same_config(ck: dict, sc: Scenario) -> None:
