@@ -1,15 +1,23 @@
 """``metarec.bench.parallel``: independent units in forked worker processes with one thread each;
-results handed back in this process; the first failure stops new units and is raised."""
+results handed back in this process; the first failure stops new units and is raised. ``metarec
+bench --jobs 2`` gives the rows of ``--jobs 1`` and resumes alike."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
+from test_bench_resume import GRID, TINY, tiny
 
+import metarec.bench.run as bench_run
 from metarec._errors import ConfigError
+from metarec.bench import run_bench
 from metarec.bench.parallel import check_jobs, run_units
+from metarec.bench.report import load_per_task
+from metarec.cli.main import main
 
 
 def _square_in_worker(x: int) -> tuple[int, int, int]:
@@ -81,3 +89,64 @@ def test_check_jobs_errors(jobs, device: str, match: str) -> None:  # noqa: ANN0
     with pytest.raises(ConfigError, match=match):
         check_jobs(jobs, device)
     assert check_jobs(1, "cuda") == 1 and check_jobs(2, "cpu") == 2
+
+
+# ---------------------------------------------------------------- metarec bench --jobs
+MEASURED = {"train_seconds", "eval_seconds", "adapt_ms_per_task", "peak_memory_mb"}
+"""Row fields that measure the run (time, process memory) rather than compute its results."""
+
+
+def _rows(out: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines() if x.strip()]
+    return [{k: v for k, v in r.items() if k not in MEASURED} for r in rows]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_bench_jobs_2_gives_the_rows_of_jobs_1(tmp_path: Path) -> None:
+    one = run_bench(tiny(), out=tmp_path / "one", **GRID)
+    two = run_bench(tiny(), out=tmp_path / "two", jobs=2, **GRID)
+    assert _rows(tmp_path / "two") == _rows(tmp_path / "one")  # same rows, same order
+    assert len(two.rows) == len(one.rows) == 6
+    assert load_per_task(tmp_path / "two") == load_per_task(tmp_path / "one")
+    assert json.loads((tmp_path / "two" / "bench.json").read_text())["jobs"] == 2
+
+
+def test_bench_jobs_2_is_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that fails in a worker stops the benchmark; the finished runs are on disk, and
+    --resume (again with two workers) runs only the rest, to the rows of an uninterrupted run."""
+    out, log = tmp_path / "b", tmp_path / "calls.txt"
+    real = bench_run.run_method
+
+    def run(ctx, say):  # noqa: ANN001, ANN202
+        with log.open("a") as f:  # workers are processes: count the calls in a file
+            f.write(ctx.run_id + "\n")
+        if ctx.algo == "maml" and os.environ.get("FAIL_MAML") == "1":
+            raise Interrupt(ctx.run_id)
+        return real(ctx, say)
+
+    monkeypatch.setattr(bench_run, "run_method", run)
+    monkeypatch.setenv("FAIL_MAML", "1")
+    with pytest.raises(Interrupt, match="maml-s0"):
+        run_bench(tiny(), out=out, jobs=2, **GRID)
+    assert {r["algorithm"] for r in _rows(out)} == {"global", "popularity"}
+    monkeypatch.setenv("FAIL_MAML", "0")
+    log.unlink()
+    res = run_bench(tiny(), out=out, jobs=2, resume=True, **GRID)
+    assert log.read_text().split() == ["maml-s0"]
+    straight = run_bench(tiny(), out=tmp_path / "straight", **GRID)
+    assert _rows(out) == _rows(tmp_path / "straight")
+    assert json.loads((out / "bench.json").read_text())["resumed_runs"] == 2
+    assert len(res.rows) == len(straight.rows)
+
+
+def test_bench_jobs_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match=r"jobs=0: the number of worker processes"):
+        run_bench(tiny(), out=tmp_path / "b", jobs=0, **GRID)
+    args = ["bench", "tasks/synthetic-cold-start.toml", "--out", str(tmp_path / "c")]
+    assert main([*args, "--jobs", "0", *sum((["--set", s] for s in TINY), [])]) != 0
+    assert (
+        "jobs=0: the number of worker processes must be an integer >= 1" in capsys.readouterr().err
+    )
