@@ -252,6 +252,7 @@ def engines(
     variants = (
         [("analytic", b) for b in args.buckets]
         + [("analytic-autograd", max(args.buckets))]
+        + ([("analytic-compiled", max(args.buckets))] if getattr(args, "compile", False) else [])
         + [("vmap", b) for b in sorted({1, max(args.buckets)})]
     )
     for engine, b in variants:
@@ -264,14 +265,47 @@ def engines(
             engine=engine.partition("-")[0],
         )
         fused = engine != "analytic-autograd"
-        out[f"metarec-{engine}/buckets={b}"] = lambda bt, t, cfg=cfg, fused=fused: metarec_grads(
-            cfg, model, params, bt, fused
+        run = lambda bt, t, cfg=cfg, fused=fused: metarec_grads(cfg, model, params, bt, fused)  # noqa: E731
+        out[f"metarec-{engine}/buckets={b}"] = (
+            _compiled(run) if engine.endswith("compiled") else run
         )
     out["loop"] = lambda b, t: loop_grads(model, params, t, args.inner_steps, args.inner_lr)
     if maml_cls is not None:
         maml = maml_cls(DecisionLayers(model), lr=args.inner_lr, first_order=False)
         out["learn2learn"] = lambda b, t: l2l_grads(maml, model, t, args.inner_steps)
     return out
+
+
+_COMPILED: dict[str, Callable] = {}
+FIRST_COMPILED_CALL: list[float] = []  # seconds of the compiled variant's first call (it compiles)
+
+
+def _compiled(
+    fn: Callable[[EpisodeBatch, list[Task]], Grads],
+) -> Callable[[EpisodeBatch, list[Task]], Grads]:
+    """``fn`` with the written-out inner loop's forward and reverse passes
+    (``mlp_fused._forward``, ``mlp_fused._reverse``: tensor code without autograd, so
+    ``torch.compile`` applies) compiled by ``torch.compile(dynamic=True)`` (inductor, C++ on CPU)
+    for the duration of each call; the first call compiles (its seconds are recorded in
+    :data:`FIRST_COMPILED_CALL`, the float64 gradient check's call: a second compile follows for
+    float32, in the FLOP count or the warm-up)."""
+    from metarec.algorithms import mlp_fused
+
+    def run(b: EpisodeBatch, t: list[Task]) -> Grads:
+        if not _COMPILED:
+            _COMPILED["_forward"] = torch.compile(mlp_fused._forward, dynamic=True)
+            _COMPILED["_reverse"] = torch.compile(mlp_fused._reverse, dynamic=True)
+        saved = mlp_fused._forward, mlp_fused._reverse
+        mlp_fused._forward, mlp_fused._reverse = _COMPILED["_forward"], _COMPILED["_reverse"]
+        t0 = time.perf_counter()
+        try:
+            return fn(b, t)
+        finally:
+            mlp_fused._forward, mlp_fused._reverse = saved
+            if not FIRST_COMPILED_CALL:
+                FIRST_COMPILED_CALL.append(time.perf_counter() - t0)
+
+    return run
 
 
 def count_flops(
@@ -614,6 +648,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even when installed")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add metarec-analytic-compiled: the written-out inner loop under torch.compile "
+        "(needs a C++ compiler on CPU; compiling takes minutes, in the warm-up)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the subprocess peak-memory runs")
     p.add_argument(
         "--profile",
@@ -804,6 +844,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     )
                 ),
                 "gradient_check": check.get(name),
+                "first_call_seconds": FIRST_COMPILED_CALL[0]
+                if name.startswith("metarec-analytic-compiled") and FIRST_COMPILED_CALL
+                else None,
                 "learn2learn": l2l_status,
                 "perf_warnings": perf_warnings,
                 "command": C.command_line(),
