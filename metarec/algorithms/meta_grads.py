@@ -1,5 +1,6 @@
 """The meta-loss and meta-gradients of one group of tasks, by path: the analytic inner loop of
-MeLU-style decision layers (:mod:`metarec.algorithms.mlp`), the MAML family under
+MeLU-style decision layers (:mod:`metarec.algorithms.mlp`; its reverse pass written out where
+:func:`~metarec.algorithms.mlp_fused.fused_applies`), the MAML family under
 :func:`torch.func.vmap`, and Reptile. Summed over groups by
 :func:`metarec.algorithms.meta.meta_loss_and_grads`."""
 
