@@ -8,6 +8,7 @@ of the cross-genre scenarios (:func:`genre_group_domains`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,6 +126,7 @@ def _read(cfg: DataConfig) -> InteractionTable:
             rating_scale=scale,
             duplicates=cfg.duplicates,
             **opts,  # type: ignore[arg-type]
+            **_feature_kwargs(cfg),
         )
     path = Path(cfg.path)  # type: ignore[arg-type]
     if cfg.source == "movielens-100k":
@@ -140,6 +142,23 @@ def _read(cfg: DataConfig) -> InteractionTable:
     if not cfg.pair:
         raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
     return readers.read_amazon_pair(path, cfg.pair)
+
+
+def _feature_kwargs(cfg: DataConfig) -> dict[str, Any]:
+    """``user_features=``, ``user_feature_specs=``, ... of the ``[[data.*_features]]`` files."""
+    from metarec.data.feature_files import read_feature_files
+
+    out: dict[str, Any] = {}
+    for what in ("user", "item"):
+        entries = getattr(cfg, f"{what}_features")
+        if entries:
+            frame, specs = read_feature_files(entries, what, ids=cfg.ids, namespace=cfg.namespace)
+            out |= {
+                f"{what}_features": frame,
+                f"{what}_feature_specs": specs,
+                f"{what}_feature_id": entries[0].id,
+            }
+    return out
 
 
 def _columns(cfg: DataConfig) -> Columns:
