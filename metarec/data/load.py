@@ -14,6 +14,7 @@ import numpy as np
 
 from metarec._errors import ConfigError
 from metarec.config import DataConfig
+from metarec.data.drops import Drop, lost_entities
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 
@@ -56,7 +57,7 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
     keep = dom > 0
     enc = IdEncoder(names, name="domain")
     t = table.subset(keep)
-    return InteractionTable(
+    out = InteractionTable(
         t.users,
         t.items,
         t.ratings,
@@ -70,6 +71,25 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
         user_features=t.user_features,
         item_features=t.item_features,
     )
+    out.filtered = list(table.filtered)
+    if not keep.all():
+        out.filtered.append(
+            Drop(
+                "data.domain_by",
+                "genre_group",
+                int((~keep).sum()),
+                lost_entities(table.users, ~keep, keep),
+                lost_entities(table.items, ~keep, keep),
+                f"ratings of movies whose first genre is in no genre group (e.g. {_first_orphan(vocab, first, group_of)!r})",
+                "no setting keeps them: they have no domain",
+            )
+        )
+    return out
+
+
+def _first_orphan(vocab: list[str], first: np.ndarray, group_of: dict[str, str]) -> str:
+    codes = [c for c in np.unique(first) if c and vocab[c] not in group_of]
+    return vocab[codes[0]] if codes else "no genre"
 
 
 def _read(cfg: DataConfig) -> InteractionTable:
