@@ -249,7 +249,9 @@ def test_missing_required_key():
     from metarec.config import FeatureFile
 
     with pytest.raises(ConfigError, match=r"missing key 'data.user_features\[0\].id'"):
-        from_dict(FeatureFile, {"path": "u.csv", "columns": {"a": "numeric"}}, "data.user_features[0]")
+        from_dict(
+            FeatureFile, {"path": "u.csv", "columns": {"a": "numeric"}}, "data.user_features[0]"
+        )
     assert scenario_from_dict({}).name == "scenario"  # a scenario built in Python needs no name
 
 
