@@ -10,7 +10,7 @@ column and feature columns, joins several files on the id and returns the frame 
 >>> from metarec.config.features import FeatureFile
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "u.user"
 >>> _ = p.write_text("1|24|M|technician\\n2|53|F|other\\n")
->>> entry = FeatureFile(str(p), id="user", sep="|", header=False,
+>>> entry = FeatureFile(str(p), id="user", format="csv", sep="|", header=False,
 ...                     names=("user", "age", "gender", "job"),
 ...                     columns={"age": "numeric", "gender": "categorical"})
 >>> frame, specs = read_feature_files([entry], "user")
