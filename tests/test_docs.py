@@ -82,3 +82,16 @@ def test_the_method_guide_links_every_row_to_a_result():
     for row in rows:
         last = row.rstrip(" |").rsplit("|", 1)[1]
         assert "results.md#" in last or "placeholder" in last.lower(), row
+
+
+def test_toml_blocks_are_valid_scenarios():
+    import tomllib
+
+    from metarec.config import load_scenario
+
+    blocks = _blocks("toml")
+    assert len(blocks) >= 3
+    for page, code in blocks:
+        included = _SNIPPET.findall(code)
+        text = (ROOT / included[0]).read_text() if included else code
+        load_scenario(tomllib.loads(text), data_root="/datasets")  # every key and value checked
