@@ -94,4 +94,7 @@ def test_toml_blocks_are_valid_scenarios():
     for page, code in blocks:
         included = _SNIPPET.findall(code)
         text = (ROOT / included[0]).read_text() if included else code
-        load_scenario(tomllib.loads(text), data_root="/datasets")  # every key and value checked
+        try:
+            load_scenario(tomllib.loads(text), data_root="/datasets")  # every key and value checked
+        except Exception as e:
+            pytest.fail(f"{page.relative_to(ROOT)}: a TOML block is not a valid scenario: {e}")
