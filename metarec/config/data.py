@@ -4,13 +4,15 @@ its ``[[data.files]]`` entries :class:`DataFile` and the generator :class:`Synth
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
-from metarec.config.schema import _NONE_WORDS
+from metarec.config.features import FeatureFile
+from metarec.config.schema import _NONE_WORDS, coerce_tables
 
 __all__ = ["DataConfig", "DataFile", "SyntheticConfig", "resolve_data_paths"]
 
@@ -124,6 +126,10 @@ class DataConfig:
             ``"last"``, or ``"mean"`` of the ratings.
         shared_users: ``source = "shared_below_k"``: K, the number of shared users (ids
             ``0..K-1`` are in every domain, ids from K on are local to their domain).
+        user_features, item_features: side-feature files (``[[data.user_features]]``,
+            ``[[data.item_features]]`` tables, each a :class:`~metarec.config.features.FeatureFile`:
+            path, id column, feature columns and their kinds), read with the interactions
+            (``source = "csv"``); several files of one entity are joined on the id.
     """
 
     source: Literal[
@@ -148,9 +154,13 @@ class DataConfig:
     namespace: tuple[str, ...] = ()
     duplicates: Literal["error", "first", "last", "mean"] = "error"
     shared_users: int | None = None
+    user_features: tuple[FeatureFile, ...] = ()
+    item_features: tuple[FeatureFile, ...] = ()
 
     def __post_init__(self) -> None:
+        coerce_tables(self)  # DataConfig(files=[{...}], user_features=[{...}]) from Python
         self._check_files()
+        self._check_feature_files()
         scale = self.rating_scale
         if scale is not None and (len(scale) != 2 or not scale[0] < scale[1]):
             raise ConfigError(
@@ -178,6 +188,29 @@ class DataConfig:
                 raise ConfigError(
                     f"columns.{role}={self.columns[role]!r}: every interaction needs a {role} column; name it"
                 )
+
+    def _check_feature_files(self) -> None:
+        for what in ("user_features", "item_features"):
+            entries = getattr(self, what)
+            if entries and self.source != "csv":
+                builtin = (
+                    " (its reader loads the dataset's own features)"
+                    if self.source != "synthetic"
+                    else ""
+                )
+                raise ConfigError(
+                    f'{what}: [[data.{what}]] files are read with source = "csv", not source={self.source!r}'
+                    f'{builtin}; read the interactions as source = "csv" too, or remove the {what} entries'
+                )
+            seen: dict[str, int] = {}
+            for i, entry in enumerate(entries):
+                for col in entry.columns:
+                    if col in seen:
+                        raise ConfigError(
+                            f"{what}[{i}].columns.{col}: feature {col!r} is already read from {what}[{seen[col]}]; "
+                            "each feature comes from one file; rename or drop one of them"
+                        )
+                    seen[col] = i
 
     def _check_files(self) -> None:
         if self.files and self.path is not None:
@@ -229,23 +262,32 @@ class DataConfig:
 
 
 def resolve_data_paths(
-    cfg: DataConfig, base: str | os.PathLike[str], files_base: str | os.PathLike[str] | None = None
+    cfg: DataConfig, base: str | os.PathLike[str], *, cwd_keys: Iterable[str] = ()
 ) -> DataConfig:
-    """``cfg`` with a relative ``path`` (and relative ``files[].path``) made absolute against
-    ``base`` (``files_base`` for the files; default ``base``), ``~`` expanded.
+    """``cfg`` with its relative paths made absolute (``~`` expanded): ``path``, ``files[].path``
+    and the feature files' ``path`` against ``base``, except the keys of ``cwd_keys`` (``"path"``,
+    ``"files"``, ``"user_features"``, ``"item_features"``) against the current folder.
 
     :func:`~metarec.config.load_scenario` resolves the paths a scenario file gives against the
-    file's folder, and those of ``--set`` against the current folder, so a run reads the same
-    files from any working folder (and its saved ``config.json`` names them absolutely).
+    file's folder, and those given otherwise (``--set``, a dict) against the current folder, so
+    a run reads the same files from any working folder (and its saved ``config.json`` names them
+    absolutely).
     """
+    cwd = set(cwd_keys)
 
-    def _abs(p: str, root: str | os.PathLike[str]) -> str:
+    def _abs(p: str, key: str) -> str:
         q = Path(os.path.expanduser(p))
-        return str(q if q.is_absolute() else Path(os.path.abspath(Path(root) / q)))
+        root = Path.cwd() if key in cwd else Path(base)
+        return str(q if q.is_absolute() else Path(os.path.abspath(root / q)))
 
-    fb = base if files_base is None else files_base
     return replace(
         cfg,
-        path=_abs(cfg.path, base) if cfg.path is not None else None,
-        files=tuple(replace(f, path=_abs(f.path, fb)) for f in cfg.files),
+        path=_abs(cfg.path, "path") if cfg.path is not None else None,
+        files=tuple(replace(f, path=_abs(f.path, "files")) for f in cfg.files),
+        user_features=tuple(
+            replace(f, path=_abs(f.path, "user_features")) for f in cfg.user_features
+        ),
+        item_features=tuple(
+            replace(f, path=_abs(f.path, "item_features")) for f in cfg.item_features
+        ),
     )

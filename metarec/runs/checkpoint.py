@@ -116,9 +116,8 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
         "pass a run directory written by 'metarec train'",
         CheckpointError,
     )
-    verify(
-        path
-    )  # hook (metarec._io.checksums): a flipped byte is a CheckpointError naming the file
+    # hook (metarec._io.checksums): a flipped byte is a CheckpointError naming the file, before parsing
+    verify(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any parser failure is a refusal (KeyError, IndexError, ...)

@@ -152,6 +152,8 @@ def _resume_key(sc: Scenario) -> Scenario:
         sc.data,
         path=None if sc.data.path is None else "<data>",
         files=tuple(replace(f, path="<data>") for f in sc.data.files),
+        user_features=tuple(replace(f, path="<data>") for f in sc.data.user_features),
+        item_features=tuple(replace(f, path="<data>") for f in sc.data.item_features),
     )
     return replace(sc, data=data, train=replace(sc.train, steps=0, progress=False, loggers=()))
 
