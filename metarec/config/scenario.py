@@ -204,11 +204,10 @@ def load_scenario(
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     # relative data paths: a file's against its folder, the others against the current folder
-    given = {
-        k
-        for layer in (sections, parse_overrides(overrides))
-        for k in (layer.get("data") if isinstance(layer.get("data"), Mapping) else {})
-    }
+    given: set[str] = set()
+    for layer in (sections, parse_overrides(overrides)):
+        sec = layer.get("data")
+        given |= set(sec) if isinstance(sec, Mapping) else set()
     return replace(sc, data=resolve_data_paths(sc.data, folder, cwd_keys=given))
 
 
