@@ -74,6 +74,8 @@ _EXPORTS: dict[str, str] = {
     "load_adapted": "metarec.recommend.load",
     "open_recommender": "metarec.recommend.load",
     "read_support": "metarec.recommend.load",
+    "RunModel": "metarec.recommend.run_model",
+    "Recommender": "metarec.recommend.recommender",
     "MetaModel": "metarec.recommend.load",
     "MethodModel": "metarec.recommend.load",
     "AdaptedRecommender": "metarec.recommend.recommender",
@@ -109,6 +111,8 @@ __all__ = [
     "MethodModel",
     "MethodRecommender",
     "RecModel",
+    "Recommender",
+    "RunModel",
     "SamplerConfig",
     "Scenario",
     "TaskDataset",
@@ -306,5 +310,6 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
         open_recommender,
         read_support,
     )
-    from metarec.recommend.recommender import AdaptedRecommender, MethodRecommender
+    from metarec.recommend.recommender import AdaptedRecommender, MethodRecommender, Recommender
+    from metarec.recommend.run_model import RunModel
     from metarec.train.loop import TrainResult, train

@@ -90,14 +90,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         on_diverge=args.on_diverge,
         unknown_items=args.unknown_items,
     )
-    if not hasattr(rec, "save"):
-        raise MetarecError(
-            f"--run {args.run!r}: a run of method {rec.meta.name!r}, which has no adapted weights to save; "
-            "serve it with 'metarec recommend --run RUN --support CSV' instead"
-        )
     out = rec.save(args.out, overwrite=args.overwrite)
+    how = f"{rec.steps} step(s)" if rec.steps is not None else f"{rec.meta.name}'s own adaptation"
     print(
-        f"adapted {rec.n_tasks} user(s) ({rec.steps} step(s)) in {time.perf_counter() - t0:.2f} s; "
+        f"adapted {rec.n_tasks} user(s) ({how}) in {time.perf_counter() - t0:.2f} s; "
         f"adapted directory: {out}"
     )
     return 0

@@ -163,6 +163,12 @@ class AlgorithmConfig:
         return self.first_order or self.name in ("fomaml", "reptile")
 
     @property
+    def default_steps(self) -> int:
+        """Inner steps at adaptation when none are asked for: ``global`` adapts nothing (0),
+        every other algorithm runs its ``inner_steps``. The one home of that rule."""
+        return 0 if self.name == "global" else self.inner_steps
+
+    @property
     def meta_learned_lrs(self) -> bool:
         """Whether the algorithm state holds learned inner learning rates."""
         return self.name == "metasgd" or self.per_step_lr

@@ -46,7 +46,7 @@ from metarec.runs.guard import check_finite_weights
 from metarec.train.loop import SELECT_METRIC, TrainResult, resolve_device, train
 from metarec.train.session import run_session
 
-__all__ = ["train_method", "save_fitted", "load_fitted"]
+__all__ = ["train_method", "save_fitted", "load_fitted", "read_run"]
 
 
 def train_method(
@@ -215,6 +215,13 @@ def load_fitted(
     Raises:
         CheckpointError: damaged or foreign files, or weights that do not match the method.
     """
+    return read_run(run_dir, which=which, device=device)[0]
+
+
+def read_run(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[Fitted, int]:
+    """``(fitted, step)``: :func:`load_fitted`'s object and the step of the checkpoint read."""
     parts = load_run_parts(run_dir, which=which, device=device)
     if parts.model is not None and parts.algo is not None:
         return EngineFitted(
@@ -228,7 +235,7 @@ def load_fitted(
             parts.steps,
             parts.lr,
             {"step": parts.step},
-        )
+        ), parts.step
     method: dict[str, Any] = parts.manifest["method"]
     try:
         fitted = build_fitted(str(method["name"]), method.get("config") or {}, parts.table)
@@ -246,7 +253,7 @@ def load_fitted(
         _tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt"
     )  # hook (metarec.runs.guard)
     fitted.load_state_dict(ck["state_dict"])
-    return fitted
+    return fitted, int(ck.get("step", 0))
 
 
 def _tensors(tree: Any, prefix: str = "") -> dict[str, Any]:

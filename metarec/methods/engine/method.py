@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from metarec._errors import CheckpointError, ConfigError
 from metarec.algorithms import (
@@ -37,6 +38,7 @@ from metarec.methods.engine.run_files import load_run_parts
 from metarec.models import build_model
 from metarec.models.base import split_params
 from metarec.models.graph.training import restore_graph
+from metarec.runs.guard import check_finite_weights
 from metarec.train.loop import train
 
 __all__ = [
@@ -101,7 +103,23 @@ class EngineAdapted:
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``(T, N), (T, N) -> (T, N)`` predictions (unclipped ratings, or logits)."""
         with torch.no_grad():
+            if users.shape[0] == 1:  # one task (serving one user): the same forward, no vmap
+                slow = {k: v for k, v in self.params.items() if k not in self.fast}
+                one = {k: v[0] for k, v in self.fast.items()}
+                return functional_call(self.model, (one, slow), (users[0], items[0]))[None]
             return predict_batch(self.model, self.params, self.fast, users, items)
+
+    def select(self, rows: torch.Tensor) -> EngineAdapted:
+        """The tasks ``rows`` (``int64 (R,)``)."""
+        idx = rows.to(next(iter(self.fast.values())).device)
+        return EngineAdapted(self.model, self.params, {k: v[idx] for k, v in self.fast.items()})
+
+    @classmethod
+    def concat(cls, parts: list[EngineAdapted]) -> EngineAdapted:
+        """The tasks of ``parts`` (over the same model), one after the other."""
+        first = parts[0]
+        fast = {k: torch.cat([p.fast[k] for p in parts]) for k in first.fast}
+        return cls(first.model, first.params, fast)
 
 
 @dataclass
@@ -124,6 +142,10 @@ class EngineFitted:
     lr: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.steps is None:  # the algorithm's own default (``global``: 0)
+            self.steps = self.algo.default_steps
+
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
     ) -> EngineAdapted:
@@ -133,16 +155,55 @@ class EngineFitted:
         fast = adapt_batch(self.algo, self.model, self.params, support, n, rate, state=self.state)
         return EngineAdapted(self.model, self.params, fast)
 
+    def adapted_state(self, adapted: Any) -> dict[str, Any] | None:
+        """``{"fast": {name: (T + 1, *shape)}}``: the tasks' fast weights and, last, the
+        meta-learned initialisation (the adapted directory's format); ``None`` for an object
+        that is not this family's."""
+        if not isinstance(adapted, EngineAdapted):
+            return None
+        init = self._init_fast()
+        return {
+            "fast": {
+                k: torch.cat([v.detach(), init[k].detach().unsqueeze(0)]).cpu()
+                for k, v in adapted.fast.items()
+            }
+        }
+
+    def restore_adapted(self, state: Mapping[str, Any], where: str) -> EngineAdapted | None:
+        """The fast weights of :meth:`adapted_state` back (shapes and finiteness checked).
+
+        Raises:
+            CheckpointError: a fast weight is missing, has the wrong shape or is not finite.
+        """
+        if "fast" not in state:
+            return None
+        fast = dict(state["fast"])
+        for k, v in self._init_fast().items():
+            got = fast.get(k)
+            if got is None or tuple(got.shape[1:]) != tuple(v.shape):
+                shape = None if got is None else tuple(got.shape)
+                raise CheckpointError(
+                    f"{where!r}: fast weight {k!r} has shape {shape}, the model needs (tasks, *{tuple(v.shape)}); "
+                    "the adapted weights do not belong to this run; re-run 'metarec adapt'"
+                )
+        check_finite_weights(fast, where)  # hook (metarec.runs.guard)
+        dev = next(iter(self.params.values())).device
+        return EngineAdapted(self.model, self.params, {k: v[:-1].to(dev) for k, v in fast.items()})
+
+    def _init_fast(self) -> dict[str, torch.Tensor]:
+        fast, _ = split_params(self.model, adapt_patterns(self.algo, self.model), self.params)
+        return fast
+
     def config(self) -> dict[str, Any]:
         algo = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.algo.__dict__.items()}
         return {"model": self.model_config, "algorithm": algo, "steps": self.steps, "lr": self.lr}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``model.<name>`` (parameters and buffers, e.g. ``known_users``) and ``state.<name>``."""
-        out = {f"model.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
+        out = {f"model.{k}": v.detach() for k, v in self.model.state_dict().items()}
         for k, p in self.params.items():
-            out[f"model.{k}"] = p.detach().cpu()
-        out.update({f"state.{k}": v.detach().cpu() for k, v in self.state.items()})
+            out[f"model.{k}"] = p.detach()
+        out.update({f"state.{k}": v.detach() for k, v in self.state.items()})
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
