@@ -1,7 +1,7 @@
 """One benchmark run: fit one method for one seed through the method interface, score every
 test state once per shots value, and return ``(rows, resolved config, curves)``.
 
-* Engine methods (:data:`~metarec.methods.ENGINE_METHODS`): :class:`~metarec.methods.EngineMethod`
+* Methods registered with a run trainer (the MAML family): :class:`~metarec.methods.EngineMethod`
   trains into ``runs/<algo>-s<seed>/`` with the one outer loop; ``finetune`` without
   ``algorithm.eval_lr`` chooses its rate on meta-val; the curves (meta-val metric vs adaptation
   steps, learning curves) come from the run.
@@ -31,7 +31,7 @@ from metarec.bench.variants import variant_scenario
 from metarec.bench.writers import context_rows, metric_keys, rss_mb
 from metarec.config import Scenario, config_hash, merge, scenario_from_dict, to_dict
 from metarec.episodes.build import sampler_config
-from metarec.methods import ENGINE_METHODS, EngineFitted, EngineMethod, FitData, build_method
+from metarec.methods import EngineFitted, EngineMethod, FitData, build_method, method_info
 from metarec.metrics.evaluate import evaluate_fitted, select_eval_lr
 
 __all__ = [
@@ -57,7 +57,7 @@ def run_method(ctx: RunContext, say) -> Run:
     """Fit and score ``ctx.algo`` for ``ctx.seed`` (see the module docstring)."""
     if is_crossdomain(ctx.algo):
         return crossdomain_run(ctx, say)
-    if ctx.algo in ENGINE_METHODS:
+    if method_info(ctx.algo).trainer is not None:  # its outer loop writes its run directory
         return _engine(ctx, say)
     return _interface(ctx, say)
 
@@ -297,7 +297,7 @@ def algo_eval_steps(sc: Scenario, algo: Any) -> int:
     """Inner steps used at evaluation (``algorithm.eval_steps``; else 0 for ``global``, else ``inner_steps``)."""
     if sc.algorithm.eval_steps is not None:
         return sc.algorithm.eval_steps
-    return 0 if algo.name == "global" else algo.inner_steps
+    return algo.default_steps
 
 
 def _learning_curves(ctx: RunContext, run_dir: Path) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ from metarec.bench.variants import CROSSDOMAIN, variant_scenario
 from metarec.config import to_dict
 from metarec.episodes.build import sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.methods import ENGINE_METHODS, FitData, build_method
+from metarec.methods import FitData, build_method, method_info
 from metarec.metrics.evaluate import evaluate_fitted
 
 __all__ = [
@@ -264,7 +264,7 @@ def tune_algorithm(
 
 def own_values(ctx: RunContext, space: Mapping[str, Any]) -> dict[str, Any]:
     """The algorithm's own values of the searched settings (what trial 0 runs with)."""
-    sc = variant_scenario(ctx.scenario, ctx.algo) if ctx.algo in ENGINE_METHODS else ctx.scenario
+    sc = variant_scenario(ctx.scenario, ctx.algo)
     d = to_dict(sc)
     out: dict[str, Any] = {}
     dotted = [k for k in space if "." in k]
@@ -292,7 +292,7 @@ def meta_val_score(ctx: RunContext, values: dict[str, Any], run_dir: Path) -> fl
     pool = ctx.splits.pools[ctx.splits.val]
     metric = PRIMARY[ctx.table.feedback]
     fitted: Any
-    if ctx.algo in ENGINE_METHODS:
+    if method_info(ctx.algo).trainer is not None:  # its outer loop writes its run directory
         sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), values)
         fitted, lr, _ = fit_engine(ctx, sc, run_dir)
         steps = sc.algorithm.eval_steps

@@ -25,7 +25,7 @@ from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.splits import MetaSplits
 from metarec.episodes.warmup import PHASES, click_table, item_warmup_split
-from metarec.methods import ENGINE_METHODS, FitData, build_method
+from metarec.methods import FitData, build_method, method_info
 from metarec.metrics.warmup import evaluate_warmup
 
 __all__ = [
@@ -72,7 +72,7 @@ def warmup_rows_per_seed(splits: MetaSplits) -> int:
 
 def _fit(ctx: RunContext, tuned: dict[str, Any] | None, run_dir) -> tuple[Any, Scenario, Any, Any]:
     """``(fitted, scenario, steps, lr)``: ``ctx.algo`` fitted on ``ctx.splits``' meta-train."""
-    if ctx.algo in ENGINE_METHODS:
+    if method_info(ctx.algo).trainer is not None:  # its outer loop writes its run directory
         sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), tuned)
         engine, lr, _ = fit_engine(ctx, sc, run_dir)
         return engine, sc, sc.algorithm.eval_steps, lr

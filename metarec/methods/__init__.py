@@ -13,17 +13,23 @@ from metarec.methods.base import (
     FittedLoader,
     Method,
     MethodFactory,
+    MethodInfo,
+    MethodTags,
+    RunReader,
+    RunTrainer,
     build_fitted,
     build_method,
+    method_info,
     method_names,
     register_method,
+    unregister_method,
 )
 from metarec.methods.builtin import BUILTIN_METHODS, CROSSDOMAIN_NAMES, ENGINE_METHODS
 from metarec.methods.crossdomain.method import CrossDomainFitted, CrossDomainMethod
 from metarec.methods.engine.method import EngineFitted, EngineMethod
 from metarec.methods.popularity import PopularityFitted, PopularityMethod
 from metarec.methods.registry import ensure_registered
-from metarec.methods.run_dir import load_fitted, save_fitted, train_method
+from metarec.methods.run_dir import load_fitted, read_run, save_fitted, train_method
 
 __all__ = [
     "Adapted",
@@ -32,10 +38,16 @@ __all__ = [
     "FittedLoader",
     "Method",
     "MethodFactory",
+    "MethodInfo",
+    "MethodTags",
+    "RunReader",
+    "RunTrainer",
     "build_fitted",
     "build_method",
+    "method_info",
     "method_names",
     "register_method",
+    "unregister_method",
     "ensure_registered",
     "BUILTIN_METHODS",
     "CROSSDOMAIN_NAMES",
@@ -47,6 +59,7 @@ __all__ = [
     "PopularityFitted",
     "PopularityMethod",
     "load_fitted",
+    "read_run",
     "save_fitted",
     "train_method",
 ]

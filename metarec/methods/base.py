@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 
@@ -53,7 +53,13 @@ __all__ = [
     "Adapted",
     "MethodFactory",
     "FittedLoader",
+    "RunReader",
+    "RunTrainer",
+    "MethodTags",
+    "MethodInfo",
     "register_method",
+    "unregister_method",
+    "method_info",
     "build_method",
     "build_fitted",
     "method_names",
@@ -141,62 +147,132 @@ FittedLoader = Callable[[str, Mapping[str, Any], "InteractionTable"], Fitted]
 """``loader(name, config, table) -> Fitted``: an untrained shell with the architecture that
 ``Fitted.config()`` describes, to be filled by ``load_state_dict`` (how run directories load)."""
 
-_REGISTRY: dict[str, MethodFactory] = {}
-_LOADERS: dict[str, FittedLoader] = {}
+RunReader = Callable[..., tuple[Fitted, int]]
+"""``reader(opened_run, which, device) -> (fitted, step)``: a family that keeps its own run
+format (the MAML family's ``params`` / ``buffers`` / ``state`` checkpoints) reads it."""
+
+RunTrainer = Callable[..., Any]
+"""``trainer(scenario, out, *, resume, overwrite, table, splits, evaluate_test, loggers)
+-> TrainResult``: a family whose outer loop writes (and resumes) its run directory itself."""
+
+Feedback = Literal["explicit", "implicit"]
+Unit = Literal["user", "item", "domain"]
+
+
+@dataclass(frozen=True)
+class MethodTags:
+    """What a method needs and offers, for generic code (train, bench, tests) to read instead of
+    name lists.
+
+    Attributes:
+        feedback: the feedback kinds it trains on (``"explicit"`` ratings, ``"implicit"`` clicks).
+        units: what one of its tasks is: a ``"user"`` (cold users), an ``"item"`` (cold items,
+            the warm-up protocol) or a ``"domain"`` (a new domain as one task).
+        source_history: it needs the users' history in a source domain (a two-domain table
+            with a ``cold_domain_users`` or ``predefined`` split).
+        item_features: it needs item side features.
+        inner_loop: ``adapt``'s ``steps`` / ``lr`` change what it does.
+        family: the family it belongs to (``"maml"``, ``"learner"``, ``"crossdomain"``,
+            ``"baseline"``, or a user's own name); informative only.
+
+    Example:
+        >>> MethodTags(feedback=("implicit",), units=("item",)).units
+        ('item',)
+    """
+
+    feedback: tuple[Feedback, ...] = ("explicit", "implicit")
+    units: tuple[Unit, ...] = ("user",)
+    source_history: bool = False
+    item_features: bool = False
+    inner_loop: bool = False
+    family: str = "custom"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("feedback", ("explicit", "implicit")),
+            ("units", ("user", "item", "domain")),
+        ):
+            got = tuple(getattr(self, name))
+            bad = [v for v in got if v not in allowed]
+            if bad or not got:
+                raise ConfigError(
+                    f"tags.{name}={got!r}: each entry is one of {allowed}; pass e.g. {name}={allowed[:1]!r}"
+                )
+            object.__setattr__(self, name, got)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method: its ``factory``, ``loader``, :class:`MethodTags` and the family hooks
+    ``reader`` (its own run format) and ``trainer`` (it writes its run directory itself)."""
+
+    name: str
+    factory: MethodFactory
+    loader: FittedLoader | None = None
+    tags: MethodTags = MethodTags()
+    reader: RunReader | None = None
+    trainer: RunTrainer | None = None
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
 
 
 def register_method(
-    name: str, factory: MethodFactory, *, loader: FittedLoader | None = None, replace: bool = False
+    name: str,
+    factory: MethodFactory,
+    *,
+    loader: FittedLoader | None = None,
+    tags: MethodTags | None = None,
+    reader: RunReader | None = None,
+    trainer: RunTrainer | None = None,
+    replace: bool = False,
 ) -> None:
     """Make ``name`` buildable by :func:`build_method` (``metarec train``/``bench`` use it).
 
     Args:
         name: the method name (``algorithm.name`` in a scenario, a row label in the benchmark).
-        factory: ``factory(scenario) -> Method``.
+        factory: ``factory(scenario, **settings) -> Method``.
         loader: ``loader(name, config, table) -> Fitted`` rebuilding the trained object from a run
             directory (:func:`build_fitted`); without one the method trains and benchmarks, but
             ``metarec train`` cannot save it for ``metarec recommend``.
+        tags: what the method needs and offers (:class:`MethodTags`; default: both feedback
+            kinds, user tasks, no source history, no inner loop).
+        reader: the family's reader of its own run format (:data:`RunReader`), when its runs
+            are not the generic ``state_dict`` format.
+        trainer: the family's run trainer (:data:`RunTrainer`), when its outer loop writes and
+            resumes the run directory itself (``metarec train --resume``).
         replace: allow replacing an existing registration.
 
     Raises:
         ConfigError: ``name`` is already registered and ``replace`` is False.
+
+    Example:
+        >>> from metarec.methods.popularity import PopularityFitted, PopularityMethod
+        >>> register_method("my-popularity", lambda scenario: PopularityMethod(),
+        ...                 loader=PopularityFitted.build, tags=MethodTags(family="baseline"))
+        >>> method_info("my-popularity").tags.family
+        'baseline'
+        >>> unregister_method("my-popularity")
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name={name!r}: a method name is a non-empty string")
+    if tags is not None and not isinstance(tags, MethodTags):
+        raise ConfigError(
+            f"tags={tags!r}: pass a MethodTags(...), e.g. MethodTags(feedback=('explicit',))"
+        )
     ensure_registered()  # the shipped methods first, so that a clash is reported here
     if name in _REGISTRY and not replace:
         raise ConfigError(f"method {name!r} is already registered; pass replace=True to replace it")
-    _REGISTRY[name] = factory
-    if loader is not None:
-        _LOADERS[name] = loader
-    else:
-        _LOADERS.pop(name, None)
+    _REGISTRY[name] = MethodInfo(name, factory, loader, tags or MethodTags(), reader, trainer)
 
 
-def build_fitted(name: str, config: Mapping[str, Any], table: InteractionTable) -> Fitted:
-    """The untrained shell of method ``name`` for ``config`` (see :data:`FittedLoader`).
-
-    Raises:
-        ConfigError: ``name`` is unknown or was registered without a loader.
-    """
-    ensure_registered()
-    if name not in _LOADERS:
-        why = "is not registered" if name not in _REGISTRY else "was registered without a loader"
-        raise ConfigError(
-            f"method {name!r} {why}; a saved run of it cannot be loaded; register it with "
-            "register_method(name, factory, loader=...) before loading"
-        )
-    return _LOADERS[name](name, config, table)
+def unregister_method(name: str) -> None:
+    """Remove method ``name`` from the registry (a no-op when it is not registered)."""
+    _REGISTRY.pop(name, None)
 
 
-def method_names() -> tuple[str, ...]:
-    """Every registered method name, sorted."""
-    ensure_registered()
-    return tuple(sorted(_REGISTRY))
-
-
-def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
-    """The registered method ``name``, built by its factory.
+def method_info(name: str) -> MethodInfo:
+    """The registration of method ``name``: factory, loader, :class:`MethodTags`, hooks.
 
     Raises:
         ConfigError: ``name`` is not registered (with the closest name).
@@ -207,4 +283,36 @@ def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
         raise ConfigError(
             f"algorithm.name={name!r}: unknown method; choose one of {list(names)}{suggest(name, names)}"
         )
-    return _REGISTRY[name](*args, **kwargs)
+    return _REGISTRY[name]
+
+
+def build_fitted(name: str, config: Mapping[str, Any], table: InteractionTable) -> Fitted:
+    """The untrained shell of method ``name`` for ``config`` (see :data:`FittedLoader`).
+
+    Raises:
+        ConfigError: ``name`` is unknown or was registered without a loader.
+    """
+    ensure_registered()
+    info = _REGISTRY.get(name)
+    if info is None or info.loader is None:
+        why = "is not registered" if info is None else "was registered without a loader"
+        raise ConfigError(
+            f"method {name!r} {why}; a saved run of it cannot be loaded; register it with "
+            "register_method(name, factory, loader=...) before loading"
+        )
+    return info.loader(name, config, table)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method name, sorted."""
+    ensure_registered()
+    return tuple(sorted(_REGISTRY))
+
+
+def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
+    """The registered method ``name``, built by its factory (``factory(scenario, **settings)``).
+
+    Raises:
+        ConfigError: ``name`` is not registered (with the closest name).
+    """
+    return method_info(name).factory(*args, **kwargs)

@@ -2,16 +2,19 @@
 
 ``metarec train SCENARIO --set algorithm.name=M --out RUN`` calls :func:`train_method`:
 
-* the engine's methods (MAML family, ``global``, ``finetune``, ``melu-ref``) run the one outer
-  loop, :func:`metarec.train.loop.train` (resume, checkpoints, ``metrics.jsonl``, test metrics);
-* every other method (``popularity``, the cross-domain methods, methods registered with
-  :func:`~metarec.methods.register_method`) is built from the scenario (its settings are checked
-  before any data is read), fitted on meta-train (selection on meta-val) and written by
-  :func:`save_fitted`: ``manifest.json`` (``"method": {"name", "engine": false, "config"}``),
-  ``config.json``, the encoders and features, ``checkpoints/best.pt`` (``{"state_dict": ...}``,
-  tensors only) and ``test_metrics.json``.
+* a family whose outer loop writes and resumes its run directory itself (the MAML family:
+  registered with a ``trainer``, :data:`~metarec.methods.base.RunTrainer`) trains through it
+  (resume, checkpoints, ``metrics.jsonl``, test metrics);
+* every other method (``popularity``, the cross-domain methods, the learners, methods
+  registered with :func:`~metarec.methods.register_method`) is built from the scenario (its
+  settings are checked before any data is read), fitted on meta-train (selection on meta-val)
+  and written by :func:`save_fitted`: ``manifest.json`` (``"method": {"name", "engine": false,
+  "config"}``), ``config.json``, the encoders and features, ``checkpoints/best.pt``
+  (``{"state_dict": ...}``, tensors only) and ``test_metrics.json``.
 
-:func:`load_fitted` reads either kind back.
+:func:`load_fitted` reads any run back through its method's registration: the family's own
+``reader`` (:data:`~metarec.methods.base.RunReader`) for a family with its own format, else
+the method's ``loader`` and ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -23,27 +26,27 @@ from typing import Any
 
 import torch
 
-from metarec._errors import CheckpointError, ConfigError
+from metarec._errors import CheckpointError, ConfigError, suggest
 from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import build_splits, sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.base import FitData, Fitted, build_fitted, build_method
-from metarec.methods.builtin import ENGINE_METHODS
-from metarec.methods.engine.method import EngineFitted, engine_scenario
-from metarec.methods.engine.run_files import load_best, load_run_parts
+from metarec.methods.base import FitData, Fitted, build_fitted, build_method, method_info
 from metarec.metrics.evaluate import evaluate_fitted
 from metarec.runs.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    WHICH,
     atomic_write_json,
+    load_best,
     save_table_meta,
     save_tensors,
 )
 from metarec.runs.fingerprint import write_fingerprint
 from metarec.runs.guard import check_finite_weights
-from metarec.train.loop import SELECT_METRIC, TrainResult, resolve_device, train
+from metarec.runs.reader import open_run, run_method_name
+from metarec.train.loop import SELECT_METRIC, TrainResult, resolve_device
 from metarec.train.session import run_session
 
 __all__ = ["train_method", "save_fitted", "load_fitted", "read_run"]
@@ -71,17 +74,16 @@ def train_method(
     """
     name = scenario.algorithm.name
     out = Path(out)
-    if name in ENGINE_METHODS:
-        sc = engine_scenario(name, scenario)
-        return train(
-            sc,
+    info = method_info(name)
+    if info.trainer is not None:  # a family whose outer loop writes and resumes the run itself
+        return info.trainer(
+            scenario,
             out,
             resume=resume,
             overwrite=overwrite,
             table=table,
             splits=splits,
             evaluate_test=evaluate_test,
-            method=name,  # melu-ref: the manifest names the method, written under the run's lock
         )
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
@@ -222,23 +224,22 @@ def read_run(
     run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
 ) -> tuple[Fitted, int]:
     """``(fitted, step)``: :func:`load_fitted`'s object and the step of the checkpoint read."""
-    parts = load_run_parts(run_dir, which=which, device=device)
-    if parts.model is not None and parts.algo is not None:
-        return EngineFitted(
-            parts.method_name,
-            parts.table,
-            parts.model,
-            parts.params,
-            parts.state,
-            parts.algo,
-            parts.model_config,
-            parts.steps,
-            parts.lr,
-            {"step": parts.step},
-        ), parts.step
-    method: dict[str, Any] = parts.manifest["method"]
+    if which not in WHICH:
+        raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
+    opened = open_run(run_dir)
+    name = run_method_name(opened.manifest)
     try:
-        fitted = build_fitted(str(method["name"]), method.get("config") or {}, parts.table)
+        info = method_info(name)
+    except ConfigError:
+        raise CheckpointError(
+            f"{str(Path(run_dir) / 'manifest.json')!r}: method {name!r} is not registered; a saved run of it "
+            "cannot be loaded; register it with register_method(name, factory, loader=...) before loading"
+        ) from None
+    if info.reader is not None:  # the family's own run format
+        return info.reader(opened, which, device)
+    method: dict[str, Any] = opened.manifest["method"]
+    try:
+        fitted = build_fitted(name, method.get("config") or {}, opened.table)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
             f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} cannot be rebuilt from its config "

@@ -33,13 +33,15 @@ from metarec.algorithms import (
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import FitData
-from metarec.methods.engine.run_files import load_run_parts
+from metarec.methods.engine.run_files import RunParts, load_run_parts, read_engine_parts
 from metarec.models import build_model
 from metarec.models.base import split_params
 from metarec.models.graph.training import restore_graph
 from metarec.runs.guard import check_finite_weights
-from metarec.train.loop import train
+from metarec.runs.reader import OpenRun
+from metarec.train.loop import TrainResult, train
 
 __all__ = [
     "EngineMethod",
@@ -48,6 +50,8 @@ __all__ = [
     "MELU_REF",
     "engine_scenario",
     "load_engine",
+    "read_engine_run",
+    "train_engine_run",
 ]
 
 MELU_REF: dict[str, Any] = {
@@ -304,8 +308,31 @@ def load_engine(
         raise ConfigError(
             f"run_dir={str(run_dir)!r}: not a meta-learning run; load it with metarec.load_fitted"
         )
+    fitted = _from_parts(parts)
+    if name is not None:
+        fitted.name = name
+    return fitted
+
+
+def read_engine_run(
+    opened: OpenRun, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[EngineFitted, int]:
+    """The family's :data:`~metarec.methods.base.RunReader`: its own run format (``params`` /
+    ``buffers`` / ``state`` checkpoints, the model and algorithm in the manifest) as
+    ``(fitted, checkpoint step)``."""
+    parts = read_engine_parts(opened, which=which, device=device)
+    if parts.algo is None or parts.model is None:
+        raise CheckpointError(
+            f"{str(opened.run_dir / 'manifest.json')!r}: method {parts.method_name!r} is a meta-learning method "
+            "but the run has no model section; the manifest is damaged; restore it or re-train"
+        )
+    return _from_parts(parts), parts.step
+
+
+def _from_parts(parts: RunParts) -> EngineFitted:
+    assert parts.model is not None and parts.algo is not None
     return EngineFitted(
-        name or parts.method_name,
+        parts.method_name,
         parts.table,
         parts.model,
         parts.params,
@@ -315,4 +342,30 @@ def load_engine(
         parts.steps,
         parts.lr,
         {"step": parts.step},
+    )
+
+
+def train_engine_run(
+    scenario: Scenario,
+    out: str | Path,
+    *,
+    name: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    table: InteractionTable | None = None,
+    splits: MetaSplits | None = None,
+    evaluate_test: bool = True,
+) -> TrainResult:
+    """The family's :data:`~metarec.methods.base.RunTrainer`: method ``name`` meta-trained by
+    the outer loop straight into run directory ``out`` (resumable; ``metrics.jsonl``,
+    checkpoints, test metrics)."""
+    return train(
+        engine_scenario(name, scenario),
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        table=table,
+        splits=splits,
+        evaluate_test=evaluate_test,
+        method=name,  # melu-ref: the manifest names the method, written under the run's lock
     )

@@ -43,7 +43,7 @@ from metarec._errors import CheckpointError, ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 
 __all__ = [
     "PRIOR",
@@ -346,4 +346,10 @@ def make_content_bias(scenario: Any = None, **settings: Any) -> ContentBiasMetho
     return ContentBiasMethod(sampler, **settings)
 
 
-register_method("content-bias", make_content_bias, loader=ContentBiasFitted.build, replace=True)
+register_method(
+    "content-bias",
+    make_content_bias,
+    loader=ContentBiasFitted.build,
+    tags=MethodTags(feedback=("explicit",), family="learner"),
+    replace=True,
+)
