@@ -56,11 +56,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     sc = load_scenario(scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
     res = train_method(sc, args.out, resume=args.resume, overwrite=args.overwrite)
+    unit = res.training_log.unit if res.training_log is not None else "step"
+    speed = f" ({res.tasks_per_s:.0f} tasks/s)" if res.tasks_per_s else ""
     print(
-        f"trained {res.steps} steps in {res.seconds:.1f} s ({res.tasks_per_s:.0f} tasks/s); best validation at step "
+        f"trained {res.steps} {unit}s in {res.seconds:.1f} s{speed}; best validation at {unit} "
         f"{res.best_step}: "
         + ", ".join(f"{k}={v:.4f}" for k, v in res.best_val.items() if isinstance(v, float))
     )
+    if res.skipped_steps:
+        print(f"  {res.skipped_steps} {unit}(s) skipped: the loss or meta-gradient was not finite")
     test = Path(args.out) / "test_metrics.json"
     if test.exists():
         for state, ev in json.loads(test.read_text())["states"].items():

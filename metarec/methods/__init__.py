@@ -7,6 +7,7 @@ called by :func:`build_method`, :func:`build_fitted`, :func:`method_names` and
 :mod:`metarec.methods.learners` register themselves then, whatever was imported before."""
 
 from metarec.methods.base import (
+    Adaptation,
     Adapted,
     FitData,
     Fitted,
@@ -17,11 +18,14 @@ from metarec.methods.base import (
     MethodTags,
     RunReader,
     RunTrainer,
+    adaptation_for,
     build_fitted,
     build_method,
+    fitted_place,
     method_info,
     method_names,
     register_method,
+    training_log_of,
     unregister_method,
 )
 from metarec.methods.builtin import BUILTIN_METHODS, CROSSDOMAIN_NAMES, ENGINE_METHODS
@@ -32,6 +36,7 @@ from metarec.methods.registry import ensure_registered
 from metarec.methods.run_dir import load_fitted, read_run, save_fitted, train_method
 
 __all__ = [
+    "Adaptation",
     "Adapted",
     "FitData",
     "Fitted",
@@ -42,6 +47,9 @@ __all__ = [
     "MethodTags",
     "RunReader",
     "RunTrainer",
+    "adaptation_for",
+    "fitted_place",
+    "training_log_of",
     "build_fitted",
     "build_method",
     "method_info",

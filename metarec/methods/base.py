@@ -32,7 +32,7 @@ Methods are registered by name (:func:`register_method`) and built from a scenar
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -40,10 +40,12 @@ import torch
 
 from metarec._errors import ConfigError, suggest
 from metarec.methods.registry import ensure_registered
+from metarec.train.log import TrainingLog
 
 if TYPE_CHECKING:  # imported for annotations only: no import cycle at run time
     from metarec.data.table import InteractionTable
     from metarec.episodes.batch import EpisodeSet
+    from metarec.episodes.sampler import SamplerConfig
     from metarec.episodes.splits import MetaSplits
 
 __all__ = [
@@ -57,6 +59,10 @@ __all__ = [
     "RunTrainer",
     "MethodTags",
     "MethodInfo",
+    "Adaptation",
+    "adaptation_for",
+    "training_log_of",
+    "fitted_place",
     "register_method",
     "unregister_method",
     "method_info",
@@ -78,6 +84,18 @@ class FitData:
         device: where training runs.
         out: a run directory for checkpoints and logs, or ``None`` (in memory only).
         progress: show progress bars.
+        memo: a dictionary the caller owns across several fits on the same data (a benchmark's,
+            one per seed); methods that train alike under two names (a cross-domain ``m`` and
+            ``m+adapt``) keep their shared fit in it. ``None``: nothing is shared.
+
+    Example:
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> data = FitData(table, random_split(table, "user", (0.6, 0.2, 0.2), n_query=3,
+        ...                                    min_interactions=5), seed=1)
+        >>> data.seed, data.splits.train
+        (1, 'meta-train')
     """
 
     table: InteractionTable
@@ -86,11 +104,26 @@ class FitData:
     device: torch.device = torch.device("cpu")
     out: Path | None = None
     progress: bool = False
+    memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
 class Adapted(Protocol):
-    """A method adapted to ``T`` support sets (tasks)."""
+    """A method adapted to ``T`` support sets (tasks).
+
+    ``score(users, items)`` takes ``(T, N)`` index tensors, row ``t`` scored by task ``t``, and
+    returns ``(T, N)`` scores. A family's class may also offer ``select(rows)`` and
+    ``concat(parts)`` (see :mod:`metarec.methods.adapted`), which the recommender uses to score
+    one user's task without the others.
+
+    Example:
+        >>> import torch
+        >>> from metarec.methods.popularity import PopularityAdapted
+        >>> a = PopularityAdapted(torch.tensor([0.0, 2.0, 1.0]), tasks=2)
+        >>> a.score(torch.zeros(2, 2, dtype=torch.long), torch.tensor([[1, 2], [2, 1]]))
+        tensor([[2., 1.],
+                [1., 2.]])
+    """
 
     @property
     def n_tasks(self) -> int:
@@ -104,10 +137,37 @@ class Adapted(Protocol):
 
 @runtime_checkable
 class Fitted(Protocol):
-    """A trained method, ready to adapt."""
+    """A trained method, ready to adapt.
+
+    Attributes:
+        name: the method's registered name; table: the data's encoders and side features.
+        training_log: what training did (:class:`~metarec.train.log.TrainingLog`: steps, best
+            step, early stop, the meta-val curve, seconds), saved with the run and read back.
+
+    A family may also give its default adaptation budget as ``steps`` / ``lr`` attributes, the
+    adaptation it uses per shots as ``adaptation(sampler) -> Adaptation``
+    (:func:`adaptation_for`), and write its adapted tasks itself
+    (:class:`~metarec.methods.adapted.SavesAdapted`).
+
+    Example:
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> from metarec.episodes.sampler import TaskSampler, SamplerConfig
+        >>> from metarec.methods.popularity import PopularityMethod
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=3, min_interactions=5)
+        >>> fitted = PopularityMethod().fit(FitData(table, splits))
+        >>> batch = TaskSampler(table, splits.pools["meta-test"], SamplerConfig(n_support=2, n_query=3),
+        ...                     seed=0).sample(4)
+        >>> fitted.adapt(batch.support).score(batch.query.users, batch.query.items).shape
+        torch.Size([4, 3])
+        >>> sorted(fitted.state_dict())
+        ['scores']
+    """
 
     name: str
     table: InteractionTable
+    training_log: TrainingLog
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -131,13 +191,64 @@ class Fitted(Protocol):
 
 @runtime_checkable
 class Method(Protocol):
-    """A method's settings; :meth:`fit` trains it."""
+    """A method's settings; :meth:`fit` trains it.
+
+    Example:
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> from metarec.methods.popularity import PopularityMethod
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=3, min_interactions=5)
+        >>> method: Method = PopularityMethod()
+        >>> fitted = method.fit(FitData(table, splits, seed=0))
+        >>> fitted.name, fitted.training_log.steps
+        ('popularity', 0)
+    """
 
     name: str
 
     def fit(self, data: FitData) -> Fitted:
         """Train on meta-train, select on meta-val; return the trained method."""
         ...
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How a fitted method adapts at evaluation for one sampler setting: the ``steps`` / ``lr``
+    to pass to :meth:`Fitted.adapt` and the ``report`` fields a benchmark row records
+    (``eval_steps``, ``eval_lr``, ...)."""
+
+    steps: int | None = None
+    lr: float | None = None
+    report: Mapping[str, Any] = field(default_factory=dict)
+
+
+def adaptation_for(fitted: Fitted, sampler: SamplerConfig) -> Adaptation:
+    """The :class:`Adaptation` ``fitted`` uses for tasks of ``sampler`` (its shots).
+
+    A :class:`Fitted` may define ``adaptation(sampler) -> Adaptation`` (the MAML family: its
+    evaluation steps and rate; a cross-domain method: the step size it chose on meta-val for
+    those shots); without one, ``adapt``'s own defaults (``steps`` / ``lr`` left to the method).
+    """
+    own = getattr(fitted, "adaptation", None)
+    if callable(own):
+        return own(sampler)
+    return Adaptation(report={"eval_steps": getattr(fitted, "steps", 0) or 0, "eval_lr": None})
+
+
+def training_log_of(fitted: Fitted) -> TrainingLog:
+    """``fitted.training_log`` (an empty log for a method registered without one)."""
+    log = getattr(fitted, "training_log", None)
+    return log if isinstance(log, TrainingLog) else TrainingLog()
+
+
+def fitted_place(fitted: Fitted) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of a fitted method's tensors (CPU / float32 if none): where
+    its support tensors go and the dtype of its scores."""
+    for v in fitted.state_dict().values():
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            return v.device, v.dtype
+    return torch.device("cpu"), torch.float32
 
 
 MethodFactory = Callable[..., Method]
@@ -153,7 +264,8 @@ format (the MAML family's ``params`` / ``buffers`` / ``state`` checkpoints) read
 
 RunTrainer = Callable[..., Any]
 """``trainer(scenario, out, *, resume, overwrite, table, splits, evaluate_test, loggers)
--> TrainResult``: a family whose outer loop writes (and resumes) its run directory itself."""
+-> TrainResult``: a family whose outer loop writes (and resumes) its run directory itself
+(``metrics.jsonl`` rows streamed to ``loggers`` as they are written)."""
 
 Feedback = Literal["explicit", "implicit"]
 Unit = Literal["user", "item", "domain"]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,16 @@ from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import build_splits, sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.base import FitData, Fitted, build_fitted, build_method, method_info
+from metarec.methods.base import (
+    FitData,
+    Fitted,
+    build_fitted,
+    build_method,
+    method_info,
+    training_log_of,
+)
 from metarec.metrics.evaluate import evaluate_fitted
+from metarec.metrics.select import SELECT_METRIC
 from metarec.runs.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
@@ -46,7 +56,9 @@ from metarec.runs.checkpoint import (
 from metarec.runs.fingerprint import write_fingerprint
 from metarec.runs.guard import check_finite_weights
 from metarec.runs.reader import open_run, run_method_name
-from metarec.train.loop import SELECT_METRIC, TrainResult, resolve_device
+from metarec.train.log import TrainingLog
+from metarec.train.loggers import Logger, make_loggers, replay
+from metarec.train.loop import TrainResult, resolve_device
 from metarec.train.session import run_session
 
 __all__ = ["train_method", "save_fitted", "load_fitted", "read_run"]
@@ -61,11 +73,29 @@ def train_method(
     table: InteractionTable | None = None,
     splits: MetaSplits | None = None,
     evaluate_test: bool = True,
+    loggers: Sequence[Logger] = (),
 ) -> TrainResult:
     """Train the method ``scenario.algorithm.name`` into run directory ``out`` (module docstring).
 
     ``resume`` / ``overwrite`` as for :func:`metarec.train.loop.train`; every method holds the run
-    directory's lock while it writes (:mod:`metarec.train.session`).
+    directory's lock while it writes (:mod:`metarec.train.session`). ``loggers`` (beside those
+    ``train.loggers`` names) get every row of the method's training log.
+
+    Returns:
+        A :class:`~metarec.train.loop.TrainResult` whose ``training_log`` is the method's
+        :class:`~metarec.train.log.TrainingLog` (also in the run directory: ``metrics.jsonl``,
+        ``summary.json``).
+
+    Example:
+        >>> import tempfile
+        >>> from metarec.config import load_scenario
+        >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=r2d2",
+        ...     "data.synthetic.n_users=40", "data.synthetic.n_items=30", "train.steps=2",
+        ...     "train.val_every=1", "train.val_tasks=8", "train.progress=false",
+        ...     "learners.r2d2.hidden=[8]", "learners.r2d2.rank=2"])
+        >>> res = train_method(sc, tempfile.mkdtemp() + "/run")
+        >>> res.steps, [step for step, _ in res.training_log.curve]
+        (2, [1, 2])
 
     Raises:
         ConfigError: unknown method (with the closest name), a bad method setting (naming its
@@ -84,6 +114,7 @@ def train_method(
             table=table,
             splits=splits,
             evaluate_test=evaluate_test,
+            loggers=loggers,
         )
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
@@ -97,7 +128,7 @@ def train_method(
             raise ConfigError(
                 f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder"
             )
-        return _train_fitted(method, name, scenario, out, table, splits, evaluate_test)
+        return _train_fitted(method, name, scenario, out, table, splits, evaluate_test, loggers)
 
 
 def _train_fitted(
@@ -108,23 +139,29 @@ def _train_fitted(
     table: InteractionTable | None,
     splits: MetaSplits | None,
     evaluate_test: bool,
+    loggers: Sequence[Logger],
 ) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(scenario.train.device)
-    table = load_table(scenario.data) if table is None else table
-    splits = build_splits(table, scenario.protocol) if splits is None else splits
-    fitted = method.fit(
-        FitData(
-            table,
-            splits,
-            seed=scenario.train.seed,
-            device=device,
-            out=out,
-            progress=scenario.train.progress,
+    sinks = [*make_loggers(scenario.train.loggers, out), *loggers]  # a missing extra: refused now
+    try:
+        table = load_table(scenario.data) if table is None else table
+        splits = build_splits(table, scenario.protocol) if splits is None else splits
+        fitted = method.fit(
+            FitData(
+                table,
+                splits,
+                seed=scenario.train.seed,
+                device=device,
+                out=out,
+                progress=scenario.train.progress,
+            )
         )
-    )
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     scfg = sampler_config(scenario.protocol)
-    metric, _ = SELECT_METRIC[table.feedback]
     val = evaluate_fitted(
         fitted,
         table,
@@ -135,6 +172,9 @@ def _train_fitted(
         max_tasks=scenario.train.val_tasks,
     )
     best_val = {k: v for k, v in val.items() if isinstance(v, float) and k != "adapt_ms_per_task"}
+    log = training_log_of(fitted)
+    log = replace(log, best_val=best_val, metric=log.metric or SELECT_METRIC[table.feedback][0])
+    replay(log.rows, sinks)  # hook (metarec.train.loggers): TensorBoard, MLflow
     save_fitted(fitted, out, scenario)
     write_fingerprint(
         out, fitted.table
@@ -155,26 +195,25 @@ def _train_fitted(
         atomic_write_json(
             out / "test_metrics.json",
             {
-                "best_step": 0,
+                "best_step": log.best_step,
                 "states": {
                     s: {k: v for k, v in ev.items() if k != "per_task"} for s, ev in states.items()
                 },
             },
         )
-    seconds = time.perf_counter() - t0
-    atomic_write_json(
-        out / "summary.json",
-        {
-            "steps": 0,
-            "best_step": 0,
-            "best_val": best_val,
-            "skipped_steps": 0,
-            "seconds": round(seconds, 2),
-            "method": name,
-            "primary_metric": metric,
-        },
+    log = replace(log, seconds=time.perf_counter() - t0)
+    log.write(out, method=name)
+    return TrainResult(
+        out,
+        log.steps,
+        log.best_step,
+        best_val,
+        log.skipped_steps,
+        log.seconds,
+        log.tasks_per_s,
+        log.stopped_early,
+        training_log=log,
     )
-    return TrainResult(out, 0, 0, best_val, 0, seconds, 0.0, False)
 
 
 def save_fitted(
@@ -254,6 +293,7 @@ def read_run(
         _tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt"
     )  # hook (metarec.runs.guard)
     fitted.load_state_dict(ck["state_dict"])
+    fitted.training_log = TrainingLog.read(run_dir)
     return fitted, int(ck.get("step", 0))
 
 

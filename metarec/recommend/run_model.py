@@ -25,7 +25,7 @@ from metarec.config.limits import check_steps
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
-from metarec.methods import Adapted, Fitted
+from metarec.methods import Adapted, Fitted, fitted_place
 from metarec.methods.adapted import concat_adapted
 from metarec.recommend.recommender import Recommender, TaskSupport
 from metarec.recommend.support import (
@@ -97,7 +97,7 @@ class RunModel:
         # a Fitted may state its default adaptation budget (the MAML family, cross-domain)
         self.steps: int | None = getattr(fitted, "steps", None)
         self.lr: float | None = getattr(fitted, "lr", None)
-        self.device, self.dtype = _where(fitted)
+        self.device, self.dtype = fitted_place(fitted)
 
     def __getattr__(self, name: str) -> Any:
         if name in _ENGINE_PARTS:  # the MAML family's parts, for its batched serving kernels
@@ -335,14 +335,6 @@ class RunModel:
 
 def _tasks(users: np.ndarray, items: np.ndarray) -> TaskSupport:
     return TaskSupport(users, items, np.zeros(users.shape), np.zeros(users.shape, bool))
-
-
-def _where(fitted: Fitted) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype of a Fitted's tensors (CPU / float32 when it holds none)."""
-    for v in fitted.state_dict().values():
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.device, v.dtype
-    return torch.device("cpu"), torch.float32
 
 
 def _check_on_diverge(on_diverge: Any) -> None:

@@ -13,7 +13,7 @@ inner loop.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,19 @@ from metarec.algorithms import (
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.episodes.build import sampler_config
+from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.base import FitData
+from metarec.methods.base import Adaptation, FitData
 from metarec.methods.engine.run_files import RunParts, load_run_parts, read_engine_parts
+from metarec.metrics.evaluate import select_eval_lr
 from metarec.models import build_model
 from metarec.models.base import split_params
 from metarec.models.graph.training import restore_graph
 from metarec.runs.guard import check_finite_weights
 from metarec.runs.reader import OpenRun
+from metarec.train.log import TrainingLog
+from metarec.train.loggers import Logger
 from metarec.train.loop import TrainResult, train
 
 __all__ = [
@@ -145,6 +150,7 @@ class EngineFitted:
     steps: int | None = None
     lr: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    training_log: TrainingLog = field(default_factory=TrainingLog)
 
     def __post_init__(self) -> None:
         if self.steps is None:  # the algorithm's own default (``global``: 0)
@@ -158,6 +164,22 @@ class EngineFitted:
         rate = self.lr if lr is None else lr
         fast = adapt_batch(self.algo, self.model, self.params, support, n, rate, state=self.state)
         return EngineAdapted(self.model, self.params, fast)
+
+    def adaptation(self, sampler: SamplerConfig) -> Adaptation:
+        """The evaluation budget (every shots alike): ``steps`` inner steps at ``lr`` (the run's
+        ``eval_steps`` / ``eval_lr``, the rate chosen on meta-val, or the learned rates)."""
+        if self.steps == 0:
+            label: float | str | None = None
+        elif self.algo.meta_learned_lrs:
+            label = "learned"
+        else:
+            label = self.lr if self.lr is not None else self.algo.inner_lr
+        report: dict[str, Any] = {"eval_steps": self.steps, "eval_lr": label}
+        if self.info.get("eval_lr_meta_val"):
+            report["eval_lr_meta_val"] = {
+                str(k): v for k, v in self.info["eval_lr_meta_val"].items()
+            }
+        return Adaptation(self.steps, self.lr, report)
 
     def adapted_state(self, adapted: Any) -> dict[str, Any] | None:
         """``{"fast": {name: (T + 1, *shape)}}``: the tasks' fast weights and, last, the
@@ -264,10 +286,20 @@ class EngineFitted:
 class EngineMethod:
     """Settings of one engine method: the resolved scenario (its ``[model]``, ``[algorithm]`` and
     ``[train]`` sections). :meth:`fit` runs the outer loop into ``data.out`` (a temporary folder
-    when ``None``) and returns the meta-val-selected weights."""
+    when ``None``) and returns the meta-val-selected weights.
 
-    def __init__(self, name: str, scenario: Scenario) -> None:
+    Args:
+        name: the method name; scenario: the resolved scenario.
+        eval_lrs: when the scenario sets no ``algorithm.eval_lr`` (and the rates are not
+            learned), choose the evaluation rate among these on meta-val after training (the
+            benchmark's ``finetune``).
+    """
+
+    def __init__(
+        self, name: str, scenario: Scenario, *, eval_lrs: Sequence[float] | None = None
+    ) -> None:
         self.name, self.scenario = name, scenario
+        self.eval_lrs = None if eval_lrs is None else tuple(float(x) for x in eval_lrs)
 
     def fit(self, data: FitData) -> EngineFitted:
         sc = self.scenario
@@ -292,6 +324,21 @@ class EngineMethod:
             )
             fitted = load_engine(data.out, name=self.name, device=data.device)
         fitted.info["train_result"] = res
+        if res.training_log is not None:
+            fitted.training_log = res.training_log
+        if self.eval_lrs and sc.algorithm.eval_lr is None and not fitted.algo.meta_learned_lrs:
+            fitted.lr, fitted.info["eval_lr_meta_val"] = select_eval_lr(
+                fitted.model,
+                fitted.params,
+                fitted.algo,
+                data.table,
+                data.splits.pools[data.splits.val],
+                sampler_config(sc.protocol),
+                lrs=self.eval_lrs,
+                steps=sc.algorithm.eval_steps,
+                max_tasks=sc.train.val_tasks,
+                k=sc.metrics.k,
+            )
         return fitted
 
 
@@ -331,7 +378,7 @@ def read_engine_run(
 
 def _from_parts(parts: RunParts) -> EngineFitted:
     assert parts.model is not None and parts.algo is not None
-    return EngineFitted(
+    fitted = EngineFitted(
         parts.method_name,
         parts.table,
         parts.model,
@@ -343,6 +390,8 @@ def _from_parts(parts: RunParts) -> EngineFitted:
         parts.lr,
         {"step": parts.step},
     )
+    fitted.training_log = TrainingLog.read(parts.run_dir)
+    return fitted
 
 
 def train_engine_run(
@@ -355,10 +404,11 @@ def train_engine_run(
     table: InteractionTable | None = None,
     splits: MetaSplits | None = None,
     evaluate_test: bool = True,
+    loggers: Sequence[Logger] = (),
 ) -> TrainResult:
     """The family's :data:`~metarec.methods.base.RunTrainer`: method ``name`` meta-trained by
     the outer loop straight into run directory ``out`` (resumable; ``metrics.jsonl``,
-    checkpoints, test metrics)."""
+    checkpoints, test metrics; ``loggers`` get every row as it is written)."""
     return train(
         engine_scenario(name, scenario),
         out,
@@ -367,5 +417,6 @@ def train_engine_run(
         table=table,
         splits=splits,
         evaluate_test=evaluate_test,
+        loggers=loggers,
         method=name,  # melu-ref: the manifest names the method, written under the run's lock
     )

@@ -463,6 +463,7 @@ def _make(
         pretrain=_pretrain_for(name, scfg.n_support),
         select=select_warm_lr,
         validate=warmup_val_score,
+        val_metric="neg_logloss",
     )
 
 
