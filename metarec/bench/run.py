@@ -23,40 +23,31 @@ negatives and the catalogue). Other methods make rows of the same format with
 :func:`make_rows` (per-state evaluations, e.g. from :func:`evaluation_from_arrays`).
 
 :func:`run_bench` reads top to bottom: :func:`_plan` (what to run), the data once, the
-``--tune`` trials, one loop over seeds and algorithms (:func:`_run_grid`), then ``bench.json``,
+``--tune`` trials, one loop over seeds and algorithms (:func:`metarec.bench.grid.run_grid`), then ``bench.json``,
 the plots and the report (:func:`_finish`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from metarec._errors import ConfigError
 from metarec._io.lock import holds_folder
 from metarec.bench.context import RunContext
 from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
-from metarec.bench.evaluation import NEGATIVES, Catalogue
+from metarec.bench.evaluation import NEGATIVES
+from metarec.bench.grid import CATALOGUE_BUDGET, Grid, run_grid, seed_splits
 from metarec.bench.plots import write_plots
 from metarec.bench.report import write_report
 from metarec.bench.resume import (
-    PROGRESS_FILE,
-    BenchFolder,
-    append_jsonl,
     assemble_per_task,
     bench_identity,
-    clear_run_dir,
     open_bench_folder,
-    per_task_path,
     read_jsonl,
     rewrite_results,
-    write_run_per_task,
 )
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
 from metarec.bench.stats import PRIMARY
@@ -73,9 +64,7 @@ from metarec.bench.variants import (
 from metarec.bench.warmup_rows import (
     is_warmup,
     warmup_protocol,
-    warmup_rows_per_seed,
     warmup_run,
-    warmup_splits,
     warmup_table,
 )
 from metarec.bench.writers import (
@@ -84,11 +73,9 @@ from metarec.bench.writers import (
     make_rows,
     metric_names,
 )
-from metarec.config import Scenario, config_hash, to_dict
+from metarec.config import Scenario, to_dict
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
-from metarec.episodes.build import build_splits
-from metarec.episodes.splits import MetaSplits
 from metarec.runs.checkpoint import atomic_write_json
 from metarec.train.loop import resolve_device
 
@@ -102,10 +89,6 @@ __all__ = [
     "FINETUNE_LRS",
     "algo_eval_steps",
 ]
-
-CATALOGUE_BUDGET = 2_000_000
-"""Full-catalogue ranking (``*_all`` metrics, at the default support) runs when the test tasks
-times the largest domain catalogue stay within this many candidates, or always outside ``--quick``."""
 
 
 @dataclass
@@ -197,8 +180,8 @@ def run_bench(
     Example:
         >>> import tempfile
         >>> from metarec.config import load_scenario
-        >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["data.synthetic.n_users=60",
-        ...     "data.synthetic.n_items=40", "train.steps=2", "train.val_every=2"])
+        >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["data.synthetic.n_domains=3",
+        ...     "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.steps=2", "train.val_every=2"])
         >>> res = run_bench(sc, algorithms=["popularity", "global"], seeds=1, shots=[3],
         ...                 out=tempfile.mkdtemp(), plots=False, verbose=False)
         >>> sorted({r["algorithm"] for r in res.rows})
@@ -226,7 +209,7 @@ def run_bench(
     env = environment(device)
     say(_headline(plan, device, env))
     seed0 = seeded_scenario(plan.base, 0)
-    splits0 = _splits(plan, table, seed0, 0)
+    splits0 = seed_splits(plan.warmup, table, seed0, 0)
     tuned: dict[str, dict[str, Any]] = {}
     if tune is not None:  # before the seeds: trials see meta-train and meta-val of seed 0 only
         done = read_jsonl(out / TUNING_FILE) if folder.resumed else []
@@ -235,7 +218,7 @@ def run_bench(
                 algo, 0, seed0, table, splits0, plan.shots, device, env, out, quick=quick
             )
             tuned[algo] = tune_algorithm(ctx0, tune, done=done, say=say)
-    grid = _run_grid(
+    grid = run_grid(
         plan,
         table,
         splits0,
@@ -247,6 +230,7 @@ def run_bench(
         progress,
         say,
         Path(runs_dir) if runs_dir is not None else None,
+        warmup_run if plan.warmup else run_method,
     )
     order = [(s, a) for s in range(plan.n_seeds) for a in plan.algos]
     rows = [r for k in order for r in grid.by_run[k]]
@@ -318,12 +302,6 @@ def _plan(
     return _Plan(base, algos, n_seeds, shot_list, quick, warmup)
 
 
-def _splits(plan: _Plan, table: InteractionTable, sc: Scenario, seed: int) -> MetaSplits:
-    if plan.warmup:
-        return warmup_splits(table, sc, seed)
-    return build_splits(table, sc.protocol)
-
-
 def _headline(plan: _Plan, device: Any, env: dict[str, Any]) -> str:
     what = (
         "warm-up phases cold, warm-a, warm-b, warm-c"
@@ -337,119 +315,12 @@ def _headline(plan: _Plan, device: Any, env: dict[str, Any]) -> str:
     )
 
 
-@dataclass
-class _Grid:
-    """What the loop over seeds and algorithms gathered."""
-
-    by_run: dict[tuple[int, str], list[dict[str, Any]]] = field(default_factory=dict)
-    pools: dict[str, dict[str, int]] = field(default_factory=dict)
-    catalogue: bool | None = None
-    skipped: int = 0
-
-
-def _run_grid(
-    plan: _Plan,
-    table: InteractionTable,
-    splits0: MetaSplits,
-    folder: BenchFolder,
-    out: Path,
-    device: Any,
-    env: dict[str, Any],
-    tuned: dict[str, dict[str, Any]],
-    progress: bool,
-    say: Callable[..., None],
-    runs_path: Path | None,
-) -> _Grid:
-    """Every (seed, algorithm) run, each written as it finishes (finished ones of an interrupted
-    benchmark are kept)."""
-    grid = _Grid()
-    configs: dict[str, Any] = dict(folder.configs)
-    primary = PRIMARY[table.feedback]
-    cat = Catalogue(table)
-    run_one = warmup_run if plan.warmup else run_method
-    no_per_task: list[str] = []
-    (out / "results.jsonl").touch()
-    bar = tqdm(
-        total=plan.n_seeds * len(plan.algos),
-        desc="bench",
-        unit="run",
-        disable=not progress,
-        leave=False,
-    )
-    for seed in range(plan.n_seeds):
-        sc_seed = seeded_scenario(plan.base, seed)
-        splits = splits0 if seed == 0 else _splits(plan, table, sc_seed, seed)
-        grid.pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
-        if grid.catalogue is None:
-            n_test = sum(len(splits.pools[s]) for s in splits.states)
-            largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(cat.all_items)
-            grid.catalogue = not plan.quick or n_test * largest <= CATALOGUE_BUDGET
-        expected = (
-            warmup_rows_per_seed(splits)
-            if plan.warmup
-            else (1 + len(plan.shots)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
-        )
-        memo: dict[Any, Any] = {}  # fits methods of one seed share (cross-domain m and m+adapt)
-        for algo in plan.algos:
-            key = (seed, algo)
-            if folder.complete(key, expected):  # finished before the interruption: keep it
-                grid.by_run[key] = folder.rows[key]
-                grid.skipped += 1
-                if not per_task_path(out, seed, algo).exists():
-                    no_per_task.append(f"{algo}-s{seed}")
-                bar.update(1)
-                continue
-            ctx = RunContext(
-                algo,
-                seed,
-                sc_seed,
-                table,
-                splits,
-                plan.shots,
-                device,
-                env,
-                out,
-                cat,
-                grid.catalogue,
-                runs_path,
-                plan.quick,
-                tuned.get(algo, {}).get("values"),
-                memo,
-            )
-            if folder.resumed:  # an unfinished run of this benchmark: start it again
-                folder.forget(key)
-            if folder.resumed or folder.replaced:  # its earlier training files (any --runs-dir)
-                clear_run_dir((runs_path or out / "runs") / ctx.run_id)
-            new, cfg, cur = run_one(ctx, say)
-            if algo in tuned:
-                for r in new:
-                    r["tuned"] = tuned[algo]
-            configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
-            _record_run(out, key, new, cur, configs, primary)
-            grid.by_run[key] = new
-            bar.update(1)
-    bar.close()
-    if no_per_task:
-        print(
-            f"metarec bench: --resume: no per-task values for {len(no_per_task)} finished run(s) of an older folder "
-            f"({', '.join(no_per_task[:4])}{', ...' if len(no_per_task) > 4 else ''}): the report's paired tests over "
-            "tasks leave them out; rerun them with --overwrite for complete tests",
-            file=sys.stderr,
-        )
-    if grid.skipped:
-        say(
-            f"metarec bench: --resume: {grid.skipped} finished run(s) kept, "
-            f"{plan.n_seeds * len(plan.algos) - grid.skipped} run"
-        )
-    return grid
-
-
 def _write_meta(
     out: Path,
     plan: _Plan,
     table: InteractionTable,
     rows: list[dict[str, Any]],
-    grid: _Grid,
+    grid: Grid,
     tune: int | None,
     load_s: float,
     t_start: float,
@@ -512,43 +383,6 @@ def _finish(out: Path, plan: _Plan, want_plots: bool) -> tuple[list[Path], Path]
     if any(is_crossdomain(a) for a in plan.algos):  # cold users: metarec's best vs EMCDR / PTUPCDR
         write_transfer_summary(out)
     return plot_files, report
-
-
-def _record_run(
-    out: Path,
-    key: tuple[int, str],
-    rows: list[dict[str, Any]],
-    curves: list[dict[str, Any]],
-    configs: dict[str, Any],
-    primary: str,
-) -> None:
-    """Write one finished run into ``out`` (the order of :mod:`metarec.bench.resume`); pops the
-    rows' ``_per_task`` entries."""
-    seed, algo = key
-    per_task = []
-    for r in rows:
-        pt = r.pop("_per_task", None)
-        if pt is not None and primary in pt["values"]:
-            per_task.append(
-                {
-                    "state": r["state"],
-                    "algorithm": r["algorithm"],
-                    "seed": r["seed"],
-                    "shots": r["shots"],
-                    "metric": primary,
-                    "units": pt["units"],
-                    "values": pt["values"][primary],
-                }
-            )
-    write_run_per_task(out, seed, algo, per_task)
-    append_jsonl(out / "curves.jsonl", curves)
-    atomic_write_json(out / "configs.json", configs)
-    append_jsonl(out / "results.jsonl", rows, sync=True)
-    append_jsonl(
-        out / PROGRESS_FILE,
-        [{"run_id": f"{algo}-s{seed}", "seed": seed, "algorithm": algo, "rows": len(rows)}],
-        sync=True,
-    )
 
 
 def _check_seeds(seeds: int) -> int:

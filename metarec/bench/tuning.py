@@ -143,7 +143,7 @@ def trial_configs(
     grid points in a seeded random order (all of them when the grid is smaller).
 
     >>> trial_configs({"a": (1, 2), "b": (3,)}, 5)
-    [{}, {'a': 2, 'b': 3}, {'a': 1, 'b': 3}]
+    [{}, {'a': 1, 'b': 3}, {'a': 2, 'b': 3}]
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(

@@ -426,5 +426,15 @@ def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
 
     Raises:
         ConfigError: ``name`` is not registered (with the closest name).
+
+    Example:
+        >>> from metarec.config import load_scenario
+        >>> sc = load_scenario("tasks/synthetic-cold-start.toml")
+        >>> build_method("r2d2", sc, rank=4).settings.rank
+        4
+        >>> build_method("r2d3", sc)
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: algorithm.name='r2d3': unknown method; choose one of [...] (did you mean 'r2d2'?)
     """
     return method_info(name).factory(*args, **kwargs)

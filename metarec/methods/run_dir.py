@@ -90,7 +90,7 @@ def train_method(
         >>> import tempfile
         >>> from metarec.config import load_scenario
         >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=r2d2",
-        ...     "data.synthetic.n_users=40", "data.synthetic.n_items=30", "train.steps=2",
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.steps=2",
         ...     "train.val_every=1", "train.val_tasks=8", "train.progress=false",
         ...     "learners.r2d2.hidden=[8]", "learners.r2d2.rank=2"])
         >>> res = train_method(sc, tempfile.mkdtemp() + "/run")

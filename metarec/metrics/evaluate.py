@@ -295,7 +295,7 @@ def evaluate_fitted(
     kept) instead of raising.
 
     Example:
-        >>> from metarec.data.synthetic import make_taste_table
+        >>> from metarec.data.synthetic_personal import make_taste_table
         >>> from metarec.episodes.splits import random_split
         >>> from metarec.methods.popularity import PopularityMethod
         >>> from metarec.methods import FitData

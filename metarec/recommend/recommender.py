@@ -84,9 +84,22 @@ class Recommender:
         per, steps, lr: how they were adapted (``per="domain"``: one task serves every user).
 
     Example:
-        >>> rec = run.adapt([("new-user", 17, 5.0)])            # doctest: +SKIP
-        >>> rec.recommend("new-user", k=10)                     # doctest: +SKIP
-        >>> rec.predict("new-user", [3, 4])                     # doctest: +SKIP
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> from metarec.methods import FitData
+        >>> from metarec.methods.popularity import PopularityMethod
+        >>> from metarec.recommend.run_model import RunModel
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=3, min_interactions=5)
+        >>> run = RunModel(PopularityMethod().fit(FitData(table, splits)))
+        >>> first, second = table.item_ids.values[:2]
+        >>> rec = run.adapt([("new-user", first, 5.0)])
+        >>> rec.n_tasks, rec.is_adapted("new-user"), rec.is_adapted("someone-else")
+        (1, True, False)
+        >>> first in [item for item, _ in rec.recommend("new-user", k=5)]  # seen: left out
+        False
+        >>> rec.predict("new-user", [first, second]).shape
+        (2,)
     """
 
     def __init__(

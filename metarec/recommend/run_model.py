@@ -68,7 +68,7 @@ class RunModel:
     (those of ``fitted``; the serving layer's batched kernels read them).
 
     Example:
-        >>> from metarec.data.synthetic import make_taste_table
+        >>> from metarec.data.synthetic_personal import make_taste_table
         >>> from metarec.episodes.splits import random_split
         >>> from metarec.methods.popularity import PopularityMethod
         >>> from metarec.methods import FitData

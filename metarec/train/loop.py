@@ -245,7 +245,7 @@ def train(
         >>> from metarec.config import load_scenario
         >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["train.steps=2",
         ...     "train.val_every=2", "train.val_tasks=8", "train.progress=false",
-        ...     "algorithm.meta_batch=4", "data.synthetic.n_users=40", "data.synthetic.n_items=30"])
+        ...     "algorithm.meta_batch=4", "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80"])
         >>> res = train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False)
         >>> res.steps, res.training_log.steps
         (2, 2)
