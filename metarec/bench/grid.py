@@ -1,5 +1,6 @@
 """The loop of one benchmark over seeds and algorithms (:func:`run_grid`): each
-``(seed, algorithm)`` run is fitted and scored by ``run_one``
+``(seed, algorithm)`` run is fitted and scored by ``run_one`` (``jobs`` at a time in worker
+processes, :mod:`metarec.bench.parallel`)
 (:func:`metarec.bench.runner.run_method`, or the item warm-up protocol's
 :func:`metarec.bench.warmup_rows.warmup_run`) and written as soon as it
 finishes, in the order :mod:`metarec.bench.resume` reads back; the runs an interrupted benchmark
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from metarec.bench.context import RunContext
 from metarec.bench.evaluation import Catalogue
+from metarec.bench.parallel import run_units
 from metarec.bench.resume import (
     PROGRESS_FILE,
     BenchFolder,
@@ -71,6 +73,7 @@ def run_grid(
     say: Callable[..., None],
     runs_path: Path | None,
     run_one: Callable[..., Any],
+    jobs: int = 1,
 ) -> Grid:
     """Every (seed, algorithm) run, each written as it finishes (finished ones of an interrupted
     benchmark are kept)."""
@@ -87,6 +90,7 @@ def run_grid(
         disable=not progress,
         leave=False,
     )
+    pending: list[RunContext] = []  # the runs to do, in seed x algorithm order
     for seed in range(plan.n_seeds):
         sc_seed = seeded_scenario(plan.base, seed)
         splits = splits0 if seed == 0 else seed_splits(plan.warmup, table, sc_seed, seed)
@@ -100,7 +104,8 @@ def run_grid(
             if plan.warmup
             else (1 + len(plan.shots)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
         )
-        memo: dict[Any, Any] = {}  # fits methods of one seed share (cross-domain m and m+adapt)
+        memo: dict[Any, Any] = {}  # fits one seed's methods share (cross-domain m and m+adapt;
+        # with jobs > 1 each worker process has its own copy, so each run fits on its own)
         for algo in plan.algos:
             key = (seed, algo)
             if folder.complete(key, expected):  # finished before the interruption: keep it
@@ -131,14 +136,19 @@ def run_grid(
                 folder.forget(key)
             if folder.resumed or folder.replaced:  # its earlier training files (any --runs-dir)
                 clear_run_dir((runs_path or out / "runs") / ctx.run_id)
-            new, cfg, cur = run_one(ctx, say)
-            if algo in tuned:
-                for r in new:
-                    r["tuned"] = tuned[algo]
-            configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
-            _record_run(out, key, new, cur, configs, primary)
-            grid.by_run[key] = new
-            bar.update(1)
+            pending.append(ctx)
+
+    def finish(ctx: RunContext, result: tuple[list[dict[str, Any]], Any, Any]) -> None:
+        new, cfg, cur = result
+        if ctx.algo in tuned:
+            for r in new:
+                r["tuned"] = tuned[ctx.algo]
+        configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
+        _record_run(out, (ctx.seed, ctx.algo), new, cur, configs, primary)
+        grid.by_run[(ctx.seed, ctx.algo)] = new
+        bar.update(1)
+
+    run_units(pending, lambda ctx: run_one(ctx, say), finish, jobs=jobs)
     bar.close()
     if no_per_task:
         print(

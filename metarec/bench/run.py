@@ -40,6 +40,7 @@ from metarec.bench.context import RunContext
 from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
 from metarec.bench.evaluation import NEGATIVES
 from metarec.bench.grid import CATALOGUE_BUDGET, Grid, run_grid, seed_splits
+from metarec.bench.parallel import check_jobs
 from metarec.bench.plots import write_plots
 from metarec.bench.report import write_report
 from metarec.bench.resume import (
@@ -141,6 +142,7 @@ def run_bench(
     resume: bool = False,
     overwrite: bool = False,
     tune: int | None = None,
+    jobs: int = 1,
 ) -> BenchResult:
     """Run the benchmark grid of ``scenario`` into folder ``out``.
 
@@ -173,6 +175,10 @@ def run_bench(
         tune: ``N`` trials per algorithm before the seeds (:mod:`metarec.bench.tuning`): each
             trained on seed 0 with the benchmark's budget and scored on meta-val only; every
             seed then runs the best, and each row records it (``tuned``).
+        jobs: ``(seed, algorithm)`` runs at a time, each in a worker process with one torch
+            thread (:mod:`metarec.bench.parallel`); 1 (default): one after another, here. The
+            rows are the same; each finished run is written as it finishes, so ``resume``
+            works alike.
 
     Returns:
         A :class:`BenchResult`.
@@ -190,6 +196,7 @@ def run_bench(
     t_start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
     want_plots = _check_plots(plots)
+    check_jobs(jobs)
     if tune is not None:
         trial_configs({}, tune)  # checks N before anything is read or written
     data = _Data(scenario)
@@ -206,6 +213,7 @@ def run_bench(
     table = data.table(bench=plan.warmup)
     say = print if verbose else (lambda *a, **k: None)
     device = resolve_device(plan.base.train.device)
+    check_jobs(jobs, str(device))
     env = environment(device)
     say(_headline(plan, device, env))
     seed0 = seeded_scenario(plan.base, 0)
@@ -231,12 +239,13 @@ def run_bench(
         say,
         Path(runs_dir) if runs_dir is not None else None,
         warmup_run if plan.warmup else run_method,
+        jobs,
     )
     order = [(s, a) for s in range(plan.n_seeds) for a in plan.algos]
     rows = [r for k in order for r in grid.by_run[k]]
     rewrite_results(out, rows)  # seed x algorithm order, as an uninterrupted run writes it
     assemble_per_task(out, order)
-    _write_meta(out, plan, table, rows, grid, tune, data.seconds, t_start, cpu_start, env)
+    _write_meta(out, plan, table, rows, grid, tune, jobs, data.seconds, t_start, cpu_start, env)
     plot_files, report = _finish(out, plan, want_plots)
     seconds = time.perf_counter() - t_start
     say(f"metarec bench: {len(rows)} rows in {seconds:.0f} s; report: {report}")
@@ -322,6 +331,7 @@ def _write_meta(
     rows: list[dict[str, Any]],
     grid: Grid,
     tune: int | None,
+    jobs: int,
     load_s: float,
     t_start: float,
     cpu_start: float,
@@ -359,6 +369,7 @@ def _write_meta(
             "catalogue_ranking": bool(grid.catalogue),
             "resumed_runs": grid.skipped,
             "tune": tune,
+            "jobs": jobs,
             "load_seconds": round(load_s, 2),
             "seconds": round(time.perf_counter() - t_start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from metarec._errors import CheckpointError, ConfigError, suggest
-from metarec.config import Scenario, config_hash, to_dict
+from metarec.config import Scenario, as_scenario, config_hash, to_dict
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import build_splits, sampler_config
@@ -65,7 +65,7 @@ __all__ = ["train_method", "save_fitted", "load_fitted", "read_run"]
 
 
 def train_method(
-    scenario: Scenario,
+    scenario: Scenario | Mapping[str, Any],
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
@@ -76,6 +76,10 @@ def train_method(
     loggers: Sequence[Logger] = (),
 ) -> TrainResult:
     """Train the method ``scenario.algorithm.name`` into run directory ``out`` (module docstring).
+
+    ``scenario`` is a :class:`~metarec.config.Scenario` or a dict of its sections (the keys of
+    a scenario file: ``{"data": {...}, "algorithm": {"name": "r2d2"}}``), so a script needs no
+    TOML file.
 
     ``resume`` / ``overwrite`` as for :func:`metarec.train.loop.train`; every method holds the run
     directory's lock while it writes (:mod:`metarec.train.session`). ``loggers`` (beside those
@@ -102,6 +106,7 @@ def train_method(
             ``--set`` key), ``out`` already holds a run, or ``resume`` for a method without an
             outer loop.
     """
+    scenario = as_scenario(scenario)
     name = scenario.algorithm.name
     out = Path(out)
     info = method_info(name)
