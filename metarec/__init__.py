@@ -174,6 +174,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'metarec' has no attribute {name!r}")
     if name in _NEEDS_REGISTRY:
         importlib.import_module("metarec.methods")
+    if name == "train":  # the stage package, callable as the outer loop (metarec/train/__init__.py)
+        return importlib.import_module("metarec.train")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
