@@ -11,17 +11,12 @@ import pytest
 import torch
 
 from metarec._errors import CheckpointError, ConfigError
+from metarec.algorithms.kshot import kshot_moments, solve_ridge
 from metarec.data.table import Columns, InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.splits import random_split
 from metarec.methods import FitData, build_fitted, build_method
-from metarec.methods.learners.elae import (
-    ElaeSettings,
-    catalogue_ndcg,
-    kshot_moments,
-    make_elae,
-    solve_ridge,
-)
+from metarec.methods.learners.elae import ElaeSettings, catalogue_ndcg, make_elae
 
 pytestmark = pytest.mark.usefixtures("f64")
 
@@ -191,3 +186,38 @@ def test_settings_errors():
     with pytest.raises(ConfigError, match="give at least one finite ridge strength > 0"):
         ElaeSettings(lambdas=(0.0,))
     assert build_method("elae", None).name == "elae"
+
+
+def _enumerated_with_history(X, T, H, k):
+    U, m = X.shape
+    h = H.shape[1]
+    d = h + m + 1
+    A = torch.zeros(d, d, dtype=torch.float64)
+    C = torch.zeros(d, m, dtype=torch.float64)
+    for u in range(U):
+        items = torch.nonzero(X[u]).flatten().tolist()
+        subsets = list(itertools.combinations(items, min(k, len(items))))
+        for S in subsets:
+            z = torch.zeros(d, dtype=torch.float64)
+            z[:h] = H[u]
+            z[[h + i for i in S]] = 1.0
+            z[-1] = 1.0
+            y = T[u].clone()
+            y[list(S)] = 0.0
+            A += torch.outer(z, z) / len(subsets)
+            C += torch.outer(z, y) / len(subsets)
+    return A, C
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_moments_with_a_history_block_equal_exact_enumeration(k):
+    g = torch.Generator().manual_seed(10 + k)
+    X = (torch.rand(5, 6, generator=g) < 0.6).double()
+    T = X * (torch.rand(5, 6, generator=g) < 0.6).double()
+    H = (torch.rand(5, 4, generator=g) < 0.5).double()
+    A, C = kshot_moments(X, T, k, H, chunk=2)
+    A_ref, C_ref = _enumerated_with_history(X, T, H, k)
+    torch.testing.assert_close(A, A_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(C, C_ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match=r"H \(4, 4\): expected one history row per user"):
+        kshot_moments(X, T, k, H[:4])

@@ -48,9 +48,11 @@ import numpy as np
 import torch
 
 from metarec._errors import CheckpointError, ConfigError
+from metarec.algorithms.kshot import kshot_moments, solve_ridge
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
+from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import FitData, register_method
 from metarec.methods.learners._settings import parse_settings
 
@@ -59,8 +61,6 @@ __all__ = [
     "ElaeMethod",
     "ElaeFitted",
     "ElaeAdapted",
-    "kshot_moments",
-    "solve_ridge",
     "catalogue_ndcg",
     "make_elae",
 ]
@@ -82,14 +82,22 @@ class ElaeSettings:
         max_items: the most items modelled (the most interacted in meta-train); the dense
             ``(m + 1, m)`` solve costs ``O(m^3)`` and ``8 m^2`` bytes.
         seed: seeds the meta-val subset and its support draws (``None``: the fit's seed).
+        history: with several domains, feed each user's meta-train source-domain interactions
+            as an always-present input block (cold users of a target domain); ``False`` uses
+            the target support alone.
+        history_norm: a history row is divided by (its number of items) to this power (0, the
+            default: raw
+            indicators; 0.5: long and short histories weigh alike in norm).
     """
 
     shots: tuple[int, ...] = ()
-    lambdas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    lambdas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
     relevance: float | None = None
     val_tasks: int = 512
     max_items: int = 20_000
     seed: int | None = None
+    history: bool = True
+    history_norm: float = 0.0
 
     def __post_init__(self) -> None:
         if any(int(k) < 1 for k in self.shots):
@@ -105,76 +113,6 @@ class ElaeSettings:
             raise ConfigError(f"val_tasks={self.val_tasks}: must be >= 1; e.g. val_tasks = 512")
         if self.max_items < 2:
             raise ConfigError(f"max_items={self.max_items}: must be >= 2; e.g. max_items = 20000")
-
-
-# --------------------------------------------------------------------------- the closed form
-
-
-def kshot_moments(
-    X: torch.Tensor, T: torch.Tensor, k: int, *, chunk: int = 4096
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The expected normal equations of the ``k``-shot objective (see the module docstring).
-
-    Args:
-        X: ``(U, m)`` 0/1 interaction indicators of the meta-train users over the modelled items.
-        T: ``(U, m)`` 0/1 relevance indicators (``T <= X``).
-        k: the support size; a user with ``n_u <= k`` interactions keeps them all (``q_u = 1``).
-        chunk: users per block (bounds the temporary memory to ``chunk x m``).
-
-    Returns:
-        ``(A, C)``: ``A (m + 1, m + 1)`` the expected Gram matrix of ``[s, 1]`` and ``C (m + 1,
-        m)`` its expected cross moment with the held-out relevant items ``y``, summed over users,
-        in ``X``'s dtype (the intercept is the last row/column).
-
-    Example:
-        >>> X = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
-        >>> A, C = kshot_moments(X, X, k=1)
-        >>> A[0, 1].item(), A[0, 0].item()    # never two items at once with one shot
-        (0.0, 0.8333333333333333)
-    """
-    if X.shape != T.shape or X.dim() != 2:
-        raise ConfigError(
-            f"X {tuple(X.shape)} and T {tuple(T.shape)}: expected two (users, items) matrices of one shape"
-        )
-    if k < 1:
-        raise ConfigError(f"k={k}: the support size must be >= 1")
-    U, m = X.shape
-    n = X.sum(dim=1)
-    q = torch.clamp(k / n.clamp(min=1.0), max=1.0)
-    pairs = torch.where(n > 1, k * (k - 1) / (n * (n - 1)).clamp(min=1.0), torch.zeros_like(n))
-    q2 = torch.minimum(pairs, q)
-    A = X.new_zeros(m + 1, m + 1)
-    C = X.new_zeros(m + 1, m)
-    for s in range(0, U, chunk):
-        x, t = X[s : s + chunk], T[s : s + chunk]
-        qq, qq2 = q[s : s + chunk], q2[s : s + chunk]
-        A[:m, :m] += x.T @ (qq2[:, None] * x)
-        C[:m] += x.T @ ((qq - qq2)[:, None] * t)
-        A[m, :m] += qq @ x
-        C[m] += (1.0 - qq) @ t
-    # the diagonal: E[s_j^2] = q_u x_uj, not q2_u x_uj (an item is drawn once): add (q - q2) x
-    A[:m, :m] += torch.diag(X.T @ (q - q2))
-    A[:m, m] = A[m, :m]
-    A[m, m] = float(U)
-    idx = torch.arange(m)
-    C[idx, idx] = 0.0  # an item in the support is not held out
-    return A, C
-
-
-def solve_ridge(A: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
-    """``(A + lam I)^-1 C`` by a Cholesky factorisation (``A`` symmetric positive semi-definite).
-
-    Raises:
-        ConfigError: the system is not positive definite (``lam`` too small for this data).
-    """
-    eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    L, info = torch.linalg.cholesky_ex(A + lam * eye)
-    if int(info) != 0:
-        raise ConfigError(
-            f"lambda={lam}: A + lambda I is not positive definite; raise the ridge strength "
-            "(--set learners.elae.lambdas=[1.0, 3.0, 10.0])"
-        )
-    return torch.cholesky_solve(C, L)
 
 
 def catalogue_ndcg(
@@ -210,20 +148,39 @@ def _relevance(table: InteractionTable, threshold: float | None) -> np.ndarray:
     return table.ratings >= threshold
 
 
-def _user_matrix(
-    table: InteractionTable, rows: np.ndarray, col: np.ndarray, relevant: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(X, T)`` ``float64 (U, m)`` of the users of ``rows`` over modelled columns ``col``
-    (``col[item]`` the column of an item, -1 when not modelled)."""
+def _indicators(
+    table: InteractionTable,
+    rows: np.ndarray,
+    users: np.ndarray,
+    col: np.ndarray,
+    width: int,
+    values: np.ndarray | None = None,
+) -> torch.Tensor:
+    """``float64 (len(users), width)``: 1 (or ``values[row]``) at ``(user, col[item])`` for each
+    row of ``rows`` whose user is in ``users`` (sorted) and whose item is modelled (``col >= 0``)."""
     c = col[table.items[rows]]
-    keep = c >= 0
-    users, inv = np.unique(table.users[rows][keep], return_inverse=True)
-    X = torch.zeros(len(users), int(col.max()) + 1, dtype=torch.float64)
-    T = torch.zeros_like(X)
-    ui, ci = torch.from_numpy(inv), torch.from_numpy(c[keep])
-    X[ui, ci] = 1.0
-    T[ui, ci] = torch.from_numpy(relevant[rows][keep].astype(np.float64))
-    return X, T
+    pos = np.searchsorted(users, table.users[rows])
+    pos = np.minimum(pos, max(len(users) - 1, 0))
+    keep = (c >= 0) & (len(users) > 0) & (users[pos] == table.users[rows])
+    out = torch.zeros(len(users), width, dtype=torch.float64)
+    v = 1.0 if values is None else torch.from_numpy(values[rows][keep].astype(np.float64))
+    out[torch.from_numpy(pos[keep]), torch.from_numpy(c[keep])] = v
+    return out
+
+
+def _columns(items: np.ndarray, n: int) -> np.ndarray:
+    col = np.full(n, -1, dtype=np.int64)
+    col[items] = np.arange(len(items))
+    return col
+
+
+def _top_items(table: InteractionTable, rows: np.ndarray, cap: int) -> np.ndarray:
+    """The items of ``rows`` (at most ``cap``: the most interacted), ascending."""
+    counts = np.bincount(table.items[rows], minlength=table.n_items)
+    items = np.flatnonzero(counts > 0)
+    if len(items) > cap:
+        items = np.sort(items[np.argsort(-counts[items], kind="stable")[:cap]])
+    return items
 
 
 def _nearest(shots: Sequence[int], sizes: torch.Tensor) -> torch.Tensor:
@@ -257,8 +214,12 @@ class ElaeFitted:
     """The meta-trained ``B_k`` (one per support size) over the modelled items.
 
     Attributes:
-        items: ``int64 (m,)`` the modelled table items (column order of each ``B_k``).
-        shots: the support sizes, ascending; ``B[i]`` is ``B_{shots[i]}`` ``(m + 1, m)``.
+        items: ``int64 (m,)`` the modelled (target) items: the column order of each ``B_k``.
+        source_items: ``int64 (h,)`` the modelled source-domain items (empty when the scenario
+            has one domain): the first ``h`` input rows of each ``B_k``.
+        hist_ptr, hist_cols: each table user's meta-train source-domain items as CSR
+            (``hist_cols[hist_ptr[u]:hist_ptr[u + 1]]``, columns into ``source_items``).
+        shots: the support sizes, ascending; ``B[i]`` is ``B_{shots[i]}``, ``(h + m + 1, m)``.
         lambdas: the ridge strength chosen on meta-val per support size.
         val_ndcg: the meta-val nDCG@10 of each chosen ``B_k``.
     """
@@ -271,35 +232,60 @@ class ElaeFitted:
         B: Sequence[torch.Tensor],
         lambdas: Sequence[float],
         val_ndcg: Sequence[float] = (),
+        source_items: torch.Tensor | None = None,
+        hist_ptr: torch.Tensor | None = None,
+        hist_cols: torch.Tensor | None = None,
     ) -> None:
         self.name, self.table = "elae", table
         self.items = items.long()
+        self.source_items = (
+            torch.zeros(0, dtype=torch.long) if source_items is None else source_items.long()
+        )
+        self.hist_ptr = (
+            torch.zeros(table.n_users + 1, dtype=torch.long) if hist_ptr is None else hist_ptr
+        )
+        self.hist_cols = torch.zeros(0, dtype=torch.long) if hist_cols is None else hist_cols
         self.shots = [int(k) for k in shots]
         self.B = list(B)
         self.lambdas = [float(x) for x in lambdas]
         self.val_ndcg = [float(x) for x in val_ndcg]
+        self.history_norm = 0.0
 
-    def _columns(self) -> torch.Tensor:
-        col = torch.full((self.table.n_items,), -1, dtype=torch.long)
-        col[self.items] = torch.arange(len(self.items))
-        return col
+    def inputs(self, support: EpisodeSet, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``(T, h + m + 1)`` input rows ``[H_u, s, 1]`` of the tasks of ``support``: the task
+        user's meta-train source history plus any source-domain item in the support, the
+        support's modelled target items (indicators: a repeated item counts once), 1."""
+        h, m = len(self.source_items), len(self.items)
+        n = self.table.n_items
+        col = torch.as_tensor(_columns(self.items.numpy(), n))
+        scol = torch.as_tensor(_columns(self.source_items.numpy(), n))
+        items, mask = support.items.cpu(), support.mask.cpu()
+        dtype = dtype or (self.B[0].dtype if self.B else torch.float32)
+        Z = torch.zeros(items.shape[0], h + m + 1, dtype=dtype)
+        rows = torch.arange(items.shape[0])[:, None].expand_as(items)
+        c, sc = col[items], scol[items]
+        tgt, src = mask & (c >= 0), mask & (sc >= 0)
+        Z[rows[tgt], h + c[tgt]] = 1.0
+        Z[rows[src], sc[src]] = 1.0
+        if h:
+            first = mask.float().argmax(dim=1)
+            user = support.users.cpu().gather(1, first[:, None]).squeeze(1)
+            for t, u in enumerate(user.tolist()):
+                if bool(mask[t].any()) and 0 <= u < self.table.n_users:
+                    Z[t, self.hist_cols[self.hist_ptr[u] : self.hist_ptr[u + 1]]] = 1.0
+            Z[:, :h] *= Z[:, :h].sum(dim=1, keepdim=True).clamp(min=1.0) ** -self.history_norm
+        Z[:, -1] = 1.0
+        return Z
 
     def scores(self, support: EpisodeSet) -> torch.Tensor:
         """``(T, m)`` scores of the modelled items for each task of ``support``."""
-        m = len(self.items)
-        col = self._columns()
-        items, mask = support.items.cpu(), support.mask.cpu()
-        c = col[items]
-        real = mask & (c >= 0)
-        S = torch.zeros(items.shape[0], m + 1, dtype=self.B[0].dtype)
-        rows = torch.arange(items.shape[0])[:, None].expand_as(c)
-        S[rows[real], c[real]] = 1.0  # a repeated item counts once (an indicator)
-        S[:, m] = 1.0
-        which = _nearest(self.shots, real.sum(dim=1))
-        out = torch.empty(items.shape[0], m, dtype=self.B[0].dtype)
+        Z = self.inputs(support)
+        h = len(self.source_items)
+        which = _nearest(self.shots, (Z[:, h:-1] > 0).sum(dim=1))
+        out = torch.empty(Z.shape[0], len(self.items), dtype=self.B[0].dtype)
         for i in which.unique().tolist():
             sel = which == i
-            out[sel] = S[sel] @ self.B[i]  # (tasks, m + 1) @ (m + 1, m)
+            out[sel] = Z[sel] @ self.B[i]  # (tasks, h + m + 1) @ (h + m + 1, m)
         return out
 
     def adapt(
@@ -319,68 +305,88 @@ class ElaeFitted:
             "lambdas": self.lambdas,
             "val_ndcg": self.val_ndcg,
             "n_modelled": len(self.items),
+            "n_source": len(self.source_items),
+            "n_history": len(self.hist_cols),
+            "history_norm": self.history_norm,
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        out = {"items": self.items.cpu()}
+        out = {
+            "items": self.items.cpu(),
+            "source_items": self.source_items.cpu(),
+            "hist_ptr": self.hist_ptr.cpu(),
+            "hist_cols": self.hist_cols.cpu(),
+        }
         out.update({f"B.{k}": b.detach().cpu() for k, b in zip(self.shots, self.B, strict=True)})
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        want = {"items", *(f"B.{k}" for k in self.shots)}
+        want = {"items", "source_items", "hist_ptr", "hist_cols", *(f"B.{k}" for k in self.shots)}
         if set(state) != want:
             raise CheckpointError(
                 f"state_dict: keys {sorted(state)} do not match elae's {sorted(want)}; the weights "
                 "belong to another run; re-train"
             )
-        m = int(state["items"].shape[0])
+        m, h = int(state["items"].shape[0]), int(state["source_items"].shape[0])
         for k in self.shots:
-            if tuple(state[f"B.{k}"].shape) != (m + 1, m):
+            if tuple(state[f"B.{k}"].shape) != (h + m + 1, m):
                 raise CheckpointError(
                     f"state_dict: 'B.{k}' has shape {tuple(state[f'B.{k}'].shape)}, expected "
-                    f"{(m + 1, m)} for {m} modelled items; the weights belong to another run; re-train"
+                    f"{(h + m + 1, m)} for {m} modelled and {h} source items; the weights belong "
+                    "to another run; re-train"
                 )
-        if m and int(state["items"].max()) >= self.table.n_items:
+        top = max([int(x.max()) for x in (state["items"], state["source_items"]) if len(x)] or [0])
+        if top >= self.table.n_items or len(state["hist_ptr"]) != self.table.n_users + 1:
             raise CheckpointError(
-                f"state_dict: modelled item {int(state['items'].max())} is outside this table's "
-                f"{self.table.n_items} items; the weights belong to another run; re-train"
+                f"state_dict: its items (up to {top}) or users ({len(state['hist_ptr']) - 1}) do not "
+                f"fit this table ({self.table.n_items} items, {self.table.n_users} users); the "
+                "weights belong to another run; re-train"
             )
         self.items = state["items"].long()
+        self.source_items = state["source_items"].long()
+        self.hist_ptr, self.hist_cols = state["hist_ptr"].long(), state["hist_cols"].long()
         self.B = [state[f"B.{k}"].float() for k in self.shots]
 
     @classmethod
     def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> ElaeFitted:
         shots = [int(k) for k in config.get("shots", [1])]
-        m = int(config.get("n_modelled", 1))
-        return cls(
+        m, h = int(config.get("n_modelled", 1)), int(config.get("n_source", 0))
+        out = cls(
             table,
             torch.zeros(m, dtype=torch.long),
             shots,
-            [torch.zeros(m + 1, m) for _ in shots],
+            [torch.zeros(h + m + 1, m) for _ in shots],
             config.get("lambdas", [1.0] * len(shots)),
             config.get("val_ndcg", ()),
+            torch.zeros(h, dtype=torch.long),
+            torch.zeros(table.n_users + 1, dtype=torch.long),
+            torch.zeros(int(config.get("n_history", 0)), dtype=torch.long),
         )
+        out.history_norm = float(config.get("history_norm", 0.0))
+        return out
 
 
 @dataclass
 class _ValTasks:
     """Meta-val users as k-shot tasks over the modelled columns: per user, a seeded order."""
 
+    users: list[int] = field(default_factory=list)
     cols: list[np.ndarray] = field(default_factory=list)  # modelled columns, shuffled
     rel: list[np.ndarray] = field(default_factory=list)  # relevance, same order
 
-    def batch(self, k: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(S (V, m + 1), exclude (V, m), relevant (V, m))`` with the first ``k`` as support."""
-        V = len(self.cols)
-        S = torch.zeros(V, m + 1, dtype=torch.float64)
-        S[:, m] = 1.0
+    def batch(self, k: int, fitted: ElaeFitted) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Z (V, h + m + 1), exclude (V, m), relevant (V, m))``, the first ``k`` as support."""
+        V, m = len(self.cols), len(fitted.items)
+        items = torch.zeros(V, k, dtype=torch.long)
         ex = torch.zeros(V, m, dtype=torch.bool)
         rel = torch.zeros(V, m, dtype=torch.bool)
         for v, (c, r) in enumerate(zip(self.cols, self.rel, strict=True)):
-            S[v, c[:k]] = 1.0
+            items[v] = fitted.items[torch.from_numpy(c[:k])]
             ex[v, c[:k]] = True
             rel[v, c[k:][r[k:]]] = True
-        return S, ex, rel
+        users = torch.tensor(self.users, dtype=torch.long)[:, None].expand(V, k)
+        sup = EpisodeSet(users, items, torch.ones(V, k), torch.ones(V, k, dtype=torch.bool))
+        return fitted.inputs(sup, torch.float64), ex, rel
 
 
 def _val_tasks(
@@ -404,11 +410,23 @@ def _val_tasks(
         if len(c) <= max_k or not r.any():
             continue
         order = rng.permutation(len(c))
+        out.users.append(int(table.users[rows[0]]))
         out.cols.append(c[order])
         out.rel.append(r[order])
         if len(out.cols) >= n:
             break
     return out
+
+
+def _target_domain(table: InteractionTable, splits: MetaSplits) -> int | None:
+    """The domain the evaluation pools rank in (the most common among their rows), or ``None``
+    when the table has one domain."""
+    if table.n_domains < 2:
+        return None
+    rows = [p.rows for name, p in splits.pools.items() if name != splits.train and len(p)]
+    if not rows:
+        return None
+    return int(np.bincount(table.domains[np.concatenate(rows)]).argmax())
 
 
 class ElaeMethod:
@@ -424,26 +442,50 @@ class ElaeMethod:
         st, table, splits = self.settings, data.table, data.splits
         rows = splits.pools[splits.train].rows
         relevant = _relevance(table, st.relevance)
-        counts = np.bincount(table.items[rows], minlength=table.n_items)
-        items = np.flatnonzero(counts > 0)
-        if len(items) > st.max_items:  # the most interacted, in index order
-            items = np.sort(items[np.argsort(-counts[items], kind="stable")[: st.max_items]])
+        tdom = _target_domain(table, splits)
+        in_target = np.ones(len(rows), bool) if tdom is None else table.domains[rows] == tdom
+        trows, srows = rows[in_target], rows[~in_target]
+        if not st.history:
+            srows = srows[:0]
+        items = _top_items(table, trows, st.max_items)
         if len(items) < 2:
             raise ConfigError(
-                f"elae: meta-train holds {len(items)} item(s) with interactions; it needs at least 2 "
-                "to rank; check the split (protocol.split) and the data"
+                f"elae: meta-train holds {len(items)} target item(s) with interactions; it needs at "
+                "least 2 to rank; check the split (protocol.split) and the data"
             )
-        col = np.full(table.n_items, -1, dtype=np.int64)
-        col[items] = np.arange(len(items))
-        X, T = _user_matrix(table, rows, col, relevant)
+        src = _top_items(table, srows, st.max_items) if len(srows) else np.zeros(0, np.int64)
+        col, scol = _columns(items, table.n_items), _columns(src, table.n_items)
+        users = np.unique(table.users[trows])  # the meta-train users with target interactions
+        X = _indicators(table, trows, users, col, len(items))
+        T = _indicators(table, trows, users, col, len(items), relevant)
+        H = _indicators(table, srows, users, scol, len(src)) if len(src) else None
+        if H is not None:
+            H *= H.sum(dim=1, keepdim=True).clamp(min=1.0) ** -st.history_norm
+        # every table user's meta-train source history, as CSR over the source columns
+        hs = srows[scol[table.items[srows]] >= 0]
+        order = np.lexsort((scol[table.items[hs]], table.users[hs]))
+        hs = hs[order]
+        ptr = np.concatenate(
+            [[0], np.cumsum(np.bincount(table.users[hs], minlength=table.n_users))]
+        )
+        fitted = ElaeFitted(
+            table,
+            torch.from_numpy(items),
+            self.shots,
+            [],
+            [],
+            source_items=torch.from_numpy(src),
+            hist_ptr=torch.from_numpy(ptr).long(),
+            hist_cols=torch.from_numpy(scol[table.items[hs]]).long(),
+        )
+        fitted.history_norm = st.history_norm
         seed = data.seed if st.seed is None else st.seed
         val = _val_tasks(
             table, splits.pools[splits.val], col, relevant, st.val_tasks, max(self.shots), seed
         )
-        m = len(items)
-        Bs, lams, scores = [], [], []
+        Bs: list[torch.Tensor] = []
         for k in self.shots:
-            A, C = kshot_moments(X, T, k)
+            A, C = kshot_moments(X, T, k, H)
             best: tuple[float, float, torch.Tensor | None] = (-math.inf, st.lambdas[0], None)
             for lam in st.lambdas:
                 try:
@@ -453,19 +495,20 @@ class ElaeMethod:
                 if not val.cols:  # no meta-val user to choose with: the first strength that solves
                     best = (math.nan, lam, B)
                     break
-                S, ex, rel = val.batch(k, m)
-                nd = float(torch.nanmean(catalogue_ndcg(S @ B, ex, rel)))
+                Z, ex, rel = val.batch(k, fitted)
+                nd = float(torch.nanmean(catalogue_ndcg(Z @ B, ex, rel)))
                 if nd > best[0]:
                     best = (nd, lam, B)
             if best[2] is None:
                 raise ConfigError(
                     f"elae: no ridge strength of lambdas={list(st.lambdas)} gives a solvable system "
-                    "for k={k}; add larger values (--set learners.elae.lambdas=[1.0, 10.0, 100.0])"
+                    f"for k={k}; add larger values (--set learners.elae.lambdas=[1.0, 10.0, 100.0])"
                 )
+            fitted.lambdas.append(best[1])
+            fitted.val_ndcg.append(best[0])
             Bs.append(best[2].float())
-            lams.append(best[1])
-            scores.append(best[0])
-        return ElaeFitted(table, torch.from_numpy(items), self.shots, Bs, lams, scores)
+        fitted.B = Bs
+        return fitted
 
 
 def make_elae(scenario: Any = None, **settings: Any) -> ElaeMethod:
