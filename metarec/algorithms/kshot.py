@@ -71,33 +71,33 @@ def kshot_moments(
     d = h + m + 1
     A = X.new_zeros(d, d)
     C = X.new_zeros(d, m)
-    S, I = slice(h, h + m), h + m  # the support block, the intercept
+    S, b = slice(h, h + m), h + m  # the support block, the intercept (bias) index
     for s in range(0, U, chunk):
         x, t = X[s : s + chunk], T[s : s + chunk]
         qq, qq2 = q[s : s + chunk], q2[s : s + chunk]
         A[S, S] += x.T @ (qq2[:, None] * x)
         C[S] += x.T @ ((qq - qq2)[:, None] * t)
-        A[I, S] += qq @ x
-        C[I] += (1.0 - qq) @ t
+        A[b, S] += qq @ x
+        C[b] += (1.0 - qq) @ t
         if H is not None:
             hh = H[s : s + chunk]
             A[:h, :h] += hh.T @ hh
             A[:h, S] += hh.T @ (qq[:, None] * x)
-            A[:h, I] += hh.sum(dim=0)
+            A[:h, b] += hh.sum(dim=0)
             C[:h] += hh.T @ ((1.0 - qq)[:, None] * t)
     # the diagonal: E[s_j^2] = q_u x_uj, not q2_u x_uj (an item is drawn once): add (q - q2) x
     A[S, S] += torch.diag(X.T @ (q - q2))
-    A[S, I] = A[I, S]
+    A[S, b] = A[b, S]
     A[S, :h] = A[:h, S].T
-    A[I, :h] = A[:h, I]
-    A[I, I] = float(U)
+    A[b, :h] = A[:h, b]
+    A[b, b] = float(U)
     idx = torch.arange(m)
     C[h + idx, idx] = 0.0  # an item in the support is not held out
     return A, C
 
 
 def solve_ridge(A: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
-    """``(A + lam I)^-1 C`` by a Cholesky factorisation (``A`` symmetric positive semi-definite).
+    """``(A + lam b)^-1 C`` by a Cholesky factorisation (``A`` symmetric positive semi-definite).
 
     Raises:
         ConfigError: the system is not positive definite (``lam`` too small for this data).
@@ -106,7 +106,7 @@ def solve_ridge(A: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
     L, info = torch.linalg.cholesky_ex(A + lam * eye)
     if int(info) != 0:
         raise ConfigError(
-            f"lambda={lam}: A + lambda I is not positive definite; raise the ridge strength "
+            f"lambda={lam}: A + lambda b is not positive definite; raise the ridge strength "
             "(--set learners.elae.lambdas=[1.0, 3.0, 10.0])"
         )
     return torch.cholesky_solve(C, L)
