@@ -40,6 +40,7 @@ the model and get the lowest score of their row; use a content-based method for 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +54,10 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._settings import parse_settings
+from metarec.train.log import TrainingLog
+from metarec.train.outer import Step, Validation, outer_loop
 
 __all__ = [
     "ElaeSettings",
@@ -64,6 +67,9 @@ __all__ = [
     "catalogue_ndcg",
     "make_elae",
 ]
+
+
+_METRIC = "ndcg@10_all"  # meta-val selection: nDCG@10 over the catalogue (see catalogue_ndcg)
 
 
 @dataclass(frozen=True)
@@ -302,6 +308,7 @@ class ElaeFitted:
         self.history_norm = 0.0
         self.P: torch.Tensor | None = None
         self.Ph: torch.Tensor | None = None
+        self.training_log = TrainingLog()
 
     def _project(self, Z: torch.Tensor) -> torch.Tensor:
         """Input rows ``[H_u, s, 1]`` -> ``[H_u Ph, s P, 1]`` (unchanged for the full model)."""
@@ -583,34 +590,82 @@ class ElaeMethod:
             table, splits.pools[splits.val], col, relevant, st.val_tasks, max(self.shots), seed
         )
         Bs: list[torch.Tensor] = []
+        log_rows: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        n_users = max(int(X.shape[0]), 1)
         for k in self.shots:
             if P is not None:
                 A, C = kshot_moments_projected(X, T, k, P, H, Ph)
             else:
                 A, C = kshot_moments(X, T, k, H)
-            best: tuple[float, float, torch.Tensor | None] = (-math.inf, st.lambdas[0], None)
-            for lam in st.lambdas:
-                try:
-                    B = solve_ridge(A, C, lam)
-                except ConfigError:
-                    continue
-                if not val.cols:  # no meta-val user to choose with: the first strength that solves
-                    best = (math.nan, lam, B)
-                    break
-                Z, ex, rel = val.batch(k, fitted)
+            Z, ex, rel = val.batch(k, fitted) if val.cols else (None, None, None)
+            if Z is not None:
                 Z = fitted._project(Z)
-                nd = float(torch.nanmean(catalogue_ndcg(Z @ B, ex, rel)))
-                if nd > best[0]:
-                    best = (nd, lam, B)
-            if best[2] is None:
+            tried: dict[int, torch.Tensor] = {}
+            kept: dict[str, Any] = {}
+
+            def solve(i: int, A=A, C=C, tried=tried) -> Step:
+                try:
+                    B = solve_ridge(A, C, st.lambdas[i])
+                except ConfigError:  # not positive definite at this strength: never chosen
+                    return Step(loss=math.nan, skipped=True)
+                tried[i] = B
+                # the expected k-shot loss per user, up to its constant: tr(B'AB) - 2 tr(B'C)
+                loss = float(((A @ B) * B).sum() - 2.0 * (C * B).sum()) / n_users
+                return Step(loss=loss)
+
+            def check(tried=tried, Z=Z, ex=ex, rel=rel) -> Validation:
+                if not tried:  # nothing solved yet
+                    return Validation(-math.inf, {_METRIC: math.nan})
+                i = max(tried)
+                if Z is None:  # no meta-val user: the first strength that solves
+                    return Validation(-float(i), {_METRIC: math.nan})
+                nd = float(torch.nanmean(catalogue_ndcg(Z @ tried[i], ex, rel)))
+                return Validation(nd, {_METRIC: nd})
+
+            def keep(step: int, tried=tried, kept=kept) -> None:
+                kept["i"] = max(tried)
+
+            state = outer_loop(
+                solve,
+                steps=len(st.lambdas),
+                val_every=1,
+                validate=check,
+                keep_best=keep,
+                progress=data.progress,
+                desc=f"elae k={k}",
+                unit="solve",
+            )
+            if "i" not in kept:
                 raise ConfigError(
                     f"elae: no ridge strength of lambdas={list(st.lambdas)} gives a solvable system "
                     f"for k={k}; add larger values (--set learners.elae.lambdas=[1.0, 10.0, 100.0])"
                 )
-            fitted.lambdas.append(best[1])
-            fitted.val_ndcg.append(best[0])
-            Bs.append(best[2].float())
+            for row in state.rows:
+                log_rows.append(
+                    {
+                        **row,
+                        "step": len(log_rows) + 1,
+                        "k": k,
+                        "lambda": st.lambdas[row["step"] - 1],
+                    }
+                )
+            fitted.lambdas.append(st.lambdas[kept["i"]])
+            fitted.val_ndcg.append(float(state.best_val.get(_METRIC, math.nan)))
+            Bs.append(tried[kept["i"]].float())
         fitted.B = Bs
+        fitted.training_log = TrainingLog(
+            steps=len(log_rows),
+            best_step=len(log_rows),  # every support size keeps its own best: all are used
+            seconds=time.perf_counter() - t0,
+            budget=len(self.shots) * len(st.lambdas),
+            skipped_steps=sum(1 for r in log_rows if r.get("skipped")),
+            metric=_METRIC,
+            best_val={
+                f"{_METRIC}@k={k}": v for k, v in zip(self.shots, fitted.val_ndcg, strict=True)
+            },
+            rows=tuple(log_rows),
+        )
         return fitted
 
 
@@ -633,4 +688,10 @@ def make_elae(scenario: Any = None, **settings: Any) -> ElaeMethod:
     return ElaeMethod(st, shots)
 
 
-register_method("elae", make_elae, loader=ElaeFitted.build, replace=True)
+register_method(
+    "elae",
+    make_elae,
+    loader=ElaeFitted.build,
+    tags=MethodTags(units=("user",), family="learner"),
+    replace=True,
+)
