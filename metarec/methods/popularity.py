@@ -22,6 +22,7 @@ from metarec._errors import CheckpointError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
+from metarec.train.log import TrainingLog
 
 __all__ = [
     "PRIOR_STRENGTH",
@@ -63,6 +64,13 @@ class PopularityAdapted:
         """``(T, N)`` item indices -> ``(T, N)`` item scores (``users`` unused)."""
         return self.scores.to(items.device)[items]
 
+    def select(self, rows: torch.Tensor) -> PopularityAdapted:
+        return PopularityAdapted(self.scores, int(rows.shape[0]))
+
+    @classmethod
+    def concat(cls, parts: list[PopularityAdapted]) -> PopularityAdapted:
+        return cls(parts[0].scores, sum(p.tasks for p in parts))
+
 
 class PopularityFitted:
     """Item scores ``(n_items,)`` (float64)."""
@@ -71,6 +79,7 @@ class PopularityFitted:
         self, table: InteractionTable, scores: torch.Tensor, prior: float = PRIOR_STRENGTH
     ) -> None:
         self.name, self.table, self.scores, self.prior = "popularity", table, scores, prior
+        self.training_log = TrainingLog()  # counted, not trained
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None

@@ -419,7 +419,7 @@ def encoded_tasks(
     """Tasks of support rows already validated and encoded (a server's requests): user ``b``
     (distinct raw ids) brings item indices ``items[b]`` ``(S_b,)`` of the run's item encoder and
     ``ratings[b]`` ``(S_b,)``; a user without rows gets the default task (the initialisation).
-    Nothing is parsed or encoded again (:meth:`~metarec.recommend.run_model.RunModel.adapt_tasks`)."""
+    Nothing is parsed or encoded again (:meth:`~metarec.recommend.run_model.RunModel.adapt_encoded`)."""
     enc = fit_users(list(users))
     counts = np.asarray([len(i) for i in items], np.int64)
     codes = enc.encode(np.asarray(list(users), dtype=object))  # (B,) in 1..U

@@ -16,7 +16,7 @@ unclipped, as :meth:`~metarec.recommend.load.AdaptedRecommender.recommend` repor
 
 Two paths give the same answers: a batched kernel (:mod:`metarec.serve.kernels`, for the models
 that declare one) and, for every other run or a request with ``domain``, the library's own
-adaptation (:meth:`~metarec.recommend.run_model.RunModel.adapt_tasks`: the requests' encoded
+adaptation (:meth:`~metarec.recommend.run_model.RunModel.adapt_encoded`: the requests' encoded
 rows go straight to the method) + ``recommend`` / ``predict``.
 
 Both keep the library's finite-output rule (:mod:`metarec.runs.guard`): a user whose adapted weights
@@ -252,7 +252,7 @@ class Engine:
                 [j.ratings for j in jobs],
             )
             try:
-                rec = meta.adapt_tasks(tasks, steps=self.steps, lr=self.lr)
+                rec = meta.adapt_encoded(tasks, steps=self.steps, lr=self.lr)
             except Diverged as e:
                 if len(jobs) > 1:  # find the users that diverged: each on its own
                     return [a for j in jobs for a in self._run_library([j])]
