@@ -52,7 +52,7 @@ from metarec.bench.resume import (
     write_run_per_task,
 )
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
-from metarec.bench.stats import PRIMARY
+from metarec.bench.ranking import primary_metric
 from metarec.bench.tuning import TUNING_FILE, trial_configs, tune_algorithm
 from metarec.bench.variants import (
     QUICK_ALGORITHMS,
@@ -228,7 +228,7 @@ def run_bench(
     load_s = time.perf_counter() - t0
     device = resolve_device(base.train.device)
     env = environment(device)
-    primary = PRIMARY[table.feedback]
+    primary = primary_metric(base, table.feedback)
     cat = Catalogue(table)
     catalogue = None
     say(

@@ -18,6 +18,7 @@ from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.leakage import run_leakage_checks
 from metarec.episodes.predefined import predefined_split
+from metarec.episodes.ranking import ranking_splits, ranking_targets, state_catalogue
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import (
     MetaSplits,
@@ -45,9 +46,11 @@ _SPLITS: dict[str, tuple[Callable[..., MetaSplits], tuple[str, ...]]] = {
 
 
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
-    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools."""
+    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools (with
+    ``protocol.ranking``, the evaluation pools re-cut by
+    :func:`metarec.episodes.ranking.ranking_splits`)."""
     split, fields = _SPLITS.get(p.split, _SPLITS["random"])
-    return split(
+    splits = split(
         table,
         n_query=p.n_query or 10,
         min_interactions=p.min_interactions,
@@ -55,6 +58,9 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
         seed=p.seed,
         **{name: getattr(p, name) for name in fields},
     )
+    if p.ranking:
+        splits = ranking_splits(splits, support_pool=p.support_pool, seed=p.seed)
+    return splits
 
 
 def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:
@@ -76,7 +82,8 @@ def _dist(x: np.ndarray) -> dict[str, float]:
 
 def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
     """Build the scenario's tasks; report per split the number of task units, the support and
-    query size distributions, the leakage checks and the time taken."""
+    query size distributions, the leakage checks and the time taken (ranking scenarios: also each
+    evaluation pool's catalogue size and relevant items per task)."""
     t0 = time.perf_counter()
     table = load_table(scenario.data)
     t_load = time.perf_counter() - t0
@@ -100,6 +107,10 @@ def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
         sup = np.concatenate([b.support.sizes().numpy() for b in batches])
         qry = np.concatenate([b.query.sizes().numpy() for b in batches])
         out["splits"][name] = {"tasks": len(pool), "support": _dist(sup), "query": _dist(qry)}
+        if scenario.protocol.ranking and name != splits.train:
+            tg = ranking_targets(table, pool, scenario.protocol.relevance)
+            out["splits"][name]["catalogue"] = int(state_catalogue(splits, name).shape[0])
+            out["splits"][name]["relevant"] = _dist(np.diff(tg.relevant_offsets))
     checks, details = run_leakage_checks(splits, cfg, seed=seed)
     out["leakage_checks"] = checks
     out["leakage_details"] = details

@@ -13,7 +13,7 @@ from metarec.methods.crossdomain.method import (
 )
 from metarec.methods.crossdomain.methods import METHODS as CROSSDOMAIN_METHODS
 from metarec.methods.engine.method import EngineFitted, EngineMethod, engine_scenario
-from metarec.methods.popularity import PopularityFitted, PopularityMethod
+from metarec.methods.popularity import PopularityFitted, make_popularity
 
 __all__ = ["ENGINE_METHODS", "CROSSDOMAIN_NAMES", "BUILTIN_METHODS"]
 
@@ -41,12 +41,7 @@ def _crossdomain(name: str):
 def _register() -> None:
     for name in ENGINE_METHODS:
         register_method(name, _engine(name), loader=EngineFitted.build, replace=True)
-    register_method(
-        "popularity",
-        lambda scenario: PopularityMethod(),
-        loader=PopularityFitted.build,
-        replace=True,
-    )
+    register_method("popularity", make_popularity, loader=PopularityFitted.build, replace=True)
     for name in CROSSDOMAIN_NAMES:
         register_method(name, _crossdomain(name), loader=CrossDomainFitted.build, replace=True)
 
