@@ -17,8 +17,9 @@ With ``R`` the relevant candidates of a task and ``r_1 <= r_2 <= ...`` their ran
 * ``hr@K = 1[r_1 <= K]``; ``mrr = 1 / r_1``.
 
 A task with ``|R| = 0`` gets ``NaN`` (left out of means). Only the ranks up to the deepest cut-off
-are needed besides ``r_1``, so no row is sorted: one ``topk`` of the non-relevant and one of the
-relevant scores, and one comparison pass for ``r_1`` (:func:`relevant_ranks`).
+are needed besides ``r_1``, so no row is sorted: one ``topk`` of the non-relevant scores, one of
+the (few) relevant ones, and a comparison pass for ``r_1`` only where it lies deeper
+(:func:`rank_catalogue`, which takes index lists; :func:`relevant_ranks` takes masks).
 
 Beyond accuracy, on the served top-``k`` lists (:func:`served_top_k`, ties by lower catalogue
 position, as ``recommend`` serves) of a pool of ``T`` tasks (:func:`beyond_accuracy`):
@@ -53,7 +54,9 @@ from metarec.metrics.topk import top_k
 __all__ = [
     "RANKING_METRICS",
     "BEYOND_ACCURACY",
+    "rank_catalogue",
     "relevant_ranks",
+    "metrics_from_ranks",
     "catalogue_metrics",
     "served_top_k",
     "popularity_percentile",
@@ -68,8 +71,89 @@ BEYOND_ACCURACY = ("coverage@10", "overlap@10", "pop@10")
 
 
 def _clean(scores: torch.Tensor) -> torch.Tensor:
-    """NaN -> -inf (a NaN ranks last)."""
-    return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
+    """A copy with NaN -> -inf (a NaN ranks last). The sum is NaN whenever an entry is (one
+    reduction, several times cheaper than testing every entry)."""
+    s = scores.clone()
+    if bool(torch.isnan(s.sum())):
+        s = torch.nan_to_num(s, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+    return s
+
+
+def rank_catalogue(
+    scores: torch.Tensor,
+    excluded: tuple[torch.Tensor, torch.Tensor],
+    relevant: tuple[torch.Tensor, torch.Tensor],
+    depth: int,
+    k: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ranking statistics of a block of tasks from index lists (the fast form of
+    :func:`relevant_ranks` plus :func:`served_top_k`).
+
+    Args:
+        scores: ``(T, C)``.
+        excluded: ``(rows, cols)`` of the entries that are not candidates.
+        relevant: ``(rows, cols)`` of the relevant entries (unique, rows ascending; none of
+            them excluded).
+        depth: how many of the best relevant items to rank.
+        k: the served list's length.
+
+    Returns:
+        ``(ranks (T, D), n_relevant (T,), first (T,), served (T, k))`` as :func:`relevant_ranks`
+        and :func:`served_top_k` define them.
+
+    Cost: one copy of ``scores``, two ``topk`` passes and, for the tasks whose best relevant
+    item ranks below ``depth`` only, one comparison pass; no sort of a row.
+    """
+    s = _clean(scores)  # (T, C), a copy we may write into
+    T, C = s.shape
+    D = min(int(depth), C)
+    er, ec = excluded
+    rr, rc = relevant
+    s[er, ec] = -math.inf
+    served = _served(s, k, n_candidates=C - torch.bincount(er, minlength=T))
+    rel_s = s[rr, rc]  # (P,) relevant scores
+    s[rr, rc] = -math.inf  # s now holds the non-relevant candidates
+    n_rel = torch.bincount(rr, minlength=T)
+    n_non = C - n_rel - torch.bincount(er, minlength=T)
+    if D == 0:
+        z = torch.zeros(T, 0, dtype=torch.long)
+        return z, n_rel, torch.zeros(T, dtype=torch.long), served
+    width = max(int(n_rel.max()) if n_rel.numel() else 0, 1)
+    slot = torch.arange(rr.shape[0]) - torch.repeat_interleave(torch.cumsum(n_rel, 0) - n_rel, n_rel)
+    grid = torch.full((T, width), -math.inf, dtype=s.dtype)
+    grid[rr, slot] = rel_s
+    v_rel = torch.topk(grid, min(D, width), dim=1).values  # (T, D') best relevant, descending
+    if v_rel.shape[1] < D:
+        v_rel = torch.cat([v_rel, torch.full((T, D - v_rel.shape[1]), -math.inf, dtype=s.dtype)], 1)
+    v_non = torch.topk(s, D, dim=1).values  # (T, D) best non-relevant
+    j = torch.arange(1, D + 1)
+    real = torch.arange(D).unsqueeze(0) < n_non.unsqueeze(1)
+    above = ((v_non.unsqueeze(1) >= v_rel.unsqueeze(2)) & real.unsqueeze(1)).sum(dim=2)  # (T, D)
+    exact = (above < D) | (n_non <= D).unsqueeze(1)
+    ranks = torch.where(exact, j + above, torch.full_like(above, depth + 1))
+    ranks = torch.where(j.unsqueeze(0) <= n_rel.unsqueeze(1), ranks, torch.zeros_like(ranks))
+    first = ranks[:, 0].clone()
+    deep = torch.nonzero((n_rel > 0) & ~exact[:, 0]).squeeze(1)  # r_1 beyond depth: count it
+    if deep.numel():
+        best = v_rel[deep, :1]
+        # numpy's comparison and count run several times faster than torch's boolean reductions
+        cnt = torch.from_numpy(np.count_nonzero(s[deep].numpy() >= best.numpy(), axis=1))
+        # a -inf relevant score ties with every non-relevant candidate (and no excluded one)
+        cnt = torch.where(best[:, 0] == -math.inf, n_non[deep], cnt)
+        first[deep] = 1 + cnt
+    return ranks, n_rel, first, served
+
+
+def _served(s: torch.Tensor, k: int, n_candidates: torch.Tensor) -> torch.Tensor:
+    """Top-``k`` columns of ``s`` (non-candidates at -inf), ties by lower column; ``-1`` beyond a
+    task's number of candidates."""
+    _, cols = top_k(s, k)
+    slots = torch.arange(cols.shape[1]).unsqueeze(0)
+    cols = torch.where(slots < n_candidates.unsqueeze(1), cols, torch.full_like(cols, -1))
+    if cols.shape[1] < k:  # a catalogue smaller than k
+        pad = torch.full((cols.shape[0], k - cols.shape[1]), -1, dtype=cols.dtype)
+        cols = torch.cat([cols, pad], dim=1)
+    return cols
 
 
 def relevant_ranks(
@@ -89,44 +173,23 @@ def relevant_ranks(
         relevant candidates, and ``r_1`` (the best relevant item's rank, exact at any depth;
         ``0`` without one). All ``int64``.
     """
-    s = _clean(scores)
-    T, C = s.shape
-    D = min(int(depth), C)
-    ninf = torch.full_like(s, -math.inf)
-    rel = relevant & candidates
-    non = candidates & ~relevant
-    n_rel = rel.sum(dim=1)
-    n_non = non.sum(dim=1)
-    if D == 0:
-        z = torch.zeros(T, 0, dtype=torch.long)
-        return z, n_rel, torch.zeros(T, dtype=torch.long)
-    v_non = torch.topk(torch.where(non, s, ninf), D, dim=1).values  # (T, D) best non-relevant
-    v_rel = torch.topk(torch.where(rel, s, ninf), D, dim=1).values  # (T, D) best relevant
-    j = torch.arange(1, D + 1)
-    real = torch.arange(D).unsqueeze(0) < n_non.unsqueeze(1)  # (T, D) real non-relevant values
-    above = ((v_non.unsqueeze(1) >= v_rel.unsqueeze(2)) & real.unsqueeze(1)).sum(dim=2)  # (T, D)
-    exact = (above < D) | (n_non <= D).unsqueeze(1)  # else at least D non-relevant lie above
-    ranks = torch.where(exact, j + above, torch.full_like(above, depth + 1))
-    ranks = torch.where(j.unsqueeze(0) <= n_rel.unsqueeze(1), ranks, torch.zeros_like(ranks))
-    best = v_rel[:, :1]  # (T, 1)
-    first = 1 + ((s >= best) & non).sum(dim=1)
-    first = torch.where(n_rel > 0, first, torch.zeros_like(first))
+    ex = torch.nonzero(~candidates, as_tuple=True)
+    rel = torch.nonzero(relevant & candidates, as_tuple=True)
+    ranks, n_rel, first, _ = rank_catalogue(scores, ex, rel, depth, k=0)
     return ranks, n_rel, first
 
 
-def catalogue_metrics(
-    scores: torch.Tensor,
-    candidates: torch.Tensor,
-    relevant: torch.Tensor,
+def metrics_from_ranks(
+    ranks: torch.Tensor,
+    n_rel: torch.Tensor,
+    first: torch.Tensor,
     *,
     recall_k: int = 20,
     ndcg_k: int = 10,
     hr_k: int = 10,
 ) -> dict[str, torch.Tensor]:
-    """``{recall@K_all, ndcg@K_all, hr@K_all, mrr_all}``: ``float64 (T,)`` each (formulas in the
-    module docstring; ``NaN`` for a task without a relevant candidate)."""
-    depth = max(recall_k, ndcg_k)
-    ranks, n_rel, first = relevant_ranks(scores, candidates, relevant, depth)
+    """``{recall@K_all, ndcg@K_all, hr@K_all, mrr_all}`` (``float64 (T,)``) from
+    :func:`relevant_ranks`' output at depth ``>= max(recall_k, ndcg_k)``."""
     r = ranks.double()
     ok = ranks > 0
     nan = torch.full(n_rel.shape, math.nan, dtype=torch.float64)
@@ -151,18 +214,27 @@ def catalogue_metrics(
     return {name: torch.where(has, v, nan) for name, v in out.items()}
 
 
+def catalogue_metrics(
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    relevant: torch.Tensor,
+    *,
+    recall_k: int = 20,
+    ndcg_k: int = 10,
+    hr_k: int = 10,
+) -> dict[str, torch.Tensor]:
+    """``{recall@K_all, ndcg@K_all, hr@K_all, mrr_all}``: ``float64 (T,)`` each (formulas in the
+    module docstring; ``NaN`` for a task without a relevant candidate)."""
+    ranks, n_rel, first = relevant_ranks(scores, candidates, relevant, max(recall_k, ndcg_k))
+    return metrics_from_ranks(ranks, n_rel, first, recall_k=recall_k, ndcg_k=ndcg_k, hr_k=hr_k)
+
+
 def served_top_k(scores: torch.Tensor, candidates: torch.Tensor, k: int = 10) -> torch.Tensor:
     """The served top-``k`` catalogue positions of each task, best first, ties by lower
     position: ``int64 (T, k)``, ``-1`` where a task has fewer than ``k`` candidates."""
     s = _clean(scores)
-    masked = torch.where(candidates, s, torch.full_like(s, -math.inf))
-    vals, cols = top_k(masked, k)
-    ok = torch.gather(candidates, 1, cols) if cols.numel() else torch.zeros_like(cols, dtype=torch.bool)
-    cols = torch.where(ok, cols, torch.full_like(cols, -1))
-    if cols.shape[1] < k:  # a catalogue smaller than k
-        pad = torch.full((cols.shape[0], k - cols.shape[1]), -1, dtype=cols.dtype)
-        cols = torch.cat([cols, pad], dim=1)
-    return cols
+    s[~candidates] = -math.inf
+    return _served(s, k, candidates.sum(dim=1))
 
 
 def popularity_percentile(counts: np.ndarray) -> np.ndarray:

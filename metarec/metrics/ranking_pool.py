@@ -33,10 +33,10 @@ from metarec.episodes.pool import TaskPool
 from metarec.episodes.ranking import ranking_targets
 from metarec.metrics.catalogue import (
     beyond_accuracy,
-    catalogue_metrics,
+    metrics_from_ranks,
     popularity_percentile,
+    rank_catalogue,
     sampled_negative_metrics,
-    served_top_k,
 )
 
 __all__ = ["CatalogueRanking", "RANKING_NEGATIVES"]
@@ -107,15 +107,11 @@ class CatalogueRanking:
                 f"got {tuple(scores.shape)}"
             )
         scores = scores.detach().cpu()
-        cand = torch.ones(T, C, dtype=torch.bool)
-        rel = torch.zeros(T, C, dtype=torch.bool)
         et, ec = self._pairs(positions, self._ex_pos, self._ex_off)
         rt, rc = self._pairs(positions, self._rel_pos, self._rel_off)
-        cand[et, ec] = False
-        rel[rt, rc] = True
-        vals = catalogue_metrics(scores, cand, rel)
+        ranks, n_rel, first, served = rank_catalogue(scores, (et, ec), (rt, rc), 20, self.k)
+        vals = metrics_from_ranks(ranks, n_rel, first)
         self._no_relevant += int(torch.isnan(vals["ndcg@10_all"]).sum())
-        served = served_top_k(scores, cand, self.k)
         self._served.append(served.numpy())
         if self.negatives:
             vals.update(self._sampled(positions, scores, rt, rc))
