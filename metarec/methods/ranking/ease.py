@@ -49,7 +49,7 @@ from metarec.methods.ranking._itemitem import gram_dense, sum_dense_rows
 
 __all__ = ["LAMBDAS", "MAX_ITEMS", "EASESettings", "ease_weights", "EASEMethod", "EASEFitted", "make_ease"]
 
-LAMBDAS = (1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0)
+LAMBDAS = (1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
 """L2 strengths ``lambda`` tried on meta-val."""
 MAX_ITEMS = 10_000
 """Items kept by default (the most interacted in meta-train)."""

@@ -50,9 +50,9 @@ from metarec.methods.ranking._itemitem import cosine_topk, neighbours_by_source,
 
 __all__ = ["NEIGHBOURS", "SHRINKS", "ItemKNNSettings", "ItemKNNMethod", "ItemKNNFitted", "make_itemknn"]
 
-NEIGHBOURS = (20, 50, 100, 200, 500, 1000)
+NEIGHBOURS = (50, 100, 200, 500, 1000, 2000)
 """Neighbourhood sizes ``K`` tried on meta-val."""
-SHRINKS = (0.0, 10.0, 100.0, 500.0)
+SHRINKS = (0.0, 10.0, 100.0, 500.0, 2000.0)
 """Shrinkages ``h`` tried on meta-val."""
 
 

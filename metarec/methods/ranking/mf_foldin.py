@@ -12,7 +12,8 @@ least squares, each half-step a few conjugate-gradient iterations from the previ
 ``u = (V^T V + alpha V_S^T V_S + lambda I)^{-1} (1 + alpha) V_S^T 1``,
 
 the exact minimiser of the same loss over the task's row with ``V`` fixed; ``score(i) = u . v_i``.
-The catalogue fast path is one ``(T, D) @ (D, C)`` matmul.
+The catalogue fast path is one ``(T, D) @ (D, C)`` matmul. An item without a meta-train
+interaction (a cold item) has ``v_i = 0``: it scores 0, tied with every other cold item.
 
 ``alpha`` and ``lambda`` are chosen on meta-val (``ndcg@10_all`` at the scenario's shots) from
 :data:`ALPHAS` x :data:`REGS` (``[learners.mf-foldin] alphas = [...]``, ``regs = [...]``,
@@ -46,9 +47,9 @@ __all__ = [
     "make_mf_foldin",
 ]
 
-ALPHAS = (1.0, 4.0)
+ALPHAS = (0.25, 1.0, 4.0)
 """Confidence weights ``alpha`` tried on meta-val."""
-REGS = (10.0, 100.0, 300.0, 1000.0)
+REGS = (30.0, 100.0, 300.0)
 """L2 strengths ``lambda`` tried on meta-val."""
 
 
@@ -255,6 +256,8 @@ class MFFoldInMethod:
         keys = np.unique(table.users[rows].astype(np.int64) * table.n_items + table.items[rows])
         users, items = keys // table.n_items, keys % table.n_items
         _, r = np.unique(users, return_inverse=True)
+        known = torch.zeros(table.n_items, dtype=torch.bool)
+        known[torch.from_numpy(items)] = True
 
         def build(point: Mapping[str, Any]) -> MFFoldInFitted:
             _, v = ials(
@@ -269,6 +272,7 @@ class MFFoldInMethod:
                 cg_steps=st.cg_steps,
                 seed=data.seed,
             )
+            v[~known] = 0.0  # an item without a meta-train interaction carries no taste: it scores 0
             return MFFoldInFitted(table, v, alpha=point["alpha"], reg=point["reg"])
 
         grid = [{"alpha": a, "reg": g} for a in st.alphas for g in st.regs]
