@@ -29,11 +29,11 @@ timing is the median of ``--reps`` runs. Rows go to ``benchmarks/results/eval_th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -79,13 +79,13 @@ def timed(fn, device: torch.device, reps: int) -> float:
 
 def run(args: argparse.Namespace, factors: int, device: torch.device) -> dict:
     gen = torch.Generator().manual_seed(0)
-    U, I, B = args.users, args.items, args.batch
+    U, n_items, B = args.users, args.items, args.batch
     u = torch.randn(U, factors, generator=gen).to(device)
-    v = torch.randn(I, factors, generator=gen).to(device)
-    items = torch.arange(I, device=device)
+    v = torch.randn(n_items, factors, generator=gen).to(device)
+    items = torch.arange(n_items, device=device)
     batches = [slice(s, min(s + B, U)) for s in range(0, U, B)]
     adapted = [MFFoldInAdapted(u[b], v) for b in batches]
-    cols = torch.argsort(torch.rand(U, I, generator=gen), dim=1)[:, :70]  # distinct per user
+    cols = torch.argsort(torch.rand(U, n_items, generator=gen), dim=1)[:, :70]  # distinct per user
     lists = []
     for b in batches:
         n = b.stop - b.start
@@ -94,9 +94,11 @@ def run(args: argparse.Namespace, factors: int, device: torch.device) -> dict:
         rel_c = cols[b, 20:].sort(dim=1).values.reshape(-1)
         lists.append((ex, (rows[1], rel_c)))
     users = torch.arange(U)
-    pos = torch.randint(0, I, (U,), generator=gen)
-    neg = torch.arange(I).unsqueeze(0).expand(U, -1)  # today's path ranks against the catalogue
-    nmask = torch.ones(U, I, dtype=torch.bool)
+    pos = torch.randint(0, n_items, (U,), generator=gen)
+    neg = (
+        torch.arange(n_items).unsqueeze(0).expand(U, -1)
+    )  # today's path ranks against the catalogue
+    nmask = torch.ones(U, n_items, dtype=torch.bool)
     ok = torch.ones(U, dtype=torch.bool)
 
     def fast() -> None:
@@ -120,12 +122,12 @@ def run(args: argparse.Namespace, factors: int, device: torch.device) -> dict:
     t_today = timed(today, device, max(1, args.reps // 2))
     peaks.append(matmul_peak(device, args.peak_n, args.reps))
     peak = C.median(peaks)
-    flops = 2.0 * U * I * factors
-    per = 1000 * 10000 / (U * I)  # seconds per 1,000 users x 10,000 items
+    flops = 2.0 * U * n_items * factors
+    per = 1000 * 10000 / (U * n_items)  # seconds per 1,000 users x 10,000 items
     return {
         "factors": factors,
         "users": U,
-        "items": I,
+        "items": n_items,
         "batch": B,
         "flops": flops,
         "matmul_peak_gflops": peak / 1e9,
@@ -145,14 +147,18 @@ def run(args: argparse.Namespace, factors: int, device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--users", type=C.positive_int, default=1000)
     p.add_argument("--items", type=C.positive_int, default=10000)
     p.add_argument("--batch", type=C.positive_int, default=256)
     p.add_argument("--factors", type=C.int_list, default=[64], help="comma-separated, e.g. 64,256")
     p.add_argument("--reps", type=C.positive_int, default=5)
     p.add_argument("--peak-n", type=C.positive_int, default=2048)
-    p.add_argument("--threads", type=C.positive_int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=C.positive_int, default=None, help="torch threads (default: torch's)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="a smoke run: 200 users, 2,000 items, D 16")
     p.add_argument("--out", type=Path, default=C.RESULTS / "eval_throughput.jsonl")
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": C.stamp(),
         "command": C.command_line(),
         "quick": args.quick,
-        "load_average": list(np.round(__import__("os").getloadavg(), 2)),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     rows = []
     for d in args.factors:

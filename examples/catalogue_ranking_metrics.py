@@ -15,13 +15,17 @@ from metarec.metrics.catalogue import (
 )
 
 # two users ranking a catalogue of 8 items; user 0 already has item 2 (its support: not a candidate)
-scores = torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]])
+scores = torch.tensor(
+    [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]
+)
 candidates = torch.ones(2, 8, dtype=torch.bool)
 candidates[0, 2] = False
 relevant = torch.zeros(2, 8, dtype=torch.bool)
 relevant[0, [1, 4]] = True  # user 0 rated items 1 and 4 at least 4 stars
 relevant[1, [7, 0]] = True
-for name, values in catalogue_metrics(scores, candidates, relevant, recall_k=3, ndcg_k=3, hr_k=1).items():
+for name, values in catalogue_metrics(
+    scores, candidates, relevant, recall_k=3, ndcg_k=3, hr_k=1
+).items():
     print(f"{name:<14}", [round(v, 4) for v in values.tolist()])
 
 served = served_top_k(scores, candidates, k=3)  # catalogue positions, best first

@@ -15,7 +15,9 @@ from metarec.metrics.topk import top_k
 
 gen = torch.Generator().manual_seed(0)
 users, items, dim = 256, 5000, 32
-adapted = MFFoldInAdapted(torch.randn(users, dim, generator=gen), torch.randn(items, dim, generator=gen))
+adapted = MFFoldInAdapted(
+    torch.randn(users, dim, generator=gen), torch.randn(items, dim, generator=gen)
+)
 catalogue = torch.arange(items)
 
 t0 = time.perf_counter()
@@ -30,6 +32,8 @@ def plain_score(u, i):  # a method without the fast path: only score(users, item
 t0 = time.perf_counter()
 slow = score_catalogue(plain_score, catalogue, users=torch.arange(users), chunk=512)
 t_slow = time.perf_counter() - t0
-print(f"fast path {t_fast * 1000:.1f} ms, fallback {t_slow * 1000:.1f} ms, same scores: {torch.allclose(fast, slow, atol=1e-4)}")
+print(
+    f"fast path {t_fast * 1000:.1f} ms, fallback {t_slow * 1000:.1f} ms, same scores: {torch.allclose(fast, slow, atol=1e-4)}"
+)
 _, best = top_k(fast, 10)  # the top-10 without sorting a row
 print("user 0's top-10 items:", best[0].tolist())

@@ -39,7 +39,11 @@ splits = build_splits(table, sc.protocol)
 for name in ("popularity", "itemknn", "ease", "mf-foldin"):
     fitted = build_method(name, sc).fit(FitData(table, splits, seed=0))
     ev = evaluate_ranking(fitted, table, splits, "meta-test", sampler_config(sc.protocol), seed=0)
-    chosen = {k: v for k, v in fitted.config().items() if k not in ("tuning", "n_items", "n_weights", "ranked_items")}
+    chosen = {
+        k: v
+        for k, v in fitted.config().items()
+        if k not in ("tuning", "n_items", "n_weights", "ranked_items")
+    }
     print(
         f"{name:<11} ndcg@10_all {ev['ndcg@10_all']:.4f}  recall@20_all {ev['recall@20_all']:.4f}  "
         f"coverage@10 {ev['coverage@10']:.3f}  chosen on meta-val: {chosen}"

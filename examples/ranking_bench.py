@@ -32,7 +32,15 @@ sc = load_scenario(
     ],
 )
 with tempfile.TemporaryDirectory() as out:
-    res = run_bench(sc, algorithms=["popularity", "itemknn", "ease"], seeds=1, shots=[1, 10], out=out, verbose=False, plots=False)
+    res = run_bench(
+        sc,
+        algorithms=["popularity", "itemknn", "ease"],
+        seeds=1,
+        shots=[1, 10],
+        out=out,
+        verbose=False,
+        plots=False,
+    )
     for r in res.rows:
         if r["shots"] != "default":
             m = r["metrics"]
@@ -40,4 +48,10 @@ with tempfile.TemporaryDirectory() as out:
                 f"{r['algorithm']:<10} {r['shots']:>2} shots: ndcg@10_all {m['ndcg@10_all']:.4f} recall@20_all "
                 f"{m['recall@20_all']:.4f} coverage@10 {m['coverage@10']:.3f} overlap@10 {m['overlap@10']:.3f}"
             )
-    print(next(line for line in res.report.read_text().splitlines() if line.startswith("- primary metric")))
+    print(
+        next(
+            line
+            for line in res.report.read_text().splitlines()
+            if line.startswith("- primary metric")
+        )
+    )

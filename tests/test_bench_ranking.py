@@ -76,7 +76,9 @@ def test_rows_carry_the_ranking_metrics_and_rank_scores_carry_no_mae(bench):
     meta = json.loads((bench.out / "bench.json").read_text())
     assert meta["primary_metric"] == "ndcg@10_all"
     assert meta["protocol"]["ranking"] is True
-    per_task = [json.loads(x) for x in __import__("gzip").open(bench.out / "per_task.jsonl.gz", "rt")]
+    per_task = [
+        json.loads(x) for x in __import__("gzip").open(bench.out / "per_task.jsonl.gz", "rt")
+    ]
     assert {p["metric"] for p in per_task} == {"ndcg@10_all"}
 
 
@@ -87,7 +89,11 @@ def test_popularity_rows_are_identical_across_shots_and_the_query_is_the_same(be
     # query do not depend on the shots: every metric is the same at 1 and 10 shots
     for m in RANKING_METRICS:
         assert by_shots[1]["metrics"][m] == by_shots[10]["metrics"][m]
-    ease = {r["shots"]: r["metrics"]["ndcg@10_all"] for r in bench.rows if r["algorithm"] == "ease" and r["seed"] == 0}
+    ease = {
+        r["shots"]: r["metrics"]["ndcg@10_all"]
+        for r in bench.rows
+        if r["algorithm"] == "ease" and r["seed"] == 0
+    }
     assert ease[10] != ease[1]
 
 
@@ -114,7 +120,14 @@ def test_fast_path_and_fallback_give_the_same_metrics():
         adapted = fitted.adapt(batch.support)
         return lambda users, items: adapted.score(users, items)  # a plain function: fallback
 
-    fast = score_pool(table, pool, scfg, lambda b: fitted.adapt(b.support).score, ranking=spec, cat=Catalogue(table))
+    fast = score_pool(
+        table,
+        pool,
+        scfg,
+        lambda b: fitted.adapt(b.support).score,
+        ranking=spec,
+        cat=Catalogue(table),
+    )
     slow = score_pool(table, pool, scfg, without_fast_path, ranking=spec, cat=Catalogue(table))
     for m in (*RANKING_METRICS, *BEYOND_ACCURACY, "ndcg@10_neg", "auc_neg"):
         assert fast[m] == pytest.approx(slow[m], abs=1e-12), m
@@ -124,7 +137,12 @@ def test_rating_scenarios_keep_the_single_positive_definitions():
     """Without protocol.ranking, score_pool's *_all / *_neg are the old single-positive metrics."""
     sc = load_scenario(
         "tasks/synthetic-cold-start.toml",
-        ["data.synthetic.n_domains=2", "data.synthetic.n_users=60", "data.synthetic.n_items=60", "data.synthetic.density=0.4"],
+        [
+            "data.synthetic.n_domains=2",
+            "data.synthetic.n_users=60",
+            "data.synthetic.n_items=60",
+            "data.synthetic.density=0.4",
+        ],
     )
     table = load_table(sc.data)
     splits = build_splits(table, sc.protocol)
@@ -145,7 +163,13 @@ def test_ml1m_ranking_scenarios_parse():
     for name in ("ml1m-cold-ranking", "ml1m-cross-genre-ranking"):
         sc = load_scenario(f"tasks/{name}.toml", data_root="/nonexistent")
         assert sc.protocol.ranking and sc.protocol.support_pool >= max(sc.bench.shots)
-    for pair in ("sport-cloth", "cloth-electronic", "phone-electronic", "sport-phone", "sport-cloth-predefined"):
+    for pair in (
+        "sport-cloth",
+        "cloth-electronic",
+        "phone-electronic",
+        "sport-phone",
+        "sport-cloth-predefined",
+    ):
         sc = load_scenario(f"tasks/amazon-{pair}-ranking.toml", data_root="/nonexistent")
         assert sc.protocol.ranking and sc.protocol.relevance is None
 
@@ -156,6 +180,8 @@ def test_catalogue_scoring_needs_users_on_the_fallback_path():
 
     with pytest.raises(ConfigError, match="has no score_catalogue fast path; pass users"):
         score_catalogue(lambda u, i: u.float(), torch.arange(3))
-    got = score_catalogue(lambda u, i: (u * 10 + i).float(), torch.arange(3), torch.tensor([1, 2]), chunk=2)
+    got = score_catalogue(
+        lambda u, i: (u * 10 + i).float(), torch.arange(3), torch.tensor([1, 2]), chunk=2
+    )
     assert got.tolist() == [[10.0, 11.0, 12.0], [20.0, 21.0, 22.0]]
     assert np.isfinite(got.numpy()).all()

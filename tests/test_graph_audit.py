@@ -26,7 +26,9 @@ FAST = {"epochs": 2, "mf_epochs": 2, "batch_size": 256, "val_tasks": 32, "patien
 @pytest.fixture(scope="module")
 def split():
     table = make_two_domain(n_users=160, feedback="implicit", seed=2)
-    base = cold_domain_users_split(table, "target", beta=0.3, n_query=5, min_interactions=12, seed=0)
+    base = cold_domain_users_split(
+        table, "target", beta=0.3, n_query=5, min_interactions=12, seed=0
+    )
     return table, ranking_splits(base, support_pool=5, seed=0)
 
 
@@ -97,10 +99,15 @@ def test_every_method_is_ranked_against_the_same_candidates(split):
     negatives and the catalogue (rating-scenario protocol), and under the ranking protocol the
     same query sets (the catalogue is scored through each method's own path)."""
     table, splits = split
-    graph = CrossDomainFitted.from_fitted_method(fit_method("lightgcn", table, splits, config=FAST), None)
+    graph = CrossDomainFitted.from_fitted_method(
+        fit_method("lightgcn", table, splits, config=FAST), None
+    )
     pop = build_method("popularity").fit(FitData(table, splits))
     ease = build_method("ease", lambdas=[10.0]).fit(FitData(table, splits))
-    calls = {name: _recorded(table, splits, f) for name, f in (("lightgcn", graph), ("popularity", pop), ("ease", ease))}
+    calls = {
+        name: _recorded(table, splits, f)
+        for name, f in (("lightgcn", graph), ("popularity", pop), ("ease", ease))
+    }
     ref = calls["lightgcn"]
     assert len(ref) >= 3  # the query, the sampled negatives, the catalogue
     for name, seen in calls.items():
@@ -108,5 +115,8 @@ def test_every_method_is_ranked_against_the_same_candidates(split):
         for a, b in zip(seen, ref):
             np.testing.assert_array_equal(a, b)
     spec = RankingSpec(splits, None, 100, seed=5)
-    ranked = {name: _recorded(table, splits, f, spec) for name, f in (("lightgcn", graph), ("popularity", pop))}
+    ranked = {
+        name: _recorded(table, splits, f, spec)
+        for name, f in (("lightgcn", graph), ("popularity", pop))
+    }
     np.testing.assert_array_equal(ranked["lightgcn"][0], ranked["popularity"][0])  # the same query

@@ -123,7 +123,9 @@ def test_metrics_match_a_full_sort_reference():
         r = _brute_ranks(s[t], cand[t], rel[t])
         n = len(r)
         rec = sum(x <= 20 for x in r) / min(20, n)
-        ndcg = sum(1 / L2(x + 1) for x in r if x <= 10) / sum(1 / L2(i + 2) for i in range(min(10, n)))
+        ndcg = sum(1 / L2(x + 1) for x in r if x <= 10) / sum(
+            1 / L2(i + 2) for i in range(min(10, n))
+        )
         assert m["recall@20_all"][t].item() == pytest.approx(rec, abs=1e-12)
         assert m["ndcg@10_all"][t].item() == pytest.approx(ndcg, abs=1e-12)
         assert m["hr@10_all"][t].item() == float(r[0] <= 10)

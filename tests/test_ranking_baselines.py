@@ -19,10 +19,9 @@ from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.build import build_splits, sampler_config
 from metarec.methods import FitData, build_fitted, build_method
 from metarec.methods.catalogue import evaluate_ranking, score_catalogue
-from metarec.methods.ranking import content_similarity, ease_weights, fold_in, ials
 from metarec.methods.ranking import _itemitem as ii
+from metarec.methods.ranking import content_similarity, ease_weights, fold_in, ials
 from metarec.methods.ranking import mf_foldin as mf
-from metarec.methods.ranking.itemknn import ItemKNNFitted
 
 # ---------------------------------------------------------------------------- core computations
 
@@ -61,9 +60,15 @@ def test_itemknn_similarity_by_hand_dense_and_sparse_paths():
         norms, out = ii.cosine_topk(users, cols, 3, (h,), 2, dense_items=dense_items)
         np.testing.assert_allclose(norms, [math.sqrt(2), math.sqrt(3), math.sqrt(2)])
         off, nbr, sim = out[h]
-        got = {(i, int(j)): float(s) for i in range(3) for j, s in zip(nbr[off[i] : off[i + 1]], sim[off[i] : off[i + 1]])}
+        got = {
+            (i, int(j)): float(s)
+            for i in range(3)
+            for j, s in zip(nbr[off[i] : off[i + 1]], sim[off[i] : off[i + 1]])
+        }
         for (a, b), v in want.items():
-            assert got[(a, b)] == pytest.approx(v, abs=1e-15) and got[(b, a)] == pytest.approx(v, abs=1e-15)
+            assert got[(a, b)] == pytest.approx(v, abs=1e-15) and got[(b, a)] == pytest.approx(
+                v, abs=1e-15
+            )
         # best first: item 0's neighbours are 1 (0.69) then 2 (0.33)
         assert nbr[off[0] : off[1]].tolist() == [1, 2]
 
@@ -89,7 +94,9 @@ def test_itemknn_scores_sum_the_neighbourhood_similarities():
     _, out = ii.cosine_topk(users, cols, 3, (0.0,), 1)
     off, c, v = ii.neighbours_by_source(out[0.0], 1)
     # K = 1: N(0) = {1}; N(1) = {0} (sim(1,0) = sim(1,2) = 2/sqrt6: the lower index); N(2) = {1}
-    rows = ii.sum_sparse_rows(torch.tensor([0, 1]), torch.tensor([1, 2]), 2, off, c, v, 3, torch.float64)
+    rows = ii.sum_sparse_rows(
+        torch.tensor([0, 1]), torch.tensor([1, 2]), 2, off, c, v, 3, torch.float64
+    )
     s01 = 2 / math.sqrt(6)
     # task 0 (support {1}): item 0 scores sim(0,1) (1 is 0's neighbour), item 2 scores sim(2,1)
     np.testing.assert_allclose(rows[0].numpy(), [s01, 0.0, s01], atol=1e-15)
@@ -145,18 +152,28 @@ def test_ials_lowers_its_loss_and_the_two_paths_agree(monkeypatch):
         p = np.zeros((30, 40))
         p[r, c] = 1.0
         pred = u.double().numpy() @ v.double().numpy().T
-        return float(((1 + alpha * p) * (p - pred) ** 2).sum() + reg * ((u**2).sum() + (v**2).sum()))
+        return float(
+            ((1 + alpha * p) * (p - pred) ** 2).sum() + reg * ((u**2).sum() + (v**2).sum())
+        )
 
-    u1, v1 = ials(r, c, 30, 40, factors=4, alpha=2.0, reg=1.0, iterations=1, cg_steps=3, dtype=torch.float64)
-    u5, v5 = ials(r, c, 30, 40, factors=4, alpha=2.0, reg=1.0, iterations=6, cg_steps=3, dtype=torch.float64)
+    u1, v1 = ials(
+        r, c, 30, 40, factors=4, alpha=2.0, reg=1.0, iterations=1, cg_steps=3, dtype=torch.float64
+    )
+    u5, v5 = ials(
+        r, c, 30, 40, factors=4, alpha=2.0, reg=1.0, iterations=6, cg_steps=3, dtype=torch.float64
+    )
     assert loss(u5, v5) < loss(u1, v1)
     monkeypatch.setattr(mf, "DENSE_CELLS", 0)
-    u5s, v5s = ials(r, c, 30, 40, factors=4, alpha=2.0, reg=1.0, iterations=6, cg_steps=3, dtype=torch.float64)
+    u5s, v5s = ials(
+        r, c, 30, 40, factors=4, alpha=2.0, reg=1.0, iterations=6, cg_steps=3, dtype=torch.float64
+    )
     torch.testing.assert_close(v5s, v5, atol=1e-10, rtol=0)
 
 
 def _feature_table():
-    frame = pd.DataFrame({"user": [1, 1, 2, 2], "item": ["a", "b", "c", "d"], "rating": [5, 4, 3, 4]})
+    frame = pd.DataFrame(
+        {"user": [1, 1, 2, 2], "item": ["a", "b", "c", "d"], "rating": [5, 4, 3, 4]}
+    )
     feats = pd.DataFrame(
         {
             "item": ["a", "b", "c", "d"],
@@ -174,7 +191,12 @@ def test_content_similarity_by_hand():
     sim = content_similarity(t, items, idf=False).numpy()
     # blocks (each L2-normalised): genre a=(1,1,0)/sqrt2, b=(1,0,0), c=(0,0,1), d=(1,0,1)/sqrt2; year: a,b,d=1990, c=2000
     # concatenated norm sqrt2 for every item; sim = (genre dot + year dot) / 2
-    g = {"a": np.array([1, 1, 0]) / math.sqrt(2), "b": np.array([1, 0, 0]), "c": np.array([0, 0, 1]), "d": np.array([1, 0, 1]) / math.sqrt(2)}
+    g = {
+        "a": np.array([1, 1, 0]) / math.sqrt(2),
+        "b": np.array([1, 0, 0]),
+        "c": np.array([0, 0, 1]),
+        "d": np.array([1, 0, 1]) / math.sqrt(2),
+    }
     y = {"a": 0, "b": 0, "c": 1, "d": 0}
     names = "abcd"
     for i, a in enumerate(names):
@@ -258,7 +280,10 @@ def test_opposite_supports_get_lists_that_overlap_at_most_3_of_10(planted, name)
     b = TaskSampler(t, pool, sampler_config(sc.protocol), seed=0).batch(np.arange(len(pool)))
     items = torch.from_numpy(np.unique(t.items))
     scores = score_catalogue(fitted.adapt(b.support), items)
-    scores[b.support.mask.nonzero(as_tuple=True)[0], torch.searchsorted(items, b.support.items[b.support.mask])] = -torch.inf
+    scores[
+        b.support.mask.nonzero(as_tuple=True)[0],
+        torch.searchsorted(items, b.support.items[b.support.mask]),
+    ] = -torch.inf
     top = torch.topk(scores, 10, dim=1).indices.numpy()
     groups = _group_of(t, b.units.numpy())
     a, z = np.flatnonzero(groups == 0), np.flatnonzero(groups == 1)
@@ -277,7 +302,9 @@ def test_baselines_beat_popularity_on_planted_tastes_over_seeds(name):
         res = {}
         for m in (name, "popularity"):
             f = build_method(m, sc).fit(FitData(t, splits, seed=seed))
-            res[m] = evaluate_ranking(f, t, splits, "meta-test", sampler_config(sc.protocol), seed=seed)["ndcg@10_all"]
+            res[m] = evaluate_ranking(
+                f, t, splits, "meta-test", sampler_config(sc.protocol), seed=seed
+            )["ndcg@10_all"]
         wins.append(res[name] - res["popularity"])
     assert all(w > 0.1 for w in wins), wins
 
@@ -288,18 +315,28 @@ def test_fit_adapt_save_load_and_both_scoring_paths_agree(planted, name):
     fitted = build_method(name, sc).fit(FitData(t, splits, seed=0))
     from metarec.episodes.sampler import TaskSampler
 
-    b = TaskSampler(t, splits.pools["meta-test"], sampler_config(sc.protocol), seed=0).batch(np.arange(6))
+    b = TaskSampler(t, splits.pools["meta-test"], sampler_config(sc.protocol), seed=0).batch(
+        np.arange(6)
+    )
     adapted = fitted.adapt(b.support)
     items = torch.arange(t.n_items)
     fast = score_catalogue(adapted, items)
     users = b.query.users[:, 0]
-    slow = score_catalogue(adapted.score, items, users)  # the bound score: its object has the fast path
+    slow = score_catalogue(
+        adapted.score, items, users
+    )  # the bound score: its object has the fast path
     torch.testing.assert_close(fast, slow)
-    expanded = adapted.score(users.unsqueeze(1).expand(-1, t.n_items), items.unsqueeze(0).expand(6, -1))
+    expanded = adapted.score(
+        users.unsqueeze(1).expand(-1, t.n_items), items.unsqueeze(0).expand(6, -1)
+    )
     torch.testing.assert_close(fast.double(), expanded.double(), atol=1e-5, rtol=1e-5)
     # a different support moves the scores (no gradient step: the support is read)
     if name != "popularity":
-        other = fitted.adapt(EpisodeSet(b.support.users, b.support.items.roll(1, 0), b.support.targets, b.support.mask))
+        other = fitted.adapt(
+            EpisodeSet(
+                b.support.users, b.support.items.roll(1, 0), b.support.targets, b.support.mask
+            )
+        )
         assert not torch.allclose(score_catalogue(other, items), fast)
     # save / load: the registered loader rebuilds a shell that the state fills
     shell = build_fitted(name, fitted.config(), t)
@@ -325,7 +362,11 @@ def test_load_state_dict_refuses_another_catalogue(planted):
     [
         ("ease", {"lambdas": []}, r"learners.ease.lambdas=\[\]: give at least one value"),
         ("ease", {"lambdas": [0.0]}, r"learners.ease.lambdas=\[0.0\]: 0.0 is not > 0"),
-        ("ease", {"max_items": 60000}, r"max_items=60000: the dense EASE solve needs about .* itemknn"),
+        (
+            "ease",
+            {"max_items": 60000},
+            r"max_items=60000: the dense EASE solve needs about .* itemknn",
+        ),
         ("itemknn", {"shrinks": [-1.0]}, r"learners.itemknn.shrinks=\[-1.0\]: -1.0 is not >= 0"),
         ("itemknn", {"neighbors": [5]}, r"neighbors"),
         ("mf-foldin", {"factors": 0}, r"learners.mf-foldin.factors=0: must be >= 1"),
@@ -375,7 +416,9 @@ def test_itemknn_matches_a_numpy_float64_reference(planted):
                 w[j, i] = sim[i, j]
     from metarec.episodes.sampler import TaskSampler
 
-    b = TaskSampler(t, splits.pools["meta-test"], sampler_config(sc.protocol), seed=0).batch(np.arange(8))
+    b = TaskSampler(t, splits.pools["meta-test"], sampler_config(sc.protocol), seed=0).batch(
+        np.arange(8)
+    )
     got = score_catalogue(fitted.adapt(b.support), torch.arange(n)).double().numpy()
     for k in range(8):
         sup = b.support.items[k][b.support.mask[k]].numpy()
@@ -394,7 +437,9 @@ def test_ease_matches_cornac(planted):
     fitted = build_method("ease", sc, lambdas=[lam]).fit(FitData(t, splits))
     kept = fitted.items.numpy()
     rows = splits.pools["meta-train"].rows
-    triples = sorted({(f"u{u}", f"i{i}", 1.0) for u, i in zip(t.users[rows], t.items[rows]) if i in set(kept)})
+    triples = sorted(
+        {(f"u{u}", f"i{i}", 1.0) for u, i in zip(t.users[rows], t.items[rows]) if i in set(kept)}
+    )
     peer = EASE(lamb=lam, posB=False, verbose=False).fit(Dataset.from_uir(triples, seed=0))
     ds = peer.train_set
     order = np.array([ds.iid_map[f"i{i}"] for i in kept])
@@ -405,7 +450,9 @@ def test_ease_matches_cornac(planted):
     np.testing.assert_allclose(ease_weights(x.T @ x, lam), b_peer, atol=1e-9)
     from metarec.episodes.sampler import TaskSampler
 
-    b = TaskSampler(t, splits.pools["meta-test"], sampler_config(sc.protocol), seed=0).batch(np.arange(10))
+    b = TaskSampler(t, splits.pools["meta-test"], sampler_config(sc.protocol), seed=0).batch(
+        np.arange(10)
+    )
     got = score_catalogue(fitted.adapt(b.support), torch.from_numpy(kept)).double().numpy()
     for k in range(10):
         sup = np.searchsorted(kept, b.support.items[k][b.support.mask[k]].numpy())

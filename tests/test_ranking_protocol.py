@@ -31,9 +31,15 @@ def _scenario(**protocol):
 @pytest.mark.parametrize(
     ("protocol", "match"),
     [
-        ({"min_interactions": 20}, r"min_interactions=20: the ranking protocol needs support_pool \+ 1 = 21"),
+        (
+            {"min_interactions": 20},
+            r"min_interactions=20: the ranking protocol needs support_pool \+ 1 = 21",
+        ),
         ({"n_support": "none"}, r"n_support=\"none\": the ranking protocol takes k shots"),
-        ({"n_support": 25, "split": "melu"}, r"n_support=25: more shots than the support pool holds"),
+        (
+            {"n_support": 25, "split": "melu"},
+            r"n_support=25: more shots than the support pool holds",
+        ),
         ({"support_pool": 0}, r"support_pool=0: must be >= 1"),
         ({"unit": "domain"}, r"unit='domain': the ranking protocol ranks a catalogue for one user"),
         ({"relevance": 9.0}, r"relevance=9.0: outside the rating scale \[1.0, 5.0\]"),
@@ -45,9 +51,13 @@ def test_ranking_config_errors(protocol, match):
 
 
 def test_relevance_without_ranking_and_shots_beyond_the_pool_are_refused():
-    with pytest.raises(ConfigError, match="relevance=4.0: the relevance threshold belongs to the catalogue ranking"):
+    with pytest.raises(
+        ConfigError, match="relevance=4.0: the relevance threshold belongs to the catalogue ranking"
+    ):
         scenario_from_dict({"name": "r", "protocol": {"relevance": 4.0}})
-    with pytest.raises(ConfigError, match=r"bench.shots=\[5, 30\]: 30 shots exceed protocol.support_pool=20"):
+    with pytest.raises(
+        ConfigError, match=r"bench.shots=\[5, 30\]: 30 shots exceed protocol.support_pool=20"
+    ):
         scenario_from_dict(
             {
                 "name": "r",
@@ -71,12 +81,18 @@ def table():
 
 
 def test_support_pool_is_pinned_nested_and_the_query_is_identical_across_shots(table):
-    splits = ranking_splits(random_split(table, min_interactions=21, seed=0), support_pool=20, seed=0)
+    splits = ranking_splits(
+        random_split(table, min_interactions=21, seed=0), support_pool=20, seed=0
+    )
     pool = splits.pools["meta-test"]
-    assert (np.bincount(np.repeat(np.arange(len(pool)), pool.lengths), weights=~pool.query_flag) == 20).all()
+    assert (
+        np.bincount(np.repeat(np.arange(len(pool)), pool.lengths), weights=~pool.query_flag) == 20
+    ).all()
     sel = np.arange(len(pool))
     batches = {
-        (k, seed): TaskSampler(table, pool, SamplerConfig(n_support=k, n_query=None), seed=seed).batch(sel)
+        (k, seed): TaskSampler(
+            table, pool, SamplerConfig(n_support=k, n_query=None), seed=seed
+        ).batch(sel)
         for k in (1, 3, 5, 10, 20)
         for seed in (0, 7)
     }
@@ -147,8 +163,12 @@ def test_state_catalogues_come_from_the_split_not_the_pool_rows():
     old_rows = np.flatnonzero(~np.isin(t.items, new))
     new_rows = np.flatnonzero(np.isin(t.items, new))
     pools = {
-        "meta-train": build_pool(t, old_rows[t.users[old_rows] == t.users[0]], t.users, "meta-train", "user"),
-        "user-cold": build_pool(t, old_rows[t.users[old_rows] != t.users[0]][:2], t.users, "user-cold", "user"),
+        "meta-train": build_pool(
+            t, old_rows[t.users[old_rows] == t.users[0]], t.users, "meta-train", "user"
+        ),
+        "user-cold": build_pool(
+            t, old_rows[t.users[old_rows] != t.users[0]][:2], t.users, "user-cold", "user"
+        ),
         "item-cold": build_pool(t, new_rows[:1], t.users, "item-cold", "user"),
     }
     s = MetaSplits(t, pools, states=["user-cold", "item-cold"], cold_items={"item-cold": new})

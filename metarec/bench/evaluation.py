@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from metarec import metrics as M
+from metarec.bench.ranking import ERROR_METRICS, RankingSpec, rank_batch, scores_rank_only
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.bench.ranking import ERROR_METRICS, RankingSpec, rank_batch, scores_rank_only
 from metarec.metrics.evaluate import PoolScores, clip_to_scale, per_task_metrics
 
 __all__ = ["NEGATIVES", "Catalogue", "Scorer", "score_pool"]

@@ -107,7 +107,11 @@ def _metrics_note(meta: dict[str, Any]) -> str:
         return (
             "- **Metrics (catalogue ranking protocol).** Each task's query is every interaction outside its pinned "
             f"support pool of {p.get('support_pool')} (the same query at every shots value); a query item is **relevant** "
-            + (f"when rated at least {rel}" if rel is not None else "when rated at least 4 on a 1..5 scale (implicit: every positive)")
+            + (
+                f"when rated at least {rel}"
+                if rel is not None
+                else "when rated at least 4 on a 1..5 scale (implicit: every positive)"
+            )
             + ". Each task ranks its state's **whole catalogue minus its support pool**; query items below the threshold "
             "stay candidates and count as non-relevant. `recall@20_all` = |top-20 ∩ relevant| / min(20, |relevant|); "
             "`ndcg@10_all`: binary gains, IDCG over min(10, |relevant|); `hr@10_all`: a relevant item in the top 10; "

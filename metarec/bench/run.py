@@ -38,6 +38,7 @@ from metarec.bench.context import RunContext
 from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
 from metarec.bench.evaluation import NEGATIVES, Catalogue
 from metarec.bench.plots import write_plots
+from metarec.bench.ranking import primary_metric
 from metarec.bench.report import write_report
 from metarec.bench.resume import (
     PROGRESS_FILE,
@@ -52,7 +53,6 @@ from metarec.bench.resume import (
     write_run_per_task,
 )
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
-from metarec.bench.ranking import primary_metric
 from metarec.bench.tuning import TUNING_FILE, trial_configs, tune_algorithm
 from metarec.bench.variants import (
     QUICK_ALGORITHMS,

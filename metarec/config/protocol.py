@@ -151,7 +151,6 @@ class ProtocolConfig:
                 f'unit = "user"'
             )
 
-
     def _check_ranking(self) -> None:
         """The ranking protocol's rules (see the ``ranking`` field)."""
         _check_at_least(self, 1, "support_pool", "ranking_negatives")

@@ -232,7 +232,9 @@ def ranking_targets(
     )
 
 
-def _unique_pairs(seg: np.ndarray, items: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+def _unique_pairs(
+    seg: np.ndarray, items: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
     keys = np.unique(seg * n_items + items)  # sorted by (unit, item)
     return keys // n_items, keys % n_items
 

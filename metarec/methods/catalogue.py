@@ -155,7 +155,9 @@ def evaluate_ranking(
     pool = splits[pool_name]
     items = state_catalogue(splits, pool_name)
     counts = train_counts(table, splits)[items]
-    ev = CatalogueRanking(table, pool, items, counts, relevance=relevance, negatives=negatives, seed=seed)
+    ev = CatalogueRanking(
+        table, pool, items, counts, relevance=relevance, negatives=negatives, seed=seed
+    )
     sampler = TaskSampler(table, pool, sampler_config, seed=seed)
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
     items_t = torch.from_numpy(items)
@@ -168,7 +170,14 @@ def evaluate_ranking(
         for name, v in ev.batch(pos, s).items():
             per.setdefault(name, []).append(v.numpy())
     fin = ev.finish()
-    out: dict[str, Any] = {name: mean_over_tasks(np.concatenate(v).tolist()) for name, v in per.items()}
-    out.update({k: (mean_over_tasks(np.asarray(v).tolist()) if isinstance(v, np.ndarray) else v) for k, v in fin.items()})
+    out: dict[str, Any] = {
+        name: mean_over_tasks(np.concatenate(v).tolist()) for name, v in per.items()
+    }
+    out.update(
+        {
+            k: (mean_over_tasks(np.asarray(v).tolist()) if isinstance(v, np.ndarray) else v)
+            for k, v in fin.items()
+        }
+    )
     out["n_tasks"] = n
     return out

@@ -138,8 +138,8 @@ class PopularityMethod:
     def __init__(self, by: str = "auto", *, ranking: bool = False) -> None:
         if by not in _BY:
             raise ConfigError(
-                f"learners.popularity.by={by!r}: must be one of {list(_BY)}; \"count\" ranks by the number "
-                "of meta-train interactions, \"mean\" predicts the shrunk mean rating"
+                f'learners.popularity.by={by!r}: must be one of {list(_BY)}; "count" ranks by the number '
+                'of meta-train interactions, "mean" predicts the shrunk mean rating'
             )
         self.by, self.ranking = by, ranking
 
@@ -160,7 +160,7 @@ def make_popularity(scenario: Any = None, **settings: Any) -> PopularityMethod:
     unknown = sorted(set(merged) - {"by"})
     if unknown:
         raise ConfigError(
-            f"learners.popularity: unknown setting {unknown[0]!r}; the setting is by (\"auto\", \"count\" or \"mean\")"
+            f'learners.popularity: unknown setting {unknown[0]!r}; the setting is by ("auto", "count" or "mean")'
         )
     ranking = bool(scenario is not None and scenario.protocol.ranking)
     return PopularityMethod(str(merged.get("by", "auto")), ranking=ranking)

@@ -119,7 +119,9 @@ def rank_catalogue(
         z = torch.zeros(T, 0, dtype=torch.long)
         return z, n_rel, torch.zeros(T, dtype=torch.long), served
     width = max(int(n_rel.max()) if n_rel.numel() else 0, 1)
-    slot = torch.arange(rr.shape[0]) - torch.repeat_interleave(torch.cumsum(n_rel, 0) - n_rel, n_rel)
+    slot = torch.arange(rr.shape[0]) - torch.repeat_interleave(
+        torch.cumsum(n_rel, 0) - n_rel, n_rel
+    )
     grid = torch.full((T, width), -math.inf, dtype=s.dtype)
     grid[rr, slot] = rel_s
     v_rel = torch.topk(grid, min(D, width), dim=1).values  # (T, D') best relevant, descending
@@ -173,9 +175,9 @@ def relevant_ranks(
         relevant candidates, and ``r_1`` (the best relevant item's rank, exact at any depth;
         ``0`` without one). All ``int64``.
     """
-    ex = torch.nonzero(~candidates, as_tuple=True)
-    rel = torch.nonzero(relevant & candidates, as_tuple=True)
-    ranks, n_rel, first, _ = rank_catalogue(scores, ex, rel, depth, k=0)
+    er, ec = torch.nonzero(~candidates, as_tuple=True)
+    rr, rc = torch.nonzero(relevant & candidates, as_tuple=True)
+    ranks, n_rel, first, _ = rank_catalogue(scores, (er, ec), (rr, rc), depth, k=0)
     return ranks, n_rel, first
 
 
@@ -316,12 +318,16 @@ def sampled_negative_metrics(
         f"hr@{k}_neg": hit,
         f"ndcg@{k}_neg": hit / torch.log2(r + 1.0),
         "mrr_neg": 1.0 / r,
-        "auc_neg": torch.where(m > 0, (below + 0.5 * ties) / m.clamp(min=1.0), torch.full_like(m, math.nan)),
+        "auc_neg": torch.where(
+            m > 0, (below + 0.5 * ties) / m.clamp(min=1.0), torch.full_like(m, math.nan)
+        ),
     }
     out = {}
     for name, v in per.items():
         ok = ~torch.isnan(v)
         tot = torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, task[ok], v[ok])
-        cnt = torch.zeros(n_tasks, dtype=torch.float64).index_add_(0, task[ok], torch.ones_like(v[ok]))
+        cnt = torch.zeros(n_tasks, dtype=torch.float64).index_add_(
+            0, task[ok], torch.ones_like(v[ok])
+        )
         out[name] = torch.where(cnt > 0, tot / cnt.clamp(min=1.0), torch.full_like(tot, math.nan))
     return out

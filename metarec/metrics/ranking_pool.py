@@ -79,7 +79,9 @@ class CatalogueRanking:
         self.percentile = popularity_percentile(np.asarray(counts))
         self.targets = ranking_targets(table, pool, relevance)
         self.units = pool.units
-        self.users = table.users[pool.rows[pool.offsets[:-1]]] if len(pool) else np.zeros(0, np.int64)
+        self.users = (
+            table.users[pool.rows[pool.offsets[:-1]]] if len(pool) else np.zeros(0, np.int64)
+        )
         C = self.items.shape[0]
         t = self.targets
         self._ex_pos, self._ex_off = self._positions(t.excluded, t.excluded_offsets)
@@ -121,9 +123,7 @@ class CatalogueRanking:
         """``{"coverage@k": float, "overlap@k": (n,), "pop@k": (n,), "flags": [...]}`` over every
         batch seen (then the served lists are cleared)."""
         served = (
-            np.concatenate(self._served)
-            if self._served
-            else np.zeros((0, self.k), dtype=np.int64)
+            np.concatenate(self._served) if self._served else np.zeros((0, self.k), dtype=np.int64)
         )
         cov, overlap, pop = beyond_accuracy(served, self.n_catalogue, self.percentile, self.k)
         flags = []
@@ -148,9 +148,12 @@ class CatalogueRanking:
     def _positions(self, items: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR item lists -> CSR catalogue positions (items outside the catalogue dropped)."""
         pos = np.searchsorted(self.items, items)
-        inside = (pos < self.items.shape[0]) & (
-            self.items[np.minimum(pos, max(self.items.shape[0] - 1, 0))] == items
-        ) if self.items.shape[0] else np.zeros(items.shape[0], dtype=bool)
+        inside = (
+            (pos < self.items.shape[0])
+            & (self.items[np.minimum(pos, max(self.items.shape[0] - 1, 0))] == items)
+            if self.items.shape[0]
+            else np.zeros(items.shape[0], dtype=bool)
+        )
         seg = np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets))
         kept = np.bincount(seg[inside], minlength=offsets.shape[0] - 1)
         return pos[inside].astype(np.int64), np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
@@ -175,7 +178,7 @@ class CatalogueRanking:
         self, positions: np.ndarray, scores: torch.Tensor, rt: torch.Tensor, rc: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         M = self.negatives
-        rows_np, cols_np = rt.numpy(), rc.numpy()
+        rows_np = rt.numpy()
         negs = np.zeros((rows_np.shape[0], M), dtype=np.int64)
         mask = np.zeros((rows_np.shape[0], M), dtype=bool)
         bounds = np.searchsorted(rows_np, np.arange(positions.shape[0] + 1))

@@ -29,6 +29,7 @@ from metarec._errors import ConfigError, DataError, suggest
 from metarec._io.lock import holds_folder
 from metarec.data.encoding import IdEncoder
 from metarec.episodes.batch import EpisodeSet
+from metarec.methods.catalogue import catalogue_scorer_of
 from metarec.metrics.topk import top_k
 from metarec.recommend.support import UnknownItems, as_list, is_seq
 from metarec.runs.checkpoint import atomic_write_json, save_table_meta, save_tensors
@@ -398,7 +399,11 @@ class MethodRecommender(Recommender):
         if own.any():  # rows of adapted tasks: score every task's row, keep the asked ones
             T = self.n_tasks
             idx = np.flatnonzero(own)
+            fast = catalogue_scorer_of(self.adapted)  # the shared catalogue fast path, if any
             for g in idx:
+                if fast is not None:
+                    out[g] = fast.score_catalogue(items[g])[int(task[g])].to(out.dtype)
+                    continue
                 u = uidx[g].expand(T, -1)
                 it = items[g].expand(T, -1)
                 out[g] = self.adapted.score(u, it)[int(task[g])].to(out.dtype)

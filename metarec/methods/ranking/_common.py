@@ -59,7 +59,9 @@ def parse(cls: type[S], name: str, scenario: Any, settings: Mapping[str, Any]) -
     return from_dict(cls, {**dict(section), **dict(settings)}, where=f"learners.{name}")
 
 
-def check_grid(name: str, key: str, values: Sequence[Any], low: float, strict: bool = False) -> None:
+def check_grid(
+    name: str, key: str, values: Sequence[Any], low: float, strict: bool = False
+) -> None:
     """A non-empty grid of numbers ``>= low`` (``> low`` when ``strict``)."""
     if not values:
         raise ConfigError(f"learners.{name}.{key}=[]: give at least one value to try on meta-val")
@@ -97,7 +99,9 @@ def positions(items: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 def universe(table: InteractionTable, splits: MetaSplits) -> np.ndarray:
     """The items a baseline ranks: the union of every evaluation pool's catalogue
     (:func:`metarec.episodes.ranking.state_catalogue`), sorted."""
-    parts = [state_catalogue(splits, n) for n, p in splits.pools.items() if n != splits.train and len(p)]
+    parts = [
+        state_catalogue(splits, n) for n, p in splits.pools.items() if n != splits.train and len(p)
+    ]
     return np.unique(np.concatenate(parts)) if parts else np.unique(table.items)
 
 
@@ -158,7 +162,12 @@ def tune(
             best, best_score = fitted, score
     if best is None:  # no finite score (no relevant meta-val item): the first point
         best = build(grid[0])
-    log = {"metric": TUNE_METRIC, "pool": val, "trials": trials, "seconds": round(time.perf_counter() - t0, 2)}
+    log = {
+        "metric": TUNE_METRIC,
+        "pool": val,
+        "trials": trials,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     return best, log
 
 

@@ -42,7 +42,9 @@ def gram_dense(users: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
     return g.reshape(n, n)
 
 
-def gram_pairs(users: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gram_pairs(
+    users: np.ndarray, cols: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The off-diagonal non-zeros of ``X^T X``: ``(i, j, count)`` sorted by ``(j, i)``, and the
     diagonal through :func:`np.bincount` of the caller."""
     u, c = user_lists(users, cols)
@@ -131,14 +133,16 @@ def _dense_topk(sim: np.ndarray, k: int) -> Neighbourhoods:
     """Row ``i`` of ``sim``: its ``k`` largest positive entries (ties: lower index)."""
     s = torch.from_numpy(sim)
     kk = min(k, s.shape[1])
-    vals, idx = torch.sort(s, dim=1, descending=True, stable=True)  # ties: lower index first
-    vals, idx = vals[:, :kk].numpy(), idx[:, :kk].numpy()
+    v_t, i_t = torch.sort(s, dim=1, descending=True, stable=True)  # ties: lower index first
+    vals, idx = v_t[:, :kk].numpy(), i_t[:, :kk].numpy()
     keep = vals > 0
     offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
     return offsets, idx[keep].astype(np.int64), vals[keep]
 
 
-def _sparse_topk(row: np.ndarray, col: np.ndarray, val: np.ndarray, n: int, k: int) -> Neighbourhoods:
+def _sparse_topk(
+    row: np.ndarray, col: np.ndarray, val: np.ndarray, n: int, k: int
+) -> Neighbourhoods:
     """Per ``row`` the ``k`` largest positive ``val`` (ties: lower ``col``)."""
     keep = val > 0
     row, col, val = row[keep], col[keep], val[keep]
@@ -151,7 +155,9 @@ def _sparse_topk(row: np.ndarray, col: np.ndarray, val: np.ndarray, n: int, k: i
     return offsets, col.astype(np.int64), val
 
 
-def neighbours_by_source(nbh: Neighbourhoods, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def neighbours_by_source(
+    nbh: Neighbourhoods, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The item-item weights ``W[j, i] = sim(i, j)`` for ``j`` among the first ``k`` neighbours of
     ``i``, as rows by source item ``j`` (CSR arrays): ``(offsets (n + 1,), cols, vals)``, so that a
     support's scores are the sum of its items' rows."""

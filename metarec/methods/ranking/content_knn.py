@@ -111,7 +111,9 @@ def content_similarity(
         if idf:
             df = x[present].sum(dim=0)
             n_present = max(int(present.sum()), 1)
-            x = x * torch.where(df > 0, torch.log(n_present / df.clamp(min=1.0)), torch.zeros_like(df))
+            x = x * torch.where(
+                df > 0, torch.log(n_present / df.clamp(min=1.0)), torch.zeros_like(df)
+            )
         x = _normalise(x)
         sims += x @ x.T
         sq += x.square().sum(dim=1)
@@ -162,7 +164,9 @@ class ContentKNNFitted:
             task, pos = task[ok], pos[ok]
             counts = torch.bincount(task, minlength=T)
             width = max(int(counts.max()) if counts.numel() else 0, 1)
-            slot = torch.arange(task.shape[0]) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+            slot = torch.arange(task.shape[0]) - torch.repeat_interleave(
+                torch.cumsum(counts, 0) - counts, counts
+            )
             stack = torch.full((T, width, self.items.shape[0]), -torch.inf)  # (T, |S|, n)
             stack[task, slot] = self.sims[pos]
             top = torch.topk(stack, min(m, width), dim=1).values
@@ -188,7 +192,9 @@ class ContentKNNFitted:
         load_tensors(self, state, {"items": (n,), "sims": (n, n)})
 
     @classmethod
-    def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> ContentKNNFitted:
+    def build(
+        cls, name: str, config: Mapping[str, Any], table: InteractionTable
+    ) -> ContentKNNFitted:
         """An empty shell of ``config`` (fill it with :meth:`load_state_dict`)."""
         n = int(config.get("n_items", 0))
         m = config.get("support_neighbours")
@@ -208,7 +214,9 @@ class ContentKNNMethod:
 
     name = "content-knn"
 
-    def __init__(self, settings: ContentKNNSettings | None = None, protocol: Protocol | None = None) -> None:
+    def __init__(
+        self, settings: ContentKNNSettings | None = None, protocol: Protocol | None = None
+    ) -> None:
         self.settings = settings or ContentKNNSettings()
         self.protocol = protocol or Protocol.of(None)
 
@@ -229,7 +237,9 @@ class ContentKNNMethod:
         def build(point: Mapping[str, Any]) -> ContentKNNFitted:
             key = (point["idf"], point["text_weight"])
             if key not in cache:
-                cache[key] = content_similarity(table, items, idf=key[0], text_weight=key[1]).float()
+                cache[key] = content_similarity(
+                    table, items, idf=key[0], text_weight=key[1]
+                ).float()
             return ContentKNNFitted(
                 table,
                 items_t,
@@ -252,4 +262,6 @@ class ContentKNNMethod:
 
 def make_content_knn(scenario: Any = None, **settings: Any) -> ContentKNNMethod:
     """``content-knn`` over the scenario's protocol; ``settings``: see :class:`ContentKNNSettings`."""
-    return ContentKNNMethod(parse(ContentKNNSettings, "content-knn", scenario, settings), Protocol.of(scenario))
+    return ContentKNNMethod(
+        parse(ContentKNNSettings, "content-knn", scenario, settings), Protocol.of(scenario)
+    )

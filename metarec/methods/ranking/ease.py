@@ -47,7 +47,15 @@ from metarec.methods.ranking._common import (
 )
 from metarec.methods.ranking._itemitem import gram_dense, sum_dense_rows
 
-__all__ = ["LAMBDAS", "MAX_ITEMS", "EASESettings", "ease_weights", "EASEMethod", "EASEFitted", "make_ease"]
+__all__ = [
+    "LAMBDAS",
+    "MAX_ITEMS",
+    "EASESettings",
+    "ease_weights",
+    "EASEMethod",
+    "EASEFitted",
+    "make_ease",
+]
 
 LAMBDAS = (1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
 """L2 strengths ``lambda`` tried on meta-val."""
@@ -120,7 +128,11 @@ class EASEFitted:
     ) -> ItemScoresAdapted:
         task, item = support_lists(support, self.table.feedback)
         kept = sum_dense_rows(task, positions(self.items, item), support.n_tasks, self.weights)
-        floor = (kept.min(dim=1, keepdim=True).values - 1.0) if kept.shape[1] else torch.zeros(support.n_tasks, 1)
+        floor = (
+            (kept.min(dim=1, keepdim=True).values - 1.0)
+            if kept.shape[1]
+            else torch.zeros(support.n_tasks, 1)
+        )
         full = floor.expand(support.n_tasks, self.table.n_items).clone()
         full[:, self.items] = kept
         return ItemScoresAdapted(full)
@@ -159,7 +171,9 @@ class EASEMethod:
 
     name = "ease"
 
-    def __init__(self, settings: EASESettings | None = None, protocol: Protocol | None = None) -> None:
+    def __init__(
+        self, settings: EASESettings | None = None, protocol: Protocol | None = None
+    ) -> None:
         self.settings = settings or EASESettings()
         self.protocol = protocol or Protocol.of(None)
 
@@ -177,7 +191,9 @@ class EASEMethod:
             )
         items = np.sort(ranked[keep])
         pos = np.searchsorted(items, table.items[rows])
-        inside = (pos < items.shape[0]) & (items[np.minimum(pos, items.shape[0] - 1)] == table.items[rows])
+        inside = (pos < items.shape[0]) & (
+            items[np.minimum(pos, items.shape[0] - 1)] == table.items[rows]
+        )
         gram = gram_dense(table.users[rows][inside], pos[inside], items.shape[0])
         items_t = torch.from_numpy(items)
 
@@ -185,7 +201,9 @@ class EASEMethod:
             b = torch.from_numpy(ease_weights(gram, point["lambda"])).float()
             return EASEFitted(table, items_t, b, lam=point["lambda"], ranked=int(ranked.shape[0]))
 
-        best, log = tune("ease", [{"lambda": lam} for lam in self.settings.lambdas], build, data, self.protocol)
+        best, log = tune(
+            "ease", [{"lambda": lam} for lam in self.settings.lambdas], build, data, self.protocol
+        )
         best.tuning = log
         return best
 

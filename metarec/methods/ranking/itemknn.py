@@ -48,7 +48,14 @@ from metarec.methods.ranking._common import (
 )
 from metarec.methods.ranking._itemitem import cosine_topk, neighbours_by_source, sum_sparse_rows
 
-__all__ = ["NEIGHBOURS", "SHRINKS", "ItemKNNSettings", "ItemKNNMethod", "ItemKNNFitted", "make_itemknn"]
+__all__ = [
+    "NEIGHBOURS",
+    "SHRINKS",
+    "ItemKNNSettings",
+    "ItemKNNMethod",
+    "ItemKNNFitted",
+    "make_itemknn",
+]
 
 NEIGHBOURS = (50, 100, 200, 500, 1000, 2000)
 """Neighbourhood sizes ``K`` tried on meta-val."""
@@ -141,7 +148,9 @@ class ItemKNNMethod:
 
     name = "itemknn"
 
-    def __init__(self, settings: ItemKNNSettings | None = None, protocol: Protocol | None = None) -> None:
+    def __init__(
+        self, settings: ItemKNNSettings | None = None, protocol: Protocol | None = None
+    ) -> None:
         self.settings = settings or ItemKNNSettings()
         self.protocol = protocol or Protocol.of(None)
 
@@ -150,23 +159,37 @@ class ItemKNNMethod:
         items = universe(table, splits)
         rows = splits.pools[splits.train].rows
         pos = np.searchsorted(items, table.items[rows])
-        inside = (pos < items.shape[0]) & (items[np.minimum(pos, items.shape[0] - 1)] == table.items[rows])
+        inside = (pos < items.shape[0]) & (
+            items[np.minimum(pos, items.shape[0] - 1)] == table.items[rows]
+        )
         if not inside.any():
             raise ConfigError(
                 "itemknn: no meta-train interaction touches the ranked catalogue; item-item similarity needs "
                 "meta-train interactions with those items (use content-knn for cold items)"
             )
         k_max = max(self.settings.neighbours)
-        _, by_shrink = cosine_topk(table.users[rows][inside], pos[inside], items.shape[0], self.settings.shrinks, k_max)
+        _, by_shrink = cosine_topk(
+            table.users[rows][inside], pos[inside], items.shape[0], self.settings.shrinks, k_max
+        )
         items_t = torch.from_numpy(items)
 
         def build(point: Mapping[str, Any]) -> ItemKNNFitted:
             off, cols, vals = neighbours_by_source(by_shrink[point["shrink"]], point["neighbours"])
             return ItemKNNFitted(
-                table, items_t, off, cols, vals, neighbours=point["neighbours"], shrink=point["shrink"]
+                table,
+                items_t,
+                off,
+                cols,
+                vals,
+                neighbours=point["neighbours"],
+                shrink=point["shrink"],
             )
 
-        grid = [{"neighbours": k, "shrink": h} for h in self.settings.shrinks for k in self.settings.neighbours]
+        grid = [
+            {"neighbours": k, "shrink": h}
+            for h in self.settings.shrinks
+            for k in self.settings.neighbours
+        ]
         best, log = tune("itemknn", grid, build, data, self.protocol)
         best.tuning = log
         return best
@@ -174,4 +197,6 @@ class ItemKNNMethod:
 
 def make_itemknn(scenario: Any = None, **settings: Any) -> ItemKNNMethod:
     """``itemknn`` over the scenario's protocol; ``settings``: ``neighbours``, ``shrinks``."""
-    return ItemKNNMethod(parse(ItemKNNSettings, "itemknn", scenario, settings), Protocol.of(scenario))
+    return ItemKNNMethod(
+        parse(ItemKNNSettings, "itemknn", scenario, settings), Protocol.of(scenario)
+    )

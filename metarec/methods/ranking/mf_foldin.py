@@ -33,7 +33,14 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
-from metarec.methods.ranking._common import Protocol, check_grid, load_tensors, parse, support_lists, tune
+from metarec.methods.ranking._common import (
+    Protocol,
+    check_grid,
+    load_tensors,
+    parse,
+    support_lists,
+    tune,
+)
 
 __all__ = [
     "ALPHAS",
@@ -246,7 +253,9 @@ class MFFoldInMethod:
 
     name = "mf-foldin"
 
-    def __init__(self, settings: MFSettings | None = None, protocol: Protocol | None = None) -> None:
+    def __init__(
+        self, settings: MFSettings | None = None, protocol: Protocol | None = None
+    ) -> None:
         self.settings = settings or MFSettings()
         self.protocol = protocol or Protocol.of(None)
 
@@ -272,7 +281,9 @@ class MFFoldInMethod:
                 cg_steps=st.cg_steps,
                 seed=data.seed,
             )
-            v[~known] = 0.0  # an item without a meta-train interaction carries no taste: it scores 0
+            v[~known] = (
+                0.0  # an item without a meta-train interaction carries no taste: it scores 0
+            )
             return MFFoldInFitted(table, v, alpha=point["alpha"], reg=point["reg"])
 
         grid = [{"alpha": a, "reg": g} for a in st.alphas for g in st.regs]
