@@ -37,6 +37,7 @@ from metarec._io.lock import holds_folder
 from metarec.bench.context import RunContext
 from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
 from metarec.bench.evaluation import NEGATIVES, Catalogue
+from metarec.bench.parallel import check_jobs, run_units
 from metarec.bench.plots import write_plots
 from metarec.bench.ranking import primary_metric
 from metarec.bench.report import write_report
@@ -137,6 +138,7 @@ def run_bench(
     resume: bool = False,
     overwrite: bool = False,
     tune: int | None = None,
+    jobs: int = 1,
 ) -> BenchResult:
     """Run the benchmark grid of ``scenario`` into folder ``out``.
 
@@ -169,6 +171,10 @@ def run_bench(
         tune: ``N`` trials per algorithm before the seeds (:mod:`metarec.bench.tuning`): each
             trained on seed 0 with the benchmark's budget and scored on meta-val only; every
             seed then runs the best, and each row records it (``tuned``).
+        jobs: ``(seed, algorithm)`` runs at a time, each in a worker process with one torch
+            thread (:mod:`metarec.bench.parallel`); 1 (default): one after another, here. The
+            rows are the same; each finished run is written as it finishes, so ``resume``
+            works alike.
 
     Returns:
         A :class:`BenchResult`.
@@ -181,6 +187,7 @@ def run_bench(
     t_start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
     want_plots = _check_plots(plots)
+    check_jobs(jobs)
     cd_quick = quick_defaults(scenario) if quick else None
     warmup = is_warmup(scenario)
     quick_algos, quick_seeds = cd_quick or (
@@ -227,6 +234,7 @@ def run_bench(
         table = warmup_table(table, base)
     load_s = time.perf_counter() - t0
     device = resolve_device(base.train.device)
+    check_jobs(jobs, str(device))
     env = environment(device)
     primary = primary_metric(base, table.feedback)
     cat = Catalogue(table)
@@ -266,6 +274,7 @@ def run_bench(
     bar = tqdm(
         total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
     )
+    pending: list[RunContext] = []  # the runs to do, in seed x algorithm order
     for seed in range(n_seeds):
         sc_seed = seeded_scenario(base, seed)
         splits = splits0 if seed == 0 else split(sc_seed, seed)
@@ -308,14 +317,19 @@ def run_bench(
                 folder.forget(key)
             if folder.resumed or folder.replaced:  # its earlier training files (any --runs-dir)
                 clear_run_dir((runs_path or out / "runs") / ctx.run_id)
-            new, cfg, cur = run_one(ctx, say)
-            if algo in tuned:
-                for r in new:
-                    r["tuned"] = tuned[algo]
-            configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
-            _record_run(out, key, new, cur, configs, primary)
-            by_run[key] = new
-            bar.update(1)
+            pending.append(ctx)
+
+    def finish(ctx: RunContext, result: tuple[list[dict[str, Any]], Any, Any]) -> None:
+        new, cfg, cur = result
+        if ctx.algo in tuned:
+            for r in new:
+                r["tuned"] = tuned[ctx.algo]
+        configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
+        _record_run(out, (ctx.seed, ctx.algo), new, cur, configs, primary)
+        by_run[(ctx.seed, ctx.algo)] = new
+        bar.update(1)
+
+    run_units(pending, lambda ctx: run_one(ctx, say), finish, jobs=jobs)
     bar.close()
     if no_per_task:
         print(
@@ -363,6 +377,7 @@ def run_bench(
             "catalogue_ranking": bool(catalogue),
             "resumed_runs": skipped,
             "tune": tune,
+            "jobs": jobs,
             "load_seconds": round(load_s, 2),
             "seconds": round(time.perf_counter() - t_start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),

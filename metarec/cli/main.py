@@ -198,6 +198,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         tune=args.tune,
+        jobs=args.jobs,
     )
     print(f"results: {res.results}\nreport: {res.report}")
     return 0
@@ -425,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="per algorithm, N trials of its settings on seed 0, chosen on meta-val only",
+    )
+    be.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="(seed, algorithm) runs at a time, each in a worker process with one thread "
+        "(default 1: one after another); the same rows, resumable alike",
     )
     scen(be)
     be.set_defaults(func=_cmd_bench)

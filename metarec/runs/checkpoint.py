@@ -124,7 +124,8 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
             "metarec only loads weights with weights_only=True and never runs code from a file; "
             "re-create the run with 'metarec train'"
         ) from None
-    verify(path)  # hook (metarec._io.checksums): a flipped byte is a CheckpointError naming the file
+    # hook (metarec._io.checksums): a flipped byte is a CheckpointError naming the file
+    verify(path)
     return obj
 
 
