@@ -7,8 +7,8 @@ for ``i != j`` and ``B_ii = 0`` (the solution of ``min_B ||X - X B||^2 + lambda 
 zero diagonal). A task with support ``S`` scores item ``i`` as ``score(i) = sum_{j in S} B_ji``:
 the support, read as one row of ``X``, times ``B`` — no gradient step.
 
-**Memory.** ``B`` is dense: ``n^2`` numbers, and the solve holds about three ``n x n`` float64
-matrices. The kept items are the ``max_items`` (default :data:`MAX_ITEMS`) ranked items with the
+**Memory.** ``B`` is dense: ``n^2`` numbers, and the fit holds about ``32 n^2`` bytes (the Gram
+matrix, the Cholesky factor and the inverse in float64, the best and the current ``B``). The kept items are the ``max_items`` (default :data:`MAX_ITEMS`) ranked items with the
 most meta-train interactions (at least one; ties: lower index). MovieLens catalogues (under 4,000
 items) are kept whole; on the Amazon pairs (30,000 to 50,000 items per domain) the long tail of
 items with one or two meta-train interactions is left out: such items are ranked after every
@@ -70,7 +70,8 @@ class EASESettings:
     Fields:
         lambdas: L2 strengths tried on meta-val (each ``> 0``).
         max_items: the most-interacted items kept in ``B``.
-        memory_mb: refuse a solve needing more than this (about ``3 * 8 * max_items^2`` bytes).
+        memory_mb: refuse a solve needing more than this (about ``32 * max_items^2`` bytes: the
+            Gram matrix, the Cholesky factor and the inverse in float64, two ``B`` in float32).
     """
 
     lambdas: tuple[float, ...] = LAMBDAS
@@ -81,12 +82,12 @@ class EASESettings:
         check_grid("ease", "lambdas", self.lambdas, 0, strict=True)
         if self.max_items < 1:
             raise ConfigError(f"learners.ease.max_items={self.max_items}: must be >= 1; e.g. 10000")
-        need = 3 * 8 * self.max_items**2 / 2**20
+        need = 32 * self.max_items**2 / 2**20
         if need > self.memory_mb:
-            fit = int((self.memory_mb * 2**20 / 24) ** 0.5)
+            fit = int((self.memory_mb * 2**20 / 32) ** 0.5)
             raise ConfigError(
                 f"learners.ease.max_items={self.max_items}: the dense EASE solve needs about {need:,.0f} MiB "
-                f"(3 x {self.max_items}^2 float64), over learners.ease.memory_mb={self.memory_mb:g}; set "
+                f"(32 bytes x {self.max_items}^2), over learners.ease.memory_mb={self.memory_mb:g}; set "
                 f"max_items <= {fit} (the most-interacted items), or rank the whole catalogue with itemknn "
                 "(sparse neighbourhoods)"
             )
