@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import importlib.util
 import json
 import os
 import resource
@@ -61,7 +60,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -88,30 +86,17 @@ Grads = dict[str, torch.Tensor]
 
 # ---------------------------------------------------------------------- learn2learn import
 def import_l2l_maml() -> type | None:
-    """``learn2learn.algorithms.MAML`` without running ``learn2learn/__init__.py``.
-
-    The package ``__init__`` imports ``learn2learn.vision`` (torchvision), ``learn2learn.gym``
-    (gym) and ``learn2learn.data`` (requests, compiled extensions), none needed here and not
-    installable on this stack. A bare module named ``learn2learn`` whose ``__path__`` is the
-    installed package directory is put in ``sys.modules`` first, so ``import
-    learn2learn.algorithms`` finds the subpackage but never executes the parent ``__init__``.
-    ``learn2learn.algorithms`` itself imports only torch, ``learn2learn.utils`` and
-    ``learn2learn.nn`` (its Lightning wrappers guard their ``pytorch_lightning`` import), so
-    nothing else is stubbed. Returns ``None`` when learn2learn is not installed
+    """``learn2learn.algorithms.MAML`` (:func:`metarec.interop.learn2learn.import_l2l_maml`: without
+    running ``learn2learn/__init__.py``, whose vision, gym and compiled data parts are neither
+    needed here nor installable on this stack), or ``None`` when learn2learn is not installed
     (``benchmarks/install_learn2learn.sh`` installs it).
     """
-    if "learn2learn.algorithms.maml" in sys.modules:
-        return sys.modules["learn2learn.algorithms.maml"].MAML
-    spec = importlib.util.find_spec("learn2learn")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    if "learn2learn" not in sys.modules:
-        stub = types.ModuleType("learn2learn")
-        stub.__path__ = list(spec.submodule_search_locations)  # a package, but __init__ never runs
-        sys.modules["learn2learn"] = stub
-    from learn2learn.algorithms.maml import MAML
+    from metarec.interop.learn2learn import import_l2l_maml as _import
 
-    return MAML
+    try:
+        return _import()
+    except ImportError:
+        return None
 
 
 # ---------------------------------------------------------------------- the workload

@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     # data and tasks
     "InteractionTable": "metarec.data.table",
     "Columns": "metarec.data.table",
+    "FeatureSpec": "metarec.data.features",
+    "FeatureFile": "metarec.config.features",
     "IdEncoder": "metarec.data.encoding",
     "TaskSampler": "metarec.episodes.sampler",
     "SamplerConfig": "metarec.episodes.sampler",
@@ -98,6 +100,8 @@ __all__ = [
     "DataError",
     "EpisodeBatch",
     "EpisodeSet",
+    "FeatureFile",
+    "FeatureSpec",
     "FitData",
     "Fitted",
     "IdEncoder",
@@ -276,7 +280,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
     from metarec.bench.run import run_bench
     from metarec.config import Scenario, load_scenario
     from metarec.config.algorithm import AlgorithmConfig
+    from metarec.config.features import FeatureFile
     from metarec.data.encoding import IdEncoder
+    from metarec.data.features import FeatureSpec
     from metarec.data.load import load_table
     from metarec.data.table import Columns, InteractionTable
     from metarec.episodes.batch import EpisodeBatch, EpisodeSet

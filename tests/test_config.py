@@ -246,8 +246,13 @@ def test_section_that_is_not_a_table():
 
 
 def test_missing_required_key():
-    with pytest.raises(ConfigError, match=r"missing key 'name'"):
-        scenario_from_dict({})
+    from metarec.config import FeatureFile
+
+    with pytest.raises(ConfigError, match=r"missing key 'data.user_features\[0\].id'"):
+        from_dict(
+            FeatureFile, {"path": "u.csv", "columns": {"a": "numeric"}}, "data.user_features[0]"
+        )
+    assert scenario_from_dict({}).name == "scenario"  # a scenario built in Python needs no name
 
 
 def test_bad_literal_suggests_the_close_choice():

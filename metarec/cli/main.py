@@ -8,11 +8,14 @@ and exit with status 2; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from metarec._errors import MetarecError
 from metarec.cli.scenarios import scenario_path
@@ -37,6 +40,9 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
         f"scenario {report['scenario']}: {report['data']['interactions']:,} interactions, "
         f"{report['data']['users']:,} users, {report['data']['items']:,} items, {report['data']['domains']} domain(s)"
     )
+    print("filters (what no pool holds, and the key that controls it):")
+    for line in _filter_lines(report["filters"]):
+        print(f"  {line}")
     print(f"{'split':<16}{'tasks':>8}  {'support min/mean/max':>22}  {'query min/mean/max':>20}")
     for name, s in report["splits"].items():
         sp, q = s["support"], s["query"]
@@ -54,6 +60,50 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
         print(f"  {k:<26}{v:<8}({report['leakage_details'][k]})")
     print(f"built in {report['seconds']['total']:.2f} s")
     return 0 if all(v == "passed" for v in report["leakage_checks"].values()) else 1
+
+
+def _filter_lines(filters: dict) -> list[str]:
+    from metarec.data.drops import Drop
+    from metarec.episodes.filters import FilterReport
+
+    drops = [Drop(**d) for d in filters["drops"]]
+    report = FilterReport(
+        tuple(filters["rows"]), tuple(filters["users"]), tuple(filters["items"]), drops
+    )  # type: ignore[arg-type]
+    return report.lines()
+
+
+class _Once(logging.Filter):
+    """Passes each message once (a benchmark builds the same splits for every cell)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+@contextlib.contextmanager
+def _print_filters() -> Iterator[None]:
+    """Print what the data and the protocol leave out (logger ``metarec.filters``) on stdout,
+    before the command's own output (stderr stays for errors)."""
+    log = logging.getLogger("metarec.filters")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("metarec: filter: %(message)s"))
+    handler.addFilter(_Once())
+    old = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -83,6 +133,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _support_in_domain(support: Any, run: str, domain: str | None, path: str) -> Any:
+    """The support frame with plain item ids read as ``domain``'s (``395`` -> ``cloth:395``) when
+    the run's item ids are namespaced by domain; a plain id the run knows only in namespaced form
+    is an error that shows that form and the ``--domain`` that reads it."""
+    import numpy as np
+
+    from metarec._errors import DataError
+    from metarec.data.encoding import IdEncoder
+    from metarec.data.files import read_json_object
+
+    enc_file = Path(run) / "encoders.json"
+    if not enc_file.is_file():
+        return support  # an adapted directory or a damaged run: the loader says what is wrong
+    items = IdEncoder.from_json(read_json_object(enc_file, "encoders")["item_ids"])
+    by_plain: dict[str, list[str]] = {}
+    for v in items.values:
+        head, sep, tail = str(v).partition(":")
+        if sep:
+            by_plain.setdefault(tail, []).append(str(v))
+    if not by_plain:
+        return support  # ids are not namespaced
+    raw = support["item"].astype(str)
+    known = np.asarray([r in items for r in raw.tolist()], dtype=bool)
+    if domain is not None:
+        full = domain + ":" + raw
+        fix = ~known & np.asarray([f in items for f in full.tolist()], dtype=bool)
+        support = support.assign(item=np.where(fix, full, raw))
+        known |= fix
+    for r in raw[~known].tolist():
+        forms = by_plain.get(r)
+        if forms:
+            doms = sorted(f.partition(":")[0] for f in forms)
+            hint = (
+                f"--domain {domain} reads plain ids as {domain!r}'s, and {domain!r} has no item {r!r}; "
+                if domain is not None
+                else ""
+            )
+            raise DataError(
+                f"--support {path}: item {r!r} is not in the run's catalogue, whose item ids are namespaced by "
+                f"domain ({', '.join(repr(f) for f in forms)}); {hint}pass --domain {doms[0]} to read plain ids as "
+                f"{doms[0]!r}'s, or write the namespaced id ({forms[0]!r}) in the file"
+            )
+    return support
+
+
 def _cmd_adapt(args: argparse.Namespace) -> int:
     import time
 
@@ -90,7 +185,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     rec = load_run(args.run).adapt_many(
-        read_support(args.support),
+        _support_in_domain(read_support(args.support), args.run, args.domain, args.support),
         steps=args.steps,
         lr=args.lr,
         on_diverge=args.on_diverge,
@@ -113,7 +208,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.recommend.load import open_recommender, read_support
     from metarec.runs.guard import check_recommendations
 
-    support = read_support(args.support) if args.support else None
+    support = (
+        _support_in_domain(read_support(args.support), args.run, args.domain, args.support)
+        if args.support
+        else None
+    )
     rec = open_recommender(
         args.run,
         support=support,
@@ -135,7 +234,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         print(json.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in top]}))
         return 0
     how = (
-        f"adapted, {rec.steps} step(s)"
+        (
+            f"adapted, {rec.steps} step(s)"
+            if rec.steps is not None
+            else f"adapted by method {getattr(rec.meta, 'name', 'of the run')!r}"
+        )
         if rec.is_adapted(args.user)
         else "meta-learned initialisation"
     )
@@ -239,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metarec", description="Few-shot domain adaptation for recommenders by meta-learning."
     )
+    import metarec
+
+    p.add_argument("--version", action="version", version=f"metarec {metarec.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def scen(sp: argparse.ArgumentParser) -> None:
@@ -296,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--support", required=True, help="CSV with header user,item,rating (one task per user)"
     )
     ad.add_argument("--out", required=True, help="adapted directory to write")
+    ad.add_argument(
+        "--domain",
+        help="read the support's plain item ids as this domain's (cross-domain runs namespace "
+        "item ids: 395 -> cloth:395)",
+    )
     ad.add_argument("--steps", type=int, help="inner steps (default: the run's evaluation steps)")
     ad.add_argument("--lr", type=float, help="inner learning rate (default: the run's)")
     ad.add_argument(
@@ -315,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument(
         "--lr", type=float, help="inner learning rate with --support (default: the run's)"
     )
-    rc.add_argument("--domain", help="rank only this domain's items (a domain id of the run)")
+    rc.add_argument(
+        "--domain",
+        help="rank only this domain's items (a domain id of the run); the support's plain item ids "
+        "are read as this domain's (395 -> cloth:395)",
+    )
     rc.add_argument(
         "--json", action="store_true", help="print one JSON object {user, items: [{item, score}]}"
     )
@@ -485,8 +600,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    printed = getattr(args, "func", None) is _cmd_tasks_inspect  # inspect prints its own report
     try:
-        return int(args.func(args) or 0)
+        with contextlib.nullcontext() if printed else _print_filters():
+            return int(args.func(args) or 0)
     except MetarecError as e:
         print(f"metarec: error: {e}", file=sys.stderr)
         return 2

@@ -40,10 +40,12 @@ from __future__ import annotations
 
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
 from metarec.config.data import DataConfig, DataFile, SyntheticConfig
+from metarec.config.features import FeatureFile
 from metarec.config.protocol import METRIC_NAMES, MetricsConfig, ProtocolConfig
 from metarec.config.scenario import (
     BenchConfig,
     Scenario,
+    as_scenario,
     load_scenario,
     save_config,
     scenario_from_dict,
@@ -62,6 +64,7 @@ __all__ = [
     "BenchConfig",
     "DataConfig",
     "DataFile",
+    "FeatureFile",
     "METRIC_NAMES",
     "MetricsConfig",
     "ModelConfig",
@@ -69,6 +72,7 @@ __all__ = [
     "Scenario",
     "SyntheticConfig",
     "TrainConfig",
+    "as_scenario",
     "config_hash",
     "expand_vars",
     "from_dict",

@@ -8,7 +8,8 @@ from typing import Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
-from metarec.config.schema import _NONE_WORDS
+from metarec.config.features import FeatureFile
+from metarec.config.schema import _NONE_WORDS, coerce_tables
 
 __all__ = ["DataConfig", "DataFile", "SyntheticConfig"]
 
@@ -120,6 +121,10 @@ class DataConfig:
             ``"last"``, or ``"mean"`` of the ratings.
         shared_users: ``source = "shared_below_k"``: K, the number of shared users (ids
             ``0..K-1`` are in every domain, ids from K on are local to their domain).
+        user_features, item_features: side-feature files (``[[data.user_features]]``,
+            ``[[data.item_features]]`` tables, each a :class:`~metarec.config.features.FeatureFile`:
+            path, id column, feature columns and their kinds), read with the interactions
+            (``source = "csv"``); several files of one entity are joined on the id.
     """
 
     source: Literal[
@@ -144,9 +149,13 @@ class DataConfig:
     namespace: tuple[str, ...] = ()
     duplicates: Literal["error", "first", "last", "mean"] = "error"
     shared_users: int | None = None
+    user_features: tuple[FeatureFile, ...] = ()
+    item_features: tuple[FeatureFile, ...] = ()
 
     def __post_init__(self) -> None:
+        coerce_tables(self)  # DataConfig(files=[{...}], user_features=[{...}]) from Python
         self._check_files()
+        self._check_feature_files()
         scale = self.rating_scale
         if scale is not None and (len(scale) != 2 or not scale[0] < scale[1]):
             raise ConfigError(
@@ -174,6 +183,29 @@ class DataConfig:
                 raise ConfigError(
                     f"columns.{role}={self.columns[role]!r}: every interaction needs a {role} column; name it"
                 )
+
+    def _check_feature_files(self) -> None:
+        for what in ("user_features", "item_features"):
+            entries = getattr(self, what)
+            if entries and self.source != "csv":
+                builtin = (
+                    " (its reader loads the dataset's own features)"
+                    if self.source != "synthetic"
+                    else ""
+                )
+                raise ConfigError(
+                    f'{what}: [[data.{what}]] files are read with source = "csv", not source={self.source!r}'
+                    f'{builtin}; read the interactions as source = "csv" too, or remove the {what} entries'
+                )
+            seen: dict[str, int] = {}
+            for i, entry in enumerate(entries):
+                for col in entry.columns:
+                    if col in seen:
+                        raise ConfigError(
+                            f"{what}[{i}].columns.{col}: feature {col!r} is already read from {what}[{seen[col]}]; "
+                            "each feature comes from one file; rename or drop one of them"
+                        )
+                    seen[col] = i
 
     def _check_files(self) -> None:
         if self.files and self.path is not None:

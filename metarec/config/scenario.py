@@ -18,6 +18,7 @@ from metarec.config.data import DataConfig
 from metarec.config.federated import FederatedConfig
 from metarec.config.protocol import MetricsConfig, ProtocolConfig
 from metarec.config.schema import (
+    coerce_tables,
     expand_vars,
     from_dict,
     merge,
@@ -27,7 +28,14 @@ from metarec.config.schema import (
 )
 from metarec.config.warmup import WarmupConfig
 
-__all__ = ["BenchConfig", "Scenario", "load_scenario", "save_config", "scenario_from_dict"]
+__all__ = [
+    "BenchConfig",
+    "Scenario",
+    "as_scenario",
+    "load_scenario",
+    "save_config",
+    "scenario_from_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,20 @@ class BenchConfig:
 class Scenario:
     """One experiment: data, protocol, metrics, model, algorithm, training and benchmark.
 
+    Every section may be given as its dataclass or as a plain table (``dict``) of the keys a
+    scenario file has, checked the same way (unknown keys are an error with a close match),
+    so a script needs no TOML file::
+
+        Scenario(
+            name="my-data",
+            data={"source": "csv", "path": "ratings.csv"},
+            protocol={"n_support": 5, "max_interactions": "none"},
+            algorithm={"name": "maml"},
+        )
+
     Fields:
-        name: the scenario's name (a file's stem when the file sets none).
+        name: the scenario's name (a file's stem when the file sets none; ``"scenario"`` when
+            built in Python without one).
         description: free text.
         data, protocol, metrics, model, algorithm, train, bench: the sections, each with
             documented defaults.
@@ -75,7 +95,7 @@ class Scenario:
             phases); ``None``: not an item warm-up scenario.
     """
 
-    name: str
+    name: str = "scenario"
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
@@ -90,6 +110,7 @@ class Scenario:
     warmup: WarmupConfig | None = None
 
     def __post_init__(self) -> None:
+        coerce_tables(self)  # Scenario(data={...}, protocol={...}) from Python
         p = self.protocol
         if not p.ranking:
             return
@@ -127,34 +148,69 @@ def scenario_from_dict(d: Mapping[str, Any]) -> Scenario:
 
 
 def load_scenario(
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
     data_root: str | os.PathLike[str] | None = None,
+    **sections: Any,
 ) -> Scenario:
-    """Read a scenario file, apply ``--set`` overrides, expand ``${...}`` and validate it.
+    """Read a scenario file (or take a dict), apply overrides, expand ``${...}`` and validate it.
 
     Args:
-        path: a ``.toml`` scenario, or a ``.json`` config written by :func:`save_config`.
+        source: a ``.toml`` scenario, a ``.json`` config written by :func:`save_config`, or the
+            scenario as a dict of sections (the same keys as a file); ``None``: only
+            ``sections``.
         overrides: ``["algorithm.inner_steps=5", ...]``, applied in order after the file.
         data_root: value of ``${METAREC_DATA}``; defaults to the ``METAREC_DATA`` environment
             variable, which is needed only when a value uses it. Other ``${NAME}`` come from
             the environment.
+        **sections: sections as keywords (``data={...}``, ``protocol={...}``,
+            ``name="..."``), merged key by key over ``source`` before ``overrides``.
+
+    Example:
+        >>> sc = load_scenario(data={"source": "synthetic"}, protocol={"n_support": 5},
+        ...                    overrides=["train.steps=20"])
+        >>> sc.name, sc.protocol.n_support, sc.train.steps
+        ('scenario', 5, 20)
+        >>> load_scenario(protocol={"n_suport": 5})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: scenario: unknown key 'protocol.n_suport' (did you mean 'n_support'?); ...
 
     Raises:
         ConfigError: the file is missing (the message lists the ``.toml`` files beside it) or
             unparsable, an override is malformed, or a key, type or value is invalid.
     """
-    path = Path(path)
-    raw = read_config_file(path)
-    data = merge(raw, parse_overrides(overrides))
-    data.setdefault("name", path.stem)
+    if source is None or isinstance(source, Mapping):
+        raw = dict(source or {})
+        where = "scenario"
+        default_name = "scenario"
+    else:
+        path = Path(source)
+        raw = read_config_file(path)
+        where = str(path)
+        default_name = path.stem
+    data = merge(merge(raw, sections), parse_overrides(overrides))
+    data.setdefault("name", default_name)
     variables = dict(os.environ)
     if data_root is not None:
         variables["METAREC_DATA"] = os.fspath(data_root)
     try:
         return scenario_from_dict(expand_vars(data, variables))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def as_scenario(scenario: Scenario | Mapping[str, Any]) -> Scenario:
+    """``scenario`` itself, or the :class:`Scenario` a dict of sections describes
+    (:func:`load_scenario`; ``${METAREC_DATA}`` expanded from the environment)."""
+    if isinstance(scenario, Scenario):
+        return scenario
+    if isinstance(scenario, Mapping):
+        return load_scenario(scenario)
+    raise ConfigError(
+        f"scenario={scenario!r}: expected a Scenario or a dict of sections; load a file with "
+        "load_scenario('tasks/x.toml') or pass {'data': {...}, 'algorithm': {...}}"
+    )
 
 
 def save_config(scenario: Any, path: str | os.PathLike[str]) -> Path:

@@ -25,6 +25,7 @@ from metarec.data.columns import (
     parse_ratings,
     parse_timestamps,
 )
+from metarec.data.drops import Drop
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
@@ -86,6 +87,8 @@ class InteractionTable:
         feedback: ``"explicit"`` or ``"implicit"``; rating_scale: ``(lo, hi)`` or ``None``.
         parts: ``int8`` array, the dataset's own split of each row (an index into
             :data:`PARTS`: 0 train, 1 valid, 2 test), or ``None`` when it ships none.
+        filtered: what reading left out (:class:`~metarec.data.drops.Drop`: merged duplicates,
+            rows without a ``data.domain_by`` domain); empty when nothing was.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class InteractionTable:
         self.user_features = user_features
         self.item_features = item_features
         self.parts = parts
+        self.filtered: list[Drop] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -238,7 +242,9 @@ class InteractionTable:
             work["t"] = ts
         if part is not None:
             work["p"] = part
+        n_read = len(work)
         work = _deduplicate(work, duplicates, c)
+        merged = n_read - len(work)
 
         if domains is not None:
             present = set(pd.unique(work["d"]).tolist())
@@ -274,7 +280,7 @@ class InteractionTable:
             if item_features is not None
             else None
         )
-        return cls(
+        table = cls(
             user_ids.encode(work["u"].to_numpy()),
             item_ids.encode(work["i"].to_numpy()),
             work["r"].to_numpy(dtype=np.float32),
@@ -291,6 +297,19 @@ class InteractionTable:
             item_features=itf,
             parts=work["p"].to_numpy(dtype=np.int8) if part is not None else None,
         )
+        if merged:
+            table.filtered.append(
+                Drop(
+                    "data.duplicates",
+                    duplicates,
+                    merged,
+                    0,
+                    0,
+                    f"repeated (user, item, domain) rows merged into one ({duplicates!r})",
+                    'set data.duplicates = "error" to be told of each instead',
+                )  # fmt: skip
+            )
+        return table
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:

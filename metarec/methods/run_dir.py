@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metarec._errors import CheckpointError, ConfigError
-from metarec.config import Scenario, config_hash, to_dict
+from metarec.config import Scenario, as_scenario, config_hash, to_dict
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import build_splits, sampler_config
@@ -50,7 +51,7 @@ __all__ = ["train_method", "save_fitted", "load_fitted"]
 
 
 def train_method(
-    scenario: Scenario,
+    scenario: Scenario | Mapping[str, Any],
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
@@ -61,6 +62,10 @@ def train_method(
 ) -> TrainResult:
     """Train the method ``scenario.algorithm.name`` into run directory ``out`` (module docstring).
 
+    ``scenario`` is a :class:`~metarec.config.Scenario` or a dict of its sections (the keys of
+    a scenario file: ``{"data": {...}, "algorithm": {"name": "r2d2"}}``), so a script needs no
+    TOML file.
+
     ``resume`` / ``overwrite`` as for :func:`metarec.train.loop.train`; every method holds the run
     directory's lock while it writes (:mod:`metarec.train.session`).
 
@@ -69,6 +74,7 @@ def train_method(
             ``--set`` key), ``out`` already holds a run, or ``resume`` for a method without an
             outer loop.
     """
+    scenario = as_scenario(scenario)
     name = scenario.algorithm.name
     out = Path(out)
     if name in ENGINE_METHODS:
