@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "build_method": "metarec.methods.base",
     "register_method": "metarec.methods.base",
     "method_names": "metarec.methods.base",
+    "method_info": "metarec.methods.base",
+    "MethodTags": "metarec.methods.base",
     "train_method": "metarec.methods.run_dir",
     "load_fitted": "metarec.methods.run_dir",
     "save_fitted": "metarec.methods.run_dir",
@@ -76,6 +78,8 @@ _EXPORTS: dict[str, str] = {
     "load_adapted": "metarec.recommend.load",
     "open_recommender": "metarec.recommend.load",
     "read_support": "metarec.recommend.load",
+    "RunModel": "metarec.recommend.run_model",
+    "Recommender": "metarec.recommend.recommender",
     "MetaModel": "metarec.recommend.load",
     "MethodModel": "metarec.recommend.load",
     "AdaptedRecommender": "metarec.recommend.recommender",
@@ -111,8 +115,11 @@ __all__ = [
     "MetarecError",
     "Method",
     "MethodModel",
+    "MethodTags",
     "MethodRecommender",
     "RecModel",
+    "Recommender",
+    "RunModel",
     "SamplerConfig",
     "Scenario",
     "TaskDataset",
@@ -133,6 +140,7 @@ __all__ = [
     "load_scenario",
     "load_table",
     "meta_loss_and_grads",
+    "method_info",
     "method_names",
     "open_recommender",
     "predict_batch",
@@ -151,6 +159,8 @@ _NEEDS_REGISTRY = {
     "build_method",
     "register_method",
     "method_names",
+    "method_info",
+    "MethodTags",
     "Method",
     "Fitted",
     "Adapted",
@@ -164,6 +174,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'metarec' has no attribute {name!r}")
     if name in _NEEDS_REGISTRY:
         importlib.import_module("metarec.methods")
+    if name == "train":  # the stage package, callable as the outer loop (metarec/train/__init__.py)
+        return importlib.import_module("metarec.train")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -295,7 +307,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
         FitData,
         Fitted,
         Method,
+        MethodTags,
         build_method,
+        method_info,
         method_names,
         register_method,
     )
@@ -312,5 +326,6 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
         open_recommender,
         read_support,
     )
-    from metarec.recommend.recommender import AdaptedRecommender, MethodRecommender
+    from metarec.recommend.recommender import AdaptedRecommender, MethodRecommender, Recommender
+    from metarec.recommend.run_model import RunModel
     from metarec.train.loop import TrainResult, train

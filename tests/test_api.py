@@ -140,3 +140,17 @@ def test_l2l_maml_without_learn2learn_names_the_package(data) -> None:
         ImportError, match=r"not installed; install it with benchmarks/install_learn2learn.sh"
     ):
         l2l_maml(mr.build_model("melu", table, embedding_dim=4, hidden=(8,)), lr=0.1)
+
+
+def test_mr_train_is_the_stage_and_the_outer_loop_whatever_was_imported_first() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import metarec.train.loop, metarec as mr\n"
+        "from metarec.train.loop import train\n"
+        "assert callable(mr.train) and mr.train.__name__ == 'metarec.train'\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

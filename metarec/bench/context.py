@@ -38,6 +38,7 @@ class RunContext:
     tuned: dict[str, Any] | None = (
         None  # a configuration chosen by ``--tune`` (dotted: scenario keys)
     )
+    memo: dict[Any, Any] | None = None  # fits this seed's methods share (FitData.memo)
 
     @property
     def run_id(self) -> str:

@@ -112,11 +112,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     sc = load_scenario(scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
     res = train_method(sc, args.out, resume=args.resume, overwrite=args.overwrite)
+    unit = res.training_log.unit if res.training_log is not None else "step"
+    speed = f" ({res.tasks_per_s:.0f} tasks/s)" if res.tasks_per_s else ""
     print(
-        f"trained {res.steps} steps in {res.seconds:.1f} s ({res.tasks_per_s:.0f} tasks/s); best validation at step "
+        f"trained {res.steps} {unit}s in {res.seconds:.1f} s{speed}; best validation at {unit} "
         f"{res.best_step}: "
         + ", ".join(f"{k}={v:.4f}" for k, v in res.best_val.items() if isinstance(v, float))
     )
+    if res.skipped_steps:
+        print(f"  {res.skipped_steps} {unit}(s) skipped: the loss or meta-gradient was not finite")
     test = Path(args.out) / "test_metrics.json"
     if test.exists():
         for state, ev in json.loads(test.read_text())["states"].items():
@@ -191,14 +195,12 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         on_diverge=args.on_diverge,
         unknown_items=args.unknown_items,
     )
-    if not hasattr(rec, "save"):
-        raise MetarecError(
-            f"--run {args.run!r}: a run of method {rec.meta.name!r}, which has no adapted weights to save; "
-            "serve it with 'metarec recommend --run RUN --support CSV' instead"
-        )
     out = rec.save(args.out, overwrite=args.overwrite)
+    how = (
+        f"{rec.steps} step(s)" if rec.steps is not None else f"adapted by method {rec.meta.name!r}"
+    )
     print(
-        f"adapted {rec.n_tasks} user(s) ({rec.steps} step(s)) in {time.perf_counter() - t0:.2f} s; "
+        f"adapted {rec.n_tasks} user(s) ({how}) in {time.perf_counter() - t0:.2f} s; "
         f"adapted directory: {out}"
     )
     return 0
@@ -237,7 +239,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         (
             f"adapted, {rec.steps} step(s)"
             if rec.steps is not None
-            else f"adapted by method {getattr(rec.meta, 'name', 'of the run')!r}"
+            else f"adapted by method {rec.meta.name!r}"
         )
         if rec.is_adapted(args.user)
         else "meta-learned initialisation"

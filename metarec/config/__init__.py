@@ -23,8 +23,9 @@ One module per part of the schema: :mod:`~metarec.config.data` (``[data]``),
 (``[model]``, ``[algorithm]``, ``[train]``) and :mod:`~metarec.config.scenario` (``[bench]``, the
 whole :class:`Scenario`, its files); every public name is importable from ``metarec.config``.
 
-The ``[algorithm]`` section is the engine's :class:`~metarec.algorithms.AlgorithmConfig` plus the
-evaluation budget: :meth:`AlgorithmSection.engine` produces the engine's config, and every value
+The ``[algorithm]`` section has the engine's options (declared once, shared with
+:class:`~metarec.algorithms.AlgorithmConfig`) plus the evaluation budget:
+:meth:`AlgorithmSection.engine_config` produces the engine's config, and every value
 an engine algorithm would reject is rejected at load time.
 
 >>> s = scenario_from_dict({"name": "demo", "algorithm": {"inner_steps": 3}})

@@ -17,7 +17,7 @@ below ``K`` are shared by the domains and ids from ``K`` on are local to their d
 >>> _ = (d / "a.dat").write_text("1\\t7\\t5\\n01\\t7\\t3\\n")
 >>> _ = (d / "b.dat").write_text("1\\t7\\t4\\n")
 >>> t = read_files([SourceFile(d / "a.dat", domain="a"), SourceFile(d / "b.dat", domain="b")],
-...                names=["user", "item", "rating"], header=False, namespace=("item",))
+...                format="tsv", names=["user", "item", "rating"], header=False, namespace=("item",))
 >>> t.n_users - 1, sorted(t.item_ids.values)
 (2, ['a:7', 'b:7'])
 """

@@ -28,6 +28,7 @@ from metarec._errors import CheckpointError, ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
+from metarec.train.log import TrainingLog
 
 __all__ = [
     "PRIOR_STRENGTH",
@@ -76,6 +77,13 @@ class PopularityAdapted:
         """``items (C,)`` -> ``(T, C)``: the same row for every task."""
         return self.scores.to(items.device)[items].unsqueeze(0).expand(self.tasks, -1)
 
+    def select(self, rows: torch.Tensor) -> PopularityAdapted:
+        return PopularityAdapted(self.scores, int(rows.shape[0]), self.score_kind)
+
+    @classmethod
+    def concat(cls, parts: list[PopularityAdapted]) -> PopularityAdapted:
+        return cls(parts[0].scores, sum(p.tasks for p in parts), parts[0].score_kind)
+
 
 class PopularityFitted:
     """Item scores ``(n_items,)`` (float64)."""
@@ -89,6 +97,7 @@ class PopularityFitted:
     ) -> None:
         self.name, self.table, self.scores, self.prior = "popularity", table, scores, prior
         self.by = by  # "count" or "mean" (resolved)
+        self.training_log = TrainingLog()  # counted, not trained
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None

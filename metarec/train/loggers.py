@@ -1,21 +1,34 @@
-"""Optional logging callbacks beside ``metrics.jsonl``: TensorBoard and MLflow writers.
+"""Logging callbacks of a training run: ``metrics.jsonl`` (:class:`JsonlLogger`), TensorBoard
+and MLflow writers.
 
-Every training row (``{"step", "loss", "tasks_per_s", "val": {...}}``) that
-:func:`metarec.train.loop.train` appends to ``metrics.jsonl`` is also passed to each logger's
-``log(row)``; ``close()`` runs when training ends. A logger is any object with those two methods
-(:class:`Logger`); :func:`make_loggers` builds the named ones (``train.loggers`` in a scenario).
-The writers import their libraries lazily, with an error that names the extra to install.
+Every training row (``{"step", "loss", "tasks_per_s", "val": {...}}``) of the outer loop
+(:func:`metarec.train.outer.outer_loop`) is passed to each logger's ``log(row)``; ``close()`` runs
+when training ends. A logger is any object with those two methods (:class:`Logger`);
+:func:`make_loggers` builds the named ones (``train.loggers`` in a scenario), for every method:
+the MAML family's loop streams its rows to them, ``metarec train`` hands them every other
+method's :class:`~metarec.train.log.TrainingLog` rows when it has fitted (:func:`replay`). The
+writers import their libraries lazily, with an error that names the extra to install.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from metarec._errors import ConfigError, suggest
 
-__all__ = ["Logger", "TensorBoardLogger", "MLflowLogger", "LOGGERS", "make_loggers", "scalars"]
+__all__ = [
+    "Logger",
+    "JsonlLogger",
+    "TensorBoardLogger",
+    "MLflowLogger",
+    "LOGGERS",
+    "make_loggers",
+    "replay",
+    "scalars",
+]
 
 LOGGERS = ("tensorboard", "mlflow")
 
@@ -38,6 +51,32 @@ def scalars(row: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[f"{prefix}{k}"] = float(v)
     return out
+
+
+class JsonlLogger:
+    """Appends every row to a JSON-lines file (a run's ``metrics.jsonl``), flushed row by row."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._file = Path(path).open("a")
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def replay(rows: Iterable[Mapping[str, Any]], loggers: Sequence[Logger]) -> None:
+    """Hand ``rows`` (a finished :class:`~metarec.train.log.TrainingLog`'s) to ``loggers``, in
+    order, then close them."""
+    try:
+        for row in rows:
+            for lg in loggers:
+                lg.log(row)
+    finally:
+        for lg in loggers:
+            lg.close()
 
 
 class TensorBoardLogger:

@@ -2,7 +2,7 @@
 
 Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaemb``, ``mwuf``,
 ``warmup-base``, ``metabridge``, ``maml-source-init``, ``reptile-source-init``, ``content-bias``,
-``r2d2`` and ``r2d2-source`` with
+``r2d2``, ``r2d2-source`` and ``elae`` with
 :func:`metarec.methods.register_method`; build one with
 ``build_method(name, scenario, **settings)`` and train it with ``fit(FitData(table, splits))``.
 
@@ -10,6 +10,8 @@ Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaem
 * :mod:`~metarec.methods.learners.r2d2`: R2-D2 (a meta-learned body, the per-user head solved in closed form).
 * :mod:`~metarec.methods.learners.r2d2_source`: the same head solved over a cold target user's support and
   their source-domain history together.
+* :mod:`~metarec.methods.learners.elae`: an episodic linear autoencoder meta-trained in closed form
+  on k-shot tasks to rank the catalogue for a cold user.
 * :mod:`~metarec.methods.learners.mamo`: MAMO (feature- and task-specific memories around MAML).
 * :mod:`~metarec.methods.learners.lwa`: LWA and NLBA (class-conditioned amortised adaptation, implicit feedback).
 * :mod:`~metarec.methods.learners.metaemb`: MetaEmb and MWUF (cold item embeddings over a base model).
@@ -29,6 +31,7 @@ from metarec.methods.learners._loop import (
 )
 from metarec.methods.learners.baseline import FeatureGlobal, GlobalSettings, make_feature_global
 from metarec.methods.learners.content_bias import ContentBiasMethod, make_content_bias
+from metarec.methods.learners.elae import ElaeFitted, ElaeMethod, ElaeSettings, make_elae
 from metarec.methods.learners.lwa import LWA, NLBA, LWASettings, make_lwa, make_nlba
 from metarec.methods.learners.mamo import MAMO, MAMOSettings, make_mamo
 from metarec.methods.learners.metabridge import (
@@ -68,12 +71,17 @@ LEARNER_METHODS = (
     "content-bias",
     "r2d2",
     "r2d2-source",
+    "elae",
 )
 """The methods this package registers: opt-in in ``metarec bench`` (``--algorithms tanp,...``),
 since each needs a scenario of its kind (explicit or implicit feedback, cold items, two domains)."""
 
 __all__ = [
     "LEARNER_METHODS",
+    "ElaeFitted",
+    "ElaeMethod",
+    "ElaeSettings",
+    "make_elae",
     "ContentBiasMethod",
     "make_content_bias",
     "LearnerAdapted",

@@ -23,7 +23,7 @@ out their error metrics (MAE).
 * :mod:`~metarec.methods.ranking.content_knn`: content similarity to the support (cold items).
 """
 
-from metarec.methods.base import register_method
+from metarec.methods.base import MethodTags, register_method
 from metarec.methods.ranking.content_knn import (
     ContentKNNFitted,
     ContentKNNMethod,
@@ -58,6 +58,7 @@ RANKING_METHODS = ("itemknn", "ease", "mf-foldin", "content-knn")
 
 __all__ = [
     "RANKING_METHODS",
+    "RANKING_TAGS",
     "ItemKNNMethod",
     "ItemKNNFitted",
     "ItemKNNSettings",
@@ -80,7 +81,18 @@ __all__ = [
     "make_content_knn",
 ]
 
-register_method("itemknn", make_itemknn, loader=ItemKNNFitted.build, replace=True)
-register_method("ease", make_ease, loader=EASEFitted.build, replace=True)
-register_method("mf-foldin", make_mf_foldin, loader=MFFoldInFitted.build, replace=True)
-register_method("content-knn", make_content_knn, loader=ContentKNNFitted.build, replace=True)
+RANKING_TAGS = MethodTags(family="baseline")
+"""Both feedback kinds, user tasks, no inner loop (the support is read, not stepped on)."""
+
+register_method("itemknn", make_itemknn, loader=ItemKNNFitted.build, tags=RANKING_TAGS, replace=True)
+register_method("ease", make_ease, loader=EASEFitted.build, tags=RANKING_TAGS, replace=True)
+register_method(
+    "mf-foldin", make_mf_foldin, loader=MFFoldInFitted.build, tags=RANKING_TAGS, replace=True
+)
+register_method(
+    "content-knn",
+    make_content_knn,
+    loader=ContentKNNFitted.build,
+    tags=MethodTags(item_features=True, family="baseline"),
+    replace=True,
+)

@@ -20,6 +20,7 @@ from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import FitData
 from metarec.methods.catalogue import evaluate_ranking
+from metarec.train.log import TrainingLog
 
 __all__: list[str] = []
 
@@ -199,6 +200,15 @@ class ItemScoresAdapted:
     def score_catalogue(self, items: torch.Tensor) -> torch.Tensor:
         """``items (C,)`` -> ``(T, C)``."""
         return self.rows[:, items.to(self.rows.device).long()]
+
+    def select(self, rows: torch.Tensor) -> ItemScoresAdapted:
+        """The tasks ``rows`` (``int64 (R,)``), in that order."""
+        return ItemScoresAdapted(self.rows[rows.to(self.rows.device)])
+
+    @classmethod
+    def concat(cls, parts: list[ItemScoresAdapted]) -> ItemScoresAdapted:
+        """The tasks of ``parts``, one after the other."""
+        return cls(torch.cat([p.rows for p in parts]))
 
 
 def load_tensors(

@@ -30,6 +30,7 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
+from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     ItemScoresAdapted,
     Protocol,
@@ -147,6 +148,7 @@ class ContentKNNFitted:
         tuning: dict[str, Any] | None = None,
     ) -> None:
         self.name, self.table = "content-knn", table
+        self.training_log = TrainingLog()  # closed form; tuning sets it (meta-val score)
         self.items, self.sims = items, sims
         self.support_neighbours, self.idf, self.text_weight = support_neighbours, idf, text_weight
         self.tuning = tuning or {}

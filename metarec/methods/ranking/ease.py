@@ -34,6 +34,7 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
+from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     ItemScoresAdapted,
     Protocol,
@@ -121,6 +122,7 @@ class EASEFitted:
         ranked: int | None = None,
     ) -> None:
         self.name, self.table = "ease", table
+        self.training_log = TrainingLog()  # closed form; tuning sets it (meta-val score)
         self.items, self.weights = items, weights
         self.lam, self.tuning, self.ranked = lam, tuning or {}, ranked
 

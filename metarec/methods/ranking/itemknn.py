@@ -35,6 +35,7 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
+from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     ItemScoresAdapted,
     Protocol,
@@ -96,6 +97,7 @@ class ItemKNNFitted:
         tuning: dict[str, Any] | None = None,
     ) -> None:
         self.name, self.table = "itemknn", table
+        self.training_log = TrainingLog()  # closed form; tuning sets it (meta-val score)
         self.items, self.offsets, self.cols, self.vals = items, offsets, cols, vals
         self.neighbours, self.shrink, self.tuning = neighbours, shrink, tuning or {}
 

@@ -33,6 +33,7 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
+from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     Protocol,
     check_grid,
@@ -199,6 +200,15 @@ class MFFoldInAdapted:
         """``items (C,)`` -> ``(T, C)``: one matmul."""
         return self.u @ self.v[items.long()].T
 
+    def select(self, rows: torch.Tensor) -> MFFoldInAdapted:
+        """The tasks ``rows`` (``int64 (R,)``), in that order."""
+        return MFFoldInAdapted(self.u[rows.to(self.u.device)], self.v)
+
+    @classmethod
+    def concat(cls, parts: list[MFFoldInAdapted]) -> MFFoldInAdapted:
+        """The tasks of ``parts``, one after the other."""
+        return cls(torch.cat([p.u for p in parts]), parts[0].v)
+
 
 class MFFoldInFitted:
     """Item vectors and the chosen ``alpha`` / ``lambda``."""
@@ -213,6 +223,7 @@ class MFFoldInFitted:
         tuning: dict[str, Any] | None = None,
     ) -> None:
         self.name, self.table = "mf-foldin", table
+        self.training_log = TrainingLog()  # closed form; tuning sets it (meta-val score)
         self.v, self.alpha, self.reg, self.tuning = v, alpha, reg, tuning or {}
 
     def adapt(
