@@ -84,7 +84,9 @@ __all__ = [
 RANKING_TAGS = MethodTags(family="baseline")
 """Both feedback kinds, user tasks, no inner loop (the support is read, not stepped on)."""
 
-register_method("itemknn", make_itemknn, loader=ItemKNNFitted.build, tags=RANKING_TAGS, replace=True)
+register_method(
+    "itemknn", make_itemknn, loader=ItemKNNFitted.build, tags=RANKING_TAGS, replace=True
+)
 register_method("ease", make_ease, loader=EASEFitted.build, tags=RANKING_TAGS, replace=True)
 register_method(
     "mf-foldin", make_mf_foldin, loader=MFFoldInFitted.build, tags=RANKING_TAGS, replace=True

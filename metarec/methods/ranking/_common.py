@@ -163,12 +163,13 @@ def tune(
             best, best_score = fitted, score
     if best is None:  # no finite score (no relevant meta-val item): the first point
         best = build(grid[0])
-    log = {
-        "metric": TUNE_METRIC,
-        "pool": val,
-        "trials": trials,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    seconds = time.perf_counter() - t0
+    log = {"metric": TUNE_METRIC, "pool": val, "trials": trials, "seconds": round(seconds, 2)}
+    best.training_log = TrainingLog(  # closed form: no steps; the chosen point's meta-val score
+        seconds=seconds,
+        metric=TUNE_METRIC,
+        best_val={TUNE_METRIC: best_score} if np.isfinite(best_score) else {},
+    )
     return best, log
 
 

@@ -30,7 +30,6 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
-from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     ItemScoresAdapted,
     Protocol,
@@ -43,6 +42,7 @@ from metarec.methods.ranking._common import (
     universe,
 )
 from metarec.methods.ranking._itemitem import sum_dense_rows
+from metarec.train.log import TrainingLog
 
 __all__ = [
     "SUPPORT_NEIGHBOURS",

@@ -35,7 +35,6 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
-from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     ItemScoresAdapted,
     Protocol,
@@ -48,6 +47,7 @@ from metarec.methods.ranking._common import (
     universe,
 )
 from metarec.methods.ranking._itemitem import cosine_topk, neighbours_by_source, sum_sparse_rows
+from metarec.train.log import TrainingLog
 
 __all__ = [
     "NEIGHBOURS",

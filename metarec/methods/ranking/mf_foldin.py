@@ -33,7 +33,6 @@ from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData
-from metarec.train.log import TrainingLog
 from metarec.methods.ranking._common import (
     Protocol,
     check_grid,
@@ -42,6 +41,7 @@ from metarec.methods.ranking._common import (
     support_lists,
     tune,
 )
+from metarec.train.log import TrainingLog
 
 __all__ = [
     "ALPHAS",
