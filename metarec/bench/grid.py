@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from metarec.bench.context import RunContext
 from metarec.bench.evaluation import Catalogue
 from metarec.bench.parallel import run_units
+from metarec.bench.ranking import primary_metric
 from metarec.bench.resume import (
     PROGRESS_FILE,
     BenchFolder,
@@ -27,7 +28,6 @@ from metarec.bench.resume import (
     per_task_path,
     write_run_per_task,
 )
-from metarec.bench.stats import PRIMARY
 from metarec.bench.variants import seeded_scenario
 from metarec.bench.warmup_rows import warmup_rows_per_seed, warmup_splits
 from metarec.config import Scenario, config_hash
@@ -79,7 +79,7 @@ def run_grid(
     benchmark are kept)."""
     grid = Grid()
     configs: dict[str, Any] = dict(folder.configs)
-    primary = PRIMARY[table.feedback]
+    primary = primary_metric(plan.base, table.feedback)
     cat = Catalogue(table)
     no_per_task: list[str] = []
     (out / "results.jsonl").touch()

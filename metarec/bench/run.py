@@ -42,6 +42,7 @@ from metarec.bench.evaluation import NEGATIVES
 from metarec.bench.grid import CATALOGUE_BUDGET, Grid, run_grid, seed_splits
 from metarec.bench.parallel import check_jobs
 from metarec.bench.plots import write_plots
+from metarec.bench.ranking import primary_metric
 from metarec.bench.report import write_report
 from metarec.bench.resume import (
     assemble_per_task,
@@ -51,7 +52,6 @@ from metarec.bench.resume import (
     rewrite_results,
 )
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
-from metarec.bench.stats import PRIMARY
 from metarec.bench.tuning import TUNING_FILE, trial_configs, tune_algorithm
 from metarec.bench.variants import (
     QUICK_ALGORITHMS,
@@ -356,7 +356,7 @@ def _write_meta(
             ),
             "n_query": base.protocol.n_query,
             "feedback": table.feedback,
-            "primary_metric": PRIMARY[table.feedback],
+            "primary_metric": primary_metric(base, table.feedback),
             "metrics": metric_names(rows),
             "states": list(dict.fromkeys(r["state"] for r in rows)),
             "train_steps": base.train.steps,

@@ -94,6 +94,10 @@ BASELINES = (
     "feature-global",
     "warmup-base",
     "content-bias",
+    "itemknn",
+    "ease",
+    "mf-foldin",
+    "content-knn",
 )
 """Non-meta-learning baselines: the significance test compares the best row against the best of these."""
 REFERENCES = ("melu-ref", "emcdr", "ptupcdr")
@@ -114,10 +118,13 @@ assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a !=
 def extra_methods() -> tuple[str, ...]:
     """Methods registered with :func:`~metarec.methods.register_method` beyond the built-in ones
     (a user's own methods): ``metarec bench`` runs them by default beside the scenario's list. The
-    cold-start learners of :mod:`metarec.methods.learners` are opt-in (``--algorithms tanp,...``)."""
+    cold-start learners of :mod:`metarec.methods.learners` and the ranking baselines of
+    :mod:`metarec.methods.ranking` are opt-in (``--algorithms tanp,ease,...``)."""
     from metarec.methods.learners import LEARNER_METHODS
+    from metarec.methods.ranking import RANKING_METHODS
 
-    return tuple(n for n in method_names() if n not in BUILTIN_METHODS and n not in LEARNER_METHODS)
+    shipped = (*BUILTIN_METHODS, *LEARNER_METHODS, *RANKING_METHODS)
+    return tuple(n for n in method_names() if n not in shipped)
 
 
 def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:

@@ -46,8 +46,14 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
     print(f"{'split':<16}{'tasks':>8}  {'support min/mean/max':>22}  {'query min/mean/max':>20}")
     for name, s in report["splits"].items():
         sp, q = s["support"], s["query"]
+        rank = (
+            f"    catalogue {s['catalogue']:>6}, relevant {s['relevant']['min']}/{s['relevant']['mean']}/{s['relevant']['max']}"
+            if "catalogue" in s
+            else ""
+        )
         print(
             f"{name:<16}{s['tasks']:>8}  {sp['min']:>6}/{sp['mean']:>6}/{sp['max']:>6}    {q['min']:>5}/{q['mean']:>6}/{q['max']:>5}"
+            + rank
         )
     print("leakage checks:")
     for k, v in report["leakage_checks"].items():

@@ -113,6 +113,30 @@ class Scenario:
     def __post_init__(self) -> None:
         coerce_tables(self)  # Scenario(data={...}, protocol={...}) from Python
         check_loss_fits(self.algorithm.loss, self.data)
+        p = self.protocol
+        if not p.ranking:
+            return
+        too_many = [k for k in self.bench.shots if k > p.support_pool]
+        if too_many:
+            raise ConfigError(
+                f"bench.shots={list(self.bench.shots)}: {too_many[0]} shots exceed protocol.support_pool="
+                f"{p.support_pool}, the support pool the ranking protocol pins per task; drop those shots or "
+                f"raise support_pool (and min_interactions to support_pool + 1)"
+            )
+        if p.relevance is not None:
+            d = self.data
+            feedback = d.synthetic.feedback if d.source == "synthetic" else d.feedback
+            if feedback == "implicit":
+                raise ConfigError(
+                    f"protocol.relevance={p.relevance}: implicit feedback has no ratings; every positive is "
+                    "relevant; drop protocol.relevance"
+                )
+            scale = self.data.rating_scale
+            if scale is not None and not scale[0] < p.relevance <= scale[-1]:
+                raise ConfigError(
+                    f"protocol.relevance={p.relevance}: outside the rating scale {list(scale)}; a query item is "
+                    f"relevant when rated at least this; choose a value in ({scale[0]}, {scale[-1]}], e.g. 4.0"
+                )
 
 
 def check_loss_fits(loss: str | None, data: DataConfig) -> None:

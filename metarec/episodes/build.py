@@ -24,6 +24,7 @@ from metarec.episodes.filters import (
 )
 from metarec.episodes.leakage import run_leakage_checks
 from metarec.episodes.predefined import predefined_split
+from metarec.episodes.ranking import ranking_splits, ranking_targets, state_catalogue
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import (
     MetaSplits,
@@ -51,7 +52,9 @@ _SPLITS: dict[str, tuple[Callable[..., MetaSplits], tuple[str, ...]]] = {
 
 
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
-    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools.
+    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools (with
+    ``protocol.ranking``, the evaluation pools re-cut by
+    :func:`metarec.episodes.ranking.ranking_splits`).
 
     What the split leaves out of every pool is accounted for, each share under the key that
     controls it (:attr:`MetaSplits.filters`, :mod:`metarec.episodes.filters`), and logged to the
@@ -68,6 +71,8 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
             seed=p.seed,
             **{name: getattr(p, name) for name in fields},
         )
+    if p.ranking:
+        splits = ranking_splits(splits, support_pool=p.support_pool, seed=p.seed)
     splits.filters = filter_report(table, splits, p, recorded)
     log_report(splits.filters)
     check_selection_pool(splits, p)
@@ -93,7 +98,8 @@ def _dist(x: np.ndarray) -> dict[str, float]:
 
 def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
     """Build the scenario's tasks; report per split the number of task units, the support and
-    query size distributions, the leakage checks and the time taken."""
+    query size distributions, the leakage checks and the time taken (ranking scenarios: also each
+    evaluation pool's catalogue size and relevant items per task)."""
     t0 = time.perf_counter()
     table = load_table(scenario.data)
     t_load = time.perf_counter() - t0
@@ -122,6 +128,10 @@ def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
         sup = np.concatenate([b.support.sizes().numpy() for b in batches])
         qry = np.concatenate([b.query.sizes().numpy() for b in batches])
         out["splits"][name] = {"tasks": len(pool), "support": _dist(sup), "query": _dist(qry)}
+        if scenario.protocol.ranking and name != splits.train:
+            tg = ranking_targets(table, pool, scenario.protocol.relevance)
+            out["splits"][name]["catalogue"] = int(state_catalogue(splits, name).shape[0])
+            out["splits"][name]["relevant"] = _dist(np.diff(tg.relevant_offsets))
     checks, details = run_leakage_checks(splits, cfg, seed=seed)
     out["leakage_checks"] = checks
     out["leakage_details"] = details

@@ -37,6 +37,9 @@ class TaskPool:
         rows: ``int64 (nnz,)`` table row indices, grouped by unit (time-ordered within a unit
             when the table has timestamps).
         query_flag: ``bool (nnz,)`` or ``None``: rows pinned to the query set.
+        support_rank: ``int64 (nnz,)`` or ``None``: a pinned support order (the ranking
+            protocol, :mod:`metarec.episodes.ranking`): ``k`` shots are the ``k`` non-query rows
+            of lowest rank, the same rows for every sampler seed and nested across ``k``.
     """
 
     name: str
@@ -45,6 +48,7 @@ class TaskPool:
     offsets: np.ndarray
     rows: np.ndarray
     query_flag: np.ndarray | None = None
+    support_rank: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.units.shape[0])
@@ -63,8 +67,9 @@ class TaskPool:
         flat = _ranges(starts, lens)
         offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         qf = None if self.query_flag is None else self.query_flag[flat]
+        sr = None if self.support_rank is None else self.support_rank[flat]
         return TaskPool(
-            name or self.name, self.unit, self.units[keep], offsets, self.rows[flat], qf
+            name or self.name, self.unit, self.units[keep], offsets, self.rows[flat], qf, sr
         )
 
 

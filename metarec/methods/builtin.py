@@ -19,7 +19,7 @@ from metarec.methods.engine.method import (
     read_engine_run,
     train_engine_run,
 )
-from metarec.methods.popularity import PopularityFitted, PopularityMethod
+from metarec.methods.popularity import PopularityFitted, make_popularity
 
 __all__ = [
     "ENGINE_METHODS",
@@ -76,7 +76,7 @@ def _register() -> None:
         )
     register_method(
         "popularity",
-        lambda scenario: PopularityMethod(),
+        make_popularity,
         loader=PopularityFitted.build,
         tags=MethodTags(family="baseline"),
         replace=True,
