@@ -27,8 +27,11 @@ given. The inclusion probabilities of a uniform ``k``-subset of a user's ``n_u``
 (plus one intercept row and column: ``E[1 . s_j] = sum_u q_u x_uj``, ``E[1 . y_j] = sum_u (1 -
 q_u) t_uj``) and ``B_k = (A + lambda I)^-1 C`` (:func:`kshot_moments`, :func:`solve_ridge`).
 One ``B_k`` is solved per support size of ``settings.shots``; ``lambda`` is chosen per ``k`` on
-**meta-val** users by nDCG@10 over the catalogue (relevant held-out items against every
-modelled item outside the support). ``adapt`` picks, per task, the ``B_k`` of the nearest support
+**meta-val** users by nDCG@10 over the catalogue: in a ranking scenario (``protocol.ranking``)
+on the protocol's own meta-val tasks at ``k`` shots (their support pools, queries and state
+catalogue, :func:`metarec.methods.catalogue.evaluate_ranking`), as the baselines are tuned;
+otherwise on seeded random ``k``-item supports of meta-val users, the rest of their relevant
+items held out, against every modelled item outside the support. ``adapt`` picks, per task, the ``B_k`` of the nearest support
 size (in log scale) and scores the catalogue with one sparse-by-dense product; there is no
 gradient step at adaptation, so it takes microseconds per user.
 
@@ -39,10 +42,11 @@ the model and get the lowest score of their row; use a content-based method for 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -55,7 +59,10 @@ from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import FitData, MethodTags, register_method
+from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.learners._settings import parse_settings
+from metarec.methods.ranking._common import Protocol
+from metarec.methods.ranking.by_shots import nearest_shot
 from metarec.train.log import TrainingLog
 from metarec.train.outer import Step, Validation, outer_loop
 
@@ -236,14 +243,6 @@ def _top_items(table: InteractionTable, rows: np.ndarray, cap: int) -> np.ndarra
     return items
 
 
-def _nearest(shots: Sequence[int], sizes: torch.Tensor) -> torch.Tensor:
-    """Index into ``shots`` of the nearest support size in log scale, per task (size 0 -> the
-    smallest)."""
-    grid = torch.log(torch.tensor([float(k) for k in shots]))
-    x = torch.log(sizes.double().clamp(min=1.0))
-    return (x[:, None] - grid[None, :].double()).abs().argmin(dim=1)
-
-
 @dataclass
 class ElaeAdapted:
     """The catalogue scores of ``T`` adapted tasks: ``(T, n_items)`` of the table's items."""
@@ -351,7 +350,7 @@ class ElaeFitted:
         """``(T, m)`` scores of the modelled items for each task of ``support``."""
         Z = self.inputs(support)
         h = len(self.source_items)
-        which = _nearest(self.shots, (Z[:, h:-1] > 0).sum(dim=1))
+        which = nearest_shot(self.shots, (Z[:, h:-1] > 0).sum(dim=1))
         Z = self._project(Z)
         out = torch.empty(Z.shape[0], len(self.items), dtype=self.B[0].dtype)
         for i in which.unique().tolist():
@@ -531,9 +530,35 @@ class ElaeMethod:
 
     name = "elae"
 
-    def __init__(self, settings: ElaeSettings, shots: Sequence[int] = (1, 3, 5, 10, 20)) -> None:
+    def __init__(
+        self,
+        settings: ElaeSettings,
+        shots: Sequence[int] = (1, 3, 5, 10, 20),
+        protocol: Protocol | None = None,
+    ) -> None:
         self.settings = settings
         self.shots = sorted({int(k) for k in (settings.shots or shots)})
+        self.protocol = (
+            protocol if protocol is not None and protocol.relevance is not None else None
+        )
+
+    def _protocol_ndcg(self, fitted: ElaeFitted, k: int, B: torch.Tensor, data: FitData) -> float:
+        """Meta-val ``ndcg@10_all`` of ``B`` used at every support size, on the ranking
+        protocol's own meta-val tasks at ``k`` shots (its support pools and queries)."""
+        assert self.protocol is not None
+        one = copy.copy(fitted)
+        one.shots, one.B = [k], [B.float()]
+        ev = evaluate_ranking(
+            one,
+            data.table,
+            data.splits,
+            data.splits.val,
+            replace(self.protocol.sampler, n_support=k),
+            relevance=self.protocol.relevance,
+            max_tasks=self.settings.val_tasks,
+            seed=data.seed,
+        )
+        return float(ev[_METRIC])
 
     def fit(self, data: FitData) -> ElaeFitted:
         st, table, splits = self.settings, data.table, data.splits
@@ -599,7 +624,7 @@ class ElaeMethod:
             else:
                 A, C = kshot_moments(X, T, k, H)
             Z, ex, rel = val.batch(k, fitted) if val.cols else (None, None, None)
-            if Z is not None:
+            if Z is not None and self.protocol is None:
                 Z = fitted._project(Z)
             tried: dict[int, torch.Tensor] = {}
             kept: dict[str, Any] = {}
@@ -614,13 +639,16 @@ class ElaeMethod:
                 loss = float(((A @ B) * B).sum() - 2.0 * (C * B).sum()) / n_users
                 return Step(loss=loss)
 
-            def check(tried=tried, Z=Z, ex=ex, rel=rel) -> Validation:
+            def check(tried=tried, Z=Z, ex=ex, rel=rel, k=k) -> Validation:
                 if not tried:  # nothing solved yet
                     return Validation(-math.inf, {_METRIC: math.nan})
                 i = max(tried)
                 if Z is None:  # no meta-val user: the first strength that solves
                     return Validation(-float(i), {_METRIC: math.nan})
-                nd = float(torch.nanmean(catalogue_ndcg(Z @ tried[i], ex, rel)))
+                if self.protocol is not None:  # the scenario's own meta-val protocol
+                    nd = self._protocol_ndcg(fitted, k, tried[i], data)
+                else:
+                    nd = float(torch.nanmean(catalogue_ndcg(Z @ tried[i], ex, rel)))
                 return Validation(nd, {_METRIC: nd})
 
             def keep(step: int, tried=tried, kept=kept) -> None:
@@ -685,7 +713,7 @@ def make_elae(scenario: Any = None, **settings: Any) -> ElaeMethod:
         if rel is not None:
             defaults["relevance"] = rel
     st = parse_settings(ElaeSettings, "elae", settings, defaults, scenario)
-    return ElaeMethod(st, shots)
+    return ElaeMethod(st, shots, Protocol.of(scenario) if scenario is not None else None)
 
 
 register_method(

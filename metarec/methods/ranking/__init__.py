@@ -24,6 +24,7 @@ out their error metrics (MAE).
 """
 
 from metarec.methods.base import MethodTags, register_method
+from metarec.methods.ranking.by_shots import ByShots, by_shots_loader, nearest_shot
 from metarec.methods.ranking.content_knn import (
     ContentKNNFitted,
     ContentKNNMethod,
@@ -57,6 +58,9 @@ RANKING_METHODS = ("itemknn", "ease", "mf-foldin", "content-knn")
 """The methods this package registers: opt-in in ``metarec bench`` (``--algorithms ease,...``)."""
 
 __all__ = [
+    "ByShots",
+    "by_shots_loader",
+    "nearest_shot",
     "RANKING_METHODS",
     "RANKING_TAGS",
     "ItemKNNMethod",
@@ -85,16 +89,26 @@ RANKING_TAGS = MethodTags(family="baseline")
 """Both feedback kinds, user tasks, no inner loop (the support is read, not stepped on)."""
 
 register_method(
-    "itemknn", make_itemknn, loader=ItemKNNFitted.build, tags=RANKING_TAGS, replace=True
+    "itemknn",
+    make_itemknn,
+    loader=by_shots_loader(ItemKNNFitted.build),
+    tags=RANKING_TAGS,
+    replace=True,
 )
-register_method("ease", make_ease, loader=EASEFitted.build, tags=RANKING_TAGS, replace=True)
 register_method(
-    "mf-foldin", make_mf_foldin, loader=MFFoldInFitted.build, tags=RANKING_TAGS, replace=True
+    "ease", make_ease, loader=by_shots_loader(EASEFitted.build), tags=RANKING_TAGS, replace=True
+)
+register_method(
+    "mf-foldin",
+    make_mf_foldin,
+    loader=by_shots_loader(MFFoldInFitted.build),
+    tags=RANKING_TAGS,
+    replace=True,
 )
 register_method(
     "content-knn",
     make_content_knn,
-    loader=ContentKNNFitted.build,
+    loader=by_shots_loader(ContentKNNFitted.build),
     tags=MethodTags(item_features=True, family="baseline"),
     replace=True,
 )

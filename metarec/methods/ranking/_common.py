@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,6 +20,7 @@ from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import FitData
 from metarec.methods.catalogue import evaluate_ranking
+from metarec.methods.ranking.by_shots import ByShots
 from metarec.train.log import TrainingLog
 
 __all__: list[str] = []
@@ -37,6 +38,9 @@ class Protocol:
     sampler: SamplerConfig
     relevance: float | None = None
     val_tasks: int = 512
+    shots: tuple[int, ...] = ()
+    """The support sizes tuned on, one choice each (the scenario's ``bench.shots`` and its
+    ``protocol.n_support``); empty: the sampler's support size only."""
 
     @classmethod
     def of(cls, scenario: Any) -> Protocol:
@@ -45,7 +49,15 @@ class Protocol:
         from metarec.episodes.build import sampler_config
 
         p = scenario.protocol
-        return cls(sampler_config(p), p.relevance if p.ranking else None, scenario.train.val_tasks)
+        shots = {int(k) for k in (getattr(getattr(scenario, "bench", None), "shots", None) or ())}
+        if isinstance(p.n_support, int):
+            shots.add(int(p.n_support))
+        return cls(
+            sampler_config(p),
+            p.relevance if p.ranking else None,
+            scenario.train.val_tasks,
+            tuple(sorted(shots)) if p.ranking else (),
+        )
 
 
 def parse(cls: type[S], name: str, scenario: Any, settings: Mapping[str, Any]) -> S:
@@ -136,41 +148,81 @@ def tune(
     protocol: Protocol,
 ) -> tuple[Any, dict[str, Any]]:
     """Build one fitted object per grid point, score each on meta-val (:data:`TUNE_METRIC`, at
-    the scenario's default shots, at most ``val_tasks`` tasks) and keep the best (the first on
-    ties). Returns ``(best, log)``; the log lists every point's score."""
+    most ``val_tasks`` tasks) at every support size of ``protocol.shots`` (or the sampler's
+    only) and keep the best point per support size (the first on ties). Returns ``(best,
+    log)``: ``best`` is the one fitted object when one point wins at every size, else a
+    :class:`~metarec.methods.ranking.by_shots.ByShots` of the winners; the log lists every
+    point's scores and the choice per size."""
     val = data.splits.val
     if val not in data.splits.pools or len(data.splits.pools[val]) == 0:
         raise ConfigError(
             f"{name}: the split has no meta-val tasks to tune on; raise protocol.val_fraction (e.g. 0.1)"
         )
-    best, best_score, trials = None, -np.inf, []
+    ns = protocol.sampler.n_support
+    shots: list[int] = list(protocol.shots) or [ns if isinstance(ns, int) else 5]
+    best: list[Any] = [None] * len(shots)
+    best_score = [-np.inf] * len(shots)
+    best_point = [0] * len(shots)
+    trials = []
     t0 = time.perf_counter()
-    for point in grid:
+    for i, point in enumerate(grid):
         fitted = build(point)
-        ev = evaluate_ranking(
-            fitted,
-            data.table,
-            data.splits,
-            val,
-            protocol.sampler,
-            relevance=protocol.relevance,
-            max_tasks=protocol.val_tasks,
-            seed=data.seed,
-        )
-        score = float(ev[TUNE_METRIC])
-        trials.append({**{k: _json(v) for k, v in point.items()}, TUNE_METRIC: score})
-        if np.isfinite(score) and score > best_score:
-            best, best_score = fitted, score
-    if best is None:  # no finite score (no relevant meta-val item): the first point
-        best = build(grid[0])
+        row: dict[str, Any] = {k: _json(v) for k, v in point.items()}
+        for j, k in enumerate(shots):
+            sampler = (
+                protocol.sampler
+                if k == protocol.sampler.n_support
+                else replace(protocol.sampler, n_support=k)
+            )
+            ev = evaluate_ranking(
+                fitted,
+                data.table,
+                data.splits,
+                val,
+                sampler,
+                relevance=protocol.relevance,
+                max_tasks=protocol.val_tasks,
+                seed=data.seed,
+            )
+            score = float(ev[TUNE_METRIC])
+            row[f"{TUNE_METRIC}@{k}" if len(shots) > 1 else TUNE_METRIC] = score
+            if np.isfinite(score) and score > best_score[j]:
+                best[j], best_score[j], best_point[j] = fitted, score, i
+        trials.append(row)
+        del fitted
+    for j in range(len(shots)):
+        if best[j] is None:  # no finite score (no relevant meta-val item): the first point
+            best[j] = build(grid[0])
     seconds = time.perf_counter() - t0
-    log = {"metric": TUNE_METRIC, "pool": val, "trials": trials, "seconds": round(seconds, 2)}
-    best.training_log = TrainingLog(  # closed form: no steps; the chosen point's meta-val score
+    members: list[Any] = []
+    which = []
+    for b in best:
+        if not any(b is m for m in members):
+            members.append(b)
+        which.append(next(i for i, m in enumerate(members) if m is b))
+    out = members[0] if len(members) == 1 else ByShots(name, data.table, shots, which, members)
+    log = {
+        "metric": TUNE_METRIC,
+        "pool": val,
+        "shots": shots,
+        "chosen": [
+            {k: _json(v) for k, v in grid[best_point[j]].items()} for j in range(len(shots))
+        ],
+        "trials": trials,
+        "seconds": round(seconds, 2),
+    }
+    default = shots.index(protocol.sampler.n_support) if protocol.sampler.n_support in shots else 0
+    out.training_log = TrainingLog(  # closed form: no steps; the chosen points' meta-val scores
         seconds=seconds,
         metric=TUNE_METRIC,
-        best_val={TUNE_METRIC: best_score} if np.isfinite(best_score) else {},
+        best_val={
+            (f"{TUNE_METRIC}@{k}" if len(shots) > 1 else TUNE_METRIC): v
+            for k, v in zip(shots, best_score, strict=True)
+            if np.isfinite(v)
+        }
+        | ({TUNE_METRIC: best_score[default]} if np.isfinite(best_score[default]) else {}),
     )
-    return best, log
+    return out, log
 
 
 def _json(v: Any) -> Any:
