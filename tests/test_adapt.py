@@ -334,10 +334,10 @@ def test_cli_recommend_json(trained, tmp_path, capsys) -> None:
         == 0
     )
     out = json.loads(capsys.readouterr().out)  # exactly one JSON object
-    assert out["user"] == user and len(out["items"]) == 10
+    assert out["user"] == str(user) and len(out["items"]) == 10  # ids are strings in JSON
     scores = [x["score"] for x in out["items"]]
     assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
-    seen = set(pd.read_csv(csv)["item"])
+    seen = {str(i) for i in pd.read_csv(csv)["item"]}
     assert not seen & {x["item"] for x in out["items"]}
 
 
@@ -372,9 +372,9 @@ def test_cli_adapt_then_recommend(trained, tmp_path, capsys) -> None:
         main(["recommend", "--run", str(out), "--user", str(users[0]), "--json", "--k", "3"]) == 0
     )
     adapted = load_adapted(out).recommend(users[0], k=3)
-    assert [
-        (x["item"], x["score"]) for x in json.loads(capsys.readouterr().out)["items"]
-    ] == adapted
+    assert [(x["item"], x["score"]) for x in json.loads(capsys.readouterr().out)["items"]] == [
+        (str(i), s) for i, s in adapted
+    ]  # ids are strings in JSON
 
 
 def test_cli_errors_exit_2_with_a_message(trained, tmp_path, capsys) -> None:

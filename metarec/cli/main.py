@@ -233,7 +233,9 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         top, args.user
     )  # hook (metarec.runs.guard): never an empty list with status 0
     if args.json:
-        print(json.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in top]}))
+        # ids are strings, whatever type the run was trained with (as metarec serve answers)
+        items = [{"item": str(i), "score": s} for i, s in top]
+        print(json.dumps({"user": str(user), "items": items}))
         return 0
     how = (
         (
@@ -252,10 +254,20 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from metarec.serve import Limits, ServeConfig, serve
+    from metarec.serve import HttpLimits, Limits, ServeConfig, read_token, serve
 
     limits = Limits(
-        max_body_bytes=args.max_body_bytes, max_support=args.max_support, max_items=args.max_items
+        max_body_bytes=args.max_body_bytes,
+        max_support=args.max_support,
+        max_items=args.max_items,
+        max_json_depth=args.max_json_depth,
+    )
+    http = HttpLimits(
+        max_header_bytes=args.max_header_bytes,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive=args.keep_alive,
+        max_connections=args.max_connections,
     )
     config = ServeConfig(
         max_batch=args.max_batch,
@@ -265,6 +277,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         batched_kernel=not args.no_kernel,
         limits=limits,
         on_diverge=args.on_diverge,
+        token=read_token(args.token_file),
     )
     serve(
         args.run,
@@ -273,6 +286,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config=config,
         threads=args.threads,
         workers=args.workers,
+        http=http,
     )
     return 0
 
@@ -314,7 +328,9 @@ def _cmd_federated(args: argparse.Namespace) -> int:
     from metarec.federated import run_federated
 
     sc = load_scenario(scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
-    res = run_federated(sc, args.out, backend=args.backend, resume=args.resume)
+    res = run_federated(
+        sc, args.out, backend=args.backend, resume=args.resume, overwrite=args.overwrite
+    )
     s = res.summary
     print(
         f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in {s['seconds']:.1f} s, "
@@ -441,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser(
         "serve",
-        help="HTTP JSON service: POST /recommend, POST /predict, GET /health (micro-batched)",
+        help="HTTP JSON service: POST /recommend, /predict; GET /health, /ready, /metrics, "
+        "/openapi.json, /docs (micro-batched)",
     )
     sv.add_argument("--run", required=True, help="run directory written by 'metarec train'")
     sv.add_argument(
@@ -487,6 +504,47 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=10_000,
         help="most items per /predict request (default 10000; over: 413)",
+    )
+    sv.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=16,
+        help="deepest nesting of a JSON body (default 16; a valid body needs 3; over: 400)",
+    )
+    sv.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=16 * 1024,
+        help="largest request line + headers (default 16 KiB; over: 431)",
+    )
+    sv.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request head to arrive (default 10; idle or slow connections are closed)",
+    )
+    sv.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a request body to arrive after its head (default 30; over: 408)",
+    )
+    sv.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
+    sv.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="most open connections per worker (default 1000; beyond: 503 at once)",
+    )
+    sv.add_argument(
+        "--token-file",
+        help="file holding a bearer token that /recommend, /predict and /metrics require "
+        "(default: $METAREC_SERVE_TOKEN if set, else no authentication)",
     )
     sv.add_argument(
         "--no-kernel",
@@ -566,7 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: the scenario's federated.backend (simulation)",
     )
-    fe.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    fe.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUN/checkpoints/last.pt (none yet: from round 0)",
+    )
+    fe.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the federated run in RUN (its own files only) and start afresh",
+    )
     scen(fe)
     fe.set_defaults(func=_cmd_federated)
 

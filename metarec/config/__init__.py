@@ -40,7 +40,7 @@ metarec._errors.ConfigError: unknown key 'inner_stpes' (did you mean 'inner_step
 from __future__ import annotations
 
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
-from metarec.config.data import DataConfig, DataFile, SyntheticConfig
+from metarec.config.data import DataConfig, DataFile, SyntheticConfig, resolve_data_paths
 from metarec.config.features import FeatureFile
 from metarec.config.protocol import METRIC_NAMES, MetricsConfig, ProtocolConfig
 from metarec.config.scenario import (
@@ -80,6 +80,7 @@ __all__ = [
     "load_scenario",
     "merge",
     "parse_overrides",
+    "resolve_data_paths",
     "save_config",
     "scenario_from_dict",
     "to_dict",

@@ -3,7 +3,10 @@ its ``[[data.files]]`` entries :class:`DataFile` and the generator :class:`Synth
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from metarec._errors import ConfigError, suggest
@@ -11,7 +14,7 @@ from metarec.config._checks import _check_at_least
 from metarec.config.features import FeatureFile
 from metarec.config.schema import _NONE_WORDS, coerce_tables
 
-__all__ = ["DataConfig", "DataFile", "SyntheticConfig"]
+__all__ = ["DataConfig", "DataFile", "SyntheticConfig", "resolve_data_paths"]
 
 _COLUMN_ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
@@ -93,7 +96,9 @@ class DataConfig:
     Fields:
         source: ``"synthetic"``, ``"movielens-100k"``, ``"movielens-1m"``, ``"recbole"``
             (atomic files), ``"amazon"`` (cross-domain pairs) or ``"csv"``.
-        path: file or folder to read; may use ``${METAREC_DATA}``. ``None`` for synthetic.
+        path: file or folder to read; may use ``${METAREC_DATA}``. ``None`` for synthetic. A
+            relative path in a scenario file is relative to that file's folder (one given with
+            ``--set`` to the current folder); the loaded scenario holds it absolute.
         name: RecBole dataset name (``source = "recbole"``).
         pair: Amazon domain pair, e.g. ``"sport_cloth"`` (``source = "amazon"``).
         feedback: ``"explicit"`` ratings or ``"implicit"`` positives.
@@ -254,3 +259,35 @@ class DataConfig:
             raise ConfigError(
                 'sep="": the separator needs at least one character; e.g. sep = "\\t", or "auto"'
             )
+
+
+def resolve_data_paths(
+    cfg: DataConfig, base: str | os.PathLike[str], *, cwd_keys: Iterable[str] = ()
+) -> DataConfig:
+    """``cfg`` with its relative paths made absolute (``~`` expanded): ``path``, ``files[].path``
+    and the feature files' ``path`` against ``base``, except the keys of ``cwd_keys`` (``"path"``,
+    ``"files"``, ``"user_features"``, ``"item_features"``) against the current folder.
+
+    :func:`~metarec.config.load_scenario` resolves the paths a scenario file gives against the
+    file's folder, and those given otherwise (``--set``, a dict) against the current folder, so
+    a run reads the same files from any working folder (and its saved ``config.json`` names them
+    absolutely).
+    """
+    cwd = set(cwd_keys)
+
+    def _abs(p: str, key: str) -> str:
+        q = Path(os.path.expanduser(p))
+        root = Path.cwd() if key in cwd else Path(base)
+        return str(q if q.is_absolute() else Path(os.path.abspath(root / q)))
+
+    return replace(
+        cfg,
+        path=_abs(cfg.path, "path") if cfg.path is not None else None,
+        files=tuple(replace(f, path=_abs(f.path, "files")) for f in cfg.files),
+        user_features=tuple(
+            replace(f, path=_abs(f.path, "user_features")) for f in cfg.user_features
+        ),
+        item_features=tuple(
+            replace(f, path=_abs(f.path, "item_features")) for f in cfg.item_features
+        ),
+    )

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from metarec._errors import ConfigError
 from metarec.config._checks import _check_at_least
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
-from metarec.config.data import DataConfig
+from metarec.config.data import DataConfig, resolve_data_paths
 from metarec.config.federated import FederatedConfig
 from metarec.config.protocol import MetricsConfig, ProtocolConfig
 from metarec.config.schema import (
@@ -32,6 +32,7 @@ __all__ = [
     "BenchConfig",
     "Scenario",
     "as_scenario",
+    "check_loss_fits",
     "load_scenario",
     "save_config",
     "scenario_from_dict",
@@ -111,6 +112,7 @@ class Scenario:
 
     def __post_init__(self) -> None:
         coerce_tables(self)  # Scenario(data={...}, protocol={...}) from Python
+        check_loss_fits(self.algorithm.loss, self.data)
         p = self.protocol
         if not p.ranking:
             return
@@ -137,6 +139,28 @@ class Scenario:
                 )
 
 
+def check_loss_fits(loss: str | None, data: DataConfig) -> None:
+    """Refuse a loss that does not fit the data's feedback: ``bce`` / ``bpr`` (for 0/1 clicks)
+    on explicit ratings outside ``[0, 1]``.
+
+    Raises:
+        ConfigError: naming ``algorithm.loss``, the feedback, the scale and the fix.
+    """
+    feedback = data.synthetic.feedback if data.source == "synthetic" else data.feedback
+    scale = None if data.source == "synthetic" else data.rating_scale
+    if loss not in ("bce", "bpr") or feedback != "explicit":
+        return
+    if scale is not None and 0.0 <= scale[0] and scale[-1] <= 1.0:
+        return  # explicit ratings within [0, 1]: a probability target
+    key = "data.synthetic.feedback" if data.source == "synthetic" else "data.feedback"
+    shown = f", rating_scale={list(scale)}" if scale is not None else ""
+    raise ConfigError(
+        f"algorithm.loss={loss!r}: a loss for implicit feedback (0/1 clicks), but the data are explicit "
+        f"ratings ({key}='explicit'{shown}); training on them would fit the ratings as if they were "
+        f"clicks; use --set algorithm.loss=mse (or leave it unset), or declare clicks with --set {key}=implicit"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
@@ -159,6 +183,9 @@ def load_scenario(
         source: a ``.toml`` scenario, a ``.json`` config written by :func:`save_config`, or the
             scenario as a dict of sections (the same keys as a file); ``None``: only
             ``sections``.
+            Relative data paths in a file (``data.path``, ``data.files[].path``, the feature
+            files' ``path``) are resolved against the file's folder; those given in
+            ``sections``, ``overrides`` or a dict, against the current folder.
         overrides: ``["algorithm.inner_steps=5", ...]``, applied in order after the file.
         data_root: value of ``${METAREC_DATA}``; defaults to the ``METAREC_DATA`` environment
             variable, which is needed only when a value uses it. Other ``${NAME}`` come from
@@ -184,20 +211,28 @@ def load_scenario(
         raw = dict(source or {})
         where = "scenario"
         default_name = "scenario"
+        folder = Path.cwd()
     else:
         path = Path(source)
         raw = read_config_file(path)
         where = str(path)
         default_name = path.stem
+        folder = path.resolve().parent
     data = merge(merge(raw, sections), parse_overrides(overrides))
     data.setdefault("name", default_name)
     variables = dict(os.environ)
     if data_root is not None:
         variables["METAREC_DATA"] = os.fspath(data_root)
     try:
-        return scenario_from_dict(expand_vars(data, variables))
+        sc = scenario_from_dict(expand_vars(data, variables))
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+    # relative data paths: a file's against its folder, the others against the current folder
+    given: set[str] = set()
+    for layer in (sections, parse_overrides(overrides)):
+        sec = layer.get("data")
+        given |= set(sec) if isinstance(sec, Mapping) else set()
+    return replace(sc, data=resolve_data_paths(sc.data, folder, cwd_keys=given))
 
 
 def as_scenario(scenario: Scenario | Mapping[str, Any]) -> Scenario:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from metarec._errors import ConfigError, suggest
+from metarec._io.paths import special_file
 
 tomllib: Any
 if sys.version_info >= (3, 11):
@@ -450,6 +451,11 @@ def cli_literal(value: Any) -> str:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    kind = special_file(path)
+    if kind is not None and not path.is_dir():
+        raise ConfigError(
+            f"scenario file {str(path)!r}: is {kind}, not a regular file; pass a .toml scenario file"
+        )
     if not path.is_file():
         folder = path.parent
         found = sorted(p.name for p in folder.glob("*.toml")) if folder.is_dir() else []

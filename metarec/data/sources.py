@@ -331,6 +331,12 @@ def _frames(
             entry_domain=e.domain is not None,
             entry_part=e.part is not None,
         )
+        if len(f) == 0 and len(entries) > 1:  # its domain or part would silently vanish
+            of = f" (domain {e.domain!r})" if e.domain is not None else ""
+            raise DataError(
+                f"{path}: no interaction rows (only a header, or empty){of}; every data.files entry needs "
+                "interactions; fill the file, or remove its entry from data.files"
+            )
         if e.domain is not None:
             if c.domain is not None and c.domain in f.columns:
                 raise DataError(

@@ -26,7 +26,7 @@ from metarec.data.columns import (
     parse_timestamps,
 )
 from metarec.data.drops import Drop
-from metarec.data.encoding import IdEncoder
+from metarec.data.encoding import IdEncoder, normalize_ids
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
 __all__ = ["Columns", "InteractionTable", "PARTS"]
@@ -230,14 +230,28 @@ class InteractionTable:
             check_scalars(dom_raw, f"domain column {c.domain!r}")
         part = parse_parts(frame, c.part) if c.part else None
 
-        work = pd.DataFrame(
-            {
-                "u": frame[c.user].to_numpy(),
-                "i": frame[c.item].to_numpy(),
-                "d": dom_raw.to_numpy(),
-                "r": ratings,
-            }
-        )
+        # the id rule (metarec.data.encoding): surrounding whitespace is not part of an id
+        ids = {
+            "u": normalize_ids(frame[c.user].to_numpy()),
+            "i": normalize_ids(frame[c.item].to_numpy()),
+            "d": normalize_ids(dom_raw.to_numpy()),
+        }
+        for key, role, col in (
+            ("u", "user", c.user),
+            ("i", "item", c.item),
+            ("d", "domain", c.domain),
+        ):
+            arr = ids[key]
+            if arr.dtype.kind != "O":
+                continue
+            blank = np.asarray(arr == "", dtype=bool)
+            if blank.any():
+                raise DataError(
+                    f"{role} column {col!r}: {int(blank.sum())} id(s) that are only whitespace, first at row "
+                    f"{py(frame.index[blank][0])!r}; every interaction needs {'an' if role == 'item' else 'a'} "
+                    f"{role}; drop or fill those rows"
+                )
+        work = pd.DataFrame({**ids, "r": ratings})
         if ts is not None:
             work["t"] = ts
         if part is not None:

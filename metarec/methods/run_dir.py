@@ -53,8 +53,10 @@ from metarec.runs.checkpoint import (
     save_table_meta,
     save_tensors,
 )
-from metarec.runs.fingerprint import write_fingerprint
+from metarec.runs.fingerprint import fingerprint, write_fingerprint
+from metarec.runs.folder import claim_folder
 from metarec.runs.guard import check_finite_weights
+from metarec.runs.identity import make_identity
 from metarec.runs.reader import open_run, run_method_name
 from metarec.train.log import TrainingLog
 from metarec.train.loggers import Logger, make_loggers, replay
@@ -226,7 +228,10 @@ def save_fitted(
 ) -> Path:
     """Write ``fitted`` as a run directory that :func:`load_fitted` and ``metarec recommend`` read."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # hook (metarec.runs.folder): no write through a link, nor over files no metarec run wrote
+    run_id = claim_folder(out, "train", option="out").run_id
+    chash = config_hash(scenario) if scenario is not None else None
+    ident = make_identity(run_id, fitted.name, chash, fingerprint(fitted.table))
     if scenario is not None:
         atomic_write_json(out / "config.json", to_dict(scenario))
     save_table_meta(fitted.table, out)
@@ -238,14 +243,15 @@ def save_fitted(
         )
     save_tensors(
         out / "checkpoints" / "best.pt",
-        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0},
+        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0, "run": ident},
     )
     atomic_write_json(
         out / "manifest.json",
         {  # last: a folder with a manifest is complete
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "config_hash": config_hash(scenario) if scenario is not None else None,
+            "config_hash": chash,
+            "run": ident,
             "method": {"name": fitted.name, "engine": False, "config": fitted.config()},
             "feedback": fitted.table.feedback,
         },

@@ -56,6 +56,7 @@ from metarec.recommend.run_model import RunModel, SupportLike
 from metarec.recommend.support import UnknownItems, read_support
 from metarec.runs.checkpoint import load_item_domains, load_tensors, read_manifest
 from metarec.runs.guard import OnDiverge
+from metarec.runs.identity import check_identity
 
 __all__ = [
     "RunModel",
@@ -174,6 +175,8 @@ def load_adapted(
     run = load_run(path, device=device)
     where = path / ADAPTED_FILE
     blob = load_tensors(where, map_location=run.device)
+    # hook (metarec.runs.identity): the adapted weights of this directory, not another's
+    check_identity(blob, path, where, manifest, what="adapted weights")
     try:
         users = IdEncoder.from_json(json.loads((path / USERS_FILE).read_text()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

@@ -37,9 +37,11 @@ from metarec.methods import Adapted
 from metarec.methods.adapted import SavesAdapted, concat_adapted, select_tasks
 from metarec.metrics.topk import top_k
 from metarec.recommend.support import UnknownItems, as_list, is_seq
-from metarec.runs.checkpoint import atomic_write_json, load_tensors, save_table_meta, save_tensors
-from metarec.runs.fingerprint import copy_fingerprint
+from metarec.runs.checkpoint import atomic_write_json, load_best, save_table_meta, save_tensors
+from metarec.runs.fingerprint import copy_fingerprint, read_fingerprint
+from metarec.runs.folder import claim_folder
 from metarec.runs.guard import check_scores
+from metarec.runs.identity import adapted_identity
 
 __all__ = [
     "Recommender",
@@ -396,10 +398,13 @@ class Recommender:
                 f"save: the run of method {meta.name!r} was built in memory, not loaded from a run directory; "
                 "write it with metarec.save_fitted(fitted, RUN) and adapt load_run(RUN) instead"
             )
-        out.mkdir(parents=True, exist_ok=True)
+        # hook (metarec.runs.folder): no write through a link; --overwrite replaces only an adapted directory
+        claim = claim_folder(out, "adapted", replace=overwrite, option="--out")
+        ident = adapted_identity(meta.manifest, claim.run_id, read_fingerprint(meta.run_dir))
         manifest = {k: v for k, v in meta.manifest.items() if k not in ("adapted", "adaptation")}
         manifest.update(
             {
+                "run": ident,  # hook (metarec.runs.identity): its checkpoints carry the same
                 "adapted": True,
                 "adaptation": {
                     "per": self.per,
@@ -419,8 +424,8 @@ class Recommender:
                 out / "config.json", json.loads((meta.run_dir / "config.json").read_text())
             )
         # the run's weights as loaded (best or last), as the run's own checkpoint
-        weights = load_tensors(meta.run_dir / "checkpoints" / f"{meta.which}.pt")
-        save_tensors(out / "checkpoints" / "best.pt", weights)
+        weights = load_best(meta.run_dir, which=meta.which)
+        save_tensors(out / "checkpoints" / "best.pt", {**weights, "run": ident})
         s = self.support
         blob: dict[str, Any] = {
             "task": torch.from_numpy(np.asarray(self._task_of, np.int64)),
@@ -434,6 +439,7 @@ class Recommender:
                 "mask": torch.from_numpy(s.mask),
             },
             "fallback": torch.from_numpy(self.fallback.copy()),
+            "run": ident,
         }
         fitted = meta.fitted
         if self.adapted is not None and isinstance(fitted, SavesAdapted):

@@ -30,6 +30,7 @@ from metarec.methods.adapted import concat_adapted
 from metarec.recommend.recommender import Recommender, TaskSupport
 from metarec.recommend.support import (
     SupportRows,
+    SupportTasks,
     UnknownItems,
     check_lr,
     encode_items,
@@ -306,6 +307,37 @@ class RunModel:
             unknown_items=unknown_items,
             extra_user=extra_user,
         )
+        return self._adapt_grouped(t, steps, lr, per, chunk_size, progress, on_diverge)
+
+    def adapt_encoded(
+        self,
+        tasks: SupportTasks,
+        *,
+        steps: int | None = None,
+        lr: float | None = None,
+        on_diverge: OnDiverge = "error",
+    ) -> Recommender:
+        """Adapt to support rows already validated and encoded, one task per user
+        (:func:`~metarec.recommend.support.encoded_tasks`: a server's requests): the rows go
+        straight to ``fitted.adapt``, nothing is decoded, parsed or encoded again. Arguments as
+        for :meth:`adapt`."""
+        _check_on_diverge(on_diverge)
+        check_lr(lr)
+        if steps is not None:
+            check_steps(steps, "steps")  # hook (metarec.config.limits): at most MAX_STEPS
+        return self._adapt_grouped(tasks, steps, lr, "user", 4096, False, on_diverge)
+
+    def _adapt_grouped(
+        self,
+        t: SupportTasks,
+        steps: int | None,
+        lr: float | None,
+        per: str,
+        chunk_size: int | None,
+        progress: bool,
+        on_diverge: OnDiverge,
+    ) -> Recommender:
+        """Grouped rows ``t`` -> padded tasks -> ``fitted.adapt`` -> the recommender."""
         if t.n_tasks:
             users, items, targets, mask = pad_tasks(t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings)
             if per == "user":  # every position carries its task's user (padding too)

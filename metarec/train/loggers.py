@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from metarec._errors import ConfigError, suggest
+from metarec._errors import ConfigError, require_extra, suggest
 
 __all__ = [
     "Logger",
@@ -25,6 +25,7 @@ __all__ = [
     "TensorBoardLogger",
     "MLflowLogger",
     "LOGGERS",
+    "check_loggers",
     "make_loggers",
     "replay",
     "scalars",
@@ -83,13 +84,8 @@ class TensorBoardLogger:
     """Scalars to ``log_dir`` with ``torch.utils.tensorboard`` (``pip install "metarec[tensorboard]"``)."""
 
     def __init__(self, log_dir: str | Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as e:
-            raise ImportError(
-                f'TensorBoardLogger needs tensorboard ({e}); pip install "metarec[tensorboard]"'
-            ) from None
-        self.writer = SummaryWriter(str(log_dir))
+        tb = require_extra("torch.utils.tensorboard", "tensorboard", "TensorBoardLogger")
+        self.writer = tb.SummaryWriter(str(log_dir))
 
     def log(self, row: Mapping[str, Any]) -> None:
         for k, v in scalars(row).items():
@@ -103,12 +99,7 @@ class MLflowLogger:
     """Metrics to the active (or a new) MLflow run (``pip install "metarec[mlflow]"``)."""
 
     def __init__(self, run_name: str | None = None) -> None:
-        try:
-            import mlflow
-        except ImportError as e:
-            raise ImportError(
-                f'MLflowLogger needs mlflow ({e}); pip install "metarec[mlflow]"'
-            ) from None
+        mlflow = require_extra("mlflow", "mlflow", "MLflowLogger")
         self.mlflow = mlflow
         self._own = mlflow.active_run() is None
         if self._own:
@@ -122,6 +113,26 @@ class MLflowLogger:
     def close(self) -> None:
         if self._own:
             self.mlflow.end_run()
+
+
+def check_loggers(names: Iterable[str]) -> None:
+    """Check the names and the extras of ``train.loggers`` before anything is written.
+
+    Raises:
+        ConfigError: an unknown name (with the closest one).
+        MissingExtra: a logger whose library is not installed (one line naming the extra).
+    """
+    for n in names:
+        if n == "tensorboard":
+            require_extra(
+                "torch.utils.tensorboard", "tensorboard", "train.loggers = ['tensorboard']"
+            )
+        elif n == "mlflow":
+            require_extra("mlflow", "mlflow", "train.loggers = ['mlflow']")
+        elif n not in LOGGERS:
+            raise ConfigError(
+                f"train.loggers: unknown logger {n!r}{suggest(n, LOGGERS)}; choose from {list(LOGGERS)}"
+            )
 
 
 def make_loggers(names: Iterable[str], run_dir: str | Path) -> list[Logger]:

@@ -51,7 +51,7 @@ from metarec.episodes.splits import MetaSplits
 from metarec.metrics.evaluate import evaluate_pool, metric_selection
 from metarec.metrics.select import SELECT_METRIC
 from metarec.models.base import split_params
-from metarec.runs.checkpoint import atomic_write_json, load_best, load_tensors
+from metarec.runs.checkpoint import atomic_write_json, load_best
 from metarec.runs.fingerprint import check_same_data, write_fingerprint
 from metarec.train import distributed  # [distributed]
 from metarec.train.files import (
@@ -168,7 +168,8 @@ def prepare(
     )
     loop, rng = LoopState(), None
     if resume:
-        ck = load_tensors(out / "checkpoints" / "last.pt", map_location=device)
+        # hook (metarec.runs.identity): this run's own last.pt, never another run's
+        ck = load_best(out, which="last", map_location=device)
         _check_same_config(ck, scenario)
         with torch.no_grad():
             for k, v in ck["params"].items():
