@@ -19,6 +19,7 @@ from metarec.episodes.pool import build_pool
 from metarec.episodes.splits import MetaSplits
 from metarec.methods import FitData, build_fitted, build_method
 from metarec.methods.learners._catalogue_tasks import UserLists, fixed_tasks, log_uniform_shots
+from metarec.methods.learners._neighbours import Neighbours
 from metarec.methods.learners.elae import catalogue_ndcg
 from metarec.methods.learners.metatower import MetaTowerSettings
 
@@ -302,7 +303,39 @@ def test_settings_errors_by_message():
         MetaTowerSettings(id_dropout=1.0)
     with pytest.raises(ConfigError, match=r"shots=\[0, 3\]: each support size must be >= 1"):
         MetaTowerSettings(shots=(0, 3))
-    with pytest.raises(ConfigError, match="dim=0: must be >= 1; e.g. dim=64"):
+    with pytest.raises(ConfigError, match="dim=0: must be >= 1; e.g. dim=128"):
         MetaTowerSettings(dim=0)
     with pytest.raises(ConfigError, match=r"unknown key 'metatower.stepz' \(did you mean 'steps'"):
         build_method("metatower", None, stepz=10)
+
+
+def test_neighbours_and_the_own_share_against_a_loop():
+    rng = np.random.default_rng(3)
+    X = rng.random((7, 9)) < 0.45
+    X[0, :3] = True
+    u, i = np.nonzero(X)
+    frame = pd.DataFrame({"user": u, "item": i, "rating": np.full(len(u), 5.0)})
+    table = InteractionTable.from_frame(frame, Columns(), rating_scale=(1.0, 5.0))
+    enc = table.item_ids.encode([str(x) for x in range(9)])
+    catalogue = np.sort(enc[[1, 2, 4, 6, 7]])
+    nb = Neighbours(table, np.arange(len(table)), catalogue)
+    # the loop: K[i, j] = sum_u x_ui x_uj / sqrt(n_i n_j) in table indices
+    Xt = np.zeros((table.n_users, table.n_items))
+    Xt[table.users, table.items] = 1.0
+    n = Xt.sum(0)
+    inv = np.where(n > 0, 1 / np.sqrt(np.maximum(n, 1)), 0.0)
+    K = (Xt.T @ Xt) * inv[:, None] * inv[None, :]
+    torch.testing.assert_close(
+        nb.K.double(), torch.from_numpy(K[:, catalogue]), rtol=1e-6, atol=1e-7
+    )
+    user = int(table.users[0])
+    mine = np.flatnonzero(Xt[user])
+    items = torch.as_tensor(mine[:3])[None]
+    w = torch.tensor([[1.0, -0.5, 2.0]])
+    mask = torch.tensor([[True, True, False]])
+    want = (w[0, :2, None].numpy() * K[mine[:2]][:, catalogue]).sum(0)
+    torch.testing.assert_close(nb.scores(items, w, mask)[0].double(), torch.from_numpy(want))
+    own = torch.from_numpy(Xt[user, catalogue] > 0)[None]
+    share = nb.own_share(items, w, mask, own, mask)[0].double()
+    ref = sum(w[0, s].item() * inv[mine[s]] * inv[catalogue] * Xt[user, catalogue] for s in (0, 1))
+    torch.testing.assert_close(share, torch.from_numpy(ref), rtol=1e-6, atol=1e-7)

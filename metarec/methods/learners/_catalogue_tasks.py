@@ -81,6 +81,8 @@ class TaskBatch:
             ``(B, K)``; ``mask`` ``bool (B, K)``.
         positives: ``int64 (B, P)`` catalogue columns of the held-out relevant items (0 at
             padding); ``pos_mask`` ``bool (B, P)``.
+        own, own_mask: ``(B, L)`` every catalogue column of the user's list (support and
+            held-out alike), and which are real.
     """
 
     users: torch.Tensor
@@ -89,6 +91,8 @@ class TaskBatch:
     mask: torch.Tensor
     positives: torch.Tensor
     pos_mask: torch.Tensor
+    own: torch.Tensor
+    own_mask: torch.Tensor
 
     def targets(self, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(targets (B, C), exclude (B, C))`` bool: the positives and the support as dense rows."""
@@ -196,6 +200,8 @@ class UserLists:
             mask=mask,
             positives=cols.gather(1, porder),
             pos_mask=held.gather(1, porder),
+            own=cols,
+            own_mask=pos < n[:, None],
         )
 
 
@@ -231,6 +237,8 @@ def fixed_tasks(lists: UserLists, shots: list[int], n: int, seed: int) -> list[T
                 mask=torch.ones(chosen.shape[0], k, dtype=torch.bool),
                 positives=cols.gather(1, porder),
                 pos_mask=held.gather(1, porder),
+                own=cols,
+                own_mask=torch.arange(L)[None, :] < lists.lengths[chosen][:, None],
             )
         )
     return out

@@ -12,7 +12,17 @@ output with its rating; mean or attention pooling), with optional extras:
 * **ridge head** (``head="ridge"``): ``u`` plus the closed-form ridge regression of the support's
   centred ratings (1 for implicit feedback) on the support items' embeddings,
   ``w = (V_s' V_s + lambda I)^-1 V_s' r_s`` (R2-D2 style, ``lambda`` meta-learned): a per-user
-  correction in the items' own space.
+  correction in the items' own space;
+* **neighbourhood term** (``neighbours=True``): plus ``g_1 sum_s K[s, i] + g_2 sum_s r_s K[s, i]
+  + g_3 sum_h K[h, i]`` over the support items ``s`` and the history items ``h``, ``K`` the
+  item-item cosine of the meta-train rows (:mod:`~metarec.methods.learners._neighbours`), the
+  gains ``g`` meta-learned: the factor model and the neighbourhood model added, as in Koren's
+  integrated model (KDD 2008). A dot product of ``dim`` values cannot hold the item-level
+  co-occurrences that item-kNN reads (on Amazon sport -> cloth, a cold user's sport history
+  speaks for cloth items pair by pair: item-kNN over it reaches meta-val nDCG@10 0.080 where a
+  rank-128 SVD fold-in gets 0.005); the towers add what co-occurrence cannot give: ratings,
+  features, cold items. Meta-training removes the training user's own co-occurrences from
+  ``K`` (leave-one-user-out), and an item whose id is hidden has no neighbours, as a cold item.
 
 **Meta-training** is episodic over the meta-train users of the target domain: each step draws
 ``batch`` users, a support of ``k`` random interactions per user (``k`` log-uniform over the
@@ -41,24 +51,21 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from metarec._errors import CheckpointError, ConfigError
+from metarec._errors import ConfigError
 from metarec.algorithms.ranking_losses import (
     catalogue_softmax,
     popularity_log_q,
     sampled_bpr,
     sampled_softmax,
 )
-from metarec.config import from_dict, to_dict
 from metarec.data.table import InteractionTable
-from metarec.episodes.batch import EpisodeSet
 from metarec.methods.base import FitData, register_method
 from metarec.methods.learners._catalogue_tasks import (
     TaskBatch,
@@ -68,12 +75,16 @@ from metarec.methods.learners._catalogue_tasks import (
     history_rows,
     relevance,
 )
-from metarec.methods.learners._encode import task_entity
 from metarec.methods.learners._settings import parse_settings
+from metarec.methods.learners._tower_fitted import (
+    MetaTowerAdapted,
+    MetaTowerFitted,
+    MetaTowerSettings,
+    Towers,
+)
 from metarec.methods.learners.elae import catalogue_ndcg
-from metarec.methods.learners.r2d2 import ridge_head
 from metarec.models.base import seeded
-from metarec.models.retrieval_towers import ItemTower, SetUserTower, forget_unseen_codes
+from metarec.models.retrieval_towers import forget_unseen_codes
 
 __all__ = [
     "MetaTowerSettings",
@@ -82,343 +93,6 @@ __all__ = [
     "MetaTowerAdapted",
     "make_metatower",
 ]
-
-_LOSSES = ("auto", "softmax", "sampled-softmax", "bpr")
-
-
-@dataclass(frozen=True)
-class MetaTowerSettings:
-    """``metatower``'s settings (scenario table ``[learners.metatower]``).
-
-    Fields:
-        dim: embedding size of the towers' outputs (the dot-product space).
-        hidden: width of each tower's hidden layer and of the set encodings.
-        feature_dim: embedding size of each side feature and of the item id.
-        pool: ``"mean"`` or ``"attention"`` pooling of the support set.
-        head: ``"none"`` or ``"ridge"`` (a per-user closed-form ridge correction, see the module).
-        ridge: initial ridge strength of that head (then meta-learned).
-        id_dropout: probability that a training step hides an item's id (``None``: 0.25 when
-            the table has item features, else 0: without features a hidden item has nothing
-            left to be placed by).
-        loss: ``"auto"``, ``"softmax"`` (full catalogue), ``"sampled-softmax"`` (logQ
-            corrected) or ``"bpr"``.
-        negatives: sampled negatives per step (shared by the batch) of the sampled losses.
-        sample_alpha: the sampler draws item ``j`` with probability ``∝ (count_j + 1)^alpha``.
-        max_full_softmax: ``loss="auto"`` uses the full softmax up to this many catalogue items.
-        shots: the support sizes: training draws ``k`` log-uniform over ``[min, max]``, meta-val
-            scores each (``()``: the scenario's ``bench.shots`` and ``protocol.n_support``, else
-            ``1, 3, 5, 10, 20``).
-        steps, batch, lr, weight_decay: the outer loop (AdamW).
-        val_every, val_tasks, patience: meta-val evaluations (``patience=None``: never stop).
-        relevance: explicit feedback: a rating at least this is relevant (``None``: the
-            protocol's, else 4 on 1..5).
-        history, history_len: read each user's meta-train source-domain interactions (several
-            domains only), at most ``history_len`` per user.
-        user_features: feed the users' side features to the user tower (when the table has them).
-        select: ``"auto"``, ``"warm"`` or ``"both"`` (with the id-hidden score; ``"auto"``:
-            when the table has item features and the scenario has cold-item states).
-        seed: seeds initialisation, task draws and meta-val tasks (``None``: the fit's seed).
-    """
-
-    dim: int = 64
-    hidden: int = 128
-    feature_dim: int = 32
-    pool: str = "mean"
-    head: str = "none"
-    ridge: float = 1.0
-    id_dropout: float | None = None
-    loss: str = "auto"
-    negatives: int = 1024
-    sample_alpha: float = 0.75
-    max_full_softmax: int = 50_000
-    shots: tuple[int, ...] = ()
-    steps: int = 1500
-    batch: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    val_every: int = 150
-    val_tasks: int = 512
-    patience: int | None = 3
-    relevance: float | None = None
-    history: bool = True
-    history_len: int = 100
-    user_features: bool = True
-    select: str = "auto"
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("dim", "hidden", "feature_dim", "negatives", "batch", "val_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"{name}={getattr(self, name)}: must be >= 1; e.g. {name}={_DEFAULTS[name]}"
-                )
-        for name, ok in (
-            ("pool", ("mean", "attention")),
-            ("head", ("none", "ridge")),
-            ("loss", _LOSSES),
-            ("select", ("auto", "warm", "both")),
-        ):
-            if getattr(self, name) not in ok:
-                raise ConfigError(
-                    f"{name}={getattr(self, name)!r}: must be one of {list(ok)}; e.g. {name}={ok[0]!r}"
-                )
-        if self.id_dropout is not None and not 0.0 <= self.id_dropout < 1.0:
-            raise ConfigError(
-                f"id_dropout={self.id_dropout}: must be in [0, 1) or None (automatic); e.g. id_dropout=0.25"
-            )
-        if any(int(k) < 1 for k in self.shots):
-            raise ConfigError(
-                f"shots={list(self.shots)}: each support size must be >= 1; e.g. shots = [1, 3, 5, 10, 20]"
-            )
-        if self.steps < 0 or self.val_tasks < 1 or self.history_len < 1:
-            raise ConfigError(
-                f"steps={self.steps}, val_tasks={self.val_tasks}, history_len={self.history_len}: "
-                "need steps >= 0, val_tasks >= 1 and history_len >= 1; e.g. steps=1500"
-            )
-        if not (self.lr > 0 and self.ridge > 0 and self.weight_decay >= 0):
-            raise ConfigError(
-                f"lr={self.lr}, ridge={self.ridge}, weight_decay={self.weight_decay}: need lr > 0, "
-                "ridge > 0 and weight_decay >= 0; e.g. lr=0.003"
-            )
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience={self.patience}: must be >= 1 or None (never stop early)")
-
-
-_DEFAULTS = {
-    "dim": 64,
-    "hidden": 128,
-    "feature_dim": 32,
-    "negatives": 1024,
-    "batch": 128,
-    "val_every": 150,
-}
-
-
-class _Towers(nn.Module):
-    """The item tower, the user tower and the ridge head's strength."""
-
-    def __init__(
-        self,
-        table: InteractionTable,
-        st: MetaTowerSettings,
-        known: np.ndarray | None,
-        history: bool,
-        user_features: bool,
-    ) -> None:
-        super().__init__()
-        self.items = ItemTower(
-            table.n_items, st.dim, (st.hidden,), table.item_features, known, st.feature_dim
-        )
-        self.user = SetUserTower(
-            st.dim,
-            st.hidden,
-            st.pool,
-            history=history,
-            user_features=table.user_features if user_features else None,
-            feature_dim=st.feature_dim,
-        )
-        self.log_ridge = nn.Parameter(torch.tensor(math.log(st.ridge)))
-        self.use_head = st.head == "ridge"
-
-    def user_vectors(
-        self,
-        v: torch.Tensor,
-        r: torch.Tensor,
-        mask: torch.Tensor,
-        history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-        users: torch.Tensor,
-    ) -> torch.Tensor:
-        """``(T, dim)``: the user tower's vector, plus the ridge head's when ``head="ridge"``."""
-        u = self.user(v, r, mask, history, users)
-        if self.use_head:
-            lam = self.log_ridge.exp().expand(v.shape[-1])
-            u = u + ridge_head(v, r.to(v.dtype), mask, lam)
-        return u
-
-
-@dataclass
-class MetaTowerAdapted:
-    """``T`` adapted tasks: user vectors ``(T, dim)`` over item vectors ``(n_items, dim)``.
-
-    Items in ``unscorable`` (no id and no features) get the lowest score of their row among the
-    requested items.
-    """
-
-    users: torch.Tensor
-    item_vectors: torch.Tensor
-    item_bias: torch.Tensor
-    unscorable: torch.Tensor
-
-    @property
-    def n_tasks(self) -> int:
-        return int(self.users.shape[0])
-
-    def _floor(self, s: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
-        if not bool(bad.any()):
-            return s
-        inf = torch.full_like(s, math.inf)
-        lo = torch.where(bad, inf, s).min(dim=-1, keepdim=True).values
-        lo = torch.where(torch.isinf(lo), torch.zeros_like(lo), lo)
-        return torch.where(bad, lo.expand_as(s), s)
-
-    def score_catalogue(self, items: torch.Tensor) -> torch.Tensor:
-        """``(C,)`` item indices -> ``(T, C)`` scores of every task (one matmul)."""
-        items = items.to(self.item_vectors.device)
-        s = self.users @ self.item_vectors[items].T + self.item_bias[items]  # (T, C)
-        return self._floor(s, self.unscorable[items].expand_as(s))
-
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``(T, N)`` item indices -> ``(T, N)`` scores (``users`` unused: the task is the user)."""
-        if items.dim() != 2 or items.shape[0] != self.n_tasks:
-            raise ConfigError(
-                f"score(items {tuple(items.shape)}): expected (T, N) with T={self.n_tasks} "
-                "(one row per adapted task)"
-            )
-        items = items.to(self.item_vectors.device)
-        v = self.item_vectors[items]  # (T, N, dim)
-        s = (v * self.users.unsqueeze(1)).sum(-1) + self.item_bias[items]
-        return self._floor(s, self.unscorable[items])
-
-
-class MetaTowerFitted:
-    """The meta-trained towers (see the module docstring).
-
-    Attributes:
-        towers: the ``nn.Module`` (item tower, user tower, ridge strength).
-        catalogue: ``int64 (C,)`` the meta-train target items (the training catalogue).
-        hist_items, hist_ratings, hist_mask: ``(n_users, H)`` each user's meta-train
-            source-domain history (``H = 0`` without one).
-        log: the training log (meta-val scores, the best step).
-    """
-
-    def __init__(
-        self,
-        table: InteractionTable,
-        settings: MetaTowerSettings,
-        towers: _Towers,
-        catalogue: torch.Tensor,
-        history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-        log: dict[str, Any] | None = None,
-    ) -> None:
-        self.name, self.table, self.settings, self.towers = "metatower", table, settings, towers
-        self.catalogue = catalogue.long()
-        n = table.n_users
-        self.hist_items, self.hist_ratings, self.hist_mask = history or (
-            torch.zeros(n, 0, dtype=torch.long),
-            torch.zeros(n, 0),
-            torch.zeros(n, 0, dtype=torch.bool),
-        )
-        self.log = log or {}
-
-    @property
-    def has_history(self) -> bool:
-        return self.towers.user.history is not None
-
-    def unit_ratings(self, r: torch.Tensor) -> torch.Tensor:
-        """Ratings as the user tower reads them: centred and scaled to ``[-1, 1]`` (explicit),
-        1 (implicit)."""
-        if self.table.feedback == "implicit":
-            return torch.ones_like(r, dtype=torch.get_default_dtype())
-        lo, hi = self.table.rating_scale or (1.0, 5.0)
-        return (r.to(torch.get_default_dtype()) - (lo + hi) / 2) / ((hi - lo) / 2)
-
-    def user_vectors(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        ratings: torch.Tensor,
-        mask: torch.Tensor,
-        drop: torch.Tensor | None = None,
-        hist_drop: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``users (T,)``, the support ``items / ratings / mask (T, K)`` -> ``(T, dim)``;
-        ``drop`` / ``hist_drop``: hide those entries' ids (training, the cold proxy)."""
-        v, _ = self.towers.items(items, drop)
-        hist = None
-        if self.has_history:
-            hi = self.hist_items[users]  # (T, H)
-            hv, _ = self.towers.items(hi, hist_drop)
-            hist = (hv, self.unit_ratings(self.hist_ratings[users]), self.hist_mask[users])
-        return self.towers.user_vectors(v, self.unit_ratings(ratings), mask, hist, users)
-
-    def adapt(
-        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
-    ) -> MetaTowerAdapted:
-        """One forward pass per task of ``support`` (no gradient step: ``steps`` and ``lr`` are
-        ignored)."""
-        users = task_entity(support.users, support.mask).clamp(0, self.table.n_users - 1)
-        self.towers.eval()
-        with torch.no_grad():
-            u = self.user_vectors(users, support.items, support.targets, support.mask)
-            every = torch.arange(self.table.n_items)
-            v, b = self.towers.items(every)
-        feats = self.table.item_features
-        present = torch.zeros(self.table.n_items, dtype=torch.bool)
-        if feats is not None:
-            present = torch.from_numpy(np.asarray(feats.present, dtype=bool))
-        unscorable = ~(self.towers.items.has_id(every) | present)
-        return MetaTowerAdapted(u, v, b, unscorable)
-
-    # ------------------------------------------------------------------ saving
-    def config(self) -> dict[str, Any]:
-        return {
-            "settings": to_dict(self.settings),
-            "n_catalogue": int(self.catalogue.shape[0]),
-            "history": self.has_history,
-            "history_width": int(self.hist_items.shape[1]),
-            "user_features": self.towers.user.user_features is not None,
-            "ids": self.towers.items.ids is not None,
-            "log": self.log,
-        }
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        out = {f"towers.{k}": v.detach().cpu() for k, v in self.towers.state_dict().items()}
-        out.update(
-            catalogue=self.catalogue.cpu(),
-            hist_items=self.hist_items.cpu(),
-            hist_ratings=self.hist_ratings.cpu(),
-            hist_mask=self.hist_mask.cpu(),
-        )
-        return out
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        mine = self.state_dict()
-        if set(state) != set(mine):
-            raise CheckpointError(
-                f"state_dict: keys {sorted(set(state) ^ set(mine))[:6]} differ from metatower's; "
-                "the weights belong to another run or table; re-train"
-            )
-        for k, v in state.items():
-            if k != "catalogue" and tuple(v.shape) != tuple(mine[k].shape):
-                raise CheckpointError(
-                    f"state_dict: {k!r} has shape {tuple(v.shape)}, expected {tuple(mine[k].shape)}; "
-                    "the weights belong to another run or table; re-train"
-                )
-        self.towers.load_state_dict(
-            {k[len("towers.") :]: v for k, v in state.items() if k.startswith("towers.")}
-        )
-        self.catalogue = state["catalogue"].long()
-        self.hist_items = state["hist_items"].long()
-        self.hist_ratings = state["hist_ratings"].float()
-        self.hist_mask = state["hist_mask"].bool()
-
-    @classmethod
-    def build(
-        cls, name: str, config: Mapping[str, Any], table: InteractionTable
-    ) -> MetaTowerFitted:
-        st = from_dict(MetaTowerSettings, config.get("settings", {}), where="metatower")
-        known = np.zeros(0, dtype=np.int64) if config.get("ids", True) else None
-        towers = _Towers(
-            table, st, known, bool(config.get("history")), bool(config.get("user_features"))
-        )
-        n, h = table.n_users, int(config.get("history_width", 0))
-        hist = (
-            torch.zeros(n, h, dtype=torch.long),
-            torch.zeros(n, h),
-            torch.zeros(n, h, dtype=torch.bool),
-        )
-        cat = torch.zeros(int(config.get("n_catalogue", 0)), dtype=torch.long)
-        return cls(table, st, towers, cat, hist, dict(config.get("log", {})))
 
 
 # --------------------------------------------------------------------------- training
@@ -470,7 +144,7 @@ class MetaTowerMethod:
             )
         known = np.unique(table.items[splits.pools[splits.train].rows])
         with seeded(seed):
-            towers = _Towers(
+            towers = Towers(
                 table,
                 st,
                 known,
@@ -481,6 +155,11 @@ class MetaTowerMethod:
         if towers.user.user_features is not None:
             forget_unseen_codes(towers.user.user_features, np.unique(table.users[trows]))
         fitted = MetaTowerFitted(table, st, towers, torch.from_numpy(catalogue), history)
+        if st.neighbours:
+            fitted.knn_rows = torch.from_numpy(splits.pools[splits.train].rows.astype(np.int64))
+            nb = fitted.neighbours
+            assert nb is not None
+            towers.knn_scale.fill_(1.0 / max(nb.typical_top(), 1e-6))
         cold = st.select == "both" or (
             st.select == "auto"
             and table.item_features is not None
@@ -522,10 +201,26 @@ def _step_loss(
     u = fitted.user_vectors(
         batch.users, cat[batch.support], batch.ratings, batch.mask, drop[batch.support], hist_drop
     )  # (B, dim)
+    # the item-kNN term: hidden ids take no part (a cold item has no neighbours), and the
+    # training user's own co-occurrences are removed
+    own = torch.zeros(batch.users.shape[0], C, dtype=torch.bool)
+    rows = torch.arange(own.shape[0])[:, None].expand_as(batch.own)
+    own[rows[batch.own_mask], batch.own[batch.own_mask]] = True
+    knn = fitted.knn_term(
+        batch.users,
+        cat[batch.support],
+        batch.ratings,
+        batch.mask & ~drop[batch.support],
+        own,
+        None if hist_drop is None else ~hist_drop,
+    )
+    if knn is not None:
+        knn = knn.masked_fill(drop[None, :], 0.0)  # (B, C)
     if loss == "softmax":
         v, b = towers.items(cat, drop)  # (C, dim), (C,)
         tgt, ex = batch.targets(C)
-        return catalogue_softmax(u @ v.T + b, tgt, ex).mean()
+        logits = u @ v.T + b
+        return catalogue_softmax(logits if knn is None else logits + knn, tgt, ex).mean()
     neg = torch.multinomial(log_q.exp(), n_neg, replacement=True, generator=g)  # (N,)
     need, inv = torch.unique(torch.cat([batch.positives.flatten(), neg]), return_inverse=True)
     v, b = towers.items(cat[need], drop[need])
@@ -535,6 +230,8 @@ def _step_loss(
     vn, bn = v[inv[n_pos:]], b[inv[n_pos:]]  # (N, dim), (N,)
     pos = (vp * u.unsqueeze(1)).sum(-1) + bp  # (B, P)
     negs = u @ vn.T + bn  # (B, N)
+    if knn is not None:
+        pos, negs = pos + knn.gather(1, batch.positives), negs + knn[:, neg]
     # accidental hits: a sampled item that is one of the task's positives or support items
     B = u.shape[0]
     key = torch.arange(B)[:, None] * C
@@ -565,8 +262,12 @@ def _val_score(fitted: MetaTowerFitted, val: list[TaskBatch], hide: bool) -> flo
                 else None
             )
             u = fitted.user_vectors(task.users, cat[task.support], task.ratings, task.mask, hd, hh)
+            s = u @ v.T + b
+            if not hide:  # with every id hidden, no item has neighbours
+                knn = fitted.knn_term(task.users, cat[task.support], task.ratings, task.mask)
+                s = s if knn is None else s + knn
             tgt, ex = task.targets(C)
-            out.append(float(torch.nanmean(catalogue_ndcg(u @ v.T + b, ex, tgt))))
+            out.append(float(torch.nanmean(catalogue_ndcg(s, ex, tgt))))
     towers.train()
     return float(np.mean(out))
 
