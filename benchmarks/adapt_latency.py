@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from metarec.recommend.load import MetaModel, load_run  # noqa: E402
+from metarec.recommend.load import RunModel, load_run  # noqa: E402
 
 SECTION = "## Fast-adapt latency"
 TARGET_SINGLE_MS = 10.0
@@ -109,7 +109,7 @@ def _train_run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def _support_frame(
-    meta: MetaModel, n_users: int, shots: int, seed: int, prefix: str
+    meta: RunModel, n_users: int, shots: int, seed: int, prefix: str
 ) -> pd.DataFrame:
     """``shots`` distinct catalogue items per cold user with ratings on the run's scale."""
     rng = np.random.default_rng(seed)
@@ -145,7 +145,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- (a) one cold user
-def bench_single(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
+def bench_single(meta: RunModel, args: argparse.Namespace) -> dict[str, Any]:
     frame = _support_frame(
         meta, args.warmup + args.repeat, args.shots, args.seed, prefix="cold-single-"
     )
@@ -195,7 +195,7 @@ def bench_single(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- (b) many cold users
-def bench_batched(meta: MetaModel, args: argparse.Namespace) -> dict[str, Any]:
+def bench_batched(meta: RunModel, args: argparse.Namespace) -> dict[str, Any]:
     frame = _support_frame(meta, args.users, args.shots, args.seed + 1, prefix="cold-batch-")
     groups = [g for _, g in frame.groupby("user", sort=False)]  # split outside the timed loop
     dev = meta.device

@@ -1129,9 +1129,15 @@ def run_case(c: Case, root: Path, base: Path | None, i: int) -> Row:
     )
 
 
-def write(rows: list[Row], out: Path, seconds: float) -> tuple[Path, Path]:
+def write(
+    rows: list[Row],
+    out: Path,
+    seconds: float,
+    name: str = "fault_probe",
+    title: str = "Fault probe",
+) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    jl = out / "fault_probe.jsonl"
+    jl = out / f"{name}.jsonl"
     jl.write_text(
         "".join(
             json.dumps(
@@ -1156,10 +1162,11 @@ def write(rows: list[Row], out: Path, seconds: float) -> tuple[Path, Path]:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     md = [
-        "# Fault probe",
+        f"# {title}",
         "",
-        f"`python benchmarks/fault_probe.py` at commit {commit or 'unknown'}: {len(rows)} cases in "
-        f"{seconds:.0f} s. Every case is a real `python -m metarec ...` call on small synthetic CSV data.",
+        f"`python benchmarks/{name}.py` at commit {commit or 'unknown'}: {len(rows)} cases in "
+        f"{seconds:.0f} s. Every case is a real `python -m metarec ...` call (or a real server) on small "
+        "synthetic CSV data.",
         "",
         "| outcome | cases |",
         "|---|---:|",
@@ -1174,8 +1181,8 @@ def write(rows: list[Row], out: Path, seconds: float) -> tuple[Path, Path]:
             for x in (r.cls, r.case, r.outcome, r.message, r.detail)
         ]
         md.append("| " + " | ".join(esc[:3]) + f" | `{esc[3]}` | {esc[4]} |")
-    (out / "fault_probe.md").write_text("\n".join(md) + "\n")
-    return jl, out / "fault_probe.md"
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+    return jl, out / f"{name}.md"
 
 
 def main(argv: list[str] | None = None) -> int:

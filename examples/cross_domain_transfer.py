@@ -18,8 +18,11 @@ import os
 import torch
 
 from metarec.data.synthetic_crossdomain import make_two_domain
+from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import cold_domain_users_split
-from metarec.methods.crossdomain import fit_and_evaluate
+from metarec.methods import FitData
+from metarec.methods.crossdomain import CrossDomainMethod, as_config
+from metarec.metrics.evaluate import evaluate_fitted
 
 torch.set_num_threads(1)  # small models: one thread is fastest
 QUICK = os.environ.get("METAREC_EXAMPLE_QUICK") == "1"  # the test suite's smaller budget
@@ -36,27 +39,30 @@ print(
     f"{len(table)} ratings; cold users: {len(splits.pools['meta-val'])} meta-val, {len(splits.pools['meta-test'])} meta-test"
 )
 
-# 3. Fit and score each method. The settings are CrossDomainConfig fields (unknown keys are errors).
+# 3. Fit and score each method through the method interface, like every other method. The
+#    settings are CrossDomainConfig fields (unknown keys are errors); tasks have 3 support ratings.
 epochs = 5 if QUICK else 10
-config = {
-    "epochs": epochs,
-    "mf_epochs": epochs,
-    "batch_size": 512,
-    "mapping_epochs": 10 * epochs,
-    "val_tasks": 64,
-}
+config = as_config(
+    {
+        "epochs": epochs,
+        "mf_epochs": epochs,
+        "batch_size": 512,
+        "mapping_epochs": 10 * epochs,
+        "val_tasks": 64,
+    }
+)
+shots = SamplerConfig(n_support=3, n_query=config.n_query, negatives=config.negatives)
 methods = ["no-transfer", "no-transfer+adapt", "emcdr", "ptupcdr", "ptupcdr+adapt", "da-mmd"]
 print(f"{'method':<18} {'MAE':>7} {'RMSE':>7}  adaptation")
 results = {}
 for method in methods:
-    res = fit_and_evaluate(method, table, splits, shots=3, seed=0, config=config)
-    test = res["states"]["meta-test"]
-    results[method] = test["mae"]
-    adapt = (
-        "zero-shot"
-        if res["adapt"] is None
-        else f"{res['adapt']['steps']} steps at lr {res['adapt']['lr']}"
+    fitted = CrossDomainMethod(method, config, sampler=shots).fit(FitData(table, splits, seed=0))
+    a = fitted.adaptation(shots)  # +adapt: the step size chosen on meta-val for 3 shots
+    test = evaluate_fitted(
+        fitted, table, splits.pools["meta-test"], shots, steps=a.steps, lr=a.lr, k=config.k
     )
+    results[method] = test["mae"]
+    adapt = f"{a.steps} steps at lr {a.lr}" if a.steps else "zero-shot"
     print(f"{method:<18} {test['mae']:7.4f} {test['rmse']:7.4f}  {adapt}")
 
 # 4. A bridge from the source domain should know the cold users better than the average user.

@@ -27,5 +27,5 @@ else:
     for t in range(batch.n_tasks):
         support_loss, query_loss = maml_step(maml.clone(), batch, t, steps=2)
         query_loss.backward()
-        total += float(query_loss)
+        total += float(query_loss.detach())
     print(f"mean query loss over {batch.n_tasks} tasks: {total / batch.n_tasks:.4f}")

@@ -1,7 +1,7 @@
 """A served adaptation that diverges is never a silent answer: with too large an inner rate
 (``lr=1e30``) ``metarec serve`` answers HTTP 500 with the message ``metarec recommend`` prints;
 with ``on_diverge="fallback"`` the user gets the meta-learned initialisation's top-k and a
-``warning`` field saying so. Also: ``metarec.metrics.topk.top_k``, the ranking the server uses.
+``warnings`` entry saying so. Also: ``metarec.metrics.topk.top_k``, the ranking the server uses.
 
 The same from the command line: ``metarec serve --run RUN --lr 1e30 --on-diverge fallback``.
 Needs the ``serve`` extra (``pip install "metarec[serve]"``). Run: python examples/serve_on_diverge.py
@@ -54,6 +54,6 @@ with tempfile.TemporaryDirectory() as tmp:
         with ServerThread(meta, ServeConfig(lr=1e30, on_diverge=how)) as srv:
             code, out = post(srv.url + "/recommend", body)
         print(f"on_diverge={how!r}: HTTP {code}")
-        print("  ", out.get("error") or out["warning"])
+        print("  ", out.get("error") or out["warnings"][0])
         if "items" in out:
             print("   top-5:", [x["item"] for x in out["items"]])

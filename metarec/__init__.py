@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     # data and tasks
     "InteractionTable": "metarec.data.table",
     "Columns": "metarec.data.table",
+    "FeatureSpec": "metarec.data.features",
+    "FeatureFile": "metarec.config.features",
     "IdEncoder": "metarec.data.encoding",
     "TaskSampler": "metarec.episodes.sampler",
     "SamplerConfig": "metarec.episodes.sampler",
@@ -66,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     "build_method": "metarec.methods.base",
     "register_method": "metarec.methods.base",
     "method_names": "metarec.methods.base",
+    "method_info": "metarec.methods.base",
+    "MethodTags": "metarec.methods.base",
     "train_method": "metarec.methods.run_dir",
     "load_fitted": "metarec.methods.run_dir",
     "save_fitted": "metarec.methods.run_dir",
@@ -74,6 +78,8 @@ _EXPORTS: dict[str, str] = {
     "load_adapted": "metarec.recommend.load",
     "open_recommender": "metarec.recommend.load",
     "read_support": "metarec.recommend.load",
+    "RunModel": "metarec.recommend.run_model",
+    "Recommender": "metarec.recommend.recommender",
     "MetaModel": "metarec.recommend.load",
     "MethodModel": "metarec.recommend.load",
     "AdaptedRecommender": "metarec.recommend.recommender",
@@ -98,6 +104,8 @@ __all__ = [
     "DataError",
     "EpisodeBatch",
     "EpisodeSet",
+    "FeatureFile",
+    "FeatureSpec",
     "FitData",
     "Fitted",
     "IdEncoder",
@@ -107,8 +115,11 @@ __all__ = [
     "MetarecError",
     "Method",
     "MethodModel",
+    "MethodTags",
     "MethodRecommender",
     "RecModel",
+    "Recommender",
+    "RunModel",
     "SamplerConfig",
     "Scenario",
     "TaskDataset",
@@ -129,6 +140,7 @@ __all__ = [
     "load_scenario",
     "load_table",
     "meta_loss_and_grads",
+    "method_info",
     "method_names",
     "open_recommender",
     "predict_batch",
@@ -147,6 +159,8 @@ _NEEDS_REGISTRY = {
     "build_method",
     "register_method",
     "method_names",
+    "method_info",
+    "MethodTags",
     "Method",
     "Fitted",
     "Adapted",
@@ -160,6 +174,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'metarec' has no attribute {name!r}")
     if name in _NEEDS_REGISTRY:
         importlib.import_module("metarec.methods")
+    if name == "train":  # the stage package, callable as the outer loop (metarec/train/__init__.py)
+        return importlib.import_module("metarec.train")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
@@ -276,7 +292,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
     from metarec.bench.run import run_bench
     from metarec.config import Scenario, load_scenario
     from metarec.config.algorithm import AlgorithmConfig
+    from metarec.config.features import FeatureFile
     from metarec.data.encoding import IdEncoder
+    from metarec.data.features import FeatureSpec
     from metarec.data.load import load_table
     from metarec.data.table import Columns, InteractionTable
     from metarec.episodes.batch import EpisodeBatch, EpisodeSet
@@ -289,7 +307,9 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
         FitData,
         Fitted,
         Method,
+        MethodTags,
         build_method,
+        method_info,
         method_names,
         register_method,
     )
@@ -306,5 +326,6 @@ if TYPE_CHECKING:  # the same names for type checkers and IDEs
         open_recommender,
         read_support,
     )
-    from metarec.recommend.recommender import AdaptedRecommender, MethodRecommender
+    from metarec.recommend.recommender import AdaptedRecommender, MethodRecommender, Recommender
+    from metarec.recommend.run_model import RunModel
     from metarec.train.loop import TrainResult, train

@@ -7,9 +7,20 @@ Every error raised on user input names the argument, the bad value, the rule and
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["MetarecError", "DataError", "ConfigError", "CheckpointError", "suggest", "py"]
+__all__ = [
+    "MetarecError",
+    "DataError",
+    "ConfigError",
+    "CheckpointError",
+    "MissingExtra",
+    "require_extra",
+    "suggest",
+    "py",
+]
 
 
 class MetarecError(ValueError):
@@ -26,6 +37,28 @@ class ConfigError(MetarecError):
 
 class CheckpointError(MetarecError):
     """A run directory or checkpoint that cannot be loaded safely."""
+
+
+class MissingExtra(ConfigError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def require_extra(module: str, extra: str, what: str) -> Any:
+    """Import ``module`` or raise :class:`MissingExtra` in one line naming ``extra``.
+
+    Callers check their extras before they write anything, so a missing one leaves no
+    half-written folder behind.
+
+    >>> require_extra("json", "none", "reading JSON").__name__
+    'json'
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise MissingExtra(
+            f'{what} needs the "{extra}" extra ({why}); pip install "metarec[{extra}]"'
+        ) from None
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -18,8 +18,8 @@ from metarec.data.load import load_table
 from metarec.data.table import Columns
 from metarec.episodes.build import build_splits
 from metarec.recommend.load import (
-    AdaptedRecommender,
-    MetaModel,
+    Recommender,
+    RunModel,
     load_adapted,
     load_run,
     read_support,
@@ -72,7 +72,7 @@ def _support(trained, users, n=10) -> pd.DataFrame:
 
 def test_load_run_rebuilds_the_model(trained) -> None:
     meta = trained["meta"]
-    assert isinstance(meta, MetaModel)
+    assert isinstance(meta, RunModel)
     assert meta.feedback == "explicit" and meta.rating_scale == (1.0, 5.0)
     assert not meta.model.training
     assert "melu" in repr(meta)
@@ -267,7 +267,7 @@ def test_save_load_round_trip(trained, tmp_path) -> None:
     rec = meta.adapt_many(_support(trained, users))
     out = rec.save(tmp_path / "adapted")
     back = load_adapted(out)
-    assert isinstance(back, AdaptedRecommender) and back.n_tasks == rec.n_tasks
+    assert isinstance(back, Recommender) and back.n_tasks == rec.n_tasks
     items = list(trained["frame"]["item"].iloc[:50])
     for u in [*users, "a-cold-stranger"]:
         np.testing.assert_array_equal(
@@ -334,10 +334,10 @@ def test_cli_recommend_json(trained, tmp_path, capsys) -> None:
         == 0
     )
     out = json.loads(capsys.readouterr().out)  # exactly one JSON object
-    assert out["user"] == user and len(out["items"]) == 10
+    assert out["user"] == str(user) and len(out["items"]) == 10  # ids are strings in JSON
     scores = [x["score"] for x in out["items"]]
     assert all(isinstance(s, float) for s in scores) and scores == sorted(scores, reverse=True)
-    seen = set(pd.read_csv(csv)["item"])
+    seen = {str(i) for i in pd.read_csv(csv)["item"]}
     assert not seen & {x["item"] for x in out["items"]}
 
 
@@ -372,9 +372,9 @@ def test_cli_adapt_then_recommend(trained, tmp_path, capsys) -> None:
         main(["recommend", "--run", str(out), "--user", str(users[0]), "--json", "--k", "3"]) == 0
     )
     adapted = load_adapted(out).recommend(users[0], k=3)
-    assert [
-        (x["item"], x["score"]) for x in json.loads(capsys.readouterr().out)["items"]
-    ] == adapted
+    assert [(x["item"], x["score"]) for x in json.loads(capsys.readouterr().out)["items"]] == [
+        (str(i), s) for i, s in adapted
+    ]  # ids are strings in JSON
 
 
 def test_cli_errors_exit_2_with_a_message(trained, tmp_path, capsys) -> None:
@@ -426,9 +426,12 @@ def test_read_support(tmp_path) -> None:
 def test_fast_weights_are_stacked_per_task(trained) -> None:
     meta = trained["meta"]
     rec = meta.adapt_many(_support(trained, trained["cold"][:4]))
-    for name, v in rec.fast.items():
+    for name, v in rec.adapted.fast.items():
+        assert v.shape == (4, *meta.params[name].shape)  # one row per user
+    saved = meta.fitted.adapted_state(rec.adapted)["fast"]  # the adapted directory's format
+    for name, v in saved.items():
         assert v.shape == (5, *meta.params[name].shape)  # 4 users + the initialisation row
-        torch.testing.assert_close(v[-1], meta.params[name])
+        torch.testing.assert_close(v[-1], meta.params[name].cpu())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "4 task(s)" in repr(rec)
@@ -485,10 +488,10 @@ def test_encode_once_path_equals_the_full_model(trained) -> None:
 
     meta = trained["meta"]
     generic = load_run(trained["run"])
-    generic.algo = replace(
+    generic.fitted.algo = replace(
         generic.algo, encode_once=False
     )  # the plain forward pass at every inner step
-    assert meta.algo.encode_once and encoder_is_fixed(meta.model, meta._fast0)
+    assert meta.algo.encode_once and encoder_is_fixed(meta.model, meta.fitted._init_fast())
     users = trained["cold"][:4]
     f = _support(trained, users, n=6)
     items = list(trained["frame"]["item"].iloc[:40])
@@ -499,8 +502,10 @@ def test_encode_once_path_equals_the_full_model(trained) -> None:
         ),  # eager, one user
         (meta.adapt_many(f), generic.adapt_many(f)),
     ):  # vmapped
-        for name in a.fast:
-            torch.testing.assert_close(a.fast[name], b.fast[name], rtol=1e-5, atol=1e-6)
+        for name in a.adapted.fast:
+            torch.testing.assert_close(
+                a.adapted.fast[name], b.adapted.fast[name], rtol=1e-5, atol=1e-6
+            )
         np.testing.assert_allclose(
             a.predict(users[0], items, clip=False),
             b.predict(users[0], items, clip=False),
@@ -516,7 +521,7 @@ def test_encode_once_path_equals_the_full_model(trained) -> None:
 
 
 def test_thousands_of_cold_users_in_one_vmapped_call(trained, monkeypatch) -> None:
-    import metarec.recommend.load as A
+    import metarec.methods.engine.method as A
 
     meta = trained["meta"]
     calls = []

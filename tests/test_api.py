@@ -128,15 +128,29 @@ def test_learn2learn_side_fast_slow_split_and_task_step(data) -> None:
 
 
 def _l2l_importable() -> bool:
-    try:
-        import learn2learn  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("learn2learn") is not None  # without running its __init__
 
 
 @pytest.mark.skipif(_l2l_importable(), reason="learn2learn is importable here")
 def test_l2l_maml_without_learn2learn_names_the_package(data) -> None:
     table, _ = data
-    with pytest.raises(ImportError, match=r"pip install learn2learn"):
+    with pytest.raises(
+        ImportError, match=r"not installed; install it with benchmarks/install_learn2learn.sh"
+    ):
         l2l_maml(mr.build_model("melu", table, embedding_dim=4, hidden=(8,)), lr=0.1)
+
+
+def test_mr_train_is_the_stage_and_the_outer_loop_whatever_was_imported_first() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import metarec.train.loop, metarec as mr\n"
+        "from metarec.train.loop import train\n"
+        "assert callable(mr.train) and mr.train.__name__ == 'metarec.train'\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

@@ -86,7 +86,9 @@ class _Method:
 def toy(monkeypatch):
     log: list = []
     monkeypatch.setitem(
-        methods_base._REGISTRY, "toy-const", lambda sc, **kw: _Method(sc, log, **kw)
+        methods_base._REGISTRY,
+        "toy-const",
+        methods_base.MethodInfo("toy-const", lambda sc, **kw: _Method(sc, log, **kw)),
     )
     monkeypatch.setitem(tuning.SPACES, "toy-const", {"c": CANDIDATES})
     return log

@@ -188,3 +188,19 @@ def test_bad_arguments_are_named(
         module.parse_args(args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_throughput_quick(tmp_path: Path) -> None:
+    out = tmp_path / "eval.jsonl"
+    res = _run("eval_throughput.py", "--quick", "--threads", "1", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    (r,) = _rows(out)
+    assert r["quick"] is True and r["users"] == 200 and r["items"] == 2000 and r["factors"] == 16
+    assert r["flops"] == 2.0 * 200 * 2000 * 16
+    assert r["fast_fraction_of_peak"] == pytest.approx(
+        r["flops"] / r["fast_seconds"] / (r["matmul_peak_gflops"] * 1e9)
+    )
+    assert r["speedup_fast_vs_today"] == pytest.approx(r["today_seconds"] / r["fast_seconds"])
+    for key in ("commit", "command", "cpu", "torch_threads", "load_average", "matmul_peaks_gflops"):
+        assert key in r
+    assert (tmp_path / "eval.md").read_text().startswith("# Catalogue scoring throughput")

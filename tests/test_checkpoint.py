@@ -82,8 +82,10 @@ def test_payloads_are_real(tmp_path) -> None:
 @pytest.mark.parametrize("make", [_raw_pickle, _torch_pickle], ids=["raw-pickle", "torch-zip"])
 @pytest.mark.parametrize("target", ["checkpoints/best.pt", "features.pt"])
 def test_malicious_pickle_is_refused_and_never_runs(run, tmp_path, make, target) -> None:
+    """Without its checksum file the unpickler sees the file and refuses it (weights_only)."""
     marker = tmp_path / "pwned"
     (run / target).write_bytes(make(marker))
+    (run / (target + ".sha256")).unlink()
     with pytest.raises(CheckpointError) as err:
         load_run(run)
     msg = str(err.value)
@@ -92,12 +94,53 @@ def test_malicious_pickle_is_refused_and_never_runs(run, tmp_path, make, target)
     assert not marker.exists(), "the payload ran"
 
 
+@pytest.mark.parametrize("target", ["checkpoints/best.pt", "features.pt"])
+def test_checksum_is_checked_before_the_file_is_parsed(run, tmp_path, target, monkeypatch) -> None:
+    """With its checksum file, a replaced file is refused as damaged before torch.load sees it."""
+    marker = tmp_path / "pwned"
+    (run / target).write_bytes(_torch_pickle(marker))
+    parsed: list[str] = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: parsed.append(str(f)) or real(f, *a, **k))
+    with pytest.raises(CheckpointError, match=r"damaged: its SHA-256 .* differs"):
+        load_run(run)
+    assert str(run / target) not in parsed and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content", [b"root:x:0:0:root:/root:/bin/bash\n", b"\x80\x02}q\x00X", b"PK\x03\x04garbage"]
+)
+def test_a_non_weights_file_with_its_checksum_is_a_clear_error(run, content) -> None:
+    """Text, a truncated pickle or a broken zip whose checksum was recorded (or a link to a
+    system file): the parser's own KeyError / IndexError / ... becomes one CheckpointError."""
+    from metarec._io.checksums import write_checked
+
+    write_checked(run / "checkpoints" / "best.pt", content)
+    with pytest.raises(
+        CheckpointError, match=r"best\.pt.*refused to load: it is not a plain tensor file"
+    ):
+        load_run(run)
+
+
+def test_a_special_file_as_checkpoint_is_named(run) -> None:
+    best = run / "checkpoints" / "best.pt"
+    best.unlink()
+    best.symlink_to("/dev/zero")
+    with pytest.raises(
+        CheckpointError, match=r"best\.pt'.*is a character device, not a regular file"
+    ):
+        load_run(run)
+
+
 def test_malicious_adapted_weights_are_refused(run, tmp_path) -> None:
     meta = load_run(run)
     item = meta.item_ids.values[0]
     out = meta.adapt([("cold", item, 4.0)]).save(tmp_path / "adapted")
     marker = tmp_path / "pwned"
     (out / "adapted.pt").write_bytes(_torch_pickle(marker))
+    with pytest.raises(CheckpointError, match=r"adapted\.pt'?: damaged"):
+        load_adapted(out)  # its checksum file still records the real weights
+    (out / "adapted.pt.sha256").unlink()
     with pytest.raises(CheckpointError, match=r"adapted\.pt'?: refused to load"):
         load_adapted(out)
     assert not marker.exists()
@@ -121,6 +164,9 @@ def test_load_tensors_round_trip_and_errors(tmp_path) -> None:
     ):
         load_tensors(tmp_path / "missing.pt")
     p.write_bytes(p.read_bytes()[:40])  # truncated
+    with pytest.raises(CheckpointError, match=r"t\.pt'?: damaged: its SHA-256"):
+        load_tensors(p)  # checked against its checksum file before parsing
+    (tmp_path / "t.pt.sha256").unlink()
     with pytest.raises(
         CheckpointError, match=r"t\.pt'?: refused to load: it is not a plain tensor file"
     ):
@@ -203,7 +249,8 @@ def test_model_config_not_matching_weights(run) -> None:
 
 
 def test_checkpoint_without_params(run) -> None:
-    save_tensors(run / "checkpoints" / "best.pt", {"weights": torch.zeros(3)})
+    ident = json.loads((run / "manifest.json").read_text())["run"]
+    save_tensors(run / "checkpoints" / "best.pt", {"weights": torch.zeros(3), "run": ident})
     with pytest.raises(
         CheckpointError, match=r"best\.pt'?: holds no 'params' dict; not a metarec checkpoint"
     ):

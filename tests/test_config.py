@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metarec._errors import ConfigError
+from metarec._errors import ConfigError, DataError
 from metarec.config import (
     AlgorithmSection,
     DataConfig,
@@ -246,8 +246,13 @@ def test_section_that_is_not_a_table():
 
 
 def test_missing_required_key():
-    with pytest.raises(ConfigError, match=r"missing key 'name'"):
-        scenario_from_dict({})
+    from metarec.config import FeatureFile
+
+    with pytest.raises(ConfigError, match=r"missing key 'data.user_features\[0\].id'"):
+        from_dict(
+            FeatureFile, {"path": "u.csv", "columns": {"a": "numeric"}}, "data.user_features[0]"
+        )
+    assert scenario_from_dict({}).name == "scenario"  # a scenario built in Python needs no name
 
 
 def test_bad_literal_suggests_the_close_choice():
@@ -475,6 +480,7 @@ def test_algorithm_section_is_the_engines_config():
     s = scenario_from_dict(
         {
             "name": "x",
+            "data": {"synthetic": {"feedback": "implicit"}},
             "algorithm": {"sort_tasks": True, "encode_once": False, "chunk_size": 4, "loss": "bpr"},
         }
     )
@@ -490,6 +496,50 @@ def test_algorithm_section_is_the_engines_config():
     assert scenario_from_dict({"name": "x"}).algorithm.engine_config("implicit").loss == "bce"
     engine = {f.name for f in dataclasses.fields(AlgorithmConfig)} - {"adapt", "loss"}
     assert engine <= {f.name for f in dataclasses.fields(AlgorithmSection)}
+
+
+@pytest.mark.parametrize("loss", ["bce", "bpr"])
+def test_a_click_loss_on_ratings_is_refused(loss):
+    """algorithm.loss=bce on explicit 1..5 ratings trained with exit 0; now it is refused."""
+    with pytest.raises(
+        ConfigError,
+        match=rf"algorithm.loss='{loss}'.*explicit ratings.*rating_scale=\[1.0, 5.0\].*loss=mse",
+    ):
+        scenario_from_dict(
+            {"name": "x", "data": {"source": "csv", "path": "a.csv"}, "algorithm": {"loss": loss}}
+        )
+    with pytest.raises(ConfigError, match=r"data.synthetic.feedback=implicit"):
+        scenario_from_dict({"name": "x", "algorithm": {"loss": loss}})
+    ok = {"source": "csv", "path": "a.csv", "rating_scale": [0.0, 1.0]}  # probabilities: fine
+    assert (
+        scenario_from_dict({"name": "x", "data": ok, "algorithm": {"loss": loss}}).algorithm.loss
+        == loss
+    )
+    imp = {"source": "csv", "path": "a.csv", "feedback": "implicit"}
+    assert (
+        scenario_from_dict({"name": "x", "data": imp, "algorithm": {"loss": loss}}).algorithm.loss
+        == loss
+    )
+
+
+def test_relative_data_paths_resolve_against_the_scenario_file(tmp_path, monkeypatch):
+    """data.path in a scenario file is relative to the file's folder (not the current folder);
+    a --set path is relative to the current folder; the not-found error shows the resolved path."""
+    from metarec.data.load import load_table
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "s.toml").write_text('[data]\nsource = "csv"\npath = "d.csv"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sc = load_scenario(tmp_path / "tasks" / "s.toml")
+    assert sc.data.path == str(tmp_path / "tasks" / "d.csv")
+    with pytest.raises(
+        DataError, match=r"file not found: .*tasks/d\.csv.*relative to the scenario file's folder"
+    ):
+        load_table(sc.data)
+    sc2 = load_scenario(tmp_path / "tasks" / "s.toml", ["data.path=mine.csv"])
+    assert sc2.data.path == str(elsewhere / "mine.csv")
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,9 @@ from metarec.methods.crossdomain import (
 )
 from metarec.methods.crossdomain.settings import CrossDomainConfig, config_from_scenario
 
+# fit_and_evaluate (deprecated, a wrapper over the method interface) stays tested for one release
+pytestmark = pytest.mark.filterwarnings("ignore:fit_and_evaluate is deprecated:DeprecationWarning")
+
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"epochs": 8, "mf_epochs": 8, "batch_size": 512, "mapping_epochs": 80, "val_tasks": 64}
 
@@ -419,3 +422,22 @@ def test_amazon_pair_bridges_run_on_the_beta_protocol(shared_data) -> None:
         test = res["states"]["meta-test"]
         assert res["target_domain"] == "cloth" and test["n_tasks"] > 100
         assert 0.0 <= test["auc"] <= 1.0, (method, test["auc"])
+
+
+@pytest.mark.filterwarnings("default::DeprecationWarning")
+def test_fit_and_evaluate_is_a_deprecated_wrapper_over_the_interface(two_domain) -> None:
+    from metarec.episodes.sampler import SamplerConfig
+    from metarec.methods import FitData
+    from metarec.methods.crossdomain import CrossDomainMethod, as_config
+    from metarec.metrics.evaluate import evaluate_fitted
+
+    table, splits = two_domain
+    cfg = as_config({**FAST, "epochs": 2, "mf_epochs": 2})
+    with pytest.warns(DeprecationWarning, match="fit_and_evaluate is deprecated"):
+        res = fit_and_evaluate("emcdr+adapt", table, splits, shots=3, seed=0, config=cfg)
+    scfg = SamplerConfig(n_support=3, n_query=cfg.n_query, negatives=cfg.negatives)
+    fitted = CrossDomainMethod("emcdr+adapt", cfg, sampler=scfg).fit(FitData(table, splits))
+    a = fitted.adaptation(scfg)
+    mine = evaluate_fitted(fitted, table, splits.pools["meta-test"], scfg, steps=a.steps, lr=a.lr)
+    assert res["adapt"] == {"steps": a.steps, "lr": a.lr, "l2": cfg.adapt_l2}
+    assert res["states"]["meta-test"]["mae"] == mine["mae"]

@@ -277,8 +277,102 @@ def test_a_killed_run_resumes_from_its_last_round_to_the_same_weights(tmp_path: 
 def test_checkpoints_hold_tensors_only(tmp_path: Path):
     run_federated(_scenario(rounds=1), tmp_path / "run")
     ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert set(ck) == {"params", "round", "history", "config_key"}
+    assert set(ck) == {"params", "round", "history", "config_key", "run_id"}
     assert all(isinstance(v, torch.Tensor) for v in ck["params"].values())
+
+
+def _rounds(run: Path) -> list[int]:
+    return [json.loads(x)["round"] for x in (run / "rounds.jsonl").read_text().splitlines()]
+
+
+def test_no_dead_end_before_the_first_round_checkpoint(tmp_path: Path, monkeypatch, capsys):
+    """Killed, or stopped by a full disk, before the first round's checkpoint: --resume said
+    "start without --resume" and a plain rerun said "pass --resume". Now --resume starts from
+    round 0, a plain rerun names --resume and --overwrite, and --overwrite starts afresh."""
+    import errno
+
+    import metarec.federated.server as server
+
+    sc = _scenario(rounds=2)
+    out = tmp_path / "run"
+    real, calls = server.save_tensors, []
+
+    def full_disk(path, obj):
+        calls.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(server, "save_tensors", full_disk)
+    with pytest.raises(CheckpointError, match=r"federated run stopped: the disk is full.*--resume"):
+        run_federated(sc, out)
+    monkeypatch.setattr(server, "save_tensors", real)
+    assert calls and not (out / "checkpoints" / "last.pt").exists()
+    with pytest.raises(
+        ConfigError, match="pass --resume to continue it, --overwrite to start it afresh"
+    ):
+        run_federated(sc, out)
+    res = run_federated(sc, out, resume=True)
+    assert "no round checkpoint yet; the run starts from round 0" in capsys.readouterr().err
+    assert res.summary["finished"] and _rounds(out) == [1, 2]
+    res = run_federated(sc, out, overwrite=True)
+    assert res.summary["finished"] and _rounds(out) == [1, 2]
+    with pytest.raises(ConfigError, match="--resume and --overwrite: choose one"):
+        run_federated(sc, out, resume=True, overwrite=True)
+
+
+def test_another_federated_runs_checkpoint_is_refused(tmp_path: Path):
+    import shutil
+
+    sc = _scenario(rounds=3)
+    run_federated(sc, tmp_path / "a", stop_after=1)
+    run_federated(sc, tmp_path / "b", stop_after=1)
+    for suffix in ("", ".sha256"):
+        shutil.copy(
+            tmp_path / "b" / f"checkpoints/last.pt{suffix}",
+            tmp_path / "a" / f"checkpoints/last.pt{suffix}",
+        )
+    with pytest.raises(CheckpointError, match=r"last\.pt' belongs to another federated run"):
+        run_federated(sc, tmp_path / "a", resume=True)
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_federated_run(tmp_path: Path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text("mine")
+    with pytest.raises(ConfigError, match="no metarec run wrote them"):
+        run_federated(_scenario(rounds=1), out, overwrite=True)
+    assert (out / "config.json").read_text() == "mine"
+
+
+def test_a_missing_extra_is_one_line_before_anything_is_written(tmp_path: Path, monkeypatch):
+    import sys
+
+    from metarec._errors import MissingExtra
+
+    monkeypatch.setitem(sys.modules, "flwr", None)
+    for backend in ("loopback", "simulation"):
+        with pytest.raises(
+            MissingExtra, match=r'needs the "federated" extra.*metarec\[federated\]'
+        ):
+            run_federated(_scenario(rounds=1), tmp_path / backend, backend=backend)
+        assert not (tmp_path / backend).exists()
+
+
+def test_relative_data_paths_are_saved_absolute_for_the_clients(tmp_path: Path, monkeypatch):
+    """loopback runs its clients in the run folder: a relative path must reach them resolved."""
+    t = make_synthetic(3, 30, 40, density=0.4, seed=0)
+    frame = t.to_frame(raw_ids=True)
+    frame["domain"] = frame["domain"].astype(str)
+    (tmp_path / "d.csv").write_text(frame[["user", "item", "rating", "domain"]].to_csv(index=False))
+    monkeypatch.chdir(tmp_path)
+    base = _scenario(rounds=1)
+    sc = replace(
+        base,
+        data=replace(base.data, source="csv", path="d.csv", columns={"domain": "domain"}),
+        model=replace(base.model, name="gmf"),
+    )
+    run_federated(sc, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]["path"]
+    assert saved == str(tmp_path / "d.csv")
 
 
 # ------------------------------------------------------------------ differential privacy

@@ -80,7 +80,7 @@ def test_diverged_adaptation_is_an_error_or_by_option_the_initialisation(
         match=r"adaptation diverged for 1 of 1 task\(s\) \(user 'cold'.*meta-learned initialisation",
     ):
         rec = meta.adapt(support, lr=1e30, on_diverge="fallback")
-    assert all(bool(torch.isfinite(v).all()) for v in rec.fast.values())
+    assert all(bool(torch.isfinite(v).all()) for v in rec.adapted.fast.values())
     assert rec.recommend("cold", k=5, exclude_seen=False) == meta.initial().recommend(
         "cold", k=5, exclude_seen=False
     )
@@ -89,7 +89,7 @@ def test_diverged_adaptation_is_an_error_or_by_option_the_initialisation(
     with pytest.warns(UserWarning, match=r"diverged for 2 of 2 task\(s\) \(user 'a', user 'b'"):
         meta.adapt_many(many, lr=1e30, on_diverge="fallback")
     good = meta.adapt_many(many)
-    assert all(bool(torch.isfinite(v).all()) for v in good.fast.values())
+    assert all(bool(torch.isfinite(v).all()) for v in good.adapted.fast.values())
 
 
 def test_cli_recommend_with_diverging_lr_fails_or_falls_back_by_option(

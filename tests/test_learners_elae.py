@@ -221,3 +221,41 @@ def test_moments_with_a_history_block_equal_exact_enumeration(k):
     torch.testing.assert_close(C, C_ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(ConfigError, match=r"H \(4, 4\): expected one history row per user"):
         kshot_moments(X, T, k, H[:4])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_projected_moments_equal_the_projection_of_the_dense_ones(sparse):
+    from metarec.algorithms.kshot import kshot_moments_projected
+
+    g = torch.Generator().manual_seed(3)
+    X = (torch.rand(9, 7, generator=g) < 0.5).double()
+    T = X * (torch.rand(9, 7, generator=g) < 0.6).double()
+    H = (torch.rand(9, 5, generator=g) < 0.4).double()
+    P = torch.randn(7, 3, generator=g, dtype=torch.float64)
+    Ph = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    A, C = kshot_moments(X, T, 2, H)
+    D = torch.block_diag(Ph, P, torch.ones(1, 1, dtype=torch.float64))  # (h + m + 1, r_h + r + 1)
+    Xs, Ts, Hs = (x.to_sparse() if sparse else x for x in (X, T, H))
+    Ar, Cr = kshot_moments_projected(Xs, Ts, 2, P, Hs, Ph)
+    torch.testing.assert_close(Ar, D.T @ A @ D, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(Cr, D.T @ C, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match="pass both"):
+        kshot_moments_projected(Xs, Ts, 2, P, Hs, None)
+
+
+def test_low_rank_model_ranks_planted_tastes_and_round_trips():
+    table = _planted(1)
+    fitted, _ = _fit(table, 1, rank=4)
+    assert fitted.config()["rank"] == 4 and fitted.P is not None
+    sup = _support(table, [0, 1], [[5, 6, 7], [25, 26, 27]])
+    scores = fitted.adapt(sup).score_catalogue(torch.arange(table.n_items))
+    scores[0, sup.items[0]] = -math.inf
+    scores[1, sup.items[1]] = -math.inf
+    top = torch.topk(scores, 10, dim=1).indices
+    assert len(set(top[0].tolist()) & set(top[1].tolist())) <= 3
+    shell = build_fitted("elae", fitted.config(), table)
+    shell.load_state_dict(fitted.state_dict())
+    torch.testing.assert_close(
+        shell.adapt(sup).score_catalogue(torch.arange(table.n_items)),
+        fitted.adapt(sup).score_catalogue(torch.arange(table.n_items)),
+    )

@@ -185,3 +185,67 @@ def test_random_shots_keeps_between_one_and_all_real_entries() -> None:
     assert not kept[-1].any()
     per_position = kept[:-1, :5].float().mean(0)  # no position favoured
     assert float(per_position.max() - per_position.min()) < 0.15
+
+
+def test_r2d2_is_first_class_in_the_tooling(tmp_path, capsys, monkeypatch) -> None:
+    """``metarec train`` prints r2d2's real step count and rate and writes its log; the TensorBoard
+    logger gets its rows; the benchmark draws its learning curve."""
+    import json
+    import re
+    import sys
+    import types
+
+    from _helpers import COLD_START
+
+    from metarec.bench import run_bench
+    from metarec.cli.main import main
+    from metarec.config import load_scenario
+
+    sets = [
+        "algorithm.name=r2d2",
+        "data.synthetic.n_domains=3",
+        "data.synthetic.n_users=60",
+        "data.synthetic.n_items=80",
+        "train.steps=4",
+        "train.val_every=2",
+        "train.val_tasks=8",
+        "learners.r2d2.hidden=[8]",
+        "learners.r2d2.rank=3",
+    ]
+    scalars: list[tuple[str, float, int]] = []
+
+    class Writer:  # torch.utils.tensorboard's SummaryWriter, as the TensorBoard logger uses it
+        def __init__(self, log_dir: str) -> None:
+            pass
+
+        def add_scalar(self, key: str, value: float, step: int) -> None:
+            scalars.append((key, value, step))
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(
+        sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer)
+    )
+    run = tmp_path / "run"
+    argv = ["train", COLD_START, "--out", str(run), "--set", "train.loggers=['tensorboard']"]
+    assert main([*argv, *sum((["--set", s] for s in sets), [])]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"trained 4 steps in [\d.]+ s \(\d+ tasks/s\); best validation at step [24]:", out
+    )
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and "val" in rows[1]
+    assert {s for k, _, s in scalars if k == "loss"} == {1, 2, 3, 4}
+    assert {s for k, _, s in scalars if k == "val/mae"} == {2, 4}
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    # the benchmark's learning curves (loss and meta-val metric vs step) include r2d2
+    sc = load_scenario(COLD_START, [*sets, "train.loggers=[]"])
+    res = run_bench(sc, algorithms=["r2d2"], seeds=1, shots=[3], out=tmp_path / "b", verbose=False)
+    curves = [json.loads(x) for x in (tmp_path / "b" / "curves.jsonl").read_text().splitlines()]
+    learning = [c for c in curves if c["kind"] == "learning" and c["algorithm"] == "r2d2"]
+    val = [c for c in curves if c["kind"] == "validation" and c["algorithm"] == "r2d2"]
+    assert learning[0]["step"] == [1, 2, 3, 4] and val[0]["step"] == [2, 4]
+    assert all(r["steps"] == 4 for r in res.rows)
+    if res.plots:  # matplotlib installed: the learning-curve plot is drawn from them
+        assert (tmp_path / "b" / "plots" / "learning_curves.png").exists()

@@ -205,7 +205,6 @@ def test_registered_method_without_loader_cannot_be_served(monkeypatch) -> None:
     monkeypatch.setattr(
         base, "_REGISTRY", dict(base._REGISTRY)
     )  # the registration ends with the test
-    monkeypatch.setattr(base, "_LOADERS", dict(base._LOADERS))
     register_method("test-null", lambda sc: None)
     assert extra_methods() == ("test-null",)  # metarec bench would run it by default
     with pytest.raises(ConfigError, match=r"method 'test-null' was registered without a loader"):
@@ -290,7 +289,6 @@ def test_bench_runs_a_registered_method_through_the_interface(tmp_path, monkeypa
     from metarec.bench import run_bench
 
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_LOADERS", dict(base._LOADERS))
     register_method(
         "test-support-mean", lambda sc: _MeanMethod(), loader=lambda n, c, t: _MeanFitted(t)
     )
@@ -306,3 +304,30 @@ def test_bench_runs_a_registered_method_through_the_interface(tmp_path, monkeypa
     assert all(np.isfinite(r["metrics"]["mae"]) for r in mean_rows) and {
         r["shots"] for r in mean_rows
     } == {3, "default"}
+
+
+def test_every_shipped_method_is_tagged() -> None:
+    from metarec.bench.variants import extra_methods
+    from metarec.methods import MethodTags, method_info
+
+    for name in method_names():
+        if name in extra_methods():  # a method another test registered
+            continue
+        info = method_info(name)
+        assert info.name == name and info.tags.family in (
+            "engine",
+            "learner",
+            "crossdomain",
+            "baseline",
+        )
+        assert set(info.tags.feedback) <= {"explicit", "implicit"} and info.tags.units
+    assert method_info("r2d2-source").tags.source_history
+    assert method_info("metaemb").tags.units == ("item",)
+    assert method_info("lwa").tags.feedback == ("implicit",)
+    assert method_info("maml").trainer is not None and method_info("r2d2").trainer is None
+    with pytest.raises(ConfigError, match=r"tags.feedback=\('ratings',\): each entry is one of"):
+        MethodTags(feedback=("ratings",))  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigError, match=r"algorithm.name='r2d3': unknown method.*did you mean 'r2d2'"
+    ):
+        method_info("r2d3")

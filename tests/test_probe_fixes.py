@@ -66,23 +66,22 @@ def test_a_diverged_adaptation_is_an_error_not_a_clipped_rating() -> None:
 
 
 @pytest.mark.slow
-def test_the_fault_probe_finds_no_traceback_silent_wrong_or_data_loss(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("probe", "least"), [("fault_probe", 40), ("fault_probe_runs", 20), ("fault_probe_serve", 25)]
+)
+def test_the_fault_probe_finds_no_traceback_silent_wrong_or_data_loss(
+    tmp_path, probe, least
+) -> None:
+    jobs = [] if probe == "fault_probe_serve" else ["--jobs", "3"]
     r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "fault_probe.py"),
-            "--out",
-            str(tmp_path),
-            "--jobs",
-            "3",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / f"{probe}.py"), "--out", str(tmp_path), *jobs],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=3000,
     )
-    rows = [json.loads(x) for x in (tmp_path / "fault_probe.jsonl").read_text().splitlines()]
-    assert len(rows) >= 40
+    rows = [json.loads(x) for x in (tmp_path / f"{probe}.jsonl").read_text().splitlines()]
+    assert len(rows) >= least
     bad = [
         (x["case"], x["outcome"], x["detail"])
         for x in rows

@@ -163,7 +163,7 @@ def test_predict(server) -> None:
     code, out = _post(
         srv.url, "/predict", {"user": body["user"], "support": body["support"], "items": probe}
     )
-    assert code == 200 and [x["item"] for x in out["items"]] == probe
+    assert code == 200 and [x["item"] for x in out["items"]] == [str(i) for i in probe]
     rows = [(r["item"], float(r["rating"])) for r in body["support"]]
     want = meta.adapt(rows, user=body["user"]).predict(body["user"], probe)
     np.testing.assert_allclose([x["score"] for x in out["items"]], want, rtol=0, atol=1e-5)

@@ -188,8 +188,12 @@ def test_requests_are_validated(runs) -> None:
     meta = load_run(runs["melu"])
     lim = Limits(max_body_bytes=200, max_support=3, max_items=2)
     item = meta.item_ids.values[0]
-    ok = parse_recommend({"user": "u", "k": 4, "support": [{"item": item, "rating": 4}]}, meta, lim)
-    assert ok.k == 4 and ok.uidx == 0 and list(ok.ratings) == [4.0] and ok.items[0] == 1
+    ok = parse_recommend({"user": "u", "k": 2, "support": [{"item": item, "rating": 4}]}, meta, lim)
+    assert ok.k == 2 and ok.uidx == 0 and list(ok.ratings) == [4.0] and ok.items[0] == 1
+    with pytest.raises(
+        PayloadTooLarge, match=r"k=4: over the server's limit of 2 items per answer"
+    ):
+        parse_recommend({"user": "u", "k": 4}, meta, lim)
     bad = [
         ({"k": 3}, DataError, r"user: missing"),
         ({"user": True}, DataError, r"user=True: expected a non-empty string or an integer id"),

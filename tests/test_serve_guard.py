@@ -1,7 +1,7 @@
 """The finite-output rule on the serving paths: a diverged adaptation (``lr=1e30``) or scores
 of non-finite weights are answered with the library's error (HTTP 500, the message of
 ``metarec recommend``) or, with ``on_diverge="fallback"``, the meta-learned initialisation and a
-``warning`` field; never a 200 with an empty or NaN list; one user's failure stays its own."""
+``warnings`` field; never a 200 with an empty or NaN list; one user's failure stays its own."""
 
 from __future__ import annotations
 
@@ -82,9 +82,10 @@ def test_fallback_serves_the_initialisation_with_a_warning(run, kernel) -> None:
         code, out = _post(srv.url, body)
     with ServerThread(meta, ServeConfig(steps=0, batched_kernel=kernel)) as srv:
         code0, init = _post(srv.url, body)
-    assert code == code0 == 200 and "warning" not in init
-    assert "served the meta-learned initialisation (on_diverge='fallback')" in out["warning"]
-    assert "user 'cold-fallback'" in out["warning"]
+    assert code == code0 == 200 and "warnings" not in init
+    (warning,) = out["warnings"]
+    assert "served the meta-learned initialisation (on_diverge='fallback')" in warning
+    assert "user 'cold-fallback'" in warning
     assert [x["item"] for x in out["items"]] == [x["item"] for x in init["items"]]
     assert len(out["items"]) == 10 and all(np.isfinite([x["score"] for x in out["items"]]))
 

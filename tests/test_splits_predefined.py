@@ -156,7 +156,8 @@ def test_predefined_single_domain_and_its_refusals() -> None:
     short = short.subset(np.arange(len(short) - 1))  # the last test user keeps 7 rows
     with pytest.warns(
         UserWarning,
-        match=r"1 of the dataset's 2 cold test units have fewer than min_interactions=8",
+        match=r"1 of the dataset's 2 cold test units are left out of meta-test: 1 have fewer than "
+        r"min_interactions=8 held-out rows \(set protocol.min_interactions = 2",
     ):
         s = predefined_split(short, n_query=3, min_interactions=8, val_fraction=0)
     assert len(s.pools["meta-test"]) == 1

@@ -227,12 +227,13 @@ def test_named_logger_without_its_package_names_the_extra(tmp_path, data) -> Non
     if importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed here")
     table, splits = data
-    with pytest.raises(ImportError, match=r'pip install "metarec\[tensorboard\]"'):
+    with pytest.raises(ConfigError, match=r'pip install "metarec\[tensorboard\]"'):
         train(
             scenario("train.steps=2", "train.loggers=[tensorboard]"),
             tmp_path / "run",
             table=table,
             splits=splits,
         )
+    assert not (tmp_path / "run").exists()  # refused before anything is written
     with pytest.raises(ConfigError, match=r"train.loggers"):
         scenario("train.loggers=[tensorbord]")

@@ -16,7 +16,7 @@ import torch
 
 from metarec._errors import ConfigError
 
-__all__ = ["kshot_moments", "solve_ridge"]
+__all__ = ["kshot_moments", "kshot_moments_projected", "solve_ridge"]
 
 
 def kshot_moments(
@@ -110,3 +110,74 @@ def solve_ridge(A: torch.Tensor, C: torch.Tensor, lam: float) -> torch.Tensor:
             "(--set learners.elae.lambdas=[1.0, 3.0, 10.0])"
         )
     return torch.cholesky_solve(C, L)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.sparse.mm(a, b) if a.is_sparse else a @ b
+
+
+def _t(a: torch.Tensor) -> torch.Tensor:
+    return a.t().coalesce() if a.is_sparse else a.T
+
+
+def kshot_moments_projected(
+    X: torch.Tensor,
+    T: torch.Tensor,
+    k: int,
+    P: torch.Tensor,
+    H: torch.Tensor | None = None,
+    Ph: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`kshot_moments` for a model whose inputs pass through item bases first:
+    ``z = [H_u Ph, s P, 1]`` with ``P (m, r)`` and ``Ph (h, r_h)``, so the model is ``z W`` with
+    ``W (r_h + r + 1, m)`` and the moments are ``diag(Ph, P, 1)' A diag(Ph, P, 1)`` and
+    ``diag(Ph, P, 1)' C`` without ever forming the ``(h + m)``-square ``A``.
+
+    ``X``, ``T`` and ``H`` may be sparse (COO) tensors: the cost is a few sparse-by-dense products
+    of width ``r``, and memory ``O((h + m) r + U r)``. With square invertible bases the ridge
+    solution maps back to :func:`kshot_moments`'s through the bases (up to the ridge's metric).
+
+    Returns:
+        ``(A_r (r_h + r + 1, r_h + r + 1), C_r (r_h + r + 1, m))`` in ``P``'s dtype.
+    """
+    if k < 1:
+        raise ConfigError(f"k={k}: the support size must be >= 1")
+    if (H is None) != (Ph is None):
+        raise ConfigError("H and Ph: pass both (a history block and its basis) or neither")
+    U, m = X.shape
+    if P.shape[0] != m:
+        raise ConfigError(
+            f"P {tuple(P.shape)}: expected one basis row per item of X {tuple(X.shape)}"
+        )
+    dt = P.dtype
+    ones = torch.ones(m, 1, dtype=dt)
+    n = _mm(X, ones).squeeze(1)
+    q = torch.clamp(k / n.clamp(min=1.0), max=1.0)
+    pairs = torch.where(n > 1, k * (k - 1) / (n * (n - 1)).clamp(min=1.0), torch.zeros_like(n))
+    q2 = torch.minimum(pairs, q)
+    w = q - q2
+    XP = _mm(X, P)  # (U, r)
+    Xt, Tt = _t(X), _t(T)
+    r = P.shape[1]
+    rh = 0 if Ph is None else Ph.shape[1]
+    d = rh + r + 1
+    S, b = slice(rh, rh + r), rh + r
+    A = torch.zeros(d, d, dtype=dt)
+    C = torch.zeros(d, m, dtype=dt)
+    diag = _mm(Xt, w[:, None]).squeeze(1)  # (m,) sum_u (q - q2) x_uj
+    A[S, S] = XP.T @ (q2[:, None] * XP) + P.T @ (diag[:, None] * P)
+    A[b, S] = q @ XP
+    A[S, b] = A[b, S]
+    A[b, b] = float(U)
+    c = _mm(Tt, w[:, None]).squeeze(1)  # (m,) sum_u (q - q2) t_uj: the C_jj that are zeroed
+    C[S] = _mm(Tt, w[:, None] * XP).T - (P * c[:, None]).T
+    C[b] = _mm(Tt, (1.0 - q)[:, None]).squeeze(1)
+    if H is not None and Ph is not None:
+        HP = _mm(H, Ph)  # (U, r_h)
+        A[:rh, :rh] = HP.T @ HP
+        A[:rh, S] = HP.T @ (q[:, None] * XP)
+        A[S, :rh] = A[:rh, S].T
+        A[:rh, b] = HP.sum(dim=0)
+        A[b, :rh] = A[:rh, b]
+        C[:rh] = _mm(Tt, (1.0 - q)[:, None] * HP).T
+    return A, C

@@ -211,7 +211,7 @@ def adapt_batch(
         raise ConfigError(
             f"lr={lr!r}: name={cfg.name!r} adapts with its learned rates (state); leave lr=None"
         )
-    n = (0 if cfg.name == "global" else cfg.inner_steps) if steps is None else steps
+    n = cfg.default_steps if steps is None else steps
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError(
             f"steps={steps!r}: must be an int >= 0; pass steps=None for cfg.inner_steps"

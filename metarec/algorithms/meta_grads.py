@@ -1,11 +1,13 @@
 """The meta-loss and meta-gradients of one group of tasks, by path: the analytic inner loop of
-MeLU-style decision layers (:mod:`metarec.algorithms.mlp`), the MAML family under
+MeLU-style decision layers (:mod:`metarec.algorithms.mlp`; its reverse pass written out where
+:func:`~metarec.algorithms.mlp_fused.fused_applies`), the MAML family under
 :func:`torch.func.vmap`, and Reptile. Summed over groups by
 :func:`metarec.algorithms.meta.meta_loss_and_grads`."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import grad_and_value, vmap
 
@@ -13,6 +15,7 @@ from metarec._errors import ConfigError
 from metarec.algorithms.batching import Grads, Params, _tensors, _trim
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.algorithms.mlp import MLPSpec, mlp_query_losses, mlp_spec
+from metarec.algorithms.mlp_fused import fused_applies, fused_query_losses
 from metarec.algorithms.state import state_lrs
 from metarec.config.algorithm import AlgorithmConfig
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
@@ -22,6 +25,10 @@ __all__: list[str] = []
 
 
 _ANALYTIC = ("maml", "fomaml", "metasgd", "anil")  # the analytic path covers the MAML family
+_FAST = True  # the analytic path's reverse pass written out where it applies (mlp_fused) and
+# MeLU's distinct rows encoded once; False: the path before both, autograd through the
+# closed-form inner loop on every padded entry's encoding (the same numbers; benchmarks and
+# tests compare the two)
 
 
 def _analytic_spec(
@@ -67,16 +74,18 @@ def _analytic_grads(
     lrs, step_lrs = state_lrs(cfg, a, f)
     sub = _trim(batch.select(torch.cat(groups)))
     ns = sub.support.users.shape[1]
-    h = staged_call(
+    x, pos = _encode_rows(
         model,
         s,
-        "encode",
-        (
-            torch.cat([sub.support.users, sub.query.users], 1),
-            torch.cat([sub.support.items, sub.query.items], 1),
-        ),
-    )  # (T, Ns+Nq, F)
+        torch.cat([sub.support.users, sub.query.users], 1),
+        torch.cat([sub.support.items, sub.query.items], 1),
+        distinct=_FAST,
+    )  # (U, F) distinct rows, (T, Ns+Nq) the row of each entry
     dec = _decision(spec, s)
+    fused = _FAST and cfg.inner_steps > 0 and fused_applies(spec, f, lrs, step_lrs)
+    if fused:  # the first layer on the weights shared by every task, once per distinct row
+        w1n, b1n = spec.layers[0]
+        z1 = F.linear(x, f[w1n], f[b1n])  # (U, o)
     value = torch.zeros((), dtype=wn.dtype, device=wn.device)
     start = 0
     for g in groups:
@@ -84,22 +93,38 @@ def _analytic_grads(
         start += g.shape[0]
         part = _trim(sub.select(rows))  # this group's own widths
         sup, qry = part.support, part.query
-        hs = h[rows, : sup.users.shape[1]]  # (Tg, Ns_g, F)
-        hq = h[rows, ns : ns + qry.users.shape[1]]  # (Tg, Nq_g, F)
-        losses = mlp_query_losses(
-            spec,
-            f,
-            dec,
-            (hs, sup.targets, sup.mask),
-            (hq, qry.targets, qry.mask),
-            cfg.inner_steps,
-            cfg.inner_lr,
-            first_order=cfg.is_first_order,
-            lrs=lrs,
-            per_step_lrs=step_lrs,
-            loss=cfg.loss,
-            every_step=sw is not None,
-        )
+        nsg, nqg = sup.users.shape[1], qry.users.shape[1]
+        idx = torch.cat([pos[rows, :nsg], pos[rows, ns : ns + nqg]], 1)  # (Tg, Ns_g+Nq_g)
+        h = F.embedding(idx, x)  # (Tg, Ns_g+Nq_g, F): a gather
+        if fused:  # one autograd node per group, its reverse pass written out
+            losses = fused_query_losses(
+                spec,
+                f,
+                h,
+                (sup.targets, sup.mask),
+                (qry.targets, qry.mask),
+                cfg.inner_steps,
+                cfg.inner_lr,
+                first_order=cfg.is_first_order,
+                loss=cfg.loss,
+                every_step=sw is not None,
+                first=F.embedding(idx, z1),
+            )
+        else:
+            losses = mlp_query_losses(
+                spec,
+                f,
+                dec,
+                (h[:, :nsg], sup.targets, sup.mask),
+                (h[:, nsg:], qry.targets, qry.mask),
+                cfg.inner_steps,
+                cfg.inner_lr,
+                first_order=cfg.is_first_order,
+                lrs=lrs,
+                per_step_lrs=step_lrs,
+                loss=cfg.loss,
+                every_step=sw is not None,
+            )
         per_task = (
             losses[-1] if sw is None else sum(sw[j] * lj for j, lj in enumerate(losses))
         )  # (Tg,)
@@ -109,6 +134,35 @@ def _analytic_grads(
     return value.detach(), {
         k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(names, gs, strict=True)
     }
+
+
+def _encode_rows(
+    model: nn.Module,
+    slow: Params,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    distinct: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x (U, F), pos (T, N))`` with ``x[pos] == model.encode(users, items)``.
+
+    For MeLU (and ``distinct``), whose encoding of an entry depends on its ``(user, item)`` pair
+    alone, ``x`` holds each distinct pair once (a meta-batch repeats its user on every entry of a
+    task and pads its sets, so about half the entries are repeats); otherwise every entry is its
+    own row.
+    """
+    from metarec.models.melu import MeLU
+
+    if not (distinct and isinstance(model, MeLU) and type(model).encode is MeLU.encode):
+        x = staged_call(model, slow, "encode", (users, items))  # (T, N, F)
+        pos = torch.arange(users.numel(), device=users.device).view(users.shape)
+        return x.reshape(users.numel(), x.shape[-1]), pos
+    lo_u, lo_i = users.min(), items.min()
+    span = items.max() - lo_i + 1
+    uniq, pos = torch.unique((users - lo_u) * span + (items - lo_i), return_inverse=True)
+    x = staged_call(
+        model, slow, "encode", ((uniq // span + lo_u)[None], (uniq % span + lo_i)[None])
+    )[0]  # (U, F)
+    return x, pos
 
 
 def _encode(model: nn.Module, slow: Params, data: EpisodeSet, enabled: bool) -> torch.Tensor | None:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from metarec.bench.evaluation import NEGATIVES, Catalogue
+from metarec.bench.ranking import ranking_spec
 from metarec.config import Scenario
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import sampler_config
@@ -37,6 +38,7 @@ class RunContext:
     tuned: dict[str, Any] | None = (
         None  # a configuration chosen by ``--tune`` (dotted: scenario keys)
     )
+    memo: dict[Any, Any] | None = None  # fits this seed's methods share (FitData.memo)
 
     @property
     def run_id(self) -> str:
@@ -45,7 +47,12 @@ class RunContext:
 
 def ranking(ctx: RunContext, default: bool) -> dict[str, Any]:
     """Ranking settings of one scoring: sampled negatives everywhere (quick: at the default
-    support only), the full catalogue at the default support when ``ctx.catalogue``."""
+    support only), the full catalogue at the default support when ``ctx.catalogue``. A ranking
+    scenario (``protocol.ranking``) ranks every relevant query item against the catalogue at
+    every shots value, quick or not (:mod:`metarec.bench.ranking`)."""
+    spec = ranking_spec(ctx.scenario, ctx.splits, ctx.seed)
+    if spec is not None:
+        return {"ranking": spec}
     return {
         "negatives": NEGATIVES if (default or not ctx.quick) else None,
         "catalogue": bool(default and ctx.catalogue),

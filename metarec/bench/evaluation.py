@@ -18,6 +18,13 @@ positive query item. A task without one gets ``NaN`` (left out of the mean). Wit
 (1-based, ties pessimistic: a negative scored equal to the positive ranks above it) and ``M``
 negatives: ``hr@k = 1[r <= k]``, ``ndcg@k = 1[r <= k] / log2(r + 1)``, ``mrr = 1 / r`` and
 ``auc = (#{neg < pos} + 0.5 #{neg = pos}) / M`` (see :mod:`metarec.metrics.per_task`).
+
+These single-positive definitions hold for every scenario without ``protocol.ranking``. A ranking
+scenario passes ``ranking`` (:class:`metarec.bench.ranking.RankingSpec`) instead: every relevant
+query item is ranked against the state's whole catalogue (``recall@20_all``, ``ndcg@10_all``,
+``hr@10_all``, ``mrr_all``, ``coverage@10``, ``overlap@10``, ``pop@10``) and against 100 sampled
+negatives each (``*_neg``); see :mod:`metarec.bench.ranking`. Methods whose scores rank items but
+are not ratings (``score_kind = "rank"``) get no error metrics (``mae``, ``rmse``) on explicit data.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import numpy as np
 import torch
 
 from metarec import metrics as M
+from metarec.bench.ranking import ERROR_METRICS, RankingSpec, rank_batch, scores_rank_only
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch
 from metarec.episodes.pool import TaskPool
@@ -168,6 +176,7 @@ def score_pool(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     names: Sequence[str] | None = None,
+    ranking: RankingSpec | None = None,
 ) -> dict[str, Any]:
     """Score every task of ``pool`` (pool order, fixed ``seed``: the same tasks, supports and
     sampled negatives for every algorithm).
@@ -181,6 +190,9 @@ def score_pool(
         names: the within-query metrics (a scenario's ``metrics.names``, see
             :func:`metarec.metrics.evaluate.metric_selection`); the ranking metrics (``*_neg``,
             ``*_all``) follow ``negatives`` and ``catalogue``.
+        ranking: a ranking scenario's :class:`~metarec.bench.ranking.RankingSpec`: the ranking
+            protocol's metrics replace the single-positive ``*_neg`` / ``*_all`` (``negatives``
+            and ``catalogue`` are then ignored).
 
     Returns:
         ``{metric: mean over tasks, "n_tasks", "flags", "adapt_ms_per_task", "per_task":
@@ -192,25 +204,50 @@ def score_pool(
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
     acc = PoolScores()
     adapt_s = 0.0
+    ev = ranking.evaluator(table, pool) if ranking is not None else None
+    rank_only = False
     for start in range(0, n, batch_size):
-        b = sampler.batch(np.arange(start, min(start + batch_size, n)))
+        positions = np.arange(start, min(start + batch_size, n))
+        b = sampler.batch(positions)
         t0 = time.perf_counter()
         scorer = scorer_for(b)
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
             p = scorer(b.query.users, b.query.items)
-            if clip:
+            ranks = table.feedback == "explicit" and scores_rank_only(scorer)
+            if clip and not ranks:  # clipping scores that are not ratings would flatten them
                 p = clip_to_scale(p, table)
             vals = per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names)
-            users, items, ok = _positives(b, cat)
-            okt = torch.from_numpy(ok)
-            for n_neg, suffix, chunk in ((negatives, "neg", 1024), (None, "all", 512)):
-                if (suffix == "neg" and negatives is None) or (suffix == "all" and not catalogue):
-                    continue
-                neg, nmask = _candidates(b, cat, users, items, ok, n_neg, rng)
-                ps, ns = _score_candidates(scorer, users, items, neg, chunk, device)
-                vals.update(_rank_metrics(ps, ns, nmask, okt, k, suffix))
+            if ranks:
+                rank_only = True
+                vals = {m: v for m, v in vals.items() if m not in ERROR_METRICS}
+            if ev is not None:
+                vals.update(rank_batch(ev, positions, scorer, device))
+            else:
+                users, items, ok = _positives(b, cat)
+                okt = torch.from_numpy(ok)
+                for n_neg, suffix, chunk in ((negatives, "neg", 1024), (None, "all", 512)):
+                    if (suffix == "neg" and negatives is None) or (
+                        suffix == "all" and not catalogue
+                    ):
+                        continue
+                    neg, nmask = _candidates(b, cat, users, items, ok, n_neg, rng)
+                    ps, ns = _score_candidates(scorer, users, items, neg, chunk, device)
+                    vals.update(_rank_metrics(ps, ns, nmask, okt, k, suffix))
         acc.add(vals, p, b.query.targets, b.query.mask)
     out = acc.result(n, k, adapt_s=adapt_s, per_task=True)
     out["units"] = pool.units[:n].copy()
+    if rank_only:
+        out["flags"].append(
+            "scores rank items and are not ratings: error metrics (mae, rmse) are left out"
+        )
+    if ev is not None:
+        fin = ev.finish()
+        out["flags"] += fin.pop("flags")
+        for name, v in fin.items():
+            if isinstance(v, np.ndarray):
+                out["per_task"][name] = v
+                out[name] = M.mean_over_tasks(v.tolist())
+            else:
+                out[name] = float(v)
     return out

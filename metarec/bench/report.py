@@ -42,6 +42,7 @@ from metarec.bench.results import (
 from metarec.bench.sections import extra_sections
 from metarec.bench.stats import lower_is_better
 from metarec.bench.variants import BASELINES
+from metarec.metrics.catalogue import BEYOND_ACCURACY
 from metarec.metrics.per_task import student_t_quantile
 
 __all__ = [
@@ -67,10 +68,75 @@ def write_report(
     meta["protocol"] = run_protocol(out, meta)
     text = "\n".join(_report(rows, meta, [str(p) for p in plots], plots_note)) + "\n"
     text += extra_sections(rows, meta)  # hook (metarec.bench.sections): tuning, warm-up phases
-    text += extra_sections(rows, meta)  # hook (metarec.bench.sections): tuning, warm-up phases
     path = out / "report.md"
     path.write_text(text)
     return path
+
+
+def _is_ranking(meta: dict[str, Any]) -> bool:
+    return bool((meta.get("protocol") or {}).get("ranking"))
+
+
+def _tables(metrics: Sequence[str], meta: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The per-state tables: ``(title, metrics)``. A ranking scenario leads with the catalogue
+    ranking and the served lists, then the sampled negatives, then the within-query ranking
+    (no error metric); a rating scenario keeps error and within-query metrics first."""
+    cat = [m for m in metrics if m.endswith("_all") or m in BEYOND_ACCURACY]
+    neg = [m for m in metrics if m.endswith("_neg")]
+    within = [m for m in metrics if m not in cat and m not in neg]
+    if _is_ranking(meta):
+        within = [m for m in within if m.split("@")[0] not in ("mae", "rmse")]
+        out = [
+            ("ranking the catalogue (every relevant query item) and the served top-10", cat),
+            ("each relevant query item against its 100 sampled negatives", neg),
+            ("ranking within the query set", within),
+        ]
+    else:
+        out = [
+            ("error and within-query ranking", within),
+            ("ranking against sampled negatives / the catalogue", cat + neg),
+        ]
+    return [(what, names) for what, names in out if names]
+
+
+def _metrics_note(meta: dict[str, Any]) -> str:
+    """The "Metrics" bullet of "How to read this"."""
+    if _is_ranking(meta):
+        p = meta.get("protocol") or {}
+        rel = p.get("relevance")
+        return (
+            "- **Metrics (catalogue ranking protocol).** Each task's query is every interaction outside its pinned "
+            f"support pool of {p.get('support_pool')} (the same query at every shots value); a query item is **relevant** "
+            + (
+                f"when rated at least {rel}"
+                if rel is not None
+                else "when rated at least 4 on a 1..5 scale (implicit: every positive)"
+            )
+            + ". Each task ranks its state's **whole catalogue minus its support pool**; query items below the threshold "
+            "stay candidates and count as non-relevant. `recall@20_all` = |top-20 ∩ relevant| / min(20, |relevant|); "
+            "`ndcg@10_all`: binary gains, IDCG over min(10, |relevant|); `hr@10_all`: a relevant item in the top 10; "
+            "`mrr_all`: 1 / rank of the best relevant item. Ties count against the model. On the served top-10 "
+            "(ties by lower item index): `coverage@10` = share of the catalogue in any task's list, `overlap@10` = mean "
+            "share of its list a task has in common with another task's (all pairs), `pop@10` = mean meta-train "
+            "popularity percentile of the listed items (1 = most popular). `*_neg`: each relevant item against "
+            f"{p.get('ranking_negatives', 100)} items sampled from those the user never interacted with, averaged per "
+            "task. Tasks without a relevant query item are left out of these means (counted in the flags). Error "
+            "metrics (MAE) are not shown: this is a ranking scenario (they stay in `results.jsonl` for methods that "
+            "predict ratings). See `metarec.metrics.catalogue`."
+        )
+    return (
+        "- **Metrics.** `mae`, `rmse` (explicit) and the ranking metrics without a suffix are computed **within each "
+        "task's query set**. `*_neg` rank the task's held-out positive (its highest-rated query item, counted when "
+        "rated at least 4 on a 1..5 scale; implicit: its first positive) against "
+        f"{meta.get('negatives', 99)} sampled items the user never interacted with, from the task's domain (the same "
+        "candidates for every algorithm); `*_all` rank it against every such item of the domain's catalogue"
+        + (
+            ""
+            if meta.get("catalogue_ranking")
+            else " (not computed in this run: the quick suite skips the catalogue when it is large)"
+        )
+        + ". Ties count against the model (see `metarec.metrics.per_task`)."
+    )
 
 
 def _report(
@@ -117,17 +183,7 @@ def _report(
         "Per seed `s`, the split seed and the training seed are both `s`. Query sets are pinned per task, so every "
         "algorithm and every shots value is scored on the same query interactions; `k` shots means `min(k, "
         "available)` support interactions per task.",
-        "- **Metrics.** `mae`, `rmse` (explicit) and the ranking metrics without a suffix are computed **within each "
-        "task's query set**. `*_neg` rank the task's held-out positive (its highest-rated query item, counted when "
-        "rated at least 4 on a 1..5 scale; implicit: its first positive) against "
-        f"{meta.get('negatives', 99)} sampled items the user never interacted with, from the task's domain (the same "
-        "candidates for every algorithm); `*_all` rank it against every such item of the domain's catalogue"
-        + (
-            ""
-            if meta.get("catalogue_ranking")
-            else " (not computed in this run: the quick suite skips the catalogue when it is large)"
-        )
-        + ". Ties count against the model (see `metarec.metrics.per_task`).",
+        _metrics_note(meta),
         f"- **Numbers.** Each cell is the mean over the {n} seed(s) of the `results.jsonl` rows with that state, "
         "algorithm and shots (one row per seed; each row is a mean over the state's tasks); "
         + (
@@ -152,31 +208,8 @@ def _report(
         st_rows = [r for r in rows if r["state"] == state]
         n_tasks = sorted({r["n_tasks"] for r in st_rows})
         L += [f"## {state} ({'/'.join(map(str, n_tasks))} tasks)", ""]
-        within = [m for m in metrics if not m.endswith(("_neg", "_all"))]
-        ranking = [m for m in metrics if m.endswith(("_neg", "_all"))]
-        L += _metric_table(
-            rows,
-            state,
-            "default",
-            algos,
-            within,
-            arrow,
-            runs,
-            meta,
-            "error and within-query ranking",
-        )
-        if ranking:
-            L += _metric_table(
-                rows,
-                state,
-                "default",
-                algos,
-                ranking,
-                arrow,
-                runs,
-                meta,
-                "ranking against sampled negatives / the catalogue",
-            )
+        for what, names in _tables(metrics, meta):
+            L += _metric_table(rows, state, "default", algos, names, arrow, runs, meta, what)
         L += [f"**{primary} {arrow[primary]} vs shots**", ""]
         L += [
             "| algorithm | " + " | ".join(str(s) for s in shots_all) + " |",

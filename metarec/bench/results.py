@@ -135,6 +135,11 @@ def protocol_line(protocol: dict[str, Any] | None) -> list[str]:
         "min_interactions",
         "max_interactions",
         "negatives",
+        *(
+            ["ranking", "relevance", "support_pool", "ranking_negatives"]
+            if protocol.get("ranking")
+            else []
+        ),
     ]
 
     def show(v: Any) -> str:

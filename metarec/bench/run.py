@@ -1,17 +1,18 @@
 """``run_bench``: the few-shot benchmark grid (scenario x state x algorithm x seed x shots).
 
 Per seed ``s`` (``0..seeds-1``) the protocol's split seed and the training seed are both ``s``;
-the table is loaded once, the splits are built per seed. Each algorithm (a scenario override, see
-:mod:`metarec.bench.variants`) is trained into ``OUT/runs/<algo>-s<seed>/`` by
-:func:`metarec.train.loop.train`, which selects the checkpoint and stops early on meta-val only. The
-best parameters are then scored **once** per seed on every test state (``splits.states``) for
-every shots value ``k`` (``n_support = k`` on the pinned evaluation pools, so every k and every
-method sees the same query interactions) and for the protocol's own support (``shots =
-"default"``; MeLU: all non-query ratings). Curves for plots are measured on meta-val only.
+the table is loaded once, the splits are built per seed. Each algorithm (a registered method,
+with the benchmark's scenario overrides, see :mod:`metarec.bench.variants`) is fitted through
+the method interface (:func:`metarec.bench.runner.run_method`; a family with its own run format
+writes ``OUT/runs/<algo>-s<seed>/``), selecting on meta-val only. It is then scored **once** per
+seed on every test state (``splits.states``) for every shots value ``k`` (``n_support = k`` on
+the pinned evaluation pools, so every k and every method sees the same query interactions) and
+for the protocol's own support (``shots = "default"``; MeLU: all non-query ratings). Curves for
+plots are measured on meta-val only.
 
 Outputs in ``OUT``: ``results.jsonl`` (one row per scenario x state x algorithm x seed x
 shots), ``curves.jsonl`` (learning curves, meta-val metric vs adaptation steps), ``configs.json``
-(config hash -> resolved scenario), ``bench.json`` (settings, environment, timings),
+(config hash -> resolved configuration), ``bench.json`` (settings, environment, timings),
 ``per_task.jsonl.gz`` (each row's per-task primary metric, for the report's paired tests over
 tasks; assembled at the end from ``per_task/<algo>-s<seed>.jsonl.gz``), ``report.md`` and
 ``plots/*.png``; ``bench_identity.json`` and ``progress.jsonl`` make the folder resumable: every
@@ -20,39 +21,37 @@ benchmark (:mod:`metarec.bench.resume`). Scores come from
 :func:`metarec.bench.evaluation.score_pool` (within-query metrics plus ranking against sampled
 negatives and the catalogue). Other methods make rows of the same format with
 :func:`make_rows` (per-state evaluations, e.g. from :func:`evaluation_from_arrays`).
+
+:func:`run_bench` reads top to bottom: :func:`_plan` (what to run), the data once, the
+``--tune`` trials, one loop over seeds and algorithms (:func:`metarec.bench.grid.run_grid`), then ``bench.json``,
+the plots and the report (:func:`_finish`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from metarec._errors import ConfigError
 from metarec._io.lock import holds_folder
 from metarec.bench.context import RunContext
 from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
-from metarec.bench.evaluation import NEGATIVES, Catalogue
+from metarec.bench.evaluation import NEGATIVES
+from metarec.bench.grid import CATALOGUE_BUDGET, Grid, run_grid, seed_splits
+from metarec.bench.parallel import check_jobs
 from metarec.bench.plots import write_plots
+from metarec.bench.ranking import primary_metric
 from metarec.bench.report import write_report
 from metarec.bench.resume import (
-    PROGRESS_FILE,
-    append_jsonl,
     assemble_per_task,
     bench_identity,
-    clear_run_dir,
     open_bench_folder,
-    per_task_path,
     read_jsonl,
     rewrite_results,
-    write_run_per_task,
 )
 from metarec.bench.runner import ADAPT_CURVE_STEPS, FINETUNE_LRS, algo_eval_steps, run_method
-from metarec.bench.stats import PRIMARY
 from metarec.bench.tuning import TUNING_FILE, trial_configs, tune_algorithm
 from metarec.bench.variants import (
     QUICK_ALGORITHMS,
@@ -66,9 +65,7 @@ from metarec.bench.variants import (
 from metarec.bench.warmup_rows import (
     is_warmup,
     warmup_protocol,
-    warmup_rows_per_seed,
     warmup_run,
-    warmup_splits,
     warmup_table,
 )
 from metarec.bench.writers import (
@@ -77,9 +74,9 @@ from metarec.bench.writers import (
     make_rows,
     metric_names,
 )
-from metarec.config import Scenario, config_hash, to_dict
+from metarec.config import Scenario, to_dict
 from metarec.data.load import load_table
-from metarec.episodes.build import build_splits
+from metarec.data.table import InteractionTable
 from metarec.runs.checkpoint import atomic_write_json
 from metarec.train.loop import resolve_device
 
@@ -93,10 +90,6 @@ __all__ = [
     "FINETUNE_LRS",
     "algo_eval_steps",
 ]
-
-CATALOGUE_BUDGET = 2_000_000
-"""Full-catalogue ranking (``*_all`` metrics, at the default support) runs when the test tasks
-times the largest domain catalogue stay within this many candidates, or always outside ``--quick``."""
 
 
 @dataclass
@@ -119,6 +112,18 @@ class BenchResult:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one benchmark runs: the scenario at its budget, the algorithms, seeds and shots."""
+
+    base: Scenario
+    algos: tuple[str, ...]
+    n_seeds: int
+    shots: tuple[int, ...]
+    quick: bool
+    warmup: bool
+
+
 @holds_folder(
     "out", what="bench output folder", option="--out"
 )  # hook (metarec._io.lock): one writer
@@ -137,14 +142,15 @@ def run_bench(
     resume: bool = False,
     overwrite: bool = False,
     tune: int | None = None,
+    jobs: int = 1,
 ) -> BenchResult:
     """Run the benchmark grid of ``scenario`` into folder ``out``.
 
     Args:
         scenario: the resolved scenario (:func:`metarec.config.load_scenario`).
-        algorithms: benchmark algorithms (:data:`metarec.bench.variants.BENCH_ALGORITHMS`);
-            default ``scenario.bench.algorithms`` (quick: ``global, finetune, popularity, maml,
-            reptile, melu-ref``).
+        algorithms: benchmark algorithms (:data:`metarec.bench.variants.BENCH_ALGORITHMS`, or
+            any registered method); default ``scenario.bench.algorithms`` (quick: ``global,
+            finetune, popularity, maml, reptile, melu-ref``).
         seeds: number of seeds, ``0..seeds-1`` (default ``scenario.bench.seeds``; quick: at most 2).
         shots: support sizes ``k`` (default ``scenario.bench.shots``; quick: ``5, 10``); the
             protocol's own support is always added as ``shots = "default"``.
@@ -169,28 +175,118 @@ def run_bench(
         tune: ``N`` trials per algorithm before the seeds (:mod:`metarec.bench.tuning`): each
             trained on seed 0 with the benchmark's budget and scored on meta-val only; every
             seed then runs the best, and each row records it (``tuned``).
+        jobs: ``(seed, algorithm)`` runs at a time, each in a worker process with one torch
+            thread (:mod:`metarec.bench.parallel`); 1 (default): one after another, here. The
+            rows are the same; each finished run is written as it finishes, so ``resume``
+            works alike.
 
     Returns:
         A :class:`BenchResult`.
 
-    Example::
-
-        sc = load_scenario("tasks/synthetic-cold-start.toml")
-        res = run_bench(sc, algorithms=["global", "maml", "popularity"], seeds=2, shots=[5, 10], quick=True, out="bench")
+    Example:
+        >>> import tempfile
+        >>> from metarec.config import load_scenario
+        >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["data.synthetic.n_domains=3",
+        ...     "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.steps=2", "train.val_every=2"])
+        >>> res = run_bench(sc, algorithms=["popularity", "global"], seeds=1, shots=[3],
+        ...                 out=tempfile.mkdtemp(), plots=False, verbose=False)
+        >>> sorted({r["algorithm"] for r in res.rows})
+        ['global', 'popularity']
     """
     t_start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
     want_plots = _check_plots(plots)
-    cd_quick = quick_defaults(scenario) if quick else None
+    check_jobs(jobs)
+    if tune is not None:
+        trial_configs({}, tune)  # checks N before anything is read or written
+    data = _Data(scenario)
+    plan = _plan(scenario, data, algorithms, seeds, shots, quick)
+    identity = bench_identity(
+        scenario,
+        algorithms=plan.algos,
+        seeds=plan.n_seeds,
+        shots=plan.shots,
+        quick=quick,
+        tune=tune,
+    )
+    folder = open_bench_folder(out, identity, resume=resume, overwrite=overwrite)
+    table = data.table(bench=plan.warmup)
+    say = print if verbose else (lambda *a, **k: None)
+    device = resolve_device(plan.base.train.device)
+    check_jobs(jobs, str(device))
+    env = environment(device)
+    say(_headline(plan, device, env))
+    seed0 = seeded_scenario(plan.base, 0)
+    splits0 = seed_splits(plan.warmup, table, seed0, 0)
+    tuned: dict[str, dict[str, Any]] = {}
+    if tune is not None:  # before the seeds: trials see meta-train and meta-val of seed 0 only
+        done = read_jsonl(out / TUNING_FILE) if folder.resumed else []
+        for algo in plan.algos:
+            ctx0 = RunContext(
+                algo, 0, seed0, table, splits0, plan.shots, device, env, out, quick=quick
+            )
+            tuned[algo] = tune_algorithm(ctx0, tune, done=done, say=say)
+    grid = run_grid(
+        plan,
+        table,
+        splits0,
+        folder,
+        out,
+        device,
+        env,
+        tuned,
+        progress,
+        say,
+        Path(runs_dir) if runs_dir is not None else None,
+        warmup_run if plan.warmup else run_method,
+        jobs,
+    )
+    order = [(s, a) for s in range(plan.n_seeds) for a in plan.algos]
+    rows = [r for k in order for r in grid.by_run[k]]
+    rewrite_results(out, rows)  # seed x algorithm order, as an uninterrupted run writes it
+    assemble_per_task(out, order)
+    _write_meta(out, plan, table, rows, grid, tune, jobs, data.seconds, t_start, cpu_start, env)
+    plot_files, report = _finish(out, plan, want_plots)
+    seconds = time.perf_counter() - t_start
+    say(f"metarec bench: {len(rows)} rows in {seconds:.0f} s; report: {report}")
+    return BenchResult(out, rows, out / "results.jsonl", report, plot_files, seconds)
+
+
+class _Data:
+    """The scenario's table, read once, when first asked for (the plan may need it: a quick
+    ``predefined`` scenario's suite depends on its split)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario, self.seconds = scenario, 0.0
+        self._table: InteractionTable | None = None
+
+    def table(self, *, bench: bool = False) -> InteractionTable:
+        """The table; ``bench``: as the item warm-up protocol uses it (ratings become clicks)."""
+        if self._table is None:
+            t0 = time.perf_counter()
+            self._table = load_table(self.scenario.data)
+            self.seconds = time.perf_counter() - t0
+        if bench and is_warmup(self.scenario):
+            return warmup_table(self._table, self.scenario)
+        return self._table
+
+
+def _plan(
+    scenario: Scenario,
+    data: _Data,
+    algorithms: list[str] | tuple[str, ...] | None,
+    seeds: int | None,
+    shots: list[int] | tuple[int, ...] | None,
+    quick: bool,
+) -> _Plan:
+    """The algorithms, seeds and shots asked for (checked), and the scenario at its budget."""
     warmup = is_warmup(scenario)
+    cd_quick = quick_defaults(scenario, data) if quick else None
     quick_algos, quick_seeds = cd_quick or (
         scenario.bench.algorithms if warmup else QUICK_ALGORITHMS,
         min(QUICK_SEEDS, scenario.bench.seeds),
     )
-    default = (
-        *(quick_algos if quick else scenario.bench.algorithms),
-        *extra_methods(),
-    )  # + methods registered elsewhere
+    default = (*(quick_algos if quick else scenario.bench.algorithms), *extra_methods())
     algos = check_algorithms(
         list(algorithms) if algorithms is not None else list(dict.fromkeys(default))
     )
@@ -212,137 +308,47 @@ def run_bench(
     )
     base = quick_scenario(scenario) if quick else scenario
     base = replace(base, train=replace(base.train, progress=False))
-    say = print if verbose else (lambda *a, **k: None)
+    return _Plan(base, algos, n_seeds, shot_list, quick, warmup)
 
-    if tune is not None:
-        trial_configs({}, tune)  # checks N before anything is written
-    identity = bench_identity(
-        scenario, algorithms=algos, seeds=n_seeds, shots=shot_list, quick=quick, tune=tune
+
+def _headline(plan: _Plan, device: Any, env: dict[str, Any]) -> str:
+    what = (
+        "warm-up phases cold, warm-a, warm-b, warm-c"
+        if plan.warmup
+        else f"shots {', '.join(map(str, plan.shots))} + default"
     )
-    folder = open_bench_folder(out, identity, resume=resume, overwrite=overwrite)
-    runs_path = Path(runs_dir) if runs_dir is not None else None
-    t0 = time.perf_counter()
-    table = load_table(base.data)
-    if warmup:  # ratings become clicks
-        table = warmup_table(table, base)
-    load_s = time.perf_counter() - t0
-    device = resolve_device(base.train.device)
-    env = environment(device)
-    primary = PRIMARY[table.feedback]
-    cat = Catalogue(table)
-    catalogue = None
-    say(
-        f"metarec bench: {base.name}{' (quick)' if quick else ''}: {', '.join(algos)}; {n_seeds} seed(s); "
-        + (
-            "warm-up phases cold, warm-a, warm-b, warm-c"
-            if warmup
-            else f"shots {', '.join(map(str, shot_list))} + default"
-        )
-        + f"; {base.train.steps} steps per run; device {device}; commit {env['commit']}"
+    return (
+        f"metarec bench: {plan.base.name}{' (quick)' if plan.quick else ''}: {', '.join(plan.algos)}; "
+        f"{plan.n_seeds} seed(s); {what}; {plan.base.train.steps} steps per run; device {device}; "
+        f"commit {env['commit']}"
     )
-    by_run: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    configs: dict[str, Any] = dict(folder.configs)
-    pools: dict[str, dict[str, int]] = {}
-    results = out / "results.jsonl"
-    results.touch()
-    skipped = 0
-    no_per_task: list[str] = []
-    seed0 = seeded_scenario(base, 0)
-    split = (
-        (lambda sc, s: warmup_splits(table, sc, s))
-        if warmup
-        else (lambda sc, s: build_splits(table, sc.protocol))
-    )
-    run_one = warmup_run if warmup else run_method
-    splits0 = split(seed0, 0)
-    tuned: dict[str, dict[str, Any]] = {}
-    if tune is not None:  # before the seeds: trials see meta-train and meta-val of seed 0 only
-        done = read_jsonl(out / TUNING_FILE) if folder.resumed else []
-        for algo in algos:
-            ctx0 = RunContext(
-                algo, 0, seed0, table, splits0, shot_list, device, env, out, quick=quick
-            )
-            tuned[algo] = tune_algorithm(ctx0, tune, done=done, say=say)
-    bar = tqdm(
-        total=n_seeds * len(algos), desc="bench", unit="run", disable=not progress, leave=False
-    )
-    for seed in range(n_seeds):
-        sc_seed = seeded_scenario(base, seed)
-        splits = splits0 if seed == 0 else split(sc_seed, seed)
-        pools[str(seed)] = {name: len(p) for name, p in splits.pools.items()}
-        if catalogue is None:
-            n_test = sum(len(splits.pools[s]) for s in splits.states)
-            largest = max((len(v) for v in cat.by_domain.values()), default=0) or len(cat.all_items)
-            catalogue = not quick or n_test * largest <= CATALOGUE_BUDGET
-        expected = (
-            warmup_rows_per_seed(splits)
-            if warmup
-            else (1 + len(shot_list)) * sum(len(splits.pools[s]) > 0 for s in splits.states)
-        )
-        for algo in algos:
-            key = (seed, algo)
-            if folder.complete(key, expected):  # finished before the interruption: keep it
-                by_run[key] = folder.rows[key]
-                skipped += 1
-                if not per_task_path(out, seed, algo).exists():
-                    no_per_task.append(f"{algo}-s{seed}")
-                bar.update(1)
-                continue
-            ctx = RunContext(
-                algo,
-                seed,
-                sc_seed,
-                table,
-                splits,
-                shot_list,
-                device,
-                env,
-                out,
-                cat,
-                catalogue,
-                runs_path,
-                quick,
-                tuned.get(algo, {}).get("values"),
-            )
-            if folder.resumed:  # an unfinished run of this benchmark: start it again
-                folder.forget(key)
-            if folder.resumed or folder.replaced:  # its earlier training files (any --runs-dir)
-                clear_run_dir((runs_path or out / "runs") / ctx.run_id)
-            new, cfg, cur = run_one(ctx, say)
-            if algo in tuned:
-                for r in new:
-                    r["tuned"] = tuned[algo]
-            configs[new[0]["config_hash"] if new else config_hash(cfg)] = cfg
-            _record_run(out, key, new, cur, configs, primary)
-            by_run[key] = new
-            bar.update(1)
-    bar.close()
-    if no_per_task:
-        print(
-            f"metarec bench: --resume: no per-task values for {len(no_per_task)} finished run(s) of an older folder "
-            f"({', '.join(no_per_task[:4])}{', ...' if len(no_per_task) > 4 else ''}): the report's paired tests over "
-            "tasks leave them out; rerun them with --overwrite for complete tests",
-            file=sys.stderr,
-        )
-    if skipped:
-        say(
-            f"metarec bench: --resume: {skipped} finished run(s) kept, {n_seeds * len(algos) - skipped} run"
-        )
-    order = [(s, a) for s in range(n_seeds) for a in algos]
-    rows = [r for k in order for r in by_run[k]]
-    rewrite_results(out, rows)  # seed x algorithm order, as an uninterrupted run writes it
-    assemble_per_task(out, order)
-    seconds = time.perf_counter() - t_start
+
+
+def _write_meta(
+    out: Path,
+    plan: _Plan,
+    table: InteractionTable,
+    rows: list[dict[str, Any]],
+    grid: Grid,
+    tune: int | None,
+    jobs: int,
+    load_s: float,
+    t_start: float,
+    cpu_start: float,
+    env: dict[str, Any],
+) -> None:
+    """``bench.json``: the settings, environment and timings of the benchmark."""
+    base = plan.base
     atomic_write_json(
         out / "bench.json",
         {
             "scenario": base.name,
             "description": base.description,
-            "protocol": warmup_protocol(base) if warmup else to_dict(base.protocol),
-            "quick": quick,
-            "algorithms": list(algos),
-            "seeds": list(range(n_seeds)),
-            "shots": [*shot_list, "default"],
+            "protocol": warmup_protocol(base) if plan.warmup else to_dict(base.protocol),
+            "quick": plan.quick,
+            "algorithms": list(plan.algos),
+            "seeds": list(range(plan.n_seeds)),
+            "shots": [*plan.shots, "default"],
             "default_support": (
                 "/".join(str(i * base.warmup.k) for i in range(4))
                 if base.warmup is not None
@@ -350,7 +356,7 @@ def run_bench(
             ),
             "n_query": base.protocol.n_query,
             "feedback": table.feedback,
-            "primary_metric": primary,
+            "primary_metric": primary_metric(base, table.feedback),
             "metrics": metric_names(rows),
             "states": list(dict.fromkeys(r["state"] for r in rows)),
             "train_steps": base.train.steps,
@@ -358,20 +364,23 @@ def run_bench(
             "val_every": base.train.val_every,
             "patience": base.train.patience,
             "adapt_curve_steps": list(ADAPT_CURVE_STEPS),
-            "pools": pools,
+            "pools": grid.pools,
             "negatives": NEGATIVES,
-            "catalogue_ranking": bool(catalogue),
-            "resumed_runs": skipped,
+            "catalogue_ranking": bool(grid.catalogue),
+            "resumed_runs": grid.skipped,
             "tune": tune,
+            "jobs": jobs,
             "load_seconds": round(load_s, 2),
             "seconds": round(time.perf_counter() - t_start, 1),
             "cpu_seconds": round(time.process_time() - cpu_start, 1),
             **env,
         },
     )
-    plot_files: list[Path] = []
-    if want_plots:
-        plot_files = write_plots(out)
+
+
+def _finish(out: Path, plan: _Plan, want_plots: bool) -> tuple[list[Path], Path]:
+    """The plots, ``report.md`` and, with source-history methods, ``transfer-summary.md``."""
+    plot_files = write_plots(out) if want_plots else []
     report = write_report(
         out,
         plots=[p.relative_to(out) for p in plot_files],
@@ -382,48 +391,9 @@ def run_bench(
             "`python -c \"from metarec.bench import write_plots; write_plots('OUT')\"`"
         ),
     )
-    if any(is_crossdomain(a) for a in algos):  # cold users: metarec's best vs EMCDR / PTUPCDR
+    if any(is_crossdomain(a) for a in plan.algos):  # cold users: metarec's best vs EMCDR / PTUPCDR
         write_transfer_summary(out)
-    seconds = time.perf_counter() - t_start
-    say(f"metarec bench: {len(rows)} rows in {seconds:.0f} s; report: {report}")
-    return BenchResult(out, rows, results, report, plot_files, seconds)
-
-
-def _record_run(
-    out: Path,
-    key: tuple[int, str],
-    rows: list[dict[str, Any]],
-    curves: list[dict[str, Any]],
-    configs: dict[str, Any],
-    primary: str,
-) -> None:
-    """Write one finished run into ``out`` (the order of :mod:`metarec.bench.resume`); pops the
-    rows' ``_per_task`` entries."""
-    seed, algo = key
-    per_task = []
-    for r in rows:
-        pt = r.pop("_per_task", None)
-        if pt is not None and primary in pt["values"]:
-            per_task.append(
-                {
-                    "state": r["state"],
-                    "algorithm": r["algorithm"],
-                    "seed": r["seed"],
-                    "shots": r["shots"],
-                    "metric": primary,
-                    "units": pt["units"],
-                    "values": pt["values"][primary],
-                }
-            )
-    write_run_per_task(out, seed, algo, per_task)
-    append_jsonl(out / "curves.jsonl", curves)
-    atomic_write_json(out / "configs.json", configs)
-    append_jsonl(out / "results.jsonl", rows, sync=True)
-    append_jsonl(
-        out / PROGRESS_FILE,
-        [{"run_id": f"{algo}-s{seed}", "seed": seed, "algorithm": algo, "rows": len(rows)}],
-        sync=True,
-    )
+    return plot_files, report
 
 
 def _check_seeds(seeds: int) -> int:

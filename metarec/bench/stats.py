@@ -15,13 +15,15 @@ from metarec.metrics.per_task import _t_upper_tail  # exact tail via the regular
 
 __all__ = ["LOWER_IS_BETTER", "PRIMARY", "lower_is_better", "student_t_cdf", "paired_t_test"]
 
-LOWER_IS_BETTER = ("mae", "rmse", "logloss")
+LOWER_IS_BETTER = ("mae", "rmse", "logloss", "overlap", "pop")
 PRIMARY = {"explicit": "mae", "implicit": "auc"}
 """The primary metric per feedback kind (the significance test and the bolded headline)."""
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of ``metric`` are better (errors) or larger (ranking metrics)."""
+    """Whether smaller values of ``metric`` are better (errors; the share of lists two users
+    have in common, ``overlap@k``; the popularity of what is recommended, ``pop@k``) or larger
+    (ranking metrics, ``coverage@k``)."""
     return metric.split("@")[0] in LOWER_IS_BETTER
 
 

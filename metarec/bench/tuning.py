@@ -34,13 +34,13 @@ import numpy as np
 from metarec._errors import ConfigError
 from metarec.bench.context import RunContext
 from metarec.bench.resume import append_jsonl, clear_run_dir
-from metarec.bench.runner import FINETUNE_LRS, fit_engine, tuned_scenario, tuned_settings
+from metarec.bench.runner import FINETUNE_LRS, fit_method, tuned_scenario
 from metarec.bench.stats import PRIMARY, lower_is_better
-from metarec.bench.variants import CROSSDOMAIN, variant_scenario
+from metarec.bench.variants import variant_scenario
 from metarec.config import to_dict
 from metarec.episodes.build import sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.methods import ENGINE_METHODS, FitData, build_method
+from metarec.methods import adaptation_for, build_method, fitted_place
 from metarec.metrics.evaluate import evaluate_fitted
 
 __all__ = [
@@ -112,7 +112,8 @@ SPACES: dict[str, dict[str, tuple[Any, ...]]] = {
     "reptile-source-init": dict(_BRIDGE),
 }
 """Algorithm -> search space (setting -> candidate values; see the module docstring). ``popularity``
-has no setting to tune; the cross-domain methods choose their adaptation on meta-val themselves."""
+has no setting to tune; the cross-domain methods choose their adaptation on meta-val themselves
+(no space: not searched)."""
 
 
 def register_tuning_space(
@@ -142,7 +143,7 @@ def trial_configs(
     grid points in a seeded random order (all of them when the grid is smaller).
 
     >>> trial_configs({"a": (1, 2), "b": (3,)}, 5)
-    [{}, {'a': 2, 'b': 3}, {'a': 1, 'b': 3}]
+    [{}, {'a': 1, 'b': 3}, {'a': 2, 'b': 3}]
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(
@@ -213,11 +214,6 @@ def tune_algorithm(
     """
     metric = PRIMARY[ctx.table.feedback]
     space = tuning_space(ctx.algo)
-    if ctx.algo in CROSSDOMAIN:
-        return {
-            "n": n,
-            "note": "cross-domain method: chooses its adaptation on meta-val itself; not searched",
-        }
     if not space:
         return {"n": n, "note": f"no search space for {ctx.algo!r} (register_tuning_space)"}
     score = score or meta_val_score
@@ -264,7 +260,7 @@ def tune_algorithm(
 
 def own_values(ctx: RunContext, space: Mapping[str, Any]) -> dict[str, Any]:
     """The algorithm's own values of the searched settings (what trial 0 runs with)."""
-    sc = variant_scenario(ctx.scenario, ctx.algo) if ctx.algo in ENGINE_METHODS else ctx.scenario
+    sc = variant_scenario(ctx.scenario, ctx.algo, quick=ctx.quick)
     d = to_dict(sc)
     out: dict[str, Any] = {}
     dotted = [k for k in space if "." in k]
@@ -291,40 +287,21 @@ def meta_val_score(ctx: RunContext, values: dict[str, Any], run_dir: Path) -> fl
         return warmup_val_score(ctx, values, run_dir)
     pool = ctx.splits.pools[ctx.splits.val]
     metric = PRIMARY[ctx.table.feedback]
-    fitted: Any
-    if ctx.algo in ENGINE_METHODS:
-        sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), values)
-        fitted, lr, _ = fit_engine(ctx, sc, run_dir)
-        steps = sc.algorithm.eval_steps
-        dtype = next(iter(fitted.params.values())).dtype
-    else:
-        sc = tuned_scenario(ctx.scenario, values)
-        fitted = build_method(ctx.algo, sc, **tuned_settings(values)).fit(
-            FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device)
-        )
-        lr, steps, dtype = None, None, _dtype(fitted)
+    sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo, quick=ctx.quick), values)
+    fitted = fit_method(replace(ctx, tuned=values), sc, run_dir)
+    scfg = sampler_config(sc.protocol)
+    a = adaptation_for(fitted, scfg)
     ev = evaluate_fitted(
         fitted,
         ctx.table,
         pool,
-        sampler_config(sc.protocol),
-        steps=steps,
-        lr=lr,
+        scfg,
+        steps=a.steps,
+        lr=a.lr,
         max_tasks=sc.train.val_tasks,
         k=sc.metrics.k,
         seed=ctx.seed,
         device=ctx.device,
-        dtype=dtype,
+        dtype=fitted_place(fitted)[1],
     )
     return float(ev[metric])
-
-
-def _dtype(fitted: Any) -> Any:
-    import torch
-
-    learner = getattr(fitted, "learner", None)
-    if learner is not None:
-        p = next(iter(learner.parameters()), None)
-        if p is not None:
-            return p.dtype
-    return getattr(getattr(fitted, "scores", None), "dtype", torch.float32)

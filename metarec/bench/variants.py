@@ -37,6 +37,8 @@ from metarec.methods.engine.method import MELU_REF
 
 __all__ = [
     "VARIANTS",
+    "VARIANT_SETTINGS",
+    "QUICK_BUDGET",
     "BENCH_ALGORITHMS",
     "BASELINES",
     "REFERENCES",
@@ -70,10 +72,19 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 }
 """Benchmark algorithm name -> scenario overrides (``None``: an evaluator without training)."""
 
+VARIANT_SETTINGS: dict[str, dict[str, Any]] = {
+    "finetune": {"eval_lrs": (0.001, 0.003, 0.01, 0.03, 0.1)},
+}
+"""Benchmark algorithm -> settings of its method (``build_method(name, scenario, **settings)``):
+``finetune`` chooses its fine-tuning rate among ``eval_lrs`` on meta-val when the scenario sets
+no ``algorithm.eval_lr``."""
+
 BENCH_ALGORITHMS = tuple(VARIANTS)
 CROSSDOMAIN = tuple(m + s for m in _CROSSDOMAIN_METHODS for s in ("", "+adapt"))
-"""Cross-domain methods (:mod:`metarec.methods.crossdomain`), run by :mod:`metarec.bench.crossdomain_rows` on
-cold-domain-users scenarios."""
+"""Cross-domain methods (:mod:`metarec.methods.crossdomain`), benchmarked on cold-domain-users
+scenarios with the benchmark's evaluation seed and meta-val budget (:func:`variant_scenario`)."""
+QUICK_BUDGET = {"mf_epochs": 5, "epochs": 5, "mapping_epochs": 30, "patience": 2}
+"""Training budget of the cross-domain methods in a quick run (else the config defaults)."""
 BASELINES = (
     "global",
     "finetune",
@@ -83,6 +94,10 @@ BASELINES = (
     "feature-global",
     "warmup-base",
     "content-bias",
+    "itemknn",
+    "ease",
+    "mf-foldin",
+    "content-knn",
 )
 """Non-meta-learning baselines: the significance test compares the best row against the best of these."""
 REFERENCES = ("melu-ref", "emcdr", "ptupcdr")
@@ -103,10 +118,13 @@ assert all(a in ALGORITHMS for a in VARIANTS if VARIANTS[a] is not None and a !=
 def extra_methods() -> tuple[str, ...]:
     """Methods registered with :func:`~metarec.methods.register_method` beyond the built-in ones
     (a user's own methods): ``metarec bench`` runs them by default beside the scenario's list. The
-    cold-start learners of :mod:`metarec.methods.learners` are opt-in (``--algorithms tanp,...``)."""
+    cold-start learners of :mod:`metarec.methods.learners` and the ranking baselines of
+    :mod:`metarec.methods.ranking` are opt-in (``--algorithms tanp,ease,...``)."""
     from metarec.methods.learners import LEARNER_METHODS
+    from metarec.methods.ranking import RANKING_METHODS
 
-    return tuple(n for n in method_names() if n not in BUILTIN_METHODS and n not in LEARNER_METHODS)
+    shipped = (*BUILTIN_METHODS, *LEARNER_METHODS, *RANKING_METHODS)
+    return tuple(n for n in method_names() if n not in shipped)
 
 
 def check_algorithms(names: Sequence[str]) -> tuple[str, ...]:
@@ -140,9 +158,16 @@ def _override(sc: Scenario, overrides: Mapping[str, Any]) -> Scenario:
     return scenario_from_dict(merge(to_dict(sc), overrides))
 
 
-def variant_scenario(sc: Scenario, algorithm: str) -> Scenario:
-    """The resolved scenario that trains benchmark ``algorithm`` (``popularity``: ``sc``)."""
+def variant_scenario(sc: Scenario, algorithm: str, *, quick: bool = False) -> Scenario:
+    """The resolved scenario that trains benchmark ``algorithm``: its :data:`VARIANTS` overrides
+    (``popularity`` and other methods: ``sc``); a cross-domain method evaluates on meta-val with
+    the benchmark's seed (``train.seed``) and budget (``train.val_tasks``), and trains with
+    :data:`QUICK_BUDGET` in a quick run."""
     check_algorithms([algorithm])
+    if algorithm in CROSSDOMAIN:
+        budget = QUICK_BUDGET if quick else {}
+        own = {"eval_seed": sc.train.seed, "val_tasks": sc.train.val_tasks}
+        return _override(sc, {"crossdomain": {**budget, **own}})
     ov = VARIANTS.get(algorithm)
     return sc if ov is None else _override(sc, ov)
 

@@ -18,14 +18,15 @@ from dataclasses import replace
 from typing import Any
 
 from metarec.bench.context import RunContext
-from metarec.bench.runner import fit_engine, tuned_scenario, tuned_settings
+from metarec.bench.runner import fit_method, training_fields, tuned_scenario
 from metarec.bench.variants import variant_scenario
 from metarec.bench.writers import context_rows, rss_mb
 from metarec.config import Scenario, config_hash, to_dict
 from metarec.data.table import InteractionTable
+from metarec.episodes.build import sampler_config
 from metarec.episodes.splits import MetaSplits
 from metarec.episodes.warmup import PHASES, click_table, item_warmup_split
-from metarec.methods import ENGINE_METHODS, FitData, build_method
+from metarec.methods import adaptation_for, training_log_of
 from metarec.metrics.warmup import evaluate_warmup
 
 __all__ = [
@@ -71,16 +72,12 @@ def warmup_rows_per_seed(splits: MetaSplits) -> int:
 
 
 def _fit(ctx: RunContext, tuned: dict[str, Any] | None, run_dir) -> tuple[Any, Scenario, Any, Any]:
-    """``(fitted, scenario, steps, lr)``: ``ctx.algo`` fitted on ``ctx.splits``' meta-train."""
-    if ctx.algo in ENGINE_METHODS:
-        sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo), tuned)
-        engine, lr, _ = fit_engine(ctx, sc, run_dir)
-        return engine, sc, sc.algorithm.eval_steps, lr
-    sc = tuned_scenario(ctx.scenario, tuned)
-    fitted = build_method(ctx.algo, sc, **tuned_settings(tuned)).fit(
-        FitData(ctx.table, ctx.splits, seed=ctx.seed, device=ctx.device)
-    )
-    return fitted, sc, None, None
+    """``(fitted, scenario, steps, lr)``: ``ctx.algo`` fitted on ``ctx.splits``' meta-train, and
+    the adaptation it evaluates with."""
+    sc = tuned_scenario(variant_scenario(ctx.scenario, ctx.algo, quick=ctx.quick), tuned)
+    fitted = fit_method(replace(ctx, tuned=tuned), sc, run_dir)
+    a = adaptation_for(fitted, sampler_config(sc.protocol))
+    return fitted, sc, a.steps, a.lr
 
 
 def warmup_run(ctx: RunContext, say) -> Run:
@@ -110,9 +107,8 @@ def warmup_run(ctx: RunContext, say) -> Run:
             }
             evals.append((f"{state}/{phase}" if several else phase, "default", i * k, ev))
     eval_s = time.perf_counter() - t_eval
-    info = fitted.config() if hasattr(fitted, "config") else {}
-    cfg = {"benchmark_algorithm": ctx.algo, **info, "scenario": to_dict(sc)}
-    log = getattr(fitted, "log", {}) or {}
+    cfg = {"benchmark_algorithm": ctx.algo, **fitted.config(), "scenario": to_dict(sc)}
+    log = training_log_of(fitted)
     rows = context_rows(
         ctx,
         sc,
@@ -124,8 +120,8 @@ def warmup_run(ctx: RunContext, say) -> Run:
         extra={
             "protocol": "item-warmup",
             "warmup_k": k,
-            "best_step": log.get("best_step"),
-            "steps": log.get("steps", 0),
+            "best_step": training_fields(log)["best_step"],
+            "steps": log.steps,
             "eval_steps": steps,
             "eval_lr": lr,
         },

@@ -18,6 +18,7 @@ import torch
 from metarec._errors import ConfigError
 from metarec.bench.context import RunContext
 from metarec.config import Scenario, config_hash
+from metarec.metrics.catalogue import BEYOND_ACCURACY
 from metarec.metrics.evaluate import metric_selection
 from metarec.metrics.per_task import mean_over_tasks
 
@@ -146,11 +147,12 @@ def context_rows(
 ) -> list[dict[str, Any]]:
     """:func:`make_rows` for one run of ``ctx``; the within-query metrics are those the scenario's
     ``metrics.names`` selects (:func:`metarec.metrics.evaluate.metric_selection`), whatever the method
-    computed; the ranking metrics (``*_neg``, ``*_all``) are kept."""
+    computed; the ranking metrics (``*_neg``, ``*_all``) and the beyond-accuracy ones
+    (``coverage@10``, ``overlap@10``, ``pop@10``) are kept."""
     keep = set(metric_selection(sc.metrics.names, ctx.table.feedback, sc.metrics.k))
 
     def wanted(m: str) -> bool:
-        return m in keep or m.endswith(("_neg", "_all"))
+        return m in keep or m.endswith(("_neg", "_all")) or m in BEYOND_ACCURACY
 
     def selected(ev: dict[str, Any]) -> dict[str, Any]:
         drop = {m for m in metric_keys(ev) if not wanted(m)}

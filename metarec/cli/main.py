@@ -8,11 +8,14 @@ and exit with status 2; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from metarec._errors import MetarecError
 from metarec.cli.scenarios import scenario_path
@@ -37,11 +40,20 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
         f"scenario {report['scenario']}: {report['data']['interactions']:,} interactions, "
         f"{report['data']['users']:,} users, {report['data']['items']:,} items, {report['data']['domains']} domain(s)"
     )
+    print("filters (what no pool holds, and the key that controls it):")
+    for line in _filter_lines(report["filters"]):
+        print(f"  {line}")
     print(f"{'split':<16}{'tasks':>8}  {'support min/mean/max':>22}  {'query min/mean/max':>20}")
     for name, s in report["splits"].items():
         sp, q = s["support"], s["query"]
+        rank = (
+            f"    catalogue {s['catalogue']:>6}, relevant {s['relevant']['min']}/{s['relevant']['mean']}/{s['relevant']['max']}"
+            if "catalogue" in s
+            else ""
+        )
         print(
             f"{name:<16}{s['tasks']:>8}  {sp['min']:>6}/{sp['mean']:>6}/{sp['max']:>6}    {q['min']:>5}/{q['mean']:>6}/{q['max']:>5}"
+            + rank
         )
     print("leakage checks:")
     for k, v in report["leakage_checks"].items():
@@ -50,17 +62,65 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
     return 0 if all(v == "passed" for v in report["leakage_checks"].values()) else 1
 
 
+def _filter_lines(filters: dict) -> list[str]:
+    from metarec.data.drops import Drop
+    from metarec.episodes.filters import FilterReport
+
+    drops = [Drop(**d) for d in filters["drops"]]
+    report = FilterReport(
+        tuple(filters["rows"]), tuple(filters["users"]), tuple(filters["items"]), drops
+    )  # type: ignore[arg-type]
+    return report.lines()
+
+
+class _Once(logging.Filter):
+    """Passes each message once (a benchmark builds the same splits for every cell)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+@contextlib.contextmanager
+def _print_filters() -> Iterator[None]:
+    """Print what the data and the protocol leave out (logger ``metarec.filters``) on stdout,
+    before the command's own output (stderr stays for errors)."""
+    log = logging.getLogger("metarec.filters")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("metarec: filter: %(message)s"))
+    handler.addFilter(_Once())
+    old = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from metarec.config import load_scenario
     from metarec.methods import train_method
 
     sc = load_scenario(scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
     res = train_method(sc, args.out, resume=args.resume, overwrite=args.overwrite)
+    unit = res.training_log.unit if res.training_log is not None else "step"
+    speed = f" ({res.tasks_per_s:.0f} tasks/s)" if res.tasks_per_s else ""
     print(
-        f"trained {res.steps} steps in {res.seconds:.1f} s ({res.tasks_per_s:.0f} tasks/s); best validation at step "
+        f"trained {res.steps} {unit}s in {res.seconds:.1f} s{speed}; best validation at {unit} "
         f"{res.best_step}: "
         + ", ".join(f"{k}={v:.4f}" for k, v in res.best_val.items() if isinstance(v, float))
     )
+    if res.skipped_steps:
+        print(f"  {res.skipped_steps} {unit}(s) skipped: the loss or meta-gradient was not finite")
     test = Path(args.out) / "test_metrics.json"
     if test.exists():
         for state, ev in json.loads(test.read_text())["states"].items():
@@ -77,6 +137,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _support_in_domain(support: Any, run: str, domain: str | None, path: str) -> Any:
+    """The support frame with plain item ids read as ``domain``'s (``395`` -> ``cloth:395``) when
+    the run's item ids are namespaced by domain; a plain id the run knows only in namespaced form
+    is an error that shows that form and the ``--domain`` that reads it."""
+    import numpy as np
+
+    from metarec._errors import DataError
+    from metarec.data.encoding import IdEncoder
+    from metarec.data.files import read_json_object
+
+    enc_file = Path(run) / "encoders.json"
+    if not enc_file.is_file():
+        return support  # an adapted directory or a damaged run: the loader says what is wrong
+    items = IdEncoder.from_json(read_json_object(enc_file, "encoders")["item_ids"])
+    by_plain: dict[str, list[str]] = {}
+    for v in items.values:
+        head, sep, tail = str(v).partition(":")
+        if sep:
+            by_plain.setdefault(tail, []).append(str(v))
+    if not by_plain:
+        return support  # ids are not namespaced
+    raw = support["item"].astype(str)
+    known = np.asarray([r in items for r in raw.tolist()], dtype=bool)
+    if domain is not None:
+        full = domain + ":" + raw
+        fix = ~known & np.asarray([f in items for f in full.tolist()], dtype=bool)
+        support = support.assign(item=np.where(fix, full, raw))
+        known |= fix
+    for r in raw[~known].tolist():
+        forms = by_plain.get(r)
+        if forms:
+            doms = sorted(f.partition(":")[0] for f in forms)
+            hint = (
+                f"--domain {domain} reads plain ids as {domain!r}'s, and {domain!r} has no item {r!r}; "
+                if domain is not None
+                else ""
+            )
+            raise DataError(
+                f"--support {path}: item {r!r} is not in the run's catalogue, whose item ids are namespaced by "
+                f"domain ({', '.join(repr(f) for f in forms)}); {hint}pass --domain {doms[0]} to read plain ids as "
+                f"{doms[0]!r}'s, or write the namespaced id ({forms[0]!r}) in the file"
+            )
+    return support
+
+
 def _cmd_adapt(args: argparse.Namespace) -> int:
     import time
 
@@ -84,20 +189,18 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     rec = load_run(args.run).adapt_many(
-        read_support(args.support),
+        _support_in_domain(read_support(args.support), args.run, args.domain, args.support),
         steps=args.steps,
         lr=args.lr,
         on_diverge=args.on_diverge,
         unknown_items=args.unknown_items,
     )
-    if not hasattr(rec, "save"):
-        raise MetarecError(
-            f"--run {args.run!r}: a run of method {rec.meta.name!r}, which has no adapted weights to save; "
-            "serve it with 'metarec recommend --run RUN --support CSV' instead"
-        )
     out = rec.save(args.out, overwrite=args.overwrite)
+    how = (
+        f"{rec.steps} step(s)" if rec.steps is not None else f"adapted by method {rec.meta.name!r}"
+    )
     print(
-        f"adapted {rec.n_tasks} user(s) ({rec.steps} step(s)) in {time.perf_counter() - t0:.2f} s; "
+        f"adapted {rec.n_tasks} user(s) ({how}) in {time.perf_counter() - t0:.2f} s; "
         f"adapted directory: {out}"
     )
     return 0
@@ -107,7 +210,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from metarec.recommend.load import open_recommender, read_support
     from metarec.runs.guard import check_recommendations
 
-    support = read_support(args.support) if args.support else None
+    support = (
+        _support_in_domain(read_support(args.support), args.run, args.domain, args.support)
+        if args.support
+        else None
+    )
     rec = open_recommender(
         args.run,
         support=support,
@@ -126,10 +233,16 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         top, args.user
     )  # hook (metarec.runs.guard): never an empty list with status 0
     if args.json:
-        print(json.dumps({"user": user, "items": [{"item": i, "score": s} for i, s in top]}))
+        # ids are strings, whatever type the run was trained with (as metarec serve answers)
+        items = [{"item": str(i), "score": s} for i, s in top]
+        print(json.dumps({"user": str(user), "items": items}))
         return 0
     how = (
-        f"adapted, {rec.steps} step(s)"
+        (
+            f"adapted, {rec.steps} step(s)"
+            if rec.steps is not None
+            else f"adapted by method {rec.meta.name!r}"
+        )
         if rec.is_adapted(args.user)
         else "meta-learned initialisation"
     )
@@ -141,10 +254,20 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from metarec.serve import Limits, ServeConfig, serve
+    from metarec.serve import HttpLimits, Limits, ServeConfig, read_token, serve
 
     limits = Limits(
-        max_body_bytes=args.max_body_bytes, max_support=args.max_support, max_items=args.max_items
+        max_body_bytes=args.max_body_bytes,
+        max_support=args.max_support,
+        max_items=args.max_items,
+        max_json_depth=args.max_json_depth,
+    )
+    http = HttpLimits(
+        max_header_bytes=args.max_header_bytes,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive=args.keep_alive,
+        max_connections=args.max_connections,
     )
     config = ServeConfig(
         max_batch=args.max_batch,
@@ -154,6 +277,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         batched_kernel=not args.no_kernel,
         limits=limits,
         on_diverge=args.on_diverge,
+        token=read_token(args.token_file),
     )
     serve(
         args.run,
@@ -162,6 +286,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config=config,
         threads=args.threads,
         workers=args.workers,
+        http=http,
     )
     return 0
 
@@ -192,6 +317,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         tune=args.tune,
+        jobs=args.jobs,
     )
     print(f"results: {res.results}\nreport: {res.report}")
     return 0
@@ -202,7 +328,9 @@ def _cmd_federated(args: argparse.Namespace) -> int:
     from metarec.federated import run_federated
 
     sc = load_scenario(scenario_path(args.scenario), args.set or (), data_root=_data_root(args))
-    res = run_federated(sc, args.out, backend=args.backend, resume=args.resume)
+    res = run_federated(
+        sc, args.out, backend=args.backend, resume=args.resume, overwrite=args.overwrite
+    )
     s = res.summary
     print(
         f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in {s['seconds']:.1f} s, "
@@ -232,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metarec", description="Few-shot domain adaptation for recommenders by meta-learning."
     )
+    import metarec
+
+    p.add_argument("--version", action="version", version=f"metarec {metarec.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def scen(sp: argparse.ArgumentParser) -> None:
@@ -289,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--support", required=True, help="CSV with header user,item,rating (one task per user)"
     )
     ad.add_argument("--out", required=True, help="adapted directory to write")
+    ad.add_argument(
+        "--domain",
+        help="read the support's plain item ids as this domain's (cross-domain runs namespace "
+        "item ids: 395 -> cloth:395)",
+    )
     ad.add_argument("--steps", type=int, help="inner steps (default: the run's evaluation steps)")
     ad.add_argument("--lr", type=float, help="inner learning rate (default: the run's)")
     ad.add_argument(
@@ -308,7 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument(
         "--lr", type=float, help="inner learning rate with --support (default: the run's)"
     )
-    rc.add_argument("--domain", help="rank only this domain's items (a domain id of the run)")
+    rc.add_argument(
+        "--domain",
+        help="rank only this domain's items (a domain id of the run); the support's plain item ids "
+        "are read as this domain's (395 -> cloth:395)",
+    )
     rc.add_argument(
         "--json", action="store_true", help="print one JSON object {user, items: [{item, score}]}"
     )
@@ -317,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser(
         "serve",
-        help="HTTP JSON service: POST /recommend, POST /predict, GET /health (micro-batched)",
+        help="HTTP JSON service: POST /recommend, /predict; GET /health, /ready, /metrics, "
+        "/openapi.json, /docs (micro-batched)",
     )
     sv.add_argument("--run", required=True, help="run directory written by 'metarec train'")
     sv.add_argument(
@@ -363,6 +504,47 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=10_000,
         help="most items per /predict request (default 10000; over: 413)",
+    )
+    sv.add_argument(
+        "--max-json-depth",
+        type=int,
+        default=16,
+        help="deepest nesting of a JSON body (default 16; a valid body needs 3; over: 400)",
+    )
+    sv.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=16 * 1024,
+        help="largest request line + headers (default 16 KiB; over: 431)",
+    )
+    sv.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request head to arrive (default 10; idle or slow connections are closed)",
+    )
+    sv.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a request body to arrive after its head (default 30; over: 408)",
+    )
+    sv.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        help="seconds an idle keep-alive connection stays open (default 5)",
+    )
+    sv.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="most open connections per worker (default 1000; beyond: 503 at once)",
+    )
+    sv.add_argument(
+        "--token-file",
+        help="file holding a bearer token that /recommend, /predict and /metrics require "
+        "(default: $METAREC_SERVE_TOKEN if set, else no authentication)",
     )
     sv.add_argument(
         "--no-kernel",
@@ -420,6 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="per algorithm, N trials of its settings on seed 0, chosen on meta-val only",
     )
+    be.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="(seed, algorithm) runs at a time, each in a worker process with one thread "
+        "(default 1: one after another); the same rows, resumable alike",
+    )
     scen(be)
     be.set_defaults(func=_cmd_bench)
 
@@ -434,7 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: the scenario's federated.backend (simulation)",
     )
-    fe.add_argument("--resume", action="store_true", help="continue from RUN/checkpoints/last.pt")
+    fe.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from RUN/checkpoints/last.pt (none yet: from round 0)",
+    )
+    fe.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the federated run in RUN (its own files only) and start afresh",
+    )
     scen(fe)
     fe.set_defaults(func=_cmd_federated)
 
@@ -470,8 +669,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
+    printed = getattr(args, "func", None) is _cmd_tasks_inspect  # inspect prints its own report
     try:
-        return int(args.func(args) or 0)
+        with contextlib.nullcontext() if printed else _print_filters():
+            return int(args.func(args) or 0)
     except MetarecError as e:
         print(f"metarec: error: {e}", file=sys.stderr)
         return 2

@@ -23,8 +23,9 @@ One module per part of the schema: :mod:`~metarec.config.data` (``[data]``),
 (``[model]``, ``[algorithm]``, ``[train]``) and :mod:`~metarec.config.scenario` (``[bench]``, the
 whole :class:`Scenario`, its files); every public name is importable from ``metarec.config``.
 
-The ``[algorithm]`` section is the engine's :class:`~metarec.algorithms.AlgorithmConfig` plus the
-evaluation budget: :meth:`AlgorithmSection.engine` produces the engine's config, and every value
+The ``[algorithm]`` section has the engine's options (declared once, shared with
+:class:`~metarec.algorithms.AlgorithmConfig`) plus the evaluation budget:
+:meth:`AlgorithmSection.engine_config` produces the engine's config, and every value
 an engine algorithm would reject is rejected at load time.
 
 >>> s = scenario_from_dict({"name": "demo", "algorithm": {"inner_steps": 3}})
@@ -39,11 +40,13 @@ metarec._errors.ConfigError: unknown key 'inner_stpes' (did you mean 'inner_step
 from __future__ import annotations
 
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
-from metarec.config.data import DataConfig, DataFile, SyntheticConfig
+from metarec.config.data import DataConfig, DataFile, SyntheticConfig, resolve_data_paths
+from metarec.config.features import FeatureFile
 from metarec.config.protocol import METRIC_NAMES, MetricsConfig, ProtocolConfig
 from metarec.config.scenario import (
     BenchConfig,
     Scenario,
+    as_scenario,
     load_scenario,
     save_config,
     scenario_from_dict,
@@ -62,6 +65,7 @@ __all__ = [
     "BenchConfig",
     "DataConfig",
     "DataFile",
+    "FeatureFile",
     "METRIC_NAMES",
     "MetricsConfig",
     "ModelConfig",
@@ -69,12 +73,14 @@ __all__ = [
     "Scenario",
     "SyntheticConfig",
     "TrainConfig",
+    "as_scenario",
     "config_hash",
     "expand_vars",
     "from_dict",
     "load_scenario",
     "merge",
     "parse_overrides",
+    "resolve_data_paths",
     "save_config",
     "scenario_from_dict",
     "to_dict",

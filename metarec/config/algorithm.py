@@ -36,8 +36,29 @@ _NO_INNER = ("global", "finetune")  # no inner loop in training
 
 
 @dataclass(frozen=True)
-class AlgorithmConfig:
-    """Which algorithm, and its hyper-parameters.
+class _Options:
+    """The options of an engine algorithm, declared once: the engine's
+    :class:`AlgorithmConfig` and the scenario's ``[algorithm]`` section
+    (:class:`AlgorithmSection`) both have exactly these (same names, defaults and rules)."""
+
+    name: str = "maml"
+    inner_steps: int = 5
+    inner_lr: float = 0.01
+    first_order: bool = False
+    meta_batch: int = 32
+    chunk_size: int | None = None
+    sort_tasks: bool = False
+    encode_once: bool = True
+    buckets: int = 2
+    engine: Literal["auto", "analytic", "vmap"] = "auto"
+    per_step_lr: bool = False
+    multi_step_loss: bool = False
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig(_Options):
+    """Which algorithm, and its hyper-parameters: the options of :class:`_Options` (the same in
+    a scenario's ``[algorithm]`` section), the inner-loop patterns and the resolved loss.
 
     Args:
         name: one of :data:`ALGORITHMS`.
@@ -73,20 +94,10 @@ class AlgorithmConfig:
         Traceback (most recent call last):
         ...
         metarec._errors.ConfigError: inner_steps=0: the inner loop needs at least one step; pass inner_steps >= 1
+        >>> AlgorithmConfig("global").default_steps, AlgorithmConfig("maml").default_steps
+        (0, 5)
     """
 
-    name: str = "maml"
-    inner_steps: int = 5
-    inner_lr: float = 0.01
-    first_order: bool = False
-    meta_batch: int = 32
-    chunk_size: int | None = None
-    sort_tasks: bool = False
-    encode_once: bool = True
-    buckets: int = 2
-    engine: str = "auto"
-    per_step_lr: bool = False
-    multi_step_loss: bool = False
     adapt: tuple[str, ...] | None = None
     loss: str = "mse"
 
@@ -163,6 +174,12 @@ class AlgorithmConfig:
         return self.first_order or self.name in ("fomaml", "reptile")
 
     @property
+    def default_steps(self) -> int:
+        """Inner steps at adaptation when none are asked for: ``global`` adapts nothing (0),
+        every other algorithm runs its ``inner_steps``. The one home of that rule."""
+        return 0 if self.name == "global" else self.inner_steps
+
+    @property
     def meta_learned_lrs(self) -> bool:
         """Whether the algorithm state holds learned inner learning rates."""
         return self.name == "metasgd" or self.per_step_lr
@@ -202,13 +219,11 @@ class ModelConfig:
             raise ConfigError(f"dropout={self.dropout}: must lie in [0, 1); e.g. dropout = 0.1")
 
 
-_ENGINE_FIELDS = tuple(
-    f.name for f in dataclasses.fields(AlgorithmConfig) if f.name not in ("adapt", "loss")
-)
+_ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(_Options))
 
 
 @dataclass(frozen=True)
-class AlgorithmSection:
+class AlgorithmSection(_Options):
     """The method and its engine settings (section ``[algorithm]``).
 
     Fields:
@@ -218,8 +233,8 @@ class AlgorithmSection:
             ``"ptupcdr+adapt"``, ...; settings in ``[crossdomain]``) or any name registered with
             ``metarec.register_method``.
         inner_steps, inner_lr, first_order, meta_batch, chunk_size, sort_tasks, encode_once,
-            buckets, engine, per_step_lr, multi_step_loss: the engine's options, exactly
-            :class:`~metarec.algorithms.AlgorithmConfig`'s (same names, defaults and rules).
+            buckets, engine, per_step_lr, multi_step_loss: the engine's options, declared once
+            for both (:class:`AlgorithmConfig` has the same fields: same names, defaults and rules).
         loss: ``"mse"``, ``"bce"`` or ``"bpr"``; ``None`` = ``"mse"`` for explicit feedback,
             ``"bce"`` for implicit.
         eval_steps: inner steps at evaluation (``None`` = ``inner_steps``; ``global``: 0).
@@ -227,20 +242,13 @@ class AlgorithmSection:
 
     For an engine algorithm every value is checked at load time by building the engine's config,
     and a rejected value names its ``--set`` key.
+
+    Example:
+        >>> s = AlgorithmSection(inner_steps=3, eval_lr=0.05)
+        >>> s.engine_config("implicit").loss, s.engine_config("implicit").inner_steps
+        ('bce', 3)
     """
 
-    name: str = "maml"
-    inner_steps: int = 5
-    inner_lr: float = 0.01
-    first_order: bool = False
-    meta_batch: int = 32
-    chunk_size: int | None = None
-    sort_tasks: bool = False
-    encode_once: bool = True
-    buckets: int = 2
-    engine: Literal["auto", "analytic", "vmap"] = "auto"
-    per_step_lr: bool = False
-    multi_step_loss: bool = False
     loss: Literal["mse", "bce", "bpr"] | None = None
     eval_steps: int | None = None
     eval_lr: float | None = None

@@ -3,14 +3,18 @@ its ``[[data.files]]`` entries :class:`DataFile` and the generator :class:`Synth
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
-from metarec.config.schema import _NONE_WORDS
+from metarec.config.features import FeatureFile
+from metarec.config.schema import _NONE_WORDS, coerce_tables
 
-__all__ = ["DataConfig", "DataFile", "SyntheticConfig"]
+__all__ = ["DataConfig", "DataFile", "SyntheticConfig", "resolve_data_paths"]
 
 _COLUMN_ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
@@ -92,7 +96,9 @@ class DataConfig:
     Fields:
         source: ``"synthetic"``, ``"movielens-100k"``, ``"movielens-1m"``, ``"recbole"``
             (atomic files), ``"amazon"`` (cross-domain pairs) or ``"csv"``.
-        path: file or folder to read; may use ``${METAREC_DATA}``. ``None`` for synthetic.
+        path: file or folder to read; may use ``${METAREC_DATA}``. ``None`` for synthetic. A
+            relative path in a scenario file is relative to that file's folder (one given with
+            ``--set`` to the current folder); the loaded scenario holds it absolute.
         name: RecBole dataset name (``source = "recbole"``).
         pair: Amazon domain pair, e.g. ``"sport_cloth"`` (``source = "amazon"``).
         feedback: ``"explicit"`` ratings or ``"implicit"`` positives.
@@ -120,6 +126,10 @@ class DataConfig:
             ``"last"``, or ``"mean"`` of the ratings.
         shared_users: ``source = "shared_below_k"``: K, the number of shared users (ids
             ``0..K-1`` are in every domain, ids from K on are local to their domain).
+        user_features, item_features: side-feature files (``[[data.user_features]]``,
+            ``[[data.item_features]]`` tables, each a :class:`~metarec.config.features.FeatureFile`:
+            path, id column, feature columns and their kinds), read with the interactions
+            (``source = "csv"``); several files of one entity are joined on the id.
     """
 
     source: Literal[
@@ -144,9 +154,13 @@ class DataConfig:
     namespace: tuple[str, ...] = ()
     duplicates: Literal["error", "first", "last", "mean"] = "error"
     shared_users: int | None = None
+    user_features: tuple[FeatureFile, ...] = ()
+    item_features: tuple[FeatureFile, ...] = ()
 
     def __post_init__(self) -> None:
+        coerce_tables(self)  # DataConfig(files=[{...}], user_features=[{...}]) from Python
         self._check_files()
+        self._check_feature_files()
         scale = self.rating_scale
         if scale is not None and (len(scale) != 2 or not scale[0] < scale[1]):
             raise ConfigError(
@@ -174,6 +188,29 @@ class DataConfig:
                 raise ConfigError(
                     f"columns.{role}={self.columns[role]!r}: every interaction needs a {role} column; name it"
                 )
+
+    def _check_feature_files(self) -> None:
+        for what in ("user_features", "item_features"):
+            entries = getattr(self, what)
+            if entries and self.source != "csv":
+                builtin = (
+                    " (its reader loads the dataset's own features)"
+                    if self.source != "synthetic"
+                    else ""
+                )
+                raise ConfigError(
+                    f'{what}: [[data.{what}]] files are read with source = "csv", not source={self.source!r}'
+                    f'{builtin}; read the interactions as source = "csv" too, or remove the {what} entries'
+                )
+            seen: dict[str, int] = {}
+            for i, entry in enumerate(entries):
+                for col in entry.columns:
+                    if col in seen:
+                        raise ConfigError(
+                            f"{what}[{i}].columns.{col}: feature {col!r} is already read from {what}[{seen[col]}]; "
+                            "each feature comes from one file; rename or drop one of them"
+                        )
+                    seen[col] = i
 
     def _check_files(self) -> None:
         if self.files and self.path is not None:
@@ -222,3 +259,35 @@ class DataConfig:
             raise ConfigError(
                 'sep="": the separator needs at least one character; e.g. sep = "\\t", or "auto"'
             )
+
+
+def resolve_data_paths(
+    cfg: DataConfig, base: str | os.PathLike[str], *, cwd_keys: Iterable[str] = ()
+) -> DataConfig:
+    """``cfg`` with its relative paths made absolute (``~`` expanded): ``path``, ``files[].path``
+    and the feature files' ``path`` against ``base``, except the keys of ``cwd_keys`` (``"path"``,
+    ``"files"``, ``"user_features"``, ``"item_features"``) against the current folder.
+
+    :func:`~metarec.config.load_scenario` resolves the paths a scenario file gives against the
+    file's folder, and those given otherwise (``--set``, a dict) against the current folder, so
+    a run reads the same files from any working folder (and its saved ``config.json`` names them
+    absolutely).
+    """
+    cwd = set(cwd_keys)
+
+    def _abs(p: str, key: str) -> str:
+        q = Path(os.path.expanduser(p))
+        root = Path.cwd() if key in cwd else Path(base)
+        return str(q if q.is_absolute() else Path(os.path.abspath(root / q)))
+
+    return replace(
+        cfg,
+        path=_abs(cfg.path, "path") if cfg.path is not None else None,
+        files=tuple(replace(f, path=_abs(f.path, "files")) for f in cfg.files),
+        user_features=tuple(
+            replace(f, path=_abs(f.path, "user_features")) for f in cfg.user_features
+        ),
+        item_features=tuple(
+            replace(f, path=_abs(f.path, "item_features")) for f in cfg.item_features
+        ),
+    )

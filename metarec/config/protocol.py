@@ -43,6 +43,22 @@ class ProtocolConfig:
         val_fraction: validation share: of the cold users (``"cold_domain_users"``), of the
             existing users (``"melu"``), or of the training users when a ``"predefined"`` split
             ships no ``valid`` part.
+        ranking: the catalogue ranking protocol (:mod:`metarec.episodes.ranking`): every
+            evaluation task (meta-val and the test states) is cut once into a support pool of
+            ``support_pool`` interactions (``k`` shots take its first ``k``) and a query of all
+            its other interactions; its candidates are the whole catalogue of its state minus
+            the support pool; the benchmark reports ``recall@20_all``, ``ndcg@10_all``,
+            ``hr@10_all``, ``mrr_all``, ``coverage@10``, ``overlap@10``, ``pop@10`` and the
+            same-named ``*_neg`` metrics against 100 sampled negatives per relevant item.
+            ``n_query`` then sizes the meta-train tasks' queries only.
+        relevance: ranking protocol, explicit feedback: a query item is relevant when its rating
+            is at least this (``None``: ``low + 0.75 * (high - low)`` of the rating scale, 4 on
+            1..5); implicit feedback: every positive is relevant (leave it ``None``).
+        support_pool: ranking protocol: interactions per evaluation task set aside as its
+            support pool (the largest number of shots); a unit needs ``support_pool + 1``
+            interactions (``min_interactions``) so that the largest support leaves a query.
+        ranking_negatives: ranking protocol: sampled negatives per relevant query item
+            (``*_neg`` metrics, for comparison with papers that sample).
     """
 
     unit: Literal["user", "domain", "cohort"] = "user"
@@ -63,6 +79,10 @@ class ProtocolConfig:
     target_domain: str | None = None
     seed: int = 0
     val_fraction: float = 0.1
+    ranking: bool = False
+    relevance: float | None = None
+    support_pool: int = 20
+    ranking_negatives: int = 100
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -117,11 +137,44 @@ class ProtocolConfig:
                 f"beta={self.beta}: the cold fraction of target-domain users must lie strictly "
                 f"between 0 and 1; e.g. beta = 0.2"
             )
+        if self.ranking:
+            self._check_ranking()
+        elif self.relevance is not None:
+            raise ConfigError(
+                f"relevance={self.relevance}: the relevance threshold belongs to the catalogue ranking "
+                "protocol; set protocol.ranking = true, or drop protocol.relevance"
+            )
         if self.unit == "cohort" and not self.cohort_by:
             raise ConfigError(
                 f"unit='cohort' needs cohort_by, the user column that groups users into "
                 f'cohorts (cohort_by={self.cohort_by!r}); set cohort_by = "age" or use '
                 f'unit = "user"'
+            )
+
+    def _check_ranking(self) -> None:
+        """The ranking protocol's rules (see the ``ranking`` field)."""
+        _check_at_least(self, 1, "support_pool", "ranking_negatives")
+        if self.n_support is None:
+            raise ConfigError(
+                'n_support="none": the ranking protocol takes k shots from a pinned support pool; set '
+                f"protocol.n_support to a number of shots <= support_pool={self.support_pool}, e.g. n_support = 5"
+            )
+        if self.n_support > self.support_pool:
+            raise ConfigError(
+                f"n_support={self.n_support}: more shots than the support pool holds (support_pool="
+                f"{self.support_pool}); lower n_support or raise protocol.support_pool"
+            )
+        if self.split != "predefined" and self.min_interactions < self.support_pool + 1:
+            raise ConfigError(
+                f"min_interactions={self.min_interactions}: the ranking protocol needs support_pool + 1 = "
+                f"{self.support_pool + 1} interactions per task unit, so that the largest support "
+                f"({self.support_pool} shots) leaves a query; set min_interactions >= {self.support_pool + 1} "
+                "or lower protocol.support_pool"
+            )
+        if self.unit != "user":
+            raise ConfigError(
+                f"unit={self.unit!r}: the ranking protocol ranks a catalogue for one user per task; "
+                'set protocol.unit = "user"'
             )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 from metarec._errors import ConfigError, suggest
+from metarec._io.paths import special_file
 
 tomllib: Any
 if sys.version_info >= (3, 11):
@@ -45,6 +46,7 @@ __all__ = [
     "expand_vars",
     "read_config_file",
     "cli_literal",
+    "coerce_tables",
 ]
 
 T = TypeVar("T")
@@ -103,6 +105,29 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ConfigError(
             f"{where}.{msg}" if where and not msg.startswith(f"{where}.") else msg
         ) from None
+
+
+def coerce_tables(obj: Any, where: str = "") -> None:
+    """Convert, in place, the plain values a frozen dataclass was built with in Python: a table
+    (``dict``) given for a dataclass field, or a list given for a ``tuple`` field, becomes what
+    :func:`from_dict` would have made of it, checked the same way.
+
+    Called first in ``__post_init__``, it lets ``Scenario(name="x", data={"source": "csv"})``
+    mean what the same keys mean in a scenario file; values already of the field's type are
+    left as they are.
+
+    Raises:
+        ConfigError: as :func:`from_dict` (an unknown key with a close-match suggestion, a wrong
+            type naming the dotted key).
+    """
+    hints = _hints(type(obj))  # type: ignore[arg-type]
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, (Mapping, list)) and f.name in hints:
+            tp = hints[f.name]
+            if typing.get_origin(_strip_none(tp)) is dict and isinstance(value, dict):
+                continue  # already a table of the right shape; its values are checked by the class
+            object.__setattr__(obj, f.name, _coerce(value, tp, _join(where, f.name), _default(f)))
 
 
 def to_dict(obj: Any) -> Any:
@@ -426,6 +451,11 @@ def cli_literal(value: Any) -> str:
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
+    kind = special_file(path)
+    if kind is not None and not path.is_dir():
+        raise ConfigError(
+            f"scenario file {str(path)!r}: is {kind}, not a regular file; pass a .toml scenario file"
+        )
     if not path.is_file():
         folder = path.parent
         found = sorted(p.name for p in folder.glob("*.toml")) if folder.is_dir() else []

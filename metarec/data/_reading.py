@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from metarec._errors import ConfigError, DataError, suggest
+from metarec._io.paths import special_file
 
 __all__: list[str] = []
 
@@ -25,6 +26,11 @@ def _choice(arg: str, value: object, choices: tuple[str, ...]) -> None:
 
 def _need(path: Path, how: str) -> Path:
     """``path`` if it is a file, else a DataError naming it and how to obtain the data."""
+    kind = special_file(path)
+    if kind is not None:
+        raise DataError(
+            f"{path}: is {kind}, not a regular file; metarec reads data from regular files only; {how}"
+        )
     if not path.is_file():
         raise DataError(f"file not found: {path}; {how}")
     return path

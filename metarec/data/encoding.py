@@ -1,9 +1,16 @@
-"""Stable id encoding with a reserved "unknown" index.
+"""Stable id encoding with a reserved "unknown" index, and the one rule of what an id is.
 
 Index 0 is reserved for values never seen when the encoder was built (cold users, cold items,
 unseen feature values); known values get 1..n in sorted order of their string form, so the
 same set of raw ids always gives the same encoding. Encoders serialise to JSON and are saved
 beside every trained model.
+
+**What an id is** (every reader follows it: the training files, the support CSV of
+``metarec recommend`` / ``adapt``, a Python frame, a served request): an id is compared by its
+text without surrounding whitespace, exactly otherwise. ``" u3"`` and ``"u3"`` are one user;
+``1``, ``01`` and ``001`` are three (unless ``data.ids = "numeric"``); the integer ``5`` and the
+string ``"5"`` are one id. :func:`normalize_ids` applies the rule to a column, :class:`IdEncoder`
+to every lookup.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import pandas as pd
 
 from metarec._errors import DataError
 
-__all__ = ["IdEncoder", "UNKNOWN"]
+__all__ = ["IdEncoder", "UNKNOWN", "normalize_ids"]
 
 UNKNOWN = 0
 """The index every encoder reserves for values it has not seen."""
@@ -69,13 +76,13 @@ class IdEncoder:
             and 0 < len(values) <= _FEW
             and not _is_missing(values[0])
         ):
-            first, key = values[0], _key(values[0])
+            first, key = _norm(values[0]), _key(values[0])
             if all(type(v) is type(first) and _key(v) == key for v in values):
                 return cls([first], name=name)
         uniq = pd.unique(
             pd.Series(list(values) if not isinstance(values, (pd.Series, np.ndarray)) else values)
         )
-        uniq = [v for v in uniq if not _is_missing(v)]
+        uniq = list(dict.fromkeys(_norm(v) for v in uniq if not _is_missing(v)))
         uniq.sort(key=lambda v: (0, v) if isinstance(v, (int, np.integer)) else (1, str(v)))
         return cls(uniq, name=name)
 
@@ -140,13 +147,31 @@ _FEW = 64
 """Up to this many ids are encoded by dict lookup instead of a pandas index."""
 
 
+def normalize_ids(values: Any) -> Any:
+    """A column of raw ids under the id rule (module docstring): strings lose their surrounding
+    whitespace; numbers, missing values and the column's type are kept. Returns an object array
+    for string ids, the input unchanged otherwise (no copy when nothing changes)."""
+    arr = values.to_numpy() if isinstance(values, pd.Series) else values
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "OUS" or not len(arr):
+        return values
+    s = pd.Series(arr, dtype=object)
+    text = s.map(lambda v: v.strip() if isinstance(v, str) else v)
+    if text.equals(s):
+        return values
+    return text.to_numpy(dtype=object)
+
+
+def _norm(v: Any) -> Any:
+    return v.strip() if isinstance(v, str) else v
+
+
 def _key(v: Any) -> str:
     """The string form two raw ids share exactly when they encode to the same index."""
     if isinstance(v, (np.integer,)):
         v = int(v)
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    return str(v)
+    return str(v).strip()
 
 
 def _keys(raw: Any) -> pd.Index:
@@ -161,13 +186,13 @@ def _keys(raw: Any) -> pd.Index:
         arr = np.empty(len(raw), dtype=object)
         arr[:] = list(raw)
     if arr.dtype.kind in "US":
-        return pd.Index(arr.astype(str))
+        return pd.Index(arr.astype(str)).str.strip()
     if arr.dtype.kind in "iu":  # uint64 ids above the int64 range keep their own digits
         return pd.Index(arr.astype(str))
     if arr.dtype.kind == "O" and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
         if kind == "string":
-            return pd.Index(arr.astype(str))
+            return pd.Index(arr.astype(str)).str.strip()
         if kind == "integer":
             try:
                 return pd.Index(arr.astype(np.int64).astype(str))

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import DataError, MetarecError, suggest
+from metarec._io.paths import special_file
 
 __all__ = [
     "FORMATS", "SEPARATORS", "check_codes", "file_format", "normalize_sep", "read_frame", "read_json_object",
@@ -93,6 +94,12 @@ def file_format(path: str | Path, format: str | None = None) -> str:
 def _need(path: Path, how: str) -> None:
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a file; give the path of the file itself")
+    kind = special_file(path)  # a FIFO would block the read, /dev/zero never end
+    if kind is not None:
+        raise DataError(
+            f"{path}: is {kind}, not a regular file; metarec reads data from regular files only; "
+            "copy the data into a file and give its path"
+        )
     if not path.is_file():
         raise DataError(f"file not found: {path}; {how}")
 
@@ -150,7 +157,7 @@ def read_frame(
     names: Sequence[str] | None = None,
     string_columns: Sequence[str] | Literal["all"] = "all",
     read_options: Mapping[str, Any] | None = None,
-    how: str = "check the path",
+    how: str = "check the path (a scenario's relative data paths are relative to the scenario file's folder)",
 ) -> pd.DataFrame:
     """Read one table file into a DataFrame.
 
@@ -309,6 +316,9 @@ def read_json_object(
     """
     path = Path(path)
     fix = fix or "restore or rewrite the file"
+    kind = special_file(path)
+    if kind is not None:
+        raise error(f"{path}: the {what} file is {kind}, not a regular file; {fix}")
     if not path.is_file():
         raise error(f"{path}: the {what} file is missing; {fix}")
     try:

@@ -8,11 +8,13 @@ of the cross-genre scenarios (:func:`genre_group_domains`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from metarec._errors import ConfigError
 from metarec.config import DataConfig
+from metarec.data.drops import Drop, lost_entities
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 
@@ -55,7 +57,7 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
     keep = dom > 0
     enc = IdEncoder(names, name="domain")
     t = table.subset(keep)
-    return InteractionTable(
+    out = InteractionTable(
         t.users,
         t.items,
         t.ratings,
@@ -69,6 +71,25 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
         user_features=t.user_features,
         item_features=t.item_features,
     )
+    out.filtered = list(table.filtered)
+    if not keep.all():
+        out.filtered.append(
+            Drop(
+                "data.domain_by",
+                "genre_group",
+                int((~keep).sum()),
+                lost_entities(table.users, ~keep, keep),
+                lost_entities(table.items, ~keep, keep),
+                f"ratings of movies whose first genre is in no genre group (e.g. {_first_orphan(vocab, first, group_of)!r})",
+                "no setting keeps them: they have no domain",
+            )
+        )
+    return out
+
+
+def _first_orphan(vocab: list[str], first: np.ndarray, group_of: dict[str, str]) -> str:
+    codes = [c for c in np.unique(first) if c and vocab[c] not in group_of]
+    return vocab[codes[0]] if codes else "no genre"
 
 
 def _read(cfg: DataConfig) -> InteractionTable:
@@ -125,6 +146,7 @@ def _read(cfg: DataConfig) -> InteractionTable:
             rating_scale=scale,
             duplicates=cfg.duplicates,
             **opts,  # type: ignore[arg-type]
+            **_feature_kwargs(cfg),
         )
     path = Path(cfg.path)  # type: ignore[arg-type]
     if cfg.source == "movielens-100k":
@@ -140,6 +162,23 @@ def _read(cfg: DataConfig) -> InteractionTable:
     if not cfg.pair:
         raise ConfigError("data.pair: required for source='amazon', e.g. pair = \"sport_cloth\"")
     return readers.read_amazon_pair(path, cfg.pair)
+
+
+def _feature_kwargs(cfg: DataConfig) -> dict[str, Any]:
+    """``user_features=``, ``user_feature_specs=``, ... of the ``[[data.*_features]]`` files."""
+    from metarec.data.feature_files import read_feature_files
+
+    out: dict[str, Any] = {}
+    for what in ("user", "item"):
+        entries = getattr(cfg, f"{what}_features")
+        if entries:
+            frame, specs = read_feature_files(entries, what, ids=cfg.ids, namespace=cfg.namespace)
+            out |= {
+                f"{what}_features": frame,
+                f"{what}_feature_specs": specs,
+                f"{what}_feature_id": entries[0].id,
+            }
+    return out
 
 
 def _columns(cfg: DataConfig) -> Columns:

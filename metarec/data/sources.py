@@ -17,7 +17,7 @@ below ``K`` are shared by the domains and ids from ``K`` on are local to their d
 >>> _ = (d / "a.dat").write_text("1\\t7\\t5\\n01\\t7\\t3\\n")
 >>> _ = (d / "b.dat").write_text("1\\t7\\t4\\n")
 >>> t = read_files([SourceFile(d / "a.dat", domain="a"), SourceFile(d / "b.dat", domain="b")],
-...                names=["user", "item", "rating"], header=False, namespace=("item",))
+...                format="tsv", names=["user", "item", "rating"], header=False, namespace=("item",))
 >>> t.n_users - 1, sorted(t.item_ids.values)
 (2, ['a:7', 'b:7'])
 """
@@ -331,6 +331,12 @@ def _frames(
             entry_domain=e.domain is not None,
             entry_part=e.part is not None,
         )
+        if len(f) == 0 and len(entries) > 1:  # its domain or part would silently vanish
+            of = f" (domain {e.domain!r})" if e.domain is not None else ""
+            raise DataError(
+                f"{path}: no interaction rows (only a header, or empty){of}; every data.files entry needs "
+                "interactions; fill the file, or remove its entry from data.files"
+            )
         if e.domain is not None:
             if c.domain is not None and c.domain in f.columns:
                 raise DataError(

@@ -25,7 +25,8 @@ from metarec.data.columns import (
     parse_ratings,
     parse_timestamps,
 )
-from metarec.data.encoding import IdEncoder
+from metarec.data.drops import Drop
+from metarec.data.encoding import IdEncoder, normalize_ids
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
 __all__ = ["Columns", "InteractionTable", "PARTS"]
@@ -86,6 +87,8 @@ class InteractionTable:
         feedback: ``"explicit"`` or ``"implicit"``; rating_scale: ``(lo, hi)`` or ``None``.
         parts: ``int8`` array, the dataset's own split of each row (an index into
             :data:`PARTS`: 0 train, 1 valid, 2 test), or ``None`` when it ships none.
+        filtered: what reading left out (:class:`~metarec.data.drops.Drop`: merged duplicates,
+            rows without a ``data.domain_by`` domain); empty when nothing was.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class InteractionTable:
         self.user_features = user_features
         self.item_features = item_features
         self.parts = parts
+        self.filtered: list[Drop] = []
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -226,19 +230,35 @@ class InteractionTable:
             check_scalars(dom_raw, f"domain column {c.domain!r}")
         part = parse_parts(frame, c.part) if c.part else None
 
-        work = pd.DataFrame(
-            {
-                "u": frame[c.user].to_numpy(),
-                "i": frame[c.item].to_numpy(),
-                "d": dom_raw.to_numpy(),
-                "r": ratings,
-            }
-        )
+        # the id rule (metarec.data.encoding): surrounding whitespace is not part of an id
+        ids = {
+            "u": normalize_ids(frame[c.user].to_numpy()),
+            "i": normalize_ids(frame[c.item].to_numpy()),
+            "d": normalize_ids(dom_raw.to_numpy()),
+        }
+        for key, role, col in (
+            ("u", "user", c.user),
+            ("i", "item", c.item),
+            ("d", "domain", c.domain),
+        ):
+            arr = ids[key]
+            if arr.dtype.kind != "O":
+                continue
+            blank = np.asarray(arr == "", dtype=bool)
+            if blank.any():
+                raise DataError(
+                    f"{role} column {col!r}: {int(blank.sum())} id(s) that are only whitespace, first at row "
+                    f"{py(frame.index[blank][0])!r}; every interaction needs {'an' if role == 'item' else 'a'} "
+                    f"{role}; drop or fill those rows"
+                )
+        work = pd.DataFrame({**ids, "r": ratings})
         if ts is not None:
             work["t"] = ts
         if part is not None:
             work["p"] = part
+        n_read = len(work)
         work = _deduplicate(work, duplicates, c)
+        merged = n_read - len(work)
 
         if domains is not None:
             present = set(pd.unique(work["d"]).tolist())
@@ -274,7 +294,7 @@ class InteractionTable:
             if item_features is not None
             else None
         )
-        return cls(
+        table = cls(
             user_ids.encode(work["u"].to_numpy()),
             item_ids.encode(work["i"].to_numpy()),
             work["r"].to_numpy(dtype=np.float32),
@@ -291,6 +311,19 @@ class InteractionTable:
             item_features=itf,
             parts=work["p"].to_numpy(dtype=np.int8) if part is not None else None,
         )
+        if merged:
+            table.filtered.append(
+                Drop(
+                    "data.duplicates",
+                    duplicates,
+                    merged,
+                    0,
+                    0,
+                    f"repeated (user, item, domain) rows merged into one ({duplicates!r})",
+                    'set data.duplicates = "error" to be told of each instead',
+                )  # fmt: skip
+            )
+        return table
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:

@@ -19,7 +19,7 @@ Encoding is deterministic: the same texts give the same array, bit for bit, on o
 
 Example:
     >>> vecs = encode_texts(["Toy Story (1995)", "Heat (1995)"])   # doctest: +SKIP
-    >>> vecs.shape
+    >>> vecs.shape                                                  # doctest: +SKIP
     (2, 256)
 """
 

@@ -16,8 +16,15 @@ import numpy as np
 from metarec.config import ProtocolConfig, Scenario
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
+from metarec.episodes.filters import (
+    check_selection_pool,
+    filter_report,
+    log_report,
+    recording_drops,
+)
 from metarec.episodes.leakage import run_leakage_checks
 from metarec.episodes.predefined import predefined_split
+from metarec.episodes.ranking import ranking_splits, ranking_targets, state_catalogue
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import (
     MetaSplits,
@@ -45,16 +52,31 @@ _SPLITS: dict[str, tuple[Callable[..., MetaSplits], tuple[str, ...]]] = {
 
 
 def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
-    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools."""
+    """Apply a ``[protocol]`` section: meta-train / meta-val / test pools (with
+    ``protocol.ranking``, the evaluation pools re-cut by
+    :func:`metarec.episodes.ranking.ranking_splits`).
+
+    What the split leaves out of every pool is accounted for, each share under the key that
+    controls it (:attr:`MetaSplits.filters`, :mod:`metarec.episodes.filters`), and logged to the
+    ``metarec.filters`` logger (the command line prints it); a validation pool of fewer than
+    :data:`~metarec.episodes.filters.MIN_SELECTION_TASKS` tasks is warned about.
+    """
     split, fields = _SPLITS.get(p.split, _SPLITS["random"])
-    return split(
-        table,
-        n_query=p.n_query or 10,
-        min_interactions=p.min_interactions,
-        max_interactions=p.max_interactions,
-        seed=p.seed,
-        **{name: getattr(p, name) for name in fields},
-    )
+    with recording_drops() as recorded:
+        splits = split(
+            table,
+            n_query=p.n_query or 10,
+            min_interactions=p.min_interactions,
+            max_interactions=p.max_interactions,
+            seed=p.seed,
+            **{name: getattr(p, name) for name in fields},
+        )
+    if p.ranking:
+        splits = ranking_splits(splits, support_pool=p.support_pool, seed=p.seed)
+    splits.filters = filter_report(table, splits, p, recorded)
+    log_report(splits.filters)
+    check_selection_pool(splits, p)
+    return splits
 
 
 def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:
@@ -76,13 +98,19 @@ def _dist(x: np.ndarray) -> dict[str, float]:
 
 def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
     """Build the scenario's tasks; report per split the number of task units, the support and
-    query size distributions, the leakage checks and the time taken."""
+    query size distributions, the leakage checks and the time taken (ranking scenarios: also each
+    evaluation pool's catalogue size and relevant items per task)."""
     t0 = time.perf_counter()
     table = load_table(scenario.data)
     t_load = time.perf_counter() - t0
     splits = build_splits(table, scenario.protocol)
     cfg = sampler_config(scenario.protocol)
-    out: dict[str, Any] = {"scenario": scenario.name, "data": table.summary(), "splits": {}}
+    out: dict[str, Any] = {
+        "scenario": scenario.name,
+        "data": table.summary(),
+        "filters": splits.filters.to_json(),
+        "splits": {},
+    }
     for name, pool in splits.pools.items():
         if len(pool) == 0:
             out["splits"][name] = {
@@ -100,6 +128,10 @@ def inspect_scenario(scenario: Scenario, *, seed: int = 0) -> dict[str, Any]:
         sup = np.concatenate([b.support.sizes().numpy() for b in batches])
         qry = np.concatenate([b.query.sizes().numpy() for b in batches])
         out["splits"][name] = {"tasks": len(pool), "support": _dist(sup), "query": _dist(qry)}
+        if scenario.protocol.ranking and name != splits.train:
+            tg = ranking_targets(table, pool, scenario.protocol.relevance)
+            out["splits"][name]["catalogue"] = int(state_catalogue(splits, name).shape[0])
+            out["splits"][name]["relevant"] = _dist(np.diff(tg.relevant_offsets))
     checks, details = run_leakage_checks(splits, cfg, seed=seed)
     out["leakage_checks"] = checks
     out["leakage_details"] = details

@@ -10,6 +10,7 @@ unit is a user, a domain, or a cohort of users. Pools optionally pin a fixed que
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +20,7 @@ import pandas as pd
 from metarec._errors import ConfigError, suggest
 from metarec.data.table import InteractionTable
 
-__all__ = ["TaskPool", "unit_keys", "build_pool"]
+__all__ = ["TaskPool", "PoolDrop", "unit_keys", "build_pool"]
 
 Unit = Literal["user", "domain", "cohort"]
 
@@ -36,6 +37,9 @@ class TaskPool:
         rows: ``int64 (nnz,)`` table row indices, grouped by unit (time-ordered within a unit
             when the table has timestamps).
         query_flag: ``bool (nnz,)`` or ``None``: rows pinned to the query set.
+        support_rank: ``int64 (nnz,)`` or ``None``: a pinned support order (the ranking
+            protocol, :mod:`metarec.episodes.ranking`): ``k`` shots are the ``k`` non-query rows
+            of lowest rank, the same rows for every sampler seed and nested across ``k``.
     """
 
     name: str
@@ -44,6 +48,7 @@ class TaskPool:
     offsets: np.ndarray
     rows: np.ndarray
     query_flag: np.ndarray | None = None
+    support_rank: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.units.shape[0])
@@ -62,9 +67,29 @@ class TaskPool:
         flat = _ranges(starts, lens)
         offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
         qf = None if self.query_flag is None else self.query_flag[flat]
+        sr = None if self.support_rank is None else self.support_rank[flat]
         return TaskPool(
-            name or self.name, self.unit, self.units[keep], offsets, self.rows[flat], qf
+            name or self.name, self.unit, self.units[keep], offsets, self.rows[flat], qf, sr
         )
+
+
+@dataclass(frozen=True)
+class PoolDrop:
+    """Rows :func:`build_pool` left out of a pool by one of its limits (recorded while a
+    :func:`metarec.episodes.drops.recording_drops` block runs).
+
+    Attributes:
+        pool: the pool's name; limit: ``"min_interactions"`` or ``"max_interactions"``;
+        value: the limit's value; rows: ``int64 (n,)`` the table rows left out.
+    """
+
+    pool: str
+    limit: str
+    value: int
+    rows: np.ndarray
+
+
+_RECORD: ContextVar[list[PoolDrop] | None] = ContextVar("metarec_pool_drops", default=None)
 
 
 def unit_keys(
@@ -130,6 +155,16 @@ def build_pool(
     keep = counts >= min_interactions
     if max_interactions is not None:
         keep &= counts <= max_interactions
+    record = _RECORD.get()
+    if record is not None and not keep.all():
+        too_few = counts < min_interactions
+        for limit, value, out in (
+            ("min_interactions", min_interactions, too_few),
+            ("max_interactions", max_interactions, ~keep & ~too_few),
+        ):
+            if out.any() and value is not None:
+                dropped = rows[_ranges(starts[out], counts[out])]
+                record.append(PoolDrop(name, limit, int(value), dropped))
     flat = _ranges(starts[keep], counts[keep])
     offsets = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
     return TaskPool(name, unit, units[keep].astype(np.int64), offsets, rows[flat])

@@ -154,13 +154,7 @@ def predefined_split(
         pool = pin_queries(table, pool, n_query, order=order, seed=seed + 1) if len(pool) else pool
         n_cold = units.shape[0] - warm.shape[0]
         if name == "meta-test" and len(pool) < n_cold:
-            warnings.warn(
-                f"split='predefined': {n_cold - len(pool)} of the dataset's {n_cold} cold test units have fewer than "
-                f"min_interactions={min_interactions} or more than max_interactions={max_interactions} held-out rows "
-                "and are left out of meta-test; set protocol.min_interactions = 2 and protocol.max_interactions = "
-                '"none" to evaluate every test unit',
-                stacklevel=2,
-            )
+            _warn_left_out(keys[cold_rows], n_cold, len(pool), min_interactions, max_interactions)
         if warm.shape[0]:
             own = np.concatenate(
                 [rows[np.isin(keys[rows], warm)], train_rows[np.isin(keys[train_rows], warm)]]
@@ -184,6 +178,38 @@ def predefined_split(
         disjoint_units=["meta-val", "meta-test"],
         order="time" if order == "time" else "random",
         warm_units=warm_units,
+    )
+
+
+def _warn_left_out(
+    cold_keys: np.ndarray, n_cold: int, n_kept: int, lo: int, hi: int | None
+) -> None:
+    """Warn that cold test units were left out of meta-test, with the advice that fits each:
+    a limit to relax, or none for a unit with a single held-out row (nothing to adapt on)."""
+    _, counts = np.unique(cold_keys, return_counts=True)  # held-out rows per cold unit
+    single = int(((counts == 1) & (counts < lo)).sum())
+    below = int(((counts >= 2) & (counts < lo)).sum())
+    above = int((counts > hi).sum()) if hi is not None else 0
+    parts = []
+    if below:
+        parts.append(
+            f"{below} have fewer than min_interactions={lo} held-out rows (set protocol.min_interactions = 2 "
+            "to evaluate them: one support row, one query row)"
+        )
+    if above:
+        parts.append(
+            f"{above} have more than max_interactions={hi} held-out rows (set protocol.max_interactions = "
+            '"none" to evaluate them)'
+        )
+    if single:
+        parts.append(
+            f"{single} have a single held-out row and no training row: with no support row to adapt on they "
+            "cannot be evaluated (a cold task needs one support and one query row); no setting keeps them"
+        )
+    warnings.warn(
+        f"split='predefined': {n_cold - n_kept} of the dataset's {n_cold} cold test units are left out of "
+        f"meta-test: {'; '.join(parts)}",
+        stacklevel=4,
     )
 
 

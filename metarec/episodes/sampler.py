@@ -8,7 +8,8 @@ Support/query rules, per task:
 * **pinned query** (the pool has ``query_flag``, as evaluation pools and MeLU's protocol do):
   the query is the pinned rows; the support is drawn from the other rows (in time mode only
   from rows strictly earlier than the earliest query row), the first ``n_support`` of them
-  (``None``: all).
+  (``None``: all), in a random order or, when the pool pins one (``support_rank``, the ranking
+  protocol), in that order.
 * **random**: rows are shuffled; the first ``n_support`` form the support, the next ``n_query``
   (``None``: all remaining) the query.
 * **time**: the earliest ``n_support`` rows form the support; the query is the following rows
@@ -169,11 +170,12 @@ class TaskSampler:
                 qmin = np.full(T, np.iinfo(np.int64).max)
                 np.minimum.at(qmin, seg[is_q], ts[is_q])
                 cand &= ts < qmin[seg]
-            key = (
-                self.rng.random(rows.shape[0])
-                if cfg.order == "random"
-                else np.arange(rows.shape[0])
-            )
+            if pool.support_rank is not None:  # a pinned support order (ranking protocol)
+                key = pool.support_rank[flat]
+            elif cfg.order == "random":
+                key = self.rng.random(rows.shape[0])
+            else:
+                key = np.arange(rows.shape[0])
             order = np.lexsort((key, ~cand, seg))  # candidates first, then by key, within task
             rank = np.empty_like(order)
             rank[order] = np.arange(order.shape[0]) - np.repeat(seg_start, lens)

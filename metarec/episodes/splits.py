@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,9 @@ class MetaSplits:
         warm_units: ``{pool name: units}`` whose support comes from meta-train by design (a
             predefined split that holds out interactions of trained units): only their pinned
             query rows must stay out of meta-train.
+        filters: what the split (and reading the data) left out of every pool, each under the
+            key that controls it (:class:`metarec.episodes.filters.FilterReport`), set by
+            :func:`metarec.episodes.build.build_splits`; ``None`` for splits built otherwise.
     """
 
     table: InteractionTable
@@ -53,6 +57,7 @@ class MetaSplits:
     cold_items: dict[str, np.ndarray] = field(default_factory=dict)
     order: str = "random"
     warm_units: dict[str, np.ndarray] = field(default_factory=dict)
+    filters: Any = None
 
     def __getitem__(self, name: str) -> TaskPool:
         if name not in self.pools:

@@ -30,6 +30,7 @@ from metarec.federated.data import ClientData
 from metarec.federated.privacy import clip_update
 from metarec.metrics.evaluate import evaluate_pool
 from metarec.models import build_model
+from metarec.models.base import seeded
 from metarec.train.loop import algorithm_config, model_kwargs
 
 __all__ = [
@@ -78,8 +79,8 @@ def round_seed(seed: int, client: int, round_: int) -> int:
 
 
 def _model(scenario: Scenario, data: ClientData, dtype: torch.dtype) -> torch.nn.Module:
-    torch.manual_seed(scenario.train.seed)
-    model = build_model(scenario.model.name, data.table, **model_kwargs(scenario))
+    with seeded(scenario.train.seed):  # the initial weights, the global RNG untouched
+        model = build_model(scenario.model.name, data.table, **model_kwargs(scenario))
     set_known = getattr(model, "set_known", None)
     if set_known is not None:
         set_known(users=[])  # tasks are users: every user id is cold, as in metarec.train.loop

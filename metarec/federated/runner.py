@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
@@ -30,18 +31,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from metarec._errors import ConfigError
+from metarec._errors import CheckpointError, ConfigError, require_extra
 from metarec._io.lock import RunLock, check_folder
-from metarec.config import Scenario, config_hash, save_config
+from metarec.config import Scenario, config_hash, resolve_data_paths, save_config
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.federated.client import FederatedClient, init_params
 from metarec.federated.data import client_data, client_names
 from metarec.federated.results import write_results
-from metarec.federated.server import ClientReply, run_server
-from metarec.train.session import remove_orphan_tmp
+from metarec.federated.server import ClientReply, FederatedRunError, run_server
+from metarec.runs.folder import claim_folder
+from metarec.train.session import _DISK_ERRORS, _FIX, remove_orphan_tmp
 
-__all__ = ["FederatedResult", "run_federated", "write_results", "LocalTransport", "payload_bytes"]
+__all__ = [
+    "FederatedResult",
+    "FederatedRunError",
+    "run_federated",
+    "write_results",
+    "LocalTransport",
+    "payload_bytes",
+]
+
+_LAST = "checkpoints/last.pt"
 
 
 @dataclass
@@ -170,10 +181,20 @@ class LocalTransport:
 def _prepare(scenario: Scenario, out: Path, resume: bool) -> Path:
     if not resume and ((out / "federated.json").exists() or (out / "rounds.jsonl").exists()):
         raise ConfigError(
-            f"out={str(out)!r}: already holds a federated run; pass --resume to continue it, or choose an empty folder"
+            f"out={str(out)!r}: already holds a federated run; pass --resume to continue it, --overwrite to "
+            "start it afresh, or choose an empty folder"
         )
     out.mkdir(parents=True, exist_ok=True)
     return save_config(scenario, out / "config.json").resolve()
+
+
+def _check_extras(backend: str) -> None:
+    """The backend's optional libraries, before anything is written (one line naming the extra)."""
+    if backend == "local":
+        return
+    require_extra("flwr", "federated", f"backend={backend!r}")
+    if backend == "simulation":
+        require_extra("ray", "federated", "backend='simulation' (Flower's Ray engine)")
 
 
 def run_federated(
@@ -182,6 +203,7 @@ def run_federated(
     *,
     backend: str | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     stop_after: int | None = None,
     table: InteractionTable | None = None,
     dtype: torch.dtype = torch.float32,
@@ -190,7 +212,10 @@ def run_federated(
 
     Args:
         backend: ``"simulation"``, ``"loopback"`` or ``"local"`` (default ``federated.backend``).
-        resume: continue from ``out/checkpoints/last.pt``.
+        resume: continue from ``out/checkpoints/last.pt``; with no round checkpoint yet (a run
+            killed, or stopped by a full disk, before its first round ended) the run starts from
+            round 0.
+        overwrite: delete the federated run in ``out`` (its own files only) and start afresh.
         stop_after: stop after this many rounds, as if killed (tests; no final evaluation).
         table: reuse an already-loaded table (``local`` backend only).
         dtype: parameter dtype (``local`` backend only; float64 in reference tests).
@@ -199,20 +224,59 @@ def run_federated(
     ``metarec train`` takes) for the whole run, the server's writes included (in-process, or
     its child processes on the loopback backend): a second run on the same ``out`` fails at
     once, naming this one, and writes nothing. Temporary files a killed run left behind are
-    removed on entry.
+    removed on entry. Relative data paths are resolved against the current folder before the
+    clients (other processes, other working folders) read them. A backend's missing extra
+    (``flwr``, ``ray``) is one error line before anything is written.
 
     Raises:
-        ConfigError: an unknown backend, ``out`` is a file or is in use by another process, or
-            ``out`` holds a run and ``resume`` is not set.
+        ConfigError: an unknown backend, ``resume`` with ``overwrite``, ``out`` is a file, is in
+            use by another process, holds something other than a federated run, or holds a run
+            and neither ``resume`` nor ``overwrite`` is set; a missing extra.
+        CheckpointError: the disk filled up (or another write error) during the run.
+        FederatedRunError: a Flower process failed (the message names its log).
     """
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume and --overwrite: choose one: --resume continues the run in the folder, "
+            "--overwrite deletes it and starts afresh"
+        )
     out = check_folder(out, "--out").resolve()
     backend = backend or scenario.federated.backend
     if backend not in ("simulation", "loopback", "local"):
         raise ConfigError(f"backend={backend!r}: choose 'simulation', 'loopback' or 'local'")
-    scenario = replace(scenario, federated=replace(scenario.federated, backend=backend))  # type: ignore[arg-type]
-    with RunLock(out, what="federated run directory", option="--out"):
-        remove_orphan_tmp(out, ("", "checkpoints"))
-        return _run(scenario, out, backend, resume, stop_after, table, dtype)
+    _check_extras(backend)
+    scenario = replace(
+        scenario,
+        data=resolve_data_paths(scenario.data, Path.cwd()),
+        federated=replace(scenario.federated, backend=backend),  # type: ignore[arg-type]
+    )
+    try:
+        with RunLock(out, what="federated run directory", option="--out"):
+            restart = resume and not (out / _LAST).is_file()
+            # hook (metarec.runs.folder): no write through a link; --overwrite replaces only a federated run
+            claim_folder(
+                out,
+                "federated",
+                replace=overwrite or restart,
+                option="--out",
+                why="--overwrite" if overwrite else "--resume with no round checkpoint yet",
+            )
+            if restart:
+                print(
+                    f"metarec: --resume: {str(out)!r} holds no round checkpoint yet; the run starts from round 0",
+                    file=sys.stderr,
+                )
+            remove_orphan_tmp(out, ("", "checkpoints"))
+            return _run(scenario, out, backend, resume and not restart, stop_after, table, dtype)
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        where = f" writing {str(e.filename)!r}" if e.filename else ""
+        raise CheckpointError(
+            f"--out {str(out)!r}: the federated run stopped: {_DISK_ERRORS[e.errno]}{where}; "
+            f"{_FIX[e.errno]}, then rerun the same command with --resume (it continues after the last finished "
+            "round, or starts from round 0 when none finished)"
+        ) from None
 
 
 def _run(
@@ -246,13 +310,19 @@ def _run(
     else:
         from metarec.federated.loopback import run_loopback
 
-        run_loopback(
-            str(config_path), out, n, scenario.federated, resume=resume, stop_after=stop_after
-        )
+        try:
+            run_loopback(
+                str(config_path), out, n, scenario.federated, resume=resume, stop_after=stop_after
+            )
+        except (RuntimeError, TimeoutError) as e:
+            raise FederatedRunError(
+                f"--backend loopback: {e}; fix the cause, then rerun the same command with --resume"
+            ) from None
     path = out / "federated.json"
     if not path.is_file():
-        raise RuntimeError(
-            f"the federated server wrote no {path}; see the log above (rounds so far: {out / 'rounds.jsonl'})"
+        raise FederatedRunError(
+            f"--backend {backend}: the federated server wrote no {str(path)!r}; see the log above (rounds so far: "
+            f"{str(out / 'rounds.jsonl')!r}); fix the cause, then rerun the same command with --resume"
         )
     return FederatedResult(out, json.loads(path.read_text()))
 

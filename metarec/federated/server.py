@@ -30,12 +30,21 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from metarec._errors import CheckpointError
+from metarec._errors import CheckpointError, MetarecError
 from metarec.config.federated import FederatedConfig
 from metarec.federated.privacy import add_noise, noise_std
 from metarec.runs.checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from metarec.runs.folder import RUN_FILE, read_run_id
 
-__all__ = ["ClientReply", "Transport", "aggregate", "sample_clients", "run_server", "ServerRun"]
+__all__ = [
+    "ClientReply",
+    "FederatedRunError",
+    "Transport",
+    "aggregate",
+    "sample_clients",
+    "run_server",
+    "ServerRun",
+]
 
 Status = Literal["ok", "error", "timeout"]
 
@@ -120,6 +129,11 @@ def _numpy(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
+class FederatedRunError(MetarecError):
+    """A federated run that could not go on (no client answered, a Flower process failed); the
+    message says why and where its log is."""
+
+
 def _failure(rep: ClientReply, names: Mapping[int, str]) -> dict[str, Any]:
     return {
         "client": names.get(rep.client, f"#{rep.client}"),
@@ -171,17 +185,26 @@ def run_server(
         ) or (
             f"no reply within startup_timeout + round_timeout = {fed.startup_timeout + fed.round_timeout:g} s"
         )
-        raise RuntimeError(
-            f"no client answered the handshake with initial weights ({why}); raise "
-            "federated.startup_timeout if the clients are slow to load their data"
+        raise FederatedRunError(
+            f"no client answered the handshake with initial weights ({why}); fix the clients' data or "
+            "settings, or raise federated.startup_timeout if the clients are slow to load their data"
         )
     params = {k: torch.as_tensor(np.asarray(v)) for k, v in init.items()}
     start, history = 0, []
     log_path = out / "rounds.jsonl"
+    run_id = read_run_id(out)
     if resume:
         if not last.is_file():
-            raise CheckpointError(f"--resume: {str(last)!r} not found; start without --resume")
+            raise CheckpointError(
+                f"--resume: {str(last)!r} not found; run_federated(resume=True) starts such a run from round 0"
+            )
         ck = load_tensors(last)
+        if ck.get("run_id") != run_id:  # hook (metarec.runs.folder): this run's own checkpoint
+            raise CheckpointError(
+                f"--resume: {str(last)!r} belongs to another federated run (run id {str(ck.get('run_id'))[:12]}, not "
+                f"{str(run_id)[:12]} of {str(out / RUN_FILE)!r}); a checkpoint is only loaded into the run that wrote "
+                "it; restore this run's own file (and its .sha256), or start afresh with --overwrite"
+            )
         if ck.get("config_key") != config_key:
             raise CheckpointError(
                 f"--resume: {str(last)!r} was written by another configuration ({ck.get('config_key')} vs {config_key}); "
@@ -241,6 +264,7 @@ def run_server(
                     "round": r,
                     "history": json.dumps(history),
                     "config_key": config_key,
+                    "run_id": run_id,
                 },
             )
             log.write(json.dumps(row) + "\n")

@@ -1,8 +1,12 @@
 """learn2learn interop: metarec tasks and the fast/slow parameter split with
 ``learn2learn.algorithms.MAML``.
 
-learn2learn is optional and imported only inside :func:`l2l_maml`
-(``pip install learn2learn``). The metarec side is plain torch:
+learn2learn is optional and imported only inside :func:`l2l_maml` / :func:`import_l2l_maml`.
+On Python 3.11+ ``pip install learn2learn`` fails (its C extensions and its ``qpth``
+requirement do not build); ``benchmarks/install_learn2learn.sh`` (``make learn2learn``) installs
+the pure-Python part the interop uses in seconds, and :func:`import_l2l_maml` imports
+``learn2learn.algorithms`` without the package's ``__init__`` (which needs gym, torchvision and
+the compiled extensions). The metarec side is plain torch:
 
 * :func:`fast_parameters`: the model's inner-loop parameters (its adapt patterns); freeze the
   others (``requires_grad=False``) so ``MAML.adapt`` updates the fast ones only, as metarec's
@@ -21,6 +25,10 @@ Example (with learn2learn installed)::
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import types
 from typing import Any
 
 import torch
@@ -31,7 +39,12 @@ from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch
 from metarec.models.base import model_adapt_patterns, split_params
 
-__all__ = ["fast_parameters", "l2l_maml", "maml_step"]
+__all__ = ["fast_parameters", "import_l2l_maml", "l2l_maml", "maml_step"]
+
+_HOW = (
+    "install it with benchmarks/install_learn2learn.sh (make learn2learn: the pure-Python part, "
+    "seconds; pip install learn2learn does not build on Python 3.11+)"
+)
 
 
 def fast_parameters(model: nn.Module, *, freeze_slow: bool = True) -> dict[str, nn.Parameter]:
@@ -44,6 +57,45 @@ def fast_parameters(model: nn.Module, *, freeze_slow: bool = True) -> dict[str, 
     return fast  # type: ignore[return-value]
 
 
+def import_l2l_maml() -> Any:
+    """The class ``learn2learn.algorithms.MAML``, imported without ``learn2learn/__init__.py``.
+
+    A full ``import learn2learn`` runs its package ``__init__``, which imports
+    ``learn2learn.vision`` (torchvision), ``learn2learn.gym`` (gym) and ``learn2learn.data``
+    (compiled extensions); none is needed by MAML, and on Python 3.11+ they do not install. When
+    the full import fails, a bare package module named ``learn2learn`` (``__path__`` = the
+    installed folder) is placed in ``sys.modules`` so that ``learn2learn.algorithms`` (torch,
+    ``learn2learn.utils`` and ``learn2learn.nn`` only) imports on its own. When the full import
+    works, it is used as is.
+
+    Raises:
+        ImportError: learn2learn is not installed, or its ``algorithms`` part does not import
+            (the message says how to install it).
+    """
+    done = sys.modules.get("learn2learn.algorithms.maml")
+    if done is not None:
+        return done.MAML
+    spec = importlib.util.find_spec("learn2learn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"l2l_maml needs the 'learn2learn' package, which is not installed; {_HOW}"
+        )
+    try:
+        import learn2learn  # noqa: F401  (the whole package, when its optional parts are there)
+    except Exception:  # ImportError of gym / torchvision / the extensions, or their own errors
+        for name in [m for m in sys.modules if m == "learn2learn" or m.startswith("learn2learn.")]:
+            del sys.modules[name]  # the half-imported package
+        stub = types.ModuleType("learn2learn")
+        stub.__path__ = list(spec.submodule_search_locations)  # a package whose __init__ never runs
+        sys.modules["learn2learn"] = stub
+    try:
+        return importlib.import_module("learn2learn.algorithms.maml").MAML
+    except ImportError as e:
+        raise ImportError(
+            f"l2l_maml: learn2learn.algorithms does not import ({e}); {_HOW}"
+        ) from None
+
+
 def l2l_maml(
     model: nn.Module, lr: float, *, first_order: bool = False, freeze_slow: bool = True
 ) -> Any:
@@ -52,14 +104,10 @@ def l2l_maml(
     Raises:
         ImportError: learn2learn is not installed (the message says how to install it).
     """
-    try:
-        import learn2learn as l2l
-    except ImportError as e:
-        raise ImportError(
-            f"l2l_maml needs an importable 'learn2learn' package ({e}); pip install learn2learn"
-        ) from None
+    maml = import_l2l_maml()
     fast_parameters(model, freeze_slow=freeze_slow)
-    return l2l.algorithms.MAML(model, lr=lr, first_order=first_order, allow_unused=True)
+    # allow_nograd: the frozen slow weights get no inner-loop gradient (learn2learn would refuse them)
+    return maml(model, lr=lr, first_order=first_order, allow_unused=True, allow_nograd=True)
 
 
 def maml_step(

@@ -1,7 +1,8 @@
 """The entry point of the method registry: :func:`ensure_registered`.
 
 The methods metarec ships are registered by the modules that define them
-(:mod:`metarec.methods.builtin`, the cold-start learners of :mod:`metarec.methods.learners`). Everything
+(:mod:`metarec.methods.builtin`, the cold-start learners of :mod:`metarec.methods.learners`, the
+ranking baselines of :mod:`metarec.methods.ranking`). Everything
 that reads or extends the registry (:func:`~metarec.methods.build_method`,
 :func:`~metarec.methods.build_fitted`, :func:`~metarec.methods.method_names`,
 :func:`~metarec.methods.register_method`, and through them ``metarec bench``'s method listing)
@@ -15,7 +16,11 @@ import importlib
 
 __all__ = ["REGISTERING_MODULES", "ensure_registered"]
 
-REGISTERING_MODULES = ("metarec.methods.builtin", "metarec.methods.learners")
+REGISTERING_MODULES = (
+    "metarec.methods.builtin",
+    "metarec.methods.learners",
+    "metarec.methods.ranking",
+)
 """The modules whose import registers the shipped methods."""
 
 _done = False

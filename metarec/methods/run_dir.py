@@ -2,55 +2,72 @@
 
 ``metarec train SCENARIO --set algorithm.name=M --out RUN`` calls :func:`train_method`:
 
-* the engine's methods (MAML family, ``global``, ``finetune``, ``melu-ref``) run the one outer
-  loop, :func:`metarec.train.loop.train` (resume, checkpoints, ``metrics.jsonl``, test metrics);
-* every other method (``popularity``, the cross-domain methods, methods registered with
-  :func:`~metarec.methods.register_method`) is built from the scenario (its settings are checked
-  before any data is read), fitted on meta-train (selection on meta-val) and written by
-  :func:`save_fitted`: ``manifest.json`` (``"method": {"name", "engine": false, "config"}``),
-  ``config.json``, the encoders and features, ``checkpoints/best.pt`` (``{"state_dict": ...}``,
-  tensors only) and ``test_metrics.json``.
+* a family whose outer loop writes and resumes its run directory itself (the MAML family:
+  registered with a ``trainer``, :data:`~metarec.methods.base.RunTrainer`) trains through it
+  (resume, checkpoints, ``metrics.jsonl``, test metrics);
+* every other method (``popularity``, the cross-domain methods, the learners, methods
+  registered with :func:`~metarec.methods.register_method`) is built from the scenario (its
+  settings are checked before any data is read), fitted on meta-train (selection on meta-val)
+  and written by :func:`save_fitted`: ``manifest.json`` (``"method": {"name", "engine": false,
+  "config"}``), ``config.json``, the encoders and features, ``checkpoints/best.pt``
+  (``{"state_dict": ...}``, tensors only) and ``test_metrics.json``.
 
-:func:`load_fitted` reads either kind back.
+:func:`load_fitted` reads any run back through its method's registration: the family's own
+``reader`` (:data:`~metarec.methods.base.RunReader`) for a family with its own format, else
+the method's ``loader`` and ``load_state_dict``.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from metarec._errors import CheckpointError, ConfigError
-from metarec.config import Scenario, config_hash, to_dict
+from metarec._errors import CheckpointError, ConfigError, suggest
+from metarec.config import Scenario, as_scenario, config_hash, to_dict
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import build_splits, sampler_config
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.base import FitData, Fitted, build_fitted, build_method
-from metarec.methods.builtin import ENGINE_METHODS
-from metarec.methods.engine.method import EngineFitted, engine_scenario
-from metarec.methods.engine.run_files import load_best, load_run_parts
+from metarec.methods.base import (
+    FitData,
+    Fitted,
+    build_fitted,
+    build_method,
+    method_info,
+    training_log_of,
+)
 from metarec.metrics.evaluate import evaluate_fitted
+from metarec.metrics.select import SELECT_METRIC
 from metarec.runs.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    WHICH,
     atomic_write_json,
+    load_best,
     save_table_meta,
     save_tensors,
 )
-from metarec.runs.fingerprint import write_fingerprint
+from metarec.runs.fingerprint import fingerprint, write_fingerprint
+from metarec.runs.folder import claim_folder
 from metarec.runs.guard import check_finite_weights
-from metarec.train.loop import SELECT_METRIC, TrainResult, resolve_device, train
+from metarec.runs.identity import make_identity
+from metarec.runs.reader import open_run, run_method_name
+from metarec.train.log import TrainingLog
+from metarec.train.loggers import Logger, make_loggers, replay
+from metarec.train.loop import TrainResult, resolve_device
 from metarec.train.session import run_session
 
-__all__ = ["train_method", "save_fitted", "load_fitted"]
+__all__ = ["train_method", "save_fitted", "load_fitted", "read_run"]
 
 
 def train_method(
-    scenario: Scenario,
+    scenario: Scenario | Mapping[str, Any],
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
@@ -58,30 +75,53 @@ def train_method(
     table: InteractionTable | None = None,
     splits: MetaSplits | None = None,
     evaluate_test: bool = True,
+    loggers: Sequence[Logger] = (),
 ) -> TrainResult:
     """Train the method ``scenario.algorithm.name`` into run directory ``out`` (module docstring).
 
+    ``scenario`` is a :class:`~metarec.config.Scenario` or a dict of its sections (the keys of
+    a scenario file: ``{"data": {...}, "algorithm": {"name": "r2d2"}}``), so a script needs no
+    TOML file.
+
     ``resume`` / ``overwrite`` as for :func:`metarec.train.loop.train`; every method holds the run
-    directory's lock while it writes (:mod:`metarec.train.session`).
+    directory's lock while it writes (:mod:`metarec.train.session`). ``loggers`` (beside those
+    ``train.loggers`` names) get every row of the method's training log.
+
+    Returns:
+        A :class:`~metarec.train.loop.TrainResult` whose ``training_log`` is the method's
+        :class:`~metarec.train.log.TrainingLog` (also in the run directory: ``metrics.jsonl``,
+        ``summary.json``).
+
+    Example:
+        >>> import tempfile
+        >>> from metarec.config import load_scenario
+        >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=r2d2",
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.steps=2",
+        ...     "train.val_every=1", "train.val_tasks=8", "train.progress=false",
+        ...     "learners.r2d2.hidden=[8]", "learners.r2d2.rank=2"])
+        >>> res = train_method(sc, tempfile.mkdtemp() + "/run")
+        >>> res.steps, [step for step, _ in res.training_log.curve]
+        (2, [1, 2])
 
     Raises:
         ConfigError: unknown method (with the closest name), a bad method setting (naming its
             ``--set`` key), ``out`` already holds a run, or ``resume`` for a method without an
             outer loop.
     """
+    scenario = as_scenario(scenario)
     name = scenario.algorithm.name
     out = Path(out)
-    if name in ENGINE_METHODS:
-        sc = engine_scenario(name, scenario)
-        return train(
-            sc,
+    info = method_info(name)
+    if info.trainer is not None:  # a family whose outer loop writes and resumes the run itself
+        return info.trainer(
+            scenario,
             out,
             resume=resume,
             overwrite=overwrite,
             table=table,
             splits=splits,
             evaluate_test=evaluate_test,
-            method=name,  # melu-ref: the manifest names the method, written under the run's lock
+            loggers=loggers,
         )
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
@@ -95,7 +135,7 @@ def train_method(
             raise ConfigError(
                 f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder"
             )
-        return _train_fitted(method, name, scenario, out, table, splits, evaluate_test)
+        return _train_fitted(method, name, scenario, out, table, splits, evaluate_test, loggers)
 
 
 def _train_fitted(
@@ -106,23 +146,29 @@ def _train_fitted(
     table: InteractionTable | None,
     splits: MetaSplits | None,
     evaluate_test: bool,
+    loggers: Sequence[Logger],
 ) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(scenario.train.device)
-    table = load_table(scenario.data) if table is None else table
-    splits = build_splits(table, scenario.protocol) if splits is None else splits
-    fitted = method.fit(
-        FitData(
-            table,
-            splits,
-            seed=scenario.train.seed,
-            device=device,
-            out=out,
-            progress=scenario.train.progress,
+    sinks = [*make_loggers(scenario.train.loggers, out), *loggers]  # a missing extra: refused now
+    try:
+        table = load_table(scenario.data) if table is None else table
+        splits = build_splits(table, scenario.protocol) if splits is None else splits
+        fitted = method.fit(
+            FitData(
+                table,
+                splits,
+                seed=scenario.train.seed,
+                device=device,
+                out=out,
+                progress=scenario.train.progress,
+            )
         )
-    )
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
     scfg = sampler_config(scenario.protocol)
-    metric, _ = SELECT_METRIC[table.feedback]
     val = evaluate_fitted(
         fitted,
         table,
@@ -133,6 +179,9 @@ def _train_fitted(
         max_tasks=scenario.train.val_tasks,
     )
     best_val = {k: v for k, v in val.items() if isinstance(v, float) and k != "adapt_ms_per_task"}
+    log = training_log_of(fitted)
+    log = replace(log, best_val=best_val, metric=log.metric or SELECT_METRIC[table.feedback][0])
+    replay(log.rows, sinks)  # hook (metarec.train.loggers): TensorBoard, MLflow
     save_fitted(fitted, out, scenario)
     write_fingerprint(
         out, fitted.table
@@ -153,26 +202,25 @@ def _train_fitted(
         atomic_write_json(
             out / "test_metrics.json",
             {
-                "best_step": 0,
+                "best_step": log.best_step,
                 "states": {
                     s: {k: v for k, v in ev.items() if k != "per_task"} for s, ev in states.items()
                 },
             },
         )
-    seconds = time.perf_counter() - t0
-    atomic_write_json(
-        out / "summary.json",
-        {
-            "steps": 0,
-            "best_step": 0,
-            "best_val": best_val,
-            "skipped_steps": 0,
-            "seconds": round(seconds, 2),
-            "method": name,
-            "primary_metric": metric,
-        },
+    log = replace(log, seconds=time.perf_counter() - t0)
+    log.write(out, method=name)
+    return TrainResult(
+        out,
+        log.steps,
+        log.best_step,
+        best_val,
+        log.skipped_steps,
+        log.seconds,
+        log.tasks_per_s,
+        log.stopped_early,
+        training_log=log,
     )
-    return TrainResult(out, 0, 0, best_val, 0, seconds, 0.0, False)
 
 
 def save_fitted(
@@ -180,7 +228,10 @@ def save_fitted(
 ) -> Path:
     """Write ``fitted`` as a run directory that :func:`load_fitted` and ``metarec recommend`` read."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # hook (metarec.runs.folder): no write through a link, nor over files no metarec run wrote
+    run_id = claim_folder(out, "train", option="out").run_id
+    chash = config_hash(scenario) if scenario is not None else None
+    ident = make_identity(run_id, fitted.name, chash, fingerprint(fitted.table))
     if scenario is not None:
         atomic_write_json(out / "config.json", to_dict(scenario))
     save_table_meta(fitted.table, out)
@@ -192,14 +243,15 @@ def save_fitted(
         )
     save_tensors(
         out / "checkpoints" / "best.pt",
-        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0},
+        {"state_dict": {k: v.detach().cpu() for k, v in state.items()}, "step": 0, "run": ident},
     )
     atomic_write_json(
         out / "manifest.json",
         {  # last: a folder with a manifest is complete
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "config_hash": config_hash(scenario) if scenario is not None else None,
+            "config_hash": chash,
+            "run": ident,
             "method": {"name": fitted.name, "engine": False, "config": fitted.config()},
             "feedback": fitted.table.feedback,
         },
@@ -215,23 +267,29 @@ def load_fitted(
     Raises:
         CheckpointError: damaged or foreign files, or weights that do not match the method.
     """
-    parts = load_run_parts(run_dir, which=which, device=device)
-    if parts.model is not None and parts.algo is not None:
-        return EngineFitted(
-            parts.method_name,
-            parts.table,
-            parts.model,
-            parts.params,
-            parts.state,
-            parts.algo,
-            parts.model_config,
-            parts.steps,
-            parts.lr,
-            {"step": parts.step},
-        )
-    method: dict[str, Any] = parts.manifest["method"]
+    return read_run(run_dir, which=which, device=device)[0]
+
+
+def read_run(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[Fitted, int]:
+    """``(fitted, step)``: :func:`load_fitted`'s object and the step of the checkpoint read."""
+    if which not in WHICH:
+        raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
+    opened = open_run(run_dir)
+    name = run_method_name(opened.manifest)
     try:
-        fitted = build_fitted(str(method["name"]), method.get("config") or {}, parts.table)
+        info = method_info(name)
+    except ConfigError:
+        raise CheckpointError(
+            f"{str(Path(run_dir) / 'manifest.json')!r}: method {name!r} is not registered; a saved run of it "
+            "cannot be loaded; register it with register_method(name, factory, loader=...) before loading"
+        ) from None
+    if info.reader is not None:  # the family's own run format
+        return info.reader(opened, which, device)
+    method: dict[str, Any] = opened.manifest["method"]
+    try:
+        fitted = build_fitted(name, method.get("config") or {}, opened.table)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
             f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} cannot be rebuilt from its config "
@@ -246,7 +304,8 @@ def load_fitted(
         _tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt"
     )  # hook (metarec.runs.guard)
     fitted.load_state_dict(ck["state_dict"])
-    return fitted
+    fitted.training_log = TrainingLog.read(run_dir)
+    return fitted, int(ck.get("step", 0))
 
 
 def _tensors(tree: Any, prefix: str = "") -> dict[str, Any]:

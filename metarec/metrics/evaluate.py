@@ -23,6 +23,7 @@ from metarec.algorithms.losses import masked_bce
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.metrics.select import PRIMARY_METRIC, SELECT_METRIC
 
 __all__ = [
     "evaluate_pool",
@@ -32,12 +33,11 @@ __all__ = [
     "PoolScores",
     "select_eval_lr",
     "PRIMARY_METRIC",
+    "SELECT_METRIC",
     "check_finite_predictions",
     "metric_selection",
 ]
 
-PRIMARY_METRIC = {"explicit": "mae", "implicit": "auc"}
-"""The metric model selection uses per feedback kind (lower MAE, higher AUC); always computed."""
 
 _WITHIN = {
     "explicit": ("mae", "rmse", "ndcg"),
@@ -281,12 +281,30 @@ def evaluate_fitted(
     dtype: torch.dtype = torch.float32,
     return_per_task: bool = False,
     names: Sequence[str] | None = None,
+    check_finite: bool = True,
 ) -> dict[str, Any]:
-    """:func:`evaluate_pool` for any method of the interface (:class:`metarec.methods.Fitted`):
-    ``fitted.adapt(support, steps=, lr=).score(query.users, query.items)`` per batch of tasks.
+    """Adapt any method of the interface (:class:`metarec.methods.Fitted`) to every task's
+    support and score its query: ``fitted.adapt(support, steps=, lr=).score(query.users,
+    query.items)`` per batch of ``batch_size`` tasks; explicit predictions are clipped to the
+    rating scale. The one evaluation of every method (training's meta-val checks, ``metarec
+    train``'s test metrics, the benchmark's curves and ``--tune`` trials).
 
     Same sampler, seed and batch size as :func:`evaluate_pool` (so the same query sets), same
-    metrics (``names``) and return value.
+    metrics (``names``) and return value. ``check_finite=False`` lets non-finite predictions
+    through (their metrics are NaN: a training loop's candidate that diverged is then not
+    kept) instead of raising.
+
+    Example:
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> from metarec.methods.popularity import PopularityMethod
+        >>> from metarec.methods import FitData
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=3, min_interactions=5)
+        >>> fitted = PopularityMethod().fit(FitData(table, splits))
+        >>> ev = evaluate_fitted(fitted, table, splits.pools["meta-test"], SamplerConfig(n_support=2, n_query=3))
+        >>> sorted(k for k in ev if k in ("mae", "rmse", "n_tasks"))
+        ['mae', 'n_tasks', 'rmse']
     """
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
@@ -300,11 +318,12 @@ def evaluate_fitted(
         adapt_s += time.perf_counter() - t0
         with torch.no_grad():
             p = adapted.score(b.query.users, b.query.items).to(dtype)
-            check_finite_predictions(
-                p,
-                b.query.mask,
-                f"steps={steps if steps is not None else 'default'}, lr={lr if lr is not None else 'default'}",
-            )
+            if check_finite:
+                check_finite_predictions(
+                    p,
+                    b.query.mask,
+                    f"steps={steps if steps is not None else 'default'}, lr={lr if lr is not None else 'default'}",
+                )
             p = clip_to_scale(p, table)
         scores.add(
             per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k, names),
@@ -331,7 +350,7 @@ def select_eval_lr(
     """Pick the adaptation learning rate on **validation** tasks (e.g. for plain fine-tuning,
     whose rate is not meta-learned). Returns ``(best_lr, {lr: primary metric})``; the primary
     metric is MAE (explicit, lower is better) or AUC (implicit, higher is better)."""
-    metric, sign = ("mae", -1.0) if table.feedback == "explicit" else ("auc", 1.0)
+    metric, sign = SELECT_METRIC[table.feedback]
     scores = {}
     for lr in lrs:
         try:

@@ -70,6 +70,9 @@ class RecModel(nn.Module):
     adapt: tuple[str, ...] = ()
     head_patterns: tuple[str, ...] = ()
     encode_patterns: tuple[str, ...] | None = None
+    serving_kernel: str | None = None
+    """The batched adapt-and-score kernel the server may use for this model (a name of
+    :data:`metarec.serve.kernels.KERNELS`), or ``None`` (the library's path)."""
 
     def __init__(self, adapt: Sequence[str] | None = None) -> None:
         super().__init__()

@@ -214,6 +214,7 @@ class TwoTower(IdModel):
     """
 
     adapt = ("user.unknown", "user_tower.*", "bias")
+    serving_kernel = "two-tower"
 
     def __init__(
         self,

@@ -70,6 +70,7 @@ class MeLU(RecModel):
     adapt = ("decision.*", "head.*")
     head_patterns = ("head.*",)
     encode_patterns = ("user_features.*", "item_features.*")
+    serving_kernel = "melu"
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """Fast-adapt API: a trained run + a sparse support set -> an adapted recommender.
 
-    meta = load_run("runs/cold")                       # MetaModel: the meta-learned initialisation
-    rec = meta.adapt([(u, i, 4.0), (u, j, 2.0)])       # AdaptedRecommender: one task per user
+    run = load_run("runs/cold")                        # RunModel: any method's run
+    rec = run.adapt([(u, i, 4.0), (u, j, 2.0)])        # Recommender: one task per user
     rec.recommend(u, k=10)                              # [(item, score), ...], best first
     rec.predict([u, u], [i, k])                         # np.ndarray, raw ids in
     rec.save("runs/cold-adapted"); load_adapted("runs/cold-adapted")
@@ -13,62 +13,54 @@ training, scored through their side features). An item id the encoder does not k
 embedding and no features: it is an error naming the ids, unless ``unknown_items="fallback"``
 maps it explicitly to the unknown item (index 0).
 
-Adaptation runs the meta-learned inner loop (:func:`metarec.algorithms.adapt_batch`, the same
-function training and evaluation use) on one task per user (``per="user"``) or one task over
-every row (``per="domain"``: a new domain adapts one set of fast weights that then serves all its
-users), tasks padded into one :class:`~metarec.episodes.batch.EpisodeSet` and adapted in one
-vmapped call per ``chunk_size`` tasks. Runs of other methods (``popularity``, the cross-domain
-methods, registered methods) load as a :class:`MethodModel` with the same ``adapt`` /
-``adapt_many`` / ``initial`` API.
+Every method loads the same way: :func:`load_run` reads the run's
+:class:`~metarec.methods.Fitted` (:func:`metarec.methods.load_fitted`; the MAML family's runs
+keep their own format) into a :class:`~metarec.recommend.run_model.RunModel`, whose ``adapt``
+hands padded support tasks to ``fitted.adapt`` (the MAML family's inner loop, one vmapped call
+per ``chunk_size`` tasks; an amortised learner's forward pass; ...). ``MetaModel`` and
+``MethodModel`` are the 0.1 names of :class:`RunModel` (deprecated; they go in 0.3).
 
-The module is the top of the serving layer; its parts live in :mod:`metarec.methods.engine.run_files` (run
-directories), :mod:`metarec.recommend.support` (support input) and :mod:`metarec.recommend.recommender` (the
-recommenders). Loading never executes code from a file (``weights_only=True``).
+The module is the top of the fast-adapt layer; its parts live in
+:mod:`metarec.recommend.run_model` (the run model), :mod:`metarec.recommend.support` (support
+input) and :mod:`metarec.recommend.recommender` (the recommender). Loading never executes code
+from a file (``weights_only=True``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
-from tqdm.auto import tqdm
 
-from metarec._errors import CheckpointError, ConfigError
-from metarec.algorithms import AlgorithmConfig, adapt_batch, adapt_patterns, predict_batch
-from metarec.config.limits import check_steps
+from metarec._errors import CheckpointError
+from metarec.config.algorithm import AlgorithmConfig
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import InteractionTable
-from metarec.episodes.batch import EpisodeSet
-from metarec.methods import load_fitted
-from metarec.methods.engine.run_files import load_run_parts
-from metarec.models.base import split_params
-from metarec.recommend.method_model import MethodModel
+from metarec.methods.adapted import SavesAdapted
+from metarec.methods.engine.method import EngineFitted
+from metarec.methods.run_dir import read_run
 from metarec.recommend.recommender import (
     ADAPTED_FILE,
     USERS_FILE,
     AdaptedRecommender,
     MethodRecommender,
+    Recommender,
+    TaskSupport,
 )
 from metarec.recommend.run_model import RunModel, SupportLike
-from metarec.recommend.support import (
-    SupportRows,
-    UnknownItems,
-    check_lr,
-    group_tasks,
-    pad_tasks,
-    read_support,
-)
+from metarec.recommend.support import UnknownItems, read_support
 from metarec.runs.checkpoint import load_item_domains, load_tensors, read_manifest
-from metarec.runs.guard import OnDiverge, check_finite_weights, ensure_finite_adaptation
+from metarec.runs.guard import OnDiverge
+from metarec.runs.identity import check_identity
 
 __all__ = [
+    "RunModel",
+    "Recommender",
     "MetaModel",
     "MethodModel",
     "AdaptedRecommender",
@@ -80,140 +72,11 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------- loading
-def load_run(
-    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
-) -> Any:
-    """Load a run directory written by ``metarec train`` (or ``metarec adapt``).
-
-    A meta-learning run loads as a :class:`MetaModel` (the model rebuilt from ``manifest.json``
-    and the saved encoders and side features, given the weights and buffers of
-    ``checkpoints/<which>.pt``); a run of another method as a :class:`MethodModel`.
-
-    Args:
-        run_dir: the run directory.
-        which: ``"best"`` (the validation-selected weights) or ``"last"``.
-        device: where the model and its weights live.
-
-    Raises:
-        CheckpointError: missing or damaged files, an unsupported format version (a version-1
-            run: the message shows how to convert it), a checkpoint that is not a plain tensor
-            file, or a model config that does not match the weights (naming the tensor and both
-            shapes).
-
-    Example:
-        >>> meta = load_run("runs/cold")                    # doctest: +SKIP
-        >>> meta.adapt(support).recommend(42, k=10)          # doctest: +SKIP
-    """
-    parts = load_run_parts(run_dir, which=which, device=device)
-    domains = load_item_domains(parts.run_dir)
-    if parts.model is None or parts.algo is None:
-        return MethodModel(
-            load_fitted(run_dir, which=which, device=device),
-            manifest=parts.manifest,
-            run_dir=parts.run_dir,
-            item_domains=domains,
-        )
-    return MetaModel(
-        parts.model,
-        parts.params,
-        parts.state,
-        parts.algo,
-        parts.table,
-        manifest=parts.manifest,
-        run_dir=parts.run_dir,
-        steps=parts.steps,
-        lr=parts.lr,
-        step=parts.step,
-        item_domains=domains,
-    )
-
-
-def load_adapted(
-    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
-) -> AdaptedRecommender:
-    """Load a directory written by :meth:`AdaptedRecommender.save` (or ``metarec adapt``).
-
-    Raises:
-        CheckpointError: ``path`` is a plain run (use :func:`load_run`), or its adapted weights
-            are missing or do not match the model.
-    """
-    path = Path(path)
-    manifest = read_manifest(path)
-    if not manifest.get("adapted"):
-        raise CheckpointError(
-            f"{str(path)!r}: a meta-trained run, not an adapted one (manifest has no 'adapted': true); "
-            "load it with load_run(path) and call .adapt(support), or pass a folder written by 'metarec adapt'"
-        )
-    meta = load_run(path, device=device)
-    blob = load_tensors(path / ADAPTED_FILE, map_location=meta.device)
-    try:
-        users = IdEncoder.from_json(json.loads((path / USERS_FILE).read_text()))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"{str(path / USERS_FILE)!r}: missing or damaged ({e}); re-create it with 'metarec adapt'"
-        ) from None
-    info = manifest.get("adaptation", {})
-    fast = dict(blob.get("fast", {}))
-    ref, _ = split_params(meta.model, adapt_patterns(meta.algo, meta.model), meta.params)
-    for k, v in ref.items():
-        got = fast.get(k)
-        if got is None or tuple(got.shape[1:]) != tuple(v.shape):
-            shape = None if got is None else tuple(got.shape)
-            raise CheckpointError(
-                f"{str(path / ADAPTED_FILE)!r}: fast weight {k!r} has shape {shape}, the model needs (tasks, *{tuple(v.shape)}); "
-                "the adapted weights do not belong to this run; re-run 'metarec adapt'"
-            )
-    check_finite_weights(fast, path / ADAPTED_FILE)  # hook (metarec.runs.guard)
-    return AdaptedRecommender(
-        meta,
-        fast,
-        users,
-        blob["task"].cpu().numpy(),
-        int(blob["default_task"]),
-        blob["seen_user"].cpu().numpy(),
-        blob["seen_item"].cpu().numpy(),
-        per=info.get("per", "user"),
-        steps=info.get("steps"),
-        lr=info.get("lr"),
-    )
-
-
-def open_recommender(
-    path: str | os.PathLike[str],
-    *,
-    support: SupportLike | None = None,
-    user: Any = None,
-    steps: int | None = None,
-    lr: float | None = None,
-    device: str | torch.device = "cpu",
-    on_diverge: OnDiverge = "error",
-    unknown_items: UnknownItems = "error",
-) -> Any:
-    """What ``metarec recommend`` serves from: an adapted directory as saved, or a run's
-    initialisation (meta-learned, or the method's zero-shot scores); with ``support``, adapted on
-    the fly (``user``, ``on_diverge`` and ``unknown_items`` as in :meth:`MetaModel.adapt`)."""
-    if support is None and read_manifest(path).get("adapted"):
-        return load_adapted(path, device=device)
-    meta = load_run(path, device=device)
-    if support is None:
-        return meta.initial()
-    return meta.adapt(
-        support, steps=steps, lr=lr, user=user, on_diverge=on_diverge, unknown_items=unknown_items
-    )
-
-
-# ---------------------------------------------------------------------- the meta-model
-class MetaModel(RunModel[AdaptedRecommender]):
-    """A meta-trained model ready to adapt: the model, its meta-learned weights, the run's encoders.
-
-    Build it with :func:`load_run`. Attributes: ``model`` (in eval mode), ``params`` and
-    ``state`` (``{name: tensor}``), ``algo`` (:class:`AlgorithmConfig`), ``table`` (the run's
-    encoders and side features, no interactions), ``steps`` / ``lr`` (the default adaptation
-    budget: the run's ``eval_steps`` / ``eval_lr``, else the algorithm's), ``run_dir``, ``manifest``.
-    :meth:`~metarec.recommend.run_model.RunModel.initial`, :meth:`~metarec.recommend.run_model.RunModel.adapt` and
-    :meth:`~metarec.recommend.run_model.RunModel.adapt_many` return an :class:`AdaptedRecommender`.
-    """
+class MetaModel(RunModel):
+    """Deprecated (0.1; goes in 0.3): a run of the MAML family built from its parts.
+    :func:`load_run` returns a :class:`RunModel` for every method; this class only keeps the
+    0.1 constructor working (it wraps the parts in the family's
+    :class:`~metarec.methods.engine.method.EngineFitted`)."""
 
     def __init__(
         self,
@@ -230,154 +93,170 @@ class MetaModel(RunModel[AdaptedRecommender]):
         step: int = 0,
         item_domains: np.ndarray | None = None,
     ) -> None:
-        self.model, self.params, self.state, self.algo, self.table = (
-            model,
-            params,
-            state,
-            algo,
-            table,
+        m = manifest.get("model") or {}
+        mc = {"name": m.get("name"), "kwargs": m.get("kwargs") or {}, "adapt": m.get("adapt")}
+        method = manifest.get("method")
+        name = method.get("name", algo.name) if isinstance(method, dict) else algo.name
+        fitted = EngineFitted(
+            str(name), table, model, params, state, algo, mc, steps, lr, {"step": step}
         )
-        self.manifest, self.run_dir, self.steps, self.lr, self.step = (
-            manifest,
-            run_dir,
-            steps,
-            lr,
-            step,
-        )
-        self.device = next(iter(params.values())).device
-        self.dtype = next(iter(params.values())).dtype
-        self._fast0, _ = split_params(model, adapt_patterns(algo, model), params)
-        self.item_domains = item_domains
-
-    def __repr__(self) -> str:
-        return (
-            f"MetaModel({self.manifest['model']['name']}, {self.algo.name}, {len(self.user_ids) - 1} users, "
-            f"{len(self.item_ids) - 1} items, {self.feedback}, run_dir={str(self.run_dir)!r})"
+        super().__init__(
+            fitted, manifest=manifest, run_dir=run_dir, item_domains=item_domains, step=step
         )
 
-    # ------------------------------------------------------------------ internals
-    def score_tasks(
-        self, fast: Mapping[str, torch.Tensor], users: torch.Tensor, items: torch.Tensor
-    ) -> torch.Tensor:
-        """Raw scores ``(T, N)`` of ``users``/``items`` ``(T, N)`` with per-task fast weights
-        ``{name: (T, *shape)}`` (the engine's :func:`~metarec.algorithms.predict_batch`)."""
-        with torch.no_grad():
-            if (
-                users.shape[0] == 1
-            ):  # one task (serving one user): the same forward pass without vmap's overhead
-                slow = {k: v for k, v in self.params.items() if k not in fast}
-                one = {k: v[0] for k, v in fast.items()}
-                return functional_call(self.model, (one, slow), (users[0], items[0]))[None]
-            return predict_batch(self.model, self.params, dict(fast), users, items)
 
-    def _adapt_rows(
-        self,
-        rows: SupportRows,
-        steps: int | None,
-        lr: float | None,
-        per: str,
-        unknown_items: str,
-        chunk_size: int | None,
-        extra_user: Any,
-        progress: bool = False,
-        on_diverge: OnDiverge = "error",
-    ) -> AdaptedRecommender:
-        check_lr(lr)
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ConfigError(
-                f"chunk_size={chunk_size!r}: must be an int >= 1, or None for one call"
-            )
-        steps = self._resolve_steps(self.steps if steps is None else steps)
-        lr = self.lr if lr is None else lr
-        t = group_tasks(
-            rows,
-            self.user_ids,
-            self.item_ids,
-            per=per,
-            unknown_items=unknown_items,
-            extra_user=extra_user,
+MethodModel = RunModel
+"""Deprecated name of :class:`RunModel` (0.1: a run of another method); goes in 0.3."""
+
+
+# ---------------------------------------------------------------------- loading
+def load_run(
+    run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
+) -> RunModel:
+    """Load a run directory written by ``metarec train`` (or ``metarec adapt``), any method.
+
+    The run's :class:`~metarec.methods.Fitted` is rebuilt by its method's loader from
+    ``manifest.json``, the saved encoders and side features and the tensors of
+    ``checkpoints/<which>.pt``.
+
+    Args:
+        run_dir: the run directory.
+        which: ``"best"`` (the validation-selected weights) or ``"last"``.
+        device: where the model and its weights live (the MAML family; other methods load on
+            the CPU).
+
+    Raises:
+        CheckpointError: missing or damaged files, an unsupported format version (a version-1
+            run: the message shows how to convert it), a checkpoint that is not a plain tensor
+            file, or weights that do not match the manifest (naming the tensor and both
+            shapes).
+
+    Example:
+        >>> import tempfile, metarec as mr
+        >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=popularity",
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.progress=false"])
+        >>> out = tempfile.mkdtemp() + "/run"
+        >>> _ = mr.train_method(sc, out)
+        >>> run = load_run(out)
+        >>> run.name, run.feedback
+        ('popularity', 'explicit')
+    """
+    fitted, step = read_run(run_dir, which=which, device=device)
+    run = Path(run_dir)
+    return RunModel(
+        fitted,
+        manifest=read_manifest(run),
+        run_dir=run,
+        item_domains=load_item_domains(run),
+        step=step,
+        which=which,
+    )
+
+
+def load_adapted(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> Recommender:
+    """Load a directory written by :meth:`Recommender.save` (or ``metarec adapt``).
+
+    The adapted tasks come back as saved (the MAML family's fast weights) or are adapted again
+    from the saved support with the saved ``steps`` / ``lr`` (every other method).
+
+    Raises:
+        CheckpointError: ``path`` is a plain run (use :func:`load_run`), or its adapted tasks
+            are missing or do not match the run.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if not manifest.get("adapted"):
+        raise CheckpointError(
+            f"{str(path)!r}: a meta-trained run, not an adapted one (manifest has no 'adapted': true); "
+            "load it with load_run(path) and call .adapt(support), or pass a folder written by 'metarec adapt'"
         )
-        fast = self._adapt_tasks(
-            t.tcode, t.n_tasks, t.uidx, t.iidx, t.ratings, steps, lr, chunk_size, progress
+    run = load_run(path, device=device)
+    where = path / ADAPTED_FILE
+    blob = load_tensors(where, map_location=run.device)
+    # hook (metarec.runs.identity): the adapted weights of this directory, not another's
+    check_identity(blob, path, where, manifest, what="adapted weights")
+    try:
+        users = IdEncoder.from_json(json.loads((path / USERS_FILE).read_text()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{str(path / USERS_FILE)!r}: missing or damaged ({e}); re-create it with 'metarec adapt'"
+        ) from None
+    info = manifest.get("adaptation", {})
+    per, steps, lr = info.get("per", "user"), info.get("steps"), info.get("lr")
+    support = _saved_support(blob, where)
+    adapted = None
+    if isinstance(run.fitted, SavesAdapted):
+        adapted = run.fitted.restore_adapted(blob, str(where))
+    if adapted is None and support is not None and support.n_tasks:
+        adapted = run.adapt_tasks(support, steps=steps, lr=lr, chunk_size=4096)
+    if adapted is None and support is None:
+        raise CheckpointError(
+            f"{str(where)!r}: holds neither adapted weights nor the support they came from; re-run 'metarec adapt'"
         )
-        rec = AdaptedRecommender(
-            self, fast, t.users, t.task_of, t.default, t.ucode, t.iidx, per=per, steps=steps, lr=lr
+    if support is None:  # a 0.1 directory (fast weights only): no support to probe with
+        n = 0 if adapted is None else adapted.n_tasks
+        support = TaskSupport(
+            *(np.zeros((n, 1), t) for t in (np.int64, np.int64, np.float64, bool))
         )
-        return ensure_finite_adaptation(
-            rec, on_diverge
-        )  # hook (metarec.runs.guard): never serve NaN weights
+    rec = Recommender(
+        run,
+        adapted,
+        support,
+        users,
+        blob["task"].cpu().numpy(),
+        int(blob["default_task"]),
+        blob["seen_user"].cpu().numpy(),
+        blob["seen_item"].cpu().numpy(),
+        per=per,
+        steps=steps,
+        lr=lr,
+    )
+    fallback = blob.get("fallback")
+    if adapted is not None and fallback is not None and bool(fallback.any()):
+        if not isinstance(run.fitted, SavesAdapted):  # adapted again: patch the same tasks
+            rec.fall_back(np.flatnonzero(fallback.cpu().numpy()))
+        rec.fallback = fallback.cpu().numpy().astype(bool)
+    return rec
 
-    def _adapt_tasks(
-        self,
-        tcode: np.ndarray,
-        n_tasks: int,
-        uidx: np.ndarray,
-        iidx: np.ndarray,
-        ratings: np.ndarray,
-        steps: int,
-        lr: float | None,
-        chunk_size: int | None,
-        progress: bool = False,
-    ) -> dict[str, torch.Tensor]:
-        """Fast weights ``{name: (n_tasks + 1, *shape)}``; row ``n_tasks`` is the initialisation.
 
-        The tasks are padded into ``(T, N)`` :class:`EpisodeSet` chunks and adapted by the
-        engine's own inner loop, :func:`~metarec.algorithms.adapt_batch` (one vmapped call per
-        chunk; for a model whose encoder holds no fast weight, ``encode`` runs once per task)."""
-        if n_tasks == 0:
-            return self._stack([])
-        users, items, targets, mask = pad_tasks(tcode, n_tasks, uidx, iidx, ratings)  # (T, N) each
-        size = chunk_size or n_tasks
-        parts = []
-        for s in tqdm(
-            range(0, n_tasks, size), desc="adapt", unit="chunk", disable=not progress, leave=False
-        ):
-            m = mask[s : s + size]
-            width = max(int(m.sum(axis=1).max()), 1)
-            support = EpisodeSet(
-                torch.from_numpy(users[s : s + size, :width]).to(self.device),
-                torch.from_numpy(items[s : s + size, :width]).to(self.device),
-                torch.from_numpy(targets[s : s + size, :width]).to(self.device, self.dtype),
-                torch.from_numpy(m[:, :width]).to(self.device),
-            )
-            parts.append(
-                adapt_batch(
-                    self.algo, self.model, self.params, support, steps, lr, state=self.state
-                )
-            )
-        return self._stack(parts)
-
-    def _resolve_steps(self, steps: int | None) -> int:
-        n = (0 if self.algo.name == "global" else self.algo.inner_steps) if steps is None else steps
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(
-                f"steps={steps!r}: must be an int >= 0; pass steps=None for the run's default"
-            )
-        return check_steps(n, "steps")  # hook (metarec.config.limits): at most MAX_STEPS
-
-    def _no_tasks(self) -> dict[str, torch.Tensor]:
-        return self._stack([])
-
-    def _stack(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {
-            k: torch.cat([p[k] for p in parts] + [v.detach().unsqueeze(0)])
-            for k, v in self._fast0.items()
-        }
-
-    def _recommender(
-        self, fast, users, task_of, default, seen_user, seen_item, *, per, steps, lr
-    ) -> AdaptedRecommender:
-        return AdaptedRecommender(
-            self,
-            fast,
-            users,
-            task_of,
-            default,
-            np.asarray(seen_user, np.int64),
-            np.asarray(seen_item, np.int64),
-            per=per,
-            steps=steps,
-            lr=lr,
+def _saved_support(blob: dict[str, Any], where: Path) -> TaskSupport | None:
+    s = blob.get("support")
+    if s is None:
+        return None
+    try:
+        return TaskSupport(
+            s["users"].cpu().numpy(),
+            s["items"].cpu().numpy(),
+            s["targets"].cpu().numpy(),
+            s["mask"].cpu().numpy().astype(bool),
         )
+    except (KeyError, AttributeError, TypeError) as e:
+        raise CheckpointError(
+            f"{str(where)!r}: 'support' is damaged ({type(e).__name__}: {e}); re-run 'metarec adapt'"
+        ) from None
+
+
+def open_recommender(
+    path: str | os.PathLike[str],
+    *,
+    support: SupportLike | None = None,
+    user: Any = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    device: str | torch.device = "cpu",
+    on_diverge: OnDiverge = "error",
+    unknown_items: UnknownItems = "error",
+) -> Recommender:
+    """What ``metarec recommend`` serves from: an adapted directory as saved, or a run's
+    initialisation; with ``support``, adapted on the fly (``user``, ``on_diverge`` and
+    ``unknown_items`` as in :meth:`RunModel.adapt`)."""
+    if support is None and read_manifest(path).get("adapted"):
+        return load_adapted(path, device=device)
+    run = load_run(path, device=device)
+    if support is None:
+        return run.initial()
+    return run.adapt(
+        support, steps=steps, lr=lr, user=user, on_diverge=on_diverge, unknown_items=unknown_items
+    )

@@ -1,16 +1,21 @@
-"""Adapted recommenders: predict and recommend by raw id, on top of any adapted method.
+"""The recommender: predict and recommend by raw id, on top of any method's adapted tasks.
 
-:class:`Recommender` holds what every adapted recommender shares: the raw-id encoders, which
-task serves which user, the support items each user brought (for ``exclude_seen``), top-k with
+:class:`Recommender` holds a run (:class:`~metarec.recommend.run_model.RunModel`), the
+:class:`~metarec.methods.Adapted` tasks it was adapted to, the raw-id encoders, which task
+serves which user, the support items each user brought (for ``exclude_seen``), top-k with
 deterministic ties (equal scores: the lower item index first) over the whole catalogue, a
-candidate list or one domain's items (``domain=``). Ranking scores are the model's raw scores
+candidate list or one domain's items (``domain=``). Ranking scores are the method's raw scores
 (ratings unclipped, or logits); only :meth:`Recommender.predict` clips explicit ratings to the
-rating scale (``clip=True``).
+rating scale (``clip=True``). A user without a task of their own is served by the method
+adapted to an empty support of that user (the initialisation).
 
-* :class:`AdaptedRecommender`: the meta-learning engine's, per-task fast weights over a
-  :class:`~metarec.recommend.load.MetaModel` (saved and loaded as an adapted directory);
-* :class:`MethodRecommender`: any other method of the interface (``popularity``, the
-  cross-domain methods, registered methods), over a :class:`~metarec.recommend.load.MethodModel`.
+:meth:`Recommender.save` writes an adapted directory (:func:`~metarec.recommend.load.load_adapted`
+reads it): the run's files, the support the tasks were adapted to and, for a method that can
+write them (:class:`~metarec.methods.adapted.SavesAdapted`: the MAML family's fast weights), the
+adapted tensors; any other method is adapted again from the saved support on load.
+
+``AdaptedRecommender`` and ``MethodRecommender`` are the 0.1 names of :class:`Recommender`
+(deprecated; they go in 0.3).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,14 +33,24 @@ import torch
 from metarec._errors import ConfigError, DataError, suggest
 from metarec._io.lock import holds_folder
 from metarec.data.encoding import IdEncoder
-from metarec.episodes.batch import EpisodeSet
+from metarec.methods import Adapted
+from metarec.methods.adapted import SavesAdapted, concat_adapted, select_tasks
 from metarec.metrics.topk import top_k
 from metarec.recommend.support import UnknownItems, as_list, is_seq
-from metarec.runs.checkpoint import atomic_write_json, save_table_meta, save_tensors
-from metarec.runs.fingerprint import copy_fingerprint
+from metarec.runs.checkpoint import atomic_write_json, load_best, save_table_meta, save_tensors
+from metarec.runs.fingerprint import copy_fingerprint, read_fingerprint
+from metarec.runs.folder import claim_folder
 from metarec.runs.guard import check_scores
+from metarec.runs.identity import adapted_identity
 
-__all__ = ["Recommender", "AdaptedRecommender", "MethodRecommender", "ADAPTED_FILE", "USERS_FILE"]
+__all__ = [
+    "Recommender",
+    "TaskSupport",
+    "AdaptedRecommender",
+    "MethodRecommender",
+    "ADAPTED_FILE",
+    "USERS_FILE",
+]
 
 ADAPTED_FILE = "adapted.pt"
 USERS_FILE = "adapted_users.json"
@@ -43,15 +58,57 @@ USERS_FILE = "adapted_users.json"
 _SCORE_CELLS = 4_000_000  # max (tasks x width) cells scored per call
 
 
-class Recommender:
-    """Shared serving logic; subclasses score with :meth:`_score_rows`."""
+class TaskSupport(NamedTuple):
+    """Encoded support tasks, padded: ``users``, ``items``, ``targets``, ``mask``, each ``(T, N)``."""
 
-    meta: Any
-    steps: int | None
+    users: np.ndarray
+    items: np.ndarray
+    targets: np.ndarray
+    mask: np.ndarray
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.users.shape[0])
+
+
+class Recommender:
+    """A run adapted to ``n_tasks`` support tasks; predicts and recommends by raw id.
+
+    Built by :meth:`RunModel.adapt <metarec.recommend.run_model.RunModel.adapt>`,
+    :meth:`~metarec.recommend.run_model.RunModel.adapt_many`,
+    :meth:`~metarec.recommend.run_model.RunModel.initial` or
+    :func:`~metarec.recommend.load.load_adapted`.
+
+    Attributes:
+        meta: the :class:`~metarec.recommend.run_model.RunModel`.
+        adapted: the method's :class:`~metarec.methods.Adapted` tasks (``None``: no task).
+        support: the encoded tasks they were adapted to (:class:`TaskSupport`).
+        per, steps, lr: how they were adapted (``per="domain"``: one task serves every user).
+
+    Example:
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> from metarec.methods import FitData
+        >>> from metarec.methods.popularity import PopularityMethod
+        >>> from metarec.recommend.run_model import RunModel
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=3, min_interactions=5)
+        >>> run = RunModel(PopularityMethod().fit(FitData(table, splits)))
+        >>> first, second = table.item_ids.values[:2]
+        >>> rec = run.adapt([("new-user", first, 5.0)])
+        >>> rec.n_tasks, rec.is_adapted("new-user"), rec.is_adapted("someone-else")
+        (1, True, False)
+        >>> first in [item for item, _ in rec.recommend("new-user", k=5)]  # seen: left out
+        False
+        >>> rec.predict("new-user", [first, second]).shape
+        (2,)
+    """
 
     def __init__(
         self,
         meta: Any,
+        adapted: Adapted | None,
+        support: TaskSupport,
         users: IdEncoder,
         task_of: np.ndarray,
         default_task: int,
@@ -62,23 +119,30 @@ class Recommender:
         steps: int | None = None,
         lr: float | None = None,
     ) -> None:
-        self.meta, self.per, self.steps, self.lr = meta, per, steps, lr
-        self._users, self._task_of, self._default = users, task_of, default_task
+        self.meta, self.adapted, self.support = meta, adapted, support
+        self.per, self.steps, self.lr = per, steps, lr
+        self._users, self._task_of, self._default = (
+            users,
+            np.asarray(task_of, np.int64),
+            default_task,
+        )
         self._seen_user, self._seen_item = (
             np.asarray(seen_user, np.int64),
             np.asarray(seen_item, np.int64),
         )
+        self.fallback = np.zeros(self.n_tasks, bool)
+        """Tasks whose users are served by the initialisation (their adaptation diverged)."""
 
-    # ------------------------------------------------------------------ to implement
     @property
     def n_tasks(self) -> int:
-        raise NotImplementedError
+        """Adapted tasks."""
+        return 0 if self.adapted is None else int(self.adapted.n_tasks)
 
-    def _score_rows(
-        self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor
-    ) -> torch.Tensor:
-        """Raw scores ``(G, W)`` of ``items (G, W)`` for users ``uidx (G, W)``, row ``g`` served by task ``task[g]``."""
-        raise NotImplementedError
+    def __repr__(self) -> str:
+        return (
+            f"Recommender({self.meta.name}, {self.n_tasks} task(s), per={self.per!r}, "
+            f"{len(self.users)} user(s), steps={self.steps})"
+        )
 
     # ------------------------------------------------------------------ public
     @property
@@ -222,12 +286,15 @@ class Recommender:
         return np.where(code > 0, self._task_of[code], self._default).astype(np.int64)
 
     def _score(self, task: np.ndarray, uidx: np.ndarray, iidx: np.ndarray) -> torch.Tensor:
-        """Raw scores of (task, user, item) triples, grouped by task and padded: ``(P,)``."""
+        """Raw scores of (task, user, item) triples, grouped by task (users without a task: by
+        user) and padded: ``(P,)``."""
         dev = self.meta.device
         out = torch.empty(len(task), dtype=self.meta.dtype, device=dev)
         if len(task) == 0:
             return out
-        groups, inv = np.unique(task, return_inverse=True)
+        n = self.n_tasks
+        key = np.where(task < n, task, n + np.asarray(uidx, np.int64))
+        groups, inv = np.unique(key, return_inverse=True)
         inv = inv.reshape(-1)
         counts = np.bincount(inv)
         order = np.argsort(inv, kind="stable")
@@ -257,62 +324,87 @@ class Recommender:
             return scores.clamp(scale[0], scale[1])
         return scores
 
-
-class AdaptedRecommender(Recommender):
-    """Per-user (or per-domain) fast weights over a :class:`~metarec.recommend.load.MetaModel`.
-
-    ``fast``: ``{name: (n_tasks + 1, *shape)}``, the last row the meta-learned initialisation
-    (served to every user without support). Users with a support set are scored with their own
-    adapted weights (``per="domain"``: every user with the domain's).
-    """
-
-    def __init__(
-        self,
-        meta: Any,
-        fast: dict[str, torch.Tensor],
-        users: IdEncoder,
-        task_of: np.ndarray,
-        default_task: int,
-        seen_user: np.ndarray,
-        seen_item: np.ndarray,
-        *,
-        per: str,
-        steps: int | None,
-        lr: float | None,
-    ) -> None:
-        super().__init__(
-            meta, users, task_of, default_task, seen_user, seen_item, per=per, steps=steps, lr=lr
-        )
-        self.fast = fast
-
-    @property
-    def n_tasks(self) -> int:
-        """Adapted tasks (the initialisation row excluded)."""
-        return int(next(iter(self.fast.values())).shape[0]) - 1
-
-    def __repr__(self) -> str:
-        return f"AdaptedRecommender({self.n_tasks} task(s), per={self.per!r}, {len(self.users)} user(s), steps={self.steps})"
-
     def _score_rows(
         self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor
     ) -> torch.Tensor:
-        rows = torch.from_numpy(np.asarray(task, np.int64)).to(self.meta.device)
-        fast = {k: v[rows] for k, v in self.fast.items()}
-        return self.meta.score_tasks(fast, uidx, items)
+        """Raw scores ``(G, W)`` of ``items (G, W)`` for users ``uidx (G, W)``: row ``g`` by task
+        ``task[g]``, or (``task[g] >= n_tasks``) by the initialisation of its user ``uidx[g, 0]``."""
+        out = torch.empty(items.shape, dtype=self.meta.dtype, device=items.device)
+        own = np.asarray(task) < self.n_tasks
+        if own.any():
+            assert self.adapted is not None
+            idx = torch.from_numpy(np.flatnonzero(own)).to(items.device)
+            rows = torch.from_numpy(np.asarray(task, np.int64)[own])
+            part = select_tasks(self.adapted, rows)
+            out[idx] = part.score(uidx[idx], items[idx]).to(out.dtype)
+        if not own.all():
+            idx = torch.from_numpy(np.flatnonzero(~own)).to(items.device)
+            zero = self.meta.zero_shot(uidx[idx, 0].cpu().numpy())
+            out[idx] = zero.score(uidx[idx], items[idx]).to(out.dtype)
+        return out
 
+    # ------------------------------------------------------------------ divergence
+    def finite_tasks(self) -> torch.Tensor:
+        """``bool (n_tasks,)``: whether each task's scores of its own support are finite (a
+        task whose adaptation diverged scores NaN or infinity)."""
+        if self.adapted is None:
+            return torch.ones(0, dtype=torch.bool)
+        s = self.support
+        dev = self.meta.device
+        with torch.no_grad():
+            scores = self.adapted.score(
+                torch.from_numpy(s.users).to(dev), torch.from_numpy(s.items).to(dev)
+            )  # (T, N)
+        fin = torch.isfinite(scores) | ~torch.from_numpy(s.mask).to(scores.device)
+        return fin.all(dim=1).cpu()
+
+    def fall_back(self, tasks: np.ndarray) -> None:
+        """Serve the users of ``tasks`` (diverged) by the initialisation, in place: those tasks
+        are replaced by the method adapted to an empty support of their user."""
+        assert self.adapted is not None
+        bad = np.zeros(self.n_tasks, bool)
+        bad[np.asarray(tasks, np.int64)] = True
+        owner = torch.from_numpy(self.support.users.max(axis=1))  # (T,) the task's user
+        parts: list[Adapted] = []
+        start = 0
+        for end in range(1, self.n_tasks + 1):
+            if end == self.n_tasks or bad[end] != bad[start]:
+                if bad[start]:
+                    parts.append(self.meta.zero_shot(owner[start:end].numpy()))
+                else:
+                    parts.append(select_tasks(self.adapted, torch.arange(start, end)))
+                start = end
+        self.adapted = concat_adapted(parts)
+        self.fallback = self.fallback | bad
+
+    # ------------------------------------------------------------------ saving
     @holds_folder("path", what="adapted directory", option="--out")  # hook (metarec._io.lock)
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write a run-like directory readable by :func:`load_adapted` (and by :func:`load_run`)."""
+        """Write an adapted directory readable by :func:`~metarec.recommend.load.load_adapted`
+        (and, as a run, by :func:`~metarec.recommend.load.load_run`).
+
+        Raises:
+            ConfigError: ``path`` already holds a run and ``overwrite`` is False, or the run was
+                built in memory (no run directory to save beside the adaptation).
+        """
         out = Path(path)
         if (out / "manifest.json").exists() and not overwrite:
             raise ConfigError(
                 f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)"
             )
         meta = self.meta
-        out.mkdir(parents=True, exist_ok=True)
+        if meta.run_dir is None:
+            raise ConfigError(
+                f"save: the run of method {meta.name!r} was built in memory, not loaded from a run directory; "
+                "write it with metarec.save_fitted(fitted, RUN) and adapt load_run(RUN) instead"
+            )
+        # hook (metarec.runs.folder): no write through a link; --overwrite replaces only an adapted directory
+        claim = claim_folder(out, "adapted", replace=overwrite, option="--out")
+        ident = adapted_identity(meta.manifest, claim.run_id, read_fingerprint(meta.run_dir))
         manifest = {k: v for k, v in meta.manifest.items() if k not in ("adapted", "adaptation")}
         manifest.update(
             {
+                "run": ident,  # hook (metarec.runs.identity): its checkpoints carry the same
                 "adapted": True,
                 "adaptation": {
                     "per": self.per,
@@ -331,26 +423,28 @@ class AdaptedRecommender(Recommender):
             atomic_write_json(
                 out / "config.json", json.loads((meta.run_dir / "config.json").read_text())
             )
-        buffers = {k: v.detach().cpu() for k, v in meta.model.named_buffers()}
-        save_tensors(
-            out / "checkpoints" / "best.pt",
-            {
-                "params": {k: v.detach().cpu() for k, v in meta.params.items()},
-                "state": {k: v.detach().cpu() for k, v in meta.state.items()},
-                "step": meta.step,
-                "buffers": buffers,
+        # the run's weights as loaded (best or last), as the run's own checkpoint
+        weights = load_best(meta.run_dir, which=meta.which)
+        save_tensors(out / "checkpoints" / "best.pt", {**weights, "run": ident})
+        s = self.support
+        blob: dict[str, Any] = {
+            "task": torch.from_numpy(np.asarray(self._task_of, np.int64)),
+            "default_task": self._default,
+            "seen_user": torch.from_numpy(self._seen_user),
+            "seen_item": torch.from_numpy(self._seen_item),
+            "support": {
+                "users": torch.from_numpy(s.users),
+                "items": torch.from_numpy(s.items),
+                "targets": torch.from_numpy(np.asarray(s.targets, np.float64)),
+                "mask": torch.from_numpy(s.mask),
             },
-        )
-        save_tensors(
-            out / ADAPTED_FILE,
-            {
-                "fast": {k: v.detach().cpu() for k, v in self.fast.items()},
-                "task": torch.from_numpy(np.asarray(self._task_of, np.int64)),
-                "default_task": self._default,
-                "seen_user": torch.from_numpy(self._seen_user),
-                "seen_item": torch.from_numpy(self._seen_item),
-            },
-        )
+            "fallback": torch.from_numpy(self.fallback.copy()),
+            "run": ident,
+        }
+        fitted = meta.fitted
+        if self.adapted is not None and isinstance(fitted, SavesAdapted):
+            blob.update(fitted.adapted_state(self.adapted) or {})
+        save_tensors(out / ADAPTED_FILE, blob)
         atomic_write_json(out / USERS_FILE, self._users.to_json())
         atomic_write_json(
             out / "manifest.json", manifest
@@ -358,62 +452,7 @@ class AdaptedRecommender(Recommender):
         return out
 
 
-class MethodRecommender(Recommender):
-    """Any method of the interface adapted to ``T`` support tasks (``adapted``), over a
-    :class:`~metarec.recommend.load.MethodModel`; a user without a task is served by the method adapted
-    to an empty support of that user (zero-shot: e.g. a cross-domain method's transferred user
-    vector)."""
-
-    def __init__(
-        self,
-        meta: Any,
-        adapted: Any,
-        users: IdEncoder,
-        task_of: np.ndarray,
-        default_task: int,
-        seen_user: np.ndarray,
-        seen_item: np.ndarray,
-        *,
-        per: str,
-        steps: int | None,
-        lr: float | None,
-    ) -> None:
-        super().__init__(
-            meta, users, task_of, default_task, seen_user, seen_item, per=per, steps=steps, lr=lr
-        )
-        self.adapted = adapted
-
-    @property
-    def n_tasks(self) -> int:
-        return 0 if self.adapted is None else int(self.adapted.n_tasks)
-
-    def __repr__(self) -> str:
-        return f"MethodRecommender({self.meta.name}, {self.n_tasks} task(s), {len(self.users)} user(s))"
-
-    def _score_rows(
-        self, task: np.ndarray, uidx: torch.Tensor, items: torch.Tensor
-    ) -> torch.Tensor:
-        out = torch.empty(items.shape, dtype=self.meta.dtype, device=items.device)
-        own = task < self.n_tasks
-        if own.any():  # rows of adapted tasks: score every task's row, keep the asked ones
-            T = self.n_tasks
-            idx = np.flatnonzero(own)
-            for g in idx:
-                u = uidx[g].expand(T, -1)
-                it = items[g].expand(T, -1)
-                out[g] = self.adapted.score(u, it)[int(task[g])].to(out.dtype)
-        for g in np.flatnonzero(
-            ~own
-        ):  # zero-shot: the method adapted to an empty support of this user
-            empty = EpisodeSet(
-                uidx[g, :1][None],
-                torch.zeros_like(uidx[g, :1])[None],
-                torch.zeros((1, 1), dtype=self.meta.dtype, device=items.device),
-                torch.zeros((1, 1), dtype=torch.bool, device=items.device),
-            )
-            out[g] = (
-                self.meta.fitted.adapt(empty, steps=0)
-                .score(uidx[g][None], items[g][None])[0]
-                .to(out.dtype)
-            )
-        return out
+AdaptedRecommender = Recommender
+"""Deprecated name of :class:`Recommender` (0.1: the MAML family's recommender); goes in 0.3."""
+MethodRecommender = Recommender
+"""Deprecated name of :class:`Recommender` (0.1: other methods' recommender); goes in 0.3."""

@@ -12,7 +12,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from metarec._errors import ConfigError, DataError, py, suggest
+from metarec._io.paths import special_file
 from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 
@@ -29,6 +30,7 @@ __all__ = [
     "SupportTasks",
     "parse_support",
     "group_tasks",
+    "encoded_tasks",
     "encode_items",
     "pad_tasks",
     "fit_users",
@@ -48,6 +50,11 @@ def read_support(path: str | os.PathLike[str]) -> pd.DataFrame:
         DataError: the file is missing, empty, has no header, or lacks one of the columns.
     """
     p = Path(path)
+    kind = special_file(p)
+    if kind is not None:
+        raise DataError(
+            f"support={str(p)!r}: is {kind}, not a regular file; pass a CSV file with columns user,item,rating"
+        )
     if not p.is_file():
         raise DataError(
             f"support={str(p)!r}: file not found; pass a CSV with columns user,item,rating"
@@ -401,3 +408,37 @@ def group_tasks(
         task_of = np.where(has, np.cumsum(has) - 1, n_tasks).astype(np.int64)  # (n_users + 1,)
         tcode, default = task_of[ucode], n_tasks
     return SupportTasks(users, ucode, uidx, iidx, rows.ratings, tcode, n_tasks, task_of, default)
+
+
+def encoded_tasks(
+    user_ids: IdEncoder,
+    users: Sequence[Any],
+    items: Sequence[np.ndarray],
+    ratings: Sequence[np.ndarray],
+) -> SupportTasks:
+    """Tasks of support rows already validated and encoded (a server's requests): user ``b``
+    (distinct raw ids) brings item indices ``items[b]`` ``(S_b,)`` of the run's item encoder and
+    ``ratings[b]`` ``(S_b,)``; a user without rows gets the default task (the initialisation).
+    Nothing is parsed or encoded again (:meth:`~metarec.recommend.run_model.RunModel.adapt_encoded`)."""
+    enc = fit_users(list(users))
+    counts = np.asarray([len(i) for i in items], np.int64)
+    codes = enc.encode(np.asarray(list(users), dtype=object))  # (B,) in 1..U
+    ucode = np.repeat(codes, counts)  # (rows,)
+    uidx = np.repeat(user_ids.encode(np.asarray(list(users), dtype=object)), counts)
+    iidx = (
+        np.concatenate([np.asarray(i, np.int64) for i in items])
+        if len(items)
+        else np.zeros(0, np.int64)
+    )
+    vals = (
+        np.concatenate([np.asarray(r, np.float64) for r in ratings])
+        if len(ratings)
+        else np.zeros(0)
+    )
+    n_users = len(enc) - 1
+    has = np.zeros(n_users + 1, bool)
+    has[ucode] = True
+    has[0] = False
+    n_tasks = int(has.sum())
+    task_of = np.where(has, np.cumsum(has) - 1, n_tasks).astype(np.int64)  # (n_users + 1,)
+    return SupportTasks(enc, ucode, uidx, iidx, vals, task_of[ucode], n_tasks, task_of, n_tasks)

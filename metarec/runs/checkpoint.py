@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,11 +31,13 @@ import torch
 
 from metarec._errors import CheckpointError, ConfigError, suggest
 from metarec._io.checksums import verify, write_checked
+from metarec._io.paths import need_file
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
 from metarec.data.files import check_codes, read_json_object
 from metarec.data.table import InteractionTable
 from metarec.data.text import check_saved_text
+from metarec.runs.identity import check_identity
 
 __all__ = [
     "FORMAT",
@@ -99,32 +100,33 @@ def save_tensors(path: str | os.PathLike[str], obj: Any) -> None:
 def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
     """Load a file written by :func:`save_tensors` with ``weights_only=True``.
 
+    The file's recorded SHA-256 (``path.sha256``) is checked **before** the file is parsed, so
+    nothing but the bytes that were written reaches the unpickler; a file that is not a plain
+    tensor file (text, a pickle that would run code, a link to a system file) is refused, whatever
+    the parser's own error.
+
     Raises:
-        CheckpointError: the file is missing, or is not a plain tensor file (for example a
-            pickle that would run code when loaded).
+        CheckpointError: the file is missing or not a regular file (a FIFO, a device), differs
+            from its recorded checksum, or is not a plain tensor file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {str(path)!r}: file not found; pass a run directory written by 'metarec train'"
-        )
+    need_file(
+        path,
+        "checkpoint",
+        "pass a run directory written by 'metarec train'",
+        CheckpointError,
+    )
+    # hook (metarec._io.checksums): a flipped byte is a CheckpointError naming the file, before parsing
+    verify(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        AttributeError,
-        TypeError,
-        ValueError,
-    ) as e:
+    except Exception as e:  # noqa: BLE001 - any parser failure is a refusal (KeyError, IndexError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: refused to load: it is not a plain tensor file ({first[:200]}); "
-            "metarec only loads weights with weights_only=True and never runs code from a file; "
-            "re-create the run with 'metarec train'"
+            f"checkpoint {str(path)!r}: refused to load: it is not a plain tensor file ({type(e).__name__}: "
+            f"{first[:200]}); metarec only loads weights with weights_only=True and never runs code from a file; "
+            "restore the file from a copy, or re-create the run with 'metarec train'"
         ) from None
-    verify(path)  # hook (metarec._io.checksums): a flipped byte is a CheckpointError naming the file
     return obj
 
 
@@ -134,7 +136,8 @@ def load_best(
     which: str = "best",
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """The raw checkpoint ``checkpoints/<which>.pt`` of a run (tensors only, ``weights_only``)."""
+    """The raw checkpoint ``checkpoints/<which>.pt`` of a run (tensors only, ``weights_only``),
+    checked to belong to the run (:func:`metarec.runs.identity.check_identity`)."""
     if which not in WHICH:
         raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
     path = Path(run_dir) / "checkpoints" / f"{which}.pt"
@@ -143,6 +146,7 @@ def load_best(
         raise CheckpointError(
             f"{str(path)!r}: not a metarec checkpoint (no dict at the top); re-train"
         )
+    check_identity(ck, run_dir, path)  # hook (metarec.runs.identity): this run's own checkpoint
     return dict(ck)
 
 

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from metarec._errors import CheckpointError, DataError, py
-from metarec.runs.checkpoint import atomic_write_json
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
 from metarec.data.table import InteractionTable
+from metarec.runs.checkpoint import atomic_write_json
 
 __all__ = [
     "FINGERPRINT_FILE",

@@ -149,15 +149,16 @@ def check_finite_weights(tensors: Mapping[str, Any], where: str | Path) -> None:
 
 
 def ensure_finite_adaptation(rec: Any, on_diverge: OnDiverge = "error") -> Any:
-    """Check an adapted recommender's fast weights, task by task.
+    """Check an adapted recommender task by task: a task whose scores of its own support are
+    not finite diverged (too large a rate, too many steps).
 
-    ``rec`` is a :class:`metarec.recommend.load.AdaptedRecommender` (fast weights ``{name: (tasks + 1,
-    ...)}``, the last row the meta-learned initialisation). With ``on_diverge="fallback"`` the
-    rows of diverged tasks are replaced, in place, by the initialisation row, with a warning.
+    ``rec`` is a :class:`metarec.recommend.recommender.Recommender` (any method). With
+    ``on_diverge="fallback"`` the users of diverged tasks are served, in place, by the
+    initialisation (the method adapted to an empty support), with a warning.
 
     Raises:
-        ConfigError: ``on_diverge="error"`` (the default) and some task's weights are not
-            finite; the message names the users and the fix.
+        ConfigError: ``on_diverge="error"`` (the default) and some task diverged; the message
+            names the users and the fix.
     """
     if on_diverge not in ("error", "fallback"):
         raise ConfigError(
@@ -166,18 +167,14 @@ def ensure_finite_adaptation(rec: Any, on_diverge: OnDiverge = "error") -> Any:
     n = rec.n_tasks
     if n == 0:
         return rec
-    ok = torch.ones(n, dtype=torch.bool)
-    for v in rec.fast.values():
-        ok &= torch.isfinite(v[:n].reshape(n, -1)).all(dim=1).cpu()
+    ok = rec.finite_tasks()
     if bool(ok.all()):
         return rec
     bad = np.flatnonzero(~ok.numpy())
     who = _task_users(rec, bad)
     if on_diverge == "error":
         raise Diverged(diverged_message(len(bad), n, who, rec.lr, rec.steps))
-    rows = torch.from_numpy(bad).to(next(iter(rec.fast.values())).device)
-    for v in rec.fast.values():
-        v[rows] = v[n].clone()
+    rec.fall_back(bad)
     warnings.warn(fallback_message(len(bad), n, who, rec.lr, rec.steps), UserWarning, stacklevel=3)
     return rec
 

@@ -6,19 +6,22 @@ are adapted together, then every ``/recommend`` job gets its top-k over the whol
 (its own support items left out, as ``metarec recommend`` does) and every ``/predict`` job the
 scores of its items. Answers have the shape of ``metarec recommend --json``::
 
-    {"user": "u", "items": [{"item": 1193, "score": 4.61}, ...]}
+    {"user": "u", "items": [{"item": "1193", "score": 4.61}, ...], "warnings": [...]}
 
-with ``user`` the catalogue's id when the run knows the user. Explicit-feedback scores are
+with ``user`` the catalogue's id when the run knows the user; ids are always strings, whatever
+type the run was trained with; ``warnings`` (only when there is one) says what was done that
+the client may not expect. Explicit-feedback scores are
 unclipped, as :meth:`~metarec.recommend.load.AdaptedRecommender.recommend` reports them
 (the ranking uses the raw scores).
 
-Two paths give the same answers: a batched kernel (:mod:`metarec.serve.kernels`, MeLU and the
-two-tower model) and, for every other run or a request with ``domain``, the library's own
-``adapt_many`` + ``recommend`` / ``predict``.
+Two paths give the same answers: a batched kernel (:mod:`metarec.serve.kernels`, for the models
+that declare one) and, for every other run or a request with ``domain``, the library's own
+adaptation (:meth:`~metarec.recommend.run_model.RunModel.adapt_encoded`: the requests' encoded
+rows go straight to the method) + ``recommend`` / ``predict``.
 
 Both keep the library's finite-output rule (:mod:`metarec.runs.guard`): a user whose adapted weights
 are not finite is answered with the error of ``metarec recommend`` (``on_diverge="error"``), or
-served the meta-learned initialisation with a ``"warning"`` in its answer (``"fallback"``);
+served the meta-learned initialisation with a warning in its answer (``"fallback"``);
 scores that are not finite are an error. A failure of one user never reaches the others of its
 batch: its answer is the exception (:class:`~metarec.serve.batcher.MicroBatcher` raises it to
 that request alone).
@@ -31,12 +34,12 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from metarec._errors import ConfigError, DataError, MetarecError, py
 from metarec.metrics.topk import top_k
 from metarec.recommend.load import AdaptedRecommender, MetaModel
+from metarec.recommend.support import encoded_tasks
 from metarec.runs.guard import Diverged, diverged_message, fallback_message, scores_error
 from metarec.serve.kernels import Kernel, kernel_for
 from metarec.serve.requests import Job
@@ -103,6 +106,7 @@ class Engine:
             "domain" in inspect.signature(AdaptedRecommender.recommend).parameters
         )
         self.clip = meta.feedback == "explicit" and meta.rating_scale is not None
+        self.diverged = 0  # users whose adaptation diverged (answered an error, or the fallback)
 
     @property
     def path(self) -> str:
@@ -146,6 +150,7 @@ class Engine:
         answers: list[Any] = [None] * len(jobs)
         bad = np.flatnonzero(~ok.cpu().numpy())
         good = np.flatnonzero(ok.cpu().numpy())
+        self.diverged += len(bad)
         if self.on_diverge == "error":
             for n in bad:
                 answers[n] = Diverged(
@@ -155,9 +160,7 @@ class Engine:
             init = self._run_kernel([jobs[n] for n in bad], steps=0)
             for n, ans in zip(bad, init, strict=True):
                 if isinstance(ans, dict):
-                    ans["warning"] = fallback_message(
-                        1, 1, _who(jobs[n]), self._lr_shown, self.steps
-                    )
+                    _warn(ans, fallback_message(1, 1, _who(jobs[n]), self._lr_shown, self.steps))
                 answers[n] = ans
         if len(good):
             sel = torch.as_tensor(good, device=self.meta.device)
@@ -237,31 +240,29 @@ class Engine:
 
     # ------------------------------------------------------------------ the library path
     def _run_library(self, jobs: list[Job], initial: bool = False) -> list[Any]:
+        """The library's adaptation and recommender for ``jobs`` (distinct users): the validated,
+        encoded rows go straight to the method's adaptation (nothing is decoded into a frame and
+        parsed again)."""
         meta = self.meta
-        users = np.repeat(
-            np.asarray([j.user for j in jobs], dtype=object), [len(j.items) for j in jobs]
-        )
-        if len(users) and not initial:
-            frame = pd.DataFrame(
-                {
-                    "user": users,
-                    "item": np.concatenate(
-                        [np.asarray(meta.item_ids.decode(j.items), dtype=object) for j in jobs]
-                    ),
-                    "rating": np.concatenate([j.ratings for j in jobs]),
-                }
+        if any(len(j.items) for j in jobs) and not initial:
+            tasks = encoded_tasks(
+                meta.user_ids,
+                [j.user for j in jobs],
+                [j.items for j in jobs],
+                [j.ratings for j in jobs],
             )
             try:
-                rec = meta.adapt_many(frame, steps=self.steps, lr=self.lr)
+                rec = meta.adapt_encoded(tasks, steps=self.steps, lr=self.lr)
             except Diverged as e:
                 if len(jobs) > 1:  # find the users that diverged: each on its own
                     return [a for j in jobs for a in self._run_library([j])]
+                self.diverged += 1
                 if self.on_diverge == "error":
                     return [e]
                 init = self._run_library(jobs, initial=True)
                 if isinstance(init[0], dict):
-                    init[0]["warning"] = fallback_message(
-                        1, 1, _who(jobs[0]), self._lr_shown, self.steps
+                    _warn(
+                        init[0], fallback_message(1, 1, _who(jobs[0]), self._lr_shown, self.steps)
                     )
                 return init
         else:
@@ -285,10 +286,19 @@ class Engine:
         user = (
             self.meta.user_ids.values[job.uidx - 1] if job.uidx else job.user
         )  # the catalogue's id when known
-        return {
-            "user": user,
-            "items": [{"item": i, "score": float(s)} for i, s in zip(items, scores, strict=True)],
+        out: dict[str, Any] = {
+            "user": str(user),  # ids are strings on the wire, whatever the run was trained with
+            "items": [
+                {"item": str(i), "score": float(s)} for i, s in zip(items, scores, strict=True)
+            ],
         }
+        if job.warnings:
+            out["warnings"] = list(job.warnings)
+        return out
+
+
+def _warn(answer: dict[str, Any], message: str) -> None:
+    answer.setdefault("warnings", []).append(message)
 
 
 def _rows(state: dict[str, torch.Tensor], rows: list[int], device: Any) -> dict[str, torch.Tensor]:

@@ -9,8 +9,10 @@ A batch starts when ``max_batch`` jobs wait, or ``max_wait_ms`` after the oldest
 arrived, whichever is first. The batch function runs in one worker thread (torch releases the
 GIL in its kernels), so the event loop keeps reading requests while a batch computes; the jobs
 that arrive meanwhile form the next batch. ``max_batch=1`` serves one request per call (the
-unbatched baseline of the load benchmark). A failing batch fails each of its jobs with the
-exception; an answer that is an exception fails its job alone (the others are answered).
+unbatched baseline of the load benchmark). An answer that is an exception fails its job alone
+(the others are answered); a batch function that raises for a batch of several jobs is called
+again for each job alone, so that one job's failure (whatever it is) answers that job only and
+its neighbours get their own answers.
 """
 
 from __future__ import annotations
@@ -38,10 +40,16 @@ class MicroBatcher:
         fn: the batch function (runs in a worker thread).
         max_batch: most jobs per call (>= 1).
         max_wait_ms: longest a job waits for others to join its batch (>= 0).
+        on_batch: called with each batch's size and seconds (metrics).
     """
 
     def __init__(
-        self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int = 64, max_wait_ms: float = 2.0
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        *,
+        max_batch: int = 64,
+        max_wait_ms: float = 2.0,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ConfigError(f"max_batch={max_batch!r}: must be an int >= 1 (1: no batching)")
@@ -52,6 +60,7 @@ class MicroBatcher:
         ):
             raise ConfigError(f"max_wait_ms={max_wait_ms!r}: must be a number >= 0 (milliseconds)")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, float(max_wait_ms) / 1e3
+        self.on_batch = on_batch
         self._queue: deque[tuple[Any, asyncio.Future[Any], float]] = deque()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -112,19 +121,13 @@ class MicroBatcher:
                     break
             batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             jobs = [b[0] for b in batch]
+            t0 = time.perf_counter()
             try:
-                answers = await loop.run_in_executor(self._pool, self.fn, jobs)
-                if len(answers) != len(jobs):
-                    raise RuntimeError(
-                        f"batch function returned {len(answers)} answers for {len(jobs)} jobs"
-                    )
-            except Exception as e:  # noqa: BLE001 - each job's handler reports it
-                for _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
+                answers = await loop.run_in_executor(self._pool, self._answer, jobs)
             finally:
                 self.batches += 1
+                if self.on_batch is not None:
+                    self.on_batch(len(jobs), time.perf_counter() - t0)
             for (_, fut, _), ans in zip(batch, answers, strict=True):
                 if fut.done():  # a client that went away cancelled its future
                     continue
@@ -133,3 +136,17 @@ class MicroBatcher:
                 else:
                     fut.set_result(ans)
             self.jobs += len(batch)
+
+    def _answer(self, jobs: list[Any]) -> list[Any]:
+        """``fn(jobs)``; when it raises, each job alone, so a failure is its own job's answer."""
+        try:
+            answers = self.fn(jobs)
+            if len(answers) != len(jobs):
+                raise RuntimeError(
+                    f"batch function returned {len(answers)} answers for {len(jobs)} jobs"
+                )
+            return answers
+        except Exception as e:  # noqa: BLE001 - isolated below, each job's handler reports its own
+            if len(jobs) == 1:
+                return [e]
+        return [a for j in jobs for a in self._answer([j])]

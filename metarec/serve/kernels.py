@@ -20,8 +20,8 @@ It then scores the whole catalogue for all B users in a few batched matrix produ
   ``user_tower.*``, ``bias``): the item tower does not adapt, so the catalogue's item vectors
   are computed once and a user's scores are one product with its adapted user vector.
 
-:func:`kernel_for` picks the kernel of a run, or ``None`` when neither applies (other models,
-learned per-parameter rates, another inner-loop pattern): the engine then uses the library's
+:func:`kernel_for` picks the kernel a run's model declares (``serving_kernel``), or ``None``
+when none applies (other models, learned per-parameter rates, another inner-loop pattern): the engine then uses the library's
 ``adapt_many`` and ``recommend`` (correct for every run, slower).
 """
 
@@ -40,7 +40,7 @@ from metarec.models.base import split_params
 from metarec.models.id_models import TwoTower
 from metarec.models.melu import MeLU
 
-__all__ = ["Kernel", "MeLUKernel", "TwoTowerKernel", "kernel_for"]
+__all__ = ["Kernel", "MeLUKernel", "TwoTowerKernel", "KERNELS", "kernel_for"]
 
 Support = tuple[
     np.ndarray, np.ndarray, np.ndarray
@@ -54,6 +54,11 @@ class Kernel:
     """Batched adaptation and scoring for one run (see the module docstring)."""
 
     name = "kernel"
+
+    @classmethod
+    def applies(cls, model: Any, fast: set[str]) -> bool:
+        """Whether this kernel computes ``model``'s inner loop over the parameters ``fast``."""
+        return False
 
     def __init__(self, meta: Any) -> None:
         self.meta = meta
@@ -169,6 +174,11 @@ class MeLUKernel(Kernel):
     """MeLU, every decision layer and the head adapting (see the module docstring)."""
 
     name = "melu-batched"
+
+    @classmethod
+    def applies(cls, model: Any, fast: set[str]) -> bool:
+        want = {k for k, _ in model.named_parameters() if k.startswith(("decision.", "head."))}
+        return model.item_features is not None and len(model.decision) > 0 and fast == want
 
     def __init__(self, meta: Any) -> None:
         super().__init__(meta)
@@ -292,6 +302,11 @@ class TwoTowerKernel(Kernel):
 
     name = "two-tower-batched"
 
+    @classmethod
+    def applies(cls, model: Any, fast: set[str]) -> bool:
+        want = {k for k, _ in model.named_parameters() if k.startswith("user_tower.")}
+        return fast == want | {"user.unknown", "bias"}
+
     def __init__(self, meta: Any) -> None:
         super().__init__(meta)
         m: TwoTower = self.model
@@ -413,28 +428,21 @@ class TwoTowerKernel(Kernel):
 
 
 # ---------------------------------------------------------------------- choice
+KERNELS: dict[str, type[Kernel]] = {"melu": MeLUKernel, "two-tower": TwoTowerKernel}
+"""The batched kernels by the name a model declares (``RecModel.serving_kernel``)."""
+
+
 def kernel_for(meta: Any) -> Kernel | None:
     """The batched kernel for ``meta`` (a :class:`~metarec.recommend.load.MetaModel`), or ``None``.
 
-    A kernel applies when the run's model is MeLU or the two-tower model in eval mode, its
-    inner loop adapts exactly the model's default parameters, with one scalar rate (not
+    The model declares which kernel fits it (``serving_kernel``: MeLU ``"melu"``, the two-tower
+    model ``"two-tower"``). The kernel applies when the model is in eval mode, its inner loop
+    adapts exactly the kernel's parameters (the model's default ones), with one scalar rate (not
     Meta-SGD / MAML++ learned rates), and the loss is elementwise (``mse`` or ``bce``).
     """
     model, algo = meta.model, meta.algo
-    if model.training or algo.meta_learned_lrs or algo.loss not in ("mse", "bce"):
+    cls = KERNELS.get(getattr(model, "serving_kernel", None) or "")
+    if cls is None or model.training or algo.meta_learned_lrs or algo.loss not in ("mse", "bce"):
         return None
     fast, _ = split_params(model, adapt_patterns(algo, model), meta.params)
-    if isinstance(model, MeLU):
-        want = {k for k, _ in model.named_parameters() if k.startswith(("decision.", "head."))}
-        if model.item_features is None or len(model.decision) == 0 or set(fast) != want:
-            return None
-        return MeLUKernel(meta)
-    if isinstance(model, TwoTower):
-        want = {k for k, _ in model.named_parameters() if k.startswith("user_tower.")} | {
-            "user.unknown",
-            "bias",
-        }
-        if set(fast) != want:
-            return None
-        return TwoTowerKernel(meta)
-    return None
+    return cls(meta) if cls.applies(model, set(fast)) else None

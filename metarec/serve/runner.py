@@ -1,11 +1,15 @@
 """Running the service: :func:`serve` (blocking, what ``metarec serve`` calls) and
 :class:`ServerThread` (in-process, for tests, examples and notebooks).
 
-Both bind ``127.0.0.1`` unless told otherwise (the service has no authentication: expose it
-through a proxy that has). ``port=0`` picks a free port; the bound address is printed
-(:func:`serve`) or available as :attr:`ServerThread.url`. On SIGINT or SIGTERM the server stops
-accepting connections, answers every request already received (queued ones included), then
-exits; a second SIGINT exits at once.
+Both bind ``127.0.0.1`` unless told otherwise; beyond this machine, give the server a bearer
+token (:func:`read_token`: ``--token-file`` or ``METAREC_SERVE_TOKEN``) and put TLS in front of
+it. ``port=0`` picks a free port; the bound address is printed (:func:`serve`) or available as
+:attr:`ServerThread.url`. :func:`serve` accepts connections at once (``GET /health`` answers
+while the run loads) and prints its ready line once ``GET /ready`` answers 200. The connections
+are bounded by :class:`~metarec.serve.protocol.HttpLimits` (header size, read time-outs,
+keep-alive, connection count). On SIGINT or SIGTERM the server stops accepting connections,
+answers every request already received (queued ones included), then exits; a second SIGINT
+exits at once.
 """
 
 from __future__ import annotations
@@ -24,10 +28,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from metarec._errors import ConfigError
+from metarec._errors import ConfigError, require_extra
+from metarec._io.paths import need_file
 from metarec.serve.app import ServeConfig, create_app
+from metarec.serve.protocol import HttpLimits, limited_protocol
 
-__all__ = ["serve", "serve_socket", "ServerThread", "bind"]
+__all__ = ["serve", "serve_socket", "ServerThread", "bind", "read_token", "TOKEN_ENV"]
+
+TOKEN_ENV = "METAREC_SERVE_TOKEN"
+"""The environment variable that may hold the server's bearer token."""
+
+
+def read_token(token_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The bearer token of ``token_file`` (its content, surrounding whitespace dropped), else of
+    the environment variable :data:`TOKEN_ENV`, else ``None`` (no authentication).
+
+    Raises:
+        ConfigError: the file is missing, not a regular file, empty, or holds more than one line.
+    """
+    if token_file is None:
+        env = os.environ.get(TOKEN_ENV)
+        if env is not None and not env.strip():
+            raise ConfigError(f"{TOKEN_ENV} is set but empty; set it to the token, or unset it")
+        return env.strip() if env else None
+    p = need_file(token_file, "--token-file", "write the token into a file", ConfigError)
+    text = p.read_text(encoding="utf-8", errors="strict").strip()
+    if not text or "\n" in text:
+        raise ConfigError(
+            f"--token-file {str(p)!r}: {'empty' if not text else 'more than one line'}; the file holds the "
+            'bearer token alone, e.g. the output of: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return text
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -54,13 +85,12 @@ def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thread: bool) -> Any:
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError(
-            'metarec serve needs the "serve" extra: pip install "metarec[serve]"'
-        ) from None
+def _uvicorn_server(
+    app: Any, *, graceful_s: float, log_level: str, in_main_thread: bool, http: HttpLimits
+) -> Any:
+    require_extra("uvicorn", "serve", "metarec serve")
+    require_extra("httptools", "serve", "metarec serve")
+    import uvicorn
 
     class _Server(uvicorn.Server):
         """uvicorn's server with our signal handling: drain and return, never re-raise."""
@@ -88,8 +118,40 @@ def _uvicorn_server(app: Any, *, graceful_s: float, log_level: str, in_main_thre
         ws="none",
         # no X-Forwarded-For parsing: nothing is logged per request, and it costs CPU on each
         proxy_headers=False,
+        # uvicorn's own keep-alive time-out; the other limits are the protocol's (serve.protocol)
+        timeout_keep_alive=http.keep_alive,  # type: ignore[arg-type]
+        http=limited_protocol(http),
     )
     return _Server(config)
+
+
+def _file_limit(http: HttpLimits) -> HttpLimits:
+    """Raise this process's open-file limit to hold ``max_connections`` (plus some for the run's
+    files); when the hard limit is lower, lower ``max_connections`` to fit, with a warning."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return http
+    need = http.max_connections + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return http
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (ValueError, OSError):
+        pass
+    if soft >= need:
+        return http
+    fit = max(1, soft - 64)
+    print(
+        f"metarec serve: warning: the open-file limit is {soft}; --max-connections lowered from "
+        f"{http.max_connections} to {fit} (raise it with ulimit -n)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return dataclasses.replace(http, max_connections=fit)
 
 
 def serve(
@@ -103,19 +165,25 @@ def serve(
     graceful_s: float = 30.0,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
+    http: HttpLimits | None = None,
 ) -> None:
     """Serve run directory ``run`` over HTTP until SIGINT / SIGTERM (then drain and return).
 
     Args:
         run: a run directory written by ``metarec train``.
         host, port: where to listen (``port=0``: a free port; the URL is printed).
-        config: batching, adaptation budget and size limits (:class:`ServeConfig`).
+        config: batching, adaptation budget, size limits and token (:class:`ServeConfig`).
         threads: torch intra-op threads per worker (default 1: the event loop keeps the other
             cores; ``None`` leaves torch's setting).
         workers: server processes sharing the listening socket (each loads the run and batches
             the requests it accepts); ``1`` serves from this process.
         graceful_s: how long shutdown waits for requests in flight.
-        on_ready: called with the URL once the server accepts connections (default: print it).
+        on_ready: called with the URL once every worker is ready (default: print it).
+        http: connection limits and time-outs (:class:`~metarec.serve.protocol.HttpLimits`).
+
+    Raises:
+        ConfigError: a bad setting, a missing ``serve`` extra, or a run that cannot be loaded
+            (checked before the port is bound when cheap: no manifest; else once loading fails).
     """
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
@@ -124,11 +192,23 @@ def serve(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers={workers!r}: must be an int >= 1")
     cfg = config or ServeConfig()
+    require_extra("uvicorn", "serve", "metarec serve")
+    require_extra("httptools", "serve", "metarec serve")
+    require_extra("prometheus_client", "serve", "metarec serve (GET /metrics)")
+    from metarec.runs.checkpoint import read_manifest
+
+    read_manifest(run)  # a folder that holds no run: one line before the port is bound
+    limits = _file_limit(http or HttpLimits())
     sock = bind(host, port)
     url = _url(sock)
     ready = on_ready or _print_ready
     try:
         if workers == 1:
+            print(
+                f"metarec serve: loading {str(run)!r} on {url} (GET /health answers now, /ready once loaded)",
+                file=sys.stderr,
+                flush=True,
+            )
             serve_socket(
                 run,
                 sock,
@@ -137,6 +217,7 @@ def serve(
                 graceful_s=graceful_s,
                 log_level=log_level,
                 on_ready=lambda path, steps: ready(_banner(url, run, path, cfg, steps, 1)),
+                http=limits,
             )
         else:
             _supervise(
@@ -148,6 +229,7 @@ def serve(
                 log_level,
                 workers,
                 lambda path, steps: ready(_banner(url, run, path, cfg, steps, workers)),
+                limits,
             )
     finally:
         sock.close()
@@ -158,7 +240,8 @@ def _banner(
 ) -> str:
     many = f", {workers} workers" if workers > 1 else ""
     budget = "the method's own steps" if steps is None else f"{steps} step(s)"
-    return f"{url} (run {Path(run)}, {path} path, max_batch {cfg.max_batch}, {budget}{many})"
+    auth = ", bearer token" if cfg.token else ""
+    return f"{url} (run {Path(run)}, {path} path, max_batch {cfg.max_batch}, {budget}{many}{auth})"
 
 
 def serve_socket(
@@ -170,27 +253,48 @@ def serve_socket(
     graceful_s: float,
     log_level: str,
     on_ready: Callable[[str, int | None], None],
+    http: HttpLimits | None = None,
 ) -> None:
-    """Serve ``run`` on the listening socket ``sock`` from this process (one worker)."""
+    """Serve ``run`` on the listening socket ``sock`` from this process (one worker): connections
+    are accepted at once, the run is loaded meanwhile (``/ready`` answers 503 until it is).
+
+    Raises:
+        MetarecError: the run failed to load (the server stops first).
+    """
     from metarec.recommend.load import load_run
 
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    app = create_app(load_run(run), cfg)
-    server = _uvicorn_server(app, graceful_s=graceful_s, log_level=log_level, in_main_thread=True)
-    engine = app.state.engine
+    failed: list[BaseException] = []
+    holder: dict[str, Any] = {}
+
+    def stop(e: BaseException) -> None:
+        failed.append(e)
+        holder["server"].should_exit = True
+
+    app = create_app(None, cfg, loader=lambda: load_run(run), on_load_error=stop)
+    server = _uvicorn_server(
+        app,
+        graceful_s=graceful_s,
+        log_level=log_level,
+        in_main_thread=True,
+        http=http or HttpLimits(),
+    )
+    holder["server"] = server
 
     async def main() -> None:
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
+        while not app.ready and not task.done() and not failed:
             await asyncio.sleep(0.01)
-        if server.started:
-            on_ready(engine.path, engine.steps)
+        if app.ready and app.engine is not None:
+            on_ready(app.engine.path, app.engine.steps)
         await task
 
     _run_loop(main())
+    if failed:
+        raise failed[0]
 
 
 def _supervise(
@@ -202,18 +306,25 @@ def _supervise(
     log_level: str,
     workers: int,
     on_ready: Callable[[str, int | None], None],
+    http: HttpLimits,
 ) -> None:
     """``workers`` processes serving ``sock``; SIGINT / SIGTERM are passed on, and each drains."""
+    raw = dataclasses.asdict(cfg)
+    raw.pop("token")  # never on a command line: the workers get it in their environment
     spec = json.dumps(
         {
             "run": str(run),
             "fd": sock.fileno(),
-            "config": dataclasses.asdict(cfg),
+            "config": raw,
+            "http": dataclasses.asdict(http),
             "threads": threads,
             "graceful_s": graceful_s,
             "log_level": log_level,
         }
     )
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if cfg.token:
+        env[TOKEN_ENV] = cfg.token
     procs: list[subprocess.Popen[str]] = []
 
     def forward(sig: int, frame: Any) -> None:
@@ -230,14 +341,14 @@ def _supervise(
                     pass_fds=(sock.fileno(),),
                     stdout=subprocess.PIPE,
                     text=True,
+                    env=env,
                 )
             )
         info = [json.loads(p.stdout.readline() or "{}") for p in procs]  # type: ignore[union-attr]
         if not all(i.get("ready") for i in info):
             forward(signal.SIGTERM, None)
-            raise ConfigError(
-                "metarec serve: a worker failed to start (its error is printed above)"
-            )
+            why = next((i["error"] for i in info if i.get("error")), "its error is printed above")
+            raise ConfigError(f"metarec serve: a worker failed to start: {why}")
         on_ready(info[0]["path"], info[0]["steps"])
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -265,9 +376,12 @@ def _run_loop(coro: Any) -> None:
 
 def _print_ready(line: str) -> None:
     print(f"metarec serve: listening on {line}; Ctrl+C to stop", flush=True)
-    if not line.startswith(("http://127.", "http://[::1]", "http://localhost")):
+    if not line.startswith(("http://127.", "http://[::1]", "http://localhost")) and (
+        "bearer token" not in line
+    ):
         print(
-            "metarec serve: warning: listening beyond this machine; the service has no authentication",
+            "metarec serve: warning: listening beyond this machine without a bearer token; pass "
+            f"--token-file (or set {TOKEN_ENV}), and put TLS in front",
             file=sys.stderr,
             flush=True,
         )
@@ -282,9 +396,13 @@ class ServerThread:
     """A server in a background thread of this process: ``with ServerThread(meta) as srv: srv.url``.
 
     Args:
-        meta: a :class:`~metarec.recommend.load.MetaModel` (or a run directory).
+        meta: a loaded run (:func:`~metarec.recommend.load.load_run`), or a run directory
+            (loaded first); ``None`` with ``loader``.
         config: as for :func:`serve`.
         host, port: where to listen (default: a free port on 127.0.0.1).
+        http: connection limits and time-outs, as for :func:`serve`.
+        loader: a function returning the loaded run, called once the server accepts
+            connections (``/ready`` answers 503 until it returns).
 
     :meth:`stop` (also on leaving the ``with`` block) drains as :func:`serve` does on SIGTERM.
     """
@@ -297,16 +415,22 @@ class ServerThread:
         host: str = "127.0.0.1",
         port: int = 0,
         graceful_s: float = 30.0,
+        http: HttpLimits | None = None,
+        loader: Callable[[], Any] | None = None,
     ) -> None:
         if isinstance(meta, (str, os.PathLike)):
             from metarec.recommend.load import load_run
 
             meta = load_run(meta)
-        self.app = create_app(meta, config)
+        self.app = create_app(meta, config, loader=loader)
         self._sock = bind(host, port)
         self.url = _url(self._sock)
         self._server = _uvicorn_server(
-            self.app, graceful_s=graceful_s, log_level="warning", in_main_thread=False
+            self.app,
+            graceful_s=graceful_s,
+            log_level="warning",
+            in_main_thread=False,
+            http=http or HttpLimits(),
         )
         self._thread = threading.Thread(target=self._run, name="metarec-serve", daemon=True)
         self._error: BaseException | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +26,9 @@ from metarec.runs.checkpoint import (
     save_table_meta,
     save_tensors,
 )
+from metarec.runs.fingerprint import fingerprint
+from metarec.runs.folder import read_run_id
+from metarec.runs.identity import make_identity
 from metarec.train.setup import model_kwargs
 
 __all__: list[str] = []
@@ -39,13 +43,16 @@ def _write_run_files(
     method: str | None = None,
 ) -> None:
     atomic_write_json(out / "config.json", to_dict(sc))
+    name = method or sc.algorithm.name
     atomic_write_json(
         out / "manifest.json",
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config_hash": config_hash(sc),
-            "method": {"name": method or sc.algorithm.name, "engine": True},
+            # hook (metarec.runs.identity): every checkpoint of the run carries this record
+            "run": make_identity(read_run_id(out), name, config_hash(sc), fingerprint(table)),
+            "method": {"name": name, "engine": True},
             "model": {
                 "name": sc.model.name,
                 "kwargs": model_kwargs(sc),
@@ -61,6 +68,17 @@ def _write_run_files(
     save_table_meta(table, out)
 
 
+def _identity(path: Path) -> dict[str, Any]:
+    """``{"run": identity}`` of the run whose checkpoint ``path`` (``RUN/checkpoints/X.pt``) is,
+    read from its manifest (empty for a run written before identities)."""
+    try:
+        man = json.loads((Path(path).parent.parent / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    run = man.get("run") if isinstance(man, dict) else None
+    return {"run": run} if isinstance(run, dict) else {}
+
+
 def _buffers(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.named_buffers()}
 
@@ -73,6 +91,7 @@ def _save_weights(path: Path, model, params, state, step: int) -> None:
             "buffers": _buffers(model),
             "state": {k: v.detach().cpu() for k, v in state.items()},
             "step": step,
+            **_identity(path),
         },
     )
 
@@ -108,6 +127,7 @@ def _save_checkpoint(
             "evals_without_gain": ewg,
             "best_val": json.dumps(best_val),
             "config_hash": config_hash(_resume_key(sc)),
+            **_identity(path),
         },
     )
 
@@ -125,8 +145,17 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def _resume_key(sc: Scenario) -> Scenario:
-    """The config that must match to resume (the step budget and progress bar may change)."""
-    return replace(sc, train=replace(sc.train, steps=0, progress=False, loggers=()))
+    """The config that must match to resume (the step budget and progress bar may change, and so
+    may where the data lie: a run and its data moved together still resume; that the data are
+    the same is checked by their fingerprint, :func:`metarec.runs.fingerprint.check_same_data`)."""
+    data = replace(
+        sc.data,
+        path=None if sc.data.path is None else "<data>",
+        files=tuple(replace(f, path="<data>") for f in sc.data.files),
+        user_features=tuple(replace(f, path="<data>") for f in sc.data.user_features),
+        item_features=tuple(replace(f, path="<data>") for f in sc.data.item_features),
+    )
+    return replace(sc, data=data, train=replace(sc.train, steps=0, progress=False, loggers=()))
 
 
 def _check_same_config(ck: dict, sc: Scenario) -> None:

@@ -12,7 +12,9 @@ one clear line when the disk fills up.
 3. decides how the run starts:
 
    - ``overwrite=True``: the run's own files (:data:`RUN_FILES`, never anything else) are
-     deleted and training starts afresh;
+     deleted and training starts afresh; a folder that does not hold a training run (a user's
+     own files, an adapted directory) is refused, and so is a symbolic link among the run's
+     paths (:func:`metarec.runs.folder.claim_folder`);
    - ``resume=True`` and ``checkpoints/last.pt`` exists: resume (a partial last line of
      ``metrics.jsonl``, from a kill in mid-write, is dropped first);
    - ``resume=True`` and no checkpoint yet (killed before the first one, ``train.steps = 0``):
@@ -40,10 +42,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from metarec._errors import CheckpointError, ConfigError, MetarecError
-from metarec._io.checksums import SUFFIX
 from metarec._io.lock import RunLock, check_folder
 from metarec.config.limits import check_train_steps
 from metarec.runs.checkpoint import atomic_write_bytes, load_tensors
+from metarec.runs.folder import KIND_FILES, claim_folder
+from metarec.train.loggers import check_loggers
 
 __all__ = [
     "RUN_FILES",
@@ -55,21 +58,10 @@ __all__ = [
     "disk_error_message",
 ]
 
-RUN_FILES = (
-    "manifest.json",
-    "config.json",
-    "encoders.json",
-    "features.pt",
-    "text.pt",
-    "fingerprint.json",
-    "metrics.jsonl",
-    "summary.json",
-    "test_metrics.json",
-    "checkpoints/last.pt",
-    "checkpoints/best.pt",
-)
+RUN_FILES = KIND_FILES["train"]
 """The files a training run writes (relative to its run directory); ``--overwrite`` deletes only these
-(and their ``.sha256`` checksum files)."""
+(and their ``.sha256`` checksum files), and only in a folder that holds a training run
+(:func:`metarec.runs.folder.claim_folder`)."""
 
 _LAST = "checkpoints/last.pt"
 _DISK_ERRORS = {
@@ -135,11 +127,17 @@ def run_session(
     try:
         with RunLock(out, what="run directory", option=option) as lock:
             s = RunSession(out, resume=resume, stale_lock=lock.stale)
-            s.removed += remove_orphan_tmp(out, ("", "checkpoints"))
-            if overwrite:
-                s.removed += _remove_run_files(out)
-            elif resume and not (out / _LAST).is_file():
-                s.removed += _remove_run_files(out)
+            restart = resume and not (out / _LAST).is_file()
+            # hook (metarec.runs.folder): no write through a link, never replace a foreign folder
+            claim = claim_folder(
+                out,
+                "train",
+                replace=overwrite or restart,
+                option=option,
+                why="--overwrite" if overwrite else "--resume with no checkpoint yet",
+            )
+            s.removed += remove_orphan_tmp(out, ("", "checkpoints")) + claim.removed
+            if restart:
                 s.resume, s.restarted = False, True
                 print(
                     f"metarec: --resume: {str(out)!r} holds no checkpoint yet; training starts from step 0",
@@ -170,6 +168,7 @@ def training_session(fn: F) -> F:
         sc = a.get("scenario")
         if sc is not None:  # before touching the folder: a run with no step could never checkpoint
             check_train_steps(sc.train.steps)
+            check_loggers(sc.train.loggers)  # a missing extra: one line, nothing written
         from metarec.train.distributed import world_from_env
 
         if (
@@ -264,16 +263,6 @@ def disk_error_message(e: OSError, out: Path, option: str = "--out") -> str:
         f"{option} {str(out)!r}: training stopped: {why}{where}; no checkpoint had been written yet; {fix}, then "
         "rerun the same command with --resume (it starts from step 0)"
     )
-
-
-def _remove_run_files(out: Path) -> list[str]:
-    gone = []
-    for rel in RUN_FILES:
-        for p in (out / rel, out / (rel + SUFFIX)):
-            if p.is_file():
-                p.unlink()
-                gone.append(str(p.relative_to(out)))
-    return gone
 
 
 def _is_row(line: bytes) -> bool:

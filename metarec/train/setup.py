@@ -35,7 +35,20 @@ def resolve_device(name: str) -> torch.device:
 
 def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
     """The engine's :class:`AlgorithmConfig` of a scenario: :meth:`AlgorithmSection.engine`
-    with the ``[model]`` section's inner-loop patterns."""
+    with the ``[model]`` section's inner-loop patterns.
+
+    Raises:
+        ConfigError: ``algorithm.loss`` is ``bce`` / ``bpr`` and the loaded data are explicit
+            ratings (a reader that always reads ratings, whatever ``data.feedback`` says).
+    """
+    loss, scale = sc.algorithm.loss, sc.data.rating_scale
+    unit = scale is not None and 0.0 <= scale[0] and scale[-1] <= 1.0  # ratings in [0, 1]
+    if feedback == "explicit" and loss in ("bce", "bpr") and not unit:
+        raise ConfigError(
+            f"algorithm.loss={loss!r}: a loss for implicit feedback (0/1 clicks), but source={sc.data.source!r} "
+            "read explicit ratings; training on them would fit the ratings as if they were clicks; use "
+            "--set algorithm.loss=mse (or leave it unset)"
+        )
     return sc.algorithm.engine_config(feedback, sc.model.adapt)
 
 

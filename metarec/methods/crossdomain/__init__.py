@@ -6,10 +6,11 @@ domain-adaptation regularisers, scored on the same cold-user tasks as the meta-l
 * :mod:`~metarec.methods.crossdomain.bridges`: EMCDR's mapping and PTUPCDR's personalised bridge.
 * :mod:`~metarec.methods.crossdomain.transfer`: pre-train + fine-tune, joint and DA-regularised training
   of a shared-user model.
-* :func:`fit_and_evaluate`: one call per method (``"emcdr"``, ``"ptupcdr+adapt"``, ...): train on
-  meta-train, select on meta-val, score the test pools with per-task metric arrays;
-  :func:`fit_method` returns the trained :class:`FittedMethod` to score pools yourself (the
-  benchmark's rows, :mod:`metarec.bench.crossdomain_rows`, use it).
+* :class:`CrossDomainMethod` / :class:`CrossDomainFitted`: every method (``"emcdr"``,
+  ``"ptupcdr+adapt"``, ...) through the method interface (``build_method(name, scenario)``):
+  train on meta-train, select on meta-val, adapt and score like every other method;
+  :func:`fit_method` is the family's trainer (a :class:`FittedMethod`);
+  :func:`fit_and_evaluate` (deprecated) the old one-call wrapper over the interface.
 """
 
 from metarec.methods.crossdomain.bridges import EMCDR, PTUPCDR, Mapping, MetaBridge, fit_mapping
@@ -25,6 +26,7 @@ from metarec.methods.crossdomain.evaluate import (
     adapt_user_vectors,
     evaluate_cold_pool,
 )
+from metarec.methods.crossdomain.legacy import fit_and_evaluate
 from metarec.methods.crossdomain.losses import (
     REGULARISERS,
     DomainDiscriminator,
@@ -37,15 +39,15 @@ from metarec.methods.crossdomain.losses import (
     mmd_rbf,
     sliced_wasserstein,
 )
+from metarec.methods.crossdomain.method import CrossDomainFitted, CrossDomainMethod
 from metarec.methods.crossdomain.methods import (
     METHODS,
     FittedMethod,
-    fit_and_evaluate,
     fit_method,
     parse_method,
 )
 from metarec.methods.crossdomain.mf import MF, fit_mf
-from metarec.methods.crossdomain.settings import CrossDomainConfig, config_from_scenario
+from metarec.methods.crossdomain.settings import CrossDomainConfig, as_config, config_from_scenario
 from metarec.methods.crossdomain.transfer import (
     DomainScorer,
     SharedUserModel,
@@ -85,9 +87,12 @@ __all__ = [
     "evaluate_cold_pool",
     "CrossDomainConfig",
     "config_from_scenario",
+    "as_config",
     "METHODS",
     "parse_method",
     "FittedMethod",
+    "CrossDomainMethod",
+    "CrossDomainFitted",
     "fit_method",
     "fit_and_evaluate",
 ]

@@ -13,16 +13,15 @@ the adapted user near what transfer said). :func:`evaluate_cold_pool` scores a p
 :func:`metarec.metrics.evaluate.evaluate_pool` does (same sampler, seed, batch size and therefore the
 same query sets and sampled negatives; same metrics from
 :func:`metarec.metrics.evaluate.per_task_metrics`; explicit predictions clipped to the rating scale) and
-returns the same dictionary.
+returns the same dictionary: it is :func:`metarec.metrics.evaluate.evaluate_fitted` over the
+scorer's user vectors.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from metarec._errors import ConfigError
@@ -30,10 +29,18 @@ from metarec.algorithms.losses import LOSSES
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
-from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.metrics.evaluate import PoolScores, clip_to_scale, per_task_metrics
+from metarec.episodes.sampler import SamplerConfig
+from metarec.metrics.evaluate import evaluate_fitted
 
-__all__ = ["ColdStartScorer", "AdaptConfig", "adapt_user_vectors", "evaluate_cold_pool"]
+__all__ = [
+    "ColdStartScorer",
+    "AdaptConfig",
+    "adapt_user_vectors",
+    "evaluate_cold_pool",
+    "UserVectors",
+    "task_users",
+    "zero_shot_then_adapt",
+]
 
 
 class ColdStartScorer(Protocol):
@@ -108,7 +115,9 @@ def evaluate_cold_pool(
     max_tasks: int | None = None,
     return_per_task: bool = False,
 ) -> dict[str, Any]:
-    """Score every task of ``pool`` (units are ``user * n_domains + domain``).
+    """Score every task of ``pool`` (units are ``user * n_domains + domain``) with a trained
+    scorer: :func:`metarec.metrics.evaluate.evaluate_fitted` over the scorer's zero-shot user
+    vectors, adapted on each support when ``adapt`` asks (the one evaluation loop).
 
     Args:
         scorer: the trained method.
@@ -128,28 +137,72 @@ def evaluate_cold_pool(
         ``{metric: mean over tasks, "n_tasks", "adapt_ms_per_task", "flags"}`` (the keys of
         :func:`metarec.metrics.evaluate.evaluate_pool`), plus the per-task arrays when asked.
     """
-    sampler = TaskSampler(table, pool, sampler_config, seed=seed, dtype=torch.float32)
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
-    order = np.arange(n)
-    acc = PoolScores()
-    adapt_s = 0.0
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            b = sampler.batch(order[start : start + batch_size])
-            users = b.units // table.n_domains  # (T,)
-            t0 = time.perf_counter()
-            v = scorer.user_vectors(users)
-            if adapt is not None and adapt.steps:
-                v = adapt_user_vectors(scorer, v, b.support, adapt)
-            adapt_s += time.perf_counter() - t0
-            p = clip_to_scale(scorer.score(v, b.query.items).float(), table)
-            acc.add(
-                per_task_metrics(p, b.query.targets, b.query.mask, table.feedback, k),
-                p,
-                b.query.targets,
-                b.query.mask,
-            )
-    out = acc.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
+    out = evaluate_fitted(
+        _VectorTasks(scorer, table, adapt),
+        table,
+        pool,
+        sampler_config,
+        max_tasks=max_tasks,
+        batch_size=batch_size,
+        k=k,
+        seed=seed,
+        return_per_task=return_per_task,
+        check_finite=False,  # a diverged candidate scores NaN on meta-val and is not kept
+    )
     if return_per_task:
         out["units"] = pool.units[:n].copy()
     return out
+
+
+@dataclass
+class UserVectors:
+    """``T`` tasks' user vectors ``(T, du)`` over a frozen scorer: the adapted state of every
+    cross-domain method."""
+
+    scorer: Any
+    vectors: torch.Tensor  # (T, du)
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``(T, N)`` target-domain items -> ``(T, N)`` scores of each task's user vector."""
+        with torch.no_grad():
+            return self.scorer.score(self.vectors.to(items.device), items)
+
+    def select(self, rows: torch.Tensor) -> UserVectors:
+        return UserVectors(self.scorer, self.vectors[rows.to(self.vectors.device)])
+
+    @classmethod
+    def concat(cls, parts: list[UserVectors]) -> UserVectors:
+        return cls(parts[0].scorer, torch.cat([p.vectors for p in parts]))
+
+
+def task_users(support: EpisodeSet) -> torch.Tensor:
+    """The user of each task ``(T,)``: tasks hold one user (padding is index 0)."""
+    return support.users.max(dim=1).values
+
+
+def zero_shot_then_adapt(
+    scorer: ColdStartScorer, support: EpisodeSet, adapt: AdaptConfig | None
+) -> UserVectors:
+    """The tasks' users' zero-shot vectors, then ``adapt``'s steps on each support."""
+    with torch.no_grad():
+        v = scorer.user_vectors(task_users(support))  # (T, du)
+    if adapt is not None and adapt.steps:
+        v = adapt_user_vectors(scorer, v, support, adapt)
+    return UserVectors(scorer, v)
+
+
+class _VectorTasks:
+    """A scorer and a fixed adaptation behind ``adapt``, for :func:`evaluate_fitted`."""
+
+    def __init__(self, scorer: ColdStartScorer, table: InteractionTable, adapt: AdaptConfig | None):
+        self.scorer, self.table, self.cfg = scorer, table, adapt
+
+    def adapt(
+        self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
+    ) -> UserVectors:
+        return zero_shot_then_adapt(self.scorer, support, self.cfg)

@@ -113,6 +113,35 @@ class GraphCF(nn.Module):
         self.domain_bias = nn.Parameter(torch.full((t.n_domains,), mu))
         self.register_buffer("item_map", view.item_map.clone())
 
+    @classmethod
+    def shell(
+        cls,
+        *,
+        n_users: int,
+        n_items: int,
+        n_table_items: int,
+        n_domains: int,
+        dim: int,
+        target: int,
+        bidirectional: bool,
+    ) -> GraphCF:
+        """An untrained model of these sizes without its graphs (a saved run's skeleton, filled
+        by ``load_state_dict``; it scores through :class:`GraphScorer`'s saved embeddings and is
+        not trained further)."""
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.n_users, m.target, m.n_layers, m.bidirectional = n_users, target, N_LAYERS, bidirectional
+        m.graphs, m._adj = [], []
+        if bidirectional:
+            m.register_buffer("share", torch.zeros(2, n_users, 1))
+        m.user = nn.Parameter(torch.zeros(2 if bidirectional else 1, n_users, dim))
+        m.item = nn.Parameter(torch.zeros(n_items, dim))
+        m.user_bias = nn.Parameter(torch.zeros(n_users))
+        m.item_bias = nn.Parameter(torch.zeros(n_items))
+        m.domain_bias = nn.Parameter(torch.zeros(n_domains))
+        m.register_buffer("item_map", torch.zeros(n_table_items, dtype=torch.int64))
+        return m
+
     def _mix(self, hs: torch.Tensor, ht: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a_s, a_t = self.share[0], self.share[1]
         return a_s * hs + (1 - a_s) * ht, a_t * ht + (1 - a_t) * hs
@@ -173,13 +202,14 @@ class GraphScorer(nn.Module):
     users: torch.Tensor  # buffer (n_users, d)
     items: torch.Tensor  # buffer (n_items, d)
 
-    def __init__(self, model: GraphCF) -> None:
+    def __init__(self, model: GraphCF, *, refresh: bool = True) -> None:
         super().__init__()
         self.model = model
         d = model.item.shape[1]
         self.register_buffer("users", torch.zeros(model.n_users, d))
         self.register_buffer("items", torch.zeros(model.item.shape[0], d))
-        self.refresh()
+        if refresh:  # a saved run's skeleton has no graph: its embeddings come with its weights
+            self.refresh()
 
     @torch.no_grad()
     def refresh(self) -> None:

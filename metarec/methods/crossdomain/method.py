@@ -14,26 +14,29 @@ module is rebuilt from :meth:`CrossDomainFitted.config` by :func:`_skeleton`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from metarec._errors import CheckpointError
+from metarec._errors import CheckpointError, ConfigError
 from metarec.config import Scenario, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.build import sampler_config
 from metarec.episodes.sampler import SamplerConfig
-from metarec.methods.base import FitData
+from metarec.methods.base import Adaptation, FitData
+from metarec.methods.crossdomain._train import stage_log
 from metarec.methods.crossdomain.bridges import EMCDR, PTUPCDR
 from metarec.methods.crossdomain.bridges import Mapping as BridgeMapping
-from metarec.methods.crossdomain.evaluate import AdaptConfig, adapt_user_vectors
+from metarec.methods.crossdomain.evaluate import AdaptConfig, UserVectors, zero_shot_then_adapt
 from metarec.methods.crossdomain.methods import FittedMethod, MeanUser, fit_method, parse_method
 from metarec.methods.crossdomain.mf import MF
 from metarec.methods.crossdomain.settings import CrossDomainConfig, as_config, config_from_scenario
 from metarec.methods.crossdomain.transfer import DomainScorer, SharedUserModel
+from metarec.train.log import TrainingLog
+from metarec.train.outer import progress_bars
 
 __all__ = [
     "CrossDomainMethod",
@@ -49,24 +52,8 @@ def scenario_crossdomain_config(scenario: Scenario) -> CrossDomainConfig:
     return config_from_scenario(scenario, as_config(dict(scenario.crossdomain)))
 
 
-@dataclass
-class CrossDomainAdapted:
-    scorer: nn.Module
-    vectors: torch.Tensor  # (T, du)
-
-    @property
-    def n_tasks(self) -> int:
-        return int(self.vectors.shape[0])
-
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``(T, N)`` target-domain items -> ``(T, N)`` scores of each task's user vector."""
-        with torch.no_grad():
-            return self.scorer.score(self.vectors, items)  # type: ignore[operator]
-
-
-def _task_users(support: EpisodeSet) -> torch.Tensor:
-    """The user of each task ``(T,)``: tasks hold one user (padding is index 0)."""
-    return support.users.max(dim=1).values
+CrossDomainAdapted = UserVectors
+"""A cross-domain method adapted to ``T`` tasks: their user vectors over the frozen scorer."""
 
 
 class CrossDomainFitted:
@@ -86,26 +73,40 @@ class CrossDomainFitted:
         self.name, self.table, self.scorer, self.settings = name, table, scorer, settings
         self.chosen, self.shape, self.info = chosen, shape, info or {}
         self.base, self.adapts = parse_method(name)
+        self.training_log = TrainingLog()
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
-    ) -> CrossDomainAdapted:
+    ) -> UserVectors:
         """Zero-shot vectors of the tasks' users, then (``+adapt``, or ``steps`` given) gradient
         steps on each vector over its support (step size: ``lr``, else the one chosen on meta-val)."""
-        with torch.no_grad():
-            v = self.scorer.user_vectors(_task_users(support))  # type: ignore[operator]  # (T, du)
         c = self.chosen
         loss = "mse" if self.table.feedback == "explicit" else "bce"
         n = steps if steps is not None else (c.steps if c is not None else 0)
+        a = None
         if n:
             rate = lr if lr is not None else (c.lr if c is not None else self.settings.adapt_lrs[0])
             a = AdaptConfig(n, rate, c.l2 if c is not None else self.settings.adapt_l2, loss)
-            v = adapt_user_vectors(self.scorer, v, support, a)  # type: ignore[arg-type]
-        return CrossDomainAdapted(self.scorer, v)
+        return zero_shot_then_adapt(self.scorer, support, a)  # type: ignore[arg-type]
 
     @property
     def steps(self) -> int:
         return self.chosen.steps if self.chosen is not None else 0
+
+    def adaptation(self, sampler: SamplerConfig) -> Adaptation:
+        """The adaptation for tasks of ``sampler``: a ``+adapt`` method's step size chosen on
+        meta-val for those shots (when it was fitted in this process; a loaded run keeps the
+        one chosen for its scenario), zero-shot otherwise."""
+        fm = self.info.get("fitted_method")
+        chosen = fm.select_adapt(sampler)[0] if fm is not None else self.chosen
+        steps, lr = (chosen.steps, chosen.lr) if chosen is not None else (0, None)
+        report = {
+            "eval_steps": steps,
+            "eval_lr": lr,
+            "family": "crossdomain",
+            "fit_shared_with": self.info.get("shared_with"),
+        }
+        return Adaptation(steps, lr, report)
 
     def config(self) -> dict[str, Any]:
         c = self.chosen
@@ -148,9 +149,11 @@ class CrossDomainFitted:
             "log": fm.log,
         }
         scorer: nn.Module = fm.scorer  # type: ignore[assignment]  # every ColdStartScorer is an nn.Module
-        return cls(
+        fitted = cls(
             fm.method, fm.table, scorer, fm.config, chosen, _shape(fm.base, scorer, fm.table), info
         )
+        fitted.training_log = stage_log(fm.log, fm.metric, fm.sign, fm.fit_seconds)
+        return fitted
 
     @classmethod
     def build(
@@ -192,6 +195,16 @@ def _shape(base: str, scorer: nn.Module, table: InteractionTable) -> dict[str, A
         shape["mapping"] = scorer.mapping.kind
     if isinstance(scorer, DomainScorer):
         shape["target"] = scorer.domain
+    from metarec.methods.crossdomain.graph import GraphScorer
+
+    if isinstance(scorer, GraphScorer):
+        m = scorer.model
+        shape.update(
+            target=int(m.target),
+            graph_items=int(m.item.shape[0]),
+            bidirectional=bool(m.bidirectional),
+            dim=int(m.item.shape[1]),
+        )
     return shape
 
 
@@ -215,6 +228,19 @@ def _skeleton(base: str, cfg: CrossDomainConfig, shape: Mapping[str, Any]) -> nn
             torch.zeros(nu, int(shape["history_len"]), dtype=torch.int64),
             hidden=cfg.hidden,
         )
+    if base in ("lightgcn", "bitgcf"):
+        from metarec.methods.crossdomain.graph import GraphCF, GraphScorer
+
+        graph = GraphCF.shell(
+            n_users=nu,
+            n_items=int(shape["graph_items"]),
+            n_table_items=ni,
+            n_domains=int(shape["n_domains"]),
+            dim=int(shape.get("dim", d)),
+            target=int(shape["target"]),
+            bidirectional=bool(shape["bidirectional"]),
+        )
+        return GraphScorer(graph, refresh=False)
     model = SharedUserModel(
         nu, ni, int(shape["n_domains"]), d, cfg.hidden, item_map=torch.arange(ni)
     )
@@ -222,23 +248,71 @@ def _skeleton(base: str, cfg: CrossDomainConfig, shape: Mapping[str, Any]) -> nn
 
 
 class CrossDomainMethod:
-    """Settings of one cross-domain method: its name and :class:`CrossDomainConfig`."""
+    """Settings of one cross-domain method: its name, :class:`CrossDomainConfig` and the
+    evaluation tasks' sampler settings (the scenario's protocol, or ``sampler``).
 
-    def __init__(self, name: str, settings: CrossDomainConfig, scenario: Scenario) -> None:
+    Example:
+        >>> from metarec.methods.crossdomain.settings import CrossDomainConfig
+        >>> m = CrossDomainMethod("emcdr+adapt", CrossDomainConfig(epochs=2),
+        ...                       sampler=SamplerConfig(n_support=3, n_query=5))
+        >>> m.name, m.sampler.n_support
+        ('emcdr+adapt', 3)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: CrossDomainConfig,
+        scenario: Scenario | None = None,
+        *,
+        sampler: SamplerConfig | None = None,
+    ) -> None:
         parse_method(name)
+        if sampler is None and scenario is None:
+            raise ConfigError(
+                f"CrossDomainMethod({name!r}): pass the scenario (its protocol gives the tasks' "
+                "sampler settings) or sampler=SamplerConfig(n_support=..., n_query=...)"
+            )
         self.name, self.settings, self.scenario = name, settings, scenario
+        self.sampler = sampler or sampler_config(scenario.protocol)  # type: ignore[union-attr]
 
     def fit(self, data: FitData) -> CrossDomainFitted:
-        scfg = sampler_config(self.scenario.protocol)
-        fm = fit_method(
-            self.name,
-            data.table,
-            data.splits,
-            seed=data.seed,
-            config=self.settings,
-            val_sampler=scfg,
-        )
-        return CrossDomainFitted.from_fitted_method(fm, scfg)
+        """Train on meta-train (best epoch on meta-val), then choose the ``+adapt`` step size on
+        meta-val for the scenario's shots. ``m`` and ``m+adapt`` train alike: with a
+        ``data.memo`` (a benchmark's, one per seed) the second reuses the first's fit."""
+        scfg = self.sampler
+        base, _ = parse_method(self.name)
+        key = ("crossdomain", base, self.settings, data.seed, id(data.splits))
+        prev = None if data.memo is None else data.memo.get(key)
+        if prev is not None:
+            fm = FittedMethod(
+                self.name,
+                data.table,
+                data.splits,
+                prev.view,
+                prev.scorer,
+                self.settings,
+                dict(prev.log),
+                prev.fit_seconds,
+            )
+        else:
+            with progress_bars(data.progress):
+                fm = fit_method(
+                    self.name,
+                    data.table,
+                    data.splits,
+                    seed=data.seed,
+                    config=self.settings,
+                    val_sampler=scfg,
+                )
+            if data.memo is not None:
+                data.memo[key] = fm
+        fitted = CrossDomainFitted.from_fitted_method(fm, scfg)
+        if prev is not None:
+            fitted.info["shared_with"] = f"{prev.method}-s{data.seed}"
+        return fitted
 
     def with_settings(self, **changes: Any) -> CrossDomainMethod:
-        return CrossDomainMethod(self.name, replace(self.settings, **changes), self.scenario)
+        return CrossDomainMethod(
+            self.name, replace(self.settings, **changes), self.scenario, sampler=self.sampler
+        )

@@ -22,14 +22,8 @@ Methods (:data:`METHODS`); every one is zero-shot on the cold user's target data
   (:mod:`metarec.methods.crossdomain.graph`): LightGCN over one joint graph, or per-domain graphs
   bridged by the shared users (BiTGCF-style).
 
-Example:
-    >>> from metarec.config import load_scenario                        # doctest: +SKIP
-    >>> from metarec.episodes.build import load_table, build_splits           # doctest: +SKIP
-    >>> sc = load_scenario("tasks/amazon-sport-cloth.toml")             # doctest: +SKIP
-    >>> table = load_table(sc.data); splits = build_splits(table, sc.protocol)  # doctest: +SKIP
-    >>> res = fit_and_evaluate("emcdr+adapt", table, splits, shots=3, seed=0,
-    ...                        config=config_from_scenario(sc))         # doctest: +SKIP
-    >>> res["states"]["meta-test"]["auc"], res["states"]["meta-test"]["per_task"]["auc"].shape  # doctest: +SKIP
+Every method is used through the method interface (:class:`~metarec.methods.crossdomain.method.CrossDomainMethod`,
+``build_method("emcdr+adapt", scenario)``); :func:`fit_method` is the family's own trainer.
 """
 
 from __future__ import annotations
@@ -44,7 +38,6 @@ import torch
 from torch import nn
 
 from metarec._errors import ConfigError, suggest
-from metarec.config import to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig
@@ -57,6 +50,7 @@ from metarec.methods.crossdomain.evaluate import AdaptConfig, ColdStartScorer, e
 from metarec.methods.crossdomain.mf import MF, fit_mf, new_mf
 from metarec.methods.crossdomain.settings import CrossDomainConfig, as_config
 from metarec.methods.crossdomain.transfer import fit_finetune, fit_joint
+from metarec.metrics.select import SELECT_METRIC
 from metarec.models.base import seeded
 
 __all__ = [
@@ -64,7 +58,6 @@ __all__ = [
     "SELECT_METRIC",
     "FittedMethod",
     "fit_method",
-    "fit_and_evaluate",
     "parse_method",
     "MeanUser",
 ]
@@ -85,8 +78,6 @@ METHODS = (
 )
 """Base method names; each also runs as ``"<name>+adapt"``."""
 
-SELECT_METRIC = {"explicit": ("mae", -1.0), "implicit": ("auc", 1.0)}
-"""Meta-val selection metric and sign (+1: higher is better), as in :mod:`metarec.train.loop`."""
 
 _DA = {"da-mmd": "mmd", "da-coral": "coral", "da-kl": "gaussian_kl", "da-swd": "sliced_wasserstein"}
 
@@ -419,81 +410,3 @@ def fit_method(
 
     scorer, log = _FIT[base](view, cfg, seed, make_validate)
     return FittedMethod(method, table, splits, view, scorer, cfg, log, time.perf_counter() - t0)
-
-
-def fit_and_evaluate(
-    method: str,
-    table: InteractionTable,
-    splits: MetaSplits,
-    *,
-    shots: int,
-    seed: int = 0,
-    config: CrossDomainConfig | Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train ``method`` on meta-train, select on meta-val, score every test pool once.
-
-    See :func:`fit_method` for what training sees. Selection on meta-val: the final training
-    stage keeps its best epoch by the zero-shot meta-val score (AUC, or MAE for explicit
-    feedback) and ``+adapt`` methods pick the step size from ``config.adapt_lrs``.
-
-    Args:
-        method: one of :data:`METHODS`, optionally suffixed ``"+adapt"``.
-        table, splits: a cross-domain cold-start split
-            (:func:`~metarec.episodes.splits.cold_domain_users_split`).
-        shots: support size ``k`` of each evaluation task (the sampler's ``n_support``).
-        seed: seeds every initialisation, shuffle and sampled negative of training.
-        config: :class:`~metarec.methods.crossdomain.settings.CrossDomainConfig` or a mapping of its
-            fields; use :func:`~metarec.methods.crossdomain.settings.config_from_scenario` to evaluate on
-            the scenario's query sets.
-
-    Returns:
-        ``{"method", "shots", "seed", "target_domain", "metric", "val": {...},
-        "adapt": {"steps", "lr", "l2"} | None, "states": {pool: result}, "seconds": {"fit",
-        "select", "test", "total"}, "config": {...}, "log": {...}}`` where each ``result`` has
-        :func:`metarec.metrics.evaluate.evaluate_pool`'s keys (metric means, ``n_tasks``, ``flags``,
-        ``adapt_ms_per_task``) plus ``"per_task": {metric: float64 (T,)}`` and ``"units"``
-        (pool units, to pair tasks across methods).
-
-    Raises:
-        ConfigError: unknown method, shots < 1, or splits that are not cross-domain.
-    """
-    t_start = time.perf_counter()
-    parse_method(method)
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ConfigError(
-            f"shots={shots!r}: each task needs at least one support interaction; pass shots >= 1"
-        )
-    cfg = as_config(config)
-    scfg = SamplerConfig(
-        n_support=shots, n_query=cfg.n_query, order=cfg.order, negatives=cfg.negatives
-    )
-    fitted = fit_method(method, table, splits, seed=seed, config=cfg, val_sampler=scfg)
-    t_fit = time.perf_counter()
-    chosen, val = fitted.select_adapt(scfg)
-    t_select = time.perf_counter()
-    states = {
-        name: fitted.evaluate(splits.pools[name], scfg, return_per_task=True)
-        for name in splits.states
-        if len(splits.pools[name])
-    }
-    t_end = time.perf_counter()
-    return {
-        "method": method,
-        "shots": shots,
-        "seed": seed,
-        "target_domain": fitted.view.target_name,
-        "metric": fitted.metric,
-        "val": {k: v for k, v in val.items() if k != "flags"},
-        "adapt": None
-        if chosen is None
-        else {"steps": chosen.steps, "lr": chosen.lr, "l2": chosen.l2},
-        "states": states,
-        "seconds": {
-            "fit": t_fit - t_start,
-            "select": t_select - t_fit,
-            "test": t_end - t_select,
-            "total": t_end - t_start,
-        },
-        "config": to_dict(cfg),
-        "log": fitted.log,
-    }

@@ -13,13 +13,14 @@ inner loop.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from metarec._errors import CheckpointError, ConfigError
 from metarec.algorithms import (
@@ -32,12 +33,20 @@ from metarec.algorithms import (
 from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
-from metarec.methods.base import FitData
-from metarec.methods.engine.run_files import load_run_parts
+from metarec.episodes.build import sampler_config
+from metarec.episodes.sampler import SamplerConfig
+from metarec.episodes.splits import MetaSplits
+from metarec.methods.base import Adaptation, FitData
+from metarec.methods.engine.run_files import RunParts, load_run_parts, read_engine_parts
+from metarec.metrics.evaluate import select_eval_lr
 from metarec.models import build_model
 from metarec.models.base import split_params
 from metarec.models.graph.training import restore_graph
-from metarec.train.loop import train
+from metarec.runs.guard import check_finite_weights
+from metarec.runs.reader import OpenRun
+from metarec.train.log import TrainingLog
+from metarec.train.loggers import Logger
+from metarec.train.loop import TrainResult, train
 
 __all__ = [
     "EngineMethod",
@@ -46,6 +55,8 @@ __all__ = [
     "MELU_REF",
     "engine_scenario",
     "load_engine",
+    "read_engine_run",
+    "train_engine_run",
 ]
 
 MELU_REF: dict[str, Any] = {
@@ -101,7 +112,23 @@ class EngineAdapted:
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``(T, N), (T, N) -> (T, N)`` predictions (unclipped ratings, or logits)."""
         with torch.no_grad():
+            if users.shape[0] == 1:  # one task (serving one user): the same forward, no vmap
+                slow = {k: v for k, v in self.params.items() if k not in self.fast}
+                one = {k: v[0] for k, v in self.fast.items()}
+                return functional_call(self.model, (one, slow), (users[0], items[0]))[None]
             return predict_batch(self.model, self.params, self.fast, users, items)
+
+    def select(self, rows: torch.Tensor) -> EngineAdapted:
+        """The tasks ``rows`` (``int64 (R,)``)."""
+        idx = rows.to(next(iter(self.fast.values())).device)
+        return EngineAdapted(self.model, self.params, {k: v[idx] for k, v in self.fast.items()})
+
+    @classmethod
+    def concat(cls, parts: list[EngineAdapted]) -> EngineAdapted:
+        """The tasks of ``parts`` (over the same model), one after the other."""
+        first = parts[0]
+        fast = {k: torch.cat([p.fast[k] for p in parts]) for k in first.fast}
+        return cls(first.model, first.params, fast)
 
 
 @dataclass
@@ -123,6 +150,11 @@ class EngineFitted:
     steps: int | None = None
     lr: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    training_log: TrainingLog = field(default_factory=TrainingLog)
+
+    def __post_init__(self) -> None:
+        if self.steps is None:  # the algorithm's own default (``global``: 0)
+            self.steps = self.algo.default_steps
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -133,16 +165,71 @@ class EngineFitted:
         fast = adapt_batch(self.algo, self.model, self.params, support, n, rate, state=self.state)
         return EngineAdapted(self.model, self.params, fast)
 
+    def adaptation(self, sampler: SamplerConfig) -> Adaptation:
+        """The evaluation budget (every shots alike): ``steps`` inner steps at ``lr`` (the run's
+        ``eval_steps`` / ``eval_lr``, the rate chosen on meta-val, or the learned rates)."""
+        if self.steps == 0:
+            label: float | str | None = None
+        elif self.algo.meta_learned_lrs:
+            label = "learned"
+        else:
+            label = self.lr if self.lr is not None else self.algo.inner_lr
+        report: dict[str, Any] = {"eval_steps": self.steps, "eval_lr": label}
+        if self.info.get("eval_lr_meta_val"):
+            report["eval_lr_meta_val"] = {
+                str(k): v for k, v in self.info["eval_lr_meta_val"].items()
+            }
+        return Adaptation(self.steps, self.lr, report)
+
+    def adapted_state(self, adapted: Any) -> dict[str, Any] | None:
+        """``{"fast": {name: (T + 1, *shape)}}``: the tasks' fast weights and, last, the
+        meta-learned initialisation (the adapted directory's format); ``None`` for an object
+        that is not this family's."""
+        if not isinstance(adapted, EngineAdapted):
+            return None
+        init = self._init_fast()
+        return {
+            "fast": {
+                k: torch.cat([v.detach(), init[k].detach().unsqueeze(0)]).cpu()
+                for k, v in adapted.fast.items()
+            }
+        }
+
+    def restore_adapted(self, state: Mapping[str, Any], where: str) -> EngineAdapted | None:
+        """The fast weights of :meth:`adapted_state` back (shapes and finiteness checked).
+
+        Raises:
+            CheckpointError: a fast weight is missing, has the wrong shape or is not finite.
+        """
+        if "fast" not in state:
+            return None
+        fast = dict(state["fast"])
+        for k, v in self._init_fast().items():
+            got = fast.get(k)
+            if got is None or tuple(got.shape[1:]) != tuple(v.shape):
+                shape = None if got is None else tuple(got.shape)
+                raise CheckpointError(
+                    f"{where!r}: fast weight {k!r} has shape {shape}, the model needs (tasks, *{tuple(v.shape)}); "
+                    "the adapted weights do not belong to this run; re-run 'metarec adapt'"
+                )
+        check_finite_weights(fast, where)  # hook (metarec.runs.guard)
+        dev = next(iter(self.params.values())).device
+        return EngineAdapted(self.model, self.params, {k: v[:-1].to(dev) for k, v in fast.items()})
+
+    def _init_fast(self) -> dict[str, torch.Tensor]:
+        fast, _ = split_params(self.model, adapt_patterns(self.algo, self.model), self.params)
+        return fast
+
     def config(self) -> dict[str, Any]:
         algo = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.algo.__dict__.items()}
         return {"model": self.model_config, "algorithm": algo, "steps": self.steps, "lr": self.lr}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """``model.<name>`` (parameters and buffers, e.g. ``known_users``) and ``state.<name>``."""
-        out = {f"model.{k}": v.detach().cpu() for k, v in self.model.state_dict().items()}
+        out = {f"model.{k}": v.detach() for k, v in self.model.state_dict().items()}
         for k, p in self.params.items():
-            out[f"model.{k}"] = p.detach().cpu()
-        out.update({f"state.{k}": v.detach().cpu() for k, v in self.state.items()})
+            out[f"model.{k}"] = p.detach()
+        out.update({f"state.{k}": v.detach() for k, v in self.state.items()})
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -199,10 +286,20 @@ class EngineFitted:
 class EngineMethod:
     """Settings of one engine method: the resolved scenario (its ``[model]``, ``[algorithm]`` and
     ``[train]`` sections). :meth:`fit` runs the outer loop into ``data.out`` (a temporary folder
-    when ``None``) and returns the meta-val-selected weights."""
+    when ``None``) and returns the meta-val-selected weights.
 
-    def __init__(self, name: str, scenario: Scenario) -> None:
+    Args:
+        name: the method name; scenario: the resolved scenario.
+        eval_lrs: when the scenario sets no ``algorithm.eval_lr`` (and the rates are not
+            learned), choose the evaluation rate among these on meta-val after training (the
+            benchmark's ``finetune``).
+    """
+
+    def __init__(
+        self, name: str, scenario: Scenario, *, eval_lrs: Sequence[float] | None = None
+    ) -> None:
         self.name, self.scenario = name, scenario
+        self.eval_lrs = None if eval_lrs is None else tuple(float(x) for x in eval_lrs)
 
     def fit(self, data: FitData) -> EngineFitted:
         sc = self.scenario
@@ -227,6 +324,21 @@ class EngineMethod:
             )
             fitted = load_engine(data.out, name=self.name, device=data.device)
         fitted.info["train_result"] = res
+        if res.training_log is not None:
+            fitted.training_log = res.training_log
+        if self.eval_lrs and sc.algorithm.eval_lr is None and not fitted.algo.meta_learned_lrs:
+            fitted.lr, fitted.info["eval_lr_meta_val"] = select_eval_lr(
+                fitted.model,
+                fitted.params,
+                fitted.algo,
+                data.table,
+                data.splits.pools[data.splits.val],
+                sampler_config(sc.protocol),
+                lrs=self.eval_lrs,
+                steps=sc.algorithm.eval_steps,
+                max_tasks=sc.train.val_tasks,
+                k=sc.metrics.k,
+            )
         return fitted
 
 
@@ -243,8 +355,31 @@ def load_engine(
         raise ConfigError(
             f"run_dir={str(run_dir)!r}: not a meta-learning run; load it with metarec.load_fitted"
         )
-    return EngineFitted(
-        name or parts.method_name,
+    fitted = _from_parts(parts)
+    if name is not None:
+        fitted.name = name
+    return fitted
+
+
+def read_engine_run(
+    opened: OpenRun, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[EngineFitted, int]:
+    """The family's :data:`~metarec.methods.base.RunReader`: its own run format (``params`` /
+    ``buffers`` / ``state`` checkpoints, the model and algorithm in the manifest) as
+    ``(fitted, checkpoint step)``."""
+    parts = read_engine_parts(opened, which=which, device=device)
+    if parts.algo is None or parts.model is None:
+        raise CheckpointError(
+            f"{str(opened.run_dir / 'manifest.json')!r}: method {parts.method_name!r} is a meta-learning method "
+            "but the run has no model section; the manifest is damaged; restore it or re-train"
+        )
+    return _from_parts(parts), parts.step
+
+
+def _from_parts(parts: RunParts) -> EngineFitted:
+    assert parts.model is not None and parts.algo is not None
+    fitted = EngineFitted(
+        parts.method_name,
         parts.table,
         parts.model,
         parts.params,
@@ -254,4 +389,34 @@ def load_engine(
         parts.steps,
         parts.lr,
         {"step": parts.step},
+    )
+    fitted.training_log = TrainingLog.read(parts.run_dir)
+    return fitted
+
+
+def train_engine_run(
+    scenario: Scenario,
+    out: str | Path,
+    *,
+    name: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    table: InteractionTable | None = None,
+    splits: MetaSplits | None = None,
+    evaluate_test: bool = True,
+    loggers: Sequence[Logger] = (),
+) -> TrainResult:
+    """The family's :data:`~metarec.methods.base.RunTrainer`: method ``name`` meta-trained by
+    the outer loop straight into run directory ``out`` (resumable; ``metrics.jsonl``,
+    checkpoints, test metrics; ``loggers`` get every row as it is written)."""
+    return train(
+        engine_scenario(name, scenario),
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        table=table,
+        splits=splits,
+        evaluate_test=evaluate_test,
+        loggers=loggers,
+        method=name,  # melu-ref: the manifest names the method, written under the run's lock
     )

@@ -11,7 +11,6 @@ missing buffers exactly as training set them (from the run's own scenario and da
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -32,21 +31,18 @@ from metarec.models import build_model
 from metarec.models.base import split_params
 from metarec.models.graph.training import restore_graph
 from metarec.runs.checkpoint import (
-    FORMAT,
     FORMAT_VERSION,
     WHICH,
     atomic_write_json,
     load_best,
-    load_table_meta,
     load_tensors,
-    read_manifest,
     save_tensors,
 )
-from metarec.runs.fingerprint import check_run_encoders
-from metarec.runs.guard import check_finite_weights, check_run_limits
+from metarec.runs.guard import check_finite_weights
+from metarec.runs.reader import OpenRun, open_run
 from metarec.train.loop import build_training_model
 
-__all__ = ["RunParts", "load_run_parts", "load_best", "convert_run", "WHICH"]
+__all__ = ["RunParts", "load_run_parts", "read_engine_parts", "load_best", "convert_run", "WHICH"]
 
 
 @dataclass
@@ -71,33 +67,6 @@ class RunParts:
     step: int
 
 
-def _table(run: Path) -> InteractionTable:
-    try:
-        return load_table_meta(run)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(
-            f"{str(run / 'encoders.json')!r}: damaged ({type(e).__name__}: {e}); the run directory is incomplete; "
-            "re-create it with 'metarec train'"
-        ) from None
-
-
-def _manifest(run: Path) -> dict[str, Any]:
-    p = run / "manifest.json"
-    if p.is_file():
-        try:
-            raw = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            raw = {}
-        if isinstance(raw, dict) and raw.get("format") == FORMAT and raw.get("format_version") == 1:
-            raise CheckpointError(
-                f"{str(p)!r}: format_version=1 (parameters only, no buffers) is no longer read; this metarec "
-                f"reads version {FORMAT_VERSION}; convert the run in place with "
-                f"`python -c \"import metarec; metarec.convert_run('{run}')\"` (needs the run's data, as for "
-                "training), or re-train it"
-            )
-    return read_manifest(run)
-
-
 def load_run_parts(
     run_dir: str | os.PathLike[str], *, which: str = "best", device: str | torch.device = "cpu"
 ) -> RunParts:
@@ -108,15 +77,16 @@ def load_run_parts(
             the message shows the conversion), or weights that do not match the manifest's
             model (naming the tensor and both shapes).
     """
-    run = Path(run_dir)
     if which not in WHICH:
         raise ConfigError(f"which={which!r}: choose one of {WHICH}{suggest(str(which), WHICH)}")
-    manifest = _manifest(run)
-    check_run_limits(manifest, run)  # hook (metarec.runs.guard): bounded steps and sizes
-    table = _table(run)
-    check_run_encoders(
-        run, table
-    )  # hook (metarec.runs.fingerprint): encoders.json is the one trained with
+    return read_engine_parts(open_run(run_dir), which=which, device=device)
+
+
+def read_engine_parts(
+    opened: OpenRun, *, which: str = "best", device: str | torch.device = "cpu"
+) -> RunParts:
+    """The MAML family's parts of an opened run directory (see :func:`load_run_parts`)."""
+    run, manifest, table = opened.run_dir, opened.manifest, opened.table
     method = manifest.get("method")
     if isinstance(method, dict) and method.get("engine") is False:
         return RunParts(

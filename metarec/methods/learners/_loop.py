@@ -9,9 +9,11 @@ A *learner* is an ``nn.Module`` with three methods:
 * ``score(context, users (T, N), items (T, N)) -> (T, N)``;
 
 and optionally ``after_step(batch)`` (memory writes, run without gradients after each
-optimiser step). :func:`fit_learner` is the one outer loop (Adam, gradient clipping, model
-selection on meta-val every ``val_every`` steps, patience); :class:`LearnerFitted` and
-:class:`LearnerAdapted` expose a trained learner through the method interface.
+optimiser step). :func:`fit_learner` trains one with the one outer loop
+(:func:`metarec.train.outer.outer_loop`: Adam and gradient clipping in the step, model selection
+on meta-val every ``val_every`` steps, patience); :class:`LearnerFitted` and
+:class:`LearnerAdapted` expose a trained learner through the method interface, with its
+:class:`~metarec.train.log.TrainingLog`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar, cast
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,8 +32,8 @@ from metarec._errors import CheckpointError, ConfigError
 from metarec.config import from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.episodes.pool import TaskPool
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
+from metarec.methods.adapted import cat_tasks, index_tasks
 from metarec.methods.base import FitData
 from metarec.methods.learners._settings import (
     TrainSettings,
@@ -41,7 +42,11 @@ from metarec.methods.learners._settings import (
     scenario_section,
     train_settings,
 )
-from metarec.metrics.evaluate import PoolScores, clip_to_scale, per_task_metrics
+from metarec.metrics.evaluate import evaluate_fitted
+from metarec.metrics.select import SELECT_METRIC
+from metarec.models.base import seeded
+from metarec.train.log import TrainingLog
+from metarec.train.outer import LoopState, Step, Validation, outer_loop
 
 __all__ = [
     "TrainSettings",
@@ -56,11 +61,6 @@ __all__ = [
     "SELECT_METRIC",
     "defaults_and_sampler",
 ]
-
-SELECT_METRIC = {
-    "explicit": ("mae", -1.0),
-    "implicit": ("auc", 1.0),
-}  # metric, sign (+1: higher is better)
 
 S = TypeVar("S")
 
@@ -99,13 +99,28 @@ class LearnerAdapted:
         with torch.no_grad():
             return _api(self._learner).score(self._context, users, items)
 
+    def select(self, rows: torch.Tensor) -> LearnerAdapted:
+        """The tasks ``rows``: every tensor of the context with a task axis, indexed."""
+        return LearnerAdapted(
+            self._learner, index_tasks(self._context, rows, self._n), int(rows.shape[0])
+        )
+
+    @classmethod
+    def concat(cls, parts: list[LearnerAdapted]) -> LearnerAdapted:
+        """The tasks of ``parts`` (one learner), one after the other."""
+        sizes = [p._n for p in parts]
+        ctx = cat_tasks([p._context for p in parts], sizes)
+        return cls(parts[0]._learner, ctx, sum(sizes))
+
 
 class LearnerFitted:
     """A trained learner behind the :class:`~metarec.methods.Fitted` protocol.
 
     Attributes:
         name: the method name; table: the interaction table; learner: the module.
-        settings: the resolved settings dataclass; log: training log (best step, history).
+        settings: the resolved settings dataclass; log: what training did, as a dict (best
+            step, history, pretraining, selections); training_log: the episodic loop's
+            :class:`~metarec.train.log.TrainingLog`.
     """
 
     def __init__(
@@ -124,6 +139,7 @@ class LearnerFitted:
             log,
         )
         self.k: int | None = None  # the scenario's shots (n_support), for protocols that need it
+        self.training_log = TrainingLog()
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -226,6 +242,7 @@ class LearnerMethod:
         episodes: optional ``episodes(data) -> data``: the meta-train tasks of the episodic loop.
         validate: optional ``validate(fitted, data) -> score`` (higher is better), the model
             selection criterion of :func:`fit_learner` on meta-val.
+        val_metric: the name of ``validate``'s score in the training log.
     """
 
     def __init__(
@@ -238,28 +255,41 @@ class LearnerMethod:
         select: Callable[[Any, FitData], dict[str, Any]] | None = None,
         episodes: Callable[[FitData], FitData] | None = None,
         validate: Callable[[Any, FitData], float] | None = None,
+        val_metric: str = "score",
     ) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
         self._pretrain, self._select, self._episodes = pretrain, select, episodes
-        self._validate = validate
+        self._validate, self._val_metric = validate, val_metric
 
     def fit(self, data: FitData) -> LearnerFitted:
         t0 = time.perf_counter()
-        torch.manual_seed(data.seed)
-        learner = self._build(data, self.settings).to(data.device)
-        log: dict[str, Any] = {}
-        if self._pretrain is not None:
-            log["pretrain"] = self._pretrain(learner, data, self.settings)
-        episodes = data if self._episodes is None else self._episodes(data)
-        check = self._validate
-        val = None if check is None else (lambda f: check(f, data))
-        ts = train_settings(self.settings)
-        log.update(fit_learner(learner, episodes, ts, self.sampler, val))
-        fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
-        fitted.k = self.sampler.n_support
-        if self._select is not None:
-            log["selected"] = self._select(fitted, data)
+        with seeded(data.seed):  # modules and dropout draw from a fork of torch's RNG
+            learner = self._build(data, self.settings).to(data.device)
+            log: dict[str, Any] = {}
+            if self._pretrain is not None:
+                log["pretrain"] = self._pretrain(learner, data, self.settings)
+            episodes = data if self._episodes is None else self._episodes(data)
+            check = self._validate
+            val = None if check is None else (lambda f: check(f, data))
+            ts = train_settings(self.settings)
+            log.update(
+                fit_learner(
+                    learner,
+                    episodes,
+                    ts,
+                    self.sampler,
+                    val,
+                    progress=data.progress,
+                    desc=self.name,
+                    val_metric=self._val_metric,
+                )
+            )
+            fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
+            fitted.k = self.sampler.n_support
+            if self._select is not None:
+                log["selected"] = self._select(fitted, data)
         log["fit_seconds"] = round(time.perf_counter() - t0, 2)
+        fitted.training_log = replace(log.pop("training_log"), seconds=log["fit_seconds"])
         return fitted
 
 
@@ -269,23 +299,29 @@ def fit_learner(
     ts: TrainSettings,
     scfg: SamplerConfig,
     validate: Callable[[LearnerFitted], float] | None = None,
+    *,
+    progress: bool = False,
+    desc: str = "learner",
+    val_metric: str = "score",
 ) -> dict[str, Any]:
     """Train ``learner`` on meta-train tasks; keep the weights (and buffers) with the best
     meta-val score (MAE for explicit, AUC for implicit feedback), checked every ``val_every``
     steps and at the end. ``validate(fitted) -> score`` (higher is better) replaces that score
     (a protocol's own meta-val criterion, e.g. the item warm-up phases' logloss); it is also
-    checked before the first step, so training that does not help keeps the initial weights.
+    checked before the first step, so training that does not help keeps the initial weights;
+    the training log names it ``val_metric``.
 
     Returns:
-        ``{"steps", "best_step", "best_val", "history": [{"step", "loss", "val"}...]}``.
+        ``{"steps", "best_step", "best_val", "history": [{"step", "loss", "val"}...],
+        "training_log": TrainingLog}``.
     """
+    t0 = time.perf_counter()
     table, splits = data.table, data.splits
     dtype = next(iter(learner.parameters())).dtype
-    train_cfg = replace(scfg, negatives_from="pool")
     sampler = TaskSampler(
         table,
         splits.pools[splits.train],
-        train_cfg,
+        replace(scfg, negatives_from="pool"),
         seed=data.seed,
         device=data.device,
         dtype=dtype,
@@ -293,109 +329,101 @@ def fit_learner(
     params = [p for p in learner.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=ts.lr) if params else None
     metric, sign = SELECT_METRIC[table.feedback]
+    name = metric if validate is None else val_metric
     fitted = LearnerFitted("learner", table, learner, None, {})
     fitted.k = scfg.n_support
-    best, best_step, since = -math.inf, 0, 0
     snapshot = copy.deepcopy(learner.state_dict())
-    history: list[dict[str, Any]] = []
-    if validate is not None:
+    st = LoopState()
+    if validate is not None:  # the initial weights compete too
         learner.eval()
-        best = validate(fitted)
-        history.append({"step": 0, "val": best})
-    step = 0
-    while step < ts.steps:
+        st.best_score = validate(fitted)
+        st.rows.append({"step": 0, "val": {name: st.best_score}})
+
+    def step(i: int) -> Step:
         learner.train()
         batch = sampler.sample(ts.meta_batch)
         loss = _api(learner).meta_loss(batch)
-        step += 1
-        row: dict[str, Any] = {"step": step, "loss": float(loss.detach())}
-        if opt is not None and torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if opt is not None and finite:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if ts.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, ts.grad_clip)
             opt.step()
-            after = getattr(learner, "after_step", None)
+            after = getattr(learner, "after_step", None)  # optional part of a learner
             if after is not None:
                 with torch.no_grad():
                     after(batch)
-        if step % ts.val_every == 0 or step == ts.steps:
-            if validate is not None:
-                learner.eval()
-                row["val"] = validate(fitted)
-                score = row["val"] if math.isfinite(row["val"]) else -math.inf
-            else:
-                val = evaluate_fitted(
-                    fitted,
-                    table,
-                    splits.pools[splits.val],
-                    scfg,
-                    max_tasks=ts.val_tasks,
-                    seed=data.seed,
-                )
-                row["val"] = float(val[metric])
-                score = sign * row["val"] if math.isfinite(row["val"]) else -math.inf
-            if score > best:
-                best, best_step, since = score, step, 0
-                snapshot = copy.deepcopy(learner.state_dict())
-            else:
-                since += 1
-            if ts.patience is not None and since >= ts.patience:
-                history.append(row)
-                break
-        history.append(row)
+        return Step(float(loss.detach()), batch.n_tasks, skipped=not finite)
+
+    def check() -> Validation:
+        learner.eval()
+        if validate is not None:
+            v = validate(fitted)
+            return Validation(v if math.isfinite(v) else -math.inf, {name: v})
+        v = _val_metric(fitted, data, scfg, ts, metric)
+        return Validation(sign * v if math.isfinite(v) else -math.inf, {name: v})
+
+    def keep_best(at: int) -> None:
+        nonlocal snapshot
+        snapshot = copy.deepcopy(learner.state_dict())
+
+    st = outer_loop(
+        step,
+        steps=ts.steps,
+        val_every=ts.val_every,
+        validate=check,
+        keep_best=keep_best,
+        patience=ts.patience,
+        state=st,
+        progress=progress,
+        desc=desc,
+    )
+    best = st.best_score
     if ts.steps == 0 and validate is None:  # still report the untrained meta-val score
-        val = evaluate_fitted(
-            fitted, table, splits.pools[splits.val], scfg, max_tasks=ts.val_tasks, seed=data.seed
-        )
-        best = sign * float(val[metric])
+        v = _val_metric(fitted, data, scfg, ts, metric)
+        best, st.best_val = sign * v, {name: v}
     learner.load_state_dict(snapshot)
     learner.eval()
+    history = [
+        {"step": r["step"], **({"loss": r["loss"]} if "loss" in r else {}), "val": r["val"][name]}
+        if "val" in r
+        else {"step": r["step"], "loss": r["loss"]}
+        for r in st.rows
+    ]
+    log = TrainingLog(
+        steps=st.step,
+        best_step=st.best_step,
+        stopped_early=st.stopped_early,
+        seconds=time.perf_counter() - t0,
+        budget=ts.steps,
+        skipped_steps=st.skipped,
+        tasks=st.tasks,
+        metric=name,
+        best_val=dict(st.best_val),
+        rows=tuple(r for r in st.rows if r["step"] > 0),
+    )
     return {
-        "steps": step,
-        "best_step": best_step,
+        "steps": st.step,
+        "best_step": st.best_step,
         "best_val": (best if validate is not None else sign * best)
         if math.isfinite(best)
         else None,
         "history": history,
+        "training_log": log,
     }
 
 
-def evaluate_fitted(
-    fitted: Any,
-    table: InteractionTable,
-    pool: TaskPool,
-    scfg: SamplerConfig,
-    *,
-    max_tasks: int | None = None,
-    batch_size: int = 256,
-    k: int = 10,
-    seed: int = 0,
-    steps: int | None = None,
-    lr: float | None = None,
-    return_per_task: bool = False,
-) -> dict[str, Any]:
-    """Adapt any :class:`~metarec.methods.Fitted` to each task's support and score its query.
-
-    The same loop for every method (``fitted.adapt(support).score(query users, items)``);
-    explicit predictions are clipped to the rating scale. Returns
-    :meth:`metarec.metrics.evaluate.PoolScores.result`'s dictionary (mean over tasks per metric).
-    """
-    sampler = TaskSampler(table, pool, scfg, seed=seed)
-    n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
-    scores = PoolScores()
-    adapt_s = 0.0
-    for start in range(0, n, batch_size):
-        b = sampler.batch(np.arange(start, min(start + batch_size, n)))
-        t0 = time.perf_counter()
-        adapted = fitted.adapt(b.support, steps=steps, lr=lr)
-        pred = adapted.score(b.query.users, b.query.items)
-        adapt_s += time.perf_counter() - t0
-        pred = clip_to_scale(pred.detach().to(b.query.targets.dtype), table)
-        scores.add(
-            per_task_metrics(pred, b.query.targets, b.query.mask, table.feedback, k),
-            pred,
-            b.query.targets,
-            b.query.mask,
-        )
-    return scores.result(n, k, adapt_s=adapt_s, per_task=return_per_task)
+def _val_metric(
+    fitted: LearnerFitted, data: FitData, scfg: SamplerConfig, ts: TrainSettings, metric: str
+) -> float:
+    val = evaluate_fitted(
+        fitted,
+        data.table,
+        data.splits.pools[data.splits.val],
+        scfg,
+        max_tasks=ts.val_tasks,
+        seed=data.seed,
+        check_finite=False,  # a diverged candidate scores NaN and is not kept
+    )
+    return float(val[metric])

@@ -17,7 +17,7 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, mlp
 from metarec.methods.learners._loop import (
     LearnerMethod,
@@ -101,5 +101,6 @@ register_method(
     "feature-global",
     make_feature_global,
     loader=learner_loader(GlobalSettings, _shell),
+    tags=MethodTags(family="learner"),
     replace=True,
 )

@@ -43,7 +43,8 @@ from metarec._errors import CheckpointError, ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
+from metarec.train.log import TrainingLog
 
 __all__ = [
     "PRIOR",
@@ -134,6 +135,13 @@ class ContentBiasAdapted:
         b = self.bias.to(items.device)
         return self.mu + b[items] + self.offsets.to(items.device, b.dtype).unsqueeze(1)
 
+    def select(self, rows: torch.Tensor) -> ContentBiasAdapted:
+        return ContentBiasAdapted(self.mu, self.bias, self.offsets[rows.to(self.offsets.device)])
+
+    @classmethod
+    def concat(cls, parts: list[ContentBiasAdapted]) -> ContentBiasAdapted:
+        return cls(parts[0].mu, parts[0].bias, torch.cat([p.offsets for p in parts]))
+
 
 class ContentBiasFitted:
     """The fitted biases: ``mu``, ``bias (n_items,)`` float64, the selected ``alpha`` / ``shrink``."""
@@ -153,6 +161,7 @@ class ContentBiasFitted:
         self.table, self.mu, self.bias = table, float(mu), bias
         self.alpha, self.shrink, self.val_mae = float(alpha), float(shrink), val_mae
         self.text_weight = float(text_weight)
+        self.training_log = TrainingLog()  # closed form: no steps
         self.cold_bias: torch.Tensor | None = None
         """After :meth:`ContentBiasMethod.fit`: each item's bias as if it were cold ``(n_items,)``,
         the content prediction, out of fold for the meta-train items (not saved)."""
@@ -282,6 +291,10 @@ class ContentBiasMethod:
         cold = np.where(n > 0, oof, c)  # meta-train items out of fold, the others from the full fit
         cold[0] = 0.0
         out.cold_bias = torch.as_tensor(cold, dtype=torch.float64)
+        if (
+            out.val_mae is not None
+        ):  # closed form: no steps, the selected combination's meta-val MAE
+            out.training_log = TrainingLog(metric="mae", best_val={"mae": out.val_mae})
         return out
 
 
@@ -346,4 +359,10 @@ def make_content_bias(scenario: Any = None, **settings: Any) -> ContentBiasMetho
     return ContentBiasMethod(sampler, **settings)
 
 
-register_method("content-bias", make_content_bias, loader=ContentBiasFitted.build, replace=True)
+register_method(
+    "content-bias",
+    make_content_bias,
+    loader=ContentBiasFitted.build,
+    tags=MethodTags(feedback=("explicit",), family="learner"),
+    replace=True,
+)

@@ -27,8 +27,11 @@ given. The inclusion probabilities of a uniform ``k``-subset of a user's ``n_u``
 (plus one intercept row and column: ``E[1 . s_j] = sum_u q_u x_uj``, ``E[1 . y_j] = sum_u (1 -
 q_u) t_uj``) and ``B_k = (A + lambda I)^-1 C`` (:func:`kshot_moments`, :func:`solve_ridge`).
 One ``B_k`` is solved per support size of ``settings.shots``; ``lambda`` is chosen per ``k`` on
-**meta-val** users by nDCG@10 over the catalogue (relevant held-out items against every
-modelled item outside the support). ``adapt`` picks, per task, the ``B_k`` of the nearest support
+**meta-val** users by nDCG@10 over the catalogue: in a ranking scenario (``protocol.ranking``)
+on the protocol's own meta-val tasks at ``k`` shots (their support pools, queries and state
+catalogue, :func:`metarec.methods.catalogue.evaluate_ranking`), as the baselines are tuned;
+otherwise on seeded random ``k``-item supports of meta-val users, the rest of their relevant
+items held out, against every modelled item outside the support. ``adapt`` picks, per task, the ``B_k`` of the nearest support
 size (in log scale) and scores the catalogue with one sparse-by-dense product; there is no
 gradient step at adaptation, so it takes microseconds per user.
 
@@ -39,22 +42,29 @@ the model and get the lowest score of their row; use a content-based method for 
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from metarec._errors import CheckpointError, ConfigError
-from metarec.algorithms.kshot import kshot_moments, solve_ridge
+from metarec.algorithms.kshot import kshot_moments, kshot_moments_projected, solve_ridge
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
+from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.learners._settings import parse_settings
+from metarec.methods.ranking._common import Protocol
+from metarec.methods.ranking.by_shots import nearest_shot
+from metarec.train.log import TrainingLog
+from metarec.train.outer import Step, Validation, outer_loop
 
 __all__ = [
     "ElaeSettings",
@@ -64,6 +74,9 @@ __all__ = [
     "catalogue_ndcg",
     "make_elae",
 ]
+
+
+_METRIC = "ndcg@10_all"  # meta-val selection: nDCG@10 over the catalogue (see catalogue_ndcg)
 
 
 @dataclass(frozen=True)
@@ -79,8 +92,14 @@ class ElaeSettings:
             protocol's ``relevance`` when set, else ``low + 0.75 (high - low)`` of the rating
             scale, 4 on 1..5); implicit feedback: every interaction is relevant.
         val_tasks: meta-val users used for the choice of ``lambda`` (seeded subset).
-        max_items: the most items modelled (the most interacted in meta-train); the dense
-            ``(m + 1, m)`` solve costs ``O(m^3)`` and ``8 m^2`` bytes.
+        max_items: the most items modelled per side (the most interacted in meta-train).
+        rank: ``None`` (default): the full model while the inputs number at most
+            ``dense_limit`` (a dense ``(h + m + 1)``-square solve: ``O((h + m)^3)`` time, ``8 (h +
+            m)^2`` bytes), else inputs projected on ``256`` basis vectors per side; an integer
+            forces that many (the top right singular vectors of the meta-train interaction
+            matrix: ``z = [H Ph, s P, 1]``, :func:`~metarec.algorithms.kshot.kshot_moments_projected`);
+            0 forces the full model.
+        dense_limit: the most inputs (``h + m``) of the full model when ``rank`` is ``None``.
         seed: seeds the meta-val subset and its support draws (``None``: the fit's seed).
         history: with several domains, feed each user's meta-train source-domain interactions
             as an always-present input block (cold users of a target domain); ``False`` uses
@@ -94,7 +113,9 @@ class ElaeSettings:
     lambdas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
     relevance: float | None = None
     val_tasks: int = 512
-    max_items: int = 20_000
+    max_items: int = 200_000
+    rank: int | None = None
+    dense_limit: int = 8_000
     seed: int | None = None
     history: bool = True
     history_norm: float = 0.0
@@ -112,7 +133,11 @@ class ElaeSettings:
         if self.val_tasks < 1:
             raise ConfigError(f"val_tasks={self.val_tasks}: must be >= 1; e.g. val_tasks = 512")
         if self.max_items < 2:
-            raise ConfigError(f"max_items={self.max_items}: must be >= 2; e.g. max_items = 20000")
+            raise ConfigError(f"max_items={self.max_items}: must be >= 2; e.g. max_items = 200000")
+        if self.rank is not None and self.rank < 0:
+            raise ConfigError(
+                f"rank={self.rank}: must be >= 1 (low rank), 0 (the full model) or none (automatic)"
+            )
 
 
 def catalogue_ndcg(
@@ -155,17 +180,52 @@ def _indicators(
     col: np.ndarray,
     width: int,
     values: np.ndarray | None = None,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """``float64 (len(users), width)``: 1 (or ``values[row]``) at ``(user, col[item])`` for each
-    row of ``rows`` whose user is in ``users`` (sorted) and whose item is modelled (``col >= 0``)."""
+    row of ``rows`` whose user is in ``users`` (sorted) and whose item is modelled (``col >= 0``);
+    a coalesced sparse COO tensor with ``sparse`` (a repeated pair counts once)."""
     c = col[table.items[rows]]
     pos = np.searchsorted(users, table.users[rows])
     pos = np.minimum(pos, max(len(users) - 1, 0))
     keep = (c >= 0) & (len(users) > 0) & (users[pos] == table.users[rows])
+    ui, ci = torch.from_numpy(pos[keep]), torch.from_numpy(c[keep])
+    v = (
+        torch.ones(len(ui), dtype=torch.float64)
+        if values is None
+        else torch.from_numpy(values[rows][keep].astype(np.float64))
+    )
+    if sparse:
+        key = np.unique(pos[keep] * width + c[keep], return_index=True)[1]
+        idx = torch.stack([ui[key], ci[key]])
+        return torch.sparse_coo_tensor(
+            idx, v[key], (len(users), width), check_invariants=True
+        ).coalesce()
     out = torch.zeros(len(users), width, dtype=torch.float64)
-    v = 1.0 if values is None else torch.from_numpy(values[rows][keep].astype(np.float64))
-    out[torch.from_numpy(pos[keep]), torch.from_numpy(c[keep])] = v
+    out[ui, ci] = v
     return out
+
+
+def _scale_rows(M: torch.Tensor, power: float) -> torch.Tensor:
+    """Each row of ``M`` (dense or sparse COO) divided by its sum to the power ``power``."""
+    if power == 0:
+        return M
+    if M.is_sparse:
+        M = M.coalesce()
+        sums = torch.sparse.sum(M, dim=1).to_dense().clamp(min=1.0)
+        v = M.values() * sums[M.indices()[0]] ** -power
+        return torch.sparse_coo_tensor(M.indices(), v, M.shape, check_invariants=True).coalesce()
+    return M * M.sum(dim=1, keepdim=True).clamp(min=1.0) ** -power
+
+
+def _basis(M: torch.Tensor, rank: int, seed: int) -> torch.Tensor:
+    """``(columns, r)``: the top right singular vectors of ``M`` (randomised, seeded; ``r =
+    min(rank, columns)``) -- the input basis of a low-rank model."""
+    r = min(rank, M.shape[1], M.shape[0])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        _, _, V = torch.svd_lowrank(M, q=r, niter=3)
+    return V[:, :r].contiguous()
 
 
 def _columns(items: np.ndarray, n: int) -> np.ndarray:
@@ -181,14 +241,6 @@ def _top_items(table: InteractionTable, rows: np.ndarray, cap: int) -> np.ndarra
     if len(items) > cap:
         items = np.sort(items[np.argsort(-counts[items], kind="stable")[:cap]])
     return items
-
-
-def _nearest(shots: Sequence[int], sizes: torch.Tensor) -> torch.Tensor:
-    """Index into ``shots`` of the nearest support size in log scale, per task (size 0 -> the
-    smallest)."""
-    grid = torch.log(torch.tensor([float(k) for k in shots]))
-    x = torch.log(sizes.double().clamp(min=1.0))
-    return (x[:, None] - grid[None, :].double()).abs().argmin(dim=1)
 
 
 @dataclass
@@ -219,7 +271,10 @@ class ElaeFitted:
             has one domain): the first ``h`` input rows of each ``B_k``.
         hist_ptr, hist_cols: each table user's meta-train source-domain items as CSR
             (``hist_cols[hist_ptr[u]:hist_ptr[u + 1]]``, columns into ``source_items``).
-        shots: the support sizes, ascending; ``B[i]`` is ``B_{shots[i]}``, ``(h + m + 1, m)``.
+        shots: the support sizes, ascending; ``B[i]`` is ``B_{shots[i]}``, ``(h + m + 1, m)``
+            (or ``(r_h + r + 1, m)`` over the bases).
+        P, Ph: ``(m, r)`` and ``(h, r_h)`` input bases of a low-rank model, or ``None`` (the
+            full model).
         lambdas: the ridge strength chosen on meta-val per support size.
         val_ndcg: the meta-val nDCG@10 of each chosen ``B_k``.
     """
@@ -250,6 +305,20 @@ class ElaeFitted:
         self.lambdas = [float(x) for x in lambdas]
         self.val_ndcg = [float(x) for x in val_ndcg]
         self.history_norm = 0.0
+        self.P: torch.Tensor | None = None
+        self.Ph: torch.Tensor | None = None
+        self.training_log = TrainingLog()
+
+    def _project(self, Z: torch.Tensor) -> torch.Tensor:
+        """Input rows ``[H_u, s, 1]`` -> ``[H_u Ph, s P, 1]`` (unchanged for the full model)."""
+        if self.P is None:
+            return Z
+        h = len(self.source_items)
+        parts = []
+        if h and self.Ph is not None:
+            parts.append(Z[:, :h] @ self.Ph.to(Z.dtype))
+        parts += [Z[:, h:-1] @ self.P.to(Z.dtype), Z[:, -1:]]
+        return torch.cat(parts, dim=1)
 
     def inputs(self, support: EpisodeSet, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``(T, h + m + 1)`` input rows ``[H_u, s, 1]`` of the tasks of ``support``: the task
@@ -281,11 +350,12 @@ class ElaeFitted:
         """``(T, m)`` scores of the modelled items for each task of ``support``."""
         Z = self.inputs(support)
         h = len(self.source_items)
-        which = _nearest(self.shots, (Z[:, h:-1] > 0).sum(dim=1))
+        which = nearest_shot(self.shots, (Z[:, h:-1] > 0).sum(dim=1))
+        Z = self._project(Z)
         out = torch.empty(Z.shape[0], len(self.items), dtype=self.B[0].dtype)
         for i in which.unique().tolist():
             sel = which == i
-            out[sel] = Z[sel] @ self.B[i]  # (tasks, h + m + 1) @ (h + m + 1, m)
+            out[sel] = Z[sel] @ self.B[i]  # (tasks, inputs) @ (inputs, m)
         return out
 
     def adapt(
@@ -308,6 +378,8 @@ class ElaeFitted:
             "n_source": len(self.source_items),
             "n_history": len(self.hist_cols),
             "history_norm": self.history_norm,
+            "rank": 0 if self.P is None else int(self.P.shape[1]),
+            "rank_history": 0 if self.Ph is None else int(self.Ph.shape[1]),
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -318,21 +390,39 @@ class ElaeFitted:
             "hist_cols": self.hist_cols.cpu(),
         }
         out.update({f"B.{k}": b.detach().cpu() for k, b in zip(self.shots, self.B, strict=True)})
+        if self.P is not None:
+            out["P"] = self.P.cpu()
+        if self.Ph is not None:
+            out["Ph"] = self.Ph.cpu()
         return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         want = {"items", "source_items", "hist_ptr", "hist_cols", *(f"B.{k}" for k in self.shots)}
+        want |= {"P"} if self.P is not None else set()
+        want |= {"Ph"} if self.Ph is not None else set()
         if set(state) != want:
             raise CheckpointError(
                 f"state_dict: keys {sorted(state)} do not match elae's {sorted(want)}; the weights "
                 "belong to another run; re-train"
             )
         m, h = int(state["items"].shape[0]), int(state["source_items"].shape[0])
+        r = m if "P" not in state else int(state["P"].shape[1])
+        rh = h if "Ph" not in state else int(state["Ph"].shape[1])
+        if "P" in state and tuple(state["P"].shape) != (m, r):
+            raise CheckpointError(
+                f"state_dict: 'P' has shape {tuple(state['P'].shape)}, expected ({m}, rank); the "
+                "weights belong to another run; re-train"
+            )
+        if "Ph" in state and tuple(state["Ph"].shape) != (h, rh):
+            raise CheckpointError(
+                f"state_dict: 'Ph' has shape {tuple(state['Ph'].shape)}, expected ({h}, rank); the "
+                "weights belong to another run; re-train"
+            )
         for k in self.shots:
-            if tuple(state[f"B.{k}"].shape) != (h + m + 1, m):
+            if tuple(state[f"B.{k}"].shape) != (rh + r + 1, m):
                 raise CheckpointError(
                     f"state_dict: 'B.{k}' has shape {tuple(state[f'B.{k}'].shape)}, expected "
-                    f"{(h + m + 1, m)} for {m} modelled and {h} source items; the weights belong "
+                    f"{(rh + r + 1, m)} for {m} modelled and {h} source items; the weights belong "
                     "to another run; re-train"
                 )
         top = max([int(x.max()) for x in (state["items"], state["source_items"]) if len(x)] or [0])
@@ -346,16 +436,20 @@ class ElaeFitted:
         self.source_items = state["source_items"].long()
         self.hist_ptr, self.hist_cols = state["hist_ptr"].long(), state["hist_cols"].long()
         self.B = [state[f"B.{k}"].float() for k in self.shots]
+        self.P = state["P"].float() if "P" in state else None
+        self.Ph = state["Ph"].float() if "Ph" in state else None
 
     @classmethod
     def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> ElaeFitted:
         shots = [int(k) for k in config.get("shots", [1])]
         m, h = int(config.get("n_modelled", 1)), int(config.get("n_source", 0))
+        r, rh = int(config.get("rank", 0)), int(config.get("rank_history", 0))
+        width = (rh if rh else h) + (r if r else m) + 1
         out = cls(
             table,
             torch.zeros(m, dtype=torch.long),
             shots,
-            [torch.zeros(h + m + 1, m) for _ in shots],
+            [torch.zeros(width, m) for _ in shots],
             config.get("lambdas", [1.0] * len(shots)),
             config.get("val_ndcg", ()),
             torch.zeros(h, dtype=torch.long),
@@ -363,6 +457,8 @@ class ElaeFitted:
             torch.zeros(int(config.get("n_history", 0)), dtype=torch.long),
         )
         out.history_norm = float(config.get("history_norm", 0.0))
+        out.P = torch.zeros(m, r) if r else None
+        out.Ph = torch.zeros(h, rh) if rh else None
         return out
 
 
@@ -434,9 +530,35 @@ class ElaeMethod:
 
     name = "elae"
 
-    def __init__(self, settings: ElaeSettings, shots: Sequence[int] = (1, 3, 5, 10, 20)) -> None:
+    def __init__(
+        self,
+        settings: ElaeSettings,
+        shots: Sequence[int] = (1, 3, 5, 10, 20),
+        protocol: Protocol | None = None,
+    ) -> None:
         self.settings = settings
         self.shots = sorted({int(k) for k in (settings.shots or shots)})
+        self.protocol = (
+            protocol if protocol is not None and protocol.relevance is not None else None
+        )
+
+    def _protocol_ndcg(self, fitted: ElaeFitted, k: int, B: torch.Tensor, data: FitData) -> float:
+        """Meta-val ``ndcg@10_all`` of ``B`` used at every support size, on the ranking
+        protocol's own meta-val tasks at ``k`` shots (its support pools and queries)."""
+        assert self.protocol is not None
+        one = copy.copy(fitted)
+        one.shots, one.B = [k], [B.float()]
+        ev = evaluate_ranking(
+            one,
+            data.table,
+            data.splits,
+            data.splits.val,
+            replace(self.protocol.sampler, n_support=k),
+            relevance=self.protocol.relevance,
+            max_tasks=self.settings.val_tasks,
+            seed=data.seed,
+        )
+        return float(ev[_METRIC])
 
     def fit(self, data: FitData) -> ElaeFitted:
         st, table, splits = self.settings, data.table, data.splits
@@ -456,11 +578,14 @@ class ElaeMethod:
         src = _top_items(table, srows, st.max_items) if len(srows) else np.zeros(0, np.int64)
         col, scol = _columns(items, table.n_items), _columns(src, table.n_items)
         users = np.unique(table.users[trows])  # the meta-train users with target interactions
-        X = _indicators(table, trows, users, col, len(items))
-        T = _indicators(table, trows, users, col, len(items), relevant)
-        H = _indicators(table, srows, users, scol, len(src)) if len(src) else None
+        m, h = len(items), len(src)
+        rank = st.rank if st.rank is not None else (0 if h + m <= st.dense_limit else 256)
+        sparse = rank > 0
+        X = _indicators(table, trows, users, col, m, sparse=sparse)
+        T = _indicators(table, trows, users, col, m, relevant, sparse=sparse)
+        H = _indicators(table, srows, users, scol, h, sparse=sparse) if h else None
         if H is not None:
-            H *= H.sum(dim=1, keepdim=True).clamp(min=1.0) ** -st.history_norm
+            H = _scale_rows(H, st.history_norm)
         # every table user's meta-train source history, as CSR over the source columns
         hs = srows[scol[table.items[srows]] >= 0]
         order = np.lexsort((scol[table.items[hs]], table.users[hs]))
@@ -480,34 +605,95 @@ class ElaeMethod:
         )
         fitted.history_norm = st.history_norm
         seed = data.seed if st.seed is None else st.seed
+        P = Ph = None
+        if rank:
+            P = _basis(X, rank, seed)
+            Ph = _basis(H, rank, seed) if H is not None else None
+            fitted.P = P.float()
+            fitted.Ph = None if Ph is None else Ph.float()
         val = _val_tasks(
             table, splits.pools[splits.val], col, relevant, st.val_tasks, max(self.shots), seed
         )
         Bs: list[torch.Tensor] = []
+        log_rows: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        n_users = max(int(X.shape[0]), 1)
         for k in self.shots:
-            A, C = kshot_moments(X, T, k, H)
-            best: tuple[float, float, torch.Tensor | None] = (-math.inf, st.lambdas[0], None)
-            for lam in st.lambdas:
+            if P is not None:
+                A, C = kshot_moments_projected(X, T, k, P, H, Ph)
+            else:
+                A, C = kshot_moments(X, T, k, H)
+            Z, ex, rel = val.batch(k, fitted) if val.cols else (None, None, None)
+            if Z is not None and self.protocol is None:
+                Z = fitted._project(Z)
+            tried: dict[int, torch.Tensor] = {}
+            kept: dict[str, Any] = {}
+
+            def solve(i: int, A=A, C=C, tried=tried) -> Step:
                 try:
-                    B = solve_ridge(A, C, lam)
-                except ConfigError:
-                    continue
-                if not val.cols:  # no meta-val user to choose with: the first strength that solves
-                    best = (math.nan, lam, B)
-                    break
-                Z, ex, rel = val.batch(k, fitted)
-                nd = float(torch.nanmean(catalogue_ndcg(Z @ B, ex, rel)))
-                if nd > best[0]:
-                    best = (nd, lam, B)
-            if best[2] is None:
+                    B = solve_ridge(A, C, st.lambdas[i])
+                except ConfigError:  # not positive definite at this strength: never chosen
+                    return Step(loss=math.nan, skipped=True)
+                tried[i] = B
+                # the expected k-shot loss per user, up to its constant: tr(B'AB) - 2 tr(B'C)
+                loss = float(((A @ B) * B).sum() - 2.0 * (C * B).sum()) / n_users
+                return Step(loss=loss)
+
+            def check(tried=tried, Z=Z, ex=ex, rel=rel, k=k) -> Validation:
+                if not tried:  # nothing solved yet
+                    return Validation(-math.inf, {_METRIC: math.nan})
+                i = max(tried)
+                if Z is None:  # no meta-val user: the first strength that solves
+                    return Validation(-float(i), {_METRIC: math.nan})
+                if self.protocol is not None:  # the scenario's own meta-val protocol
+                    nd = self._protocol_ndcg(fitted, k, tried[i], data)
+                else:
+                    nd = float(torch.nanmean(catalogue_ndcg(Z @ tried[i], ex, rel)))
+                return Validation(nd, {_METRIC: nd})
+
+            def keep(step: int, tried=tried, kept=kept) -> None:
+                kept["i"] = max(tried)
+
+            state = outer_loop(
+                solve,
+                steps=len(st.lambdas),
+                val_every=1,
+                validate=check,
+                keep_best=keep,
+                progress=data.progress,
+                desc=f"elae k={k}",
+                unit="solve",
+            )
+            if "i" not in kept:
                 raise ConfigError(
                     f"elae: no ridge strength of lambdas={list(st.lambdas)} gives a solvable system "
                     f"for k={k}; add larger values (--set learners.elae.lambdas=[1.0, 10.0, 100.0])"
                 )
-            fitted.lambdas.append(best[1])
-            fitted.val_ndcg.append(best[0])
-            Bs.append(best[2].float())
+            for row in state.rows:
+                log_rows.append(
+                    {
+                        **row,
+                        "step": len(log_rows) + 1,
+                        "k": k,
+                        "lambda": st.lambdas[row["step"] - 1],
+                    }
+                )
+            fitted.lambdas.append(st.lambdas[kept["i"]])
+            fitted.val_ndcg.append(float(state.best_val.get(_METRIC, math.nan)))
+            Bs.append(tried[kept["i"]].float())
         fitted.B = Bs
+        fitted.training_log = TrainingLog(
+            steps=len(log_rows),
+            best_step=len(log_rows),  # every support size keeps its own best: all are used
+            seconds=time.perf_counter() - t0,
+            budget=len(self.shots) * len(st.lambdas),
+            skipped_steps=sum(1 for r in log_rows if r.get("skipped")),
+            metric=_METRIC,
+            best_val={
+                f"{_METRIC}@k={k}": v for k, v in zip(self.shots, fitted.val_ndcg, strict=True)
+            },
+            rows=tuple(log_rows),
+        )
         return fitted
 
 
@@ -527,7 +713,13 @@ def make_elae(scenario: Any = None, **settings: Any) -> ElaeMethod:
         if rel is not None:
             defaults["relevance"] = rel
     st = parse_settings(ElaeSettings, "elae", settings, defaults, scenario)
-    return ElaeMethod(st, shots)
+    return ElaeMethod(st, shots, Protocol.of(scenario) if scenario is not None else None)
 
 
-register_method("elae", make_elae, loader=ElaeFitted.build, replace=True)
+register_method(
+    "elae",
+    make_elae,
+    loader=ElaeFitted.build,
+    tags=MethodTags(units=("user",), family="learner"),
+    replace=True,
+)

@@ -30,7 +30,7 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, mlp
 from metarec.methods.learners._loop import (
     LearnerMethod,
@@ -190,5 +190,10 @@ def _shell(cls: type[_ClassConditioned]):
     return shell
 
 
-register_method("lwa", make_lwa, loader=learner_loader(LWASettings, _shell(LWA)), replace=True)
-register_method("nlba", make_nlba, loader=learner_loader(LWASettings, _shell(NLBA)), replace=True)
+_TAGS = MethodTags(feedback=("implicit",), family="learner")
+register_method(
+    "lwa", make_lwa, loader=learner_loader(LWASettings, _shell(LWA)), tags=_TAGS, replace=True
+)
+register_method(
+    "nlba", make_nlba, loader=learner_loader(LWASettings, _shell(NLBA)), tags=_TAGS, replace=True
+)

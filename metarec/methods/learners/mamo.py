@@ -35,7 +35,7 @@ from torch.func import grad, vmap
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, task_entity
 from metarec.methods.learners._loop import (
     LearnerMethod,
@@ -295,4 +295,10 @@ def _shell(table: Any, s: MAMOSettings, shape: Any) -> MAMO:
     return MAMO(table, s)
 
 
-register_method("mamo", make_mamo, loader=learner_loader(MAMOSettings, _shell), replace=True)
+register_method(
+    "mamo",
+    make_mamo,
+    loader=learner_loader(MAMOSettings, _shell),
+    tags=MethodTags(inner_loop=True, family="learner"),
+    replace=True,
+)

@@ -34,7 +34,7 @@ from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.crossdomain.data import CrossDomainView, cross_domain_view, user_histories
 from metarec.methods.crossdomain.mf import MF, fit_mf, new_mf
 from metarec.methods.learners._encode import task_entity
@@ -371,5 +371,9 @@ for _name, _factory in (
     ("reptile-source-init", make_reptile_source_init),
 ):
     register_method(
-        _name, _factory, loader=learner_loader(BridgeSettings, _SHELLS[_name]), replace=True
+        _name,
+        _factory,
+        loader=learner_loader(BridgeSettings, _SHELLS[_name]),
+        tags=MethodTags(source_history=True, inner_loop=True, family="learner"),
+        replace=True,
     )

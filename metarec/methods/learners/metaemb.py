@@ -35,7 +35,7 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import masked_bce
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, mlp
 from metarec.methods.learners._loop import (
     LearnerFitted,
@@ -463,6 +463,7 @@ def _make(
         pretrain=_pretrain_for(name, scfg.n_support),
         select=select_warm_lr,
         validate=warmup_val_score,
+        val_metric="neg_logloss",
     )
 
 
@@ -496,5 +497,15 @@ for _name, _cls, _factory in (
     ("mwuf", MWUF, make_mwuf),
 ):
     register_method(
-        _name, _factory, loader=learner_loader(WarmupSettings, _shell(_cls)), replace=True
+        _name,
+        _factory,
+        loader=learner_loader(WarmupSettings, _shell(_cls)),
+        tags=MethodTags(
+            feedback=("implicit",),
+            units=("item",),
+            item_features=True,
+            inner_loop=True,
+            family="learner",
+        ),
+        replace=True,
     )

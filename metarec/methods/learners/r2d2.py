@@ -44,7 +44,7 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, mlp
 from metarec.methods.learners._loop import (
     LearnerMethod,
@@ -372,4 +372,10 @@ def _shell(table: Any, s: R2D2Settings, shape: Any) -> R2D2:
     return R2D2(table, s)
 
 
-register_method("r2d2", make_r2d2, loader=learner_loader(R2D2Settings, _shell), replace=True)
+register_method(
+    "r2d2",
+    make_r2d2,
+    loader=learner_loader(R2D2Settings, _shell),
+    tags=MethodTags(family="learner"),
+    replace=True,
+)

@@ -34,7 +34,7 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.crossdomain.data import cross_domain_view, user_history_rows
 from metarec.methods.learners._encode import task_entity
 from metarec.methods.learners._loop import (
@@ -215,5 +215,6 @@ register_method(
     "r2d2-source",
     make_r2d2_source,
     loader=learner_loader(SourceR2D2Settings, _shell),
+    tags=MethodTags(feedback=("explicit",), source_history=True, family="learner"),
     replace=True,
 )

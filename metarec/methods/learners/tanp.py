@@ -39,7 +39,7 @@ from torch import nn
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, masked_mean, mlp, unit_targets
 from metarec.methods.learners._loop import (
     LearnerMethod,
@@ -230,4 +230,10 @@ def _shell(table: Any, s: TaNPSettings, shape: Any) -> TaNP:
     return TaNP(table, s)
 
 
-register_method("tanp", make_tanp, loader=learner_loader(TaNPSettings, _shell), replace=True)
+register_method(
+    "tanp",
+    make_tanp,
+    loader=learner_loader(TaNPSettings, _shell),
+    tags=MethodTags(family="learner"),
+    replace=True,
+)
