@@ -53,9 +53,15 @@ method = build_method(
     "metatower", None, steps=steps, val_every=50, dim=16, hidden=32, lr=1e-2, shots=(1, 3, 5)
 )
 fitted = method.fit(FitData(table, splits, seed=0))
-print(f"loss {fitted.log['loss']}, best meta-val step {fitted.log['best_step']}")
-for step, _, warm, cold in fitted.log["val"]:
-    print(f"  step {step:4d}: meta-val nDCG@10 {warm:.4f} (every id hidden: {cold:.4f})")
+log = fitted.training_log
+print(f"loss {fitted.summary['loss']}, best meta-val step {log.best_step} of {log.steps}")
+for row in log.rows:
+    if "val" in row:
+        val = row["val"]
+        print(
+            f"  step {row['step']:4d}: meta-val nDCG@10 {val['ndcg@10_all']:.4f} "
+            f"(every id hidden: {val['ndcg@10_hidden_ids']:.4f})"
+        )
 
 # a cold user who liked three genre-0 items: score every item of the catalogue at once
 liked = torch.as_tensor(table.item_ids.encode(["0", "4", "8"]))[None]  # (1, 3)

@@ -20,26 +20,31 @@ import warnings
 import numpy as np
 import torch
 
-from metarec.data.table import InteractionTable
-
 __all__ = ["Neighbours"]
 
 _DENSE_LIMIT = 40_000_000  # entries of K kept dense (160 MB in float32)
 
 
 class Neighbours:
-    """``K`` (see the module docstring) over ``rows`` of ``table``, columns ``catalogue``.
+    """``K`` (see the module docstring) over the interactions ``(users, items)`` (table
+    indices; a repeated pair counts once), rows every item of ``n_items``, columns ``catalogue``.
 
     Attributes:
         inv_norm: ``(n_items,)`` ``1 / sqrt(n_i)`` (0 for items without a row).
         K: ``(n_items, C)``, dense or sparse (COO) when dense would exceed 40M entries.
     """
 
-    def __init__(self, table: InteractionTable, rows: np.ndarray, catalogue: np.ndarray) -> None:
-        n, C = table.n_items, int(catalogue.shape[0])
+    def __init__(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        n_users: int,
+        n_items: int,
+        catalogue: np.ndarray,
+    ) -> None:
+        n, C = n_items, int(catalogue.shape[0])
         column = np.full(n, -1, dtype=np.int64)
         column[catalogue] = np.arange(C)
-        users, items = table.users[rows], table.items[rows]
         key = np.unique(users.astype(np.int64) * n + items)  # one entry per (user, item)
         users, items = key // n, key % n
         counts = np.bincount(items, minlength=n).astype(np.float64)
@@ -50,14 +55,14 @@ class Neighbours:
         X = torch.sparse_coo_tensor(
             torch.from_numpy(np.stack([items, users])),
             vals,
-            (n, table.n_users),
+            (n, n_users),
             check_invariants=True,
         ).coalesce()  # (n_items, n_users)
         inc = column[items] >= 0
         Xc = torch.sparse_coo_tensor(
             torch.from_numpy(np.stack([users[inc], column[items[inc]]])),
             vals[torch.from_numpy(inc)],
-            (table.n_users, C),
+            (n_users, C),
             check_invariants=True,
         ).coalesce()  # (n_users, C)
         with warnings.catch_warnings():  # torch's sparse-by-sparse product goes through CSR

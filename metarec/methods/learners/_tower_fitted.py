@@ -8,8 +8,9 @@ one matmul. The method and its meta-training are :mod:`metarec.methods.learners.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from metarec.methods.learners._encode import task_entity
 from metarec.methods.learners._neighbours import Neighbours
 from metarec.methods.learners.r2d2 import ridge_head
 from metarec.models.retrieval_towers import ItemTower, SetUserTower
+from metarec.train.log import TrainingLog
 
 __all__ = ["MetaTowerSettings", "MetaTowerFitted", "MetaTowerAdapted", "Towers"]
 
@@ -217,6 +219,19 @@ class MetaTowerAdapted:
     def n_tasks(self) -> int:
         return int(self.users.shape[0])
 
+    def select(self, rows: torch.Tensor) -> MetaTowerAdapted:
+        """The tasks ``rows`` (``int64 (R,)``, repeats allowed), in that order."""
+        knn = None if self.knn is None else self.knn[rows]
+        return dataclasses.replace(self, users=self.users[rows], knn=knn)
+
+    @classmethod
+    def concat(cls, parts: Sequence[MetaTowerAdapted]) -> MetaTowerAdapted:
+        """The tasks of ``parts`` (adapted by one fitted model), one after the other."""
+        first = parts[0]
+        knns = [p.knn for p in parts if p.knn is not None]
+        knn = torch.cat(knns) if knns and len(knns) == len(parts) else None
+        return dataclasses.replace(first, users=torch.cat([p.users for p in parts]), knn=knn)
+
     def _floor(self, s: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
         if not bool(bad.any()):
             return s
@@ -269,9 +284,10 @@ class MetaTowerFitted:
         catalogue: ``int64 (C,)`` the meta-train target items (the training catalogue).
         hist_items, hist_ratings, hist_mask: ``(n_users, H)`` each user's meta-train
             source-domain history (``H = 0`` without one).
-        knn_rows: ``int64`` the meta-train rows the item-kNN term is built from (empty: no
-            term); the neighbourhoods are rebuilt from them and the table when loaded.
-        log: the training log (meta-val scores, the best step).
+        knn_pairs: ``int64 (2, R)`` the meta-train (user, item) pairs the item-kNN term is built
+            from (empty: no term); the neighbourhoods are rebuilt from them when loaded.
+        training_log: the outer loop's log (meta-val curve, best step); summary: the loss and
+            id dropout used, the selection rule, the initial meta-val score.
     """
 
     def __init__(
@@ -281,12 +297,14 @@ class MetaTowerFitted:
         towers: Towers,
         catalogue: torch.Tensor,
         history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-        log: dict[str, Any] | None = None,
-        knn_rows: torch.Tensor | None = None,
+        summary: dict[str, Any] | None = None,
+        knn_pairs: torch.Tensor | None = None,
     ) -> None:
         self.name, self.table, self.settings, self.towers = "metatower", table, settings, towers
         self.catalogue = catalogue.long()
-        self.knn_rows = torch.zeros(0, dtype=torch.long) if knn_rows is None else knn_rows.long()
+        self.knn_pairs = (
+            torch.zeros(2, 0, dtype=torch.long) if knn_pairs is None else knn_pairs.long()
+        )
         self._neighbours: Neighbours | None = None
         n = table.n_users
         self.hist_items, self.hist_ratings, self.hist_mask = history or (
@@ -294,7 +312,8 @@ class MetaTowerFitted:
             torch.zeros(n, 0),
             torch.zeros(n, 0, dtype=torch.bool),
         )
-        self.log = log or {}
+        self.summary = summary or {}
+        self.training_log = TrainingLog()
 
     @property
     def has_history(self) -> bool:
@@ -302,9 +321,13 @@ class MetaTowerFitted:
 
     @property
     def neighbours(self) -> Neighbours | None:
-        """The item-kNN neighbourhoods (built on first use from ``knn_rows``), or ``None``."""
-        if self._neighbours is None and self.knn_rows.numel():
-            self._neighbours = Neighbours(self.table, self.knn_rows.numpy(), self.catalogue.numpy())
+        """The item-kNN neighbourhoods (built on first use from ``knn_pairs``), or ``None``."""
+        if self._neighbours is None and self.knn_pairs.numel():
+            users, items = self.knn_pairs.numpy()
+            t = self.table
+            self._neighbours = Neighbours(
+                users, items, t.n_users, t.n_items, self.catalogue.numpy()
+            )
         return self._neighbours
 
     def knn_term(
@@ -398,8 +421,8 @@ class MetaTowerFitted:
             "history_width": int(self.hist_items.shape[1]),
             "user_features": self.towers.user.user_features is not None,
             "ids": self.towers.items.ids is not None,
-            "n_knn_rows": int(self.knn_rows.shape[0]),
-            "log": self.log,
+            "n_knn_pairs": int(self.knn_pairs.shape[1]),
+            "summary": self.summary,
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -409,7 +432,7 @@ class MetaTowerFitted:
             hist_items=self.hist_items.cpu(),
             hist_ratings=self.hist_ratings.cpu(),
             hist_mask=self.hist_mask.cpu(),
-            knn_rows=self.knn_rows.cpu(),
+            knn_pairs=self.knn_pairs.cpu(),
         )
         return out
 
@@ -421,7 +444,7 @@ class MetaTowerFitted:
                 "the weights belong to another run or table; re-train"
             )
         for k, v in state.items():
-            if k not in ("catalogue", "knn_rows") and tuple(v.shape) != tuple(mine[k].shape):
+            if k not in ("catalogue", "knn_pairs") and tuple(v.shape) != tuple(mine[k].shape):
                 raise CheckpointError(
                     f"state_dict: {k!r} has shape {tuple(v.shape)}, expected {tuple(mine[k].shape)}; "
                     "the weights belong to another run or table; re-train"
@@ -433,13 +456,15 @@ class MetaTowerFitted:
         self.hist_items = state["hist_items"].long()
         self.hist_ratings = state["hist_ratings"].float()
         self.hist_mask = state["hist_mask"].bool()
-        rows = state["knn_rows"].long()
-        if rows.numel() and int(rows.max()) >= len(self.table):
+        pairs = state["knn_pairs"].long()
+        bound = torch.tensor([[self.table.n_users], [self.table.n_items]])
+        if pairs.dim() != 2 or pairs.shape[0] != 2 or bool((pairs >= bound).any()):
             raise CheckpointError(
-                f"state_dict: 'knn_rows' names table row {int(rows.max())}, but the table has "
-                f"{len(self.table)} rows; the weights belong to another table; re-train"
+                f"state_dict: 'knn_pairs' {tuple(pairs.shape)} does not hold (user, item) pairs of "
+                f"this table ({self.table.n_users} users, {self.table.n_items} items); the weights "
+                "belong to another table; re-train"
             )
-        self.knn_rows, self._neighbours = rows, None
+        self.knn_pairs, self._neighbours = pairs, None
 
     @classmethod
     def build(
@@ -457,5 +482,5 @@ class MetaTowerFitted:
             torch.zeros(n, h, dtype=torch.bool),
         )
         cat = torch.zeros(int(config.get("n_catalogue", 0)), dtype=torch.long)
-        rows = torch.zeros(int(config.get("n_knn_rows", 0)), dtype=torch.long)
-        return cls(table, st, towers, cat, hist, dict(config.get("log", {})), rows)
+        pairs = torch.zeros(2, int(config.get("n_knn_pairs", 0)), dtype=torch.long)
+        return cls(table, st, towers, cat, hist, dict(config.get("summary", {})), pairs)

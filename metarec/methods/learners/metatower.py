@@ -50,8 +50,11 @@ scores any items for every task as one matmul.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -66,7 +69,8 @@ from metarec.algorithms.ranking_losses import (
     sampled_softmax,
 )
 from metarec.data.table import InteractionTable
-from metarec.methods.base import FitData, register_method
+from metarec.methods.base import FitData, MethodTags, register_method
+from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.learners._catalogue_tasks import (
     TaskBatch,
     UserLists,
@@ -83,8 +87,12 @@ from metarec.methods.learners._tower_fitted import (
     Towers,
 )
 from metarec.methods.learners.elae import catalogue_ndcg
+from metarec.methods.ranking._common import Protocol
 from metarec.models.base import seeded
 from metarec.models.retrieval_towers import forget_unseen_codes
+from metarec.train.outer import Step, Validation, outer_loop, training_log
+
+_METRIC = "ndcg@10_all"
 
 __all__ = [
     "MetaTowerSettings",
@@ -104,10 +112,17 @@ class MetaTowerMethod:
     name = "metatower"
 
     def __init__(
-        self, settings: MetaTowerSettings, shots: Sequence[int] = (1, 3, 5, 10, 20)
+        self,
+        settings: MetaTowerSettings,
+        shots: Sequence[int] = (1, 3, 5, 10, 20),
+        protocol: Protocol | None = None,
     ) -> None:
         self.settings = settings
         self.shots = sorted({int(k) for k in (settings.shots or shots)})
+        # a ranking scenario's own meta-val tasks select the steps (as the baselines tune)
+        self.protocol = (
+            protocol if protocol is not None and protocol.relevance is not None else None
+        )
 
     def fit(self, data: FitData) -> MetaTowerFitted:
         st, table, splits = self.settings, data.table, data.splits
@@ -156,7 +171,9 @@ class MetaTowerMethod:
             forget_unseen_codes(towers.user.user_features, np.unique(table.users[trows]))
         fitted = MetaTowerFitted(table, st, towers, torch.from_numpy(catalogue), history)
         if st.neighbours:
-            fitted.knn_rows = torch.from_numpy(splits.pools[splits.train].rows.astype(np.int64))
+            rows = splits.pools[splits.train].rows
+            pairs = np.unique(np.stack([table.users[rows], table.items[rows]]), axis=1)
+            fitted.knn_pairs = torch.from_numpy(pairs.astype(np.int64))
             nb = fitted.neighbours
             assert nb is not None
             towers.knn_scale.fill_(1.0 / max(nb.typical_top(), 1e-6))
@@ -166,7 +183,7 @@ class MetaTowerMethod:
             and any(len(v) for v in splits.cold_items.values())
         )
         counts = torch.from_numpy(np.bincount(column[table.items[trows]], minlength=len(catalogue)))
-        fitted.log = _train(fitted, lists, usable, val, counts, self.shots, seed, cold)
+        _train(fitted, lists, usable, val, counts, self.shots, seed, cold, self.protocol, data)
         return fitted
 
 
@@ -272,6 +289,28 @@ def _val_score(fitted: MetaTowerFitted, val: list[TaskBatch], hide: bool) -> flo
     return float(np.mean(out))
 
 
+def _protocol_score(
+    fitted: MetaTowerFitted, protocol: Protocol, shots: Sequence[int], data: FitData
+) -> float:
+    """Mean ``ndcg@10_all`` over ``shots`` on the ranking protocol's own meta-val tasks (their
+    support pools, queries and state catalogue: :func:`~metarec.methods.catalogue.evaluate_ranking`)."""
+    out = []
+    for k in shots:
+        ev = evaluate_ranking(
+            fitted,
+            data.table,
+            data.splits,
+            data.splits.val,
+            replace(protocol.sampler, n_support=k),
+            relevance=protocol.relevance,
+            max_tasks=fitted.settings.val_tasks,
+            seed=data.seed,
+        )
+        out.append(float(ev[_METRIC]))
+    fitted.towers.train()
+    return float(np.nanmean(out)) if out else math.nan
+
+
 def _train(
     fitted: MetaTowerFitted,
     lists: UserLists,
@@ -281,8 +320,11 @@ def _train(
     shots: Sequence[int],
     seed: int,
     cold: bool,
-) -> dict[str, Any]:
-    """The outer loop: AdamW on the ranking loss, meta-val every ``val_every`` steps, best kept."""
+    protocol: Protocol | None,
+    data: FitData,
+) -> None:
+    """The outer loop (:func:`~metarec.train.outer.outer_loop`): AdamW on the ranking loss,
+    meta-val every ``val_every`` steps, the best weights kept; fills ``fitted.training_log``."""
     st, towers = fitted.settings, fitted.towers
     loss = _loss_name(st, fitted.catalogue.shape[0])
     p_drop = _id_dropout(st, fitted.table)
@@ -291,43 +333,59 @@ def _train(
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(towers.parameters(), lr=st.lr, weight_decay=st.weight_decay)
 
-    def score() -> tuple[float, float, float]:
-        warm = _val_score(fitted, val, hide=False)
-        c = _val_score(fitted, val, hide=True) if cold else math.nan
-        return (warm if not cold else (warm + c) / 2), warm, c
+    def validate() -> Validation:
+        if protocol is not None:
+            warm = _protocol_score(fitted, protocol, shots, data)
+        else:
+            warm = _val_score(fitted, val, hide=False)
+        if not cold:
+            return Validation(warm if warm == warm else -math.inf, {_METRIC: warm})
+        hidden = _val_score(fitted, val, hide=True)
+        both = (warm + hidden) / 2
+        return Validation(
+            both if both == both else -math.inf,
+            {"ndcg@10_select": both, _METRIC: warm, "ndcg@10_hidden_ids": hidden},
+        )
 
-    best, warm0, cold0 = score()
-    best_state, best_step, bad = copy.deepcopy(towers.state_dict()), 0, 0
-    history = [[0, best, warm0, cold0]]
-    step, losses = 0, []
-    for step in range(1, st.steps + 1):
+    def step(i: int) -> Step:
         idx = usable[torch.randint(usable.shape[0], (st.batch,), generator=g)]
         batch = lists.draw(idx, (min(shots), max(shots)), g, max_pos)
         value = _step_loss(fitted, batch, loss, p_drop, log_q, st.negatives, g)
+        if not torch.isfinite(value):
+            return Step(loss=float(value.detach()), tasks=st.batch, skipped=True)
         opt.zero_grad()
         value.backward()
         nn.utils.clip_grad_norm_(towers.parameters(), 10.0)
         opt.step()
-        losses.append(float(value.detach()))
-        if step % st.val_every == 0 or step == st.steps:
-            now, warm, c = score()
-            history.append([step, now, warm, c])
-            if not now <= best:  # a NaN score (no meta-val task) never replaces the best
-                best, best_state, best_step, bad = now, copy.deepcopy(towers.state_dict()), step, 0
-            else:
-                bad += 1
-                if st.patience is not None and bad >= st.patience:
-                    break
-    towers.load_state_dict(best_state)
+        return Step(loss=float(value.detach()), tasks=st.batch)
+
+    initial = copy.deepcopy(towers.state_dict())
+    best: dict[str, Any] = {"state": initial}
+    start = validate()
+    t0 = time.perf_counter()
+    state = outer_loop(
+        step,
+        steps=st.steps,
+        val_every=st.val_every,
+        validate=validate,
+        keep_best=lambda _: best.update(state=copy.deepcopy(towers.state_dict())),
+        patience=st.patience,
+        progress=data.progress,
+        desc="metatower",
+    )
+    metric = "ndcg@10_select" if cold else _METRIC
+    log = training_log(state, budget=st.steps, seconds=time.perf_counter() - t0, metric=metric)
+    if not state.best_score > start.score:  # meta-training never beat the initial towers
+        best["state"], log = initial, dataclasses.replace(log, best_step=0)
+    towers.load_state_dict(best["state"])
     towers.eval()
-    return {
+    fitted.training_log = log
+    fitted.summary = {
         "loss": loss,
         "id_dropout": p_drop,
-        "best_step": best_step,
-        "steps": step,
-        "val": history,
-        "train_loss": float(np.mean(losses[-50:])) if losses else math.nan,
-        "select": "warm+cold" if cold else "warm",
+        "select": "ids and hidden ids" if cold else "ids",
+        "protocol": protocol is not None,
+        "initial_val": start.score,
     }
 
 
@@ -346,7 +404,13 @@ def make_metatower(scenario: Any = None, **settings: Any) -> MetaTowerMethod:
         if getattr(proto, "relevance", None) is not None:
             defaults["relevance"] = proto.relevance
     st = parse_settings(MetaTowerSettings, "metatower", settings, defaults, scenario)
-    return MetaTowerMethod(st, shots)
+    return MetaTowerMethod(st, shots, Protocol.of(scenario) if scenario is not None else None)
 
 
-register_method("metatower", make_metatower, loader=MetaTowerFitted.build, replace=True)
+register_method(
+    "metatower",
+    make_metatower,
+    loader=MetaTowerFitted.build,
+    tags=MethodTags(units=("user",), family="learner"),
+    replace=True,
+)
