@@ -37,11 +37,14 @@ alike: DropoutNet), so the towers learn to place and to read items from their fe
 that is how ``metatower`` ranks **cold items** (no meta-train interaction: scored through their
 features; an item with neither an id nor features gets its row's lowest score).
 
-**Selection** is on meta-val only: every ``val_every`` steps, nDCG@10 over the catalogue
-(minus the support) of pinned meta-val tasks at every support size of ``shots`` (the same
-positives at every size), averaged; when the table has item features and the scenario has
-cold-item states, the mean of that and the same score with every id hidden (the cold-item
-proxy). The best step is kept; ``patience`` evaluations without a gain stop early.
+**Selection** is on meta-val only: every ``val_every`` steps (:func:`~metarec.train.outer.outer_loop`),
+nDCG@10 over the catalogue minus the support, averaged over the support sizes of ``shots``: in
+a ranking scenario (``protocol.ranking``) on the protocol's own meta-val tasks
+(:func:`~metarec.methods.catalogue.evaluate_ranking`, as the ranking baselines and ``elae``
+tune), otherwise on pinned meta-val tasks (one seeded order per user, the same positives at
+every size). When the table has item features and the scenario has cold-item states, the score
+is the mean of that and the pinned tasks' score with every id hidden (the cold-item proxy). The
+best step is kept; ``patience`` evaluations without a gain stop early.
 
 Adaptation is one forward pass of the user tower; :meth:`MetaTowerAdapted.score_catalogue`
 scores any items for every task as one matmul.
