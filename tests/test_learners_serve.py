@@ -57,6 +57,7 @@ KIND = {
     "r2d2": "explicit",
     "r2d2-source": "cross-domain",
     "elae": "explicit",
+    "metatower": "explicit",
 }
 SIZES = {  # small modules: the learners' own sizes, through the scenario's [learners.NAME] tables
     "tanp": ["hidden=8", "latent=4", "task_dim=4", "decoder=[8]"],
@@ -69,6 +70,7 @@ SIZES = {  # small modules: the learners' own sizes, through the scenario's [lea
     "warmup-base": ["hidden=[8]", "meta_hidden=4", "pretrain_epochs=1", "warm_lrs=[1.0]"],
     "metabridge": ["mf_epochs=1", "hidden=8", "history_len=5"],
     "elae": ["shots=[1, 3]", "lambdas=[1.0, 10.0]"],
+    "metatower": ["dim=4", "hidden=8", "feature_dim=4", "steps=3", "val_every=3", "val_tasks=8"],
 }
 for _n in ("metaemb", "mwuf"):
     SIZES[_n] = SIZES["warmup-base"]

@@ -2,7 +2,7 @@
 
 Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaemb``, ``mwuf``,
 ``warmup-base``, ``metabridge``, ``maml-source-init``, ``reptile-source-init``, ``content-bias``,
-``r2d2``, ``r2d2-source`` and ``elae`` with
+``r2d2``, ``r2d2-source``, ``elae`` and ``metatower`` with
 :func:`metarec.methods.register_method`; build one with
 ``build_method(name, scenario, **settings)`` and train it with ``fit(FitData(table, splits))``.
 
@@ -12,6 +12,8 @@ Importing this package registers ``tanp``, ``mamo``, ``lwa``, ``nlba``, ``metaem
   their source-domain history together.
 * :mod:`~metarec.methods.learners.elae`: an episodic linear autoencoder meta-trained in closed form
   on k-shot tasks to rank the catalogue for a cold user.
+* :mod:`~metarec.methods.learners.metatower`: a two-tower retrieval meta-learner (the user tower reads
+  the support set), meta-trained with a ranking loss; ranks cold items through their features.
 * :mod:`~metarec.methods.learners.mamo`: MAMO (feature- and task-specific memories around MAML).
 * :mod:`~metarec.methods.learners.lwa`: LWA and NLBA (class-conditioned amortised adaptation, implicit feedback).
 * :mod:`~metarec.methods.learners.metaemb`: MetaEmb and MWUF (cold item embeddings over a base model).
@@ -52,6 +54,12 @@ from metarec.methods.learners.metaemb import (
     make_mwuf,
     make_warmup_base,
 )
+from metarec.methods.learners.metatower import (
+    MetaTowerFitted,
+    MetaTowerMethod,
+    MetaTowerSettings,
+    make_metatower,
+)
 from metarec.methods.learners.r2d2 import R2D2, R2D2Settings, make_r2d2
 from metarec.methods.learners.r2d2_source import SourceR2D2, SourceR2D2Settings, make_r2d2_source
 from metarec.methods.learners.tanp import TaNP, TaNPSettings, make_tanp
@@ -72,6 +80,7 @@ LEARNER_METHODS = (
     "r2d2",
     "r2d2-source",
     "elae",
+    "metatower",
 )
 """The methods this package registers: opt-in in ``metarec bench`` (``--algorithms tanp,...``),
 since each needs a scenario of its kind (explicit or implicit feedback, cold items, two domains)."""
@@ -82,6 +91,10 @@ __all__ = [
     "ElaeMethod",
     "ElaeSettings",
     "make_elae",
+    "MetaTowerFitted",
+    "MetaTowerMethod",
+    "MetaTowerSettings",
+    "make_metatower",
     "ContentBiasMethod",
     "make_content_bias",
     "LearnerAdapted",
