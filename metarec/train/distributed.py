@@ -169,6 +169,10 @@ class DistContext:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # Every rank reaches here before any tears down: rank 0 hosts the rendezvous
+                # store, and a rank still destroying its group when rank 0 exits aborts in
+                # gloo's background thread ("terminate called without an active exception").
+                dist.barrier()
                 dist.destroy_process_group()
             self.owns_group = False
 

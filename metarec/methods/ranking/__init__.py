@@ -18,7 +18,8 @@ Their scores rank items; they are not ratings (``score_kind = "rank"``): the ben
 out their error metrics (MAE).
 
 * :mod:`~metarec.methods.ranking.itemknn`: item-item shrunk cosine, top-K neighbourhoods.
-* :mod:`~metarec.methods.ranking.ease`: EASE^R (Steck, WWW 2019).
+* :mod:`~metarec.methods.ranking.ease`: EASE^R (Steck, WWW 2019); ``ease-source`` adds a cold
+  user's source-domain history to their row (cross-domain scenarios).
 * :mod:`~metarec.methods.ranking.mf_foldin`: iALS item factors, a closed-form user fold-in.
 * :mod:`~metarec.methods.ranking.content_knn`: content similarity to the support (cold items).
 """
@@ -38,6 +39,7 @@ from metarec.methods.ranking.ease import (
     EASESettings,
     ease_weights,
     make_ease,
+    make_ease_source,
 )
 from metarec.methods.ranking.itemknn import (
     ItemKNNFitted,
@@ -54,7 +56,7 @@ from metarec.methods.ranking.mf_foldin import (
     make_mf_foldin,
 )
 
-RANKING_METHODS = ("itemknn", "ease", "mf-foldin", "content-knn")
+RANKING_METHODS = ("itemknn", "ease", "ease-source", "mf-foldin", "content-knn")
 """The methods this package registers: opt-in in ``metarec bench`` (``--algorithms ease,...``)."""
 
 __all__ = [
@@ -72,6 +74,7 @@ __all__ = [
     "EASESettings",
     "ease_weights",
     "make_ease",
+    "make_ease_source",
     "MFFoldInMethod",
     "MFFoldInFitted",
     "MFSettings",
@@ -97,6 +100,13 @@ register_method(
 )
 register_method(
     "ease", make_ease, loader=by_shots_loader(EASEFitted.build), tags=RANKING_TAGS, replace=True
+)
+register_method(
+    "ease-source",
+    make_ease_source,
+    loader=by_shots_loader(EASEFitted.build),
+    tags=MethodTags(family="baseline", source_history=True),
+    replace=True,
 )
 register_method(
     "mf-foldin",

@@ -56,6 +56,7 @@ __all__ = [
     "EASEMethod",
     "EASEFitted",
     "make_ease",
+    "make_ease_source",
 ]
 
 LAMBDAS = (1.0, 10.0, 100.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)
@@ -120,16 +121,23 @@ class EASEFitted:
         lam: float,
         tuning: dict[str, Any] | None = None,
         ranked: int | None = None,
+        history: tuple[torch.Tensor, torch.Tensor] | None = None,
+        name: str = "ease",
     ) -> None:
-        self.name, self.table = "ease", table
+        self.name, self.table = name, table
         self.training_log = TrainingLog()  # closed form; tuning sets it (meta-val score)
         self.items, self.weights = items, weights
         self.lam, self.tuning, self.ranked = lam, tuning or {}, ranked
+        # ease-source: each table user's meta-train source-domain items (CSR over table items)
+        self.hist_ptr: torch.Tensor | None = None if history is None else history[0]
+        self.hist_items: torch.Tensor | None = None if history is None else history[1]
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
     ) -> ItemScoresAdapted:
         task, item = support_lists(support, self.table.feedback)
+        if self.hist_ptr is not None and self.hist_items is not None:  # + the source history
+            task, item = _with_history(support, task, item, self.hist_ptr, self.hist_items)
         kept = sum_dense_rows(task, positions(self.items, item), support.n_tasks, self.weights)
         floor = (
             (kept.min(dim=1, keepdim=True).values - 1.0)
@@ -146,14 +154,21 @@ class EASEFitted:
             "n_items": int(self.items.shape[0]),
             "ranked_items": self.ranked,
             "tuning": self.tuning,
+            "history": None if self.hist_items is None else int(self.hist_items.shape[0]),
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"items": self.items, "weights": self.weights}
+        out = {"items": self.items, "weights": self.weights}
+        if self.hist_ptr is not None and self.hist_items is not None:
+            out |= {"hist_ptr": self.hist_ptr, "hist_items": self.hist_items}
+        return out
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         n = int(self.items.shape[0])
-        load_tensors(self, state, {"items": (n,), "weights": (n, n)})
+        shapes: dict[str, tuple[int, ...] | None] = {"items": (n,), "weights": (n, n)}
+        if self.hist_items is not None:
+            shapes |= {"hist_ptr": (self.table.n_users + 1,), "hist_items": None}
+        load_tensors(self, state, shapes)
 
     @classmethod
     def build(cls, name: str, config: Mapping[str, Any], table: InteractionTable) -> EASEFitted:
@@ -166,7 +181,49 @@ class EASEFitted:
             lam=float(config.get("lambda", 1.0)),
             tuning=config.get("tuning"),
             ranked=config.get("ranked_items"),
+            history=(
+                None
+                if config.get("history") is None
+                else (
+                    torch.zeros(table.n_users + 1, dtype=torch.long),
+                    torch.zeros(int(config["history"]), dtype=torch.long),
+                )
+            ),
+            name=name,
         )
+
+
+def _with_history(
+    support: EpisodeSet,
+    task: torch.Tensor,
+    item: torch.Tensor,
+    ptr: torch.Tensor,
+    hist: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(task, item)`` of the support plus each task user's source-domain history items."""
+    first = support.mask.float().argmax(dim=1)
+    user = support.users.cpu().gather(1, first[:, None]).squeeze(1)
+    ts, its = [task], [item]
+    for t, u in enumerate(user.tolist()):
+        if bool(support.mask[t].any()) and 0 <= u < ptr.shape[0] - 1:
+            h = hist[ptr[u] : ptr[u + 1]]
+            ts.append(torch.full_like(h, t))
+            its.append(h)
+    return torch.cat(ts), torch.cat(its)
+
+
+def source_history(
+    table: InteractionTable, rows: np.ndarray, target: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each table user's distinct items among meta-train ``rows`` outside the ``target`` items,
+    as CSR ``(ptr (n_users + 1,), items)``."""
+    keep = ~np.isin(table.items[rows], target)
+    key = np.unique(
+        table.users[rows][keep].astype(np.int64) * table.n_items + table.items[rows][keep]
+    )
+    users, items = key // table.n_items, key % table.n_items
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=table.n_users))])
+    return torch.from_numpy(ptr).long(), torch.from_numpy(items).long()
 
 
 class EASEMethod:
@@ -175,24 +232,44 @@ class EASEMethod:
     name = "ease"
 
     def __init__(
-        self, settings: EASESettings | None = None, protocol: Protocol | None = None
+        self,
+        settings: EASESettings | None = None,
+        protocol: Protocol | None = None,
+        *,
+        history: bool = False,
     ) -> None:
         self.settings = settings or EASESettings()
         self.protocol = protocol or Protocol.of(None)
+        self.history = history
+        self.name = "ease-source" if history else "ease"
 
     def fit(self, data: FitData) -> EASEFitted:
         table, splits = data.table, data.splits
         ranked = universe(table, splits)
         rows = splits.pools[splits.train].rows
-        counts = np.bincount(table.items[rows], minlength=table.n_items)[ranked]
+        all_counts = np.bincount(table.items[rows], minlength=table.n_items)
+        counts = all_counts[ranked]
         order = np.lexsort((ranked, -counts))  # most interacted first, ties: lower index
         keep = order[counts[order] > 0][: self.settings.max_items]
         if keep.size == 0:
             raise ConfigError(
-                "ease: no ranked item has a meta-train interaction; EASE learns item-item weights from "
-                "meta-train (use content-knn for cold items)"
+                f"{self.name}: no ranked item has a meta-train interaction; EASE learns item-item "
+                "weights from meta-train (use content-knn for cold items)"
             )
         items = np.sort(ranked[keep])
+        history = None
+        if self.history:  # the source domains' items share the budget of max_items
+            if np.unique(table.domains).size < 2:
+                raise ConfigError(
+                    "ease-source: the table has one domain, so a user has no source-domain history; "
+                    "use ease, or a two-domain scenario (e.g. tasks/ml1m-cross-genre-ranking.toml)"
+                )
+            src = np.setdiff1d(np.flatnonzero(all_counts > 0), ranked)
+            src = src[np.lexsort((src, -all_counts[src]))][
+                : max(self.settings.max_items - len(items), 0)
+            ]
+            items = np.sort(np.concatenate([items, src]))
+            history = source_history(table, rows, ranked)
         pos = np.searchsorted(items, table.items[rows])
         inside = (pos < items.shape[0]) & (
             items[np.minimum(pos, items.shape[0] - 1)] == table.items[rows]
@@ -202,10 +279,22 @@ class EASEMethod:
 
         def build(point: Mapping[str, Any]) -> EASEFitted:
             b = torch.from_numpy(ease_weights(gram, point["lambda"])).float()
-            return EASEFitted(table, items_t, b, lam=point["lambda"], ranked=int(ranked.shape[0]))
+            return EASEFitted(
+                table,
+                items_t,
+                b,
+                lam=point["lambda"],
+                ranked=int(ranked.shape[0]),
+                history=history,
+                name=self.name,
+            )
 
         best, log = tune(
-            "ease", [{"lambda": lam} for lam in self.settings.lambdas], build, data, self.protocol
+            self.name,
+            [{"lambda": lam} for lam in self.settings.lambdas],
+            build,
+            data,
+            self.protocol,
         )
         best.tuning = log
         return best
@@ -214,3 +303,12 @@ class EASEMethod:
 def make_ease(scenario: Any = None, **settings: Any) -> EASEMethod:
     """``ease`` over the scenario's protocol; ``settings``: ``lambdas``, ``max_items``, ``memory_mb``."""
     return EASEMethod(parse(EASESettings, "ease", scenario, settings), Protocol.of(scenario))
+
+
+def make_ease_source(scenario: Any = None, **settings: Any) -> EASEMethod:
+    """``ease-source``: EASE^R over the target catalogue and the source domains' items, a cold
+    user's row being their target support plus their meta-train source-domain history (the
+    cross-domain form of the baseline); settings as ``ease`` (``[learners.ease-source]``)."""
+    return EASEMethod(
+        parse(EASESettings, "ease-source", scenario, settings), Protocol.of(scenario), history=True
+    )
