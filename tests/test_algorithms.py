@@ -4,6 +4,7 @@ first order differs), Reptile and Meta-SGD definitions, masking, chunking, confi
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from metarec.algorithms import (
     masked_bce,
     masked_bpr,
     masked_mse,
+    masked_softmax,
     meta_loss_and_grads,
     msl_weights,
     predict_batch,
@@ -308,7 +310,7 @@ def test_metasgd_rates_receive_gradients() -> None:
         assert grads[k].shape == state[k].shape and grads[k].abs().sum() > 0, k
 
 
-@pytest.mark.parametrize("loss", ["mse", "bce", "bpr"])
+@pytest.mark.parametrize("loss", ["mse", "bce", "bpr", "softmax"])
 @pytest.mark.parametrize("name", ["maml", "reptile", "global"])
 def test_padding_changes_nothing(name: str, loss: str) -> None:
     model, batch = tiny_melu(), make_batch(T=3, seed=5, implicit=loss != "mse")
@@ -399,12 +401,83 @@ def test_losses_hand_computed() -> None:
     ls = torch.nn.functional.logsigmoid  # positives: 2.0, 0.0; negative: 1.0
     bpr = -(ls(torch.tensor(2.0 - 1.0)) + ls(torch.tensor(0.0 - 1.0))) / 2
     assert torch.allclose(masked_bpr(pred, target, mask), bpr.reshape(1))
+    # sampled softmax, positives 2.0 and 0.0 against the negative 1.0, logits corrected by logq
+    logq = torch.tensor([[-1.0, -2.0, -0.5, 9.0]])
+    o = [1.0 + 1.0, 2.0 + 2.0, 0.0 + 0.5]  # pred - logq
+    ref = (math.log(math.exp(o[1]) + math.exp(o[0])) - o[1]) + (
+        math.log(math.exp(o[2]) + math.exp(o[0])) - o[2]
+    )
+    got = masked_softmax(pred, target, mask, logq)
+    assert got.dtype == torch.float64 and abs(got.item() - ref / 2) < 1e-12
+    plain = (math.log(math.exp(2.0) + math.exp(1.0)) - 2.0) + (
+        math.log(math.exp(0.0) + math.exp(1.0)) - 0.0
+    )
+    assert abs(masked_softmax(pred, target, mask).item() - plain / 2) < 1e-12
+    shifted = masked_softmax(pred, target, mask, torch.full_like(pred, -3.7))  # a uniform sampler
+    assert abs(shifted.item() - plain / 2) < 1e-12
+    only_pos = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert masked_softmax(pred, only_pos, mask).item() == 0.0  # no negative: nothing to rank
     empty = torch.zeros(1, 4, dtype=torch.bool)
     for fn in LOSSES.values():
         assert fn(pred, target, empty).item() == 0.0
         p = pred.clone().requires_grad_()
         (g,) = torch.autograd.grad(fn(p, target, mask).sum(), p)
         assert g[0, 3] == 0 and torch.isfinite(g).all()
+
+
+def test_softmax_is_vmappable_and_padding_safe() -> None:
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randn(4, 6, generator=g)
+    target = (torch.rand(4, 6, generator=g) < 0.4).double()
+    mask = torch.rand(4, 6, generator=g) < 0.8
+    logq = torch.randn(4, 6, generator=g)
+    batched = torch.func.vmap(masked_softmax)(pred, target, mask, logq)
+    rows = torch.stack([masked_softmax(pred[t], target[t], mask[t], logq[t]) for t in range(4)])
+    torch.testing.assert_close(batched, rows, rtol=0, atol=1e-12)
+    junk = pred.clone()
+    junk[~mask] = float("nan")  # padded predictions and targets can be anything
+    t2 = torch.where(mask, target, torch.full_like(target, float("nan")))
+    p = junk.clone().requires_grad_()
+    val = masked_softmax(p, t2, mask, torch.where(mask, logq, float("inf")))
+    torch.testing.assert_close(val, rows, rtol=0, atol=1e-12)
+    (grad,) = torch.autograd.grad(val.sum(), p)
+    assert torch.isfinite(grad).all() and (grad[~mask] == 0).all()
+
+
+def test_softmax_falls_back_to_the_vmap_path_with_the_same_gradients() -> None:
+    """MeLU's analytic inner loop covers mse / bce; with softmax (and logq in the sets) auto
+    takes the vmap path: the same meta-gradients as engine='vmap', and 'analytic' is refused."""
+    model, batch = tiny_melu(), make_batch(T=3, seed=4, implicit=True)
+    g = torch.Generator().manual_seed(8)
+
+    def with_logq(s: EpisodeSet) -> EpisodeSet:
+        return EpisodeSet(
+            s.users, s.items, s.targets, s.mask, None, torch.randn(s.targets.shape, generator=g)
+        )
+
+    batch = EpisodeBatch(
+        with_logq(batch.support), with_logq(batch.query), batch.units, batch.domains
+    )
+    params = params_of(model)
+    auto = AlgorithmConfig("maml", inner_steps=2, inner_lr=0.1, loss="softmax")
+    loss_a, grads_a = meta_loss_and_grads(auto, model, params, batch)
+    loss_v, grads_v = meta_loss_and_grads(
+        dataclasses.replace(auto, engine="vmap"), model, params, batch
+    )
+    assert torch.allclose(loss_a, loss_v, atol=1e-12)
+    assert_grads_close(grads_a, grads_v, tol=1e-12)
+    # the correction matters: without logq the meta-loss differs
+    plain = EpisodeBatch(
+        EpisodeSet(
+            batch.support.users, batch.support.items, batch.support.targets, batch.support.mask
+        ),
+        EpisodeSet(batch.query.users, batch.query.items, batch.query.targets, batch.query.mask),
+        batch.units,
+        batch.domains,
+    )
+    assert not torch.allclose(meta_loss_and_grads(auto, model, params, plain)[0], loss_a)
+    with pytest.raises(ConfigError, match=r"engine='analytic'.*loss='softmax'.*pass engine='auto'"):
+        meta_loss_and_grads(dataclasses.replace(auto, engine="analytic"), model, params, batch)
 
 
 # ---------------------------------------------------------------------- errors

@@ -7,7 +7,13 @@ plus :func:`predict_batch` to evaluate; :class:`AlgorithmConfig` picks the algor
 """
 
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
-from metarec.algorithms.losses import LOSSES, masked_bce, masked_bpr, masked_mse
+from metarec.algorithms.losses import (
+    LOSSES,
+    masked_bce,
+    masked_bpr,
+    masked_mse,
+    masked_softmax,
+)
 from metarec.algorithms.meta import (
     adapt_batch,
     adapt_patterns,
@@ -30,6 +36,7 @@ __all__ = [
     "masked_mse",
     "masked_bce",
     "masked_bpr",
+    "masked_softmax",
     "adapt_batch",
     "adapt_patterns",
     "meta_loss_and_grads",

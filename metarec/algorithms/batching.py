@@ -46,19 +46,35 @@ def _trim_set(s: EpisodeSet) -> EpisodeSet:
     if width == s.mask.shape[1]:
         return s
     r = None if s.rows is None else s.rows[:, :width]
+    lq = None if s.logq is None else s.logq[:, :width]
     return EpisodeSet(
-        s.users[:, :width], s.items[:, :width], s.targets[:, :width], s.mask[:, :width], r
+        s.users[:, :width], s.items[:, :width], s.targets[:, :width], s.mask[:, :width], r, lq
     )
 
 
 def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:
-    return s.users, s.items, s.targets, s.mask
+    """``(users, items, targets, mask)``, and ``logq`` when the set has one (what a vmapped task
+    function takes; :func:`_set` rebuilds the set)."""
+    base = (s.users, s.items, s.targets, s.mask)
+    return base if s.logq is None else (*base, s.logq)
+
+
+def _set(t: tuple[torch.Tensor, ...]) -> EpisodeSet:
+    """The :class:`EpisodeSet` of :func:`_tensors`' tuple (one task's, under ``vmap``)."""
+    return EpisodeSet(*t[:4], logq=t[4] if len(t) > 4 else None)
 
 
 def _concat(a: EpisodeSet, b: EpisodeSet) -> EpisodeSet:
-    return EpisodeSet(
-        *(torch.cat([x, y], dim=-1) for x, y in zip(_tensors(a), _tensors(b), strict=True))
-    )
+    ta, tb = _tensors(a), _tensors(b)
+    if len(ta) != len(tb):  # one side has logq: the other's entries get no correction (0)
+        ta, tb = _tensors(_with_logq(a)), _tensors(_with_logq(b))
+    return _set(tuple(torch.cat([x, y], dim=-1) for x, y in zip(ta, tb, strict=True)))
+
+
+def _with_logq(s: EpisodeSet) -> EpisodeSet:
+    if s.logq is not None:
+        return s
+    return EpisodeSet(s.users, s.items, s.targets, s.mask, s.rows, torch.zeros_like(s.targets))
 
 
 def _check_batch(batch: EpisodeBatch) -> None:
@@ -73,11 +89,11 @@ def _check_batch(batch: EpisodeBatch) -> None:
 def _check_set(s: EpisodeSet, arg: str) -> None:
     shapes = {
         name: tuple(t.shape)
-        for name, t in zip(("users", "items", "targets", "mask"), _tensors(s), strict=True)
+        for name, t in zip(("users", "items", "targets", "mask", "logq"), _tensors(s), strict=False)
     }
     if len(set(shapes.values())) != 1 or len(shapes["users"]) != 2:
         raise ConfigError(
-            f"{arg}: users, items, targets and mask must share one (T, N) shape, got {shapes}"
+            f"{arg}: users, items, targets, mask (and logq) must share one (T, N) shape, got {shapes}"
         )
     if s.mask.dtype != torch.bool:
         raise ConfigError(

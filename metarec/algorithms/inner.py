@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad
 
-from metarec.algorithms.losses import LOSSES
+from metarec.algorithms.losses import set_loss_of
 from metarec.episodes.batch import EpisodeSet
 from metarec.models.base import staged_call
 
@@ -51,7 +51,7 @@ def set_loss(
         pred = functional_call(
             model, (dict(fast), dict(slow)), (data.users, data.items)
         )  # (..., N)
-    return LOSSES[loss](pred, data.targets, data.mask)
+    return set_loss_of(loss, pred, data)
 
 
 def adapt_trajectory(

@@ -11,16 +11,37 @@ harmless); a set with no real entry has loss 0.
 * ``bpr``: Bayesian personalised ranking over every (positive, negative) pair of the set,
   ``-sum_{i pos, j neg} log sigmoid(pred_i - pred_j) / n_pairs``; positives are real entries with
   ``target > 0.5``, negatives real entries with ``target <= 0.5``; no pair gives 0.
+* ``softmax``: sampled softmax with the logQ correction (Yi et al., "Sampling-bias-corrected
+  neural modeling for large corpus item recommendations", RecSys 2019): every real entry's logit
+  is corrected by the log-probability that the negative sampler draws its item,
+  ``o_j = pred_j - logq_j``, and each positive competes with the set's negatives,
+  ``sum_{i pos} [log(exp(o_i) + sum_{j neg} exp(o_j)) - o_i] / n_pos``; positives and negatives
+  as for ``bpr``; no positive gives 0, a positive with no negative contributes 0. ``logq``
+  ``(..., N)`` (``None``: a uniform sampler, a constant correction, which cancels) comes from
+  :attr:`metarec.episodes.batch.EpisodeSet.logq`.
+
+:func:`set_loss_of` applies a loss by name to a set's predictions (it passes the set's ``logq``
+to the losses that take one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "masked_mse", "masked_bce", "masked_bpr"]
+__all__ = [
+    "LOSSES",
+    "CORRECTED",
+    "masked_mse",
+    "masked_bce",
+    "masked_bpr",
+    "masked_softmax",
+    "apply_loss",
+    "set_loss_of",
+]
 
 
 def _clean(
@@ -60,9 +81,65 @@ def masked_bpr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return per.flatten(-2).sum(dim=-1) / n_pairs
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+def masked_softmax(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    logq: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampled softmax with the logQ correction over real entries (see the module docstring):
+    ``(..., N) x3 [, logq (..., N)] -> (...)``.
+
+    Example:
+        >>> pred = torch.tensor([[2.0, 0.0, 1.0]])        # a positive, two negatives
+        >>> target, mask = torch.tensor([[1.0, 0.0, 0.0]]), torch.ones(1, 3, dtype=torch.bool)
+        >>> round(masked_softmax(pred, target, mask).item(), 4)   # log(e^2 + e^0 + e^1) - 2
+        0.4076
+    """
+    p, t = _clean(pred, target, mask)
+    if logq is not None:
+        p = p - torch.where(mask, logq.to(p.dtype), torch.zeros_like(p))
+    pos = mask & (t > 0.5)  # (..., N)
+    neg = mask & (t <= 0.5)
+    low = torch.full_like(p, torch.finfo(p.dtype).min / 4)  # exp() of it is 0, its gradient too
+    lse_neg = torch.logsumexp(torch.where(neg, p, low), dim=-1, keepdim=True)  # (..., 1)
+    per = torch.logaddexp(p, lse_neg) - p  # (..., N): each entry as the positive
+    per = torch.where(pos, per, torch.zeros_like(per))
+    n_pos = pos.sum(dim=-1).to(pred.dtype).clamp_min(1.0)
+    return per.sum(dim=-1) / n_pos
+
+
+Loss = Callable[..., torch.Tensor]
+
+LOSSES: dict[str, Loss] = {
     "mse": masked_mse,
     "bce": masked_bce,
     "bpr": masked_bpr,
+    "softmax": masked_softmax,
 }
-"""Loss name -> masked loss function (``AlgorithmConfig.loss`` picks one)."""
+"""Loss name -> masked loss function ``(pred, target, mask) -> (...)`` (``AlgorithmConfig.loss``
+picks one); the :data:`CORRECTED` ones also take ``logq``."""
+
+CORRECTED = ("softmax",)
+"""The losses that take the sampler's log-probabilities (``logq``)."""
+
+
+def apply_loss(
+    name: str,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    logq: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Loss ``name`` over ``(..., N)`` tensors: ``(...)``; ``logq`` goes to the
+    :data:`CORRECTED` losses (the others have no use for it)."""
+    if name in CORRECTED and logq is not None:
+        return LOSSES[name](pred, target, mask, logq)
+    return LOSSES[name](pred, target, mask)
+
+
+def set_loss_of(name: str, pred: torch.Tensor, data: Any) -> torch.Tensor:
+    """Loss ``name`` of predictions ``pred (..., N)`` over an
+    :class:`~metarec.episodes.batch.EpisodeSet` ``data`` (its ``targets`` and ``mask``, and its
+    ``logq`` for the :data:`CORRECTED` losses): ``(...)``."""
+    return apply_loss(name, pred, data.targets, data.mask, getattr(data, "logq", None))

@@ -41,6 +41,8 @@ from metarec.algorithms.batching import (
     _check_set,
     _concat,
     _groups,
+    _set,
+    _tensors,
     _trim,
 )
 from metarec.algorithms.inner import adapt, set_loss
@@ -244,10 +246,8 @@ def adapt_batch(
             )
         return {k: out[k].detach() for k in fast}
 
-    def one(
-        u: torch.Tensor, i: torch.Tensor, t: torch.Tensor, m: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        s = EpisodeSet(u, i, t, m)
+    def one(*tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        s = _set(tensors)
         return adapt(
             model,
             fast,
@@ -262,9 +262,7 @@ def adapt_batch(
             features=_encode(model, slow, s, enc),
         )
 
-    out = vmap(one, randomness="different")(
-        support.users, support.items, support.targets, support.mask
-    )
+    out = vmap(one, randomness="different")(*_tensors(support))
     return {k: v.detach() for k, v in out.items()}
 
 

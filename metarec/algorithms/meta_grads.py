@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import grad_and_value, vmap
 
 from metarec._errors import ConfigError
-from metarec.algorithms.batching import Grads, Params, _tensors, _trim
+from metarec.algorithms.batching import Grads, Params, _set, _tensors, _trim
 from metarec.algorithms.inner import adapt, adapt_trajectory, set_loss
 from metarec.algorithms.mlp import MLPSpec, mlp_query_losses, mlp_spec
 from metarec.algorithms.mlp_fused import fused_applies, fused_query_losses
@@ -184,7 +184,7 @@ def _maml_losses(
     lrs, step_lrs = state_lrs(cfg, state, fast)
 
     def task(s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        support, query = EpisodeSet(*s), EpisodeSet(*q)
+        support, query = _set(s), _set(q)
         hs, hq = _encode(model, slow, support, enc), _encode(model, slow, query, enc)
         traj = adapt_trajectory(
             model,
@@ -223,7 +223,7 @@ def _reptile(
     def task(
         s: tuple[torch.Tensor, ...], q: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, Grads, Grads]:
-        support, query = EpisodeSet(*s), EpisodeSet(*q)
+        support, query = _set(s), _set(q)
         hs = _encode(model, {k: v.detach() for k, v in slow.items()}, support, enc)
         adapted = adapt(
             model,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from metarec._errors import ConfigError, suggest
 from metarec.config._checks import _check_at_least
 from metarec.config.limits import check_device, check_seed, check_steps
+from metarec.config.objective import RankingObjective
 from metarec.config.schema import cli_literal
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 
 ENGINES = ("auto", "analytic", "vmap")
 ALGORITHMS = ("maml", "fomaml", "reptile", "metasgd", "anil", "global", "finetune")
-LOSS_NAMES = ("mse", "bce", "bpr")
+LOSS_NAMES = ("mse", "bce", "bpr", "softmax")
 """The engine's losses (:data:`metarec.algorithms.losses.LOSSES` implements them)."""
 _META = ("maml", "fomaml", "metasgd", "anil")  # differentiate through (or past) the inner loop
 _NO_INNER = ("global", "finetune")  # no inner loop in training
@@ -87,7 +88,14 @@ class AlgorithmConfig(_Options):
         per_step_lr: MAML++ learned per-step, per-tensor inner rates.
         multi_step_loss: MAML++ weighted query loss after every inner step.
         adapt: inner-loop name patterns overriding the model's ``adapt``.
-        loss: ``"mse"`` (explicit), ``"bce"`` or ``"bpr"`` (implicit).
+        loss: ``"mse"`` (explicit), ``"bce"``, ``"bpr"`` or ``"softmax"`` (sampled softmax with
+            the logQ correction) on 0/1 labels (implicit, or relevance labels).
+        relevance, negatives, proposal: the :class:`~metarec.config.objective.RankingObjective`
+            of a run trained to rank on explicit ratings (``relevance``: ``None`` for every
+            other run): adaptation turns a support's ratings into relevance labels
+            (``rating >= relevance``) and adds ``negatives`` uniformly sampled negatives per
+            interaction before the inner loop; training drew its negatives by ``proposal``.
+            Set by the training run from the scenario (:attr:`ranking`).
 
     Example:
         >>> AlgorithmConfig("maml", inner_steps=0)
@@ -100,6 +108,9 @@ class AlgorithmConfig(_Options):
 
     adapt: tuple[str, ...] | None = None
     loss: str = "mse"
+    relevance: float | None = None
+    negatives: int = 0
+    proposal: str = "uniform"
 
     def __post_init__(self) -> None:
         n = self.name
@@ -130,6 +141,8 @@ class AlgorithmConfig(_Options):
             raise ConfigError(
                 f"loss={self.loss!r}: unknown loss; choose one of {LOSS_NAMES}{suggest(self.loss, LOSS_NAMES)}"
             )
+        if self.relevance is not None:
+            RankingObjective(self.loss, self.relevance, self.negatives, self.proposal)
         for flag in ("first_order", "sort_tasks", "encode_once"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag}={getattr(self, flag)!r}: must be True or False")
@@ -167,6 +180,14 @@ class AlgorithmConfig(_Options):
                     f"adapt={self.adapt!r} with name='anil': ANIL adapts the model's head only; "
                     "pass name='maml' with these patterns instead"
                 )
+
+    @property
+    def ranking(self) -> RankingObjective | None:
+        """The ranking objective of a run trained to rank on ratings (``None``: the targets are
+        used as they are)."""
+        if self.relevance is None:
+            return None
+        return RankingObjective(self.loss, self.relevance, self.negatives, self.proposal)
 
     @property
     def is_first_order(self) -> bool:
@@ -235,8 +256,10 @@ class AlgorithmSection(_Options):
         inner_steps, inner_lr, first_order, meta_batch, chunk_size, sort_tasks, encode_once,
             buckets, engine, per_step_lr, multi_step_loss: the engine's options, declared once
             for both (:class:`AlgorithmConfig` has the same fields: same names, defaults and rules).
-        loss: ``"mse"``, ``"bce"`` or ``"bpr"``; ``None`` = ``"mse"`` for explicit feedback,
-            ``"bce"`` for implicit.
+        loss: ``"mse"``, ``"bce"``, ``"bpr"`` or ``"softmax"`` (sampled softmax with the logQ
+            correction); ``None`` = ``"mse"`` for explicit feedback, ``"bce"`` for implicit. The
+            click losses on explicit ratings need a ranking scenario (``protocol.ranking``),
+            where they train to rank (:mod:`metarec.config.objective`).
         eval_steps: inner steps at evaluation (``None`` = ``inner_steps``; ``global``: 0).
         eval_lr: inner learning rate at evaluation (``None`` = ``inner_lr``).
 
@@ -249,7 +272,7 @@ class AlgorithmSection(_Options):
         ('bce', 3)
     """
 
-    loss: Literal["mse", "bce", "bpr"] | None = None
+    loss: Literal["mse", "bce", "bpr", "softmax"] | None = None
     eval_steps: int | None = None
     eval_lr: float | None = None
 

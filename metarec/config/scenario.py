@@ -16,6 +16,7 @@ from metarec.config._checks import _check_at_least
 from metarec.config.algorithm import AlgorithmSection, ModelConfig, TrainConfig
 from metarec.config.data import DataConfig, resolve_data_paths
 from metarec.config.federated import FederatedConfig
+from metarec.config.objective import RANK_LOSSES
 from metarec.config.protocol import MetricsConfig, ProtocolConfig
 from metarec.config.schema import (
     coerce_tables,
@@ -112,7 +113,7 @@ class Scenario:
 
     def __post_init__(self) -> None:
         coerce_tables(self)  # Scenario(data={...}, protocol={...}) from Python
-        check_loss_fits(self.algorithm.loss, self.data)
+        check_loss_fits(self.algorithm.loss, self.data, ranking=self.protocol.ranking)
         p = self.protocol
         if not p.ranking:
             return
@@ -139,16 +140,18 @@ class Scenario:
                 )
 
 
-def check_loss_fits(loss: str | None, data: DataConfig) -> None:
-    """Refuse a loss that does not fit the data's feedback: ``bce`` / ``bpr`` (for 0/1 clicks)
-    on explicit ratings outside ``[0, 1]``.
+def check_loss_fits(loss: str | None, data: DataConfig, *, ranking: bool = False) -> None:
+    """Refuse a loss that does not fit the data's feedback: ``bce`` / ``bpr`` / ``softmax`` (for
+    0/1 clicks) on explicit ratings outside ``[0, 1]``, unless the scenario is a ranking scenario
+    (``ranking``), where they train on the ratings' relevance labels
+    (:mod:`metarec.config.objective`).
 
     Raises:
         ConfigError: naming ``algorithm.loss``, the feedback, the scale and the fix.
     """
     feedback = data.synthetic.feedback if data.source == "synthetic" else data.feedback
     scale = None if data.source == "synthetic" else data.rating_scale
-    if loss not in ("bce", "bpr") or feedback != "explicit":
+    if loss not in RANK_LOSSES or feedback != "explicit" or ranking:
         return
     if scale is not None and 0.0 <= scale[0] and scale[-1] <= 1.0:
         return  # explicit ratings within [0, 1]: a probability target
@@ -157,7 +160,9 @@ def check_loss_fits(loss: str | None, data: DataConfig) -> None:
     raise ConfigError(
         f"algorithm.loss={loss!r}: a loss for implicit feedback (0/1 clicks), but the data are explicit "
         f"ratings ({key}='explicit'{shown}); training on them would fit the ratings as if they were "
-        f"clicks; use --set algorithm.loss=mse (or leave it unset), or declare clicks with --set {key}=implicit"
+        f"clicks; use --set algorithm.loss=mse (or leave it unset), or declare clicks with --set {key}=implicit, "
+        "or train to rank in a ranking scenario (protocol.ranking = true: ratings >= protocol.relevance become "
+        "relevance labels)"
     )
 
 

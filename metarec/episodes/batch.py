@@ -27,6 +27,10 @@ class EpisodeSet:
         mask: ``bool (T, N)``: True for real interactions, False for padding.
         rows: ``int64 (T, N)`` or ``None``: the interaction-table row of each entry (-1 for
             padding and sampled negatives); used by leakage checks, never by models.
+        logq: ``float (T, N)`` or ``None``: the log-probability that the negative sampler draws
+            each entry's item (0 for padding), the sampled softmax's logQ correction
+            (:func:`metarec.algorithms.losses.masked_softmax`); ``None``: a uniform sampler or
+            none (no correction).
     """
 
     users: torch.Tensor
@@ -34,6 +38,7 @@ class EpisodeSet:
     targets: torch.Tensor
     mask: torch.Tensor
     rows: torch.Tensor | None = None
+    logq: torch.Tensor | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -46,12 +51,22 @@ class EpisodeSet:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> EpisodeSet:
         t = self.targets.to(device=device, dtype=dtype) if dtype else self.targets.to(device)
         r = None if self.rows is None else self.rows.to(device)
-        return EpisodeSet(self.users.to(device), self.items.to(device), t, self.mask.to(device), r)
+        lq = None if self.logq is None else self.logq.to(device=device, dtype=t.dtype)
+        return EpisodeSet(
+            self.users.to(device), self.items.to(device), t, self.mask.to(device), r, lq
+        )
 
     def select(self, idx: torch.Tensor | slice) -> EpisodeSet:
         """Tasks ``idx`` (a slice or an index tensor along the task axis)."""
         r = None if self.rows is None else self.rows[idx]
-        return EpisodeSet(self.users[idx], self.items[idx], self.targets[idx], self.mask[idx], r)
+        lq = None if self.logq is None else self.logq[idx]
+        return EpisodeSet(
+            self.users[idx], self.items[idx], self.targets[idx], self.mask[idx], r, lq
+        )
+
+    def with_mask(self, mask: torch.Tensor) -> EpisodeSet:
+        """The same entries with another ``mask`` (``bool (T, N)``; e.g. a random part of them)."""
+        return EpisodeSet(self.users, self.items, self.targets, mask, self.rows, self.logq)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,13 @@ from the domain's whole catalogue (every item of the domain in the table; evalua
 that every algorithm ranks against the same candidates) or, with ``negatives_from="pool"``, from
 the items of the pool's own rows (meta-training: an item that only held-out rows contain would
 otherwise appear in training as a negative and never as a positive, and an id model would learn
-that "unseen in training" means "not interacted").
+that "unseen in training" means "not interacted"); uniformly, or with ``negatives_by="popularity"``
+in proportion to the item's rows there (each set then carries ``logq``, the log-probability of
+drawing each entry's item, for the sampled softmax's correction).
+
+With ``relevance`` (explicit ratings trained to rank, :mod:`metarec.config.objective`), the
+targets are relevance labels (``rating >= relevance`` -> 1, else 0) and the sampled negatives
+above are added to explicit tables too (the user's rated items are never drawn).
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class SamplerConfig:
         negatives: implicit feedback only: sampled negatives per positive.
         negatives_from: where sampled negatives come from: ``"catalogue"`` (every item of the
             task's domain in the table) or ``"pool"`` (the items of the pool's rows).
+        negatives_by: ``"uniform"`` or ``"popularity"`` (in proportion to the item's rows among
+            those of ``negatives_from``; the sets then carry ``logq``).
+        relevance: targets are relevance labels, ``rating >= relevance`` -> 1 (explicit ratings
+            trained to rank); ``None``: the targets as the table holds them.
     """
 
     n_support: int | None = 10
@@ -58,6 +68,8 @@ class SamplerConfig:
     order: Literal["random", "time"] = "random"
     negatives: int = 0
     negatives_from: Literal["catalogue", "pool"] = "catalogue"
+    negatives_by: Literal["uniform", "popularity"] = "uniform"
+    relevance: float | None = None
 
     def __post_init__(self) -> None:
         if self.n_support is not None and self.n_support < 1:
@@ -84,6 +96,11 @@ class SamplerConfig:
             raise ConfigError(
                 f"negatives_from={self.negatives_from!r}: must be 'catalogue' (every item of the domain) or 'pool' "
                 "(the items of the pool's rows)"
+            )
+        if self.negatives_by not in ("uniform", "popularity"):
+            raise ConfigError(
+                f"negatives_by={self.negatives_by!r}: must be 'uniform' or 'popularity' (in proportion to the "
+                "item's interactions)"
             )
 
 
@@ -121,10 +138,10 @@ class TaskSampler:
             raise ConfigError(
                 f"pool {pool.name!r}: no task units left after filtering; lower min_interactions or n_support/n_query"
             )
-        if self.config.negatives and table.feedback != "implicit":
+        if self.config.negatives and table.feedback != "implicit" and self.config.relevance is None:
             raise ConfigError(
                 f"negatives={self.config.negatives}: sampled negatives are for implicit feedback, but the table is "
-                f"{table.feedback!r}; pass negatives=0"
+                f"{table.feedback!r}; pass negatives=0, or relevance=<threshold> to train on relevance labels"
             )
         self._ts = (
             table.timestamps
@@ -229,11 +246,15 @@ class TaskSampler:
     def _set(self, rows: np.ndarray, seg: np.ndarray, key: np.ndarray, T: int) -> EpisodeSet:
         t = self.table
         users, items, targets = t.users[rows], t.items[rows], t.ratings[rows].astype(np.float64)
+        if self.config.relevance is not None:
+            targets = (targets >= self.config.relevance - 1e-9).astype(np.float64)
+        doms = t.domains[rows].astype(np.int64)
         rowid = rows.astype(np.int64)
         if self.config.negatives:
             nu, ni, nseg = self._negatives(rows, seg)
             users = np.concatenate([users, nu])
             items = np.concatenate([items, ni])
+            doms = np.concatenate([doms, np.repeat(doms, self.config.negatives)[self._kept]])
             targets = np.concatenate([targets, np.zeros(nu.shape[0])])
             rowid = np.concatenate([rowid, np.full(nu.shape[0], -1, dtype=np.int64)])
             key = np.concatenate(
@@ -257,25 +278,45 @@ class TaskSampler:
             True,
         )
         R[seg, slot] = rowid[order]
+        logq = None
+        if self.config.negatives and self.config.negatives_by == "popularity":
+            L = np.zeros((T, W), dtype=np.float64)
+            L[seg, slot] = self._logq[doms[order], items[order]]
+            logq = torch.from_numpy(L).to(self.dtype)
         return EpisodeSet(
             torch.from_numpy(U),
             torch.from_numpy(It),
             torch.from_numpy(Y).to(self.dtype),
             torch.from_numpy(M),
             torch.from_numpy(R),
+            logq,
         )
 
     def _prepare_negatives(self) -> None:
         t = self.table
         self._pos_keys = np.unique(t.users.astype(np.int64) * t.n_items + t.items)
         src = self.pool.rows if self.config.negatives_from == "pool" else slice(None)
-        dom_items = np.unique(
-            np.stack([t.domains[src], t.items[src]], axis=1), axis=0
-        )  # (pairs, 2) sorted by domain
+        dom_items, rows_per = np.unique(
+            np.stack([t.domains[src], t.items[src]], axis=1), axis=0, return_counts=True
+        )  # (pairs, 2) sorted by domain, and each pair's rows
         self._dom_items = dom_items[:, 1]
         counts = np.bincount(dom_items[:, 0], minlength=t.n_domains)
         self._dom_len = counts
         self._dom_start = np.cumsum(counts) - counts
+        self._kept = np.zeros(0, dtype=bool)
+        if self.config.negatives_by == "popularity":
+            # draw a pair with probability ∝ its rows: cumulative row counts within each domain
+            self._cum = np.cumsum(rows_per).astype(np.float64)
+            before = np.concatenate([[0.0], self._cum])[self._dom_start]
+            total = np.bincount(dom_items[:, 0], weights=rows_per, minlength=t.n_domains)
+            self._cum_before, self._dom_rows = before, total
+            q = rows_per / total[dom_items[:, 0]]
+            # log q(item) per (domain, item); an item the proposal never draws gets its domain's
+            # smallest (it cannot be an entry of a meta-training set, whose items are the pool's)
+            low = np.full(t.n_domains, 0.0)
+            np.minimum.at(low, dom_items[:, 0], np.log(q))
+            self._logq = np.repeat(low[:, None], t.n_items, axis=1)
+            self._logq[dom_items[:, 0], dom_items[:, 1]] = np.log(q)
 
     def _negatives(
         self, rows: np.ndarray, seg: np.ndarray
@@ -288,9 +329,13 @@ class TaskSampler:
         todo = np.arange(rows.shape[0])
         for _ in range(20):  # rejection sampling; bounded, leftovers are dropped
             d = doms[todo]
-            pick = self._dom_start[d] + (self.rng.random(todo.shape[0]) * self._dom_len[d]).astype(
-                np.int64
-            )
+            u = self.rng.random(todo.shape[0])
+            if self.config.negatives_by == "popularity":
+                at = self._cum_before[d] + u * self._dom_rows[d]
+                pick = np.searchsorted(self._cum, at, side="right")
+                pick = np.clip(pick, self._dom_start[d], self._dom_start[d] + self._dom_len[d] - 1)
+            else:
+                pick = self._dom_start[d] + (u * self._dom_len[d]).astype(np.int64)
             items[todo] = self._dom_items[pick]
             keys = users[todo].astype(np.int64) * t.n_items + items[todo]
             pos = np.searchsorted(self._pos_keys, keys)
@@ -302,6 +347,7 @@ class TaskSampler:
                 break
         ok = np.ones(rows.shape[0], dtype=bool)
         ok[todo] = False
+        self._kept = ok  # which of the repeated rows got a negative (their domains, in _set)
         return users[ok], items[ok], seg[ok]
 
 

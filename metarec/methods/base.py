@@ -31,6 +31,7 @@ Methods are registered by name (:func:`register_method`) and built from a scenar
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,10 @@ class MethodTags:
         inner_loop: ``adapt``'s ``steps`` / ``lr`` change what it does.
         family: the family it belongs to (``"maml"``, ``"learner"``, ``"crossdomain"``,
             ``"baseline"``, or a user's own name); informative only.
+        ranks: in a ranking scenario on explicit ratings whose ``algorithm.loss`` is a click
+            loss (:mod:`metarec.config.objective`), it trains to rank (or ranks whatever the
+            loss); a ``"learner"`` or ``"crossdomain"`` method without it keeps its rating
+            objective there, and :func:`build_method` warns so.
 
     Example:
         >>> MethodTags(feedback=("implicit",), units=("item",)).units
@@ -298,6 +303,7 @@ class MethodTags:
     item_features: bool = False
     inner_loop: bool = False
     family: str = "custom"
+    ranks: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -437,4 +443,24 @@ def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
         ...
         metarec._errors.ConfigError: algorithm.name='r2d3': unknown method; choose one of [...] (did you mean 'r2d2'?)
     """
-    return method_info(name).factory(*args, **kwargs)
+    info = method_info(name)
+    method = info.factory(*args, **kwargs)
+    scenario = args[0] if args else kwargs.get("scenario")
+    tags = info.tags
+    if tags.family in ("learner", "crossdomain") and not tags.ranks and _trains_to_rank(scenario):
+        warnings.warn(
+            f"{name}: algorithm.loss={scenario.algorithm.loss!r} trains to rank in this ranking scenario, but "
+            f"{name} has no ranking objective; it trains on its own rating objective (its scores are "
+            "predicted ratings); use a method that ranks (maml, reptile, r2d2, r2d2-source, mamo, elae, ...)",
+            stacklevel=2,
+        )
+    return method
+
+
+def _trains_to_rank(scenario: Any) -> bool:
+    """Whether ``scenario`` is a ranking scenario on explicit ratings with a click loss."""
+    p, a, d = (getattr(scenario, k, None) for k in ("protocol", "algorithm", "data"))
+    if p is None or a is None or d is None or not p.ranking:
+        return False
+    feedback = d.synthetic.feedback if d.source == "synthetic" else d.feedback
+    return feedback == "explicit" and a.loss in ("bce", "bpr", "softmax")

@@ -172,7 +172,8 @@ class Recommender:
         clip: bool = True,
     ) -> np.ndarray:
         """Predicted ratings (explicit, clipped to the rating scale unless ``clip=False``) or logits
-        (implicit) for aligned raw ``users`` and ``items`` (one user is broadcast over ``items``): ``(P,)``."""
+        (implicit; and a run trained to rank on ratings, never clipped) for aligned raw ``users``
+        and ``items`` (one user is broadcast over ``items``): ``(P,)``."""
         item_list = as_list(items)
         user_list = as_list(users) if is_seq(users) else [users] * len(item_list)
         if len(user_list) != len(item_list):
@@ -320,7 +321,8 @@ class Recommender:
 
     def _clip(self, scores: torch.Tensor) -> torch.Tensor:
         scale = self.meta.rating_scale
-        if self.meta.feedback == "explicit" and scale is not None:
+        ranks = bool(getattr(self.meta, "ranks", False))  # scores that rank: not ratings
+        if self.meta.feedback == "explicit" and scale is not None and not ranks:
             return scores.clamp(scale[0], scale[1])
         return scores
 

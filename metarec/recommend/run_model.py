@@ -124,6 +124,14 @@ class RunModel:
         return self.table.rating_scale
 
     @property
+    def ranks(self) -> bool:
+        """Whether the run was trained to rank on ratings (:mod:`metarec.config.objective`): its
+        scores order items and are not ratings, so they are never clipped to the rating scale."""
+        f = self.fitted
+        algo = getattr(f, "algo", None)
+        return getattr(f, "ranking", None) is not None or getattr(algo, "ranking", None) is not None
+
+    @property
     def user_ids(self) -> IdEncoder:
         return self.table.user_ids
 

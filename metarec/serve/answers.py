@@ -105,7 +105,11 @@ class Engine:
         self.domain_supported = (
             "domain" in inspect.signature(AdaptedRecommender.recommend).parameters
         )
-        self.clip = meta.feedback == "explicit" and meta.rating_scale is not None
+        self.clip = (
+            meta.feedback == "explicit"
+            and meta.rating_scale is not None
+            and not getattr(meta, "ranks", False)  # a run trained to rank: scores, not ratings
+        )
         self.diverged = 0  # users whose adaptation diverged (answered an error, or the fallback)
 
     @property

@@ -438,11 +438,15 @@ def kernel_for(meta: Any) -> Kernel | None:
     The model declares which kernel fits it (``serving_kernel``: MeLU ``"melu"``, the two-tower
     model ``"two-tower"``). The kernel applies when the model is in eval mode, its inner loop
     adapts exactly the kernel's parameters (the model's default ones), with one scalar rate (not
-    Meta-SGD / MAML++ learned rates), and the loss is elementwise (``mse`` or ``bce``).
+    Meta-SGD / MAML++ learned rates), and the loss is elementwise (``mse`` or ``bce``) on the
+    support as given (not a run trained to rank on ratings, whose adaptation first turns the
+    ratings into relevance labels and adds sampled negatives: the library's path does that).
     """
     model, algo = meta.model, meta.algo
     cls = KERNELS.get(getattr(model, "serving_kernel", None) or "")
     if cls is None or model.training or algo.meta_learned_lrs or algo.loss not in ("mse", "bce"):
+        return None
+    if getattr(algo, "relevance", None) is not None:
         return None
     fast, _ = split_params(model, adapt_patterns(algo, model), meta.params)
     return cls(meta) if cls.applies(model, set(fast)) else None

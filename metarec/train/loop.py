@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from metarec.config import Scenario
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
 from metarec.episodes.build import build_splits, sampler_config
+from metarec.episodes.relevance import NegativeCatalogue, training_sampler
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.metrics.evaluate import evaluate_pool, metric_selection
@@ -64,6 +65,7 @@ from metarec.train.files import (
 from metarec.train.log import TrainingLog
 from metarec.train.loggers import JsonlLogger, Logger, make_loggers
 from metarec.train.outer import LoopState, Step, Validation, outer_loop
+from metarec.train.ranking import RANK_METRIC, evaluate_engine_ranking
 from metarec.train.session import training_session
 from metarec.train.setup import (
     algorithm_config,
@@ -122,6 +124,7 @@ class Prepared:
     sampler: TaskSampler
     loop: LoopState
     torch_rng: torch.Tensor | None  # the RNG state to resume from (None: seed train.seed)
+    catalogue: NegativeCatalogue | None = None  # a run trained to rank: adaptation's negatives
 
 
 def prepare(
@@ -144,7 +147,7 @@ def prepare(
     splits = build_splits(table, scenario.protocol) if splits is None else splits
     if resume:
         check_same_data(out, table)  # hook (metarec.runs.fingerprint): refuse changed data
-    algo = algorithm_config(scenario, table.feedback)
+    algo = algorithm_config(scenario, table.feedback, table)
     metric_selection(scenario.metrics.names, table.feedback, scenario.metrics.k)  # checked up front
     if not resume and (out / "manifest.json").exists():
         raise ConfigError(
@@ -157,11 +160,12 @@ def prepare(
     opt = torch.optim.Adam(list(params.values()) + list(state.values()), lr=tr.outer_lr)
     scfg = sampler_config(scenario.protocol)
     # implicit feedback: meta-training negatives come from the meta-train items only, so no
-    # held-out-only item is ever a training example (see SamplerConfig.negatives_from)
+    # held-out-only item is ever a training example (see SamplerConfig.negatives_from); a run
+    # trained to rank on ratings: relevance labels and its negatives (metarec.episodes.relevance)
     sampler = TaskSampler(
         table,
         splits.pools[splits.train],
-        replace(scfg, negatives_from="pool"),
+        training_sampler(scfg, algo.ranking),
         seed=tr.seed,
         device=device,
         dtype=torch.float32,
@@ -208,6 +212,7 @@ def prepare(
         sampler,
         loop,
         rng,
+        NegativeCatalogue.of(table) if algo.ranking is not None else None,
     )
 
 
@@ -256,6 +261,8 @@ def train(
     tr, out, algo = scenario.train, run.out, run.algo
     evaluate_test = evaluate_test and run.dist.is_main  # [distributed]
     metric, sign = SELECT_METRIC[run.table.feedback]
+    if algo.ranking is not None:  # scores that rank, not ratings: the ranking protocol's criterion
+        metric, sign = RANK_METRIC, 1.0
     everything = [*run.params.values(), *run.state.values()]
     autocast = (
         torch.autocast(run.device.type, dtype=torch.bfloat16)
@@ -384,6 +391,23 @@ def _torch_rng(device: torch.device, seed: int, resume: torch.Tensor | None) -> 
 
 def _evaluate(run: Prepared, pool: Any, *, max_tasks: int | None = None) -> dict[str, Any]:
     sc = run.scenario
+    if run.algo.ranking is not None:
+        return evaluate_engine_ranking(
+            run.model,
+            run.params,
+            run.algo,
+            run.table,
+            run.splits,
+            pool.name,
+            run.scfg,
+            state=run.state,
+            relevance=sc.protocol.relevance,
+            max_tasks=max_tasks,
+            steps=sc.algorithm.eval_steps,
+            lr=None if run.algo.meta_learned_lrs else sc.algorithm.eval_lr,
+            catalogue=run.catalogue,
+            device=run.device,
+        )
     return evaluate_pool(
         run.model,
         run.params,

@@ -4,6 +4,7 @@ Re-exported by :mod:`metarec.train.loop`."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,9 @@ from metarec.algorithms import (
     AlgorithmConfig,
 )
 from metarec.config import Scenario
+from metarec.config.objective import RANK_LOSSES
 from metarec.data.table import InteractionTable
+from metarec.episodes.relevance import ranking_objective
 from metarec.episodes.splits import MetaSplits
 from metarec.models import build_model
 from metarec.models.base import RecModel
@@ -33,23 +36,45 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def algorithm_config(sc: Scenario, feedback: str) -> AlgorithmConfig:
+def algorithm_config(
+    sc: Scenario, feedback: str, table: InteractionTable | None = None
+) -> AlgorithmConfig:
     """The engine's :class:`AlgorithmConfig` of a scenario: :meth:`AlgorithmSection.engine`
-    with the ``[model]`` section's inner-loop patterns.
+    with the ``[model]`` section's inner-loop patterns, and, for a ranking scenario on explicit
+    ratings with a click loss, its ranking objective
+    (:func:`metarec.episodes.relevance.ranking_objective`, which needs ``table``).
 
     Raises:
-        ConfigError: ``algorithm.loss`` is ``bce`` / ``bpr`` and the loaded data are explicit
-            ratings (a reader that always reads ratings, whatever ``data.feedback`` says).
+        ConfigError: ``algorithm.loss`` is ``bce`` / ``bpr`` / ``softmax`` and the loaded data
+            are explicit ratings outside a ranking scenario (a reader that always reads ratings,
+            whatever ``data.feedback`` says), or in one but without ``table``.
     """
     loss, scale = sc.algorithm.loss, sc.data.rating_scale
     unit = scale is not None and 0.0 <= scale[0] and scale[-1] <= 1.0  # ratings in [0, 1]
-    if feedback == "explicit" and loss in ("bce", "bpr") and not unit:
+    ranking = sc.protocol.ranking and feedback == "explicit" and loss in RANK_LOSSES
+    if feedback == "explicit" and loss in RANK_LOSSES and not unit and not ranking:
         raise ConfigError(
             f"algorithm.loss={loss!r}: a loss for implicit feedback (0/1 clicks), but source={sc.data.source!r} "
             "read explicit ratings; training on them would fit the ratings as if they were clicks; use "
             "--set algorithm.loss=mse (or leave it unset)"
         )
-    return sc.algorithm.engine_config(feedback, sc.model.adapt)
+    algo = sc.algorithm.engine_config(feedback, sc.model.adapt)
+    if not ranking:
+        return algo
+    if table is None:
+        raise ConfigError(
+            f"algorithm.loss={loss!r} in a ranking scenario on explicit ratings trains to rank, which this entry "
+            "point does not support (it has no table to set the relevance threshold from); use metarec train or "
+            "metarec bench, or --set algorithm.loss=mse"
+        )
+    objective = ranking_objective(sc, table)
+    assert objective is not None  # a ranking scenario, explicit ratings, a click loss
+    return replace(
+        algo,
+        relevance=objective.relevance,
+        negatives=objective.negatives,
+        proposal=str(objective.proposal),
+    )
 
 
 def model_kwargs(sc: Scenario) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from metarec.config import Scenario, merge, scenario_from_dict, to_dict
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.build import sampler_config
+from metarec.episodes.relevance import NegativeCatalogue
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import Adaptation, FitData
@@ -47,6 +48,7 @@ from metarec.runs.reader import OpenRun
 from metarec.train.log import TrainingLog
 from metarec.train.loggers import Logger
 from metarec.train.loop import TrainResult, train
+from metarec.train.ranking import RANK_METRIC, adapt_engine, evaluate_engine_ranking
 
 __all__ = [
     "EngineMethod",
@@ -99,11 +101,15 @@ def engine_scenario(name: str, scenario: Scenario) -> Scenario:
 
 @dataclass
 class EngineAdapted:
-    """Per-task fast weights ``{name: (T, *shape)}`` over the meta-learned slow weights."""
+    """Per-task fast weights ``{name: (T, *shape)}`` over the meta-learned slow weights.
+
+    ``score_kind``: ``"rank"`` for a run trained to rank (its scores order items; they are not
+    ratings), else ``"rating"``."""
 
     model: nn.Module
     params: dict[str, torch.Tensor]
     fast: dict[str, torch.Tensor]
+    score_kind: str = "rating"
 
     @property
     def n_tasks(self) -> int:
@@ -121,14 +127,15 @@ class EngineAdapted:
     def select(self, rows: torch.Tensor) -> EngineAdapted:
         """The tasks ``rows`` (``int64 (R,)``)."""
         idx = rows.to(next(iter(self.fast.values())).device)
-        return EngineAdapted(self.model, self.params, {k: v[idx] for k, v in self.fast.items()})
+        fast = {k: v[idx] for k, v in self.fast.items()}
+        return EngineAdapted(self.model, self.params, fast, self.score_kind)
 
     @classmethod
     def concat(cls, parts: list[EngineAdapted]) -> EngineAdapted:
         """The tasks of ``parts`` (over the same model), one after the other."""
         first = parts[0]
         fast = {k: torch.cat([p.fast[k] for p in parts]) for k in first.fast}
-        return cls(first.model, first.params, fast)
+        return cls(first.model, first.params, fast, first.score_kind)
 
 
 @dataclass
@@ -152,6 +159,8 @@ class EngineFitted:
     info: dict[str, Any] = field(default_factory=dict)
     training_log: TrainingLog = field(default_factory=TrainingLog)
 
+    _negatives: NegativeCatalogue | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
         if self.steps is None:  # the algorithm's own default (``global``: 0)
             self.steps = self.algo.default_steps
@@ -159,11 +168,29 @@ class EngineFitted:
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
     ) -> EngineAdapted:
-        """Fast weights for each task (row) of ``support`` by the engine's inner loop."""
+        """Fast weights for each task (row) of ``support`` by the engine's inner loop (a run
+        trained to rank first turns the support into a ranking set:
+        :func:`metarec.train.ranking.adapt_engine`)."""
         n = self.steps if steps is None else steps
         rate = self.lr if lr is None else lr
-        fast = adapt_batch(self.algo, self.model, self.params, support, n, rate, state=self.state)
-        return EngineAdapted(self.model, self.params, fast)
+        if self.algo.ranking is None:
+            fast = adapt_batch(
+                self.algo, self.model, self.params, support, n, rate, state=self.state
+            )
+            return EngineAdapted(self.model, self.params, fast)
+        if self._negatives is None:
+            self._negatives = NegativeCatalogue.of(self.table)
+        fast = adapt_engine(
+            self.algo,
+            self.model,
+            self.params,
+            support,
+            n,
+            rate,
+            state=self.state,
+            catalogue=self._negatives,
+        )
+        return EngineAdapted(self.model, self.params, fast, "rank")
 
     def adaptation(self, sampler: SamplerConfig) -> Adaptation:
         """The evaluation budget (every shots alike): ``steps`` inner steps at ``lr`` (the run's
@@ -214,7 +241,10 @@ class EngineFitted:
                 )
         check_finite_weights(fast, where)  # hook (metarec.runs.guard)
         dev = next(iter(self.params.values())).device
-        return EngineAdapted(self.model, self.params, {k: v[:-1].to(dev) for k, v in fast.items()})
+        kind = "rating" if self.algo.ranking is None else "rank"
+        return EngineAdapted(
+            self.model, self.params, {k: v[:-1].to(dev) for k, v in fast.items()}, kind
+        )
 
     def _init_fast(self) -> dict[str, torch.Tensor]:
         fast, _ = split_params(self.model, adapt_patterns(self.algo, self.model), self.params)
@@ -326,7 +356,12 @@ class EngineMethod:
         fitted.info["train_result"] = res
         if res.training_log is not None:
             fitted.training_log = res.training_log
-        if self.eval_lrs and sc.algorithm.eval_lr is None and not fitted.algo.meta_learned_lrs:
+        choose = self.eval_lrs and sc.algorithm.eval_lr is None and not fitted.algo.meta_learned_lrs
+        if choose and fitted.algo.ranking is not None:
+            fitted.lr, fitted.info["eval_lr_meta_val"] = _select_rank_lr(
+                fitted, data, sc, self.eval_lrs
+            )
+        elif choose:
             fitted.lr, fitted.info["eval_lr_meta_val"] = select_eval_lr(
                 fitted.model,
                 fitted.params,
@@ -340,6 +375,32 @@ class EngineMethod:
                 k=sc.metrics.k,
             )
         return fitted
+
+
+def _select_rank_lr(
+    fitted: EngineFitted, data: FitData, sc: Scenario, lrs: Sequence[float] | None
+) -> tuple[float, dict[float, float]]:
+    """The evaluation rate of a run trained to rank: the best of ``lrs`` on meta-val
+    ``ndcg@10_all`` (ties: the first)."""
+    scores: dict[float, float] = {}
+    for lr in lrs or ():
+        val = evaluate_engine_ranking(
+            fitted.model,
+            fitted.params,
+            fitted.algo,
+            data.table,
+            data.splits,
+            data.splits.val,
+            sampler_config(sc.protocol),
+            state=fitted.state,
+            relevance=sc.protocol.relevance,
+            max_tasks=sc.train.val_tasks,
+            steps=sc.algorithm.eval_steps,
+            lr=lr,
+        )
+        scores[lr] = float(val[RANK_METRIC])
+    best = max(scores, key=lambda k: scores[k] if scores[k] == scores[k] else -1.0)
+    return best, scores
 
 
 def load_engine(

@@ -30,11 +30,14 @@ from torch import nn
 
 from metarec._errors import CheckpointError, ConfigError
 from metarec.config import from_dict, to_dict
+from metarec.config.objective import RankingObjective
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.episodes.relevance import NegativeCatalogue, rank_support, training_sampler
 from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.methods.adapted import cat_tasks, index_tasks
 from metarec.methods.base import FitData
+from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.learners._settings import (
     TrainSettings,
     defaults_and_sampler,
@@ -60,6 +63,8 @@ __all__ = [
     "learner_loader",
     "SELECT_METRIC",
     "defaults_and_sampler",
+    "rank_score",
+    "RANK_METRIC",
 ]
 
 S = TypeVar("S")
@@ -81,10 +86,16 @@ def _api(learner: nn.Module) -> _LearnerAPI:
 
 
 class LearnerAdapted:
-    """A learner adapted to ``T`` tasks: ``score(users (T, N), items (T, N)) -> (T, N)``."""
+    """A learner adapted to ``T`` tasks: ``score(users (T, N), items (T, N)) -> (T, N)``.
 
-    def __init__(self, learner: nn.Module, context: Any, n_tasks: int) -> None:
+    ``score_kind``: ``"rank"`` for a learner trained to rank (its scores order items; they are
+    not ratings), else ``"rating"``."""
+
+    def __init__(
+        self, learner: nn.Module, context: Any, n_tasks: int, score_kind: str = "rating"
+    ) -> None:
         self._learner, self._context, self._n = learner, context, n_tasks
+        self.score_kind = score_kind
 
     @property
     def n_tasks(self) -> int:
@@ -102,7 +113,10 @@ class LearnerAdapted:
     def select(self, rows: torch.Tensor) -> LearnerAdapted:
         """The tasks ``rows``: every tensor of the context with a task axis, indexed."""
         return LearnerAdapted(
-            self._learner, index_tasks(self._context, rows, self._n), int(rows.shape[0])
+            self._learner,
+            index_tasks(self._context, rows, self._n),
+            int(rows.shape[0]),
+            self.score_kind,
         )
 
     @classmethod
@@ -110,7 +124,7 @@ class LearnerAdapted:
         """The tasks of ``parts`` (one learner), one after the other."""
         sizes = [p._n for p in parts]
         ctx = cat_tasks([p._context for p in parts], sizes)
-        return cls(parts[0]._learner, ctx, sum(sizes))
+        return cls(parts[0]._learner, ctx, sum(sizes), parts[0].score_kind)
 
 
 class LearnerFitted:
@@ -121,6 +135,9 @@ class LearnerFitted:
         settings: the resolved settings dataclass; log: what training did, as a dict (best
             step, history, pretraining, selections); training_log: the episodic loop's
             :class:`~metarec.train.log.TrainingLog`.
+        ranking: the :class:`~metarec.config.objective.RankingObjective` of a learner trained to
+            rank on ratings (``adapt`` then turns a support into a ranking set first,
+            :func:`~metarec.episodes.relevance.rank_support`); ``None`` otherwise.
     """
 
     def __init__(
@@ -140,6 +157,8 @@ class LearnerFitted:
         )
         self.k: int | None = None  # the scenario's shots (n_support), for protocols that need it
         self.training_log = TrainingLog()
+        self.ranking: RankingObjective | None = None
+        self._negatives: NegativeCatalogue | None = None
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -154,8 +173,13 @@ class LearnerFitted:
         dev = next(iter(self.learner.parameters())).device
         dtype = next(iter(self.learner.parameters())).dtype
         self.learner.eval()
+        kind = "rating"
+        if self.ranking is not None:
+            if self._negatives is None:
+                self._negatives = NegativeCatalogue.of(self.table)
+            support, kind = rank_support(support, self.ranking, self._negatives), "rank"
         ctx = _api(self.learner).adapt(support.to(dev, dtype), steps, lr)
-        return LearnerAdapted(self.learner, ctx, support.n_tasks)
+        return LearnerAdapted(self.learner, ctx, support.n_tasks, kind)
 
     def config(self) -> dict[str, Any]:
         """``{"method", "settings", "k", "shape"}``: the resolved settings, the scenario's shots
@@ -163,12 +187,15 @@ class LearnerFitted:
         on more than the settings and the table); with the table, they rebuild the learner's
         modules (:func:`learner_loader`), and :meth:`load_state_dict` fills them."""
         shape = getattr(self.learner, "shape", None)
-        return {
+        out = {
             "method": self.name,
             "settings": to_dict(self.settings),
             "k": self.k,
             "shape": shape() if callable(shape) else {},
         }
+        if self.ranking is not None:
+            out["ranking"] = self.ranking.to_json()
+        return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.learner.state_dict().items()}
@@ -193,7 +220,11 @@ class LearnerFitted:
 
 Build = Callable[[FitData, Any], nn.Module]
 Shell = Callable[[InteractionTable, Any, Mapping[str, Any]], nn.Module]
-"""``shell(table, settings, shape) -> learner``: an untrained learner of the saved architecture."""
+"""``shell(table, settings, shape) -> learner``: an untrained learner of the saved architecture
+(``shape`` holds ``"ranking"``, the saved :class:`~metarec.config.objective.RankingObjective`'s
+fields, for a learner trained to rank)."""
+Objective = Callable[[InteractionTable], "RankingObjective | None"]
+"""``objective(table)``: the ranking objective a learner trains on ``table`` (``None``: its own)."""
 
 
 def learner_loader(cls: type, shell: Shell) -> Callable[..., LearnerFitted]:
@@ -215,16 +246,33 @@ def learner_loader(cls: type, shell: Shell) -> Callable[..., LearnerFitted]:
                 f"manifest.json: the saved settings of {name!r} do not rebuild ({e}); the run is damaged or "
                 "from another metarec version; re-train it"
             ) from None
+        ranking = _saved_objective(config.get("ranking"), name)
+        shape = dict(config.get("shape") or {})
+        if ranking is not None:
+            shape["ranking"] = ranking
         # the shell's random initialisation is overwritten by load_state_dict: keep the global RNG
         with torch.random.fork_rng(devices=[]):
-            learner = shell(table, settings, dict(config.get("shape") or {}))
+            learner = shell(table, settings, shape)
         learner.eval()
         fitted = LearnerFitted(name, table, learner, settings, {})
+        fitted.ranking = ranking
         k = config.get("k")
         fitted.k = None if k is None else int(k)
         return fitted
 
     return load
+
+
+def _saved_objective(raw: Any, name: str) -> RankingObjective | None:
+    if raw is None:
+        return None
+    try:
+        return RankingObjective(**dict(raw))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"manifest.json: the saved ranking objective of {name!r} does not rebuild ({e}); the run is damaged "
+            "or from another metarec version; re-train it"
+        ) from None
 
 
 class LearnerMethod:
@@ -243,6 +291,12 @@ class LearnerMethod:
         validate: optional ``validate(fitted, data) -> score`` (higher is better), the model
             selection criterion of :func:`fit_learner` on meta-val.
         val_metric: the name of ``validate``'s score in the training log.
+        objective: optional ``objective(table)``: the ranking objective the learner trains on
+            the data (:func:`metarec.episodes.relevance.ranking_objective`; ``None`` from it:
+            the learner's own objective). With one, meta-training tasks carry relevance labels
+            and sampled negatives, the fitted learner ranks from a support turned into such a
+            set, and (without ``validate``) meta-val selects on ``ndcg@10_all`` over the
+            catalogue (:func:`metarec.methods.catalogue.evaluate_ranking`).
     """
 
     def __init__(
@@ -256,10 +310,12 @@ class LearnerMethod:
         episodes: Callable[[FitData], FitData] | None = None,
         validate: Callable[[Any, FitData], float] | None = None,
         val_metric: str = "score",
+        objective: Objective | None = None,
     ) -> None:
         self.name, self._build, self.settings, self.sampler = name, build, settings, sampler
         self._pretrain, self._select, self._episodes = pretrain, select, episodes
         self._validate, self._val_metric = validate, val_metric
+        self._objective = objective
 
     def fit(self, data: FitData) -> LearnerFitted:
         t0 = time.perf_counter()
@@ -271,6 +327,7 @@ class LearnerMethod:
             episodes = data if self._episodes is None else self._episodes(data)
             check = self._validate
             val = None if check is None else (lambda f: check(f, data))
+            objective = None if self._objective is None else self._objective(data.table)
             ts = train_settings(self.settings)
             log.update(
                 fit_learner(
@@ -282,10 +339,12 @@ class LearnerMethod:
                     progress=data.progress,
                     desc=self.name,
                     val_metric=self._val_metric,
+                    objective=objective,
                 )
             )
             fitted = LearnerFitted(self.name, data.table, learner, self.settings, log)
             fitted.k = self.sampler.n_support
+            fitted.ranking = objective
             if self._select is not None:
                 log["selected"] = self._select(fitted, data)
         log["fit_seconds"] = round(time.perf_counter() - t0, 2)
@@ -303,13 +362,17 @@ def fit_learner(
     progress: bool = False,
     desc: str = "learner",
     val_metric: str = "score",
+    objective: RankingObjective | None = None,
 ) -> dict[str, Any]:
     """Train ``learner`` on meta-train tasks; keep the weights (and buffers) with the best
     meta-val score (MAE for explicit, AUC for implicit feedback), checked every ``val_every``
     steps and at the end. ``validate(fitted) -> score`` (higher is better) replaces that score
     (a protocol's own meta-val criterion, e.g. the item warm-up phases' logloss); it is also
     checked before the first step, so training that does not help keeps the initial weights;
-    the training log names it ``val_metric``.
+    the training log names it ``val_metric``. ``objective``: meta-train on its relevance labels
+    and negatives (:func:`metarec.episodes.relevance.training_sampler`); the fitted learner
+    ``validate`` sees adapts as it will be adapted (:attr:`LearnerFitted.ranking`), and without
+    ``validate`` meta-val selects on ``ndcg@10_all`` (:func:`rank_score`).
 
     Returns:
         ``{"steps", "best_step", "best_val", "history": [{"step", "loss", "val"}...],
@@ -321,7 +384,7 @@ def fit_learner(
     sampler = TaskSampler(
         table,
         splits.pools[splits.train],
-        replace(scfg, negatives_from="pool"),
+        training_sampler(scfg, objective),
         seed=data.seed,
         device=data.device,
         dtype=dtype,
@@ -329,9 +392,12 @@ def fit_learner(
     params = [p for p in learner.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=ts.lr) if params else None
     metric, sign = SELECT_METRIC[table.feedback]
+    if objective is not None and validate is None:  # scores that rank: the protocol's criterion
+        validate, val_metric = (lambda f: rank_score(f, data, scfg, ts)), RANK_METRIC
     name = metric if validate is None else val_metric
     fitted = LearnerFitted("learner", table, learner, None, {})
     fitted.k = scfg.n_support
+    fitted.ranking = objective
     snapshot = copy.deepcopy(learner.state_dict())
     st = LoopState()
     if validate is not None:  # the initial weights compete too
@@ -412,6 +478,28 @@ def fit_learner(
         "history": history,
         "training_log": log,
     }
+
+
+RANK_METRIC = "ndcg@10_all"
+"""The meta-val criterion of a learner trained to rank (higher is better)."""
+
+
+def rank_score(fitted: Any, data: FitData, scfg: SamplerConfig, ts: TrainSettings) -> float:
+    """``ndcg@10_all`` of ``fitted`` over the meta-val tasks' catalogues (at most
+    ``ts.val_tasks``; the relevance threshold of ``fitted.ranking``)."""
+    objective = getattr(fitted, "ranking", None)
+    val = evaluate_ranking(
+        fitted,
+        data.table,
+        data.splits,
+        data.splits.val,
+        scfg,
+        relevance=None if objective is None else objective.relevance,
+        negatives=None,
+        max_tasks=ts.val_tasks,
+        seed=data.seed,
+    )
+    return float(val[RANK_METRIC])
 
 
 def _val_metric(

@@ -720,6 +720,6 @@ register_method(
     "elae",
     make_elae,
     loader=ElaeFitted.build,
-    tags=MethodTags(units=("user",), family="learner"),
+    tags=MethodTags(units=("user",), family="learner", ranks=True),
     replace=True,
 )

@@ -33,8 +33,10 @@ from torch import nn
 from torch.func import grad, vmap
 
 from metarec._errors import ConfigError
-from metarec.algorithms.losses import LOSSES
+from metarec.algorithms.losses import apply_loss, set_loss_of
+from metarec.config.objective import RankingObjective
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.episodes.relevance import ranking_objective
 from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, task_entity
 from metarec.methods.learners._loop import (
@@ -124,7 +126,14 @@ class MAMO(nn.Module):
     mem_bias: torch.Tensor  # buffer (memory, |theta|)
     mem_pref: torch.Tensor  # buffer (memory, pref_dim, d_i)
 
-    def __init__(self, table: Any, s: MAMOSettings, *, known_items: Any = None) -> None:
+    def __init__(
+        self,
+        table: Any,
+        s: MAMOSettings,
+        *,
+        known_items: Any = None,
+        ranking: RankingObjective | None = None,
+    ) -> None:
         super().__init__()
         if table.user_features is None:
             raise ConfigError(
@@ -132,7 +141,9 @@ class MAMO(nn.Module):
                 "features (InteractionTable.from_frame(..., user_features=...)) or use 'tanp'"
             )
         self.s = s
-        self.loss = "mse" if table.feedback == "explicit" else "bce"
+        self.ranking = ranking  # trained to rank: relevance labels and negatives, a click loss
+        explicit = table.feedback == "explicit" and ranking is None
+        self.loss = ranking.loss if ranking is not None else ("mse" if explicit else "bce")
         self.user_enc = SideEncoder(table.user_features, table.n_users, s.dim, ids="never")
         self.item_enc = SideEncoder(table.item_features, table.n_items, s.dim, known=known_items)
         dp, di = self.user_enc.out_dim, self.item_enc.out_dim
@@ -143,7 +154,7 @@ class MAMO(nn.Module):
         for j, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             lin = nn.Linear(a, b)
             theta[f"w{j}"], theta[f"b{j}"] = lin.weight, lin.bias
-        if table.feedback == "explicit" and table.rating_scale is not None:
+        if explicit and table.rating_scale is not None:
             nn.init.constant_(theta[f"b{len(sizes) - 2}"], sum(table.rating_scale) / 2)
         self.theta = nn.ParameterDict(theta)
         self._shapes = [(k, v.shape) for k, v in self.theta.items()]
@@ -200,7 +211,8 @@ class MAMO(nn.Module):
         """Inner steps for every task (vmapped): ``-> (theta' (T, |theta|), M' (T, d_m, d_i), g (T, |theta|))``,
         ``g`` the first step's support gradient with respect to ``theta``."""
         e = self.item_enc(s.items)  # (T, N, d_i)
-        loss_fn = LOSSES[self.loss]
+        name = self.loss
+        lq = s.logq if s.logq is not None else torch.zeros_like(s.targets)  # (T, N)
 
         def one(
             th: torch.Tensor,
@@ -209,9 +221,11 @@ class MAMO(nn.Module):
             et: torch.Tensor,
             y: torch.Tensor,
             m: torch.Tensor,
+            q: torch.Tensor,
         ):
             def support_loss(fast: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-                return loss_fn(self.recommend(self.unflat(fast[0]), fast[1], pt, et), y, m)
+                pred = self.recommend(self.unflat(fast[0]), fast[1], pt, et)
+                return apply_loss(name, pred, y, m, q)
 
             cur = (th, pr)
             g0 = torch.zeros_like(th)
@@ -224,7 +238,7 @@ class MAMO(nn.Module):
                 cur = (cur[0] - lr * g[0], cur[1] - lr * g[1])
             return cur[0], cur[1], g0
 
-        return vmap(one)(theta, pref, p, e, s.targets, s.mask)
+        return vmap(one)(theta, pref, p, e, s.targets, s.mask, lq)
 
     def _predict(
         self, theta: torch.Tensor, pref: torch.Tensor, p: torch.Tensor, items: torch.Tensor
@@ -262,7 +276,7 @@ class MAMO(nn.Module):
         )
         pred = self._predict(theta2, pref2, p, q.items)
         self._last = (p.detach(), a.detach(), g.detach(), pref2.detach())
-        return LOSSES[self.loss](pred, q.targets, q.mask).mean()
+        return set_loss_of(self.loss, pred, q).mean()
 
     def after_step(self, batch: EpisodeBatch) -> None:
         if self._last is None:
@@ -274,31 +288,34 @@ class MAMO(nn.Module):
         self._last = None
 
 
-def _build(data: FitData, s: MAMOSettings) -> MAMO:
-    t, rows = data.table, data.splits.pools[data.splits.train].rows
-    return MAMO(t, s, known_items=t.items[rows])
-
-
 def make_mamo(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``mamo`` from a scenario (budget, ``model.embedding_dim``; ``algorithm.inner_steps`` /
-    ``inner_lr`` / ``first_order``) and :class:`MAMOSettings` overrides."""
+    ``inner_lr`` / ``first_order``) and :class:`MAMOSettings` overrides; in a ranking scenario
+    on ratings with a click loss, trained to rank (:mod:`metarec.config.objective`)."""
     defaults, scfg = defaults_and_sampler(scenario, MAMOSettings)
     if scenario is not None:
         al = scenario.algorithm
         defaults.update(inner_steps=al.inner_steps, first_order=al.first_order)
-    return LearnerMethod(
-        "mamo", _build, parse_settings(MAMOSettings, "mamo", settings, defaults, scenario), scfg
-    )
+
+    def objective(table: Any) -> RankingObjective | None:
+        return ranking_objective(scenario, table)
+
+    def build(data: FitData, s: MAMOSettings) -> MAMO:
+        t, rows = data.table, data.splits.pools[data.splits.train].rows
+        return MAMO(t, s, known_items=t.items[rows], ranking=objective(t))
+
+    s = parse_settings(MAMOSettings, "mamo", settings, defaults, scenario)
+    return LearnerMethod("mamo", build, s, scfg, objective=objective)
 
 
 def _shell(table: Any, s: MAMOSettings, shape: Any) -> MAMO:
-    return MAMO(table, s)
+    return MAMO(table, s, ranking=shape.get("ranking"))
 
 
 register_method(
     "mamo",
     make_mamo,
     loader=learner_loader(MAMOSettings, _shell),
-    tags=MethodTags(inner_loop=True, family="learner"),
+    tags=MethodTags(inner_loop=True, family="learner", ranks=True),
     replace=True,
 )

@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec._errors import ConfigError
-from metarec.algorithms.losses import LOSSES
+from metarec.algorithms.losses import set_loss_of
+from metarec.config.objective import RankingObjective
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.episodes.relevance import ranking_objective
 from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, mlp
 from metarec.methods.learners._loop import (
@@ -201,10 +203,18 @@ class R2D2(nn.Module):
     item_prior: torch.Tensor
     cold_prior: torch.Tensor
 
-    def __init__(self, table: Any, s: R2D2Settings, *, known_items: Any = None) -> None:
+    def __init__(
+        self,
+        table: Any,
+        s: R2D2Settings,
+        *,
+        known_items: Any = None,
+        ranking: RankingObjective | None = None,
+    ) -> None:
         super().__init__()
-        self.explicit = table.feedback == "explicit"
-        self.loss = "mse" if self.explicit else "bce"
+        self.ranking = ranking  # trained to rank: relevance labels, the logistic head
+        self.explicit = table.feedback == "explicit" and ranking is None
+        self.loss = ranking.loss if ranking is not None else ("mse" if self.explicit else "bce")
         self.id_dropout, self.newton_steps = s.id_dropout, s.newton_steps
         self.vary_shots = s.vary_shots
         self.user_enc = SideEncoder(table.user_features, table.n_users, s.dim, ids="never")
@@ -293,11 +303,11 @@ class R2D2(nn.Module):
     def meta_loss(self, batch: EpisodeBatch) -> torch.Tensor:
         q, s = batch.query, batch.support
         if self.vary_shots:
-            s = EpisodeSet(s.users, s.items, s.targets, random_shots(s.mask))
+            s = s.with_mask(random_shots(s.mask))
         w = self.solve(s, self.id_dropout)
         g, phi = self.query_parts(q.users, q.items, self.id_dropout)
         pred = g + (phi @ w.unsqueeze(-1)).squeeze(-1)
-        return LOSSES[self.loss](pred, q.targets, q.mask).mean()
+        return set_loss_of(self.loss, pred, q).mean()
 
 
 def pretrain_body(
@@ -307,7 +317,8 @@ def pretrain_body(
     ``rows`` (``source``: which are of a source domain): each row is predicted as
     ``g + phi^T e_u`` with a free per-user head ``e_u`` (zero-initialised, L2 1e-4, discarded
     afterwards); squared error on ratings, or logistic loss against one sampled negative item
-    per row with implicit feedback. Returns ``{"pretrain_loss": last epoch's mean}``."""
+    per row with implicit feedback (trained to rank on ratings: the row's relevance label against
+    that negative). Returns ``{"pretrain_loss": last epoch's mean}``."""
     if s.pretrain_epochs == 0 or rows.size == 0:
         return {}
     t = data.table
@@ -318,6 +329,8 @@ def pretrain_body(
     users = torch.as_tensor(t.users[rows])
     items = torch.as_tensor(t.items[rows])
     y = torch.as_tensor(t.ratings[rows], dtype=torch.get_default_dtype())
+    if model.ranking is not None:  # relevance labels
+        y = (y >= model.ranking.relevance - 1e-9).to(y.dtype)
     src = torch.as_tensor(source)
     pool = torch.as_tensor(np.unique(t.items[rows]))
     model.train()
@@ -334,7 +347,8 @@ def pretrain_body(
                 neg = pool[torch.randint(0, pool.shape[0], (b.shape[0],), generator=gen)]
                 gn, pn = model.row_parts(u, neg, src[b], model.id_dropout)
                 both = torch.cat([pred, gn + (pn * e).sum(-1)])
-                lab = torch.cat([torch.ones_like(pred), torch.zeros_like(pred)])
+                pos = y[b] if model.ranking is not None else torch.ones_like(pred)
+                lab = torch.cat([pos, torch.zeros_like(pred)])
                 loss = F.binary_cross_entropy_with_logits(both, lab)
             reg = 1e-4 * e.square().sum(-1).mean()
             opt.zero_grad()
@@ -351,9 +365,12 @@ def make_r2d2(scenario: Any = None, **settings: Any) -> LearnerMethod:
     defaults, scfg = defaults_and_sampler(scenario, R2D2Settings)
     s = parse_settings(R2D2Settings, "r2d2", settings, defaults, scenario)
 
+    def objective(table: Any) -> RankingObjective | None:
+        return ranking_objective(scenario, table)
+
     def build(data: FitData, st: R2D2Settings) -> R2D2:
         t, rows = data.table, data.splits.pools[data.splits.train].rows
-        model = R2D2(t, st, known_items=t.items[rows])
+        model = R2D2(t, st, known_items=t.items[rows], ranking=objective(t))
         if model.uses_prior:  # the content-bias prior, selected on meta-val with our tasks
             cb = ContentBiasMethod(method.sampler).fit(data)
             assert cb.cold_bias is not None  # set by fit
@@ -364,18 +381,18 @@ def make_r2d2(scenario: Any = None, **settings: Any) -> LearnerMethod:
         rows = data.splits.pools[data.splits.train].rows
         return pretrain_body(model, data, rows, np.zeros(rows.shape[0], dtype=bool), st)
 
-    method = LearnerMethod("r2d2", build, s, scfg, pretrain=pretrain)
+    method = LearnerMethod("r2d2", build, s, scfg, pretrain=pretrain, objective=objective)
     return method
 
 
 def _shell(table: Any, s: R2D2Settings, shape: Any) -> R2D2:
-    return R2D2(table, s)
+    return R2D2(table, s, ranking=shape.get("ranking"))
 
 
 register_method(
     "r2d2",
     make_r2d2,
     loader=learner_loader(R2D2Settings, _shell),
-    tags=MethodTags(family="learner"),
+    tags=MethodTags(family="learner", ranks=True),
     replace=True,
 )

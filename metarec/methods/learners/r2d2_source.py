@@ -32,8 +32,10 @@ import torch
 from torch import nn
 
 from metarec._errors import ConfigError
+from metarec.config.objective import RankingObjective
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
+from metarec.episodes.relevance import ranking_objective
 from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.crossdomain.data import cross_domain_view, user_history_rows
 from metarec.methods.learners._encode import task_entity
@@ -152,17 +154,22 @@ class SourceR2D2(R2D2):
         return logistic_head(phi, g, y, mask, lam, self.newton_steps, weight)
 
 
-def histories(data: FitData, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def histories(
+    data: FitData, length: int, ranking: RankingObjective | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(items, targets, mask)`` ``(n_users, H)``: each user's meta-train source rows (at most
-    ``length``); with implicit feedback followed by ``length`` sampled source-domain negatives
-    (items of the source domain(s) the user has no meta-train row with), label 0."""
+    ``length``); with implicit feedback (or ratings trained to rank, ``ranking``: their relevance
+    labels) followed by ``length`` sampled source-domain negatives (items of the source domain(s)
+    the user has no meta-train row with), label 0."""
     t = data.table
     view = cross_domain_view(t, data.splits)
     rows = user_history_rows(view, view.source_rows, length, seed=data.seed)
     mask = rows >= 0
     items = np.where(mask, t.items[np.maximum(rows, 0)], 0)
     targets = np.where(mask, t.ratings[np.maximum(rows, 0)], 0.0).astype(np.float32)
-    if t.feedback != "explicit":
+    if ranking is not None:
+        targets = ((targets >= ranking.relevance - 1e-9) & mask).astype(np.float32)
+    if t.feedback != "explicit" or ranking is not None:
         rng = np.random.default_rng(data.seed + 7)
         pool = np.unique(t.items[view.source_rows])
         neg = pool[rng.integers(0, pool.shape[0], size=items.shape)]
@@ -171,7 +178,8 @@ def histories(data: FitData, length: int) -> tuple[torch.Tensor, torch.Tensor, t
             seen |= neg == items[:, j : j + 1]
         neg_mask = mask & ~seen  # one negative per real positive
         items = np.concatenate([items, np.where(neg_mask, neg, 0)], 1)
-        targets = np.concatenate([np.ones_like(targets) * mask, np.zeros_like(targets)], 1)
+        pos = targets if ranking is not None else np.ones_like(targets) * mask
+        targets = np.concatenate([pos, np.zeros_like(targets)], 1)
         mask = np.concatenate([mask, neg_mask], 1)
     return (
         torch.from_numpy(items.astype(np.int64)),
@@ -185,10 +193,14 @@ def make_r2d2_source(scenario: Any = None, **settings: Any) -> LearnerMethod:
     defaults, scfg = defaults_and_sampler(scenario, SourceR2D2Settings)
     s = parse_settings(SourceR2D2Settings, "r2d2-source", settings, defaults, scenario)
 
+    def objective(table: Any) -> RankingObjective | None:
+        return ranking_objective(scenario, table)
+
     def build(data: FitData, st: SourceR2D2Settings) -> SourceR2D2:
         t, rows = data.table, data.splits.pools[data.splits.train].rows
-        model = SourceR2D2(t, st, known_items=t.items[rows])
-        model.set_history(*histories(data, st.history_len))
+        rank = objective(t)
+        model = SourceR2D2(t, st, known_items=t.items[rows], ranking=rank)
+        model.set_history(*histories(data, st.history_len, rank))
         if model.uses_prior:
             cb = ContentBiasMethod(method.sampler).fit(data)
             assert cb.cold_bias is not None  # set by fit
@@ -202,19 +214,25 @@ def make_r2d2_source(scenario: Any = None, **settings: Any) -> LearnerMethod:
         return pretrain_body(model, data, rows, source, st)
 
     method = LearnerMethod(
-        "r2d2-source", build, s, scfg, pretrain=pretrain, episodes=target_episodes
+        "r2d2-source",
+        build,
+        s,
+        scfg,
+        pretrain=pretrain,
+        episodes=target_episodes,
+        objective=objective,
     )
     return method
 
 
 def _shell(table: Any, s: SourceR2D2Settings, shape: Any) -> SourceR2D2:
-    return SourceR2D2(table, s)
+    return SourceR2D2(table, s, ranking=shape.get("ranking"))
 
 
 register_method(
     "r2d2-source",
     make_r2d2_source,
     loader=learner_loader(SourceR2D2Settings, _shell),
-    tags=MethodTags(feedback=("explicit",), source_history=True, family="learner"),
+    tags=MethodTags(feedback=("explicit",), source_history=True, family="learner", ranks=True),
     replace=True,
 )

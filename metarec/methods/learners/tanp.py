@@ -37,8 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarec._errors import ConfigError
-from metarec.algorithms.losses import LOSSES
+from metarec.algorithms.losses import set_loss_of
+from metarec.config.objective import RankingObjective
 from metarec.episodes.batch import EpisodeBatch, EpisodeSet
+from metarec.episodes.relevance import ranking_objective
 from metarec.methods.base import FitData, MethodTags, register_method
 from metarec.methods.learners._encode import SideEncoder, masked_mean, mlp, unit_targets
 from metarec.methods.learners._loop import (
@@ -111,10 +113,19 @@ def clustering_loss(a: torch.Tensor) -> torch.Tensor:
 class TaNP(nn.Module):
     """The TaNP learner over a table's side features (see the module docstring)."""
 
-    def __init__(self, table: Any, s: TaNPSettings, *, known_items: Any = None) -> None:
+    def __init__(
+        self,
+        table: Any,
+        s: TaNPSettings,
+        *,
+        known_items: Any = None,
+        ranking: RankingObjective | None = None,
+    ) -> None:
         super().__init__()
-        self.scale = table.rating_scale if table.feedback == "explicit" else None
-        self.loss = "mse" if table.feedback == "explicit" else "bce"
+        self.ranking = ranking  # trained to rank: relevance labels and negatives, a click loss
+        explicit = table.feedback == "explicit" and ranking is None
+        self.scale = table.rating_scale if explicit else None
+        self.loss = ranking.loss if ranking is not None else ("mse" if explicit else "bce")
         self.kl_weight, self.cluster_weight = s.kl_weight, s.cluster_weight
         self.user_enc = SideEncoder(table.user_features, table.n_users, s.dim, ids="never")
         self.item_enc = SideEncoder(table.item_features, table.n_items, s.dim, known=known_items)
@@ -201,7 +212,7 @@ class TaNP(nn.Module):
         mu_t, sig_t = self.latent(both, mboth)
         z = mu_t + sig_t * torch.randn_like(mu_t)
         pred = self.decode(self.features(q.users, q.items), r, z, o)
-        fit = LOSSES[self.loss](pred, q.targets, q.mask).mean()
+        fit = set_loss_of(self.loss, pred, q).mean()
         kl = (
             torch.log(sig_c / sig_t)
             + (sig_t.square() + (mu_t - mu_c).square()) / (2 * sig_c.square())
@@ -213,27 +224,31 @@ class TaNP(nn.Module):
         return loss
 
 
-def _build(data: FitData, s: TaNPSettings) -> TaNP:
-    t, rows = data.table, data.splits.pools[data.splits.train].rows
-    return TaNP(t, s, known_items=t.items[rows])
-
-
 def make_tanp(scenario: Any = None, **settings: Any) -> LearnerMethod:
     """``tanp`` from a scenario (budget: ``train.steps``/``outer_lr``, ``algorithm.meta_batch``,
-    ``model.embedding_dim``) and :class:`TaNPSettings` overrides."""
+    ``model.embedding_dim``) and :class:`TaNPSettings` overrides; in a ranking scenario on
+    ratings with a click loss, trained to rank (:mod:`metarec.config.objective`)."""
     defaults, scfg = defaults_and_sampler(scenario, TaNPSettings)
     s = parse_settings(TaNPSettings, "tanp", settings, defaults, scenario)
-    return LearnerMethod("tanp", _build, s, scfg)
+
+    def objective(table: Any) -> RankingObjective | None:
+        return ranking_objective(scenario, table)
+
+    def build(data: FitData, st: TaNPSettings) -> TaNP:
+        t, rows = data.table, data.splits.pools[data.splits.train].rows
+        return TaNP(t, st, known_items=t.items[rows], ranking=objective(t))
+
+    return LearnerMethod("tanp", build, s, scfg, objective=objective)
 
 
 def _shell(table: Any, s: TaNPSettings, shape: Any) -> TaNP:
-    return TaNP(table, s)
+    return TaNP(table, s, ranking=shape.get("ranking"))
 
 
 register_method(
     "tanp",
     make_tanp,
     loader=learner_loader(TaNPSettings, _shell),
-    tags=MethodTags(family="learner"),
+    tags=MethodTags(family="learner", ranks=True),
     replace=True,
 )
