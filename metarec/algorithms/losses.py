@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from metarec.algorithms.ranking_losses import sampled_bpr, sampled_softmax
+
 __all__ = [
     "LOSSES",
     "CORRECTED",
@@ -68,17 +70,20 @@ def masked_bce(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return torch.where(mask, per, torch.zeros_like(per)).sum(dim=-1) / _count(mask, pred.dtype)
 
 
-def masked_bpr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """BPR over all real (positive, negative) pairs: ``(..., N) x3 -> (...)``."""
+def _split(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A labelled set -> its cleaned predictions, positive mask and negative mask."""
     p, t = _clean(pred, target, mask)
-    pos = mask & (t > 0.5)  # (..., N)
-    neg = mask & (t <= 0.5)
-    pair = pos.unsqueeze(-1) & neg.unsqueeze(-2)  # (..., N_pos, N_neg)
-    diff = p.unsqueeze(-1) - p.unsqueeze(-2)  # (..., N, N): pred_i - pred_j
-    diff = torch.where(pair, diff, torch.zeros_like(diff))
-    per = torch.where(pair, -F.logsigmoid(diff), torch.zeros_like(diff))
-    n_pairs = pair.flatten(-2).sum(dim=-1).to(pred.dtype).clamp_min(1.0)  # (...)
-    return per.flatten(-2).sum(dim=-1) / n_pairs
+    return p, mask & (t > 0.5), mask & (t <= 0.5)
+
+
+def masked_bpr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BPR over all real (positive, negative) pairs: ``(..., N) x3 -> (...)``; the set form of
+    :func:`~metarec.algorithms.ranking_losses.sampled_bpr` (a set is its own positives and
+    negatives)."""
+    p, pos, neg = _split(pred, target, mask)
+    return sampled_bpr(p, pos, p, neg)
 
 
 def masked_softmax(
@@ -88,7 +93,8 @@ def masked_softmax(
     logq: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sampled softmax with the logQ correction over real entries (see the module docstring):
-    ``(..., N) x3 [, logq (..., N)] -> (...)``.
+    ``(..., N) x3 [, logq (..., N)] -> (...)``; the set form of
+    :func:`~metarec.algorithms.ranking_losses.sampled_softmax`.
 
     Example:
         >>> pred = torch.tensor([[2.0, 0.0, 1.0]])        # a positive, two negatives
@@ -96,17 +102,9 @@ def masked_softmax(
         >>> round(masked_softmax(pred, target, mask).item(), 4)   # log(e^2 + e^0 + e^1) - 2
         0.4076
     """
-    p, t = _clean(pred, target, mask)
-    if logq is not None:
-        p = p - torch.where(mask, logq.to(p.dtype), torch.zeros_like(p))
-    pos = mask & (t > 0.5)  # (..., N)
-    neg = mask & (t <= 0.5)
-    low = torch.full_like(p, torch.finfo(p.dtype).min / 4)  # exp() of it is 0, its gradient too
-    lse_neg = torch.logsumexp(torch.where(neg, p, low), dim=-1, keepdim=True)  # (..., 1)
-    per = torch.logaddexp(p, lse_neg) - p  # (..., N): each entry as the positive
-    per = torch.where(pos, per, torch.zeros_like(per))
-    n_pos = pos.sum(dim=-1).to(pred.dtype).clamp_min(1.0)
-    return per.sum(dim=-1) / n_pos
+    p, pos, neg = _split(pred, target, mask)
+    lq = None if logq is None else torch.where(mask, logq.to(p.dtype), torch.zeros_like(p))
+    return sampled_softmax(p, pos, p, neg, lq, lq)
 
 
 Loss = Callable[..., torch.Tensor]

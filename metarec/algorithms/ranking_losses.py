@@ -85,8 +85,10 @@ def sampled_softmax(
         pos = pos - log_q_pos
     if log_q_neg is not None:
         neg = neg - log_q_neg
-    neg = neg.masked_fill(~neg_mask, -torch.inf)
-    neg_lse = torch.logsumexp(neg, dim=-1, keepdim=True)  # (T, 1); -inf with no real negative
+    # a masked negative gets a finite floor whose exp() is 0 (and whose gradient is 0): -inf
+    # would give NaN gradients for a task with no real negative
+    neg = neg.masked_fill(~neg_mask, torch.finfo(neg.dtype).min / 4)
+    neg_lse = torch.logsumexp(neg, dim=-1, keepdim=True)  # (T, 1)
     denom = torch.logaddexp(pos, neg_lse.expand_as(pos))  # (T, P)
     return _task_mean(denom - pos, pos_mask)
 
