@@ -61,7 +61,8 @@ def _tensors(s: EpisodeSet) -> tuple[torch.Tensor, ...]:
 
 def _set(t: tuple[torch.Tensor, ...]) -> EpisodeSet:
     """The :class:`EpisodeSet` of :func:`_tensors`' tuple (one task's, under ``vmap``)."""
-    return EpisodeSet(*t[:4], logq=t[4] if len(t) > 4 else None)
+    users, items, targets, mask = t[:4]
+    return EpisodeSet(users, items, targets, mask, logq=t[4] if len(t) > 4 else None)
 
 
 def _concat(a: EpisodeSet, b: EpisodeSet) -> EpisodeSet:

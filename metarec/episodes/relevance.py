@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,7 +65,9 @@ def training_sampler(base: SamplerConfig, objective: RankingObjective | None) ->
     cfg = replace(base, negatives_from="pool")
     if objective is None:
         return cfg
-    by = "popularity" if objective.proposal == "popularity" else "uniform"
+    by: Literal["uniform", "popularity"] = (
+        "popularity" if objective.proposal == "popularity" else "uniform"
+    )
     return replace(
         cfg, relevance=objective.relevance, negatives=objective.negatives, negatives_by=by
     )

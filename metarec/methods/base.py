@@ -447,7 +447,12 @@ def build_method(name: str, *args: Any, **kwargs: Any) -> Method:
     method = info.factory(*args, **kwargs)
     scenario = args[0] if args else kwargs.get("scenario")
     tags = info.tags
-    if tags.family in ("learner", "crossdomain") and not tags.ranks and _trains_to_rank(scenario):
+    if (
+        scenario is not None
+        and tags.family in ("learner", "crossdomain")
+        and not tags.ranks
+        and _trains_to_rank(scenario)
+    ):
         warnings.warn(
             f"{name}: algorithm.loss={scenario.algorithm.loss!r} trains to rank in this ranking scenario, but "
             f"{name} has no ranking objective; it trains on its own rating objective (its scores are "

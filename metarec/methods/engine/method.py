@@ -361,7 +361,7 @@ class EngineMethod:
             fitted.lr, fitted.info["eval_lr_meta_val"] = _select_rank_lr(
                 fitted, data, sc, self.eval_lrs
             )
-        elif choose:
+        elif choose and self.eval_lrs is not None:
             fitted.lr, fitted.info["eval_lr_meta_val"] = select_eval_lr(
                 fitted.model,
                 fitted.params,
