@@ -200,3 +200,21 @@ def test_ml1m_cold_ranking_inspects_on_the_real_data(shared_data):
     assert cat["warm"] == cat["user-cold"] == cat["meta-val"] == 2966
     assert cat["item-cold"] == cat["user-item-cold"] == 740
     assert rep["splits"]["user-cold"]["query"]["min"] >= 1
+
+
+def test_closed_form_rank_scores_are_not_clipped_to_the_rating_scale(tmp_path):
+    """``elae`` scores order items and are not ratings: the bench must neither compute an error
+    metric on them nor clip them to [1, 5] (which made them constant within every query)."""
+    res = run_bench(
+        ranking_scenario(),
+        algorithms=["elae"],
+        seeds=1,
+        shots=[3],
+        out=tmp_path / "elae",
+        verbose=False,
+        plots=False,
+    )
+    for r in res.rows:
+        assert "mae" not in r["metrics"]
+        assert any("not ratings" in f for f in r["flags"]), r["flags"]
+        assert not any(f.startswith("constant predictions") for f in r["flags"]), r["flags"]

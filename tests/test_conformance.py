@@ -194,6 +194,12 @@ def test_every_method_trains_logs_saves_loads_adapts_alike(
     if fitted is None:  # a family that writes its own run: the same fit, in memory
         fitted = build_method(name, sc).fit(FitData(table, splits, seed=sc.train.seed))
     rows, users = _support(sc, table, splits)
+    # the fitted method and what it adapts agree on the kind of score (ratings or a ranking
+    # score, which the bench and the server must never clip to the rating scale)
+    pool = splits.pools[splits.states[0]]
+    one = TaskSampler(table, pool, sampler_config(sc.protocol), seed=0).batch(np.arange(2))
+    kind = getattr(fitted.adapt(one.support), "score_kind", "rating")
+    assert RunModel(fitted).ranks == (kind == "rank"), kind
     mine = RunModel(fitted).adapt_many(rows)
     served = back.adapt_many(rows)
     assert served.n_tasks == mine.n_tasks == len(users)

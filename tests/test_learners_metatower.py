@@ -173,7 +173,9 @@ def test_opposite_supports_get_personal_top10_lists():
     sup = EpisodeSet(
         torch.zeros(2, 3, dtype=torch.long), items, torch.full((2, 3), 5.0), torch.ones(2, 3).bool()
     )
-    scores = fitted.adapt(sup).score_catalogue(torch.arange(table.n_items))
+    adapted = fitted.adapt(sup)
+    assert adapted.score_kind == "rank"  # not ratings: never clipped to the rating scale
+    scores = adapted.score_catalogue(torch.arange(table.n_items))
     scores[0, items[0]] = -math.inf
     scores[1, items[1]] = -math.inf
     scores[:, 0] = -math.inf  # the unknown-item slot

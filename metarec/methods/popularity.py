@@ -99,11 +99,15 @@ class PopularityFitted:
         self.by = by  # "count" or "mean" (resolved)
         self.training_log = TrainingLog()  # counted, not trained
 
+    @property
+    def score_kind(self) -> str:
+        """``"rank"`` for counts (they order items, they are not ratings), else ``"rating"``."""
+        return "rank" if self.by == "count" else "rating"
+
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
     ) -> PopularityAdapted:
-        kind = "rank" if self.by == "count" else "rating"
-        return PopularityAdapted(self.scores, support.n_tasks, kind)
+        return PopularityAdapted(self.scores, support.n_tasks, self.score_kind)
 
     def config(self) -> dict[str, Any]:
         return {"prior_strength": self.prior, "by": self.by}

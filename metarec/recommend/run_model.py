@@ -125,9 +125,13 @@ class RunModel:
 
     @property
     def ranks(self) -> bool:
-        """Whether the run was trained to rank on ratings (:mod:`metarec.config.objective`): its
-        scores order items and are not ratings, so they are never clipped to the rating scale."""
+        """Whether the run's scores order items and are not ratings, so that they are never
+        clipped to the rating scale: a method whose scores rank (``score_kind = "rank"``: the
+        ranking baselines, ``elae``, ``metatower``, count popularity) or a run trained to rank on
+        ratings (:mod:`metarec.config.objective`)."""
         f = self.fitted
+        if getattr(f, "score_kind", "rating") == "rank":
+            return True
         algo = getattr(f, "algo", None)
         return getattr(f, "ranking", None) is not None or getattr(algo, "ranking", None) is not None
 

@@ -205,9 +205,11 @@ class MetaTowerAdapted:
     """``T`` adapted tasks: user vectors ``(T, dim)`` over item vectors ``(n_items, dim)``.
 
     Items in ``unscorable`` (no id and no features) get the lowest score of their row among the
-    requested items.
+    requested items. The scores order items; they are not ratings (``score_kind = "rank"``: no
+    error metric is computed on them and they are never clipped to a rating scale).
     """
 
+    score_kind = "rank"
     users: torch.Tensor
     item_vectors: torch.Tensor
     item_bias: torch.Tensor
@@ -289,6 +291,8 @@ class MetaTowerFitted:
         training_log: the outer loop's log (meta-val curve, best step); summary: the loss and
             id dropout used, the selection rule, the initial meta-val score.
     """
+
+    score_kind = "rank"  # its scores order items; they are not ratings (never clipped)
 
     def __init__(
         self,

@@ -245,8 +245,13 @@ def _top_items(table: InteractionTable, rows: np.ndarray, cap: int) -> np.ndarra
 
 @dataclass
 class ElaeAdapted:
-    """The catalogue scores of ``T`` adapted tasks: ``(T, n_items)`` of the table's items."""
+    """The catalogue scores of ``T`` adapted tasks: ``(T, n_items)`` of the table's items.
 
+    The scores order items for a user; they are not ratings (``score_kind = "rank"``: no error
+    metric is computed on them and they are never clipped to a rating scale).
+    """
+
+    score_kind = "rank"
     table_scores: torch.Tensor
 
     @property
@@ -278,6 +283,8 @@ class ElaeFitted:
         lambdas: the ridge strength chosen on meta-val per support size.
         val_ndcg: the meta-val nDCG@10 of each chosen ``B_k``.
     """
+
+    score_kind = "rank"  # its scores order items; they are not ratings (never clipped)
 
     def __init__(
         self,

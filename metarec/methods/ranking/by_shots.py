@@ -64,6 +64,11 @@ class ByShots:
         self.training_log = TrainingLog()
         self.tuning: dict[str, Any] = {}
 
+    @property
+    def score_kind(self) -> str:
+        """The members' kind of score (``"rank"``: they order items, they are not ratings)."""
+        return str(getattr(self.members[0], "score_kind", "rating"))
+
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
     ) -> Any:

@@ -136,6 +136,8 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 class ContentKNNFitted:
     """Dense content similarities over the ranked items."""
 
+    score_kind = "rank"  # its scores order items; they are not ratings (never clipped)
+
     def __init__(
         self,
         table: InteractionTable,

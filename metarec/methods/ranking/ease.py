@@ -112,6 +112,8 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
 class EASEFitted:
     """``B`` over the kept items (see the module docstring)."""
 
+    score_kind = "rank"  # its scores order items; they are not ratings (never clipped)
+
     def __init__(
         self,
         table: InteractionTable,

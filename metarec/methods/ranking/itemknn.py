@@ -84,6 +84,8 @@ class ItemKNNSettings:
 class ItemKNNFitted:
     """Neighbourhoods as rows by source item over the ranked items (see the module docstring)."""
 
+    score_kind = "rank"  # its scores order items; they are not ratings (never clipped)
+
     def __init__(
         self,
         table: InteractionTable,

@@ -213,6 +213,8 @@ class MFFoldInAdapted:
 class MFFoldInFitted:
     """Item vectors and the chosen ``alpha`` / ``lambda``."""
 
+    score_kind = "rank"  # its scores order items; they are not ratings (never clipped)
+
     def __init__(
         self,
         table: InteractionTable,
