@@ -256,7 +256,8 @@ def _markdown(res: dict[str, Any], heading: str = SECTION) -> str:
         f"Measured {res['when']} on `{res['device']}`: {m['cpu']}, {m['cpu_affinity']} usable core(s) "
         f"of {m['cpu_count']}, torch {m['torch']} with {m['torch_threads']} thread(s), Python {m['python']}. {gpu}.",
         f"Run: {w['run']}; {w['items']:,} catalogue items; MeLU {w['model']}; {w['algorithm']}; "
-        f"{res['settings']['shots']} support ratings per cold user, {res['settings']['steps']} inner steps, top-{res['settings']['k']}; "
+        f"{res['settings']['shots']} support ratings per cold user, "
+        f"{res['settings']['steps']} inner steps, top-{res['settings']['k']}; "
         f"(a) with {s['torch_threads']} torch thread(s) (one request per core), (b) with {m['torch_threads']}.",
         f"Load average when the measurement started: {res['loadavg']} (the cores are shared with other jobs; "
         "wall-clock numbers include that contention).",
@@ -326,10 +327,12 @@ def _markdown(res: dict[str, Any], heading: str = SECTION) -> str:
         f"Batched adaptation is **{b['speedup_loop_over_batched']:.1f}x** faster than the per-user loop "
         f"({b['batched_ms_per_user']:.3f} vs {b['loop_ms_per_user']:.3f} ms per user; ratio measured in the same run; "
         f"largest prediction difference between the two: {b['max_abs_diff_batched_vs_loop']:.1e}). "
-        f"(a) is over {s['total']['n']} cold users after {res['settings']['warmup']} warm-up calls; (b) is the median of "
+        f"(a) is over {s['total']['n']} cold users after {res['settings']['warmup']} warm-up calls; "
+        "(b) is the median of "
         f"{len(b['batched_rounds_s'])} batched and {len(b['loop_rounds_s'])} loop round(s).",
         "",
-        f"Command: `{res['command']}` (commit {res['commit']['commit'][:10]}{', dirty tree' if res['commit']['dirty'] else ''}). "
+        f"Command: `{res['command']}` (commit {res['commit']['commit'][:10]}"
+        f"{', dirty tree' if res['commit']['dirty'] else ''}). "
         f"Raw numbers: `benchmarks/results/{res['json_name']}`.",
         "",
     ]

@@ -704,7 +704,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.no_l2l:
         l2l_status = "skipped (--no-l2l)"
     elif maml_cls is None:
-        l2l_status = f"skipped: not installed; install it with PYTHON={sys.executable} benchmarks/install_learn2learn.sh"
+        l2l_status = (
+            "skipped: not installed; install it with "
+            f"PYTHON={sys.executable} benchmarks/install_learn2learn.sh"
+        )
         print(f"learn2learn {l2l_status}", file=sys.stderr)
     else:
         l2l_status = f"learn2learn {_l2l_version()} (learn2learn.algorithms.MAML)"

@@ -390,7 +390,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         r0 = rs[0]
         m = r0["machine"]
         lines += [
-            f"## {r0['workload']['model']} on {r0['workload']['run']} ({r0['workload']['items']:,} items), {r0['when']}",
+            f"## {r0['workload']['model']} on {r0['workload']['run']} "
+            f"({r0['workload']['items']:,} items), {r0['when']}",
             "",
             f"{m['cpu']}, {m['cpu_affinity']} usable core(s); server: {r0.get('workers', 1)} process(es), "
             f"{r0['server_threads']} torch thread(s) each; "

@@ -36,7 +36,8 @@ with tempfile.TemporaryDirectory() as tmp:
     res = run_federated(sc, Path(tmp) / "run", backend="local")
     s = res.summary
     print(
-        f"{s['algorithm']}: {s['rounds']} rounds, {s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by the clients "
+        f"{s['algorithm']}: {s['rounds']} rounds, "
+        f"{s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by the clients "
         f"per round; DP clip {s['dp']['clipping_norm']}, noise multiplier {s['dp']['noise_multiplier']}"
     )
     for c in s["clients"]:

@@ -206,7 +206,9 @@ def test_fake_recbole(tmp_path: Path) -> None:
     )
     _write(
         tmp_path / "toy.item",
-        'item_id:token\ttitle:token_seq\tyear:token\tprice:float\temb:float_seq\ni1\tA "Quoted" B\t1999\t3.5\t1 2\ni2\tC\t2000\t\t3 4\n',
+        "item_id:token\ttitle:token_seq\tyear:token\tprice:float\temb:float_seq\n"
+        'i1\tA "Quoted" B\t1999\t3.5\t1 2\n'
+        "i2\tC\t2000\t\t3 4\n",
     )
     t = read_recbole_atomic(tmp_path, "toy")
     assert (

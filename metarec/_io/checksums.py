@@ -96,7 +96,8 @@ def verify(path: str | os.PathLike[str]) -> None:
     got = sha256_file(path)
     if got not in want:
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: damaged: its SHA-256 {got[:12]}... differs from the {want[-1][:12]}... recorded "
+            f"checkpoint {str(path)!r}: damaged: its SHA-256 {got[:12]}... differs from the "
+            f"{want[-1][:12]}... recorded "
             f"in {sidecar(path).name!r} when it was written (a disk or copy error changed it); restore the file from "
             "a copy, or re-create the run ('metarec train SCENARIO --out RUN --overwrite'); for checkpoints/last.pt "
             "only, deleting it and its .sha256 lets '--resume' start again from step 0"

@@ -106,17 +106,20 @@ def _metrics_note(meta: dict[str, Any]) -> str:
         rel = p.get("relevance")
         return (
             "- **Metrics (catalogue ranking protocol).** Each task's query is every interaction outside its pinned "
-            f"support pool of {p.get('support_pool')} (the same query at every shots value); a query item is **relevant** "
+            f"support pool of {p.get('support_pool')} (the same query at every shots value); "
+            "a query item is **relevant** "
             + (
                 f"when rated at least {rel}"
                 if rel is not None
                 else "when rated at least 4 on a 1..5 scale (implicit: every positive)"
             )
-            + ". Each task ranks its state's **whole catalogue minus its support pool**; query items below the threshold "
+            + ". Each task ranks its state's **whole catalogue minus its support pool**; "
+            "query items below the threshold "
             "stay candidates and count as non-relevant. `recall@20_all` = |top-20 ∩ relevant| / min(20, |relevant|); "
             "`ndcg@10_all`: binary gains, IDCG over min(10, |relevant|); `hr@10_all`: a relevant item in the top 10; "
             "`mrr_all`: 1 / rank of the best relevant item. Ties count against the model. On the served top-10 "
-            "(ties by lower item index): `coverage@10` = share of the catalogue in any task's list, `overlap@10` = mean "
+            "(ties by lower item index): `coverage@10` = share of the catalogue in any task's list, "
+            "`overlap@10` = mean "
             "share of its list a task has in common with another task's (all pairs), `pop@10` = mean meta-train "
             "popularity percentile of the listed items (1 = most popular). `*_neg`: each relevant item against "
             f"{p.get('ranking_negatives', 100)} items sampled from those the user never interacted with, averaged per "

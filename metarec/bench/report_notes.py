@@ -56,7 +56,8 @@ def _flags(rows, metrics, meta) -> list[str]:
         L += ["No result was flagged.", ""]
     else:
         L += [
-            "Rows flagged by `metarec.metrics.per_task.degenerate_flags` (the full text of each is in the rows' `flags`):",
+            "Rows flagged by `metarec.metrics.per_task.degenerate_flags` "
+            "(the full text of each is in the rows' `flags`):",
             "",
         ]
         for (state, algo, _), g in sorted(groups.items()):
@@ -69,7 +70,8 @@ def _flags(rows, metrics, meta) -> list[str]:
         L.append("")
     if not has_hr:
         L += [
-            "(The flag about HR@k being 1.0 by construction is left out: this explicit-feedback benchmark reports no HR@k.)",
+            "(The flag about HR@k being 1.0 by construction is left out: "
+            "this explicit-feedback benchmark reports no HR@k.)",
             "",
         ]
     return L
@@ -79,7 +81,8 @@ def _timings(rows, algos, meta) -> list[str]:
     L = [
         "## Cost",
         "",
-        "| algorithm | train s (mean over seeds) | test scoring s | adapt ms/task (default support) | peak memory MiB |",
+        "| algorithm | train s (mean over seeds) | test scoring s "
+        "| adapt ms/task (default support) | peak memory MiB |",
         "|---|---:|---:|---:|---:|",
     ]
     for a in algos:

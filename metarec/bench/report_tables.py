@@ -169,7 +169,8 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
     if not bases:
         return L + ["no baseline in this benchmark.", ""]
     L += [
-        "| shots | best | best baseline | best − baseline (95% CI over tasks) | t (df), tasks | p, tasks | p, seeds | significant? |",
+        "| shots | best | best baseline | best − baseline (95% CI over tasks) "
+        "| t (df), tasks | p, tasks | p, seeds | significant? |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
     per_task = meta.get("_per_task", {})
@@ -216,7 +217,8 @@ def _reference(rows, meta, state, algos, shots_all, primary) -> list[str]:
     L = [
         f"**metarec's best meta-learner vs the reference re-implementation(s) on {primary}**",
         "",
-        "| shots | metarec best | reference | difference (95% CI over tasks) | p, tasks | 95% CIs over seeds overlap? | p, seeds |",
+        "| shots | metarec best | reference | difference (95% CI over tasks) "
+        "| p, tasks | 95% CIs over seeds overlap? | p, seeds |",
         "|---|---|---|---:|---:|---|---:|",
     ]
     per_task = meta.get("_per_task", {})

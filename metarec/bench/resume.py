@@ -280,7 +280,8 @@ def _check_legacy(out: Path, rows: list[dict[str, Any]], identity: dict[str, Any
             )
         if not 0 <= int(r.get("seed", -1)) < identity["seeds"]:
             raise ConfigError(
-                f"{where}: holds rows of seed {r.get('seed')!r}, beyond this command's seeds=0..{identity['seeds'] - 1} "
+                f"{where}: holds rows of seed {r.get('seed')!r}, beyond this command's "
+                f"seeds=0..{identity['seeds'] - 1} "
                 f"(--seeds); {fix}"
             )
         if r.get("shots") not in shots:

@@ -426,7 +426,8 @@ def _check_plots(plots: bool | None) -> bool:
     except ImportError:
         if plots:
             raise ConfigError(
-                "plots=True: matplotlib is not installed; pip install 'metarec[plot]' (or pass plots=False / --no-plots)"
+                "plots=True: matplotlib is not installed; pip install 'metarec[plot]' "
+                "(or pass plots=False / --no-plots)"
             ) from None
         return False
     return True

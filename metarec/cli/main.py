@@ -47,13 +47,14 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
     for name, s in report["splits"].items():
         sp, q = s["support"], s["query"]
         rank = (
-            f"    catalogue {s['catalogue']:>6}, relevant {s['relevant']['min']}/{s['relevant']['mean']}/{s['relevant']['max']}"
+            f"    catalogue {s['catalogue']:>6}, relevant "
+            f"{s['relevant']['min']}/{s['relevant']['mean']}/{s['relevant']['max']}"
             if "catalogue" in s
             else ""
         )
         print(
-            f"{name:<16}{s['tasks']:>8}  {sp['min']:>6}/{sp['mean']:>6}/{sp['max']:>6}    {q['min']:>5}/{q['mean']:>6}/{q['max']:>5}"
-            + rank
+            f"{name:<16}{s['tasks']:>8}  {sp['min']:>6}/{sp['mean']:>6}/{sp['max']:>6}    "
+            f"{q['min']:>5}/{q['mean']:>6}/{q['max']:>5}" + rank
         )
     print("leakage checks:")
     for k, v in report["leakage_checks"].items():
@@ -334,7 +335,8 @@ def _cmd_federated(args: argparse.Namespace) -> int:
     s = res.summary
     print(
         f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in {s['seconds']:.1f} s, "
-        f"{s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by clients per round, {len(s['failures'])} client failure(s)"
+        f"{s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by clients per round, "
+        f"{len(s['failures'])} client failure(s)"
     )
     for c in s["clients"]:
         cold = c.get("cold", {})

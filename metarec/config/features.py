@@ -17,7 +17,9 @@ Each entry names a file, its id column and the feature columns with their kind (
 >>> FeatureFile("u.user", id="user", columns={"age": "numerical"})
 Traceback (most recent call last):
 ...
-metarec._errors.ConfigError: columns.age='numerical': unknown feature kind (did you mean 'numeric'?); kinds are categorical, multi, numeric, text; e.g. columns = { age = "numeric", genre = "multi" }
+metarec._errors.ConfigError: columns.age='numerical': unknown feature kind (did you mean
+'numeric'?); kinds are categorical, multi, numeric, text; e.g. columns = { age = "numeric",
+genre = "multi" }
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ Example:
     >>> RankingObjective("mse", 4.0)
     Traceback (most recent call last):
     ...
-    metarec._errors.ConfigError: loss='mse': a ranking objective trains a click loss on relevance labels; choose one of ('bce', 'bpr', 'softmax')
+    metarec._errors.ConfigError: loss='mse': a ranking objective trains a click loss on relevance
+    labels; choose one of ('bce', 'bpr', 'softmax')
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ class MetricsConfig:
 
 
 METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "logloss", "mrr", "ndcg", "hr")
-"""Metric names ``metrics.names`` accepts (``logloss``: the item warm-up protocol); ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
+"""Metric names ``metrics.names`` accepts (``logloss``: the item warm-up protocol); ``ndcg`` and
+``hr`` take a cut-off (``ndcg@10``)."""
 _AT_K = ("ndcg", "hr")
 
 

@@ -146,7 +146,8 @@ def _epoch_numbers(frame: pd.DataFrame, col: str, raw: pd.Series) -> np.ndarray:
         if frac.any():
             k = int(np.argmax(frac))
             raise DataError(
-                f"timestamp column {col!r}: {py(v[k])!r} at row {py(frame.index[k])!r} is not a whole number of seconds "
+                f"timestamp column {col!r}: {py(v[k])!r} at row {py(frame.index[k])!r} "
+                "is not a whole number of seconds "
                 f"(it would be truncated); {_TS_FIX}"
             )
         vals = [int(x) for x in v.tolist()]

@@ -248,7 +248,8 @@ def read_frame(
     except (pd.errors.ParserError, ValueError, OSError, csv.Error) as e:
         hint = _sep_hint(path, sep_, header)
         raise DataError(
-            f"{path}: cannot parse the file ({type(e).__name__}: {_short(e)}); {hint or 'it is corrupt or not the expected layout'}"
+            f"{path}: cannot parse the file ({type(e).__name__}: {_short(e)}); "
+            f"{hint or 'it is corrupt or not the expected layout'}"
         ) from None
     except MemoryError:
         raise DataError(

@@ -215,7 +215,8 @@ def read_melu_item_features(path: PathLike) -> pd.DataFrame:
     path = Path(path)
     how = (
         "it is MeLU's side information (movies_extrainfos.dat of the MeLU repository, "
-        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or set data.melu_extra = false (melu_extra=False in Python)"
+        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, "
+        "or set data.melu_extra = false (melu_extra=False in Python)"
     )
     frame = _read_double_colon(path, _MELU_COLUMNS, encoding="utf-8", how=how)
     frame = frame.where(frame != "N/A", None)

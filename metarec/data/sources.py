@@ -279,7 +279,8 @@ def _frames(
             "test",
         ):
             raise DataError(
-                f"files[{i}] ({e.path}): part={e.part!r} is not a split part{suggest(str(e.part), PARTS)}; parts are {list(PARTS)}"
+                f"files[{i}] ({e.path}): part={e.part!r} is not a split part"
+                f"{suggest(str(e.part), PARTS)}; parts are {list(PARTS)}"
             )
     with_part = [e.part is not None for e in entries]
     if any(with_part) and not all(with_part):

@@ -209,7 +209,8 @@ class InteractionTable:
             if miss.any():
                 raise DataError(
                     f"{role} column {col!r}: {int(miss.sum())} missing id(s), first at row "
-                    f"{py(frame.index[miss.to_numpy()][0])!r}; every interaction needs {'an' if role == 'item' else 'a'} {role}; "
+                    f"{py(frame.index[miss.to_numpy()][0])!r}; "
+                    f"every interaction needs {'an' if role == 'item' else 'a'} {role}; "
                     "drop those rows"
                 )
             check_scalars(frame[col], f"{role} column {col!r}")

@@ -127,7 +127,8 @@ class SentenceTransformerEncoder:
         except ImportError:
             raise ConfigError(
                 "encoder='sentence-transformers:...': the 'sentence_transformers' package is not installed; install it "
-                "with pip install sentence-transformers, or use the default encoder='wordllama' (pip install \"metarec[text]\")"
+                "with pip install sentence-transformers, or use the default encoder='wordllama' "
+                '(pip install "metarec[text]")'
             ) from None
         self._model: Any = SentenceTransformer(str(p), device="cpu", local_files_only=True)
         self.name = f"sentence-transformers:{p.resolve()}"

@@ -89,7 +89,8 @@ def predefined_split(
         names = table.domain_ids.values
         if target_domain not in table.domain_ids:
             raise ConfigError(
-                f"target_domain={target_domain!r}: not a domain of this table; domains: {names}{suggest(target_domain, names)}"
+                f"target_domain={target_domain!r}: not a domain of this table; "
+                f"domains: {names}{suggest(target_domain, names)}"
             )
         tdom = int(table.domain_ids.encode([target_domain])[0])
         held &= table.domains == tdom

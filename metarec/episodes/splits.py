@@ -325,7 +325,8 @@ def cold_domain_users_split(
         target_domain = names[-1]
     if target_domain not in table.domain_ids:
         raise ConfigError(
-            f"target_domain={target_domain!r}: not a domain of this table; domains: {names}{suggest(target_domain, names)}"
+            f"target_domain={target_domain!r}: not a domain of this table; "
+            f"domains: {names}{suggest(target_domain, names)}"
         )
     tdom = int(table.domain_ids.encode([target_domain])[0])
     in_target = table.domains == tdom

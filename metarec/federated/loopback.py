@@ -4,8 +4,9 @@
 naming metarec's ServerApp and ClientApp, with the run's config path as its run config),
 starts ``flower-superlink`` and ``flower-supernode --node-config partition-id=<i>`` as separate
 processes, each in its own process group, submits the app with ``flwr run --stream`` and always
-tears every one of them (and the processes Flower starts from them) down (also on error or timeout). ``FLWR_HOME`` points into the run
-directory so that nothing is written to the user's Flower home, and Flower's
+tears every one of them (and the processes Flower starts from them) down (also on error or
+timeout). ``FLWR_HOME`` points into the run directory so that nothing is written to the user's
+Flower home, and Flower's
 telemetry is off unless ``FLWR_TELEMETRY_ENABLED`` is set. The processes find metarec
 through ``PYTHONPATH`` (this package's parent directory is prepended). Logs go to
 ``RUN/flower-logs/``.
@@ -49,7 +50,8 @@ def write_app(
         '"""Flower App of one metarec federated run (generated)."""\n'
         "from metarec.federated.flower import make_client_app, make_server_app\n\n"
         f"client = make_client_app({config_path!r})\n"
-        f"server = make_server_app({config_path!r}, {str(out)!r}, {n_clients}, resume={resume!r}, stop_after={stop_after!r})\n"
+        f"server = make_server_app({config_path!r}, {str(out)!r}, {n_clients}, "
+        f"resume={resume!r}, stop_after={stop_after!r})\n"
     )
     (folder / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'

@@ -207,7 +207,8 @@ def run_server(
             )
         if ck.get("config_key") != config_key:
             raise CheckpointError(
-                f"--resume: {str(last)!r} was written by another configuration ({ck.get('config_key')} vs {config_key}); "
+                f"--resume: {str(last)!r} was written by another configuration "
+                f"({ck.get('config_key')} vs {config_key}); "
                 "resume with the same scenario and --set values"
             )
         params, start = dict(ck["params"]), int(ck["round"])

@@ -292,7 +292,8 @@ def read_run(
         fitted = build_fitted(name, method.get("config") or {}, opened.table)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
-            f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} cannot be rebuilt from its config "
+            f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} "
+            "cannot be rebuilt from its config "
             f"({type(e).__name__}: {e}); the manifest is damaged or from another metarec version; re-train"
         ) from None
     ck = load_best(run_dir, which=which)

@@ -134,7 +134,8 @@ def load_run(
     Example:
         >>> import tempfile, metarec as mr
         >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=popularity",
-        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.progress=false"])
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60",
+        ...     "data.synthetic.n_items=80", "train.progress=false"])
         >>> out = tempfile.mkdtemp() + "/run"
         >>> _ = mr.train_method(sc, out)
         >>> run = load_run(out)

@@ -392,7 +392,8 @@ class Recommender:
         out = Path(path)
         if (out / "manifest.json").exists() and not overwrite:
             raise ConfigError(
-                f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)"
+                f"path={str(out)!r}: already holds a run directory; "
+                "choose an empty folder or pass overwrite=True (--overwrite)"
             )
         meta = self.meta
         if meta.run_dir is None:

@@ -155,7 +155,8 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(run_dir) / "manifest.json"
     if not p.is_file():
         raise CheckpointError(
-            f"run directory {str(run_dir)!r}: no manifest.json; pass a folder written by 'metarec train' or 'metarec adapt'"
+            f"run directory {str(run_dir)!r}: no manifest.json; "
+            "pass a folder written by 'metarec train' or 'metarec adapt'"
         )
     m = read_json_object(p, "manifest", error=CheckpointError, fix=_DAMAGED)
     if m.get("format") != FORMAT:

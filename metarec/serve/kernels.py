@@ -21,8 +21,8 @@ It then scores the whole catalogue for all B users in a few batched matrix produ
   are computed once and a user's scores are one product with its adapted user vector.
 
 :func:`kernel_for` picks the kernel a run's model declares (``serving_kernel``), or ``None``
-when none applies (other models, learned per-parameter rates, another inner-loop pattern): the engine then uses the library's
-``adapt_many`` and ``recommend`` (correct for every run, slower).
+when none applies (other models, learned per-parameter rates, another inner-loop pattern): the
+engine then uses the library's ``adapt_many`` and ``recommend`` (correct for every run, slower).
 """
 
 from __future__ import annotations

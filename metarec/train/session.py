@@ -252,7 +252,8 @@ def disk_error_message(e: OSError, out: Path, option: str = "--out") -> str:
             step = load_tensors(last).get("step")
         except (MetarecError, OSError, AttributeError):
             return (
-                f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} could not be "
+                f"{option} {str(out)!r}: training stopped: {why}{where}; "
+                f"the last checkpoint {str(last)!r} could not be "
                 f"read back either; {fix}, then retrain with --overwrite"
             )
         return (

@@ -245,7 +245,8 @@ def _match(
     if extra:
         raise CheckpointError(
             f"{str(where)!r}: the checkpoint has {what} {extra[0]!r} (and {len(extra) - 1} more) that model {name!r} "
-            f"with kwargs {kwargs} does not; the manifest's model config does not match the weights; restore it or re-train"
+            f"with kwargs {kwargs} does not; the manifest's model config does not match the weights; "
+            "restore it or re-train"
         )
     return {k: saved[k].detach().to(built[k].dtype) for k in built}
 

@@ -77,8 +77,9 @@ def content_matrix(
     table: InteractionTable, max_vocab: int = MAX_VOCAB, *, text_weight: float = 1.0
 ) -> np.ndarray:
     """The items' content ``float64 (n_items, F)``: each text feature's embeddings L2-normalised
-    (times ``text_weight``), 0/1 indicators of the values of every categorical feature with at most ``max_vocab`` values,
-    the numeric features and a constant 1. An item without features has only the constant."""
+    (times ``text_weight``), 0/1 indicators of the values of every categorical feature with at
+    most ``max_vocab`` values, the numeric features and a constant 1. An item without features has
+    only the constant."""
     f = table.item_features
     blocks = [np.ones((table.n_items, 1))]
     if f is None:

@@ -31,9 +31,10 @@ One ``B_k`` is solved per support size of ``settings.shots``; ``lambda`` is chos
 on the protocol's own meta-val tasks at ``k`` shots (their support pools, queries and state
 catalogue, :func:`metarec.methods.catalogue.evaluate_ranking`), as the baselines are tuned;
 otherwise on seeded random ``k``-item supports of meta-val users, the rest of their relevant
-items held out, against every modelled item outside the support. ``adapt`` picks, per task, the ``B_k`` of the nearest support
-size (in log scale) and scores the catalogue with one sparse-by-dense product; there is no
-gradient step at adaptation, so it takes microseconds per user.
+items held out, against every modelled item outside the support. ``adapt`` picks, per task, the
+``B_k`` of the nearest support size (in log scale) and scores the catalogue with one
+sparse-by-dense product; there is no gradient step at adaptation, so it takes microseconds per
+user.
 
 Scope: users cold on items seen in meta-train (the warm and user-cold states, a new domain's
 users when its items are known). Items with no meta-train interaction (cold items) are outside

@@ -8,8 +8,9 @@ zero diagonal). A task with support ``S`` scores item ``i`` as ``score(i) = sum_
 the support, read as one row of ``X``, times ``B`` — no gradient step.
 
 **Memory.** ``B`` is dense: ``n^2`` numbers, and the fit holds about ``32 n^2`` bytes (the Gram
-matrix, the Cholesky factor and the inverse in float64, the best and the current ``B``). The kept items are the ``max_items`` (default :data:`MAX_ITEMS`) ranked items with the
-most meta-train interactions (at least one; ties: lower index). MovieLens catalogues (under 4,000
+matrix, the Cholesky factor and the inverse in float64, the best and the current ``B``). The
+kept items are the ``max_items`` (default :data:`MAX_ITEMS`) ranked items with the most
+meta-train interactions (at least one; ties: lower index). MovieLens catalogues (under 4,000
 items) are kept whole; on the Amazon pairs (30,000 to 50,000 items per domain) the long tail of
 items with one or two meta-train interactions is left out: such items are ranked after every
 kept item (their score is the task's lowest kept score minus 1), which costs little, since
