@@ -69,5 +69,6 @@ for method in methods:
 # 4. A bridge from the source domain should know the cold users better than the average user.
 best = min(results, key=results.get)
 print(
-    f"best on cold users: {best} (MAE {results[best]:.4f}; no-transfer {results['no-transfer']:.4f})"
+    f"best on cold users: {best} (MAE {results[best]:.4f}; no-transfer "
+    f"{results['no-transfer']:.4f})"
 )

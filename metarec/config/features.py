@@ -98,19 +98,20 @@ class FeatureFile:
                 )
             if name in self.columns:
                 raise ConfigError(
-                    f"flags.{name}: {name!r} is also in columns; a feature is either a column or a set of flags; "
-                    "rename one of them"
+                    f"flags.{name}: {name!r} is also in columns; a feature is either a column or a "
+                    "set of flags; rename one of them"
                 )
         for col, kind in self.columns.items():
             if kind not in FEATURE_KINDS:
                 raise ConfigError(
-                    f"columns.{col}={kind!r}: unknown feature kind{suggest(kind, FEATURE_KINDS)}; kinds are "
-                    f'{", ".join(FEATURE_KINDS)}; e.g. columns = {{ age = "numeric", genre = "multi" }}'
+                    f"columns.{col}={kind!r}: unknown feature kind{suggest(kind, FEATURE_KINDS)}; "
+                    f'kinds are {", ".join(FEATURE_KINDS)}; e.g. columns = {{ age = "numeric", '
+                    'genre = "multi" }'
                 )
         if self.id in self.columns:
             raise ConfigError(
-                f"columns.{self.id}: {self.id!r} is the id column (id = {self.id!r}), not a feature; "
-                "remove it from columns"
+                f"columns.{self.id}: {self.id!r} is the id column (id = {self.id!r}), not a "
+                "feature; remove it from columns"
             )
         if self.names is not None:
             if len(set(self.names)) != len(self.names) or not all(n.strip() for n in self.names):
@@ -122,8 +123,9 @@ class FeatureFile:
             missing = [c for c in (self.id, *self.columns, *flag_cols) if c not in self.names]
             if missing:
                 raise ConfigError(
-                    f"names={list(self.names)}: no column {missing[0]!r}{suggest(missing[0], self.names)}, "
-                    "which id, columns or flags names; name every column of the file in names"
+                    f"names={list(self.names)}: no column "
+                    f"{missing[0]!r}{suggest(missing[0], self.names)}, which id, columns or flags "
+                    "names; name every column of the file in names"
                 )
         elif not self.header:
             raise ConfigError(

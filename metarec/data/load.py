@@ -43,7 +43,8 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
     f = table.item_features
     if f is None or feature not in f.categorical:
         raise ConfigError(
-            f"data.domain_by='genre_group' needs an item feature {feature!r}; load MovieLens with its movie features"
+            f"data.domain_by='genre_group' needs an item feature {feature!r}; load MovieLens with "
+            "its movie features"
         )
     vocab = [""] + [str(v) for v in f.vocabs[feature].values]
     group_of = {g: name for name, gs in GENRE_GROUPS.items() for g in gs}

@@ -187,7 +187,8 @@ def _with_text(
         if col not in _TEXT_COLUMNS or col not in items.columns:
             avail = [c for c in _TEXT_COLUMNS if c in items.columns]
             raise DataError(
-                f"item_text: column {col!r} is not a text column of {origin}; choose from {avail}{suggest(col, avail)}"
+                f"item_text: column {col!r} is not a text column of {origin}; choose from "
+                f"{avail}{suggest(col, avail)}"
                 + (
                     ""
                     if origin == "melu-extra"

@@ -125,9 +125,9 @@ def check_client_table(t: InteractionTable, name: str) -> None:
     if bad.any():
         i = int(np.nonzero(bad)[0][0])
         raise DataError(
-            f"client {name!r}: {int(bad.sum())} rating(s) are not finite or lie off the rating scale "
-            f"{t.rating_scale} (first: row {i}, rating {float(t.ratings[i])!r}); "
-            "fix or drop those rows in this client's data"
+            f"client {name!r}: {int(bad.sum())} rating(s) are not finite or lie off the rating "
+            f"scale {t.rating_scale} (first: row {i}, rating {float(t.ratings[i])!r}); fix or drop "
+            "those rows in this client's data"
         )
 
 

@@ -55,11 +55,13 @@ def write_app(
     )
     (folder / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
-        '[project]\nname = "metarec-federated-run"\nversion = "1.0.0"\ndescription = "metarec federated run"\n'
+        '[project]\nname = "metarec-federated-run"\nversion = "1.0.0"\ndescription = "metarec '
+        'federated run"\n'
         'license = "MIT"\ndependencies = []\n\n'
         '[tool.hatch.build.targets.wheel]\npackages = ["."]\n\n'
         '[tool.flwr.app]\npublisher = "metarec"\n\n'
-        f'[tool.flwr.app.components]\nserverapp = "{_APP_MODULE}:server"\nclientapp = "{_APP_MODULE}:client"\n\n'
+        f'[tool.flwr.app.components]\nserverapp = "{_APP_MODULE}:server"\nclientapp = '
+        f'"{_APP_MODULE}:client"\n\n'
         f"[tool.flwr.app.config]\nconfig = {config_path!r}\n"
     )
     return folder
@@ -157,7 +159,8 @@ def run_loopback(
             f"port(s) {busy} on 127.0.0.1 are in use; pass --set federated.port=<free port>"
         )
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
+        '[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = '
+        f'"127.0.0.1:{link}"\ninsecure = true\n'
     )
     app = write_app(
         out / "flower-app", config_path, out, n_clients, resume=resume, stop_after=stop_after

@@ -185,8 +185,9 @@ class MeLUKernel(Kernel):
         m: MeLU = self.model
         if m.item_features is None:
             raise ConfigError(
-                "MeLUKernel: the MeLU model has no item features, which this kernel precomputes for the "
-                "catalogue; use kernel_for(meta), which returns None for such a model (the unbatched path)"
+                "MeLUKernel: the MeLU model has no item features, which this kernel precomputes "
+                "for the catalogue; use kernel_for(meta), which returns None for such a model (the "
+                "unbatched path)"
             )
         self.n_layers = len(m.decision)
         self.fu = m.user_features.out_dim if m.user_features is not None else 0

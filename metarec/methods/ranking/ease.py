@@ -89,10 +89,11 @@ class EASESettings:
         if need > self.memory_mb:
             fit = int((self.memory_mb * 2**20 / 32) ** 0.5)
             raise ConfigError(
-                f"learners.ease.max_items={self.max_items}: the dense EASE solve needs about {need:,.0f} MiB "
-                f"(32 bytes x {self.max_items}^2), over learners.ease.memory_mb={self.memory_mb:g}; set "
-                f"max_items <= {fit} (the most-interacted items), or rank the whole catalogue with itemknn "
-                "(sparse neighbourhoods)"
+                f"learners.ease.max_items={self.max_items}: the dense EASE solve needs about "
+                f"{need:,.0f} MiB (32 bytes x {self.max_items}^2), over "
+                f"learners.ease.memory_mb={self.memory_mb:g}; set max_items <= {fit} (the "
+                "most-interacted items), or rank the whole catalogue with itemknn (sparse "
+                "neighbourhoods)"
             )
 
 
@@ -262,8 +263,9 @@ class EASEMethod:
         if self.history:  # the source domains' items share the budget of max_items
             if np.unique(table.domains).size < 2:
                 raise ConfigError(
-                    "ease-source: the table has one domain, so a user has no source-domain history; "
-                    "use ease, or a two-domain scenario (e.g. tasks/ml1m-cross-genre-ranking.toml)"
+                    "ease-source: the table has one domain, so a user has no source-domain "
+                    "history; use ease, or a two-domain scenario (e.g. "
+                    "tasks/ml1m-cross-genre-ranking.toml)"
                 )
             src = np.setdiff1d(np.flatnonzero(all_counts > 0), ranked)
             src = src[np.lexsort((src, -all_counts[src]))][
