@@ -24,19 +24,58 @@ __all__ = [
 
 
 class MetarecError(ValueError):
-    """Base class of metarec's errors on user input (a ``ValueError``)."""
+    """Base class of metarec's errors on user input (a ``ValueError``).
+
+    Catch it to handle any bad input the library refuses; the message names the argument, the
+    value, the rule and the fix.
+
+    Example:
+        >>> import metarec as mr
+        >>> try:
+        ...     mr.SamplerConfig(n_support=0)
+        ... except mr.MetarecError as e:
+        ...     print(type(e).__name__, isinstance(e, ValueError), "|", e)
+        ConfigError True | n_support=0: each task needs at least one support interaction; pass n_support >= 1
+    """
 
 
 class DataError(MetarecError):
-    """Interactions or side features that fail validation."""
+    """Interactions or side features that fail validation.
+
+    Example:
+        >>> import pandas as pd, metarec as mr
+        >>> frame = pd.DataFrame({"user": ["u1"], "item": ["i1"], "rating": [9.0]})
+        >>> mr.InteractionTable.from_frame(frame, rating_scale=(1, 5))
+        Traceback (most recent call last):
+        ...
+        metarec._errors.DataError: rating column 'rating': rating 9.0 at row 0 is outside rating_scale=(1, 5); ...
+    """
 
 
 class ConfigError(MetarecError):
-    """A scenario or argument that fails validation."""
+    """A scenario or argument that fails validation.
+
+    Example:
+        >>> import metarec as mr
+        >>> mr.Scenario(protocol={"n_suport": 5})
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: unknown key 'protocol.n_suport' (did you mean 'n_support'?); ...
+    """
 
 
 class CheckpointError(MetarecError):
-    """A run directory or checkpoint that cannot be loaded safely."""
+    """A run directory or checkpoint that cannot be loaded safely.
+
+    Example:
+        >>> import tempfile, metarec as mr
+        >>> empty = tempfile.mkdtemp()
+        >>> try:
+        ...     mr.load_run(empty)
+        ... except mr.CheckpointError as e:
+        ...     print(str(e).replace(empty, "<dir>"))
+        run directory '<dir>': no manifest.json; pass a folder written by 'metarec train' or 'metarec adapt'
+    """
 
 
 class MissingExtra(ConfigError):

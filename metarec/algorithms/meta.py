@@ -66,7 +66,17 @@ __all__ = ["adapt_patterns", "meta_loss_and_grads", "task_weights", "adapt_batch
 
 def adapt_patterns(cfg: AlgorithmConfig, model: nn.Module) -> tuple[str, ...]:
     """The inner-loop patterns: ``cfg.adapt``, else the head for ANIL, else the model's
-    (:func:`~metarec.models.base.model_adapt_patterns`: every parameter of a plain ``nn.Module``)."""
+    (:func:`~metarec.models.base.model_adapt_patterns`: every parameter of a plain ``nn.Module``).
+
+    Example:
+        >>> import torch, metarec as mr
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> model = mr.build_model("melu", make_synthetic(n_domains=2, n_users=20, n_items=30, seed=0))
+        >>> adapt_patterns(mr.AlgorithmConfig("maml"), model), adapt_patterns(mr.AlgorithmConfig("anil"), model)
+        (('decision.*', 'head.*'), ('head.*',))
+        >>> adapt_patterns(mr.AlgorithmConfig("maml"), torch.nn.Linear(2, 1))
+        ('*',)
+    """
     if cfg.adapt is not None:
         return cfg.adapt
     if cfg.name == "anil":
@@ -107,12 +117,25 @@ def meta_loss_and_grads(
         of ``params`` and then of ``state``, ready to be set as ``.grad`` of the optimised
         tensors (for ``reptile`` the fast-weight entries are ``theta - theta_adapted``).
 
-    Example::
+    Example:
+        One outer step of MAML on four tasks:
 
-        loss, grads = meta_loss_and_grads(cfg, model, params, batch, state=state)
-        for k, p in {**params, **state}.items():
-            p.grad = grads[k]
-        opt.step()
+        >>> import torch, metarec as mr
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.splits import random_split
+        >>> table = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> pool = random_split(table, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10).pools["meta-train"]
+        >>> batch = mr.TaskSampler(table, pool, mr.SamplerConfig(n_support=3, n_query=5), seed=0).sample(4)
+        >>> model = mr.build_model("melu", table, embedding_dim=4, hidden=[8])
+        >>> params = dict(model.named_parameters())
+        >>> cfg = mr.AlgorithmConfig("maml", inner_steps=1, inner_lr=0.1)
+        >>> opt = torch.optim.Adam(params.values(), lr=1e-3)
+        >>> loss, grads = meta_loss_and_grads(cfg, model, params, batch)
+        >>> for k, p in params.items():
+        ...     p.grad = grads[k]
+        >>> opt.step()
+        >>> loss.shape, list(grads) == list(params), grads["head.weight"].shape
+        (torch.Size([]), True, torch.Size([1, 8]))
     """
     _check_batch(batch)
     _check_params(model, params)
@@ -201,6 +224,20 @@ def adapt_batch(
 
     Returns:
         The fast weights per task, ``{name: (T, *shape)}`` (pass to :func:`predict_batch`).
+
+    Example:
+        >>> import torch, metarec as mr
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.splits import random_split
+        >>> table = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> pool = random_split(table, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10).pools["meta-train"]
+        >>> batch = mr.TaskSampler(table, pool, mr.SamplerConfig(n_support=3, n_query=5), seed=0).sample(4)
+        >>> model = mr.build_model("melu", table, embedding_dim=4, hidden=[8])
+        >>> params = dict(model.named_parameters())
+        >>> cfg = mr.AlgorithmConfig("maml", inner_steps=1, inner_lr=0.1)
+        >>> fast = adapt_batch(cfg, model, params, batch.support)  # 4 tasks, 3 shots each
+        >>> sorted(fast), tuple(fast["head.weight"].shape)
+        (['decision.0.bias', 'decision.0.weight', 'head.bias', 'head.weight'], (4, 1, 8))
     """
     _check_set(support, "support")
     _check_params(model, params)
@@ -273,6 +310,22 @@ def predict_batch(
 
     ``fast_stacked`` (from :func:`adapt_batch`) replaces those entries of ``params``; wrap
     the call in ``torch.no_grad()`` for evaluation.
+
+    Example:
+        >>> import torch, metarec as mr
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.splits import random_split
+        >>> table = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> pool = random_split(table, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10).pools["meta-train"]
+        >>> batch = mr.TaskSampler(table, pool, mr.SamplerConfig(n_support=3, n_query=5), seed=0).sample(4)
+        >>> model = mr.build_model("melu", table, embedding_dim=4, hidden=[8])
+        >>> params = dict(model.named_parameters())
+        >>> cfg = mr.AlgorithmConfig("maml", inner_steps=1, inner_lr=0.1)
+        >>> fast = adapt_batch(cfg, model, params, batch.support)
+        >>> with torch.no_grad():
+        ...     pred = predict_batch(model, params, fast, batch.query.users, batch.query.items)
+        >>> pred.shape, bool(pred.isfinite().all())
+        (torch.Size([4, 5]), True)
     """
     _check_params(model, params)
     extra = [k for k in fast_stacked if k not in params]

@@ -52,6 +52,23 @@ def init_algorithm_state(
         ``{}`` for most algorithms; Meta-SGD: ``{"lr.<name>": tensor like the parameter}``;
         MAML++ ``per_step_lr``: ``{"step_lr.<name>": (inner_steps,)}``; every entry starts at
         ``inner_lr`` and is a fresh leaf with ``requires_grad=True``.
+
+    Example:
+        >>> import metarec as mr
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> table = make_synthetic(n_domains=2, n_users=20, n_items=30, seed=0)
+        >>> fast, slow = mr.split_params(mr.build_model("melu", table, embedding_dim=4, hidden=[8]))
+        >>> init_algorithm_state(AlgorithmConfig("maml"), fast)
+        {}
+        >>> state = init_algorithm_state(AlgorithmConfig("metasgd", inner_lr=0.05), fast)
+        >>> sorted(state)
+        ['lr.decision.0.bias', 'lr.decision.0.weight', 'lr.head.bias', 'lr.head.weight']
+        >>> lr = state["lr.head.weight"]
+        >>> lr.shape == fast["head.weight"].shape, bool((lr == 0.05).all()), lr.requires_grad
+        (True, True, True)
+        >>> cfg = AlgorithmConfig("maml", per_step_lr=True, inner_steps=3)   # MAML++
+        >>> init_algorithm_state(cfg, fast)["step_lr.head.weight"].shape
+        torch.Size([3])
     """
     if cfg.name == "metasgd":
         return {

@@ -62,6 +62,21 @@ class FeatureFile:
             ``text`` extra; or ``"sentence-transformers:/path"``).
         domain: with ``data.namespace`` naming this entity, the domain whose ids the file
             holds (ids become ``"domain:id"`` as in the interactions); ``None`` otherwise.
+
+    Example:
+        >>> import tempfile, pathlib, metarec as mr
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "ratings.csv").write_text("user,item,rating\\nu1,i1,4\\nu1,i2,2\\nu2,i1,5\\n")
+        >>> _ = (d / "users.csv").write_text("id,age,job\\nu1,31,nurse\\nu2,45,chef\\nu3,22,chef\\n")
+        >>> users = FeatureFile(str(d / "users.csv"), id="id",
+        ...                     columns={"age": "numeric", "job": "categorical"})
+        >>> sc = mr.Scenario(data={"source": "csv", "path": str(d / "ratings.csv"),
+        ...                        "user_features": [users]})
+        >>> t = mr.load_table(sc.data)
+        >>> t.user_features.numeric_names, t.user_features.vocabs["job"].values
+        (['age'], ['chef', 'nurse'])
+        >>> t.n_users - 1  # u3 has features and no ratings: a cold user with an index
+        3
     """
 
     path: str

@@ -95,6 +95,16 @@ class Scenario:
         warmup: the ``[warmup]`` section: the item warm-up protocol
             (:class:`metarec.episodes.warmup.WarmupConfig`; ``metarec bench`` reports its
             phases); ``None``: not an item warm-up scenario.
+
+    Example:
+        >>> sc = Scenario(name="my-data", data={"source": "csv", "path": "ratings.csv"},
+        ...               protocol={"n_support": 5, "max_interactions": "none"}, algorithm={"name": "maml"})
+        >>> sc.protocol.n_support, sc.protocol.max_interactions, sc.algorithm.name, sc.train.steps
+        (5, None, 'maml', 300)
+        >>> Scenario(protocol={"n_support": 0})
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: protocol.n_support=0: each task needs at least one support interaction; set n_support >= 1
     """
 
     name: str = "scenario"

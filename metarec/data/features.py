@@ -40,6 +40,22 @@ class FeatureSpec:
         max_values: keep at most this many values of a multi-valued feature (``None``: all).
         encoder: text features: the pretrained encoder (:func:`metarec.data.text.get_encoder`;
             ``"wordllama"`` or ``"sentence-transformers:/path"``).
+
+    Example:
+        >>> import pandas as pd
+        >>> from metarec.data.table import InteractionTable
+        >>> ratings = pd.DataFrame({"user": ["u1", "u2"], "item": ["i1", "i2"], "rating": [4.0, 5.0]})
+        >>> items = pd.DataFrame({"item": ["i1", "i2", "i3"], "year": [1999, 2005, 2010],
+        ...                       "genre": ["Drama|Comedy", "Drama", "Action"]})
+        >>> t = InteractionTable.from_frame(ratings, item_features=items, item_feature_specs=[
+        ...     FeatureSpec("genre", kind="multi"), FeatureSpec("year", kind="numeric")])
+        >>> f = t.item_features
+        >>> f.vocabs["genre"].values, f.categorical["genre"].shape, f.numeric_names
+        (['Action', 'Comedy', 'Drama'], (4, 2), ['year'])
+        >>> FeatureSpec("genre", kind="multiple")
+        Traceback (most recent call last):
+        ...
+        metarec._errors.DataError: FeatureSpec(kind='multiple') for feature 'genre': kind must be one of ('categorical', 'multi', 'numeric', 'text') (did you mean 'multi'?); ...
     """
 
     name: str

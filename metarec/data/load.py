@@ -22,7 +22,20 @@ __all__ = ["load_table", "genre_group_domains", "GENRE_GROUPS"]
 
 
 def load_table(cfg: DataConfig) -> InteractionTable:
-    """Read the interaction table a ``[data]`` section describes."""
+    """Read the interaction table a ``[data]`` section describes.
+
+    Example:
+        >>> import tempfile, pathlib, metarec as mr
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "ratings.csv"
+        >>> _ = path.write_text("user,item,rating\\nu1,i1,4\\nu1,i2,2\\nu2,i1,5\\n")
+        >>> sc = mr.Scenario(data={"source": "csv", "path": str(path)})
+        >>> load_table(sc.data)
+        InteractionTable(3 interactions, 2 users, 2 items, 1 domains, explicit)
+        >>> sc = mr.Scenario(data={"source": "synthetic",
+        ...                        "synthetic": {"n_domains": 2, "n_users": 20, "n_items": 30}})
+        >>> load_table(sc.data)
+        InteractionTable(600 interactions, 40 users, 60 items, 2 domains, explicit)
+    """
     table = _read(cfg)
     if cfg.domain_by == "genre_group":
         table = genre_group_domains(table)

@@ -44,6 +44,18 @@ class Columns:
     ``rating=None`` means implicit feedback with every row a positive; ``domain``,
     ``timestamp`` and ``part`` (the dataset's own split: ``train`` / ``valid`` / ``test``) are
     optional. Two roles cannot name the same column.
+
+    Example:
+        >>> import pandas as pd
+        >>> clicks = pd.DataFrame({"uid": ["a", "a", "b"], "iid": ["x", "y", "x"], "ts": [10, 20, 30]})
+        >>> cols = Columns(user="uid", item="iid", rating=None, timestamp="ts")
+        >>> t = InteractionTable.from_frame(clicks, cols, feedback="implicit")
+        >>> t.feedback, t.ratings.tolist(), t.timestamps.tolist()
+        ('implicit', [1.0, 1.0, 1.0], [10, 20, 30])
+        >>> Columns(user="id", item="id")
+        Traceback (most recent call last):
+        ...
+        metarec._errors.DataError: columns.item='id': the same column is already columns.user; ...
     """
 
     user: str = "user"
@@ -90,6 +102,19 @@ class InteractionTable:
             :data:`PARTS`: 0 train, 1 valid, 2 test), or ``None`` when it ships none.
         filtered: what reading left out (:class:`~metarec.data.drops.Drop`: merged duplicates,
             rows without a ``data.domain_by`` domain); empty when nothing was.
+
+    Build it with :meth:`from_frame` (or :func:`metarec.load_table` from a scenario's
+    ``[data]``).
+
+    Example:
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"user": ["u1", "u1", "u2"], "item": ["i1", "i2", "i1"],
+        ...                       "rating": [4.0, 2.0, 5.0]})
+        >>> t = InteractionTable.from_frame(frame, rating_scale=(1, 5))
+        >>> t
+        InteractionTable(3 interactions, 2 users, 2 items, 1 domains, explicit)
+        >>> t.users.tolist(), t.items.tolist(), t.user_ids.decode(t.users)
+        ([1, 1, 2], [1, 2, 1], ['u1', 'u1', 'u2'])
     """
 
     def __init__(

@@ -31,6 +31,18 @@ class EpisodeSet:
             each entry's item (0 for padding), the sampled softmax's logQ correction
             (:func:`metarec.algorithms.losses.masked_softmax`); ``None``: a uniform sampler or
             none (no correction).
+
+    Example:
+        Two tasks padded to the longer one (the second has two real interactions):
+
+        >>> s = EpisodeSet(users=torch.tensor([[1, 1, 1], [2, 2, 0]]),
+        ...                items=torch.tensor([[3, 4, 5], [3, 6, 0]]),
+        ...                targets=torch.tensor([[4.0, 2.0, 5.0], [3.0, 1.0, 0.0]]),
+        ...                mask=torch.tensor([[True, True, True], [True, True, False]]))
+        >>> s.n_tasks, s.sizes().tolist()
+        (2, [3, 2])
+        >>> s.select(slice(1, 2)).items.tolist()
+        [[3, 6, 0]]
     """
 
     users: torch.Tensor
@@ -77,6 +89,19 @@ class EpisodeBatch:
         support, query: the two :class:`EpisodeSet`\\ s.
         units: ``int64 (T,)``: the task unit of each task (user index, domain index or cohort id).
         domains: ``int64 (T,)``: the domain of each task's interactions (0 when single-domain).
+
+    Example:
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.sampler import SamplerConfig, TaskSampler
+        >>> from metarec.episodes.splits import random_split
+        >>> t = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> splits = random_split(t, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10)
+        >>> sampler = TaskSampler(t, splits.pools["meta-train"], SamplerConfig(n_support=3, n_query=5))
+        >>> b = sampler.sample(8)
+        >>> b.n_tasks, tuple(b.support.users.shape), tuple(b.query.users.shape), tuple(b.units.shape)
+        (8, (8, 3), (8, 5), (8,))
+        >>> [c.n_tasks for c in b.chunks(3)]
+        [3, 3, 2]
     """
 
     support: EpisodeSet

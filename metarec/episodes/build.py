@@ -60,6 +60,18 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
     controls it (:attr:`MetaSplits.filters`, :mod:`metarec.episodes.filters`), and logged to the
     ``metarec.filters`` logger (the command line prints it); a validation pool of fewer than
     :data:`~metarec.episodes.filters.MIN_SELECTION_TASKS` tasks is warned about.
+
+    Example:
+        >>> import metarec as mr
+        >>> sc = mr.Scenario(
+        ...     data={"source": "synthetic", "synthetic": {"n_domains": 2, "n_users": 100, "n_items": 40}},
+        ...     protocol={"fractions": [0.6, 0.2, 0.2], "n_support": 5, "n_query": 5, "min_interactions": 10})
+        >>> table = mr.load_table(sc.data)
+        >>> splits = build_splits(table, sc.protocol)
+        >>> {name: len(pool) for name, pool in splits.pools.items()}
+        {'meta-train': 120, 'meta-val': 40, 'meta-test': 40}
+        >>> splits.filters.users  # (kept by some pool, in the table)
+        (200, 200)
     """
     split, fields = _SPLITS.get(p.split, _SPLITS["random"])
     with recording_drops() as recorded:
@@ -80,7 +92,16 @@ def build_splits(table: InteractionTable, p: ProtocolConfig) -> MetaSplits:
 
 
 def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerConfig:
-    """The sampler settings of a protocol (``n_support`` overrides the shots)."""
+    """The sampler settings of a protocol (``n_support`` overrides the shots).
+
+    Example:
+        >>> import metarec as mr
+        >>> p = mr.Scenario(protocol={"n_support": 5, "n_query": 10}).protocol
+        >>> sampler_config(p)
+        SamplerConfig(n_support=5, n_query=10, order='random', negatives=0, negatives_from='catalogue', negatives_by='uniform', relevance=None)
+        >>> sampler_config(p, n_support=1).n_support   # the 1-shot evaluation of the same protocol
+        1
+    """
     ns = p.n_support if n_support == -1 else n_support
     return SamplerConfig(
         n_support=ns,

@@ -61,6 +61,20 @@ class SamplerConfig:
             those of ``negatives_from``; the sets then carry ``logq``).
         relevance: targets are relevance labels, ``rating >= relevance`` -> 1 (explicit ratings
             trained to rank); ``None``: the targets as the table holds them.
+
+    Example:
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.splits import random_split
+        >>> t = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> pool = random_split(t, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10).pools["meta-test"]
+        >>> cfg = SamplerConfig(n_support=3, n_query=5)   # 3-shot tasks, 5 query ratings each
+        >>> b = TaskSampler(t, pool, cfg, seed=0).sample(4)
+        >>> b.support.sizes().tolist(), b.query.sizes().tolist()
+        ([3, 3, 3, 3], [5, 5, 5, 5])
+        >>> SamplerConfig(n_support=None, n_query=None)
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: n_support=None and n_query=None: one of them must be a number ...
     """
 
     n_support: int | None = 10

@@ -46,6 +46,17 @@ class MetaSplits:
         filters: what the split (and reading the data) left out of every pool, each under the
             key that controls it (:class:`metarec.episodes.filters.FilterReport`), set by
             :func:`metarec.episodes.build.build_splits`; ``None`` for splits built otherwise.
+
+    Example:
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> t = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> splits = random_split(t, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10)
+        >>> splits.train, splits.val, splits.states
+        ('meta-train', 'meta-val', ['meta-test'])
+        >>> {name: len(pool) for name, pool in splits.pools.items()}
+        {'meta-train': 36, 'meta-val': 12, 'meta-test': 12}
+        >>> splits.disjoint_units  # cold users: no test user is ever a meta-train task
+        ['meta-val', 'meta-test']
     """
 
     table: InteractionTable

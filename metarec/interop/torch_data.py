@@ -37,6 +37,21 @@ class TaskDataset(IterableDataset):
             ``None``: one ordered pass over the pool.
         seed: the sampler's seed.
         dtype: the targets' dtype.
+
+    Example:
+        >>> from torch.utils.data import DataLoader
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.splits import random_split
+        >>> table = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10)
+        >>> ds = TaskDataset(table, splits.pools[splits.train], SamplerConfig(n_support=3, n_query=5),
+        ...                  meta_batch=8, steps=2, seed=0)
+        >>> [tuple(b.support.users.shape) for b in DataLoader(ds, batch_size=None)]
+        [(8, 3), (8, 3)]
+        >>> evaluation = TaskDataset(table, splits.pools["meta-test"], SamplerConfig(n_support=3, n_query=5),
+        ...                          meta_batch=5)
+        >>> len(evaluation), [b.n_tasks for b in evaluation]   # 12 tasks, each once, in order
+        (3, [5, 5, 2])
     """
 
     def __init__(

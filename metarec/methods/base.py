@@ -394,6 +394,17 @@ def method_info(name: str) -> MethodInfo:
 
     Raises:
         ConfigError: ``name`` is not registered (with the closest name).
+
+    Example:
+        >>> info = method_info("maml")
+        >>> info.tags.family, info.tags.inner_loop, info.tags.units
+        ('engine', True, ('user', 'domain'))
+        >>> method_info("r2d2").tags.inner_loop   # an amortised learner: adapting is a forward pass
+        False
+        >>> method_info("mamll")
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: algorithm.name='mamll': unknown method; choose one of [...] (did you mean 'maml'?)
     """
     ensure_registered()
     if name not in _REGISTRY:
@@ -422,7 +433,16 @@ def build_fitted(name: str, config: Mapping[str, Any], table: InteractionTable) 
 
 
 def method_names() -> tuple[str, ...]:
-    """Every registered method name, sorted."""
+    """Every registered method name, sorted.
+
+    Example:
+        >>> names = method_names()
+        >>> {"maml", "r2d2", "popularity"} <= set(names), names == tuple(sorted(names))
+        (True, True)
+        >>> cross = [n for n in names if method_info(n).tags.source_history]  # need a source domain
+        >>> "emcdr" in cross, "maml" in cross
+        (True, False)
+    """
     ensure_registered()
     return tuple(sorted(_REGISTRY))
 

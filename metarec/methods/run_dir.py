@@ -228,7 +228,23 @@ def _train_fitted(
 def save_fitted(
     fitted: Fitted, out: str | os.PathLike[str], scenario: Scenario | None = None
 ) -> Path:
-    """Write ``fitted`` as a run directory that :func:`load_fitted` and ``metarec recommend`` read."""
+    """Write ``fitted`` as a run directory that :func:`load_fitted` and ``metarec recommend`` read.
+
+    Example:
+        >>> import tempfile
+        >>> from metarec.data.synthetic_personal import make_taste_table
+        >>> from metarec.episodes.splits import random_split
+        >>> from metarec.methods import FitData, build_method
+        >>> table = make_taste_table(n_users=30, n_items=20, per_user=8, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=3, min_interactions=5)
+        >>> fitted = build_method("popularity").fit(FitData(table, splits))
+        >>> out = save_fitted(fitted, tempfile.mkdtemp() + "/run")
+        >>> sorted(p.name for p in out.iterdir())
+        ['checkpoints', 'encoders.json', 'features.pt', 'features.pt.sha256', 'manifest.json', 'run.json']
+        >>> back = load_fitted(out)
+        >>> back.name, bool((back.state_dict()["scores"] == fitted.state_dict()["scores"]).all())
+        ('popularity', True)
+    """
     out = Path(out)
     # hook (metarec.runs.folder): no write through a link, nor over files no metarec run wrote
     run_id = claim_folder(out, "train", option="out").run_id
@@ -269,6 +285,21 @@ def load_fitted(
 
     Raises:
         CheckpointError: damaged or foreign files, or weights that do not match the method.
+
+    Example:
+        >>> import tempfile
+        >>> from metarec.config import load_scenario
+        >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=popularity",
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80"])
+        >>> out = tempfile.mkdtemp() + "/run"
+        >>> _ = train_method(sc, out)
+        >>> fitted = load_fitted(out)
+        >>> fitted.name, fitted.table.feedback, sorted(fitted.state_dict())
+        ('popularity', 'explicit', ['scores'])
+        >>> load_fitted(out, which="worst")
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: which='worst': ...
     """
     return read_run(run_dir, which=which, device=device)[0]
 

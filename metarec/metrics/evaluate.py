@@ -235,6 +235,22 @@ def evaluate_pool(
         clipped to the table's rating scale before scoring. The metrics are those
         :func:`metric_selection` picks for ``names`` (a scenario's ``metrics.names``; the
         primary metric always among them).
+
+    Example:
+        >>> import metarec as mr
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> from metarec.episodes.splits import random_split
+        >>> table = make_synthetic(n_domains=2, n_users=30, n_items=40, seed=0)
+        >>> splits = random_split(table, "user", (0.6, 0.2, 0.2), n_query=5, min_interactions=10)
+        >>> model = mr.build_model("melu", table, embedding_dim=4, hidden=[8])
+        >>> params = dict(model.named_parameters())
+        >>> algo = mr.AlgorithmConfig("maml", inner_steps=1, inner_lr=0.1)
+        >>> res = evaluate_pool(model, params, algo, table, splits.pools["meta-test"],
+        ...                     mr.SamplerConfig(n_support=3, n_query=5), names=["mae", "rmse"])
+        >>> res["n_tasks"], sorted(k for k in res if k not in ("flags", "adapt_ms_per_task"))
+        (12, ['mae', 'n_tasks', 'rmse'])
+        >>> bool(res["rmse"] >= res["mae"] > 0)
+        True
     """
     dtype = next(iter(params.values())).dtype
     sampler = TaskSampler(table, pool, sampler_config, seed=seed, device=device, dtype=dtype)

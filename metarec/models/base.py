@@ -65,6 +65,24 @@ class RecModel(nn.Module):
 
     Args:
         adapt: inner-loop patterns overriding the class default ``adapt``.
+
+    Example:
+        A model of per-user and per-item biases whose inner loop adapts the user bias only:
+
+        >>> class Biases(RecModel):
+        ...     adapt = ("user_bias",)
+        ...     def __init__(self, n_users, n_items):
+        ...         super().__init__()
+        ...         self.user_bias = nn.Parameter(torch.zeros(n_users))
+        ...         self.item_bias = nn.Parameter(torch.zeros(n_items))
+        ...     def forward(self, users, items):  # (..., N) indices -> (..., N) predictions
+        ...         return self.user_bias[users] + self.item_bias[items]
+        >>> model = Biases(n_users=5, n_items=7)
+        >>> model(torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5, 6]])).shape
+        torch.Size([1, 3])
+        >>> fast, slow = split_params(model)
+        >>> list(fast), list(slow)
+        (['user_bias'], ['item_bias'])
     """
 
     adapt: tuple[str, ...] = ()
@@ -173,7 +191,13 @@ def split_params(
             match), or the patterns are empty / a bare string.
 
     Example:
-        >>> fast, slow = split_params(model, ("head.*",))   # doctest: +SKIP
+        >>> fast, slow = split_params(nn.Linear(2, 1), ("bias",))
+        >>> list(fast), list(slow)
+        (['bias'], ['weight'])
+        >>> split_params(nn.Linear(2, 1), ("head.*",))
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: adapt pattern 'head.*' matches no parameter of Linear; parameters are ['weight', 'bias']; ...
     """
     pats = check_patterns(model_adapt_patterns(model) if patterns is None else patterns)
     named = dict(model.named_parameters()) if params is None else dict(params)

@@ -49,8 +49,18 @@ def build_model(
             bad config value.
 
     Example:
-        >>> model = build_model("gmf", table, embedding_dim=16)     # doctest: +SKIP
-        >>> model.set_known(users=[], items=train.items)              # doctest: +SKIP
+        >>> import torch
+        >>> from metarec.data.synthetic import make_synthetic
+        >>> table = make_synthetic(n_domains=2, n_users=20, n_items=30, seed=0)
+        >>> model = build_model("gmf", table, embedding_dim=4)
+        >>> model(torch.tensor([[1, 2, 3]]), torch.tensor([[4, 5, 6]])).shape
+        torch.Size([1, 3])
+        >>> model.adapt  # what the inner loop adapts: the cold user's embedding and the head
+        ('user.unknown', 'head.*')
+        >>> build_model("gfm", table)
+        Traceback (most recent call last):
+        ...
+        metarec._errors.ConfigError: model name='gfm': unknown model; choose one of ['gmf', 'lightgcn', 'melu', 'neumf', 'two_tower'] (did you mean 'gmf'?)
     """
     _add_graph_models()
     if name not in MODELS:

@@ -76,7 +76,24 @@ class MetaModel(RunModel):
     """Deprecated (0.1; goes in 0.3): a run of the MAML family built from its parts.
     :func:`load_run` returns a :class:`RunModel` for every method; this class only keeps the
     0.1 constructor working (it wraps the parts in the family's
-    :class:`~metarec.methods.engine.method.EngineFitted`)."""
+    :class:`~metarec.methods.engine.method.EngineFitted`).
+
+    Example:
+        The same run in float64, rebuilt from its parts:
+
+        >>> import tempfile, metarec as mr
+        >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", [  # a tiny MAML run
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+        ...     "model.embedding_dim=4", "model.hidden=[8]", "algorithm.inner_steps=1", "algorithm.meta_batch=4",
+        ...     "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false"])
+        >>> out = mr.train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False).run_dir
+        >>> run = load_run(out)
+        >>> model = run.model.double()
+        >>> meta = MetaModel(model, dict(model.named_parameters()), run.state, run.algo, run.table,
+        ...                  manifest=run.manifest, run_dir=run.run_dir, steps=run.steps, lr=run.lr)
+        >>> isinstance(meta, RunModel), meta.name, meta.params["head.weight"].dtype
+        (True, 'maml', torch.float64)
+    """
 
     def __init__(
         self,
@@ -165,6 +182,24 @@ def load_adapted(
     Raises:
         CheckpointError: ``path`` is a plain run (use :func:`load_run`), or its adapted tasks
             are missing or do not match the run.
+
+    Example:
+        >>> import tempfile, metarec as mr
+        >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", [  # a tiny MAML run
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+        ...     "model.embedding_dim=4", "model.hidden=[8]", "algorithm.inner_steps=1", "algorithm.meta_batch=4",
+        ...     "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false"])
+        >>> out = mr.train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False).run_dir
+        >>> a, b, c = load_run(out).table.item_ids.values[:3]
+        >>> rec = load_run(out).adapt([("alice", a, 5.0), ("alice", b, 1.0), ("bob", c, 4.0)])
+        >>> saved = rec.save(tempfile.mkdtemp() + "/adapted")
+        >>> back = load_adapted(saved)
+        >>> back.recommend("alice", k=3) == rec.recommend("alice", k=3), len(back.recommend("bob", k=3))
+        (True, 3)
+        >>> load_adapted(out)
+        Traceback (most recent call last):
+        ...
+        metarec._errors.CheckpointError: '...run': a meta-trained run, not an adapted one (manifest has no 'adapted': true); ...
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -256,7 +291,26 @@ def open_recommender(
 ) -> Recommender:
     """What ``metarec recommend`` serves from: an adapted directory as saved, or a run's
     initialisation; with ``support``, adapted on the fly (``user``, ``on_diverge`` and
-    ``unknown_items`` as in :meth:`RunModel.adapt`)."""
+    ``unknown_items`` as in :meth:`RunModel.adapt`).
+
+    Example:
+        >>> import tempfile, metarec as mr
+        >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", [  # a tiny MAML run
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+        ...     "model.embedding_dim=4", "model.hidden=[8]", "algorithm.inner_steps=1", "algorithm.meta_batch=4",
+        ...     "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false"])
+        >>> out = mr.train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False).run_dir
+        >>> a, b = load_run(out).table.item_ids.values[:2]
+        >>> rec = open_recommender(out, support=[("carol", a, 5.0), ("carol", b, 2.0)])  # adapted now
+        >>> top = rec.recommend("carol", k=3)
+        >>> len(top), top == sorted(top, key=lambda pair: -pair[1])  # (item, score), best first
+        (3, True)
+        >>> saved = rec.save(tempfile.mkdtemp() + "/adapted")
+        >>> open_recommender(saved).recommend("carol", k=3) == top  # an adapted folder, as saved
+        True
+        >>> len(open_recommender(out).recommend("anyone", k=3))  # no support: the initialisation
+        3
+    """
     if support is None and read_manifest(path).get("adapted"):
         return load_adapted(path, device=device)
     run = load_run(path, device=device)

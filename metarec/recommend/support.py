@@ -48,6 +48,20 @@ def read_support(path: str | os.PathLike[str]) -> pd.DataFrame:
 
     Raises:
         DataError: the file is missing, empty, has no header, or lacks one of the columns.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "support.csv").write_text("user,item,rating,note\\nalice,17,5,liked\\nalice,3,1,\\n")
+        >>> read_support(d / "support.csv")
+            user item  rating
+        0  alice   17       5
+        1  alice    3       1
+        >>> _ = (d / "clicks.csv").write_text("user,item\\nalice,17\\n")
+        >>> read_support(d / "clicks.csv")
+        Traceback (most recent call last):
+        ...
+        metarec._errors.DataError: support='...clicks.csv': has columns ['user', 'item'], no 'rating'; ...
     """
     p = Path(path)
     kind = special_file(p)

@@ -91,7 +91,34 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced.
+
+    Attributes:
+        run_dir: the run directory (``checkpoints/best.pt``, ``metrics.jsonl``,
+            ``summary.json``, ...).
+        steps: outer steps done; best_step: the step whose weights are ``checkpoints/best.pt``.
+        best_val: the validation metrics at ``best_step`` (``{metric: value, "n_tasks", ...}``).
+        skipped_steps: steps skipped because their meta-gradient was not finite.
+        seconds: wall time of the call; tasks_per_s: tasks per second of the outer loop.
+        stopped_early: ``train.patience`` validations passed without improvement.
+        history: not filled by :func:`train` (empty); the per-step rows are in ``training_log``.
+        training_log: the run's :class:`~metarec.train.log.TrainingLog` (loss and validation
+            curves), ``None`` on the non-main ranks of a distributed run.
+
+    Example:
+        >>> import tempfile, metarec as mr
+        >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", [  # a tiny MAML run
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+        ...     "model.embedding_dim=4", "model.hidden=[8]", "algorithm.inner_steps=1", "algorithm.meta_batch=4",
+        ...     "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false"])
+        >>> res = train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False)
+        >>> res.steps, res.best_step, res.skipped_steps, res.stopped_early
+        (2, 2, 0, False)
+        >>> sorted(k for k in res.best_val if k != "adapt_ms_per_task"), res.training_log.curve[-1][0]
+        (['mae', 'n_tasks', 'ndcg@10', 'rmse'], 2)
+        >>> (res.run_dir / "checkpoints" / "best.pt").is_file()
+        True
+    """
 
     run_dir: Path
     steps: int

@@ -167,6 +167,30 @@ def convert_run(
 
     Raises:
         CheckpointError: the folder is not a format-1 run, or its ``config.json`` is missing.
+
+    Example:
+        >>> import tempfile, metarec as mr
+        >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", [  # a tiny MAML run
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80",
+        ...     "model.embedding_dim=4", "model.hidden=[8]", "algorithm.inner_steps=1", "algorithm.meta_batch=4",
+        ...     "train.steps=2", "train.val_every=2", "train.val_tasks=8", "train.progress=false"])
+        >>> run = mr.train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False).run_dir
+        >>> convert_run(run)  # a current run needs nothing
+        Traceback (most recent call last):
+        ...
+        metarec._errors.CheckpointError: '...manifest.json': format_version=...; only version 1 runs need converting
+
+        What :func:`metarec.load_run` says of a version-1 run, and the conversion it asks for:
+
+        >>> import json
+        >>> manifest = json.loads((run / "manifest.json").read_text())
+        >>> _ = (run / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+        >>> mr.load_run(run)
+        Traceback (most recent call last):
+        ...
+        metarec._errors.CheckpointError: '...manifest.json': format_version=1 (parameters only, no buffers) is no longer read; ...
+        >>> convert_run(run) == run, mr.load_run(run).name
+        (True, 'maml')
     """
     run = Path(run_dir)
     p = run / "manifest.json"
