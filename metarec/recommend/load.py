@@ -199,7 +199,8 @@ def load_adapted(
         >>> load_adapted(out)
         Traceback (most recent call last):
         ...
-        metarec._errors.CheckpointError: '...run': a meta-trained run, not an adapted one (manifest has no 'adapted': true); ...
+        metarec._errors.CheckpointError: '...run': a meta-trained run, not an adapted one
+        (manifest has no 'adapted': true); ...
     """
     path = Path(path)
     manifest = read_manifest(path)

@@ -188,7 +188,8 @@ def convert_run(
         >>> mr.load_run(run)
         Traceback (most recent call last):
         ...
-        metarec._errors.CheckpointError: '...manifest.json': format_version=1 (parameters only, no buffers) is no longer read; ...
+        metarec._errors.CheckpointError: '...manifest.json': format_version=1 (parameters only,
+        no buffers) is no longer read; ...
         >>> convert_run(run) == run, mr.load_run(run).name
         (True, 'maml')
     """
