@@ -253,13 +253,15 @@ def _markdown(res: dict[str, Any], heading: str = SECTION) -> str:
     lines = [
         heading,
         "",
-        f"Measured {res['when']} on `{res['device']}`: {m['cpu']}, {m['cpu_affinity']} usable core(s) "
-        f"of {m['cpu_count']}, torch {m['torch']} with {m['torch_threads']} thread(s), Python {m['python']}. {gpu}.",
+        f"Measured {res['when']} on `{res['device']}`: {m['cpu']}, {m['cpu_affinity']} usable "
+        f"core(s) of {m['cpu_count']}, torch {m['torch']} with {m['torch_threads']} thread(s), "
+        f"Python {m['python']}. {gpu}.",
         f"Run: {w['run']}; {w['items']:,} catalogue items; MeLU {w['model']}; {w['algorithm']}; "
-        f"{res['settings']['shots']} support ratings per cold user, {res['settings']['steps']} inner steps, top-{res['settings']['k']}; "
-        f"(a) with {s['torch_threads']} torch thread(s) (one request per core), (b) with {m['torch_threads']}.",
-        f"Load average when the measurement started: {res['loadavg']} (the cores are shared with other jobs; "
-        "wall-clock numbers include that contention).",
+        f"{res['settings']['shots']} support ratings per cold user, {res['settings']['steps']} "
+        f"inner steps, top-{res['settings']['k']}; (a) with {s['torch_threads']} torch thread(s) "
+        f"(one request per core), (b) with {m['torch_threads']}.",
+        f"Load average when the measurement started: {res['loadavg']} (the cores are shared with "
+        "other jobs; wall-clock numbers include that contention).",
         "",
         C.markdown_table(
             ["measurement", "median", "p90", "min", "target", "met"],
@@ -323,13 +325,15 @@ def _markdown(res: dict[str, Any], heading: str = SECTION) -> str:
             ],
         ),
         "",
-        f"Batched adaptation is **{b['speedup_loop_over_batched']:.1f}x** faster than the per-user loop "
-        f"({b['batched_ms_per_user']:.3f} vs {b['loop_ms_per_user']:.3f} ms per user; ratio measured in the same run; "
-        f"largest prediction difference between the two: {b['max_abs_diff_batched_vs_loop']:.1e}). "
-        f"(a) is over {s['total']['n']} cold users after {res['settings']['warmup']} warm-up calls; (b) is the median of "
+        f"Batched adaptation is **{b['speedup_loop_over_batched']:.1f}x** faster than the per-user "
+        f"loop ({b['batched_ms_per_user']:.3f} vs {b['loop_ms_per_user']:.3f} ms per user; ratio "
+        "measured in the same run; largest prediction difference between the two: "
+        f"{b['max_abs_diff_batched_vs_loop']:.1e}). (a) is over {s['total']['n']} cold users after "
+        f"{res['settings']['warmup']} warm-up calls; (b) is the median of "
         f"{len(b['batched_rounds_s'])} batched and {len(b['loop_rounds_s'])} loop round(s).",
         "",
-        f"Command: `{res['command']}` (commit {res['commit']['commit'][:10]}{', dirty tree' if res['commit']['dirty'] else ''}). "
+        f"Command: `{res['command']}` (commit {res['commit']['commit'][:10]}"
+        f"{', dirty tree' if res['commit']['dirty'] else ''}). "
         f"Raw numbers: `benchmarks/results/{res['json_name']}`.",
         "",
     ]
@@ -482,12 +486,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         update_results_md(args.results_md, _markdown(res))
     s, b = single["total"], batched
     print(
-        f"(a) one cold user, adapt {args.steps} steps + top-{args.k} over {res['workload']['items']:,} items: "
-        f"median {s['median_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms (target < {TARGET_SINGLE_MS:g} ms)"
+        f"(a) one cold user, adapt {args.steps} steps + top-{args.k} over "
+        f"{res['workload']['items']:,} items: median {s['median_ms']:.2f} ms, p90 "
+        f"{s['p90_ms']:.2f} ms (target < {TARGET_SINGLE_MS:g} ms)"
     )
     print(
-        f"(b) {b['users']:,} cold users: batched {b['batched_s']:.3f} s (target < {TARGET_BATCH_S:g} s), "
-        f"per-user loop {b['loop_s']:.3f} s, {b['speedup_loop_over_batched']:.1f}x"
+        f"(b) {b['users']:,} cold users: batched {b['batched_s']:.3f} s (target < "
+        f"{TARGET_BATCH_S:g} s), per-user loop {b['loop_s']:.3f} s, "
+        f"{b['speedup_loop_over_batched']:.1f}x"
     )
     print(f"results: {args.out}\nreport: {report}")
     return res

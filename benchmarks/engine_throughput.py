@@ -664,8 +664,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.check_tasks > args.tasks:
         p.error(
-            f"--check-tasks {args.check_tasks}: the check uses tasks of one meta-batch, so it must be <= "
-            f"--tasks {args.tasks}; pass --check-tasks {min(4, args.tasks)}"
+            f"--check-tasks {args.check_tasks}: the check uses tasks of one meta-batch, so it must "
+            f"be <= --tasks {args.tasks}; pass --check-tasks {min(4, args.tasks)}"
         )
     try:
         dev = torch.device(args.device)
@@ -673,12 +673,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--device {args.device!r}: not a torch device; pass cpu, cuda or cuda:0")
     if dev.type not in ("cpu", "cuda"):
         p.error(
-            f"--device {args.device!r}: only cpu and cuda are supported; pass --device cpu or --device cuda"
+            f"--device {args.device!r}: only cpu and cuda are supported; pass --device cpu or "
+            "--device cuda"
         )
     if dev.type == "cuda" and not torch.cuda.is_available():
         p.error(
-            f"--device {args.device}: CUDA is not available (torch {torch.__version__}, no visible GPU); "
-            "use --device cpu or run on a CUDA machine with a CUDA build of torch"
+            f"--device {args.device}: CUDA is not available (torch {torch.__version__}, no visible "
+            "GPU); use --device cpu or run on a CUDA machine with a CUDA build of torch"
         )
     if args.data == "movielens" and not (
         C.data_root() and (C.data_root() / "movielens-1m").is_dir()
@@ -704,7 +705,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.no_l2l:
         l2l_status = "skipped (--no-l2l)"
     elif maml_cls is None:
-        l2l_status = f"skipped: not installed; install it with PYTHON={sys.executable} benchmarks/install_learn2learn.sh"
+        l2l_status = (
+            "skipped: not installed; install it with "
+            f"PYTHON={sys.executable} benchmarks/install_learn2learn.sh"
+        )
         print(f"learn2learn {l2l_status}", file=sys.stderr)
     else:
         l2l_status = f"learn2learn {_l2l_version()} (learn2learn.algorithms.MAML)"
@@ -735,8 +739,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         failed = {n: c for n, c in check.items() if not c["allclose"]}
         if failed:
             raise SystemExit(
-                f"float64 meta-gradient check failed (rtol=1e-9, atol=1e-12 vs the per-task loop): {failed}; "
-                "the engines do not compute the same meta-gradient, so their timings are not comparable"
+                "float64 meta-gradient check failed (rtol=1e-9, atol=1e-12 vs the per-task loop): "
+                f"{failed}; the engines do not compute the same meta-gradient, so their timings "
+                "are not comparable"
             )
         fns = _autocast(engines(args, model, maml_cls), device, args.dtype)
         flops = count_flops(fns, batches, tasks)
@@ -815,15 +820,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "peak_memory": mem,
                 "memory_method": (
                     (
-                        "fresh subprocess per configuration (MALLOC_MMAP_THRESHOLD_=65536), after a 1-task "
-                        "warm-up: peak of the RSS (/proc/self/statm) sampled every ~1 ms during the meta-batch "
-                        "minus the RSS right before it"
+                        "fresh subprocess per configuration (MALLOC_MMAP_THRESHOLD_=65536), after "
+                        "a 1-task warm-up: peak of the RSS (/proc/self/statm) sampled every ~1 ms "
+                        "during the meta-batch minus the RSS right before it"
                         if not args.no_memory
                         else "no subprocess runs (--no-memory)"
                     )
                     + (
-                        "; CUDA: torch.cuda.max_memory_allocated minus the allocated memory right before "
-                        "the call (the subprocess's when it ran, else the first timed round's, in process)"
+                        "; CUDA: torch.cuda.max_memory_allocated minus the allocated memory right "
+                        "before the call (the subprocess's when it ran, else the first timed "
+                        "round's, in process)"
                         if device.type == "cuda"
                         else ""
                     )
@@ -910,10 +916,11 @@ def render(
     gpu = env["device"].startswith("cuda")
     frac = best["fraction_of_limit"]
     target = (
-        f"target (one CPU core) >= 60% of the limit and >= 5x learn2learn: best metarec engine "
+        "target (one CPU core) >= 60% of the limit and >= 5x learn2learn: best metarec engine "
         f"{best['engine']} buckets={best['buckets']}: {100 * frac:.1f}% of the limit in wall time "
-        f"({'met' if frac >= 0.6 else 'MISSED'}; {100 * best['fraction_of_limit_cpu_time']:.1f}% in CPU time), "
-        f"{best['tasks_per_s']:.0f} tasks/s ({best['tasks_per_cpu_s']:.0f} per CPU second)"
+        f"({'met' if frac >= 0.6 else 'MISSED'}; {100 * best['fraction_of_limit_cpu_time']:.1f}% "
+        f"in CPU time), {best['tasks_per_s']:.0f} tasks/s ({best['tasks_per_cpu_s']:.0f} per CPU "
+        "second)"
     )
     if ("learn2learn", None) in by:
         ratio = best["ratio_vs_learn2learn"]
@@ -923,26 +930,30 @@ def render(
     if gpu:
         target = target.replace("(one CPU core) ", "(set for one CPU core; this run is on a GPU) ")
     limit = (
-        f"limit: useful (per-task loop) {r0['useful_flops_per_meta_batch'] / 1e9:.3f} GFLOP / meta-batch at the "
-        f"matmul peak measured in this run, median {r0['matmul_peak_gflops']:.1f} GFLOP/s (per round: "
-        f"{', '.join(f'{x:.0f}' for x in r0['matmul_peaks_gflops'])}) = {1000 * r0['limit_seconds']:.1f} ms, "
-        f"{r0['limit_tasks_per_s']:.0f} tasks/s; in CPU time (process_time, less sensitive to other processes) the "
-        f"peak is {r0['matmul_peak_cpu_gflops']:.1f} GFLOP/s"
+        f"limit: useful (per-task loop) {r0['useful_flops_per_meta_batch'] / 1e9:.3f} GFLOP / "
+        "meta-batch at the matmul peak measured in this run, median "
+        f"{r0['matmul_peak_gflops']:.1f} GFLOP/s (per round: "
+        f"{', '.join(f'{x:.0f}' for x in r0['matmul_peaks_gflops'])}) = "
+        f"{1000 * r0['limit_seconds']:.1f} ms, {r0['limit_tasks_per_s']:.0f} tasks/s; in CPU time "
+        "(process_time, less sensitive to other processes) the peak is "
+        f"{r0['matmul_peak_cpu_gflops']:.1f} GFLOP/s"
     )
     load = (
-        f"load average (1, 5, 15 min) {tuple(round(x, 1) for x in env['loadavg_1_5_15_before'])} before, "
-        f"{tuple(round(x, 1) for x in env['loadavg_1_5_15_after'])} after"
+        f"load average (1, 5, 15 min) {tuple(round(x, 1) for x in env['loadavg_1_5_15_before'])} "
+        f"before, {tuple(round(x, 1) for x in env['loadavg_1_5_15_after'])} after"
     )
     lines = [
-        f"Engine throughput ({r0['time']}, commit {r0['commit'][:12]}{' + uncommitted changes' if r0['dirty'] else ''})"
+        f"Engine throughput ({r0['time']}, commit "
+        f"{r0['commit'][:12]}{' + uncommitted changes' if r0['dirty'] else ''})"
         + (" -- QUICK SMOKE RUN on a tiny workload, not a measurement" if r0["quick"] else ""),
         f"command: `{r0['command']}`",
         f"device: {env['device']} ({dev}); torch {env['torch']}; {load}",
         f"data: {desc['data']}; learn2learn: {l2l}",
-        f"{r0['tasks']} tasks/meta-batch, {r0['inner_steps']} inner steps, second order, {r0['dtype']}"
-        f"{' (autocast)' if r0['autocast'] else ''}; mean support "
-        f"{desc['support_sizes_mean']:.1f} (padded width {desc['support_padded_width']}), query 10; "
-        f"fast params {desc['fast_params']}, slow {desc['slow_params']}; median of {r0['repeat']} rounds",
+        f"{r0['tasks']} tasks/meta-batch, {r0['inner_steps']} inner steps, second order, "
+        f"{r0['dtype']}{' (autocast)' if r0['autocast'] else ''}; mean support "
+        f"{desc['support_sizes_mean']:.1f} (padded width {desc['support_padded_width']}), query "
+        f"10; fast params {desc['fast_params']}, slow {desc['slow_params']}; median of "
+        f"{r0['repeat']} rounds",
         "",
         table,
         "",

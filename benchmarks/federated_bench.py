@@ -191,10 +191,10 @@ def _report(rows: list[dict], meta: dict, names: list[str]) -> str:
     lines = [
         f"# Federated meta-learning on {meta['scenario']}",
         "",
-        f"Cold-user {metric.upper()} after fast adaptation, mean ± 95% CI over {meta['seeds']} seed(s); "
-        f"{meta['rounds']} rounds x {meta['local_steps']} local steps (meta-batch {meta['meta_batch']}); the centralised and "
-        f"local-only learners take the same number of steps. Backend: {meta['backend']}. Commit {meta['commit']}, "
-        f"{meta['seconds']} s in all.",
+        f"Cold-user {metric.upper()} after fast adaptation, mean ± 95% CI over {meta['seeds']} "
+        f"seed(s); {meta['rounds']} rounds x {meta['local_steps']} local steps (meta-batch "
+        f"{meta['meta_batch']}); the centralised and local-only learners take the same number of "
+        f"steps. Backend: {meta['backend']}. Commit {meta['commit']}, {meta['seconds']} s in all.",
         "",
         f"Command: `{meta['command']}`",
         "",

@@ -5,8 +5,9 @@ budget (``metarec bench --quick``: :func:`metarec.bench.variants.quick_scenario`
 scenario's own budget, as ``metarec bench`` without ``--quick``) and scored by its best meta-val
 score (``fit.log["best_val"]``: MAE for explicit, AUC for implicit feedback), which is also what
 selects its checkpoint. ``--shots 1,5,default`` also scores the selected model on meta-val tasks with
-that many support interactions (``default``: the scenario's own support), as the bench does. No test pool is read. One JSON row
-per configuration and seed goes to ``--out`` (JSONL); a summary (mean over seeds) is printed.
+that many support interactions (``default``: the scenario's own support), as the bench does. No
+test pool is read. One JSON row per configuration and seed goes to ``--out`` (JSONL); a summary
+(mean over seeds) is printed.
 
 Usage (needs the datasets)::
 

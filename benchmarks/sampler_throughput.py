@@ -232,9 +232,11 @@ def render(rows: list[dict[str, Any]], skipped: str | None) -> str:
         ],
     )
     lines = [
-        f"Sampler throughput ({r0['time']}, commit {r0['commit'][:12]}{' + uncommitted changes' if r0['dirty'] else ''})"
+        f"Sampler throughput ({r0['time']}, commit {r0['commit'][:12]}"
+        f"{' + uncommitted changes' if r0['dirty'] else ''})"
         + (" -- QUICK SMOKE RUN, not a measurement" if r0["quick"] else ""),
-        f"cpu: {r0['cpu']} ({r0['cpu_affinity']} cores visible, 1 torch thread); torch {r0['torch']}, numpy {r0['numpy']}; "
+        f"cpu: {r0['cpu']} ({r0['cpu_affinity']} cores visible, 1 torch thread); "
+        f"torch {r0['torch']}, numpy {r0['numpy']}; "
         f"median of {r0['repeat']} interleaved rounds of >= {r0['min_time']} s",
         f"command: `{r0['command']}`",
         "",

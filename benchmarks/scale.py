@@ -263,10 +263,12 @@ def render(rows: list[dict[str, Any]]) -> str:
     r0 = rows[0]
     return "\n".join(
         [
-            f"Scale ({r0['time']}, commit {r0['commit'][:12]}{' + uncommitted changes' if r0['dirty'] else ''})",
+            f"Scale ({r0['time']}, commit "
+            f"{r0['commit'][:12]}{' + uncommitted changes' if r0['dirty'] else ''})",
             f"command: `{r0['command']}`",
-            f"device: cpu ({r0['cpu']}, 1 torch thread, {r0['cpu_affinity']} cores shared with other processes); "
-            f"{r0['batches']} meta-batches of 32 sampled, {r0['steps']} MAML steps (MeLU 32/64/64, 5 inner steps, second order)",
+            f"device: cpu ({r0['cpu']}, 1 torch thread, {r0['cpu_affinity']} cores shared with "
+            f"other processes); {r0['batches']} meta-batches of 32 sampled, {r0['steps']} MAML "
+            "steps (MeLU 32/64/64, 5 inner steps, second order)",
             "",
             C.markdown_table(head, body),
             "",

@@ -148,10 +148,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     C.write_jsonl(args.out, [row])
     lines = [
-        f"Suite wall-time estimate ({row['time']}, commit {row['commit'][:12]}{' + uncommitted changes' if row['dirty'] else ''})",
+        f"Suite wall-time estimate ({row['time']}, commit {row['commit'][:12]}"
+        f"{' + uncommitted changes' if row['dirty'] else ''})",
         f"command: `{row['command']}`",
-        f"scenario {res['scenario']}: {res['seeds']} seeds, shots {res['shots']}, {res['test_tasks']} test tasks; "
-        "CPU time per step / validation measured here, the rest extrapolated (no early stopping: an upper bound)",
+        f"scenario {res['scenario']}: {res['seeds']} seeds, shots {res['shots']}, "
+        f"{res['test_tasks']} test tasks; CPU time per step / validation measured here, the rest "
+        "extrapolated (no early stopping: an upper bound)",
         "",
         C.markdown_table(
             [

@@ -163,7 +163,8 @@ class Server:
         if "listening on" not in line:
             self.stop()
             raise SystemExit(
-                f"the server did not start: {line}{self.proc.stderr.read() if self.proc.stderr else ''}"
+                "the server did not start: "
+                f"{line}{self.proc.stderr.read() if self.proc.stderr else ''}"
             )
         url = line.split("listening on http://")[1].split()[0]
         host, port = url.rsplit(":", 1)
@@ -377,10 +378,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# metarec serve: load benchmark",
         "",
-        "Each request: a cold user with 5 support ratings, 5 adaptation steps, top-10 over the whole catalogue "
-        "(`POST /recommend`). Client and server on 127.0.0.1 of the same machine (they share its cores); "
-        "closed-loop clients, one keep-alive connection each. Requests/s of the process-per-request baseline "
-        "is 1 / its mean latency (one request at a time).",
+        "Each request: a cold user with 5 support ratings, 5 adaptation steps, top-10 over the "
+        "whole catalogue (`POST /recommend`). Client and server on 127.0.0.1 of the same machine "
+        "(they share its cores); closed-loop clients, one keep-alive connection each. Requests/s "
+        "of the process-per-request baseline is 1 / its mean latency (one request at a time).",
         "",
     ]
     by_session: dict[str, list[dict[str, Any]]] = {}
@@ -390,11 +391,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         r0 = rs[0]
         m = r0["machine"]
         lines += [
-            f"## {r0['workload']['model']} on {r0['workload']['run']} ({r0['workload']['items']:,} items), {r0['when']}",
+            f"## {r0['workload']['model']} on {r0['workload']['run']} "
+            f"({r0['workload']['items']:,} items), {r0['when']}",
             "",
-            f"{m['cpu']}, {m['cpu_affinity']} usable core(s); server: {r0.get('workers', 1)} process(es), "
-            f"{r0['server_threads']} torch thread(s) each; "
-            f"load average at the start {r0['loadavg']} ({r0['note']}).",
+            f"{m['cpu']}, {m['cpu_affinity']} usable core(s); server: {r0.get('workers', 1)} "
+            f"process(es), {r0['server_threads']} torch thread(s) each; load average at the start "
+            f"{r0['loadavg']} ({r0['note']}).",
             "",
         ]
         table = []
@@ -454,7 +456,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             ratio = speed[("batched", 64)] / speed[("unbatched", 64)]
             proc = speed.get(("process per request", 1))
             lines += [
-                f"At 64 clients the batched server answers **{ratio:.1f}x** the requests/s of the unbatched one"
+                f"At 64 clients the batched server answers **{ratio:.1f}x** the requests/s of the "
+                "unbatched one"
                 + (
                     f" and **{speed[('batched', 64)] / proc:,.0f}x** one process per request"
                     if proc
@@ -594,9 +597,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     }
                     rows.append(row)
                     print(
-                        f"{info['model']:<10} {label:<10} {c:>3} clients: {res['req_per_s']:>9,.1f} req/s  "
-                        f"p50 {res['p50_ms']} ms  p99 {res['p99_ms']} ms  ({res['requests']} requests, "
-                        f"{res['errors']} errors, mean batch {res['mean_batch']}, server CPU "
+                        f"{info['model']:<10} {label:<10} {c:>3} clients: "
+                        f"{res['req_per_s']:>9,.1f} req/s  p50 {res['p50_ms']} ms  p99 "
+                        f"{res['p99_ms']} ms  ({res['requests']} requests, {res['errors']} errors, "
+                        f"mean batch {res['mean_batch']}, server CPU "
                         f"{res['server_cpu_ms_per_req']} ms/req)",
                         flush=True,
                     )
@@ -616,7 +620,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 }
             )
             print(
-                f"{info['model']:<10} process per request: {res['req_per_s']:.2f} req/s  p50 {res['p50_ms']} ms",
+                f"{info['model']:<10} process per request: {res['req_per_s']:.2f} req/s  p50 "
+                f"{res['p50_ms']} ms",
                 flush=True,
             )
     C.write_jsonl(args.out, rows)

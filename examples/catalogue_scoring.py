@@ -33,7 +33,8 @@ t0 = time.perf_counter()
 slow = score_catalogue(plain_score, catalogue, users=torch.arange(users), chunk=512)
 t_slow = time.perf_counter() - t0
 print(
-    f"fast path {t_fast * 1000:.1f} ms, fallback {t_slow * 1000:.1f} ms, same scores: {torch.allclose(fast, slow, atol=1e-4)}"
+    f"fast path {t_fast * 1000:.1f} ms, fallback {t_slow * 1000:.1f} ms, "
+    f"same scores: {torch.allclose(fast, slow, atol=1e-4)}"
 )
 _, best = top_k(fast, 10)  # the top-10 without sorting a row
 print("user 0's top-10 items:", best[0].tolist())

@@ -36,7 +36,8 @@ table = make_two_domain(
 #    10 of their target ratings are the query, the rest can serve as k-shot support.
 splits = cold_domain_users_split(table, "target", beta=0.3, n_query=10, min_interactions=12, seed=0)
 print(
-    f"{len(table)} ratings; cold users: {len(splits.pools['meta-val'])} meta-val, {len(splits.pools['meta-test'])} meta-test"
+    f"{len(table)} ratings; cold users: {len(splits.pools['meta-val'])} meta-val, "
+    f"{len(splits.pools['meta-test'])} meta-test"
 )
 
 # 3. Fit and score each method through the method interface, like every other method. The
@@ -68,5 +69,6 @@ for method in methods:
 # 4. A bridge from the source domain should know the cold users better than the average user.
 best = min(results, key=results.get)
 print(
-    f"best on cold users: {best} (MAE {results[best]:.4f}; no-transfer {results['no-transfer']:.4f})"
+    f"best on cold users: {best} (MAE {results[best]:.4f}; no-transfer "
+    f"{results['no-transfer']:.4f})"
 )

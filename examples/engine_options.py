@@ -33,7 +33,8 @@ for engine, buckets in (("vmap", 1), ("auto", 1), ("auto", 2), ("auto", 4)):
     loss, grads = meta_loss_and_grads(cfg, model, params, batch)
     results[(engine, buckets)] = grads
     print(
-        f"engine={engine:<5} buckets={buckets}: meta-loss {float(loss):.5f}, {1000 * (time.perf_counter() - t0):6.1f} ms"
+        f"engine={engine:<5} buckets={buckets}: meta-loss {float(loss):.5f}, "
+        f"{1000 * (time.perf_counter() - t0):6.1f} ms"
     )
 ref = results[("vmap", 1)]
 diff = max(float((g[k] - ref[k]).abs().max()) for g in results.values() for k in ref)

@@ -32,7 +32,10 @@ def write_lookalike(d: Path, n_users: int = 300, n_items: int = 400, seed: int =
     )  # fmt: skip
     flags = (rng.random((n_items, len(GENRES))) < 0.15).astype(int)
     (d / "u.item").write_text(
-        "".join(f"{i + 1}|Movie {i + 1}|01-Jan-1995||url|" + "|".join(map(str, flags[i])) + "\n" for i in range(n_items))
+        "".join(
+            f"{i + 1}|Movie {i + 1}|01-Jan-1995||url|" + "|".join(map(str, flags[i])) + "\n"
+            for i in range(n_items)
+        )
     )  # fmt: skip
     rows = []
     for u in range(n_users):

@@ -36,13 +36,14 @@ with tempfile.TemporaryDirectory() as tmp:
     res = run_federated(sc, Path(tmp) / "run", backend="local")
     s = res.summary
     print(
-        f"{s['algorithm']}: {s['rounds']} rounds, {s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by the clients "
-        f"per round; DP clip {s['dp']['clipping_norm']}, noise multiplier {s['dp']['noise_multiplier']}"
+        f"{s['algorithm']}: {s['rounds']} rounds, {s['bytes_sent_by_clients_per_round']:,.0f} "
+        f"bytes sent by the clients per round; DP clip {s['dp']['clipping_norm']}, noise "
+        f"multiplier {s['dp']['noise_multiplier']}"
     )
     for c in s["clients"]:
         print(
-            f"  client {c['name']}: {c['num-examples']:>5} training ratings, cold-user MAE {c['cold']['mae']:.3f} "
-            f"({int(c['cold']['n_tasks'])} cold users)"
+            f"  client {c['name']}: {c['num-examples']:>5} training ratings, cold-user MAE "
+            f"{c['cold']['mae']:.3f} ({int(c['cold']['n_tasks'])} cold users)"
         )
     for f in s["failures"]:
         print(f"  round {f['round']}: client {f['client']} {f['status']}: {f['error'][:90]}")

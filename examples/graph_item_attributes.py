@@ -50,6 +50,7 @@ with torch.no_grad():
     scores = model(torch.ones(5, dtype=torch.long), torch.from_numpy(cold))
 for k, item in enumerate(range(36, 41)):
     print(
-        f"never-rated item {item} ({item_genre[item - 1]}): score {scores[k]:.3f} (user 1's taste for {item_genre[item - 1]}: "
+        f"never-rated item {item} ({item_genre[item - 1]}): score {scores[k]:.3f} "
+        f"(user 1's taste for {item_genre[item - 1]}: "
         f"{taste[item_genre[item - 1]]:+.2f})"
     )

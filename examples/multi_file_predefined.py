@@ -70,7 +70,8 @@ max_interactions = "none"
     write(d / "a.txt", range(0, 50))  # 30 shared + 20 local to a
     write(d / "b.txt", range(0, 40))  # 30 shared + 10 local to b
     table = read_shared_below_k([SourceFile(d / "a.txt", "a"), SourceFile(d / "b.txt", "b")], 30,
-                                header=False, names=["user", "item", "rating"], feedback="explicit", rating_scale=(1, 5))  # fmt: skip
+                                header=False, names=["user", "item", "rating"],
+                                feedback="explicit", rating_scale=(1, 5))  # fmt: skip
     print("shared-below-K users:", table.n_users - 1, "(30 shared + 20 + 10 local)")
     try:
         read_shared_below_k([SourceFile(d / "a.txt", "a"), SourceFile(d / "b.txt", "b")], None,

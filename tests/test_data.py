@@ -52,7 +52,8 @@ def test_duplicate_rows_error_and_policies():
     f = frame(user=[1, 1, 2, 2, 1], item=[10, 11, 10, 12, 10], rating=[5.0, 3.0, 4.0, 1.0, 1.0])
     with pytest.raises(
         DataError,
-        match=r"duplicates='error': 1 repeated \(user, item, domain\) row\(s\), first user 1, item 10.*data.duplicates = \"first\"",
+        match=r"duplicates='error': 1 repeated \(user, item, domain\) row\(s\), first user 1, item 10"
+        r".*data.duplicates = \"first\"",
     ):
         InteractionTable.from_frame(f)
     assert InteractionTable.from_frame(f, duplicates="first").ratings.tolist() == [

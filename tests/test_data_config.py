@@ -31,7 +31,8 @@ def test_files_entries_and_their_validation(tmp_path: Path) -> None:
     ]
     with pytest.raises(
         ConfigError,
-        match=r"data.files\[0\].part='tset': expected one of 'train', 'valid', 'test' or none \(did you mean 'test'\?\)",
+        match=r"data.files\[0\].part='tset': expected one of 'train', 'valid', 'test' or none "
+        r"\(did you mean 'test'\?\)",
     ):
         _sc({"source": "csv", "files": [{"path": "a", "part": "tset"}]})
     with pytest.raises(
@@ -110,7 +111,8 @@ def test_shared_below_k_scenario(tmp_path: Path) -> None:
         "".join(f"{u}\t{u}\t1\n" for u in range(3))
     )  # shared 0, 1; local 2
     data = {"source": "shared_below_k", "header": False, "names": ["user", "item", "rating"], "feedback": "implicit",
-            "files": [{"path": str(tmp_path / "a.txt"), "domain": "a"}, {"path": str(tmp_path / "b.txt"), "domain": "b"}]}  # fmt: skip
+            "files": [{"path": str(tmp_path / "a.txt"), "domain": "a"},
+                      {"path": str(tmp_path / "b.txt"), "domain": "b"}]}  # fmt: skip
     with pytest.raises(DataError, match="data.shared_users is not set"):
         load_table(_sc(data).data)
     assert load_table(_sc({**data, "shared_users": 2}).data).n_users - 1 == 2 + 3 + 1

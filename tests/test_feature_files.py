@@ -84,7 +84,8 @@ def test_feature_file_keys_are_checked_like_the_rest(tmp_path):
         ConfigError,
         match=r"unknown key 'data.user_features\[0\].colums' \(did you mean 'columns'\?\)",
     ):
-        load_scenario(data={"source": "csv", "path": "r.csv", "user_features": [{"path": "u.csv", "id": "u", "colums": {}}]})  # fmt: skip
+        load_scenario(data={"source": "csv", "path": "r.csv",
+                            "user_features": [{"path": "u.csv", "id": "u", "colums": {}}]})  # fmt: skip
     with pytest.raises(
         ConfigError,
         match=r"columns.age='numerical': unknown feature kind \(did you mean 'numeric'\?\)",
@@ -99,7 +100,8 @@ def test_feature_file_keys_are_checked_like_the_rest(tmp_path):
     with pytest.raises(
         ConfigError, match=r'read with source = "csv", not source=\'movielens-100k\''
     ):
-        DataConfig(source="movielens-100k", path="x", user_features=[{"path": "u.csv", "id": "u", "columns": {"a": "numeric"}}])  # fmt: skip
+        DataConfig(source="movielens-100k", path="x",
+                   user_features=[{"path": "u.csv", "id": "u", "columns": {"a": "numeric"}}])  # fmt: skip
     with pytest.raises(
         ConfigError, match=r"user_features\[1\].columns.age: feature 'age' is already read"
     ):
@@ -114,7 +116,9 @@ def test_feature_file_errors_name_the_file_and_the_fix(tmp_path):
         DataError,
         match=r"users.csv: data.user_features\[0\].columns.jobb: column 'jobb' not found.*did you mean 'job'",
     ):
-        read_feature_files([FeatureFile(str(f["users"]), id="uid", columns={"jobb": "categorical"})], "user")  # fmt: skip
+        read_feature_files(
+            [FeatureFile(str(f["users"]), id="uid", columns={"jobb": "categorical"})], "user"
+        )
     dup = tmp_path / "dup.csv"
     dup.write_text("uid,age\nu1,3\nu1,4\n")
     with pytest.raises(
@@ -130,11 +134,17 @@ def test_feature_file_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(
         DataError, match=r"data.item_features\[0\].domain: data.namespace names 'item'"
     ):
-        read_feature_files([FeatureFile(str(bad), id="item", columns={"drama": "categorical"})], "item", namespace=("item",))  # fmt: skip
+        read_feature_files(
+            [FeatureFile(str(bad), id="item", columns={"drama": "categorical"})],
+            "item",
+            namespace=("item",),
+        )
     with pytest.raises(
         DataError, match=r"file not found: .*missing.csv; check data.user_features\[0\].path"
     ):
-        read_feature_files([FeatureFile(str(tmp_path / "missing.csv"), id="u", columns={"a": "numeric"})], "user")  # fmt: skip
+        read_feature_files(
+            [FeatureFile(str(tmp_path / "missing.csv"), id="u", columns={"a": "numeric"})], "user"
+        )
 
 
 def test_numeric_and_namespaced_ids_match_the_interactions(tmp_path):

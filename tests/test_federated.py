@@ -429,9 +429,12 @@ def test_cli_runs_a_federated_scenario(tmp_path: Path, capsys):
 
     sc = tmp_path / "s.toml"
     sc.write_text(
-        'name = "cli-fed"\n[data]\nsource = "synthetic"\n[data.synthetic]\nn_domains = 2\nn_users = 30\nn_items = 40\ndensity = 0.4\n'
-        "[protocol]\nn_support = 5\nn_query = 5\nmin_interactions = 10\n[model]\nembedding_dim = 8\nhidden = [8]\n"
-        "[algorithm]\ninner_steps = 1\nmeta_batch = 4\n[train]\nprogress = false\n[federated]\nrounds = 2\nlocal_steps = 1\n"
+        'name = "cli-fed"\n[data]\nsource = "synthetic"\n'
+        "[data.synthetic]\nn_domains = 2\nn_users = 30\nn_items = 40\ndensity = 0.4\n"
+        "[protocol]\nn_support = 5\nn_query = 5\nmin_interactions = 10\n"
+        "[model]\nembedding_dim = 8\nhidden = [8]\n"
+        "[algorithm]\ninner_steps = 1\nmeta_batch = 4\n[train]\nprogress = false\n"
+        "[federated]\nrounds = 2\nlocal_steps = 1\n"
     )
     assert (
         main(

@@ -36,8 +36,8 @@ FUZZ = settings(
 
 _GOOD = st.sampled_from(["1", "2", "3", "01", "4", "5", "1", "0"])
 _BAD = st.sampled_from(
-    ["", "-3", "4.5", "1e30", "1.7", "nan", "inf", "é", '"', "'", " ", "1700000000", "2020-01-31", "99999999999999999999",
-     "0", "true", "NULL", "7"]
+    ["", "-3", "4.5", "1e30", "1.7", "nan", "inf", "é", '"', "'", " ", "1700000000", "2020-01-31",
+     "99999999999999999999", "0", "true", "NULL", "7"]
 )  # fmt: skip
 _TOKEN = st.one_of(_GOOD, _GOOD, _GOOD, _BAD)
 
@@ -160,9 +160,11 @@ def test_from_frame_loads_or_raises_a_metarec_error() -> None:
     def run(n, data, rating, timestamp, domain, feedback, duplicates, typed) -> None:
         cols = ["user", "item", "rating", "ts", "dom"]
         clean = {"user": st.integers(1, 50), "item": st.sampled_from(["a", "b", "c", "d", "e", "f"]),
-                 "rating": st.sampled_from([0, 1]), "ts": st.integers(0, 2**31), "dom": st.sampled_from(["x", "y"])}  # fmt: skip
+                 "rating": st.sampled_from([0, 1]), "ts": st.integers(0, 2**31),
+                 "dom": st.sampled_from(["x", "y"])}  # fmt: skip
         frame = pd.DataFrame({
-            c: data.draw(st.lists(st.one_of(clean[c], clean[c], clean[c], _VALUE) if data.draw(st.integers(0, 3), label=f"{c} hostile") == 0
+            c: data.draw(st.lists(st.one_of(clean[c], clean[c], clean[c], _VALUE)
+                                  if data.draw(st.integers(0, 3), label=f"{c} hostile") == 0
                                   else clean[c], min_size=n, max_size=n), label=c)
             for c in cols
         })  # fmt: skip

@@ -1,4 +1,5 @@
-"""MAMO: memory read/write and the personalised initialisation against hand computations (float64); beats feature-global."""
+"""MAMO: memory read/write and the personalised initialisation against hand computations
+(float64); beats feature-global."""
 
 from __future__ import annotations
 

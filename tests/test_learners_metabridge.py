@@ -1,4 +1,5 @@
-"""Meta-bridge and source-initialised MAML/Reptile: inner steps against hand autograd (float64); beat the target-only MF."""
+"""Meta-bridge and source-initialised MAML/Reptile: inner steps against hand autograd (float64);
+beat the target-only MF."""
 
 from __future__ import annotations
 

@@ -189,7 +189,8 @@ def test_content_similarity_by_hand():
     t = _feature_table()
     items = np.unique(t.items)  # a, b, c, d in index order
     sim = content_similarity(t, items, idf=False).numpy()
-    # blocks (each L2-normalised): genre a=(1,1,0)/sqrt2, b=(1,0,0), c=(0,0,1), d=(1,0,1)/sqrt2; year: a,b,d=1990, c=2000
+    # blocks (each L2-normalised): genre a=(1,1,0)/sqrt2, b=(1,0,0), c=(0,0,1), d=(1,0,1)/sqrt2;
+    # year: a,b,d=1990, c=2000
     # concatenated norm sqrt2 for every item; sim = (genre dot + year dot) / 2
     g = {
         "a": np.array([1, 1, 0]) / math.sqrt(2),

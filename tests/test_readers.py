@@ -34,7 +34,8 @@ def data_root() -> Path:
     value = os.environ.get("METAREC_DATA")
     if not value:
         pytest.skip(
-            "METAREC_DATA is not set; set it to the shared datasets folder (../shared/datasets) to run real-data tests"
+            "METAREC_DATA is not set; set it to the shared datasets folder (../shared/datasets) to "
+            "run real-data tests"
         )
     root = Path(value)
     if not root.is_dir():
@@ -95,12 +96,14 @@ def fake_ml1m(tmp_path: Path) -> Path:
     _write(tmp_path / "ml-1m/users.dat", "1::F::1::10::01234\n2::M::56::0::55455-1234\n")
     _write(
         tmp_path / "ml-1m/movies.dat",
-        "10::Caf\xe9: The Movie (1999)::Drama|Sci-Fi\n20::Other (1950)::Comedy\n30::Unrated (2000)::Drama\n",
+        "10::Caf\xe9: The Movie (1999)::Drama|Sci-Fi\n20::Other (1950)::Comedy\n30::Unrated "
+        "(2000)::Drama\n",
         encoding="latin-1",
     )
     _write(
         tmp_path / "melu-extra/movies_extrainfos.dat",
-        "10::Café: The Movie::1999::PG-13::1 Jan 1999::Drama, Sci-Fi::Ann Lee, Bo Chan::W::Xu Yi, Zed Q::plot::http://p\n"
+        "10::Café: The Movie::1999::PG-13::1 Jan 1999::Drama, Sci-Fi::Ann Lee, Bo Chan::W::Xu Yi, "
+        "Zed Q::plot::http://p\n"
         "30::Unrated::2000::UNRATED::N/A::Drama::N/A::N/A::N/A::N/A::N/A\n",
         newline="\r\n",
     )
@@ -206,7 +209,9 @@ def test_fake_recbole(tmp_path: Path) -> None:
     )
     _write(
         tmp_path / "toy.item",
-        'item_id:token\ttitle:token_seq\tyear:token\tprice:float\temb:float_seq\ni1\tA "Quoted" B\t1999\t3.5\t1 2\ni2\tC\t2000\t\t3 4\n',
+        "item_id:token\ttitle:token_seq\tyear:token\tprice:float\temb:float_seq\n"
+        'i1\tA "Quoted" B\t1999\t3.5\t1 2\n'
+        "i2\tC\t2000\t\t3 4\n",
     )
     t = read_recbole_atomic(tmp_path, "toy")
     assert (

@@ -57,8 +57,8 @@ def recorded(path: str | os.PathLike[str]) -> list[str] | None:
             raise TypeError("no list of hashes")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(
-            f"checksum file {str(s)!r}: damaged ({type(e).__name__}: {e}); restore it, or delete it to load "
-            f"{str(Path(path).name)!r} unchecked"
+            f"checksum file {str(s)!r}: damaged ({type(e).__name__}: {e}); restore it, or delete "
+            f"it to load {str(Path(path).name)!r} unchecked"
         ) from None
     return hashes
 
@@ -96,10 +96,11 @@ def verify(path: str | os.PathLike[str]) -> None:
     got = sha256_file(path)
     if got not in want:
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: damaged: its SHA-256 {got[:12]}... differs from the {want[-1][:12]}... recorded "
-            f"in {sidecar(path).name!r} when it was written (a disk or copy error changed it); restore the file from "
-            "a copy, or re-create the run ('metarec train SCENARIO --out RUN --overwrite'); for checkpoints/last.pt "
-            "only, deleting it and its .sha256 lets '--resume' start again from step 0"
+            f"checkpoint {str(path)!r}: damaged: its SHA-256 {got[:12]}... differs from the "
+            f"{want[-1][:12]}... recorded in {sidecar(path).name!r} when it was written (a disk or "
+            "copy error changed it); restore the file from a copy, or re-create the run ('metarec "
+            "train SCENARIO --out RUN --overwrite'); for checkpoints/last.pt only, deleting it and "
+            "its .sha256 lets '--resume' start again from step 0"
         )
 
 

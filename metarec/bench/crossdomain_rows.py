@@ -127,9 +127,10 @@ def write_transfer_summary(out: str | Path) -> Path:
     lines = [
         f"# {meta['scenario']}: metarec's best method vs EMCDR / PTUPCDR on cold users",
         "",
-        f"Primary metric **{metric}** ({'lower' if sign < 0 else 'higher'} is better); mean ± 95% half-width over "
-        f"{len(meta['seeds'])} seeds; p: paired t-test over seeds. metarec's methods: {', '.join(own)}. The best is picked "
-        "on these same numbers, so treat a borderline p as exploratory.",
+        f"Primary metric **{metric}** ({'lower' if sign < 0 else 'higher'} is better); mean ± 95% "
+        f"half-width over {len(meta['seeds'])} seeds; p: paired t-test over seeds. metarec's "
+        f"methods: {', '.join(own)}. The best is picked on these same numbers, so treat a "
+        "borderline p as exploratory.",
         "",
         *protocol_line(run_protocol(out, meta)),
         "",

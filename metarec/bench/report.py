@@ -105,31 +105,36 @@ def _metrics_note(meta: dict[str, Any]) -> str:
         p = meta.get("protocol") or {}
         rel = p.get("relevance")
         return (
-            "- **Metrics (catalogue ranking protocol).** Each task's query is every interaction outside its pinned "
-            f"support pool of {p.get('support_pool')} (the same query at every shots value); a query item is **relevant** "
+            "- **Metrics (catalogue ranking protocol).** Each task's query is every interaction "
+            f"outside its pinned support pool of {p.get('support_pool')} (the same query at every "
+            "shots value); a query item is **relevant** "
             + (
                 f"when rated at least {rel}"
                 if rel is not None
                 else "when rated at least 4 on a 1..5 scale (implicit: every positive)"
             )
-            + ". Each task ranks its state's **whole catalogue minus its support pool**; query items below the threshold "
-            "stay candidates and count as non-relevant. `recall@20_all` = |top-20 ∩ relevant| / min(20, |relevant|); "
-            "`ndcg@10_all`: binary gains, IDCG over min(10, |relevant|); `hr@10_all`: a relevant item in the top 10; "
-            "`mrr_all`: 1 / rank of the best relevant item. Ties count against the model. On the served top-10 "
-            "(ties by lower item index): `coverage@10` = share of the catalogue in any task's list, `overlap@10` = mean "
-            "share of its list a task has in common with another task's (all pairs), `pop@10` = mean meta-train "
-            "popularity percentile of the listed items (1 = most popular). `*_neg`: each relevant item against "
-            f"{p.get('ranking_negatives', 100)} items sampled from those the user never interacted with, averaged per "
-            "task. Tasks without a relevant query item are left out of these means (counted in the flags). Error "
-            "metrics (MAE) are not shown: this is a ranking scenario (they stay in `results.jsonl` for methods that "
-            "predict ratings). See `metarec.metrics.catalogue`."
+            + ". Each task ranks its state's **whole catalogue minus its support pool**; "
+            "query items below the threshold stay candidates and count as non-relevant. "
+            "`recall@20_all` = |top-20 ∩ relevant| / min(20, |relevant|); `ndcg@10_all`: binary "
+            "gains, IDCG over min(10, |relevant|); `hr@10_all`: a relevant item in the top 10; "
+            "`mrr_all`: 1 / rank of the best relevant item. Ties count against the model. On the "
+            "served top-10 (ties by lower item index): `coverage@10` = share of the catalogue in "
+            "any task's list, `overlap@10` = mean share of its list a task has in common with "
+            "another task's (all pairs), `pop@10` = mean meta-train popularity percentile of the "
+            "listed items (1 = most popular). `*_neg`: each relevant item against "
+            f"{p.get('ranking_negatives', 100)} items sampled from those the user never interacted "
+            "with, averaged per task. Tasks without a relevant query item are left out of these "
+            "means (counted in the flags). Error metrics (MAE) are not shown: this is a ranking "
+            "scenario (they stay in `results.jsonl` for methods that predict ratings). See "
+            "`metarec.metrics.catalogue`."
         )
     return (
-        "- **Metrics.** `mae`, `rmse` (explicit) and the ranking metrics without a suffix are computed **within each "
-        "task's query set**. `*_neg` rank the task's held-out positive (its highest-rated query item, counted when "
-        "rated at least 4 on a 1..5 scale; implicit: its first positive) against "
-        f"{meta.get('negatives', 99)} sampled items the user never interacted with, from the task's domain (the same "
-        "candidates for every algorithm); `*_all` rank it against every such item of the domain's catalogue"
+        "- **Metrics.** `mae`, `rmse` (explicit) and the ranking metrics without a suffix are "
+        "computed **within each task's query set**. `*_neg` rank the task's held-out positive (its "
+        "highest-rated query item, counted when rated at least 4 on a 1..5 scale; implicit: its "
+        f"first positive) against {meta.get('negatives', 99)} sampled items the user never "
+        "interacted with, from the task's domain (the same candidates for every algorithm); "
+        "`*_all` rank it against every such item of the domain's catalogue"
         + (
             ""
             if meta.get("catalogue_ranking")
@@ -157,35 +162,39 @@ def _report(
         L += [meta["description"], ""]
     dirty = " (uncommitted changes)" if meta.get("dirty") else ""
     L += [
-        f"- commit `{meta['commit']}`{dirty}; device {meta['device']}, {meta['threads']} torch thread(s); "
-        f"torch {meta['torch']}, Python {meta['python']}",
+        f"- commit `{meta['commit']}`{dirty}; device {meta['device']}, {meta['threads']} torch "
+        f"thread(s); torch {meta['torch']}, Python {meta['python']}",
         f"- algorithms: {', '.join(algos)}; seeds: {', '.join(map(str, seeds))}; shots: "
         + ", ".join(str(s) for s in shots_all)
         + f" (`default` = {_shots_label('default', meta)})",
-        f"- budget per run: {meta['train_steps']} outer steps (validation every {meta['val_every']} steps on "
-        f"{meta['val_tasks']} meta-val tasks, patience {meta['patience']}); total wall time {meta['seconds']:.0f} s "
-        f"(data loading {meta['load_seconds']:.1f} s)"
+        f"- budget per run: {meta['train_steps']} outer steps (validation every "
+        f"{meta['val_every']} steps on {meta['val_tasks']} meta-val tasks, patience "
+        f"{meta['patience']}); total wall time {meta['seconds']:.0f} s (data loading "
+        f"{meta['load_seconds']:.1f} s)"
         + (
             f", process CPU time {meta['cpu_seconds']:.0f} s (all threads)"
             if meta.get("cpu_seconds") is not None
             else ""
         ),
         *protocol_line(meta.get("protocol")),
-        f"- primary metric: **{primary}** ({'lower' if lower_is_better(primary) else 'higher'} is better)",
+        f"- primary metric: **{primary}** ({'lower' if lower_is_better(primary) else 'higher'} is "
+        "better)",
         "",
     ]
     L += _summary(rows, meta, algos, states, primary)
     L += [
         "## How to read this",
         "",
-        "- **Protocol.** Model selection and early stopping used **meta-val only**; each meta-test state was "
-        "evaluated **once per seed** (for each shots setting) with the parameters that were best on meta-val. "
-        "Per seed `s`, the split seed and the training seed are both `s`. Query sets are pinned per task, so every "
-        "algorithm and every shots value is scored on the same query interactions; `k` shots means `min(k, "
-        "available)` support interactions per task.",
+        "- **Protocol.** Model selection and early stopping used **meta-val only**; each meta-test "
+        "state was evaluated **once per seed** (for each shots setting) with the parameters that "
+        "were best on meta-val. Per seed `s`, the split seed and the training seed are both `s`. "
+        "Query sets are pinned per task, so every algorithm and every shots value is scored on the "
+        "same query interactions; `k` shots means `min(k, available)` support interactions per "
+        "task.",
         _metrics_note(meta),
-        f"- **Numbers.** Each cell is the mean over the {n} seed(s) of the `results.jsonl` rows with that state, "
-        "algorithm and shots (one row per seed; each row is a mean over the state's tasks); "
+        f"- **Numbers.** Each cell is the mean over the {n} seed(s) of the `results.jsonl` rows "
+        "with that state, algorithm and shots (one row per seed; each row is a mean over the "
+        "state's tasks); "
         + (
             f"± is the 95% Student-t half-width over seeds, t(0.975, {n - 1}) · sd / √{n} with "
             f"t = {student_t_quantile(0.975, n - 1):.3f}"
@@ -195,13 +204,15 @@ def _report(
             else "with a single seed the CI is n/a."
         )
         + " The run ids in each table name the rows (`run_id`) and run folders (`runs/<run id>/`, not kept in the "
-        "committed quick results); `configs.json` maps every row's `config_hash` to its resolved configuration.",
-        f"- **Significance.** Per state and shots, the best algorithm on {primary} is compared with the best "
-        f"baseline ({', '.join(b for b in BASELINES if b in algos) or 'none run'}) by two-sided paired t-tests "
-        f"(α = {ALPHA}): **over tasks** (the same task units scored by both, pooled over seeds; this is the verdict) "
-        "and over seeds (n = seeds, shown for reference). Tasks within a seed share one trained model, so the "
-        "task-level test ignores training-seed variance; the best is picked on the same numbers, so treat a "
-        "borderline p as exploratory.",
+        "committed quick results); `configs.json` maps every row's `config_hash` to its resolved "
+        "configuration.",
+        f"- **Significance.** Per state and shots, the best algorithm on {primary} is compared "
+        f"with the best baseline ({', '.join(b for b in BASELINES if b in algos) or 'none run'}) "
+        f"by two-sided paired t-tests (α = {ALPHA}): **over tasks** (the same task units scored by "
+        "both, pooled over seeds; this is the verdict) and over seeds (n = seeds, shown for "
+        "reference). Tasks within a seed share one trained model, so the task-level test ignores "
+        "training-seed variance; the best is picked on the same numbers, so treat a borderline p "
+        "as exploratory.",
         "",
     ]
     for state in states:
@@ -238,8 +249,8 @@ def _report(
         for p in plots:
             L += [f"![{Path(p).stem}]({p})", ""]
         L += [
-            "Curves (learning curves, metric vs adaptation steps) are measured on meta-val only, never on a test "
-            "state; their numbers are in `curves.jsonl`.",
+            "Curves (learning curves, metric vs adaptation steps) are measured on meta-val only, "
+            "never on a test state; their numbers are in `curves.jsonl`.",
             "",
         ]
     else:

@@ -25,8 +25,9 @@ def _training_notes(rows, algos, meta) -> list[str]:
         best_steps = ", ".join(f"{r.get('best_step')}/{r.get('steps')}" for r in runs.values())
         if len(at_end) == len(runs):
             notes.append(
-                f"- **{a}**: best meta-val step = last step in every run ({best_steps}): still improving when the "
-                "budget ran out, so likely **undertrained**; a larger budget may change its ranking."
+                f"- **{a}**: best meta-val step = last step in every run ({best_steps}): still "
+                "improving when the budget ran out, so likely **undertrained**; a larger budget "
+                "may change its ranking."
             )
         else:
             notes.append(f"- {a}: best meta-val step / steps run: {best_steps}.")
@@ -56,7 +57,8 @@ def _flags(rows, metrics, meta) -> list[str]:
         L += ["No result was flagged.", ""]
     else:
         L += [
-            "Rows flagged by `metarec.metrics.per_task.degenerate_flags` (the full text of each is in the rows' `flags`):",
+            "Rows flagged by `metarec.metrics.per_task.degenerate_flags` "
+            "(the full text of each is in the rows' `flags`):",
             "",
         ]
         for (state, algo, _), g in sorted(groups.items()):
@@ -64,12 +66,14 @@ def _flags(rows, metrics, meta) -> list[str]:
                 sorted(g["shots"], key=lambda x: (x == "default", int(x) if x.isdigit() else 0))
             )
             L.append(
-                f"- {state} / {algo} (shots {shots}; seeds {', '.join(map(str, sorted(g['seeds'])))}): {g['text']}"
+                f"- {state} / {algo} (shots {shots}; seeds "
+                f"{', '.join(map(str, sorted(g['seeds'])))}): {g['text']}"
             )
         L.append("")
     if not has_hr:
         L += [
-            "(The flag about HR@k being 1.0 by construction is left out: this explicit-feedback benchmark reports no HR@k.)",
+            "(The flag about HR@k being 1.0 by construction is left out: "
+            "this explicit-feedback benchmark reports no HR@k.)",
             "",
         ]
     return L
@@ -79,7 +83,8 @@ def _timings(rows, algos, meta) -> list[str]:
     L = [
         "## Cost",
         "",
-        "| algorithm | train s (mean over seeds) | test scoring s | adapt ms/task (default support) | peak memory MiB |",
+        "| algorithm | train s (mean over seeds) | test scoring s "
+        "| adapt ms/task (default support) | peak memory MiB |",
         "|---|---:|---:|---:|---:|",
     ]
     for a in algos:
@@ -91,13 +96,14 @@ def _timings(rows, algos, meta) -> list[str]:
         ]
         mem = max(r["peak_memory_mb"] for r in rows if r["algorithm"] == a)
         L.append(
-            f"| {a} | {sum(tr) / len(tr):.1f} | {sum(ev) / len(ev):.1f} | {sum(ad) / max(len(ad), 1):.2f} | {mem:.0f} |"
+            f"| {a} | {sum(tr) / len(tr):.1f} | {sum(ev) / len(ev):.1f} | "
+            f"{sum(ad) / max(len(ad), 1):.2f} | {mem:.0f} |"
         )
     mem_kind = sorted({r["memory"] for r in rows})
     L += [
         "",
-        f"Memory: {'; '.join(mem_kind)}. Train seconds include meta-val validation; test scoring covers every "
-        "state and shots setting of one seed.",
+        f"Memory: {'; '.join(mem_kind)}. Train seconds include meta-val validation; test scoring "
+        "covers every state and shots setting of one seed.",
         "",
     ]
     return L

@@ -119,16 +119,16 @@ def _summary(rows, meta, algos, states, primary) -> list[str]:
             for a in dict.fromkeys(a for a, _ in const)
         )
         L += [
-            f"Caveat: constant predictions at the default support for {which} (see the flags below): such a row "
-            "measures an untrained or collapsed model, so a comparison with it says nothing about the method at a "
-            "proper budget.",
+            f"Caveat: constant predictions at the default support for {which} (see the flags "
+            "below): such a row measures an untrained or collapsed model, so a comparison with it "
+            "says nothing about the method at a proper budget.",
             "",
         ]
     if pub_vals:
         L += [
-            f"Published: {pub['source']}. Reference point only: the split is regenerated here (same rules, other "
-            "random draw) and the published evaluation script and seeds were never released, so the published "
-            "number is not a like-for-like comparison.",
+            f"Published: {pub['source']}. Reference point only: the split is regenerated here "
+            "(same rules, other random draw) and the published evaluation script and seeds were "
+            "never released, so the published number is not a like-for-like comparison.",
             "",
         ]
     return L
@@ -169,7 +169,8 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
     if not bases:
         return L + ["no baseline in this benchmark.", ""]
     L += [
-        "| shots | best | best baseline | best − baseline (95% CI over tasks) | t (df), tasks | p, tasks | p, seeds | significant? |",
+        "| shots | best | best baseline | best − baseline (95% CI over tasks) "
+        "| t (df), tasks | p, tasks | p, seeds | significant? |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
     per_task = meta.get("_per_task", {})
@@ -202,8 +203,8 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
         else:
             verdict = f"yes (p < {ALPHA})" if tt["p"] < ALPHA else "no"
         L.append(
-            f"| {s} | {label} | {base} | {tt['mean_diff']:+.4f} ± {tt['half']:.4f} | {tt['t']:.2f} ({tt['n'] - 1}) | "
-            f"{_p(tt['p'])} | {p_seeds} | {verdict} |"
+            f"| {s} | {label} | {base} | {tt['mean_diff']:+.4f} ± {tt['half']:.4f} | {tt['t']:.2f} "
+            f"({tt['n'] - 1}) | {_p(tt['p'])} | {p_seeds} | {verdict} |"
         )
     return L + [""]
 
@@ -216,7 +217,8 @@ def _reference(rows, meta, state, algos, shots_all, primary) -> list[str]:
     L = [
         f"**metarec's best meta-learner vs the reference re-implementation(s) on {primary}**",
         "",
-        "| shots | metarec best | reference | difference (95% CI over tasks) | p, tasks | 95% CIs over seeds overlap? | p, seeds |",
+        "| shots | metarec best | reference | difference (95% CI over tasks) "
+        "| p, tasks | 95% CIs over seeds overlap? | p, seeds |",
         "|---|---|---|---:|---:|---|---:|",
     ]
     per_task = meta.get("_per_task", {})
@@ -256,6 +258,7 @@ def _reference(rows, meta, state, algos, shots_all, primary) -> list[str]:
             else:
                 dt, pt = "n/a", "n/a"
             L.append(
-                f"| {s} | {best} {_fmt(m1, h1)} | {ref} {_fmt(m2, h2)} | {dt} | {pt} | {overlap} | {p} |"
+                f"| {s} | {best} {_fmt(m1, h1)} | {ref} {_fmt(m2, h2)} | {dt} | {pt} | {overlap} | "
+                f"{p} |"
             )
     return L + [""]

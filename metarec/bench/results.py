@@ -116,10 +116,11 @@ def protocol_line(protocol: dict[str, Any] | None) -> list[str]:
     """The report's protocol bullet: the split and the settings it uses, as resolved for the run
     (after any ``--set`` override; the per-seed split seed is left out), or ``[]`` if unknown.
 
-    >>> protocol_line({"split": "cold_domain_users", "unit": "user", "beta": 0.5, "target_domain": "cloth",
-    ...                "n_support": 3, "n_query": 10, "order": "random", "min_interactions": 5,
-    ...                "max_interactions": None, "negatives": 4, "seed": 0})
-    ['- protocol: split=cold_domain_users, unit=user, target_domain=cloth, beta=0.5, n_support=3, n_query=10, order=random, min_interactions=5, max_interactions=none, negatives=4']
+    >>> protocol_line({"split": "cold_domain_users", "unit": "user", "beta": 0.5,
+    ...                "target_domain": "cloth", "n_support": 3, "n_query": 10, "order": "random",
+    ...                "min_interactions": 5, "max_interactions": None, "negatives": 4, "seed": 0})
+    ['- protocol: split=cold_domain_users, unit=user, target_domain=cloth, beta=0.5, n_support=3,
+      n_query=10, order=random, min_interactions=5, max_interactions=none, negatives=4']
     """
     if not protocol:
         return []

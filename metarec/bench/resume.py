@@ -176,8 +176,9 @@ def open_bench_folder(
         state.replaced = True
     elif held and not resume:
         raise ConfigError(
-            f"out={str(out)!r}: already holds a benchmark (results.jsonl); pass --resume (resume=True) to continue "
-            "it, --overwrite (overwrite=True) to replace it, or choose an empty folder"
+            f"out={str(out)!r}: already holds a benchmark (results.jsonl); pass --resume "
+            "(resume=True) to continue it, --overwrite (overwrite=True) to replace it, or choose "
+            "an empty folder"
         )
     elif held:
         state = _load(out, identity)
@@ -223,8 +224,8 @@ def _check_identity(stored: dict[str, Any], current: dict[str, Any], path: Path)
         if stored.get(key) != current.get(key):
             flag = {"quick": "--quick", "tune": "--tune"}.get(key, f"--{key}")
             raise ConfigError(
-                f"--resume: {str(path)!r}: the benchmark there has {key}={stored.get(key)!r}, this command "
-                f"{key}={current.get(key)!r} ({flag}); {fix}"
+                f"--resume: {str(path)!r}: the benchmark there has {key}={stored.get(key)!r}, this "
+                f"command {key}={current.get(key)!r} ({flag}); {fix}"
             )
     if stored.get("scenario_hash") != current["scenario_hash"]:
         diffs = _diff(stored.get("scenario", {}), current["scenario"])
@@ -271,21 +272,24 @@ def _check_legacy(out: Path, rows: list[dict[str, Any]], identity: dict[str, Any
     for r in rows:
         if r.get("scenario") != name:
             raise ConfigError(
-                f"{where}: holds rows of scenario {r.get('scenario')!r}, this command runs {name!r}; {fix}"
+                f"{where}: holds rows of scenario {r.get('scenario')!r}, this command runs "
+                f"{name!r}; {fix}"
             )
         if r.get("algorithm") not in algos:
             raise ConfigError(
-                f"{where}: holds rows of algorithm {r.get('algorithm')!r}, not in this command's algorithms "
-                f"{algos} (--algorithms); {fix}"
+                f"{where}: holds rows of algorithm {r.get('algorithm')!r}, not in this command's "
+                f"algorithms {algos} (--algorithms); {fix}"
             )
         if not 0 <= int(r.get("seed", -1)) < identity["seeds"]:
             raise ConfigError(
-                f"{where}: holds rows of seed {r.get('seed')!r}, beyond this command's seeds=0..{identity['seeds'] - 1} "
+                f"{where}: holds rows of seed {r.get('seed')!r}, beyond this command's "
+                f"seeds=0..{identity['seeds'] - 1} "
                 f"(--seeds); {fix}"
             )
         if r.get("shots") not in shots:
             raise ConfigError(
-                f"{where}: holds rows of shots={r.get('shots')!r}, not in this command's shots {shots} (--shots); {fix}"
+                f"{where}: holds rows of shots={r.get('shots')!r}, not in this command's shots "
+                f"{shots} (--shots); {fix}"
             )
     meta_path = out / "bench.json"
     if meta_path.exists():
@@ -299,8 +303,8 @@ def _check_legacy(out: Path, rows: list[dict[str, Any]], identity: dict[str, Any
         for key, value in have.items():
             if value != identity[key]:
                 raise ConfigError(
-                    f"--resume: {str(meta_path)!r}: the benchmark there has {key}={value!r}, this command "
-                    f"{key}={identity[key]!r}; {fix}"
+                    f"--resume: {str(meta_path)!r}: the benchmark there has {key}={value!r}, this "
+                    f"command {key}={identity[key]!r}; {fix}"
                 )
 
 
@@ -389,8 +393,8 @@ def read_jsonl(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
             out.append(json.loads(line))
         except ValueError:
             raise ConfigError(
-                f"--resume: {str(path)!r}: line {i + 1} is not JSON (the file is damaged); delete that line, "
-                "or pass --overwrite to start the benchmark afresh"
+                f"--resume: {str(path)!r}: line {i + 1} is not JSON (the file is damaged); delete "
+                "that line, or pass --overwrite to start the benchmark afresh"
             ) from None
     return out
 

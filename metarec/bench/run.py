@@ -296,8 +296,8 @@ def _plan(
     if warmup and shots is not None:
         raise ConfigError(
             f"shots={list(shots)}: an item warm-up scenario's supports are its phases (warmup.k = "
-            f"{scenario.warmup.k if scenario.warmup else '?'} interactions each); drop --shots, or change k with "
-            "--set warmup.k=10"
+            f"{scenario.warmup.k if scenario.warmup else '?'} interactions each); drop --shots, or "
+            "change k with --set warmup.k=10"
         )
     shot_list = (
         ()
@@ -318,9 +318,9 @@ def _headline(plan: _Plan, device: Any, env: dict[str, Any]) -> str:
         else f"shots {', '.join(map(str, plan.shots))} + default"
     )
     return (
-        f"metarec bench: {plan.base.name}{' (quick)' if plan.quick else ''}: {', '.join(plan.algos)}; "
-        f"{plan.n_seeds} seed(s); {what}; {plan.base.train.steps} steps per run; device {device}; "
-        f"commit {env['commit']}"
+        f"metarec bench: {plan.base.name}{' (quick)' if plan.quick else ''}: "
+        f"{', '.join(plan.algos)}; {plan.n_seeds} seed(s); {what}; {plan.base.train.steps} steps "
+        f"per run; device {device}; commit {env['commit']}"
     )
 
 
@@ -407,13 +407,15 @@ def _check_seeds(seeds: int) -> int:
 def _check_shots(shots) -> tuple[int, ...]:
     if isinstance(shots, (int, str)):
         raise ConfigError(
-            f"shots={shots!r}: expected a list of support sizes; e.g. shots=[1, 5, 10] (--shots 1,5,10)"
+            f"shots={shots!r}: expected a list of support sizes; e.g. shots=[1, 5, 10] (--shots "
+            "1,5,10)"
         )
     out = tuple(shots)
     for k in out:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(
-                f"shots={list(out)}: {k!r} is not a support size >= 1; e.g. shots=[1, 5, 10] (--shots 1,5,10)"
+                f"shots={list(out)}: {k!r} is not a support size >= 1; e.g. shots=[1, 5, 10] "
+                "(--shots 1,5,10)"
             )
     return tuple(sorted(set(out)))
 
@@ -426,7 +428,8 @@ def _check_plots(plots: bool | None) -> bool:
     except ImportError:
         if plots:
             raise ConfigError(
-                "plots=True: matplotlib is not installed; pip install 'metarec[plot]' (or pass plots=False / --no-plots)"
+                "plots=True: matplotlib is not installed; pip install 'metarec[plot]' "
+                "(or pass plots=False / --no-plots)"
             ) from None
         return False
     return True

@@ -38,7 +38,8 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
         return 0 if all(v == "passed" for v in report["leakage_checks"].values()) else 1
     print(
         f"scenario {report['scenario']}: {report['data']['interactions']:,} interactions, "
-        f"{report['data']['users']:,} users, {report['data']['items']:,} items, {report['data']['domains']} domain(s)"
+        f"{report['data']['users']:,} users, {report['data']['items']:,} items, "
+        f"{report['data']['domains']} domain(s)"
     )
     print("filters (what no pool holds, and the key that controls it):")
     for line in _filter_lines(report["filters"]):
@@ -47,13 +48,14 @@ def _cmd_tasks_inspect(args: argparse.Namespace) -> int:
     for name, s in report["splits"].items():
         sp, q = s["support"], s["query"]
         rank = (
-            f"    catalogue {s['catalogue']:>6}, relevant {s['relevant']['min']}/{s['relevant']['mean']}/{s['relevant']['max']}"
+            f"    catalogue {s['catalogue']:>6}, relevant "
+            f"{s['relevant']['min']}/{s['relevant']['mean']}/{s['relevant']['max']}"
             if "catalogue" in s
             else ""
         )
         print(
-            f"{name:<16}{s['tasks']:>8}  {sp['min']:>6}/{sp['mean']:>6}/{sp['max']:>6}    {q['min']:>5}/{q['mean']:>6}/{q['max']:>5}"
-            + rank
+            f"{name:<16}{s['tasks']:>8}  {sp['min']:>6}/{sp['mean']:>6}/{sp['max']:>6}    "
+            f"{q['min']:>5}/{q['mean']:>6}/{q['max']:>5}" + rank
         )
     print("leakage checks:")
     for k, v in report["leakage_checks"].items():
@@ -170,14 +172,16 @@ def _support_in_domain(support: Any, run: str, domain: str | None, path: str) ->
         if forms:
             doms = sorted(f.partition(":")[0] for f in forms)
             hint = (
-                f"--domain {domain} reads plain ids as {domain!r}'s, and {domain!r} has no item {r!r}; "
+                f"--domain {domain} reads plain ids as {domain!r}'s, and {domain!r} has no item "
+                f"{r!r}; "
                 if domain is not None
                 else ""
             )
             raise DataError(
-                f"--support {path}: item {r!r} is not in the run's catalogue, whose item ids are namespaced by "
-                f"domain ({', '.join(repr(f) for f in forms)}); {hint}pass --domain {doms[0]} to read plain ids as "
-                f"{doms[0]!r}'s, or write the namespaced id ({forms[0]!r}) in the file"
+                f"--support {path}: item {r!r} is not in the run's catalogue, whose item ids are "
+                f"namespaced by domain ({', '.join(repr(f) for f in forms)}); {hint}pass --domain "
+                f"{doms[0]} to read plain ids as {doms[0]!r}'s, or write the namespaced id "
+                f"({forms[0]!r}) in the file"
             )
     return support
 
@@ -333,8 +337,9 @@ def _cmd_federated(args: argparse.Namespace) -> int:
     )
     s = res.summary
     print(
-        f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in {s['seconds']:.1f} s, "
-        f"{s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by clients per round, {len(s['failures'])} client failure(s)"
+        f"federated {s['algorithm']} ({s['backend']}): {s['rounds']} round(s) in "
+        f"{s['seconds']:.1f} s, {s['bytes_sent_by_clients_per_round']:,.0f} bytes sent by clients "
+        f"per round, {len(s['failures'])} client failure(s)"
     )
     for c in s["clients"]:
         cold = c.get("cold", {})

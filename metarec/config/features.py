@@ -17,7 +17,9 @@ Each entry names a file, its id column and the feature columns with their kind (
 >>> FeatureFile("u.user", id="user", columns={"age": "numerical"})
 Traceback (most recent call last):
 ...
-metarec._errors.ConfigError: columns.age='numerical': unknown feature kind (did you mean 'numeric'?); kinds are categorical, multi, numeric, text; e.g. columns = { age = "numeric", genre = "multi" }
+metarec._errors.ConfigError: columns.age='numerical': unknown feature kind (did you mean
+'numeric'?); kinds are categorical, multi, numeric, text; e.g. columns = { age = "numeric",
+genre = "multi" }
 """
 
 from __future__ import annotations
@@ -111,19 +113,20 @@ class FeatureFile:
                 )
             if name in self.columns:
                 raise ConfigError(
-                    f"flags.{name}: {name!r} is also in columns; a feature is either a column or a set of flags; "
-                    "rename one of them"
+                    f"flags.{name}: {name!r} is also in columns; a feature is either a column or a "
+                    "set of flags; rename one of them"
                 )
         for col, kind in self.columns.items():
             if kind not in FEATURE_KINDS:
                 raise ConfigError(
-                    f"columns.{col}={kind!r}: unknown feature kind{suggest(kind, FEATURE_KINDS)}; kinds are "
-                    f'{", ".join(FEATURE_KINDS)}; e.g. columns = {{ age = "numeric", genre = "multi" }}'
+                    f"columns.{col}={kind!r}: unknown feature kind{suggest(kind, FEATURE_KINDS)}; "
+                    f'kinds are {", ".join(FEATURE_KINDS)}; e.g. columns = {{ age = "numeric", '
+                    'genre = "multi" }'
                 )
         if self.id in self.columns:
             raise ConfigError(
-                f"columns.{self.id}: {self.id!r} is the id column (id = {self.id!r}), not a feature; "
-                "remove it from columns"
+                f"columns.{self.id}: {self.id!r} is the id column (id = {self.id!r}), not a "
+                "feature; remove it from columns"
             )
         if self.names is not None:
             if len(set(self.names)) != len(self.names) or not all(n.strip() for n in self.names):
@@ -135,8 +138,9 @@ class FeatureFile:
             missing = [c for c in (self.id, *self.columns, *flag_cols) if c not in self.names]
             if missing:
                 raise ConfigError(
-                    f"names={list(self.names)}: no column {missing[0]!r}{suggest(missing[0], self.names)}, "
-                    "which id, columns or flags names; name every column of the file in names"
+                    f"names={list(self.names)}: no column "
+                    f"{missing[0]!r}{suggest(missing[0], self.names)}, which id, columns or flags "
+                    "names; name every column of the file in names"
                 )
         elif not self.header:
             raise ConfigError(

@@ -18,7 +18,8 @@ Example:
     >>> RankingObjective("mse", 4.0)
     Traceback (most recent call last):
     ...
-    metarec._errors.ConfigError: loss='mse': a ranking objective trains a click loss on relevance labels; choose one of ('bce', 'bpr', 'softmax')
+    metarec._errors.ConfigError: loss='mse': a ranking objective trains a click loss on relevance
+    labels; choose one of ('bce', 'bpr', 'softmax')
 """
 
 from __future__ import annotations
@@ -66,12 +67,13 @@ class RankingObjective:
     def __post_init__(self) -> None:
         if self.loss not in RANK_LOSSES:
             raise ConfigError(
-                f"loss={self.loss!r}: a ranking objective trains a click loss on relevance labels; choose one of "
-                f"{RANK_LOSSES}"
+                f"loss={self.loss!r}: a ranking objective trains a click loss on relevance labels; "
+                f"choose one of {RANK_LOSSES}"
             )
         if not isinstance(self.relevance, (int, float)) or not math.isfinite(self.relevance):
             raise ConfigError(
-                f"relevance={self.relevance!r}: the relevance threshold must be a finite rating, e.g. 4.0"
+                f"relevance={self.relevance!r}: the relevance threshold must be a finite rating, "
+                "e.g. 4.0"
             )
         if (
             isinstance(self.negatives, bool)
@@ -79,8 +81,8 @@ class RankingObjective:
             or self.negatives < 0
         ):
             raise ConfigError(
-                f"negatives={self.negatives!r}: sampled negatives per interaction must be an int >= 0; e.g. "
-                f"negatives={RANKING_NEGATIVES}"
+                f"negatives={self.negatives!r}: sampled negatives per interaction must be an int "
+                f">= 0; e.g. negatives={RANKING_NEGATIVES}"
             )
         if self.proposal is None:
             object.__setattr__(
@@ -88,8 +90,8 @@ class RankingObjective:
             )
         if self.proposal not in PROPOSALS:
             raise ConfigError(
-                f"proposal={self.proposal!r}: negatives are drawn 'uniform' or by 'popularity'; choose one of "
-                f"{PROPOSALS}"
+                f"proposal={self.proposal!r}: negatives are drawn 'uniform' or by 'popularity'; "
+                f"choose one of {PROPOSALS}"
             )
 
     def to_json(self) -> dict[str, Any]:

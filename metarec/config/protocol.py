@@ -87,7 +87,8 @@ class ProtocolConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(
-                f"val_fraction={self.val_fraction}: the validation share must lie in [0, 1); e.g. val_fraction = 0.1"
+                f"val_fraction={self.val_fraction}: the validation share must lie in [0, 1); e.g. "
+                "val_fraction = 0.1"
             )
         fractions = list(self.fractions)
         example = "e.g. fractions = [0.7, 0.1, 0.2]"
@@ -141,8 +142,8 @@ class ProtocolConfig:
             self._check_ranking()
         elif self.relevance is not None:
             raise ConfigError(
-                f"relevance={self.relevance}: the relevance threshold belongs to the catalogue ranking "
-                "protocol; set protocol.ranking = true, or drop protocol.relevance"
+                f"relevance={self.relevance}: the relevance threshold belongs to the catalogue "
+                "ranking protocol; set protocol.ranking = true, or drop protocol.relevance"
             )
         if self.unit == "cohort" and not self.cohort_by:
             raise ConfigError(
@@ -156,8 +157,9 @@ class ProtocolConfig:
         _check_at_least(self, 1, "support_pool", "ranking_negatives")
         if self.n_support is None:
             raise ConfigError(
-                'n_support="none": the ranking protocol takes k shots from a pinned support pool; set '
-                f"protocol.n_support to a number of shots <= support_pool={self.support_pool}, e.g. n_support = 5"
+                'n_support="none": the ranking protocol takes k shots from a pinned support pool; '
+                f"set protocol.n_support to a number of shots <= support_pool={self.support_pool}, "
+                "e.g. n_support = 5"
             )
         if self.n_support > self.support_pool:
             raise ConfigError(
@@ -166,15 +168,15 @@ class ProtocolConfig:
             )
         if self.split != "predefined" and self.min_interactions < self.support_pool + 1:
             raise ConfigError(
-                f"min_interactions={self.min_interactions}: the ranking protocol needs support_pool + 1 = "
-                f"{self.support_pool + 1} interactions per task unit, so that the largest support "
-                f"({self.support_pool} shots) leaves a query; set min_interactions >= {self.support_pool + 1} "
-                "or lower protocol.support_pool"
+                f"min_interactions={self.min_interactions}: the ranking protocol needs "
+                f"support_pool + 1 = {self.support_pool + 1} interactions per task unit, so that "
+                f"the largest support ({self.support_pool} shots) leaves a query; set "
+                f"min_interactions >= {self.support_pool + 1} or lower protocol.support_pool"
             )
         if self.unit != "user":
             raise ConfigError(
-                f"unit={self.unit!r}: the ranking protocol ranks a catalogue for one user per task; "
-                'set protocol.unit = "user"'
+                f"unit={self.unit!r}: the ranking protocol ranks a catalogue for one user per "
+                'task; set protocol.unit = "user"'
             )
 
 
@@ -200,7 +202,8 @@ class MetricsConfig:
 
 
 METRIC_NAMES: tuple[str, ...] = ("mae", "rmse", "auc", "logloss", "mrr", "ndcg", "hr")
-"""Metric names ``metrics.names`` accepts (``logloss``: the item warm-up protocol); ``ndcg`` and ``hr`` take a cut-off (``ndcg@10``)."""
+"""Metric names ``metrics.names`` accepts (``logloss``: the item warm-up protocol); ``ndcg`` and
+``hr`` take a cut-off (``ndcg@10``)."""
 _AT_K = ("ndcg", "hr")
 
 

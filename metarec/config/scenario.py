@@ -104,7 +104,8 @@ class Scenario:
         >>> Scenario(protocol={"n_support": 0})
         Traceback (most recent call last):
         ...
-        metarec._errors.ConfigError: protocol.n_support=0: each task needs at least one support interaction; set n_support >= 1
+        metarec._errors.ConfigError: protocol.n_support=0: each task needs at least one support
+        interaction; set n_support >= 1
     """
 
     name: str = "scenario"

@@ -39,8 +39,8 @@ def parse_ratings(
         if feedback == "explicit":
             raise DataError(
                 "columns.rating=None: explicit feedback needs a rating column; name it with "
-                'data.columns.rating = "<column>" (Columns(rating=...) in Python), or set data.feedback = "implicit" '
-                "(every row a positive)"
+                'data.columns.rating = "<column>" (Columns(rating=...) in Python), or set '
+                'data.feedback = "implicit" (every row a positive)'
             )
         return np.ones(len(frame), dtype=np.float64)
     raw = frame[col]
@@ -48,8 +48,8 @@ def parse_ratings(
     bad = raw[vals.isna() & raw.notna()]
     if len(bad):
         raise DataError(
-            f"rating column {col!r}: non-numeric value {py(bad.iloc[0])!r} at row {py(bad.index[0])!r}; "
-            "ratings must be numbers; clean or drop those rows"
+            f"rating column {col!r}: non-numeric value {py(bad.iloc[0])!r} at row "
+            f"{py(bad.index[0])!r}; ratings must be numbers; clean or drop those rows"
         )
     r = vals.to_numpy(dtype=np.float64)
     nan = np.isnan(r)
@@ -70,17 +70,19 @@ def parse_ratings(
         off = ~np.isin(r, (0.0, 1.0))
         if off.any():
             raise DataError(
-                f"rating column {col!r}: implicit feedback needs 0/1 values, got {py(r[off][0])!r} at row "
-                f'{py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4), set data.feedback = "explicit", '
-                'or data.columns.rating = "none" to make every row a positive'
+                f"rating column {col!r}: implicit feedback needs 0/1 values, got {py(r[off][0])!r} "
+                f"at row {py(frame.index[off][0])!r}; binarise first (e.g. rating >= 4), set "
+                'data.feedback = "explicit", or data.columns.rating = "none" to make every row a '
+                "positive"
             )
     elif scale is not None:
         lo, hi = scale
         off = (r < lo) | (r > hi)
         if off.any():
             raise DataError(
-                f"rating column {col!r}: rating {py(r[off][0])!r} at row {py(frame.index[off][0])!r} is outside "
-                f"rating_scale=({lo:g}, {hi:g}); {int(off.sum())} row(s) affected; set data.rating_scale = [low, high] "
+                f"rating column {col!r}: rating {py(r[off][0])!r} at row "
+                f"{py(frame.index[off][0])!r} is outside rating_scale=({lo:g}, {hi:g}); "
+                f"{int(off.sum())} row(s) affected; set data.rating_scale = [low, high] "
                 '(rating_scale= in Python; "none" skips the check) or clip the ratings'
             )
     return r
@@ -88,8 +90,8 @@ def parse_ratings(
 
 _INT_TEXT = r"\s*[+-]?\d+\s*"
 _TS_FIX = (
-    "use integer epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave the timestamp column out "
-    "(data.columns.timestamp unset; Columns(timestamp=None) in Python)"
+    "use integer epoch seconds or ISO 8601 (2020-01-31T12:00:00), or leave the timestamp column "
+    "out (data.columns.timestamp unset; Columns(timestamp=None) in Python)"
 )
 _TS_MAX = 253402300799  # 9999-12-31T23:59:59Z: beyond it a "time" is not a time
 _TS_MIN = -62135596800  # 0001-01-01T00:00:00Z
@@ -103,7 +105,8 @@ def parse_timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
     if raw.isna().any():
         row = frame.index[raw.isna().to_numpy()][0]
         raise DataError(
-            f"timestamp column {col!r}: missing timestamp at row {py(row)!r}; fill or drop those rows, or {_TS_FIX}"
+            f"timestamp column {col!r}: missing timestamp at row {py(row)!r}; fill or drop those "
+            f"rows, or {_TS_FIX}"
         )
     if pd.api.types.is_bool_dtype(raw):
         raise DataError(f"timestamp column {col!r}: holds true/false values, not times; {_TS_FIX}")
@@ -115,8 +118,8 @@ def parse_timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
         if pd.api.types.infer_dtype(raw, skipna=True) not in ("string", "datetime", "date"):
             bad = raw[[not isinstance(v, str) for v in raw.tolist()]]
             raise DataError(
-                f"timestamp column {col!r}: value {py(bad.iloc[0])!r} at row {py(bad.index[0])!r} mixes with "
-                f"other kinds of values; {_TS_FIX}"
+                f"timestamp column {col!r}: value {py(bad.iloc[0])!r} at row {py(bad.index[0])!r} "
+                f"mixes with other kinds of values; {_TS_FIX}"
             )
         try:
             parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
@@ -131,7 +134,8 @@ def parse_timestamps(frame: pd.DataFrame, col: str) -> np.ndarray:
     if bad.any():
         row = frame.index[bad.to_numpy()][0]
         raise DataError(
-            f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {py(row)!r} as a time; {_TS_FIX}"
+            f"timestamp column {col!r}: cannot parse {py(raw.loc[row])!r} at row {py(row)!r} as a "
+            f"time; {_TS_FIX}"
         )
     if getattr(parsed.dt, "tz", None) is None:
         parsed = parsed.dt.tz_localize("UTC")
@@ -146,7 +150,8 @@ def _epoch_numbers(frame: pd.DataFrame, col: str, raw: pd.Series) -> np.ndarray:
         if frac.any():
             k = int(np.argmax(frac))
             raise DataError(
-                f"timestamp column {col!r}: {py(v[k])!r} at row {py(frame.index[k])!r} is not a whole number of seconds "
+                f"timestamp column {col!r}: {py(v[k])!r} at row {py(frame.index[k])!r} "
+                "is not a whole number of seconds "
                 f"(it would be truncated); {_TS_FIX}"
             )
         vals = [int(x) for x in v.tolist()]
@@ -171,8 +176,8 @@ def _epoch_numbers(frame: pd.DataFrame, col: str, raw: pd.Series) -> np.ndarray:
         bad = lo if lo < _TS_MIN else hi
         k = vals.index(bad)
         raise DataError(
-            f"timestamp column {col!r}: {bad} at row {py(frame.index[k])!r} is not a time in epoch seconds (outside "
-            f"years 1..9999); milliseconds? divide by 1000 first; {_TS_FIX}"
+            f"timestamp column {col!r}: {bad} at row {py(frame.index[k])!r} is not a time in epoch "
+            f"seconds (outside years 1..9999); milliseconds? divide by 1000 first; {_TS_FIX}"
         )
     return np.asarray(vals, dtype=np.int64)
 
@@ -182,8 +187,9 @@ def _check_ts_range(frame: pd.DataFrame, col: str, ts: np.ndarray) -> None:
     if off.any():
         k = int(np.argmax(off))
         raise DataError(
-            f"timestamp column {col!r}: {int(ts[k])} at row {py(frame.index[k])!r} is not a time in epoch seconds "
-            f"(outside years 1..9999); milliseconds? divide by 1000 first; {_TS_FIX}"
+            f"timestamp column {col!r}: {int(ts[k])} at row {py(frame.index[k])!r} is not a time "
+            "in epoch seconds (outside years 1..9999); milliseconds? divide by 1000 first; "
+            f"{_TS_FIX}"
         )
 
 
@@ -196,8 +202,9 @@ def parse_parts(frame: pd.DataFrame, col: str) -> np.ndarray:
     if bad.any():
         row = frame.index[bad.to_numpy()][0]
         raise DataError(
-            f"part column {col!r}: {py(raw.loc[row])!r} at row {py(row)!r} is not a split part; parts are "
-            f"{list(PARTS)} ('validation', 'val' and 'dev' mean 'valid'){suggest(str(raw.loc[row]), PARTS)}"
+            f"part column {col!r}: {py(raw.loc[row])!r} at row {py(row)!r} is not a split part; "
+            f"parts are {list(PARTS)} ('validation', 'val' and 'dev' mean "
+            f"'valid'){suggest(str(raw.loc[row]), PARTS)}"
         )
     return codes.to_numpy(dtype=np.int8)
 
@@ -218,8 +225,8 @@ def check_scalars(values: pd.Series, what: str) -> None:
         for row, v in zip(values.index, values.tolist()):
             if isinstance(v, bool) or not isinstance(v, _SCALARS):
                 raise DataError(
-                    f"{what}: value {v!r} at row {py(row)!r} is a {type(v).__name__}; ids must be strings or numbers; "
-                    "convert the column (e.g. to str) first"
+                    f"{what}: value {v!r} at row {py(row)!r} is a {type(v).__name__}; ids must be "
+                    "strings or numbers; convert the column (e.g. to str) first"
                 )
 
 
@@ -231,7 +238,7 @@ def one_column_hint(frame: pd.DataFrame) -> str:
     for sep in (";", "\t", "|", ",", "::", " "):
         if sep in name:
             return (
-                f"; the frame has one column {name!r}: wrong separator? the header splits on {sep!r}; "
-                f"set data.sep = {json.dumps(sep)} in the scenario (sep= in Python)"
+                f"; the frame has one column {name!r}: wrong separator? the header splits on "
+                f"{sep!r}; set data.sep = {json.dumps(sep)} in the scenario (sep= in Python)"
             )
     return ""

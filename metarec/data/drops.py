@@ -11,7 +11,8 @@ them, so nothing is dropped in silence.
 ...          rule="users with more than 100 interactions",
 ...          fix='set protocol.max_interactions = "none" to keep them')
 >>> print(d.line())
-protocol.max_interactions = 100: 45,163 rows, 361 users, 3 items left out (users with more than 100 interactions); set protocol.max_interactions = "none" to keep them
+protocol.max_interactions = 100: 45,163 rows, 361 users, 3 items left out (users with more than
+100 interactions); set protocol.max_interactions = "none" to keep them
 """
 
 from __future__ import annotations

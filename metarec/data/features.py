@@ -55,7 +55,8 @@ class FeatureSpec:
         >>> FeatureSpec("genre", kind="multiple")
         Traceback (most recent call last):
         ...
-        metarec._errors.DataError: FeatureSpec(kind='multiple') for feature 'genre': kind must be one of ('categorical', 'multi', 'numeric', 'text') (did you mean 'multi'?); ...
+        metarec._errors.DataError: FeatureSpec(kind='multiple') for feature 'genre': kind must be
+        one of ('categorical', 'multi', 'numeric', 'text') (did you mean 'multi'?); ...
     """
 
     name: str

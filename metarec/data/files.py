@@ -73,8 +73,9 @@ def file_format(path: str | Path, format: str | None = None) -> str:
     if format is not None:
         if format not in FORMATS:
             raise DataError(
-                f"format={format!r}: unknown file format{suggest(format, FORMATS)}; formats are {list(FORMATS)} "
-                '(set data.format = "csv" and data.sep for any delimited text file)'
+                f"format={format!r}: unknown file format{suggest(format, FORMATS)}; formats are "
+                f'{list(FORMATS)} (set data.format = "csv" and data.sep for any delimited text '
+                "file)"
             )
         return format
     suffixes = [s.lower() for s in path.suffixes]
@@ -83,10 +84,10 @@ def file_format(path: str | Path, format: str | None = None) -> str:
     ext = suffixes[-1] if suffixes else ""
     if ext not in _EXT_FORMAT:
         raise DataError(
-            f"{path}: unsupported extension {ext or '(none)'!r}; known extensions are {sorted(_EXT_FORMAT)} "
-            f"(text files may end in {list(_COMPRESSED)}); for any other name give the format: "
-            'data.format = "csv" (or "tsv", "parquet") with data.sep = "\\t" in the scenario, '
-            "or format=/sep= in Python"
+            f"{path}: unsupported extension {ext or '(none)'!r}; known extensions are "
+            f"{sorted(_EXT_FORMAT)} (text files may end in {list(_COMPRESSED)}); for any other "
+            'name give the format: data.format = "csv" (or "tsv", "parquet") with data.sep = "\\t" '
+            "in the scenario, or format=/sep= in Python"
         )
     return _EXT_FORMAT[ext]
 
@@ -196,8 +197,9 @@ def read_frame(
             frame = pd.read_parquet(path, **opts)
         except (OSError, ValueError, TypeError) as e:  # pyarrow.ArrowInvalid is a ValueError
             raise DataError(
-                f"{path}: not a readable Parquet file ({type(e).__name__}: {_short(e)}); it is corrupt or truncated, "
-                'or not Parquet (for text set data.format = "csv"); obtain or write the file again'
+                f"{path}: not a readable Parquet file ({type(e).__name__}: {_short(e)}); it is "
+                'corrupt or truncated, or not Parquet (for text set data.format = "csv"); obtain '
+                "or write the file again"
             ) from None
         if names is not None:
             frame = _rename(frame, names, path)
@@ -236,19 +238,20 @@ def read_frame(
         ) from None
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{path}: not UTF-8 text (byte {e.object[e.start : e.start + 1]!r} at offset {e.start}); "
-            "it is binary, corrupt or in another encoding; re-save it as UTF-8, or pass "
-            "read_options={'encoding': 'latin-1'} in Python"
+            f"{path}: not UTF-8 text (byte {e.object[e.start : e.start + 1]!r} at offset "
+            f"{e.start}); it is binary, corrupt or in another encoding; re-save it as UTF-8, or "
+            "pass read_options={'encoding': 'latin-1'} in Python"
         ) from None
     except (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
         raise DataError(
-            f"{path}: the compressed file is corrupt or truncated ({type(e).__name__}: {_short(e)}); "
-            "obtain the file again (a partial download or copy?)"
+            f"{path}: the compressed file is corrupt or truncated ({type(e).__name__}: "
+            f"{_short(e)}); obtain the file again (a partial download or copy?)"
         ) from None
     except (pd.errors.ParserError, ValueError, OSError, csv.Error) as e:
         hint = _sep_hint(path, sep_, header)
         raise DataError(
-            f"{path}: cannot parse the file ({type(e).__name__}: {_short(e)}); {hint or 'it is corrupt or not the expected layout'}"
+            f"{path}: cannot parse the file ({type(e).__name__}: {_short(e)}); "
+            f"{hint or 'it is corrupt or not the expected layout'}"
         ) from None
     except MemoryError:
         raise DataError(
@@ -270,8 +273,9 @@ def read_frame(
 def _rename(frame: pd.DataFrame, names: Sequence[str], path: Path) -> pd.DataFrame:
     if frame.shape[1] != len(names):
         raise DataError(
-            f"{path}: the file has {frame.shape[1]} columns but names lists {len(names)}: {list(names)}; "
-            "give one name per column in data.names (names= in Python), e.g. a name for a timestamp column too"
+            f"{path}: the file has {frame.shape[1]} columns but names lists {len(names)}: "
+            f"{list(names)}; give one name per column in data.names (names= in Python), e.g. a "
+            "name for a timestamp column too"
         )
     return frame.set_axis(list(names), axis=1)
 
@@ -290,8 +294,9 @@ def _sep_hint(path: Path, sep: str, header: bool) -> str:
     if found is None or found == sep:
         return ""
     return (
-        f"wrong separator? the file is read with sep={sep!r} ({_SEP_NAMES.get(sep, 'custom')}) but its lines split "
-        f"evenly on {found!r} ({_SEP_NAMES[found]}); set data.sep = {_sep_toml(found)} in the scenario (sep= in Python)"
+        f"wrong separator? the file is read with sep={sep!r} ({_SEP_NAMES.get(sep, 'custom')}) but "
+        f"its lines split evenly on {found!r} ({_SEP_NAMES[found]}); set data.sep = "
+        f"{_sep_toml(found)} in the scenario (sep= in Python)"
     )
 
 
@@ -331,8 +336,8 @@ def read_json_object(
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise error(
-            f"{path}: the {what} file is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}; "
-            f"truncated?); {fix}"
+            f"{path}: the {what} file is not valid JSON ({e.msg} at line {e.lineno}, column "
+            f"{e.colno}; truncated?); {fix}"
         ) from None
     except RecursionError:
         raise error(
@@ -340,7 +345,8 @@ def read_json_object(
         ) from None
     if not isinstance(obj, dict):
         raise error(
-            f"{path}: the {what} file holds a JSON {type(obj).__name__}, expected an object ({{...}}); {fix}"
+            f"{path}: the {what} file holds a JSON {type(obj).__name__}, expected an object "
+            f"({{...}}); {fix}"
         )
     return obj
 
@@ -360,7 +366,8 @@ def check_codes(
         if lo < 0 or hi >= size:
             bad = lo if lo < 0 else hi
             raise error(
-                f"{what}: code {bad} is outside the vocabulary's range [0, {size - 1}] ({size} entries); "
+                f"{what}: code {bad} is outside the vocabulary's range [0, {size - 1}] ({size} "
+                "entries); "
                 f"{fix or 'the file is damaged or was written with another vocabulary; rebuild it'}"
             )
     return arr

@@ -56,7 +56,8 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
     f = table.item_features
     if f is None or feature not in f.categorical:
         raise ConfigError(
-            f"data.domain_by='genre_group' needs an item feature {feature!r}; load MovieLens with its movie features"
+            f"data.domain_by='genre_group' needs an item feature {feature!r}; load MovieLens with "
+            "its movie features"
         )
     vocab = [""] + [str(v) for v in f.vocabs[feature].values]
     group_of = {g: name for name, gs in GENRE_GROUPS.items() for g in gs}
@@ -93,7 +94,8 @@ def genre_group_domains(table: InteractionTable, feature: str = "genre") -> Inte
                 int((~keep).sum()),
                 lost_entities(table.users, ~keep, keep),
                 lost_entities(table.items, ~keep, keep),
-                f"ratings of movies whose first genre is in no genre group (e.g. {_first_orphan(vocab, first, group_of)!r})",
+                "ratings of movies whose first genre is in no genre group "
+                f"(e.g. {_first_orphan(vocab, first, group_of)!r})",
                 "no setting keeps them: they have no domain",
             )
         )
@@ -127,7 +129,8 @@ def _read(cfg: DataConfig) -> InteractionTable:
     if cfg.path is None and not cfg.files:
         more = " or [[data.files]] entries" if cfg.source == "csv" else ""
         raise ConfigError(
-            f'data.path: required for source={cfg.source!r}; set it in the scenario (path = "${{METAREC_DATA}}/..."){more} '
+            f"data.path: required for source={cfg.source!r}; "
+            f'set it in the scenario (path = "${{METAREC_DATA}}/..."){more} '
             "and export METAREC_DATA or pass --data-root"
         )
     from metarec.data import readers, sources

@@ -187,7 +187,8 @@ def _with_text(
         if col not in _TEXT_COLUMNS or col not in items.columns:
             avail = [c for c in _TEXT_COLUMNS if c in items.columns]
             raise DataError(
-                f"item_text: column {col!r} is not a text column of {origin}; choose from {avail}{suggest(col, avail)}"
+                f"item_text: column {col!r} is not a text column of {origin}; choose from "
+                f"{avail}{suggest(col, avail)}"
                 + (
                     ""
                     if origin == "melu-extra"
@@ -215,7 +216,8 @@ def read_melu_item_features(path: PathLike) -> pd.DataFrame:
     path = Path(path)
     how = (
         "it is MeLU's side information (movies_extrainfos.dat of the MeLU repository, "
-        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, or set data.melu_extra = false (melu_extra=False in Python)"
+        "github.com/hoyeoplee/MeLU); put it in melu-extra/ beside ml-1m/, "
+        "or set data.melu_extra = false (melu_extra=False in Python)"
     )
     frame = _read_double_colon(path, _MELU_COLUMNS, encoding="utf-8", how=how)
     frame = frame.where(frame != "N/A", None)

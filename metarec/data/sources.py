@@ -180,15 +180,16 @@ def read_shared_below_k(
     doms = list(dict.fromkeys(e.domain for e in entries))
     if any(d is None for d in doms) or len(doms) < 2:
         raise DataError(
-            f"shared-below-K layout: files name domains {doms}; every entry needs a domain and there must be at "
-            'least two (data.files entries with domain = "...")'
+            f"shared-below-K layout: files name domains {doms}; every entry needs a domain and "
+            'there must be at least two (data.files entries with domain = "...")'
         )
     if shared_users is None:
         raise DataError(
-            "shared-below-K layout: data.shared_users is not set; the number K of shared users cannot be read off "
-            "the ids (domain-local ids of two domains overlap as numbers exactly as shared ids do), so it is not "
-            "guessed; set data.shared_users = K (the users with ids 0..K-1 are in every domain; shared_users= in "
-            "Python), from the dataset's documentation"
+            "shared-below-K layout: data.shared_users is not set; the number K of shared users "
+            "cannot be read off the ids (domain-local ids of two domains overlap as numbers "
+            "exactly as shared ids do), so it is not guessed; set data.shared_users = K (the users "
+            "with ids 0..K-1 are in every domain; shared_users= in Python), from the dataset's "
+            "documentation"
         )
     if (
         isinstance(shared_users, bool)
@@ -211,7 +212,8 @@ def read_shared_below_k(
     below = user < k
     if not below.any():
         raise DataError(
-            f"shared_users={k}: no user id is below {k}; every user would be domain-local; check data.shared_users"
+            f"shared_users={k}: no user id is below {k}; every user would be domain-local; check "
+            "data.shared_users"
         )
     per_dom = (
         pd.DataFrame({"u": user[below], "d": dom[below]})
@@ -222,9 +224,10 @@ def read_shared_below_k(
     lonely = per_dom[per_dom < len(doms)]
     if len(lonely):
         raise DataError(
-            f"shared_users={k}: {len(lonely)} of the {len(per_dom)} ids below {k} are not in every domain "
-            f"(e.g. user {py(lonely.index[0])}); shared users are in all of {doms}; K is too large, or the files are "
-            "not in the shared-below-K layout (every user shared: read them with data.files and no shared_users)"
+            f"shared_users={k}: {len(lonely)} of the {len(per_dom)} ids below {k} are not in every "
+            f"domain (e.g. user {py(lonely.index[0])}); shared users are in all of {doms}; K is "
+            "too large, or the files are not in the shared-below-K layout (every user shared: read "
+            "them with data.files and no shared_users)"
         )
     raw = pd.Series(user).astype(str)
     local = ~below
@@ -256,13 +259,15 @@ def _frames(
     """Read and concatenate the files; return the frame and the column mapping to use."""
     if ids not in _ID_KINDS:
         raise DataError(
-            f"ids={ids!r}: must be 'string' or 'numeric'{suggest(str(ids), _ID_KINDS)} (data.ids in the scenario)"
+            f"ids={ids!r}: must be 'string' or 'numeric'{suggest(str(ids), _ID_KINDS)} (data.ids "
+            "in the scenario)"
         )
     bad_ns = [n for n in namespace if n not in _NAMESPACED]
     if bad_ns:
         raise DataError(
-            f"namespace={list(namespace)}: {bad_ns[0]!r} cannot be namespaced{suggest(str(bad_ns[0]), _NAMESPACED)}; "
-            'use "user" and/or "item" (data.namespace = ["item"])'
+            f"namespace={list(namespace)}: {bad_ns[0]!r} cannot be "
+            f'namespaced{suggest(str(bad_ns[0]), _NAMESPACED)}; use "user" and/or "item" '
+            '(data.namespace = ["item"])'
         )
     if isinstance(files, (str, Path)) or not len(files):
         raise DataError(
@@ -279,7 +284,8 @@ def _frames(
             "test",
         ):
             raise DataError(
-                f"files[{i}] ({e.path}): part={e.part!r} is not a split part{suggest(str(e.part), PARTS)}; parts are {list(PARTS)}"
+                f"files[{i}] ({e.path}): part={e.part!r} is not a split part"
+                f"{suggest(str(e.part), PARTS)}; parts are {list(PARTS)}"
             )
     with_part = [e.part is not None for e in entries]
     if any(with_part) and not all(with_part):
@@ -292,7 +298,8 @@ def _frames(
     if any(with_dom) and not all(with_dom):
         i = with_dom.index(False)
         raise DataError(
-            f"files[{i}] ({entries[i].path}): no domain, while other files name one; give every file its domain"
+            f"files[{i}] ({entries[i].path}): no domain, while other files name one; give every "
+            "file its domain"
         )
     c = columns or Columns()
     dom_col = c.domain or "domain"
@@ -309,7 +316,8 @@ def _frames(
                 and not str(path).lower().endswith((".parquet", ".pq"))
             ):
                 raise DataError(
-                    f"{path}: sep='auto' found no separator that splits every line alike; set data.sep"
+                    f"{path}: sep='auto' found no separator that splits every line alike; set "
+                    "data.sep"
                 )
         ids_cols = [col for col in (c.user, c.item, c.domain, c.part) if col is not None]
         f = read_frame(
@@ -334,20 +342,22 @@ def _frames(
         if len(f) == 0 and len(entries) > 1:  # its domain or part would silently vanish
             of = f" (domain {e.domain!r})" if e.domain is not None else ""
             raise DataError(
-                f"{path}: no interaction rows (only a header, or empty){of}; every data.files entry needs "
-                "interactions; fill the file, or remove its entry from data.files"
+                f"{path}: no interaction rows (only a header, or empty){of}; every data.files "
+                "entry needs interactions; fill the file, or remove its entry from data.files"
             )
         if e.domain is not None:
             if c.domain is not None and c.domain in f.columns:
                 raise DataError(
-                    f"{path}: the file has a domain column {c.domain!r} and its entry names domain={e.domain!r}; "
-                    "give one of them (drop data.columns.domain or the entry's domain)"
+                    f"{path}: the file has a domain column {c.domain!r} and its entry names "
+                    f"domain={e.domain!r}; give one of them (drop data.columns.domain or the "
+                    "entry's domain)"
                 )
             f = f.assign(**{dom_col: str(e.domain)})
         if e.part is not None:
             if c.part is not None and c.part in f.columns:
                 raise DataError(
-                    f"{path}: the file has a part column {c.part!r} and its entry names part={e.part!r}; give one"
+                    f"{path}: the file has a part column {c.part!r} and its entry names "
+                    f"part={e.part!r}; give one"
                 )
             f = f.assign(**{part_col: str(e.part)})
         if ids == "numeric":
@@ -366,8 +376,8 @@ def _frames(
     for role in namespace:
         if cols.domain is None:
             raise DataError(
-                f"namespace=[{role!r}]: ids are namespaced by domain but the files have none; give each data.files "
-                "entry a domain (or name a domain column in data.columns.domain)"
+                f"namespace=[{role!r}]: ids are namespaced by domain but the files have none; give "
+                "each data.files entry a domain (or name a domain column in data.columns.domain)"
             )
         col = getattr(cols, role)
         frame[col] = (
@@ -415,12 +425,12 @@ def _check_columns(
             and all(str(x).strip().lstrip("-").replace(".", "").isdigit() for x in f.columns)
         ):
             hint = (
-                f"its first line {[str(x) for x in f.columns]} looks like data, not a header; set data.header = false "
-                'and data.names = ["user", "item", ...]'
+                f"its first line {[str(x) for x in f.columns]} looks like data, not a header; set "
+                'data.header = false and data.names = ["user", "item", ...]'
             )
         raise DataError(
-            f"{path}: columns.{role}={col!r}: column not found; the file has {[str(x) for x in f.columns]}"
-            f"{suggest(str(col), [str(x) for x in f.columns])}; "
+            f"{path}: columns.{role}={col!r}: column not found; the file has "
+            f"{[str(x) for x in f.columns]}{suggest(str(col), [str(x) for x in f.columns])}; "
             + (
                 hint
                 or f'set data.columns.{role} = "<the right name>" in the scenario (Columns({role}=...) in Python)'
@@ -438,7 +448,8 @@ def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
     if values.dtype.kind == "u":
         if values.size and values.max() > _I64[1]:
             raise DataError(
-                f'{path}: {what}: id {py(values.max())} is above the int64 range; leave data.ids = "string"'
+                f"{path}: {what}: id {py(values.max())} is above the int64 range; leave data.ids = "
+                '"string"'
             )
         return values.astype(np.int64)
     if values.dtype.kind == "f":
@@ -447,8 +458,8 @@ def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
         if bad.any():
             k = int(np.argmax(bad))
             raise DataError(
-                f'{path}: {what}: id {py(v[k])!r} at row {k} is not an integer, but data.ids = "numeric"; '
-                'leave data.ids = "string" to keep ids as written'
+                f"{path}: {what}: id {py(v[k])!r} at row {k} is not an integer, but data.ids = "
+                '"numeric"; leave data.ids = "string" to keep ids as written'
             )
         return pd.Series(v.astype(np.int64), index=values.index)
     text = values.astype(str)
@@ -456,15 +467,15 @@ def _numeric_ids(values: pd.Series, what: str, path: Path) -> pd.Series:
     if not ok.all():
         k = int(np.argmax(~ok.to_numpy()))
         raise DataError(
-            f'{path}: {what}: id {py(values.iloc[k])!r} at row {k} is not an integer, but data.ids = "numeric"; '
-            'leave data.ids = "string" to keep ids exactly as written'
+            f"{path}: {what}: id {py(values.iloc[k])!r} at row {k} is not an integer, but data.ids "
+            '= "numeric"; leave data.ids = "string" to keep ids exactly as written'
         )
     ints = [int(x) for x in text.tolist()]
     lo, hi = min(ints), max(ints)
     if lo < _I64[0] or hi > _I64[1]:
         k = ints.index(lo if lo < _I64[0] else hi)
         raise DataError(
-            f"{path}: {what}: id {text.iloc[k].strip()} at row {k} is outside the int64 range; leave "
-            'data.ids = "string" (ids kept as exact strings)'
+            f"{path}: {what}: id {text.iloc[k].strip()} at row {k} is outside the int64 range; "
+            'leave data.ids = "string" (ids kept as exact strings)'
         )
     return pd.Series(np.asarray(ints, dtype=np.int64), index=values.index)

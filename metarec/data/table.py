@@ -81,8 +81,9 @@ class Columns:
                 raise DataError(f"columns.{role}={col!r}: a column name must be a string") from None
             if col in seen:
                 raise DataError(
-                    f"columns.{role}={col!r}: the same column is already columns.{seen[col]}; one column cannot "
-                    f"play two roles; set data.columns.{role} (Columns({role}=...) in Python) to another column"
+                    f"columns.{role}={col!r}: the same column is already columns.{seen[col]}; one "
+                    f"column cannot play two roles; set data.columns.{role} (Columns({role}=...) "
+                    "in Python) to another column"
                 )
             seen[col] = role
 
@@ -194,7 +195,8 @@ class InteractionTable:
             )
         if duplicates not in _POLICIES:
             raise DataError(
-                f"duplicates={duplicates!r}: policy must be one of {_POLICIES}{suggest(duplicates, _POLICIES)}"
+                f"duplicates={duplicates!r}: policy must be one of "
+                f"{_POLICIES}{suggest(duplicates, _POLICIES)}"
             )
         if rating_scale is not None and feedback == "explicit":
             try:
@@ -203,14 +205,16 @@ class InteractionTable:
                 lo = hi = float("nan")
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise DataError(
-                    f"rating_scale={rating_scale!r}: needs finite lo < hi, e.g. rating_scale=(1, 5); "
-                    'set data.rating_scale = "none" (rating_scale=None in Python) to skip the range check'
+                    f"rating_scale={rating_scale!r}: needs finite lo < hi, e.g. rating_scale=(1, "
+                    '5); set data.rating_scale = "none" (rating_scale=None in Python) to skip the '
+                    "range check"
                 )
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"frame: expected a pandas DataFrame, got {type(frame).__name__}")
         if not isinstance(c, Columns):
             raise DataError(
-                f"columns: expected a Columns mapping, got {type(c).__name__}; pass Columns(user=..., item=...)"
+                f"columns: expected a Columns mapping, got {type(c).__name__}; pass "
+                "Columns(user=..., item=...)"
             )
         if frame.columns.has_duplicates:
             dup = frame.columns[frame.columns.duplicated()][0]
@@ -234,7 +238,8 @@ class InteractionTable:
             if miss.any():
                 raise DataError(
                     f"{role} column {col!r}: {int(miss.sum())} missing id(s), first at row "
-                    f"{py(frame.index[miss.to_numpy()][0])!r}; every interaction needs {'an' if role == 'item' else 'a'} {role}; "
+                    f"{py(frame.index[miss.to_numpy()][0])!r}; "
+                    f"every interaction needs {'an' if role == 'item' else 'a'} {role}; "
                     "drop those rows"
                 )
             check_scalars(frame[col], f"{role} column {col!r}")
@@ -272,9 +277,9 @@ class InteractionTable:
             blank = np.asarray(arr == "", dtype=bool)
             if blank.any():
                 raise DataError(
-                    f"{role} column {col!r}: {int(blank.sum())} id(s) that are only whitespace, first at row "
-                    f"{py(frame.index[blank][0])!r}; every interaction needs {'an' if role == 'item' else 'a'} "
-                    f"{role}; drop or fill those rows"
+                    f"{role} column {col!r}: {int(blank.sum())} id(s) that are only whitespace, "
+                    f"first at row {py(frame.index[blank][0])!r}; every interaction needs "
+                    f"{'an' if role == 'item' else 'a'} {role}; drop or fill those rows"
                 )
         work = pd.DataFrame({**ids, "r": ratings})
         if ts is not None:
@@ -290,9 +295,9 @@ class InteractionTable:
             empty = [d for d in domains if d not in present]
             if empty:
                 raise DataError(
-                    f"domains: domain {py(empty[0])!r} has no interactions ({len(empty)} empty domain(s)); "
-                    "every declared domain needs at least one interaction; remove it from domains= "
-                    "or add its interactions"
+                    f"domains: domain {py(empty[0])!r} has no interactions ({len(empty)} empty "
+                    "domain(s)); every declared domain needs at least one interaction; remove it "
+                    "from domains= or add its interactions"
                 )
         elif c.domain and isinstance(frame[c.domain].dtype, pd.CategoricalDtype):
             cats = list(frame[c.domain].cat.categories)
@@ -431,8 +436,8 @@ class InteractionTable:
     def __repr__(self) -> str:
         s = self.summary()
         return (
-            f"InteractionTable({s['interactions']} interactions, {s['users']} users, {s['items']} items, "
-            f"{s['domains']} domains, {self.feedback})"
+            f"InteractionTable({s['interactions']} interactions, {s['users']} users, {s['items']} "
+            f"items, {s['domains']} domains, {self.feedback})"
         )
 
 
@@ -457,17 +462,18 @@ def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
             n_pairs = int(codes.loc[cross.index[cross.to_numpy() > 1]].drop_duplicates().shape[0])
             where = f", domain {py(d)!r}" if c.domain else ""
             raise DataError(
-                f"part column {c.part!r}: user {py(u)!r}, item {py(i)!r}{where} is in two parts of the dataset's split "
-                f"({n_pairs} such pair(s)); an interaction cannot be both trained on and evaluated; "
-                "remove it from one of the files"
+                f"part column {c.part!r}: user {py(u)!r}, item {py(i)!r}{where} is in two parts of "
+                f"the dataset's split ({n_pairs} such pair(s)); an interaction cannot be both "
+                "trained on and evaluated; remove it from one of the files"
             )
     if policy == "error":
         first = {k: work.loc[dup, k].iloc[0] for k in ("u", "i", "d")}
         where = f", domain {py(first['d'])!r}" if c.domain else ""
         raise DataError(
             f"duplicates='error': {int(codes.duplicated().sum())} repeated (user, item, domain) "
-            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; set data.duplicates = "
-            '"first", "last" or "mean" in the scenario (duplicates= in Python) to resolve them, or drop them beforehand'
+            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; set "
+            'data.duplicates = "first", "last" or "mean" in the scenario (duplicates= in Python) '
+            "to resolve them, or drop them beforehand"
         )
     if policy == "mean":
         agg = {"u": "first", "i": "first", "d": "first", "r": "mean"}
@@ -495,8 +501,9 @@ def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -
     if len(fid) and num[0] != num[1]:
         kinds = ["numbers" if n else "strings" for n in num]
         raise DataError(
-            f"{what}_features[{id_col!r}]: ids are {kinds[1]} but the interactions' {what} ids are {kinds[0]}; "
-            f"they would never match; convert one side, e.g. {what}_features[{id_col!r}] = "
+            f"{what}_features[{id_col!r}]: ids are {kinds[1]} but the interactions' {what} ids are "
+            f"{kinds[0]}; they would never match; convert one side, e.g. "
+            f"{what}_features[{id_col!r}] = "
             f"{what}_features[{id_col!r}].astype({'str' if not num[0] else 'int'})"
         )
     both = pd.concat([ids, fid], ignore_index=True)

@@ -92,8 +92,9 @@ class WordLlamaEncoder:
         for p in (weights, tokenizer):
             if not p.is_file():
                 raise ConfigError(
-                    f"text features: {str(p)!r} is missing from the installed wordllama package; metarec reads the "
-                    'weights shipped in the wheel and never downloads them; reinstall with pip install "metarec[text]"'
+                    f"text features: {str(p)!r} is missing from the installed wordllama package; "
+                    "metarec reads the weights shipped in the wheel and never downloads them; "
+                    'reinstall with pip install "metarec[text]"'
                 )
         with safe_open(str(weights), framework="np", device="cpu") as f:
             table = f.get_tensor("embedding.weight")
@@ -119,15 +120,17 @@ class SentenceTransformerEncoder:
         p = Path(path).expanduser()
         if not p.is_dir():
             raise ConfigError(
-                f"encoder='sentence-transformers:{path}': no model folder at {str(p)!r}; pass the folder of a "
-                "sentence-transformers model saved with model.save(path), or use encoder='wordllama'"
+                f"encoder='sentence-transformers:{path}': no model folder at {str(p)!r}; pass the "
+                "folder of a sentence-transformers model saved with model.save(path), or use "
+                "encoder='wordllama'"
             )
         try:
             from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
         except ImportError:
             raise ConfigError(
                 "encoder='sentence-transformers:...': the 'sentence_transformers' package is not installed; install it "
-                "with pip install sentence-transformers, or use the default encoder='wordllama' (pip install \"metarec[text]\")"
+                "with pip install sentence-transformers, or use the default encoder='wordllama' "
+                '(pip install "metarec[text]")'
             ) from None
         self._model: Any = SentenceTransformer(str(p), device="cpu", local_files_only=True)
         self.name = f"sentence-transformers:{p.resolve()}"
@@ -264,16 +267,17 @@ def check_saved_text(
         a = arrays.get(name)
         if a is None:
             raise CheckpointError(
-                f"{where}: text feature {name!r} is missing (the file holds {sorted(arrays)}); the run directory "
-                "is damaged; restore the file from a copy, or re-create the run with 'metarec train'"
+                f"{where}: text feature {name!r} is missing (the file holds {sorted(arrays)}); the "
+                "run directory is damaged; restore the file from a copy, or re-create the run with "
+                "'metarec train'"
             )
         got, want = matrix_sha256(a), src.get("sha256")
         if got != want:
             raise CheckpointError(
-                f"{where}: text feature {name!r} has fingerprint {got[:12]}..., but the run was trained with "
-                f"{str(want)[:12]}... (encoder {src.get('encoder')!r}, recorded in encoders.json); the file was "
-                "replaced or edited, so items would be scored through other texts; restore the run's own file "
-                "from a copy, or re-train on the new texts"
+                f"{where}: text feature {name!r} has fingerprint {got[:12]}..., but the run was "
+                f"trained with {str(want)[:12]}... (encoder {src.get('encoder')!r}, recorded in "
+                "encoders.json); the file was replaced or edited, so items would be scored through "
+                "other texts; restore the run's own file from a copy, or re-train on the new texts"
             )
         out[name] = a
     return out
@@ -284,7 +288,7 @@ def _text(v: Any, k: int) -> str:
         return ""
     if not isinstance(v, str):
         raise DataError(
-            f"texts[{k}]={v!r}: text features hold strings, got {type(v).__name__}; convert the column first "
-            "(frame[col].astype(str)) or declare it a categorical feature"
+            f"texts[{k}]={v!r}: text features hold strings, got {type(v).__name__}; convert the "
+            "column first (frame[col].astype(str)) or declare it a categorical feature"
         )
     return " ".join(v.split())

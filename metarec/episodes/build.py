@@ -98,7 +98,8 @@ def sampler_config(p: ProtocolConfig, *, n_support: int | None = -1) -> SamplerC
         >>> import metarec as mr
         >>> p = mr.Scenario(protocol={"n_support": 5, "n_query": 10}).protocol
         >>> sampler_config(p)
-        SamplerConfig(n_support=5, n_query=10, order='random', negatives=0, negatives_from='catalogue', negatives_by='uniform', relevance=None)
+        SamplerConfig(n_support=5, n_query=10, order='random', negatives=0,
+                      negatives_from='catalogue', negatives_by='uniform', relevance=None)
         >>> sampler_config(p, n_support=1).n_support   # the 1-shot evaluation of the same protocol
         1
     """

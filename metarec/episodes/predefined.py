@@ -66,8 +66,9 @@ def predefined_split(
     _check_val_fraction(val_fraction)
     if table.parts is None:
         raise ConfigError(
-            "split='predefined' needs the dataset's own split: give every [[data.files]] entry a part "
-            '(part = "train", "valid" or "test"), or name a split column with data.columns.part'
+            "split='predefined' needs the dataset's own split: give every [[data.files]] entry a "
+            'part (part = "train", "valid" or "test"), or name a split column with '
+            "data.columns.part"
         )
     parts = table.parts
     counts = {p: int((parts == i).sum()) for i, p in enumerate(PARTS)}
@@ -89,7 +90,8 @@ def predefined_split(
         names = table.domain_ids.values
         if target_domain not in table.domain_ids:
             raise ConfigError(
-                f"target_domain={target_domain!r}: not a domain of this table; domains: {names}{suggest(target_domain, names)}"
+                f"target_domain={target_domain!r}: not a domain of this table; "
+                f"domains: {names}{suggest(target_domain, names)}"
             )
         tdom = int(table.domain_ids.encode([target_domain])[0])
         held &= table.domains == tdom
@@ -169,8 +171,8 @@ def predefined_split(
     if len(pools["meta-test"]) == 0:
         raise DataError(
             f"split='predefined': no test unit has between min_interactions={min_interactions} and "
-            f"max_interactions={max_interactions} held-out rows; lower protocol.min_interactions (>= 2: one support, "
-            "one query)"
+            f"max_interactions={max_interactions} held-out rows; lower protocol.min_interactions "
+            "(>= 2: one support, one query)"
         )
     return MetaSplits(
         table,
@@ -193,22 +195,23 @@ def _warn_left_out(
     parts = []
     if below:
         parts.append(
-            f"{below} have fewer than min_interactions={lo} held-out rows (set protocol.min_interactions = 2 "
-            "to evaluate them: one support row, one query row)"
+            f"{below} have fewer than min_interactions={lo} held-out rows (set "
+            "protocol.min_interactions = 2 to evaluate them: one support row, one query row)"
         )
     if above:
         parts.append(
-            f"{above} have more than max_interactions={hi} held-out rows (set protocol.max_interactions = "
-            '"none" to evaluate them)'
+            f"{above} have more than max_interactions={hi} held-out rows (set "
+            'protocol.max_interactions = "none" to evaluate them)'
         )
     if single:
         parts.append(
-            f"{single} have a single held-out row and no training row: with no support row to adapt on they "
-            "cannot be evaluated (a cold task needs one support and one query row); no setting keeps them"
+            f"{single} have a single held-out row and no training row: with no support row to "
+            "adapt on they cannot be evaluated (a cold task needs one support and one query row); "
+            "no setting keeps them"
         )
     warnings.warn(
-        f"split='predefined': {n_cold - n_kept} of the dataset's {n_cold} cold test units are left out of "
-        f"meta-test: {'; '.join(parts)}",
+        f"split='predefined': {n_cold - n_kept} of the dataset's {n_cold} cold test units are left "
+        f"out of meta-test: {'; '.join(parts)}",
         stacklevel=4,
     )
 

@@ -81,8 +81,8 @@ class MetaSplits:
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(
-            f"fractions={tuple(fractions)}: need three non-negative fractions (train, val, test) summing to 1; "
-            "e.g. fractions=(0.7, 0.1, 0.2)"
+            f"fractions={tuple(fractions)}: need three non-negative fractions (train, val, test) "
+            "summing to 1; e.g. fractions=(0.7, 0.1, 0.2)"
         )
     return float(fractions[0]), float(fractions[1]), float(fractions[2])
 
@@ -128,7 +128,8 @@ def _unit_split(
         if len(pool) == 0:
             raise DataError(
                 f"split {name!r}: no task unit has between min_interactions={min_interactions} and "
-                f"max_interactions={max_interactions} interactions; lower min_interactions or change fractions"
+                f"max_interactions={max_interactions} interactions; lower min_interactions or "
+                "change fractions"
             )
     return MetaSplits(table, pools, disjoint_units=["meta-val", "meta-test"], order=order)
 
@@ -179,7 +180,8 @@ def time_split(
     meta-test (new users arrive later than the ones trained on); tasks are time-ordered."""
     if table.timestamps is None:
         raise ConfigError(
-            "split='time': the table has no timestamps; load a timestamp column or use split='random'"
+            "split='time': the table has no timestamps; load a timestamp column or use "
+            "split='random'"
         )
     keys = unit_keys(table, unit, cohort_by)  # type: ignore[arg-type]
     order_rows = np.lexsort((table.timestamps, keys))
@@ -336,7 +338,8 @@ def cold_domain_users_split(
         target_domain = names[-1]
     if target_domain not in table.domain_ids:
         raise ConfigError(
-            f"target_domain={target_domain!r}: not a domain of this table; domains: {names}{suggest(target_domain, names)}"
+            f"target_domain={target_domain!r}: not a domain of this table; "
+            f"domains: {names}{suggest(target_domain, names)}"
         )
     tdom = int(table.domain_ids.encode([target_domain])[0])
     in_target = table.domains == tdom
@@ -410,7 +413,8 @@ def melu_time_split(
         )
     if table.timestamps is None:
         raise ConfigError(
-            "melu_time_split: the table has no timestamps; load a timestamp column or use melu_split"
+            "melu_time_split: the table has no timestamps; load a timestamp column or use "
+            "melu_split"
         )
     years = item_years(table)
     new_item = years[table.items] >= new_item_year

@@ -125,8 +125,9 @@ def check_client_table(t: InteractionTable, name: str) -> None:
     if bad.any():
         i = int(np.nonzero(bad)[0][0])
         raise DataError(
-            f"client {name!r}: {int(bad.sum())} rating(s) are not finite or lie off the rating scale "
-            f"{t.rating_scale} (first: row {i}, rating {float(t.ratings[i])!r}); fix or drop those rows in this client's data"
+            f"client {name!r}: {int(bad.sum())} rating(s) are not finite or lie off the rating "
+            f"scale {t.rating_scale} (first: row {i}, rating {float(t.ratings[i])!r}); fix or drop "
+            "those rows in this client's data"
         )
 
 
@@ -147,7 +148,8 @@ def client_data(
     masks = client_masks(table, fed)
     if not 0 <= index < len(masks):
         raise DataError(
-            f"client index {index}: the table yields {len(masks)} clients ({[n for n, _ in masks]}); pass 0..{len(masks) - 1}"
+            f"client index {index}: the table yields {len(masks)} clients "
+            f"({[n for n, _ in masks]}); pass 0..{len(masks) - 1}"
         )
     name, mask = masks[index]
     rows = np.nonzero(mask)[0]

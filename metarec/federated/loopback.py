@@ -4,8 +4,9 @@
 naming metarec's ServerApp and ClientApp, with the run's config path as its run config),
 starts ``flower-superlink`` and ``flower-supernode --node-config partition-id=<i>`` as separate
 processes, each in its own process group, submits the app with ``flwr run --stream`` and always
-tears every one of them (and the processes Flower starts from them) down (also on error or timeout). ``FLWR_HOME`` points into the run
-directory so that nothing is written to the user's Flower home, and Flower's
+tears every one of them (and the processes Flower starts from them) down (also on error or
+timeout). ``FLWR_HOME`` points into the run directory so that nothing is written to the user's
+Flower home, and Flower's
 telemetry is off unless ``FLWR_TELEMETRY_ENABLED`` is set. The processes find metarec
 through ``PYTHONPATH`` (this package's parent directory is prepended). Logs go to
 ``RUN/flower-logs/``.
@@ -49,15 +50,18 @@ def write_app(
         '"""Flower App of one metarec federated run (generated)."""\n'
         "from metarec.federated.flower import make_client_app, make_server_app\n\n"
         f"client = make_client_app({config_path!r})\n"
-        f"server = make_server_app({config_path!r}, {str(out)!r}, {n_clients}, resume={resume!r}, stop_after={stop_after!r})\n"
+        f"server = make_server_app({config_path!r}, {str(out)!r}, {n_clients}, "
+        f"resume={resume!r}, stop_after={stop_after!r})\n"
     )
     (folder / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
-        '[project]\nname = "metarec-federated-run"\nversion = "1.0.0"\ndescription = "metarec federated run"\n'
+        '[project]\nname = "metarec-federated-run"\nversion = "1.0.0"\ndescription = "metarec '
+        'federated run"\n'
         'license = "MIT"\ndependencies = []\n\n'
         '[tool.hatch.build.targets.wheel]\npackages = ["."]\n\n'
         '[tool.flwr.app]\npublisher = "metarec"\n\n'
-        f'[tool.flwr.app.components]\nserverapp = "{_APP_MODULE}:server"\nclientapp = "{_APP_MODULE}:client"\n\n'
+        f'[tool.flwr.app.components]\nserverapp = "{_APP_MODULE}:server"\nclientapp = '
+        f'"{_APP_MODULE}:client"\n\n'
         f"[tool.flwr.app.config]\nconfig = {config_path!r}\n"
     )
     return folder
@@ -155,7 +159,8 @@ def run_loopback(
             f"port(s) {busy} on 127.0.0.1 are in use; pass --set federated.port=<free port>"
         )
     (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = "127.0.0.1:{link}"\ninsecure = true\n'
+        '[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\naddress = '
+        f'"127.0.0.1:{link}"\ninsecure = true\n'
     )
     app = write_app(
         out / "flower-app", config_path, out, n_clients, resume=resume, stop_after=stop_after

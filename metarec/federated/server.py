@@ -85,7 +85,8 @@ def aggregate(
     float64, returned in each tensor's dtype)."""
     if not updates or len(updates) != len(weights):
         raise ValueError(
-            f"aggregate: {len(updates)} updates and {len(weights)} weights; pass one weight per update"
+            f"aggregate: {len(updates)} updates and {len(weights)} weights; pass one weight per "
+            "update"
         )
     w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
     if not (w >= 0).all() or float(w.sum()) <= 0:
@@ -183,11 +184,13 @@ def run_server(
         why = "; ".join(
             f"{names.get(r.client, r.client)}: {r.status} {r.error[:200]}" for r in hello
         ) or (
-            f"no reply within startup_timeout + round_timeout = {fed.startup_timeout + fed.round_timeout:g} s"
+            "no reply within startup_timeout + round_timeout = "
+            f"{fed.startup_timeout + fed.round_timeout:g} s"
         )
         raise FederatedRunError(
-            f"no client answered the handshake with initial weights ({why}); fix the clients' data or "
-            "settings, or raise federated.startup_timeout if the clients are slow to load their data"
+            f"no client answered the handshake with initial weights ({why}); fix the clients' data "
+            "or settings, or raise federated.startup_timeout if the clients are slow to load their "
+            "data"
         )
     params = {k: torch.as_tensor(np.asarray(v)) for k, v in init.items()}
     start, history = 0, []
@@ -196,18 +199,22 @@ def run_server(
     if resume:
         if not last.is_file():
             raise CheckpointError(
-                f"--resume: {str(last)!r} not found; run_federated(resume=True) starts such a run from round 0"
+                f"--resume: {str(last)!r} not found; run_federated(resume=True) starts such a run "
+                "from round 0"
             )
         ck = load_tensors(last)
         if ck.get("run_id") != run_id:  # hook (metarec.runs.folder): this run's own checkpoint
             raise CheckpointError(
-                f"--resume: {str(last)!r} belongs to another federated run (run id {str(ck.get('run_id'))[:12]}, not "
-                f"{str(run_id)[:12]} of {str(out / RUN_FILE)!r}); a checkpoint is only loaded into the run that wrote "
-                "it; restore this run's own file (and its .sha256), or start afresh with --overwrite"
+                f"--resume: {str(last)!r} belongs to another federated run (run id "
+                f"{str(ck.get('run_id'))[:12]}, not {str(run_id)[:12]} of "
+                f"{str(out / RUN_FILE)!r}); a checkpoint is only loaded into the run that wrote "
+                "it; restore this run's own file (and its .sha256), or start afresh with "
+                "--overwrite"
             )
         if ck.get("config_key") != config_key:
             raise CheckpointError(
-                f"--resume: {str(last)!r} was written by another configuration ({ck.get('config_key')} vs {config_key}); "
+                f"--resume: {str(last)!r} was written by another configuration "
+                f"({ck.get('config_key')} vs {config_key}); "
                 "resume with the same scenario and --set values"
             )
         params, start = dict(ck["params"]), int(ck["round"])
@@ -253,7 +260,8 @@ def run_server(
                 )
             else:
                 row["skipped"] = (
-                    f"{len(ok)} client(s) answered, fewer than min_clients={fed.min_clients}; the model is kept"
+                    f"{len(ok)} client(s) answered, fewer than min_clients={fed.min_clients}; the "
+                    "model is kept"
                 )
             row["seconds"] = round(time.perf_counter() - tr, 3)
             history.append(row)

@@ -126,14 +126,16 @@ def train_method(
     method = build_method(name, scenario)  # settings are checked here, before any data is read
     if resume:
         raise ConfigError(
-            f"--resume with algorithm.name={name!r}: this method has no resumable outer loop; train it again"
+            f"--resume with algorithm.name={name!r}: this method has no resumable outer loop; "
+            "train it again"
         )
     with run_session(
         out, overwrite=overwrite
     ):  # hook (metarec.train.session): lock, orphan cleanup, overwrite, disk errors
         if (out / "manifest.json").exists():
             raise ConfigError(
-                f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose an empty folder"
+                f"out={str(out)!r}: already holds a run; pass --overwrite to replace it, or choose "
+                "an empty folder"
             )
         return _train_fitted(method, name, scenario, out, table, splits, evaluate_test, loggers)
 
@@ -255,7 +257,8 @@ def save_fitted(
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ConfigError(
-            f"{fitted.name}.state_dict(): entry {bad[0]!r} is not a tensor; a state_dict holds tensors only"
+            f"{fitted.name}.state_dict(): entry {bad[0]!r} is not a tensor; a state_dict holds "
+            "tensors only"
         )
     save_tensors(
         out / "checkpoints" / "best.pt",
@@ -313,8 +316,9 @@ def read_run(
         info = method_info(name)
     except ConfigError:
         raise CheckpointError(
-            f"{str(Path(run_dir) / 'manifest.json')!r}: method {name!r} is not registered; a saved run of it "
-            "cannot be loaded; register it with register_method(name, factory, loader=...) before loading"
+            f"{str(Path(run_dir) / 'manifest.json')!r}: method {name!r} is not registered; a saved "
+            "run of it cannot be loaded; register it with register_method(name, factory, "
+            "loader=...) before loading"
         ) from None
     if info.reader is not None:  # the family's own run format
         return info.reader(opened, which, device)
@@ -323,13 +327,15 @@ def read_run(
         fitted = build_fitted(name, method.get("config") or {}, opened.table)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
-            f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} cannot be rebuilt from its config "
-            f"({type(e).__name__}: {e}); the manifest is damaged or from another metarec version; re-train"
+            f"{str(Path(run_dir) / 'manifest.json')!r}: method {method.get('name')!r} cannot be "
+            f"rebuilt from its config ({type(e).__name__}: {e}); the manifest is damaged or from "
+            "another metarec version; re-train"
         ) from None
     ck = load_best(run_dir, which=which)
     if not isinstance(ck.get("state_dict"), dict):
         raise CheckpointError(
-            f"{str(Path(run_dir) / 'checkpoints' / f'{which}.pt')!r}: holds no 'state_dict'; re-train"
+            f"{str(Path(run_dir) / 'checkpoints' / f'{which}.pt')!r}: holds no 'state_dict'; "
+            "re-train"
         )
     check_finite_weights(
         _tensors(ck["state_dict"]), Path(run_dir) / "checkpoints" / f"{which}.pt"

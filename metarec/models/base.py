@@ -197,7 +197,8 @@ def split_params(
         >>> split_params(nn.Linear(2, 1), ("head.*",))
         Traceback (most recent call last):
         ...
-        metarec._errors.ConfigError: adapt pattern 'head.*' matches no parameter of Linear; parameters are ['weight', 'bias']; ...
+        metarec._errors.ConfigError: adapt pattern 'head.*' matches no parameter of Linear;
+        parameters are ['weight', 'bias']; ...
     """
     pats = check_patterns(model_adapt_patterns(model) if patterns is None else patterns)
     named = dict(model.named_parameters()) if params is None else dict(params)

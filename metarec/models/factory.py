@@ -60,7 +60,8 @@ def build_model(
         >>> build_model("gfm", table)
         Traceback (most recent call last):
         ...
-        metarec._errors.ConfigError: model name='gfm': unknown model; choose one of ['gmf', 'lightgcn', 'melu', 'neumf', 'two_tower'] (did you mean 'gmf'?)
+        metarec._errors.ConfigError: model name='gfm': unknown model; choose one of ['gmf',
+        'lightgcn', 'melu', 'neumf', 'two_tower'] (did you mean 'gmf'?)
     """
     _add_graph_models()
     if name not in MODELS:

@@ -151,7 +151,8 @@ def load_run(
     Example:
         >>> import tempfile, metarec as mr
         >>> sc = mr.load_scenario("tasks/synthetic-cold-start.toml", ["algorithm.name=popularity",
-        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80", "train.progress=false"])
+        ...     "data.synthetic.n_domains=3", "data.synthetic.n_users=60",
+        ...     "data.synthetic.n_items=80", "train.progress=false"])
         >>> out = tempfile.mkdtemp() + "/run"
         >>> _ = mr.train_method(sc, out)
         >>> run = load_run(out)
@@ -198,14 +199,16 @@ def load_adapted(
         >>> load_adapted(out)
         Traceback (most recent call last):
         ...
-        metarec._errors.CheckpointError: '...run': a meta-trained run, not an adapted one (manifest has no 'adapted': true); ...
+        metarec._errors.CheckpointError: '...run': a meta-trained run, not an adapted one
+        (manifest has no 'adapted': true); ...
     """
     path = Path(path)
     manifest = read_manifest(path)
     if not manifest.get("adapted"):
         raise CheckpointError(
-            f"{str(path)!r}: a meta-trained run, not an adapted one (manifest has no 'adapted': true); "
-            "load it with load_run(path) and call .adapt(support), or pass a folder written by 'metarec adapt'"
+            f"{str(path)!r}: a meta-trained run, not an adapted one (manifest has no 'adapted': "
+            "true); load it with load_run(path) and call .adapt(support), or pass a folder written "
+            "by 'metarec adapt'"
         )
     run = load_run(path, device=device)
     where = path / ADAPTED_FILE
@@ -216,7 +219,8 @@ def load_adapted(
         users = IdEncoder.from_json(json.loads((path / USERS_FILE).read_text()))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(
-            f"{str(path / USERS_FILE)!r}: missing or damaged ({e}); re-create it with 'metarec adapt'"
+            f"{str(path / USERS_FILE)!r}: missing or damaged ({e}); re-create it with 'metarec "
+            "adapt'"
         ) from None
     info = manifest.get("adaptation", {})
     per, steps, lr = info.get("per", "user"), info.get("steps"), info.get("lr")
@@ -228,7 +232,8 @@ def load_adapted(
         adapted = run.adapt_tasks(support, steps=steps, lr=lr, chunk_size=4096)
     if adapted is None and support is None:
         raise CheckpointError(
-            f"{str(where)!r}: holds neither adapted weights nor the support they came from; re-run 'metarec adapt'"
+            f"{str(where)!r}: holds neither adapted weights nor the support they came from; re-run "
+            "'metarec adapt'"
         )
     if support is None:  # a 0.1 directory (fast weights only): no support to probe with
         n = 0 if adapted is None else adapted.n_tasks
@@ -269,7 +274,8 @@ def _saved_support(blob: dict[str, Any], where: Path) -> TaskSupport | None:
         )
     except (KeyError, AttributeError, TypeError) as e:
         raise CheckpointError(
-            f"{str(where)!r}: 'support' is damaged ({type(e).__name__}: {e}); re-run 'metarec adapt'"
+            f"{str(where)!r}: 'support' is damaged ({type(e).__name__}: {e}); re-run 'metarec "
+            "adapt'"
         ) from None
 
 

@@ -265,13 +265,14 @@ class Recommender:
         if d == 0:
             known = [str(v) for v in names.values]
             raise ConfigError(
-                f"domain={domain!r}: not a domain of this run; choose one of {known}{suggest(str(domain), known)}"
+                f"domain={domain!r}: not a domain of this run; choose one of "
+                f"{known}{suggest(str(domain), known)}"
             )
         dom = self.meta.item_domains
         if dom is None:
             raise ConfigError(
-                f"domain={domain!r}: this run does not record its items' domains (written before they "
-                "were saved); re-train it, or pass candidates=[...] instead"
+                f"domain={domain!r}: this run does not record its items' domains (written before "
+                "they were saved); re-train it, or pass candidates=[...] instead"
             )
         return np.asarray(dom) == d
 
@@ -392,13 +393,15 @@ class Recommender:
         out = Path(path)
         if (out / "manifest.json").exists() and not overwrite:
             raise ConfigError(
-                f"path={str(out)!r}: already holds a run directory; choose an empty folder or pass overwrite=True (--overwrite)"
+                f"path={str(out)!r}: already holds a run directory; "
+                "choose an empty folder or pass overwrite=True (--overwrite)"
             )
         meta = self.meta
         if meta.run_dir is None:
             raise ConfigError(
-                f"save: the run of method {meta.name!r} was built in memory, not loaded from a run directory; "
-                "write it with metarec.save_fitted(fitted, RUN) and adapt load_run(RUN) instead"
+                f"save: the run of method {meta.name!r} was built in memory, not loaded from a run "
+                "directory; write it with metarec.save_fitted(fitted, RUN) and adapt load_run(RUN) "
+                "instead"
             )
         # hook (metarec.runs.folder): no write through a link; --overwrite replaces only an adapted directory
         claim = claim_folder(out, "adapted", replace=overwrite, option="--out")

@@ -123,9 +123,10 @@ def load_tensors(path: str | os.PathLike[str], map_location: str | torch.device 
     except Exception as e:  # noqa: BLE001 - any parser failure is a refusal (KeyError, IndexError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: refused to load: it is not a plain tensor file ({type(e).__name__}: "
-            f"{first[:200]}); metarec only loads weights with weights_only=True and never runs code from a file; "
-            "restore the file from a copy, or re-create the run with 'metarec train'"
+            f"checkpoint {str(path)!r}: refused to load: it is not a plain tensor file "
+            f"({type(e).__name__}: {first[:200]}); metarec only loads weights with "
+            "weights_only=True and never runs code from a file; restore the file from a copy, or "
+            "re-create the run with 'metarec train'"
         ) from None
     return obj
 
@@ -155,7 +156,8 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(run_dir) / "manifest.json"
     if not p.is_file():
         raise CheckpointError(
-            f"run directory {str(run_dir)!r}: no manifest.json; pass a folder written by 'metarec train' or 'metarec adapt'"
+            f"run directory {str(run_dir)!r}: no manifest.json; "
+            "pass a folder written by 'metarec train' or 'metarec adapt'"
         )
     m = read_json_object(p, "manifest", error=CheckpointError, fix=_DAMAGED)
     if m.get("format") != FORMAT:
@@ -165,8 +167,8 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     v = m.get("format_version")
     if v != FORMAT_VERSION:
         raise CheckpointError(
-            f"{str(p)!r}: format_version={v!r} is not supported (this metarec reads version {FORMAT_VERSION}); "
-            "use the metarec version that wrote it, or re-train"
+            f"{str(p)!r}: format_version={v!r} is not supported (this metarec reads version "
+            f"{FORMAT_VERSION}); use the metarec version that wrote it, or re-train"
         )
     return m
 
@@ -231,7 +233,8 @@ def load_table_meta(run_dir: str | os.PathLike[str]) -> InteractionTable:
     p = run_dir / "encoders.json"
     if not p.is_file():
         raise CheckpointError(
-            f"run directory {str(run_dir)!r}: encoders.json is missing; the run directory is incomplete"
+            f"run directory {str(run_dir)!r}: encoders.json is missing; the run directory is "
+            "incomplete"
         )
     enc = read_json_object(p, "encoders", error=CheckpointError, fix=_DAMAGED)
     arrays = load_tensors(run_dir / "features.pt")
@@ -286,16 +289,17 @@ def _load_text(
     sources = meta.get("text_sources") or {}
     if not sources and meta.get("text_dims"):
         raise CheckpointError(
-            f"{str(run_dir / 'encoders.json')!r}: {side} text features {sorted(meta['text_dims'])} were not saved "
-            f"with the run (written by a metarec that did not save {TEXT_FILE}); re-train the run"
+            f"{str(run_dir / 'encoders.json')!r}: {side} text features {sorted(meta['text_dims'])} "
+            f"were not saved with the run (written by a metarec that did not save {TEXT_FILE}); "
+            "re-train the run"
         )
     if not sources:
         return {}, {}
     path = run_dir / TEXT_FILE
     if not path.is_file():
         raise CheckpointError(
-            f"{str(path)!r}: missing; the run has {side} text features {sorted(sources)} whose embeddings this "
-            f"file holds; {_DAMAGED}"
+            f"{str(path)!r}: missing; the run has {side} text features {sorted(sources)} whose "
+            f"embeddings this file holds; {_DAMAGED}"
         )
     blob = load_tensors(path)
     prefix = f"{side}/"

@@ -21,8 +21,8 @@ It then scores the whole catalogue for all B users in a few batched matrix produ
   are computed once and a user's scores are one product with its adapted user vector.
 
 :func:`kernel_for` picks the kernel a run's model declares (``serving_kernel``), or ``None``
-when none applies (other models, learned per-parameter rates, another inner-loop pattern): the engine then uses the library's
-``adapt_many`` and ``recommend`` (correct for every run, slower).
+when none applies (other models, learned per-parameter rates, another inner-loop pattern): the
+engine then uses the library's ``adapt_many`` and ``recommend`` (correct for every run, slower).
 """
 
 from __future__ import annotations
@@ -185,8 +185,9 @@ class MeLUKernel(Kernel):
         m: MeLU = self.model
         if m.item_features is None:
             raise ConfigError(
-                "MeLUKernel: the MeLU model has no item features, which this kernel precomputes for the "
-                "catalogue; use kernel_for(meta), which returns None for such a model (the unbatched path)"
+                "MeLUKernel: the MeLU model has no item features, which this kernel precomputes "
+                "for the catalogue; use kernel_for(meta), which returns None for such a model (the "
+                "unbatched path)"
             )
         self.n_layers = len(m.decision)
         self.fu = m.user_features.out_dim if m.user_features is not None else 0

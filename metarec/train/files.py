@@ -161,6 +161,7 @@ def _resume_key(sc: Scenario) -> Scenario:
 def _check_same_config(ck: dict, sc: Scenario) -> None:
     if ck.get("config_hash") != config_hash(_resume_key(sc)):
         raise CheckpointError(
-            "--resume: the scenario differs from the one the checkpoint was trained with (config hash "
-            f"{ck.get('config_hash')} vs {config_hash(_resume_key(sc))}); resume with the same scenario and --set values"
+            "--resume: the scenario differs from the one the checkpoint was trained with (config "
+            f"hash {ck.get('config_hash')} vs {config_hash(_resume_key(sc))}); resume with the "
+            "same scenario and --set values"
         )

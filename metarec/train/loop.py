@@ -178,7 +178,8 @@ def prepare(
     metric_selection(scenario.metrics.names, table.feedback, scenario.metrics.k)  # checked up front
     if not resume and (out / "manifest.json").exists():
         raise ConfigError(
-            f"out={str(out)!r}: already holds a run; pass --resume to continue it, --overwrite to replace it, or choose an empty folder"
+            f"out={str(out)!r}: already holds a run; pass --resume to continue it, "
+            "--overwrite to replace it, or choose an empty folder"
         )
     model = build_training_model(scenario, table, splits).to(device)  # seeded by train.seed
     params: dict[str, torch.Tensor] = dict(model.named_parameters())
@@ -278,7 +279,8 @@ def train(
         >>> from metarec.config import load_scenario
         >>> sc = load_scenario("tasks/synthetic-cold-start.toml", ["train.steps=2",
         ...     "train.val_every=2", "train.val_tasks=8", "train.progress=false",
-        ...     "algorithm.meta_batch=4", "data.synthetic.n_domains=3", "data.synthetic.n_users=60", "data.synthetic.n_items=80"])
+        ...     "algorithm.meta_batch=4", "data.synthetic.n_domains=3", "data.synthetic.n_users=60",
+        ...     "data.synthetic.n_items=80"])
         >>> res = train(sc, tempfile.mkdtemp() + "/run", evaluate_test=False)
         >>> res.steps, res.training_log.steps
         (2, 2)

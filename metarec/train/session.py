@@ -140,7 +140,8 @@ def run_session(
             if restart:
                 s.resume, s.restarted = False, True
                 print(
-                    f"metarec: --resume: {str(out)!r} holds no checkpoint yet; training starts from step 0",
+                    f"metarec: --resume: {str(out)!r} holds no checkpoint yet; training starts "
+                    "from step 0",
                     file=sys.stderr,
                 )
             elif resume:
@@ -177,8 +178,8 @@ def training_session(fn: F) -> F:
             # only read it (into a scratch folder), resuming exactly when rank 0 does
             if a.get("resume") and a.get("overwrite"):
                 raise ConfigError(
-                    "--resume and --overwrite: choose one: --resume continues the run in the folder, "
-                    "--overwrite deletes it and trains afresh"
+                    "--resume and --overwrite: choose one: --resume continues the run in the "
+                    "folder, --overwrite deletes it and trains afresh"
                 )
             a["resume"] = bool(a.get("resume")) and (Path(a["out"]) / _LAST).is_file()
             return fn(*bound.args, **bound.kwargs)
@@ -231,8 +232,8 @@ def repair_log(path: str | os.PathLike[str]) -> bool:
     last = len(body) - 1
     if bad and bad != [last]:
         raise CheckpointError(
-            f"{str(p)!r}: line {bad[0] + 1} is not a JSON object with a 'step' (the log is damaged); delete that "
-            "line, or delete the file to resume without the earlier log rows"
+            f"{str(p)!r}: line {bad[0] + 1} is not a JSON object with a 'step' (the log is "
+            "damaged); delete that line, or delete the file to resume without the earlier log rows"
         )
     if not bad and complete:
         return False
@@ -252,16 +253,18 @@ def disk_error_message(e: OSError, out: Path, option: str = "--out") -> str:
             step = load_tensors(last).get("step")
         except (MetarecError, OSError, AttributeError):
             return (
-                f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} could not be "
+                f"{option} {str(out)!r}: training stopped: {why}{where}; "
+                f"the last checkpoint {str(last)!r} could not be "
                 f"read back either; {fix}, then retrain with --overwrite"
             )
         return (
-            f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint {str(last)!r} (step {step}) "
-            f"is intact, nothing up to it is lost; {fix}, then rerun the same command with --resume"
+            f"{option} {str(out)!r}: training stopped: {why}{where}; the last checkpoint "
+            f"{str(last)!r} (step {step}) is intact, nothing up to it is lost; {fix}, then rerun "
+            "the same command with --resume"
         )
     return (
-        f"{option} {str(out)!r}: training stopped: {why}{where}; no checkpoint had been written yet; {fix}, then "
-        "rerun the same command with --resume (it starts from step 0)"
+        f"{option} {str(out)!r}: training stopped: {why}{where}; no checkpoint had been written "
+        f"yet; {fix}, then rerun the same command with --resume (it starts from step 0)"
     )
 
 

@@ -100,8 +100,9 @@ def read_engine_parts(
         model = build_model(str(name), table, adapt=tuple(patterns) if patterns else None, **kwargs)
     except (ConfigError, TypeError) as e:
         raise CheckpointError(
-            f"{str(run / 'manifest.json')!r}: model {name!r} with kwargs {kwargs} cannot be built ({e}); "
-            "the manifest is damaged or from another metarec version; restore it or re-train"
+            f"{str(run / 'manifest.json')!r}: model {name!r} with kwargs {kwargs} cannot be built "
+            f"({e}); the manifest is damaged or from another metarec version; restore it or "
+            "re-train"
         ) from None
     algo = _algorithm(manifest, run)
     ck = load_best(run, which=which)
@@ -187,7 +188,8 @@ def convert_run(
         >>> mr.load_run(run)
         Traceback (most recent call last):
         ...
-        metarec._errors.CheckpointError: '...manifest.json': format_version=1 (parameters only, no buffers) is no longer read; ...
+        metarec._errors.CheckpointError: '...manifest.json': format_version=1 (parameters only,
+        no buffers) is no longer read; ...
         >>> convert_run(run) == run, mr.load_run(run).name
         (True, 'maml')
     """
@@ -201,7 +203,8 @@ def convert_run(
     )
     if manifest.get("format_version") != 1:
         raise CheckpointError(
-            f"{str(p)!r}: format_version={manifest.get('format_version')!r}; only version 1 runs need converting"
+            f"{str(p)!r}: format_version={manifest.get('format_version')!r}; only version 1 runs "
+            "need converting"
         )
     sc = load_scenario(run / "config.json", data_root=data_root)
     table = load_table(sc.data)
@@ -223,7 +226,8 @@ def _section(manifest: dict[str, Any], key: str, run: Path) -> dict[str, Any]:
     sec = manifest.get(key)
     if not isinstance(sec, dict):
         raise CheckpointError(
-            f"{str(run / 'manifest.json')!r}: no {key!r} section; the run directory is damaged; re-train"
+            f"{str(run / 'manifest.json')!r}: no {key!r} section; the run directory is damaged; "
+            "re-train"
         )
     return sec
 
@@ -238,7 +242,8 @@ def _algorithm(manifest: dict[str, Any], run: Path) -> AlgorithmConfig:
         return AlgorithmConfig(**kw)
     except (ConfigError, TypeError) as e:
         raise CheckpointError(
-            f"{str(run / 'manifest.json')!r}: algorithm {raw!r} is invalid ({e}); restore it or re-train"
+            f"{str(run / 'manifest.json')!r}: algorithm {raw!r} is invalid ({e}); restore it or "
+            "re-train"
         ) from None
 
 
@@ -255,21 +260,22 @@ def _match(
         v = saved.get(k)
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(
-                f"{str(where)!r}: model {name!r} with kwargs {kwargs} has {what} {k!r} of shape {tuple(p.shape)}, "
-                "which the checkpoint lacks; the manifest's model config does not match the weights; restore "
-                "manifest.json or re-train"
+                f"{str(where)!r}: model {name!r} with kwargs {kwargs} has {what} {k!r} of shape "
+                f"{tuple(p.shape)}, which the checkpoint lacks; the manifest's model config does "
+                "not match the weights; restore manifest.json or re-train"
             )
         if tuple(v.shape) != tuple(p.shape):
             raise CheckpointError(
-                f"{str(where)!r}: {what} {k!r}: the checkpoint holds shape {tuple(v.shape)} but model {name!r} with "
-                f"kwargs {kwargs} builds {tuple(p.shape)}; the manifest's model config does not match the weights; "
-                "restore manifest.json or re-train"
+                f"{str(where)!r}: {what} {k!r}: the checkpoint holds shape {tuple(v.shape)} but "
+                f"model {name!r} with kwargs {kwargs} builds {tuple(p.shape)}; the manifest's "
+                "model config does not match the weights; restore manifest.json or re-train"
             )
     extra = [k for k in saved if k not in built]
     if extra:
         raise CheckpointError(
-            f"{str(where)!r}: the checkpoint has {what} {extra[0]!r} (and {len(extra) - 1} more) that model {name!r} "
-            f"with kwargs {kwargs} does not; the manifest's model config does not match the weights; restore it or re-train"
+            f"{str(where)!r}: the checkpoint has {what} {extra[0]!r} (and {len(extra) - 1} more) "
+            f"that model {name!r} with kwargs {kwargs} does not; the manifest's model config does "
+            "not match the weights; restore it or re-train"
         )
     return {k: saved[k].detach().to(built[k].dtype) for k in built}
 
@@ -282,8 +288,9 @@ def _match_state(
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape):
             shape = tuple(got.shape) if isinstance(got, torch.Tensor) else None
             raise CheckpointError(
-                f"{str(run)!r}: algorithm state {k!r} has shape {shape} in the checkpoint, the algorithm needs "
-                f"{tuple(v.shape)}; the manifest's algorithm does not match the weights; restore it or re-train"
+                f"{str(run)!r}: algorithm state {k!r} has shape {shape} in the checkpoint, the "
+                f"algorithm needs {tuple(v.shape)}; the manifest's algorithm does not match the "
+                "weights; restore it or re-train"
             )
     return {k: saved[k].detach() for k in ref}
 

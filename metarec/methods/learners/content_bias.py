@@ -77,8 +77,9 @@ def content_matrix(
     table: InteractionTable, max_vocab: int = MAX_VOCAB, *, text_weight: float = 1.0
 ) -> np.ndarray:
     """The items' content ``float64 (n_items, F)``: each text feature's embeddings L2-normalised
-    (times ``text_weight``), 0/1 indicators of the values of every categorical feature with at most ``max_vocab`` values,
-    the numeric features and a constant 1. An item without features has only the constant."""
+    (times ``text_weight``), 0/1 indicators of the values of every categorical feature with at
+    most ``max_vocab`` values, the numeric features and a constant 1. An item without features has
+    only the constant."""
     f = table.item_features
     blocks = [np.ones((table.n_items, 1))]
     if f is None:
@@ -130,7 +131,8 @@ class ContentBiasAdapted:
         """``(T, N)`` item indices -> ``(T, N)`` predicted ratings (``users`` unused)."""
         if items.dim() != 2 or items.shape[0] != self.n_tasks:
             raise ConfigError(
-                f"score(items {tuple(items.shape)}): expected (T, N) with T={self.n_tasks} (one row per adapted task)"
+                f"score(items {tuple(items.shape)}): expected (T, N) with T={self.n_tasks} (one "
+                "row per adapted task)"
             )
         b = self.bias.to(items.device)
         return self.mu + b[items] + self.offsets.to(items.device, b.dtype).unsqueeze(1)
@@ -192,9 +194,9 @@ class ContentBiasFitted:
         got, mu = state.get("bias"), state.get("mu")
         if got is None or mu is None or tuple(got.shape) != tuple(self.bias.shape):
             raise CheckpointError(
-                f"state_dict: 'bias' has shape {None if got is None else tuple(got.shape)} (and 'mu' "
-                f"{'missing' if mu is None else 'present'}), the catalogue needs {tuple(self.bias.shape)}; "
-                "the weights belong to another run; re-train"
+                f"state_dict: 'bias' has shape {None if got is None else tuple(got.shape)} (and "
+                f"'mu' {'missing' if mu is None else 'present'}), the catalogue needs "
+                f"{tuple(self.bias.shape)}; the weights belong to another run; re-train"
             )
         self.bias, self.mu = got.to(torch.float64), float(mu)
 
@@ -237,7 +239,8 @@ class ContentBiasMethod:
         for arg, vals in (("alphas", alphas), ("shrinks", shrinks), ("text_weights", text_weights)):
             if not len(vals) or any(not np.isfinite(v) or v < 0 for v in vals):
                 raise ConfigError(
-                    f"content-bias: {arg}={list(vals)}: need a non-empty list of finite values >= 0; e.g. {arg}=[1, 10]"
+                    f"content-bias: {arg}={list(vals)}: need a non-empty list of finite values >= "
+                    f"0; e.g. {arg}=[1, 10]"
                 )
         if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
             raise ConfigError(f"content-bias: folds={folds!r}: need an int >= 2; e.g. folds=5")
@@ -249,7 +252,8 @@ class ContentBiasMethod:
         table, splits = data.table, data.splits
         if table.feedback != "explicit":
             raise ConfigError(
-                "content-bias: predicts ratings (explicit feedback); this table is implicit; use popularity"
+                "content-bias: predicts ratings (explicit feedback); this table is implicit; use "
+                "popularity"
             )
         rows = splits.pools[splits.train].rows
         it, r = table.items[rows], table.ratings[rows].astype(np.float64)
@@ -349,7 +353,8 @@ def make_content_bias(scenario: Any = None, **settings: Any) -> ContentBiasMetho
     unknown = sorted(set(settings) - {"alphas", "shrinks", "text_weights", "folds"})
     if unknown:
         raise ConfigError(
-            f"content-bias: unknown setting {unknown[0]!r}; the settings are alphas, shrinks, text_weights and folds"
+            f"content-bias: unknown setting {unknown[0]!r}; the settings are alphas, shrinks, "
+            "text_weights and folds"
         )
     sampler = None
     if scenario is not None:

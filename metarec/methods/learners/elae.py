@@ -31,9 +31,10 @@ One ``B_k`` is solved per support size of ``settings.shots``; ``lambda`` is chos
 on the protocol's own meta-val tasks at ``k`` shots (their support pools, queries and state
 catalogue, :func:`metarec.methods.catalogue.evaluate_ranking`), as the baselines are tuned;
 otherwise on seeded random ``k``-item supports of meta-val users, the rest of their relevant
-items held out, against every modelled item outside the support. ``adapt`` picks, per task, the ``B_k`` of the nearest support
-size (in log scale) and scores the catalogue with one sparse-by-dense product; there is no
-gradient step at adaptation, so it takes microseconds per user.
+items held out, against every modelled item outside the support. ``adapt`` picks, per task, the
+``B_k`` of the nearest support size (in log scale) and scores the catalogue with one
+sparse-by-dense product; there is no gradient step at adaptation, so it takes microseconds per
+user.
 
 Scope: users cold on items seen in meta-train (the warm and user-cold states, a new domain's
 users when its items are known). Items with no meta-train interaction (cold items) are outside
@@ -123,7 +124,8 @@ class ElaeSettings:
     def __post_init__(self) -> None:
         if any(int(k) < 1 for k in self.shots):
             raise ConfigError(
-                f"shots={list(self.shots)}: each support size must be >= 1; e.g. shots = [1, 3, 5, 10, 20]"
+                f"shots={list(self.shots)}: each support size must be >= 1; e.g. shots = [1, 3, 5, "
+                "10, 20]"
             )
         if not self.lambdas or any(not (float(x) > 0 and math.isfinite(x)) for x in self.lambdas):
             raise ConfigError(
@@ -435,8 +437,8 @@ class ElaeFitted:
         top = max([int(x.max()) for x in (state["items"], state["source_items"]) if len(x)] or [0])
         if top >= self.table.n_items or len(state["hist_ptr"]) != self.table.n_users + 1:
             raise CheckpointError(
-                f"state_dict: its items (up to {top}) or users ({len(state['hist_ptr']) - 1}) do not "
-                f"fit this table ({self.table.n_items} items, {self.table.n_users} users); the "
+                f"state_dict: its items (up to {top}) or users ({len(state['hist_ptr']) - 1}) do "
+                f"not fit this table ({self.table.n_items} items, {self.table.n_users} users); the "
                 "weights belong to another run; re-train"
             )
         self.items = state["items"].long()
@@ -579,8 +581,8 @@ class ElaeMethod:
         items = _top_items(table, trows, st.max_items)
         if len(items) < 2:
             raise ConfigError(
-                f"elae: meta-train holds {len(items)} target item(s) with interactions; it needs at "
-                "least 2 to rank; check the split (protocol.split) and the data"
+                f"elae: meta-train holds {len(items)} target item(s) with interactions; it needs "
+                "at least 2 to rank; check the split (protocol.split) and the data"
             )
         src = _top_items(table, srows, st.max_items) if len(srows) else np.zeros(0, np.int64)
         col, scol = _columns(items, table.n_items), _columns(src, table.n_items)
@@ -673,8 +675,9 @@ class ElaeMethod:
             )
             if "i" not in kept:
                 raise ConfigError(
-                    f"elae: no ridge strength of lambdas={list(st.lambdas)} gives a solvable system "
-                    f"for k={k}; add larger values (--set learners.elae.lambdas=[1.0, 10.0, 100.0])"
+                    f"elae: no ridge strength of lambdas={list(st.lambdas)} gives a solvable "
+                    f"system for k={k}; add larger values (--set learners.elae.lambdas=[1.0, 10.0, "
+                    "100.0])"
                 )
             for row in state.rows:
                 log_rows.append(

@@ -8,8 +8,9 @@ zero diagonal). A task with support ``S`` scores item ``i`` as ``score(i) = sum_
 the support, read as one row of ``X``, times ``B`` — no gradient step.
 
 **Memory.** ``B`` is dense: ``n^2`` numbers, and the fit holds about ``32 n^2`` bytes (the Gram
-matrix, the Cholesky factor and the inverse in float64, the best and the current ``B``). The kept items are the ``max_items`` (default :data:`MAX_ITEMS`) ranked items with the
-most meta-train interactions (at least one; ties: lower index). MovieLens catalogues (under 4,000
+matrix, the Cholesky factor and the inverse in float64, the best and the current ``B``). The
+kept items are the ``max_items`` (default :data:`MAX_ITEMS`) ranked items with the most
+meta-train interactions (at least one; ties: lower index). MovieLens catalogues (under 4,000
 items) are kept whole; on the Amazon pairs (30,000 to 50,000 items per domain) the long tail of
 items with one or two meta-train interactions is left out: such items are ranked after every
 kept item (their score is the task's lowest kept score minus 1), which costs little, since
@@ -88,10 +89,11 @@ class EASESettings:
         if need > self.memory_mb:
             fit = int((self.memory_mb * 2**20 / 32) ** 0.5)
             raise ConfigError(
-                f"learners.ease.max_items={self.max_items}: the dense EASE solve needs about {need:,.0f} MiB "
-                f"(32 bytes x {self.max_items}^2), over learners.ease.memory_mb={self.memory_mb:g}; set "
-                f"max_items <= {fit} (the most-interacted items), or rank the whole catalogue with itemknn "
-                "(sparse neighbourhoods)"
+                f"learners.ease.max_items={self.max_items}: the dense EASE solve needs about "
+                f"{need:,.0f} MiB (32 bytes x {self.max_items}^2), over "
+                f"learners.ease.memory_mb={self.memory_mb:g}; set max_items <= {fit} (the "
+                "most-interacted items), or rank the whole catalogue with itemknn (sparse "
+                "neighbourhoods)"
             )
 
 
@@ -263,8 +265,9 @@ class EASEMethod:
         if self.history:  # the source domains' items share the budget of max_items
             if np.unique(table.domains).size < 2:
                 raise ConfigError(
-                    "ease-source: the table has one domain, so a user has no source-domain history; "
-                    "use ease, or a two-domain scenario (e.g. tasks/ml1m-cross-genre-ranking.toml)"
+                    "ease-source: the table has one domain, so a user has no source-domain "
+                    "history; use ease, or a two-domain scenario (e.g. "
+                    "tasks/ml1m-cross-genre-ranking.toml)"
                 )
             src = np.setdiff1d(np.flatnonzero(all_counts > 0), ranked)
             src = src[np.lexsort((src, -all_counts[src]))][
