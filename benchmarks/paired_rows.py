@@ -47,13 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.a} - {args.b}, {args.metric}: state, shots, mean diff over tasks, n tasks, p tasks, p seeds"
     )
-    for state, shots, _ in sorted(k for k in per if k[2] == args.a):
-        da, db = per[(state, shots, args.a)], per.get((state, shots, args.b), {})
-        both = [k for k in da if k in db and da[k] == da[k] and db[k] == db[k]]
-        t = paired_t_test([da[k] for k in both], [db[k] for k in both])
+    if not per:  # the bench keeps per-task values of its primary metric only
+        print(f"(no per-task values of {args.metric} in per_task.jsonl.gz: the test over seeds only)")
+    for state, shots, _ in sorted(k for k in (per or seeds) if k[2] == args.a):
         sa, sb = seeds[(state, shots, args.a)], seeds.get((state, shots, args.b), {})
         common = sorted(set(sa) & set(sb))
         s = paired_t_test([sa[k] for k in common], [sb[k] for k in common])
+        if not per:
+            print(f"{state}\t{shots}\t{s['mean_diff']:+.4f} (seeds)\t{s['n']}\t-\t{s['p']:.3g}")
+            continue
+        da, db = per[(state, shots, args.a)], per.get((state, shots, args.b), {})
+        both = [k for k in da if k in db and da[k] == da[k] and db[k] == db[k]]
+        t = paired_t_test([da[k] for k in both], [db[k] for k in both])
         print(f"{state}\t{shots}\t{t['mean_diff']:+.4f}\t{t['n']}\t{t['p']:.3g}\t{s['p']:.3g}")
     return 0
 
