@@ -21,6 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from metarec.bench.stats import paired_t_test  # noqa: E402
 
 
+def _real(v: float | None) -> bool:
+    """A per-task value that was scored (``None``/NaN: a task without a relevant item)."""
+    return v is not None and v == v
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{state}\t{shots}\t{s['mean_diff']:+.4f} (seeds)\t{s['n']}\t-\t{s['p']:.3g}")
             continue
         da, db = per[(state, shots, args.a)], per.get((state, shots, args.b), {})
-        both = [k for k in da if k in db and da[k] == da[k] and db[k] == db[k]]
+        both = [k for k in da if k in db and _real(da[k]) and _real(db[k])]
         t = paired_t_test([da[k] for k in both], [db[k] for k in both])
         print(f"{state}\t{shots}\t{t['mean_diff']:+.4f}\t{t['n']}\t{t['p']:.3g}\t{s['p']:.3g}")
     return 0
