@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from metarec._errors import ConfigError
 from metarec.bench.results import cell_values, summarize, task_paired_test
 from metarec.bench.stats import lower_is_better, paired_t_test
 from metarec.bench.variants import BASELINES, REFERENCES, VARIANTS
-from metarec.methods.learners import LEARNER_METHODS
+from metarec.methods import method_info
 
 __all__ = ["ALPHA", "PUBLISHED"]
 
@@ -23,9 +24,17 @@ PUBLISHED: dict[str, dict[str, Any]] = {
 }
 """Published reference points per scenario name (shown beside our numbers, never compared as equals:
 the split is regenerated and the published evaluation script and seeds were not released)."""
-_OWN = tuple(a for a in VARIANTS if a not in BASELINES and a not in REFERENCES) + tuple(
-    a for a in LEARNER_METHODS if a not in BASELINES
-)  # metarec's meta-learners: the engine variants and the cold-start learners
+
+
+def _own(name: str) -> bool:
+    """Whether ``name`` is one of metarec's meta-learners (the engine family and the cold-start
+    learners, from their registration tags), not a baseline or a reference implementation."""
+    if name in BASELINES or name in REFERENCES:
+        return False
+    try:
+        return method_info(name).tags.family in ("engine", "learner")
+    except ConfigError:  # a name the registry does not hold
+        return name in VARIANTS
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -58,7 +67,7 @@ def _summary(rows, meta, algos, states, primary) -> list[str]:
     best of metarec's meta-learners vs the reference re-implementation, and published points."""
     pub = PUBLISHED.get(meta["scenario"], {})
     pub_vals = pub.get(primary, {}) if isinstance(pub.get(primary), dict) else {}
-    own = [a for a in algos if a in _OWN]
+    own = [a for a in algos if _own(a)]
     refs = [a for a in algos if a in REFERENCES]
     bases = [a for a in algos if a in BASELINES]
     head = ["state", "best (all)", "best baseline", "best meta-learner"] + [f"{r}" for r in refs]
@@ -211,7 +220,7 @@ def _significance(rows, meta, state, algos, shots_all, primary, n) -> list[str]:
 
 def _reference(rows, meta, state, algos, shots_all, primary) -> list[str]:
     refs = [a for a in algos if a in REFERENCES]
-    own = [a for a in algos if a in _OWN]
+    own = [a for a in algos if _own(a)]
     if not refs or not own:
         return []
     L = [

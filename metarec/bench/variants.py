@@ -98,6 +98,9 @@ BASELINES = (
     "ease",
     "mf-foldin",
     "content-knn",
+    "ease-source",
+    "lightgcn",
+    "bitgcf",
 )
 """Non-meta-learning baselines: the significance test compares the best row against the best of these."""
 REFERENCES = ("melu-ref", "emcdr", "ptupcdr")

@@ -35,7 +35,7 @@ import functools
 import inspect
 import json
 import os
-import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,10 +139,9 @@ def run_session(
             s.removed += remove_orphan_tmp(out, ("", "checkpoints")) + claim.removed
             if restart:
                 s.resume, s.restarted = False, True
-                print(
-                    f"metarec: --resume: {str(out)!r} holds no checkpoint yet; training starts "
-                    "from step 0",
-                    file=sys.stderr,
+                warnings.warn(
+                    f"--resume: {str(out)!r} holds no checkpoint yet; training starts from step 0",
+                    stacklevel=3,
                 )
             elif resume:
                 repair_log(out / "metrics.jsonl")
