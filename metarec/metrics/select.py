@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["SELECT_METRIC", "PRIMARY_METRIC"]
+__all__ = ["SELECT_METRIC", "PRIMARY_METRIC", "RANK_SELECT_METRIC"]
 
 SELECT_METRIC: dict[str, tuple[str, float]] = {
     "explicit": ("mae", -1.0),
@@ -21,3 +21,7 @@ SELECT_METRIC: dict[str, tuple[str, float]] = {
 
 PRIMARY_METRIC: dict[str, str] = {fb: m for fb, (m, _) in SELECT_METRIC.items()}
 """Feedback kind -> the metric model selection uses (always computed and reported)."""
+
+RANK_SELECT_METRIC: tuple[str, float] = ("ndcg@10_all", 1.0)
+"""(metric, sign) of a method selected in a ranking scenario (``protocol.ranking``): nDCG@10 over
+each meta-val task's catalogue, whatever the feedback kind."""

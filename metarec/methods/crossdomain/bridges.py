@@ -240,7 +240,7 @@ class PTUPCDR(nn.Module):
         def run_epoch(_: int) -> float:
             total, k = 0.0, 0
             for u, i, y, _d in batches.epoch():
-                loss = point_loss(self.score(self.user_vectors(u), i), y, t.feedback)
+                loss = point_loss(self.score(self.user_vectors(u), i), y, view.train_feedback)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -9,7 +9,10 @@ and target-domain rows (warm users only). Cold users' target rows are never in t
 :class:`RowBatches` turns a set of rows into shuffled ``(users, items, targets, domains)``
 minibatches; with implicit feedback each positive gets ``negatives`` items of its own domain
 that the user never interacted with in training (label 0), drawn from the items of that domain's
-training rows. (Evaluation draws its candidates from the whole catalogue; drawing training negatives
+training rows. A view trained to rank ratings (``relevance`` set: a ranking scenario on explicit
+data) trains like implicit feedback: each row's target is its relevance label (``rating >=
+relevance``) and each row gets ``negatives`` sampled items the same way.
+(Evaluation draws its candidates from the whole catalogue; drawing training negatives
 from it too would make every item that only held-out rows contain a training negative that is never
 a positive, and teach the models to rank all such items last.)
 :func:`user_histories` gives each user a padded list of their source items (PTUPCDR's input).
@@ -52,6 +55,9 @@ class CrossDomainView:
         known_items: ``bool (n_items,)``: items with at least one training row (others are
             scored through the unknown slot 0).
         eval_pools: names of the pools whose units are cold (validation and test).
+        relevance: explicit ratings trained to rank: a rating at least this is relevant (label
+            1, else 0), and the methods train on those labels and sampled negatives with the
+            implicit-feedback loss; ``None``: the table's own targets.
     """
 
     table: InteractionTable
@@ -62,6 +68,13 @@ class CrossDomainView:
     cold_users: np.ndarray
     known_items: np.ndarray
     eval_pools: tuple[str, ...]
+    relevance: float | None = None
+
+    @property
+    def train_feedback(self) -> str:
+        """The feedback the methods train on: ``"implicit"`` (clicks, or relevance labels of
+        ratings trained to rank) or ``"explicit"`` (ratings)."""
+        return "implicit" if self.relevance is not None else self.table.feedback
 
     @property
     def train_rows(self) -> np.ndarray:
@@ -82,8 +95,12 @@ class CrossDomainView:
         return torch.from_numpy(np.where(self.known_items, idx, 0))
 
 
-def cross_domain_view(table: InteractionTable, splits: MetaSplits) -> CrossDomainView:
-    """The training view of ``splits`` (a cold-domain-users split of ``table``).
+def cross_domain_view(
+    table: InteractionTable, splits: MetaSplits, *, relevance: float | None = None
+) -> CrossDomainView:
+    """The training view of ``splits`` (a cold-domain-users split of ``table``); with
+    ``relevance`` (explicit ratings only), the ratings train as relevance labels
+    (:attr:`CrossDomainView.relevance`).
 
     Raises:
         ConfigError: the splits are not cross-domain (units are not (user, domain) pairs, or
@@ -107,6 +124,11 @@ def cross_domain_view(table: InteractionTable, splits: MetaSplits) -> CrossDomai
         raise ConfigError(
             f"splits: the evaluation pools {list(pools)} hold rows of {doms.shape[0]} domains; the cross-domain "
             "methods need one target domain (cold_domain_users_split)"
+        )
+    if relevance is not None and table.feedback != "explicit":
+        raise ConfigError(
+            f"relevance={relevance}: {table.feedback} feedback has no ratings to turn into relevance "
+            "labels; pass relevance=None"
         )
     target = int(doms[0])
     warm = [name for name, units in getattr(splits, "warm_units", {}).items() if len(units)]
@@ -140,6 +162,7 @@ def cross_domain_view(table: InteractionTable, splits: MetaSplits) -> CrossDomai
         cold,
         known,
         pools,
+        None if relevance is None else float(relevance),
     )
 
 
@@ -151,10 +174,13 @@ class RowBatches:
         rows: table row indices to iterate.
         batch_size: positives per batch (each batch holds ``batch_size * (1 + negatives)``
             examples with implicit feedback).
-        negatives: sampled negatives per positive (implicit feedback; ignored for explicit).
+        negatives: sampled negatives per row (implicit feedback, or ratings trained to rank:
+            ``view.relevance``; ignored for ratings trained as ratings).
         seed: seeds the shuffling and the negatives.
 
-    Each batch is ``(users, items, targets, domains)``, ``int64/int64/float/int64 (B,)``.
+    Each batch is ``(users, items, targets, domains)``, ``int64/int64/float/int64 (B,)``; the
+    targets are the ratings, clicks, or (``view.relevance``) relevance labels ``rating >=
+    relevance`` as 1.0 / 0.0; sampled negatives follow a batch's rows with target 0.
     """
 
     def __init__(
@@ -172,7 +198,8 @@ class RowBatches:
         self.table = t
         self.rows = np.asarray(rows, dtype=np.int64)
         self.batch_size = int(batch_size)
-        self.negatives = int(negatives) if t.feedback == "implicit" else 0
+        self.relevance = view.relevance
+        self.negatives = int(negatives) if view.train_feedback == "implicit" else 0
         self.rng = np.random.default_rng(seed)
         if self.negatives:
             tr = view.train_rows
@@ -193,6 +220,8 @@ class RowBatches:
         for s in range(0, max(order.shape[0], 1), self.batch_size):
             r = order[s : s + self.batch_size]
             u, i, y, d = t.users[r], t.items[r], t.ratings[r].astype(np.float32), t.domains[r]
+            if self.relevance is not None:
+                y = (y >= self.relevance - 1e-9).astype(np.float32)
             if self.negatives:
                 nu, nd = np.repeat(u, self.negatives), np.repeat(d, self.negatives)
                 u, d = np.concatenate([u, nu]), np.concatenate([d, nd])

@@ -22,13 +22,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from metarec._errors import ConfigError
 from metarec.algorithms.losses import LOSSES
+from metarec.config.objective import RankingObjective
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.pool import TaskPool
+from metarec.episodes.relevance import NegativeCatalogue, rank_support
 from metarec.episodes.sampler import SamplerConfig
 from metarec.metrics.evaluate import evaluate_fitted
 
@@ -40,6 +43,8 @@ __all__ = [
     "UserVectors",
     "task_users",
     "zero_shot_then_adapt",
+    "RankAdapt",
+    "VectorTasks",
 ]
 
 
@@ -109,6 +114,7 @@ def evaluate_cold_pool(
     sampler_config: SamplerConfig,
     *,
     adapt: AdaptConfig | None = None,
+    rank: RankAdapt | None = None,
     k: int = 10,
     seed: int = 0,
     batch_size: int = 256,
@@ -126,6 +132,7 @@ def evaluate_cold_pool(
             query size, the sampled negatives).
         adapt: few-shot adaptation on each support set (``None`` or ``steps=0``: zero-shot;
             the support is drawn anyway, so the query sets do not depend on this choice).
+        rank: adapt on the support as relevance labels plus negatives (:class:`RankAdapt`).
         k: cut-off of the ranking metrics.
         seed, batch_size: the evaluation sampler's seed and batch size; the defaults are
             :func:`metarec.metrics.evaluate.evaluate_pool`'s, which makes the queries (and sampled
@@ -139,7 +146,7 @@ def evaluate_cold_pool(
     """
     n = len(pool) if max_tasks is None else min(max_tasks, len(pool))
     out = evaluate_fitted(
-        _VectorTasks(scorer, table, adapt),
+        VectorTasks(scorer, table, adapt, rank=rank),
         table,
         pool,
         sampler_config,
@@ -155,13 +162,54 @@ def evaluate_cold_pool(
     return out
 
 
+@dataclass(frozen=True)
+class RankAdapt:
+    """A method trained to rank ratings adapts on its support as it trained: the ratings become
+    relevance labels and each task gets sampled negatives
+    (:func:`metarec.episodes.relevance.rank_support`) before the ``"bce"`` steps."""
+
+    objective: RankingObjective
+    catalogue: NegativeCatalogue
+
+    @classmethod
+    def of(cls, objective: RankingObjective, table: InteractionTable) -> RankAdapt:
+        return cls(objective, NegativeCatalogue.of(table))
+
+    def to_json(self) -> dict[str, Any]:
+        """The objective and the catalogue's (domain, item) pairs (a saved run keeps no table
+        rows, so its adaptation draws negatives from these)."""
+        c = self.catalogue
+        doms = np.repeat(np.arange(c.size.shape[0]), c.size)
+        return {
+            "objective": self.objective.to_json(),
+            "domains": doms.tolist(),
+            "items": c.items.tolist(),
+            "n_items": int(c.domain.shape[0]),
+        }
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any]) -> RankAdapt:
+        doms = np.asarray(saved["domains"], dtype=np.int64)
+        items = np.asarray(saved["items"], dtype=np.int64)
+        n_domains = int(doms.max()) + 1 if doms.size else 1
+        size = np.bincount(doms, minlength=n_domains).astype(np.int64)
+        domain = np.zeros(int(saved["n_items"]), dtype=np.int64)
+        first = np.unique(items, return_index=True)[1]
+        domain[items[first]] = doms[first]
+        catalogue = NegativeCatalogue(items, np.cumsum(size) - size, size, domain)
+        return cls(RankingObjective(**saved["objective"]), catalogue)
+
+
 @dataclass
 class UserVectors:
     """``T`` tasks' user vectors ``(T, du)`` over a frozen scorer: the adapted state of every
-    cross-domain method."""
+    cross-domain method. ``score_kind``: ``"rank"`` for a method selected to rank (a ranking
+    scenario: its scores order items and are not ratings, so they get no error metric and are
+    never clipped), else ``"rating"``."""
 
     scorer: Any
     vectors: torch.Tensor  # (T, du)
+    score_kind: str = "rating"
 
     @property
     def n_tasks(self) -> int:
@@ -173,11 +221,11 @@ class UserVectors:
             return self.scorer.score(self.vectors.to(items.device), items)
 
     def select(self, rows: torch.Tensor) -> UserVectors:
-        return UserVectors(self.scorer, self.vectors[rows.to(self.vectors.device)])
+        return UserVectors(self.scorer, self.vectors[rows.to(self.vectors.device)], self.score_kind)
 
     @classmethod
     def concat(cls, parts: list[UserVectors]) -> UserVectors:
-        return cls(parts[0].scorer, torch.cat([p.vectors for p in parts]))
+        return cls(parts[0].scorer, torch.cat([p.vectors for p in parts]), parts[0].score_kind)
 
 
 def task_users(support: EpisodeSet) -> torch.Tensor:
@@ -186,23 +234,43 @@ def task_users(support: EpisodeSet) -> torch.Tensor:
 
 
 def zero_shot_then_adapt(
-    scorer: ColdStartScorer, support: EpisodeSet, adapt: AdaptConfig | None
+    scorer: ColdStartScorer,
+    support: EpisodeSet,
+    adapt: AdaptConfig | None,
+    *,
+    rank: RankAdapt | None = None,
+    score_kind: str = "rating",
 ) -> UserVectors:
-    """The tasks' users' zero-shot vectors, then ``adapt``'s steps on each support."""
+    """The tasks' users' zero-shot vectors, then ``adapt``'s steps on each support (with
+    ``rank``: the support as relevance labels plus sampled negatives, :class:`RankAdapt`)."""
     with torch.no_grad():
         v = scorer.user_vectors(task_users(support))  # (T, du)
     if adapt is not None and adapt.steps:
+        if rank is not None:
+            support = rank_support(support, rank.objective, rank.catalogue)
         v = adapt_user_vectors(scorer, v, support, adapt)
-    return UserVectors(scorer, v)
+    return UserVectors(scorer, v, score_kind)
 
 
-class _VectorTasks:
-    """A scorer and a fixed adaptation behind ``adapt``, for :func:`evaluate_fitted`."""
+class VectorTasks:
+    """A scorer and a fixed adaptation behind ``adapt`` (what :func:`evaluate_fitted` and
+    :func:`metarec.methods.catalogue.evaluate_ranking` score)."""
 
-    def __init__(self, scorer: ColdStartScorer, table: InteractionTable, adapt: AdaptConfig | None):
+    def __init__(
+        self,
+        scorer: ColdStartScorer,
+        table: InteractionTable,
+        adapt: AdaptConfig | None,
+        *,
+        rank: RankAdapt | None = None,
+        score_kind: str = "rating",
+    ):
         self.scorer, self.table, self.cfg = scorer, table, adapt
+        self.rank, self.score_kind = rank, score_kind
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
     ) -> UserVectors:
-        return zero_shot_then_adapt(self.scorer, support, self.cfg)
+        return zero_shot_then_adapt(
+            self.scorer, support, self.cfg, rank=self.rank, score_kind=self.score_kind
+        )

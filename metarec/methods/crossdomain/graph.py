@@ -104,7 +104,7 @@ class GraphCF(nn.Module):
         self._adj = [
             sparse_adjacency(g) for g in self.graphs
         ]  # CSR, rebuilt never: the graph is fixed
-        mu = float(t.ratings[view.train_rows].mean()) if t.feedback == "explicit" else 0.0
+        mu = float(t.ratings[view.train_rows].mean()) if view.train_feedback == "explicit" else 0.0
         with seeded(seed):
             self.user = nn.Parameter(torch.randn(len(self.graphs), t.n_users, dim) * 0.1)
             self.item = nn.Parameter(torch.randn(t.n_items, dim) * 0.1)
@@ -235,7 +235,6 @@ class GraphScorer(nn.Module):
 def _fit(
     view: CrossDomainView, cfg: CrossDomainConfig, seed: int, validate_for: Any, bidirectional: bool
 ) -> tuple[GraphScorer, dict]:
-    t = view.table
     model = GraphCF(view, cfg.embedding_dim, bidirectional=bidirectional, seed=seed)
     scorer = GraphScorer(model)
     rows = view.train_rows
@@ -259,7 +258,7 @@ def _fit(
                 model.user[side, u].square().sum(-1)
                 + model.item[model.item_map[i]].square().sum(-1)
             ).mean()
-            loss = point_loss(pred, y, t.feedback) + cfg.l2 * reg
+            loss = point_loss(pred, y, view.train_feedback) + cfg.l2 * reg
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -22,6 +22,7 @@ from torch import nn
 
 from metarec._errors import CheckpointError, ConfigError
 from metarec.config import Scenario, to_dict
+from metarec.config.objective import RankingObjective
 from metarec.data.table import InteractionTable
 from metarec.episodes.batch import EpisodeSet
 from metarec.episodes.build import sampler_config
@@ -30,7 +31,12 @@ from metarec.methods.base import Adaptation, FitData
 from metarec.methods.crossdomain._train import stage_log
 from metarec.methods.crossdomain.bridges import EMCDR, PTUPCDR
 from metarec.methods.crossdomain.bridges import Mapping as BridgeMapping
-from metarec.methods.crossdomain.evaluate import AdaptConfig, UserVectors, zero_shot_then_adapt
+from metarec.methods.crossdomain.evaluate import (
+    AdaptConfig,
+    RankAdapt,
+    UserVectors,
+    zero_shot_then_adapt,
+)
 from metarec.methods.crossdomain.methods import FittedMethod, MeanUser, fit_method, parse_method
 from metarec.methods.crossdomain.mf import MF
 from metarec.methods.crossdomain.settings import CrossDomainConfig, as_config, config_from_scenario
@@ -58,7 +64,13 @@ CrossDomainAdapted = UserVectors
 
 class CrossDomainFitted:
     """A trained cross-domain method: the scorer module, the resolved settings, the adaptation
-    chosen on meta-val (``None``: zero-shot) and the sizes that rebuild the module."""
+    chosen on meta-val (``None``: zero-shot) and the sizes that rebuild the module.
+
+    ``ranked``: fitted in a ranking scenario (trained and selected to rank): ``score_kind`` is
+    ``"rank"`` (its scores order items; they get no error metric and are never clipped);
+    ``ranking``: the :class:`~metarec.config.objective.RankingObjective` of explicit ratings
+    trained as relevance labels, which ``+adapt`` also adapts on (``None``: none).
+    """
 
     def __init__(
         self,
@@ -69,11 +81,21 @@ class CrossDomainFitted:
         chosen: AdaptConfig | None,
         shape: dict[str, Any],
         info: dict[str, Any] | None = None,
+        *,
+        ranked: bool = False,
+        ranking: RankingObjective | None = None,
     ) -> None:
         self.name, self.table, self.scorer, self.settings = name, table, scorer, settings
         self.chosen, self.shape, self.info = chosen, shape, info or {}
         self.base, self.adapts = parse_method(name)
         self.training_log = TrainingLog()
+        self.ranked, self.ranking = ranked, ranking
+        self._rank_adapt: RankAdapt | None = None
+
+    @property
+    def score_kind(self) -> str:
+        """``"rank"`` for a method fitted in a ranking scenario, else ``"rating"``."""
+        return "rank" if self.ranked else "rating"
 
     def adapt(
         self, support: EpisodeSet, *, steps: int | None = None, lr: float | None = None
@@ -81,13 +103,27 @@ class CrossDomainFitted:
         """Zero-shot vectors of the tasks' users, then (``+adapt``, or ``steps`` given) gradient
         steps on each vector over its support (step size: ``lr``, else the one chosen on meta-val)."""
         c = self.chosen
-        loss = "mse" if self.table.feedback == "explicit" else "bce"
+        trains_ratings = self.table.feedback == "explicit" and self.ranking is None
+        loss = "mse" if trains_ratings else "bce"
         n = steps if steps is not None else (c.steps if c is not None else 0)
         a = None
         if n:
             rate = lr if lr is not None else (c.lr if c is not None else self.settings.adapt_lrs[0])
             a = AdaptConfig(n, rate, c.l2 if c is not None else self.settings.adapt_l2, loss)
-        return zero_shot_then_adapt(self.scorer, support, a)  # type: ignore[arg-type]
+        return zero_shot_then_adapt(
+            self.scorer,  # type: ignore[arg-type]
+            support,
+            a,
+            rank=self._adapt_negatives(),
+            score_kind=self.score_kind,
+        )
+
+    def _adapt_negatives(self) -> RankAdapt | None:
+        """The objective and negative catalogue ``+adapt`` steps on (``None``: not trained to
+        rank ratings)."""
+        if self.ranking is not None and self._rank_adapt is None:
+            self._rank_adapt = RankAdapt.of(self.ranking, self.table)
+        return self._rank_adapt
 
     @property
     def steps(self) -> int:
@@ -109,13 +145,15 @@ class CrossDomainFitted:
         return Adaptation(steps, lr, report)
 
     def config(self) -> dict[str, Any]:
-        c = self.chosen
+        c, rank = self.chosen, self._adapt_negatives()
         return {
             "crossdomain": to_dict(self.settings),
             "shape": self.shape,
             "chosen": None
             if c is None
             else {"steps": c.steps, "lr": c.lr, "l2": c.l2, "loss": c.loss},
+            "ranked": self.ranked,
+            "rank_adapt": None if rank is None else rank.to_json(),
         }
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -150,8 +188,17 @@ class CrossDomainFitted:
         }
         scorer: nn.Module = fm.scorer  # type: ignore[assignment]  # every ColdStartScorer is an nn.Module
         fitted = cls(
-            fm.method, fm.table, scorer, fm.config, chosen, _shape(fm.base, scorer, fm.table), info
+            fm.method,
+            fm.table,
+            scorer,
+            fm.config,
+            chosen,
+            _shape(fm.base, scorer, fm.table),
+            info,
+            ranked=fm.ranking,
+            ranking=fm.objective,
         )
+        fitted._rank_adapt = fm.rank_adapt
         fitted.training_log = stage_log(fm.log, fm.metric, fm.sign, fm.fit_seconds)
         return fitted
 
@@ -168,7 +215,26 @@ class CrossDomainFitted:
             else AdaptConfig(int(c["steps"]), float(c["lr"]), float(c["l2"]), str(c["loss"]))
         )
         base, _ = parse_method(name)
-        return cls(name, table, _skeleton(base, settings, shape), settings, chosen, shape)
+        saved = config.get("rank_adapt")
+        try:
+            rank = None if saved is None else RankAdapt.from_json(saved)
+        except (ConfigError, TypeError, KeyError, ValueError) as e:
+            raise CheckpointError(
+                f"manifest.json: the saved ranking objective of {name!r} does not rebuild ({e}); "
+                "the run is damaged or from another version; re-train"
+            ) from e
+        fitted = cls(
+            name,
+            table,
+            _skeleton(base, settings, shape),
+            settings,
+            chosen,
+            shape,
+            ranked=bool(config.get("ranked", False)),
+            ranking=None if rank is None else rank.objective,
+        )
+        fitted._rank_adapt = rank
+        return fitted
 
 
 def _tuples(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -282,7 +348,8 @@ class CrossDomainMethod:
         ``data.memo`` (a benchmark's, one per seed) the second reuses the first's fit."""
         scfg = self.sampler
         base, _ = parse_method(self.name)
-        key = ("crossdomain", base, self.settings, data.seed, id(data.splits))
+        ranking, relevance = self.ranking
+        key = ("crossdomain", base, self.settings, ranking, relevance, data.seed, id(data.splits))
         prev = None if data.memo is None else data.memo.get(key)
         if prev is not None:
             fm = FittedMethod(
@@ -294,6 +361,9 @@ class CrossDomainMethod:
                 self.settings,
                 dict(prev.log),
                 prev.fit_seconds,
+                ranking=prev.ranking,
+                relevance=prev.relevance,
+                objective=prev.objective,
             )
         else:
             with progress_bars(data.progress):
@@ -304,6 +374,8 @@ class CrossDomainMethod:
                     seed=data.seed,
                     config=self.settings,
                     val_sampler=scfg,
+                    ranking=ranking,
+                    relevance=relevance,
                 )
             if data.memo is not None:
                 data.memo[key] = fm
@@ -311,6 +383,16 @@ class CrossDomainMethod:
         if prev is not None:
             fitted.info["shared_with"] = f"{prev.method}-s{data.seed}"
         return fitted
+
+    @property
+    def ranking(self) -> tuple[bool, float | None]:
+        """``(ranking, relevance)`` of the scenario's protocol: a ranking scenario trains and
+        selects the method to rank (:func:`~metarec.methods.crossdomain.methods.fit_method`);
+        ``(False, None)`` without a scenario or in a rating one."""
+        p = None if self.scenario is None else self.scenario.protocol
+        if p is None or not p.ranking:
+            return False, None
+        return True, p.relevance
 
     def with_settings(self, **changes: Any) -> CrossDomainMethod:
         return CrossDomainMethod(

@@ -38,19 +38,28 @@ import torch
 from torch import nn
 
 from metarec._errors import ConfigError, suggest
+from metarec.config.objective import RANKING_NEGATIVES, RankingObjective
 from metarec.data.table import InteractionTable
 from metarec.episodes.pool import TaskPool
+from metarec.episodes.ranking import relevance_threshold
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
+from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.crossdomain._train import Validate
 from metarec.methods.crossdomain.bridges import EMCDR, PTUPCDR, ptupcdr_histories
 from metarec.methods.crossdomain.bridges import Mapping as BridgeMapping
 from metarec.methods.crossdomain.data import CrossDomainView, cross_domain_view
-from metarec.methods.crossdomain.evaluate import AdaptConfig, ColdStartScorer, evaluate_cold_pool
+from metarec.methods.crossdomain.evaluate import (
+    AdaptConfig,
+    ColdStartScorer,
+    RankAdapt,
+    VectorTasks,
+    evaluate_cold_pool,
+)
 from metarec.methods.crossdomain.mf import MF, fit_mf, new_mf
 from metarec.methods.crossdomain.settings import CrossDomainConfig, as_config
 from metarec.methods.crossdomain.transfer import fit_finetune, fit_joint
-from metarec.metrics.select import SELECT_METRIC
+from metarec.metrics.select import RANK_SELECT_METRIC, SELECT_METRIC
 from metarec.models.base import seeded
 
 __all__ = [
@@ -280,6 +289,10 @@ class FittedMethod:
         scorer: the trained :class:`~metarec.methods.crossdomain.evaluate.ColdStartScorer`.
         view: the training view; config: the resolved settings; log: training logs.
         fit_seconds: wall-clock time of training (meta-val selection included).
+        ranking: selected in a ranking scenario (meta-val ``ndcg@10_all`` over each task's
+            catalogue; ``score_kind = "rank"``); relevance: the protocol's threshold (``None``:
+            the scale's default); objective: explicit ratings trained to rank (labels and
+            sampled negatives, also at adaptation), else ``None``.
     """
 
     def __init__(
@@ -292,12 +305,19 @@ class FittedMethod:
         config: CrossDomainConfig,
         log: dict,
         fit_seconds: float,
+        *,
+        ranking: bool = False,
+        relevance: float | None = None,
+        objective: RankingObjective | None = None,
     ) -> None:
         self.method = method
         self.base, self.adapt = parse_method(method)
         self.table, self.splits, self.view, self.scorer = table, splits, view, scorer
         self.config, self.log, self.fit_seconds = config, log, fit_seconds
-        self.metric, self.sign = SELECT_METRIC[table.feedback]
+        self.ranking, self.relevance, self.objective = ranking, relevance, objective
+        self.metric, self.sign = RANK_SELECT_METRIC if ranking else SELECT_METRIC[table.feedback]
+        self.score_kind = "rank" if ranking else "rating"
+        self.rank_adapt = None if objective is None else RankAdapt.of(objective, table)
         self._chosen: dict[SamplerConfig, tuple[AdaptConfig | None, dict[str, Any]]] = {}
 
     def evaluate(
@@ -322,21 +342,49 @@ class FittedMethod:
         ``config.adapt_lrs`` with the best meta-val score (ties: zero-shot, then the first)."""
         if sampler_config in self._chosen:
             return self._chosen[sampler_config]
-        cfg, val_pool = self.config, self.splits.pools[self.splits.val]
+        cfg = self.config
         chosen: AdaptConfig | None = None
-        val = self._score(val_pool, sampler_config, None, max_tasks=cfg.val_tasks)
+        val = self._val(sampler_config, None)
         if self.adapt:
-            loss = "mse" if self.table.feedback == "explicit" else "bce"
+            loss = self.adapt_loss
             tried = {}
             for lr in cfg.adapt_lrs:
                 a = AdaptConfig(cfg.adapt_steps, lr, cfg.adapt_l2, loss)
-                res = self._score(val_pool, sampler_config, a, max_tasks=cfg.val_tasks)
+                res = self._val(sampler_config, a)
                 tried[lr] = res[self.metric]
                 if chosen is None or self.sign * res[self.metric] > self.sign * val[self.metric]:
                     chosen, val = a, res
             self.log.setdefault("adapt_lrs", {})[str(sampler_config.n_support)] = tried
         self._chosen[sampler_config] = (chosen, val)
         return chosen, val
+
+    @property
+    def adapt_loss(self) -> str:
+        """The support loss of ``+adapt``: ``"mse"`` on ratings trained as ratings, else ``"bce"``."""
+        return "mse" if self.view.train_feedback == "explicit" else "bce"
+
+    def _val(self, scfg: SamplerConfig, adapt: AdaptConfig | None) -> dict[str, Any]:
+        """Meta-val scores (at most ``config.val_tasks`` tasks) after ``adapt``: the catalogue
+        ranking metrics in a ranking scenario, the pinned query sets' otherwise."""
+        cfg = self.config
+        if not self.ranking:
+            return self._score(
+                self.splits.pools[self.splits.val], scfg, adapt, max_tasks=cfg.val_tasks
+            )
+        tasks = VectorTasks(
+            self.scorer, self.table, adapt, rank=self.rank_adapt, score_kind=self.score_kind
+        )
+        return evaluate_ranking(
+            tasks,
+            self.table,
+            self.splits,
+            self.splits.val,
+            scfg,
+            relevance=self.relevance,
+            max_tasks=cfg.val_tasks,
+            batch_size=cfg.eval_batch_size,
+            seed=cfg.eval_seed,
+        )
 
     def _score(
         self,
@@ -354,6 +402,7 @@ class FittedMethod:
             pool,
             scfg,
             adapt=adapt,
+            rank=self.rank_adapt,
             k=cfg.k,
             seed=cfg.eval_seed,
             batch_size=cfg.eval_batch_size,
@@ -370,6 +419,8 @@ def fit_method(
     seed: int = 0,
     config: CrossDomainConfig | Mapping[str, Any] | None = None,
     val_sampler: SamplerConfig | None = None,
+    ranking: bool = False,
+    relevance: float | None = None,
 ) -> FittedMethod:
     """Train ``method`` on meta-train; its final stage keeps the best epoch on meta-val.
 
@@ -379,13 +430,29 @@ def fit_method(
     is zero-shot (AUC, or MAE for explicit feedback) on ``val_sampler``'s query sets (default:
     ``config``'s evaluation settings with 1 shot; zero-shot scores do not use the support).
 
+    In a ranking scenario (``ranking``; ``relevance``: the protocol's threshold, ``None`` for the
+    rating scale's default) the method is trained and selected for the ranking it is compared
+    on: explicit ratings train as relevance labels (``rating >= relevance``) plus
+    ``config.train_negatives`` sampled negatives per row (:data:`RANKING_NEGATIVES` when it is 0)
+    with binary cross-entropy, as implicit feedback does, and the best epoch (and ``+adapt``'s
+    step size) is the one with the best meta-val ``ndcg@10_all`` over each task's catalogue
+    (:func:`metarec.methods.catalogue.evaluate_ranking`, ``val_sampler``'s shots).
+
     Raises:
         ConfigError: unknown method, or splits that are not cross-domain.
     """
     t0 = time.perf_counter()
     base, _ = parse_method(method)
     cfg = as_config(config)
-    view = cross_domain_view(table, splits)
+    objective: RankingObjective | None = None
+    if ranking and table.feedback == "explicit":
+        if cfg.train_negatives == 0:
+            cfg = replace(cfg, train_negatives=RANKING_NEGATIVES)
+        threshold = relevance_threshold(table, relevance)
+        objective = RankingObjective("bce", threshold, cfg.train_negatives)
+    view = cross_domain_view(
+        table, splits, relevance=None if objective is None else objective.relevance
+    )
     scfg = val_sampler or SamplerConfig(
         n_support=1, n_query=cfg.n_query, order=cfg.order, negatives=cfg.negatives
     )
@@ -394,6 +461,20 @@ def fit_method(
 
     def make_validate(scorer: ColdStartScorer) -> Validate:
         def validate() -> float:
+            if ranking:  # zero-shot catalogue ranking of the meta-val tasks
+                tasks = VectorTasks(scorer, table, None, score_kind="rank")
+                ev = evaluate_ranking(
+                    tasks,
+                    table,
+                    splits,
+                    splits.val,
+                    scfg,
+                    relevance=relevance,
+                    max_tasks=cfg.val_tasks,
+                    batch_size=cfg.eval_batch_size,
+                    seed=cfg.eval_seed,
+                )
+                return float(ev[RANK_SELECT_METRIC[0]])
             res = evaluate_cold_pool(
                 scorer,
                 table,
@@ -409,4 +490,16 @@ def fit_method(
         return validate
 
     scorer, log = _FIT[base](view, cfg, seed, make_validate)
-    return FittedMethod(method, table, splits, view, scorer, cfg, log, time.perf_counter() - t0)
+    return FittedMethod(
+        method,
+        table,
+        splits,
+        view,
+        scorer,
+        cfg,
+        log,
+        time.perf_counter() - t0,
+        ranking=ranking,
+        relevance=relevance,
+        objective=objective,
+    )

@@ -84,7 +84,7 @@ class MF(nn.Module):
 def new_mf(view: CrossDomainView, rows: np.ndarray, *, dim: int, seed: int) -> MF:
     """An :class:`MF` over ``view``'s table; ``mu`` starts at the mean rating of ``rows`` (explicit)."""
     t = view.table
-    mu = float(t.ratings[rows].mean()) if t.feedback == "explicit" and len(rows) else 0.0
+    mu = float(t.ratings[rows].mean()) if view.train_feedback == "explicit" and len(rows) else 0.0
     return MF(t.n_users, t.n_items, dim, item_map=view.item_map, mu=mu, seed=seed)
 
 
@@ -115,7 +115,6 @@ def fit_mf(
         ``(model, log)`` with ``log`` from the epoch loop (validation selection when
         ``validate`` is given).
     """
-    t = view.table
     model = new_mf(view, rows, dim=dim, seed=seed) if model is None else model
     batches = RowBatches(view, rows, batch_size=batch_size, negatives=negatives, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -126,7 +125,7 @@ def fit_mf(
             pred = model(u, i)
             im = model.item_map[i]
             reg = (model.user[u].square().sum(-1) + model.item[im].square().sum(-1)).mean()
-            loss = point_loss(pred, y, t.feedback) + l2 * reg
+            loss = point_loss(pred, y, view.train_feedback) + l2 * reg
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

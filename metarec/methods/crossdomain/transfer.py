@@ -101,7 +101,7 @@ class SharedUserModel(nn.Module):
     @classmethod
     def from_view(cls, view: CrossDomainView, cfg: CrossDomainConfig, seed: int) -> SharedUserModel:
         t = view.table
-        mu = float(t.ratings[view.train_rows].mean()) if t.feedback == "explicit" else 0.0
+        mu = float(t.ratings[view.train_rows].mean()) if view.train_feedback == "explicit" else 0.0
         return cls(
             t.n_users,
             t.n_items,
@@ -188,7 +188,6 @@ def fit_finetune(
     freeze = cfg.freeze if freeze is None else freeze
     if freeze not in FREEZE:
         raise ConfigError(f"freeze={freeze!r}: must be one of {FREEZE}")
-    t = view.table
     model = SharedUserModel.from_view(view, cfg, seed)
     scorer = DomainScorer(model, view.target)
     src = RowBatches(
@@ -196,7 +195,9 @@ def fit_finetune(
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     pre = train_selected(
-        lambda _e: _train_rows(model, src, opt, cfg, t.feedback), [model], epochs=cfg.mf_epochs
+        lambda _e: _train_rows(model, src, opt, cfg, view.train_feedback),
+        [model],
+        epochs=cfg.mf_epochs,
     )
     fixed = FREEZE_PATTERNS[freeze]
     for n, p in model.named_parameters():
@@ -211,7 +212,7 @@ def fit_finetune(
     )
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     fine = train_selected(
-        lambda _e: _train_rows(model, tgt, opt, cfg, t.feedback),
+        lambda _e: _train_rows(model, tgt, opt, cfg, view.train_feedback),
         [model],
         epochs=cfg.epochs,
         validate=_bind(validate, scorer),
@@ -242,7 +243,6 @@ def fit_joint(
     if reg is not None and dann:
         raise ConfigError("fit_joint: pass reg=... or dann=True, not both")
     reg_fn = regulariser(reg) if reg is not None else None
-    t = view.table
     model = SharedUserModel.from_view(view, cfg, seed)
     scorer = DomainScorer(model, view.target)
     joint = JointLoss(
@@ -268,8 +268,8 @@ def fit_joint(
     def run_epoch(_: int) -> float:
         total, k = 0.0, 0
         for (us, is_, ys, ds), (ut, it, yt, dt) in zip(src.epoch(), tgt.epoch()):
-            ls = point_loss(model(us, is_, ds), ys, t.feedback)
-            lt = point_loss(model(ut, it, dt), yt, t.feedback)
+            ls = point_loss(model(us, is_, ds), ys, view.train_feedback)
+            lt = point_loss(model(ut, it, dt), yt, view.train_feedback)
             loss = joint(ls, lt) + cfg.l2 * 0.5 * (
                 model.embedding_penalty(us, is_) + model.embedding_penalty(ut, it)
             )
