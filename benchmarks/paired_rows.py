@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.a} - {args.b}, {args.metric}: state, shots, mean diff over tasks, n tasks, p tasks, p seeds"
     )
     if not per:  # the bench keeps per-task values of its primary metric only
-        print(f"(no per-task values of {args.metric} in per_task.jsonl.gz: the test over seeds only)")
+        print(
+            f"(no per-task values of {args.metric} in per_task.jsonl.gz: the test over seeds only)"
+        )
     for state, shots, _ in sorted(k for k in (per or seeds) if k[2] == args.a):
         sa, sb = seeds[(state, shots, args.a)], seeds.get((state, shots, args.b), {})
         common = sorted(set(sa) & set(sb))
