@@ -27,6 +27,7 @@ from metarec.episodes.ranking import state_catalogue
 from metarec.episodes.splits import MetaSplits
 from metarec.methods.catalogue import catalogue_scorer_of, score_catalogue, train_counts
 from metarec.metrics.ranking_pool import CatalogueRanking
+from metarec.metrics.select import RANK_SELECT_METRIC
 
 __all__ = ["RankingSpec", "ranking_spec", "rank_batch", "primary_metric", "ERROR_METRICS"]
 
@@ -96,5 +97,5 @@ def primary_metric(scenario: Scenario, feedback: str) -> str:
     """The benchmark's primary metric: ``ndcg@10_all`` in a ranking scenario, else ``mae``
     (explicit) / ``auc`` (implicit)."""
     if scenario.protocol.ranking:
-        return "ndcg@10_all"
+        return RANK_SELECT_METRIC[0]
     return {"explicit": "mae", "implicit": "auc"}[feedback]

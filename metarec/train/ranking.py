@@ -27,10 +27,11 @@ from metarec.episodes.sampler import SamplerConfig, TaskSampler
 from metarec.episodes.splits import MetaSplits
 from metarec.metrics.averaging import mean_over_tasks
 from metarec.metrics.ranking_pool import CatalogueRanking
+from metarec.metrics.select import RANK_SELECT_METRIC
 
 __all__ = ["adapt_engine", "evaluate_engine_ranking", "RANK_METRIC"]
 
-RANK_METRIC = "ndcg@10_all"
+RANK_METRIC = RANK_SELECT_METRIC[0]
 """The meta-val criterion of a run trained to rank (higher is better)."""
 
 _CHUNK = 512  # catalogue columns scored per call

@@ -65,6 +65,7 @@ from metarec.methods.learners._elae_fitted import ElaeAdapted, ElaeFitted, _colu
 from metarec.methods.learners._settings import parse_settings
 from metarec.methods.ranking._common import Protocol
 from metarec.metrics.catalogue import catalogue_metrics
+from metarec.metrics.select import RANK_SELECT_METRIC
 from metarec.train.log import TrainingLog
 from metarec.train.outer import Step, Validation, outer_loop
 
@@ -78,7 +79,9 @@ __all__ = [
 ]
 
 
-_METRIC = "ndcg@10_all"  # meta-val selection: nDCG@10 over the catalogue (see catalogue_ndcg)
+_METRIC = RANK_SELECT_METRIC[
+    0
+]  # meta-val selection: nDCG@10 over the catalogue (see catalogue_ndcg)
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,12 @@ from metarec.methods.learners._tower_fitted import (
 )
 from metarec.methods.learners.elae import catalogue_ndcg
 from metarec.methods.ranking._common import Protocol
+from metarec.metrics.select import RANK_SELECT_METRIC
 from metarec.models.base import seeded
 from metarec.models.retrieval_towers import forget_unseen_codes
 from metarec.train.outer import Step, Validation, outer_loop, training_log
 
-_METRIC = "ndcg@10_all"
+_METRIC = RANK_SELECT_METRIC[0]
 
 __all__ = [
     "MetaTowerSettings",

@@ -21,13 +21,14 @@ from metarec.episodes.splits import MetaSplits
 from metarec.methods.base import FitData
 from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.ranking.by_shots import ByShots
+from metarec.metrics.select import RANK_SELECT_METRIC
 from metarec.train.log import TrainingLog
 
 __all__: list[str] = []
 
 S = TypeVar("S")
 
-TUNE_METRIC = "ndcg@10_all"
+TUNE_METRIC = RANK_SELECT_METRIC[0]
 """What the baselines' grids are scored by on meta-val (higher is better)."""
 
 
