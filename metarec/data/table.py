@@ -26,6 +26,7 @@ from metarec.data.columns import (
     parse_timestamps,
 )
 from metarec.data.drops import Drop
+from metarec.data.duplicates import DUPLICATE_POLICIES, deduplicate
 from metarec.data.encoding import IdEncoder, normalize_ids
 from metarec.data.features import FeatureSpec, FeatureTable, encode_features
 
@@ -33,7 +34,6 @@ __all__ = ["Columns", "InteractionTable", "PARTS"]
 
 Feedback = Literal["explicit", "implicit"]
 DuplicatePolicy = Literal["error", "first", "last", "mean"]
-_POLICIES = ("error", "first", "last", "mean")
 _ROLES = ("user", "item", "rating", "domain", "timestamp", "part")
 
 
@@ -193,10 +193,10 @@ class InteractionTable:
                 f"feedback={feedback!r}: must be 'explicit' (ratings) or 'implicit' (clicks, 0/1)"
                 f"{suggest(feedback, ('explicit', 'implicit'))}"
             )
-        if duplicates not in _POLICIES:
+        if duplicates not in DUPLICATE_POLICIES:
             raise DataError(
                 f"duplicates={duplicates!r}: policy must be one of "
-                f"{_POLICIES}{suggest(duplicates, _POLICIES)}"
+                f"{DUPLICATE_POLICIES}{suggest(duplicates, DUPLICATE_POLICIES)}"
             )
         if rating_scale is not None and feedback == "explicit":
             try:
@@ -287,7 +287,7 @@ class InteractionTable:
         if part is not None:
             work["p"] = part
         n_read = len(work)
-        work = _deduplicate(work, duplicates, c)
+        work = deduplicate(work, duplicates, part=c.part, domain=c.domain)
         merged = n_read - len(work)
 
         if domains is not None:
@@ -442,52 +442,6 @@ class InteractionTable:
 
 
 # ---------------------------------------------------------------------- helpers
-def _deduplicate(work: pd.DataFrame, policy: str, c: Columns) -> pd.DataFrame:
-    # Integer codes of (user, item, domain): hashing string ids once is much cheaper than
-    # comparing them row against row.
-    codes = pd.DataFrame({k: pd.factorize(work[k])[0] for k in ("u", "i", "d")}, index=work.index)
-    dup = codes.duplicated(keep=False)
-    if not dup.any():
-        return work.reset_index(drop=True)
-    if "p" in work:
-        cross = (
-            codes.loc[dup]
-            .assign(p=work.loc[dup, "p"])
-            .groupby(["u", "i", "d"], sort=False)["p"]
-            .transform("nunique")
-        )
-        if (cross > 1).any():
-            row = cross.index[np.argmax(cross.to_numpy() > 1)]
-            u, i, d = (work.at[row, k] for k in ("u", "i", "d"))
-            n_pairs = int(codes.loc[cross.index[cross.to_numpy() > 1]].drop_duplicates().shape[0])
-            where = f", domain {py(d)!r}" if c.domain else ""
-            raise DataError(
-                f"part column {c.part!r}: user {py(u)!r}, item {py(i)!r}{where} is in two parts of "
-                f"the dataset's split ({n_pairs} such pair(s)); an interaction cannot be both "
-                "trained on and evaluated; remove it from one of the files"
-            )
-    if policy == "error":
-        first = {k: work.loc[dup, k].iloc[0] for k in ("u", "i", "d")}
-        where = f", domain {py(first['d'])!r}" if c.domain else ""
-        raise DataError(
-            f"duplicates='error': {int(codes.duplicated().sum())} repeated (user, item, domain) "
-            f"row(s), first user {py(first['u'])!r}, item {py(first['i'])!r}{where}; set "
-            'data.duplicates = "first", "last" or "mean" in the scenario (duplicates= in Python) '
-            "to resolve them, or drop them beforehand"
-        )
-    if policy == "mean":
-        agg = {"u": "first", "i": "first", "d": "first", "r": "mean"}
-        if "t" in work:
-            agg["t"] = "max"
-        if "p" in work:
-            agg["p"] = "first"
-        group = codes.groupby(["u", "i", "d"], sort=False).ngroup()
-        return work.groupby(group.to_numpy(), sort=False).agg(agg).reset_index(drop=True)
-    order = work.sort_values("t", kind="stable").index if "t" in work else work.index
-    keep = ~codes.loc[order].duplicated(keep=policy).to_numpy()
-    return work.loc[np.sort(order[keep])].reset_index(drop=True)
-
-
 def _union(ids: pd.Series, feats: pd.DataFrame | None, id_col: str, what: str) -> np.ndarray:
     if feats is None:
         return ids.to_numpy()
