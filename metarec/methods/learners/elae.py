@@ -312,7 +312,7 @@ class ElaeMethod:
         self.settings = settings
         self.shots = sorted({int(k) for k in (settings.shots or shots)})
         self.protocol = (
-            protocol if protocol is not None and protocol.relevance is not None else None
+            protocol if protocol is not None and protocol.ranking else None
         )
 
     def _protocol_ndcg(self, fitted: ElaeFitted, k: int, B: torch.Tensor, data: FitData) -> float:

@@ -42,6 +42,10 @@ class Protocol:
     shots: tuple[int, ...] = ()
     """The support sizes tuned on, one choice each (the scenario's ``bench.shots`` and its
     ``protocol.n_support``); empty: the sampler's support size only."""
+    ranking: bool = False
+    """A ranking scenario (``protocol.ranking``): its own meta-val tasks are what every method
+    is selected on. ``relevance`` is ``None`` there for implicit feedback (every interaction is
+    relevant), so it does not tell a ranking scenario apart."""
 
     @classmethod
     def of(cls, scenario: Any) -> Protocol:
@@ -58,6 +62,7 @@ class Protocol:
             p.relevance if p.ranking else None,
             scenario.train.val_tasks,
             tuple(sorted(shots)) if p.ranking else (),
+            bool(p.ranking),
         )
 
 
