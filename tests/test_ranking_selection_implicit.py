@@ -83,7 +83,5 @@ def test_metatower_selects_on_the_protocols_meta_val_tasks(implicit_ranking):
     fitted = method.fit(FitData(table, splits, seed=0))
     assert fitted.training_log.rows, "no meta-val evaluation was logged"
     best = fitted.training_log.best_val["ndcg@10_all"]
-    k_scores = [
-        _protocol_ndcg(fitted, table, splits, sc, k, max_tasks=30, seed=0) for k in (1, 3)
-    ]
+    k_scores = [_protocol_ndcg(fitted, table, splits, sc, k, max_tasks=30, seed=0) for k in (1, 3)]
     assert best == pytest.approx(sum(k_scores) / 2, abs=1e-5), (best, k_scores)

@@ -311,9 +311,7 @@ class ElaeMethod:
     ) -> None:
         self.settings = settings
         self.shots = sorted({int(k) for k in (settings.shots or shots)})
-        self.protocol = (
-            protocol if protocol is not None and protocol.ranking else None
-        )
+        self.protocol = protocol if protocol is not None and protocol.ranking else None
 
     def _protocol_ndcg(self, fitted: ElaeFitted, k: int, B: torch.Tensor, data: FitData) -> float:
         """Meta-val ``ndcg@10_all`` of ``B`` used at every support size, on the ranking

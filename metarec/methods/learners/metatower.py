@@ -124,9 +124,7 @@ class MetaTowerMethod:
         self.settings = settings
         self.shots = sorted({int(k) for k in (settings.shots or shots)})
         # a ranking scenario's own meta-val tasks select the steps (as the baselines tune)
-        self.protocol = (
-            protocol if protocol is not None and protocol.ranking else None
-        )
+        self.protocol = protocol if protocol is not None and protocol.ranking else None
 
     def fit(self, data: FitData) -> MetaTowerFitted:
         st, table, splits = self.settings, data.table, data.splits
