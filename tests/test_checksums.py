@@ -60,17 +60,17 @@ def test_flipped_byte_in_best_pt_is_caught_naming_the_file(run_dir, tmp_path, ca
 def test_interrupted_write_leaves_a_file_that_still_verifies(tmp_path, monkeypatch) -> None:
     p = tmp_path / "last.pt"
     save_tensors(p, {"step": 1, "w": torch.zeros(3)})
-    real = checksums._atomic_write
+    real = checksums.atomic_write
 
     def killed_before_replace(path, data):
         if path == p:
             raise KeyboardInterrupt  # the process dies between the checksum update and the file's replacement
         real(path, data)
 
-    monkeypatch.setattr(checksums, "_atomic_write", killed_before_replace)
+    monkeypatch.setattr(checksums, "atomic_write", killed_before_replace)
     with pytest.raises(KeyboardInterrupt):
         save_tensors(p, {"step": 2, "w": torch.ones(3)})
-    monkeypatch.setattr(checksums, "_atomic_write", real)
+    monkeypatch.setattr(checksums, "atomic_write", real)
     assert len(recorded(p)) == 2  # old and new both accepted for now
     assert load_tensors(p)["step"] == 1
     save_tensors(p, {"step": 3, "w": torch.ones(3)})

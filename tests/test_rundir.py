@@ -246,10 +246,10 @@ def test_disk_full_is_one_line_and_resume_is_bit_exact(
     tmp_path, data, full, monkeypatch, capsys
 ) -> None:
     table, splits = data
-    real = checksums._atomic_write
+    real = checksums.atomic_write
     cut = tmp_path / "cut"
     err, why = errno.ENOSPC, "the disk is full"
-    monkeypatch.setattr(checksums, "_atomic_write", _failing_writer(real, err))
+    monkeypatch.setattr(checksums, "atomic_write", _failing_writer(real, err))
     with pytest.raises(
         CheckpointError,
         match=rf"training stopped: {why} writing '.*last.pt'; the last checkpoint "
@@ -258,7 +258,7 @@ def test_disk_full_is_one_line_and_resume_is_bit_exact(
         train(scenario(), cut, table=table, splits=splits, evaluate_test=False)
     assert not list(cut.rglob("*.tmp")) and not (cut / LOCK_FILE).exists()
     # the same through the command line: one line on stderr, status 2
-    monkeypatch.setattr(checksums, "_atomic_write", _failing_writer(real, err))
+    monkeypatch.setattr(checksums, "atomic_write", _failing_writer(real, err))
     sets = [x for a in SMALL for x in ("--set", a)]
     code = main(
         [
@@ -271,7 +271,7 @@ def test_disk_full_is_one_line_and_resume_is_bit_exact(
     )
     out = capsys.readouterr().err
     assert code == 2 and out.count("\n") == 1 and why in out and "(step 4) is intact" in out
-    monkeypatch.setattr(checksums, "_atomic_write", real)
+    monkeypatch.setattr(checksums, "atomic_write", real)
     train(scenario(), cut, table=table, splits=splits, resume=True, evaluate_test=False)
     _same_weights(full, cut)
 
@@ -299,7 +299,7 @@ def test_no_checkpoint_yet_when_the_disk_fills(tmp_path, data, monkeypatch) -> N
     def full_disk(path, blob):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(checksums, "_atomic_write", full_disk)
+    monkeypatch.setattr(checksums, "atomic_write", full_disk)
     with pytest.raises(
         CheckpointError,
         match=r"the disk is full; no checkpoint had been written yet; free some space, then "

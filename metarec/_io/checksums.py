@@ -21,7 +21,15 @@ from pathlib import Path
 
 from metarec._errors import CheckpointError
 
-__all__ = ["SUFFIX", "sha256_file", "sidecar", "write_checked", "verify", "recorded"]
+__all__ = [
+    "SUFFIX",
+    "atomic_write",
+    "sha256_file",
+    "sidecar",
+    "write_checked",
+    "verify",
+    "recorded",
+]
 
 SUFFIX = ".sha256"
 _CHUNK = 1 << 20
@@ -77,7 +85,7 @@ def write_checked(path: str | os.PathLike[str], data: bytes) -> None:
         ]  # an unrecorded file: its current content stays acceptable until replaced
     keep = [h for h in (old or [])[-1:] if h != new]
     _write_record(path, [*keep, new])  # step 1: old or new content both verify
-    _atomic_write(path, data)
+    atomic_write(path, data)
     if keep:
         _write_record(path, [new])  # step 2: only the new content
 
@@ -105,14 +113,12 @@ def verify(path: str | os.PathLike[str]) -> None:
 
 
 def _write_record(path: Path, hashes: list[str]) -> None:
-    _atomic_write(
-        sidecar(path), (json.dumps({"file": path.name, "sha256": hashes}) + "\n").encode()
-    )
+    atomic_write(sidecar(path), (json.dumps({"file": path.name, "sha256": hashes}) + "\n").encode())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder + ``os.replace`` (as :func:`metarec.runs.checkpoint.atomic_write_bytes`,
-    which imports this module)."""
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsynced, then
+    ``os.replace`` (a crash leaves the old file or the new one, never a torn one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

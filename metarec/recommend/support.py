@@ -25,6 +25,7 @@ from metarec.data.encoding import IdEncoder
 from metarec.data.table import Columns, InteractionTable
 
 __all__ = [
+    "check_support_ratings",
     "read_support",
     "SupportRows",
     "SupportTasks",
@@ -187,6 +188,20 @@ def parse_support(
                 f"every interaction needs a {role}; drop those rows"
             )
     ratings = _numbers(r)
+    check_support_ratings(ratings, feedback, scale)
+    _warn_repeats(u, i)
+    return SupportRows(u, i, ratings)
+
+
+_FEW_ROWS = 1000
+"""Up to this many support rows are checked for repeats with a dict instead of pandas."""
+
+
+def check_support_ratings(
+    ratings: np.ndarray, feedback: str, scale: tuple[float, float] | None
+) -> None:
+    """Refuse support ratings the run cannot read: not 0/1 with implicit feedback, or outside
+    the run's ``rating_scale`` with explicit feedback (the message names the row and the fix)."""
     if feedback == "implicit" and not np.isin(ratings, (0.0, 1.0)).all():
         k = int(np.flatnonzero(~np.isin(ratings, (0.0, 1.0)))[0])
         raise DataError(
@@ -201,12 +216,6 @@ def parse_support(
                 f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
                 f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings"
             )
-    _warn_repeats(u, i)
-    return SupportRows(u, i, ratings)
-
-
-_FEW_ROWS = 1000
-"""Up to this many support rows are checked for repeats with a dict instead of pandas."""
 
 
 def _warn_repeats(users: np.ndarray, items: np.ndarray) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from metarec._errors import CheckpointError, ConfigError, suggest
-from metarec._io.checksums import verify, write_checked
+from metarec._io.checksums import atomic_write, verify, write_checked
 from metarec._io.paths import need_file
 from metarec.data.encoding import IdEncoder
 from metarec.data.features import FeatureTable
@@ -69,19 +68,7 @@ _DAMAGED = "the run directory is damaged; restore the file from a copy, or re-cr
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(Path(path), data)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from metarec._errors import ConfigError, DataError, MetarecError, py, suggest
+from metarec.recommend.support import check_support_ratings
 from metarec.serve.schema import MAX_ID_CHARS, MAX_INT_DIGITS, PREDICT, RECOMMEND, Body
 
 __all__ = ["Limits", "Job", "PayloadTooLarge", "parse_body", "parse_recommend", "parse_predict"]
@@ -378,7 +379,7 @@ def _support_checked(rows: Any, meta: Any, limits: Limits) -> tuple[np.ndarray, 
             )
         items[n] = _id(v, f"support[{n}].item")
     values = _ratings(ratings)
-    _check_scale(values, meta.feedback, meta.rating_scale)
+    check_support_ratings(values, meta.feedback, meta.rating_scale)
     return meta.encode_items(items, what="support"), values
 
 
@@ -408,23 +409,6 @@ def _ratings(raw: np.ndarray) -> np.ndarray:
             "ratings must be numbers; clean or drop those rows"
         )
     return out
-
-
-def _check_scale(ratings: np.ndarray, feedback: str, scale: tuple[float, float] | None) -> None:
-    if feedback == "implicit" and not np.isin(ratings, (0.0, 1.0)).all():
-        k = int(np.flatnonzero(~np.isin(ratings, (0.0, 1.0)))[0])
-        raise DataError(
-            f"support ratings: {ratings[k]:g} at row {k}: this run has implicit feedback, ratings must be 0 "
-            "or 1; binarise them first (e.g. rating >= 4)"
-        )
-    if feedback == "explicit" and scale is not None:
-        off = (ratings < scale[0]) | (ratings > scale[1])
-        if off.any():
-            k = int(np.flatnonzero(off)[0])
-            raise DataError(
-                f"support ratings: {ratings[k]:g} at row {k} is outside the run's rating_scale="
-                f"({scale[0]:g}, {scale[1]:g}); fix or clip the ratings"
-            )
 
 
 def _repeats(job: Job, meta: Any) -> None:
