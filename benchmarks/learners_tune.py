@@ -3,7 +3,8 @@
 Each configuration is fitted through the method interface on meta-train with the quick suite's
 budget (``metarec bench --quick``: :func:`metarec.bench.variants.quick_scenario`; ``--full``: the
 scenario's own budget, as ``metarec bench`` without ``--quick``) and scored by its best meta-val
-score (``fit.log["best_val"]``: MAE for explicit, AUC for implicit feedback), which is also what
+score (``fit.log["best_val"]``: MAE for explicit, AUC for implicit feedback; the ranking learners:
+meta-val ``ndcg@10_all``, per support size for ``elae``), which is also what
 selects its checkpoint. ``--shots 1,5,default`` also scores the selected model on meta-val tasks with
 that many support interactions (``default``: the scenario's own support), as the bench does. No
 test pool is read. One JSON row per configuration and seed goes to ``--out`` (JSONL); a summary
@@ -34,6 +35,20 @@ from metarec.data.load import load_table  # noqa: E402
 from metarec.episodes.build import build_splits, sampler_config
 from metarec.methods import FitData, build_method  # noqa: E402
 from metarec.methods.learners import evaluate_fitted  # noqa: E402
+
+
+def _meta_val(fitted) -> float | dict[str, float] | None:
+    """The fit's best meta-val score: ``log["best_val"]`` (the learners), the training log's
+    ``best_val`` (the ranking learners: ``elae`` one ``ndcg@10_all`` per support size, averaged in
+    the summary), else the validation MAE."""
+    best = getattr(fitted, "log", {}).get("best_val")
+    if best is not None:
+        return best
+    log = getattr(fitted, "training_log", None)
+    if log is not None and log.best_val:
+        vals = {k: float(v) for k, v in log.best_val.items()}
+        return vals if len(vals) > 1 else next(iter(vals.values()))
+    return getattr(fitted, "val_mae", None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 "method": args.method,
                 "settings": settings,
                 "seed": seed,
-                "meta_val": getattr(fitted, "log", {}).get(
-                    "best_val", getattr(fitted, "val_mae", None)
-                ),
+                "meta_val": _meta_val(fitted),
                 "best_step": getattr(fitted, "log", {}).get("best_step"),
                 "fit_s": round(time.perf_counter() - t0, 1),
             }
@@ -82,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                     cfg = dataclasses.replace(cfg, n_support=int(k))
                 res = evaluate_fitted(fitted, table, splits.pools[splits.val], cfg, seed=seed)
                 row[f"meta_val@{k}"] = res["mae" if table.feedback == "explicit" else "auc"]
-            vals.append(row["meta_val"])
+            mv = row["meta_val"]
+            vals.append(statistics.mean(mv.values()) if isinstance(mv, dict) else mv)
+            if isinstance(mv, dict):
+                print("  " + "  ".join(f"{key}: {v:.4f}" for key, v in mv.items()), flush=True)
             extra.setdefault(json.dumps(settings), []).append([row[f"meta_val@{k}"] for k in shots])
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
