@@ -109,3 +109,27 @@ def test_warm_predefined_split_names_the_key_and_the_fix(tmp_path) -> None:
     ):
         cross_domain_view(table, splits)
     assert quick_defaults(sc) is None  # the quick suite leaves the cross-domain methods out
+
+
+def test_bench_refuses_cross_domain_methods_on_a_warm_predefined_split_before_any_run(
+    tmp_path,
+) -> None:
+    from test_splits_predefined import _scenario_text, _two_domains
+
+    from metarec._errors import ConfigError
+    from metarec.bench import run_bench
+    from metarec.config import load_scenario
+
+    paths = _two_domains(tmp_path / "d")
+    extra = "".join(f"{u}\t{i}\t3\n" for u in range(1, 21) for i in range(41, 49))
+    paths["movies_train"].write_text(paths["movies_train"].read_text() + extra)
+    warm = tmp_path / "warm.toml"
+    warm.write_text(_scenario_text(paths, 'target_domain = "movies"'))
+    out = tmp_path / "bench"
+    with pytest.raises(
+        ConfigError,
+        match=r"--algorithms: \['lightgcn'\] are cross-domain methods, which need cold target "
+        r"users.*predefined.*warm.*--algorithms popularity\).*cold_domain_users",
+    ):
+        run_bench(load_scenario(warm), out=out, algorithms=["popularity", "lightgcn"], seeds=1)
+    assert not (out / "results.jsonl").exists()  # refused before the first run

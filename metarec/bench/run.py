@@ -37,7 +37,12 @@ from typing import Any
 from metarec._errors import ConfigError
 from metarec._io.lock import holds_folder
 from metarec.bench.context import RunContext
-from metarec.bench.crossdomain_rows import is_crossdomain, quick_defaults, write_transfer_summary
+from metarec.bench.crossdomain_rows import (
+    is_crossdomain,
+    predefined_is_warm,
+    quick_defaults,
+    write_transfer_summary,
+)
 from metarec.bench.evaluation import NEGATIVES
 from metarec.bench.grid import CATALOGUE_BUDGET, Grid, run_grid, seed_splits
 from metarec.bench.parallel import check_jobs
@@ -77,6 +82,7 @@ from metarec.bench.writers import (
 from metarec.config import Scenario, to_dict
 from metarec.data.load import load_table
 from metarec.data.table import InteractionTable
+from metarec.methods.base import method_info
 from metarec.runs.checkpoint import atomic_write_json
 from metarec.train.loop import resolve_device
 
@@ -290,6 +296,7 @@ def _plan(
     algos = check_algorithms(
         list(algorithms) if algorithms is not None else list(dict.fromkeys(default))
     )
+    _check_warm_predefined(scenario, data, algos)
     n_seeds = _check_seeds(
         seeds if seeds is not None else (quick_seeds if quick else scenario.bench.seeds)
     )
@@ -309,6 +316,23 @@ def _plan(
     base = quick_scenario(scenario) if quick else scenario
     base = replace(base, train=replace(base.train, progress=False))
     return _Plan(base, algos, n_seeds, shot_list, quick, warmup)
+
+
+def _check_warm_predefined(scenario: Scenario, data: _Data, algos: tuple[str, ...]) -> None:
+    """Refuse, before any run, the cross-domain methods on a ``predefined`` split whose test users
+    also train in the target domain (each would fail only when its turn came)."""
+    if scenario.protocol.split != "predefined":
+        return
+    cross = [a for a in algos if method_info(a).tags.family == "crossdomain"]
+    if cross and predefined_is_warm(scenario, data.table()):
+        others = [a for a in algos if a not in cross]
+        keep = f"--algorithms {','.join(others)}" if others else "--algorithms elae,popularity"
+        raise ConfigError(
+            f"--algorithms: {cross} are cross-domain methods, which need cold target users; the "
+            f"split of {scenario.name!r} (protocol.split = 'predefined') is warm: its test users "
+            "also train in the target domain; drop them (e.g. "
+            f"{keep}) or draw cold users with protocol.split = 'cold_domain_users'"
+        )
 
 
 def _headline(plan: _Plan, device: Any, env: dict[str, Any]) -> str:
