@@ -23,7 +23,34 @@ from metarec.methods.crossdomain.names import parse_method
 from metarec.methods.crossdomain.settings import CrossDomainConfig
 from metarec.metrics.select import RANK_SELECT_METRIC, SELECT_METRIC
 
-__all__ = ["FittedMethod"]
+__all__ = ["FittedMethod", "ranking_val"]
+
+
+def ranking_val(
+    scorer: ColdStartScorer,
+    table: InteractionTable,
+    splits: MetaSplits,
+    scfg: SamplerConfig,
+    cfg: CrossDomainConfig,
+    relevance: float | None,
+    adapt: AdaptConfig | None = None,
+    rank: RankAdapt | None = None,
+) -> dict[str, Any]:
+    """Catalogue ranking of at most ``cfg.val_tasks`` meta-val tasks after ``adapt`` (``None``:
+    zero-shot): what a cross-domain method in a ranking scenario is selected on, its epochs
+    (:func:`~metarec.methods.crossdomain.methods.fit_method`) and its ``+adapt`` step size alike."""
+    tasks = VectorTasks(scorer, table, adapt, rank=rank, score_kind="rank")
+    return evaluate_ranking(
+        tasks,
+        table,
+        splits,
+        splits.val,
+        scfg,
+        relevance=relevance,
+        max_tasks=cfg.val_tasks,
+        batch_size=cfg.eval_batch_size,
+        seed=cfg.eval_seed,
+    )
 
 
 class FittedMethod:
@@ -120,19 +147,8 @@ class FittedMethod:
             return self._score(
                 self.splits.pools[self.splits.val], scfg, adapt, max_tasks=cfg.val_tasks
             )
-        tasks = VectorTasks(
-            self.scorer, self.table, adapt, rank=self.rank_adapt, score_kind=self.score_kind
-        )
-        return evaluate_ranking(
-            tasks,
-            self.table,
-            self.splits,
-            self.splits.val,
-            scfg,
-            relevance=self.relevance,
-            max_tasks=cfg.val_tasks,
-            batch_size=cfg.eval_batch_size,
-            seed=cfg.eval_seed,
+        return ranking_val(
+            self.scorer, self.table, self.splits, scfg, cfg, self.relevance, adapt, self.rank_adapt
         )
 
     def _score(

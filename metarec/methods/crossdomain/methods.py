@@ -42,17 +42,15 @@ from metarec.data.table import InteractionTable
 from metarec.episodes.ranking import relevance_threshold
 from metarec.episodes.sampler import SamplerConfig
 from metarec.episodes.splits import MetaSplits
-from metarec.methods.catalogue import evaluate_ranking
 from metarec.methods.crossdomain._train import Validate
 from metarec.methods.crossdomain.bridges import EMCDR, PTUPCDR, ptupcdr_histories
 from metarec.methods.crossdomain.bridges import Mapping as BridgeMapping
 from metarec.methods.crossdomain.data import CrossDomainView, cross_domain_view
 from metarec.methods.crossdomain.evaluate import (
     ColdStartScorer,
-    VectorTasks,
     evaluate_cold_pool,
 )
-from metarec.methods.crossdomain.fitted import FittedMethod
+from metarec.methods.crossdomain.fitted import FittedMethod, ranking_val
 from metarec.methods.crossdomain.mf import MF, fit_mf, new_mf
 from metarec.methods.crossdomain.names import METHODS, parse_method
 from metarec.methods.crossdomain.settings import CrossDomainConfig, as_config
@@ -297,18 +295,7 @@ def fit_method(
     def make_validate(scorer: ColdStartScorer) -> Validate:
         def validate() -> float:
             if ranking:  # zero-shot catalogue ranking of the meta-val tasks
-                tasks = VectorTasks(scorer, table, None, score_kind="rank")
-                ev = evaluate_ranking(
-                    tasks,
-                    table,
-                    splits,
-                    splits.val,
-                    scfg,
-                    relevance=relevance,
-                    max_tasks=cfg.val_tasks,
-                    batch_size=cfg.eval_batch_size,
-                    seed=cfg.eval_seed,
-                )
+                ev = ranking_val(scorer, table, splits, scfg, cfg, relevance)
                 return float(ev[RANK_SELECT_METRIC[0]])
             res = evaluate_cold_pool(
                 scorer,
