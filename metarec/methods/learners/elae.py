@@ -79,9 +79,8 @@ __all__ = [
 ]
 
 
-_METRIC = RANK_SELECT_METRIC[
-    0
-]  # meta-val selection: nDCG@10 over the catalogue (see catalogue_ndcg)
+# meta-val selection: nDCG@10 over the catalogue (see catalogue_ndcg)
+_METRIC = RANK_SELECT_METRIC[0]
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,7 @@ class ElaeSettings:
             as an always-present input block (cold users of a target domain); ``False`` uses
             the target support alone.
         history_norm: a history row is divided by (its number of items) to this power (0, the
-            default: raw
-            indicators; 0.5: long and short histories weigh alike in norm).
+            default: raw indicators; 0.5: long and short histories weigh alike in norm).
     """
 
     shots: tuple[int, ...] = ()
@@ -382,9 +380,13 @@ class ElaeMethod:
             Ph = _basis(H, rank, seed) if H is not None else None
             fitted.P = P.float()
             fitted.Ph = None if Ph is None else Ph.float()
-        val = _val_tasks(
-            table, splits.pools[splits.val], col, relevant, st.val_tasks, max(self.shots), seed
+        vpool = splits.pools[splits.val]  # a ranking protocol's own tasks, or seeded k-shot ones:
+        own = (
+            None
+            if self.protocol is not None
+            else _val_tasks(table, vpool, col, relevant, st.val_tasks, max(self.shots), seed)
         )
+        no_val = len(vpool) == 0 if own is None else not own.cols
         Bs: list[torch.Tensor] = []
         log_rows: list[dict[str, Any]] = []
         t0 = time.perf_counter()
@@ -394,8 +396,9 @@ class ElaeMethod:
                 A, C = kshot_moments_projected(X, T, k, P, H, Ph)
             else:
                 A, C = kshot_moments(X, T, k, H)
-            Z, ex, rel = val.batch(k, fitted) if val.cols else (None, None, None)
-            if Z is not None and self.protocol is None:
+            Z = ex = rel = None
+            if own is not None and own.cols:
+                Z, ex, rel = own.batch(k, fitted)
                 Z = fitted._project(Z)
             tried: dict[int, torch.Tensor] = {}
             kept: dict[str, Any] = {}
@@ -414,9 +417,9 @@ class ElaeMethod:
                 if not tried:  # nothing solved yet
                     return Validation(-math.inf, {_METRIC: math.nan})
                 i = max(tried)
-                if Z is None:  # no meta-val user: the first strength that solves
+                if no_val:  # no meta-val user: the first strength that solves
                     return Validation(-float(i), {_METRIC: math.nan})
-                if self.protocol is not None:  # the scenario's own meta-val protocol
+                if Z is None:  # the scenario's own meta-val protocol
                     nd = self._protocol_ndcg(fitted, k, tried[i], data)
                 else:
                     nd = float(torch.nanmean(catalogue_ndcg(Z @ tried[i], ex, rel)))
